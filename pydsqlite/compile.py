@@ -1,0 +1,313 @@
+"""Pipeline stage 1: compile table models into the desired ``Schema``.
+
+Every declaration error is found here, before any database is touched, and raised
+as ``SchemaDefinitionError`` naming the model and field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+import annotated_types
+from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from . import markers
+from .codecs import SQL_TYPE_OF_KIND, UnsupportedType, encode_value, split_optional, storage_kind
+from .errors import SchemaDefinitionError
+from .model import registered_models, table_options
+from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, fold_name
+from .sqltext import quote_identifier, quote_literal
+
+MAX_INDEX_NAME = 64
+RESERVED_COLUMN_NAMES = frozenset({"rowid", "oid", "_rowid_"})
+RESERVED_TABLE_PREFIXES = ("sqlite_", "_pydsqlite")
+
+
+def compile_models(models: Iterable[type[BaseModel]] | None = None) -> Schema:
+    """Compile ``models`` (default: every table model defined so far) into a ``Schema``."""
+    chosen = list(registered_models() if models is None else models)
+    by_table: dict[str, type[BaseModel]] = {}
+    for model in chosen:
+        options = table_options(model)
+        if options is None:
+            raise SchemaDefinitionError(model.__qualname__, None, "is not a table model (declare table=...)")
+        key = fold_name(options.table)
+        if key in by_table and by_table[key] is not model:
+            raise SchemaDefinitionError(
+                model.__qualname__, None, f"table {options.table!r} is also declared by {by_table[key].__qualname__}"
+            )
+        by_table[key] = model
+    known = {fold_name(table_options(m).table): m for m in registered_models()}  # type: ignore[union-attr]
+    known.update(by_table)
+    tables = tuple(_compile_table(model, known) for model in by_table.values())
+    _check_index_names(tables)
+    return Schema(tables=tables)
+
+
+class _FieldDeclaration:
+    """What one Pydantic field declares: its markers, storage kind and constraints."""
+
+    def __init__(self, model: type[BaseModel], name: str, info: FieldInfo) -> None:
+        self.model = model
+        self.name = name
+        self.info = info
+        try:
+            inner, self.nullable, inner_metadata = split_optional(info.annotation)
+            self.kind = storage_kind(inner)
+        except UnsupportedType as error:
+            raise SchemaDefinitionError(model.__qualname__, name, str(error)) from None
+        self.metadata = [*info.metadata, *inner_metadata]
+
+    def markers(self, marker_type: type) -> list[Any]:
+        return [item for item in self.metadata if isinstance(item, marker_type)]
+
+    def error(self, message: str) -> SchemaDefinitionError:
+        return SchemaDefinitionError(self.model.__qualname__, self.name, message)
+
+
+def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) -> Table:
+    options = table_options(model)
+    assert options is not None
+    qualname = model.__qualname__
+    if options.table.lower().startswith(RESERVED_TABLE_PREFIXES):
+        raise SchemaDefinitionError(qualname, None, f"table name {options.table!r} is reserved (sqlite_*, _pydsqlite*)")
+    if not model.model_fields:
+        raise SchemaDefinitionError(qualname, None, "a table model needs at least one field")
+    fields = [_FieldDeclaration(model, name, info) for name, info in model.model_fields.items()]
+    names = {fold_name(field.name) for field in fields}
+    for field in fields:
+        folded = fold_name(field.name)
+        if folded in RESERVED_COLUMN_NAMES:
+            raise field.error(f"column name {field.name!r} is reserved by SQLite (rowid aliases)")
+        if folded.endswith(LWW_SUFFIX):
+            raise field.error(f"names ending in {LWW_SUFFIX!r} are reserved for LWW companion columns")
+    primary_key = _primary_key(model, fields, options.primary_key)
+    columns: list[Column] = []
+    indexes: list[Index] = []
+    foreign_keys: list[ForeignKey] = []
+    for field in fields:
+        lww = bool(field.markers(markers.LWW))
+        if field.name in primary_key and lww:
+            raise field.error("a primary key column cannot be LWW")
+        columns.append(
+            Column(
+                name=field.name,
+                type=SQL_TYPE_OF_KIND[field.kind],
+                not_null=not field.nullable,
+                default=_default(field),
+                checks=_checks(field),
+                lww=lww,
+                renamed_from=tuple(name for marker in field.markers(markers.RenamedFrom) for name in marker.names),
+            )
+        )
+        if lww:
+            columns.append(Column(name=field.name + LWW_SUFFIX, type="TEXT"))
+        for marker in field.markers(markers.Index):
+            if marker.columns:
+                raise field.error("Index() on a field takes no column names; use the indexes= class keyword")
+            indexes.append(_index(options.table, (field.name,), marker.unique, marker.name))
+        for marker in field.markers(markers.Unique):
+            indexes.append(_index(options.table, (field.name,), True, marker.name))
+        for marker in field.markers(markers.ForeignKey):
+            foreign_keys.append(_foreign_key(field, marker, known))
+    for marker in options.indexes:
+        if not isinstance(marker, markers.Index):
+            raise SchemaDefinitionError(qualname, None, f"indexes= takes Index(...) objects, not {marker!r}")
+        if not marker.columns:
+            raise SchemaDefinitionError(qualname, None, "Index() in indexes= needs at least one column name")
+        for column in marker.columns:
+            if fold_name(column) not in names:
+                raise SchemaDefinitionError(qualname, column, f"index names unknown column {column!r}")
+        indexes.append(_index(options.table, marker.columns, marker.unique, marker.name))
+    return Table(
+        name=options.table,
+        columns=tuple(columns),
+        primary_key=primary_key,
+        foreign_keys=tuple(foreign_keys),
+        strict=options.strict,
+        indexes=tuple(_deduplicate(indexes)),
+        renamed_from=options.renamed_from,
+        model=qualname,
+    )
+
+
+def _primary_key(model: type[BaseModel], fields: list[_FieldDeclaration], declared: tuple[str, ...] | None) -> tuple[str, ...]:
+    marked = tuple(field.name for field in fields if field.markers(markers.PrimaryKey))
+    if declared is not None and marked:
+        raise SchemaDefinitionError(
+            model.__qualname__, marked[0], "primary key declared both with PrimaryKey() and primary_key=...; use one"
+        )
+    key = declared if declared is not None else marked
+    by_name = {fold_name(field.name): field for field in fields}
+    for name in key:
+        field = by_name.get(fold_name(name))
+        if field is None:
+            raise SchemaDefinitionError(model.__qualname__, name, "primary_key names an unknown field")
+        if field.nullable:
+            raise field.error("a primary key column cannot be Optional")
+    if len({fold_name(name) for name in key}) != len(key):
+        raise SchemaDefinitionError(model.__qualname__, None, f"primary key {key!r} repeats a column")
+    return tuple(by_name[fold_name(name)].name for name in key)
+
+
+def _default(field: _FieldDeclaration) -> str | None:
+    """The SQL DEFAULT of a field with a constant default (validated through the field's type)."""
+    info = field.info
+    if info.default is PydanticUndefined or info.default_factory is not None:
+        return None
+    adapter = TypeAdapter(Annotated[info.annotation, *info.metadata]) if info.metadata else TypeAdapter(info.annotation)
+    try:
+        value = adapter.validate_python(info.default)
+    except ValidationError as error:
+        message = error.errors()[0]["msg"]
+        raise field.error(f"invalid default {info.default!r}: {message}") from None
+    if value is None:
+        return None
+    encoded = encode_value(field.kind, value)
+    if isinstance(encoded, float) and math.isnan(encoded):
+        raise field.error("a NaN default cannot be stored as an SQL DEFAULT")
+    if isinstance(encoded, str) and "\x00" in encoded:
+        raise field.error("a default containing a NUL character cannot be stored as an SQL DEFAULT")
+    return quote_literal(encoded)
+
+
+def _checks(field: _FieldDeclaration) -> tuple[str, ...]:
+    """CHECK expressions for annotated-types bounds: lengths on text/bytes, bounds on numbers."""
+    column = quote_identifier(field.name)
+    checks: list[str] = []
+    for item in field.metadata:
+        bounds = _bounds(item)
+        for bound, value in bounds:
+            if value is None:
+                continue
+            if bound in ("min_length", "max_length"):
+                if field.kind not in ("str", "bytes"):
+                    continue
+                operator = ">=" if bound == "min_length" else "<="
+                checks.append(f"length({column}) {operator} {int(value)}")
+            elif field.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                operator = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[bound]
+                checks.append(f"{column} {operator} {quote_literal(value)}")
+    return tuple(checks)
+
+
+def _bounds(item: object) -> list[tuple[str, Any]]:
+    if isinstance(item, StringConstraints):
+        return [("min_length", item.min_length), ("max_length", item.max_length)]
+    if isinstance(item, annotated_types.MinLen):
+        return [("min_length", item.min_length)]
+    if isinstance(item, annotated_types.MaxLen):
+        return [("max_length", item.max_length)]
+    if isinstance(item, annotated_types.Len):
+        return [("min_length", item.min_length), ("max_length", item.max_length)]
+    if isinstance(item, annotated_types.Interval):
+        return [("gt", item.gt), ("ge", item.ge), ("lt", item.lt), ("le", item.le)]
+    for name in ("gt", "ge", "lt", "le"):
+        cls = getattr(annotated_types, name.capitalize())
+        if isinstance(item, cls):
+            return [(name, getattr(item, name))]
+    return []
+
+
+def index_name(table: str, columns: tuple[str, ...], unique: bool) -> str:
+    """Deterministic index name; names past ``MAX_INDEX_NAME`` keep a prefix plus a hash of the whole."""
+    name = ("uq_" if unique else "ix_") + table + "_" + "_".join(columns)
+    if len(name) <= MAX_INDEX_NAME:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:10]
+    return name[: MAX_INDEX_NAME - len(digest) - 1] + "_" + digest
+
+
+def _index(table: str, columns: tuple[str, ...], unique: bool, name: str | None) -> Index:
+    return Index(name=name or index_name(table, columns, unique), table=table, columns=tuple(columns), unique=unique)
+
+
+def _deduplicate(indexes: list[Index]) -> list[Index]:
+    seen: dict[str, Index] = {}
+    for index in indexes:
+        seen.setdefault(fold_name(index.name), index)
+    return list(seen.values())
+
+
+def _check_index_names(tables: tuple[Table, ...]) -> None:
+    owners: dict[str, str] = {}
+    table_names = {fold_name(table.name) for table in tables}
+    for table in tables:
+        for index in table.indexes:
+            key = fold_name(index.name)
+            if key in owners and owners[key] != table.name:
+                raise SchemaDefinitionError(table.model or table.name, None, f"index name {index.name!r} is also used on table {owners[key]!r}")
+            if key in table_names:
+                raise SchemaDefinitionError(table.model or table.name, None, f"index name {index.name!r} is also a table name")
+            owners[key] = table.name
+
+
+def _foreign_key(field: _FieldDeclaration, marker: markers.ForeignKey, known: dict[str, type[BaseModel]]) -> ForeignKey:
+    target = marker.target
+    if isinstance(target, type) and issubclass(target, BaseModel):
+        options = table_options(target)
+        if options is None:
+            raise field.error(f"foreign key target {target.__qualname__} is not a table model")
+        table_name, column_name = options.table, None
+    elif isinstance(target, str) and target:
+        table_name, _, column_name = target.partition(".")
+        column_name = column_name or None
+    else:
+        raise field.error(f"foreign key target must be 'table.column' or a table model, not {target!r}")
+    parent = known.get(fold_name(table_name))
+    if parent is None:
+        raise field.error(f"foreign key references unknown table {table_name!r}")
+    parent_options = table_options(parent)
+    assert parent_options is not None
+    parent_fields = {fold_name(name): name for name in parent.model_fields}
+    parent_key = _declared_key(parent)
+    if column_name is None:
+        if len(parent_key) != 1:
+            raise field.error(f"table {table_name!r} has no single-column primary key; name the column ('{table_name}.column')")
+        column_name = parent_key[0]
+    if fold_name(column_name) not in parent_fields:
+        raise field.error(f"foreign key references unknown column {table_name}.{column_name}")
+    column_name = parent_fields[fold_name(column_name)]
+    if (column_name,) != parent_key and not _is_unique_field(parent, column_name):
+        raise field.error(
+            f"foreign key target {table_name}.{column_name} is neither the primary key nor unique; SQLite requires one"
+        )
+    return ForeignKey(
+        columns=(field.name,),
+        ref_table=parent_options.table,
+        ref_columns=(column_name,),
+        on_delete=marker.on_delete,
+        on_update=marker.on_update,
+    )
+
+
+def _declared_key(model: type[BaseModel]) -> tuple[str, ...]:
+    options = table_options(model)
+    if options is not None and options.primary_key is not None:
+        return options.primary_key
+    return tuple(
+        name
+        for name, info in model.model_fields.items()
+        if any(isinstance(item, markers.PrimaryKey) for item in _all_metadata(info))
+    )
+
+
+def _is_unique_field(model: type[BaseModel], name: str) -> bool:
+    info = model.model_fields[name]
+    if any(isinstance(item, markers.Unique) or (isinstance(item, markers.Index) and item.unique) for item in _all_metadata(info)):
+        return True
+    options = table_options(model)
+    return any(index.unique and index.columns == (name,) for index in (options.indexes if options else ()))
+
+
+def _all_metadata(info: FieldInfo) -> list[Any]:
+    try:
+        _, _, inner = split_optional(info.annotation)
+    except UnsupportedType:
+        inner = []
+    return [*info.metadata, *inner]

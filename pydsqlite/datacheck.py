@@ -1,0 +1,71 @@
+"""Checks a plan against the live data before anything changes.
+
+Runs each operation's COUNT queries (read-only) and fills in row counts and
+findings: rows in the way make the plan impossible, rows that would be lost make
+the operation destructive.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .plan import DataCheck, MigrationPlan, Operation
+
+
+def check_plan_against_data(conn: sqlite3.Connection, plan: MigrationPlan) -> MigrationPlan:
+    """The same plan with row counts, findings and blocking problems filled in."""
+    operations = []
+    problems: list[str] = []
+    for operation in plan.operations:
+        checked, found = _check_operation(conn, operation)
+        operations.append(checked)
+        problems.extend(found)
+    return plan.with_operations(tuple(operations), tuple(problems))
+
+
+def _check_operation(conn: sqlite3.Connection, operation: Operation) -> tuple[Operation, list[str]]:
+    findings: list[str] = []
+    problems: list[str] = list(operation.problems)
+    destructive = operation.destructive
+    lost_rows = 0
+    for check in operation.checks:
+        count = _count(conn, check)
+        if not count:
+            continue
+        message = _message(conn, check, count)
+        if check.blocking:
+            problems.append(message)
+        else:
+            destructive = True
+            lost_rows += count
+            findings.append(message)
+    row_count = lost_rows if destructive else None
+    checked = Operation(
+        kind=operation.kind,
+        table=operation.table,
+        description=operation.description,
+        statements=operation.statements,
+        destructive=destructive,
+        row_count=row_count,
+        findings=tuple(findings),
+        checks=operation.checks,
+        problems=operation.problems,
+    )
+    return checked, problems
+
+
+def _count(conn: sqlite3.Connection, check: DataCheck) -> int:
+    row = conn.execute(check.count_sql).fetchone()
+    return int(row[0] or 0)
+
+
+def _message(conn: sqlite3.Connection, check: DataCheck, count: int) -> str:
+    where = f"{check.table}.{check.column}" if check.column else check.table
+    rows = f"{count} row{'s' if count != 1 else ''}"
+    text = f"{where}: {rows}: {check.problem}"
+    if check.sample_sql:
+        sample = conn.execute(check.sample_sql).fetchone()
+        if sample is not None:
+            value = sample[0] if len(sample) == 1 else tuple(sample)
+            text += f" (e.g. {value!r})"
+    return text

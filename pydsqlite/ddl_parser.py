@@ -1,0 +1,263 @@
+"""Reads the parts of CREATE TABLE / CREATE INDEX text that PRAGMAs do not report.
+
+A small tokenizer splits SQLite DDL into tokens that remember their position, so
+expression text (CHECK, GENERATED, partial-index WHERE) is cut out of the original
+statement verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))
+  | (?P<string>'(?:[^']|'')*')
+  | (?P<blob>[xX]'[0-9a-fA-F]*')
+  | (?P<quoted>"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\])
+  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)
+  | (?P<word>[A-Za-z_\u0080-\U0010FFFF][A-Za-z0-9_$\u0080-\U0010FFFF]*)
+  | (?P<variable>[?:@$][A-Za-z0-9_]*)
+  | (?P<op>\|\||<<|>>|<=|>=|==|!=|<>|->>|->|[-+*/%&|<>=~(),;.])
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str
+    text: str
+    start: int
+    end: int
+
+    @property
+    def upper(self) -> str:
+        return self.text.upper() if self.kind == "word" else ""
+
+    @property
+    def identifier(self) -> str:
+        """The identifier this token names, unquoted."""
+        if self.kind == "quoted":
+            body = self.text[1:-1]
+            if self.text[0] == '"':
+                return body.replace('""', '"')
+            if self.text[0] == "`":
+                return body.replace("``", "`")
+            return body
+        if self.kind == "string":
+            return self.text[1:-1].replace("''", "'")
+        return self.text
+
+
+def tokenize(sql: str) -> list[Token]:
+    """Split SQL into tokens, dropping white space and comments."""
+    tokens: list[Token] = []
+    position = 0
+    while position < len(sql):
+        match = _TOKEN.match(sql, position)
+        if match is None:
+            tokens.append(Token("op", sql[position], position, position + 1))
+            position += 1
+            continue
+        kind = match.lastgroup or "op"
+        if kind != "space":
+            tokens.append(Token(kind, match.group(), match.start(), match.end()))
+        position = match.end()
+    return tokens
+
+
+def normalize_expression(sql: str, renames: dict[str, str] | None = None) -> str:
+    """A comparable form of an SQL expression: tokens joined by single spaces, keywords
+    and identifiers case-folded, identifiers quoted one way; ``renames`` maps folded
+    old identifiers to new ones (to compare across a column rename)."""
+    out = []
+    for token in tokenize(sql):
+        if token.kind == "quoted" or (token.kind == "word" and not _is_keyword(token.text)):
+            name = token.identifier.lower()
+            if renames:
+                name = renames.get(name, name).lower()
+            out.append('"' + name + '"')
+        elif token.kind == "word":
+            out.append(token.text.lower())
+        else:
+            out.append(token.text)
+    return " ".join(out)
+
+
+_KEYWORDS = frozenset(
+    """AND OR NOT IS NULL IN LIKE GLOB REGEXP MATCH BETWEEN CASE WHEN THEN ELSE END CAST AS
+    COLLATE ESCAPE EXISTS SELECT FROM WHERE TRUE FALSE CURRENT_TIME CURRENT_DATE
+    CURRENT_TIMESTAMP DISTINCT""".split()
+)
+
+
+def _is_keyword(word: str) -> bool:
+    return word.upper() in _KEYWORDS
+
+
+@dataclass
+class ColumnExtras:
+    """What CREATE TABLE says about one column beyond PRAGMA table_xinfo."""
+
+    collate: str | None = None
+    checks: list[str] = field(default_factory=list)
+    generated: str | None = None
+    generated_stored: bool = False
+    autoincrement: bool = False
+    unique: bool = False
+
+
+@dataclass
+class TableExtras:
+    """What CREATE TABLE says beyond the PRAGMAs: per-column extras and table clauses."""
+
+    columns: dict[str, ColumnExtras] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+    uniques: list[tuple[str, ...]] = field(default_factory=list)
+    strict: bool = False
+    without_rowid: bool = False
+
+
+_CONSTRAINT_STARTS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
+_COLUMN_CONSTRAINT_STARTS = {
+    "CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK", "DEFAULT", "COLLATE",
+    "REFERENCES", "GENERATED", "AS",
+}
+
+
+def parse_create_table(sql: str) -> TableExtras:
+    """Extract CHECK, COLLATE, GENERATED, AUTOINCREMENT, inline UNIQUE and table options."""
+    tokens = tokenize(sql)
+    extras = TableExtras()
+    open_index = next((i for i, t in enumerate(tokens) if t.text == "("), None)
+    if open_index is None:
+        return extras
+    close_index = _matching_paren(tokens, open_index)
+    for part in _split_top_level(tokens[open_index + 1 : close_index]):
+        if not part:
+            continue
+        if part[0].upper in _CONSTRAINT_STARTS:
+            _read_table_constraint(sql, part, extras)
+        else:
+            extras.columns[part[0].identifier] = _read_column(sql, part)
+    options = {t.upper for t in tokens[close_index + 1 :]}
+    extras.strict = "STRICT" in options
+    extras.without_rowid = "ROWID" in options
+    return extras
+
+
+def _matching_paren(tokens: list[Token], open_index: int) -> int:
+    depth = 0
+    for index in range(open_index, len(tokens)):
+        if tokens[index].text == "(":
+            depth += 1
+        elif tokens[index].text == ")":
+            depth -= 1
+            if depth == 0:
+                return index
+    return len(tokens)
+
+
+def _split_top_level(tokens: list[Token]) -> list[list[Token]]:
+    parts: list[list[Token]] = [[]]
+    depth = 0
+    for token in tokens:
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        if token.text == "," and depth == 0:
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    return parts
+
+
+def _paren_text(sql: str, tokens: list[Token], open_index: int) -> tuple[str, int]:
+    """The verbatim text inside the parentheses opening at ``open_index``, and the closing index."""
+    close_index = _matching_paren(tokens, open_index)
+    if close_index >= len(tokens):
+        return sql[tokens[open_index].end :].strip(), close_index
+    return sql[tokens[open_index].end : tokens[close_index].start].strip(), close_index
+
+
+def _read_column(sql: str, part: list[Token]) -> ColumnExtras:
+    column = ColumnExtras()
+    index = 1
+    while index < len(part):
+        word = part[index].upper
+        if word == "COLLATE" and index + 1 < len(part):
+            column.collate = part[index + 1].identifier
+            index += 2
+            continue
+        if word == "CHECK" and index + 1 < len(part) and part[index + 1].text == "(":
+            text, close = _paren_text(sql, part, index + 1)
+            column.checks.append(text)
+            index = close + 1
+            continue
+        if word == "AS" and index + 1 < len(part) and part[index + 1].text == "(":
+            text, close = _paren_text(sql, part, index + 1)
+            column.generated = text
+            column.generated_stored = close + 1 < len(part) and part[close + 1].upper == "STORED"
+            index = close + 1
+            continue
+        if word == "AUTOINCREMENT":
+            column.autoincrement = True
+        if word == "UNIQUE":
+            column.unique = True
+        if part[index].text == "(":
+            index = _matching_paren(part, index) + 1
+            continue
+        index += 1
+    return column
+
+
+def _read_table_constraint(sql: str, part: list[Token], extras: TableExtras) -> None:
+    index = 0
+    if part[0].upper == "CONSTRAINT":
+        index = 2
+    if index >= len(part):
+        return
+    word = part[index].upper
+    if word == "CHECK" and index + 1 < len(part) and part[index + 1].text == "(":
+        text, _ = _paren_text(sql, part, index + 1)
+        extras.checks.append(text)
+    elif word == "UNIQUE" and index + 1 < len(part) and part[index + 1].text == "(":
+        close = _matching_paren(part, index + 1)
+        names = _split_top_level(part[index + 2 : close])
+        extras.uniques.append(tuple(item[0].identifier for item in names if item))
+
+
+def parse_index_where(sql: str) -> str | None:
+    """The WHERE clause of a partial index, verbatim, or None."""
+    tokens = tokenize(sql)
+    open_index = next((i for i, t in enumerate(tokens) if t.text == "("), None)
+    if open_index is None:
+        return None
+    close_index = _matching_paren(tokens, open_index)
+    rest = tokens[close_index + 1 :]
+    if rest and rest[0].upper == "WHERE" and len(rest) > 1:
+        end = rest[-1].start if rest[-1].text == ";" else len(sql)
+        return sql[rest[1].start : end].strip()
+    return None
+
+
+def parse_index_terms(sql: str) -> list[str]:
+    """The indexed terms of a CREATE INDEX, verbatim (names or expressions)."""
+    tokens = tokenize(sql)
+    open_index = next((i for i, t in enumerate(tokens) if t.text == "("), None)
+    if open_index is None:
+        return []
+    close_index = _matching_paren(tokens, open_index)
+    terms = []
+    for part in _split_top_level(tokens[open_index + 1 : close_index]):
+        if part:
+            terms.append(sql[part[0].start : part[-1].end])
+    return terms
+
+
+def identifiers_in(sql: str) -> set[str]:
+    """Every identifier-like word or quoted name in an expression, case-folded."""
+    return {token.identifier.lower() for token in tokenize(sql) if token.kind in ("word", "quoted")}

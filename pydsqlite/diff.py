@@ -1,0 +1,347 @@
+"""Pipeline stage 3: compare the desired and the live ``Schema`` into typed changes.
+
+A pure function: no database access. Tables are matched by name, then by
+``renamed_from``; columns likewise. Only tables and indexes that the desired schema
+declares, or that pydsqlite manages, are ever changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ddl_parser import normalize_expression
+from .metadata import ManagedObjects
+from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, fold_name
+
+
+@dataclass(frozen=True)
+class CreateTable:
+    table: Table
+
+
+@dataclass(frozen=True)
+class DropTable:
+    table: Table
+
+
+@dataclass(frozen=True)
+class RenameTable:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class AddColumn:
+    column: Column
+
+
+@dataclass(frozen=True)
+class DropColumn:
+    column: Column
+
+
+@dataclass(frozen=True)
+class RenameColumn:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class AlterColumn:
+    """The column keeps its name but changes ``aspects`` (type, nullability, default, check, collate, generated)."""
+
+    old: Column
+    new: Column
+    aspects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetLWW:
+    column: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class ChangePrimaryKey:
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChangeForeignKeys:
+    old: tuple[ForeignKey, ...]
+    new: tuple[ForeignKey, ...]
+
+
+@dataclass(frozen=True)
+class ChangeTableConstraints:
+    """Table-level CHECKs or inline UNIQUE constraints differ."""
+
+    aspects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChangeTableOptions:
+    """STRICT, WITHOUT ROWID or AUTOINCREMENT differ."""
+
+    aspects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CreateIndex:
+    index: Index
+
+
+@dataclass(frozen=True)
+class DropIndex:
+    index: Index
+
+
+Change = (
+    AddColumn | DropColumn | RenameColumn | AlterColumn | SetLWW | ChangePrimaryKey | ChangeForeignKeys
+    | ChangeTableConstraints | ChangeTableOptions | CreateIndex | DropIndex
+)
+
+
+@dataclass(frozen=True)
+class TableDiff:
+    """Everything that differs for one desired table matched to one live table.
+
+    ``column_sources`` maps each desired column that already exists to its live name.
+    """
+
+    live: Table
+    desired: Table
+    rename: RenameTable | None
+    changes: tuple[Change, ...]
+    column_sources: tuple[tuple[str, str], ...]
+
+    @property
+    def is_empty(self) -> bool:
+        return self.rename is None and not self.changes
+
+
+@dataclass(frozen=True)
+class SchemaDiff:
+    """All differences: tables to create, to drop, and per matched table its changes."""
+
+    created: tuple[Table, ...]
+    dropped: tuple[Table, ...]
+    altered: tuple[TableDiff, ...]
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.created and not self.dropped and all(item.is_empty for item in self.altered)
+
+
+def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> SchemaDiff:
+    """What must change for ``live`` to match ``desired``; unmanaged live tables are ignored."""
+    matches: list[tuple[Table, Table]] = []
+    claimed: set[str] = set()
+    desired_names = {fold_name(table.name) for table in desired.tables}
+    created = []
+    for table in desired.tables:
+        live_table = live.table(table.name)
+        if live_table is None:
+            live_table = next(
+                (
+                    candidate
+                    for old in table.renamed_from
+                    if (candidate := live.table(old)) is not None
+                    and fold_name(candidate.name) not in desired_names
+                    and fold_name(candidate.name) not in claimed
+                ),
+                None,
+            )
+        if live_table is None:
+            created.append(table)
+        else:
+            claimed.add(fold_name(live_table.name))
+            matches.append((table, live_table))
+    table_renames = {
+        fold_name(live_table.name): table.name for table, live_table in matches if live_table.name != table.name
+    }
+    column_renames = {
+        fold_name(table.name): _column_renames(table, live_table) for table, live_table in matches
+    }
+    dropped = tuple(
+        table
+        for table in live.tables
+        if fold_name(table.name) not in claimed and managed.manages_table(table.name)
+    )
+    altered = tuple(
+        _diff_table(table, live_table, managed, table_renames, column_renames) for table, live_table in matches
+    )
+    return SchemaDiff(created=tuple(created), dropped=dropped, altered=altered)
+
+
+def _column_renames(desired: Table, live: Table) -> dict[str, str]:
+    """Folded live column name → desired name, for columns matched through ``renamed_from``."""
+    renames = {}
+    for column in desired.columns:
+        if live.column(column.name) is not None:
+            continue
+        for old in column.renamed_from:
+            source = live.column(old)
+            if source is not None and desired.column(source.name) is None:
+                renames[fold_name(source.name)] = column.name
+                break
+    for live_name, new_name in list(renames.items()):
+        live_column = live.column(live_name)
+        desired_column = desired.column(new_name)
+        if live_column is not None and desired_column is not None and live_column.lww and desired_column.lww:
+            renames[fold_name(live_column.name + LWW_SUFFIX)] = desired_column.name + LWW_SUFFIX
+    return renames
+
+
+def _diff_table(
+    desired: Table,
+    live: Table,
+    managed: ManagedObjects,
+    table_renames: dict[str, str],
+    column_renames: dict[str, dict[str, str]],
+) -> TableDiff:
+    renames = column_renames[fold_name(desired.name)]
+    changes: list[Change] = []
+    sources: list[tuple[str, str]] = []
+    matched_live: set[str] = set()
+    for column in desired.columns:
+        live_column = live.column(column.name)
+        if live_column is None:
+            old_name = next((old for old, new in renames.items() if new == column.name), None)
+            live_column = live.column(old_name) if old_name else None
+            if live_column is not None:
+                changes.append(RenameColumn(live_column.name, column.name))
+        if live_column is None:
+            if not column.is_lww_companion:
+                changes.append(AddColumn(column))
+            else:
+                changes.append(SetLWW(column.name[: -len(LWW_SUFFIX)], True))
+            continue
+        matched_live.add(fold_name(live_column.name))
+        sources.append((column.name, live_column.name))
+        aspects = _column_aspects(live_column, column, renames)
+        if aspects:
+            changes.append(AlterColumn(live_column, column, aspects))
+    for live_column in live.columns:
+        if fold_name(live_column.name) in matched_live:
+            continue
+        base = live_column.name[: -len(LWW_SUFFIX)]
+        if live_column.is_lww_companion and live.column(base) is not None and desired.column(renames.get(fold_name(base), base)) is not None:
+            changes.append(SetLWW(base, False))
+        else:
+            changes.append(DropColumn(live_column))
+    live_key = tuple(renames.get(fold_name(name), name) for name in live.primary_key)
+    if _folded(live_key) != _folded(desired.primary_key):
+        changes.append(ChangePrimaryKey(live.primary_key, desired.primary_key))
+    live_keys = tuple(_translate_foreign_key(key, renames, table_renames, column_renames) for key in live.foreign_keys)
+    if _foreign_key_set(live_keys) != _foreign_key_set(desired.foreign_keys):
+        changes.append(ChangeForeignKeys(live.foreign_keys, desired.foreign_keys))
+    constraint_aspects = []
+    if sorted(normalize_expression(c, renames) for c in live.checks) != sorted(normalize_expression(c) for c in desired.checks):
+        constraint_aspects.append("check")
+    live_uniques = {tuple(fold_name(renames.get(fold_name(n), n)) for n in unique) for unique in live.uniques}
+    if live_uniques != {_folded(unique) for unique in desired.uniques}:
+        constraint_aspects.append("unique")
+    if constraint_aspects:
+        changes.append(ChangeTableConstraints(tuple(constraint_aspects)))
+    option_aspects = tuple(
+        name for name in ("strict", "without_rowid", "autoincrement") if getattr(live, name) != getattr(desired, name)
+    )
+    if option_aspects:
+        changes.append(ChangeTableOptions(option_aspects))
+    changes.extend(_diff_indexes(desired, live, managed, renames))
+    rename = RenameTable(live.name, desired.name) if live.name != desired.name else None
+    return TableDiff(live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources))
+
+
+def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> tuple[str, ...]:
+    aspects = []
+    if live.type != desired.type:
+        aspects.append("type")
+    if live.not_null != desired.not_null:
+        aspects.append("nullability")
+    if _normalize_default(live.default) != _normalize_default(desired.default):
+        aspects.append("default")
+    if sorted(normalize_expression(c, renames) for c in live.checks) != sorted(normalize_expression(c) for c in desired.checks):
+        aspects.append("check")
+    if (live.collate or "BINARY").upper() != (desired.collate or "BINARY").upper():
+        aspects.append("collate")
+    live_generated = normalize_expression(live.generated, renames) if live.generated is not None else None
+    desired_generated = normalize_expression(desired.generated) if desired.generated is not None else None
+    if live_generated != desired_generated or (live.generated is not None and live.generated_stored != desired.generated_stored):
+        aspects.append("generated")
+    return tuple(aspects)
+
+
+def _normalize_default(default: str | None) -> str | None:
+    if default is None:
+        return None
+    text = default.strip()
+    while text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
+        text = text[1:-1].strip()
+    if text.upper() == "NULL":
+        return None
+    return normalize_expression(text)
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += char == "("
+        depth -= char == ")"
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _folded(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(fold_name(name) for name in names)
+
+
+def _translate_foreign_key(
+    key: ForeignKey, renames: dict[str, str], table_renames: dict[str, str], column_renames: dict[str, dict[str, str]]
+) -> ForeignKey:
+    """The live foreign key as it reads after the planned table and column renames."""
+    parent = table_renames.get(fold_name(key.ref_table), key.ref_table)
+    parent_renames = column_renames.get(fold_name(parent), {})
+    return ForeignKey(
+        columns=tuple(renames.get(fold_name(name), name) for name in key.columns),
+        ref_table=parent,
+        ref_columns=tuple(parent_renames.get(fold_name(name), name) for name in key.ref_columns),
+        on_delete=key.on_delete,
+        on_update=key.on_update,
+    )
+
+
+def _foreign_key_set(keys: tuple[ForeignKey, ...]) -> set[tuple]:
+    return {
+        (_folded(key.columns), fold_name(key.ref_table), _folded(key.ref_columns), key.on_delete, key.on_update)
+        for key in keys
+    }
+
+
+def _diff_indexes(desired: Table, live: Table, managed: ManagedObjects, renames: dict[str, str]) -> list[Change]:
+    """Index changes: managed live indexes are dropped when gone or different; hand-made ones are left alone."""
+    changes: list[Change] = []
+    desired_by_name = {fold_name(index.name): index for index in desired.indexes}
+    kept: set[str] = set()
+    for index in live.indexes:
+        key = fold_name(index.name)
+        wanted = desired_by_name.get(key)
+        if wanted is not None and _index_signature(index, renames) == _index_signature(wanted, {}):
+            kept.add(key)
+        elif wanted is not None or managed.manages_index(index.name):
+            changes.append(DropIndex(index))
+    for index in desired.indexes:
+        if fold_name(index.name) not in kept:
+            changes.append(CreateIndex(index))
+    return changes
+
+
+def _index_signature(index: Index, renames: dict[str, str]) -> tuple:
+    return (
+        tuple(fold_name(renames.get(fold_name(column), column)) for column in index.columns),
+        index.unique,
+        normalize_expression(index.where, renames) if index.where else None,
+    )

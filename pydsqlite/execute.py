@@ -1,0 +1,147 @@
+"""Pipeline stage 5: apply a checked ``MigrationPlan`` (the only stage that writes schema).
+
+Connection handling (transactions, pragmas) sits behind ``ConnectionAdapter`` so an
+engine that refuses ``PRAGMA foreign_keys`` can use another route.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import MigrationError
+from .metadata import ManagedObjects, record_statements
+from .plan import MigrationPlan
+from .schema import Schema, fold_name
+
+logger = logging.getLogger(__name__)
+
+_SAVEPOINT = "pydsqlite_migration"
+
+
+class ConnectionAdapter:
+    """The transaction and pragma calls the executor needs, on one ``sqlite3.Connection``."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def foreign_keys_enabled(self) -> bool:
+        return bool(self.conn.execute("PRAGMA foreign_keys").fetchone()[0])
+
+    def set_foreign_keys(self, enabled: bool) -> None:
+        self.conn.execute(f"PRAGMA foreign_keys = {'ON' if enabled else 'OFF'}")
+
+    def execute(self, statement: str) -> None:
+        self.conn.execute(statement)
+
+    def foreign_key_violations(self) -> list[tuple]:
+        return self.conn.execute("PRAGMA foreign_key_check").fetchall()
+
+
+class MigrationSession:
+    """An open migration transaction: the write lock is held while the plan is made and applied."""
+
+    def __init__(self, adapter: ConnectionAdapter, *, foreign_keys_enforced: bool, check_foreign_keys: bool) -> None:
+        self.adapter = adapter
+        self.foreign_keys_enforced = foreign_keys_enforced
+        """True when foreign keys stay enforced during the migration (caller's open transaction)."""
+        self.check_foreign_keys = check_foreign_keys
+
+    def apply(self, plan: MigrationPlan, desired: Schema, managed: ManagedObjects) -> None:
+        """Run every statement of ``plan``, record the managed objects, and verify foreign keys."""
+        if self.foreign_keys_enforced:
+            unsafe = [op.table for op in plan.operations if op.kind in ("rebuild_table", "drop_table")]
+            if unsafe:
+                raise MigrationError(
+                    "cannot rebuild or drop tables "
+                    f"({', '.join(unsafe)}) inside an open transaction while PRAGMA foreign_keys is ON: "
+                    "dropping the old table would fire ON DELETE actions on child rows. "
+                    "Commit first (pydsqlite then switches foreign keys off for the rebuild) or turn them off."
+                )
+        for number, operation in enumerate(plan.operations, 1):
+            logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
+            for statement in operation.statements:
+                try:
+                    self.adapter.execute(statement)
+                except sqlite3.Error as error:
+                    raise MigrationError(
+                        f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
+                        f"Statement: {statement}"
+                    ) from error
+        wanted = {table.name: [index.name for index in table.indexes] for table in desired.tables}
+        if not plan.is_empty or _managed_differs(managed, wanted):
+            for statement in record_statements(wanted):
+                self.adapter.execute(statement)
+        if self.check_foreign_keys and plan.operations:
+            violations = self.adapter.foreign_key_violations()
+            if violations:
+                tables = sorted({row[0] for row in violations})
+                raise MigrationError(
+                    f"the migration would leave {len(violations)} row(s) violating foreign keys in "
+                    f"{', '.join(tables)}; nothing was changed"
+                )
+
+
+def _managed_differs(managed: ManagedObjects, wanted: dict[str, list[str]]) -> bool:
+    tables = frozenset(fold_name(name) for name in wanted)
+    indexes = frozenset(fold_name(index) for names in wanted.values() for index in names)
+    return managed.tables != tables or managed.indexes != indexes
+
+
+@contextmanager
+def migration_session(conn: sqlite3.Connection) -> Iterator[MigrationSession]:
+    """Foreign keys off (before the transaction), ``BEGIN IMMEDIATE``, commit or roll back, restore.
+
+    Inside the caller's open transaction a savepoint is used instead, and foreign
+    keys cannot be switched off (SQLite ignores the pragma in a transaction).
+    """
+    adapter = ConnectionAdapter(conn)
+    outer = adapter.in_transaction
+    foreign_keys_on = adapter.foreign_keys_enabled()
+    switched_off = foreign_keys_on and not outer
+    if switched_off:
+        adapter.set_foreign_keys(False)
+    try:
+        try:
+            adapter.execute(f"SAVEPOINT {_SAVEPOINT}" if outer else "BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise MigrationError(f"could not start the migration transaction: {error}") from error
+        session = MigrationSession(adapter, foreign_keys_enforced=foreign_keys_on and outer, check_foreign_keys=foreign_keys_on)
+        try:
+            yield session
+        except BaseException:
+            if outer:
+                adapter.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                adapter.execute(f"RELEASE {_SAVEPOINT}")
+            elif conn.in_transaction:
+                adapter.execute("ROLLBACK")
+            raise
+        try:
+            adapter.execute(f"RELEASE {_SAVEPOINT}" if outer else "COMMIT")
+        except sqlite3.Error as error:
+            if not outer and conn.in_transaction:
+                adapter.execute("ROLLBACK")
+            raise MigrationError(f"could not commit the migration: {error}") from error
+    finally:
+        if switched_off:
+            adapter.set_foreign_keys(True)
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction so the preview sees one consistent state; it writes nothing."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")

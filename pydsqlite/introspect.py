@@ -1,0 +1,179 @@
+"""Pipeline stage 2: read the live database into a ``Schema`` (the only stage that reads schema).
+
+PRAGMA table_xinfo / index_list / index_xinfo / foreign_key_list give columns, keys
+and indexes; the CREATE text in ``sqlite_master`` gives what they do not report
+(CHECK, COLLATE, AUTOINCREMENT, STRICT, WITHOUT ROWID, partial-index WHERE).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+
+from .ddl_parser import parse_create_table, parse_index_terms, parse_index_where
+from .metadata import METADATA_PREFIX, OBJECTS_TABLE, ManagedObjects
+from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, fold_name
+
+
+def introspect(conn: sqlite3.Connection) -> Schema:
+    """The live schema of the ``main`` database, leaving out SQLite's and pydsqlite's own tables."""
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM main.sqlite_master ORDER BY rowid"
+    ).fetchall()
+    index_sql = {fold_name(name): sql for kind, name, _, sql in rows if kind == "index" and sql}
+    tables = []
+    triggers = []
+    views = []
+    for kind, name, table_name, sql in rows:
+        if kind == "table" and _is_user_table(name, sql):
+            tables.append(_read_table(conn, name, sql, index_sql))
+        elif kind == "trigger":
+            triggers.append(Trigger(name=name, table=table_name, sql=sql))
+        elif kind == "view":
+            views.append(View(name=name, sql=sql))
+    return Schema(tables=tuple(_resolve_implicit_references(tables)), triggers=tuple(triggers), views=tuple(views))
+
+
+def _is_user_table(name: str, sql: str | None) -> bool:
+    lowered = name.lower()
+    if lowered.startswith("sqlite_") or lowered.startswith(METADATA_PREFIX):
+        return False
+    return bool(sql) and not sql.lstrip().upper().startswith("CREATE VIRTUAL")
+
+
+def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[str, str]) -> Table:
+    extras = parse_create_table(sql)
+    extras_by_name = {fold_name(key): value for key, value in extras.columns.items()}
+    pragma_columns = conn.execute("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?)", (name,)).fetchall()
+    names = {fold_name(row[0]) for row in pragma_columns}
+    columns = []
+    key: list[tuple[int, str]] = []
+    autoincrement = False
+    for column_name, declared, not_null, default, pk, hidden in pragma_columns:
+        extra = extras_by_name.get(fold_name(column_name))
+        if pk:
+            key.append((pk, column_name))
+        if extra is not None and extra.autoincrement:
+            autoincrement = True
+        columns.append(
+            Column(
+                name=column_name,
+                type=declared or "",
+                not_null=bool(not_null),
+                default=default,
+                checks=tuple(extra.checks) if extra else (),
+                collate=extra.collate if extra else None,
+                generated=(extra.generated if extra else None) if hidden in (2, 3) else None,
+                generated_stored=hidden == 3,
+                lww=fold_name(column_name + LWW_SUFFIX) in names,
+            )
+        )
+    uniques, indexes = _read_indexes(conn, name, index_sql)
+    return Table(
+        name=name,
+        columns=tuple(columns),
+        primary_key=tuple(column for _, column in sorted(key)),
+        autoincrement=autoincrement,
+        foreign_keys=_read_foreign_keys(conn, name),
+        checks=tuple(extras.checks),
+        uniques=uniques,
+        strict=extras.strict,
+        without_rowid=extras.without_rowid,
+        indexes=indexes,
+    )
+
+
+def _read_indexes(
+    conn: sqlite3.Connection, table: str, index_sql: dict[str, str]
+) -> tuple[tuple[tuple[str, ...], ...], tuple[Index, ...]]:
+    uniques = []
+    indexes = []
+    for _, index_name, unique, origin, partial in conn.execute(
+        "SELECT seq, name, \"unique\", origin, partial FROM pragma_index_list(?) ORDER BY seq DESC", (table,)
+    ).fetchall():
+        key_columns = conn.execute(
+            "SELECT cid, name, \"desc\", coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno", (index_name,)
+        ).fetchall()
+        if origin == "u":
+            uniques.append(tuple(row[1] for row in key_columns))
+            continue
+        if origin != "c":
+            continue
+        sql = index_sql.get(fold_name(index_name), "")
+        terms = parse_index_terms(sql)
+        columns = []
+        for position, (cid, column, descending, collation) in enumerate(key_columns):
+            plain = cid >= 0 and not descending and (collation or "BINARY").upper() == "BINARY"
+            if plain or position >= len(terms):
+                columns.append(column if cid >= 0 else terms[position] if position < len(terms) else "")
+            else:
+                columns.append(terms[position])
+        indexes.append(
+            Index(
+                name=index_name,
+                table=table,
+                columns=tuple(columns),
+                unique=bool(unique),
+                where=parse_index_where(sql) if partial else None,
+                sql=sql,
+            )
+        )
+    return tuple(uniques), tuple(indexes)
+
+
+def _read_foreign_keys(conn: sqlite3.Connection, table: str) -> tuple[ForeignKey, ...]:
+    grouped: dict[int, list[tuple]] = defaultdict(list)
+    for row in conn.execute(
+        "SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
+        (table,),
+    ).fetchall():
+        grouped[row[0]].append(row)
+    keys = []
+    for fk_id in sorted(grouped, reverse=True):
+        rows = grouped[fk_id]
+        keys.append(
+            ForeignKey(
+                columns=tuple(row[3] for row in rows),
+                ref_table=rows[0][2],
+                ref_columns=tuple(row[4] for row in rows) if all(row[4] is not None for row in rows) else (),
+                on_delete=rows[0][6].upper(),
+                on_update=rows[0][5].upper(),
+            )
+        )
+    return tuple(keys)
+
+
+def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
+    """Spell out ``REFERENCES parent`` (no columns) as the parent's primary key, so it compares equal."""
+    by_name = {fold_name(table.name): table for table in tables}
+    resolved = []
+    for table in tables:
+        keys = []
+        changed = False
+        for key in table.foreign_keys:
+            parent = by_name.get(fold_name(key.ref_table))
+            if not key.ref_columns and parent is not None and parent.primary_key:
+                key = ForeignKey(key.columns, key.ref_table, parent.primary_key, key.on_delete, key.on_update)
+                changed = True
+            keys.append(key)
+        resolved.append(table.with_changes(foreign_keys=tuple(keys)) if changed else table)
+    return resolved
+
+
+def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
+    """The tables and indexes pydsqlite recorded as its own (empty before the first sync)."""
+    exists = conn.execute(
+        "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (OBJECTS_TABLE,)
+    ).fetchone()
+    if not exists:
+        return ManagedObjects()
+    rows = conn.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
+    return ManagedObjects(
+        tables=frozenset(fold_name(name) for kind, name in rows if kind == "table"),
+        indexes=frozenset(fold_name(name) for kind, name in rows if kind == "index"),
+    )
+
+
+def count_rows(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> int:
+    """Run a COUNT query built by the planner's data checks."""
+    return int(conn.execute(sql, params).fetchone()[0])

@@ -1,0 +1,141 @@
+"""``SyncModel``: the Pydantic base class whose subclasses declare tables, and the model registry."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from .errors import SchemaDefinitionError
+from .markers import Index, RenamedFrom
+from .schema import fold_name
+
+logger = logging.getLogger(__name__)
+
+_registry: dict[str, type[SyncModel]] = {}
+"""Table models by folded table name, in definition order; a redefinition replaces its entry."""
+
+
+def snake_case(name: str) -> str:
+    """``TodoItem`` → ``todo_item``: the default table name of a model class."""
+    text = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    text = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", text)
+    return text.lower()
+
+
+class TableOptions:
+    """The table-level declarations of one model class (its class keywords)."""
+
+    __slots__ = ("table", "primary_key", "indexes", "strict", "renamed_from")
+
+    def __init__(
+        self,
+        table: str,
+        primary_key: tuple[str, ...] | None,
+        indexes: tuple[Index, ...],
+        strict: bool,
+        renamed_from: tuple[str, ...],
+    ) -> None:
+        self.table = table
+        self.primary_key = primary_key
+        self.indexes = indexes
+        self.strict = strict
+        self.renamed_from = renamed_from
+
+
+class SyncModelMeta(type(BaseModel)):  # type: ignore[misc]
+    """Takes the ``strict=`` class keyword for STRICT tables before Pydantic reads it as its
+    own ``strict`` validation setting (which would refuse ISO text for datetimes)."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
+        if "strict" in kwargs:
+            kwargs["sqlite_strict"] = kwargs.pop("strict")
+        return super().__new__(mcs, name, bases, namespace, **kwargs)
+
+
+class SyncModel(BaseModel, metaclass=SyncModelMeta):
+    """Base class of table models.
+
+    ``class Todo(SyncModel, table="todos")`` declares a table (``table=True`` uses the
+    snake_case class name). Further class keywords: ``primary_key=("a", "b")``,
+    ``indexes=[Index(...)]``, ``strict=True``, ``renamed_from="old"``. A subclass of a
+    table model maps to the same table unless it passes ``table=False``; classes that
+    never declare a table are plain abstract bases.
+    """
+
+    __pydsqlite_table__: ClassVar[TableOptions | None] = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        table: str | bool | None = None,
+        primary_key: str | tuple[str, ...] | list[str] | None = None,
+        indexes: list[Index] | tuple[Index, ...] | None = None,
+        sqlite_strict: bool | None = None,
+        renamed_from: str | tuple[str, ...] | list[str] | RenamedFrom | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        inherited = getattr(cls, "__pydsqlite_table__", None)
+        if table is False:
+            cls.__pydsqlite_table__ = None
+            return
+        if table is None and inherited is None:
+            if any(value is not None for value in (primary_key, indexes, sqlite_strict, renamed_from)):
+                raise SchemaDefinitionError(
+                    cls.__qualname__, None, "table options were given without table=...; pass table=True or a name"
+                )
+            return
+        if table is None:
+            assert inherited is not None
+            name = inherited.table
+        elif table is True:
+            name = snake_case(cls.__name__)
+        elif isinstance(table, str) and table:
+            name = table
+        else:
+            raise SchemaDefinitionError(cls.__qualname__, None, f"table= must be a non-empty name or True, not {table!r}")
+        keep = inherited if (inherited is not None and table is None) else None
+        cls.__pydsqlite_table__ = TableOptions(
+            table=name,
+            primary_key=_as_names(primary_key) if primary_key is not None else (keep.primary_key if keep else None),
+            indexes=tuple(indexes) if indexes is not None else (keep.indexes if keep else ()),
+            strict=bool(sqlite_strict) if sqlite_strict is not None else (keep.strict if keep else False),
+            renamed_from=_as_names(renamed_from) if renamed_from is not None else (),
+        )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        options = cls.__pydsqlite_table__
+        if options is None or "__pydsqlite_table__" not in cls.__dict__:
+            return
+        key = fold_name(options.table)
+        previous = _registry.get(key)
+        if previous is not None and previous.__qualname__ != cls.__qualname__:
+            logger.warning(
+                "table %r was declared by %s.%s and is now declared by %s.%s; the latest wins",
+                options.table, previous.__module__, previous.__qualname__, cls.__module__, cls.__qualname__,
+            )
+        _registry.pop(key, None)
+        _registry[key] = cls
+
+
+def _as_names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, RenamedFrom):
+        return value.names
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def table_options(model: type[BaseModel]) -> TableOptions | None:
+    """The table declaration of ``model``, or None for non-table models."""
+    return getattr(model, "__pydsqlite_table__", None)
+
+
+def registered_models() -> list[type[SyncModel]]:
+    """Every table model defined so far, in definition order."""
+    return list(_registry.values())

@@ -1,0 +1,188 @@
+"""The neutral, immutable schema model that every pipeline stage passes to the next.
+
+Both ``compile`` (from models) and ``introspect`` (from a live database) produce a
+``Schema``; ``diff`` and ``plan`` are pure functions of two of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+LWW_SUFFIX = "__hlc"
+"""Suffix of the hidden TEXT column that holds the HLC timestamp of an LWW column."""
+
+
+def fold_name(name: str) -> str:
+    """The case-folded form SQLite uses to compare identifiers (ASCII letters only)."""
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def normalize_type(declared: str) -> str:
+    """Canonical spelling of a declared column type (upper case, single spaces)."""
+    return " ".join(declared.split()).upper()
+
+
+def type_affinity(declared: str) -> str:
+    """SQLite's column affinity for a declared type (rules of datatype3.html, section 3.1)."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
+        return "TEXT"
+    if "BLOB" in upper or not upper.strip():
+        return "BLOB"
+    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
+        return "REAL"
+    return "NUMERIC"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One physical column.
+
+    ``default``, ``checks`` and ``generated`` hold SQL expression text exactly as it
+    appears in the CREATE TABLE statement. ``renamed_from`` is only set on desired
+    columns; ``lww`` marks a column whose companion ``<name>__hlc`` exists.
+    """
+
+    name: str
+    type: str = ""
+    not_null: bool = False
+    default: str | None = None
+    checks: tuple[str, ...] = ()
+    collate: str | None = None
+    generated: str | None = None
+    generated_stored: bool = False
+    lww: bool = False
+    renamed_from: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", normalize_type(self.type))
+
+    @property
+    def affinity(self) -> str:
+        return type_affinity(self.type)
+
+    @property
+    def is_lww_companion(self) -> bool:
+        return self.name.endswith(LWW_SUFFIX)
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key from ``columns`` to ``ref_columns`` of ``ref_table``."""
+
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    on_delete: str = "NO ACTION"
+    on_update: str = "NO ACTION"
+
+
+@dataclass(frozen=True)
+class Index:
+    """An index created with CREATE INDEX; ``columns`` are column names or expression text."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    unique: bool = False
+    where: str | None = None
+    sql: str | None = None
+    """The live CREATE INDEX text (introspected indexes only), replayed verbatim for hand-made indexes."""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A trigger, kept as its CREATE TRIGGER text."""
+
+    name: str
+    table: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class View:
+    """A view, kept as its CREATE VIEW text."""
+
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table: its columns in order plus keys, constraints, options and indexes."""
+
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    autoincrement: bool = False
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    checks: tuple[str, ...] = ()
+    uniques: tuple[tuple[str, ...], ...] = ()
+    """Inline UNIQUE constraints (hand-written DDL); models declare unique indexes instead."""
+    strict: bool = False
+    without_rowid: bool = False
+    indexes: tuple[Index, ...] = ()
+    renamed_from: tuple[str, ...] = ()
+    model: str | None = None
+    """Qualified name of the model class this table was compiled from, for error messages."""
+
+    def column(self, name: str) -> Column | None:
+        folded = fold_name(name)
+        for column in self.columns:
+            if fold_name(column.name) == folded:
+                return column
+        return None
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    @property
+    def has_rowid(self) -> bool:
+        return not self.without_rowid
+
+    @property
+    def rowid_alias(self) -> str | None:
+        """The INTEGER PRIMARY KEY column that aliases the rowid, if any."""
+        if self.without_rowid or len(self.primary_key) != 1:
+            return None
+        column = self.column(self.primary_key[0])
+        if column is not None and column.type == "INTEGER":
+            return column.name
+        return None
+
+    def index(self, name: str) -> Index | None:
+        folded = fold_name(name)
+        for index in self.indexes:
+            if fold_name(index.name) == folded:
+                return index
+        return None
+
+    def with_changes(self, **changes: object) -> Table:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A whole database schema: tables (with their indexes), triggers and views."""
+
+    tables: tuple[Table, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
+    views: tuple[View, ...] = ()
+    _by_name: dict[str, Table] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({fold_name(table.name): table for table in self.tables})
+
+    def table(self, name: str) -> Table | None:
+        """The table called ``name`` (SQLite names are case-insensitive)."""
+        return self._by_name.get(fold_name(name))
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(table.name for table in self.tables)

@@ -1,0 +1,160 @@
+"""The one place SQL text is rendered: identifier and literal quoting, CREATE statements."""
+
+from __future__ import annotations
+
+import math
+
+from .schema import Column, ForeignKey, Index, Table
+
+
+def quote_identifier(name: str) -> str:
+    """Quote an identifier for SQLite, doubling embedded double quotes."""
+    if "\x00" in name:
+        raise ValueError(f"identifier {name!r} contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: object) -> str:
+    """Render a Python scalar (None, bool, int, float, str, bytes) as a safe SQL literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ValueError("NaN has no SQL literal")
+        if math.isinf(value):
+            return "9e999" if value > 0 else "-9e999"
+        return repr(value)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text containing a NUL character has no SQL literal")
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "X'" + bytes(value).hex().upper() + "'"
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def quote_identifiers(names: tuple[str, ...]) -> str:
+    return ", ".join(quote_identifier(name) for name in names)
+
+
+def render_column(column: Column, *, inline_primary_key: bool = False, autoincrement: bool = False) -> str:
+    """The column definition as it appears inside CREATE TABLE."""
+    parts = [quote_identifier(column.name)]
+    if column.type:
+        parts.append(column.type)
+    if inline_primary_key:
+        parts.append("PRIMARY KEY AUTOINCREMENT" if autoincrement else "PRIMARY KEY")
+    if column.not_null:
+        parts.append("NOT NULL")
+    if column.default is not None:
+        parts.append(f"DEFAULT {_default_expression(column.default)}")
+    if column.collate:
+        parts.append(f"COLLATE {column.collate}")
+    for check in column.checks:
+        parts.append(f"CHECK ({check})")
+    if column.generated is not None:
+        kind = "STORED" if column.generated_stored else "VIRTUAL"
+        parts.append(f"GENERATED ALWAYS AS ({column.generated}) {kind}")
+    return " ".join(parts)
+
+
+def _default_expression(default: str) -> str:
+    """A DEFAULT clause accepts literals bare; anything else needs parentheses."""
+    if _is_plain_default(default):
+        return default
+    return f"({default})"
+
+
+def _is_plain_default(default: str) -> bool:
+    text = default.strip()
+    if text.upper() in ("NULL", "TRUE", "FALSE", "CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP"):
+        return True
+    if text.startswith("(") and text.endswith(")"):
+        return True
+    if text.startswith("'") and text.endswith("'") and "'" not in text[1:-1].replace("''", ""):
+        return True
+    if text[:2].upper() == "X'" and text.endswith("'") and "'" not in text[2:-1]:
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return all(ch not in text for ch in "_ ") and text.lower() not in ("inf", "-inf", "+inf", "nan", "infinity", "-infinity")
+
+
+def render_foreign_key(foreign_key: ForeignKey) -> str:
+    text = f"FOREIGN KEY ({quote_identifiers(foreign_key.columns)}) REFERENCES {quote_identifier(foreign_key.ref_table)}"
+    if foreign_key.ref_columns:
+        text += f" ({quote_identifiers(foreign_key.ref_columns)})"
+    if foreign_key.on_delete != "NO ACTION":
+        text += f" ON DELETE {foreign_key.on_delete}"
+    if foreign_key.on_update != "NO ACTION":
+        text += f" ON UPDATE {foreign_key.on_update}"
+    return text
+
+
+def render_create_table(table: Table, *, name: str | None = None) -> str:
+    """CREATE TABLE for ``table``, optionally under another ``name`` (used by rebuilds)."""
+    inline_pk = table.autoincrement and len(table.primary_key) == 1
+    lines = [
+        render_column(
+            column,
+            inline_primary_key=inline_pk and column.name == table.primary_key[0],
+            autoincrement=table.autoincrement,
+        )
+        for column in table.columns
+    ]
+    if table.primary_key and not inline_pk:
+        lines.append(f"PRIMARY KEY ({quote_identifiers(table.primary_key)})")
+    for unique in table.uniques:
+        lines.append(f"UNIQUE ({quote_identifiers(unique)})")
+    lines.extend(render_foreign_key(fk) for fk in table.foreign_keys)
+    lines.extend(f"CHECK ({check})" for check in table.checks)
+    body = ",\n    ".join(lines)
+    options = []
+    if table.without_rowid:
+        options.append("WITHOUT ROWID")
+    if table.strict:
+        options.append("STRICT")
+    suffix = (" " + ", ".join(options)) if options else ""
+    return f"CREATE TABLE {quote_identifier(name or table.name)} (\n    {body}\n){suffix}"
+
+
+def render_create_index(index: Index) -> str:
+    """CREATE INDEX for a declared index; hand-made indexes replay their own SQL instead."""
+    if index.sql is not None:
+        return index.sql
+    unique = "UNIQUE " if index.unique else ""
+    columns = ", ".join(quote_identifier(column) for column in index.columns)
+    text = f"CREATE {unique}INDEX {quote_identifier(index.name)} ON {quote_identifier(index.table)} ({columns})"
+    if index.where:
+        text += f" WHERE {index.where}"
+    return text
+
+
+def render_drop_index(name: str) -> str:
+    return f"DROP INDEX {quote_identifier(name)}"
+
+
+def render_drop_table(name: str) -> str:
+    return f"DROP TABLE {quote_identifier(name)}"
+
+
+def render_rename_table(old: str, new: str) -> str:
+    return f"ALTER TABLE {quote_identifier(old)} RENAME TO {quote_identifier(new)}"
+
+
+def render_add_column(table: str, column: Column) -> str:
+    return f"ALTER TABLE {quote_identifier(table)} ADD COLUMN {render_column(column)}"
+
+
+def render_drop_column(table: str, column: str) -> str:
+    return f"ALTER TABLE {quote_identifier(table)} DROP COLUMN {quote_identifier(column)}"
+
+
+def render_rename_column(table: str, old: str, new: str) -> str:
+    return f"ALTER TABLE {quote_identifier(table)} RENAME COLUMN {quote_identifier(old)} TO {quote_identifier(new)}"

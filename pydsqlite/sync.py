@@ -1,0 +1,90 @@
+"""The public entry points that run the pipeline: compile → introspect → diff → plan → check → execute."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel
+
+from .compile import compile_models
+from .datacheck import check_plan_against_data
+from .diff import diff_schemas
+from .errors import DestructiveChangeError, MigrationError, PydsqliteError
+from .execute import migration_session, read_snapshot
+from .introspect import introspect, read_managed_objects
+from .plan import MigrationPlan, build_plan
+from .schema import Schema
+
+Connectable = sqlite3.Connection | str | os.PathLike
+
+
+def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
+    """Preview what ``sync_models`` would do, checked against the data; changes nothing."""
+    desired = compile_models(models)
+    with _connection(conn) as connection, _database_errors(), read_snapshot(connection):
+        return _plan(connection, desired)
+
+
+def sync_models(
+    conn: Connectable,
+    models: Iterable[type[BaseModel]] | None = None,
+    *,
+    allow_destructive: bool = False,
+) -> MigrationPlan:
+    """Bring the database in line with ``models`` (default: every table model) in one transaction.
+
+    Returns the plan that was applied. Raises ``DestructiveChangeError`` for drops and
+    lossy conversions unless ``allow_destructive=True``, and ``MigrationError`` when the
+    data makes the plan impossible; in both cases nothing is changed.
+    """
+    desired = compile_models(models)
+    with _connection(conn) as connection, _database_errors(), migration_session(connection) as session:
+        managed = read_managed_objects(connection)
+        plan = _plan(connection, desired)
+        if plan.problems:
+            raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
+        destructive = plan.destructive_operations
+        if destructive and not allow_destructive:
+            listing = "\n  - ".join(str(operation) for operation in destructive)
+            raise DestructiveChangeError(
+                "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
+                destructive,
+            )
+        session.apply(plan, desired, managed)
+    return plan
+
+
+def _plan(connection: sqlite3.Connection, desired: Schema) -> MigrationPlan:
+    live = introspect(connection)
+    managed = read_managed_objects(connection)
+    plan = build_plan(diff_schemas(desired, live, managed), live)
+    return check_plan_against_data(connection, plan)
+
+
+@contextmanager
+def _connection(conn: Connectable) -> Iterator[sqlite3.Connection]:
+    if isinstance(conn, sqlite3.Connection):
+        yield conn
+        return
+    try:
+        connection = sqlite3.connect(os.fspath(conn))
+    except sqlite3.Error as error:
+        raise MigrationError(f"cannot open database {os.fspath(conn)!r}: {error}") from error
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """Turn SQLite errors raised while reading (not a database, locked, read-only) into ours."""
+    try:
+        yield
+    except PydsqliteError:
+        raise
+    except sqlite3.Error as error:
+        raise MigrationError(f"database error: {error}") from error

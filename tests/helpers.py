@@ -1,0 +1,22 @@
+"""Small readers of the live schema used by the assertions of several test modules."""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def table_sql(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def columns(conn: sqlite3.Connection, table: str) -> dict[str, tuple[str, bool, str | None]]:
+    """name → (declared type, not null, default) of a live table."""
+    return {
+        row[1]: (row[2], bool(row[3]), row[4])
+        for row in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (table,)).fetchall()
+    }
+
+
+def index_names(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute("SELECT * FROM pragma_index_list(?)", (table,)).fetchall() if row[3] == "c"}

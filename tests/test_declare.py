@@ -1,0 +1,358 @@
+"""Declaring tables: class keywords, markers, type mapping, and every bad declaration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import uuid
+from typing import Annotated, Any, Literal, Optional
+
+import pytest
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
+from pydantic import BaseModel, StringConstraints
+
+from pydsqlite import (
+    LWW,
+    Field,
+    ForeignKey,
+    Index,
+    PrimaryKey,
+    PydsqliteError,
+    RenamedFrom,
+    SchemaDefinitionError,
+    SyncModel,
+    Unique,
+)
+from pydsqlite.compile import MAX_INDEX_NAME, compile_models, index_name
+from pydsqlite.model import registered_models, snake_case
+
+
+def compiled(*models: type[BaseModel]):
+    return compile_models(list(models))
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Address(BaseModel):
+    street: str
+    number: int
+
+
+def test_table_name_explicit_default_and_inherited():
+    class TodoItem(SyncModel, table=True):
+        id: int
+
+    class Named(SyncModel, table="my todos"):
+        id: int
+
+    class Abstract(SyncModel):
+        id: int
+
+    class Child(Named):
+        extra: str = ""
+
+    class NotATable(Named, table=False):
+        pass
+
+    assert snake_case("TodoItem") == "todo_item"
+    assert snake_case("HTTPRequestLog") == "http_request_log"
+    assert compiled(TodoItem).tables[0].name == "todo_item"
+    assert compiled(Named).tables[0].name == "my todos"
+    assert compiled(Child).tables[0].column_names == ("id", "extra")
+    assert compiled(Child).tables[0].name == "my todos"
+    with pytest.raises(SchemaDefinitionError, match="Abstract.*not a table model"):
+        compiled(Abstract)
+    with pytest.raises(SchemaDefinitionError, match="not a table model"):
+        compiled(NotATable)
+
+
+def test_abstract_base_fields_are_inherited_by_table_models():
+    class Timestamped(SyncModel):
+        created: dt.datetime
+
+    class Note(Timestamped, table="notes"):
+        id: Annotated[int, PrimaryKey()]
+
+    table = compiled(Note).tables[0]
+    assert table.column_names == ("created", "id")
+    assert table.primary_key == ("id",)
+
+
+def test_registry_lists_table_models_in_definition_order():
+    class RegA(SyncModel, table="reg_a"):
+        id: int
+
+    class RegB(SyncModel, table="reg_b"):
+        id: int
+
+    models = registered_models()
+    assert models.index(RegA) < models.index(RegB)
+
+    class RegA2(SyncModel, table="reg_a"):
+        id: int
+
+    assert RegA2 in registered_models() and RegA not in registered_models()
+
+
+TYPE_CASES: list[tuple[Any, str]] = [
+    (int, "INTEGER"),
+    (bool, "INTEGER"),
+    (float, "REAL"),
+    (str, "TEXT"),
+    (bytes, "BLOB"),
+    (uuid.UUID, "TEXT"),
+    (dt.datetime, "TEXT"),
+    (dt.date, "TEXT"),
+    (dt.time, "TEXT"),
+    (decimal.Decimal, "TEXT"),
+    (Color, "TEXT"),
+    (Level, "INTEGER"),
+    (Literal["a", "b"], "TEXT"),
+    (Literal[1, 2], "INTEGER"),
+    (dict, "TEXT"),
+    (dict[str, int], "TEXT"),
+    (list[int], "TEXT"),
+    (Address, "TEXT"),
+]
+
+
+@pytest.mark.parametrize(("annotation", "sql_type"), TYPE_CASES, ids=[str(case[0]) for case in TYPE_CASES])
+def test_type_mapping_declares_only_plain_storage_classes(annotation, sql_type):
+    namespace = {"__annotations__": {"value": annotation, "maybe": Optional[annotation]}, "maybe": None}
+    model = type(SyncModel)("Mapped", (SyncModel,), namespace, table="mapped")
+    table = compiled(model).tables[0]
+    value, maybe = table.columns
+    assert (value.type, value.not_null) == (sql_type, True)
+    assert (maybe.type, maybe.not_null, maybe.default) == (sql_type, False, None)
+
+
+def test_constant_defaults_become_sql_defaults():
+    class Defaults(SyncModel, table="defaults"):
+        n: int = 5
+        neg: int = -3
+        f: float = 1.5
+        s: str = "it's"
+        b: bool = True
+        raw: bytes = b"\x00\xff"
+        u: uuid.UUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+        d: dt.date = dt.date(2024, 2, 29)
+        dec: decimal.Decimal = decimal.Decimal("1.50")
+        color: Color = Color.RED
+        tags: list[str] = Field(default_factory=list)
+        maybe: Optional[int] = None
+
+    defaults = {column.name: column.default for column in compiled(Defaults).tables[0].columns}
+    assert defaults == {
+        "n": "5",
+        "neg": "-3",
+        "f": "1.5",
+        "s": "'it''s'",
+        "b": "1",
+        "raw": "X'00FF'",
+        "u": "'12345678-1234-5678-1234-567812345678'",
+        "d": "'2024-02-29'",
+        "dec": "'1.50'",
+        "color": "'red'",
+        "tags": None,
+        "maybe": None,
+    }
+
+
+def test_constraints_become_checks_on_matching_types():
+    class Constrained(SyncModel, table="constrained"):
+        name: Annotated[str, MaxLen(20), MinLen(1)]
+        code: Annotated[str, StringConstraints(max_length=3)]
+        age: Annotated[int, Ge(0), Lt(150)]
+        ratio: float = Field(gt=0, le=1.0, default=0.5)
+        maybe: Optional[Annotated[int, Gt(0)]] = None
+        tags: Annotated[list[int], MaxLen(3)] = Field(default_factory=list)
+
+    checks = {column.name: column.checks for column in compiled(Constrained).tables[0].columns}
+    assert checks["name"] == ('length("name") <= 20', 'length("name") >= 1')
+    assert checks["code"] == ('length("code") <= 3',)
+    assert checks["age"] == ('"age" >= 0', '"age" < 150')
+    assert checks["ratio"] == ('"ratio" > 0', '"ratio" <= 1.0')
+    assert checks["maybe"] == ('"maybe" > 0',)
+    assert checks["tags"] == ()
+
+
+def test_markers_and_field_keywords_are_equivalent():
+    class Parent(SyncModel, table="parents"):
+        id: Annotated[int, PrimaryKey()]
+        code: Annotated[str, Unique()]
+
+    class ByMarker(SyncModel, table="by_marker"):
+        id: Annotated[int, PrimaryKey()]
+        parent_id: Annotated[int, ForeignKey("parents.id", on_delete="cascade"), Index()]
+        code: Annotated[str, Unique()]
+        score: Annotated[float, LWW()] = 0.0
+        title: Annotated[str, RenamedFrom("name")] = ""
+
+    class ByField(SyncModel, table="by_field"):
+        id: int = Field(primary_key=True)
+        parent_id: int = Field(foreign_key=Parent, on_delete="CASCADE", index=True)
+        code: str = Field(unique=True)
+        score: float = Field(0.0, lww=True)
+        title: str = Field("", renamed_from="name")
+
+    marker, field = compiled(Parent, ByMarker, ByField).tables[1:]
+    assert marker.primary_key == field.primary_key == ("id",)
+    assert marker.foreign_keys[0] == field.foreign_keys[0]
+    assert marker.foreign_keys[0].on_delete == "CASCADE"
+    assert [(i.columns, i.unique) for i in marker.indexes] == [(i.columns, i.unique) for i in field.indexes]
+    assert marker.column("title").renamed_from == field.column("title").renamed_from == ("name",)
+    assert marker.column_names == field.column_names == ("id", "parent_id", "code", "score", "score__hlc", "title")
+    assert marker.column("score").lww and field.column("score").lww
+
+
+def test_lww_companion_is_hidden_nullable_text_and_not_a_pydantic_field():
+    class Doc(SyncModel, table="docs"):
+        id: Annotated[int, PrimaryKey()]
+        body: Annotated[str, LWW()]
+
+    companion = compiled(Doc).tables[0].column("body__hlc")
+    assert (companion.type, companion.not_null, companion.default) == ("TEXT", False, None)
+    assert "body__hlc" not in Doc.model_fields
+    assert Doc(id=1, body="x").model_dump() == {"id": 1, "body": "x"}
+
+
+def test_composite_keys_indexes_strict_and_table_rename():
+    class Member(SyncModel, table="members", primary_key=("org", "user"), strict=True, renamed_from="people",
+                 indexes=[Index("user", "org"), Index("email", unique=True, name="members_email")]):
+        org: str
+        user: str
+        email: str
+
+    class Marked(SyncModel, table="marked"):
+        a: Annotated[int, PrimaryKey()]
+        b: Annotated[str, PrimaryKey()]
+
+    member, marked = compiled(Member, Marked).tables
+    assert member.primary_key == ("org", "user")
+    assert marked.primary_key == ("a", "b")
+    assert member.strict and member.renamed_from == ("people",)
+    assert [(i.name, i.columns, i.unique) for i in member.indexes] == [
+        ("ix_members_user_org", ("user", "org"), False),
+        ("members_email", ("email",), True),
+    ]
+
+
+def test_long_index_names_are_shortened_deterministically():
+    long_table = "t" * 80
+    first = index_name(long_table, ("a", "b"), False)
+    again = index_name(long_table, ("a", "b"), False)
+    other = index_name(long_table, ("a", "c"), False)
+    assert len(first) <= MAX_INDEX_NAME and first == again and first != other
+    assert index_name("users", ("email",), True) == "uq_users_email"
+
+
+def test_markers_never_reach_the_json_schema():
+    class Plain(BaseModel):
+        id: int
+        name: str = "x"
+        score: float = 0.0
+        parent: Optional[int] = None
+
+    class Table(SyncModel, table="json_schema_table"):
+        id: int = Field(primary_key=True)
+        name: Annotated[str, Unique(), Index()] = "x"
+        score: Annotated[float, LWW()] = 0.0
+        parent: Optional[int] = Field(None, foreign_key="json_schema_table.id", renamed_from="old_parent")
+
+    ours, theirs = Table.model_json_schema(), Plain.model_json_schema()
+    assert ours["properties"] == theirs["properties"]
+    assert ours["required"] == theirs["required"]
+
+
+# --- bad declarations ------------------------------------------------------------
+
+
+def declare(annotations: dict[str, Any], defaults: dict[str, Any] | None = None, **keywords: Any) -> type[SyncModel]:
+    namespace: dict[str, Any] = {"__annotations__": annotations, **(defaults or {})}
+    keywords.setdefault("table", "bad")
+    return type(SyncModel)("Bad", (SyncModel,), namespace, **keywords)
+
+
+BAD_DECLARATIONS: list[tuple[str, dict, dict, dict, str]] = [
+    ("unsupported type", {"id": int, "when": dt.timedelta}, {}, {}, r"Bad\.when: .*timedelta"),
+    ("union of types", {"id": int, "v": int | str}, {}, {}, r"Bad\.v: .*union"),
+    ("Any", {"id": int, "v": Any}, {}, {}, r"Bad\.v"),
+    ("mixed literal", {"id": int, "v": Literal["a", 1]}, {}, {}, r"Bad\.v: .*mixes"),
+    ("LWW on primary key", {"id": Annotated[int, PrimaryKey(), LWW()]}, {}, {}, r"Bad\.id: .*primary key.*LWW"),
+    ("Optional primary key", {"id": Annotated[Optional[int], PrimaryKey()]}, {"id": None}, {}, r"Bad\.id: .*Optional"),
+    ("key declared twice", {"a": Annotated[int, PrimaryKey()], "b": int}, {}, {"primary_key": ("a", "b")}, r"Bad\.a: .*both"),
+    ("unknown key field", {"a": int}, {}, {"primary_key": ("a", "nope")}, r"Bad\.nope: .*unknown"),
+    ("companion collision", {"id": int, "x__hlc": str}, {}, {}, r"Bad\.x__hlc: .*reserved"),
+    ("rowid name", {"rowid": int}, {}, {}, r"Bad\.rowid: .*reserved"),
+    ("reserved table name", {"id": int}, {}, {"table": "sqlite_stuff"}, r"Bad: .*reserved"),
+    ("reserved own prefix", {"id": int}, {}, {"table": "_pydsqlite_x"}, r"Bad: .*reserved"),
+    ("unknown fk table", {"id": int, "p": Annotated[int, ForeignKey("nowhere.id")]}, {}, {}, r"Bad\.p: .*unknown table 'nowhere'"),
+    ("unknown fk column", {"id": Annotated[int, PrimaryKey()], "p": Annotated[int, ForeignKey("bad.nope")]}, {}, {}, r"Bad\.p: .*unknown column bad\.nope"),
+    ("fk to non-unique", {"id": Annotated[int, PrimaryKey()], "n": int, "p": Annotated[int, ForeignKey("bad.n")]}, {}, {}, r"Bad\.p: .*neither the primary key nor unique"),
+    ("invalid default type", {"id": int, "n": int}, {"n": "abc"}, {}, r"Bad\.n: invalid default 'abc'"),
+    ("default breaks constraint", {"id": int, "n": Annotated[int, Ge(0)]}, {"n": -1}, {}, r"Bad\.n: invalid default -1"),
+    ("None default not optional", {"id": int, "n": int}, {"n": None}, {}, r"Bad\.n: invalid default None"),
+    ("index unknown column", {"id": int}, {}, {"indexes": [Index("nope")]}, r"Bad\.nope: index names unknown column"),
+    ("empty table index", {"id": int}, {}, {"indexes": [Index()]}, r"Bad: Index\(\) in indexes= needs"),
+    ("NaN default", {"id": int, "f": float}, {"f": float("nan")}, {}, r"Bad\.f: .*NaN"),
+]
+
+
+@pytest.mark.parametrize(("case", "annotations", "defaults", "keywords", "message"), BAD_DECLARATIONS, ids=[c[0] for c in BAD_DECLARATIONS])
+def test_bad_declarations_raise_schema_definition_error(case, annotations, defaults, keywords, message, memory_conn):
+    with pytest.raises(SchemaDefinitionError, match=message) as raised:
+        compile_models([declare(annotations, defaults, **keywords)])
+    assert isinstance(raised.value, PydsqliteError)
+    assert raised.value.model == "Bad"
+
+
+def test_table_options_without_table_are_refused():
+    with pytest.raises(SchemaDefinitionError, match="table options were given"):
+        declare({"id": int}, table=None, strict=True)
+
+
+def test_two_models_for_one_table_in_one_sync_are_refused():
+    class First(SyncModel, table="dup_table", ):
+        id: int
+
+    second = type(SyncModel)("Second", (SyncModel,), {"__annotations__": {"id": int}}, table="dup_table", renamed_from="x")
+    with pytest.raises(SchemaDefinitionError, match="also declared by"):
+        compile_models([First, second])
+
+
+def test_index_name_collision_across_tables_is_refused():
+    class One(SyncModel, table="one"):
+        id: int
+        a: str = Field(index=True)
+
+    class Two(SyncModel, table="two", indexes=[Index("b", name="ix_one_a")]):
+        id: int
+        b: str
+
+    with pytest.raises(SchemaDefinitionError, match="ix_one_a"):
+        compile_models([One, Two])
+
+
+def test_bad_declaration_touches_no_database(conn, db_path):
+    before = db_path.read_bytes() if db_path.exists() else b""
+    from pydsqlite import sync_models
+
+    with pytest.raises(SchemaDefinitionError):
+        sync_models(conn, [declare({"id": int, "when": dt.timedelta})])
+    after = db_path.read_bytes() if db_path.exists() else b""
+    assert before == after
+    assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def test_invalid_foreign_key_action_is_refused():
+    with pytest.raises(ValueError, match="unknown foreign key action"):
+        ForeignKey("x.id", on_delete="explode")
