@@ -44,9 +44,21 @@ def compile_models(models: Iterable[type[BaseModel]] | None = None) -> Schema:
         by_table[key] = model
     known = {fold_name(table_options(m).table): m for m in registered_models()}  # type: ignore[union-attr]
     known.update(by_table)
+    for model in by_table.values():
+        _ensure_complete(model)
     tables = tuple(_compile_table(model, known) for model in by_table.values())
     _check_index_names(tables)
     return Schema(tables=tables)
+
+
+def _ensure_complete(model: type[BaseModel]) -> None:
+    """Resolve forward references Pydantic could not resolve when the class was defined."""
+    if getattr(model, "__pydantic_complete__", True):
+        return
+    try:
+        model.model_rebuild()
+    except Exception as error:  # pydantic raises several types here; all mean "cannot resolve"
+        raise SchemaDefinitionError(model.__qualname__, None, f"annotations cannot be resolved: {error}") from None
 
 
 class _FieldDeclaration:
@@ -264,6 +276,7 @@ def _foreign_key(field: _FieldDeclaration, marker: markers.ForeignKey, known: di
         raise field.error(f"foreign key references unknown table {table_name!r}")
     parent_options = table_options(parent)
     assert parent_options is not None
+    _ensure_complete(parent)
     parent_fields = {fold_name(name): name for name in parent.model_fields}
     parent_key = _declared_key(parent)
     if column_name is None:

@@ -1,0 +1,670 @@
+"""sync_models and model_migration_plan against real SQLite files: every kind of change keeps the data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import sqlite3
+import uuid
+from typing import Annotated, Literal, Optional
+
+import pytest
+
+from pydsqlite import (
+    LWW,
+    DestructiveChangeError,
+    Field,
+    ForeignKey,
+    Index,
+    MigrationError,
+    PrimaryKey,
+    RenamedFrom,
+    SyncModel,
+    Unique,
+    model_migration_plan,
+    sync_models,
+)
+
+from .helpers import columns, index_names, table_sql
+
+
+def rows(conn: sqlite3.Connection, sql: str) -> list[tuple]:
+    return conn.execute(sql).fetchall()
+
+
+def test_create_from_nothing_then_second_plan_is_empty(conn):
+    class Author(SyncModel, table="authors"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, Field(max_length=100)]
+        email: Annotated[str, Unique()]
+
+    class Book(SyncModel, table="books", indexes=[Index("author_id", "title")]):
+        id: Annotated[int, PrimaryKey()]
+        author_id: Annotated[int, ForeignKey("authors.id", on_delete="cascade")]
+        title: str
+        price: Optional[decimal.Decimal] = None
+
+    plan = sync_models(conn, [Author, Book])
+    assert [op.kind for op in plan.operations] == ["create_table", "create_table"]
+    assert columns(conn, "authors") == {
+        "id": ("INTEGER", True, None),
+        "name": ("TEXT", True, None),
+        "email": ("TEXT", True, None),
+    }
+    assert index_names(conn, "authors") == {"uq_users_email".replace("users", "authors")}
+    assert index_names(conn, "books") == {"ix_books_author_id_title"}
+    fks = rows(conn, "SELECT \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list('books')")
+    assert fks == [("authors", "author_id", "id", "CASCADE")]
+    assert model_migration_plan(conn, [Author, Book]).is_empty
+    assert sync_models(conn, [Author, Book]).is_empty
+
+
+def test_every_supported_type_round_trips_to_an_empty_second_plan(conn):
+    class Everything(SyncModel, table="everything", strict=True):
+        id: Annotated[int, PrimaryKey()]
+        flag: bool = False
+        count: Annotated[int, Field(ge=0, lt=10)] = 3
+        ratio: float = -0.25
+        name: Annotated[str, Field(min_length=1, max_length=5)] = "it's"
+        raw: bytes = b"\x01"
+        key: uuid.UUID = uuid.UUID(int=7)
+        when: dt.datetime = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+        day: dt.date = dt.date(2024, 1, 2)
+        at: dt.time = dt.time(1, 2, 3)
+        amount: decimal.Decimal = decimal.Decimal("10.10")
+        kind: Literal["a", "b"] = "a"
+        data: dict[str, int] = Field(default_factory=dict)
+        maybe: Optional[list[int]] = None
+        lww_text: Annotated[str, LWW()] = ""
+
+    sync_models(conn, [Everything])
+    assert "STRICT" in table_sql(conn, "everything")
+    assert model_migration_plan(conn, [Everything]).is_empty
+    conn.execute("INSERT INTO everything (id, data) VALUES (1, '{}')")
+    assert rows(conn, "SELECT flag, count, ratio, name, raw, key, amount, kind FROM everything") == [
+        (0, 3, -0.25, "it's", b"\x01", str(uuid.UUID(int=7)), "10.10", "a")
+    ]
+
+
+def test_strict_class_keyword_does_not_make_pydantic_validation_strict():
+    class Loose(SyncModel, table="loose", strict=True):
+        id: int
+        when: dt.date
+
+    assert Loose.model_validate({"id": "1", "when": "2024-01-02"}).when == dt.date(2024, 1, 2)
+
+
+class V1(SyncModel, table="people"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+    age: Optional[int] = None
+
+
+def seed_people(conn: sqlite3.Connection) -> None:
+    sync_models(conn, [V1])
+    conn.executemany("INSERT INTO people (id, name, age) VALUES (?, ?, ?)", [(1, "ann", 30), (2, "bob", None), (3, "cy", 41)])
+    conn.commit()
+
+
+def test_add_nullable_column_in_place(conn):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: Optional[int] = None
+        nickname: Optional[str] = None
+
+    plan = sync_models(conn, [V2])
+    assert [op.kind for op in plan.operations] == ["add_column"]
+    assert rows(conn, "SELECT id, name, age, nickname FROM people ORDER BY id") == [
+        (1, "ann", 30, None), (2, "bob", None, None), (3, "cy", 41, None)
+    ]
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_add_not_null_column_with_default_fills_existing_rows(conn):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: Optional[int] = None
+        country: str = "NZ"
+        active: bool = True
+
+    plan = sync_models(conn, [V2])
+    assert {op.kind for op in plan.operations} == {"add_column"}
+    assert rows(conn, "SELECT id, country, active FROM people ORDER BY id") == [(1, "NZ", 1), (2, "NZ", 1), (3, "NZ", 1)]
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_add_not_null_column_without_default_to_table_with_rows_is_refused(conn, db_path):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: Optional[int] = None
+        country: str
+
+    before = rows(conn, "SELECT * FROM people ORDER BY id")
+    schema_before = table_sql(conn, "people")
+    with pytest.raises(MigrationError, match=r"people\.country: 3 rows: .*no default"):
+        sync_models(conn, [V2])
+    assert rows(conn, "SELECT * FROM people ORDER BY id") == before
+    assert table_sql(conn, "people") == schema_before
+
+
+def test_add_not_null_column_without_default_to_empty_table_works(conn):
+    sync_models(conn, [V1])
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: Optional[int] = None
+        country: str
+
+    sync_models(conn, [V2])
+    assert columns(conn, "people")["country"] == ("TEXT", True, None)
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_drop_column_needs_permission_and_keeps_the_other_data(conn):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    plan = model_migration_plan(conn, [V2])
+    assert [(op.kind, op.destructive, op.row_count) for op in plan.operations] == [("drop_column", True, 2)]
+    with pytest.raises(DestructiveChangeError, match=r"drop column people\.age") as raised:
+        sync_models(conn, [V2])
+    assert raised.value.operations[0].row_count == 2
+    assert "age" in columns(conn, "people")
+    sync_models(conn, [V2], allow_destructive=True)
+    assert rows(conn, "SELECT * FROM people ORDER BY id") == [(1, "ann"), (2, "bob"), (3, "cy")]
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_drop_indexed_column_rebuilds_and_keeps_data(conn):
+    class Indexed(SyncModel, table="indexed"):
+        id: Annotated[int, PrimaryKey()]
+        code: Annotated[str, Index()]
+        gone: Annotated[str, Unique()]
+
+    sync_models(conn, [Indexed])
+    conn.executemany("INSERT INTO indexed VALUES (?, ?, ?)", [(1, "a", "x"), (2, "b", "y")])
+
+    class Indexed2(SyncModel, table="indexed"):
+        id: Annotated[int, PrimaryKey()]
+        code: Annotated[str, Index()]
+
+    sync_models(conn, [Indexed2], allow_destructive=True)
+    assert rows(conn, "SELECT * FROM indexed ORDER BY id") == [(1, "a"), (2, "b")]
+    assert index_names(conn, "indexed") == {"ix_indexed_code"}
+    assert model_migration_plan(conn, [Indexed2]).is_empty
+
+
+def test_rename_column_and_table_keep_data(conn):
+    seed_people(conn)
+
+    class V2(SyncModel, table="persons", renamed_from="people"):
+        id: Annotated[int, PrimaryKey()]
+        full_name: Annotated[str, RenamedFrom("name")]
+        years: Optional[int] = Field(None, renamed_from="age")
+
+    plan = sync_models(conn, [V2])
+    assert [op.kind for op in plan.operations] == ["rename_table", "rename_column", "rename_column"]
+    assert not any(op.destructive for op in plan.operations)
+    assert table_sql(conn, "people") is None
+    assert rows(conn, "SELECT id, full_name, years FROM persons ORDER BY id") == [(1, "ann", 30), (2, "bob", None), (3, "cy", 41)]
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_renamed_from_is_ignored_once_the_rename_happened(conn):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        full_name: Annotated[str, RenamedFrom("name", "nm")]
+        age: Optional[int] = None
+
+    sync_models(conn, [V2])
+    assert sync_models(conn, [V2]).is_empty
+
+
+@pytest.mark.parametrize("seed", [[(1, 10), (2, -5), (3, None)], []])
+def test_type_change_integer_to_text_and_back_keeps_values(conn, seed):
+    class AsInt(SyncModel, table="values_t"):
+        id: Annotated[int, PrimaryKey()]
+        amount: Optional[int] = None
+
+    class AsText(SyncModel, table="values_t"):
+        id: Annotated[int, PrimaryKey()]
+        amount: Optional[str] = None
+
+    sync_models(conn, [AsInt])
+    conn.executemany("INSERT INTO values_t VALUES (?, ?)", seed)
+    plan = sync_models(conn, [AsText])
+    assert [op.kind for op in plan.operations] == ["rebuild_table"]
+    assert rows(conn, "SELECT id, amount, typeof(amount) FROM values_t ORDER BY id") == [
+        (i, None if v is None else str(v), "null" if v is None else "text") for i, v in seed
+    ]
+    sync_models(conn, [AsInt])
+    assert rows(conn, "SELECT id, amount, typeof(amount) FROM values_t ORDER BY id") == [
+        (i, v, "null" if v is None else "integer") for i, v in seed
+    ]
+    assert model_migration_plan(conn, [AsInt]).is_empty
+
+
+def test_lossy_type_change_is_destructive_and_refused_without_permission(conn):
+    class AsText(SyncModel, table="lossy"):
+        id: Annotated[int, PrimaryKey()]
+        v: str
+
+    class AsInt(SyncModel, table="lossy"):
+        id: Annotated[int, PrimaryKey()]
+        v: int
+
+    sync_models(conn, [AsText])
+    conn.executemany("INSERT INTO lossy VALUES (?, ?)", [(1, "12"), (2, "abc"), (3, "3.7")])
+    conn.commit()
+    plan = model_migration_plan(conn, [AsText, AsInt][1:])
+    assert plan.operations[0].destructive and plan.operations[0].row_count == 2
+    with pytest.raises(DestructiveChangeError, match=r"lossy\.v: 2 rows: values would change.*TEXT to INTEGER"):
+        sync_models(conn, [AsInt])
+    assert rows(conn, "SELECT v FROM lossy ORDER BY id") == [("12",), ("abc",), ("3.7",)]
+    sync_models(conn, [AsInt], allow_destructive=True)
+    assert rows(conn, "SELECT v FROM lossy ORDER BY id") == [(12,), (0,), (3,)]
+
+
+def test_real_to_integer_keeps_whole_numbers_without_ceremony(conn):
+    class AsReal(SyncModel, table="reals"):
+        id: Annotated[int, PrimaryKey()]
+        v: float
+
+    class AsInt(SyncModel, table="reals"):
+        id: Annotated[int, PrimaryKey()]
+        v: int
+
+    sync_models(conn, [AsReal])
+    conn.executemany("INSERT INTO reals VALUES (?, ?)", [(1, 2.0), (2, -7.0)])
+    plan = sync_models(conn, [AsInt])
+    assert not plan.destructive_operations
+    assert rows(conn, "SELECT v, typeof(v) FROM reals ORDER BY id") == [(2, "integer"), (-7, "integer")]
+
+
+def test_nullable_to_not_null_fills_nulls_from_the_default(conn):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: int = 18
+
+    plan = sync_models(conn, [V2])
+    assert [op.kind for op in plan.operations] == ["rebuild_table"]
+    assert rows(conn, "SELECT id, name, age FROM people ORDER BY id") == [(1, "ann", 30), (2, "bob", 18), (3, "cy", 41)]
+    assert columns(conn, "people")["age"] == ("INTEGER", True, "18")
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_nullable_to_not_null_without_default_over_nulls_is_refused(conn, db_path):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: int
+
+    plan = model_migration_plan(conn, [V2])
+    assert plan.problems and "people.age: 1 row" in plan.problems[0]
+    before = db_path.read_bytes()
+    with pytest.raises(MigrationError, match=r"people\.age: 1 row: rows hold NULL .*\(e\.g\. 2\)"):
+        sync_models(conn, [V2])
+    assert db_path.read_bytes() == before
+    conn.execute("UPDATE people SET age = 0 WHERE age IS NULL")
+    conn.commit()
+    sync_models(conn, [V2])
+    assert columns(conn, "people")["age"] == ("INTEGER", True, None)
+
+
+def test_add_and_drop_index_and_unique_index(conn):
+    seed_people(conn)
+
+    class Indexed(SyncModel, table="people", indexes=[Index("name", "age")]):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, Unique()]
+        age: Annotated[Optional[int], Index()] = None
+
+    plan = sync_models(conn, [Indexed])
+    assert {op.kind for op in plan.operations} == {"create_index"}
+    assert index_names(conn, "people") == {"uq_people_name", "ix_people_age", "ix_people_name_age"}
+    unique = rows(conn, "SELECT \"unique\" FROM pragma_index_list('people') WHERE name = 'uq_people_name'")
+    assert unique == [(1,)]
+    assert model_migration_plan(conn, [Indexed]).is_empty
+    plan = sync_models(conn, [V1])
+    assert {op.kind for op in plan.operations} == {"drop_index"}
+    assert index_names(conn, "people") == set()
+    assert rows(conn, "SELECT count(*) FROM people") == [(3,)]
+
+
+def test_unique_index_over_duplicates_is_refused_with_count_and_sample(conn):
+    seed_people(conn)
+    conn.execute("INSERT INTO people VALUES (4, 'ann', 1)")
+    conn.commit()
+
+    class UniqueName(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, Unique()]
+        age: Optional[int] = None
+
+    with pytest.raises(MigrationError, match=r"people\.name: 2 rows: .*unique.*'ann'"):
+        sync_models(conn, [UniqueName])
+    assert index_names(conn, "people") == set()
+
+
+def test_long_index_names_sync_and_stay_stable(conn):
+    long = "a_column_with_a_really_quite_remarkably_long_name_for_testing"
+
+    Model = type(SyncModel)(
+        "LongNames", (SyncModel,),
+        {"__annotations__": {"id": int, long: str, long + "_2": str}},
+        table="long_table_name_for_indexes", indexes=[Index(long, long + "_2", unique=True)],
+    )
+    sync_models(conn, [Model])
+    (name,) = index_names(conn, "long_table_name_for_indexes")
+    assert len(name) <= 64
+    assert model_migration_plan(conn, [Model]).is_empty
+
+
+def test_change_primary_key_single_to_composite_keeps_rows(conn):
+    class Single(SyncModel, table="memberships"):
+        id: Annotated[int, PrimaryKey()]
+        org: str
+        user: str
+
+    class Composite(SyncModel, table="memberships", primary_key=("org", "user")):
+        org: str
+        user: str
+        id: int
+
+    sync_models(conn, [Single])
+    conn.executemany("INSERT INTO memberships VALUES (?, ?, ?)", [(1, "acme", "ann"), (2, "acme", "bob"), (3, "init", "ann")])
+    plan = sync_models(conn, [Composite])
+    assert [op.kind for op in plan.operations] == ["rebuild_table"]
+    assert rows(conn, "SELECT name FROM pragma_table_info('memberships') WHERE pk > 0 ORDER BY pk") == [("org",), ("user",)]
+    assert rows(conn, "SELECT org, user, id FROM memberships ORDER BY id") == [("acme", "ann", 1), ("acme", "bob", 2), ("init", "ann", 3)]
+    assert model_migration_plan(conn, [Composite]).is_empty
+
+
+def test_new_primary_key_over_duplicates_is_refused(conn):
+    class Single(SyncModel, table="memberships"):
+        id: Annotated[int, PrimaryKey()]
+        org: str
+
+    class ByOrg(SyncModel, table="memberships"):
+        org: Annotated[str, PrimaryKey()]
+        id: int
+
+    sync_models(conn, [Single])
+    conn.executemany("INSERT INTO memberships VALUES (?, ?)", [(1, "acme"), (2, "acme")])
+    conn.commit()
+    with pytest.raises(MigrationError, match=r"memberships\.\"org\": 2 rows: .*primary key"):
+        sync_models(conn, [ByOrg])
+    assert rows(conn, "SELECT count(*) FROM memberships") == [(2,)]
+
+
+def test_lww_on_adds_companion_keeps_data_and_off_removes_it(conn):
+    seed_people(conn)
+
+    class WithLWW(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, LWW()]
+        age: Optional[int] = None
+
+    plan = sync_models(conn, [WithLWW])
+    assert [op.kind for op in plan.operations] == ["enable_lww"]
+    assert columns(conn, "people")["name__hlc"] == ("TEXT", False, None)
+    assert rows(conn, "SELECT id, name FROM people ORDER BY id") == [(1, "ann"), (2, "bob"), (3, "cy")]
+    assert model_migration_plan(conn, [WithLWW]).is_empty
+    conn.execute("UPDATE people SET name__hlc = 'stamp'")
+    plan = sync_models(conn, [V1])
+    assert [op.kind for op in plan.operations] == ["disable_lww"]
+    assert "name__hlc" not in columns(conn, "people")
+    assert rows(conn, "SELECT id, name FROM people ORDER BY id") == [(1, "ann"), (2, "bob"), (3, "cy")]
+
+
+def test_renaming_an_lww_column_keeps_its_timestamps(conn):
+    class Before(SyncModel, table="notes"):
+        id: Annotated[int, PrimaryKey()]
+        body: Annotated[str, LWW()]
+
+    class After(SyncModel, table="notes"):
+        id: Annotated[int, PrimaryKey()]
+        text: Annotated[str, LWW(), RenamedFrom("body")]
+
+    sync_models(conn, [Before])
+    conn.execute("INSERT INTO notes VALUES (1, 'hello', '000000000000001:000000000:node')")
+    plan = sync_models(conn, [After])
+    assert not plan.destructive_operations
+    assert rows(conn, "SELECT text, text__hlc FROM notes") == [("hello", "000000000000001:000000000:node")]
+    assert model_migration_plan(conn, [After]).is_empty
+
+
+def test_lww_on_together_with_a_rebuild(conn):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, LWW()]
+        age: int = 0
+
+    sync_models(conn, [V2])
+    assert "name__hlc" in columns(conn, "people")
+    assert rows(conn, "SELECT id, name, age FROM people ORDER BY id") == [(1, "ann", 30), (2, "bob", 0), (3, "cy", 41)]
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_preview_leaves_the_file_byte_identical(conn, db_path):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people", renamed_from="x"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, Unique()]
+        age: int = 1
+        extra: str = "e"
+
+    class Other(SyncModel, table="other"):
+        id: int
+
+    version = rows(conn, "PRAGMA schema_version")
+    before = db_path.read_bytes()
+    plan = model_migration_plan(conn, [V2, Other])
+    assert not plan.is_empty and plan.sql
+    assert db_path.read_bytes() == before
+    assert rows(conn, "PRAGMA schema_version") == version
+    assert not conn.in_transaction
+
+
+def test_preview_accepts_a_path_and_describes_each_step(db_path):
+    conn = sqlite3.connect(db_path)
+    seed_people(conn)
+    conn.close()
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: int = 0
+
+    plan = model_migration_plan(db_path, [V2])
+    text = str(plan)
+    assert "rebuild table people" in text and "age" in text and "NOT NULL" in text
+    assert plan.sql.count("CREATE TABLE") == 1 and "INSERT INTO" in plan.sql
+    applied = sync_models(str(db_path), [V2])
+    assert applied.operations == plan.operations
+    assert "Nothing to do" in str(model_migration_plan(db_path, [V2]))
+
+
+def test_unmanaged_tables_are_never_touched_and_managed_drops_need_permission(conn):
+    conn.execute("CREATE TABLE hand_made (x TEXT)")
+    conn.execute("INSERT INTO hand_made VALUES ('keep me')")
+    seed_people(conn)
+
+    class Other(SyncModel, table="other"):
+        id: int
+
+    plan = model_migration_plan(conn, [Other])
+    assert [(op.kind, op.table, op.destructive, op.row_count) for op in plan.operations] == [
+        ("create_table", "other", False, None),
+        ("drop_table", "people", True, 3),
+    ]
+    with pytest.raises(DestructiveChangeError, match="drop table people"):
+        sync_models(conn, [Other])
+    assert table_sql(conn, "other") is None
+    sync_models(conn, [Other], allow_destructive=True)
+    assert table_sql(conn, "people") is None
+    assert rows(conn, "SELECT x FROM hand_made") == [("keep me",)]
+
+
+def test_an_existing_table_matching_a_model_is_adopted(conn):
+    conn.execute('CREATE TABLE people (id INTEGER NOT NULL, name TEXT NOT NULL, age INTEGER, PRIMARY KEY (id))')
+    conn.execute("INSERT INTO people VALUES (1, 'ann', 3)")
+    assert model_migration_plan(conn, [V1]).is_empty
+    sync_models(conn, [V1])
+
+    class Other(SyncModel, table="other"):
+        id: int
+
+    with pytest.raises(DestructiveChangeError):
+        sync_models(conn, [Other])
+
+
+def test_hand_made_index_and_trigger_survive_a_rebuild(conn):
+    seed_people(conn)
+    conn.execute("CREATE INDEX by_hand ON people (name)")
+    conn.execute("CREATE TABLE audit (msg TEXT)")
+    conn.execute("CREATE TRIGGER people_ins AFTER INSERT ON people BEGIN INSERT INTO audit VALUES (new.name); END")
+    conn.execute("CREATE VIEW adults AS SELECT name FROM people WHERE age >= 18")
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: int = 0
+
+    sync_models(conn, [V2])
+    assert "by_hand" in index_names(conn, "people")
+    conn.execute("INSERT INTO people (id, name) VALUES (9, 'zed')")
+    assert rows(conn, "SELECT msg FROM audit") == [("zed",)]
+    assert rows(conn, "SELECT name FROM adults ORDER BY name") == [("ann",), ("cy",)]
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_rebuilding_a_parent_with_cascading_children_keeps_every_child(conn):
+    class Parent(SyncModel, table="parents"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    class Child(SyncModel, table="children"):
+        id: Annotated[int, PrimaryKey()]
+        parent_id: Annotated[Optional[int], ForeignKey("parents.id", on_delete="cascade")] = None
+
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Parent, Child])
+    conn.executemany("INSERT INTO parents VALUES (?, ?)", [(1, "a"), (2, "b")])
+    conn.executemany("INSERT INTO children VALUES (?, ?)", [(i, 1 + i % 2) for i in range(50)])
+    conn.commit()
+
+    class ParentRebuilt(SyncModel, table="parents"):
+        id: Annotated[int, PrimaryKey()]
+        name: Optional[str] = None
+
+    plan = sync_models(conn, [ParentRebuilt, Child])
+    assert plan.rebuilt_tables == ("parents",)
+    assert rows(conn, "SELECT count(*) FROM children") == [(50,)]
+    assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
+    assert rows(conn, "PRAGMA foreign_key_check") == []
+
+
+def test_inside_an_open_transaction_a_rebuild_with_foreign_keys_on_is_refused(conn):
+    seed_people(conn)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("INSERT INTO people VALUES (7, 'in tx', 1)")
+    assert conn.in_transaction
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: int = 0
+
+    with pytest.raises(MigrationError, match="open transaction while PRAGMA foreign_keys is ON"):
+        sync_models(conn, [V2])
+    assert conn.in_transaction
+    conn.commit()
+    assert rows(conn, "SELECT count(*) FROM people") == [(4,)]
+    sync_models(conn, [V2])
+    assert rows(conn, "SELECT count(*) FROM people WHERE age IS NOT NULL") == [(4,)]
+
+
+def test_inside_an_open_transaction_in_place_changes_join_it(conn):
+    seed_people(conn)
+    conn.execute("INSERT INTO people VALUES (7, 'in tx', 1)")
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: Optional[int] = None
+        note: Optional[str] = None
+
+    sync_models(conn, [V2])
+    assert conn.in_transaction
+    conn.rollback()
+    assert "note" not in columns(conn, "people")
+    assert rows(conn, "SELECT count(*) FROM people") == [(3,)]
+
+
+def test_failure_mid_plan_leaves_schema_and_data_unchanged(conn, db_path):
+    seed_people(conn)
+    conn.execute("CREATE VIEW broken_later AS SELECT age FROM people")
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        nickname: str = "x"
+
+    before = db_path.read_bytes()
+    with pytest.raises(MigrationError, match=r"drop column people\.age.*failed"):
+        sync_models(conn, [V2], allow_destructive=True)
+    assert db_path.read_bytes() == before
+    assert "nickname" not in columns(conn, "people")
+    assert not conn.in_transaction
+
+
+def test_not_a_database_raises_our_error(tmp_path):
+    path = tmp_path / "not.db"
+    path.write_bytes(b"this is not a database file at all" * 100)
+    with pytest.raises(MigrationError, match="not a database"):
+        sync_models(path, [V1])
+    with pytest.raises(MigrationError, match="not a database"):
+        model_migration_plan(path, [V1])
+
+
+def test_models_none_means_every_table_model_defined_so_far(conn, monkeypatch):
+    import pydsqlite.model
+
+    monkeypatch.setattr(pydsqlite.model, "_registry", {})
+
+    class Base(SyncModel):
+        id: Annotated[int, PrimaryKey()]
+
+    class First(Base, table="first_auto"):
+        pass
+
+    class Second(Base, table=True):
+        name: str = ""
+
+    plan = sync_models(conn)
+    assert [op.table for op in plan.operations] == ["first_auto", "second"]
+    assert model_migration_plan(conn).is_empty
