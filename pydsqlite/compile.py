@@ -7,7 +7,6 @@ as ``SchemaDefinitionError`` naming the model and field.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable
 from typing import Annotated, Any
 
@@ -180,12 +179,10 @@ def _default(field: _FieldDeclaration) -> str | None:
         raise field.error(f"invalid default {info.default!r}: {message}") from None
     if value is None:
         return None
-    encoded = encode_value(field.kind, value)
-    if isinstance(encoded, float) and math.isnan(encoded):
-        raise field.error("a NaN default cannot be stored as an SQL DEFAULT")
-    if isinstance(encoded, str) and "\x00" in encoded:
-        raise field.error("a default containing a NUL character cannot be stored as an SQL DEFAULT")
-    return quote_literal(encoded)
+    try:
+        return quote_literal(encode_value(field.kind, value))
+    except ValueError as error:
+        raise field.error(f"default {info.default!r} cannot be an SQL DEFAULT: {error}") from None
 
 
 def _checks(field: _FieldDeclaration) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from .plan import DataCheck, MigrationPlan, Operation
 
 def check_plan_against_data(conn: sqlite3.Connection, plan: MigrationPlan) -> MigrationPlan:
     """The same plan with row counts, findings and blocking problems filled in."""
+    conn.create_function("pydsqlite_is_utf8", 1, _is_utf8, deterministic=True)
     operations = []
     problems: list[str] = []
     for operation in plan.operations:
@@ -69,3 +70,14 @@ def _message(conn: sqlite3.Connection, check: DataCheck, count: int) -> str:
             value = sample[0] if len(sample) == 1 else tuple(sample)
             text += f" (e.g. {value!r})"
     return text
+
+
+def _is_utf8(value: object) -> bool:
+    """SQL helper for the checks: would this BLOB read back as text? (SQLite has no UTF-8 validator.)"""
+    if not isinstance(value, bytes):
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

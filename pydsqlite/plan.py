@@ -265,7 +265,7 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
                 Operation("add_column", table, f"add column {table}.{change.column.name}", (render_add_column(table, change.column),))
             )
         elif isinstance(change, DropColumn):
-            operations.append(_drop_column(table, change.column))
+            operations.append(_drop_column(table, item.live.name, change.column))
         elif isinstance(change, SetLWW):
             companion = Column(name=change.column + LWW_SUFFIX, type="TEXT")
             if change.enabled:
@@ -283,7 +283,7 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
                     )
                 )
         elif isinstance(change, CreateIndex):
-            operations.append(_create_index(table, change.index))
+            operations.append(_create_index(table, item.live.name, change.index, _renamed_columns(item)))
     return operations
 
 
@@ -294,7 +294,8 @@ def _in_place_order(change: Change) -> int:
     return next(position for position, kind in enumerate(_IN_PLACE_ORDER) if isinstance(change, kind))
 
 
-def _drop_column(table: str, column: Column) -> Operation:
+def _drop_column(table: str, live_table: str, column: Column) -> Operation:
+    """Drop in place; the data check reads ``live_table``, the name before any planned rename."""
     quoted = quote_identifier(column.name)
     return Operation(
         kind="drop_column",
@@ -307,7 +308,7 @@ def _drop_column(table: str, column: Column) -> Operation:
                 table=table,
                 column=column.name,
                 problem="values would be deleted with the column",
-                count_sql=f"SELECT COUNT(*) FROM {quote_identifier(table)} WHERE {quoted} IS NOT NULL",
+                count_sql=f"SELECT COUNT(*) FROM {quote_identifier(live_table)} WHERE {quoted} IS NOT NULL",
                 sample_sql=None,
                 blocking=False,
             ),
@@ -315,10 +316,12 @@ def _drop_column(table: str, column: Column) -> Operation:
     )
 
 
-def _create_index(table: str, index: Index) -> Operation:
-    checks = ()
+def _create_index(table: str, live_table: str, index: Index, renamed: dict[str, str]) -> Operation:
+    """Create in place; a unique index first counts duplicates in ``live_table`` (pre-rename names)."""
+    checks: tuple[DataCheck, ...] = ()
     if index.unique:
-        checks = (_duplicates_check(table, quote_identifier(table), index.columns, f"unique index {index.name}", quoted=False),)
+        old_names = tuple(renamed.get(fold_name(column), column) for column in index.columns)
+        checks = (_duplicates_check(table, quote_identifier(live_table), old_names, f"unique index {index.name}", quoted=False),)
     kind = "unique index" if index.unique else "index"
     return Operation(
         "create_index", table, f"create {kind} {index.name} on {table} ({', '.join(index.columns)})",
@@ -424,11 +427,11 @@ def _rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     if target_columns:
         statements.append(
             f"INSERT INTO {quote_identifier(temporary)} ({', '.join(target_columns)}) "
-            f"SELECT {', '.join(select_terms)} FROM {quote_identifier(live.name)}"
+            f"SELECT {', '.join(select_terms)} FROM {quote_identifier(name)}"
         )
     if live.autoincrement and desired.autoincrement:
-        statements.extend(_carry_sequence(live.name, temporary))
-    statements.append(render_drop_table(live.name))
+        statements.extend(_carry_sequence(name, temporary))
+    statements.append(render_drop_table(name))
     statements.append("PRAGMA legacy_alter_table = ON")
     statements.append(render_rename_table(temporary, name))
     statements.append("PRAGMA legacy_alter_table = OFF")
@@ -467,8 +470,13 @@ def _key_changed(item: TableDiff) -> bool:
     return any(isinstance(change, ChangePrimaryKey) for change in item.changes)
 
 
+def _renamed_columns(item: TableDiff) -> dict[str, str]:
+    """Folded desired column name → its live name, for columns the plan renames."""
+    return {fold_name(new): old for new, old in item.column_sources if fold_name(new) != fold_name(old)}
+
+
 def _drop_checks(item: TableDiff) -> list[DataCheck]:
-    return [_drop_column(item.live.name, change.column).checks[0] for change in item.changes if isinstance(change, DropColumn)]
+    return [_drop_column(item.desired.name, item.live.name, change.column).checks[0] for change in item.changes if isinstance(change, DropColumn)]
 
 
 def _copy_expression(old: Column, new: Column, live: Table, desired: Table) -> tuple[str, str | None]:
@@ -497,7 +505,7 @@ _SURVIVES = {
     " OR (typeof({c}) = 'text' AND CAST(CAST({c} AS NUMERIC) AS TEXT) = {c})",
     "TEXT": "typeof({c}) IN ('null', 'text', 'integer')"
     " OR (typeof({c}) = 'real' AND CAST(CAST({c} AS TEXT) AS REAL) = {c})"
-    " OR (typeof({c}) = 'blob' AND CAST(CAST({c} AS TEXT) AS BLOB) = {c})",
+    " OR (typeof({c}) = 'blob' AND pydsqlite_is_utf8({c}))",
     "BLOB": "typeof({c}) IN ('null', 'blob', 'text')",
 }
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sqlite3
+from contextlib import closing
 
 from .schema import Column, ForeignKey, Index, Table
 
@@ -27,7 +29,7 @@ def quote_literal(value: object) -> str:
             raise ValueError("NaN has no SQL literal")
         if math.isinf(value):
             return "9e999" if value > 0 else "-9e999"
-        return repr(value)
+        return _float_literal(value)
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("text containing a NUL character has no SQL literal")
@@ -35,6 +37,23 @@ def quote_literal(value: object) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "X'" + bytes(value).hex().upper() + "'"
     raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def _float_literal(value: float) -> str:
+    """A literal SQLite parses back to exactly ``value``.
+
+    SQLite's text-to-float conversion is not correctly rounded for some values near
+    the bottom of the exponent range, so each candidate is checked by SQLite itself;
+    the last resort scales the value into safe range and divides by powers of two (exact).
+    """
+    candidates = [repr(value), f"{value:.17g}"]
+    scaled = value * 2.0**120
+    candidates.append(f"({scaled!r} / 1073741824 / 1073741824 / 1073741824 / 1073741824)")
+    with closing(sqlite3.connect(":memory:")) as scratch:
+        for literal in candidates:
+            if scratch.execute(f"SELECT {literal}").fetchone()[0] == value:
+                return literal
+    raise ValueError(f"SQLite cannot read {value!r} back exactly")
 
 
 def quote_identifiers(names: tuple[str, ...]) -> str:

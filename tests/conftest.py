@@ -6,7 +6,15 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# Property tests run 300 examples in the normal suite; HYPOTHESIS_PROFILE=deep runs 5000.
+settings.register_profile("default", max_examples=300, deadline=None)
+settings.register_profile("deep", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
