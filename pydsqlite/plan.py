@@ -321,7 +321,7 @@ def _create_index(table: str, live_table: str, index: Index, renamed: dict[str, 
     checks: tuple[DataCheck, ...] = ()
     if index.unique:
         old_names = tuple(renamed.get(fold_name(column), column) for column in index.columns)
-        checks = (_duplicates_check(table, quote_identifier(live_table), old_names, f"unique index {index.name}", quoted=False),)
+        checks = (_duplicates_check(table, quote_identifier(live_table), old_names, f"unique index {index.name}"),)
     kind = "unique index" if index.unique else "index"
     return Operation(
         "create_index", table, f"create {kind} {index.name} on {table} ({', '.join(index.columns)})",
@@ -329,10 +329,10 @@ def _create_index(table: str, live_table: str, index: Index, renamed: dict[str, 
     )
 
 
-def _duplicates_check(table: str, source: str, columns: tuple[str, ...], what: str, *, quoted: bool) -> DataCheck:
-    """Rows whose values in ``columns`` repeat (NULLs never collide, as in SQLite's UNIQUE)."""
-    names = ", ".join(columns if quoted else (quote_identifier(column) for column in columns))
-    not_null = " AND ".join(f"{column if quoted else quote_identifier(column)} IS NOT NULL" for column in columns)
+def _duplicates_check(table: str, source: str, columns: tuple[str, ...], what: str) -> DataCheck:
+    """Rows of ``source`` whose values in ``columns`` repeat (NULLs never collide, as in SQLite's UNIQUE)."""
+    names = ", ".join(quote_identifier(column) for column in columns)
+    not_null = " AND ".join(f"{quote_identifier(column)} IS NOT NULL" for column in columns)
     grouped = f"SELECT {names}, COUNT(*) AS n FROM {source} WHERE {not_null} GROUP BY {names} HAVING COUNT(*) > 1"
     return DataCheck(
         table=table,
@@ -344,59 +344,83 @@ def _duplicates_check(table: str, source: str, columns: tuple[str, ...], what: s
     )
 
 
+@dataclass(frozen=True)
+class _Copy:
+    """How a rebuild fills the new table: INSERT targets, their SELECT terms, and a projection
+    of the old rows under the new column names (what the data checks query)."""
+
+    targets: tuple[str, ...]
+    terms: tuple[str, ...]
+    projection: str
+    conversions: tuple[DataCheck, ...]
+    missing: tuple[str, ...]
+    """New NOT NULL columns that nothing fills (no source, no default)."""
+
+
+def _plan_copy(item: TableDiff) -> _Copy:
+    live, desired = item.live, item.desired
+    sources = {fold_name(new): old for new, old in item.column_sources}
+    rowid_names = ("rowid", "oid", "_rowid_")
+    rowid_usable = live.has_rowid and not any(fold_name(c.name) in rowid_names for c in live.columns)
+    targets: list[str] = []
+    terms: list[str] = []
+    projected: list[str] = []
+    conversions: list[DataCheck] = []
+    missing: list[str] = []
+    alias = fold_name(desired.rowid_alias or "")
+    if rowid_usable and desired.has_rowid and not alias and not any(fold_name(c.name) in rowid_names for c in desired.columns):
+        targets.append("rowid")
+        terms.append("rowid")
+    for column in desired.columns:
+        if column.generated is not None:
+            continue
+        quoted = quote_identifier(column.name)
+        old_column = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
+        if old_column is not None and old_column.generated is None:
+            expression, cast = _copy_expression(old_column, column, live, desired)
+            if cast is not None:
+                conversions.append(_conversion_check(desired.name, live.name, old_column, column, cast))
+        elif fold_name(column.name) == alias and rowid_usable:
+            expression = "rowid"
+        elif column.default is not None:
+            projected.append(f"{column.default} AS {quoted}")
+            continue
+        else:
+            if column.not_null and fold_name(column.name) != alias:
+                missing.append(column.name)
+            projected.append(f"NULL AS {quoted}")
+            continue
+        targets.append(quoted)
+        terms.append(expression)
+        projected.append(f"{expression} AS {quoted}")
+    key = live.primary_key or (("rowid",) if rowid_usable else ())
+    sample = ", ".join("rowid" if k == "rowid" else quote_identifier(k) for k in key) or "NULL"
+    projection = f"(SELECT {', '.join([*projected, f'{sample} AS _pydsqlite_sample'])} FROM {quote_identifier(live.name)})"
+    return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing))
+
+
 def _rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     """One rebuild carrying every change to the table (lang_altertable.html, section 7)."""
     live, desired = item.live, item.desired
     name = desired.name
     temporary = REBUILD_PREFIX + name
-    sources = {fold_name(new): old for new, old in item.column_sources}
-    target_columns: list[str] = []
-    select_terms: list[str] = []
-    checks: list[DataCheck] = []
+    sources = {fold_name(new) for new, _ in item.column_sources}
+    copy = _plan_copy(item)
+    projection = copy.projection
+    checks: list[DataCheck] = list(copy.conversions)
     problems: list[str] = []
-    copy_rowid = (
-        live.has_rowid
-        and desired.has_rowid
-        and desired.rowid_alias is None
-        and not any(fold_name(c.name) in ("rowid", "oid", "_rowid_") for c in (*live.columns, *desired.columns))
-    )
-    if copy_rowid:
-        target_columns.append("rowid")
-        select_terms.append("rowid")
-    projection_terms: list[str] = []
-    for column in desired.columns:
-        if column.generated is not None:
-            continue
-        old_name = sources.get(fold_name(column.name))
-        if old_name is None:
-            continue
-        old_column = live.column(old_name)
-        assert old_column is not None
-        if old_column.generated is not None:
-            continue
-        expression, cast = _copy_expression(old_column, column, live, desired)
-        target_columns.append(quote_identifier(column.name))
-        select_terms.append(expression)
-        projection_terms.append(f"{expression} AS {quote_identifier(column.name)}")
-        if cast is not None:
-            checks.append(_conversion_check(name, live.name, old_column, column, cast))
-    key = live.primary_key or (("rowid",) if live.has_rowid else ())
-    sample = ", ".join("rowid" if k == "rowid" else quote_identifier(k) for k in key) or "1"
-    projection = f"(SELECT {', '.join(projection_terms) or 'NULL AS _'}, {sample} AS _pydsqlite_sample FROM {quote_identifier(live.name)})"
-    for column in desired.columns:
-        if column.generated is not None or not column.not_null:
-            continue
-        if fold_name(column.name) not in sources and column.default is None and fold_name(column.name) != fold_name(desired.rowid_alias or ""):
-            checks.append(
-                DataCheck(
-                    table=name, column=column.name,
-                    problem="rows exist but the new NOT NULL column has no default to fill them",
-                    count_sql=f"SELECT COUNT(*) FROM {quote_identifier(live.name)}",
-                    sample_sql=f"SELECT {sample} FROM {quote_identifier(live.name)} LIMIT 1",
-                    blocking=True,
-                )
+    for column_name in copy.missing:
+        checks.append(
+            DataCheck(
+                table=name, column=column_name,
+                problem="rows exist but the new NOT NULL column has no default to fill them",
+                count_sql=f"SELECT COUNT(*) FROM {quote_identifier(live.name)}",
+                sample_sql=f"SELECT _pydsqlite_sample FROM {projection} LIMIT 1",
+                blocking=True,
             )
-        elif fold_name(column.name) in sources and column.default is None:
+        )
+    for column in desired.columns:
+        if column.not_null and column.generated is None and fold_name(column.name) in sources and column.default is None:
             quoted = quote_identifier(column.name)
             checks.append(
                 DataCheck(
@@ -408,9 +432,9 @@ def _rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
                 )
             )
     if desired.primary_key and _key_changed(item):
-        checks.append(_duplicates_check(name, projection, tuple(quote_identifier(c) for c in desired.primary_key), "the primary key", quoted=True))
+        checks.append(_duplicates_check(name, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
-        checks.append(_duplicates_check(name, projection, tuple(quote_identifier(c) for c in unique), "a UNIQUE constraint", quoted=True))
+        checks.append(_duplicates_check(name, projection, unique, "a UNIQUE constraint"))
     for check in (*desired.checks, *(c for column in desired.columns for c in column.checks)):
         checks.append(
             DataCheck(
@@ -422,12 +446,12 @@ def _rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         )
     for index in desired.indexes:
         if index.unique:
-            checks.append(_duplicates_check(name, projection, tuple(quote_identifier(c) for c in index.columns), f"unique index {index.name}", quoted=True))
+            checks.append(_duplicates_check(name, projection, index.columns, f"unique index {index.name}"))
     statements = [render_create_table(desired, name=temporary)]
-    if target_columns:
+    if copy.targets:
         statements.append(
-            f"INSERT INTO {quote_identifier(temporary)} ({', '.join(target_columns)}) "
-            f"SELECT {', '.join(select_terms)} FROM {quote_identifier(name)}"
+            f"INSERT INTO {quote_identifier(temporary)} ({', '.join(copy.targets)}) "
+            f"SELECT {', '.join(copy.terms)} FROM {quote_identifier(name)}"
         )
     if live.autoincrement and desired.autoincrement:
         statements.extend(_carry_sequence(name, temporary))

@@ -412,7 +412,7 @@ def test_new_primary_key_over_duplicates_is_refused(conn):
     sync_models(conn, [Single])
     conn.executemany("INSERT INTO memberships VALUES (?, ?)", [(1, "acme"), (2, "acme")])
     conn.commit()
-    with pytest.raises(MigrationError, match=r"memberships\.\"org\": 2 rows: .*primary key"):
+    with pytest.raises(MigrationError, match=r"memberships\.org: 2 rows: .*primary key.*'acme'"):
         sync_models(conn, [ByOrg])
     assert rows(conn, "SELECT count(*) FROM memberships") == [(2,)]
 
@@ -668,3 +668,160 @@ def test_models_none_means_every_table_model_defined_so_far(conn, monkeypatch):
     plan = sync_models(conn)
     assert [op.table for op in plan.operations] == ["first_auto", "second"]
     assert model_migration_plan(conn).is_empty
+
+
+class Org(SyncModel, table="orgs"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+
+
+def seed_orgs_and_members(conn: sqlite3.Connection, member_model: type[SyncModel]) -> None:
+    sync_models(conn, [Org, member_model])
+    conn.executemany("INSERT INTO orgs VALUES (?, ?)", [(1, "acme"), (2, "initech")])
+    conn.executemany("INSERT INTO members VALUES (?, ?)", [(10, 1), (11, 2), (12, 1)])
+    conn.commit()
+
+
+def test_adding_changing_and_removing_a_foreign_key_rebuilds_and_keeps_rows(conn):
+    class Plain(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        org_id: int
+
+    class Linked(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        org_id: Annotated[int, ForeignKey("orgs.id")]
+
+    class Cascading(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        org_id: Annotated[int, ForeignKey("orgs.id", on_delete="cascade")]
+
+    seed_orgs_and_members(conn, Plain)
+    for model, expected in [(Linked, [("orgs", "NO ACTION")]), (Cascading, [("orgs", "CASCADE")]), (Plain, [])]:
+        plan = sync_models(conn, [Org, model])
+        assert plan.rebuilt_tables == ("members",)
+        assert rows(conn, "SELECT \"table\", on_delete FROM pragma_foreign_key_list('members')") == expected
+        assert rows(conn, "SELECT * FROM members ORDER BY id") == [(10, 1), (11, 2), (12, 1)]
+        assert model_migration_plan(conn, [Org, model]).is_empty
+
+
+def test_a_new_foreign_key_over_orphan_rows_is_refused_when_foreign_keys_are_on(conn):
+    class Plain(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        org_id: int
+
+    class Linked(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        org_id: Annotated[int, ForeignKey("orgs.id")]
+
+    seed_orgs_and_members(conn, Plain)
+    conn.execute("INSERT INTO members VALUES (13, 99)")
+    conn.commit()
+    conn.execute("PRAGMA foreign_keys = ON")
+    with pytest.raises(MigrationError, match=r"1 row\(s\) violating foreign keys in members"):
+        sync_models(conn, [Org, Linked])
+    assert rows(conn, "SELECT count(*) FROM pragma_foreign_key_list('members')") == [(0,)]
+    assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
+
+
+def test_renaming_a_parent_table_and_key_column_keeps_children_pointing_at_it(conn):
+    class Member(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        org_id: Annotated[int, ForeignKey("orgs.id", on_delete="cascade")]
+
+    seed_orgs_and_members(conn, Member)
+
+    class Company(SyncModel, table="companies", renamed_from="orgs"):
+        key: Annotated[int, PrimaryKey(), RenamedFrom("id")]
+        name: str
+
+    class Member2(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        org_id: Annotated[int, ForeignKey("companies.key", on_delete="cascade")]
+
+    plan = sync_models(conn, [Company, Member2])
+    assert [op.kind for op in plan.operations] == ["rename_table", "rename_column"]
+    assert rows(conn, "SELECT \"table\", \"to\" FROM pragma_foreign_key_list('members')") == [("companies", "key")]
+    assert model_migration_plan(conn, [Company, Member2]).is_empty
+    assert rows(conn, "SELECT count(*) FROM members") == [(3,)]
+
+
+def test_composite_to_single_primary_key_and_strict_toggles(conn):
+    class Composite(SyncModel, table="pairs", primary_key=("a", "b")):
+        a: int
+        b: str
+        note: Optional[str] = None
+
+    class Single(SyncModel, table="pairs", strict=True):
+        id: Annotated[int, PrimaryKey()]
+        a: int
+        b: str
+        note: Optional[str] = None
+
+    sync_models(conn, [Composite])
+    conn.executemany("INSERT INTO pairs (a, b, note) VALUES (?, ?, ?)", [(1, "x", None), (1, "y", "n")])
+    conn.commit()
+    sync_models(conn, [Single])  # the new INTEGER PRIMARY KEY takes each row's rowid
+    assert rows(conn, "SELECT id, a, b FROM pairs ORDER BY id") == [(1, 1, "x"), (2, 1, "y")]
+    sync_models(conn, [Composite], allow_destructive=True)
+
+    class Loose(SyncModel, table="pairs", primary_key=("a", "b")):
+        a: int
+        b: str
+        note: Optional[str] = None
+        extra: Optional[float] = None
+
+    class Strict(Loose, strict=True):
+        pass
+
+    sync_models(conn, [Strict])
+    assert table_sql(conn, "pairs").rstrip().endswith("STRICT")
+    sync_models(conn, [Loose])
+    assert not table_sql(conn, "pairs").rstrip().endswith("STRICT")
+    assert rows(conn, "SELECT a, b, note FROM pairs ORDER BY b") == [(1, "x", None), (1, "y", "n")]
+
+
+def test_a_hand_made_index_on_a_dropped_column_is_reported_not_lost(conn):
+    seed_people(conn)
+    conn.execute("CREATE INDEX by_hand_age ON people (age, name)")
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    with pytest.raises(MigrationError, match="hand-made index by_hand_age on people uses column age"):
+        sync_models(conn, [V2], allow_destructive=True)
+    assert "by_hand_age" in index_names(conn, "people")
+
+
+def test_table_rename_with_rebuild_replays_hand_made_index_and_trigger(conn):
+    seed_people(conn)
+    conn.execute("CREATE INDEX by_hand ON people (name)")
+    conn.execute("CREATE TABLE audit (msg TEXT)")
+    conn.execute("CREATE TRIGGER people_ins AFTER INSERT ON people BEGIN INSERT INTO audit VALUES (new.name); END")
+
+    class V2(SyncModel, table="persons", renamed_from="people"):
+        id: Annotated[int, PrimaryKey()]
+        label: Annotated[str, RenamedFrom("name")]
+        age: int = 5
+
+    sync_models(conn, [V2])
+    assert "by_hand" in index_names(conn, "persons")
+    conn.execute("INSERT INTO persons (id, label) VALUES (9, 'zed')")
+    assert rows(conn, "SELECT msg FROM audit") == [("zed",)]
+    assert rows(conn, "SELECT id, label, age FROM persons ORDER BY id") == [(1, "ann", 30), (2, "bob", 5), (3, "cy", 41), (9, "zed", 5)]
+    assert model_migration_plan(conn, [V2]).is_empty
+
+
+def test_unique_index_on_a_renamed_column_checks_the_old_values(conn):
+    seed_people(conn)
+    conn.execute("INSERT INTO people VALUES (4, 'ann', 2)")
+    conn.commit()
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        handle: Annotated[str, Unique(), RenamedFrom("name")]
+        age: Optional[int] = None
+
+    with pytest.raises(MigrationError, match=r"people\.name: 2 rows.*'ann'"):
+        sync_models(conn, [V2])
+    assert "name" in columns(conn, "people")
