@@ -1,13 +1,16 @@
 """pydsqlite: Pydantic models as the single source of truth for a SQLite database."""
 
 from .errors import DestructiveChangeError, MigrationError, PydsqliteError, SchemaDefinitionError
-from .markers import LWW, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, Unique
+from .markers import LWW, Collate, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, Unique
 from .model import SyncModel
+from .metadata import AppliedMigration
 from .plan import MigrationPlan, Operation
-from .sync import model_migration_plan, sync_models
+from .sync import migration_history, model_migration_plan, sync_models
 
 __all__ = [
     "LWW",
+    "AppliedMigration",
+    "Collate",
     "DestructiveChangeError",
     "Field",
     "ForeignKey",
@@ -21,6 +24,7 @@ __all__ = [
     "SchemaDefinitionError",
     "SyncModel",
     "Unique",
+    "migration_history",
     "model_migration_plan",
     "sync_models",
 ]

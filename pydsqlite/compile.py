@@ -7,6 +7,7 @@ as ``SchemaDefinitionError`` naming the model and field.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any
 
@@ -112,6 +113,7 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
                 not_null=not field.nullable,
                 default=_default(field),
                 checks=_checks(field),
+                collate=_collation(field),
                 lww=lww,
                 renamed_from=tuple(name for marker in field.markers(markers.RenamedFrom) for name in marker.names),
             )
@@ -135,10 +137,14 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
             if fold_name(column) not in names:
                 raise SchemaDefinitionError(qualname, column, f"index names unknown column {column!r}")
         indexes.append(_index(options.table, marker.columns, marker.unique, marker.name))
+    if options.without_rowid and not primary_key:
+        raise SchemaDefinitionError(qualname, None, "without_rowid=True needs a primary key")
     return Table(
         name=options.table,
         columns=tuple(columns),
         primary_key=primary_key,
+        autoincrement=_autoincrement(model, fields, primary_key, options.without_rowid),
+        without_rowid=options.without_rowid,
         foreign_keys=tuple(foreign_keys),
         strict=options.strict,
         indexes=tuple(_deduplicate(indexes)),
@@ -164,6 +170,31 @@ def _primary_key(model: type[BaseModel], fields: list[_FieldDeclaration], declar
     if len({fold_name(name) for name in key}) != len(key):
         raise SchemaDefinitionError(model.__qualname__, None, f"primary key {key!r} repeats a column")
     return tuple(by_name[fold_name(name)].name for name in key)
+
+
+def _autoincrement(model: type[BaseModel], fields: list[_FieldDeclaration], key: tuple[str, ...], without_rowid: bool) -> bool:
+    for field in fields:
+        if any(marker.autoincrement for marker in field.markers(markers.PrimaryKey)):
+            if len(key) != 1 or field.kind != "int" or without_rowid:
+                raise field.error("autoincrement needs a single int primary key in a rowid table")
+            return True
+    return False
+
+
+_COLLATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _collation(field: _FieldDeclaration) -> str | None:
+    names = [marker.name for marker in field.markers(markers.Collate)]
+    if not names:
+        return None
+    if len(set(names)) > 1:
+        raise field.error(f"several collations declared: {names}")
+    if not isinstance(names[0], str) or not _COLLATION_NAME.match(names[0]):
+        raise field.error(f"collation {names[0]!r} is not a plain name")
+    if field.kind not in ("str", "uuid", "datetime", "date", "time", "decimal", "json"):
+        raise field.error("a collation applies to text columns only")
+    return names[0].upper() if names[0].upper() in ("BINARY", "NOCASE", "RTRIM") else names[0]
 
 
 def _default(field: _FieldDeclaration) -> str | None:

@@ -6,13 +6,14 @@ engine that refuses ``PRAGMA foreign_keys`` can use another route.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .errors import MigrationError
-from .metadata import ManagedObjects, record_statements
+from .metadata import ManagedObjects, audit_statements, record_statements, schema_fingerprint
 from .plan import MigrationPlan
 from .schema import Schema, fold_name
 
@@ -39,6 +40,12 @@ class ConnectionAdapter:
 
     def execute(self, statement: str) -> None:
         self.conn.execute(statement)
+
+    def busy_timeout_ms(self) -> int:
+        return int(self.conn.execute("PRAGMA busy_timeout").fetchone()[0])
+
+    def set_busy_timeout_ms(self, milliseconds: int) -> None:
+        self.conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
     def foreign_key_violations(self) -> list[tuple]:
         return self.conn.execute("PRAGMA foreign_key_check").fetchall()
@@ -78,6 +85,10 @@ class MigrationSession:
         if not plan.is_empty or _managed_differs(managed, wanted):
             for statement in record_statements(wanted):
                 self.adapter.execute(statement)
+        if not plan.is_empty:
+            applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+            for statement in audit_statements(applied_at, schema_fingerprint(desired), str(plan), plan.sql):
+                self.adapter.execute(statement)
         if self.check_foreign_keys and plan.operations:
             violations = self.adapter.foreign_key_violations()
             if violations:
@@ -95,13 +106,18 @@ def _managed_differs(managed: ManagedObjects, wanted: dict[str, list[str]]) -> b
 
 
 @contextmanager
-def migration_session(conn: sqlite3.Connection) -> Iterator[MigrationSession]:
+def migration_session(conn: sqlite3.Connection, busy_timeout: float | None = None) -> Iterator[MigrationSession]:
     """Foreign keys off (before the transaction), ``BEGIN IMMEDIATE``, commit or roll back, restore.
 
+    ``BEGIN IMMEDIATE`` takes the write lock before the schema is read, waiting up to
+    ``busy_timeout`` seconds (default: the connection's own timeout) for other writers.
     Inside the caller's open transaction a savepoint is used instead, and foreign
     keys cannot be switched off (SQLite ignores the pragma in a transaction).
     """
     adapter = ConnectionAdapter(conn)
+    previous_timeout = adapter.busy_timeout_ms()
+    if busy_timeout is not None:
+        adapter.set_busy_timeout_ms(round(busy_timeout * 1000))
     outer = adapter.in_transaction
     foreign_keys_on = adapter.foreign_keys_enabled()
     switched_off = foreign_keys_on and not outer
@@ -131,6 +147,8 @@ def migration_session(conn: sqlite3.Connection) -> Iterator[MigrationSession]:
     finally:
         if switched_off:
             adapter.set_foreign_keys(True)
+        if busy_timeout is not None:
+            adapter.set_busy_timeout_ms(previous_timeout)
 
 
 @contextmanager

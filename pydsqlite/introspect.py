@@ -11,7 +11,7 @@ import sqlite3
 from collections import defaultdict
 
 from .ddl_parser import parse_create_table, parse_index_terms, parse_index_where
-from .metadata import METADATA_PREFIX, OBJECTS_TABLE, ManagedObjects
+from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, AppliedMigration, ManagedObjects
 from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, fold_name
 
 
@@ -160,12 +160,13 @@ def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
     return resolved
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
     """The tables and indexes pydsqlite recorded as its own (empty before the first sync)."""
-    exists = conn.execute(
-        "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (OBJECTS_TABLE,)
-    ).fetchone()
-    if not exists:
+    if not _has_table(conn, OBJECTS_TABLE):
         return ManagedObjects()
     rows = conn.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
     return ManagedObjects(
@@ -174,6 +175,9 @@ def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
     )
 
 
-def count_rows(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> int:
-    """Run a COUNT query built by the planner's data checks."""
-    return int(conn.execute(sql, params).fetchone()[0])
+def read_migration_history(conn: sqlite3.Connection) -> list[AppliedMigration]:
+    """Every migration pydsqlite applied to this database, oldest first."""
+    if not _has_table(conn, MIGRATIONS_TABLE):
+        return []
+    rows = conn.execute(f"SELECT id, applied_at, fingerprint, description, sql FROM {MIGRATIONS_TABLE} ORDER BY id").fetchall()
+    return [AppliedMigration(*row) for row in rows]

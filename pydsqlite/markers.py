@@ -17,7 +17,20 @@ _ACTIONS = {"NO ACTION", "RESTRICT", "SET NULL", "SET DEFAULT", "CASCADE"}
 
 @dataclass(frozen=True)
 class PrimaryKey:
-    """The field is (part of) the primary key; several marked fields form a composite key in field order."""
+    """The field is (part of) the primary key; several marked fields form a composite key in field order.
+
+    ``autoincrement=True`` (single INTEGER key only) adds SQLite's AUTOINCREMENT: ids of
+    deleted rows are never reused.
+    """
+
+    autoincrement: bool = False
+
+
+@dataclass(frozen=True)
+class Collate:
+    """The column compares text with the named collation (``BINARY``, ``NOCASE``, ``RTRIM``)."""
+
+    name: str
 
 
 @dataclass(frozen=True, init=False)
@@ -84,6 +97,7 @@ def Field(  # noqa: N802 - mirrors pydantic.Field
     default: Any = PydanticUndefined,
     *,
     primary_key: bool = False,
+    autoincrement: bool = False,
     index: bool = False,
     unique: bool = False,
     lww: bool = False,
@@ -91,13 +105,14 @@ def Field(  # noqa: N802 - mirrors pydantic.Field
     on_delete: str = "NO ACTION",
     on_update: str = "NO ACTION",
     renamed_from: str | tuple[str, ...] | None = None,
+    collate: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """``pydantic.Field`` plus storage markers; everything else is passed through unchanged."""
     info = _PydanticField(default, **kwargs)
     markers: list[object] = []
-    if primary_key:
-        markers.append(PrimaryKey())
+    if primary_key or autoincrement:
+        markers.append(PrimaryKey(autoincrement=autoincrement))
     if index:
         markers.append(Index())
     if unique:
@@ -109,5 +124,7 @@ def Field(  # noqa: N802 - mirrors pydantic.Field
     if renamed_from is not None:
         names = (renamed_from,) if isinstance(renamed_from, str) else tuple(renamed_from)
         markers.append(RenamedFrom(*names))
+    if collate is not None:
+        markers.append(Collate(collate))
     info.metadata.extend(markers)
     return info

@@ -1,11 +1,13 @@
-"""pydsqlite's own bookkeeping tables: which tables and indexes it manages."""
+"""pydsqlite's own bookkeeping tables: which tables and indexes it manages, and an audit
+trail of every migration it applied."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-from .schema import fold_name
-from .sqltext import quote_literal
+from .schema import Schema, fold_name
+from .sqltext import quote_literal, render_create_index, render_create_table
 
 METADATA_PREFIX = "_pydsqlite"
 OBJECTS_TABLE = "_pydsqlite_objects"
@@ -14,6 +16,45 @@ CREATE_OBJECTS_TABLE = (
     "kind TEXT NOT NULL, name TEXT NOT NULL, table_name TEXT NOT NULL, PRIMARY KEY (kind, name)"
     ") WITHOUT ROWID"
 )
+
+MIGRATIONS_TABLE = "_pydsqlite_migrations"
+CREATE_MIGRATIONS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+    "id INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, fingerprint TEXT NOT NULL, "
+    "description TEXT NOT NULL, sql TEXT NOT NULL)"
+)
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """One entry of the audit trail: when a plan was applied, for which models, and its SQL."""
+
+    id: int
+    applied_at: str
+    """UTC time in ISO 8601."""
+    fingerprint: str
+    """``schema_fingerprint`` of the models the database was migrated to."""
+    description: str
+    sql: str
+
+
+def schema_fingerprint(schema: Schema) -> str:
+    """A stable hash of a desired schema: the SQL that would create it, table by table."""
+    digest = hashlib.sha256()
+    for table in sorted(schema.tables, key=lambda table: fold_name(table.name)):
+        digest.update(render_create_table(table).encode("utf-8"))
+        for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):
+            digest.update(render_create_index(index).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def audit_statements(applied_at: str, fingerprint: str, description: str, sql: str) -> list[str]:
+    """Statements that append one entry to the audit trail."""
+    values = ", ".join(quote_literal(value) for value in (applied_at, fingerprint, description, sql))
+    return [
+        CREATE_MIGRATIONS_TABLE,
+        f"INSERT INTO {MIGRATIONS_TABLE} (applied_at, fingerprint, description, sql) VALUES ({values})",
+    ]
 
 
 @dataclass(frozen=True)

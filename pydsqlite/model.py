@@ -28,7 +28,7 @@ def snake_case(name: str) -> str:
 class TableOptions:
     """The table-level declarations of one model class (its class keywords)."""
 
-    __slots__ = ("table", "primary_key", "indexes", "strict", "renamed_from")
+    __slots__ = ("table", "primary_key", "indexes", "strict", "without_rowid", "renamed_from")
 
     def __init__(
         self,
@@ -36,12 +36,14 @@ class TableOptions:
         primary_key: tuple[str, ...] | None,
         indexes: tuple[Index, ...],
         strict: bool,
+        without_rowid: bool,
         renamed_from: tuple[str, ...],
     ) -> None:
         self.table = table
         self.primary_key = primary_key
         self.indexes = indexes
         self.strict = strict
+        self.without_rowid = without_rowid
         self.renamed_from = renamed_from
 
 
@@ -60,7 +62,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
 
     ``class Todo(SyncModel, table="todos")`` declares a table (``table=True`` uses the
     snake_case class name). Further class keywords: ``primary_key=("a", "b")``,
-    ``indexes=[Index(...)]``, ``strict=True``, ``renamed_from="old"``. A subclass of a
+    ``indexes=[Index(...)]``, ``strict=True``, ``without_rowid=True``, ``renamed_from="old"``. A subclass of a
     table model maps to the same table unless it passes ``table=False``; classes that
     never declare a table are plain abstract bases.
     """
@@ -74,6 +76,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         primary_key: str | tuple[str, ...] | list[str] | None = None,
         indexes: list[Index] | tuple[Index, ...] | None = None,
         sqlite_strict: bool | None = None,
+        without_rowid: bool | None = None,
         renamed_from: str | tuple[str, ...] | list[str] | RenamedFrom | None = None,
         **kwargs: Any,
     ) -> None:
@@ -83,7 +86,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
             cls.__pydsqlite_table__ = None
             return
         if table is None and inherited is None:
-            if any(value is not None for value in (primary_key, indexes, sqlite_strict, renamed_from)):
+            if any(value is not None for value in (primary_key, indexes, sqlite_strict, without_rowid, renamed_from)):
                 raise SchemaDefinitionError(
                     cls.__qualname__, None, "table options were given without table=...; pass table=True or a name"
                 )
@@ -103,6 +106,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
             primary_key=_as_names(primary_key) if primary_key is not None else (keep.primary_key if keep else None),
             indexes=tuple(indexes) if indexes is not None else (keep.indexes if keep else ()),
             strict=bool(sqlite_strict) if sqlite_strict is not None else (keep.strict if keep else False),
+            without_rowid=bool(without_rowid) if without_rowid is not None else (keep.without_rowid if keep else False),
             renamed_from=_as_names(renamed_from) if renamed_from is not None else (),
         )
 

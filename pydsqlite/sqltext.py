@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 from contextlib import closing
 
@@ -72,13 +73,18 @@ def render_column(column: Column, *, inline_primary_key: bool = False, autoincre
     if column.default is not None:
         parts.append(f"DEFAULT {_default_expression(column.default)}")
     if column.collate:
-        parts.append(f"COLLATE {column.collate}")
+        parts.append(f"COLLATE {render_collation(column.collate)}")
     for check in column.checks:
         parts.append(f"CHECK ({check})")
     if column.generated is not None:
         kind = "STORED" if column.generated_stored else "VIRTUAL"
         parts.append(f"GENERATED ALWAYS AS ({column.generated}) {kind}")
     return " ".join(parts)
+
+
+def render_collation(name: str) -> str:
+    """Collation names are identifiers; plain ones stay bare, others are quoted."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else quote_identifier(name)
 
 
 def _default_expression(default: str) -> str:

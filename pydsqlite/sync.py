@@ -14,7 +14,8 @@ from .datacheck import check_plan_against_data
 from .diff import diff_schemas
 from .errors import DestructiveChangeError, MigrationError, PydsqliteError
 from .execute import migration_session, read_snapshot
-from .introspect import introspect, read_managed_objects
+from .introspect import introspect, read_managed_objects, read_migration_history
+from .metadata import AppliedMigration, ManagedObjects
 from .plan import MigrationPlan, build_plan
 from .schema import Schema
 
@@ -23,9 +24,7 @@ Connectable = sqlite3.Connection | str | os.PathLike
 
 def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
     """Preview what ``sync_models`` would do, checked against the data; changes nothing."""
-    desired = compile_models(models)
-    with _connection(conn) as connection, _database_errors(), read_snapshot(connection):
-        return _plan(connection, desired)
+    return preview_schema(conn, compile_models(models))
 
 
 def sync_models(
@@ -33,17 +32,31 @@ def sync_models(
     models: Iterable[type[BaseModel]] | None = None,
     *,
     allow_destructive: bool = False,
+    busy_timeout: float | None = None,
 ) -> MigrationPlan:
     """Bring the database in line with ``models`` (default: every table model) in one transaction.
 
     Returns the plan that was applied. Raises ``DestructiveChangeError`` for drops and
     lossy conversions unless ``allow_destructive=True``, and ``MigrationError`` when the
-    data makes the plan impossible; in both cases nothing is changed.
+    data makes the plan impossible; in both cases nothing is changed. The write lock is
+    taken before the schema is read; another writer is waited for up to ``busy_timeout``
+    seconds (default: the connection's timeout, 5 s for ``sqlite3.connect``).
     """
-    desired = compile_models(models)
-    with _connection(conn) as connection, _database_errors(), migration_session(connection) as session:
-        managed = read_managed_objects(connection)
-        plan = _plan(connection, desired)
+    return apply_schema(conn, compile_models(models), allow_destructive=allow_destructive, busy_timeout=busy_timeout)
+
+
+def preview_schema(conn: Connectable, desired: Schema) -> MigrationPlan:
+    """The checked plan from the live database to ``desired``, read in one snapshot."""
+    with _connection(conn) as connection, _database_errors(), read_snapshot(connection):
+        return _plan(connection, desired)[0]
+
+
+def apply_schema(
+    conn: Connectable, desired: Schema, *, allow_destructive: bool = False, busy_timeout: float | None = None
+) -> MigrationPlan:
+    """Plan (under the write lock), check and apply the migration to ``desired``."""
+    with _connection(conn) as connection, _database_errors(), migration_session(connection, busy_timeout) as session:
+        plan, managed = _plan(connection, desired)
         if plan.problems:
             raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
         destructive = plan.destructive_operations
@@ -57,11 +70,17 @@ def sync_models(
     return plan
 
 
-def _plan(connection: sqlite3.Connection, desired: Schema) -> MigrationPlan:
+def _plan(connection: sqlite3.Connection, desired: Schema) -> tuple[MigrationPlan, ManagedObjects]:
     live = introspect(connection)
     managed = read_managed_objects(connection)
     plan = build_plan(diff_schemas(desired, live, managed), live)
-    return check_plan_against_data(connection, plan)
+    return check_plan_against_data(connection, plan), managed
+
+
+def migration_history(conn: Connectable) -> list[AppliedMigration]:
+    """The audit trail: every migration ``sync_models`` applied to this database, oldest first."""
+    with _connection(conn) as connection, _database_errors():
+        return read_migration_history(connection)
 
 
 @contextmanager

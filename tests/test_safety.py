@@ -1,0 +1,444 @@
+"""Never lose data: failures roll back, concurrent and killed migrations, hostile names, bad files."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pytest
+
+from pydsqlite import (
+    Collate,
+    Field,
+    ForeignKey,
+    Index,
+    MigrationError,
+    PrimaryKey,
+    PydsqliteError,
+    RenamedFrom,
+    SyncModel,
+    Unique,
+    migration_history,
+    model_migration_plan,
+    sync_models,
+)
+from pydsqlite.metadata import schema_fingerprint
+from pydsqlite.compile import compile_models
+from pydsqlite.sql_source import schema_from_sql
+from pydsqlite.sync import apply_schema, preview_schema
+
+from .helpers import columns, index_names, table_sql
+
+WORKER = Path(__file__).with_name("sync_worker.py")
+
+
+def rows(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list[tuple]:
+    return conn.execute(sql, params).fetchall()
+
+
+class Events(SyncModel, table="events"):
+    id: Annotated[int, PrimaryKey()]
+    kind: str
+    payload: Optional[str] = None
+
+
+# --- atomicity ---------------------------------------------------------------------------
+
+
+def test_a_failing_statement_in_the_third_operation_changes_nothing(conn, db_path):
+    sync_models(conn, [Events])
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?)", [(1, "a", "x"), (2, "b", None)])
+    conn.commit()
+
+    class EventsV2(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        kind: Annotated[str, Index()]
+        payload: Optional[str] = None
+        note: Optional[str] = None
+
+    class Other(SyncModel, table="other"):
+        id: int
+
+    class Third(SyncModel, table="third"):
+        id: int
+
+    plan = model_migration_plan(conn, [EventsV2, Other, Third])
+    assert len(plan.operations) >= 3
+    third = plan.operations[2]
+    target = third.table
+
+    def deny_third(action, arg1, arg2, db, trigger):
+        # A real SQLite refusal (not a mock) for the third step's object only.
+        if action in (sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_ALTER_TABLE) and target in (arg1, arg2):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    before = db_path.read_bytes()
+    conn.set_authorizer(deny_third)
+    with pytest.raises(MigrationError, match=r"step 3 .*failed.*nothing was changed"):
+        sync_models(conn, [EventsV2, Other, Third])
+    conn.set_authorizer(None)
+    assert db_path.read_bytes() == before
+    assert table_sql(conn, "other") is None and "note" not in columns(conn, "events")
+    assert len(migration_history(conn)) == 1
+    sync_models(conn, [EventsV2, Other, Third])
+    assert rows(conn, "SELECT * FROM events ORDER BY id") == [(1, "a", "x", None), (2, "b", None, None)]
+
+
+def test_audit_trail_records_each_applied_plan(conn):
+    assert migration_history(conn) == []
+    first = sync_models(conn, [Events])
+
+    class EventsV2(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        kind: str
+        payload: Optional[str] = None
+        note: str = ""
+
+    second = sync_models(conn, [EventsV2])
+    assert sync_models(conn, [EventsV2]).is_empty
+    history = migration_history(conn)
+    assert [entry.sql for entry in history] == [first.sql, second.sql]
+    assert [entry.description for entry in history] == [str(first), str(second)]
+    assert history[0].fingerprint == schema_fingerprint(compile_models([Events]))
+    assert history[1].fingerprint == schema_fingerprint(compile_models([EventsV2]))
+    assert history[0].applied_at <= history[1].applied_at and history[0].applied_at.endswith("+00:00")
+
+
+# --- foreign keys, views, triggers, table options -------------------------------------------
+
+
+def test_rebuild_keeps_autoincrement_sequence_rowids_collate_and_without_rowid(conn):
+    class Counter(SyncModel, table="counters"):
+        id: int = Field(primary_key=True, autoincrement=True)
+        name: Annotated[str, Collate("NOCASE")]
+
+    class Keyed(SyncModel, table="keyed", without_rowid=True):
+        key: Annotated[str, PrimaryKey()]
+        value: int
+
+    class Plain(SyncModel, table="plain"):
+        name: str
+
+    sync_models(conn, [Counter, Keyed, Plain])
+    assert "AUTOINCREMENT" in table_sql(conn, "counters")
+    conn.executemany("INSERT INTO counters (name) VALUES (?)", [("a",), ("b",), ("c",)])
+    conn.execute("DELETE FROM counters WHERE id = 3")
+    conn.executemany("INSERT INTO keyed VALUES (?, ?)", [("x", 1), ("y", 2)])
+    conn.executemany("INSERT INTO plain (rowid, name) VALUES (?, ?)", [(10, "ten"), (20, "twenty")])
+    conn.commit()
+
+    class Counter2(SyncModel, table="counters"):
+        id: int = Field(primary_key=True, autoincrement=True)
+        name: Annotated[str, Collate("NOCASE")]
+        extra: int = 0
+
+    class Keyed2(SyncModel, table="keyed", without_rowid=True):
+        key: Annotated[str, PrimaryKey()]
+        value: str
+
+    class Plain2(SyncModel, table="plain"):
+        name: str
+        size: int = 1
+
+    plan = sync_models(conn, [Counter2, Keyed2, Plain2])
+    assert set(plan.rebuilt_tables) == {"keyed"}
+    conn.execute("INSERT INTO counters (name) VALUES ('d')")
+    assert rows(conn, "SELECT id FROM counters WHERE name = 'D'") == [(4,)]
+    assert "WITHOUT ROWID" in table_sql(conn, "keyed")
+    assert rows(conn, "SELECT key, value FROM keyed ORDER BY key") == [("x", "1"), ("y", "2")]
+
+    class Counter3(SyncModel, table="counters"):
+        id: int = Field(primary_key=True, autoincrement=True)
+        name: Annotated[str, Collate("NOCASE")]
+        extra: str = ""
+
+    class Plain3(SyncModel, table="plain"):
+        name: Optional[str] = None
+        size: int = 1
+
+    plan = sync_models(conn, [Counter3, Keyed2, Plain3])
+    assert set(plan.rebuilt_tables) == {"counters", "plain"}
+    assert rows(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'counters'") == [(4,)]
+    conn.execute("DELETE FROM counters WHERE id = 4")
+    conn.execute("INSERT INTO counters (name) VALUES ('e')")
+    assert rows(conn, "SELECT max(id) FROM counters") == [(5,)]
+    assert rows(conn, "SELECT count(*) FROM counters WHERE name = 'A'") == [(1,)]
+    assert rows(conn, "SELECT rowid, name FROM plain ORDER BY rowid") == [(10, "ten"), (20, "twenty")]
+    assert model_migration_plan(conn, [Counter3, Keyed2, Plain3]).is_empty
+
+
+def test_rebuild_recomputes_generated_columns_and_keeps_checks_from_sql(conn):
+    conn.executescript(
+        """
+        CREATE TABLE shapes (
+            id INTEGER PRIMARY KEY,
+            w REAL NOT NULL CHECK (w > 0),
+            h REAL NOT NULL,
+            area REAL GENERATED ALWAYS AS (w * h) STORED,
+            label TEXT COLLATE NOCASE,
+            CHECK (h < 1000)
+        );
+        INSERT INTO shapes (id, w, h, label) VALUES (1, 2, 3, 'a'), (2, 4, 5, 'B');
+        """
+    )
+    desired = schema_from_sql(
+        """
+        CREATE TABLE shapes (
+            id INTEGER PRIMARY KEY,
+            w REAL NOT NULL CHECK (w > 0),
+            h REAL NOT NULL,
+            area REAL GENERATED ALWAYS AS (w * h + 1) VIRTUAL,
+            label TEXT COLLATE NOCASE,
+            note TEXT,
+            CHECK (h < 1000)
+        );
+        """
+    )
+    plan = apply_schema(conn, desired)
+    assert plan.rebuilt_tables == ("shapes",)
+    assert rows(conn, "SELECT id, area, label FROM shapes ORDER BY id") == [(1, 7.0, "a"), (2, 21.0, "B")]
+    assert rows(conn, "SELECT id FROM shapes WHERE label = 'b'") == [(2,)]
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        conn.execute("INSERT INTO shapes (id, w, h) VALUES (3, 1, 5000)")
+    assert preview_schema(conn, desired).is_empty
+
+
+def test_new_check_violated_by_existing_rows_is_refused_with_a_sample(conn, db_path):
+    class Scores(SyncModel, table="scores"):
+        id: Annotated[int, PrimaryKey()]
+        points: int
+
+    class Bounded(SyncModel, table="scores"):
+        id: Annotated[int, PrimaryKey()]
+        points: int = Field(ge=0, le=100)
+
+    sync_models(conn, [Scores])
+    conn.executemany("INSERT INTO scores VALUES (?, ?)", [(1, 50), (2, 150), (3, -1)])
+    conn.commit()
+    before = db_path.read_bytes()
+    with pytest.raises(MigrationError, match=r"scores: 1 row: rows violate CHECK \(\"points\" >= 0\) \(e\.g\. 3\)"):
+        sync_models(conn, [Bounded])
+    assert db_path.read_bytes() == before
+
+
+def test_views_and_triggers_on_other_tables_that_name_a_rebuilt_table_survive(conn):
+    sync_models(conn, [Events])
+    conn.executescript(
+        """
+        INSERT INTO events VALUES (1, 'a', 'x'), (2, 'b', NULL);
+        CREATE TABLE log (msg TEXT);
+        CREATE VIEW event_kinds AS SELECT kind FROM events;
+        CREATE TRIGGER log_to_events AFTER INSERT ON log BEGIN INSERT INTO events (kind) VALUES (new.msg); END;
+        """
+    )
+
+    class EventsV2(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        kind: str
+        payload: str = "none"
+
+    sync_models(conn, [EventsV2])
+    conn.execute("INSERT INTO log VALUES ('c')")
+    assert rows(conn, "SELECT kind FROM event_kinds ORDER BY kind") == [("a",), ("b",), ("c",)]
+    assert rows(conn, "SELECT payload FROM events ORDER BY id") == [("x",), ("none",), ("none",)]
+
+
+def test_set_null_children_are_untouched_by_a_parent_rebuild(conn):
+    class Parent(SyncModel, table="parents"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    class Child(SyncModel, table="kids"):
+        id: Annotated[int, PrimaryKey()]
+        parent_id: Annotated[Optional[int], ForeignKey("parents.id", on_delete="set null")] = None
+
+    class Parent2(SyncModel, table="parents"):
+        id: Annotated[int, PrimaryKey()]
+        name: str = Field(max_length=20)
+
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Parent, Child])
+    conn.executemany("INSERT INTO parents VALUES (?, ?)", [(1, "a"), (2, "b")])
+    conn.executemany("INSERT INTO kids VALUES (?, ?)", [(i, 1 + i % 2) for i in range(20)])
+    conn.commit()
+    sync_models(conn, [Parent2, Child])
+    assert rows(conn, "SELECT count(*) FROM kids WHERE parent_id IS NOT NULL") == [(20,)]
+
+
+# --- concurrency and crashes ----------------------------------------------------------------
+
+
+def test_concurrent_processes_apply_the_migration_exactly_once(db_path):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Events])
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?)", [(i, "k", str(i)) for i in range(2000)])
+    conn.commit()
+    blocker = sqlite3.connect(db_path)
+    blocker.execute("BEGIN IMMEDIATE")  # every worker must wait for this writer
+    workers = [
+        subprocess.Popen([sys.executable, str(WORKER), str(db_path), "concurrent"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    time.sleep(0.5)
+    blocker.rollback()
+    blocker.close()
+    results = [worker.communicate(timeout=120) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 6, [err for _, err in results]
+    applied = sorted(int(out.strip()) for out, _ in results)
+    assert applied[:-1] == [0] * 5 and applied[-1] > 0
+    assert len(migration_history(conn)) == 2
+    assert rows(conn, "SELECT count(*), sum(weight) FROM events") == [(2000, 2000.0)]
+    conn.close()
+
+
+def test_a_held_write_lock_times_out_with_a_clear_error(db_path):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Events])
+    blocker = sqlite3.connect(db_path)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    class EventsV2(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        kind: str
+
+    started = time.monotonic()
+    with pytest.raises(MigrationError, match="database is locked"):
+        sync_models(conn, [EventsV2], allow_destructive=True, busy_timeout=0.3)
+    assert time.monotonic() - started >= 0.25
+    assert rows(conn, "PRAGMA busy_timeout") == [(5000,)]
+    blocker.rollback()
+    blocker.close()
+    conn.close()
+
+
+BIG_ROWS = 200_000
+
+
+def make_big_database(path: Path, journal_mode: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA journal_mode = {journal_mode}")
+
+    class Big(SyncModel, table="big"):
+        id: Annotated[int, PrimaryKey()]
+        label: str
+        amount: int
+
+    sync_models(conn, [Big])
+    conn.executemany("INSERT INTO big VALUES (?, ?, ?)", ((i, f"row {i}", i * 7) for i in range(BIG_ROWS)))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+def test_sigkill_during_a_long_rebuild_never_corrupts_or_loses_rows(tmp_path, journal_mode):
+    template = tmp_path / "template.db"
+    make_big_database(template, journal_mode)
+    timing = tmp_path / "timing.db"
+    timing.write_bytes(template.read_bytes())
+    started = time.monotonic()
+    subprocess.run([sys.executable, str(WORKER), str(timing), "rebuild"], check=True, capture_output=True)
+    duration = time.monotonic() - started
+    rng = random.Random(journal_mode)
+    outcomes = {"old": 0, "new": 0}
+    for attempt in range(10):
+        path = tmp_path / f"kill{attempt}.db"
+        path.write_bytes(template.read_bytes())
+        for suffix in ("-wal", "-shm"):
+            source = Path(str(template) + suffix)
+            if source.exists():
+                Path(str(path) + suffix).write_bytes(source.read_bytes())
+        worker = subprocess.Popen([sys.executable, str(WORKER), str(path), "rebuild"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert worker.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0, duration))  # kill points spread over the whole migration
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker.stdout.close()
+        conn = sqlite3.connect(path)
+        assert rows(conn, "PRAGMA integrity_check") == [("ok",)]
+        names = [row[1] for row in rows(conn, "SELECT * FROM pragma_table_info('big')")]
+        assert names in (["id", "label", "amount"], ["id", "label", "amount", "flag"])
+        assert not rows(conn, "SELECT name FROM sqlite_master WHERE name LIKE '\\_pydsqlite\\_new%' ESCAPE '\\'")
+        assert rows(conn, "SELECT count(*), min(id), max(id) FROM big") == [(BIG_ROWS, 0, BIG_ROWS - 1)]
+        assert rows(conn, "SELECT amount FROM big WHERE id = 12345") in ([(12345 * 7,)], [(str(12345 * 7),)])
+        outcomes["new" if "flag" in names else "old"] += 1
+        conn.close()
+    assert outcomes["old"] > 0, outcomes  # some kills did land inside the migration
+
+
+# --- hostile and odd input ------------------------------------------------------------------
+
+ODD = ['my table', 'quo"te', "it's", "[bracket]", "select", "MixedCase", "ünïcödé 表", "semi;colon", "dash-ed", "`tick`"]
+
+
+def test_odd_identifiers_round_trip_through_sync_and_rebuild(conn):
+    annotations = {name: Optional[str] for name in ODD[1:]}
+    annotations["id"] = Annotated[int, PrimaryKey()]
+    namespace = {"__annotations__": annotations, **{name: None for name in ODD[1:]}}
+    first = type(SyncModel)("Odd", (SyncModel,), namespace, table=ODD[0], indexes=[Index(ODD[1], ODD[2], name="ix [odd] \"name\""), Index(ODD[3], unique=True)])
+    sync_models(conn, [first])
+    assert model_migration_plan(conn, [first]).is_empty
+    conn.execute(f'INSERT INTO "my table" (id, "{ODD[4]}") VALUES (1, \'v\')')
+    annotations2 = dict(annotations)
+    annotations2[ODD[4]] = str  # NOT NULL with a default forces a rebuild
+    namespace2 = {"__annotations__": annotations2, **{name: None for name in ODD[1:]}, ODD[4]: "d"}
+    namespace2["renamed ünï"] = None
+    annotations2["renamed ünï"] = Annotated[Optional[str], RenamedFrom(ODD[5])]
+    del annotations2[ODD[5]], namespace2[ODD[5]]
+    second = type(SyncModel)("Odd", (SyncModel,), namespace2, table=ODD[0], indexes=[Index(ODD[1], ODD[2], name="ix [odd] \"name\""), Index(ODD[3], unique=True)])
+    plan = sync_models(conn, [second])
+    assert plan.rebuilt_tables == (ODD[0],)
+    assert model_migration_plan(conn, [second]).is_empty
+    assert rows(conn, f'SELECT "{ODD[4]}" FROM "my table"') == [("v",)]
+    assert 'ix [odd] "name"' in index_names(conn, ODD[0])
+
+
+def test_defaults_and_names_are_never_formatted_into_sql_unquoted(conn):
+    evil = "'); DROP TABLE victims; --"
+
+    class Victim(SyncModel, table="victims"):
+        id: int
+
+    class Evil(SyncModel, table="evil"):
+        id: int
+        note: str = evil
+        other: Annotated[str, Field(max_length=3)] = "a'b"
+
+    sync_models(conn, [Victim, Evil])
+    conn.execute("INSERT INTO evil (id) VALUES (1)")
+    assert rows(conn, "SELECT note, other FROM evil") == [(evil, "a'b")]
+    assert table_sql(conn, "victims") is not None
+    assert model_migration_plan(conn, [Victim, Evil]).is_empty
+
+
+def test_not_a_database_readonly_and_missing_directory_give_clear_errors(tmp_path, db_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(os.urandom(4096))
+    with pytest.raises(MigrationError, match="not a database"):
+        sync_models(garbage, [Events])
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Events])
+    conn.close()
+
+    class EventsV2(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        kind: str
+        payload: Optional[str] = None
+        extra: Optional[int] = None
+
+    readonly = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    assert not model_migration_plan(readonly, [EventsV2]).is_empty
+    with pytest.raises(MigrationError, match="readonly"):
+        sync_models(readonly, [EventsV2])
+    readonly.close()
+    with pytest.raises(MigrationError, match="cannot open database|unable to open"):
+        sync_models(tmp_path / "missing" / "dir" / "x.db", [Events])
+    with pytest.raises(PydsqliteError):
+        model_migration_plan(garbage, [Events])
