@@ -292,7 +292,7 @@ def test_concurrent_processes_apply_the_migration_exactly_once(db_path):
     blocker.close()
     results = [worker.communicate(timeout=120) for worker in workers]
     assert [worker.returncode for worker in workers] == [0] * 6, [err for _, err in results]
-    applied = sorted(int(out.strip()) for out, _ in results)
+    applied = sorted(int(out.split()[-1]) for out, _ in results)
     assert applied[:-1] == [0] * 5 and applied[-1] > 0
     assert len(migration_history(conn)) == 2
     assert rows(conn, "SELECT count(*), sum(weight) FROM events") == [(2000, 2000.0)]
