@@ -825,3 +825,43 @@ def test_unique_index_on_a_renamed_column_checks_the_old_values(conn):
     with pytest.raises(MigrationError, match=r"people\.name: 2 rows.*'ann'"):
         sync_models(conn, [V2])
     assert "name" in columns(conn, "people")
+
+
+# --- regressions found by the property tests ---------------------------------------------
+
+
+def test_blob_to_text_with_invalid_utf8_counts_as_lossy(conn):
+    class AsBytes(SyncModel, table="blobs"):
+        id: Annotated[int, PrimaryKey()]
+        v: bytes
+
+    class AsText(SyncModel, table="blobs"):
+        id: Annotated[int, PrimaryKey()]
+        v: str
+
+    sync_models(conn, [AsBytes])
+    conn.executemany("INSERT INTO blobs VALUES (?, ?)", [(1, "fine".encode()), (2, b"\x80\xff")])
+    conn.commit()
+    with pytest.raises(DestructiveChangeError, match=r"blobs\.v: 1 row: values would change"):
+        sync_models(conn, [AsText])
+
+
+@pytest.mark.parametrize("value", [2.1302709707209372e-305, -1.7010803124328016e-307, 0.1, 1e300, -0.0])
+def test_float_defaults_that_sqlite_parses_inexactly_still_round_trip(conn, value):
+    Model = type(SyncModel)("Floaty", (SyncModel,), {"__annotations__": {"id": int, "f": float}, "f": value}, table="floaty")
+    sync_models(conn, [Model])
+    conn.execute("INSERT INTO floaty (id) VALUES (1)")
+    assert rows(conn, "SELECT f FROM floaty") == [(value,)]
+    assert model_migration_plan(conn, [Model]).is_empty
+
+
+def test_dropping_and_re_adding_a_column_name_is_the_same_column(conn):
+    seed_people(conn)
+
+    class V2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: Optional[int] = 5
+
+    sync_models(conn, [V2])
+    assert rows(conn, "SELECT age FROM people ORDER BY id") == [(30,), (None,), (41,)]

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pydsqlite import LWW, Field, Index, PrimaryKey, PydsqliteError, SyncModel, model_migration_plan, sync_models
+from pydsqlite import LWW, Field, ForeignKey, Index, PrimaryKey, PydsqliteError, SyncModel, model_migration_plan, sync_models
 
 KINDS = {"int": int, "str": str, "float": float, "bool": bool, "bytes": bytes}
 SQL_TYPE = {"int": "INTEGER", "str": "TEXT", "float": "REAL", "bool": "INTEGER", "bytes": "BLOB"}
@@ -114,7 +114,7 @@ def edited(draw, table: TableSpec) -> TableSpec:
     return replace(table, columns=tuple(columns), composite_key=key)
 
 
-def model_of(table: TableSpec) -> type[SyncModel]:
+def model_of(table: TableSpec, indexes: tuple[Index, ...] = ()) -> type[SyncModel]:
     annotations: dict[str, Any] = {"id": Annotated[int, PrimaryKey()] if table.composite_key is None else int}
     namespace: dict[str, Any] = {}
     for column in table.columns:
@@ -137,6 +137,8 @@ def model_of(table: TableSpec) -> type[SyncModel]:
             namespace[column.name] = Field(**field_args)
     namespace["__annotations__"] = annotations
     keywords: dict[str, Any] = {"table": table.name}
+    if indexes:
+        keywords["indexes"] = list(indexes)
     if table.composite_key is not None:
         keywords["primary_key"] = ("id", table.composite_key)
     if table.renamed_from:
@@ -216,5 +218,125 @@ def test_random_edits_keep_every_surviving_cell(data, tmp_path_factory):
                     assert live == expected or (live != live and expected != expected)
                 else:
                     assert live == expected, (column, values, live, expected)
+    finally:
+        conn.close()
+
+
+# --- several tables with foreign keys, unique indexes and table add/drop/rename ------------
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """A parent table, optionally a child referencing it, optionally an extra table."""
+
+    parent: TableSpec
+    parent_unique: str | None
+    child_columns: tuple[ColumnSpec, ...] | None
+    child_linked: bool
+    extra: bool
+
+
+@st.composite
+def world_specs(draw) -> WorldSpec:
+    parent = draw(table_specs())
+    unique = draw(st.one_of(st.none(), st.sampled_from([c.name for c in parent.columns])))
+    child = tuple(draw(column_specs(name)) for name in draw(st.lists(st.sampled_from(NAMES[:4]), max_size=2, unique_by=str.lower)))
+    return WorldSpec(parent, unique, child if draw(st.booleans()) else None, draw(st.booleans()), draw(st.booleans()))
+
+
+@st.composite
+def edited_world(draw, world: WorldSpec) -> WorldSpec:
+    parent = draw(edited(world.parent))
+    names = [c.name for c in parent.columns]
+    unique = world.parent_unique if world.parent_unique in names and draw(st.booleans()) else draw(st.one_of(st.none(), st.sampled_from(names or [None])))
+    child = world.child_columns
+    if child is not None and draw(st.booleans()):
+        child = tuple(replace(c, kind=draw(st.sampled_from(sorted(KINDS))), default=None) if c.nullable else c for c in child)
+    if draw(st.integers(0, 4)) == 0:
+        child = None if child is not None else ()
+    linked = world.child_linked if draw(st.integers(0, 3)) else not world.child_linked
+    return WorldSpec(parent, unique, child, linked, world.extra if draw(st.integers(0, 2)) else not world.extra)
+
+
+def world_models(world: WorldSpec) -> list[type[SyncModel]]:
+    unique = () if world.parent_unique is None else (Index(world.parent_unique, unique=True, name=f"uq_{world.parent.name}_pick"),)
+    parent = model_of(world.parent, unique)
+    models = [parent]
+    if world.child_columns is not None:
+        annotations: dict[str, Any] = {"id": Annotated[int, PrimaryKey()]}
+        namespace: dict[str, Any] = {}
+        if world.child_linked and world.parent.composite_key is None:
+            annotations["parent_id"] = Annotated[Optional[int], ForeignKey(f"{world.parent.name}.id", on_delete="cascade")]
+        else:
+            annotations["parent_id"] = Optional[int]
+        namespace["parent_id"] = None
+        for column in world.child_columns:
+            annotations[column.name] = Optional[KINDS[column.kind]] if column.nullable else KINDS[column.kind]
+            if column.nullable:
+                namespace[column.name] = None
+            elif column.default is not None:
+                namespace[column.name] = column.default
+        namespace["__annotations__"] = annotations
+        models.append(type(SyncModel)("GeneratedChild", (SyncModel,), namespace, table="children"))
+    if world.extra:
+        models.append(type(SyncModel)("GeneratedExtra", (SyncModel,), {"__annotations__": {"id": int, "v": Optional[str]}, "v": None}, table="extra"))
+    return models
+
+
+def insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[ColumnSpec, ...], values: list[tuple], extra: dict[str, list]) -> None:
+    names = ", ".join(["id", *extra, *(quote(c.name) for c in columns)])
+    marks = ", ".join("?" * (1 + len(extra) + len(columns)))
+    conn.executemany(
+        f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
+        [(i, *(column[i] for column in extra.values()), *(encode(c.kind, v) for c, v in zip(columns, row))) for i, row in enumerate(values)],
+    )
+
+
+def row_strategy(columns: tuple[ColumnSpec, ...]) -> st.SearchStrategy:
+    return st.tuples(*[values_of(c.kind) if not c.nullable else st.one_of(st.none(), values_of(c.kind)) for c in columns])
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_multi_table_edits_keep_children_and_foreign_keys(data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("world") / "w.db"
+    world = data.draw(world_specs())
+    conn = sqlite3.connect(path)
+    conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+    conn.execute("PRAGMA foreign_keys = ON")
+    try:
+        try:
+            sync_models(conn, world_models(world))
+        except PydsqliteError as error:
+            raise AssertionError(f"a valid first schema was refused: {error}") from error
+        parent_rows = data.draw(st.lists(row_strategy(world.parent.columns), max_size=5))
+        insert_rows(conn, world.parent.name, world.parent.columns, parent_rows, {})
+        parent_ids = [row[0] for row in conn.execute(f"SELECT id FROM {world.parent.name}")]
+        child_rows: list[tuple] = []
+        if world.child_columns is not None:
+            child_rows = data.draw(st.lists(row_strategy(world.child_columns), max_size=5))
+            links = [data.draw(st.sampled_from(parent_ids)) if parent_ids and world.child_linked else None for _ in child_rows]
+            insert_rows(conn, "children", world.child_columns, child_rows, {"parent_id": links})
+        conn.commit()
+        children_before = conn.execute("SELECT id, parent_id FROM children ORDER BY id").fetchall() if world.child_columns is not None else []
+        after = data.draw(edited_world(world))
+        models = world_models(after)
+        file_before = path.read_bytes()
+        try:
+            sync_models(conn, models, allow_destructive=True)
+        except PydsqliteError as error:
+            event(f"refused: {type(error).__name__}")
+            assert "Statement:" not in str(error) and "database error" not in str(error), str(error)
+            assert path.read_bytes() == file_before
+            return
+        event("applied")
+        assert model_migration_plan(conn, models).is_empty
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        if after.child_columns is not None and world.child_columns is not None:
+            assert conn.execute("SELECT id, parent_id FROM children ORDER BY id").fetchall() == children_before
+        parent_name = after.parent.name
+        assert conn.execute(f"SELECT count(*) FROM {parent_name}").fetchone()[0] == len(parent_ids)
     finally:
         conn.close()
