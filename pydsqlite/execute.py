@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -71,6 +72,7 @@ class MigrationSession:
                     "dropping the old table would fire ON DELETE actions on child rows. "
                     "Commit first (pydsqlite then switches foreign keys off for the rebuild) or turn them off."
                 )
+        baseline = self._foreign_key_violations() if self.check_foreign_keys and plan.operations else Counter()
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
             for statement in operation.statements:
@@ -90,13 +92,17 @@ class MigrationSession:
             for statement in audit_statements(applied_at, schema_fingerprint(desired), str(plan), plan.sql):
                 self.adapter.execute(statement)
         if self.check_foreign_keys and plan.operations:
-            violations = self.adapter.foreign_key_violations()
-            if violations:
-                tables = sorted({row[0] for row in violations})
+            introduced = self._foreign_key_violations() - baseline
+            if introduced:
+                details = ", ".join(f"{table} -> {parent}: {count}" for (table, parent), count in sorted(introduced.items()))
                 raise MigrationError(
-                    f"the migration would leave {len(violations)} row(s) violating foreign keys in "
-                    f"{', '.join(tables)}; nothing was changed"
+                    f"the migration would leave {sum(introduced.values())} row(s) violating foreign keys "
+                    f"({details}); nothing was changed"
                 )
+
+    def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
+        """Violations per (child table, parent table); ones that predate the migration are not its fault."""
+        return Counter((row[0], row[2]) for row in self.adapter.foreign_key_violations())
 
 
 def _managed_differs(managed: ManagedObjects, wanted: dict[str, list[str]]) -> bool:

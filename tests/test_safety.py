@@ -442,3 +442,24 @@ def test_not_a_database_readonly_and_missing_directory_give_clear_errors(tmp_pat
         sync_models(tmp_path / "missing" / "dir" / "x.db", [Events])
     with pytest.raises(PydsqliteError):
         model_migration_plan(garbage, [Events])
+
+
+def test_foreign_key_violations_that_predate_the_migration_do_not_block_it(conn):
+    class Parent(SyncModel, table="parents"):
+        id: Annotated[int, PrimaryKey()]
+
+    class Child(SyncModel, table="kids"):
+        id: Annotated[int, PrimaryKey()]
+        parent_id: Annotated[Optional[int], ForeignKey("parents.id")] = None
+
+    class Child2(SyncModel, table="kids"):
+        id: Annotated[int, PrimaryKey()]
+        parent_id: Annotated[Optional[int], ForeignKey("parents.id", on_delete="cascade")] = None
+        note: str = ""
+
+    sync_models(conn, [Parent, Child])
+    conn.execute("INSERT INTO kids VALUES (1, 42)")  # foreign keys are off: an orphan slips in
+    conn.commit()
+    conn.execute("PRAGMA foreign_keys = ON")
+    assert sync_models(conn, [Parent, Child2]).rebuilt_tables == ("kids",)
+    assert rows(conn, "SELECT id, parent_id, note FROM kids") == [(1, 42, "")]

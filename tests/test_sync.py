@@ -717,7 +717,7 @@ def test_a_new_foreign_key_over_orphan_rows_is_refused_when_foreign_keys_are_on(
     conn.execute("INSERT INTO members VALUES (13, 99)")
     conn.commit()
     conn.execute("PRAGMA foreign_keys = ON")
-    with pytest.raises(MigrationError, match=r"1 row\(s\) violating foreign keys in members"):
+    with pytest.raises(MigrationError, match=r"1 row\(s\) violating foreign keys \(members -> orgs: 1\)"):
         sync_models(conn, [Org, Linked])
     assert rows(conn, "SELECT count(*) FROM pragma_foreign_key_list('members')") == [(0,)]
     assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
