@@ -2,8 +2,8 @@
 
 from .errors import DestructiveChangeError, MigrationError, PydsqliteError, SchemaDefinitionError
 from .markers import LWW, Collate, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, Unique
-from .model import SyncModel
 from .metadata import AppliedMigration
+from .model import SyncModel
 from .plan import MigrationPlan, Operation
 from .sync import migration_history, model_migration_plan, sync_models
 

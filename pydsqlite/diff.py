@@ -345,3 +345,40 @@ def _index_signature(index: Index, renames: dict[str, str]) -> tuple:
         index.unique,
         normalize_expression(index.where, renames) if index.where else None,
     )
+
+
+def describe_change(change: Change) -> str:
+    """A short human description of one change, for plan listings."""
+    if isinstance(change, AddColumn):
+        return f"add column {change.column.name}"
+    if isinstance(change, DropColumn):
+        return f"drop column {change.column.name}"
+    if isinstance(change, RenameColumn):
+        return f"rename column {change.old} to {change.new}"
+    if isinstance(change, AlterColumn):
+        details = []
+        for aspect in change.aspects:
+            if aspect == "type":
+                details.append(f"type {change.old.type or 'untyped'} -> {change.new.type or 'untyped'}")
+            elif aspect == "nullability":
+                details.append("NOT NULL" if change.new.not_null else "nullable")
+            elif aspect == "default":
+                details.append(f"default {change.old.default} -> {change.new.default}")
+            else:
+                details.append(f"{aspect} changed")
+        return f"alter column {change.new.name} ({', '.join(details)})"
+    if isinstance(change, SetLWW):
+        return f"turn LWW {'on' if change.enabled else 'off'} for {change.column}"
+    if isinstance(change, ChangePrimaryKey):
+        return f"primary key ({', '.join(change.old)}) -> ({', '.join(change.new)})"
+    if isinstance(change, ChangeForeignKeys):
+        return "foreign keys changed"
+    if isinstance(change, ChangeTableConstraints):
+        return f"table {' and '.join(change.aspects)} constraints changed"
+    if isinstance(change, ChangeTableOptions):
+        return f"table options changed ({', '.join(change.aspects)})"
+    if isinstance(change, CreateIndex):
+        return f"create {'unique ' if change.index.unique else ''}index {change.index.name}"
+    if isinstance(change, DropIndex):
+        return f"drop index {change.index.name}"
+    raise TypeError(change)

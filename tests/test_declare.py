@@ -9,7 +9,7 @@ import uuid
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
-from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
+from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
 from pydantic import BaseModel, StringConstraints
 
 from pydsqlite import (

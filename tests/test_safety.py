@@ -24,13 +24,12 @@ from pydsqlite import (
     PydsqliteError,
     RenamedFrom,
     SyncModel,
-    Unique,
     migration_history,
     model_migration_plan,
     sync_models,
 )
-from pydsqlite.metadata import schema_fingerprint
 from pydsqlite.compile import compile_models
+from pydsqlite.metadata import schema_fingerprint
 from pydsqlite.sql_source import schema_from_sql
 from pydsqlite.sync import apply_schema, preview_schema
 

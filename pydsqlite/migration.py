@@ -1,0 +1,91 @@
+"""The plan's data: operations with their SQL, the data checks attached to them, and the plan itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """A question for the live data: how many rows does ``count_sql`` find?
+
+    ``blocking`` checks make the operation impossible (the plan is refused);
+    the others mean the operation loses data (it needs ``allow_destructive=True``).
+    """
+
+    table: str
+    column: str | None
+    problem: str
+    count_sql: str
+    sample_sql: str | None
+    blocking: bool
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One step of a migration: what it does, its SQL, and whether it loses data."""
+
+    kind: str
+    table: str
+    description: str
+    statements: tuple[str, ...]
+    destructive: bool = False
+    row_count: int | None = None
+    """Rows (or non-NULL values) the destructive step discards, once the plan was checked against data."""
+    findings: tuple[str, ...] = ()
+    """What the data checks found (lossy conversions, rows in the way)."""
+    checks: tuple[DataCheck, ...] = field(default=(), repr=False)
+    problems: tuple[str, ...] = field(default=(), repr=False)
+    """Reasons, known without reading data, why the operation cannot run."""
+
+    def __str__(self) -> str:
+        mark = "DESTRUCTIVE " if self.destructive else ""
+        text = f"{mark}{self.description}"
+        if self.row_count is not None and self.destructive:
+            text += f" [{self.row_count} row{'s' if self.row_count != 1 else ''}]"
+        for finding in self.findings:
+            text += f"\n    ! {finding}"
+        return text
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """The ordered operations that bring a database in line with the models.
+
+    ``problems`` lists what makes the plan impossible (``sync_models`` refuses it);
+    ``str(plan)`` is a readable summary, ``plan.sql`` the whole SQL script.
+    """
+
+    operations: tuple[Operation, ...] = ()
+    problems: tuple[str, ...] = ()
+    checked: bool = False
+    """True once the data checks ran (row counts and findings are filled in)."""
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.operations
+
+    @property
+    def sql(self) -> str:
+        return "".join(statement + ";\n" for operation in self.operations for statement in operation.statements)
+
+    @property
+    def destructive_operations(self) -> tuple[Operation, ...]:
+        return tuple(operation for operation in self.operations if operation.destructive)
+
+    @property
+    def rebuilt_tables(self) -> tuple[str, ...]:
+        return tuple(operation.table for operation in self.operations if operation.kind == "rebuild_table")
+
+    def __str__(self) -> str:
+        if self.is_empty:
+            return "Nothing to do: the database matches the models."
+        lines = [f"Migration plan ({len(self.operations)} operation{'s' if len(self.operations) != 1 else ''}):"]
+        lines.extend(f"  {number}. {operation}" for number, operation in enumerate(self.operations, 1))
+        if self.problems:
+            lines.append("Cannot be applied:")
+            lines.extend(f"  - {problem}" for problem in self.problems)
+        return "\n".join(lines)
+
+    def with_operations(self, operations: tuple[Operation, ...], problems: tuple[str, ...]) -> MigrationPlan:
+        return replace(self, operations=operations, problems=problems, checked=True)

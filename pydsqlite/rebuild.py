@@ -1,0 +1,237 @@
+"""Planning a table rebuild: SQLite's recipe for changes ALTER TABLE cannot make in place.
+
+Create the new shape under a temporary name, copy the rows with one INSERT … SELECT
+(columns mapped by name and rename, converted and filled from defaults), drop the
+old table, rename the new one into place, then recreate indexes and triggers
+(lang_altertable.html, section 7). Foreign keys are handled by the executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .checks import conversion_check, dropped_values_check, duplicates_check
+from .ddl_parser import identifiers_in, tokenize
+from .diff import ChangePrimaryKey, DropColumn, DropIndex, TableDiff, describe_change
+from .metadata import METADATA_PREFIX
+from .migration import DataCheck, Operation
+from .schema import Column, Schema, Table, fold_name
+from .sqltext import (
+    quote_identifier,
+    quote_literal,
+    render_create_index,
+    render_create_table,
+    render_drop_table,
+    render_rename_table,
+)
+
+REBUILD_PREFIX = f"{METADATA_PREFIX}_new_"
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """How a rebuild fills the new table: INSERT targets, their SELECT terms, and a projection
+    of the old rows under the new column names (what the data checks query)."""
+
+    targets: tuple[str, ...]
+    terms: tuple[str, ...]
+    projection: str
+    conversions: tuple[DataCheck, ...]
+    missing: tuple[str, ...]
+    """New NOT NULL columns that nothing fills (no source, no default)."""
+
+
+def _plan_copy(item: TableDiff) -> _Copy:
+    live, desired = item.live, item.desired
+    sources = {fold_name(new): old for new, old in item.column_sources}
+    rowid_names = ("rowid", "oid", "_rowid_")
+    rowid_usable = live.has_rowid and not any(fold_name(c.name) in rowid_names for c in live.columns)
+    targets: list[str] = []
+    terms: list[str] = []
+    projected: list[str] = []
+    conversions: list[DataCheck] = []
+    missing: list[str] = []
+    alias = fold_name(desired.rowid_alias or "")
+    if rowid_usable and desired.has_rowid and not alias and not any(fold_name(c.name) in rowid_names for c in desired.columns):
+        targets.append("rowid")
+        terms.append("rowid")
+    for column in desired.columns:
+        if column.generated is not None:
+            continue
+        quoted = quote_identifier(column.name)
+        old_column = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
+        if old_column is not None and old_column.generated is None:
+            expression, cast = _copy_expression(old_column, column, live, desired)
+            if cast is not None:
+                conversions.append(conversion_check(desired.name, live.name, old_column, column, cast))
+        elif fold_name(column.name) == alias and rowid_usable:
+            expression = "rowid"
+        elif column.default is not None:
+            projected.append(f"{column.default} AS {quoted}")
+            continue
+        else:
+            if column.not_null and fold_name(column.name) != alias:
+                missing.append(column.name)
+            projected.append(f"NULL AS {quoted}")
+            continue
+        targets.append(quoted)
+        terms.append(expression)
+        projected.append(f"{expression} AS {quoted}")
+    key = live.primary_key or (("rowid",) if rowid_usable else ())
+    sample = ", ".join("rowid" if k == "rowid" else quote_identifier(k) for k in key) or "NULL"
+    projection = f"(SELECT {', '.join([*projected, f'{sample} AS _pydsqlite_sample'])} FROM {quote_identifier(live.name)})"
+    return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing))
+
+
+def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
+    """One rebuild carrying every change to the table (lang_altertable.html, section 7)."""
+    live, desired = item.live, item.desired
+    name = desired.name
+    temporary = REBUILD_PREFIX + name
+    sources = {fold_name(new) for new, _ in item.column_sources}
+    copy = _plan_copy(item)
+    projection = copy.projection
+    checks: list[DataCheck] = list(copy.conversions)
+    problems: list[str] = []
+    for column_name in copy.missing:
+        checks.append(
+            DataCheck(
+                table=name, column=column_name,
+                problem="rows exist but the new NOT NULL column has no default to fill them",
+                count_sql=f"SELECT COUNT(*) FROM {quote_identifier(live.name)}",
+                sample_sql=f"SELECT _pydsqlite_sample FROM {projection} LIMIT 1",
+                blocking=True,
+            )
+        )
+    for column in desired.columns:
+        if column.not_null and column.generated is None and fold_name(column.name) in sources and column.default is None:
+            quoted = quote_identifier(column.name)
+            checks.append(
+                DataCheck(
+                    table=name, column=column.name,
+                    problem="rows hold NULL but the column becomes NOT NULL with no default",
+                    count_sql=f"SELECT COUNT(*) FROM {projection} WHERE {quoted} IS NULL",
+                    sample_sql=f"SELECT _pydsqlite_sample FROM {projection} WHERE {quoted} IS NULL LIMIT 1",
+                    blocking=True,
+                )
+            )
+    if desired.primary_key and _key_changed(item):
+        checks.append(duplicates_check(name, projection, desired.primary_key, "the primary key"))
+    for unique in desired.uniques:
+        checks.append(duplicates_check(name, projection, unique, "a UNIQUE constraint"))
+    for check in (*desired.checks, *(c for column in desired.columns for c in column.checks)):
+        checks.append(
+            DataCheck(
+                table=name, column=None, problem=f"rows violate CHECK ({check})",
+                count_sql=f"SELECT COUNT(*) FROM {projection} WHERE NOT ({check})",
+                sample_sql=f"SELECT _pydsqlite_sample FROM {projection} WHERE NOT ({check}) LIMIT 1",
+                blocking=True,
+            )
+        )
+    for index in desired.indexes:
+        if index.unique:
+            checks.append(duplicates_check(name, projection, index.columns, f"unique index {index.name}"))
+    statements = [render_create_table(desired, name=temporary)]
+    if copy.targets:
+        statements.append(
+            f"INSERT INTO {quote_identifier(temporary)} ({', '.join(copy.targets)}) "
+            f"SELECT {', '.join(copy.terms)} FROM {quote_identifier(name)}"
+        )
+    if live.autoincrement and desired.autoincrement:
+        statements.extend(_carry_sequence(name, temporary))
+    statements.append(render_drop_table(name))
+    statements.append("PRAGMA legacy_alter_table = ON")
+    statements.append(render_rename_table(temporary, name))
+    statements.append("PRAGMA legacy_alter_table = OFF")
+    statements.extend(render_create_index(index) for index in desired.indexes)
+    desired_index_names = {fold_name(index.name) for index in desired.indexes}
+    dropped_names = {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
+    dropped_columns = {fold_name(change.column.name) for change in item.changes if isinstance(change, DropColumn)}
+    renames = {fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)}
+    for index in live.indexes:
+        key = fold_name(index.name)
+        if key in desired_index_names or key in dropped_names or index.sql is None:
+            continue
+        used = set().union(*(identifiers_in(term) for term in index.columns)) | (identifiers_in(index.where) if index.where else set())
+        lost = sorted(used & dropped_columns)
+        if lost:
+            problems.append(
+                f"hand-made index {index.name} on {name} uses column {', '.join(lost)} that the models drop; drop the index first"
+            )
+            continue
+        statements.append(_rewrite_references(index.sql, live.name, name, renames))
+    for trigger in live_schema.triggers:
+        if fold_name(trigger.table) == fold_name(live.name) or fold_name(trigger.table) == fold_name(name):
+            statements.append(_rewrite_references(trigger.sql, live.name, name, renames))
+    return Operation(
+        kind="rebuild_table",
+        table=name,
+        description=f"rebuild table {name}: " + "; ".join(describe_change(change) for change in item.changes),
+        statements=tuple(statements),
+        destructive=any(isinstance(change, DropColumn) for change in item.changes),
+        checks=(*_drop_checks(item), *checks),
+        problems=tuple(problems),
+    )
+
+
+def _key_changed(item: TableDiff) -> bool:
+    return any(isinstance(change, ChangePrimaryKey) for change in item.changes)
+
+
+def renamed_columns(item: TableDiff) -> dict[str, str]:
+    """Folded desired column name → its live name, for columns the plan renames."""
+    return {fold_name(new): old for new, old in item.column_sources if fold_name(new) != fold_name(old)}
+
+
+def _drop_checks(item: TableDiff) -> list[DataCheck]:
+    return [dropped_values_check(item.desired.name, item.live.name, change.column) for change in item.changes if isinstance(change, DropColumn)]
+
+
+def _copy_expression(old: Column, new: Column, live: Table, desired: Table) -> tuple[str, str | None]:
+    """SQL that reads ``old`` as the new column's value, and the CAST type applied (if any)."""
+    expression = quote_identifier(old.name)
+    cast = None
+    if new.type and (old.affinity != new.affinity or (desired.strict and not live.strict)):
+        cast = _cast_type(new)
+        expression = f"CAST({expression} AS {cast})"
+    if new.not_null and new.default is not None and not old.not_null:
+        expression = f"IFNULL({expression}, {new.default})"
+    return expression, cast
+
+
+def _cast_type(column: Column) -> str:
+    affinity = column.affinity
+    return "BLOB" if affinity == "BLOB" else affinity
+
+
+def _carry_sequence(old: str, temporary: str) -> list[str]:
+    """Keep AUTOINCREMENT's high-water mark: copy ``sqlite_sequence`` to the new table before the drop."""
+    old_literal, new_literal = quote_literal(old), quote_literal(temporary)
+    old_seq = f"(SELECT seq FROM sqlite_sequence WHERE name = {old_literal})"
+    return [
+        f"UPDATE sqlite_sequence SET seq = MAX(seq, {old_seq}) WHERE name = {new_literal} AND {old_seq} IS NOT NULL",
+        f"INSERT INTO sqlite_sequence (name, seq) SELECT {new_literal}, seq FROM sqlite_sequence "
+        f"WHERE name = {old_literal} AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = {new_literal})",
+    ]
+
+
+def _rewrite_references(sql: str, old_table: str, new_table: str, column_renames: dict[str, str]) -> str:
+    """Replay a hand-made index or trigger after a rebuild that renamed the table or its columns."""
+    if fold_name(old_table) == fold_name(new_table) and not column_renames:
+        return sql
+    out = []
+    position = 0
+    for token in tokenize(sql):
+        if token.kind in ("word", "quoted"):
+            folded = fold_name(token.identifier)
+            replacement = None
+            if folded == fold_name(old_table) and fold_name(old_table) != fold_name(new_table):
+                replacement = new_table
+            elif folded in column_renames:
+                replacement = column_renames[folded]
+            if replacement is not None:
+                out.append(sql[position : token.start])
+                out.append(quote_identifier(replacement))
+                position = token.end
+    out.append(sql[position:])
+    return "".join(out)
