@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import annotated_types
@@ -19,7 +21,8 @@ from pydantic_core import PydanticUndefined
 from . import markers
 from .codecs import SQL_TYPE_OF_KIND, UnsupportedType, encode_value, split_optional, storage_kind
 from .errors import SchemaDefinitionError
-from .model import registered_models, table_options
+from .metadata import schema_fingerprint
+from .model import registered_models, registry_version, table_options
 from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, fold_name
 from .sqltext import quote_identifier, quote_literal
 
@@ -28,9 +31,40 @@ RESERVED_COLUMN_NAMES = frozenset({"rowid", "oid", "_rowid_"})
 RESERVED_TABLE_PREFIXES = ("sqlite_", "_pydsqlite")
 
 
+@dataclass(frozen=True)
+class CompiledModels:
+    """A compiled desired schema and its fingerprint (what the start-up fast path compares)."""
+
+    schema: Schema
+    fingerprint: str
+
+
+_CACHE_SIZE = 32
+_cache: OrderedDict[tuple, CompiledModels] = OrderedDict()
+
+
 def compile_models(models: Iterable[type[BaseModel]] | None = None) -> Schema:
     """Compile ``models`` (default: every table model defined so far) into a ``Schema``."""
-    chosen = list(registered_models() if models is None else models)
+    return compile_cached(models).schema
+
+
+def compile_cached(models: Iterable[type[BaseModel]] | None = None) -> CompiledModels:
+    """``compile_models`` memoised per set of model classes and registry state (apps sync on every start)."""
+    chosen = tuple(registered_models() if models is None else models)
+    key = (chosen, registry_version())
+    hit = _cache.get(key)
+    if hit is not None:
+        _cache.move_to_end(key)
+        return hit
+    schema = _compile(chosen)
+    compiled = CompiledModels(schema, schema_fingerprint(schema))
+    _cache[key] = compiled
+    if len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return compiled
+
+
+def _compile(chosen: tuple[type[BaseModel], ...]) -> Schema:
     by_table: dict[str, type[BaseModel]] = {}
     for model in chosen:
         options = table_options(model)

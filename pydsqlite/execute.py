@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .errors import MigrationError
-from .metadata import ManagedObjects, audit_statements, record_statements, schema_fingerprint
+from .metadata import ManagedObjects, audit_statements, record_statements, state_statements
 from .plan import MigrationPlan
 from .schema import Schema, fold_name
 
@@ -61,8 +61,8 @@ class MigrationSession:
         """True when foreign keys stay enforced during the migration (caller's open transaction)."""
         self.check_foreign_keys = check_foreign_keys
 
-    def apply(self, plan: MigrationPlan, desired: Schema, managed: ManagedObjects) -> None:
-        """Run every statement of ``plan``, record the managed objects, and verify foreign keys."""
+    def apply(self, plan: MigrationPlan, desired: Schema, fingerprint: str, managed: ManagedObjects) -> None:
+        """Run every statement of ``plan``, record the managed objects and the audit entry, verify foreign keys."""
         if self.foreign_keys_enforced:
             unsafe = [op.table for op in plan.operations if op.kind in ("rebuild_table", "drop_table")]
             if unsafe:
@@ -89,7 +89,7 @@ class MigrationSession:
                 self.adapter.execute(statement)
         if not plan.is_empty:
             applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-            for statement in audit_statements(applied_at, schema_fingerprint(desired), str(plan), plan.sql):
+            for statement in audit_statements(applied_at, fingerprint, str(plan), plan.sql):
                 self.adapter.execute(statement)
         if self.check_foreign_keys and plan.operations:
             introduced = self._foreign_key_violations() - baseline
@@ -99,6 +99,8 @@ class MigrationSession:
                     f"the migration would leave {sum(introduced.values())} row(s) violating foreign keys "
                     f"({details}); nothing was changed"
                 )
+        for statement in state_statements(fingerprint):
+            self.adapter.execute(statement)
 
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
         """Violations per (child table, parent table); ones that predate the migration are not its fault."""

@@ -11,7 +11,7 @@ import sqlite3
 from collections import defaultdict
 
 from .ddl_parser import parse_create_table, parse_index_terms, parse_index_where
-from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, AppliedMigration, ManagedObjects
+from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
 from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, fold_name
 
 
@@ -181,3 +181,17 @@ def read_migration_history(conn: sqlite3.Connection) -> list[AppliedMigration]:
         return []
     rows = conn.execute(f"SELECT id, applied_at, fingerprint, description, sql FROM {MIGRATIONS_TABLE} ORDER BY id").fetchall()
     return [AppliedMigration(*row) for row in rows]
+
+
+def schema_unchanged_since_sync(conn: sqlite3.Connection, fingerprint: str) -> bool:
+    """True when the last sync recorded ``fingerprint`` and no schema change happened since.
+
+    Two cheap reads; any DDL by anyone bumps ``PRAGMA schema_version`` and forces a full plan.
+    """
+    try:
+        row = conn.execute(
+            f"SELECT fingerprint, schema_version = (SELECT schema_version FROM pragma_schema_version) FROM {STATE_TABLE}"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return row is not None and row[0] == fingerprint and bool(row[1])

@@ -24,6 +24,25 @@ CREATE_MIGRATIONS_TABLE = (
     "description TEXT NOT NULL, sql TEXT NOT NULL)"
 )
 
+STATE_TABLE = "_pydsqlite_state"
+CREATE_STATE_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} ("
+    "id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL, schema_version INTEGER NOT NULL)"
+)
+
+
+def state_statements(fingerprint: str) -> list[str]:
+    """Remember that the schema now matches ``fingerprint`` at the current ``PRAGMA schema_version``.
+
+    SQLite bumps ``schema_version`` on every schema change, so a later sync that finds
+    both values unchanged can skip introspection entirely (issue: start-up cost).
+    """
+    return [
+        CREATE_STATE_TABLE,
+        f"INSERT OR REPLACE INTO {STATE_TABLE} (id, fingerprint, schema_version) "
+        f"SELECT 1, {quote_literal(fingerprint)}, schema_version FROM pragma_schema_version",
+    ]
+
 
 @dataclass(frozen=True)
 class AppliedMigration:

@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 _registry: dict[str, type[SyncModel]] = {}
 """Table models by folded table name, in definition order; a redefinition replaces its entry."""
+_registry_version = [0]
+"""Bumped on every registration, so compiled schemas cached against the registry expire."""
 
 
 def snake_case(name: str) -> str:
@@ -125,6 +127,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
             )
         _registry.pop(key, None)
         _registry[key] = cls
+        _registry_version[0] += 1
 
 
 def _as_names(value: Any) -> tuple[str, ...]:
@@ -138,6 +141,11 @@ def _as_names(value: Any) -> tuple[str, ...]:
 def table_options(model: type[BaseModel]) -> TableOptions | None:
     """The table declaration of ``model``, or None for non-table models."""
     return getattr(model, "__pydsqlite_table__", None)
+
+
+def registry_version() -> int:
+    """Changes whenever a table model is defined."""
+    return _registry_version[0]
 
 
 def registered_models() -> list[type[SyncModel]]:

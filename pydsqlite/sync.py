@@ -9,13 +9,13 @@ from contextlib import contextmanager
 
 from pydantic import BaseModel
 
-from .compile import compile_models
+from .compile import compile_cached
 from .datacheck import check_plan_against_data
 from .diff import diff_schemas
 from .errors import DestructiveChangeError, MigrationError, PydsqliteError
-from .execute import migration_session, read_snapshot
-from .introspect import introspect, read_managed_objects, read_migration_history
-from .metadata import AppliedMigration, ManagedObjects
+from .execute import MigrationSession, migration_session, read_snapshot
+from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
+from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .plan import MigrationPlan, build_plan
 from .schema import Schema
 
@@ -24,7 +24,8 @@ Connectable = sqlite3.Connection | str | os.PathLike
 
 def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
     """Preview what ``sync_models`` would do, checked against the data; changes nothing."""
-    return preview_schema(conn, compile_models(models))
+    compiled = compile_cached(models)
+    return preview_schema(conn, compiled.schema, fingerprint=compiled.fingerprint)
 
 
 def sync_models(
@@ -42,31 +43,60 @@ def sync_models(
     taken before the schema is read; another writer is waited for up to ``busy_timeout``
     seconds (default: the connection's timeout, 5 s for ``sqlite3.connect``).
     """
-    return apply_schema(conn, compile_models(models), allow_destructive=allow_destructive, busy_timeout=busy_timeout)
+    compiled = compile_cached(models)
+    return apply_schema(
+        conn, compiled.schema, fingerprint=compiled.fingerprint, allow_destructive=allow_destructive, busy_timeout=busy_timeout
+    )
 
 
-def preview_schema(conn: Connectable, desired: Schema) -> MigrationPlan:
-    """The checked plan from the live database to ``desired``, read in one snapshot."""
-    with _connection(conn) as connection, _database_errors(), read_snapshot(connection):
-        return _plan(connection, desired)[0]
+def preview_schema(conn: Connectable, desired: Schema, *, fingerprint: str | None = None) -> MigrationPlan:
+    """The checked plan from the live database to ``desired``, read in one snapshot.
+
+    With ``fingerprint`` (of ``desired``), an unchanged database is recognised from two
+    cheap reads instead of a full introspection.
+    """
+    with _connection(conn) as connection, _database_errors():
+        if fingerprint is not None and schema_unchanged_since_sync(connection, fingerprint):
+            return MigrationPlan(checked=True)
+        with read_snapshot(connection):
+            return _plan(connection, desired)[0]
 
 
 def apply_schema(
-    conn: Connectable, desired: Schema, *, allow_destructive: bool = False, busy_timeout: float | None = None
+    conn: Connectable,
+    desired: Schema,
+    *,
+    fingerprint: str | None = None,
+    allow_destructive: bool = False,
+    busy_timeout: float | None = None,
 ) -> MigrationPlan:
-    """Plan (under the write lock), check and apply the migration to ``desired``."""
-    with _connection(conn) as connection, _database_errors(), migration_session(connection, busy_timeout) as session:
-        plan, managed = _plan(connection, desired)
-        if plan.problems:
-            raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
-        destructive = plan.destructive_operations
-        if destructive and not allow_destructive:
-            listing = "\n  - ".join(str(operation) for operation in destructive)
-            raise DestructiveChangeError(
-                "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
-                destructive,
-            )
-        session.apply(plan, desired, managed)
+    """Plan (under the write lock), check and apply the migration to ``desired``.
+
+    With ``fingerprint`` given and the schema unchanged since the last sync to it,
+    returns an empty plan without taking the write lock or introspecting.
+    """
+    fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
+    with _connection(conn) as connection, _database_errors():
+        if schema_unchanged_since_sync(connection, fingerprint):
+            return MigrationPlan(checked=True)
+        with migration_session(connection, busy_timeout) as session:
+            return _plan_and_apply(connection, session, desired, fingerprint, allow_destructive)
+
+
+def _plan_and_apply(
+    connection: sqlite3.Connection, session: MigrationSession, desired: Schema, fingerprint: str, allow_destructive: bool
+) -> MigrationPlan:
+    plan, managed = _plan(connection, desired)
+    if plan.problems:
+        raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
+    destructive = plan.destructive_operations
+    if destructive and not allow_destructive:
+        listing = "\n  - ".join(str(operation) for operation in destructive)
+        raise DestructiveChangeError(
+            "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
+            destructive,
+        )
+    session.apply(plan, desired, fingerprint, managed)
     return plan
 
 

@@ -1,0 +1,70 @@
+"""Start-up fast path: an unchanged database is recognised without introspection."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Annotated, Optional
+
+from pydsqlite import Index, PrimaryKey, SyncModel, model_migration_plan, sync_models
+
+from .helpers import index_names
+
+
+class Note(SyncModel, table="notes", indexes=[Index("title")]):
+    id: Annotated[int, PrimaryKey()]
+    title: str
+    body: Optional[str] = None
+
+
+def traced(conn: sqlite3.Connection, action) -> list[str]:
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        action()
+    finally:
+        conn.set_trace_callback(None)
+    return statements
+
+
+def test_a_second_sync_skips_introspection_and_takes_no_lock(conn):
+    sync_models(conn, [Note])
+    statements = traced(conn, lambda: sync_models(conn, [Note]))
+    assert statements and not any("pragma_table_xinfo" in s or "BEGIN" in s.upper() for s in statements)
+    statements = traced(conn, lambda: model_migration_plan(conn, [Note]))
+    assert not any("pragma_table_xinfo" in s for s in statements)
+
+
+def test_a_schema_changed_by_hand_is_noticed(conn):
+    sync_models(conn, [Note])
+    conn.execute("DROP INDEX ix_notes_title")
+    plan = model_migration_plan(conn, [Note])
+    assert [op.kind for op in plan.operations] == ["create_index"]
+    sync_models(conn, [Note])
+    assert index_names(conn, "notes") == {"ix_notes_title"}
+
+
+def test_a_schema_migrated_by_another_app_version_is_noticed(db_path):
+    first = sqlite3.connect(db_path)
+    sync_models(first, [Note])
+
+    class NoteV2(SyncModel, table="notes", indexes=[Index("title")]):
+        id: Annotated[int, PrimaryKey()]
+        title: str
+        body: Optional[str] = None
+        pinned: bool = False
+
+    other = sqlite3.connect(db_path)
+    sync_models(other, [NoteV2])
+    other.close()
+    plan = model_migration_plan(first, [Note])
+    assert [op.kind for op in plan.operations] == ["drop_column"]
+    first.close()
+
+
+def test_unrelated_hand_made_tables_cost_one_full_plan_then_the_fast_path_again(conn):
+    sync_models(conn, [Note])
+    conn.execute("CREATE TABLE scratch (x)")
+    statements = traced(conn, lambda: sync_models(conn, [Note]))
+    assert any("pragma_table_xinfo" in s for s in statements)
+    statements = traced(conn, lambda: sync_models(conn, [Note]))
+    assert not any("pragma_table_xinfo" in s for s in statements)
