@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 _TOKEN = re.compile(
     r"""
@@ -25,8 +26,9 @@ _TOKEN = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
+    """One token with its position in the statement (a tuple: these are made by the thousand)."""
+
     kind: str
     text: str
     start: int
@@ -52,19 +54,20 @@ class Token:
 
 
 def tokenize(sql: str) -> list[Token]:
-    """Split SQL into tokens, dropping white space and comments."""
+    """Split SQL into tokens, dropping white space and comments; a stray character becomes an "op"."""
     tokens: list[Token] = []
     position = 0
-    while position < len(sql):
-        match = _TOKEN.match(sql, position)
-        if match is None:
-            tokens.append(Token("op", sql[position], position, position + 1))
-            position += 1
-            continue
-        kind = match.lastgroup or "op"
+    length = len(sql)
+    for match in _TOKEN.finditer(sql):
+        start = match.start()
+        if start != position:
+            tokens.extend(Token("op", sql[i], i, i + 1) for i in range(position, start) if not sql[i].isspace())
+        kind = match.lastgroup
         if kind != "space":
-            tokens.append(Token(kind, match.group(), match.start(), match.end()))
+            tokens.append(Token(kind, match.group(), start, match.end()))  # type: ignore[arg-type]
         position = match.end()
+    if position < length:
+        tokens.extend(Token("op", sql[i], i, i + 1) for i in range(position, length) if not sql[i].isspace())
     return tokens
 
 
@@ -120,17 +123,16 @@ class TableExtras:
     without_rowid: bool = False
 
 
+_MIGHT_HAVE_EXTRAS = re.compile(r"CHECK|COLLATE|\bAS\b|GENERATED|AUTOINCREMENT|UNIQUE|STRICT|ROWID")
 _CONSTRAINT_STARTS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
-_COLUMN_CONSTRAINT_STARTS = {
-    "CONSTRAINT", "PRIMARY", "NOT", "NULL", "UNIQUE", "CHECK", "DEFAULT", "COLLATE",
-    "REFERENCES", "GENERATED", "AS",
-}
 
 
 def parse_create_table(sql: str) -> TableExtras:
     """Extract CHECK, COLLATE, GENERATED, AUTOINCREMENT, inline UNIQUE and table options."""
-    tokens = tokenize(sql)
     extras = TableExtras()
+    if not _MIGHT_HAVE_EXTRAS.search(sql.upper()):
+        return extras  # the common case costs one regex scan instead of a tokenization
+    tokens = tokenize(sql)
     open_index = next((i for i, t in enumerate(tokens) if t.text == "("), None)
     if open_index is None:
         return extras

@@ -100,14 +100,15 @@ def _read_indexes(
         if origin != "c":
             continue
         sql = index_sql.get(fold_name(index_name), "")
-        terms = parse_index_terms(sql)
-        columns = []
-        for position, (cid, column, descending, collation) in enumerate(key_columns):
-            plain = cid >= 0 and not descending and (collation or "BINARY").upper() == "BINARY"
-            if plain or position >= len(terms):
-                columns.append(column if cid >= 0 else terms[position] if position < len(terms) else "")
-            else:
-                columns.append(terms[position])
+        plain = all(cid >= 0 and not descending and (collation or "BINARY").upper() == "BINARY" for cid, _, descending, collation in key_columns)
+        if plain:
+            columns = [column for _, column, _, _ in key_columns]
+        else:
+            terms = parse_index_terms(sql)  # expressions, DESC or COLLATE: keep the written term
+            columns = [
+                terms[position] if position < len(terms) else (column or "")
+                for position, (_, column, _, _) in enumerate(key_columns)
+            ]
         indexes.append(
             Index(
                 name=index_name,

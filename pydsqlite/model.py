@@ -120,7 +120,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
             return
         key = fold_name(options.table)
         previous = _registry.get(key)
-        if previous is not None and previous.__qualname__ != cls.__qualname__:
+        if previous is not None and previous.__module__ != cls.__module__:
             logger.warning(
                 "table %r was declared by %s.%s and is now declared by %s.%s; the latest wins",
                 options.table, previous.__module__, previous.__qualname__, cls.__module__, cls.__qualname__,

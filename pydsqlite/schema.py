@@ -7,14 +7,19 @@ Both ``compile`` (from models) and ``introspect`` (from a live database) produce
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 
 LWW_SUFFIX = "__hlc"
 """Suffix of the hidden TEXT column that holds the HLC timestamp of an LWW column."""
 
 
+@lru_cache(maxsize=16384)
 def fold_name(name: str) -> str:
-    """The case-folded form SQLite uses to compare identifiers (ASCII letters only)."""
-    return name.translate(_ASCII_LOWER)
+    """The case-folded form SQLite uses to compare identifiers (ASCII letters only).
+
+    Cached: planning compares the same few names thousands of times.
+    """
+    return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -132,11 +137,12 @@ class Table:
     """Qualified name of the model class this table was compiled from, for error messages."""
 
     def column(self, name: str) -> Column | None:
-        folded = fold_name(name)
-        for column in self.columns:
-            if fold_name(column.name) == folded:
-                return column
-        return None
+        """The column called ``name`` (case-insensitive, as in SQLite)."""
+        return self._columns_by_name.get(fold_name(name))
+
+    @cached_property
+    def _columns_by_name(self) -> dict[str, Column]:
+        return {fold_name(column.name): column for column in self.columns}
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -1,0 +1,55 @@
+"""Run every benchmark and write the table to docs/benchmarks.md: ``python -m benchmarks [--quick]``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from . import rebuild_cases, schema_cases
+from .harness import Report, environment
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (a smoke test, not for the docs)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    report = Report()
+    print(environment())
+    schema_cases.run(report, tables=50 if args.quick else 200, quick=args.quick)
+    rebuild_cases.run(report, rows=50_000 if args.quick else 1_000_000, quick=args.quick)
+    table = report.table()
+    print()
+    print(table)
+    for note in report.notes:
+        print(f"- {note}")
+    if not args.no_write and not args.quick:
+        _write_docs(table, report.notes)
+
+
+def _write_docs(table: str, notes: list[str]) -> None:
+    text = DOCS.read_text() if DOCS.exists() else ""
+    marker = "<!-- benchmark results -->"
+    head = text.split(marker)[0] if marker in text else _DOCS_HEAD
+    body = (
+        f"{marker}\n\nMeasured {dt.date.today().isoformat()} on: {environment()}\n\n{table}\n\n"
+        + "".join(f"- {note}\n" for note in notes)
+    )
+    DOCS.write_text(head.rstrip() + "\n\n" + body)
+    print(f"\nwrote {DOCS}")
+
+
+_DOCS_HEAD = """# Benchmarks
+
+`python -m benchmarks` (after `pip install -e '.[bench]'`) runs every case against its
+reference in the same process and rewrites the table below. Each figure is a median of
+several runs; ratios are against the case's reference row. Timings never appear as
+asserts in the test suite.
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Timing and reporting: medians of repeated runs, ratios against a reference, a Markdown table."""
+
+from __future__ import annotations
+
+import platform
+import sqlite3
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Measurement:
+    """The median of several timed runs of one contender in one case."""
+
+    case: str
+    contender: str
+    median_s: float
+    runs: int
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """All measurements of one benchmark run, printable as a table with ratios to each case's reference."""
+
+    measurements: list[Measurement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    references: dict[str, str] = field(default_factory=dict)
+
+    def add(self, measurement: Measurement, *, reference: bool = False) -> Measurement:
+        self.measurements.append(measurement)
+        if reference:
+            self.references[measurement.case] = measurement.contender
+        print(f"  {measurement.case:<40} {measurement.contender:<38} {format_seconds(measurement.median_s):>10}", flush=True)
+        return measurement
+
+    def table(self) -> str:
+        lines = [
+            "| case | contender | median | runs | vs reference |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for item in self.measurements:
+            reference_name = self.references.get(item.case)
+            reference = next(
+                (m for m in self.measurements if m.case == item.case and m.contender == reference_name), None
+            )
+            ratio = "reference" if reference is item else (
+                f"{item.median_s / reference.median_s:.2f}x" if reference and reference.median_s > 0 else ""
+            )
+            note = f" ({item.note})" if item.note else ""
+            lines.append(f"| {item.case} | {item.contender}{note} | {format_seconds(item.median_s)} | {item.runs} | {ratio} |")
+        return "\n".join(lines)
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.3f} s"
+
+
+def median_time(action: Callable[[], object], runs: int, setup: Callable[[], object] | None = None) -> float:
+    """Median wall time of ``action`` over ``runs`` runs; ``setup`` runs untimed before each."""
+    samples = []
+    for _ in range(runs):
+        if setup is not None:
+            setup()
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def median_time_batched(action: Callable[[], object], runs: int, batch: int) -> float:
+    """Median per-call time of ``action`` over ``runs`` batches of ``batch`` calls (for microsecond work)."""
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        for _ in range(batch):
+            action()
+        samples.append((time.perf_counter() - started) / batch)
+    return statistics.median(samples)
+
+
+def environment() -> str:
+    return (
+        f"Python {platform.python_version()} ({platform.python_implementation()}), SQLite {sqlite3.sqlite_version}, "
+        f"{platform.machine()} {platform.system()} {platform.release()}, {_cpu_count()} CPUs; argv: {' '.join(sys.argv[1:]) or '(full run)'}"
+    )
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1

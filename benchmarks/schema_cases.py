@@ -1,0 +1,112 @@
+"""Start-up cases: a no-op sync and a cold plan on a 200-table schema, against Alembic and bare PRAGMA floors."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+from pydsqlite import Index, PrimaryKey, SyncModel, sync_models
+from pydsqlite.compile import compile_models
+from pydsqlite.sync import preview_schema
+
+from .harness import Measurement, Report, median_time, median_time_batched
+
+COLUMN_TYPES: list[Any] = [str, int, float, Optional[str], Optional[int], bool, str, Optional[float], bytes]
+
+
+def make_models(tables: int) -> list[type[SyncModel]]:
+    """``tables`` models of 10 columns (an integer key and nine others) with 2 indexes each."""
+    models = []
+    for number in range(tables):
+        annotations: dict[str, Any] = {"id": Annotated[int, PrimaryKey()]}
+        namespace: dict[str, Any] = {}
+        for position, python_type in enumerate(COLUMN_TYPES, 1):
+            annotations[f"c{position}"] = python_type
+            if position in (4, 5, 8):
+                namespace[f"c{position}"] = None
+        namespace["__annotations__"] = annotations
+        models.append(
+            type(SyncModel)(
+                f"Bench{number}", (SyncModel,), namespace, table=f"bench_{number}", indexes=[Index("c1"), Index("c2", "c3")]
+            )
+        )
+    return models
+
+
+def make_metadata(tables: int):
+    """The same schema as SQLAlchemy metadata, for Alembic's autogenerate comparison."""
+    from sqlalchemy import Boolean, Column, Float, Index as SAIndex, Integer, LargeBinary, MetaData, Table, Text
+
+    sa_types = [Text, Integer, Float, Text, Integer, Boolean, Text, Float, LargeBinary]
+    metadata = MetaData()
+    for number in range(tables):
+        columns = [Column("id", Integer, primary_key=True)]
+        for position, sa_type in enumerate(sa_types, 1):
+            columns.append(Column(f"c{position}", sa_type, nullable=position in (4, 5, 8)))
+        table = Table(f"bench_{number}", metadata, *columns)
+        SAIndex(f"ix_bench_{number}_c1", table.c.c1)
+        SAIndex(f"ix_bench_{number}_c2_c3", table.c.c2, table.c.c3)
+    return metadata
+
+
+def pragma_floor(conn: sqlite3.Connection, names: list[str]) -> None:
+    """The PRAGMA reads any introspection of these tables needs, and nothing else."""
+    conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+    for name in names:
+        conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,)).fetchall()
+        for index in conn.execute("SELECT name FROM pragma_index_list(?)", (name,)).fetchall():
+            conn.execute("SELECT * FROM pragma_index_xinfo(?)", (index[0],)).fetchall()
+        conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (name,)).fetchall()
+
+
+def run(report: Report, tables: int, quick: bool) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="pydsqlite-bench-"))
+    path = folder / "schema.db"
+    models = make_models(tables)
+    conn = sqlite3.connect(path)
+    sync_models(conn, models)
+    names = [f"bench_{number}" for number in range(tables)]
+    case = f"no-op sync, {tables} tables"
+    report.add(
+        Measurement(case, "PRAGMA schema_version read (floor)",
+                    median_time_batched(lambda: conn.execute("PRAGMA schema_version").fetchone(), 21, 2000), 21),
+        reference=True,
+    )
+    report.add(Measurement(case, "pydsqlite sync_models", median_time_batched(lambda: sync_models(conn, models), 21, 200), 21))
+    alembic = _alembic_compare(path, tables, runs=3 if quick else 5)
+    if alembic is not None:
+        report.add(Measurement(case, "Alembic compare_metadata", alembic, 3 if quick else 5))
+
+    cold = f"cold plan, {tables} tables"
+    desired = compile_models(models)
+    report.add(Measurement(cold, "bare PRAGMA introspection (floor)", median_time(lambda: pragma_floor(conn, names), 15), 15), reference=True)
+    report.add(Measurement(cold, "pydsqlite plan (fast path off)", median_time(lambda: preview_schema(conn, desired), 15), 15))
+    if alembic is not None:
+        report.add(Measurement(cold, "Alembic compare_metadata", alembic, 3 if quick else 5))
+    conn.close()
+
+
+def _alembic_compare(path: Path, tables: int, runs: int) -> float | None:
+    try:
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+        from sqlalchemy import create_engine
+    except ImportError:
+        print("  (alembic/sqlalchemy not installed: pip install -e '.[bench]')")
+        return None
+    metadata = make_metadata(tables)
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"include_name": lambda name, kind, parent: not (name or "").startswith("_pydsqlite")}
+        )
+
+        def compare() -> None:
+            differences = compare_metadata(context, metadata)
+            assert not [d for d in differences if d[0] in ("add_table", "remove_table")], differences[:3]
+
+        result = median_time(compare, runs)
+    engine.dispose()
+    return result
