@@ -16,60 +16,59 @@ def duplicates_check(table: str, source: str, columns: tuple[str, ...], what: st
         table=table,
         column=", ".join(columns),
         problem=f"rows share a value that {what} requires to be unique",
+        blocking=True,
         count_sql=f"SELECT COALESCE(SUM(n), 0) FROM ({grouped})",
         sample_sql=f"SELECT {names} FROM ({grouped}) LIMIT 1",
-        blocking=True,
+    )
+
+
+def row_check(
+    table: str, column: str | None, problem: str, source: str, condition: str, *, blocking: bool, sample: str | None = None
+) -> DataCheck:
+    """Rows of ``source`` for which ``condition`` is true; ``sample`` is shown for the first one."""
+    return DataCheck(
+        table=table,
+        column=column,
+        problem=problem,
+        blocking=blocking,
+        source=source,
+        condition=condition,
+        sample_sql=f"SELECT {sample} FROM {source} WHERE {condition} LIMIT 1" if sample else None,
     )
 
 
 def dropped_values_check(table: str, live_table: str, column: Column) -> DataCheck:
     """Non-NULL values that dropping ``column`` deletes (counted in ``live_table``, before any rename)."""
-    return DataCheck(
-        table=table,
-        column=column.name,
-        problem="values would be deleted with the column",
-        count_sql=f"SELECT COUNT(*) FROM {quote_identifier(live_table)} WHERE {quote_identifier(column.name)} IS NOT NULL",
-        sample_sql=None,
+    quoted = quote_identifier(column.name)
+    return row_check(
+        table, column.name, "values would be deleted with the column", quote_identifier(live_table), f"{quoted} IS NOT NULL",
         blocking=False,
     )
 
 
 def table_rows_check(table: str) -> DataCheck:
     """Rows that dropping ``table`` deletes."""
-    return DataCheck(
-        table=table,
-        column=None,
-        problem="rows would be deleted with the table",
-        count_sql=f"SELECT COUNT(*) FROM {quote_identifier(table)}",
-        sample_sql=None,
-        blocking=False,
-    )
+    return row_check(table, None, "rows would be deleted with the table", quote_identifier(table), "1", blocking=False)
 
 
-_SURVIVES = {
-    "INTEGER": "typeof({c}) IN ('null', 'integer') OR (typeof({c}) = 'real' AND {c} = CAST({c} AS INTEGER))"
-    " OR (typeof({c}) = 'text' AND CAST(CAST({c} AS INTEGER) AS TEXT) = {c})",
-    "REAL": "typeof({c}) IN ('null', 'real') OR (typeof({c}) = 'integer' AND CAST(CAST({c} AS REAL) AS INTEGER) = {c})"
-    " OR (typeof({c}) = 'text' AND (CAST(CAST({c} AS REAL) AS TEXT) = {c} OR CAST(CAST({c} AS INTEGER) AS TEXT) = {c}))",
-    "NUMERIC": "typeof({c}) IN ('null', 'integer', 'real')"
-    " OR (typeof({c}) = 'text' AND CAST(CAST({c} AS NUMERIC) AS TEXT) = {c})",
-    "TEXT": "typeof({c}) IN ('null', 'text', 'integer')"
-    " OR (typeof({c}) = 'real' AND CAST(CAST({c} AS TEXT) AS REAL) = {c})"
-    " OR (typeof({c}) = 'blob' AND pydsqlite_is_utf8({c}))",
-    "BLOB": "typeof({c}) IN ('null', 'blob', 'text')",
+_LOSSY = {
+    "INTEGER": "typeof({c}) IN ('real', 'text', 'blob') AND NOT ((typeof({c}) = 'real' AND {c} = CAST({c} AS INTEGER))"
+    " OR (typeof({c}) = 'text' AND CAST(CAST({c} AS INTEGER) AS TEXT) = {c}))",
+    "REAL": "typeof({c}) IN ('integer', 'text', 'blob') AND NOT ((typeof({c}) = 'integer' AND CAST(CAST({c} AS REAL) AS INTEGER) = {c})"
+    " OR (typeof({c}) = 'text' AND (CAST(CAST({c} AS REAL) AS TEXT) = {c} OR CAST(CAST({c} AS INTEGER) AS TEXT) = {c})))",
+    "NUMERIC": "typeof({c}) IN ('text', 'blob') AND NOT (typeof({c}) = 'text' AND CAST(CAST({c} AS NUMERIC) AS TEXT) = {c})",
+    "TEXT": "typeof({c}) IN ('real', 'blob') AND NOT ((typeof({c}) = 'real' AND CAST(CAST({c} AS TEXT) AS REAL) = {c})"
+    " OR (typeof({c}) = 'blob' AND pydsqlite_is_utf8({c})))",
+    "BLOB": "typeof({c}) IN ('integer', 'real')",
 }
+"""Per CAST target: the values that would not read back unchanged. The leading typeof()
+test lets the common, lossless storage class skip the rest of the expression."""
 
 
 def conversion_check(table: str, live_table: str, old: Column, new: Column, cast: str) -> DataCheck:
     """Rows whose value would not survive ``CAST(old AS cast)`` unchanged."""
     quoted = quote_identifier(old.name)
-    survives = _SURVIVES[cast].format(c=quoted)
-    where = f"NOT ({survives})"
-    return DataCheck(
-        table=table,
-        column=new.name,
-        problem=f"values would change when converted from {old.type or 'untyped'} to {new.type}",
-        count_sql=f"SELECT COUNT(*) FROM {quote_identifier(live_table)} WHERE {where}",
-        sample_sql=f"SELECT {quoted} FROM {quote_identifier(live_table)} WHERE {where} LIMIT 1",
-        blocking=False,
+    return row_check(
+        table, new.name, f"values would change when converted from {old.type or 'untyped'} to {new.type}",
+        quote_identifier(live_table), f"({_LOSSY[cast].format(c=quoted)})", blocking=False, sample=quoted,
     )

@@ -1,8 +1,8 @@
 """Checks a plan against the live data before anything changes.
 
-Runs each operation's COUNT queries (read-only) and fills in row counts and
-findings: rows in the way make the plan impossible, rows that would be lost make
-the operation destructive.
+Runs each operation's checks (read-only; the row checks on one table in a single
+scan) and fills in row counts and findings: rows in the way make the plan
+impossible, rows that would be lost make the operation destructive.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def _check_operation(conn: sqlite3.Connection, operation: Operation) -> tuple[Op
     problems: list[str] = list(operation.problems)
     destructive = operation.destructive
     lost_rows = 0
-    for check in operation.checks:
-        count = _count(conn, check)
+    counts = _count_all(conn, operation.checks)
+    for check, count in zip(operation.checks, counts, strict=True):
         if not count:
             continue
         message = _message(conn, check, count)
@@ -55,9 +55,22 @@ def _check_operation(conn: sqlite3.Connection, operation: Operation) -> tuple[Op
     return checked, problems
 
 
-def _count(conn: sqlite3.Connection, check: DataCheck) -> int:
-    row = conn.execute(check.count_sql).fetchone()
-    return int(row[0] or 0)
+def _count_all(conn: sqlite3.Connection, checks: tuple[DataCheck, ...]) -> list[int]:
+    """Offending-row counts of ``checks``: one scan per source for row checks, one query per grouped check."""
+    counts = [0] * len(checks)
+    by_source: dict[str, list[int]] = {}
+    for position, check in enumerate(checks):
+        if check.source is not None and check.condition is not None:
+            by_source.setdefault(check.source, []).append(position)
+        elif check.count_sql is not None:
+            counts[position] = int(conn.execute(check.count_sql).fetchone()[0] or 0)
+    for source, positions in by_source.items():
+        # CASE WHEN evaluates the condition as a jump, so OR short-circuits (a value-context OR does not).
+        sums = ", ".join(f"COALESCE(SUM(CASE WHEN {checks[p].condition} THEN 1 ELSE 0 END), 0)" for p in positions)
+        row = conn.execute(f"SELECT {sums} FROM {source}").fetchone()
+        for position, value in zip(positions, row, strict=True):
+            counts[position] = int(value)
+    return counts
 
 
 def _message(conn: sqlite3.Connection, check: DataCheck, count: int) -> str:

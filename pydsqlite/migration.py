@@ -7,18 +7,23 @@ from dataclasses import dataclass, field, replace
 
 @dataclass(frozen=True)
 class DataCheck:
-    """A question for the live data: how many rows does ``count_sql`` find?
+    """A question for the live data: how many rows are in the way of, or lost by, a step?
 
-    ``blocking`` checks make the operation impossible (the plan is refused);
-    the others mean the operation loses data (it needs ``allow_destructive=True``).
+    Row checks give a ``source`` (a table or a projection of one) and a ``condition``
+    marking offending rows; checks on one source are answered by a single scan.
+    Grouped checks (duplicates) give a whole ``count_sql`` instead. ``blocking`` checks
+    make the plan impossible; the others mean the step loses data (it needs
+    ``allow_destructive=True``).
     """
 
     table: str
     column: str | None
     problem: str
-    count_sql: str
-    sample_sql: str | None
     blocking: bool
+    source: str | None = None
+    condition: str | None = None
+    count_sql: str | None = None
+    sample_sql: str | None = None
 
 
 @dataclass(frozen=True)

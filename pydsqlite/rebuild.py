@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import conversion_check, dropped_values_check, duplicates_check
+from .checks import conversion_check, dropped_values_check, duplicates_check, row_check
 from .ddl_parser import identifiers_in, tokenize
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
@@ -26,6 +26,8 @@ from .sqltext import (
 )
 
 REBUILD_PREFIX = f"{METADATA_PREFIX}_new_"
+SAMPLE = "_pydsqlite_sample"
+"""Column of the copy projection that identifies a row (its old key or rowid) in error messages."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def _plan_copy(item: TableDiff) -> _Copy:
         projected.append(f"{expression} AS {quoted}")
     key = live.primary_key or (("rowid",) if rowid_usable else ())
     sample = ", ".join("rowid" if k == "rowid" else quote_identifier(k) for k in key) or "NULL"
-    projection = f"(SELECT {', '.join([*projected, f'{sample} AS _pydsqlite_sample'])} FROM {quote_identifier(live.name)})"
+    projection = f"(SELECT {', '.join([*projected, f'{sample} AS {SAMPLE}'])} FROM {quote_identifier(live.name)})"
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing))
 
 
@@ -88,31 +90,26 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     live, desired = item.live, item.desired
     name = desired.name
     temporary = REBUILD_PREFIX + name
-    sources = {fold_name(new) for new, _ in item.column_sources}
+    sources = {fold_name(new): old for new, old in item.column_sources}
     copy = _plan_copy(item)
     projection = copy.projection
     checks: list[DataCheck] = list(copy.conversions)
     problems: list[str] = []
     for column_name in copy.missing:
         checks.append(
-            DataCheck(
-                table=name, column=column_name,
-                problem="rows exist but the new NOT NULL column has no default to fill them",
-                count_sql=f"SELECT COUNT(*) FROM {quote_identifier(live.name)}",
-                sample_sql=f"SELECT _pydsqlite_sample FROM {projection} LIMIT 1",
-                blocking=True,
+            row_check(
+                name, column_name, "rows exist but the new NOT NULL column has no default to fill them",
+                projection, "1", blocking=True, sample=SAMPLE,
             )
         )
     for column in desired.columns:
-        if column.not_null and column.generated is None and fold_name(column.name) in sources and column.default is None:
-            quoted = quote_identifier(column.name)
+        old_name = sources.get(fold_name(column.name))
+        old_column = live.column(old_name) if old_name is not None else None
+        if column.not_null and column.generated is None and column.default is None and old_column is not None and not old_column.not_null:
             checks.append(
-                DataCheck(
-                    table=name, column=column.name,
-                    problem="rows hold NULL but the column becomes NOT NULL with no default",
-                    count_sql=f"SELECT COUNT(*) FROM {projection} WHERE {quoted} IS NULL",
-                    sample_sql=f"SELECT _pydsqlite_sample FROM {projection} WHERE {quoted} IS NULL LIMIT 1",
-                    blocking=True,
+                row_check(
+                    name, column.name, "rows hold NULL but the column becomes NOT NULL with no default",
+                    projection, f"{quote_identifier(column.name)} IS NULL", blocking=True, sample=SAMPLE,
                 )
             )
     if desired.primary_key and _key_changed(item):
@@ -121,12 +118,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         checks.append(duplicates_check(name, projection, unique, "a UNIQUE constraint"))
     for check in (*desired.checks, *(c for column in desired.columns for c in column.checks)):
         checks.append(
-            DataCheck(
-                table=name, column=None, problem=f"rows violate CHECK ({check})",
-                count_sql=f"SELECT COUNT(*) FROM {projection} WHERE NOT ({check})",
-                sample_sql=f"SELECT _pydsqlite_sample FROM {projection} WHERE NOT ({check}) LIMIT 1",
-                blocking=True,
-            )
+            row_check(name, None, f"rows violate CHECK ({check})", projection, f"NOT ({check})", blocking=True, sample=SAMPLE)
         )
     for index in desired.indexes:
         if index.unique:
