@@ -5,7 +5,9 @@ from .markers import LWW, Collate, Field, ForeignKey, Index, PrimaryKey, Renamed
 from .metadata import AppliedMigration
 from .model import SyncModel
 from .plan import MigrationPlan, Operation
-from .sync import migration_history, model_migration_plan, sync_models
+from .schema import Schema
+from .sql_source import schema_from_database, schema_from_sql
+from .sync import migration_history, model_migration_plan, schema_migration_plan, sync_models, sync_schema
 
 __all__ = [
     "LWW",
@@ -21,10 +23,15 @@ __all__ = [
     "PrimaryKey",
     "PydsqliteError",
     "RenamedFrom",
+    "Schema",
     "SchemaDefinitionError",
     "SyncModel",
     "Unique",
     "migration_history",
     "model_migration_plan",
+    "schema_from_database",
+    "schema_from_sql",
+    "schema_migration_plan",
     "sync_models",
+    "sync_schema",
 ]

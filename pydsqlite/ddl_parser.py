@@ -263,3 +263,42 @@ def parse_index_terms(sql: str) -> list[str]:
 def identifiers_in(sql: str) -> set[str]:
     """Every identifier-like word or quoted name in an expression, case-folded."""
     return {token.identifier.lower() for token in tokenize(sql) if token.kind in ("word", "quoted")}
+
+
+def split_statements(sql: str) -> list[tuple[int, int, list[Token]]]:
+    """The statements of a script as (start offset, end offset, tokens), split at top-level ``;``.
+
+    A ``;`` inside a trigger body (``BEGIN … END``) does not end the statement.
+    """
+    statements: list[tuple[int, int, list[Token]]] = []
+    current: list[Token] = []
+    depth = 0
+    for token in tokenize(sql):
+        if token.upper == "BEGIN" and current and current[0].upper == "CREATE":
+            depth += 1
+        elif token.upper == "END" and depth:
+            depth -= 1
+        if token.text == ";" and depth == 0:
+            if current:
+                statements.append((current[0].start, token.end, current))
+            current = []
+        else:
+            current.append(token)
+    if current:
+        statements.append((current[0].start, current[-1].end, current))
+    return statements
+
+
+def table_body_columns(tokens: list[Token]) -> tuple[str | None, list[tuple[int, str]]]:
+    """For CREATE TABLE tokens: the table name and each column definition's (start offset, name)."""
+    open_index = next((i for i, t in enumerate(tokens) if t.text == "("), None)
+    if open_index is None or open_index == 0:
+        return None, []
+    name_token = tokens[open_index - 1]
+    close_index = _matching_paren(tokens, open_index)
+    columns = [
+        (part[0].start, part[0].identifier)
+        for part in _split_top_level(tokens[open_index + 1 : close_index])
+        if part and part[0].upper not in _CONSTRAINT_STARTS
+    ]
+    return name_token.identifier, columns

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .ddl_parser import normalize_expression
 from .metadata import ManagedObjects
-from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, fold_name
+from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, fold_name
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,26 @@ Change = (
 
 
 @dataclass(frozen=True)
+class CreateView:
+    view: View
+
+
+@dataclass(frozen=True)
+class DropView:
+    view: View
+
+
+@dataclass(frozen=True)
+class CreateTrigger:
+    trigger: Trigger
+
+
+@dataclass(frozen=True)
+class DropTrigger:
+    trigger: Trigger
+
+
+@dataclass(frozen=True)
 class TableDiff:
     """Everything that differs for one desired table matched to one live table.
 
@@ -123,15 +143,24 @@ class TableDiff:
 
 @dataclass(frozen=True)
 class SchemaDiff:
-    """All differences: tables to create, to drop, and per matched table its changes."""
+    """All differences: tables to create, to drop, per matched table its changes, and the
+    views and triggers to drop (gone or changed) and to create (new or changed)."""
 
     created: tuple[Table, ...]
     dropped: tuple[Table, ...]
     altered: tuple[TableDiff, ...]
+    dropped_objects: tuple[DropView | DropTrigger, ...] = ()
+    created_objects: tuple[CreateView | CreateTrigger, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return not self.created and not self.dropped and all(item.is_empty for item in self.altered)
+        return (
+            not self.created
+            and not self.dropped
+            and not self.dropped_objects
+            and not self.created_objects
+            and all(item.is_empty for item in self.altered)
+        )
 
 
 def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> SchemaDiff:
@@ -159,7 +188,9 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
             claimed.add(fold_name(live_table.name))
             matches.append((table, live_table))
     table_renames = {
-        fold_name(live_table.name): table.name for table, live_table in matches if live_table.name != table.name
+        fold_name(live_table.name): table.name
+        for table, live_table in matches
+        if fold_name(live_table.name) != fold_name(table.name)
     }
     column_renames = {
         fold_name(table.name): _column_renames(table, live_table) for table, live_table in matches
@@ -172,7 +203,38 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
     altered = tuple(
         _diff_table(table, live_table, managed, table_renames, column_renames) for table, live_table in matches
     )
-    return SchemaDiff(created=tuple(created), dropped=dropped, altered=altered)
+    dropped_views, created_views = _diff_sql_objects(desired.views, live.views, managed.manages_view)
+    dropped_triggers, created_triggers = _diff_sql_objects(desired.triggers, live.triggers, managed.manages_trigger)
+    return SchemaDiff(
+        created=tuple(created),
+        dropped=dropped,
+        altered=altered,
+        dropped_objects=(*(DropTrigger(t) for t in dropped_triggers), *(DropView(v) for v in dropped_views)),
+        created_objects=(*(CreateView(v) for v in created_views), *(CreateTrigger(t) for t in created_triggers)),
+    )
+
+
+def _diff_sql_objects(desired: tuple, live: tuple, manages) -> tuple[list, list]:
+    """Views or triggers, kept as SQL: (live ones to drop, desired ones to create).
+
+    A changed definition is dropped and created again; a live one the desired schema
+    lacks is dropped only when managed (objects made by hand survive).
+    """
+    wanted = {fold_name(item.name): item for item in desired}
+    present = {fold_name(item.name): item for item in live}
+    to_drop = []
+    for key, item in present.items():
+        target = wanted.get(key)
+        if target is None:
+            if manages(item.name):
+                to_drop.append(item)
+        elif normalize_expression(target.sql) != normalize_expression(item.sql):
+            to_drop.append(item)
+    to_create = [
+        item for key, item in wanted.items()
+        if key not in present or normalize_expression(item.sql) != normalize_expression(present[key].sql)
+    ]
+    return to_drop, to_create
 
 
 def _column_renames(desired: Table, live: Table) -> dict[str, str]:
@@ -251,7 +313,7 @@ def _diff_table(
     if option_aspects:
         changes.append(ChangeTableOptions(option_aspects))
     changes.extend(_diff_indexes(desired, live, managed, renames))
-    rename = RenameTable(live.name, desired.name) if live.name != desired.name else None
+    rename = RenameTable(live.name, desired.name) if fold_name(live.name) != fold_name(desired.name) else None
     return TableDiff(live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources))
 
 
@@ -381,4 +443,8 @@ def describe_change(change: Change) -> str:
         return f"create {'unique ' if change.index.unique else ''}index {change.index.name}"
     if isinstance(change, DropIndex):
         return f"drop index {change.index.name}"
+    if isinstance(change, (CreateView, DropView)):
+        return f"{'create' if isinstance(change, CreateView) else 'drop'} view {change.view.name}"
+    if isinstance(change, (CreateTrigger, DropTrigger)):
+        return f"{'create' if isinstance(change, CreateTrigger) else 'drop'} trigger {change.trigger.name}"
     raise TypeError(change)

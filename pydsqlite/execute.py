@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .errors import MigrationError
-from .metadata import ManagedObjects, audit_statements, record_statements, state_statements
+from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
 from .plan import MigrationPlan
-from .schema import Schema, fold_name
+from .schema import Schema
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,8 @@ class MigrationSession:
                         f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
                         f"Statement: {statement}"
                     ) from error
-        wanted = {table.name: [index.name for index in table.indexes] for table in desired.tables}
-        if not plan.is_empty or _managed_differs(managed, wanted):
-            for statement in record_statements(wanted):
+        if not plan.is_empty or managed_differs(managed, desired):
+            for statement in record_statements(desired):
                 self.adapter.execute(statement)
         if not plan.is_empty:
             applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
@@ -105,12 +104,6 @@ class MigrationSession:
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
         """Violations per (child table, parent table); ones that predate the migration are not its fault."""
         return Counter((row[0], row[2]) for row in self.adapter.foreign_key_violations())
-
-
-def _managed_differs(managed: ManagedObjects, wanted: dict[str, list[str]]) -> bool:
-    tables = frozenset(fold_name(name) for name in wanted)
-    indexes = frozenset(fold_name(index) for names in wanted.values() for index in names)
-    return managed.tables != tables or managed.indexes != indexes
 
 
 @contextmanager

@@ -170,9 +170,14 @@ def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
     if not _has_table(conn, OBJECTS_TABLE):
         return ManagedObjects()
     rows = conn.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
+    by_kind: dict[str, set[str]] = defaultdict(set)
+    for kind, name in rows:
+        by_kind[kind].add(fold_name(name))
     return ManagedObjects(
-        tables=frozenset(fold_name(name) for kind, name in rows if kind == "table"),
-        indexes=frozenset(fold_name(name) for kind, name in rows if kind == "index"),
+        tables=frozenset(by_kind["table"]),
+        indexes=frozenset(by_kind["index"]),
+        views=frozenset(by_kind["view"]),
+        triggers=frozenset(by_kind["trigger"]),
     )
 
 

@@ -58,12 +58,14 @@ class AppliedMigration:
 
 
 def schema_fingerprint(schema: Schema) -> str:
-    """A stable hash of a desired schema: the SQL that would create it, table by table."""
+    """A stable hash of a desired schema: the SQL that would create it, object by object."""
     digest = hashlib.sha256()
     for table in sorted(schema.tables, key=lambda table: fold_name(table.name)):
         digest.update(render_create_table(table).encode("utf-8"))
         for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):
             digest.update(render_create_index(index).encode("utf-8"))
+    for item in sorted((*schema.views, *schema.triggers), key=lambda item: fold_name(item.name)):
+        digest.update(item.sql.encode("utf-8"))
     return digest.hexdigest()
 
 
@@ -78,27 +80,53 @@ def audit_statements(applied_at: str, fingerprint: str, description: str, sql: s
 
 @dataclass(frozen=True)
 class ManagedObjects:
-    """Names (case-folded) of the tables and indexes pydsqlite created or adopted."""
+    """Names (case-folded) of the objects pydsqlite created or adopted, which it may change or drop.
+
+    ``everything`` is set when the desired schema describes the whole database (SQL or
+    another database as the source): then every live object counts as managed.
+    """
 
     tables: frozenset[str] = frozenset()
     indexes: frozenset[str] = frozenset()
+    views: frozenset[str] = frozenset()
+    triggers: frozenset[str] = frozenset()
+    everything: bool = False
 
     def manages_table(self, name: str) -> bool:
-        return fold_name(name) in self.tables
+        return self.everything or fold_name(name) in self.tables
 
     def manages_index(self, name: str) -> bool:
-        return fold_name(name) in self.indexes
+        return self.everything or fold_name(name) in self.indexes
+
+    def manages_view(self, name: str) -> bool:
+        return self.everything or fold_name(name) in self.views
+
+    def manages_trigger(self, name: str) -> bool:
+        return self.everything or fold_name(name) in self.triggers
 
 
-def record_statements(tables: dict[str, list[str]]) -> list[str]:
-    """Statements that make the metadata say exactly: these tables, with these indexes, are managed."""
+def record_statements(schema: Schema) -> list[str]:
+    """Statements that make the metadata say exactly: the objects of ``schema`` are managed."""
     statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE}"]
-    for table, indexes in tables.items():
+    rows = []
+    for table in schema.tables:
+        rows.append(("table", table.name, table.name))
+        rows.extend(("index", index.name, table.name) for index in table.indexes)
+    rows.extend(("view", view.name, view.name) for view in schema.views)
+    rows.extend(("trigger", trigger.name, trigger.table) for trigger in schema.triggers)
+    for kind, name, table in rows:
         statements.append(
-            f"INSERT INTO {OBJECTS_TABLE} (kind, name, table_name) VALUES ('table', {quote_literal(table)}, {quote_literal(table)})"
+            f"INSERT OR REPLACE INTO {OBJECTS_TABLE} (kind, name, table_name) "
+            f"VALUES ({quote_literal(kind)}, {quote_literal(name)}, {quote_literal(table)})"
         )
-        for index in indexes:
-            statements.append(
-                f"INSERT INTO {OBJECTS_TABLE} (kind, name, table_name) VALUES ('index', {quote_literal(index)}, {quote_literal(table)})"
-            )
     return statements
+
+
+def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
+    """Whether the recorded managed objects differ from those of ``schema``."""
+    return (
+        managed.tables != frozenset(fold_name(table.name) for table in schema.tables)
+        or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
+        or managed.views != frozenset(fold_name(view.name) for view in schema.views)
+        or managed.triggers != frozenset(fold_name(trigger.name) for trigger in schema.triggers)
+    )

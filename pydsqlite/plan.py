@@ -19,12 +19,17 @@ from .diff import (
     ChangeTableConstraints,
     ChangeTableOptions,
     CreateIndex,
+    CreateTrigger,
+    CreateView,
     DropColumn,
     DropIndex,
+    DropTrigger,
+    DropView,
     RenameColumn,
     SchemaDiff,
     SetLWW,
     TableDiff,
+    describe_change,
 )
 from .migration import DataCheck, MigrationPlan, Operation
 from .rebuild import rebuild_table, renamed_columns
@@ -46,7 +51,8 @@ __all__ = ["DataCheck", "MigrationPlan", "Operation", "build_plan"]
 
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     """Order the changes: renames, creates, per-table alterations or rebuilds, then drops."""
-    operations: list[Operation] = []
+    operations: list[Operation] = [_sql_object_operation(change) for change in schema_diff.dropped_objects]
+    dropped_triggers = frozenset(fold_name(c.trigger.name) for c in schema_diff.dropped_objects if isinstance(c, DropTrigger))
     for item in schema_diff.altered:
         if item.rename is not None:
             operations.append(
@@ -63,7 +69,7 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         if not item.changes:
             continue
         if _needs_rebuild(item):
-            operations.append(rebuild_table(item, live))
+            operations.append(rebuild_table(item, live, dropped_triggers))
         else:
             operations.extend(_alter_in_place(item))
     for table in schema_diff.dropped:
@@ -77,7 +83,20 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
                 checks=(table_rows_check(table.name),),
             )
         )
+    operations.extend(_sql_object_operation(change) for change in schema_diff.created_objects)
     return MigrationPlan(operations=tuple(operations))
+
+
+def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTrigger) -> Operation:
+    """Views and triggers are dropped before the table changes and created after them."""
+    if isinstance(change, (CreateView, DropView)):
+        name, table, kind = change.view.name, change.view.name, "view"
+        sql = change.view.sql if isinstance(change, CreateView) else f"DROP VIEW {quote_identifier(name)}"
+    else:
+        name, table, kind = change.trigger.name, change.trigger.table, "trigger"
+        sql = change.trigger.sql if isinstance(change, CreateTrigger) else f"DROP TRIGGER {quote_identifier(name)}"
+    action = "create" if isinstance(change, (CreateView, CreateTrigger)) else "drop"
+    return Operation(f"{action}_{kind}", table, describe_change(change), (sql,))
 
 
 def _create_table(table: Table) -> Operation:

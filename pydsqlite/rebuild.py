@@ -85,7 +85,7 @@ def _plan_copy(item: TableDiff) -> _Copy:
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing))
 
 
-def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
+def rebuild_table(item: TableDiff, live_schema: Schema, dropped_triggers: frozenset[str] = frozenset()) -> Operation:
     """One rebuild carrying every change to the table (lang_altertable.html, section 7)."""
     live, desired = item.live, item.desired
     name = desired.name
@@ -153,6 +153,8 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
             continue
         statements.append(_rewrite_references(index.sql, live.name, name, renames))
     for trigger in live_schema.triggers:
+        if fold_name(trigger.name) in dropped_triggers:
+            continue
         if fold_name(trigger.table) == fold_name(live.name) or fold_name(trigger.table) == fold_name(name):
             statements.append(_rewrite_references(trigger.sql, live.name, name, renames))
     return Operation(

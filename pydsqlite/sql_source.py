@@ -1,13 +1,26 @@
-"""Desired state written as SQL: load the DDL into an in-memory database and introspect it."""
+"""Desired state from SQL text or another database: just other producers of a ``Schema``.
+
+The DDL is loaded into an in-memory database and introspected, so it means exactly
+what SQLite makes of it. Rename hints in comments (``-- @renamed from=old`` after a
+column definition, or on the CREATE TABLE line for the table) become ``renamed_from``,
+as with ``RenamedFrom`` on a model.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
+from urllib.request import pathname2url
 
-from .errors import SchemaDefinitionError
+from .ddl_parser import split_statements, table_body_columns
+from .errors import MigrationError, SchemaDefinitionError
 from .introspect import introspect
-from .schema import Schema
+from .schema import Schema, fold_name
+
+_RENAME_HINT = re.compile(r"""(?:--|/\*)\s*@renamed\s+from\s*=\s*("(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|[^\s*]+)""", re.IGNORECASE)
 
 
 def schema_from_sql(ddl: str) -> Schema:
@@ -17,4 +30,70 @@ def schema_from_sql(ddl: str) -> Schema:
             scratch.executescript(ddl)
         except sqlite3.Error as error:
             raise SchemaDefinitionError("SQL", None, f"the desired schema does not load: {error}") from error
-        return introspect(scratch)
+        schema = introspect(scratch)
+    return _apply_rename_hints(schema, ddl)
+
+
+def schema_from_database(source: sqlite3.Connection | str | os.PathLike) -> Schema:
+    """The ``Schema`` of another SQLite database (a connection or a path, opened read-only)."""
+    if isinstance(source, sqlite3.Connection):
+        return introspect(source)
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise MigrationError(f"cannot open database {path!r}: no such file")
+    try:
+        with closing(sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True)) as connection:
+            return introspect(connection)
+    except sqlite3.Error as error:
+        raise MigrationError(f"cannot read database {path!r}: {error}") from error
+
+
+def _apply_rename_hints(schema: Schema, ddl: str) -> Schema:
+    table_hints: dict[str, tuple[str, ...]] = {}
+    column_hints: dict[tuple[str, str], tuple[str, ...]] = {}
+    for start, end, table_name, columns in _create_table_statements(ddl):
+        for match in _RENAME_HINT.finditer(ddl, start, end):
+            old = _unquote(match.group(1))
+            line = ddl.count("\n", 0, match.start())
+            owner = None
+            for column_start, column_name in columns:
+                if column_start < match.start() and ddl.count("\n", 0, column_start) == line:
+                    owner = column_name
+            if owner is None:
+                table_hints[fold_name(table_name)] = (*table_hints.get(fold_name(table_name), ()), old)
+            else:
+                key = (fold_name(table_name), fold_name(owner))
+                column_hints[key] = (*column_hints.get(key, ()), old)
+    if not table_hints and not column_hints:
+        return schema
+    tables = []
+    for table in schema.tables:
+        columns = tuple(
+            replace(column, renamed_from=column_hints[(fold_name(table.name), fold_name(column.name))])
+            if (fold_name(table.name), fold_name(column.name)) in column_hints
+            else column
+            for column in table.columns
+        )
+        tables.append(replace(table, columns=columns, renamed_from=table_hints.get(fold_name(table.name), table.renamed_from)))
+    return replace(schema, tables=tuple(tables), _by_name={})
+
+
+def _create_table_statements(ddl: str):
+    """(start, end, table name, [(column start, column name)]) of each CREATE TABLE in the script;
+    the end reaches to the end of the line of the statement's last token, where a trailing hint sits."""
+    for start, end, tokens in split_statements(ddl):
+        words = [token.upper for token in tokens[:6]]
+        if "TABLE" not in words or words[0] != "CREATE":
+            continue
+        line_end = ddl.find("\n", end)
+        name, columns = table_body_columns(tokens)
+        if name is not None:
+            yield start, len(ddl) if line_end < 0 else line_end, name, columns
+
+
+def _unquote(text: str) -> str:
+    if text[:1] == '"' and text[-1:] == '"':
+        return text[1:-1].replace('""', '"')
+    if text[:1] in "`[" and len(text) > 1:
+        return text[1:-1]
+    return text

@@ -6,6 +6,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from pydantic import BaseModel
 
@@ -49,7 +50,30 @@ def sync_models(
     )
 
 
-def preview_schema(conn: Connectable, desired: Schema, *, fingerprint: str | None = None) -> MigrationPlan:
+def schema_migration_plan(conn: Connectable, desired: Schema) -> MigrationPlan:
+    """Preview the migration to ``desired`` (from ``schema_from_sql`` or ``schema_from_database``).
+
+    The desired schema describes the whole database: live tables, views and triggers it
+    lacks are dropped (drops of tables and columns are destructive steps).
+    """
+    return preview_schema(conn, desired, manage_all=True)
+
+
+def sync_schema(
+    conn: Connectable,
+    desired: Schema,
+    *,
+    allow_destructive: bool = False,
+    busy_timeout: float | None = None,
+) -> MigrationPlan:
+    """Bring the database in line with ``desired`` in one transaction, with the same engine,
+    checks and errors as ``sync_models``; see ``schema_migration_plan`` for what is dropped."""
+    return apply_schema(conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, manage_all=True)
+
+
+def preview_schema(
+    conn: Connectable, desired: Schema, *, fingerprint: str | None = None, manage_all: bool = False
+) -> MigrationPlan:
     """The checked plan from the live database to ``desired``, read in one snapshot.
 
     With ``fingerprint`` (of ``desired``), an unchanged database is recognised from two
@@ -59,7 +83,7 @@ def preview_schema(conn: Connectable, desired: Schema, *, fingerprint: str | Non
         if fingerprint is not None and schema_unchanged_since_sync(connection, fingerprint):
             return MigrationPlan(checked=True)
         with read_snapshot(connection):
-            return _plan(connection, desired)[0]
+            return _plan(connection, desired, manage_all)[0]
 
 
 def apply_schema(
@@ -69,6 +93,7 @@ def apply_schema(
     fingerprint: str | None = None,
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
+    manage_all: bool = False,
 ) -> MigrationPlan:
     """Plan (under the write lock), check and apply the migration to ``desired``.
 
@@ -76,17 +101,24 @@ def apply_schema(
     returns an empty plan without taking the write lock or introspecting.
     """
     fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
+    if manage_all:
+        fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
     with _connection(conn) as connection, _database_errors():
         if schema_unchanged_since_sync(connection, fingerprint):
             return MigrationPlan(checked=True)
         with migration_session(connection, busy_timeout) as session:
-            return _plan_and_apply(connection, session, desired, fingerprint, allow_destructive)
+            return _plan_and_apply(connection, session, desired, fingerprint, allow_destructive, manage_all)
 
 
 def _plan_and_apply(
-    connection: sqlite3.Connection, session: MigrationSession, desired: Schema, fingerprint: str, allow_destructive: bool
+    connection: sqlite3.Connection,
+    session: MigrationSession,
+    desired: Schema,
+    fingerprint: str,
+    allow_destructive: bool,
+    manage_all: bool,
 ) -> MigrationPlan:
-    plan, managed = _plan(connection, desired)
+    plan, managed = _plan(connection, desired, manage_all)
     if plan.problems:
         raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
     destructive = plan.destructive_operations
@@ -100,10 +132,11 @@ def _plan_and_apply(
     return plan
 
 
-def _plan(connection: sqlite3.Connection, desired: Schema) -> tuple[MigrationPlan, ManagedObjects]:
+def _plan(connection: sqlite3.Connection, desired: Schema, manage_all: bool = False) -> tuple[MigrationPlan, ManagedObjects]:
     live = introspect(connection)
     managed = read_managed_objects(connection)
-    plan = build_plan(diff_schemas(desired, live, managed), live)
+    everything = replace(managed, everything=True) if manage_all else managed
+    plan = build_plan(diff_schemas(desired, live, everything), live)
     return check_plan_against_data(connection, plan), managed
 
 
