@@ -8,6 +8,7 @@ impossible, rows that would be lost make the operation destructive.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 from .plan import DataCheck, MigrationPlan, Operation
 
@@ -41,17 +42,7 @@ def _check_operation(conn: sqlite3.Connection, operation: Operation) -> tuple[Op
             lost_rows += count
             findings.append(message)
     row_count = lost_rows if destructive else None
-    checked = Operation(
-        kind=operation.kind,
-        table=operation.table,
-        description=operation.description,
-        statements=operation.statements,
-        destructive=destructive,
-        row_count=row_count,
-        findings=tuple(findings),
-        checks=operation.checks,
-        problems=operation.problems,
-    )
+    checked = replace(operation, destructive=destructive, row_count=row_count, findings=tuple(findings))
     return checked, problems
 
 

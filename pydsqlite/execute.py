@@ -10,17 +10,23 @@ import datetime as dt
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .errors import MigrationError
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
+from .migration import RowCopy
 from .plan import MigrationPlan
+from .rebuild import PROGRESS_FUNCTION
 from .schema import Schema
+from .sqltext import quote_identifier
 
 logger = logging.getLogger(__name__)
 
 _SAVEPOINT = "pydsqlite_migration"
+
+ProgressCallback = Callable[[str, int, int], object]
+"""``progress(table, rows_copied, total_rows)``, called while a rebuild copies rows."""
 
 
 class ConnectionAdapter:
@@ -48,6 +54,12 @@ class ConnectionAdapter:
     def set_busy_timeout_ms(self, milliseconds: int) -> None:
         self.conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
+    def count_rows(self, table: str) -> int:
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)}").fetchone()[0])
+
+    def register_function(self, name: str, function: Callable[[], object]) -> None:
+        self.conn.create_function(name, 0, function)
+
     def foreign_key_violations(self) -> list[tuple]:
         return self.conn.execute("PRAGMA foreign_key_check").fetchall()
 
@@ -61,8 +73,18 @@ class MigrationSession:
         """True when foreign keys stay enforced during the migration (caller's open transaction)."""
         self.check_foreign_keys = check_foreign_keys
 
-    def apply(self, plan: MigrationPlan, desired: Schema, fingerprint: str, managed: ManagedObjects) -> None:
-        """Run every statement of ``plan``, record the managed objects and the audit entry, verify foreign keys."""
+    def apply(
+        self,
+        plan: MigrationPlan,
+        desired: Schema,
+        fingerprint: str,
+        managed: ManagedObjects,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Run every statement of ``plan``, record the managed objects and the audit entry, verify foreign keys.
+
+        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows.
+        """
         if self.foreign_keys_enforced:
             unsafe = [op.table for op in plan.operations if op.kind in ("rebuild_table", "drop_table")]
             if unsafe:
@@ -75,9 +97,12 @@ class MigrationSession:
         baseline = self._foreign_key_violations() if self.check_foreign_keys and plan.operations else Counter()
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
-            for statement in operation.statements:
+            for position, statement in enumerate(operation.statements):
                 try:
-                    self.adapter.execute(statement)
+                    if progress is not None and operation.copy is not None and operation.copy.index == position:
+                        self._copy_with_progress(operation.table, operation.copy, progress)
+                    else:
+                        self.adapter.execute(statement)
                 except sqlite3.Error as error:
                     raise MigrationError(
                         f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
@@ -100,6 +125,34 @@ class MigrationSession:
                 )
         for statement in state_statements(fingerprint):
             self.adapter.execute(statement)
+
+    def _copy_with_progress(self, table: str, copy: RowCopy, progress: ProgressCallback) -> None:
+        """The rebuild's row copy, reporting about every 1% of the rows (the callback may raise to cancel)."""
+        total = self.adapter.count_rows(copy.source)
+        step = max(1, total // 100)
+        copied = 0
+        raised: list[BaseException] = []
+
+        def count_row() -> int:
+            nonlocal copied
+            copied += 1
+            if copied % step == 0 and copied < total:
+                try:
+                    progress(table, copied, total)
+                except BaseException as error:  # re-raised below: SQLite would only say "function raised"
+                    raised.append(error)
+                    raise
+            return 1
+
+        self.adapter.register_function(PROGRESS_FUNCTION, count_row)
+        progress(table, 0, total)
+        try:
+            self.adapter.execute(copy.with_progress)
+        except sqlite3.Error:
+            if raised:
+                raise raised[0] from None
+            raise
+        progress(table, total, total)
 
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
         """Violations per (child table, parent table); ones that predate the migration are not its fault."""

@@ -27,6 +27,19 @@ class DataCheck:
 
 
 @dataclass(frozen=True)
+class RowCopy:
+    """The row copy of a rebuild, so the executor can report its progress.
+
+    ``statements[index]`` is the plain ``INSERT … SELECT``; ``with_progress`` is the same
+    copy calling ``pydsqlite_copy_progress()`` once per row (used only when asked for).
+    """
+
+    index: int
+    source: str
+    with_progress: str
+
+
+@dataclass(frozen=True)
 class Operation:
     """One step of a migration: what it does, its SQL, and whether it loses data."""
 
@@ -42,6 +55,7 @@ class Operation:
     checks: tuple[DataCheck, ...] = field(default=(), repr=False)
     problems: tuple[str, ...] = field(default=(), repr=False)
     """Reasons, known without reading data, why the operation cannot run."""
+    copy: RowCopy | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         mark = "DESTRUCTIVE " if self.destructive else ""
@@ -84,7 +98,7 @@ class MigrationPlan:
 
     def __str__(self) -> str:
         if self.is_empty:
-            return "Nothing to do: the database matches the models."
+            return "Nothing to do: the database matches the desired schema."
         lines = [f"Migration plan ({len(self.operations)} operation{'s' if len(self.operations) != 1 else ''}):"]
         lines.extend(f"  {number}. {operation}" for number, operation in enumerate(self.operations, 1))
         if self.problems:

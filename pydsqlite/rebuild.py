@@ -14,7 +14,7 @@ from .checks import conversion_check, dropped_values_check, duplicates_check, ro
 from .ddl_parser import identifiers_in, tokenize
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
-from .migration import DataCheck, Operation
+from .migration import DataCheck, Operation, RowCopy
 from .schema import Column, Schema, Table, fold_name
 from .sqltext import (
     quote_identifier,
@@ -26,6 +26,8 @@ from .sqltext import (
 )
 
 REBUILD_PREFIX = f"{METADATA_PREFIX}_new_"
+PROGRESS_FUNCTION = "pydsqlite_copy_progress"
+"""SQL function the executor registers to count copied rows when progress is reported."""
 SAMPLE = "_pydsqlite_sample"
 """Column of the copy projection that identifies a row (its old key or rowid) in error messages."""
 
@@ -124,11 +126,14 @@ def rebuild_table(item: TableDiff, live_schema: Schema, dropped_triggers: frozen
         if index.unique:
             checks.append(duplicates_check(name, projection, index.columns, f"unique index {index.name}"))
     statements = [render_create_table(desired, name=temporary)]
+    row_copy = None
     if copy.targets:
-        statements.append(
+        insert = (
             f"INSERT INTO {quote_identifier(temporary)} ({', '.join(copy.targets)}) "
             f"SELECT {', '.join(copy.terms)} FROM {quote_identifier(name)}"
         )
+        row_copy = RowCopy(len(statements), name, f"{insert} WHERE {PROGRESS_FUNCTION}()")
+        statements.append(insert)
     if live.autoincrement and desired.autoincrement:
         statements.extend(_carry_sequence(name, temporary))
     statements.append(render_drop_table(name))
@@ -165,6 +170,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema, dropped_triggers: frozen
         destructive=any(isinstance(change, DropColumn) for change in item.changes),
         checks=(*_drop_checks(item), *checks),
         problems=tuple(problems),
+        copy=row_copy,
     )
 
 

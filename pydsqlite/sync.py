@@ -14,7 +14,7 @@ from .compile import compile_cached
 from .datacheck import check_plan_against_data
 from .diff import diff_schemas
 from .errors import DestructiveChangeError, MigrationError, PydsqliteError
-from .execute import MigrationSession, migration_session, read_snapshot
+from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .plan import MigrationPlan, build_plan
@@ -35,6 +35,7 @@ def sync_models(
     *,
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
+    progress: ProgressCallback | None = None,
 ) -> MigrationPlan:
     """Bring the database in line with ``models`` (default: every table model) in one transaction.
 
@@ -43,10 +44,17 @@ def sync_models(
     data makes the plan impossible; in both cases nothing is changed. The write lock is
     taken before the schema is read; another writer is waited for up to ``busy_timeout``
     seconds (default: the connection's timeout, 5 s for ``sqlite3.connect``).
+    ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows; an
+    exception raised by it cancels the migration (nothing is changed).
     """
     compiled = compile_cached(models)
     return apply_schema(
-        conn, compiled.schema, fingerprint=compiled.fingerprint, allow_destructive=allow_destructive, busy_timeout=busy_timeout
+        conn,
+        compiled.schema,
+        fingerprint=compiled.fingerprint,
+        allow_destructive=allow_destructive,
+        busy_timeout=busy_timeout,
+        progress=progress,
     )
 
 
@@ -65,10 +73,13 @@ def sync_schema(
     *,
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
+    progress: ProgressCallback | None = None,
 ) -> MigrationPlan:
     """Bring the database in line with ``desired`` in one transaction, with the same engine,
     checks and errors as ``sync_models``; see ``schema_migration_plan`` for what is dropped."""
-    return apply_schema(conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, manage_all=True)
+    return apply_schema(
+        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress, manage_all=True
+    )
 
 
 def preview_schema(
@@ -93,6 +104,7 @@ def apply_schema(
     fingerprint: str | None = None,
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
+    progress: ProgressCallback | None = None,
     manage_all: bool = False,
 ) -> MigrationPlan:
     """Plan (under the write lock), check and apply the migration to ``desired``.
@@ -107,7 +119,7 @@ def apply_schema(
         if schema_unchanged_since_sync(connection, fingerprint):
             return MigrationPlan(checked=True)
         with migration_session(connection, busy_timeout) as session:
-            return _plan_and_apply(connection, session, desired, fingerprint, allow_destructive, manage_all)
+            return _plan_and_apply(connection, session, desired, fingerprint, allow_destructive, manage_all, progress)
 
 
 def _plan_and_apply(
@@ -117,6 +129,7 @@ def _plan_and_apply(
     fingerprint: str,
     allow_destructive: bool,
     manage_all: bool,
+    progress: ProgressCallback | None,
 ) -> MigrationPlan:
     plan, managed = _plan(connection, desired, manage_all)
     if plan.problems:
@@ -128,7 +141,7 @@ def _plan_and_apply(
             "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
             destructive,
         )
-    session.apply(plan, desired, fingerprint, managed)
+    session.apply(plan, desired, fingerprint, managed, progress)
     return plan
 
 
