@@ -14,6 +14,7 @@ import json
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -117,20 +118,81 @@ def _kind_of_values(values: Any, annotation: Any) -> str:
     return kinds.pop()
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(to_jsonable_python(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def _finite_float(value: Any) -> float:
+    if value != value:
+        raise ValueError("NaN cannot be stored: SQLite turns it into NULL")
+    return value
+
+
+_KIND_ENCODERS: dict[str, Callable[[Any], Any] | None] = {
+    "bool": lambda value: 1 if value else 0,
+    "int": None,
+    "float": _finite_float,
+    "str": None,
+    "bytes": None,
+    "uuid": str,
+    "decimal": str,
+    "datetime": lambda value: value.isoformat(timespec="microseconds"),
+    "date": lambda value: value.isoformat(),
+    "time": lambda value: value.isoformat(timespec="microseconds"),
+    "json": _json_text,
+}
+
+
+def encoder_for(annotation: Any) -> Callable[[Any], Any] | None:
+    """The function that turns a validated value of ``annotation`` into its SQLite value
+    (None: store as is). ``None`` values are handled by the caller."""
+    inner, _, _ = split_optional(annotation)
+    kind = storage_kind(inner)
+    encode = _KIND_ENCODERS[kind]
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        if encode is None:
+            return _enum_value
+        return lambda value: encode(_enum_value(value))
+    if kind == "int":
+        return int  # plain int for int subclasses (bound exactly by sqlite3)
+    return encode
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def decoder_for(annotation: Any) -> Callable[[Any], Any] | None:
+    """What a stored value needs before Pydantic validates it: JSON text is parsed, the rest
+    (ISO text, canonical UUIDs, exact decimals, 0/1) Pydantic reads as is."""
+    inner, _, _ = split_optional(annotation)
+    if storage_kind(inner) == "json":
+        return _parse_json
+    return None
+
+
+def _parse_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
 def encode_value(kind: str, value: Any) -> Any:
     """Turn a validated Python value of ``kind`` into the value SQLite stores."""
     if value is None:
         return None
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if kind == "bool":
-        return 1 if value else 0
-    if kind in ("int", "float", "str", "bytes"):
+    value = _enum_value(value)
+    encode = _KIND_ENCODERS[kind]
+    return value if encode is None else encode(value)
+
+
+def encode_param(value: Any) -> Any:
+    """A query parameter as SQLite stores values of its Python type (so ``WHERE key = ?`` matches)."""
+    if value is None or isinstance(value, (str, bytes, float)) or type(value) is int:
         return value
-    if kind in ("uuid", "decimal"):
-        return str(value)
-    if kind in ("datetime", "date", "time"):
-        return value.isoformat()
-    if kind == "json":
-        return json.dumps(to_jsonable_python(value), separators=(",", ":"), ensure_ascii=False, sort_keys=False)
-    raise ValueError(f"unknown storage kind {kind!r}")
+    if isinstance(value, enum.Enum):
+        return encode_param(value.value)
+    for python_type, kind in _SIMPLE_KINDS:
+        if isinstance(value, python_type):
+            return encode_value(kind, value)
+    if isinstance(value, (BaseModel, dict, list)):
+        return _json_text(value)
+    return value

@@ -145,7 +145,7 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
                 name=field.name,
                 type=SQL_TYPE_OF_KIND[field.kind],
                 not_null=not field.nullable,
-                default=_default(field),
+                default=_default(field, auto_key=primary_key == (field.name,) and field.kind == "int"),
                 checks=_checks(field),
                 collate=_collation(field),
                 lww=lww,
@@ -231,10 +231,15 @@ def _collation(field: _FieldDeclaration) -> str | None:
     return names[0].upper() if names[0].upper() in ("BINARY", "NOCASE", "RTRIM") else names[0]
 
 
-def _default(field: _FieldDeclaration) -> str | None:
-    """The SQL DEFAULT of a field with a constant default (validated through the field's type)."""
+def _default(field: _FieldDeclaration, *, auto_key: bool = False) -> str | None:
+    """The SQL DEFAULT of a field with a constant default (validated through the field's type).
+
+    ``default=None`` on a single int primary key means "SQLite assigns it" (the rowid).
+    """
     info = field.info
     if info.default is PydanticUndefined or info.default_factory is not None:
+        return None
+    if auto_key and info.default is None:
         return None
     adapter = TypeAdapter(Annotated[info.annotation, *info.metadata]) if info.metadata else TypeAdapter(info.annotation)
     try:

@@ -30,3 +30,33 @@ class DestructiveChangeError(MigrationError):
     def __init__(self, message: str, operations: tuple[object, ...] = ()) -> None:
         self.operations = operations
         super().__init__(message)
+
+
+class RowValidationError(PydsqliteError):
+    """A row read from the database does not validate against its model.
+
+    Names the table, the row's primary key, the offending column(s) and carries the
+    Pydantic error as ``validation_error``.
+    """
+
+    def __init__(self, table: str, key: object, columns: list[str], validation_error: Exception) -> None:
+        self.table = table
+        self.key = key
+        self.columns = columns
+        self.validation_error = validation_error
+        super().__init__(
+            f"row {key!r} of table {table!r} does not validate (column {', '.join(columns) or '?'}): {validation_error}"
+        )
+
+
+class ConstraintError(PydsqliteError):
+    """SQLite refused a write (UNIQUE, NOT NULL, CHECK, FOREIGN KEY); the write was rolled back."""
+
+    def __init__(self, table: str, constraint: str, message: str) -> None:
+        self.table = table
+        self.constraint = constraint
+        super().__init__(message)
+
+
+class RowNotFoundError(PydsqliteError, LookupError):
+    """An update or delete named a primary key that has no row."""

@@ -1,0 +1,142 @@
+"""Hybrid logical clock (Kulkarni et al. 2014) and its fixed-width timestamp text.
+
+A timestamp is (milliseconds, counter, node id), ordered in that order. Its text form
+``MMMMMMMMMMMMMMM:CCCCCCCCC:NNNN…`` (15-digit milliseconds, 9-digit counter, node id
+left-padded with ``0`` to 36 characters) sorts as strings exactly as the clock orders.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import PydsqliteError
+
+MILLIS_DIGITS = 15
+COUNTER_DIGITS = 9
+NODE_WIDTH = 36
+MAX_MILLIS = 10**MILLIS_DIGITS - 1
+MAX_COUNTER = 10**COUNTER_DIGITS - 1
+DEFAULT_MAX_DRIFT_MS = 60_000
+_NODE = re.compile(r"[0-9A-Za-z_-]{1,36}")
+_TEXT = re.compile(rf"(\d{{{MILLIS_DIGITS}}}):(\d{{{COUNTER_DIGITS}}}):([0-9A-Za-z_-]{{{NODE_WIDTH}}})")
+
+
+class ClockError(PydsqliteError):
+    """A timestamp is malformed, too far in the future, or the counter would overflow."""
+
+
+@dataclass(frozen=True, order=True)
+class Timestamp:
+    """One HLC reading; compares by (millis, counter, node) and ``str()`` gives the sortable text."""
+
+    millis: int
+    counter: int
+    node: str
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.millis <= MAX_MILLIS:
+            raise ClockError(f"timestamp milliseconds {self.millis} out of range")
+        if not 0 <= self.counter <= MAX_COUNTER:
+            raise ClockError(f"timestamp counter {self.counter} out of range")
+        object.__setattr__(self, "node", normalize_node_id(self.node))
+
+    def __str__(self) -> str:
+        return f"{self.millis:0{MILLIS_DIGITS}d}:{self.counter:0{COUNTER_DIGITS}d}:{self.node}"
+
+    @classmethod
+    def parse(cls, text: str) -> Timestamp:
+        """The timestamp written as ``text``; anything but the exact fixed-width form is refused."""
+        match = _TEXT.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ClockError(f"malformed HLC timestamp {text!r}: expected 15 digits:9 digits:36-character node id")
+        return cls(int(match.group(1)), int(match.group(2)), match.group(3))
+
+
+def normalize_node_id(node: str) -> str:
+    """Node ids are 1–36 characters of letters, digits, ``-`` and ``_``, stored left-padded to 36."""
+    if not isinstance(node, str) or not _NODE.fullmatch(node):
+        raise ClockError(f"invalid node id {node!r}: use 1-36 letters, digits, '-' or '_'")
+    return node.rjust(NODE_WIDTH, "0")
+
+
+def new_node_id() -> str:
+    return str(uuid.uuid4())
+
+
+def system_millis() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class HLC:
+    """A hybrid logical clock for one node.
+
+    ``now()`` stamps a local event; ``receive(remote)`` merges a remote timestamp (a
+    ``Timestamp`` or its text) and returns the new local reading. ``wall_clock`` returns
+    milliseconds (injectable for tests). A remote timestamp more than ``max_drift_ms``
+    ahead of the wall clock is refused and leaves the clock unchanged.
+    """
+
+    def __init__(
+        self,
+        node_id: str | None = None,
+        wall_clock: Callable[[], int] | None = None,
+        *,
+        max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+    ) -> None:
+        self.node_id = normalize_node_id(node_id or new_node_id())
+        self.wall_clock = wall_clock or system_millis
+        self.max_drift_ms = max_drift_ms
+        self._millis = 0
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    @property
+    def last(self) -> Timestamp:
+        """The latest reading this clock gave or received."""
+        return Timestamp(self._millis, self._counter, self.node_id)
+
+    def now(self) -> Timestamp:
+        """Send/local event: ``l = max(l, pt)``; the counter resets when ``l`` moved, else increments."""
+        with self._lock:
+            physical = self.wall_clock()
+            if physical > self._millis:
+                millis, counter = physical, 0
+            else:
+                millis, counter = self._millis, self._next_counter(self._counter)
+            return self._set(millis, counter)
+
+    def receive(self, remote: Timestamp | str) -> Timestamp:
+        """Receive event: ``l = max(l, l_m, pt)`` with the four counter cases of the paper."""
+        stamp = Timestamp.parse(remote) if isinstance(remote, str) else remote
+        with self._lock:
+            physical = self.wall_clock()
+            if stamp.millis - physical > self.max_drift_ms:
+                raise ClockError(
+                    f"remote timestamp {stamp} is {stamp.millis - physical} ms ahead of the local clock "
+                    f"(more than max_drift_ms={self.max_drift_ms}); refused"
+                )
+            millis = max(self._millis, stamp.millis, physical)
+            if millis == self._millis and millis == stamp.millis:
+                counter = self._next_counter(max(self._counter, stamp.counter))
+            elif millis == self._millis:
+                counter = self._next_counter(self._counter)
+            elif millis == stamp.millis:
+                counter = self._next_counter(stamp.counter)
+            else:
+                counter = 0
+            return self._set(millis, counter)
+
+    def _next_counter(self, counter: int) -> int:
+        if counter >= MAX_COUNTER:
+            raise ClockError("HLC counter overflow: too many events within one millisecond; refusing to wrap")
+        return counter + 1
+
+    def _set(self, millis: int, counter: int) -> Timestamp:
+        stamp = Timestamp(millis, counter, self.node_id)
+        self._millis, self._counter = millis, counter
+        return stamp

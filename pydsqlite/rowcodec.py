@@ -1,0 +1,148 @@
+"""How one model's rows travel: validation, per-column encoding and decoding, built once per model.
+
+Reads and writes both go through the model's own Pydantic validator, so a row is
+never written or returned without being validated (SQLModel's table models skip this).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .codecs import decoder_for, encoder_for
+from .compile import compile_cached
+from .errors import RowValidationError, SchemaDefinitionError
+from .schema import LWW_SUFFIX, Table
+from .sqltext import quote_identifier
+
+_codecs: dict[type[BaseModel], RowCodec] = {}
+
+
+def codec_for(model: type[BaseModel]) -> RowCodec:
+    """The (cached) codec of a table model."""
+    codec = _codecs.get(model)
+    if codec is None:
+        codec = _codecs[model] = RowCodec(model)
+    return codec
+
+
+class RowCodec:
+    """Column order, encoders, decoders, validators and SQL of one table model."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        table = compile_cached((model,)).schema.tables[0]
+        self.model = model
+        self.table: Table = table
+        self.name = table.name
+        self.quoted_table = quote_identifier(table.name)
+        self.fields = list(model.model_fields)
+        self.encoders: list[Callable[[Any], Any] | None] = [encoder_for(info.annotation) for info in model.model_fields.values()]
+        self.decoders = [
+            (position, decoder)
+            for position, info in enumerate(model.model_fields.values())
+            if (decoder := decoder_for(info.annotation)) is not None
+        ]
+        self.validator = model.__pydantic_validator__
+        self.many = TypeAdapter(list[model])  # type: ignore[valid-type]
+        self.key = table.primary_key
+        self.key_positions = [self.fields.index(name) for name in self.key]
+        self.lww = [column.name for column in table.columns if column.lww]
+        self.auto_key = self._auto_key(model)
+        columns = ", ".join(quote_identifier(name) for name in self.fields)
+        self.select_sql = f"SELECT {columns} FROM {self.quoted_table}"
+
+    def _auto_key(self, model: type[BaseModel]) -> str | None:
+        """A single INTEGER key declared with ``default=None`` is assigned by SQLite on insert."""
+        if len(self.key) != 1 or self.table.rowid_alias is None:
+            return None
+        info = model.model_fields[self.key[0]]
+        return self.key[0] if info.default is None and info.default_factory is None else None
+
+    # --- writing -------------------------------------------------------------------------
+
+    def prepare(self, obj: Any) -> dict[str, Any]:
+        """The raw field values to validate: an instance's fields, or a mapping as given."""
+        if isinstance(obj, self.model):
+            data = dict(obj.__dict__)
+        elif isinstance(obj, dict):
+            data = dict(obj)
+        elif isinstance(obj, BaseModel):
+            raise TypeError(f"expected a {self.model.__name__} (table {self.name!r}), got {type(obj).__name__}")
+        else:
+            raise TypeError(f"expected a {self.model.__name__} or a dict, got {type(obj).__name__}")
+        if self.auto_key is not None and data.get(self.auto_key) is None:
+            data.pop(self.auto_key, None)
+        return data
+
+    def validate(self, obj: Any) -> BaseModel:
+        return self.validator.validate_python(self.prepare(obj))
+
+    def validate_many(self, objs: Iterable[Any]) -> list[BaseModel]:
+        """Validate a batch; a failure raises Pydantic's ValidationError located by the object's index."""
+        return self.many.validate_python([self.prepare(obj) for obj in objs])
+
+    def values(self, instance: BaseModel) -> list[Any]:
+        """The SQLite values of an instance, in field order."""
+        data = instance.__dict__
+        out = []
+        for name, encode in zip(self.fields, self.encoders, strict=True):
+            value = data[name]
+            if encode is not None and value is not None:
+                try:
+                    value = encode(value)
+                except ValueError as error:
+                    raise ValueError(f"{self.name}.{name}: {error}") from None
+            out.append(value)
+        return out
+
+    def key_of(self, instance: BaseModel) -> tuple[Any, ...]:
+        return tuple(self.values_for_key(instance))
+
+    def values_for_key(self, instance: BaseModel) -> list[Any]:
+        values = self.values(instance)
+        return [values[position] for position in self.key_positions]
+
+    def key_params(self, key: Any) -> tuple[Any, ...]:
+        """A caller's key (a value, or a tuple for composite keys) as encoded SQL parameters."""
+        if not self.key:
+            raise SchemaDefinitionError(self.model.__qualname__, None, f"table {self.name!r} has no primary key")
+        parts = key if isinstance(key, tuple) else (key,)
+        if len(parts) != len(self.key):
+            raise TypeError(f"table {self.name!r} has a {len(self.key)}-column key {self.key}; got {key!r}")
+        encoded = []
+        for name, part in zip(self.key, parts, strict=True):
+            encode = self.encoders[self.fields.index(name)]
+            encoded.append(encode(part) if encode is not None and part is not None else part)
+        return tuple(encoded)
+
+    def key_where(self) -> str:
+        return " AND ".join(f"{quote_identifier(name)} = ?" for name in self.key)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def decode(self, row: tuple[Any, ...]) -> BaseModel:
+        """A validated instance from a row selected with ``select_sql``."""
+        values = list(row)
+        try:
+            for position, decode in self.decoders:
+                values[position] = decode(values[position])
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise self._row_error(row, error, [self.fields[position] for position, _ in self.decoders]) from None
+        try:
+            return self.validator.validate_python(dict(zip(self.fields, values, strict=True)))
+        except ValidationError as error:
+            columns = sorted({str(item["loc"][0]) for item in error.errors() if item["loc"]})
+            raise self._row_error(row, error, columns) from None
+
+    def _row_error(self, row: tuple[Any, ...], error: Exception, columns: list[str]) -> RowValidationError:
+        key = tuple(row[position] for position in self.key_positions) if self.key else None
+        if key is not None and len(key) == 1:
+            key = key[0]
+        return RowValidationError(self.name, key, columns, error)
+
+    def companions(self) -> list[str]:
+        return [name + LWW_SUFFIX for name in self.lww]
+
