@@ -1,0 +1,332 @@
+"""The rows API: every write and read validated by the model, exact codecs, transactions, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import math
+import sqlite3
+import uuid
+from typing import Annotated, Any, Literal, Optional
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from pydsqlite import (
+    LWW,
+    ConstraintError,
+    Database,
+    Field,
+    ForeignKey,
+    PrimaryKey,
+    RowNotFoundError,
+    RowValidationError,
+    SyncModel,
+    Unique,
+    col,
+    sync_models,
+)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Address(BaseModel):
+    street: str
+    number: int
+
+
+class Person(SyncModel, table="people"):
+    id: int = Field(default=None, primary_key=True)
+    name: Annotated[str, Field(max_length=40)]
+    email: Annotated[str, Unique()]
+    age: Optional[int] = None
+    score: Annotated[float, LWW()] = 0.0
+    nickname: Annotated[Optional[str], LWW()] = None
+
+
+class Team(SyncModel, table="teams", primary_key=("org", "slug")):
+    org: str
+    slug: str
+    title: str = ""
+
+
+class Membership(SyncModel, table="memberships"):
+    id: Annotated[int, PrimaryKey()]
+    person_id: Annotated[int, ForeignKey("people.id", on_delete="cascade")]
+
+
+@pytest.fixture
+def db(memory_conn):
+    sync_models(memory_conn, [Person, Team, Membership])
+    return Database(memory_conn)
+
+
+def test_insert_assigns_the_key_and_returns_a_validated_instance(db):
+    ann = db.insert(Person(name="ann", email="a@x"))
+    bob = db.insert(Person(name="bob", email="b@x", age=40))
+    assert (ann.id, bob.id) == (1, 2)
+    assert db.get(Person, 2) == bob
+    assert db.get(Person, 99) is None
+    explicit = db.insert(Person(id=10, name="cy", email="c@x"))
+    assert explicit.id == 10 and db.count(Person) == 3
+
+
+def test_every_write_validates_even_instances_built_without_validation(db):
+    sneaky = Person.model_construct(id=None, name="x" * 50, email="s@x", score=0.0, nickname=None, age=None)
+    with pytest.raises(ValidationError, match="name"):
+        db.insert(sneaky)
+    valid = db.insert(Person(name="ok", email="ok@x"))
+    valid.age = "not a number"  # pydantic does not validate assignment by default
+    with pytest.raises(ValidationError, match="age"):
+        db.update(valid)
+    assert db.count(Person) == 1 and db.get(Person, valid.id).age is None
+
+
+def test_insert_many_validates_all_first_and_names_the_failing_index(db):
+    people = [Person(name=f"p{i}", email=f"{i}@x") for i in range(5)]
+    people[3] = Person.model_construct(id=None, name="p3", email=None, score=0.0, nickname=None, age=None)
+    with pytest.raises(ValidationError) as raised:
+        db.insert_many(people)
+    assert raised.value.errors()[0]["loc"][:2] == (3, "email")
+    assert db.count(Person) == 0
+    assert db.insert_many([Person(name=f"p{i}", email=f"{i}@x") for i in range(5)]) == 5
+    assert db.insert_many([]) == 0
+    assert [p.name for p in db.select(Person, order_by="id")] == ["p0", "p1", "p2", "p3", "p4"]
+
+
+def test_a_constraint_violation_in_a_batch_rolls_the_batch_back(db):
+    db.insert(Person(name="a", email="dup@x"))
+    with pytest.raises(ConstraintError, match=r"table 'people' violates UNIQUE people\.email") as raised:
+        db.insert_many([Person(name="b", email="new@x"), Person(name="c", email="dup@x")])
+    assert raised.value.table == "people" and raised.value.constraint == "UNIQUE people.email"
+    assert db.count(Person) == 1
+
+
+def test_foreign_key_and_update_violations_become_constraint_errors(db):
+    db.conn.execute("PRAGMA foreign_keys = ON")
+    with pytest.raises(ConstraintError, match="FOREIGN KEY") as raised:
+        db.insert(Membership(id=1, person_id=42))
+    assert raised.value.table == "memberships"
+    a = db.insert(Person(name="a", email="a@x"))
+    db.insert(Person(name="b", email="b@x"))
+    with pytest.raises(ConstraintError, match=r"UNIQUE people\.email"):
+        db.update(Person, a.id, email="b@x")
+    assert db.get(Person, a.id).email == "a@x" and not db.conn.in_transaction
+
+
+def test_get_select_count_with_composite_keys_where_params_and_paging(db):
+    db.insert_many([Team(org="acme", slug=s, title=s.upper()) for s in ("a", "b", "c")] + [Team(org="init", slug="a")])
+    assert db.get(Team, ("acme", "b")).title == "B"
+    assert db.get(Team, ("nope", "b")) is None
+    with pytest.raises(TypeError, match="2-column key"):
+        db.get(Team, "acme")
+    assert [t.slug for t in db.select(Team, "org = ?", ("acme",), order_by="-slug")] == ["c", "b", "a"]
+    assert [t.slug for t in db.select(Team, order_by=["org", "slug desc"], limit=2, offset=1)] == ["b", "a"]
+    assert db.count(Team, (col("org") == "acme") & ~(col("slug") == "a")) == 2
+    assert db.count(Team, col("slug").is_in(["a", "c"]) | (col("title") == "B")) == 4
+    assert db.select(Team, offset=3, order_by="org") == [Team(org="init", slug="a")]
+    with pytest.raises(ValueError, match="not a field"):
+        db.select(Team, order_by="title; DROP TABLE teams")
+
+
+def test_iter_select_streams(db):
+    db.insert_many([Person(name=f"p{i}", email=f"{i}@x") for i in range(100)])
+    stream = db.iter_select(Person, where=col("id") > 90, order_by="id")
+    assert next(stream).id == 91
+    assert [p.id for p in stream] == list(range(92, 101))
+
+
+def test_update_and_delete_by_instance_or_key(db):
+    ann = db.insert(Person(name="ann", email="a@x"))
+    updated = db.update(Person, ann.id, age=31, name="Ann")
+    assert (updated.age, updated.name) == (31, "Ann") and db.get(Person, ann.id) == updated
+    with pytest.raises(ValidationError):
+        db.update(Person, ann.id, age="old")
+    with pytest.raises(TypeError, match="no field"):
+        db.update(Person, ann.id, nope=1)
+    with pytest.raises(RowNotFoundError, match="no row with key 99 in table 'people'"):
+        db.update(Person, 99, age=1)
+    with pytest.raises(RowNotFoundError):
+        db.update(Person(id=77, name="x", email="x@x"))
+    assert db.upsert(Person(id=ann.id, name="ANN", email="a@x")).name == "ANN"
+    assert db.upsert(Person(id=5, name="new", email="n@x")).id == 5
+    assert db.count(Person) == 2
+    assert db.delete(db.get(Person, 5)) is True
+    assert db.delete(Person, 5) is False
+    assert db.delete(Person, ann.id) is True and db.count(Person) == 0
+
+
+def test_lww_companions_are_stamped_on_insert_and_only_for_changed_columns(db):
+    ann = db.insert(Person(name="ann", email="a@x"))
+    first = db.conn.execute("SELECT score__hlc, nickname__hlc FROM people").fetchone()
+    assert first[0] == first[1] and first[0].endswith(db.clock.node_id)
+    db.update(Person, ann.id, score=1.5)
+    second = db.conn.execute("SELECT score__hlc, nickname__hlc FROM people").fetchone()
+    assert second[0] > first[0] and second[1] == first[1]
+    assert "score__hlc" not in db.get(Person, ann.id).model_dump()
+    assert set(Person.model_json_schema()["properties"]) == {"id", "name", "email", "age", "score", "nickname"}
+
+
+def test_the_node_id_is_created_once_and_kept_in_the_database(db_path):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Person, Team, Membership])
+    first = Database(conn).clock.node_id
+    conn.close()
+    again = Database(db_path)
+    assert again.clock.node_id == first
+    again.close()
+
+
+def test_transactions_commit_roll_back_and_nest_as_savepoints(db):
+    with db.transaction():
+        db.insert(Person(name="a", email="a@x"))
+        with pytest.raises(RuntimeError):
+            with db.transaction():
+                db.insert(Person(name="b", email="b@x"))
+                raise RuntimeError("inner fails")
+        db.insert(Person(name="c", email="c@x"))
+    assert [p.name for p in db.select(Person, order_by="id")] == ["a", "c"]
+    with pytest.raises(ConstraintError):
+        with db.transaction():
+            db.insert(Person(name="d", email="d@x"))
+            db.insert(Person(name="e", email="a@x"))
+    assert db.count(Person) == 2 and not db.conn.in_transaction
+
+
+def test_a_row_that_does_not_validate_names_table_key_and_column(db):
+    db.conn.execute("INSERT INTO people (id, name, email, age) VALUES (7, 'x', 'x@x', 'seven')")
+    db.conn.commit()
+    with pytest.raises(RowValidationError, match=r"row 7 of table 'people' does not validate \(column age\)") as raised:
+        db.get(Person, 7)
+    assert raised.value.table == "people" and raised.value.key == 7 and raised.value.columns == ["age"]
+    assert isinstance(raised.value.validation_error, ValidationError)
+    with pytest.raises(RowValidationError):
+        db.select(Person)
+
+
+def test_wrong_argument_types_are_clear(db):
+    with pytest.raises(TypeError, match="table model instance"):
+        db.insert({"name": "x"})
+    with pytest.raises(TypeError, match="expected a Team"):
+        db.insert_many([Team(org="a", slug="b"), Person(name="x", email="y")])
+
+
+def test_database_opens_a_path_and_values_are_never_formatted_into_sql(tmp_path):
+    path = tmp_path / "x.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Person, Team, Membership])
+    conn.close()
+    evil = "'); DROP TABLE people; --"
+    with Database(path) as db:
+        db.insert(Person(name=evil, email="e@x"))
+        assert db.select(Person, "name = ?", (evil,))[0].name == evil
+        assert db.count(Person, col("name") == evil) == 1
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM people").fetchone() == (1,)
+
+
+# --- codecs: write → read equality for every supported type ------------------------------------
+
+
+class Everything(SyncModel, table="everything"):
+    id: Annotated[int, PrimaryKey()]
+    flag: bool
+    number: int
+    real: float
+    text: str
+    raw: bytes
+    key: uuid.UUID
+    moment: dt.datetime
+    day: dt.date
+    clock: dt.time
+    amount: decimal.Decimal
+    color: Color
+    level: Level
+    kind: Literal["a", "b"]
+    data: dict[str, Any]
+    items: list[int]
+    address: Address
+    maybe: Optional[dt.datetime] = None
+
+
+zones = st.sampled_from([None, dt.timezone.utc, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(-dt.timedelta(hours=8))])
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=6,
+)
+everything = st.builds(
+    Everything,
+    id=st.integers(-(2**63), 2**63 - 1),
+    flag=st.booleans(),
+    number=st.integers(-(2**63), 2**63 - 1),
+    real=st.floats(allow_nan=False),
+    text=st.text(st.characters(blacklist_categories=("Cs",))),
+    raw=st.binary(),
+    key=st.uuids(),
+    moment=st.datetimes(timezones=zones),
+    day=st.dates(),
+    clock=st.times(),
+    amount=st.decimals(allow_nan=False, allow_infinity=False),
+    color=st.sampled_from(Color),
+    level=st.sampled_from(Level),
+    kind=st.sampled_from(["a", "b"]),
+    data=st.dictionaries(st.text(max_size=4), json_values, max_size=3),
+    items=st.lists(st.integers(-(2**53), 2**53), max_size=4),
+    address=st.builds(Address, street=st.text(max_size=5), number=st.integers(-1000, 1000)),
+    maybe=st.none() | st.datetimes(timezones=zones),
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(row=everything)
+def test_every_supported_type_round_trips_exactly(memory_conn, row):
+    sync_models(memory_conn, [Everything])
+    db = Database(memory_conn)
+    memory_conn.execute("DELETE FROM everything")
+    db.insert(row)
+    back = db.get(Everything, row.id)
+    assert back == row
+    assert (back.moment.tzinfo is None) == (row.moment.tzinfo is None)
+    assert back.moment.utcoffset() == row.moment.utcoffset()
+    assert str(back.amount) == str(row.amount)
+    stored = memory_conn.execute("SELECT flag, key, amount, color, level, typeof(raw) FROM everything").fetchone()
+    assert stored == (int(row.flag), str(row.key), str(row.amount), row.color.value, int(row.level), "blob")
+
+
+def test_infinities_round_trip_and_nan_is_refused(memory_conn):
+    class Floats(SyncModel, table="floats"):
+        id: Annotated[int, PrimaryKey()]
+        value: float
+
+    sync_models(memory_conn, [Floats])
+    db = Database(memory_conn)
+    db.insert_many([Floats(id=1, value=math.inf), Floats(id=2, value=-math.inf), Floats(id=3, value=-0.0)])
+    assert [f.value for f in db.select(Floats, order_by="id")] == [math.inf, -math.inf, -0.0]
+    with pytest.raises(ValueError, match=r"floats\.value: NaN cannot be stored"):
+        db.insert(Floats(id=4, value=math.nan))
+    assert db.count(Floats) == 3
+
+
+def test_datetimes_with_one_offset_sort_as_text(memory_conn):
+    class Events(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        at: dt.datetime
+
+    sync_models(memory_conn, [Events])
+    db = Database(memory_conn)
+    base = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+    moments = [base + dt.timedelta(microseconds=m) for m in (1, 0, 999_999, 10, 1_000_000)]
+    db.insert_many([Events(id=i, at=m) for i, m in enumerate(moments)])
+    assert [e.at for e in db.select(Events, order_by="at")] == sorted(moments)
+    assert db.count(Events, col("at") > base) == 4
