@@ -37,7 +37,8 @@ def make_models(tables: int) -> list[type[SyncModel]]:
 
 def make_metadata(tables: int):
     """The same schema as SQLAlchemy metadata, for Alembic's autogenerate comparison."""
-    from sqlalchemy import Boolean, Column, Float, Index as SAIndex, Integer, LargeBinary, MetaData, Table, Text
+    from sqlalchemy import Boolean, Column, Float, Integer, LargeBinary, MetaData, Table, Text
+    from sqlalchemy import Index as SAIndex
 
     sa_types = [Text, Integer, Float, Text, Integer, Boolean, Text, Float, LargeBinary]
     metadata = MetaData()

@@ -1,0 +1,166 @@
+"""Rows cases: bulk insert and full select of a 6-column model against the hand-written floor and SQLModel."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, TypeAdapter
+
+from pydsqlite import Database, PrimaryKey, SyncModel, sync_models
+
+from .harness import Measurement, Report, median_time
+
+COLUMNS = ("id", "name", "count", "ratio", "active", "created")
+
+
+class Record(SyncModel, table="records"):
+    id: Annotated[uuid.UUID, PrimaryKey()]
+    name: str
+    count: int
+    ratio: float
+    active: bool
+    created: dt.datetime
+
+
+class PlainRecord(BaseModel):
+    id: uuid.UUID
+    name: str
+    count: int
+    ratio: float
+    active: bool
+    created: dt.datetime
+
+
+def make_rows(count: int) -> list[dict]:
+    base = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    return [
+        {"id": uuid.UUID(int=i + 1), "name": f"name {i}", "count": i, "ratio": i / 7, "active": i % 2 == 0,
+         "created": base + dt.timedelta(seconds=i)}
+        for i in range(count)
+    ]
+
+
+def fresh_database(path: Path) -> sqlite3.Connection:
+    for suffix in ("", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Record])
+    return conn
+
+
+def floor_insert(conn: sqlite3.Connection, rows: list[dict]) -> None:
+    """The practical floor: validate with a TypeAdapter, encode by hand, executemany."""
+    records = TypeAdapter(list[PlainRecord]).validate_python(rows)
+    conn.executemany(
+        "INSERT INTO records (id, name, count, ratio, active, created) VALUES (?, ?, ?, ?, ?, ?)",
+        [(str(r.id), r.name, r.count, r.ratio, int(r.active), r.created.isoformat(timespec="microseconds")) for r in records],
+    )
+    conn.commit()
+
+
+def floor_select(conn: sqlite3.Connection) -> list[PlainRecord]:
+    rows = conn.execute("SELECT id, name, count, ratio, active, created FROM records").fetchall()
+    return TypeAdapter(list[PlainRecord]).validate_python([dict(zip(COLUMNS, row)) for row in rows])
+
+
+def sqlmodel_setup(path: Path):
+    from sqlalchemy import create_engine
+    from sqlmodel import Field, Session, SQLModel, select
+
+    class SQLRecord(SQLModel, table=True):
+        __tablename__ = "sqlmodel_records"
+        id: uuid.UUID = Field(primary_key=True)
+        name: str
+        count: int
+        ratio: float
+        active: bool
+        created: dt.datetime
+
+    engine = create_engine(f"sqlite:///{path}")
+    SQLModel.metadata.create_all(engine)
+
+    def insert(rows: list[dict]) -> None:
+        with Session(engine) as session:
+            session.add_all([SQLRecord(**row) for row in rows])
+            session.commit()
+
+    def select_all() -> list:
+        with Session(engine) as session:
+            return session.exec(select(SQLRecord)).all()
+
+    def clear() -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM sqlmodel_records")
+
+    return insert, select_all, clear, engine
+
+
+def run(report: Report, rows: int, quick: bool) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="pydsqlite-bench-"))
+    path = folder / "rows.db"
+    data = make_rows(rows)
+    runs = 3 if quick else 5
+    conn = fresh_database(path)
+
+    def clear() -> None:
+        conn.execute("DELETE FROM records")
+        conn.commit()
+
+    db = Database(conn)
+    case = f"insert_many {rows:,} rows"
+    report.add(Measurement(case, "TypeAdapter + executemany (floor)", median_time(lambda: floor_insert(conn, data), runs, clear), runs), reference=True)
+    report.add(Measurement(case, "pydsqlite insert_many (dicts)", median_time(lambda: db.insert_many(data, Record), runs, clear), runs))
+    instances = [Record(**row) for row in data]
+    report.add(Measurement(case, "pydsqlite insert_many (instances)", median_time(lambda: db.insert_many(instances), runs, clear), runs))
+    try:
+        insert, select_all, clear_sqlmodel, engine = sqlmodel_setup(path)
+    except ImportError:
+        print("  (sqlmodel not installed: pip install -e '.[bench]')")
+        insert = None
+    if insert is not None:
+        report.add(Measurement(case, "SQLModel add_all + commit", median_time(lambda: insert(data), runs, clear_sqlmodel), runs))
+
+    case = f"select {rows:,} rows"
+    clear()
+    db.insert_many(data, Record)
+    report.add(Measurement(case, "fetchall + TypeAdapter (floor)", median_time(lambda: floor_select(conn), runs), runs), reference=True)
+    report.add(Measurement(case, "pydsqlite select", median_time(lambda: db.select(Record), runs), runs))
+    report.add(Measurement(case, "pydsqlite iter_select", median_time(lambda: sum(1 for _ in db.iter_select(Record)), runs), runs))
+    if insert is not None:
+        clear_sqlmodel()
+        insert(data)
+        report.add(Measurement(case, "SQLModel session.exec(select).all()", median_time(select_all, runs), runs))
+        engine.dispose()
+    conn.close()
+    stream_rows = 100_000 if quick else 1_000_000
+    report.notes.append(_stream_memory(folder / "stream.db", stream_rows))
+
+
+def _stream_memory(path: Path, rows: int) -> str:
+    """Peak Python memory while iter_select streams every row (a fresh process, tracemalloc)."""
+    code = f"""
+import tracemalloc, sqlite3
+from pathlib import Path
+from benchmarks.rows_cases import Record, fresh_database, make_rows
+from pydsqlite import Database
+conn = fresh_database(Path({str(path)!r}))
+for start in range(0, {rows}, 50_000):
+    Database(conn).insert_many([dict(r, id=__import__('uuid').UUID(int=start + i + 1)) for i, r in enumerate(make_rows(min(50_000, {rows} - start)))], Record)
+db = Database(conn)
+tracemalloc.start()
+count = sum(1 for _ in db.iter_select(Record))
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print(count, peak)
+"""
+    output = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent
+    ).stdout.split()
+    return f"peak Python memory while iter_select streams {int(output[0]):,} rows: {int(output[1]) / 1024:.0f} KiB (tracemalloc)"
