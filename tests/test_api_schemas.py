@@ -7,13 +7,13 @@ import importlib.util
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import pytest
 from pydantic import BaseModel
 from pydantic import Field as PydanticField
 
-from pydsqlite import LWW, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, SyncModel, Unique
+from pydsqlite import LWW, Field, Index, PrimaryKey, RenamedFrom, SyncModel, Unique
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "fastapi_app.py"
 

@@ -1,0 +1,40 @@
+"""The project's promises about itself: the README's two set-up commands, CI, the example, the public API."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pydsqlite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    return re.findall(r"```\n(python3 -m pip[^\n]+)\n```", (ROOT / "README.md").read_text())
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert "examples/todo_app.py" in commands[0]
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == commands[1]
+
+
+def test_the_main_example_runs_twice_on_a_real_file(tmp_path):
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "todo_app.py"), str(tmp_path / "todo.db")],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "ship pydsqlite" in result.stdout and "Second plan: Nothing to do" in result.stdout
+
+
+def test_public_api_is_declared_and_importable():
+    for name in pydsqlite.__all__:
+        assert hasattr(pydsqlite, name), name
+    assert (ROOT / "pydsqlite" / "py.typed").exists()
