@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
+from dataclasses import replace
 
 from .ddl_parser import parse_create_table, parse_index_terms, parse_index_where
 from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
@@ -157,7 +158,7 @@ def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
                 key = ForeignKey(key.columns, key.ref_table, parent.primary_key, key.on_delete, key.on_update)
                 changed = True
             keys.append(key)
-        resolved.append(table.with_changes(foreign_keys=tuple(keys)) if changed else table)
+        resolved.append(replace(table, foreign_keys=tuple(keys)) if changed else table)
     return resolved
 
 

@@ -113,11 +113,9 @@ class RowCodec:
         return "?"
 
     def key_of(self, instance: BaseModel) -> tuple[Any, ...]:
-        return tuple(self.values_for_key(instance))
-
-    def values_for_key(self, instance: BaseModel) -> list[Any]:
+        """The encoded primary key of an instance (SQL parameters for ``key_where``)."""
         values = self.values(instance)
-        return [values[position] for position in self.key_positions]
+        return tuple(values[position] for position in self.key_positions)
 
     def key_params(self, key: Any) -> tuple[Any, ...]:
         """A caller's key (a value, or a tuple for composite keys) as encoded SQL parameters."""
@@ -170,10 +168,6 @@ class RowCodec:
         if key is not None and len(key) == 1:
             key = key[0]
         return RowValidationError(self.name, key, columns, error)
-
-    def companions(self) -> list[str]:
-        return [name + LWW_SUFFIX for name in self.lww]
-
 
 
 def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None]) -> Callable[[dict[str, Any]], list[Any]]:

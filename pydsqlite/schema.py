@@ -6,7 +6,7 @@ Both ``compile`` (from models) and ``introspect`` (from a live database) produce
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 LWW_SUFFIX = "__hlc"
@@ -162,16 +162,6 @@ class Table:
             return column.name
         return None
 
-    def index(self, name: str) -> Index | None:
-        folded = fold_name(name)
-        for index in self.indexes:
-            if fold_name(index.name) == folded:
-                return index
-        return None
-
-    def with_changes(self, **changes: object) -> Table:
-        return replace(self, **changes)  # type: ignore[arg-type]
-
 
 @dataclass(frozen=True)
 class Schema:
@@ -188,7 +178,3 @@ class Schema:
     def table(self, name: str) -> Table | None:
         """The table called ``name`` (SQLite names are case-insensitive)."""
         return self._by_name.get(fold_name(name))
-
-    @property
-    def table_names(self) -> tuple[str, ...]:
-        return tuple(table.name for table in self.tables)

@@ -6,6 +6,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from urllib.request import pathname2url
 from dataclasses import replace
 
 from pydantic import BaseModel
@@ -90,7 +91,7 @@ def preview_schema(
     With ``fingerprint`` (of ``desired``), an unchanged database is recognised from two
     cheap reads instead of a full introspection.
     """
-    with _connection(conn) as connection, _database_errors():
+    with _connection(conn, read_only=True) as connection, _database_errors():
         if fingerprint is not None and schema_unchanged_since_sync(connection, fingerprint):
             return MigrationPlan(checked=True)
         with read_snapshot(connection):
@@ -155,19 +156,25 @@ def _plan(connection: sqlite3.Connection, desired: Schema, manage_all: bool = Fa
 
 def migration_history(conn: Connectable) -> list[AppliedMigration]:
     """The audit trail: every migration ``sync_models`` applied to this database, oldest first."""
-    with _connection(conn) as connection, _database_errors():
+    with _connection(conn, read_only=True) as connection, _database_errors():
         return read_migration_history(connection)
 
 
 @contextmanager
-def _connection(conn: Connectable) -> Iterator[sqlite3.Connection]:
+def _connection(conn: Connectable, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    """The caller's connection, or one opened on a path (read-only for previews: a preview
+    never creates a missing file)."""
     if isinstance(conn, sqlite3.Connection):
         yield conn
         return
+    path = os.fspath(conn)
     try:
-        connection = sqlite3.connect(os.fspath(conn))
+        if read_only:
+            connection = sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True)
+        else:
+            connection = sqlite3.connect(path)
     except sqlite3.Error as error:
-        raise MigrationError(f"cannot open database {os.fspath(conn)!r}: {error}") from error
+        raise MigrationError(f"cannot open database {path!r}: {error}") from error
     try:
         yield connection
     finally:

@@ -498,3 +498,14 @@ def test_type_changes_are_destructive_exactly_when_a_value_would_change(conn, ta
             assert float(value) == stored
         else:
             assert stored == value or str(stored) == str(value)
+
+
+def test_previews_never_create_a_missing_file(tmp_path):
+    missing = tmp_path / "missing.db"
+    with pytest.raises(MigrationError, match="cannot open database|unable to open"):
+        model_migration_plan(missing, [Events])
+    with pytest.raises(MigrationError):
+        migration_history(missing)
+    assert not missing.exists()
+    sync_models(missing, [Events])
+    assert missing.exists() and model_migration_plan(missing, [Events]).is_empty
