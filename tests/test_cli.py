@@ -184,3 +184,24 @@ def test_progress_callback_reports_rows_and_can_cancel(conn):
 def test_python_dash_m_and_console_script_agree(project):
     help_text = run("--help", cwd=project)
     assert help_text.returncode == 0 and "inspect" in help_text.stdout and "Exit codes" in help_text.stdout
+
+
+def test_progress_bar_on_a_terminal_redraws_one_line_per_table():
+    import io
+
+    from pydsqlite.cli import ProgressReporter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    reporter = ProgressReporter(screen)
+    for copied in (0, 50, 100):
+        reporter("items", copied, 100)
+    reporter("tags", 0, 10)
+    reporter.finish()
+    text = screen.getvalue()
+    assert text.count("\n") == 2 and text.count("\r") == 4
+    assert "items: [###############...............] 50/100 rows" in text
+    assert "items: [##############################] 100/100 rows\n" in text
