@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 from pydsqlite import (
-    LWW,
     Database,
     Field,
     ForeignKey,
@@ -46,7 +45,7 @@ class TodoV1(SyncModel, table="todos"):
     text: Annotated[str, Field(max_length=200)]
     done: bool = False
     priority: Optional[int] = None
-    note: Annotated[Optional[str], LWW()] = None
+    note: Optional[str] = None
 
 
 # --- version 2: rename a column, add a NOT NULL column with a default, tighten a column,
@@ -66,7 +65,7 @@ class TodoV2(SyncModel, table="todos", indexes=[Index("project_id", "done")]):
     title: Annotated[str, Field(max_length=200), RenamedFrom("text")]  # renamed: data kept
     done: bool = False
     priority: int = 3  # was Optional: NULLs become the default
-    note: Annotated[Optional[str], LWW()] = None
+    note: Optional[str] = None
     due: Optional[dt.date] = None
 
 

@@ -16,6 +16,7 @@ from .metadata import AppliedMigration
 from .model import SyncModel
 from .plan import MigrationPlan, Operation
 from .query import Condition, col
+from .replication import ChangeSet, RowChange, SyncError
 from .schema import Schema
 from .sql_source import schema_from_database, schema_from_sql
 from .sync import migration_history, model_migration_plan, schema_migration_plan, sync_models, sync_schema
@@ -23,6 +24,7 @@ from .sync import migration_history, model_migration_plan, schema_migration_plan
 __all__ = [
     "LWW",
     "AppliedMigration",
+    "ChangeSet",
     "ClockError",
     "Condition",
     "ConstraintError",
@@ -39,10 +41,12 @@ __all__ = [
     "PrimaryKey",
     "PydsqliteError",
     "RenamedFrom",
+    "RowChange",
     "RowNotFoundError",
     "RowValidationError",
     "Schema",
     "SchemaDefinitionError",
+    "SyncError",
     "SyncModel",
     "Timestamp",
     "Unique",

@@ -21,8 +21,11 @@ from pydantic import BaseModel
 from .codecs import encode_param
 from .errors import ConstraintError, RowNotFoundError
 from .hlc import DEFAULT_MAX_DRIFT_MS, HLC, new_node_id
+from .model import registered_models
 from .query import Condition
+from .replication import CREATE_TOMBSTONES, ChangeSet, Replica, SyncError, check_change
 from .rowcodec import RowCodec, codec_for
+from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from .sqltext import quote_identifier
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ class Database:
         self._wall_clock = wall_clock
         self._max_drift_ms = max_drift_ms
         self._clock: HLC | None = None
+        self._replica_state: Replica | None = None
+        self._last_seq = 0
 
     def close(self) -> None:
         """Close the connection if this object opened it."""
@@ -105,9 +110,86 @@ class Database:
             return row[0]
         node = new_node_id()
         with self.transaction():
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {NODE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), node_id TEXT NOT NULL)")
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {NODE_TABLE} "
+                "(id INTEGER PRIMARY KEY CHECK (id = 1), node_id TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0)"
+            )
             self.conn.execute(f"INSERT OR IGNORE INTO {NODE_TABLE} (id, node_id) VALUES (1, ?)", (node,))
+            self.conn.execute(CREATE_TOMBSTONES)
         return self.conn.execute(f"SELECT node_id FROM {NODE_TABLE} WHERE id = 1").fetchone()[0]
+
+    def _next_seq(self) -> int:
+        """This replica's next change sequence number (inside the caller's write transaction)."""
+        self.clock  # noqa: B018 - creates the node table on first use
+        self._last_seq = int(self.conn.execute(f"UPDATE {NODE_TABLE} SET seq = seq + 1 WHERE id = 1 RETURNING seq").fetchone()[0])
+        return self._last_seq
+
+    @property
+    def _replica(self) -> Replica:
+        if self._replica_state is None:
+            self._replica_state = Replica(self.conn, self.clock, self._next_seq)
+        return self._replica_state
+
+    # --- replica sync -------------------------------------------------------------------------
+
+    def changes_since(self, cursor: int | None = None, models: Iterable[type[BaseModel]] | None = None) -> ChangeSet:
+        """Every change this replica knows (its own writes and merged ones) after ``cursor``
+        (None: everything), as whole row states of its synced tables plus tombstones."""
+        codecs = self._synced_codecs(models)
+        self.clock  # noqa: B018 - creates the node and tombstone tables before the read-only snapshot
+        with self._read_snapshot():
+            cursor_now = int(self.conn.execute(f"SELECT seq FROM {NODE_TABLE} WHERE id = 1").fetchone()[0])
+            changes = self._replica.changes_since(list(codecs.values()), cursor)
+        return ChangeSet(tuple(changes), cursor_now, self.clock.node_id)
+
+    def apply_changes(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None = None) -> int:
+        """Merge a changeset from another replica in one transaction; returns how many rows changed.
+
+        Everything is checked first (tables, columns, timestamps, clock drift): a changeset
+        this replica cannot hold is refused whole with ``SyncError`` (or ``ClockError``).
+        """
+        codecs = self._synced_codecs(models)
+        for change in changeset.changes:
+            check_change(codecs.get(fold_name(change.table)), change, change.table)
+        stamps = [stamp for change in changeset.changes for stamp in change.timestamps()]
+        if stamps:
+            self.clock.receive(max(stamps))
+        changed = 0
+        with self.transaction():
+            for change in changeset.changes:
+                try:
+                    changed += self._replica.apply(codecs[fold_name(change.table)], change)
+                except sqlite3.IntegrityError as error:
+                    raise SyncError(f"merging a row of table {change.table!r} with key {change.key!r} violates a constraint: {error}") from error
+        return changed
+
+    def _synced_codecs(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
+        """Codecs of the synced tables (models with LWW columns) that exist in this database."""
+        present = {
+            fold_name(name)
+            for (name,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE ?", (f"%{SEQ_COLUMN}%",)
+            )
+        }
+        chosen = registered_models() if models is None else list(models)
+        codecs = {}
+        for model in chosen:
+            codec = codec_for(model)
+            if codec.synced and fold_name(codec.name) in present:
+                codecs[fold_name(codec.name)] = codec
+        return codecs
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -129,13 +211,15 @@ class Database:
         with _collector_paused():
             instances = codec.validate_many(items)
         groups: dict[str, list[list[Any]]] = {}
-        stamp = self.clock.now if codec.lww else None
-        for instance in instances:
-            sql, params = self._insert_statement(codec, instance, stamp)
-            groups.setdefault(sql, []).append(params)
         with self._writing(codec):
+            for instance in instances:
+                sql, params = self._insert_statement(codec, instance)
+                groups.setdefault(sql, []).append(params)
             for sql, rows in groups.items():
                 self.conn.executemany(sql, rows)
+            if codec.synced:
+                for instance in instances:
+                    self._replica.after_insert(codec, codec.key_of(instance), self._last_seq)
         return len(instances)
 
     def upsert(self, obj: M) -> M:
@@ -184,6 +268,8 @@ class Database:
             codec = codec_for(type(obj_or_model))
             params = codec.key_of(codec.validate(obj_or_model))
         with self._writing(codec):
+            if codec.synced:
+                return self._replica.delete(codec, params)
             cursor = self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", params)
         return cursor.rowcount > 0
 
@@ -239,19 +325,23 @@ class Database:
         except sqlite3.IntegrityError as error:
             raise _constraint_error(codec, error) from error
 
-    def _insert_statement(self, codec: RowCodec, instance: BaseModel, stamp: Callable[[], Any] | None) -> tuple[str, list[Any]]:
+    def _insert_statement(self, codec: RowCodec, instance: BaseModel) -> tuple[str, list[Any]]:
+        """The INSERT and its values; a synced row gets every timestamp stamped now and the next sequence number."""
         values = codec.values(instance)
         auto = codec.auto_key is not None and values[codec.auto_position] is None
         if auto:
             del values[codec.auto_position]
-        if stamp is not None:
-            now = str(stamp())
+        if codec.synced:
+            now = str(self.clock.now())
             values.extend([now] * len(codec.lww))
+            values.extend([now, self._next_seq()])
         return codec.insert_sql[auto], values
 
     def _insert_one(self, codec: RowCodec, instance: Any) -> Any:
-        sql, params = self._insert_statement(codec, instance, self.clock.now if codec.lww else None)
+        sql, params = self._insert_statement(codec, instance)
         cursor = self.conn.execute(sql, params)
+        if codec.synced:
+            self._replica.after_insert(codec, codec.key_of(instance), self._last_seq)
         if codec.auto_key is not None and getattr(instance, codec.auto_key) is None:
             instance = instance.model_copy(update={codec.auto_key: cursor.lastrowid})
         return instance
@@ -269,12 +359,18 @@ class Database:
             if name not in codec.key:
                 assignments.append(f"{quote_identifier(name)} = ?")
                 params.append(value)
-        changed = [name for name in codec.lww if getattr(instance, name) != getattr(current, name)]
-        if changed:
+        if codec.synced:
+            changed = [name for name in codec.lww if getattr(instance, name) != getattr(current, name)]
+            group_changed = any(getattr(instance, name) != getattr(current, name) for name in codec.group)
+            if not changed and not group_changed:
+                return
             now = str(self.clock.now())
-            for name in changed:
-                assignments.append(f"{quote_identifier(name + '__hlc')} = ?")
+            stamped = [name + LWW_SUFFIX for name in changed] + ([VERSION_COLUMN] if group_changed else [])
+            for name in stamped:
+                assignments.append(f"{quote_identifier(name)} = ?")
                 params.append(now)
+            assignments.append(f"{quote_identifier(SEQ_COLUMN)} = ?")
+            params.append(self._next_seq())
         if not assignments:
             return
         params.extend(codec.key_of(instance))

@@ -26,6 +26,11 @@ _NODE = re.compile(r"[0-9A-Za-z_-]{1,36}")
 _TEXT = re.compile(rf"(\d{{{MILLIS_DIGITS}}}):(\d{{{COUNTER_DIGITS}}}):([0-9A-Za-z_-]{{{NODE_WIDTH}}})")
 
 
+BASELINE = f"{0:0{MILLIS_DIGITS}d}:{0:0{COUNTER_DIGITS}d}:{'0' * NODE_WIDTH}"
+"""The timestamp of values that existed before LWW was switched on (or were written outside pydsqlite):
+older than any real write, identical on every replica."""
+
+
 class ClockError(PydsqliteError):
     """A timestamp is malformed, too far in the future, or the counter would overflow."""
 

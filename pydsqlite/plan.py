@@ -33,7 +33,7 @@ from .diff import (
 )
 from .migration import DataCheck, MigrationPlan, Operation
 from .rebuild import rebuild_table, renamed_columns
-from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name
+from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name, is_sync_metadata
 from .sqltext import (
     quote_identifier,
     render_add_column,
@@ -188,7 +188,8 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
         elif isinstance(change, DropColumn):
             operations.append(_drop_column(table, item.live.name, change.column))
         elif isinstance(change, SetLWW):
-            companion = Column(name=change.column + LWW_SUFFIX, type="TEXT")
+            companion = item.desired.column(change.column + LWW_SUFFIX) or item.live.column(change.column + LWW_SUFFIX)
+            assert companion is not None
             if change.enabled:
                 operations.append(
                     Operation(
@@ -216,7 +217,10 @@ def _in_place_order(change: Change) -> int:
 
 
 def _drop_column(table: str, live_table: str, column: Column) -> Operation:
-    """Drop in place; the data check reads ``live_table``, the name before any planned rename."""
+    """Drop in place; the data check reads ``live_table``, the name before any planned rename.
+    Sync metadata (the hidden columns of synced tables) is not user data: dropping it is not destructive."""
+    if is_sync_metadata(column.name):
+        return Operation("drop_column", table, f"drop sync column {table}.{column.name}", (render_drop_column(table, column.name),))
     return Operation(
         kind="drop_column",
         table=table,

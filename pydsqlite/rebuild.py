@@ -15,7 +15,7 @@ from .ddl_parser import identifiers_in, tokenize
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
 from .migration import DataCheck, Operation, RowCopy
-from .schema import Column, Schema, Table, fold_name
+from .schema import Column, Schema, Table, fold_name, is_sync_metadata
 from .sqltext import (
     quote_identifier,
     quote_literal,
@@ -167,7 +167,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema, dropped_triggers: frozen
         table=name,
         description=f"rebuild table {name}: " + "; ".join(describe_change(change) for change in item.changes),
         statements=tuple(statements),
-        destructive=any(isinstance(change, DropColumn) for change in item.changes),
+        destructive=any(isinstance(change, DropColumn) and not is_sync_metadata(change.column.name) for change in item.changes),
         checks=(*_drop_checks(item), *checks),
         problems=tuple(problems),
         copy=row_copy,
@@ -184,7 +184,11 @@ def renamed_columns(item: TableDiff) -> dict[str, str]:
 
 
 def _drop_checks(item: TableDiff) -> list[DataCheck]:
-    return [dropped_values_check(item.desired.name, item.live.name, change.column) for change in item.changes if isinstance(change, DropColumn)]
+    return [
+        dropped_values_check(item.desired.name, item.live.name, change.column)
+        for change in item.changes
+        if isinstance(change, DropColumn) and not is_sync_metadata(change.column.name)
+    ]
 
 
 def _copy_expression(old: Column, new: Column, live: Table, desired: Table) -> tuple[str, str | None]:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from .codecs import decoder_for, encoder_for
 from .compile import compile_cached
 from .errors import RowValidationError, SchemaDefinitionError
-from .schema import LWW_SUFFIX, Table
+from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
 from .sqltext import quote_identifier
 
 _codecs: dict[type[BaseModel], RowCodec] = {}
@@ -50,6 +50,9 @@ class RowCodec:
         self.key = table.primary_key
         self.key_positions = [self.fields.index(name) for name in self.key]
         self.lww = [column.name for column in table.columns if column.lww]
+        self.synced = bool(self.lww)
+        self.group = [name for name in self.fields if name not in self.key and name not in self.lww]
+        """Non-key, non-LWW fields: in a synced table they share the row version's timestamp."""
         self.auto_key = self._auto_key(model)
         columns = ", ".join(quote_identifier(name) for name in self.fields)
         self.select_sql = f"SELECT {columns} FROM {self.quoted_table}"
@@ -68,6 +71,8 @@ class RowCodec:
     def _insert_sql(self, without_key: bool) -> str:
         names = [name for name in self.fields if not (without_key and name == self.auto_key)]
         names += [name + LWW_SUFFIX for name in self.lww]
+        if self.synced:
+            names += [VERSION_COLUMN, SEQ_COLUMN]
         columns = ", ".join(quote_identifier(name) for name in names)
         return f"INSERT INTO {self.quoted_table} ({columns}) VALUES ({', '.join('?' * len(names))})"
 
@@ -153,6 +158,14 @@ class RowCodec:
             position = first if isinstance(first, int) else 0
             columns = sorted({str(item["loc"][1]) for item in error.errors() if len(item["loc"]) > 1 and item["loc"][0] == position})
             raise self._row_error(rows[position], error, columns) from None
+
+    def decode_values(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Stored values by field name, made ready for validation (JSON text parsed)."""
+        decoded = dict(data)
+        for position, decode in self.decoders:
+            name = self.fields[position]
+            decoded[name] = decode(decoded[name])
+        return decoded
 
     def _decoded(self, row: tuple[Any, ...]) -> dict[str, Any]:
         values = list(row)

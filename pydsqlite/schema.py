@@ -11,6 +11,10 @@ from functools import cached_property, lru_cache
 
 LWW_SUFFIX = "__hlc"
 """Suffix of the hidden TEXT column that holds the HLC timestamp of an LWW column."""
+VERSION_COLUMN = "_pydsqlite_version"
+"""Hidden column of synced tables: the HLC timestamp of the last write to the row's non-LWW columns."""
+SEQ_COLUMN = "_pydsqlite_seq"
+"""Hidden column of synced tables: this replica's change sequence number of the row (the feed's cursor)."""
 
 
 @lru_cache(maxsize=16384)
@@ -23,6 +27,11 @@ def fold_name(name: str) -> str:
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def is_sync_metadata(name: str) -> bool:
+    """Hidden columns of synced tables (LWW companions, row version, change sequence)."""
+    return name.endswith(LWW_SUFFIX) or name in (VERSION_COLUMN, SEQ_COLUMN)
 
 
 def normalize_type(declared: str) -> str:

@@ -6,8 +6,8 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from urllib.request import pathname2url
 from dataclasses import replace
+from urllib.request import pathname2url
 
 from pydantic import BaseModel
 

@@ -210,7 +210,9 @@ def test_markers_and_field_keywords_are_equivalent():
     assert marker.foreign_keys[0].on_delete == "CASCADE"
     assert [(i.columns, i.unique) for i in marker.indexes] == [(i.columns, i.unique) for i in field.indexes]
     assert marker.column("title").renamed_from == field.column("title").renamed_from == ("name",)
-    assert marker.column_names == field.column_names == ("id", "parent_id", "code", "score", "score__hlc", "title")
+    assert marker.column_names == field.column_names == (
+        "id", "parent_id", "code", "score", "score__hlc", "title", "_pydsqlite_version", "_pydsqlite_seq"
+    )
     assert marker.column("score").lww and field.column("score").lww
 
 
@@ -219,10 +221,21 @@ def test_lww_companion_is_hidden_nullable_text_and_not_a_pydantic_field():
         id: Annotated[int, PrimaryKey()]
         body: Annotated[str, LWW()]
 
-    companion = compiled(Doc).tables[0].column("body__hlc")
-    assert (companion.type, companion.not_null, companion.default) == ("TEXT", False, None)
+    table = compiled(Doc).tables[0]
+    companion = table.column("body__hlc")
+    baseline = "'000000000000000:000000000:" + "0" * 36 + "'"
+    assert (companion.type, companion.not_null, companion.default) == ("TEXT", False, baseline)
+    assert table.column("_pydsqlite_version").default == baseline
+    assert table.column("_pydsqlite_seq").type == "INTEGER"
     assert "body__hlc" not in Doc.model_fields
     assert Doc(id=1, body="x").model_dump() == {"id": 1, "body": "x"}
+
+
+def test_lww_tables_need_a_key_replicas_agree_on():
+    with pytest.raises(SchemaDefinitionError, match="needs a primary key"):
+        compile_models([declare({"a": int, "b": Annotated[str, LWW()]})])
+    with pytest.raises(SchemaDefinitionError, match="cannot use keys assigned by SQLite"):
+        compile_models([declare({"id": int, "b": Annotated[str, LWW()]}, {"id": Field(default=None, primary_key=True)})])
 
 
 def test_composite_keys_indexes_strict_and_table_rename():

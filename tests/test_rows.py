@@ -51,8 +51,15 @@ class Person(SyncModel, table="people"):
     name: Annotated[str, Field(max_length=40)]
     email: Annotated[str, Unique()]
     age: Optional[int] = None
+    score: float = 0.0
+    nickname: Optional[str] = None
+
+
+class Profile(SyncModel, table="profiles"):
+    id: Annotated[uuid.UUID, PrimaryKey()]
     score: Annotated[float, LWW()] = 0.0
     nickname: Annotated[Optional[str], LWW()] = None
+    bio: str = ""
 
 
 class Team(SyncModel, table="teams", primary_key=("org", "slug")):
@@ -68,7 +75,7 @@ class Membership(SyncModel, table="memberships"):
 
 @pytest.fixture
 def db(memory_conn):
-    sync_models(memory_conn, [Person, Team, Membership])
+    sync_models(memory_conn, [Person, Team, Membership, Profile])
     return Database(memory_conn)
 
 
@@ -168,19 +175,24 @@ def test_update_and_delete_by_instance_or_key(db):
 
 
 def test_lww_companions_are_stamped_on_insert_and_only_for_changed_columns(db):
-    ann = db.insert(Person(name="ann", email="a@x"))
-    first = db.conn.execute("SELECT score__hlc, nickname__hlc FROM people").fetchone()
-    assert first[0] == first[1] and first[0].endswith(db.clock.node_id)
-    db.update(Person, ann.id, score=1.5)
-    second = db.conn.execute("SELECT score__hlc, nickname__hlc FROM people").fetchone()
-    assert second[0] > first[0] and second[1] == first[1]
-    assert "score__hlc" not in db.get(Person, ann.id).model_dump()
-    assert set(Person.model_json_schema()["properties"]) == {"id", "name", "email", "age", "score", "nickname"}
+    key = uuid.uuid4()
+    db.insert(Profile(id=key, nickname="a"))
+    stamps = "SELECT score__hlc, nickname__hlc, _pydsqlite_version FROM profiles"
+    first = db.conn.execute(stamps).fetchone()
+    assert first[0] == first[1] == first[2] and first[0].endswith(db.clock.node_id)
+    db.update(Profile, key, score=1.5)
+    second = db.conn.execute(stamps).fetchone()
+    assert second[0] > first[0] and second[1:] == first[1:]
+    db.update(Profile, key, bio="hello")
+    third = db.conn.execute(stamps).fetchone()
+    assert third[:2] == second[:2] and third[2] > second[2]
+    assert "score__hlc" not in db.get(Profile, key).model_dump()
+    assert set(Profile.model_json_schema()["properties"]) == {"id", "score", "nickname", "bio"}
 
 
 def test_the_node_id_is_created_once_and_kept_in_the_database(db_path):
     conn = sqlite3.connect(db_path)
-    sync_models(conn, [Person, Team, Membership])
+    sync_models(conn, [Person, Team, Membership, Profile])
     first = Database(conn).clock.node_id
     conn.close()
     again = Database(db_path)
@@ -225,7 +237,7 @@ def test_wrong_argument_types_are_clear(db):
 def test_database_opens_a_path_and_values_are_never_formatted_into_sql(tmp_path):
     path = tmp_path / "x.db"
     conn = sqlite3.connect(path)
-    sync_models(conn, [Person, Team, Membership])
+    sync_models(conn, [Person, Team, Membership, Profile])
     conn.close()
     evil = "'); DROP TABLE people; --"
     with Database(path) as db:

@@ -426,14 +426,18 @@ def test_lww_on_adds_companion_keeps_data_and_off_removes_it(conn):
         age: Optional[int] = None
 
     plan = sync_models(conn, [WithLWW])
-    assert [op.kind for op in plan.operations] == ["enable_lww"]
-    assert columns(conn, "people")["name__hlc"] == ("TEXT", False, None)
-    assert rows(conn, "SELECT id, name FROM people ORDER BY id") == [(1, "ann"), (2, "bob"), (3, "cy")]
+    assert sorted(op.kind for op in plan.operations) == ["add_column", "add_column", "create_index", "enable_lww"]
+    baseline = "000000000000000:000000000:" + "0" * 36
+    assert columns(conn, "people")["name__hlc"] == ("TEXT", False, f"'{baseline}'")
+    assert rows(conn, "SELECT id, name, name__hlc, _pydsqlite_version FROM people ORDER BY id") == [
+        (1, "ann", baseline, baseline), (2, "bob", baseline, baseline), (3, "cy", baseline, baseline)
+    ]
     assert model_migration_plan(conn, [WithLWW]).is_empty
     conn.execute("UPDATE people SET name__hlc = 'stamp'")
     plan = sync_models(conn, [V1])
-    assert [op.kind for op in plan.operations] == ["disable_lww"]
-    assert "name__hlc" not in columns(conn, "people")
+    assert sorted(op.kind for op in plan.operations) == ["disable_lww", "drop_column", "drop_column", "drop_index"]
+    assert not plan.destructive_operations
+    assert set(columns(conn, "people")) == {"id", "name", "age"}
     assert rows(conn, "SELECT id, name FROM people ORDER BY id") == [(1, "ann"), (2, "bob"), (3, "cy")]
 
 
@@ -447,7 +451,7 @@ def test_renaming_an_lww_column_keeps_its_timestamps(conn):
         text: Annotated[str, LWW(), RenamedFrom("body")]
 
     sync_models(conn, [Before])
-    conn.execute("INSERT INTO notes VALUES (1, 'hello', '000000000000001:000000000:node')")
+    conn.execute("INSERT INTO notes (id, body, body__hlc) VALUES (1, 'hello', '000000000000001:000000000:node')")
     plan = sync_models(conn, [After])
     assert not plan.destructive_operations
     assert rows(conn, "SELECT text, text__hlc FROM notes") == [("hello", "000000000000001:000000000:node")]

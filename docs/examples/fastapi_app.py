@@ -1,7 +1,7 @@
 """A FastAPI app whose request and response schemas share fields with the table model.
 
 Run it with ``uvicorn docs.examples.fastapi_app:app`` (set HEROES_DB to choose the file).
-The table model adds only storage details (key, unique index, LWW); FastAPI sees plain
+The table model adds only storage details (key, unique index); FastAPI sees plain
 Pydantic models, and nothing of the database leaks into the OpenAPI schema.
 """
 
@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 import pydsqlite
-from pydsqlite import LWW, ConstraintError, Database, SyncModel, Unique
+from pydsqlite import ConstraintError, Database, SyncModel, Unique
 
 DATABASE = os.environ.get("HEROES_DB", "heroes.db")
 
@@ -49,11 +49,10 @@ class HeroRead(HeroBase):
 
 
 class Hero(HeroBase, SyncModel, table="heroes"):
-    """The table: the shared fields plus a key assigned by SQLite, a unique index and an LWW column."""
+    """The table: the shared fields plus a key assigned by SQLite and a unique index."""
 
     id: int = pydsqlite.Field(default=None, primary_key=True)
     secret_name: Annotated[str, Unique()]
-    age: Annotated[Optional[int], LWW()] = Field(default=None, ge=0)
 
 
 @asynccontextmanager

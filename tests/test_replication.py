@@ -1,0 +1,338 @@
+"""Replica sync: the clock's properties, the change feed, merges, and convergence of many replicas."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Annotated
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
+
+from pydsqlite import HLC, LWW, ClockError, Database, PrimaryKey, SyncModel, Timestamp, sync_models
+from pydsqlite.hlc import MAX_COUNTER
+from pydsqlite.replication import ChangeSet, SyncError
+
+
+class Note(SyncModel, table="notes"):
+    id: Annotated[str, PrimaryKey()]
+    title: Annotated[str, LWW()] = ""
+    count: Annotated[int, LWW()] = 0
+    body: str = ""
+
+
+class Plain(SyncModel, table="plain"):
+    id: Annotated[int, PrimaryKey()]
+    text: str = ""
+
+
+class FakeClock:
+    """A wall clock the test moves: forwards, backwards, or not at all."""
+
+    def __init__(self, start: int) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def replica(start: int = 1_700_000_000_000, **options) -> Database:
+    conn = sqlite3.connect(":memory:")
+    sync_models(conn, [Note, Plain])
+    return Database(conn, wall_clock=FakeClock(start), **options)
+
+
+# --- the clock ---------------------------------------------------------------------------------
+
+wall_steps = st.lists(st.integers(-5_000, 5_000), min_size=1, max_size=40)
+
+
+@given(steps=wall_steps)
+def test_now_is_strictly_monotonic_under_any_wall_clock(steps):
+    wall = FakeClock(1_000_000)
+    clock = HLC("node-a", wall)
+    last = clock.now()
+    for step in steps:
+        wall.now = max(0, wall.now + step)
+        stamp = clock.now()
+        assert stamp > last and str(stamp) > str(last)
+        assert stamp.millis >= wall.now
+        last = stamp
+
+
+@given(steps=wall_steps, remote_offset=st.integers(-10_000, 59_000), counter=st.integers(0, 1000))
+def test_receive_orders_after_both_the_local_past_and_the_message(steps, remote_offset, counter):
+    wall = FakeClock(1_000_000)
+    clock = HLC("a", wall)
+    for step in steps:
+        wall.now = max(0, wall.now + step)
+        clock.now()
+    before = clock.last
+    message = Timestamp(max(0, wall.now + remote_offset), counter, "b")
+    received = clock.receive(str(message))
+    assert received > message and received > before
+    assert clock.now() > received
+
+
+@given(a=st.tuples(st.integers(0, 10**15 - 1), st.integers(0, MAX_COUNTER), st.sampled_from(["a", "b", "zz", "node-1"])),
+       b=st.tuples(st.integers(0, 10**15 - 1), st.integers(0, MAX_COUNTER), st.sampled_from(["a", "b", "zz", "node-1"])))
+def test_text_order_equals_clock_order_and_round_trips(a, b):
+    first, second = Timestamp(*a), Timestamp(*b)
+    assert (str(first) < str(second)) == (first < second)
+    assert Timestamp.parse(str(first)) == first and len(str(first)) == 15 + 1 + 9 + 1 + 36
+
+
+def test_drift_overflow_and_malformed_timestamps_are_refused_without_changing_the_clock():
+    wall = FakeClock(1_000_000)
+    clock = HLC("a", wall, max_drift_ms=60_000)
+    clock.now()
+    before = clock.last
+    with pytest.raises(ClockError, match="ahead of the local clock"):
+        clock.receive(Timestamp(1_000_000 + 60_001, 0, "b"))
+    assert clock.last == before
+    clock.receive(Timestamp(1_000_000 + 60_000, 0, "b"))
+    with pytest.raises(ClockError, match="malformed"):
+        clock.receive("2024-01-01")
+    with pytest.raises(ClockError, match="invalid node id"):
+        HLC("has spaces")
+    stuck = HLC("c", FakeClock(5))
+    stuck.receive(Timestamp(5, MAX_COUNTER - 1, "d"))
+    with pytest.raises(ClockError, match="overflow"):
+        stuck.now()
+
+
+def test_node_id_is_stored_once_per_database(db_path):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Note, Plain])
+    node = Database(conn).clock.node_id
+    conn.close()
+    assert Database(sqlite3.connect(db_path)).clock.node_id == node
+
+
+# --- feed and merge ------------------------------------------------------------------------------
+
+
+def exchange(*replicas: Database) -> None:
+    for _ in range(2):
+        for source in replicas:
+            for target in replicas:
+                if source is not target:
+                    target.apply_changes(ChangeSet.from_json(source.changes_since().to_json()))
+
+
+def state(db: Database) -> tuple[list, list, list]:
+    rows = db.conn.execute("SELECT id, title, count, body FROM notes ORDER BY id").fetchall()
+    meta = db.conn.execute("SELECT id, title__hlc, count__hlc, _pydsqlite_version FROM notes ORDER BY id").fetchall()
+    tombstones = db.conn.execute("SELECT table_name, key, deleted, state FROM _pydsqlite_tombstones ORDER BY key").fetchall()
+    return rows, meta, tombstones
+
+
+def test_columns_merge_independently_and_the_feed_resumes_from_its_cursor():
+    a, b = replica(), replica(start=1_700_000_000_500)
+    a.insert(Note(id="n", title="t0", count=1, body="b0"))
+    first = a.changes_since()
+    assert [c.key for c in first.changes] == [("n",)] and first.cursor >= 1
+    b.apply_changes(first)
+    a.update(Note, "n", title="from a")
+    b.update(Note, "n", count=7)
+    assert [c.key for c in a.changes_since(first.cursor).changes] == [("n",)]
+    assert a.changes_since(a.changes_since().cursor).changes == ()
+    exchange(a, b)
+    assert a.get(Note, "n") == b.get(Note, "n") == Note(id="n", title="from a", count=7, body="b0")
+    assert state(a) == state(b)
+
+
+def test_deletes_travel_and_a_newer_write_brings_the_row_back():
+    a, b = replica(), replica(start=1_700_000_000_000)
+    a.insert(Note(id="n", title="x"))
+    exchange(a, b)
+    a.delete(Note, "n")
+    b.clock.wall_clock.now += 1_000  # b's update is later than a's delete
+    b.update(Note, "n", title="edited after the delete")
+    exchange(a, b)
+    assert a.get(Note, "n") == b.get(Note, "n") == Note(id="n", title="edited after the delete")
+    a.clock.wall_clock.now += 5_000
+    a.delete(Note, "n")
+    exchange(a, b)
+    assert a.get(Note, "n") is None and b.get(Note, "n") is None and state(a) == state(b)
+    b.insert(Note(id="n", title="reborn"))  # re-insert after delete
+    exchange(a, b)
+    assert a.get(Note, "n") == Note(id="n", title="reborn") and state(a) == state(b)
+
+
+def test_applying_twice_or_in_any_order_gives_the_same_state_and_merges_are_not_local_edits():
+    a, b, c = replica(), replica(start=1_700_000_000_100), replica(start=1_700_000_000_200)
+    a.insert(Note(id="1", title="a"))
+    b.insert(Note(id="1", title="b", count=2))
+    c.insert(Note(id="2", body="c"))
+    sets = [a.changes_since(), b.changes_since(), c.changes_since()]
+    one, two = replica(start=1_700_000_001_000), replica(start=1_700_000_001_000)
+    for changeset in sets + sets:
+        one.apply_changes(changeset)
+    for changeset in reversed(sets):
+        two.apply_changes(changeset)
+    assert state(one)[:2] == state(two)[:2]
+    stamps = one.conn.execute("SELECT title__hlc FROM notes").fetchall()
+    assert all(not stamp.endswith(one.clock.node_id) for (stamp,) in stamps)
+    assert one.clock.last > max(Timestamp.parse(s) for change in sets for ch in change.changes for s in ch.timestamps())
+    relay = one.changes_since()
+    assert {c.key for c in relay.changes} == {("1",), ("2",)}  # merged changes travel on
+
+
+def test_equal_timestamps_break_ties_by_value_everywhere():
+    a, b = replica(), replica()
+    for db, title in ((a, "alpha"), (b, "omega")):
+        db.conn.execute("INSERT INTO notes (id, title) VALUES ('n', ?)", (title,))  # baseline stamps on both
+        db.conn.commit()
+    exchange(a, b)
+    assert a.get(Note, "n").title == b.get(Note, "n").title == "omega"
+
+
+def test_changesets_for_unknown_tables_or_columns_or_bad_values_are_refused_whole():
+    a, b = replica(), replica()
+    a.insert(Note(id="x", title="ok"))
+    good = a.changes_since().changes[0]
+    unknown_table = ChangeSet((good, type(good)("nope", good.key, good.columns, good.version, good.values)), 1, "a")
+    with pytest.raises(SyncError, match="'nope'"):
+        b.apply_changes(unknown_table)
+    extra_column = type(good)("notes", ("y",), {**good.columns, "mood": (good.version, 1)}, good.version, good.values)
+    with pytest.raises(SyncError, match="schema"):
+        b.apply_changes(ChangeSet((good, extra_column), 1, "a"))
+    bad_value = type(good)("notes", ("z",), {**good.columns, "count": (good.version, "many")}, good.version, good.values)
+    with pytest.raises(SyncError, match="does not validate"):
+        b.apply_changes(ChangeSet((good, bad_value), 1, "a"))
+    assert b.count(Note) == 0
+    with pytest.raises(SyncError, match="malformed"):
+        ChangeSet.from_json('{"format": 1}')
+    future = type(good)("notes", ("f",), good.columns, "9" * 15 + ":000000000:" + "0" * 36, good.values)
+    with pytest.raises(ClockError):
+        b.apply_changes(ChangeSet((future,), 1, "a"))
+    assert b.count(Note) == 0
+
+
+def test_json_round_trip_keeps_bytes_infinities_and_keys():
+    a = replica()
+    a.insert(Note(id="n", title="t", count=3, body="b"))
+    a.delete(Note, "n")
+    changeset = a.changes_since()
+    assert ChangeSet.from_json(changeset.to_json()) == changeset
+
+
+def test_turning_lww_on_stamps_a_baseline_and_renames_keep_timestamps():
+    conn = sqlite3.connect(":memory:")
+
+    class Before(SyncModel, table="docs"):
+        id: Annotated[str, PrimaryKey()]
+        text: str = ""
+
+    class After(SyncModel, table="docs"):
+        id: Annotated[str, PrimaryKey()]
+        text: Annotated[str, LWW()] = ""
+
+    sync_models(conn, [Before])
+    conn.execute("INSERT INTO docs VALUES ('d', 'old text')")
+    sync_models(conn, [After])
+    baseline = "000000000000000:000000000:" + "0" * 36
+    assert conn.execute("SELECT text__hlc, _pydsqlite_version FROM docs").fetchone() == (baseline, baseline)
+    db = Database(conn)
+    db.update(After, "d", text="new")
+    assert db.conn.execute("SELECT text__hlc FROM docs").fetchone()[0] > baseline
+
+
+# --- convergence of many replicas --------------------------------------------------------------
+
+KEYS = ["k0", "k1", "k2"]
+titles = st.sampled_from(["", "a", "b"])  # few values, so equal values happen
+
+
+class Replicas(RuleBasedStateMachine):
+    """2-5 replicas with skewed clocks write, delete, re-insert and exchange partial, reordered and
+    duplicated changesets; at the end every replica equals the clock-ordered oracle."""
+
+    changesets = Bundle("changesets")
+
+    @initialize(count=st.integers(2, 5), skews=st.lists(st.integers(-3_000, 3_000), min_size=5, max_size=5))
+    def start(self, count, skews):
+        self.dbs = [replica(start=1_700_000_000_000 + skews[i]) for i in range(count)]
+        self.registers: dict[str, dict[str, tuple[str, object]]] = {}
+        self.deleted: dict[str, str] = {}
+        for number, db in enumerate(self.dbs):  # every run starts with concurrent inserts of one key
+            db.insert(Note(id="k0", title=["a", "b"][number % 2], count=number))
+            self._record(db, "k0", ["title", "count", "group"])
+
+    def _record(self, db: Database, key: str, names: list[str]) -> None:
+        row = db.conn.execute("SELECT title, title__hlc, count, count__hlc, body, _pydsqlite_version FROM notes WHERE id = ?", (key,)).fetchone()
+        current = {"title": (row[1], row[0]), "count": (row[3], row[2]), "group": (row[5], row[4])}
+        registers = self.registers.setdefault(key, {})
+        for name in names:
+            if name not in registers or current[name][0] > registers[name][0]:
+                registers[name] = current[name]
+
+    @rule(r=st.integers(0, 4), key=st.sampled_from(KEYS), title=titles, count=st.integers(0, 2), body=titles)
+    def insert(self, r, key, title, count, body):
+        db = self.dbs[r % len(self.dbs)]
+        if db.get(Note, key) is not None:
+            return
+        db.insert(Note(id=key, title=title, count=count, body=body))
+        self._record(db, key, ["title", "count", "group"])
+
+    @rule(r=st.integers(0, 4), key=st.sampled_from(KEYS), field=st.sampled_from(["title", "count", "body"]), value=st.integers(0, 2))
+    def update(self, r, key, field, value):
+        db = self.dbs[r % len(self.dbs)]
+        current = db.get(Note, key)
+        if current is None:
+            return
+        new = {"title": ["", "a", "b"][value], "count": value, "body": ["", "a", "b"][value]}[field]
+        db.update(Note, key, **{field: new})
+        if getattr(current, field) != new:
+            self._record(db, key, ["group" if field == "body" else field])
+
+    @rule(r=st.integers(0, 4), key=st.sampled_from(KEYS))
+    def delete(self, r, key):
+        db = self.dbs[r % len(self.dbs)]
+        if db.delete(Note, key):
+            stamp = db.conn.execute("SELECT deleted FROM _pydsqlite_tombstones WHERE key = ?", (f'["{key}"]',)).fetchone()[0]
+            self.deleted[key] = max(stamp, self.deleted.get(key, ""))
+
+    @rule(r=st.integers(0, 4), step=st.integers(-2_000, 2_000))
+    def move_clock(self, r, step):
+        self.dbs[r % len(self.dbs)].clock.wall_clock.now += step
+
+    @rule(target=changesets, r=st.integers(0, 4), partial=st.booleans())
+    def read_feed(self, r, partial):
+        db = self.dbs[r % len(self.dbs)]
+        cursor = db.changes_since().cursor // 2 if partial else None
+        return ChangeSet.from_json(db.changes_since(cursor).to_json())
+
+    @rule(changeset=changesets, r=st.integers(0, 4))
+    def deliver(self, changeset, r):
+        self.dbs[r % len(self.dbs)].apply_changes(changeset)
+
+    @invariant()
+    def no_open_transactions(self):
+        for db in getattr(self, "dbs", []):
+            assert not db.conn.in_transaction
+
+    def teardown(self):
+        if not hasattr(self, "dbs"):
+            return
+        exchange(*self.dbs)
+        first = state(self.dbs[0])
+        event(f"{len(first[0])} live rows, {len(first[2])} tombstones, {len(self.dbs)} replicas")
+        for db in self.dbs[1:]:
+            assert state(db) == first
+        expected = []
+        for key, registers in sorted(self.registers.items()):
+            newest = max(stamp for stamp, _ in registers.values())
+            if key in self.deleted and self.deleted[key] >= newest:
+                continue
+            expected.append((key, registers["title"][1], registers["count"][1], registers["group"][1]))
+        assert first[0] == expected
+
+
+TestConvergence = Replicas.TestCase
+TestConvergence.settings = settings(
+    max_examples=settings().max_examples, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
