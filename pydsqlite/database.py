@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from .codecs import encode_param
 from .errors import ConstraintError, RowNotFoundError
 from .hlc import DEFAULT_MAX_DRIFT_MS, HLC, new_node_id
-from .model import registered_models
+from .model import registered_models, table_options
 from .query import Condition
 from .replication import CREATE_TOMBSTONES, ChangeSet, Replica, SyncError, check_change
 from .rowcodec import RowCodec, codec_for
@@ -174,8 +174,11 @@ class Database:
         chosen = registered_models() if models is None else list(models)
         codecs = {}
         for model in chosen:
+            options = table_options(model)
+            if options is None or fold_name(options.table) not in present:
+                continue
             codec = codec_for(model)
-            if codec.synced and fold_name(codec.name) in present:
+            if codec.synced:
                 codecs[fold_name(codec.name)] = codec
         return codecs
 
