@@ -15,7 +15,7 @@ from pydsqlite.hlc import MAX_COUNTER
 from pydsqlite.replication import ChangeSet, SyncError
 
 
-class Note(SyncModel, table="notes"):
+class Note(SyncModel, table="replica_notes"):
     id: Annotated[str, PrimaryKey()]
     title: Annotated[str, LWW()] = ""
     count: Annotated[int, LWW()] = 0
@@ -122,8 +122,8 @@ def exchange(*replicas: Database) -> None:
 
 
 def state(db: Database) -> tuple[list, list, list]:
-    rows = db.conn.execute("SELECT id, title, count, body FROM notes ORDER BY id").fetchall()
-    meta = db.conn.execute("SELECT id, title__hlc, count__hlc, _pydsqlite_version FROM notes ORDER BY id").fetchall()
+    rows = db.conn.execute("SELECT id, title, count, body FROM replica_notes ORDER BY id").fetchall()
+    meta = db.conn.execute("SELECT id, title__hlc, count__hlc, _pydsqlite_version FROM replica_notes ORDER BY id").fetchall()
     tombstones = db.conn.execute("SELECT table_name, key, deleted, state FROM _pydsqlite_tombstones ORDER BY key").fetchall()
     return rows, meta, tombstones
 
@@ -173,7 +173,7 @@ def test_applying_twice_or_in_any_order_gives_the_same_state_and_merges_are_not_
     for changeset in reversed(sets):
         two.apply_changes(changeset)
     assert state(one)[:2] == state(two)[:2]
-    stamps = one.conn.execute("SELECT title__hlc FROM notes").fetchall()
+    stamps = one.conn.execute("SELECT title__hlc FROM replica_notes").fetchall()
     assert all(not stamp.endswith(one.clock.node_id) for (stamp,) in stamps)
     assert one.clock.last > max(Timestamp.parse(s) for change in sets for ch in change.changes for s in ch.timestamps())
     relay = one.changes_since()
@@ -183,7 +183,7 @@ def test_applying_twice_or_in_any_order_gives_the_same_state_and_merges_are_not_
 def test_equal_timestamps_break_ties_by_value_everywhere():
     a, b = replica(), replica()
     for db, title in ((a, "alpha"), (b, "omega")):
-        db.conn.execute("INSERT INTO notes (id, title) VALUES ('n', ?)", (title,))  # baseline stamps on both
+        db.conn.execute("INSERT INTO replica_notes (id, title) VALUES ('n', ?)", (title,))  # baseline stamps on both
         db.conn.commit()
     exchange(a, b)
     assert a.get(Note, "n").title == b.get(Note, "n").title == "omega"
@@ -196,16 +196,16 @@ def test_changesets_for_unknown_tables_or_columns_or_bad_values_are_refused_whol
     unknown_table = ChangeSet((good, type(good)("nope", good.key, good.columns, good.version, good.values)), 1, "a")
     with pytest.raises(SyncError, match="'nope'"):
         b.apply_changes(unknown_table)
-    extra_column = type(good)("notes", ("y",), {**good.columns, "mood": (good.version, 1)}, good.version, good.values)
+    extra_column = type(good)("replica_notes", ("y",), {**good.columns, "mood": (good.version, 1)}, good.version, good.values)
     with pytest.raises(SyncError, match="schema"):
         b.apply_changes(ChangeSet((good, extra_column), 1, "a"))
-    bad_value = type(good)("notes", ("z",), {**good.columns, "count": (good.version, "many")}, good.version, good.values)
+    bad_value = type(good)("replica_notes", ("z",), {**good.columns, "count": (good.version, "many")}, good.version, good.values)
     with pytest.raises(SyncError, match="does not validate"):
         b.apply_changes(ChangeSet((good, bad_value), 1, "a"))
     assert b.count(Note) == 0
     with pytest.raises(SyncError, match="malformed"):
         ChangeSet.from_json('{"format": 1}')
-    future = type(good)("notes", ("f",), good.columns, "9" * 15 + ":000000000:" + "0" * 36, good.values)
+    future = type(good)("replica_notes", ("f",), good.columns, "9" * 15 + ":000000000:" + "0" * 36, good.values)
     with pytest.raises(ClockError):
         b.apply_changes(ChangeSet((future,), 1, "a"))
     assert b.count(Note) == 0
@@ -262,7 +262,7 @@ class Replicas(RuleBasedStateMachine):
             self._record(db, "k0", ["title", "count", "group"])
 
     def _record(self, db: Database, key: str, names: list[str]) -> None:
-        row = db.conn.execute("SELECT title, title__hlc, count, count__hlc, body, _pydsqlite_version FROM notes WHERE id = ?", (key,)).fetchone()
+        row = db.conn.execute("SELECT title, title__hlc, count, count__hlc, body, _pydsqlite_version FROM replica_notes WHERE id = ?", (key,)).fetchone()
         current = {"title": (row[1], row[0]), "count": (row[3], row[2]), "group": (row[5], row[4])}
         registers = self.registers.setdefault(key, {})
         for name in names:
