@@ -54,7 +54,6 @@ class Database:
         self._max_drift_ms = max_drift_ms
         self._clock: HLC | None = None
         self._replica_state: Replica | None = None
-        self._last_seq = 0
 
     def close(self) -> None:
         """Close the connection if this object opened it."""
@@ -120,14 +119,18 @@ class Database:
 
     def _next_seq(self) -> int:
         """This replica's next change sequence number (inside the caller's write transaction)."""
+        return self._allocate_seq(1)
+
+    def _allocate_seq(self, count: int) -> int:
+        """Reserve ``count`` consecutive sequence numbers; returns the first."""
         self.clock  # noqa: B018 - creates the node table on first use
-        self._last_seq = int(self.conn.execute(f"UPDATE {NODE_TABLE} SET seq = seq + 1 WHERE id = 1 RETURNING seq").fetchone()[0])
-        return self._last_seq
+        last = int(self.conn.execute(f"UPDATE {NODE_TABLE} SET seq = seq + ? WHERE id = 1 RETURNING seq", (count,)).fetchone()[0])
+        return last - count + 1
 
     @property
     def _replica(self) -> Replica:
         if self._replica_state is None:
-            self._replica_state = Replica(self.conn, self.clock, self._next_seq)
+            self._replica_state = Replica(self.conn, self.clock, self._allocate_seq)
         return self._replica_state
 
     # --- replica sync -------------------------------------------------------------------------
@@ -213,16 +216,8 @@ class Database:
         codec = codec_for(model)
         with _collector_paused():
             instances = codec.validate_many(items)
-        groups: dict[str, list[list[Any]]] = {}
         with self._writing(codec):
-            for instance in instances:
-                sql, params = self._insert_statement(codec, instance)
-                groups.setdefault(sql, []).append(params)
-            for sql, rows in groups.items():
-                self.conn.executemany(sql, rows)
-            if codec.synced:
-                for instance in instances:
-                    self._replica.after_insert(codec, codec.key_of(instance), self._last_seq)
+            self._insert_rows(codec, instances)
         return len(instances)
 
     def upsert(self, obj: M) -> M:
@@ -328,23 +323,31 @@ class Database:
         except sqlite3.IntegrityError as error:
             raise _constraint_error(codec, error) from error
 
-    def _insert_statement(self, codec: RowCodec, instance: BaseModel) -> tuple[str, list[Any]]:
-        """The INSERT and its values; a synced row gets every timestamp stamped now and the next sequence number."""
-        values = codec.values(instance)
-        auto = codec.auto_key is not None and values[codec.auto_position] is None
-        if auto:
-            del values[codec.auto_position]
+    def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> sqlite3.Cursor:
+        """INSERT validated instances with ``executemany``. Rows of a synced table are one write
+        event: every timestamp of the batch is one ``now()``, each row gets its own sequence number."""
+        stamp, first_seq = (str(self.clock.now()), self._allocate_seq(len(instances))) if codec.synced else ("", 0)
+        stamps = [stamp] * len(codec.lww)
+        groups: dict[str, list[list[Any]]] = {}
+        for position, instance in enumerate(instances):
+            values = codec.values(instance)
+            auto = codec.auto_key is not None and values[codec.auto_position] is None
+            if auto:
+                del values[codec.auto_position]
+            if codec.synced:
+                values.extend(stamps)
+                values.extend((stamp, first_seq + position))
+            groups.setdefault(codec.insert_sql[auto], []).append(values)
+        cursor = None
+        for sql, rows in groups.items():
+            cursor = self.conn.executemany(sql, rows) if len(rows) > 1 else self.conn.execute(sql, rows[0])
         if codec.synced:
-            now = str(self.clock.now())
-            values.extend([now] * len(codec.lww))
-            values.extend([now, self._next_seq()])
-        return codec.insert_sql[auto], values
+            self._replica.revive([codec.key_of(instance) for instance in instances], codec, first_seq)
+        assert cursor is not None
+        return cursor
 
     def _insert_one(self, codec: RowCodec, instance: Any) -> Any:
-        sql, params = self._insert_statement(codec, instance)
-        cursor = self.conn.execute(sql, params)
-        if codec.synced:
-            self._replica.after_insert(codec, codec.key_of(instance), self._last_seq)
+        cursor = self._insert_rows(codec, [instance])
         if codec.auto_key is not None and getattr(instance, codec.auto_key) is None:
             instance = instance.model_copy(update={codec.auto_key: cursor.lastrowid})
         return instance

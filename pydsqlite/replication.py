@@ -21,6 +21,7 @@ import base64
 import json
 import math
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,21 +177,31 @@ def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:
 class Replica:
     """Reads and writes the sync state of one database for ``Database``: its feed and its merges."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: HLC, next_seq) -> None:
+    def __init__(self, conn: sqlite3.Connection, clock: HLC, allocate_seq: Callable[[int], int]) -> None:
         self.conn = conn
         self.clock = clock
-        self.next_seq = next_seq
+        self.allocate_seq = allocate_seq
+        """Reserves n consecutive sequence numbers of this replica and returns the first."""
+
+    def next_seq(self) -> int:
+        return self.allocate_seq(1)
 
     # --- local writes ----------------------------------------------------------------------
 
     def ensure_tables(self) -> None:
         self.conn.execute(CREATE_TOMBSTONES)
 
-    def after_insert(self, codec: RowCodec, key: tuple[Any, ...], seq: int) -> None:
-        """A local insert of a key that was deleted makes it visible again (its registers are all newer)."""
-        self.conn.execute(
+    def revive(self, keys: list[tuple[Any, ...]], codec: RowCodec, first_seq: int) -> None:
+        """Local inserts of deleted keys make them visible again (their registers are all newer than the
+        tombstone): the tombstones keep their time but no longer hold the row."""
+        dead = self.conn.execute(
+            f"SELECT 1 FROM {TOMBSTONES} WHERE table_name = ? AND state IS NOT NULL LIMIT 1", (codec.name,)
+        ).fetchone()
+        if dead is None:
+            return
+        self.conn.executemany(
             f"UPDATE {TOMBSTONES} SET state = NULL, seq = ? WHERE table_name = ? AND key = ? AND state IS NOT NULL",
-            (seq, codec.name, key_text(key)),
+            [(first_seq + position, codec.name, key_text(key)) for position, key in enumerate(keys)],
         )
 
     def delete(self, codec: RowCodec, key: tuple[Any, ...]) -> bool:
