@@ -54,6 +54,15 @@ def run(report: Report, rows: int, quick: bool) -> None:
         conn.commit()
 
     report.add(Measurement(case, "INSERT OR REPLACE of the rows (reference)", median_time(replace_rows, runs, new_target), runs), reference=True)
+
+    def validate_and_replace() -> None:
+        checked = PlainItem.__pydantic_validator__  # the same model validation a merge performs
+        rows_ = [checked.validate_python({"id": k, "label": label, "price": price}) for k, label, price in plain_rows]
+        conn = targets["db"].conn
+        conn.executemany("INSERT OR REPLACE INTO plain_items (id, label, price) VALUES (?, ?, ?)", [(r.id, r.label, r.price) for r in rows_])
+        conn.commit()
+
+    report.add(Measurement(case, "validation + INSERT OR REPLACE", median_time(validate_and_replace, runs, new_target), runs))
     report.add(Measurement(case, "pydsqlite apply_changes", median_time(lambda: targets["db"].apply_changes(changeset, [SyncedItem]), runs, new_target), runs))
 
     case = f"local inserts, {rows:,} rows"

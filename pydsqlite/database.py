@@ -23,7 +23,7 @@ from .errors import ConstraintError, RowNotFoundError
 from .hlc import DEFAULT_MAX_DRIFT_MS, HLC, new_node_id
 from .model import registered_models, table_options
 from .query import Condition
-from .replication import CREATE_TOMBSTONES, ChangeSet, Replica, SyncError, check_change
+from .replication import CREATE_TOMBSTONES, ChangeSet, Replica, RowChange, SyncError, check_change
 from .rowcodec import RowCodec, codec_for
 from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from .sqltext import quote_identifier
@@ -157,13 +157,16 @@ class Database:
         stamps = [stamp for change in changeset.changes for stamp in change.timestamps()]
         if stamps:
             self.clock.receive(max(stamps))
+        by_table: dict[str, list[RowChange]] = {}
+        for change in changeset.changes:
+            by_table.setdefault(fold_name(change.table), []).append(change)
         changed = 0
         with self.transaction():
-            for change in changeset.changes:
+            for table, changes in by_table.items():
                 try:
-                    changed += self._replica.apply(codecs[fold_name(change.table)], change)
+                    changed += self._replica.apply_many(codecs[table], changes)
                 except sqlite3.IntegrityError as error:
-                    raise SyncError(f"merging a row of table {change.table!r} with key {change.key!r} violates a constraint: {error}") from error
+                    raise SyncError(f"merging rows of table {changes[0].table!r} violates a constraint: {error}") from error
         return changed
 
     def _synced_codecs(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:

@@ -62,6 +62,12 @@ class Timestamp:
         return cls(int(match.group(1)), int(match.group(2)), match.group(3))
 
 
+def check_text(text: object) -> None:
+    """Refuse anything but the exact fixed-width timestamp text (cheaper than ``Timestamp.parse``)."""
+    if not isinstance(text, str) or _TEXT.fullmatch(text) is None:
+        raise ClockError(f"malformed HLC timestamp {text!r}: expected 15 digits:9 digits:36-character node id")
+
+
 def normalize_node_id(node: str) -> str:
     """Node ids are 1–36 characters of letters, digits, ``-`` and ``_``, stored left-padded to 36."""
     if not isinstance(node, str) or not _NODE.fullmatch(node):

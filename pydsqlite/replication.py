@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import PydsqliteError
-from .hlc import HLC, Timestamp
+from .hlc import HLC, check_text
 from .rowcodec import RowCodec
 from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN
 from .sqltext import quote_identifier
@@ -156,7 +156,9 @@ def _order(value: Any) -> str:
 
 def _newer(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
     """Whether register ``a`` beats register ``b``: later timestamp, then the larger value."""
-    return (a[0], _order(a[1])) > (b[0], _order(b[1]))
+    if a[0] != b[0]:
+        return a[0] > b[0]
+    return _order(a[1]) > _order(b[1])
 
 
 def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:
@@ -249,63 +251,113 @@ class Replica:
 
     # --- merging ---------------------------------------------------------------------------
 
-    def apply(self, codec: RowCodec, remote: RowChange) -> bool:
-        """Merge one remote state into this replica; returns whether anything changed."""
-        live = self.read_row(codec, remote.key)
-        tombstone = self.read_tombstone(codec, remote.key)
-        local = live
-        if live is not None and tombstone is not None:
-            local = _with_deleted(live, tombstone[0])
-        elif live is None and tombstone is not None:
-            local = tombstone[1] if tombstone[1] is not None else None
-            if local is not None:
-                local = _with_deleted(local, tombstone[0])
-        merged = merge_states(local, remote)
-        if local is not None and merged == local:
-            return False
-        seq = self.next_seq()
-        if merged.alive:
-            self._write_row(codec, merged, seq, exists=live is not None)
-            if merged.deleted is not None:
-                self._write_tombstone(merged, seq, keep_state=False)
-        else:
-            if live is not None:
-                self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", merged.key)
-            self._write_tombstone(merged, seq)
-        return True
+    def apply_many(self, codec: RowCodec, remotes: list[RowChange]) -> int:
+        """Merge remote states of one table in bulk: read the local states, join, validate the
+        visible rows in one call, write with ``executemany``. Returns how many keys changed."""
+        incoming: dict[str, RowChange] = {}
+        for remote in remotes:
+            text = key_text(remote.key)
+            incoming[text] = merge_states(incoming.get(text), remote)
+        live = self._read_rows(codec, [change.key for change in incoming.values()])
+        tombstones = self._read_tombstones(codec)
+        alive: list[RowChange] = []
+        dead: list[RowChange] = []
+        for text, remote in incoming.items():
+            local = _local_state(live.get(text), tombstones.get(text), codec, remote.key)
+            merged = merge_states(local, remote)
+            if local is not None and merged == local:
+                continue
+            (alive if merged.alive else dead).append(merged)
+        if not alive and not dead:
+            return 0
+        first = self.allocate_seq(len(alive) + len(dead))
+        self._write_rows(codec, alive, first)
+        gone = [change.key for change in dead if key_text(change.key) in live]
+        if gone:
+            self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", gone)
+        marks = [(change, first + n, False) for n, change in enumerate(alive) if change.deleted is not None]
+        marks += [(change, first + len(alive) + n, True) for n, change in enumerate(dead)]
+        self._write_tombstones(marks)
+        return len(alive) + len(dead)
 
-    def _write_row(self, codec: RowCodec, state: RowChange, seq: int, *, exists: bool) -> None:
-        data = dict(zip(codec.key, state.key, strict=True))
-        data.update({name: value for name, (_, value) in state.columns.items()})
-        data.update(state.values)
+    def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]]) -> dict[str, RowChange]:
+        """Local states of the rows with these keys (chunked ``IN (VALUES …)`` lookups)."""
+        found: dict[str, RowChange] = {}
+        columns = ", ".join(quote_identifier(name) for name in codec.key)
+        width = len(codec.key)
+        chunk = max(1, 900 // width)
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
+            params = [value for key in part for value in key]
+            for row in self.conn.execute(f"{_state_select(codec)} WHERE ({columns}) IN (VALUES {values})", params):
+                state = _row_state(codec, row, None)
+                found[key_text(state.key)] = state
+        return found
+
+    def _read_tombstones(self, codec: RowCodec) -> dict[str, tuple[str, str | None]]:
+        rows = self.conn.execute(f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ?", (codec.name,))
+        return {key: (deleted, state) for key, deleted, state in rows}
+
+    def _write_rows(self, codec: RowCodec, states: list[RowChange], first_seq: int) -> None:
+        """Validate the visible merged rows through the model, then upsert them."""
+        if not states:
+            return
+        data = []
+        for state in states:
+            row = dict(zip(codec.key, state.key, strict=True))
+            row.update({name: value for name, (_, value) in state.columns.items()})
+            row.update(state.values)
+            data.append(codec.decode_values(row))
         try:
-            instance = codec.validate(codec.decode_values(data))
-        except (ValidationError, ValueError, TypeError) as error:
-            raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} does not validate: {error}") from None
-        values = dict(zip(codec.fields, codec.values(instance), strict=True))
-        for name, (stamp, _) in state.columns.items():
-            values[name + LWW_SUFFIX] = stamp
-        values[VERSION_COLUMN] = state.version
-        values[SEQ_COLUMN] = seq
-        names = list(values)
-        if exists:
-            assignments = ", ".join(f"{quote_identifier(n)} = ?" for n in names if n not in codec.key)
-            params = [values[n] for n in names if n not in codec.key] + list(state.key)
-            self.conn.execute(f"UPDATE {codec.quoted_table} SET {assignments} WHERE {codec.key_where()}", params)
-        else:
-            columns = ", ".join(quote_identifier(n) for n in names)
-            self.conn.execute(
-                f"INSERT INTO {codec.quoted_table} ({columns}) VALUES ({', '.join('?' * len(names))})", [values[n] for n in names]
+            instances = codec.validate_many(data)
+        except ValidationError as error:
+            position = error.errors()[0]["loc"][0]
+            key = states[position].key if isinstance(position, int) else "?"
+            raise SyncError(f"a merged row of table {codec.name!r} with key {key!r} does not validate: {error}") from None
+        except (ValueError, TypeError) as error:
+            raise SyncError(f"a merged row of table {codec.name!r} does not validate: {error}") from None
+        names = [*codec.fields, *(name + LWW_SUFFIX for name in codec.lww), VERSION_COLUMN, SEQ_COLUMN]
+        rows = []
+        for position, (state, instance) in enumerate(zip(states, instances, strict=True)):
+            rows.append(
+                [*codec.values(instance), *(state.columns[name][0] for name in codec.lww), state.version, first_seq + position]
             )
+        updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
+        self.conn.executemany(
+            f"INSERT INTO {codec.quoted_table} ({', '.join(quote_identifier(n) for n in names)}) "
+            f"VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT ({', '.join(quote_identifier(n) for n in codec.key)}) DO UPDATE SET {updates}",
+            rows,
+        )
 
     def _write_tombstone(self, change: RowChange, seq: int, *, keep_state: bool = True) -> None:
-        """Record the tombstone time of a key; a dead row's registers go with it, a live row's stay in the table."""
-        assert change.deleted is not None
+        self._write_tombstones([(change, seq, keep_state)])
+
+    def _write_tombstones(self, marks: list[tuple[RowChange, int, bool]]) -> None:
+        """Record tombstone times; a dead row's registers go with it, a visible row's stay in its table."""
+        if not marks:
+            return
         self.ensure_tables()
-        self.conn.execute(
+        self.conn.executemany(
             f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq) VALUES (?, ?, ?, ?, ?)",
-            (change.table, key_text(change.key), change.deleted, _state_to_json(change) if keep_state else None, seq),
+            [
+                (change.table, key_text(change.key), change.deleted, _state_to_json(change) if keep else None, seq)
+                for change, seq, keep in marks
+            ],
         )
+
+
+def _local_state(
+    live: RowChange | None, tombstone: tuple[str, str | None] | None, codec: RowCodec, key: tuple[Any, ...]
+) -> RowChange | None:
+    """A key's local state: the visible row or the dead row's registers, with its tombstone time."""
+    if tombstone is None:
+        return live
+    deleted, state = tombstone
+    if live is not None:
+        return _with_deleted(live, deleted)
+    return _state_from_json(codec, key, state, deleted) if state is not None else None
 
 
 def _state_select(codec: RowCodec) -> str:
@@ -370,4 +422,4 @@ def check_change(codec: RowCodec | None, change: RowChange, table: str) -> None:
             f"replica's schema has {sorted(codec.lww) + sorted(codec.group)}; sync both replicas' schemas first"
         )
     for stamp in change.timestamps():
-        Timestamp.parse(stamp)
+        check_text(stamp)
