@@ -153,7 +153,7 @@ class Database:
         """
         codecs = self._synced_codecs(models)
         for change in changeset.changes:
-            check_change(codecs.get(fold_name(change.table)), change, change.table)
+            check_change(codecs.get(fold_name(change.table)), change)
         stamps = [stamp for change in changeset.changes for stamp in change.timestamps()]
         if stamps:
             self.clock.receive(max(stamps))

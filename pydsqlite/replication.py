@@ -22,7 +22,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -81,7 +81,6 @@ class ChangeSet:
     changes: tuple[RowChange, ...] = ()
     cursor: int = 0
     node: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -221,15 +220,6 @@ class Replica:
     def read_row(self, codec: RowCodec, key: tuple[Any, ...]) -> RowChange | None:
         row = self.conn.execute(f"{_state_select(codec)} WHERE {codec.key_where()}", key).fetchone()
         return None if row is None else _row_state(codec, row, None)
-
-    def read_tombstone(self, codec: RowCodec, key: tuple[Any, ...]) -> tuple[str, RowChange | None] | None:
-        row = self.conn.execute(
-            f"SELECT deleted, state FROM {TOMBSTONES} WHERE table_name = ? AND key = ?", (codec.name, key_text(key))
-        ).fetchone()
-        if row is None:
-            return None
-        deleted, state = row
-        return deleted, (_state_from_json(codec, key, state, deleted) if state is not None else None)
 
     def changes_since(self, codecs: list[RowCodec], cursor: int | None) -> list[RowChange]:
         after = -1 if cursor is None else cursor
@@ -410,10 +400,12 @@ def _state_from_json(codec: RowCodec, key: tuple[Any, ...], text: str, deleted: 
     )
 
 
-def check_change(codec: RowCodec | None, change: RowChange, table: str) -> None:
+def check_change(codec: RowCodec | None, change: RowChange) -> None:
     """Refuse a change this replica cannot hold, before anything is written."""
     if codec is None:
-        raise SyncError(f"changeset names table {table!r}, which is not a synced table here (no table model with LWW columns)")
+        raise SyncError(
+            f"changeset names table {change.table!r}, which is not a synced table here (no table model with LWW columns)"
+        )
     if len(change.key) != len(codec.key):
         raise SyncError(f"changeset key {change.key!r} does not fit the key {codec.key} of table {codec.name!r}")
     if set(change.columns) != set(codec.lww) or set(change.values) != set(codec.group):
