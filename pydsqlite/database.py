@@ -97,25 +97,31 @@ class Database:
     def clock(self) -> HLC:
         """This replica's hybrid logical clock; its node id is created once and stored in the database."""
         if self._clock is None:
-            self._clock = HLC(self._node_id(), self._wall_clock, max_drift_ms=self._max_drift_ms)
+            node, last = self._node_state()
+            clock = HLC(node, self._wall_clock, max_drift_ms=self._max_drift_ms)
+            if last:
+                clock.restore(last)  # never stamp below what this replica already wrote, even if the wall clock went back
+            self._clock = clock
         return self._clock
 
-    def _node_id(self) -> str:
+    def _node_state(self) -> tuple[str, str | None]:
+        """This database's node id and last clock reading, created on first use."""
+        query = f"SELECT node_id, clock FROM {NODE_TABLE} WHERE id = 1"
         try:
-            row = self.conn.execute(f"SELECT node_id FROM {NODE_TABLE} WHERE id = 1").fetchone()
+            row = self.conn.execute(query).fetchone()
         except sqlite3.OperationalError:
             row = None
         if row is not None:
-            return row[0]
-        node = new_node_id()
+            return row[0], row[1]
         with self.transaction():
             self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {NODE_TABLE} "
-                "(id INTEGER PRIMARY KEY CHECK (id = 1), node_id TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0)"
+                f"CREATE TABLE IF NOT EXISTS {NODE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), node_id TEXT NOT NULL, "
+                "seq INTEGER NOT NULL DEFAULT 0, clock TEXT)"
             )
-            self.conn.execute(f"INSERT OR IGNORE INTO {NODE_TABLE} (id, node_id) VALUES (1, ?)", (node,))
+            self.conn.execute(f"INSERT OR IGNORE INTO {NODE_TABLE} (id, node_id) VALUES (1, ?)", (new_node_id(),))
             self.conn.execute(CREATE_TOMBSTONES)
-        return self.conn.execute(f"SELECT node_id FROM {NODE_TABLE} WHERE id = 1").fetchone()[0]
+        row = self.conn.execute(query).fetchone()
+        return row[0], row[1]
 
     def _next_seq(self) -> int:
         """This replica's next change sequence number (inside the caller's write transaction)."""
@@ -123,9 +129,11 @@ class Database:
 
     def _allocate_seq(self, count: int) -> int:
         """Reserve ``count`` consecutive sequence numbers; returns the first."""
-        self.clock  # noqa: B018 - creates the node table on first use
-        last = int(self.conn.execute(f"UPDATE {NODE_TABLE} SET seq = seq + ? WHERE id = 1 RETURNING seq", (count,)).fetchone()[0])
-        return last - count + 1
+        clock = self.clock
+        last = self.conn.execute(
+            f"UPDATE {NODE_TABLE} SET seq = seq + ?, clock = ? WHERE id = 1 RETURNING seq", (count, str(clock.last))
+        ).fetchone()[0]
+        return int(last) - count + 1
 
     @property
     def _replica(self) -> Replica:

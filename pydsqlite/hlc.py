@@ -111,6 +111,13 @@ class HLC:
         """The latest reading this clock gave or received."""
         return Timestamp(self._millis, self._counter, self.node_id)
 
+    def restore(self, last: Timestamp | str) -> None:
+        """Resume after a restart from this node's own last reading (trusted: no drift check)."""
+        stamp = Timestamp.parse(last) if isinstance(last, str) else last
+        with self._lock:
+            if (stamp.millis, stamp.counter) > (self._millis, self._counter):
+                self._millis, self._counter = stamp.millis, stamp.counter
+
     def now(self) -> Timestamp:
         """Send/local event: ``l = max(l, pt)``; the counter resets when ``l`` moved, else increments."""
         with self._lock:

@@ -336,3 +336,38 @@ TestConvergence.settings = settings(
     max_examples=settings().max_examples, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+def test_a_restarted_replica_never_stamps_below_its_own_past(db_path):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Note, Plain])
+    db = Database(conn, wall_clock=FakeClock(1_700_000_100_000))
+    db.insert(Note(id="n", title="before restart"))
+    stamp = conn.execute("SELECT title__hlc FROM replica_notes").fetchone()[0]
+    conn.close()
+    restarted = Database(sqlite3.connect(db_path), wall_clock=FakeClock(1_700_000_000_000))  # the wall clock went back
+    restarted.update(Note, "n", title="after restart")
+    assert restarted.conn.execute("SELECT title__hlc FROM replica_notes").fetchone()[0] > stamp
+
+
+def test_a_rebuild_keeps_timestamps_versions_and_tombstones():
+    conn = sqlite3.connect(":memory:")
+
+    class Doc(SyncModel, table="rebuilt_docs"):
+        id: Annotated[str, PrimaryKey()]
+        title: Annotated[str, LWW()] = ""
+        size: int = 0
+
+    class DocV2(SyncModel, table="rebuilt_docs"):
+        id: Annotated[str, PrimaryKey()]
+        title: Annotated[str, LWW()] = ""
+        size: str = "0"  # a type change: the table is rebuilt
+
+    sync_models(conn, [Doc])
+    db = Database(conn)
+    db.insert_many([Doc(id="a", title="x", size=1), Doc(id="b")])
+    db.delete(Doc, "b")
+    hidden = "SELECT id, title__hlc, _pydsqlite_version, _pydsqlite_seq FROM rebuilt_docs"
+    before = (conn.execute(hidden).fetchall(), conn.execute("SELECT * FROM _pydsqlite_tombstones").fetchall())
+    assert sync_models(conn, [DocV2]).rebuilt_tables == ("rebuilt_docs",)
+    assert (conn.execute(hidden).fetchall(), conn.execute("SELECT * FROM _pydsqlite_tombstones").fetchall()) == before
