@@ -8,7 +8,6 @@ unless it is inside ``db.transaction()`` (nested use gives savepoints).
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import re
 import sqlite3
@@ -27,8 +26,6 @@ from .replication import CREATE_TOMBSTONES, ChangeSet, Replica, RowChange, SyncE
 from .rowcodec import RowCodec, codec_for
 from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from .sqltext import quote_identifier
-
-logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
