@@ -19,17 +19,16 @@ from pydantic import BaseModel
 
 from .codecs import encode_param
 from .errors import ConstraintError, RowNotFoundError
-from .hlc import DEFAULT_MAX_DRIFT_MS, HLC, new_node_id
-from .model import registered_models, table_options
+from .hlc import DEFAULT_MAX_DRIFT_MS, HLC
+from .node import Node
 from .query import Condition
-from .replication import CREATE_TOMBSTONES, ChangeSet, Replica, RowChange, SyncError, check_change
+from .replication import ChangeSet, Replica
 from .rowcodec import RowCodec, codec_for
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
+from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN
 from .sqltext import quote_identifier
 
 M = TypeVar("M", bound=BaseModel)
 
-NODE_TABLE = "_pydsqlite_node"
 _BATCH = 512
 """Rows fetched and validated per call while streaming: bounded memory, few validator calls."""
 
@@ -47,10 +46,8 @@ class Database:
         self._owns = not isinstance(conn, sqlite3.Connection)
         self.conn = conn if isinstance(conn, sqlite3.Connection) else sqlite3.connect(os.fspath(conn))
         self._depth = 0
-        self._wall_clock = wall_clock
-        self._max_drift_ms = max_drift_ms
-        self._clock: HLC | None = None
-        self._replica_state: Replica | None = None
+        self._node = Node(self.conn, wall_clock, max_drift_ms, self.transaction)
+        self._replica = Replica(self.conn, self._node)
 
     def close(self) -> None:
         """Close the connection if this object opened it."""
@@ -93,62 +90,17 @@ class Database:
     @property
     def clock(self) -> HLC:
         """This replica's hybrid logical clock; its node id is created once and stored in the database."""
-        if self._clock is None:
-            node, last = self._node_state()
-            clock = HLC(node, self._wall_clock, max_drift_ms=self._max_drift_ms)
-            if last:
-                clock.restore(last)  # never stamp below what this replica already wrote, even if the wall clock went back
-            self._clock = clock
-        return self._clock
-
-    def _node_state(self) -> tuple[str, str | None]:
-        """This database's node id and last clock reading, created on first use."""
-        query = f"SELECT node_id, clock FROM {NODE_TABLE} WHERE id = 1"
-        try:
-            row = self.conn.execute(query).fetchone()
-        except sqlite3.OperationalError:
-            row = None
-        if row is not None:
-            return row[0], row[1]
-        with self.transaction():
-            self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {NODE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), node_id TEXT NOT NULL, "
-                "seq INTEGER NOT NULL DEFAULT 0, clock TEXT)"
-            )
-            self.conn.execute(f"INSERT OR IGNORE INTO {NODE_TABLE} (id, node_id) VALUES (1, ?)", (new_node_id(),))
-            self.conn.execute(CREATE_TOMBSTONES)
-        row = self.conn.execute(query).fetchone()
-        return row[0], row[1]
+        return self._node.clock
 
     def _next_seq(self) -> int:
-        """This replica's next change sequence number (inside the caller's write transaction)."""
-        return self._allocate_seq(1)
-
-    def _allocate_seq(self, count: int) -> int:
-        """Reserve ``count`` consecutive sequence numbers; returns the first."""
-        clock = self.clock
-        last = self.conn.execute(
-            f"UPDATE {NODE_TABLE} SET seq = seq + ?, clock = ? WHERE id = 1 RETURNING seq", (count, str(clock.last))
-        ).fetchone()[0]
-        return int(last) - count + 1
-
-    @property
-    def _replica(self) -> Replica:
-        if self._replica_state is None:
-            self._replica_state = Replica(self.conn, self.clock, self._allocate_seq)
-        return self._replica_state
+        return self._node.allocate_seq(1)
 
     # --- replica sync -------------------------------------------------------------------------
 
     def changes_since(self, cursor: int | None = None, models: Iterable[type[BaseModel]] | None = None) -> ChangeSet:
         """Every change this replica knows (its own writes and merged ones) after ``cursor``
         (None: everything), as whole row states of its synced tables plus tombstones."""
-        codecs = self._synced_codecs(models)
-        self.clock  # noqa: B018 - creates the node and tombstone tables before the read-only snapshot
-        with self._read_snapshot():
-            cursor_now = int(self.conn.execute(f"SELECT seq FROM {NODE_TABLE} WHERE id = 1").fetchone()[0])
-            changes = self._replica.changes_since(list(codecs.values()), cursor)
-        return ChangeSet(tuple(changes), cursor_now, self.clock.node_id)
+        return self._replica.feed(cursor, models)
 
     def apply_changes(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None = None) -> int:
         """Merge a changeset from another replica in one transaction; returns how many rows changed.
@@ -156,54 +108,7 @@ class Database:
         Everything is checked first (tables, columns, timestamps, clock drift): a changeset
         this replica cannot hold is refused whole with ``SyncError`` (or ``ClockError``).
         """
-        codecs = self._synced_codecs(models)
-        for change in changeset.changes:
-            check_change(codecs.get(fold_name(change.table)), change)
-        stamps = [stamp for change in changeset.changes for stamp in change.timestamps()]
-        if stamps:
-            self.clock.receive(max(stamps))
-        by_table: dict[str, list[RowChange]] = {}
-        for change in changeset.changes:
-            by_table.setdefault(fold_name(change.table), []).append(change)
-        changed = 0
-        with self.transaction():
-            for table, changes in by_table.items():
-                try:
-                    changed += self._replica.apply_many(codecs[table], changes)
-                except sqlite3.IntegrityError as error:
-                    raise SyncError(f"merging rows of table {changes[0].table!r} violates a constraint: {error}") from error
-        return changed
-
-    def _synced_codecs(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
-        """Codecs of the synced tables (models with LWW columns) that exist in this database."""
-        present = {
-            fold_name(name)
-            for (name,) in self.conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE ?", (f"%{SEQ_COLUMN}%",)
-            )
-        }
-        chosen = registered_models() if models is None else list(models)
-        codecs = {}
-        for model in chosen:
-            options = table_options(model)
-            if options is None or fold_name(options.table) not in present:
-                continue
-            codec = codec_for(model)
-            if codec.synced:
-                codecs[fold_name(codec.name)] = codec
-        return codecs
-
-    @contextmanager
-    def _read_snapshot(self) -> Iterator[None]:
-        if self.conn.in_transaction:
-            yield
-            return
-        self.conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+        return self._replica.merge(changeset, models, self.transaction)
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -334,7 +239,7 @@ class Database:
     def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> sqlite3.Cursor:
         """INSERT validated instances with ``executemany``. Rows of a synced table are one write
         event: every timestamp of the batch is one ``now()``, each row gets its own sequence number."""
-        stamp, first_seq = (str(self.clock.now()), self._allocate_seq(len(instances))) if codec.synced else ("", 0)
+        stamp, first_seq = (str(self.clock.now()), self._node.allocate_seq(len(instances))) if codec.synced else ("", 0)
         stamps = [stamp] * len(codec.lww)
         groups: dict[str, list[list[Any]]] = {}
         for position, instance in enumerate(instances):

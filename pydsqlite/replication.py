@@ -21,24 +21,20 @@ import base64
 import json
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .errors import PydsqliteError
 from .hlc import HLC, check_text
-from .rowcodec import RowCodec
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN
+from .model import registered_models, table_options
+from .node import CREATE_TOMBSTONES, TOMBSTONES, Node
+from .rowcodec import RowCodec, codec_for
+from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from .sqltext import quote_identifier
-
-TOMBSTONES = "_pydsqlite_tombstones"
-CREATE_TOMBSTONES = (
-    f"CREATE TABLE IF NOT EXISTS {TOMBSTONES} ("
-    "table_name TEXT NOT NULL, key TEXT NOT NULL, deleted TEXT NOT NULL, state TEXT, seq INTEGER NOT NULL, "
-    "PRIMARY KEY (table_name, key)) WITHOUT ROWID"
-)
 
 
 class SyncError(PydsqliteError):
@@ -178,14 +174,81 @@ def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:
 class Replica:
     """Reads and writes the sync state of one database for ``Database``: its feed and its merges."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: HLC, allocate_seq: Callable[[int], int]) -> None:
+    def __init__(self, conn: sqlite3.Connection, node: Node) -> None:
         self.conn = conn
-        self.clock = clock
-        self.allocate_seq = allocate_seq
-        """Reserves n consecutive sequence numbers of this replica and returns the first."""
+        self.node = node
+
+    @property
+    def clock(self) -> HLC:
+        return self.node.clock
+
+    def allocate_seq(self, count: int) -> int:
+        return self.node.allocate_seq(count)
 
     def next_seq(self) -> int:
-        return self.allocate_seq(1)
+        return self.node.allocate_seq(1)
+
+    # --- the public feed and merge -------------------------------------------------------------
+
+    def feed(self, cursor: int | None, models: Iterable[type[BaseModel]] | None) -> ChangeSet:
+        """The changes after ``cursor``, read in one snapshot."""
+        codecs = self.synced_codecs(models)
+        self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
+        with self._read_snapshot():
+            cursor_now = self.node.current_seq()
+            changes = self.changes_since(list(codecs.values()), cursor)
+        return ChangeSet(tuple(changes), cursor_now, self.clock.node_id)
+
+    def merge(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None, transaction: Callable) -> int:
+        """Check the whole changeset, advance the clock past it, then merge it table by table in one transaction."""
+        codecs = self.synced_codecs(models)
+        for change in changeset.changes:
+            check_change(codecs.get(fold_name(change.table)), change)
+        stamps = [stamp for change in changeset.changes for stamp in change.timestamps()]
+        if stamps:
+            self.clock.receive(max(stamps))
+        by_table: dict[str, list[RowChange]] = {}
+        for change in changeset.changes:
+            by_table.setdefault(fold_name(change.table), []).append(change)
+        changed = 0
+        with transaction():
+            for table, changes in by_table.items():
+                try:
+                    changed += self.apply_many(codecs[table], changes)
+                except sqlite3.IntegrityError as error:
+                    raise SyncError(f"merging rows of table {changes[0].table!r} violates a constraint: {error}") from error
+        return changed
+
+    def synced_codecs(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
+        """Codecs of the synced tables (models with LWW columns) that exist in this database."""
+        present = {
+            fold_name(name)
+            for (name,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE ?", (f"%{SEQ_COLUMN}%",)
+            )
+        }
+        chosen = registered_models() if models is None else list(models)
+        codecs = {}
+        for model in chosen:
+            options = table_options(model)
+            if options is None or fold_name(options.table) not in present:
+                continue
+            codec = codec_for(model)
+            if codec.synced:
+                codecs[fold_name(codec.name)] = codec
+        return codecs
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
 
     # --- local writes ----------------------------------------------------------------------
 
