@@ -371,3 +371,16 @@ def test_a_rebuild_keeps_timestamps_versions_and_tombstones():
     before = (conn.execute(hidden).fetchall(), conn.execute("SELECT * FROM _pydsqlite_tombstones").fetchall())
     assert sync_models(conn, [DocV2]).rebuilt_tables == ("rebuilt_docs",)
     assert (conn.execute(hidden).fetchall(), conn.execute("SELECT * FROM _pydsqlite_tombstones").fetchall()) == before
+
+
+def test_upsert_and_delete_on_synced_tables_keep_the_rules():
+    db = replica()
+    db.upsert(Note(id="u", title="one"))
+    first = db.conn.execute("SELECT title__hlc, count__hlc FROM replica_notes").fetchone()
+    db.upsert(Note(id="u", title="one", count=5))
+    second = db.conn.execute("SELECT title__hlc, count__hlc FROM replica_notes").fetchone()
+    assert second[0] == first[0] and second[1] > first[1]
+    assert db.delete(Note, "missing") is False
+    assert db.delete(Note, "u") is True and db.get(Note, "u") is None
+    (change,) = db.changes_since().changes
+    assert change.key == ("u",) and change.deleted is not None and not change.alive
