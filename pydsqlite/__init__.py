@@ -13,8 +13,8 @@ from .errors import (
 from .hlc import HLC, ClockError, Timestamp
 from .markers import LWW, Collate, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, Unique
 from .metadata import AppliedMigration
+from .migration import MigrationPlan, Operation
 from .model import SyncModel
-from .plan import MigrationPlan, Operation
 from .query import Condition, col
 from .replication import ChangeSet, RowChange, SyncError
 from .schema import Schema

@@ -22,8 +22,8 @@ from pydantic import BaseModel
 
 from .errors import PydsqliteError
 from .introspect import introspect
+from .migration import MigrationPlan
 from .model import registered_models, table_options
-from .plan import MigrationPlan
 from .schema import Schema
 from .sql_source import schema_from_database, schema_from_sql
 from .sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema

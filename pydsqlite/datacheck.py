@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 
-from .plan import DataCheck, MigrationPlan, Operation
+from .migration import DataCheck, MigrationPlan, Operation
 
 
 def check_plan_against_data(conn: sqlite3.Connection, plan: MigrationPlan) -> MigrationPlan:

@@ -15,8 +15,7 @@ from contextlib import contextmanager
 
 from .errors import MigrationError
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
-from .migration import RowCopy
-from .plan import MigrationPlan
+from .migration import MigrationPlan, RowCopy
 from .rebuild import PROGRESS_FUNCTION
 from .schema import Schema
 from .sqltext import quote_identifier

@@ -46,8 +46,6 @@ from .sqltext import (
     render_rename_table,
 )
 
-__all__ = ["DataCheck", "MigrationPlan", "Operation", "build_plan"]
-
 
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     """Order the changes: renames, creates, per-table alterations or rebuilds, then drops."""

@@ -18,7 +18,8 @@ from .errors import DestructiveChangeError, MigrationError, PydsqliteError
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
-from .plan import MigrationPlan, build_plan
+from .migration import MigrationPlan
+from .plan import build_plan
 from .schema import Schema
 
 Connectable = sqlite3.Connection | str | os.PathLike
