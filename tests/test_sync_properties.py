@@ -154,6 +154,10 @@ def cast(conn: sqlite3.Connection, value: Any, sql_type: str) -> Any:
     return conn.execute(f"SELECT CAST(? AS {sql_type})", (value,)).fetchone()[0]
 
 
+def row_strategy(columns: tuple[ColumnSpec, ...]) -> st.SearchStrategy:
+    return st.tuples(*[values_of(c.kind) if not c.nullable else st.one_of(st.none(), values_of(c.kind)) for c in columns])
+
+
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -167,15 +171,7 @@ def test_random_edits_keep_every_surviving_cell(data, tmp_path_factory):
     conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")  # lossy casts may leave invalid UTF-8
     try:
         sync_models(conn, [model_of(before_spec)])
-        row_values = data.draw(
-            st.lists(
-                st.tuples(*[
-                    values_of(c.kind) if not c.nullable else st.one_of(st.none(), values_of(c.kind))
-                    for c in before_spec.columns
-                ]),
-                max_size=6,
-            )
-        )
+        row_values = data.draw(st.lists(row_strategy(before_spec.columns), max_size=6))
         names = ", ".join(["id", *(quote(c.name) for c in before_spec.columns)])
         marks = ", ".join("?" * (len(before_spec.columns) + 1))
         conn.executemany(
@@ -290,10 +286,6 @@ def insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[ColumnSpec,
         f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
         [(i, *(column[i] for column in extra.values()), *(encode(c.kind, v) for c, v in zip(columns, row))) for i, row in enumerate(values)],
     )
-
-
-def row_strategy(columns: tuple[ColumnSpec, ...]) -> st.SearchStrategy:
-    return st.tuples(*[values_of(c.kind) if not c.nullable else st.one_of(st.none(), values_of(c.kind)) for c in columns])
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
