@@ -174,8 +174,7 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
         indexes.append(_index(options.table, marker.columns, marker.unique, marker.name))
     if options.without_rowid and not primary_key:
         raise SchemaDefinitionError(qualname, None, "without_rowid=True needs a primary key")
-    if any(column.lww for column in columns):
-        _check_synced_key(model, fields, primary_key)
+    if primary_key and any(column.lww for column in columns):  # a synced table: see replication.py
         columns.append(Column(name=VERSION_COLUMN, type="TEXT", default=quote_literal(BASELINE)))
         columns.append(Column(name=SEQ_COLUMN, type="INTEGER", default="0"))
         indexes.append(_index(options.table, (SEQ_COLUMN,), False, None))
@@ -191,20 +190,6 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
         renamed_from=options.renamed_from,
         model=qualname,
     )
-
-
-def _check_synced_key(model: type[BaseModel], fields: list[_FieldDeclaration], key: tuple[str, ...]) -> None:
-    """A table with LWW columns is synced between replicas, so its rows need a key replicas agree on."""
-    if not key:
-        raise SchemaDefinitionError(model.__qualname__, None, "a table with LWW columns needs a primary key to sync rows by")
-    if len(key) == 1:
-        field = next(field for field in fields if field.name == key[0])
-        if field.kind == "int" and field.info.default is None:
-            raise SchemaDefinitionError(
-                model.__qualname__, field.name,
-                "a table with LWW columns cannot use keys assigned by SQLite: replicas would assign the same id to "
-                "different rows; use a UUID or another key chosen by the writer",
-            )
 
 
 def _primary_key(model: type[BaseModel], fields: list[_FieldDeclaration], declared: tuple[str, ...] | None) -> tuple[str, ...]:

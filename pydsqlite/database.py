@@ -239,7 +239,8 @@ class Database:
     def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> sqlite3.Cursor:
         """INSERT validated instances with ``executemany``. Rows of a synced table are one write
         event: every timestamp of the batch is one ``now()``, each row gets its own sequence number."""
-        stamp, first_seq = (str(self.clock.now()), self._node.allocate_seq(len(instances))) if codec.synced else ("", 0)
+        stamp = str(self.clock.now()) if codec.lww else ""
+        first_seq = self._node.allocate_seq(len(instances)) if codec.synced else 0
         stamps = [stamp] * len(codec.lww)
         groups: dict[str, list[list[Any]]] = {}
         for position, instance in enumerate(instances):
@@ -247,8 +248,8 @@ class Database:
             auto = codec.auto_key is not None and values[codec.auto_position] is None
             if auto:
                 del values[codec.auto_position]
+            values.extend(stamps)
             if codec.synced:
-                values.extend(stamps)
                 values.extend((stamp, first_seq + position))
             groups.setdefault(codec.insert_sql[auto], []).append(values)
         cursor = None

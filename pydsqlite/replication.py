@@ -235,6 +235,11 @@ class Replica:
                 continue
             codec = codec_for(model)
             if codec.synced:
+                if codec.auto_key is not None:
+                    raise SyncError(
+                        f"table {codec.name!r} cannot sync: its key {codec.auto_key!r} is assigned by SQLite, so two "
+                        "replicas would give the same id to different rows; use a key the writer chooses (a UUID)"
+                    )
                 codecs[fold_name(codec.name)] = codec
         return codecs
 

@@ -50,7 +50,8 @@ class RowCodec:
         self.key = table.primary_key
         self.key_positions = [self.fields.index(name) for name in self.key]
         self.lww = [column.name for column in table.columns if column.lww]
-        self.synced = bool(self.lww)
+        self.synced = bool(self.lww) and bool(self.key)
+        """A table with LWW columns and a primary key syncs between replicas (row version and sequence too)."""
         self.group = [name for name in self.fields if name not in self.key and name not in self.lww]
         """Non-key, non-LWW fields: in a synced table they share the row version's timestamp."""
         self.auto_key = self._auto_key(model)
@@ -196,5 +197,5 @@ def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None])
             namespace[f"encode{position}"] = encode
             terms.append(f"(None if (v{position} := {value}) is None else encode{position}(v{position}))")
     source = "def encode_row(data):\n    return [" + ", ".join(terms) + "]\n"
-    exec(source, namespace)  # noqa: S102 - generated from field positions only, no user text
+    exec(source, namespace)  # noqa: S102 - field names enter only as repr() string literals
     return namespace["encode_row"]

@@ -231,11 +231,9 @@ def test_lww_companion_is_hidden_nullable_text_and_not_a_pydantic_field():
     assert Doc(id=1, body="x").model_dump() == {"id": 1, "body": "x"}
 
 
-def test_lww_tables_need_a_key_replicas_agree_on():
-    with pytest.raises(SchemaDefinitionError, match="needs a primary key"):
-        compile_models([declare({"a": int, "b": Annotated[str, LWW()]})])
-    with pytest.raises(SchemaDefinitionError, match="cannot use keys assigned by SQLite"):
-        compile_models([declare({"id": int, "b": Annotated[str, LWW()]}, {"id": Field(default=None, primary_key=True)})])
+def test_lww_without_a_key_has_companions_but_no_sync_columns():
+    table = compile_models([declare({"a": int, "b": Annotated[str, LWW()]})]).tables[0]
+    assert table.column_names == ("a", "b", "b__hlc")
 
 
 def test_composite_keys_indexes_strict_and_table_rename():

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from pydsqlite import HLC, LWW, ClockError, Database, PrimaryKey, SyncModel, Timestamp, sync_models
+from pydsqlite import HLC, LWW, ClockError, Database, Field, PrimaryKey, SyncModel, Timestamp, sync_models
 from pydsqlite.hlc import MAX_COUNTER
 from pydsqlite.replication import ChangeSet, SyncError
 
@@ -384,3 +384,17 @@ def test_upsert_and_delete_on_synced_tables_keep_the_rules():
     assert db.delete(Note, "u") is True and db.get(Note, "u") is None
     (change,) = db.changes_since().changes
     assert change.key == ("u",) and change.deleted is not None and not change.alive
+
+
+def test_tables_with_keys_assigned_by_sqlite_are_stamped_but_refuse_to_sync():
+    class Counter(SyncModel, table="auto_counters"):
+        id: int = Field(default=None, primary_key=True)
+        label: Annotated[str, LWW()] = ""
+
+    conn = sqlite3.connect(":memory:")
+    sync_models(conn, [Counter])
+    db = Database(conn)
+    row = db.insert(Counter(label="x"))
+    assert row.id == 1 and conn.execute("SELECT label__hlc FROM auto_counters").fetchone()[0].endswith(db.clock.node_id)
+    with pytest.raises(SyncError, match="assigned by SQLite"):
+        db.changes_since(models=[Counter])
