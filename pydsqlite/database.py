@@ -158,7 +158,7 @@ class Database:
                 unknown = set(changes) - set(codec.fields)
                 if unknown:
                     raise TypeError(f"{codec.model.__name__} has no field(s) {sorted(unknown)}")
-                instance = codec.validate({**current.__dict__, **changes})
+                instance = codec.validate_fields({**current.__dict__, **changes})
                 self._update_row(codec, instance, current)
                 return instance
         codec = codec_for(type(obj_or_model))

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 
 from .codecs import decoder_for, encoder_for
 from .compile import compile_cached
@@ -39,6 +39,10 @@ class RowCodec:
         self.name = table.name
         self.quoted_table = quote_identifier(table.name)
         self.fields = list(model.model_fields)
+        self.input_keys = [_input_key(model, name, info) for name, info in model.model_fields.items()]
+        """The key each field is validated from (its alias, unless the model populates by name)."""
+        self.aliased = self.input_keys != self.fields
+        self.field_of_key = dict(zip(self.input_keys, self.fields, strict=True))
         self.encoders: list[Callable[[Any], Any] | None] = [encoder_for(info.annotation) for info in model.model_fields.values()]
         self.decoders = [
             (position, decoder)
@@ -55,6 +59,7 @@ class RowCodec:
         self.group = [name for name in self.fields if name not in self.key and name not in self.lww]
         """Non-key, non-LWW fields: in a synced table they share the row version's timestamp."""
         self.auto_key = self._auto_key(model)
+        self.auto_key_input = self.input_keys[self.fields.index(self.auto_key)] if self.auto_key else None
         columns = ", ".join(quote_identifier(name) for name in self.fields)
         self.select_sql = f"SELECT {columns} FROM {self.quoted_table}"
         self._encode_row = _row_encoder(self.fields, self.encoders)
@@ -83,16 +88,25 @@ class RowCodec:
         """The raw field values to validate: an instance's fields, or a mapping as given (not copied
         unless a None auto-assigned key has to be left out)."""
         if isinstance(obj, self.model):
-            data = obj.__dict__
+            data = self.by_input_key(obj.__dict__) if self.aliased else obj.__dict__
         elif isinstance(obj, dict):
             data = obj
         elif isinstance(obj, BaseModel):
             raise TypeError(f"expected a {self.model.__name__} (table {self.name!r}), got {type(obj).__name__}")
         else:
             raise TypeError(f"expected a {self.model.__name__} or a dict, got {type(obj).__name__}")
-        if self.auto_key is not None and self.auto_key in data and data[self.auto_key] is None:
-            data = {name: value for name, value in data.items() if name != self.auto_key}
+        key = self.auto_key_input
+        if key is not None and key in data and data[key] is None:
+            data = {name: value for name, value in data.items() if name != key}
         return data
+
+    def by_input_key(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Field values keyed as the validator expects them (aliases)."""
+        return {key: values[name] for name, key in zip(self.fields, self.input_keys, strict=True) if name in values}
+
+    def validate_fields(self, values: dict[str, Any]) -> BaseModel:
+        """Validate values keyed by field name (whatever the aliases)."""
+        return self.validate(self.by_input_key(values))
 
     def validate(self, obj: Any) -> BaseModel:
         return self.validator.validate_python(self.prepare(obj))
@@ -147,26 +161,32 @@ class RowCodec:
 
     def decode_many(self, rows: list[tuple[Any, ...]]) -> list[BaseModel]:
         """Validated instances of a batch of rows, validated in one call (the fast path of selects)."""
-        fields = self.fields
+        keys = self.input_keys
         if self.decoders:
             dicts = [self._decoded(row) for row in rows]
         else:
-            dicts = [dict(zip(fields, row)) for row in rows]
+            dicts = [dict(zip(keys, row)) for row in rows]
         try:
             return self.many.validate_python(dicts)
         except ValidationError as error:
             first = error.errors()[0]["loc"][0]
             position = first if isinstance(first, int) else 0
-            columns = sorted({str(item["loc"][1]) for item in error.errors() if len(item["loc"]) > 1 and item["loc"][0] == position})
+            columns = sorted(
+                {
+                    self.field_of_key.get(str(item["loc"][1]), str(item["loc"][1]))
+                    for item in error.errors()
+                    if len(item["loc"]) > 1 and item["loc"][0] == position
+                }
+            )
             raise self._row_error(rows[position], error, columns) from None
 
     def decode_values(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Stored values by field name, made ready for validation (JSON text parsed)."""
+        """Stored values by field name, made ready for validation (JSON parsed, keyed as the validator expects)."""
         decoded = dict(data)
         for position, decode in self.decoders:
             name = self.fields[position]
             decoded[name] = decode(decoded[name])
-        return decoded
+        return self.by_input_key(decoded) if self.aliased else decoded
 
     def _decoded(self, row: tuple[Any, ...]) -> dict[str, Any]:
         values = list(row)
@@ -175,13 +195,30 @@ class RowCodec:
                 values[position] = decode(values[position])
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise self._row_error(row, error, [self.fields[position] for position, _ in self.decoders]) from None
-        return dict(zip(self.fields, values))
+        return dict(zip(self.input_keys, values))
 
     def _row_error(self, row: tuple[Any, ...], error: Exception, columns: list[str]) -> RowValidationError:
         key = tuple(row[position] for position in self.key_positions) if self.key else None
         if key is not None and len(key) == 1:
             key = key[0]
         return RowValidationError(self.name, key, columns, error)
+
+
+def _input_key(model: type[BaseModel], name: str, info: Any) -> str:
+    """Where the validator looks for a field: its name if the model validates by name, else its alias."""
+    config = model.model_config
+    if config.get("populate_by_name") or config.get("validate_by_name"):
+        return name
+    alias = info.validation_alias if info.validation_alias is not None else info.alias
+    if alias is None:
+        return name
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        for choice in alias.choices:
+            if isinstance(choice, str):
+                return choice
+    raise SchemaDefinitionError(model.__qualname__, name, f"alias {alias!r} is not supported on a table model; use a plain string alias")
 
 
 def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None]) -> Callable[[dict[str, Any]], list[Any]]:

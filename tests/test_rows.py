@@ -342,3 +342,24 @@ def test_datetimes_with_one_offset_sort_as_text(memory_conn):
     db.insert_many([Events(id=i, at=m) for i, m in enumerate(moments)])
     assert [e.at for e in db.select(Events, order_by="at")] == sorted(moments)
     assert db.count(Events, col("at") > base) == 4
+
+
+def test_fields_with_aliases_round_trip_through_every_method(memory_conn):
+    from pydantic import Field as PydanticField
+
+    class Account(SyncModel, table="accounts"):
+        id: Annotated[int, PrimaryKey()]
+        display_name: str = PydanticField(alias="displayName")
+        login_count: int = PydanticField(default=0, alias="loginCount")
+
+    sync_models(memory_conn, [Account])
+    db = Database(memory_conn)
+    db.insert(Account(id=1, displayName="Ann"))
+    db.insert_many([Account(id=2, displayName="Bob"), {"id": 3, "displayName": "Cy", "loginCount": 4}], Account)
+    assert db.get(Account, 3).login_count == 4
+    assert db.update(Account, 1, login_count=2).login_count == 2
+    assert [a.display_name for a in db.select(Account, order_by="id")] == ["Ann", "Bob", "Cy"]
+    assert memory_conn.execute("SELECT display_name FROM accounts WHERE id = 1").fetchone() == ("Ann",)
+    memory_conn.execute("UPDATE accounts SET login_count = 'many' WHERE id = 2")
+    with pytest.raises(RowValidationError, match=r"row 2 of table 'accounts' does not validate \(column login_count\)"):
+        db.get(Account, 2)
