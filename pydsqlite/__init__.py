@@ -22,19 +22,19 @@ from .sql_source import schema_from_database, schema_from_sql
 from .sync import migration_history, model_migration_plan, schema_migration_plan, sync_models, sync_schema
 
 __all__ = [
-    "LWW",
     "AppliedMigration",
     "ChangeSet",
     "ClockError",
+    "Collate",
     "Condition",
     "ConstraintError",
     "Database",
-    "HLC",
-    "Collate",
     "DestructiveChangeError",
     "Field",
     "ForeignKey",
+    "HLC",
     "Index",
+    "LWW",
     "MigrationError",
     "MigrationPlan",
     "Operation",
