@@ -23,6 +23,7 @@ from .sqltext import quote_identifier
 logger = logging.getLogger(__name__)
 
 _SAVEPOINT = "pydsqlite_migration"
+DEFAULT_BUSY_TIMEOUT_MS = 60_000
 
 ProgressCallback = Callable[[str, int, int], object]
 """``progress(table, rows_copied, total_rows)``, called while a rebuild copies rows."""
@@ -163,14 +164,16 @@ def migration_session(conn: sqlite3.Connection, busy_timeout: float | None = Non
     """Foreign keys off (before the transaction), ``BEGIN IMMEDIATE``, commit or roll back, restore.
 
     ``BEGIN IMMEDIATE`` takes the write lock before the schema is read, waiting up to
-    ``busy_timeout`` seconds (default: the connection's own timeout) for other writers.
+    ``busy_timeout`` seconds for other writers (default: the connection's own timeout, but at
+    least ``DEFAULT_BUSY_TIMEOUT``: at start-up, waiting for another process's migration beats failing).
     Inside the caller's open transaction a savepoint is used instead, and foreign
     keys cannot be switched off (SQLite ignores the pragma in a transaction).
     """
     adapter = ConnectionAdapter(conn)
     previous_timeout = adapter.busy_timeout_ms()
-    if busy_timeout is not None:
-        adapter.set_busy_timeout_ms(round(busy_timeout * 1000))
+    wanted = round(busy_timeout * 1000) if busy_timeout is not None else max(previous_timeout, DEFAULT_BUSY_TIMEOUT_MS)
+    if wanted != previous_timeout:
+        adapter.set_busy_timeout_ms(wanted)
     outer = adapter.in_transaction
     foreign_keys_on = adapter.foreign_keys_enabled()
     switched_off = foreign_keys_on and not outer
@@ -200,7 +203,7 @@ def migration_session(conn: sqlite3.Connection, busy_timeout: float | None = Non
     finally:
         if switched_off:
             adapter.set_foreign_keys(True)
-        if busy_timeout is not None:
+        if wanted != previous_timeout:
             adapter.set_busy_timeout_ms(previous_timeout)
 
 

@@ -45,7 +45,7 @@ def sync_models(
     lossy conversions unless ``allow_destructive=True``, and ``MigrationError`` when the
     data makes the plan impossible; in both cases nothing is changed. The write lock is
     taken before the schema is read; another writer is waited for up to ``busy_timeout``
-    seconds (default: the connection's timeout, 5 s for ``sqlite3.connect``).
+    seconds (default: the connection's timeout, but at least 60 s).
     ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows; an
     exception raised by it cancels the migration (nothing is changed).
     """
