@@ -509,3 +509,28 @@ def test_previews_never_create_a_missing_file(tmp_path):
     assert not missing.exists()
     sync_models(missing, [Events])
     assert missing.exists() and model_migration_plan(missing, [Events]).is_empty
+
+
+def test_by_default_a_migration_waits_for_another_writer_longer_than_the_connection_would(db_path):
+    import threading
+
+    conn = sqlite3.connect(db_path, timeout=0.1)
+    sync_models(conn, [Events])
+    blocker = sqlite3.connect(db_path, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.0, blocker.rollback)
+    release.start()
+
+    class EventsV2(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        kind: str
+        payload: Optional[str] = None
+        extra: Optional[str] = None
+
+    started = time.monotonic()
+    assert not sync_models(conn, [EventsV2]).is_empty
+    assert time.monotonic() - started >= 0.9
+    assert rows(conn, "PRAGMA busy_timeout") == [(100,)]
+    release.join()
+    blocker.close()
+    conn.close()
