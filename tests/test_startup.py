@@ -68,3 +68,28 @@ def test_unrelated_hand_made_tables_cost_one_full_plan_then_the_fast_path_again(
     assert any("pragma_table_xinfo" in s for s in statements)
     statements = traced(conn, lambda: sync_models(conn, [Note]))
     assert not any("pragma_table_xinfo" in s for s in statements)
+
+
+def test_a_cold_plan_reads_each_table_with_a_fixed_number_of_queries(conn):
+    from typing import Any
+
+    from pydsqlite.compile import compile_models
+    from pydsqlite.sync import preview_schema
+
+    def models(count: int) -> list[type[SyncModel]]:
+        made = []
+        for number in range(count):
+            namespace: dict[str, Any] = {"__annotations__": {"id": Annotated[int, PrimaryKey()], "a": str, "b": Optional[int]}, "b": None}
+            made.append(type(SyncModel)(f"Cold{number}", (SyncModel,), namespace, table=f"cold_{number}", indexes=[Index("a"), Index("a", "b")]))
+        return made
+
+    counts = {}
+    for size in (10, 40):
+        chosen = models(size)
+        sync_models(conn, chosen)
+        desired = compile_models(chosen)
+        statements = traced(conn, lambda: preview_schema(conn, desired))  # fast path off: full introspection
+        counts[size] = len([s for s in statements if not s.startswith("--")])  # "--" lines are SQLite's own sub-steps
+    per_table = (counts[40] - counts[10]) / 30
+    assert per_table == 5  # table_xinfo, index_list, index_xinfo for each of the 2 indexes, foreign_key_list
+    assert counts[10] - 10 * per_table <= 10  # plus a few fixed reads
