@@ -88,7 +88,7 @@ def test_a_cold_plan_reads_each_table_with_a_fixed_number_of_queries(conn):
         chosen = models(size)
         sync_models(conn, chosen)
         desired = compile_models(chosen)
-        statements = traced(conn, lambda: preview_schema(conn, desired))  # fast path off: full introspection
+        statements = traced(conn, lambda desired=desired: preview_schema(conn, desired))  # fast path off: full introspection
         counts[size] = len([s for s in statements if not s.startswith("--")])  # "--" lines are SQLite's own sub-steps
     per_table = (counts[40] - counts[10]) / 30
     assert per_table == 5  # table_xinfo, index_list, index_xinfo for each of the 2 indexes, foreign_key_list
