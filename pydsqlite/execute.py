@@ -85,6 +85,9 @@ class MigrationSession:
 
         ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows.
         """
+        if plan.is_empty:
+            self._bookkeep_if_writable(desired, fingerprint, managed)
+            return
         if self.foreign_keys_enforced:
             unsafe = [op.table for op in plan.operations if op.kind in ("rebuild_table", "drop_table")]
             if unsafe:
@@ -94,7 +97,7 @@ class MigrationSession:
                     "dropping the old table would fire ON DELETE actions on child rows. "
                     "Commit first (pydsqlite then switches foreign keys off for the rebuild) or turn them off."
                 )
-        baseline = self._foreign_key_violations() if self.check_foreign_keys and plan.operations else Counter()
+        baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
             for position, statement in enumerate(operation.statements):
@@ -108,14 +111,10 @@ class MigrationSession:
                         f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
                         f"Statement: {statement}"
                     ) from error
-        if not plan.is_empty or managed_differs(managed, desired):
-            for statement in record_statements(desired):
-                self.adapter.execute(statement)
-        if not plan.is_empty:
-            applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-            for statement in audit_statements(applied_at, fingerprint, str(plan), plan.sql):
-                self.adapter.execute(statement)
-        if self.check_foreign_keys and plan.operations:
+        applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+        for statement in [*record_statements(desired), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
+            self.adapter.execute(statement)
+        if self.check_foreign_keys:
             introduced = self._foreign_key_violations() - baseline
             if introduced:
                 details = ", ".join(f"{table} -> {parent}: {count}" for (table, parent), count in sorted(introduced.items()))
@@ -125,6 +124,18 @@ class MigrationSession:
                 )
         for statement in state_statements(fingerprint):
             self.adapter.execute(statement)
+
+    def _bookkeep_if_writable(self, desired: Schema, fingerprint: str, managed: ManagedObjects) -> None:
+        """Nothing to migrate: record the managed objects and the fast-path state, unless the
+        database is read-only (then there is simply nothing to do)."""
+        statements = record_statements(desired) if managed_differs(managed, desired) else []
+        try:
+            for statement in [*statements, *state_statements(fingerprint)]:
+                self.adapter.execute(statement)
+        except sqlite3.OperationalError as error:
+            if "readonly" not in str(error):
+                raise
+            logger.debug("read-only database: schema matches, bookkeeping skipped")
 
     def _copy_with_progress(self, table: str, copy: RowCopy, progress: ProgressCallback) -> None:
         """The rebuild's row copy, reporting about every 1% of the rows (the callback may raise to cancel)."""

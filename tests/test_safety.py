@@ -534,3 +534,14 @@ def test_by_default_a_migration_waits_for_another_writer_longer_than_the_connect
     release.join()
     blocker.close()
     conn.close()
+
+
+def test_a_read_only_database_that_already_matches_syncs_without_writing(db_path):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Events])
+    conn.execute("CREATE TABLE unrelated (x)")  # changes schema_version: the fast path cannot answer
+    conn.commit()
+    conn.close()
+    readonly = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    assert sync_models(readonly, [Events]).is_empty
+    readonly.close()
