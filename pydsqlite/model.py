@@ -86,6 +86,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         inherited = getattr(cls, "__pydsqlite_table__", None)
         if table is False:
             cls.__pydsqlite_table__ = None
+            cls.__pydsqlite_not_a_table__ = True
             return
         if table is None and inherited is None:
             if any(value is not None for value in (primary_key, indexes, sqlite_strict, without_rowid, renamed_from)):
@@ -139,8 +140,19 @@ def _as_names(value: Any) -> tuple[str, ...]:
 
 
 def table_options(model: type[BaseModel]) -> TableOptions | None:
-    """The table declaration of ``model``, or None for non-table models."""
-    return getattr(model, "__pydsqlite_table__", None)
+    """The table declaration of ``model``, or None for non-table models.
+
+    A ``SyncModel`` subclass that declares no table but is used as one (passed to
+    ``sync_models``, ``Database``...) maps to its snake_case class name; ``table=False``
+    opts out. Only declared tables are in the registry (``sync_models()`` without a list).
+    """
+    declared = getattr(model, "__pydsqlite_table__", None)
+    if declared is not None:
+        return declared
+    if isinstance(model, type) and issubclass(model, SyncModel) and model is not SyncModel:
+        if not model.__dict__.get("__pydsqlite_not_a_table__", False):
+            return TableOptions(snake_case(model.__name__), None, (), False, False, ())
+    return None
 
 
 def registry_version() -> int:
