@@ -25,7 +25,7 @@ from .introspect import introspect
 from .migration import MigrationPlan
 from .model import registered_models, table_options
 from .schema import Schema
-from .sql_source import schema_from_database, schema_from_sql
+from .sql_source import connect_read_only, schema_from_database, schema_from_sql
 from .sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
@@ -196,7 +196,7 @@ def _materialize(scratch: sqlite3.Connection, path: str, schema: Schema) -> None
     if path.endswith(".sql"):
         scratch.executescript(Path(path).read_text(encoding="utf-8"))
         return
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as source:
+    with closing(connect_read_only(path)) as source:
         for (sql,) in source.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
             "ORDER BY type = 'table' DESC, rowid"

@@ -42,10 +42,15 @@ def schema_from_database(source: sqlite3.Connection | str | os.PathLike) -> Sche
     if not os.path.exists(path):
         raise MigrationError(f"cannot open database {path!r}: no such file")
     try:
-        with closing(sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True)) as connection:
+        with closing(connect_read_only(path)) as connection:
             return introspect(connection)
     except sqlite3.Error as error:
         raise MigrationError(f"cannot read database {path!r}: {error}") from error
+
+
+def connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
+    """Open a database file read-only (never creating it), whatever characters its path holds."""
+    return sqlite3.connect(f"file:{pathname2url(os.path.abspath(os.fspath(path)))}?mode=ro", uri=True)
 
 
 def _apply_rename_hints(schema: Schema, ddl: str) -> Schema:

@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from urllib.request import pathname2url
 
 from pydantic import BaseModel
 
@@ -21,6 +20,7 @@ from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .plan import build_plan
 from .schema import Schema
+from .sql_source import connect_read_only
 
 Connectable = sqlite3.Connection | str | os.PathLike
 
@@ -171,7 +171,7 @@ def _connection(conn: Connectable, *, read_only: bool = False) -> Iterator[sqlit
     path = os.fspath(conn)
     try:
         if read_only:
-            connection = sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True)
+            connection = connect_read_only(path)
         else:
             connection = sqlite3.connect(path)
     except sqlite3.Error as error:

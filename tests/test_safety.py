@@ -545,3 +545,14 @@ def test_a_read_only_database_that_already_matches_syncs_without_writing(db_path
     readonly = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     assert sync_models(readonly, [Events]).is_empty
     readonly.close()
+
+
+def test_paths_with_spaces_and_uri_characters_work_for_every_entry_point(tmp_path):
+    from pydsqlite import schema_from_database
+
+    path = tmp_path / "my dir?#1" / "app %20.db"
+    path.parent.mkdir()
+    sync_models(path, [Events])
+    assert model_migration_plan(path, [Events]).is_empty
+    assert len(migration_history(path)) == 1
+    assert [t.name for t in schema_from_database(path).tables] == ["events"]
