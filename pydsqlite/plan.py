@@ -32,7 +32,7 @@ from .diff import (
     describe_change,
 )
 from .migration import DataCheck, MigrationPlan, Operation
-from .rebuild import rebuild_table, renamed_columns
+from .rebuild import rebuild_after_renames, renamed_columns
 from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name, is_sync_metadata
 from .sqltext import (
     quote_identifier,
@@ -67,7 +67,7 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         if not item.changes:
             continue
         if _needs_rebuild(item):
-            operations.append(rebuild_table(item, live, dropped_triggers))
+            operations.extend(rebuild_after_renames(item, live, dropped_triggers))
         else:
             operations.extend(_alter_in_place(item))
     for table in schema_diff.dropped:

@@ -8,11 +8,11 @@ old table, rename the new one into place, then recreate indexes and triggers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .checks import conversion_check, dropped_values_check, duplicates_check, row_check
 from .ddl_parser import identifiers_in, tokenize
-from .diff import ChangePrimaryKey, DropColumn, DropIndex, TableDiff, describe_change
+from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
 from .migration import DataCheck, Operation, RowCopy
 from .schema import Column, Schema, Table, fold_name, is_sync_metadata
@@ -22,6 +22,7 @@ from .sqltext import (
     render_create_index,
     render_create_table,
     render_drop_table,
+    render_rename_column,
     render_rename_table,
 )
 
@@ -87,8 +88,61 @@ def _plan_copy(item: TableDiff) -> _Copy:
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing))
 
 
-def rebuild_table(item: TableDiff, live_schema: Schema, dropped_triggers: frozenset[str] = frozenset()) -> Operation:
-    """One rebuild carrying every change to the table (lang_altertable.html, section 7)."""
+def rebuild_after_renames(item: TableDiff, live_schema: Schema, dropped_triggers: frozenset[str]) -> list[Operation]:
+    """Column renames in place first (SQLite then rewrites views, triggers and indexes that name
+    the columns), then the rebuild of the renamed table. The data checks still read the table
+    as it is before anything runs, so they come from the plan of the unrenamed table."""
+    renames = [change for change in item.changes if isinstance(change, RenameColumn)]
+    if not renames:
+        return [rebuild_table(item, live_schema, dropped_triggers)]
+    name = item.desired.name
+    before = rebuild_table(item, live_schema, dropped_triggers)
+    mapping = {fold_name(change.old): change.new for change in renames}
+    renamed = TableDiff(
+        live=_rename_columns(item.live, mapping),
+        desired=item.desired,
+        rename=item.rename,
+        changes=tuple(change for change in item.changes if not isinstance(change, RenameColumn)),
+        column_sources=tuple((new, mapping.get(fold_name(old), old)) for new, old in item.column_sources),
+    )
+    after = rebuild_table(renamed, live_schema, dropped_triggers, replay_renames=mapping)
+    operations = [
+        Operation(
+            "rename_column", name, f"rename column {name}.{change.old} to {change.new}",
+            (render_rename_column(name, change.old, change.new),),
+        )
+        for change in renames
+    ]
+    operations.append(replace(after, description=before.description, checks=before.checks, problems=before.problems))
+    return operations
+
+
+def _rename_columns(table: Table, mapping: dict[str, str]) -> Table:
+    """The live table as it reads after the in-place column renames."""
+    def new(name: str) -> str:
+        return mapping.get(fold_name(name), name)
+
+    return replace(
+        table,
+        columns=tuple(replace(column, name=new(column.name)) for column in table.columns),
+        primary_key=tuple(new(name) for name in table.primary_key),
+        uniques=tuple(tuple(new(name) for name in unique) for unique in table.uniques),
+        foreign_keys=tuple(replace(key, columns=tuple(new(name) for name in key.columns)) for key in table.foreign_keys),
+        indexes=tuple(replace(index, columns=tuple(new(name) for name in index.columns)) for index in table.indexes),
+    )
+
+
+def rebuild_table(
+    item: TableDiff,
+    live_schema: Schema,
+    dropped_triggers: frozenset[str] = frozenset(),
+    *,
+    replay_renames: dict[str, str] | None = None,
+) -> Operation:
+    """One rebuild carrying every change to the table (lang_altertable.html, section 7).
+
+    ``replay_renames`` (folded old name → new) rewrites the saved SQL of hand-made indexes and
+    triggers when the columns were renamed in place before the rebuild."""
     live, desired = item.live, item.desired
     name = desired.name
     temporary = REBUILD_PREFIX + name
@@ -144,7 +198,9 @@ def rebuild_table(item: TableDiff, live_schema: Schema, dropped_triggers: frozen
     desired_index_names = {fold_name(index.name) for index in desired.indexes}
     dropped_names = {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
     dropped_columns = {fold_name(change.column.name) for change in item.changes if isinstance(change, DropColumn)}
-    renames = {fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)}
+    renames = replay_renames if replay_renames is not None else {
+        fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)
+    }
     for index in live.indexes:
         key = fold_name(index.name)
         if key in desired_index_names or key in dropped_names or index.sql is None:

@@ -869,3 +869,30 @@ def test_dropping_and_re_adding_a_column_name_is_the_same_column(conn):
 
     sync_models(conn, [V2])
     assert rows(conn, "SELECT age FROM people ORDER BY id") == [(30,), (None,), (41,)]
+
+
+def test_a_rebuild_that_renames_a_column_keeps_views_on_that_column_working(conn):
+    class M(SyncModel, table="m"):
+        id: Annotated[int, PrimaryKey()]
+        nick: Optional[str] = None
+        other: Optional[str] = None
+
+    class M2(SyncModel, table="m"):
+        id: Annotated[int, PrimaryKey()]
+        handle: Annotated[str, RenamedFrom("nick")] = ""  # renamed and made NOT NULL: a rebuild
+        other: Optional[str] = None
+
+    class M3(SyncModel, table="m"):
+        id: Annotated[int, PrimaryKey()]
+        handle: str = ""
+        misc: Annotated[Optional[str], RenamedFrom("other")] = None
+
+    sync_models(conn, [M])
+    conn.execute("INSERT INTO m VALUES (1, 'ann', 'x')")
+    conn.execute("CREATE VIEW v2 AS SELECT nick FROM m")
+    conn.commit()
+    plan = sync_models(conn, [M2])
+    assert [op.kind for op in plan.operations] == ["rename_column", "rebuild_table"]
+    assert rows(conn, "SELECT * FROM v2") == [("ann",)]
+    sync_models(conn, [M3])
+    assert rows(conn, "SELECT * FROM v2") == [("ann",)] and rows(conn, "SELECT misc FROM m") == [("x",)]
