@@ -362,6 +362,9 @@ def _foreign_key(field: _FieldDeclaration, marker: markers.ForeignKey, known: di
         raise field.error(
             f"foreign key target {table_name}.{column_name} is neither the primary key nor unique; SQLite requires one"
         )
+    for action in (marker.on_delete, marker.on_update):
+        if action == "SET NULL" and not field.nullable:
+            raise field.error(f"ON ... {action} on a NOT NULL column: SQLite would refuse the parent's change; make it Optional")
     return ForeignKey(
         columns=(field.name,),
         ref_table=parent_options.table,

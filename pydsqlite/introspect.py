@@ -70,10 +70,17 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
             )
         )
     uniques, indexes = _read_indexes(conn, name, index_sql)
+    primary_key = tuple(column for _, column in sorted(key))
+    if len(primary_key) == 1 and not extras.without_rowid:
+        # An INTEGER PRIMARY KEY is the rowid: it can never be NULL, whatever the DDL says.
+        columns = [
+            replace(column, not_null=True) if column.name == primary_key[0] and column.type == "INTEGER" else column
+            for column in columns
+        ]
     return Table(
         name=name,
         columns=tuple(columns),
-        primary_key=tuple(column for _, column in sorted(key)),
+        primary_key=primary_key,
         autoincrement=autoincrement,
         foreign_keys=_read_foreign_keys(conn, name),
         checks=tuple(extras.checks),

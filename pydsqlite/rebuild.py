@@ -172,9 +172,11 @@ def rebuild_table(
         checks.append(duplicates_check(name, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
         checks.append(duplicates_check(name, projection, unique, "a UNIQUE constraint"))
-    for check in (*desired.checks, *(c for column in desired.columns for c in column.checks)):
+    owned = [(None, check) for check in desired.checks]
+    owned += [(column.name, check) for column in desired.columns for check in column.checks]
+    for column_name, check in owned:
         checks.append(
-            row_check(name, None, f"rows violate CHECK ({check})", projection, f"NOT ({check})", blocking=True, sample=SAMPLE)
+            row_check(name, column_name, f"rows violate CHECK ({check})", projection, f"NOT ({check})", blocking=True, sample=SAMPLE)
         )
     for index in desired.indexes:
         if index.unique:

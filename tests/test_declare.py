@@ -367,3 +367,11 @@ def test_bad_declaration_touches_no_database(conn, db_path):
 def test_invalid_foreign_key_action_is_refused():
     with pytest.raises(ValueError, match="unknown foreign key action"):
         ForeignKey("x.id", on_delete="explode")
+
+
+def test_set_null_actions_need_a_nullable_column():
+    class Parent(SyncModel, table="set_null_parent"):
+        id: Annotated[int, PrimaryKey()]
+
+    with pytest.raises(SchemaDefinitionError, match=r"Bad\.parent_id: .*SET NULL on a NOT NULL column"):
+        compile_models([Parent, declare({"id": int, "parent_id": Annotated[int, ForeignKey("set_null_parent.id", on_delete="set null")]})])

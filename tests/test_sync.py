@@ -896,3 +896,13 @@ def test_a_rebuild_that_renames_a_column_keeps_views_on_that_column_working(conn
     assert rows(conn, "SELECT * FROM v2") == [("ann",)]
     sync_models(conn, [M3])
     assert rows(conn, "SELECT * FROM v2") == [("ann",)] and rows(conn, "SELECT misc FROM m") == [("x",)]
+
+
+def test_adopting_a_hand_made_table_with_integer_primary_key_needs_no_rebuild(conn):
+    conn.execute("CREATE TABLE c (id integer primary key, v text not null)")
+
+    class C(SyncModel, table="c"):
+        id: Annotated[int, PrimaryKey()]
+        v: str
+
+    assert model_migration_plan(conn, [C]).is_empty
