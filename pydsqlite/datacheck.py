@@ -13,25 +13,31 @@ from dataclasses import replace
 from .migration import DataCheck, MigrationPlan, Operation
 
 
-def check_plan_against_data(conn: sqlite3.Connection, plan: MigrationPlan) -> MigrationPlan:
-    """The same plan with row counts, findings and blocking problems filled in."""
+def check_plan_against_data(conn: sqlite3.Connection, plan: MigrationPlan, foreign_keys_on: bool | None = None) -> MigrationPlan:
+    """The same plan with row counts, findings and blocking problems filled in.
+
+    ``foreign_keys_on``: whether foreign keys will be enforced after the migration (default:
+    as the connection is now; a migration session passes the setting it switched off)."""
     conn.create_function("pydsqlite_is_utf8", 1, _is_utf8, deterministic=True)
+    if foreign_keys_on is None:
+        foreign_keys_on = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
     operations = []
     problems: list[str] = []
     for operation in plan.operations:
-        checked, found = _check_operation(conn, operation)
+        checked, found = _check_operation(conn, operation, foreign_keys_on)
         operations.append(checked)
         problems.extend(found)
     return plan.with_operations(tuple(operations), tuple(problems))
 
 
-def _check_operation(conn: sqlite3.Connection, operation: Operation) -> tuple[Operation, list[str]]:
+def _check_operation(conn: sqlite3.Connection, operation: Operation, foreign_keys_on: bool) -> tuple[Operation, list[str]]:
     findings: list[str] = []
     problems: list[str] = list(operation.problems)
     destructive = operation.destructive
     lost_rows = 0
-    counts = _count_all(conn, operation.checks)
-    for check, count in zip(operation.checks, counts, strict=True):
+    asked = tuple(check for check in operation.checks if foreign_keys_on or not check.when_foreign_keys_on)
+    counts = _count_all(conn, asked)
+    for check, count in zip(asked, counts, strict=True):
         if not count:
             continue
         message = _message(conn, check, count)

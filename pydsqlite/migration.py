@@ -24,6 +24,8 @@ class DataCheck:
     condition: str | None = None
     count_sql: str | None = None
     sample_sql: str | None = None
+    when_foreign_keys_on: bool = False
+    """Asked only when the connection enforces foreign keys (orphans matter only then)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .checks import conversion_check, dropped_values_check, duplicates_check, row_check
+from .checks import conversion_check, dropped_values_check, duplicates_check, orphans_check, row_check
 from .ddl_parser import identifiers_in, tokenize
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
@@ -172,6 +172,17 @@ def rebuild_table(
         checks.append(duplicates_check(name, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
         checks.append(duplicates_check(name, projection, unique, "a UNIQUE constraint"))
+    live_keys = {(tuple(map(fold_name, k.columns)), fold_name(k.ref_table), tuple(map(fold_name, k.ref_columns))) for k in live.foreign_keys}
+    for key in desired.foreign_keys:
+        signature = (tuple(map(fold_name, key.columns)), fold_name(key.ref_table), tuple(map(fold_name, key.ref_columns)))
+        parent = live_schema.table(key.ref_table)
+        if (
+            signature not in live_keys
+            and parent is not None
+            and key.ref_columns
+            and all(parent.column(column) is not None for column in key.ref_columns)
+        ):
+            checks.append(orphans_check(name, projection, key, parent.name))
     owned = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
     for column_name, check in owned:

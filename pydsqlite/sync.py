@@ -133,7 +133,7 @@ def _plan_and_apply(
     manage_all: bool,
     progress: ProgressCallback | None,
 ) -> MigrationPlan:
-    plan, managed = _plan(connection, desired, manage_all)
+    plan, managed = _plan(connection, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
     if plan.problems:
         raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
     destructive = plan.destructive_operations
@@ -147,12 +147,14 @@ def _plan_and_apply(
     return plan
 
 
-def _plan(connection: sqlite3.Connection, desired: Schema, manage_all: bool = False) -> tuple[MigrationPlan, ManagedObjects]:
+def _plan(
+    connection: sqlite3.Connection, desired: Schema, manage_all: bool = False, foreign_keys_on: bool | None = None
+) -> tuple[MigrationPlan, ManagedObjects]:
     live = introspect(connection)
     managed = read_managed_objects(connection)
     everything = replace(managed, everything=True) if manage_all else managed
     plan = build_plan(diff_schemas(desired, live, everything), live)
-    return check_plan_against_data(connection, plan), managed
+    return check_plan_against_data(connection, plan, foreign_keys_on), managed
 
 
 def migration_history(conn: Connectable) -> list[AppliedMigration]:

@@ -720,8 +720,11 @@ def test_a_new_foreign_key_over_orphan_rows_is_refused_when_foreign_keys_are_on(
     seed_orgs_and_members(conn, Plain)
     conn.execute("INSERT INTO members VALUES (13, 99)")
     conn.commit()
+    assert not model_migration_plan(conn, [Org, Linked]).problems  # foreign keys are off: orphans are allowed
     conn.execute("PRAGMA foreign_keys = ON")
-    with pytest.raises(MigrationError, match=r"1 row\(s\) violating foreign keys \(members -> orgs: 1\)"):
+    plan = model_migration_plan(conn, [Org, Linked])
+    assert plan.problems == ("members.org_id: 1 row: rows reference no row of orgs through the new foreign key (e.g. 99)",)
+    with pytest.raises(MigrationError, match=r"members\.org_id: 1 row: rows reference no row of orgs"):
         sync_models(conn, [Org, Linked])
     assert rows(conn, "SELECT count(*) FROM pragma_foreign_key_list('members')") == [(0,)]
     assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
