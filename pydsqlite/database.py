@@ -243,8 +243,11 @@ class Database:
         first_seq = self._node.allocate_seq(len(instances)) if codec.synced else 0
         stamps = [stamp] * len(codec.lww)
         groups: dict[str, list[list[Any]]] = {}
+        keys: list[tuple[Any, ...]] = []
         for position, instance in enumerate(instances):
             values = codec.values(instance)
+            if codec.synced:
+                keys.append(tuple(values[p] for p in codec.key_positions))
             auto = codec.auto_key is not None and values[codec.auto_position] is None
             if auto:
                 del values[codec.auto_position]
@@ -256,7 +259,7 @@ class Database:
         for sql, rows in groups.items():
             cursor = self.conn.executemany(sql, rows) if len(rows) > 1 else self.conn.execute(sql, rows[0])
         if codec.synced:
-            self._replica.revive([codec.key_of(instance) for instance in instances], codec, first_seq)
+            self._replica.revive(keys, codec, first_seq)
         assert cursor is not None
         return cursor
 

@@ -377,10 +377,7 @@ def _translate_foreign_key(
 
 
 def _foreign_key_set(keys: tuple[ForeignKey, ...]) -> set[tuple]:
-    return {
-        (_folded(key.columns), fold_name(key.ref_table), _folded(key.ref_columns), key.on_delete, key.on_update)
-        for key in keys
-    }
+    return {(*key.link, key.on_delete, key.on_update) for key in keys}
 
 
 def _diff_indexes(desired: Table, live: Table, managed: ManagedObjects, renames: dict[str, str]) -> list[Change]:

@@ -172,12 +172,11 @@ def rebuild_table(
         checks.append(duplicates_check(name, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
         checks.append(duplicates_check(name, projection, unique, "a UNIQUE constraint"))
-    live_keys = {(tuple(map(fold_name, k.columns)), fold_name(k.ref_table), tuple(map(fold_name, k.ref_columns))) for k in live.foreign_keys}
+    live_links = {key.link for key in live.foreign_keys}
     for key in desired.foreign_keys:
-        signature = (tuple(map(fold_name, key.columns)), fold_name(key.ref_table), tuple(map(fold_name, key.ref_columns)))
         parent = live_schema.table(key.ref_table)
         if (
-            signature not in live_keys
+            key.link not in live_links
             and parent is not None
             and key.ref_columns
             and all(parent.column(column) is not None for column in key.ref_columns)

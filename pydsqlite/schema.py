@@ -95,6 +95,15 @@ class ForeignKey:
     on_delete: str = "NO ACTION"
     on_update: str = "NO ACTION"
 
+    @property
+    def link(self) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+        """What the key connects, case-folded: (columns, parent table, parent columns)."""
+        return (
+            tuple(fold_name(c) for c in self.columns),
+            fold_name(self.ref_table),
+            tuple(fold_name(c) for c in self.ref_columns),
+        )
+
 
 @dataclass(frozen=True)
 class Index:
