@@ -4,24 +4,46 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .ddl_parser import strip_sort_order
 from .migration import DataCheck
-from .schema import Column, ForeignKey
-from .sqltext import quote_identifier
+from .schema import Column, ForeignKey, Table
+from .sqltext import quote_identifier, render_collation
 
 
-def duplicates_check(table: str, source: str, columns: tuple[str, ...], what: str) -> DataCheck:
-    """Rows of ``source`` whose values in ``columns`` repeat (NULLs never collide, as in SQLite's UNIQUE)."""
-    names = ", ".join(quote_identifier(column) for column in columns)
-    not_null = " AND ".join(f"{quote_identifier(column)} IS NOT NULL" for column in columns)
-    grouped = f"SELECT {names}, COUNT(*) AS n FROM {source} WHERE {not_null} GROUP BY {names} HAVING COUNT(*) > 1"
+def duplicates_check(table: str, source: str, terms: tuple[str, ...], label: str, what: str, where: str | None = None) -> DataCheck:
+    """Rows of ``source`` whose values of ``terms`` (SQL over ``source``, each with its collation)
+    repeat, among the rows matching ``where`` (a partial index). NULLs never collide, as in SQLite's UNIQUE."""
+    grouped_terms = ", ".join(terms)
+    keys = [f"k{position}" for position in range(len(terms))]
+    selected = ", ".join(f"{term} AS {key}" for term, key in zip(terms, keys, strict=True))
+    conditions = [f"({term}) IS NOT NULL" for term in terms]
+    if where:
+        conditions.insert(0, f"({where})")
+    grouped = (
+        f"SELECT {selected}, COUNT(*) AS n FROM {source} WHERE {' AND '.join(conditions)} "
+        f"GROUP BY {grouped_terms} HAVING COUNT(*) > 1"
+    )
     return DataCheck(
         table=table,
-        column=", ".join(columns),
+        column=label,
         problem=f"rows share a value that {what} requires to be unique",
         blocking=True,
         count_sql=f"SELECT COALESCE(SUM(n), 0) FROM ({grouped})",
-        sample_sql=f"SELECT {names} FROM ({grouped}) LIMIT 1",
+        sample_sql=f"SELECT {', '.join(keys)} FROM ({grouped}) LIMIT 1",
     )
+
+
+def unique_terms(table: Table, terms: tuple[str, ...]) -> tuple[str, ...]:
+    """The SQL that a unique key or index over ``terms`` of ``table`` compares: a column under
+    its own collation (so a new NOCASE finds case-duplicates), an expression as written."""
+    out = []
+    for term in terms:
+        column = table.column(term)
+        if column is not None:
+            out.append(f"{quote_identifier(column.name)} COLLATE {render_collation(column.collate or 'BINARY')}")
+        else:
+            out.append(f"({strip_sort_order(term)})")
+    return tuple(out)
 
 
 def row_check(

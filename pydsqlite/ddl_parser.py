@@ -260,6 +260,14 @@ def parse_index_terms(sql: str) -> list[str]:
     return terms
 
 
+def strip_sort_order(term: str) -> str:
+    """An indexed term without its trailing ASC/DESC (which orders, but does not compare)."""
+    tokens = tokenize(term)
+    if len(tokens) > 1 and tokens[-1].upper in ("ASC", "DESC"):
+        return term[: tokens[-1].start].rstrip()
+    return term
+
+
 def identifiers_in(sql: str) -> set[str]:
     """Every identifier-like word or quoted name in an expression, case-folded."""
     return {token.identifier.lower() for token in tokenize(sql) if token.kind in ("word", "quoted")}

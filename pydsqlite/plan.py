@@ -8,7 +8,7 @@ before anything runs, whether it would lose or reject existing rows.
 
 from __future__ import annotations
 
-from .checks import dropped_values_check, duplicates_check, table_rows_check
+from .checks import dropped_values_check, table_rows_check
 from .ddl_parser import identifiers_in
 from .diff import (
     AddColumn,
@@ -32,7 +32,7 @@ from .diff import (
     describe_change,
 )
 from .migration import DataCheck, MigrationPlan, Operation
-from .rebuild import rebuild_after_renames, renamed_columns
+from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check
 from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name, is_sync_metadata
 from .sqltext import (
     quote_identifier,
@@ -203,7 +203,7 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
                     )
                 )
         elif isinstance(change, CreateIndex):
-            operations.append(_create_index(table, item.live.name, change.index, renamed_columns(item)))
+            operations.append(_create_index(table, change.index, item))
     return operations
 
 
@@ -229,12 +229,12 @@ def _drop_column(table: str, live_table: str, column: Column) -> Operation:
     )
 
 
-def _create_index(table: str, live_table: str, index: Index, renamed: dict[str, str]) -> Operation:
-    """Create in place; a unique index first counts duplicates in ``live_table`` (pre-rename names)."""
+def _create_index(table: str, index: Index, item: TableDiff) -> Operation:
+    """Create in place; a unique index first counts the rows it would refuse, read from the live
+    table as the changed table will hold them (renamed and new columns included)."""
     checks: tuple[DataCheck, ...] = ()
     if index.unique:
-        old_names = tuple(renamed.get(fold_name(column), column) for column in index.columns)
-        checks = (duplicates_check(table, quote_identifier(live_table), old_names, f"unique index {index.name}"),)
+        checks = (unique_index_check(item.desired, new_rows_projection(item), index),)
     kind = "unique index" if index.unique else "index"
     return Operation(
         "create_index", table, f"create {kind} {index.name} on {table} ({', '.join(index.columns)})",

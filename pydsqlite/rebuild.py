@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .checks import conversion_check, dropped_values_check, duplicates_check, orphans_check, row_check
+from .checks import conversion_check, dropped_values_check, duplicates_check, orphans_check, row_check, unique_terms
 from .ddl_parser import identifiers_in, tokenize
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
 from .migration import DataCheck, Operation, RowCopy
-from .schema import Column, Schema, Table, fold_name, is_sync_metadata
+from .schema import Column, Index, Schema, Table, fold_name, is_sync_metadata
 from .sqltext import (
     quote_identifier,
     quote_literal,
@@ -85,7 +85,16 @@ def _plan_copy(item: TableDiff) -> _Copy:
     key = live.primary_key or (("rowid",) if rowid_usable else ())
     sample = ", ".join("rowid" if k == "rowid" else quote_identifier(k) for k in key) or "NULL"
     projection = f"(SELECT {', '.join([*projected, f'{sample} AS {SAMPLE}'])} FROM {quote_identifier(live.name)})"
+    for column in desired.columns:  # generated columns read the projected ones, one layer each
+        if column.generated is not None:
+            projection = f"(SELECT *, ({column.generated}) AS {quote_identifier(column.name)} FROM {projection})"
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing))
+
+
+def new_rows_projection(item: TableDiff) -> str:
+    """The live rows as the new table would hold them, under the new column names (what the
+    data checks of a table change query, before anything runs)."""
+    return _plan_copy(item).projection
 
 
 def rebuild_after_renames(item: TableDiff, live_schema: Schema, dropped_triggers: frozenset[str]) -> list[Operation]:
@@ -169,9 +178,9 @@ def rebuild_table(
                 )
             )
     if desired.primary_key and _key_changed(item):
-        checks.append(duplicates_check(name, projection, desired.primary_key, "the primary key"))
+        checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
-        checks.append(duplicates_check(name, projection, unique, "a UNIQUE constraint"))
+        checks.append(_duplicates(desired, projection, unique, "a UNIQUE constraint"))
     live_links = {key.link for key in live.foreign_keys}
     for key in desired.foreign_keys:
         parent = live_schema.table(key.ref_table)
@@ -190,7 +199,7 @@ def rebuild_table(
         )
     for index in desired.indexes:
         if index.unique:
-            checks.append(duplicates_check(name, projection, index.columns, f"unique index {index.name}"))
+            checks.append(unique_index_check(desired, projection, index))
     statements = [render_create_table(desired, name=temporary)]
     row_copy = None
     if copy.targets:
@@ -239,6 +248,18 @@ def rebuild_table(
         checks=(*_drop_checks(item), *checks),
         problems=tuple(problems),
         copy=row_copy,
+    )
+
+
+def _duplicates(table: Table, projection: str, columns: tuple[str, ...], what: str) -> DataCheck:
+    return duplicates_check(table.name, projection, unique_terms(table, columns), ", ".join(columns), what)
+
+
+def unique_index_check(table: Table, projection: str, index: Index) -> DataCheck:
+    """Rows of ``projection`` (the rows as ``table`` will hold them) that a new unique index refuses."""
+    return duplicates_check(
+        table.name, projection, unique_terms(table, index.columns), ", ".join(index.columns),
+        f"unique index {index.name}", index.where,
     )
 
 

@@ -11,10 +11,15 @@ from .schema import Column, ForeignKey, Index, Table
 
 
 def quote_identifier(name: str) -> str:
-    """Quote an identifier for SQLite, doubling embedded double quotes."""
+    """Quote an identifier for SQLite in grave accents, doubling embedded ones.
+
+    Not double quotes: SQLite reads a double-quoted name that matches no column as a
+    string literal (its "DQS" misfeature), so a missing column would silently become its
+    own name as a value. A name in grave accents is always an identifier, or an error.
+    """
     if "\x00" in name:
         raise ValueError(f"identifier {name!r} contains a NUL character")
-    return '"' + name.replace('"', '""') + '"'
+    return "`" + name.replace("`", "``") + "`"
 
 
 def quote_literal(value: object) -> str:

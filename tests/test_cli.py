@@ -52,7 +52,7 @@ def test_plan_exit_codes_and_formats(project):
     assert pending.returncode == 2, pending.stderr
     assert "create table items" in pending.stdout
     as_sql = run("plan", "app.db", "--models", "app_models:Item", "--sql", cwd=project)
-    assert as_sql.returncode == 2 and as_sql.stdout.startswith('CREATE TABLE "items"')
+    assert as_sql.returncode == 2 and as_sql.stdout.startswith('CREATE TABLE `items`')
     as_json = json.loads(run("plan", "app.db", "--models", "app_models", "--json", cwd=project).stdout)
     assert as_json["operations"][0]["kind"] == "create_table" and not as_json["is_empty"]
     applied = run("sync", "app.db", "--models", "app_models", cwd=project)

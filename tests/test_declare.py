@@ -177,11 +177,11 @@ def test_constraints_become_checks_on_matching_types():
         tags: Annotated[list[int], MaxLen(3)] = Field(default_factory=list)
 
     checks = {column.name: column.checks for column in compiled(Constrained).tables[0].columns}
-    assert checks["name"] == ('length("name") <= 20', 'length("name") >= 1')
-    assert checks["code"] == ('length("code") <= 3',)
-    assert checks["age"] == ('"age" >= 0', '"age" < 150')
-    assert checks["ratio"] == ('"ratio" > 0', '"ratio" <= 1.0')
-    assert checks["maybe"] == ('"maybe" > 0',)
+    assert checks["name"] == ('length(`name`) <= 20', 'length(`name`) >= 1')
+    assert checks["code"] == ('length(`code`) <= 3',)
+    assert checks["age"] == ('`age` >= 0', '`age` < 150')
+    assert checks["ratio"] == ('`ratio` > 0', '`ratio` <= 1.0')
+    assert checks["maybe"] == ('`maybe` > 0',)
     assert checks["tags"] == ()
 
 

@@ -829,7 +829,7 @@ def test_unique_index_on_a_renamed_column_checks_the_old_values(conn):
         handle: Annotated[str, Unique(), RenamedFrom("name")]
         age: Optional[int] = None
 
-    with pytest.raises(MigrationError, match=r"people\.name: 2 rows.*'ann'"):
+    with pytest.raises(MigrationError, match=r"people\.handle: 2 rows.*'ann'"):
         sync_models(conn, [V2])
     assert "name" in columns(conn, "people")
 
