@@ -20,6 +20,7 @@ from pydantic_core import PydanticUndefined
 
 from . import markers
 from .codecs import SQL_TYPE_OF_KIND, UnsupportedType, encode_value, split_optional, storage_kind
+from .delete_capture import capture_triggers
 from .errors import SchemaDefinitionError
 from .hlc import BASELINE
 from .metadata import schema_fingerprint
@@ -83,7 +84,7 @@ def _compile(chosen: tuple[type[BaseModel], ...]) -> Schema:
         _ensure_complete(model)
     tables = tuple(_compile_table(model, known) for model in by_table.values())
     _check_index_names(tables)
-    return Schema(tables=tables)
+    return Schema(tables=tables, triggers=capture_triggers(tables))
 
 
 def _ensure_complete(model: type[BaseModel]) -> None:

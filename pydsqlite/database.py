@@ -47,7 +47,7 @@ class Database:
         self.conn = conn if isinstance(conn, sqlite3.Connection) else sqlite3.connect(os.fspath(conn))
         self._depth = 0
         self._node = Node(self.conn, wall_clock, max_drift_ms, self.transaction)
-        self._replica = Replica(self.conn, self._node)
+        self._replica = Replica(self.conn, self._node, self.transaction)
 
     def close(self) -> None:
         """Close the connection if this object opened it."""
@@ -83,7 +83,12 @@ class Database:
                     self.conn.execute(f"RELEASE {begin}")
             raise
         self._depth -= 1
-        self.conn.execute(commit)
+        try:
+            self.conn.execute(commit)
+        except sqlite3.Error:  # a deferred foreign key fails the COMMIT and leaves the transaction open
+            if begin is None and self.conn.in_transaction:
+                self.conn.execute(rollback)
+            raise
 
     # --- the clock ---------------------------------------------------------------------------
 
@@ -108,7 +113,7 @@ class Database:
         Everything is checked first (tables, columns, timestamps, clock drift): a changeset
         this replica cannot hold is refused whole with ``SyncError`` (or ``ClockError``).
         """
-        return self._replica.merge(changeset, models, self.transaction)
+        return self._replica.merge(changeset, models)
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -182,6 +187,7 @@ class Database:
             if codec.synced:
                 return self._replica.delete(codec, params)
             cursor = self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", params)
+            self._replica.settle_captured()  # ON DELETE actions may have changed synced rows
         return cursor.rowcount > 0
 
     # --- reads -----------------------------------------------------------------------------
@@ -232,6 +238,8 @@ class Database:
         """A write in its own transaction (or savepoint); SQLite constraint failures become ConstraintError."""
         try:
             with self.transaction():
+                if codec.synced:
+                    self._replica.settle_captured()  # deletes made outside pydsqlite come first, in order
                 yield
         except sqlite3.IntegrityError as error:
             raise _constraint_error(codec, error) from error

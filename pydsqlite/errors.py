@@ -60,3 +60,8 @@ class ConstraintError(PydsqliteError):
 
 class RowNotFoundError(PydsqliteError, LookupError):
     """An update or delete named a primary key that has no row."""
+
+
+class SyncError(PydsqliteError):
+    """A changeset cannot be applied (unknown table or column, other schema, invalid value, a foreign key
+    it cannot settle); nothing was applied."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .checks import dropped_values_check, table_rows_check
 from .ddl_parser import identifiers_in
+from .delete_capture import capture_setup
 from .diff import (
     AddColumn,
     AlterColumn,
@@ -94,7 +95,8 @@ def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTr
         name, table, kind = change.trigger.name, change.trigger.table, "trigger"
         sql = change.trigger.sql if isinstance(change, CreateTrigger) else f"DROP TRIGGER {quote_identifier(name)}"
     action = "create" if isinstance(change, (CreateView, CreateTrigger)) else "drop"
-    return Operation(f"{action}_{kind}", table, describe_change(change), (sql,))
+    setup = capture_setup(change.trigger) if isinstance(change, CreateTrigger) else ()
+    return Operation(f"{action}_{kind}", table, describe_change(change), (*setup, sql))
 
 
 def _create_table(table: Table) -> Operation:

@@ -1,182 +1,72 @@
 """Replica sync of tables with LWW columns: a change feed and a merge that converges.
 
-Each row of a synced table is a set of registers, each a (timestamp, value) pair: one per
-LWW column (its ``<column>__hlc`` companion) and one for the group of all other non-key
-columns (the row version ``_pydsqlite_version``). A delete leaves a tombstone with its
-timestamp and the row's registers. The state of a key is (registers, tombstone time); two
-states merge register by register — the later timestamp wins, equal timestamps are broken
-by the value so every replica picks the same winner — and the tombstone time is the later
-of the two. A row is visible when some register is newer than its tombstone. Merging is
-commutative, associative and idempotent, so replicas that have seen the same changes hold
-the same rows in any order of exchange.
+The state of a key is its registers and its tombstone time (see ``changeset``); a row
+is visible when some register is newer than its tombstone. Merging is commutative,
+associative and idempotent, so replicas that have seen the same changes hold the same
+rows in any order of exchange.
 
 Every local write or merge that changes a row gives it this replica's next sequence
 number (``_pydsqlite_seq``); ``changes_since(cursor)`` returns the rows and tombstones with a
 higher number, so merged changes travel on (relays) without being re-stamped as local edits.
+
+Deletes are seen by SQLite triggers whatever caused them (``delete_capture``): the
+replica turns what they captured into tombstones and stamped writes before any other
+operation (``settle_captured``), so local events keep their order. On a replica that
+enforces foreign keys, a merge then settles the violations it left (``references``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import PydsqliteError
-from .hlc import HLC, check_text
+from .changeset import (
+    ChangeSet,
+    RowChange,
+    TableShape,
+    check_changes,
+    from_json_value,
+    key_from_text,
+    key_text,
+    merge_states,
+    to_json_value,
+)
+from .delete_capture import DELETE_TRIGGER_PREFIX, CapturedEvent, take_captured
+from .errors import SyncError as SyncError  # re-exported: its historical home
+from .hlc import HLC
+from .introspect import introspect
 from .model import registered_models, table_options
 from .node import CREATE_TOMBSTONES, TOMBSTONES, Node
+from .references import ReferenceGraph, ReferenceRepair
 from .rowcodec import RowCodec, codec_for
 from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from .sqltext import quote_identifier
 
-
-class SyncError(PydsqliteError):
-    """A changeset cannot be applied (unknown table or column, other schema, invalid value); nothing was applied."""
+__all__ = ["ChangeSet", "Replica", "RowChange", "Settled", "SyncError"]
 
 
-@dataclass(frozen=True)
-class RowChange:
-    """The whole known state of one row of a synced table.
+@dataclass
+class Settled:
+    """What ``settle_captured`` recorded: the tombstones of deleted rows and the (table, key) of stamped writes."""
 
-    ``key`` holds the stored primary-key values; ``columns`` maps each LWW column to its
-    (timestamp, stored value); ``version`` and ``values`` are the register of the other
-    non-key columns; ``deleted`` is the tombstone time, if the row was ever deleted.
-    """
-
-    table: str
-    key: tuple[Any, ...]
-    columns: dict[str, tuple[str, Any]]
-    version: str
-    values: dict[str, Any]
-    deleted: str | None = None
-
-    @property
-    def alive(self) -> bool:
-        newest = max([self.version, *(stamp for stamp, _ in self.columns.values())])
-        return self.deleted is None or newest > self.deleted
-
-    def timestamps(self) -> list[str]:
-        stamps = [self.version, *(stamp for stamp, _ in self.columns.values())]
-        return stamps + ([self.deleted] if self.deleted else [])
-
-
-@dataclass(frozen=True)
-class ChangeSet:
-    """Changes read from one replica: pass it to another replica's ``apply_changes``.
-
-    ``cursor`` is the sending replica's sequence number to resume its feed from.
-    """
-
-    changes: tuple[RowChange, ...] = ()
-    cursor: int = 0
-    node: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": 1,
-                "node": self.node,
-                "cursor": self.cursor,
-                "changes": [
-                    {
-                        "table": c.table,
-                        "key": [_to_json(v) for v in c.key],
-                        "columns": {name: [stamp, _to_json(v)] for name, (stamp, v) in sorted(c.columns.items())},
-                        "version": c.version,
-                        "values": {name: _to_json(v) for name, v in sorted(c.values.items())},
-                        "deleted": c.deleted,
-                    }
-                    for c in self.changes
-                ],
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> ChangeSet:
-        try:
-            data = json.loads(text)
-            if data.get("format") != 1:
-                raise ValueError(f"unknown changeset format {data.get('format')!r}")
-            changes = tuple(
-                RowChange(
-                    table=item["table"],
-                    key=tuple(_from_json(v) for v in item["key"]),
-                    columns={name: (pair[0], _from_json(pair[1])) for name, pair in item["columns"].items()},
-                    version=item["version"],
-                    values={name: _from_json(v) for name, v in item["values"].items()},
-                    deleted=item.get("deleted"),
-                )
-                for item in data["changes"]
-            )
-            return cls(changes=changes, cursor=int(data["cursor"]), node=str(data.get("node", "")))
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise SyncError(f"malformed changeset JSON: {error}") from None
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"$bytes": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"$float": repr(value)}
-    return value
-
-
-def _from_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "$bytes" in value:
-            return base64.b64decode(value["$bytes"])
-        if "$float" in value:
-            return float(value["$float"])
-        raise ValueError(f"unexpected object {value!r} in a changeset")
-    return value
-
-
-def key_text(key: tuple[Any, ...]) -> str:
-    """The canonical text of a stored key (the tombstones table's key)."""
-    return json.dumps([_to_json(v) for v in key], separators=(",", ":"))
-
-
-def _order(value: Any) -> str:
-    """A total order on stored values, used only to break timestamp ties identically everywhere."""
-    return json.dumps(_to_json(value), sort_keys=True, separators=(",", ":"))
-
-
-def _newer(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
-    """Whether register ``a`` beats register ``b``: later timestamp, then the larger value."""
-    if a[0] != b[0]:
-        return a[0] > b[0]
-    return _order(a[1]) > _order(b[1])
-
-
-def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:
-    """The join of two states of the same key (commutative, associative, idempotent)."""
-    if local is None:
-        return remote
-    columns = {}
-    for name in local.columns.keys() | remote.columns.keys():
-        mine, theirs = local.columns.get(name), remote.columns.get(name)
-        columns[name] = theirs if mine is None or (theirs is not None and _newer(theirs, mine)) else mine
-    group_mine = (local.version, local.values)
-    group_theirs = (remote.version, remote.values)
-    version, values = group_theirs if _newer(group_theirs, group_mine) else group_mine
-    deleted = max(filter(None, (local.deleted, remote.deleted)), default=None)
-    return RowChange(local.table, local.key, columns, version, values, deleted)
+    deleted: list[RowChange] = field(default_factory=list)
+    written: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
 
 class Replica:
     """Reads and writes the sync state of one database for ``Database``: its feed and its merges."""
 
-    def __init__(self, conn: sqlite3.Connection, node: Node) -> None:
+    def __init__(self, conn: sqlite3.Connection, node: Node, transaction: Callable) -> None:
         self.conn = conn
         self.node = node
+        self.transaction = transaction
+        self._graph: tuple[int, ReferenceGraph] | None = None
 
     @property
     def clock(self) -> HLC:
@@ -191,39 +81,55 @@ class Replica:
     # --- the public feed and merge -------------------------------------------------------------
 
     def feed(self, cursor: int | None, models: Iterable[type[BaseModel]] | None) -> ChangeSet:
-        """The changes after ``cursor``, read in one snapshot."""
+        """The changes after ``cursor``, read in one snapshot (deletes captured so far are recorded first)."""
         codecs = self.synced_codecs(models)
         self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
+        with self.transaction():
+            self.settle_captured()
         with self._read_snapshot():
             cursor_now = self.node.current_seq()
             changes = self.changes_since(list(codecs.values()), cursor)
         return ChangeSet(tuple(changes), cursor_now, self.clock.node_id)
 
-    def merge(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None, transaction: Callable) -> int:
-        """Check the whole changeset, advance the clock past it, then merge it table by table in one transaction."""
-        codecs = self.synced_codecs(models)
-        stamps: set[str] = set()
-        for change in changeset.changes:
-            check_change(codecs.get(fold_name(change.table)), change)
-            stamps.update(change.timestamps())
-        for stamp in stamps:  # each distinct timestamp once: a batch of rows often shares one
-            check_text(stamp)
+    def merge(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None) -> int:
+        """Check the whole changeset, advance the clock past it, then merge it table by table in one
+        transaction; a replica that enforces foreign keys then settles what the merge left violated."""
+        shapes = {name: TableShape.of(codec) for name, codec in self.synced_codecs(models).items()}
+        stamps = check_changes(changeset.changes, shapes)
         if stamps:
             self.clock.receive(max(stamps))
         by_table: dict[str, list[RowChange]] = {}
         for change in changeset.changes:
             by_table.setdefault(fold_name(change.table), []).append(change)
         changed = 0
-        with transaction():
-            for table, changes in by_table.items():
-                try:
-                    changed += self.apply_many(codecs[table], changes)
-                except sqlite3.IntegrityError as error:
-                    raise SyncError(f"merging rows of table {changes[0].table!r} violates a constraint: {error}") from error
+        try:
+            with self.transaction():
+                self.settle_captured()
+                repair = self._repair(shapes) if self._enforces_foreign_keys() else None
+                with _foreign_keys_deferred(self.conn, repair is not None):
+                    for table, changes in by_table.items():
+                        try:
+                            changed += self.apply_many(shapes[table].codec, changes, repair)
+                        except sqlite3.IntegrityError as error:
+                            raise SyncError(f"merging rows of table {changes[0].table!r} violates a constraint: {error}") from error
+                    if repair is not None:
+                        repair.run()
+        except sqlite3.IntegrityError as error:  # a deferred foreign key at commit: nothing was applied
+            raise SyncError(f"the merged changeset violates a constraint: {error}; nothing was applied") from error
         return changed
 
     def synced_codecs(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
         """Codecs of the synced tables (models with LWW columns) that exist in this database."""
+        codecs = self._present_synced(models)
+        for codec in codecs.values():
+            if codec.auto_key is not None:
+                raise SyncError(
+                    f"table {codec.name!r} cannot sync: its key {codec.auto_key!r} is assigned by SQLite, so two "
+                    "replicas would give the same id to different rows; use a key the writer chooses (a UUID)"
+                )
+        return codecs
+
+    def _present_synced(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
         present = {
             fold_name(name)
             for (name,) in self.conn.execute(
@@ -238,11 +144,6 @@ class Replica:
                 continue
             codec = codec_for(model)
             if codec.synced:
-                if codec.auto_key is not None:
-                    raise SyncError(
-                        f"table {codec.name!r} cannot sync: its key {codec.auto_key!r} is assigned by SQLite, so two "
-                        "replicas would give the same id to different rows; use a key the writer chooses (a UUID)"
-                    )
                 codecs[fold_name(codec.name)] = codec
         return codecs
 
@@ -257,6 +158,21 @@ class Replica:
         finally:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
+
+    # --- foreign keys --------------------------------------------------------------------------
+
+    def _enforces_foreign_keys(self) -> bool:
+        return bool(self.conn.execute("PRAGMA foreign_keys").fetchone()[0])
+
+    def _repair(self, shapes: dict[str, TableShape]) -> ReferenceRepair:
+        """The settling of one merge: the foreign keys of the live schema (re-read only after a schema
+        change) and every synced table a model here describes."""
+        version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
+        if self._graph is None or self._graph[0] != version:
+            self._graph = (version, ReferenceGraph(introspect(self.conn)))
+        codecs = {name: codec for name, codec in self._present_synced(None).items() if codec.auto_key is None}
+        codecs.update({name: shape.codec for name, shape in shapes.items()})
+        return ReferenceRepair(self, self._graph[1], codecs)
 
     # --- local writes ----------------------------------------------------------------------
 
@@ -277,20 +193,124 @@ class Replica:
         )
 
     def delete(self, codec: RowCodec, key: tuple[Any, ...]) -> bool:
-        """Replace the row by a tombstone carrying its registers, stamped now."""
-        state = self.read_row(codec, key)
-        if state is None:
+        """Delete one row; its capture trigger records it, and it becomes a tombstone stamped now
+        (with whatever its foreign keys' actions did to other rows)."""
+        settled = self.delete_rows(codec, [key])
+        if settled is None:
             return False
-        dead = RowChange(state.table, state.key, state.columns, state.version, state.values, str(self.clock.now()))
-        self._write_tombstone(dead, self.next_seq())
-        self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", key)
+        if not any(fold_name(state.table) == fold_name(codec.name) for state in settled.deleted):
+            raise SyncError(
+                f"table {codec.name!r} has no delete capture trigger ({DELETE_TRIGGER_PREFIX}{codec.name}); it was synced "
+                "by an older pydsqlite: run sync_models so that deletes sync"
+            )
         return True
 
-    # --- the feed --------------------------------------------------------------------------
+    def delete_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]]) -> Settled | None:
+        """DELETE rows by key and record what that did; None when no row had such a key."""
+        deleted = self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", keys).rowcount
+        return self.settle_captured() if deleted else None
 
-    def read_row(self, codec: RowCodec, key: tuple[Any, ...]) -> RowChange | None:
-        row = self.conn.execute(f"{_state_select(codec)} WHERE {codec.key_where()}", key).fetchone()
-        return None if row is None else _row_state(codec, row, None)
+    def restore_rows(self, codec: RowCodec, states: list[RowChange]) -> None:
+        """Make dead rows visible again with their last values, every register stamped now (a local write)."""
+        now = str(self.clock.now())
+        first = self.allocate_seq(len(states))
+        restored = [
+            RowChange(s.table, s.key, {name: (now, value) for name, (_, value) in s.columns.items()}, now, s.values, s.deleted)
+            for s in states
+        ]
+        self._write_rows(codec, restored, first)
+        self._write_tombstones([(state, first + n, False) for n, state in enumerate(restored)])
+
+    def set_columns(self, codec: RowCodec, key: tuple[Any, ...], assignments: dict[str, str]) -> None:
+        """Set columns of one row to SQL expressions (NULL, a default) as a local write stamped now."""
+        now = str(self.clock.now())
+        lww = {fold_name(name) for name in codec.lww}
+        terms = [f"{quote_identifier(name)} = {expression}" for name, expression in assignments.items()]
+        stamped = [name + LWW_SUFFIX for name in assignments if fold_name(name) in lww]
+        if any(fold_name(name) not in lww for name in assignments):
+            stamped.append(VERSION_COLUMN)
+        terms += [f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN)]
+        self.conn.execute(
+            f"UPDATE {codec.quoted_table} SET {', '.join(terms)} WHERE {codec.key_where()}",
+            [*([now] * len(stamped)), self.next_seq(), *key],
+        )
+
+    def dead_states(self, codec: RowCodec, key: tuple[Any, ...] | None = None) -> list[RowChange]:
+        """The registers of the table's deleted rows (of one key, if given)."""
+        query = f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ? AND state IS NOT NULL"
+        params: tuple[Any, ...] = (codec.name,)
+        if key is not None:
+            query += " AND key = ?"
+            params += (key_text(key),)
+        return [_state_from_json(codec, key_from_text(text), state, deleted) for text, deleted, state in self.conn.execute(query, params)]
+
+    # --- deletes and writes the capture triggers saw -------------------------------------------
+
+    def settle_captured(self, exclude: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Settled:
+        """Turn what the capture triggers recorded into local events stamped now: a tombstone per deleted
+        row (with the registers it held), stamped registers for foreign-key columns an action changed.
+
+        ``exclude`` holds (folded table, key text) of deletes a merge made itself: they carry the
+        merged tombstone instead. A row deleted and then inserted again by the application before
+        this ran counts as deleted, then written anew."""
+        events = take_captured(self.conn)
+        deletes: dict[tuple[str, str], RowChange] = {}
+        writes: dict[tuple[str, str], tuple[CapturedEvent, set[str]]] = {}
+        for event in events:
+            ident = (fold_name(event.table), key_text(event.key))
+            if ident in exclude:
+                continue
+            if event.kind == "delete":
+                deletes[ident] = merge_states(deletes.get(ident), _captured_state(event))
+            else:
+                writes.setdefault(ident, (event, set()))[1].update(
+                    name for name, (role, _, _) in event.columns.items() if role != "key"
+                )
+        if not deletes and not writes:
+            return Settled()
+        now = str(self.clock.now())
+        first = self.allocate_seq(len(deletes) + len(writes))
+        dead = [_with_deleted(state, now) for state in deletes.values()]
+        self._write_tombstones([(state, first + n, True) for n, state in enumerate(dead)])
+        key_columns = {fold_name(event.table): event.key_columns for event in events}
+        self._restamp_rows_written_again(dead, key_columns)
+        for seq, (event, columns) in enumerate(writes.values(), start=first + len(dead)):
+            self._stamp_write(event, columns, now, seq)
+        return Settled(dead, [(event.table, event.key) for event, _ in writes.values()])
+
+    def _restamp_rows_written_again(self, dead: list[RowChange], key_columns: dict[str, tuple[str, ...]]) -> None:
+        by_table: dict[str, list[RowChange]] = {}
+        for state in dead:
+            by_table.setdefault(fold_name(state.table), []).append(state)
+        again: list[RowChange] = []
+        for table, states in by_table.items():
+            names = key_columns[table]
+            present = {
+                key_text(tuple(row))
+                for row in _rows_with_keys(self.conn, quote_identifier(states[0].table), names, [s.key for s in states], names)
+            }
+            again.extend(state for state in states if key_text(state.key) in present)
+        if not again:
+            return
+        now = str(self.clock.now())
+        first = self.allocate_seq(len(again))
+        for seq, state in enumerate(again, start=first):
+            names = key_columns[fold_name(state.table)]
+            stamped = [name + LWW_SUFFIX for name in state.columns] + [VERSION_COLUMN]
+            terms = ", ".join(f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN))
+            where = " AND ".join(f"{quote_identifier(name)} = ?" for name in names)
+            self.conn.execute(f"UPDATE {quote_identifier(state.table)} SET {terms} WHERE {where}", [*([now] * len(stamped)), seq, *state.key])
+        self._write_tombstones([(state, first + n, False) for n, state in enumerate(again)])
+
+    def _stamp_write(self, event: CapturedEvent, columns: set[str], now: str, seq: int) -> None:
+        stamped = [name + LWW_SUFFIX for name in columns if event.columns[name][0] == "lww"]
+        if any(event.columns[name][0] == "group" for name in columns):
+            stamped.append(VERSION_COLUMN)
+        terms = ", ".join(f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN))
+        where = " AND ".join(f"{quote_identifier(name)} = ?" for name in event.key_columns)
+        self.conn.execute(f"UPDATE {quote_identifier(event.table)} SET {terms} WHERE {where}", [*([now] * len(stamped)), seq, *event.key])
+
+    # --- the feed --------------------------------------------------------------------------
 
     def changes_since(self, codecs: list[RowCodec], cursor: int | None) -> list[RowChange]:
         after = -1 if cursor is None else cursor
@@ -306,13 +326,12 @@ class Replica:
                 f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ? AND seq > ? AND state IS NOT NULL",
                 (codec.name, after),
             ):
-                stored_key = tuple(_from_json(v) for v in json.loads(key))
-                changes.append(_state_from_json(codec, stored_key, state, deleted))
+                changes.append(_state_from_json(codec, key_from_text(key), state, deleted))
         return changes
 
     # --- merging ---------------------------------------------------------------------------
 
-    def apply_many(self, codec: RowCodec, remotes: list[RowChange]) -> int:
+    def apply_many(self, codec: RowCodec, remotes: list[RowChange], repair: ReferenceRepair | None = None) -> int:
         """Merge remote states of one table in bulk: read the local states, join, validate the
         visible rows in one call, write with ``executemany``. Returns how many keys changed."""
         incoming: dict[str, RowChange] = {}
@@ -333,27 +352,27 @@ class Replica:
             return 0
         first = self.allocate_seq(len(alive) + len(dead))
         self._write_rows(codec, alive, first)
-        gone = [change.key for change in dead if key_text(change.key) in live]
+        gone = [change for change in dead if key_text(change.key) in live]
+        settled = Settled()
         if gone:
-            self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", gone)
+            self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in gone])
+            settled = self.settle_captured(exclude={(fold_name(codec.name), key_text(change.key)) for change in gone})
         marks = [(change, first + n, False) for n, change in enumerate(alive) if change.deleted is not None]
         marks += [(change, first + len(alive) + n, True) for n, change in enumerate(dead)]
         self._write_tombstones(marks)
+        if repair is not None:
+            repair.note_written(codec.name, [change.key for change in alive])
+            repair.note_deleted(codec.name, gone)
+            repair.note_settled(settled)
         return len(alive) + len(dead)
 
     def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]]) -> dict[str, RowChange]:
         """Local states of the rows with these keys (chunked ``IN (VALUES …)`` lookups)."""
         found: dict[str, RowChange] = {}
-        columns = ", ".join(quote_identifier(name) for name in codec.key)
-        width = len(codec.key)
-        chunk = max(1, 900 // width)
-        for start in range(0, len(keys), chunk):
-            part = keys[start : start + chunk]
-            values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
-            params = [value for key in part for value in key]
-            for row in self.conn.execute(f"{_state_select(codec)} WHERE ({columns}) IN (VALUES {values})", params):
-                state = _row_state(codec, row, None)
-                found[key_text(state.key)] = state
+        names = [*codec.key, *codec.lww, *(name + LWW_SUFFIX for name in codec.lww), *codec.group, VERSION_COLUMN]
+        for row in _rows_with_keys(self.conn, codec.quoted_table, codec.key, keys, names):
+            state = _row_state(codec, row, None)
+            found[key_text(state.key)] = state
         return found
 
     def _read_tombstones(self, codec: RowCodec) -> dict[str, tuple[str, str | None]]:
@@ -369,21 +388,25 @@ class Replica:
             row = dict(zip(codec.key, state.key, strict=True))
             row.update({name: value for name, (_, value) in state.columns.items()})
             row.update(state.values)
-            data.append(codec.decode_values(row))
+            try:
+                data.append(codec.decode_values(row))
+            except (ValueError, TypeError) as error:
+                raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} does not validate: {error}") from None
         try:
             instances = codec.validate_many(data)
         except ValidationError as error:
-            position = error.errors()[0]["loc"][0]
-            key = states[position].key if isinstance(position, int) else "?"
-            raise SyncError(f"a merged row of table {codec.name!r} with key {key!r} does not validate: {error}") from None
-        except (ValueError, TypeError) as error:
-            raise SyncError(f"a merged row of table {codec.name!r} does not validate: {error}") from None
+            location = error.errors()[0]["loc"]
+            key = states[location[0]].key if isinstance(location[0], int) else "?"
+            column = f" (column {location[1]})" if len(location) > 1 else ""
+            raise SyncError(f"a merged row of table {codec.name!r} with key {key!r} does not validate{column}: {error}") from None
         names = [*codec.fields, *(name + LWW_SUFFIX for name in codec.lww), VERSION_COLUMN, SEQ_COLUMN]
         rows = []
         for position, (state, instance) in enumerate(zip(states, instances, strict=True)):
-            rows.append(
-                [*codec.values(instance), *(state.columns[name][0] for name in codec.lww), state.version, first_seq + position]
-            )
+            try:
+                values = codec.values(instance)
+            except ValueError as error:
+                raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
+            rows.append([*values, *(state.columns[name][0] for name in codec.lww), state.version, first_seq + position])
         updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
         self.conn.executemany(
             f"INSERT INTO {codec.quoted_table} ({', '.join(quote_identifier(n) for n in names)}) "
@@ -391,9 +414,6 @@ class Replica:
             f"ON CONFLICT ({', '.join(quote_identifier(n) for n in codec.key)}) DO UPDATE SET {updates}",
             rows,
         )
-
-    def _write_tombstone(self, change: RowChange, seq: int, *, keep_state: bool = True) -> None:
-        self._write_tombstones([(change, seq, keep_state)])
 
     def _write_tombstones(self, marks: list[tuple[RowChange, int, bool]]) -> None:
         """Record tombstone times; a dead row's registers go with it, a visible row's stay in its table."""
@@ -407,6 +427,49 @@ class Replica:
                 for change, seq, keep in marks
             ],
         )
+
+
+@contextmanager
+def _foreign_keys_deferred(conn: sqlite3.Connection, enabled: bool) -> Iterator[None]:
+    """Check foreign keys at commit instead of per statement while a merge runs (the caller's
+    setting is restored after): a merge writes rows whose parents it settles afterwards.
+    Deferred, SQLite still runs CASCADE and SET NULL / SET DEFAULT actions at once."""
+    if not enabled:
+        yield
+        return
+    before = conn.execute("PRAGMA defer_foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA defer_foreign_keys = ON")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA defer_foreign_keys = {'ON' if before else 'OFF'}")
+
+
+def _rows_with_keys(
+    conn: sqlite3.Connection, quoted_table: str, key: Iterable[str], keys: list[tuple[Any, ...]], columns: Iterable[str]
+) -> Iterator[tuple[Any, ...]]:
+    """``columns`` of the rows whose ``key`` columns hold one of ``keys`` (chunked ``IN (VALUES …)`` lookups)."""
+    key = list(key)
+    width = len(key)
+    chunk = max(1, 900 // width)
+    head = f"SELECT {', '.join(quote_identifier(n) for n in columns)} FROM {quoted_table} WHERE ({', '.join(quote_identifier(n) for n in key)}) IN "
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
+        yield from conn.execute(f"{head}(VALUES {values})", [value for row in part for value in row])
+
+
+def _captured_state(event: CapturedEvent) -> RowChange:
+    """The registers a deleted row held, as its capture trigger recorded them."""
+    columns, values, version = {}, {}, ""
+    for name, (role, value, stamp) in event.columns.items():
+        if role == "lww":
+            columns[name] = (stamp, value)
+        elif role == "group":
+            values[name] = value
+        else:
+            version = stamp
+    return RowChange(event.table, event.key, columns, version, values)
 
 
 def _local_state(
@@ -450,9 +513,9 @@ def _with_deleted(state: RowChange, deleted: str | None) -> RowChange:
 def _state_to_json(state: RowChange) -> str:
     return json.dumps(
         {
-            "columns": {name: [stamp, _to_json(v)] for name, (stamp, v) in sorted(state.columns.items())},
+            "columns": {name: [stamp, to_json_value(v)] for name, (stamp, v) in sorted(state.columns.items())},
             "version": state.version,
-            "values": {name: _to_json(v) for name, v in sorted(state.values.items())},
+            "values": {name: to_json_value(v) for name, v in sorted(state.values.items())},
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -464,23 +527,8 @@ def _state_from_json(codec: RowCodec, key: tuple[Any, ...], text: str, deleted: 
     return RowChange(
         table=codec.name,
         key=key,
-        columns={name: (pair[0], _from_json(pair[1])) for name, pair in data["columns"].items()},
+        columns={name: (pair[0], from_json_value(pair[1])) for name, pair in data["columns"].items()},
         version=data["version"],
-        values={name: _from_json(v) for name, v in data["values"].items()},
+        values={name: from_json_value(v) for name, v in data["values"].items()},
         deleted=deleted,
     )
-
-
-def check_change(codec: RowCodec | None, change: RowChange) -> None:
-    """Refuse a change this replica cannot hold, before anything is written."""
-    if codec is None:
-        raise SyncError(
-            f"changeset names table {change.table!r}, which is not a synced table here (no table model with LWW columns)"
-        )
-    if len(change.key) != len(codec.key):
-        raise SyncError(f"changeset key {change.key!r} does not fit the key {codec.key} of table {codec.name!r}")
-    if set(change.columns) != set(codec.lww) or set(change.values) != set(codec.group):
-        raise SyncError(
-            f"changeset for table {codec.name!r} has columns {sorted(change.columns) + sorted(change.values)} but this "
-            f"replica's schema has {sorted(codec.lww) + sorted(codec.group)}; sync both replicas' schemas first"
-        )

@@ -426,7 +426,7 @@ def test_lww_on_adds_companion_keeps_data_and_off_removes_it(conn):
         age: Optional[int] = None
 
     plan = sync_models(conn, [WithLWW])
-    assert sorted(op.kind for op in plan.operations) == ["add_column", "add_column", "create_index", "enable_lww"]
+    assert sorted(op.kind for op in plan.operations) == ["add_column", "add_column", "create_index", "create_trigger", "enable_lww"]
     baseline = "000000000000000:000000000:" + "0" * 36
     assert columns(conn, "people")["name__hlc"] == ("TEXT", False, f"'{baseline}'")
     assert rows(conn, "SELECT id, name, name__hlc, _pydsqlite_version FROM people ORDER BY id") == [
@@ -435,7 +435,7 @@ def test_lww_on_adds_companion_keeps_data_and_off_removes_it(conn):
     assert model_migration_plan(conn, [WithLWW]).is_empty
     conn.execute("UPDATE people SET name__hlc = 'stamp'")
     plan = sync_models(conn, [V1])
-    assert sorted(op.kind for op in plan.operations) == ["disable_lww", "drop_column", "drop_column", "drop_index"]
+    assert sorted(op.kind for op in plan.operations) == ["disable_lww", "drop_column", "drop_column", "drop_index", "drop_trigger"]
     assert not plan.destructive_operations
     assert set(columns(conn, "people")) == {"id", "name", "age"}
     assert rows(conn, "SELECT id, name FROM people ORDER BY id") == [(1, "ann"), (2, "bob"), (3, "cy")]

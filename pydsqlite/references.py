@@ -1,0 +1,250 @@
+"""Foreign keys across replicas: after a merge, a replica that enforces foreign keys settles every
+violation the merge left, as local writes that travel on to the other replicas.
+
+A replica with foreign keys off stores what it receives as it is; one that enforces them
+merges with the keys deferred and then, for each row whose parent is missing (the rule
+of docs/sync.md, "Foreign keys"):
+
+- ``CASCADE``: the row is deleted (a tombstone);
+- ``SET NULL`` / ``SET DEFAULT``: its key columns are set, stamped now;
+- ``NO ACTION`` / ``RESTRICT``: the parent is revived from its tombstone with its last
+  values, stamped now — a concurrent reference beats a delete.
+
+A revived row is kept for the rest of the settling: if it is itself a child whose parent
+is missing, that parent is revived too (rather than the row cascading away). A parent
+with nothing to revive (never seen here) makes the child go: ``SET NULL`` / ``SET DEFAULT``
+as usual, otherwise the child is deleted, and it is not revived later. Violations
+involving a table that does not sync are refused with ``SyncError``. Every step is
+decided from the database's state alone, so replicas that settle the same merge
+concurrently make the same decisions, and their stamped results join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import SyncError
+from .rowcodec import RowCodec
+from .schema import Schema, Table, fold_name
+from .sqltext import quote_identifier
+
+if TYPE_CHECKING:
+    from .changeset import RowChange
+    from .replication import Replica, Settled
+
+_MAX_ROUNDS = 1000
+"""Each row changes state a bounded number of times while settling; this only guards against a bug."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """One foreign key: ``columns`` of ``child`` reference ``parent_columns`` of ``parent``."""
+
+    child: Table
+    columns: tuple[str, ...]
+    parent: Table
+    parent_columns: tuple[str, ...]
+    on_delete: str
+    position: int
+    """The key's position among the child's foreign keys (a stable order)."""
+
+
+class ReferenceGraph:
+    """Every foreign key of the live schema, by child table and by parent table (names case-folded)."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.tables = {fold_name(table.name): table for table in schema.tables}
+        self.outgoing: dict[str, list[Link]] = {}
+        self.incoming: dict[str, list[Link]] = {}
+        for table in schema.tables:
+            for position, key in enumerate(table.foreign_keys):
+                parent = schema.table(key.ref_table)
+                if parent is None or len(key.ref_columns) != len(key.columns):
+                    continue  # SQLite itself refuses writes under such a key ("foreign key mismatch")
+                link = Link(table, key.columns, parent, key.ref_columns, key.on_delete, position)
+                self.outgoing.setdefault(fold_name(table.name), []).append(link)
+                self.incoming.setdefault(fold_name(parent.name), []).append(link)
+
+
+Violation = tuple[Link, tuple[Any, ...], tuple[Any, ...]]
+"""(foreign key, the child row's key, the parent values it references)."""
+
+
+class ReferenceRepair:
+    """The settling of one merge: the rows it wrote and deleted are checked, violations resolved, repeated."""
+
+    def __init__(self, replica: Replica, graph: ReferenceGraph, codecs: dict[str, RowCodec]) -> None:
+        self.replica = replica
+        self.conn = replica.conn
+        self.graph = graph
+        self.codecs = codecs
+        """Synced tables by case-folded name; rows of other tables are never written here."""
+        self.written: dict[str, dict[tuple[Any, ...], None]] = {}
+        self.deleted: dict[str, list[dict[str, Any]]] = {}
+        self.kept: set[tuple[str, tuple[Any, ...]]] = set()
+        self.doomed: set[tuple[str, tuple[Any, ...]]] = set()
+        self.cleared: set[tuple[str, tuple[Any, ...], int]] = set()
+
+    # --- what the merge did ------------------------------------------------------------------
+
+    def note_written(self, table: str, keys: Iterable[tuple[Any, ...]]) -> None:
+        """Rows written alive: their parents must exist."""
+        name = fold_name(table)
+        if name in self.graph.outgoing:
+            self.written.setdefault(name, {}).update(dict.fromkeys(keys))
+
+    def note_deleted(self, table: str, states: Iterable[RowChange]) -> None:
+        """Rows deleted: no row may still reference them."""
+        name = fold_name(table)
+        if name in self.graph.incoming:
+            key_names = self.graph.tables[name].primary_key
+            self.deleted.setdefault(name, []).extend(
+                {fold_name(column): value for column, value in state.stored_values(key_names).items()} for state in states
+            )
+
+    def note_settled(self, settled: Settled) -> None:
+        """What the capture triggers saw meanwhile: cascaded deletes and foreign-key actions."""
+        for state in settled.deleted:
+            self.note_deleted(state.table, [state])
+        for table, key in settled.written:
+            self.note_written(table, [key])
+
+    # --- settling ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for _ in range(_MAX_ROUNDS):
+            violations = self._find()
+            if not violations:
+                return
+            for violation in violations:
+                self._settle(*violation)
+        raise SyncError(f"foreign keys did not settle after {_MAX_ROUNDS} rounds; nothing was applied")
+
+    def _find(self) -> list[Violation]:
+        """Rows written whose parent is missing, and rows referencing a deleted row, in a stable order."""
+        written, self.written = self.written, {}
+        deleted, self.deleted = self.deleted, {}
+        found: dict[tuple[str, int, str], Violation] = {}
+        for table, keys in written.items():
+            for link in self.graph.outgoing[table]:
+                key_names = _key_columns(link.child)
+                for violation in _violations(self.conn, link, key_names, list(keys)):
+                    found[(fold_name(link.child.name), link.position, repr(violation[1]))] = violation
+        for table, rows in deleted.items():
+            for link in self.graph.incoming[table]:
+                referenced = {tuple(row.get(fold_name(name)) for name in link.parent_columns) for row in rows}
+                referenced = [values for values in referenced if None not in values]
+                for violation in _violations(self.conn, link, link.columns, referenced):
+                    found[(fold_name(link.child.name), link.position, repr(violation[1]))] = violation
+        return [found[position] for position in sorted(found)]
+
+    def _settle(self, link: Link, key: tuple[Any, ...], values: tuple[Any, ...]) -> None:
+        if not _still_violated(self.conn, link, key, values):
+            return  # settled meanwhile (a parent revived, the row deleted or changed)
+        child = self.codecs.get(fold_name(link.child.name))
+        parent = self.codecs.get(fold_name(link.parent.name))
+        if child is None or parent is None:
+            other = link.child.name if child is None else link.parent.name
+            raise SyncError(
+                f"row {key!r} of table {link.child.name!r} references {link.parent.name}({', '.join(link.parent_columns)}) "
+                f"= {values!r}, which does not exist here; table {other!r} does not sync, so this replica cannot settle "
+                "the foreign key; nothing was applied"
+            )
+        row = (fold_name(child.name), key)
+        if link.on_delete in ("SET NULL", "SET DEFAULT") and (*row, link.position) not in self.cleared:
+            self.cleared.add((*row, link.position))
+            self._clear(child, link, key)
+        elif link.on_delete == "CASCADE" and row not in self.kept:
+            self._delete(child, key)
+        elif not self._revive(parent, link, values):
+            self.doomed.add(row)
+            self._delete(child, key)
+
+    def _clear(self, codec: RowCodec, link: Link, key: tuple[Any, ...]) -> None:
+        """SET NULL / SET DEFAULT: the key columns take NULL or their declared default, stamped now."""
+        assignments = {}
+        for name in link.columns:
+            column = link.child.column(name)
+            default = column.default if column is not None and link.on_delete == "SET DEFAULT" else None
+            assignments[name] = f"({default})" if default is not None else "NULL"
+        self.replica.set_columns(codec, key, assignments)
+        self.note_written(codec.name, [key])  # a default may reference a missing parent too
+
+    def _delete(self, codec: RowCodec, key: tuple[Any, ...]) -> None:
+        settled = self.replica.delete_rows(codec, [key])
+        if settled is not None:
+            self.note_settled(settled)
+
+    def _revive(self, codec: RowCodec, link: Link, values: tuple[Any, ...]) -> bool:
+        """Bring back the dead parent ``link`` references with ``values``; False when there is none to revive."""
+        wanted = dict(zip((fold_name(name) for name in link.parent_columns), values, strict=True))
+        key_names = [fold_name(name) for name in codec.key]
+        if set(wanted) == set(key_names):
+            candidates = self.replica.dead_states(codec, tuple(wanted[name] for name in key_names))
+        else:
+            candidates = self.replica.dead_states(codec)
+        state = next(
+            (
+                candidate
+                for candidate in candidates
+                if all(_folded(candidate.stored_values(codec.key)).get(name) == value for name, value in wanted.items())
+            ),
+            None,
+        )
+        if state is None or (fold_name(codec.name), state.key) in self.doomed:
+            return False
+        self.replica.restore_rows(codec, [state])
+        self.kept.add((fold_name(codec.name), state.key))
+        self.note_written(codec.name, [state.key])
+        return True
+
+
+def _folded(values: dict[str, Any]) -> dict[str, Any]:
+    return {fold_name(name): value for name, value in values.items()}
+
+
+def _key_columns(table: Table) -> tuple[str, ...]:
+    """The columns that identify a row of ``table`` (its rowid when it has no primary key)."""
+    return table.primary_key or ("rowid",)
+
+
+def _column(alias: str, name: str) -> str:
+    return f"{alias}.rowid" if name == "rowid" else f"{alias}.{quote_identifier(name)}"
+
+
+def _missing_parent(link: Link) -> str:
+    """SQL true when the child row ``c`` references a parent row that does not exist."""
+    matches = " AND ".join(
+        f"p.{quote_identifier(parent)} = c.{quote_identifier(child)}" for child, parent in zip(link.columns, link.parent_columns, strict=True)
+    )
+    present = " AND ".join(f"c.{quote_identifier(name)} IS NOT NULL" for name in link.columns)
+    return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(link.parent.name)} AS p WHERE {matches})"
+
+
+def _violations(conn: Any, link: Link, by: Iterable[str], wanted: list[tuple[Any, ...]]) -> list[Violation]:
+    """Rows of ``link.child`` whose ``by`` columns hold one of ``wanted`` and whose parent is missing."""
+    by = list(by)
+    key_names = _key_columns(link.child)
+    width = len(by)
+    chunk = max(1, 900 // width)
+    selected = ", ".join(_column("c", name) for name in (*key_names, *link.columns))
+    head = (
+        f"SELECT {selected} FROM {quote_identifier(link.child.name)} AS c WHERE {_missing_parent(link)} "
+        f"AND ({', '.join(_column('c', name) for name in by)}) IN "
+    )
+    found: list[Violation] = []
+    for start in range(0, len(wanted), chunk):
+        part = wanted[start : start + chunk]
+        rows = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
+        for row in conn.execute(f"{head}(VALUES {rows})", [value for values in part for value in values]):
+            found.append((link, tuple(row[: len(key_names)]), tuple(row[len(key_names) :])))
+    return found
+
+
+def _still_violated(conn: Any, link: Link, key: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
+    key_names = _key_columns(link.child)
+    where = " AND ".join(f"{_column('c', name)} = ?" for name in (*key_names, *link.columns))
+    query = f"SELECT 1 FROM {quote_identifier(link.child.name)} AS c WHERE {where} AND {_missing_parent(link)}"
+    return conn.execute(query, (*key, *values)).fetchone() is not None
