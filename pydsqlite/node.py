@@ -52,14 +52,24 @@ class Node:
         """Reserve ``count`` consecutive sequence numbers (inside the caller's write); returns the first.
         The clock's latest reading is stored with them."""
         clock = self.clock
-        last = self.conn.execute(
-            f"UPDATE {NODE_TABLE} SET seq = seq + ?, clock = ? WHERE id = 1 RETURNING seq", (count, str(clock.last))
-        ).fetchone()[0]
-        return int(last) - count + 1
+        query = f"UPDATE {NODE_TABLE} SET seq = seq + ?, clock = ? WHERE id = 1 RETURNING seq"
+        row = self._read(query, (count, str(clock.last)))
+        return int(row[0]) - count + 1
 
     def current_seq(self) -> int:
         self.clock  # noqa: B018 - creates the tables on first use
-        return int(self.conn.execute(f"SELECT seq FROM {NODE_TABLE} WHERE id = 1").fetchone()[0])
+        return int(self._read(f"SELECT seq FROM {NODE_TABLE} WHERE id = 1")[0])
+
+    def _read(self, query: str, params: tuple = ()) -> tuple:
+        """One row of the node table. Its tables are created again, with this clock's node id, when the
+        transaction that first created them was rolled back (a write that failed) after the clock was read."""
+        try:
+            return self.conn.execute(query, params).fetchone()
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+        self._create(self.clock.node_id)
+        return self.conn.execute(query, params).fetchone()
 
     def _state(self) -> tuple[str, str | None]:
         query = f"SELECT node_id, clock FROM {NODE_TABLE} WHERE id = 1"
@@ -68,12 +78,15 @@ class Node:
         except sqlite3.OperationalError:
             row = None
         if row is None:
-            with self._transaction():
-                self.conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {NODE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), "
-                    "node_id TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0, clock TEXT)"
-                )
-                self.conn.execute(f"INSERT OR IGNORE INTO {NODE_TABLE} (id, node_id) VALUES (1, ?)", (new_node_id(),))
-                self.conn.execute(CREATE_TOMBSTONES)
+            self._create(new_node_id())
             row = self.conn.execute(query).fetchone()
         return row[0], row[1]
+
+    def _create(self, node_id: str) -> None:
+        with self._transaction():
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {NODE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                "node_id TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0, clock TEXT)"
+            )
+            self.conn.execute(f"INSERT OR IGNORE INTO {NODE_TABLE} (id, node_id) VALUES (1, ?)", (node_id,))
+            self.conn.execute(CREATE_TOMBSTONES)

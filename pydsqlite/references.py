@@ -114,13 +114,22 @@ class ReferenceRepair:
     # --- settling ----------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Settle rounds until no violation is left; in each, revivals go first (a parent brought back
+        settles its other children's violations too), then the stable order of ``_find``."""
         for _ in range(_MAX_ROUNDS):
             violations = self._find()
             if not violations:
                 return
-            for violation in violations:
+            for violation in sorted(violations, key=lambda violation: not self._revives(violation[0], violation[1])):
                 self._settle(*violation)
         raise SyncError(f"foreign keys did not settle after {_MAX_ROUNDS} rounds; nothing was applied")
+
+    def _revives(self, link: Link, key: tuple[Any, ...]) -> bool:
+        """Whether settling this violation tries to bring the parent back (rather than change the child)."""
+        row = (fold_name(link.child.name), key)
+        if link.on_delete in ("SET NULL", "SET DEFAULT"):
+            return (*row, link.position) in self.cleared
+        return link.on_delete != "CASCADE" or row in self.kept
 
     def _find(self) -> list[Violation]:
         """Rows written whose parent is missing, and rows referencing a deleted row, in a stable order."""
@@ -152,14 +161,14 @@ class ReferenceRepair:
                 f"= {values!r}, which does not exist here; table {other!r} does not sync, so this replica cannot settle "
                 "the foreign key; nothing was applied"
             )
-        row = (fold_name(child.name), key)
-        if link.on_delete in ("SET NULL", "SET DEFAULT") and (*row, link.position) not in self.cleared:
-            self.cleared.add((*row, link.position))
-            self._clear(child, link, key)
-        elif link.on_delete == "CASCADE" and row not in self.kept:
-            self._delete(child, key)
+        if not self._revives(link, key):
+            if link.on_delete == "CASCADE":
+                self._delete(child, key)
+            else:
+                self.cleared.add((fold_name(child.name), key, link.position))
+                self._clear(child, link, key)
         elif not self._revive(parent, link, values):
-            self.doomed.add(row)
+            self.doomed.add((fold_name(child.name), key))
             self._delete(child, key)
 
     def _clear(self, codec: RowCodec, link: Link, key: tuple[Any, ...]) -> None:

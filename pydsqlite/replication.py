@@ -96,22 +96,18 @@ class Replica:
         transaction; a replica that enforces foreign keys then settles what the merge left violated."""
         shapes = {name: TableShape.of(codec) for name, codec in self.synced_codecs(models).items()}
         stamps = check_changes(changeset.changes, shapes)
+        self.node.current_seq()  # creates the node and tombstone tables
         if stamps:
             self.clock.receive(max(stamps))
         by_table: dict[str, list[RowChange]] = {}
         for change in changeset.changes:
             by_table.setdefault(fold_name(change.table), []).append(change)
-        changed = 0
         try:
             with self.transaction():
                 self.settle_captured()
                 repair = self._repair(shapes) if self._enforces_foreign_keys() else None
                 with _foreign_keys_deferred(self.conn, repair is not None):
-                    for table, changes in by_table.items():
-                        try:
-                            changed += self.apply_many(shapes[table].codec, changes, repair)
-                        except sqlite3.IntegrityError as error:
-                            raise SyncError(f"merging rows of table {changes[0].table!r} violates a constraint: {error}") from error
+                    changed = self._merge_tables([self._join(shapes[table].codec, changes) for table, changes in by_table.items()], repair)
                     if repair is not None:
                         repair.run()
         except sqlite3.IntegrityError as error:  # a deferred foreign key at commit: nothing was applied
@@ -331,40 +327,56 @@ class Replica:
 
     # --- merging ---------------------------------------------------------------------------
 
-    def apply_many(self, codec: RowCodec, remotes: list[RowChange], repair: ReferenceRepair | None = None) -> int:
-        """Merge remote states of one table in bulk: read the local states, join, validate the
-        visible rows in one call, write with ``executemany``. Returns how many keys changed."""
+    def _join(self, codec: RowCodec, remotes: list[RowChange]) -> _TableMerge:
+        """Join the remote states of one table with the local ones (read in bulk); nothing is written yet."""
         incoming: dict[str, RowChange] = {}
         for remote in remotes:
             text = key_text(remote.key)
             incoming[text] = merge_states(incoming.get(text), remote)
         live = self._read_rows(codec, [change.key for change in incoming.values()])
         tombstones = self._read_tombstones(codec)
-        alive: list[RowChange] = []
-        dead: list[RowChange] = []
+        merge = _TableMerge(codec)
         for text, remote in incoming.items():
             local = _local_state(live.get(text), tombstones.get(text), codec, remote.key)
             merged = merge_states(local, remote)
             if local is not None and merged == local:
                 continue
-            (alive if merged.alive else dead).append(merged)
-        if not alive and not dead:
+            if merged.alive:
+                merge.alive.append(merged)
+            else:
+                merge.dead.append(merged)
+                if text in live:
+                    merge.gone.append(merged)
+        return merge
+
+    def _merge_tables(self, merges: list[_TableMerge], repair: ReferenceRepair | None) -> int:
+        """Write every table's joined rows and tombstones, then delete the rows that died: ON DELETE
+        actions then reach rows as merged, and only what they do to rows the merge does not delete
+        itself is a local event. Returns how many keys changed."""
+        changed = sum(len(merge.alive) + len(merge.dead) for merge in merges)
+        if not changed:
             return 0
-        first = self.allocate_seq(len(alive) + len(dead))
-        self._write_rows(codec, alive, first)
-        gone = [change for change in dead if key_text(change.key) in live]
-        settled = Settled()
-        if gone:
-            self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in gone])
-            settled = self.settle_captured(exclude={(fold_name(codec.name), key_text(change.key)) for change in gone})
-        marks = [(change, first + n, False) for n, change in enumerate(alive) if change.deleted is not None]
-        marks += [(change, first + len(alive) + n, True) for n, change in enumerate(dead)]
-        self._write_tombstones(marks)
-        if repair is not None:
-            repair.note_written(codec.name, [change.key for change in alive])
-            repair.note_deleted(codec.name, gone)
-            repair.note_settled(settled)
-        return len(alive) + len(dead)
+        seq = self.allocate_seq(changed)
+        for merge in merges:
+            codec, alive, dead = merge.codec, merge.alive, merge.dead
+            self._write_rows(codec, alive, seq)
+            marks = [(change, seq + n, False) for n, change in enumerate(alive) if change.deleted is not None]
+            marks += [(change, seq + len(alive) + n, True) for n, change in enumerate(dead)]
+            self._write_tombstones(marks)
+            seq += len(alive) + len(dead)
+            if repair is not None:
+                repair.note_written(codec.name, [change.key for change in alive])
+        own = {(fold_name(merge.codec.name), key_text(change.key)) for merge in merges for change in merge.dead}
+        for merge in merges:
+            if not merge.gone:
+                continue
+            codec = merge.codec
+            self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
+            settled = self.settle_captured(exclude=own)
+            if repair is not None:
+                repair.note_deleted(codec.name, merge.gone)
+                repair.note_settled(settled)
+        return changed
 
     def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]]) -> dict[str, RowChange]:
         """Local states of the rows with these keys (chunked ``IN (VALUES …)`` lookups)."""
@@ -427,6 +439,17 @@ class Replica:
                 for change, seq, keep in marks
             ],
         )
+
+
+@dataclass
+class _TableMerge:
+    """One table's part of a merge: joined states that are visible, that are dead, and the dead ones
+    that are still rows here (to delete)."""
+
+    codec: RowCodec
+    alive: list[RowChange] = field(default_factory=list)
+    dead: list[RowChange] = field(default_factory=list)
+    gone: list[RowChange] = field(default_factory=list)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Annotated
 
@@ -211,6 +212,101 @@ def test_changesets_for_unknown_tables_or_columns_or_bad_values_are_refused_whol
     assert b.count(Note) == 0
 
 
+STAMP = "001700000000000:000000001:" + "a" * 36
+
+
+def note_json(**overrides) -> dict:
+    """One change of table replica_notes as ``to_json`` writes it, with some fields replaced."""
+    change = {
+        "table": "replica_notes", "key": ["n1"], "version": STAMP, "deleted": None,
+        "columns": {"title": [STAMP, "t"], "count": [STAMP, 1]}, "values": {"body": "b"},
+    }
+    change.update(overrides)
+    return change
+
+
+def document(*changes, **overrides) -> str:
+    data = {"format": 1, "node": "a", "cursor": 3, "changes": [note_json(), *changes]}
+    data.update(overrides)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (document(note_json(values={"body": {"$bytes": "@@@@"}})), r"change #1 \(table 'replica_notes', key \['n1'\]\): column 'body': invalid base64"),
+        (document(note_json(values={"body": {"$bytes": "AAA"}})), r"change #1 .*column 'body': invalid base64"),
+        (document(note_json(columns={"title": [STAMP, {"$float": "1.5"}], "count": [STAMP, 1]})), r"change #1 .*column 'title': .* is not a stored value"),
+        (document(note_json(columns={"title": [STAMP, ["a"]], "count": [STAMP, 1]})), r"change #1 .*column 'title': \['a'\] is not a stored value"),
+        (document(note_json(columns={"title": [STAMP, "t"], "count": [STAMP, True]})), r"change #1 .*column 'count': True is not a stored value"),
+        (document(note_json(values={"body": {"nested": 1}})), r"change #1 .*column 'body'"),
+        (document(note_json(columns={"title": [STAMP], "count": [STAMP, 1]})), r"change #1 .*column 'title' must be \[timestamp, value\]"),
+        (document(note_json(columns={"title": [5, "t"], "count": [STAMP, 1]})), r"change #1 .*column 'title' must be \[timestamp, value\]"),
+        (document(note_json(key="n1")), r"change #1 .*the key must be a list"),
+        (document(note_json(key=[["n1"]])), r"change #1 .*the key: \['n1'\] is not a stored value"),
+        (document(note_json(version=None)), r"change #1 .*'version' and 'deleted' must be timestamps"),
+        (document(note_json(deleted=17)), r"change #1 .*'version' and 'deleted' must be timestamps"),
+        (document(note_json(table=None)), r"change #1 has table None"),
+        (document(note_json(columns=[])), r"change #1 .*'columns' and 'values' must be objects"),
+        (document("not an object"), r"change #1 is not an object"),
+        (document(changes={}), r"'changes' must be a list"),
+        (document(cursor="3"), r"cursor '3'"),
+        (document(cursor=-1), r"cursor -1"),
+        (document(node=5), r"node 5"),
+        (document(format=2), r"unknown changeset format 2"),
+        ("[1, 2]", r"expected an object"),
+        ("{", r"malformed changeset JSON"),
+    ],
+)
+def test_malformed_changeset_documents_are_refused_naming_the_change_and_column(text, expected):
+    with pytest.raises(SyncError, match=expected):
+        ChangeSet.from_json(text)
+
+
+def test_the_reference_document_of_the_malformed_cases_is_valid():
+    changeset = ChangeSet.from_json(document())
+    assert [change.key for change in changeset.changes] == [("n1",)]
+    db = replica()
+    assert db.apply_changes(changeset) == 1 and db.get(Note, "n1") == Note(id="n1", title="t", count=1, body="b")
+
+
+def malformed_changes(good):
+    """(change, where the error must point) pairs: each change is wrong in one way."""
+    rowchange = type(good)
+    columns, values = good.columns, good.values
+    return [
+        (rowchange("replica_notes", ("n", "extra"), columns, good.version, values), r"key \('n', 'extra'\)\): the key does not fit"),
+        (rowchange("replica_notes", ["n"], columns, good.version, values), r"key \['n'\]\): the key does not fit"),
+        (rowchange("replica_notes", (1,), columns, good.version, values), r"key column 'id' holds 1 \(int\), expected str"),
+        (rowchange("replica_notes", (b"n",), columns, good.version, values), r"key column 'id' holds b'n' \(bytes\), expected str"),
+        (rowchange("replica_notes", (object(),), columns, good.version, values), r"key column 'id' holds <object .*expected str"),
+        (rowchange("replica_notes", ("n",), {**columns, "title": (good.version, ["x"])}, good.version, values), r"column 'title' holds \['x'\]"),
+        (rowchange("replica_notes", ("n",), {**columns, "count": (good.version, True)}, good.version, values), r"column 'count' holds True \(bool\)"),
+        (rowchange("replica_notes", ("n",), columns, good.version, {"body": {"a": 1}}), r"column 'body' holds \{'a': 1\}"),
+        (rowchange("replica_notes", ("n",), columns, good.version, {"body": object()}), r"column 'body' holds <object"),
+        (rowchange("replica_notes", ("n",), {**columns, "title": (good.version, "a", "b")}, good.version, values), r"column 'title' must be a \(timestamp, value\) pair"),
+        (rowchange("replica_notes", ("n",), {**columns, "title": (5, "a")}, good.version, values), r"column 'title': malformed HLC timestamp 5"),
+        (rowchange("replica_notes", ("n",), {**columns, "title": (["x"], "a")}, good.version, values), r"column 'title': malformed HLC timestamp \['x'\]"),
+        (rowchange("replica_notes", ("n",), columns, None, values), r"the row version: malformed HLC timestamp None"),
+        (rowchange("replica_notes", ("n",), columns, good.version, values, 7), r"the tombstone time: malformed HLC timestamp 7"),
+        (rowchange("replica_notes", ("n",), columns, "2024-01-01", values), r"the row version: malformed HLC timestamp '2024-01-01'"),
+        (rowchange(None, ("n",), columns, good.version, values), r"change #1 names table None"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(16))
+def test_malformed_changes_are_refused_naming_table_key_and_column_before_anything_is_written(case):
+    a, b = replica(), replica(start=1_700_000_000_000)
+    a.insert(Note(id="x", title="ok"))
+    good = a.changes_since().changes[0]
+    bad, where = malformed_changes(good)[case]
+    clock = b.clock.last
+    with pytest.raises(SyncError, match=r"change #1 .*" + where if not where.startswith("change #1") else where):
+        b.apply_changes(ChangeSet((good, bad), 1, "a"))
+    assert b.count(Note) == 0 and b.clock.last == clock
+    assert b.conn.execute("SELECT count(*) FROM _pydsqlite_tombstones").fetchone() == (0,)
+
+
 def test_json_round_trip_keeps_bytes_infinities_and_keys():
     a = replica()
     a.insert(Note(id="n", title="t", count=3, body="b"))
@@ -244,11 +340,22 @@ def test_turning_lww_on_stamps_a_baseline_and_renames_keep_timestamps():
 
 KEYS = ["k0", "k1", "k2"]
 titles = st.sampled_from(["", "a", "b"])  # few values, so equal values happen
+counts = st.sampled_from([0, 2, 10])  # as JSON text 10 sorts between 0 and 2
+
+
+def wins(a: tuple[str, object], b: tuple[str, object]) -> bool:
+    """The documented register order: the later timestamp; on equal timestamps the value whose JSON
+    text (as changesets carry it; a group's values as one object with sorted names) is larger."""
+    if a[0] != b[0]:
+        return a[0] > b[0]
+    return json.dumps(a[1], sort_keys=True) > json.dumps(b[1], sort_keys=True)
 
 
 class Replicas(RuleBasedStateMachine):
     """2-5 replicas with skewed clocks write, delete, re-insert and exchange partial, reordered and
-    duplicated changesets; at the end every replica equals the clock-ordered oracle."""
+    duplicated changesets; at the end every replica equals the clock-ordered oracle. Rows written by
+    raw SQL carry the baseline timestamp on every replica, so their registers tie and the oracle
+    picks the winner by value."""
 
     changesets = Bundle("changesets")
 
@@ -263,18 +370,31 @@ class Replicas(RuleBasedStateMachine):
 
     def _record(self, db: Database, key: str, names: list[str]) -> None:
         row = db.conn.execute("SELECT title, title__hlc, count, count__hlc, body, _pydsqlite_version FROM replica_notes WHERE id = ?", (key,)).fetchone()
-        current = {"title": (row[1], row[0]), "count": (row[3], row[2]), "group": (row[5], row[4])}
+        current = {"title": (row[1], row[0]), "count": (row[3], row[2]), "group": (row[5], {"body": row[4]})}
         registers = self.registers.setdefault(key, {})
         for name in names:
-            if name not in registers or current[name][0] > registers[name][0]:
+            if name not in registers or wins(current[name], registers[name]):
                 registers[name] = current[name]
 
-    @rule(r=st.integers(0, 4), key=st.sampled_from(KEYS), title=titles, count=st.integers(0, 2), body=titles)
+    @rule(r=st.integers(0, 4), key=st.sampled_from(KEYS), title=titles, count=counts, body=titles)
     def insert(self, r, key, title, count, body):
         db = self.dbs[r % len(self.dbs)]
         if db.get(Note, key) is not None:
             return
         db.insert(Note(id=key, title=title, count=count, body=body))
+        self._record(db, key, ["title", "count", "group"])
+
+    @rule(r=st.integers(0, 4), key=st.sampled_from(KEYS), title=titles, count=counts, body=titles)
+    def raw_insert(self, r, key, title, count, body):
+        """A row written outside pydsqlite on a replica that never knew the key: baseline timestamps."""
+        db = self.dbs[r % len(self.dbs)]
+        known = db.conn.execute(
+            "SELECT 1 FROM replica_notes WHERE id = ? UNION ALL SELECT 1 FROM _pydsqlite_tombstones WHERE key = ?", (key, f'["{key}"]')
+        ).fetchone()
+        if known is not None:
+            return
+        db.conn.execute("INSERT INTO replica_notes (id, title, count, body) VALUES (?, ?, ?, ?)", (key, title, count, body))
+        db.conn.commit()
         self._record(db, key, ["title", "count", "group"])
 
     @rule(r=st.integers(0, 4), key=st.sampled_from(KEYS), field=st.sampled_from(["title", "count", "body"]), value=st.integers(0, 2))
@@ -283,7 +403,7 @@ class Replicas(RuleBasedStateMachine):
         current = db.get(Note, key)
         if current is None:
             return
-        new = {"title": ["", "a", "b"][value], "count": value, "body": ["", "a", "b"][value]}[field]
+        new = {"title": ["", "a", "b"][value], "count": [0, 2, 10][value], "body": ["", "a", "b"][value]}[field]
         db.update(Note, key, **{field: new})
         if getattr(current, field) != new:
             self._record(db, key, ["group" if field == "body" else field])
@@ -327,7 +447,7 @@ class Replicas(RuleBasedStateMachine):
             newest = max(stamp for stamp, _ in registers.values())
             if key in self.deleted and self.deleted[key] >= newest:
                 continue
-            expected.append((key, registers["title"][1], registers["count"][1], registers["group"][1]))
+            expected.append((key, registers["title"][1], registers["count"][1], registers["group"][1]["body"]))
         assert first[0] == expected
 
 
