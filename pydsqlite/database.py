@@ -187,7 +187,6 @@ class Database:
             if codec.synced:
                 return self._replica.delete(codec, params)
             cursor = self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", params)
-            self._replica.settle_captured()  # ON DELETE actions may have changed synced rows
         return cursor.rowcount > 0
 
     # --- reads -----------------------------------------------------------------------------

@@ -160,12 +160,14 @@ class Replica:
     def _enforces_foreign_keys(self) -> bool:
         return bool(self.conn.execute("PRAGMA foreign_keys").fetchone()[0])
 
-    def _repair(self, shapes: dict[str, TableShape]) -> ReferenceRepair:
+    def _repair(self, shapes: dict[str, TableShape]) -> ReferenceRepair | None:
         """The settling of one merge: the foreign keys of the live schema (re-read only after a schema
-        change) and every synced table a model here describes."""
+        change) and every synced table a model here describes; None when there are no foreign keys."""
         version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
         if self._graph is None or self._graph[0] != version:
             self._graph = (version, ReferenceGraph(introspect(self.conn)))
+        if not self._graph[1].outgoing:
+            return None
         codecs = {name: codec for name, codec in self._present_synced(None).items() if codec.auto_key is None}
         codecs.update({name: shape.codec for name, shape in shapes.items()})
         return ReferenceRepair(self, self._graph[1], codecs)

@@ -374,21 +374,32 @@ def dump(db: Database) -> list[str]:
 
 def test_restrict_keeps_the_parent_set_default_moves_to_the_default_and_chains_keep_what_is_referenced():
     off, on = extra_replica(False), extra_replica(True, start=1_700_000_000_500)
-    on.insert_many([Owner(id="root"), Owner(id="o", name="owner")])
+    on.insert_many([Owner(id="root"), Owner(id="o", name="owner"), Owner(id="q", name="chained")])
     on.insert(Crate(id="c", owner="o"))
     on.insert(Badge(id="b", owner="o"))
-    on.insert(Item(id="i", owner="o"))
+    on.insert(Item(id="i", owner="q"))
     on.insert(Part(id="p", item="i"))
     off.apply_changes(on.changes_since())
-    off.delete(Owner, "o")
-    off.delete(Owner, "root")
+    for owner in ("o", "q", "root"):
+        off.delete(Owner, owner)
     on.apply_changes(off.changes_since())
-    # RESTRICT (deferred while merging) revives the owner; SET DEFAULT moves the badge to 'root', which a
-    # NO ACTION-like check then needs: root is revived too; the part keeps its item, which keeps its owner.
-    assert on.get(Owner, "o") is not None and on.get(Owner, "root") is not None
+    # RESTRICT (deferred while merging, like NO ACTION) revives o; SET DEFAULT moved the badge to
+    # 'root', deleted as well: root is revived. q's item cascaded away, but the part references it
+    # (NO ACTION): the item is revived and kept, so its own missing owner q is revived too.
+    assert {owner.id for owner in on.select(Owner)} == {"o", "q", "root"}
     assert on.get(Crate, "c") is not None and on.get(Badge, "b").owner == "root"
-    assert on.get(Item, "i") is not None and on.get(Part, "p") is not None
+    assert on.get(Item, "i") == Item(id="i", owner="q") and on.get(Part, "p") is not None
     assert on.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    full_exchange([off, on])
+    assert all_rows(off) == all_rows(on)
+
+
+def test_rows_chained_to_a_parent_never_seen_go_with_it():
+    off, on = extra_replica(False), extra_replica(True)
+    off.insert(Item(id="i", owner="ghost"))
+    off.insert(Part(id="p", item="i"))  # references the item, which references nothing that exists
+    on.apply_changes(off.changes_since())
+    assert on.count(Item) == on.count(Part) == 0
     full_exchange([off, on])
     assert all_rows(off) == all_rows(on)
 
@@ -420,3 +431,14 @@ def test_violations_involving_an_unsynced_table_are_refused_whole_and_named():
         message = str(error)
     assert "fk_slots" in message and "('s',)" in message and "fk_shelves" in message and "'nowhere'" in message
     assert dump(on) == before
+
+
+def test_a_commit_refused_by_a_deferred_foreign_key_leaves_no_transaction_open():
+    db = replica(True)
+    db.conn.execute("PRAGMA defer_foreign_keys = ON")
+    try:
+        with db.transaction():
+            db.insert(Memo(id="m", owner="missing"))
+    except sqlite3.IntegrityError:
+        pass
+    assert not db.conn.in_transaction and db.count(Memo) == 0

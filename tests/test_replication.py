@@ -11,7 +11,19 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from pydsqlite import HLC, LWW, ClockError, Database, Field, PrimaryKey, SyncModel, Timestamp, sync_models
+from pydsqlite import (
+    HLC,
+    LWW,
+    ClockError,
+    ConstraintError,
+    Database,
+    Field,
+    ForeignKey,
+    PrimaryKey,
+    SyncModel,
+    Timestamp,
+    sync_models,
+)
 from pydsqlite.hlc import MAX_COUNTER
 from pydsqlite.replication import ChangeSet, SyncError
 
@@ -456,6 +468,32 @@ TestConvergence.settings = settings(
     max_examples=settings().max_examples, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+class Parent(SyncModel, table="first_parents"):
+    id: Annotated[str, PrimaryKey()]
+
+
+class Child(SyncModel, table="first_children"):
+    id: Annotated[str, PrimaryKey()]
+    parent: Annotated[str, ForeignKey(Parent)]
+    text: Annotated[str, LWW()] = ""
+
+
+def test_a_first_write_that_fails_leaves_a_working_replica(db_path):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Parent, Child])
+    conn.execute("PRAGMA foreign_keys = ON")
+    db = Database(conn)
+    with pytest.raises(ConstraintError):
+        db.insert(Child(id="c", parent="missing"))  # the clock's tables were created inside this failed write
+    node = db.clock.node_id
+    assert db.changes_since().changes == ()
+    db.insert(Parent(id="p"))
+    db.insert(Child(id="c", parent="p"))
+    assert [change.key for change in db.changes_since().changes] == [("c",)]
+    conn.close()
+    assert Database(sqlite3.connect(db_path)).clock.node_id == node
 
 
 def test_a_restarted_replica_never_stamps_below_its_own_past(db_path):
