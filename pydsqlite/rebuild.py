@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .checks import conversion_check, dropped_values_check, duplicates_check, orphans_check, row_check, unique_terms
+from .checks import conversion_checks, dropped_values_check, duplicates_check, orphans_check, row_check, unique_terms
 from .ddl_parser import identifiers_in, tokenize
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
 from .migration import DataCheck, Operation, RowCopy
-from .schema import Column, Index, Schema, Table, fold_name, is_sync_metadata
+from .schema import Column, Index, Schema, Table, column_affinity, fold_name, is_sync_metadata
 from .sqltext import (
     quote_identifier,
     quote_literal,
@@ -68,7 +68,7 @@ def _plan_copy(item: TableDiff) -> _Copy:
         if old_column is not None and old_column.generated is None:
             expression, cast = _copy_expression(old_column, column, live, desired)
             if cast is not None:
-                conversions.append(conversion_check(desired.name, live.name, old_column, column, cast))
+                conversions.extend(conversion_checks(desired.name, live.name, old_column, column, cast))
         elif fold_name(column.name) == alias and rowid_usable:
             expression = "rowid"
         elif column.default is not None:
@@ -281,20 +281,21 @@ def _drop_checks(item: TableDiff) -> list[DataCheck]:
 
 
 def _copy_expression(old: Column, new: Column, live: Table, desired: Table) -> tuple[str, str | None]:
-    """SQL that reads ``old`` as the new column's value, and the CAST type applied (if any)."""
+    """SQL that reads ``old`` as the new column's value, and the CAST type applied (if any).
+
+    Values are cast when the new column converts them differently (another affinity, or
+    STRICT typing where there was none); an untyped column and a STRICT ``ANY`` column
+    store values as they are, so nothing is cast into them."""
     expression = quote_identifier(old.name)
     cast = None
-    if new.type and (old.affinity != new.affinity or (desired.strict and not live.strict)):
-        cast = _cast_type(new)
-        expression = f"CAST({expression} AS {cast})"
+    target = column_affinity(new, desired)
+    if new.type and target is not None:
+        if column_affinity(old, live) != target or (desired.strict and not live.strict):
+            cast = target
+            expression = f"CAST({expression} AS {cast})"
     if new.not_null and new.default is not None and not old.not_null:
         expression = f"IFNULL({expression}, {new.default})"
     return expression, cast
-
-
-def _cast_type(column: Column) -> str:
-    affinity = column.affinity
-    return "BLOB" if affinity == "BLOB" else affinity
 
 
 def _carry_sequence(old: str, temporary: str) -> list[str]:

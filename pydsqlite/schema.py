@@ -53,6 +53,14 @@ def type_affinity(declared: str) -> str:
     return "NUMERIC"
 
 
+def column_affinity(column: Column, table: Table) -> str | None:
+    """How ``table`` converts values stored in ``column``: an affinity, or None when values are
+    stored exactly as given (a STRICT table's ``ANY`` column)."""
+    if table.strict and column.type == "ANY":
+        return None
+    return column.affinity
+
+
 @dataclass(frozen=True)
 class Column:
     """One physical column.
