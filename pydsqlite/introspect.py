@@ -7,6 +7,7 @@ and indexes; the CREATE text in ``sqlite_master`` gives what they do not report
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import replace
@@ -179,13 +180,19 @@ def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
         return ManagedObjects()
     rows = conn.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
     by_kind: dict[str, set[str]] = defaultdict(set)
+    columns = set()
     for kind, name in rows:
-        by_kind[kind].add(fold_name(name))
+        if kind == "column":
+            table, column = json.loads(name)
+            columns.add((fold_name(table), fold_name(column)))
+        else:
+            by_kind[kind].add(fold_name(name))
     return ManagedObjects(
         tables=frozenset(by_kind["table"]),
         indexes=frozenset(by_kind["index"]),
         views=frozenset(by_kind["view"]),
         triggers=frozenset(by_kind["trigger"]),
+        columns=frozenset(columns),
     )
 
 

@@ -33,7 +33,7 @@ from .diff import (
 )
 from .migration import DataCheck, MigrationPlan, Operation
 from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check
-from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name, is_sync_metadata
+from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name
 from .sqltext import (
     quote_identifier,
     render_add_column,
@@ -184,7 +184,7 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
                 Operation("add_column", table, f"add column {table}.{change.column.name}", (render_add_column(table, change.column),))
             )
         elif isinstance(change, DropColumn):
-            operations.append(_drop_column(table, item.live.name, change.column))
+            operations.append(_drop_column(table, item.live.name, change))
         elif isinstance(change, SetLWW):
             companion = item.desired.column(change.column + LWW_SUFFIX) or item.live.column(change.column + LWW_SUFFIX)
             assert companion is not None
@@ -214,10 +214,11 @@ def _in_place_order(change: Change) -> int:
     return next(position for position, kind in enumerate(_IN_PLACE_ORDER) if isinstance(change, kind))
 
 
-def _drop_column(table: str, live_table: str, column: Column) -> Operation:
+def _drop_column(table: str, live_table: str, change: DropColumn) -> Operation:
     """Drop in place; the data check reads ``live_table``, the name before any planned rename.
-    Sync metadata (the hidden columns of synced tables) is not user data: dropping it is not destructive."""
-    if is_sync_metadata(column.name):
+    A hidden sync column pydsqlite created is not user data: dropping it is not destructive."""
+    column = change.column
+    if change.owned:
         return Operation("drop_column", table, f"drop sync column {table}.{column.name}", (render_drop_column(table, column.name),))
     return Operation(
         kind="drop_column",

@@ -15,7 +15,7 @@ from .ddl_parser import identifiers_in, tokenize
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
 from .migration import DataCheck, Operation, RowCopy
-from .schema import Column, Index, Schema, Table, column_affinity, fold_name, is_sync_metadata
+from .schema import Column, Index, Schema, Table, column_affinity, fold_name
 from .sqltext import (
     quote_identifier,
     quote_literal,
@@ -244,7 +244,7 @@ def rebuild_table(
         table=name,
         description=f"rebuild table {name}: " + "; ".join(describe_change(change) for change in item.changes),
         statements=tuple(statements),
-        destructive=any(isinstance(change, DropColumn) and not is_sync_metadata(change.column.name) for change in item.changes),
+        destructive=any(isinstance(change, DropColumn) and not change.owned for change in item.changes),
         checks=(*_drop_checks(item), *checks),
         problems=tuple(problems),
         copy=row_copy,
@@ -276,7 +276,7 @@ def _drop_checks(item: TableDiff) -> list[DataCheck]:
     return [
         dropped_values_check(item.desired.name, item.live.name, change.column)
         for change in item.changes
-        if isinstance(change, DropColumn) and not is_sync_metadata(change.column.name)
+        if isinstance(change, DropColumn) and not change.owned
     ]
 
 

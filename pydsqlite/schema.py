@@ -29,11 +29,6 @@ def fold_name(name: str) -> str:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def is_sync_metadata(name: str) -> bool:
-    """Hidden columns of synced tables (LWW companions, row version, change sequence)."""
-    return name.endswith(LWW_SUFFIX) or name in (VERSION_COLUMN, SEQ_COLUMN)
-
-
 def normalize_type(declared: str) -> str:
     """Canonical spelling of a declared column type (upper case, single spaces)."""
     return " ".join(declared.split()).upper()
@@ -80,6 +75,9 @@ class Column:
     generated_stored: bool = False
     lww: bool = False
     renamed_from: tuple[str, ...] = ()
+    hidden: bool = False
+    """A sync column pydsqlite adds itself (LWW companion, row version, change sequence); set by
+    compile only, so pydsqlite records exactly the columns it created."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", normalize_type(self.type))
