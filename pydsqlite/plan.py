@@ -50,7 +50,6 @@ from .sqltext import (
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     """Order the changes: renames, creates, per-table alterations or rebuilds, then drops."""
     operations: list[Operation] = [_sql_object_operation(change) for change in schema_diff.dropped_objects]
-    dropped_triggers = frozenset(fold_name(c.trigger.name) for c in schema_diff.dropped_objects if isinstance(c, DropTrigger))
     for item in schema_diff.altered:
         if item.rename is not None:
             operations.append(
@@ -67,7 +66,7 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         if not item.changes:
             continue
         if _needs_rebuild(item):
-            operations.extend(rebuild_after_renames(item, live, dropped_triggers))
+            operations.extend(rebuild_after_renames(item, live))
         else:
             operations.extend(_alter_in_place(item))
     for table in schema_diff.dropped:

@@ -159,6 +159,8 @@ class Table:
     renamed_from: tuple[str, ...] = ()
     model: str | None = None
     """Qualified name of the model class this table was compiled from, for error messages."""
+    sql: str | None = field(default=None, compare=False, repr=False)
+    """The live CREATE TABLE text (introspected tables only)."""
 
     def column(self, name: str) -> Column | None:
         """The column called ``name`` (case-insensitive, as in SQLite)."""
@@ -188,12 +190,28 @@ class Table:
 
 
 @dataclass(frozen=True)
+class VirtualTable:
+    """A virtual table (full-text search, R*Tree…), kept as its CREATE VIRTUAL TABLE text. It is
+    created and dropped whole; the shadow tables its module keeps are never planned on their own."""
+
+    name: str
+    sql: str
+    columns: tuple[str, ...] = ()
+    """Its columns as the live database reports them (empty when its module is not loaded)."""
+
+
+@dataclass(frozen=True)
 class Schema:
-    """A whole database schema: tables (with their indexes), triggers and views."""
+    """A whole database schema: tables (with their indexes), virtual tables, triggers and views.
+
+    ``bookkeeping`` holds the CREATE text of pydsqlite's own tables, which no plan touches but
+    which a rehearsal of a plan needs (triggers may write to them)."""
 
     tables: tuple[Table, ...] = ()
     triggers: tuple[Trigger, ...] = ()
     views: tuple[View, ...] = ()
+    virtual_tables: tuple[VirtualTable, ...] = ()
+    bookkeeping: tuple[str, ...] = field(default=(), compare=False, repr=False)
     _by_name: dict[str, Table] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
