@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .ddl_parser import normalize_expression
 from .metadata import ManagedObjects
-from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, fold_name
+from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, VirtualTable, fold_name
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,8 @@ class SchemaDiff:
     altered: tuple[TableDiff, ...]
     dropped_objects: tuple[DropView | DropTrigger, ...] = ()
     created_objects: tuple[CreateView | CreateTrigger, ...] = ()
+    dropped_virtual: tuple[VirtualTable, ...] = ()
+    created_virtual: tuple[VirtualTable, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -162,6 +164,8 @@ class SchemaDiff:
             and not self.dropped
             and not self.dropped_objects
             and not self.created_objects
+            and not self.dropped_virtual
+            and not self.created_virtual
             and all(item.is_empty for item in self.altered)
         )
 
@@ -208,17 +212,20 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
     )
     dropped_views, created_views = _diff_sql_objects(desired.views, live.views, managed.manages_view)
     dropped_triggers, created_triggers = _diff_sql_objects(desired.triggers, live.triggers, managed.manages_trigger)
+    dropped_virtual, created_virtual = _diff_sql_objects(desired.virtual_tables, live.virtual_tables, managed.manages_table)
     return SchemaDiff(
         created=tuple(created),
         dropped=dropped,
         altered=altered,
         dropped_objects=(*(DropTrigger(t) for t in dropped_triggers), *(DropView(v) for v in dropped_views)),
         created_objects=(*(CreateView(v) for v in created_views), *(CreateTrigger(t) for t in created_triggers)),
+        dropped_virtual=tuple(dropped_virtual),
+        created_virtual=tuple(created_virtual),
     )
 
 
 def _diff_sql_objects(desired: tuple, live: tuple, manages) -> tuple[list, list]:
-    """Views or triggers, kept as SQL: (live ones to drop, desired ones to create).
+    """Views, triggers or virtual tables, kept as SQL: (live ones to drop, desired ones to create).
 
     A changed definition is dropped and created again; a live one the desired schema
     lacks is dropped only when managed (objects made by hand survive).

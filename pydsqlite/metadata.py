@@ -70,7 +70,7 @@ def schema_fingerprint(schema: Schema) -> str:
         digest.update(render_create_table(table).encode("utf-8"))
         for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):
             digest.update(render_create_index(index).encode("utf-8"))
-    for item in sorted((*schema.views, *schema.triggers), key=lambda item: fold_name(item.name)):
+    for item in sorted((*schema.views, *schema.triggers, *schema.virtual_tables), key=lambda item: fold_name(item.name)):
         digest.update(item.sql.encode("utf-8"))
     return digest.hexdigest()
 
@@ -131,6 +131,7 @@ def record_statements(schema: Schema) -> list[str]:
         rows.append(("table", table.name, table.name))
         rows.extend(("index", index.name, table.name) for index in table.indexes)
         rows.extend(("column", column_key(table.name, column.name), table.name) for column in table.columns if column.hidden)
+    rows.extend(("table", virtual.name, virtual.name) for virtual in schema.virtual_tables)
     rows.extend(("view", view.name, view.name) for view in schema.views)
     rows.extend(("trigger", trigger.name, trigger.table) for trigger in schema.triggers)
     for kind, name, table in rows:
@@ -144,7 +145,7 @@ def record_statements(schema: Schema) -> list[str]:
 def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
     """Whether the recorded managed objects differ from those of ``schema``."""
     return (
-        managed.tables != frozenset(fold_name(table.name) for table in schema.tables)
+        managed.tables != frozenset(fold_name(table.name) for table in (*schema.tables, *schema.virtual_tables))
         or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
         or managed.views != frozenset(fold_name(view.name) for view in schema.views)
         or managed.triggers != frozenset(fold_name(trigger.name) for trigger in schema.triggers)

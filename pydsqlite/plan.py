@@ -33,7 +33,7 @@ from .diff import (
 )
 from .migration import DataCheck, MigrationPlan, Operation
 from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check
-from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name
+from .schema import LWW_SUFFIX, Column, Index, Schema, Table, VirtualTable, fold_name
 from .sqltext import (
     quote_identifier,
     render_add_column,
@@ -50,6 +50,7 @@ from .sqltext import (
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     """Order the changes: renames, creates, per-table alterations or rebuilds, then drops."""
     operations: list[Operation] = [_sql_object_operation(change) for change in schema_diff.dropped_objects]
+    operations.extend(_drop_virtual_table(virtual) for virtual in schema_diff.dropped_virtual)
     for item in schema_diff.altered:
         if item.rename is not None:
             operations.append(
@@ -62,6 +63,8 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
             )
     for table in schema_diff.created:
         operations.append(_create_table(table))
+    for virtual in schema_diff.created_virtual:
+        operations.append(Operation("create_virtual_table", virtual.name, f"create virtual table {virtual.name}", (virtual.sql,)))
     for item in schema_diff.altered:
         if not item.changes:
             continue
@@ -94,6 +97,18 @@ def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTr
         sql = change.trigger.sql if isinstance(change, CreateTrigger) else f"DROP TRIGGER {quote_identifier(name)}"
     action = "create" if isinstance(change, (CreateView, CreateTrigger)) else "drop"
     return Operation(f"{action}_{kind}", table, describe_change(change), (sql,))
+
+
+def _drop_virtual_table(virtual: VirtualTable) -> Operation:
+    """A virtual table goes whole, with the shadow tables its module keeps (destructive: its rows go)."""
+    return Operation(
+        kind="drop_virtual_table",
+        table=virtual.name,
+        description=f"drop virtual table {virtual.name}",
+        statements=(render_drop_table(virtual.name),),
+        destructive=True,
+        checks=(table_rows_check(virtual.name),),
+    )
 
 
 def _create_table(table: Table) -> Operation:
