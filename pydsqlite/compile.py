@@ -126,9 +126,12 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
     if not model.model_fields:
         raise SchemaDefinitionError(qualname, None, "a table model needs at least one field")
     fields = [_FieldDeclaration(model, name, info) for name, info in model.model_fields.items()]
-    names = {fold_name(field.name) for field in fields}
+    names: dict[str, str] = {}
     for field in fields:
         folded = fold_name(field.name)
+        if folded in names:
+            raise field.error(f"column names are case-insensitive in SQLite: {field.name!r} clashes with {names[folded]!r}")
+        names[folded] = field.name
         if folded in RESERVED_COLUMN_NAMES:
             raise field.error(f"column name {field.name!r} is reserved by SQLite (rowid aliases)")
         if folded.endswith(LWW_SUFFIX):

@@ -130,7 +130,9 @@ class DropTrigger:
 class TableDiff:
     """Everything that differs for one desired table matched to one live table.
 
-    ``column_sources`` maps each desired column that already exists to its live name.
+    ``column_sources`` maps each desired column that already exists to its live name;
+    ``existing_links`` are the live foreign keys' links as they read after the planned table and
+    column renames (a renamed key is not a new key).
     """
 
     live: Table
@@ -138,6 +140,7 @@ class TableDiff:
     rename: RenameTable | None
     changes: tuple[Change, ...]
     column_sources: tuple[tuple[str, str], ...]
+    existing_links: frozenset[tuple] = frozenset()
 
     @property
     def is_empty(self) -> bool:
@@ -325,7 +328,10 @@ def _diff_table(
         changes.append(ChangeTableOptions(option_aspects))
     changes.extend(_diff_indexes(desired, live, managed, renames))
     rename = RenameTable(live.name, desired.name) if fold_name(live.name) != fold_name(desired.name) else None
-    return TableDiff(live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources))
+    return TableDiff(
+        live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources),
+        existing_links=frozenset(key.link for key in live_keys),
+    )
 
 
 def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> tuple[str, ...]:

@@ -118,7 +118,7 @@ def _create_table(table: Table) -> Operation:
     return Operation(
         kind="create_table",
         table=table.name,
-        description=f"create table {table.name} ({len(table.columns)} columns{indexes})",
+        description=f"create table {table.name} ({len(table.columns)} column{'s' if len(table.columns) != 1 else ''}{indexes})",
         statements=tuple(statements),
     )
 

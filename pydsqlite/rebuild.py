@@ -112,6 +112,7 @@ def rebuild_after_renames(item: TableDiff, live_schema: Schema) -> list[Operatio
         rename=item.rename,
         changes=tuple(change for change in item.changes if not isinstance(change, RenameColumn)),
         column_sources=tuple((new, mapping.get(fold_name(old), old)) for new, old in item.column_sources),
+        existing_links=item.existing_links,
     )
     after = rebuild_table(renamed, live_schema)
     operations = [
@@ -175,11 +176,10 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
         checks.append(_duplicates(desired, projection, unique, "a UNIQUE constraint"))
-    live_links = {key.link for key in live.foreign_keys}
     for key in desired.foreign_keys:
         parent = live_schema.table(key.ref_table)
         if (
-            key.link not in live_links
+            key.link not in item.existing_links
             and parent is not None
             and key.ref_columns
             and all(parent.column(column) is not None for column in key.ref_columns)
