@@ -218,10 +218,14 @@ def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
     rows = conn.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
     by_kind: dict[str, set[str]] = defaultdict(set)
     columns = set()
+    renames = set()
     for kind, name in rows:
         if kind == "column":
             table, column = json.loads(name)
             columns.add((fold_name(table), fold_name(column)))
+        elif kind == "rename":
+            table, old, new = json.loads(name)
+            renames.add((fold_name(table), fold_name(old), fold_name(new)))
         else:
             by_kind[kind].add(fold_name(name))
     return ManagedObjects(
@@ -230,6 +234,7 @@ def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
         views=frozenset(by_kind["view"]),
         triggers=frozenset(by_kind["trigger"]),
         columns=frozenset(columns),
+        renames=frozenset(renames),
     )
 
 

@@ -68,6 +68,8 @@ def schema_fingerprint(schema: Schema) -> str:
     digest = hashlib.sha256(METADATA_FORMAT.encode())
     for table in sorted(schema.tables, key=lambda table: fold_name(table.name)):
         digest.update(render_create_table(table).encode("utf-8"))
+        hints = [table.renamed_from, *((column.name, column.renamed_from) for column in table.columns if column.renamed_from)]
+        digest.update(json.dumps(hints).encode("utf-8"))  # a new rename hint (say, a swap) must be planned
         for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):
             digest.update(render_create_index(index).encode("utf-8"))
     for item in sorted((*schema.views, *schema.triggers, *schema.virtual_tables), key=lambda item: fold_name(item.name)):
@@ -98,6 +100,9 @@ class ManagedObjects:
     triggers: frozenset[str] = frozenset()
     columns: frozenset[tuple[str, str]] = frozenset()
     """(table, column), case-folded: the hidden sync columns pydsqlite created."""
+    renames: frozenset[tuple[str, str, str]] = frozenset()
+    """(table, old column, new column), case-folded: column renames already applied, so a swap
+    whose hints stay in the models is applied once."""
     everything: bool = False
 
     def manages_table(self, name: str) -> bool:
@@ -112,6 +117,10 @@ class ManagedObjects:
     def manages_trigger(self, name: str) -> bool:
         return self.everything or fold_name(name) in self.triggers
 
+    def renames_done(self, table: str) -> frozenset[tuple[str, str]]:
+        key = fold_name(table)
+        return frozenset((old, new) for owner, old, new in self.renames if owner == key)
+
     def owns_column(self, table: str, column: str) -> bool:
         """Whether pydsqlite created this hidden column itself (never true for a user's column,
         whatever its name)."""
@@ -123,10 +132,11 @@ def column_key(table: str, column: str) -> str:
     return json.dumps([table, column])
 
 
-def record_statements(schema: Schema) -> list[str]:
-    """Statements that make the metadata say exactly: the objects of ``schema`` are managed."""
-    statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE}"]
-    rows = []
+def record_statements(schema: Schema, renames: tuple[tuple[str, str, str], ...] = ()) -> list[str]:
+    """Statements that make the metadata say exactly: the objects of ``schema`` are managed; and
+    that add ``renames`` (table, old column, new column) to the renames applied so far."""
+    statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE} WHERE kind != 'rename'"]
+    rows = [("rename", json.dumps(list(rename)), rename[0]) for rename in renames]
     for table in schema.tables:
         rows.append(("table", table.name, table.name))
         rows.extend(("index", index.name, table.name) for index in table.indexes)

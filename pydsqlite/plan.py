@@ -84,7 +84,13 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
             )
         )
     operations.extend(_sql_object_operation(change) for change in schema_diff.created_objects)
-    return MigrationPlan(operations=tuple(operations))
+    renames = tuple(
+        (item.desired.name, old, new)
+        for item in schema_diff.altered
+        for new, old in item.column_sources
+        if fold_name(old) != fold_name(new)
+    )
+    return MigrationPlan(operations=tuple(operations), renames=renames)
 
 
 def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTrigger) -> Operation:

@@ -105,7 +105,7 @@ def rebuild_after_renames(item: TableDiff, live_schema: Schema) -> list[Operatio
         return [rebuild_table(item, live_schema)]
     name = item.desired.name
     before = rebuild_table(item, live_schema)
-    mapping = {fold_name(change.old): change.new for change in renames}
+    mapping = {fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)}
     renamed = TableDiff(
         live=_rename_columns(item.live, mapping),
         desired=item.desired,
