@@ -29,6 +29,8 @@ from .sqltext import quote_identifier, quote_literal
 
 MAX_INDEX_NAME = 64
 RESERVED_COLUMN_NAMES = frozenset({"rowid", "oid", "_rowid_"})
+UNSTABLE_DEFAULT_KINDS = frozenset({"datetime", "date", "time", "uuid"})
+"""Kinds whose default values are often computed at import time (``datetime.now()``, ``uuid4()``)."""
 RESERVED_TABLE_PREFIXES = ("sqlite_", "_pydsqlite")
 
 
@@ -150,6 +152,7 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
                 type=SQL_TYPE_OF_KIND[field.kind],
                 not_null=not field.nullable,
                 default=_default(field, auto_key=primary_key == (field.name,) and field.kind == "int"),
+                stable_default=field.kind not in UNSTABLE_DEFAULT_KINDS,
                 checks=_checks(field),
                 collate=_collation(field),
                 lww=lww,

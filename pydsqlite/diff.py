@@ -381,7 +381,7 @@ def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> t
         aspects.append("type")
     if live.not_null != desired.not_null:
         aspects.append("nullability")
-    if _normalize_default(live.default) != _normalize_default(desired.default):
+    if desired.stable_default and _normalize_default(live.default) != _normalize_default(desired.default):
         aspects.append("default")
     if sorted(normalize_expression(c, renames) for c in live.checks) != sorted(normalize_expression(c) for c in desired.checks):
         aspects.append("check")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .schema import Schema, fold_name
 from .sqltext import quote_literal, render_create_index, render_create_table
@@ -67,7 +67,8 @@ def schema_fingerprint(schema: Schema) -> str:
     """A stable hash of a desired schema: the SQL that would create it, object by object."""
     digest = hashlib.sha256(METADATA_FORMAT.encode())
     for table in sorted(schema.tables, key=lambda table: fold_name(table.name)):
-        digest.update(render_create_table(table).encode("utf-8"))
+        stable = tuple(column if column.stable_default else replace(column, default=None) for column in table.columns)
+        digest.update(render_create_table(replace(table, columns=stable)).encode("utf-8"))
         hints = [table.renamed_from, *((column.name, column.renamed_from) for column in table.columns if column.renamed_from)]
         digest.update(json.dumps(hints).encode("utf-8"))  # a new rename hint (say, a swap) must be planned
         for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):

@@ -146,7 +146,11 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
 
     The table's triggers and hand-made indexes are dropped with it; the rehearsal reads their
     SQL as it stands right before the rebuild (after any renames SQLite applied to it) and
-    appends it, so no SQL text is ever rewritten here."""
+    appends it, so no SQL text is ever rewritten here.
+
+    The columns keep their live order (new ones go last, as ADD COLUMN would put them): the
+    diff ignores order, so a rebuild never reorders what positional SQL of yours relies on."""
+    item = replace(item, desired=_in_live_order(item))
     live, desired = item.live, item.desired
     name = desired.name
     temporary = REBUILD_PREFIX + name
@@ -223,6 +227,16 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         copy=row_copy,
         replay=Replay(name, frozenset(keep_out)),
     )
+
+
+def _in_live_order(item: TableDiff) -> Table:
+    position = {fold_name(live_name): index for index, live_name in enumerate(item.live.column_names)}
+    source = {fold_name(new): fold_name(old) for new, old in item.column_sources}
+    new_last = len(position)
+    ordered = sorted(
+        item.desired.columns, key=lambda column: position.get(source.get(fold_name(column.name), ""), new_last)
+    )
+    return replace(item.desired, columns=tuple(ordered))
 
 
 def _duplicates(table: Table, projection: str, columns: tuple[str, ...], what: str) -> DataCheck:

@@ -75,6 +75,10 @@ class Column:
     generated_stored: bool = False
     lww: bool = False
     renamed_from: tuple[str, ...] = ()
+    stable_default: bool = True
+    """False for a model default of a date, time, datetime or UUID value, which is often computed
+    at import time (``datetime.now()``): its SQL DEFAULT is written but never compared, so a
+    default that differs on every start never causes a migration."""
     hidden: bool = False
     """A sync column pydsqlite adds itself (LWW companion, row version, change sequence); set by
     compile only, so pydsqlite records exactly the columns it created."""

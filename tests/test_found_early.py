@@ -155,3 +155,54 @@ def test_indexes_keyword_and_unique_marker_on_the_same_columns_are_one_index(mem
 
     plan = sync_models(memory_conn, [Twice])
     assert plan.sql.count("CREATE UNIQUE INDEX") == 1
+
+
+def test_a_rebuild_keeps_the_live_column_order_and_appends_new_columns(memory_conn):
+    memory_conn.execute("CREATE TABLE t (b TEXT, id INTEGER PRIMARY KEY, a INTEGER)")
+    memory_conn.execute("INSERT INTO t VALUES ('x', 1, 5)")
+
+    class T(SyncModel, table="t"):  # another field order, a type change (rebuild) and a new column
+        id: Annotated[int, PrimaryKey()]
+        a: Optional[str] = None
+        b: Optional[str] = None
+        c: int = 0
+
+    assert sync_models(memory_conn, [T]).rebuilt_tables == ("t",)
+    assert [row[1] for row in memory_conn.execute("PRAGMA table_info(t)")] == ["b", "id", "a", "c"]
+    memory_conn.execute("INSERT INTO t VALUES ('y', 2, '6', 7)")  # positional SQL of yours keeps working
+    assert memory_conn.execute("SELECT * FROM t ORDER BY id").fetchall() == [("x", 1, "5", 0), ("y", 2, "6", 7)]
+    assert model_migration_plan(memory_conn, [T]).is_empty
+
+
+def test_defaults_computed_at_import_time_never_cause_a_migration(memory_conn):
+    import datetime as dt
+    import uuid
+
+    from pydsqlite.sync import preview_schema
+    from pydsqlite.compile import compile_models
+
+    def declare(moment: dt.datetime):
+        return type(SyncModel)(
+            "Stamped", (SyncModel,),
+            {
+                "__annotations__": {"id": int, "created": dt.datetime, "day": dt.date, "token": uuid.UUID, "n": int},
+                "created": moment, "day": moment.date(), "token": uuid.uuid4(), "n": 1,
+            },
+            table="stamped",
+        )
+
+    first = declare(dt.datetime(2026, 1, 1, 9, 0, tzinfo=dt.timezone.utc))
+    sync_models(memory_conn, [first])
+    memory_conn.execute("INSERT INTO stamped (id) VALUES (1)")  # raw SQL still gets the defaults
+    assert memory_conn.execute("SELECT created FROM stamped").fetchone() == ("2026-01-01T09:00:00.000000+00:00",)
+    second = declare(dt.datetime(2026, 1, 2, 9, 30, tzinfo=dt.timezone.utc))  # the next start: other values
+    assert sync_models(memory_conn, [second]).is_empty
+    assert preview_schema(memory_conn, compile_models([second])).is_empty  # the full plan agrees (no fast path)
+
+    changed = type(SyncModel)(  # a constant default that changes is still migrated
+        "Stamped", (SyncModel,),
+        {"__annotations__": {"id": int, "created": dt.datetime, "day": dt.date, "token": uuid.UUID, "n": int}, "n": 2},
+        table="stamped",
+    )
+
+    assert [op.kind for op in model_migration_plan(memory_conn, [changed]).operations] == ["rebuild_table"]
