@@ -7,11 +7,25 @@ declares, or that pydsqlite manages, are ever changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .ddl_parser import normalize_expression
 from .metadata import ManagedObjects
-from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, VirtualTable, fold_name
+from .schema import (
+    LWW_SUFFIX,
+    Check,
+    Column,
+    ForeignKey,
+    Index,
+    Schema,
+    Table,
+    Trigger,
+    UniqueConstraint,
+    View,
+    VirtualTable,
+    conflict_action,
+    fold_name,
+)
 
 
 @dataclass(frozen=True)
@@ -355,11 +369,13 @@ def _diff_table(
     if _foreign_key_set(live_keys) != _foreign_key_set(desired.foreign_keys):
         changes.append(ChangeForeignKeys(live.foreign_keys, desired.foreign_keys))
     constraint_aspects = []
-    if sorted(normalize_expression(c, renames) for c in live.checks) != sorted(normalize_expression(c) for c in desired.checks):
+    if _check_signature(live.checks, renames) != _check_signature(desired.checks):
         constraint_aspects.append("check")
-    live_uniques = {tuple(fold_name(renames.get(fold_name(n), n)) for n in unique) for unique in live.uniques}
-    if live_uniques != {_folded(unique) for unique in desired.uniques}:
+    live_uniques = {_unique_signature(live, unique, renames) for unique in live.uniques}
+    if live_uniques != {_unique_signature(desired, unique, {}) for unique in desired.uniques}:
         constraint_aspects.append("unique")
+    if conflict_action(live.primary_key_conflict) != conflict_action(desired.primary_key_conflict):
+        constraint_aspects.append("primary key ON CONFLICT")
     if constraint_aspects:
         changes.append(ChangeTableConstraints(tuple(constraint_aspects)))
     option_aspects = tuple(
@@ -383,8 +399,10 @@ def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> t
         aspects.append("nullability")
     if desired.stable_default and _normalize_default(live.default) != _normalize_default(desired.default):
         aspects.append("default")
-    if sorted(normalize_expression(c, renames) for c in live.checks) != sorted(normalize_expression(c) for c in desired.checks):
+    if _check_signature(live.checks, renames) != _check_signature(desired.checks):
         aspects.append("check")
+    if live.not_null and desired.not_null and conflict_action(live.on_conflict) != conflict_action(desired.on_conflict):
+        aspects.append("NOT NULL ON CONFLICT")
     if (live.collate or "BINARY").upper() != (desired.collate or "BINARY").upper():
         aspects.append("collate")
     live_generated = normalize_expression(live.generated, renames) if live.generated is not None else None
@@ -392,6 +410,28 @@ def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> t
     if live_generated != desired_generated or (live.generated is not None and live.generated_stored != desired.generated_stored):
         aspects.append("generated")
     return tuple(aspects)
+
+
+def _check_signature(checks: tuple[Check, ...], renames: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """CHECKs compared by expression (whatever its spacing, quoting and comments) and by name,
+    which SQLite reports when a row violates one."""
+    return sorted((normalize_expression(check.sql, renames), check.name or "") for check in checks)
+
+
+def _unique_signature(table: Table, unique: UniqueConstraint, renames: dict[str, str]) -> tuple:
+    """What a UNIQUE constraint does: its columns (after renames), the collation each compares
+    with, their order, and its ON CONFLICT action."""
+    collations = []
+    for position, name in enumerate(unique.columns):
+        column = table.column(name)
+        own = ((column.collate if column else None) or "BINARY").upper()
+        collations.append(unique.collations[position] if position < len(unique.collations) else own)
+    return (
+        tuple(fold_name(renames.get(fold_name(name), name)) for name in unique.columns),
+        tuple(collations),
+        tuple(unique.descending) if any(unique.descending) else (),
+        conflict_action(unique.on_conflict),
+    )
 
 
 def _normalize_default(default: str | None) -> str | None:
@@ -425,17 +465,16 @@ def _translate_foreign_key(
     """The live foreign key as it reads after the planned table and column renames."""
     parent = table_renames.get(fold_name(key.ref_table), key.ref_table)
     parent_renames = column_renames.get(fold_name(parent), {})
-    return ForeignKey(
+    return replace(
+        key,
         columns=tuple(renames.get(fold_name(name), name) for name in key.columns),
         ref_table=parent,
         ref_columns=tuple(parent_renames.get(fold_name(name), name) for name in key.ref_columns),
-        on_delete=key.on_delete,
-        on_update=key.on_update,
     )
 
 
 def _foreign_key_set(keys: tuple[ForeignKey, ...]) -> set[tuple]:
-    return {(*key.link, key.on_delete, key.on_update) for key in keys}
+    return {(*key.link, key.on_delete, key.on_update, key.deferred) for key in keys}
 
 
 def _diff_indexes(desired: Table, live: Table, managed: ManagedObjects, renames: dict[str, str]) -> list[Change]:

@@ -162,17 +162,17 @@ def _can_drop_in_place(column: Column, table: Table, surviving_indexes: list[Ind
     name = fold_name(column.name)
     if name in {fold_name(key) for key in table.primary_key}:
         return False
-    if any(name in {fold_name(c) for c in unique} for unique in table.uniques):
+    if any(name in {fold_name(c) for c in unique.columns} for unique in table.uniques):
         return False
     if any(name in {fold_name(c) for c in key.columns} for key in table.foreign_keys):
         return False
     for index in surviving_indexes:
         if any(name in identifiers_in(term) for term in index.columns) or (index.where and name in identifiers_in(index.where)):
             return False
-    expressions = list(table.checks)
+    expressions = [check.sql for check in table.checks]
     for other in table.columns:
         if fold_name(other.name) != name:
-            expressions.extend(other.checks)
+            expressions.extend(check.sql for check in other.checks)
             if other.generated:
                 expressions.append(other.generated)
     return not any(name in identifiers_in(expression) for expression in expressions)
