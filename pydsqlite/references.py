@@ -21,7 +21,8 @@ concurrently make the same decisions, and their stamped results join.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -158,8 +159,8 @@ class ReferenceRepair:
             other = link.child.name if child is None else link.parent.name
             raise SyncError(
                 f"row {key!r} of table {link.child.name!r} references {link.parent.name}({', '.join(link.parent_columns)}) "
-                f"= {values!r}, which does not exist here; table {other!r} does not sync, so this replica cannot settle "
-                "the foreign key; nothing was applied"
+                f"= {values!r}, which does not exist here; table {other!r} is not synced here (no table model with LWW "
+                "columns describes it), so this replica cannot settle the foreign key; nothing was applied"
             )
         if not self._revives(link, key):
             if link.on_delete == "CASCADE":
@@ -232,27 +233,29 @@ def _missing_parent(link: Link) -> str:
     return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(link.parent.name)} AS p WHERE {matches})"
 
 
-def _violations(conn: Any, link: Link, by: Iterable[str], wanted: list[tuple[Any, ...]]) -> list[Violation]:
+def _violations(conn: sqlite3.Connection, link: Link, by: Iterable[str], wanted: list[tuple[Any, ...]]) -> list[Violation]:
     """Rows of ``link.child`` whose ``by`` columns hold one of ``wanted`` and whose parent is missing."""
     by = list(by)
     key_names = _key_columns(link.child)
-    width = len(by)
-    chunk = max(1, 900 // width)
     selected = ", ".join(_column("c", name) for name in (*key_names, *link.columns))
     head = (
         f"SELECT {selected} FROM {quote_identifier(link.child.name)} AS c WHERE {_missing_parent(link)} "
         f"AND ({', '.join(_column('c', name) for name in by)}) IN "
     )
-    found: list[Violation] = []
+    return [(link, tuple(row[: len(key_names)]), tuple(row[len(key_names) :])) for row in select_in(conn, head, len(by), wanted)]
+
+
+def select_in(conn: sqlite3.Connection, head: str, width: int, wanted: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """Rows of the query ``head`` (ending in ``… IN``) for tuples of ``width`` values, in chunks
+    of ``IN (VALUES …)`` that stay under SQLite's limit on bound parameters."""
+    chunk = max(1, 900 // width)
     for start in range(0, len(wanted), chunk):
         part = wanted[start : start + chunk]
-        rows = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
-        for row in conn.execute(f"{head}(VALUES {rows})", [value for values in part for value in values]):
-            found.append((link, tuple(row[: len(key_names)]), tuple(row[len(key_names) :])))
-    return found
+        values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
+        yield from conn.execute(f"{head} (VALUES {values})", [value for row in part for value in row])
 
 
-def _still_violated(conn: Any, link: Link, key: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
+def _still_violated(conn: sqlite3.Connection, link: Link, key: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
     key_names = _key_columns(link.child)
     where = " AND ".join(f"{_column('c', name)} = ?" for name in (*key_names, *link.columns))
     query = f"SELECT 1 FROM {quote_identifier(link.child.name)} AS c WHERE {where} AND {_missing_parent(link)}"

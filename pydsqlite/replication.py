@@ -43,7 +43,7 @@ from .hlc import HLC
 from .introspect import introspect
 from .model import registered_models, table_options
 from .node import CREATE_TOMBSTONES, TOMBSTONES, Node
-from .references import ReferenceGraph, ReferenceRepair
+from .references import ReferenceGraph, ReferenceRepair, select_in
 from .rowcodec import RowCodec, codec_for
 from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from .sqltext import quote_identifier
@@ -221,17 +221,25 @@ class Replica:
 
     def set_columns(self, codec: RowCodec, key: tuple[Any, ...], assignments: dict[str, str]) -> None:
         """Set columns of one row to SQL expressions (NULL, a default) as a local write stamped now."""
-        now = str(self.clock.now())
         lww = {fold_name(name) for name in codec.lww}
-        terms = [f"{quote_identifier(name)} = {expression}" for name, expression in assignments.items()]
-        stamped = [name + LWW_SUFFIX for name in assignments if fold_name(name) in lww]
-        if any(fold_name(name) not in lww for name in assignments):
-            stamped.append(VERSION_COLUMN)
+        stamped = _stamp_columns(assignments, lambda name: fold_name(name) in lww)
+        self._stamp_row(codec.name, codec.key, key, stamped, str(self.clock.now()), self.next_seq(), assignments)
+
+    def _stamp_row(
+        self,
+        table: str,
+        key_columns: Iterable[str],
+        key: tuple[Any, ...],
+        stamped: list[str],
+        now: str,
+        seq: int,
+        assignments: dict[str, str] | None = None,
+    ) -> None:
+        """UPDATE one row: ``assignments`` (SQL expressions), the timestamp columns ``stamped`` to ``now``, its sequence number."""
+        terms = [f"{quote_identifier(name)} = {expression}" for name, expression in (assignments or {}).items()]
         terms += [f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN)]
-        self.conn.execute(
-            f"UPDATE {codec.quoted_table} SET {', '.join(terms)} WHERE {codec.key_where()}",
-            [*([now] * len(stamped)), self.next_seq(), *key],
-        )
+        where = " AND ".join(f"{quote_identifier(name)} = ?" for name in key_columns)
+        self.conn.execute(f"UPDATE {quote_identifier(table)} SET {', '.join(terms)} WHERE {where}", [*([now] * len(stamped)), seq, *key])
 
     def dead_states(self, codec: RowCodec, key: tuple[Any, ...] | None = None) -> list[RowChange]:
         """The registers of the table's deleted rows (of one key, if given)."""
@@ -273,7 +281,8 @@ class Replica:
         key_columns = {fold_name(event.table): event.key_columns for event in events}
         self._restamp_rows_written_again(dead, key_columns)
         for seq, (event, columns) in enumerate(writes.values(), start=first + len(dead)):
-            self._stamp_write(event, columns, now, seq)
+            stamped = _stamp_columns(columns, lambda name, event=event: event.columns[name][0] == "lww")
+            self._stamp_row(event.table, event.key_columns, event.key, stamped, now, seq)
         return Settled(dead, [(event.table, event.key) for event, _ in writes.values()])
 
     def _restamp_rows_written_again(self, dead: list[RowChange], key_columns: dict[str, tuple[str, ...]]) -> None:
@@ -293,20 +302,9 @@ class Replica:
         now = str(self.clock.now())
         first = self.allocate_seq(len(again))
         for seq, state in enumerate(again, start=first):
-            names = key_columns[fold_name(state.table)]
             stamped = [name + LWW_SUFFIX for name in state.columns] + [VERSION_COLUMN]
-            terms = ", ".join(f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN))
-            where = " AND ".join(f"{quote_identifier(name)} = ?" for name in names)
-            self.conn.execute(f"UPDATE {quote_identifier(state.table)} SET {terms} WHERE {where}", [*([now] * len(stamped)), seq, *state.key])
+            self._stamp_row(state.table, key_columns[fold_name(state.table)], state.key, stamped, now, seq)
         self._write_tombstones([(state, first + n, False) for n, state in enumerate(again)])
-
-    def _stamp_write(self, event: CapturedEvent, columns: set[str], now: str, seq: int) -> None:
-        stamped = [name + LWW_SUFFIX for name in columns if event.columns[name][0] == "lww"]
-        if any(event.columns[name][0] == "group" for name in columns):
-            stamped.append(VERSION_COLUMN)
-        terms = ", ".join(f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN))
-        where = " AND ".join(f"{quote_identifier(name)} = ?" for name in event.key_columns)
-        self.conn.execute(f"UPDATE {quote_identifier(event.table)} SET {terms} WHERE {where}", [*([now] * len(stamped)), seq, *event.key])
 
     # --- the feed --------------------------------------------------------------------------
 
@@ -473,15 +471,17 @@ def _foreign_keys_deferred(conn: sqlite3.Connection, enabled: bool) -> Iterator[
 def _rows_with_keys(
     conn: sqlite3.Connection, quoted_table: str, key: Iterable[str], keys: list[tuple[Any, ...]], columns: Iterable[str]
 ) -> Iterator[tuple[Any, ...]]:
-    """``columns`` of the rows whose ``key`` columns hold one of ``keys`` (chunked ``IN (VALUES …)`` lookups)."""
+    """``columns`` of the rows whose ``key`` columns hold one of ``keys``."""
     key = list(key)
-    width = len(key)
-    chunk = max(1, 900 // width)
-    head = f"SELECT {', '.join(quote_identifier(n) for n in columns)} FROM {quoted_table} WHERE ({', '.join(quote_identifier(n) for n in key)}) IN "
-    for start in range(0, len(keys), chunk):
-        part = keys[start : start + chunk]
-        values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
-        yield from conn.execute(f"{head}(VALUES {values})", [value for row in part for value in row])
+    head = f"SELECT {', '.join(quote_identifier(n) for n in columns)} FROM {quoted_table} WHERE ({', '.join(quote_identifier(n) for n in key)}) IN"
+    return select_in(conn, head, len(key), keys)
+
+
+def _stamp_columns(changed: Iterable[str], is_lww: Callable[[str], bool]) -> list[str]:
+    """The timestamp columns a write to ``changed`` moves: each LWW column's own, the row version for the others."""
+    changed = list(changed)
+    stamped = [name + LWW_SUFFIX for name in changed if is_lww(name)]
+    return stamped + ([VERSION_COLUMN] if len(stamped) < len(changed) else [])
 
 
 def _captured_state(event: CapturedEvent) -> RowChange:
