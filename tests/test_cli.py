@@ -47,8 +47,10 @@ MODELS_UNIQUE_NAME = MODELS_V1.replace("    name: str", "    name: Annotated[str
 
 
 def environment() -> dict[str, str]:
-    """This checkout's pydsqlite first on the path, whichever copy is installed."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    """This checkout's pydsqlite first on the path, whichever copy is installed; output buffered
+    as a user's shell has it (PYTHONUNBUFFERED would hide what happens at the final flush)."""
+    inherited = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    return {**inherited, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
 def command(*args: str) -> list[str]:
