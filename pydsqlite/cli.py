@@ -118,9 +118,6 @@ def _parser() -> argparse.ArgumentParser:
         source = subcommand.add_mutually_exclusive_group(required=True)
         source.add_argument("--models", metavar="MODULE[:NAME,...]", help="table models from an importable module")
         source.add_argument("--to", metavar="SCHEMA", help="desired schema: a .sql file or another SQLite database")
-    output = plan.add_mutually_exclusive_group()
-    output.add_argument("--sql", action="store_true", help="print the SQL script only")
-    output.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(handler=_plan)
     sync.add_argument("--allow-destructive", action="store_true", help="apply drops and lossy conversions")
     sync.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -134,10 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("a", metavar="A", help="the schema to start from")
     diff.add_argument("b", metavar="B", help="the schema to arrive at")
-    output = diff.add_mutually_exclusive_group()
-    output.add_argument("--sql", action="store_true", help="print the SQL script only")
-    output.add_argument("--json", action="store_true", help="print the plan as JSON")
     diff.set_defaults(handler=_diff)
+    for printing_a_plan in (plan, diff):
+        output = printing_a_plan.add_mutually_exclusive_group()
+        output.add_argument("--sql", action="store_true", help="print the SQL script only")
+        output.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
 
 
@@ -425,12 +423,18 @@ def _load_models(spec: str) -> list[type[BaseModel]]:
 
 
 def _failure(error: Exception) -> str:
-    """``Type: message``, with the place in the user's code where it was raised."""
-    text = f"{type(error).__name__}: {error}"
-    frames = traceback.extract_tb(error.__traceback__)
-    if frames and not isinstance(error, SyntaxError):  # a SyntaxError names its place itself
-        text += f" ({frames[-1].filename}, line {frames[-1].lineno})"
-    return text
+    """``Type at file, line N: message``, the place being the last one in the user's code
+    (not in Python, an installed package or pydsqlite)."""
+    if isinstance(error, SyntaxError):  # it names its place itself
+        return f"{type(error).__name__}: {error}"
+    elsewhere = ("<", sys.prefix, sys.base_prefix, str(Path(__file__).parent))
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if not frame.filename.startswith(elsewhere)]
+    if not frames:
+        return f"{type(error).__name__}: {error}"
+    filename = Path(frames[-1].filename)
+    if filename.is_relative_to(Path.cwd()):
+        filename = filename.relative_to(Path.cwd())
+    return f"{type(error).__name__} at {filename}, line {frames[-1].lineno}: {error}"
 
 
 def _imported_models_hint(module: object) -> str:

@@ -168,7 +168,7 @@ def test_sync_refuses_an_impossible_plan_one_problem_per_line_without_asking(pro
         (("plan", "app.db", "--models", "broken_syntax"),
          "error: cannot import models module 'broken_syntax': SyntaxError: '(' was never closed (broken_syntax.py, line 2)"),
         (("plan", "app.db", "--models", "fails_on_import"),
-         "error: cannot import models module 'fails_on_import': RuntimeError: no config ("),
+         "error: cannot import models module 'fails_on_import': JSONDecodeError at fails_on_import.py, line 2: Expecting"),
         (("plan", "app.db", "--models", "empty_models"), "error: module 'empty_models' defines no table models (a table model is"),
         (("plan", "app.db", "--models", "reexports"),
          "error: module 'reexports' defines no table models (it imports table models from app_models: pass --models app_models)"),
@@ -192,7 +192,7 @@ def test_errors_print_one_line_and_exit_1(project, args, message):
     (project / "subfolder").mkdir()
     (project / "needs_missing_package.py").write_text("import not_installed_anywhere\n")
     (project / "broken_syntax.py").write_text("from pydsqlite import SyncModel\nx = (\n")
-    (project / "fails_on_import.py").write_text("raise RuntimeError('no config')\n")
+    (project / "fails_on_import.py").write_text("import json\nSETTINGS = json.loads('{')\n")  # fails inside the json module
     (project / "empty_models.py").write_text("from pydsqlite import SyncModel\n")
     (project / "reexports.py").write_text("from app_models import *\n")
     before = file_state(project)
