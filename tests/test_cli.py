@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import sysconfig
 import tomllib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -520,19 +519,16 @@ def test_progress_callback_reports_rows_and_can_cancel(conn):
 
 
 def installed_console_script() -> Path:
-    """The ``pydsqlite`` executable that ``pip install`` put beside the interpreter (or in the user's scripts)."""
-    name = "pydsqlite.exe" if os.name == "nt" else "pydsqlite"
-    folders = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
-    if f"{os.name}_user" in sysconfig.get_scheme_names():
-        folders.append(Path(sysconfig.get_path("scripts", f"{os.name}_user")))
-    for folder in folders:
-        if (folder / name).is_file():
-            return folder / name
-    try:
-        importlib.metadata.distribution("pydsqlite")
-    except importlib.metadata.PackageNotFoundError:
+    """The ``pydsqlite`` executable that pip installed with the package (beside the interpreter,
+    or wherever the installation's RECORD says)."""
+    installed = [found for found in importlib.metadata.distributions(name="pydsqlite") if found.read_text("RECORD")]
+    if not installed:  # (a source tree's pydsqlite.egg-info lists no installed files)
         pytest.skip("pydsqlite is not installed: run `python3 -m pip install -e '.[test]'` to test its console script")
-    pytest.fail(f"pydsqlite is installed, but its console script is in none of {[str(f) for f in folders]}")
+    for distribution in installed:
+        for file in distribution.files or ():
+            if file.name in ("pydsqlite", "pydsqlite.exe") and file.parent.name in ("bin", "Scripts"):
+                return Path(distribution.locate_file(file)).resolve()
+    pytest.fail("pydsqlite is installed without its console script: [project.scripts] in pyproject.toml must name it")
 
 
 def test_the_installed_console_script_runs_the_command(project):
