@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import NoReturn, TextIO, TypeVar
 
 from pydantic import BaseModel
 
@@ -81,15 +81,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """Usage mistakes exit with 1, an error: argparse's own 2 means "changes pending" here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="pydsqlite", description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
     _add_shared_options(parser, defaults=True)
     # The same options after the command name (pydsqlite plan ... --verbose); SUPPRESS keeps the
     # subcommand from resetting a value given before the command name.
-    shared = argparse.ArgumentParser(add_help=False)
+    shared = _ArgumentParser(add_help=False)
     _add_shared_options(shared, defaults=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -214,6 +214,9 @@ def test_help_reads_as_plain_text_and_version_comes_from_the_package(project):
     overview = run("--help", cwd=project).stdout
     assert "Exit codes: 0 nothing to do" in overview and "--busy-timeout SECONDS" in overview
     assert all(name in overview for name in ("inspect", "plan", "sync", "diff", "--version"))
+    for mistake in (("plan", "app.db", "--modles", "app_models"), ("plan", "app.db", "--models", "m", "--busy-timeout", "soon"), ()):
+        misused = run(*mistake, cwd=project)  # exit code 2 would read as "changes pending"
+        assert misused.returncode == 1 and misused.stderr.startswith("usage: pydsqlite") and "error: " in misused.stderr
     after_the_command = run("plan", "missing.db", "--models", "app_models", "--busy-timeout", "1", "--verbose", cwd=project)
     assert "Traceback" in after_the_command.stderr and after_the_command.returncode == 1
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
