@@ -7,39 +7,89 @@ and indexes; the CREATE text in ``sqlite_master`` gives what they do not report
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import replace
 
-from .ddl_parser import parse_create_table, parse_index_terms, parse_index_where
+from .ddl_parser import TableExtras, parse_create_table, parse_index_terms, parse_index_where
 from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
-from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, fold_name
+from .schema import (
+    LWW_SUFFIX,
+    Check,
+    Column,
+    ForeignKey,
+    Index,
+    Schema,
+    Table,
+    Trigger,
+    UniqueConstraint,
+    View,
+    VirtualTable,
+    fold_name,
+)
 
 
 def introspect(conn: sqlite3.Connection) -> Schema:
-    """The live schema of the ``main`` database, leaving out SQLite's and pydsqlite's own tables."""
+    """The live schema of the ``main`` database, leaving out SQLite's own tables; pydsqlite's
+    bookkeeping tables are kept apart, and the shadow tables of virtual tables left out."""
     rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM main.sqlite_master ORDER BY rowid"
     ).fetchall()
     index_sql = {fold_name(name): sql for kind, name, _, sql in rows if kind == "index" and sql}
+    virtual_names = [name for kind, name, _, sql in rows if kind == "table" and _is_virtual(sql)]
+    shadows = _shadow_tables(conn, virtual_names) if virtual_names else frozenset()
     tables = []
+    virtual_tables = []
+    bookkeeping = []
     triggers = []
     views = []
     for kind, name, table_name, sql in rows:
-        if kind == "table" and _is_user_table(name, sql):
-            tables.append(_read_table(conn, name, sql, index_sql))
+        if kind == "table":
+            folded = fold_name(name)
+            if folded.startswith("sqlite_") or not sql or folded in shadows:
+                continue
+            if folded.startswith(METADATA_PREFIX):
+                bookkeeping.append(sql)
+            elif _is_virtual(sql):
+                virtual_tables.append(VirtualTable(name=name, sql=sql, columns=_virtual_columns(conn, name)))
+            else:
+                tables.append(_read_table(conn, name, sql, index_sql))
         elif kind == "trigger":
             triggers.append(Trigger(name=name, table=table_name, sql=sql))
         elif kind == "view":
             views.append(View(name=name, sql=sql))
-    return Schema(tables=tuple(_resolve_implicit_references(tables)), triggers=tuple(triggers), views=tuple(views))
+    return Schema(
+        tables=tuple(_resolve_implicit_references(tables)),
+        triggers=tuple(triggers),
+        views=tuple(views),
+        virtual_tables=tuple(virtual_tables),
+        bookkeeping=tuple(bookkeeping),
+    )
 
 
-def _is_user_table(name: str, sql: str | None) -> bool:
-    lowered = name.lower()
-    if lowered.startswith("sqlite_") or lowered.startswith(METADATA_PREFIX):
-        return False
-    return bool(sql) and not sql.lstrip().upper().startswith("CREATE VIRTUAL")
+def _is_virtual(sql: str | None) -> bool:
+    return bool(sql) and " ".join(sql.split()[:2]).upper() == "CREATE VIRTUAL"
+
+
+def _shadow_tables(conn: sqlite3.Connection, virtual_names: list[str]) -> frozenset[str]:
+    """Folded names of the tables virtual tables keep their data in (SQLite 3.37+ says which;
+    before that, the tables named ``<virtual table>_…``, as every built-in module names them)."""
+    try:
+        rows = conn.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'").fetchall()
+        return frozenset(fold_name(name) for (name,) in rows)
+    except sqlite3.OperationalError:
+        prefixes = tuple(fold_name(name) + "_" for name in virtual_names)
+        rows = conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'").fetchall()
+        return frozenset(fold_name(name) for (name,) in rows if fold_name(name).startswith(prefixes))
+
+
+def _virtual_columns(conn: sqlite3.Connection, name: str) -> tuple[str, ...]:
+    try:
+        rows = conn.execute("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0", (name,)).fetchall()
+    except sqlite3.OperationalError:  # its module is not loaded on this connection
+        return ()
+    return tuple(row[0] for row in rows)
 
 
 def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[str, str]) -> Table:
@@ -62,15 +112,19 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
                 type=declared or "",
                 not_null=bool(not_null),
                 default=default,
-                checks=tuple(extra.checks) if extra else (),
+                checks=tuple(Check(text, check_name) for text, check_name in extra.checks) if extra else (),
+                on_conflict=extra.not_null.on_conflict if extra and extra.not_null else None,
                 collate=extra.collate if extra else None,
                 generated=(extra.generated if extra else None) if hidden in (2, 3) else None,
                 generated_stored=hidden == 3,
                 lww=fold_name(column_name + LWW_SUFFIX) in names,
             )
         )
-    uniques, indexes = _read_indexes(conn, name, index_sql)
+    uniques, indexes = _read_indexes(conn, name, index_sql, extras)
     primary_key = tuple(column for _, column in sorted(key))
+    key_clause = extras.primary_key or next(
+        (extras_by_name[fold_name(column)].primary_key for column in primary_key if fold_name(column) in extras_by_name), None
+    )
     if len(primary_key) == 1 and not extras.without_rowid:
         # An INTEGER PRIMARY KEY is the rowid: it can never be NULL, whatever the DDL says.
         columns = [
@@ -82,18 +136,21 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
         columns=tuple(columns),
         primary_key=primary_key,
         autoincrement=autoincrement,
-        foreign_keys=_read_foreign_keys(conn, name),
-        checks=tuple(extras.checks),
+        foreign_keys=_read_foreign_keys(conn, name, extras),
+        checks=tuple(Check(text, check_name) for text, check_name in extras.checks),
         uniques=uniques,
+        primary_key_conflict=key_clause.on_conflict if key_clause else None,
+        primary_key_name=key_clause.name if key_clause else None,
         strict=extras.strict,
         without_rowid=extras.without_rowid,
         indexes=indexes,
+        sql=sql,
     )
 
 
 def _read_indexes(
-    conn: sqlite3.Connection, table: str, index_sql: dict[str, str]
-) -> tuple[tuple[tuple[str, ...], ...], tuple[Index, ...]]:
+    conn: sqlite3.Connection, table: str, index_sql: dict[str, str], extras: TableExtras
+) -> tuple[tuple[UniqueConstraint, ...], tuple[Index, ...]]:
     uniques = []
     indexes = []
     for _, index_name, unique, origin, partial in conn.execute(
@@ -103,7 +160,8 @@ def _read_indexes(
             "SELECT cid, name, \"desc\", coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno", (index_name,)
         ).fetchall()
         if origin == "u":
-            uniques.append(tuple(row[1] for row in key_columns))
+            columns = tuple(row[1] for row in key_columns)
+            uniques.append(_unique_constraint(columns, key_columns, extras))
             continue
         if origin != "c":
             continue
@@ -130,7 +188,24 @@ def _read_indexes(
     return tuple(uniques), tuple(indexes)
 
 
-def _read_foreign_keys(conn: sqlite3.Connection, table: str) -> tuple[ForeignKey, ...]:
+def _unique_constraint(columns: tuple[str, ...], key_columns: list[tuple], extras: TableExtras) -> UniqueConstraint:
+    """A UNIQUE constraint from PRAGMA index_xinfo (columns, collations, order) and the CREATE
+    text (its name and ON CONFLICT action, written on the table or on its single column)."""
+    folded = tuple(fold_name(column) for column in columns)
+    clause = extras.uniques.get(folded)
+    if clause is None and len(columns) == 1:
+        column = next((extra for key, extra in extras.columns.items() if fold_name(key) == folded[0]), None)
+        clause = column.unique if column else None
+    return UniqueConstraint(
+        columns=columns,
+        collations=tuple((collation or "BINARY").upper() for _, _, _, collation in key_columns),
+        descending=tuple(bool(descending) for _, _, descending, _ in key_columns),
+        on_conflict=clause.on_conflict if clause else None,
+        name=clause.name if clause else None,
+    )
+
+
+def _read_foreign_keys(conn: sqlite3.Connection, table: str, extras: TableExtras) -> tuple[ForeignKey, ...]:
     grouped: dict[int, list[tuple]] = defaultdict(list)
     for row in conn.execute(
         "SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
@@ -140,13 +215,20 @@ def _read_foreign_keys(conn: sqlite3.Connection, table: str) -> tuple[ForeignKey
     keys = []
     for fk_id in sorted(grouped, reverse=True):
         rows = grouped[fk_id]
+        columns = tuple(row[3] for row in rows)
+        clause = extras.foreign_keys.get(tuple(fold_name(column) for column in columns))
+        if clause is None and len(columns) == 1:
+            column = next((extra for key, extra in extras.columns.items() if fold_name(key) == fold_name(columns[0])), None)
+            clause = column.reference if column else None
         keys.append(
             ForeignKey(
-                columns=tuple(row[3] for row in rows),
+                columns=columns,
                 ref_table=rows[0][2],
                 ref_columns=tuple(row[4] for row in rows) if all(row[4] is not None for row in rows) else (),
                 on_delete=rows[0][6].upper(),
                 on_update=rows[0][5].upper(),
+                deferred=clause[1] if clause else False,
+                name=clause[0] if clause else None,
             )
         )
     return tuple(keys)
@@ -162,7 +244,7 @@ def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
         for key in table.foreign_keys:
             parent = by_name.get(fold_name(key.ref_table))
             if not key.ref_columns and parent is not None and parent.primary_key:
-                key = ForeignKey(key.columns, key.ref_table, parent.primary_key, key.on_delete, key.on_update)
+                key = replace(key, ref_columns=parent.primary_key)
                 changed = True
             keys.append(key)
         resolved.append(replace(table, foreign_keys=tuple(keys)) if changed else table)
@@ -179,13 +261,24 @@ def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
         return ManagedObjects()
     rows = conn.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
     by_kind: dict[str, set[str]] = defaultdict(set)
+    columns = set()
+    renames = set()
     for kind, name in rows:
-        by_kind[kind].add(fold_name(name))
+        if kind == "column":
+            table, column = json.loads(name)
+            columns.add((fold_name(table), fold_name(column)))
+        elif kind == "rename":
+            table, old, new = json.loads(name)
+            renames.add((fold_name(table), fold_name(old), fold_name(new)))
+        else:
+            by_kind[kind].add(fold_name(name))
     return ManagedObjects(
         tables=frozenset(by_kind["table"]),
         indexes=frozenset(by_kind["index"]),
         views=frozenset(by_kind["view"]),
         triggers=frozenset(by_kind["trigger"]),
+        columns=frozenset(columns),
+        renames=frozenset(renames),
     )
 
 

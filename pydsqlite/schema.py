@@ -29,11 +29,6 @@ def fold_name(name: str) -> str:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def is_sync_metadata(name: str) -> bool:
-    """Hidden columns of synced tables (LWW companions, row version, change sequence)."""
-    return name.endswith(LWW_SUFFIX) or name in (VERSION_COLUMN, SEQ_COLUMN)
-
-
 def normalize_type(declared: str) -> str:
     """Canonical spelling of a declared column type (upper case, single spaces)."""
     return " ".join(declared.split()).upper()
@@ -53,25 +48,74 @@ def type_affinity(declared: str) -> str:
     return "NUMERIC"
 
 
+def column_affinity(column: Column, table: Table) -> str | None:
+    """How ``table`` converts values stored in ``column``: an affinity, or None when values are
+    stored exactly as given (a STRICT table's ``ANY`` column)."""
+    if table.strict and column.type == "ANY":
+        return None
+    return column.affinity
+
+
+CONFLICT_ACTIONS = ("ROLLBACK", "ABORT", "FAIL", "IGNORE", "REPLACE")
+"""What an ON CONFLICT clause may say; ABORT is what a constraint does without one."""
+
+
+def conflict_action(action: str | None) -> str:
+    """The ON CONFLICT action a constraint takes (ABORT unless it says otherwise)."""
+    return action or "ABORT"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A CHECK constraint: its expression as written, and its CONSTRAINT name (which SQLite
+    reports when a row violates it)."""
+
+    sql: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class UniqueConstraint:
+    """A UNIQUE constraint written in CREATE TABLE (models declare unique indexes instead).
+
+    ``collations`` holds the collation each column compares with (upper-case), as SQLite
+    reports it; empty means each column's own."""
+
+    columns: tuple[str, ...]
+    collations: tuple[str, ...] = ()
+    descending: tuple[bool, ...] = ()
+    on_conflict: str | None = None
+    name: str | None = None
+
+
 @dataclass(frozen=True)
 class Column:
     """One physical column.
 
     ``default``, ``checks`` and ``generated`` hold SQL expression text exactly as it
     appears in the CREATE TABLE statement. ``renamed_from`` is only set on desired
-    columns; ``lww`` marks a column whose companion ``<name>__hlc`` exists.
+    columns; ``lww`` marks a column whose companion ``<name>__hlc`` exists;
+    ``on_conflict`` is the action of its NOT NULL constraint.
     """
 
     name: str
     type: str = ""
     not_null: bool = False
     default: str | None = None
-    checks: tuple[str, ...] = ()
+    checks: tuple[Check, ...] = ()
+    on_conflict: str | None = None
     collate: str | None = None
     generated: str | None = None
     generated_stored: bool = False
     lww: bool = False
     renamed_from: tuple[str, ...] = ()
+    stable_default: bool = True
+    """False for a model default of a date, time, datetime or UUID value, which is often computed
+    at import time (``datetime.now()``): its SQL DEFAULT is written but never compared, so a
+    default that differs on every start never causes a migration."""
+    hidden: bool = False
+    """A sync column pydsqlite adds itself (LWW companion, row version, change sequence); set by
+    compile only, so pydsqlite records exactly the columns it created."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", normalize_type(self.type))
@@ -94,6 +138,9 @@ class ForeignKey:
     ref_columns: tuple[str, ...]
     on_delete: str = "NO ACTION"
     on_update: str = "NO ACTION"
+    deferred: bool = False
+    """DEFERRABLE INITIALLY DEFERRED: checked at COMMIT instead of at each statement."""
+    name: str | None = field(default=None, compare=False)
 
     @property
     def link(self) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
@@ -144,15 +191,19 @@ class Table:
     primary_key: tuple[str, ...] = ()
     autoincrement: bool = False
     foreign_keys: tuple[ForeignKey, ...] = ()
-    checks: tuple[str, ...] = ()
-    uniques: tuple[tuple[str, ...], ...] = ()
-    """Inline UNIQUE constraints (hand-written DDL); models declare unique indexes instead."""
+    checks: tuple[Check, ...] = ()
+    uniques: tuple[UniqueConstraint, ...] = ()
+    """UNIQUE constraints of the CREATE TABLE text (hand-written DDL); models declare unique indexes instead."""
+    primary_key_conflict: str | None = None
+    primary_key_name: str | None = field(default=None, compare=False)
     strict: bool = False
     without_rowid: bool = False
     indexes: tuple[Index, ...] = ()
     renamed_from: tuple[str, ...] = ()
     model: str | None = None
     """Qualified name of the model class this table was compiled from, for error messages."""
+    sql: str | None = field(default=None, compare=False, repr=False)
+    """The live CREATE TABLE text (introspected tables only)."""
 
     def column(self, name: str) -> Column | None:
         """The column called ``name`` (case-insensitive, as in SQLite)."""
@@ -182,12 +233,28 @@ class Table:
 
 
 @dataclass(frozen=True)
+class VirtualTable:
+    """A virtual table (full-text search, R*Tree…), kept as its CREATE VIRTUAL TABLE text. It is
+    created and dropped whole; the shadow tables its module keeps are never planned on their own."""
+
+    name: str
+    sql: str
+    columns: tuple[str, ...] = ()
+    """Its columns as the live database reports them (empty when its module is not loaded)."""
+
+
+@dataclass(frozen=True)
 class Schema:
-    """A whole database schema: tables (with their indexes), triggers and views."""
+    """A whole database schema: tables (with their indexes), virtual tables, triggers and views.
+
+    ``bookkeeping`` holds the CREATE text of pydsqlite's own tables, which no plan touches but
+    which a rehearsal of a plan needs (triggers may write to them)."""
 
     tables: tuple[Table, ...] = ()
     triggers: tuple[Trigger, ...] = ()
     views: tuple[View, ...] = ()
+    virtual_tables: tuple[VirtualTable, ...] = ()
+    bookkeeping: tuple[str, ...] = field(default=(), compare=False, repr=False)
     _by_name: dict[str, Table] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
