@@ -8,6 +8,8 @@ before anything runs, whether it would lose or reject existing rows.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .checks import dropped_values_check, table_rows_check
 from .ddl_parser import identifiers_in
 from .diff import (
@@ -68,10 +70,11 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     for item in schema_diff.altered:
         if not item.changes:
             continue
-        if _needs_rebuild(item):
-            operations.extend(rebuild_after_renames(item, live))
-        else:
-            operations.extend(_alter_in_place(item))
+        table_operations = rebuild_after_renames(item, live) if _needs_rebuild(item) else _alter_in_place(item)
+        if item.problems:
+            first = table_operations[0]
+            table_operations[0] = replace(first, problems=(*first.problems, *item.problems))
+        operations.extend(table_operations)
     for table in schema_diff.dropped:
         operations.append(
             Operation(
