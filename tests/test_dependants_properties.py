@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Optional
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from pydsqlite import PrimaryKey, PydsqliteError, RenamedFrom, SyncModel, model_migration_plan, sync_models
@@ -43,10 +43,13 @@ def edited(draw, columns: tuple[Col, ...]) -> tuple[Col, ...]:
     for _ in range(draw(st.integers(1, 3))):
         edit = draw(st.sampled_from(["rename", "swap", "type", "drop", "add"]))
         free = [name for name in NAMES if name not in {column.name for column in cols}]
-        if edit == "rename" and free and cols:
+        # (a rename onto the name of a column dropped in the same release is ambiguous without history:
+        # tests/test_renames.py covers how it is refused or read)
+        unused = [name for name in free if name not in original]
+        if edit == "rename" and unused and cols:
             index = draw(st.integers(0, len(cols) - 1))
             if not cols[index].renamed_from:
-                cols[index] = replace(cols[index], name=draw(st.sampled_from(free)), renamed_from=(cols[index].name,))
+                cols[index] = replace(cols[index], name=draw(st.sampled_from(unused)), renamed_from=(cols[index].name,))
         elif edit == "swap" and len(cols) >= 2:
             i, j = draw(st.lists(st.integers(0, len(cols) - 1), min_size=2, max_size=2, unique=True))
             if not cols[i].renamed_from and not cols[j].renamed_from:
@@ -115,18 +118,20 @@ def test_dependants_follow_their_columns_through_any_edit_or_the_edit_is_refused
         file_before = path.read_bytes()
         surviving = {column.origin for column in after}
         needed_gone = [name for name in watched if name not in surviving]
-        # a rename onto the name of a column the models drop is refused, not guessed (drop, then rename)
-        dropped_names = {column.name for column in before if column.name not in surviving}
-        onto_dropped = any(column.renamed_from and column.name in dropped_names for column in after)
+        # a hint onto a column that stays: refused, or (old name wanted again) read as already applied
+        moved_away = {old for column in after for old in column.renamed_from}
+        after_names = {column.name for column in after}
+        onto_staying = [c for c in after if c.renamed_from and c.name in {b.name for b in before} and c.name not in moved_away]
+        assume(not any(c.renamed_from[0] in after_names for c in onto_staying))  # ambiguous: tests/test_renames.py
         try:
             sync_models(conn, [model(after)], allow_destructive=True)
         except PydsqliteError as error:
             event("refused")
-            assert needed_gone or (onto_dropped and "cannot be renamed" in str(error)), str(error)
+            assert needed_gone or (onto_staying and "cannot be renamed" in str(error)), str(error)
             assert path.read_bytes() == file_before
             return
         event("applied")
-        assert not needed_gone, "a dependant's column was dropped and nothing refused it"
+        assert not needed_gone and not onto_staying, "a dependant's column was dropped, or a rename guessed, and nothing refused it"
         assert model_migration_plan(conn, [model(after)]).is_empty
         now = {column.origin: column for column in after}
         followed = [now[name].name for name in watched]  # where each watched column lives now
