@@ -196,11 +196,18 @@ def test_random_edits_keep_every_surviving_cell(data, tmp_path_factory):
         for i, values in enumerate(row_values):
             for column in after_spec.columns:
                 live = conn.execute(f"SELECT {quote(column.name)} FROM {after_spec.name} WHERE id = ?", (i,)).fetchone()[0]
-                # Columns are matched by name first, then by renamed_from (a dropped and re-added name is the same column).
-                source = old_by_name.get(column.name.lower())
-                after_names = {c.name.lower() for c in after_spec.columns}
-                if source is None and column.renamed_from and column.renamed_from.lower() not in after_names:
+                # A rename hint applies while its new name is free (the old name may be re-added as a new
+                # column); otherwise columns match by name (a dropped and re-added name is the same column).
+                renamed_away = {
+                    c.renamed_from.lower() for c in after_spec.columns
+                    if c.renamed_from and c.renamed_from.lower() in old_by_name and c.name.lower() not in old_by_name
+                }
+                if column.renamed_from and column.renamed_from.lower() in renamed_away and column.name.lower() not in old_by_name:
                     source = old_by_name.get(column.renamed_from.lower())
+                elif column.name.lower() in renamed_away:
+                    source = None
+                else:
+                    source = old_by_name.get(column.name.lower())
                 if source is not None:
                     position, old_column = source
                     expected = encode(old_column.kind, values[position])
