@@ -200,7 +200,21 @@ def _newer(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
     """Whether register ``a`` beats register ``b``: later timestamp, then the larger value."""
     if a[0] != b[0]:
         return a[0] > b[0]
+    if _identical(a[1], b[1]):
+        return False  # the same register seen from both sides, the common tie: no ordering needed
     return value_order(a[1]) > value_order(b[1])
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """The same value of the same type (floats bit for bit: ``-0.0 == 0.0`` but they order differently)."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is float:
+        return a.hex() == b.hex()
+    if kind is dict:
+        return a.keys() == b.keys() and all(_identical(value, b[name]) for name, value in a.items())
+    return a == b
 
 
 def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:

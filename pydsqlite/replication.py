@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,7 +206,7 @@ class Replica:
     def delete_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]]) -> Settled | None:
         """DELETE rows by key and record what that did; None when no row had such a key."""
         deleted = self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", keys).rowcount
-        return self.settle_captured() if deleted else None
+        return self.settle_captured(own_statement=True) if deleted else None
 
     def restore_rows(self, codec: RowCodec, states: list[RowChange]) -> None:
         """Make dead rows visible again with their last values, every register stamped now (a local write)."""
@@ -252,13 +252,14 @@ class Replica:
 
     # --- deletes and writes the capture triggers saw -------------------------------------------
 
-    def settle_captured(self, exclude: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Settled:
+    def settle_captured(self, exclude: Collection[tuple[str, str]] = (), *, own_statement: bool = False) -> Settled:
         """Turn what the capture triggers recorded into local events stamped now: a tombstone per deleted
         row (with the registers it held), stamped registers for foreign-key columns an action changed.
 
         ``exclude`` holds (folded table, key text) of deletes a merge made itself: they carry the
         merged tombstone instead. A row deleted and then inserted again by the application before
-        this ran counts as deleted, then written anew."""
+        this ran counts as deleted, then written anew; ``own_statement`` says the events come from a
+        statement pydsqlite just ran, so no row can have been written again since."""
         events = take_captured(self.conn)
         deletes: dict[tuple[str, str], RowChange] = {}
         writes: dict[tuple[str, str], tuple[CapturedEvent, set[str]]] = {}
@@ -278,8 +279,8 @@ class Replica:
         first = self.allocate_seq(len(deletes) + len(writes))
         dead = [_with_deleted(state, now) for state in deletes.values()]
         self._write_tombstones([(state, first + n, True) for n, state in enumerate(dead)])
-        key_columns = {fold_name(event.table): event.key_columns for event in events}
-        self._restamp_rows_written_again(dead, key_columns)
+        if not own_statement:
+            self._restamp_rows_written_again(dead, {fold_name(event.table): event.key_columns for event in events})
         for seq, (event, columns) in enumerate(writes.values(), start=first + len(dead)):
             stamped = _stamp_columns(columns, lambda name, event=event: event.columns[name][0] == "lww")
             self._stamp_row(event.table, event.key_columns, event.key, stamped, now, seq)

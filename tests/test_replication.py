@@ -24,6 +24,7 @@ from pydsqlite import (
     Timestamp,
     sync_models,
 )
+from pydsqlite.changeset import RowChange, merge_states, to_json_value
 from pydsqlite.hlc import MAX_COUNTER
 from pydsqlite.replication import ChangeSet, SyncError
 
@@ -200,6 +201,20 @@ def test_equal_timestamps_break_ties_by_value_everywhere():
         db.conn.commit()
     exchange(a, b)
     assert a.get(Note, "n").title == b.get(Note, "n").title == "omega"
+
+
+tricky = st.sampled_from([0, 1, -1, 10, 2, 0.0, -0.0, 1.0, float("inf"), float("nan"), "", "1", "é", b"", b"1", None])
+tied_stamps = st.sampled_from(["000000000000000:000000000:" + "0" * 36, "001700000000000:000000001:" + "a" * 36])
+
+
+@given(stamp=tied_stamps, a=tricky, b=tricky, group_a=tricky, group_b=tricky)
+def test_tied_registers_pick_the_same_winner_in_either_order(stamp, a, b, group_a, group_b):
+    one = RowChange("t", ("k",), {"c": (stamp, a)}, stamp, {"g": group_a})
+    two = RowChange("t", ("k",), {"c": (stamp, b)}, stamp, {"g": group_b})
+    left, right = merge_states(one, two), merge_states(two, one)
+    for merged in (left, right):
+        assert repr(merged.columns["c"][1]) == repr(max(a, b, key=lambda v: json.dumps(to_json_value(v))))
+    assert repr(left.values) == repr(right.values)
 
 
 def test_changesets_for_unknown_tables_or_columns_or_bad_values_are_refused_whole():
