@@ -110,8 +110,9 @@ class Database:
     def apply_changes(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None = None) -> int:
         """Merge a changeset from another replica in one transaction; returns how many rows changed.
 
-        Everything is checked first (tables, columns, timestamps, clock drift): a changeset
-        this replica cannot hold is refused whole with ``SyncError`` (or ``ClockError``).
+        Everything is checked first (tables, keys, values, timestamps, clock drift): a changeset
+        this replica cannot hold is refused whole with ``SyncError`` (or ``ClockError``). With
+        foreign keys enforced, what the merge leaves violated is then settled as local writes.
         """
         return self._replica.merge(changeset, models)
 
