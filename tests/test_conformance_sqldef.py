@@ -18,7 +18,9 @@ from pydsqlite.ddl_parser import normalize_expression
 from pydsqlite.introspect import introspect
 from pydsqlite.schema import fold_name
 
-yaml = pytest.importorskip("yaml")
+from .helpers import require
+
+yaml = require("yaml")
 
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sqldef-sqlite3"
 if not SUITE.is_dir():
