@@ -175,6 +175,56 @@ def test_rebuild_keeps_autoincrement_sequence_rowids_collate_and_without_rowid(c
     assert model_migration_plan(conn, [Counter3, Keyed2, Plain3]).is_empty
 
 
+# How each scenario leaves the AUTOINCREMENT counter above max(id) before the rebuild.
+SEQUENCE_SCENARIOS = {
+    "high ids deleted": "DELETE FROM {table} WHERE id > 3",
+    "every row deleted": "DELETE FROM {table}",
+    "no row deleted": None,
+}
+
+
+@pytest.mark.parametrize("scenario", SEQUENCE_SCENARIOS)
+@pytest.mark.parametrize("rename", ["none", "table", "column", "table and column"])
+def test_a_rebuild_keeps_the_autoincrement_counter_above_deleted_ids(conn, scenario, rename):
+    """AUTOINCREMENT promises never to reuse an id, even one deleted: after a rebuild (alone or
+    together with renames) the next insert gets the old counter + 1, not max(id) + 1."""
+
+    class Ticket(SyncModel, table="tickets"):
+        id: int = Field(primary_key=True, autoincrement=True)
+        title: str
+        size: int = 0
+
+    new_table = "issues" if "table" in rename else "tickets"
+    title = "subject" if "column" in rename else "title"
+    Renamed = type(SyncModel)(
+        "Renamed",
+        (SyncModel,),
+        {
+            "__annotations__": {"id": int, title: str, "size": str},
+            "id": Field(primary_key=True, autoincrement=True),
+            title: Field(renamed_from="title") if title != "title" else Field(),
+            "size": "0",
+        },
+        table=new_table,
+        **({"renamed_from": "tickets"} if new_table != "tickets" else {}),
+    )
+    sync_models(conn, [Ticket])
+    conn.executemany("INSERT INTO tickets (title) VALUES (?)", [(f"t{n}",) for n in range(1, 6)])
+    if SEQUENCE_SCENARIOS[scenario]:
+        conn.execute(SEQUENCE_SCENARIOS[scenario].format(table="tickets"))
+    conn.commit()
+    kept = rows(conn, "SELECT id, title FROM tickets ORDER BY id")
+    assert rows(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'tickets'") == [(5,)]
+
+    plan = sync_models(conn, [Renamed])
+    assert plan.rebuilt_tables == (new_table,)
+    assert rows(conn, "SELECT name, seq FROM sqlite_sequence") == [(new_table, 5)]
+    assert rows(conn, f"SELECT id, {title} FROM {new_table} ORDER BY id") == kept
+    conn.execute(f"INSERT INTO {new_table} ({title}) VALUES ('next')")
+    assert rows(conn, f"SELECT id FROM {new_table} WHERE {title} = 'next'") == [(6,)]
+    assert model_migration_plan(conn, [Renamed]).is_empty
+
+
 def test_rebuild_recomputes_generated_columns_and_keeps_checks_from_sql(conn):
     conn.executescript(
         """

@@ -730,6 +730,94 @@ def test_a_new_foreign_key_over_orphan_rows_is_refused_when_foreign_keys_are_on(
     assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
 
 
+class LooseMember(SyncModel, table="members"):
+    id: Annotated[int, PrimaryKey()]
+    org_id: Optional[int] = None
+
+
+class LinkedMember(SyncModel, table="members"):
+    id: Annotated[int, PrimaryKey()]
+    org_id: Annotated[Optional[int], ForeignKey("orgs.id")] = None
+
+
+class Company(SyncModel, table="companies", renamed_from="orgs"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+
+
+class CompanyMember(SyncModel, table="members"):
+    id: Annotated[int, PrimaryKey()]
+    org_id: Annotated[Optional[int], ForeignKey("companies.id")] = None
+
+
+class CodedOrg(SyncModel, table="orgs"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+    code: Annotated[Optional[str], Unique()] = None
+
+
+class CodeMember(SyncModel, table="members"):
+    id: Annotated[int, PrimaryKey()]
+    org_id: Annotated[Optional[str], ForeignKey("orgs.code")] = None
+
+
+class TextTag(SyncModel, table="tags"):
+    name: Annotated[str, PrimaryKey()]
+
+
+class IntegerTag(SyncModel, table="tags"):
+    name: Annotated[int, PrimaryKey()]
+
+
+class Tagged(SyncModel, table="tagged"):
+    id: Annotated[int, PrimaryKey()]
+    tag: Annotated[Optional[str], ForeignKey("tags.name")] = None
+
+
+# Plans whose foreign-key violations only exist once the migration has run, so the check
+# before it (orphans under a new key to a parent as it is now) cannot see them:
+# (before, seed, after, rows in the way, child -> parent, fix).
+VIOLATIONS_AFTER_THE_FACT = {
+    "new key to a parent table the migration creates": (
+        [LooseMember], "INSERT INTO members VALUES (10, 1), (11, NULL)", [Org, LinkedMember], 1, "members -> orgs",
+        "UPDATE members SET org_id = NULL",
+    ),
+    "new key to a parent table the migration renames": (
+        [Org, LooseMember], "INSERT INTO orgs VALUES (1, 'acme'); INSERT INTO members VALUES (10, 1), (11, 99), (12, 98)",
+        [Company, CompanyMember], 2, "members -> companies", "DELETE FROM members WHERE org_id > 1",
+    ),
+    "new key to a parent column the migration adds": (
+        [Org, LooseMember], "INSERT INTO orgs VALUES (1, 'acme'); INSERT INTO members VALUES (10, 1)",
+        [CodedOrg, CodeMember], 1, "members -> orgs", "UPDATE members SET org_id = NULL",
+    ),
+    "parent key values changed by an allowed lossy conversion": (
+        [TextTag, Tagged], "INSERT INTO tags VALUES ('7'), ('x'); INSERT INTO tagged VALUES (1, '7'), (2, 'x'), (3, NULL)",
+        [IntegerTag, Tagged], 1, "tagged -> tags", "DELETE FROM tagged WHERE tag = 'x'; DELETE FROM tags WHERE name = 'x'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", VIOLATIONS_AFTER_THE_FACT)
+def test_a_migration_that_would_leave_foreign_key_violations_is_rolled_back(conn, db_path, case):
+    before, seed, after, count, link, fix = VIOLATIONS_AFTER_THE_FACT[case]
+    sync_models(conn, before)
+    conn.executescript(seed)
+    conn.execute("PRAGMA foreign_keys = ON")
+    file_before = db_path.read_bytes()
+    child, parent = link.split(" -> ")
+    with pytest.raises(MigrationError, match=rf"{count} row.*({link}: {count}|{parent})") as raised:
+        sync_models(conn, after, allow_destructive=True)
+    assert child in str(raised.value) and "nothing was changed" in str(raised.value)
+    assert db_path.read_bytes() == file_before
+    assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.executescript(fix)
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, after, allow_destructive=True)  # without the rows in the way the same plan applies
+    assert rows(conn, "PRAGMA foreign_key_check") == []
+    assert model_migration_plan(conn, after).is_empty
+
+
 def test_renaming_a_parent_table_and_key_column_keeps_children_pointing_at_it(conn):
     class Member(SyncModel, table="members"):
         id: Annotated[int, PrimaryKey()]
