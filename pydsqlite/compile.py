@@ -154,7 +154,7 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
             )
         )
         if lww:
-            columns.append(Column(name=field.name + LWW_SUFFIX, type="TEXT", default=quote_literal(BASELINE)))
+            columns.append(Column(name=field.name + LWW_SUFFIX, type="TEXT", default=quote_literal(BASELINE), hidden=True))
         for marker in field.markers(markers.Index):
             if marker.columns:
                 raise field.error("Index() on a field takes no column names; use the indexes= class keyword")
@@ -175,8 +175,8 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
     if options.without_rowid and not primary_key:
         raise SchemaDefinitionError(qualname, None, "without_rowid=True needs a primary key")
     if primary_key and any(column.lww for column in columns):  # a synced table: see replication.py
-        columns.append(Column(name=VERSION_COLUMN, type="TEXT", default=quote_literal(BASELINE)))
-        columns.append(Column(name=SEQ_COLUMN, type="INTEGER", default="0"))
+        columns.append(Column(name=VERSION_COLUMN, type="TEXT", default=quote_literal(BASELINE), hidden=True))
+        columns.append(Column(name=SEQ_COLUMN, type="INTEGER", default="0", hidden=True))
         indexes.append(_index(options.table, (SEQ_COLUMN,), False, None))
     return Table(
         name=options.table,

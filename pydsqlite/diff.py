@@ -37,7 +37,10 @@ class AddColumn:
 
 @dataclass(frozen=True)
 class DropColumn:
+    """``owned``: a hidden sync column pydsqlite created itself (dropping it loses no user data)."""
+
     column: Column
+    owned: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,10 +292,11 @@ def _diff_table(
         if fold_name(live_column.name) in matched_live:
             continue
         base = live_column.name[: -len(LWW_SUFFIX)]
-        if live_column.is_lww_companion and live.column(base) is not None and desired.column(renames.get(fold_name(base), base)) is not None:
+        owned = managed.owns_column(live.name, live_column.name)
+        if owned and live_column.is_lww_companion and live.column(base) is not None and desired.column(renames.get(fold_name(base), base)) is not None:
             changes.append(SetLWW(base, False))
         else:
-            changes.append(DropColumn(live_column))
+            changes.append(DropColumn(live_column, owned))
     live_key = tuple(renames.get(fold_name(name), name) for name in live.primary_key)
     if _folded(live_key) != _folded(desired.primary_key):
         changes.append(ChangePrimaryKey(live.primary_key, desired.primary_key))

@@ -4,6 +4,7 @@ trail of every migration it applied."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from .schema import Schema, fold_name
@@ -57,9 +58,14 @@ class AppliedMigration:
     sql: str
 
 
+METADATA_FORMAT = "2"
+"""Bumped when the bookkeeping records more (2: the hidden sync columns pydsqlite created), so the
+first sync after an upgrade takes the full path once and records it."""
+
+
 def schema_fingerprint(schema: Schema) -> str:
     """A stable hash of a desired schema: the SQL that would create it, object by object."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(METADATA_FORMAT.encode())
     for table in sorted(schema.tables, key=lambda table: fold_name(table.name)):
         digest.update(render_create_table(table).encode("utf-8"))
         for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):
@@ -90,6 +96,8 @@ class ManagedObjects:
     indexes: frozenset[str] = frozenset()
     views: frozenset[str] = frozenset()
     triggers: frozenset[str] = frozenset()
+    columns: frozenset[tuple[str, str]] = frozenset()
+    """(table, column), case-folded: the hidden sync columns pydsqlite created."""
     everything: bool = False
 
     def manages_table(self, name: str) -> bool:
@@ -104,6 +112,16 @@ class ManagedObjects:
     def manages_trigger(self, name: str) -> bool:
         return self.everything or fold_name(name) in self.triggers
 
+    def owns_column(self, table: str, column: str) -> bool:
+        """Whether pydsqlite created this hidden column itself (never true for a user's column,
+        whatever its name)."""
+        return (fold_name(table), fold_name(column)) in self.columns
+
+
+def column_key(table: str, column: str) -> str:
+    """How a hidden column is named in the objects table."""
+    return json.dumps([table, column])
+
 
 def record_statements(schema: Schema) -> list[str]:
     """Statements that make the metadata say exactly: the objects of ``schema`` are managed."""
@@ -112,6 +130,7 @@ def record_statements(schema: Schema) -> list[str]:
     for table in schema.tables:
         rows.append(("table", table.name, table.name))
         rows.extend(("index", index.name, table.name) for index in table.indexes)
+        rows.extend(("column", column_key(table.name, column.name), table.name) for column in table.columns if column.hidden)
     rows.extend(("view", view.name, view.name) for view in schema.views)
     rows.extend(("trigger", trigger.name, trigger.table) for trigger in schema.triggers)
     for kind, name, table in rows:
@@ -129,4 +148,9 @@ def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
         or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
         or managed.views != frozenset(fold_name(view.name) for view in schema.views)
         or managed.triggers != frozenset(fold_name(trigger.name) for trigger in schema.triggers)
+        or managed.columns != hidden_columns(schema)
     )
+
+
+def hidden_columns(schema: Schema) -> frozenset[tuple[str, str]]:
+    return frozenset((fold_name(table.name), fold_name(column.name)) for table in schema.tables for column in table.columns if column.hidden)

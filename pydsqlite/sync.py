@@ -19,6 +19,7 @@ from .introspect import introspect, read_managed_objects, read_migration_history
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .plan import build_plan
+from .rehearse import rehearse
 from .schema import Schema
 from .sql_source import connect_read_only
 
@@ -153,7 +154,7 @@ def _plan(
     live = introspect(connection)
     managed = read_managed_objects(connection)
     everything = replace(managed, everything=True) if manage_all else managed
-    plan = build_plan(diff_schemas(desired, live, everything), live)
+    plan = rehearse(build_plan(diff_schemas(desired, live, everything), live), live)
     return check_plan_against_data(connection, plan, foreign_keys_on), managed
 
 
