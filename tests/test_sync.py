@@ -904,6 +904,19 @@ def test_a_migration_that_would_leave_foreign_key_violations_is_rolled_back(conn
     assert model_migration_plan(conn, after).is_empty
 
 
+def test_a_new_foreign_key_over_rows_with_null_references_applies_with_foreign_keys_on(conn):
+    """A NULL foreign key references nothing and is never an orphan (SQLite does not check it)."""
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Org, LooseMember])
+    conn.execute("INSERT INTO orgs VALUES (1, 'acme')")
+    conn.executemany("INSERT INTO members VALUES (?, ?)", [(10, 1), (11, None), (12, None)])
+    conn.commit()
+    assert not model_migration_plan(conn, [Org, LinkedMember]).problems
+    assert sync_models(conn, [Org, LinkedMember]).rebuilt_tables == ("members",)
+    assert rows(conn, "SELECT id, org_id FROM members ORDER BY id") == [(10, 1), (11, None), (12, None)]
+    assert rows(conn, "PRAGMA foreign_key_check") == []
+
+
 def test_renaming_a_parent_table_and_key_column_keeps_children_pointing_at_it(conn):
     class Member(SyncModel, table="members"):
         id: Annotated[int, PrimaryKey()]
