@@ -24,11 +24,13 @@ from .errors import SchemaDefinitionError
 from .hlc import BASELINE
 from .metadata import schema_fingerprint
 from .model import registered_models, registry_version, table_options
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Column, ForeignKey, Index, Schema, Table, fold_name
+from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Check, Column, ForeignKey, Index, Schema, Table, fold_name
 from .sqltext import quote_identifier, quote_literal
 
 MAX_INDEX_NAME = 64
 RESERVED_COLUMN_NAMES = frozenset({"rowid", "oid", "_rowid_"})
+UNSTABLE_DEFAULT_KINDS = frozenset({"datetime", "date", "time", "uuid"})
+"""Kinds whose default values are often computed at import time (``datetime.now()``, ``uuid4()``)."""
 RESERVED_TABLE_PREFIXES = ("sqlite_", "_pydsqlite")
 
 
@@ -126,9 +128,12 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
     if not model.model_fields:
         raise SchemaDefinitionError(qualname, None, "a table model needs at least one field")
     fields = [_FieldDeclaration(model, name, info) for name, info in model.model_fields.items()]
-    names = {fold_name(field.name) for field in fields}
+    names: dict[str, str] = {}
     for field in fields:
         folded = fold_name(field.name)
+        if folded in names:
+            raise field.error(f"column names are case-insensitive in SQLite: {field.name!r} clashes with {names[folded]!r}")
+        names[folded] = field.name
         if folded in RESERVED_COLUMN_NAMES:
             raise field.error(f"column name {field.name!r} is reserved by SQLite (rowid aliases)")
         if folded.endswith(LWW_SUFFIX):
@@ -147,6 +152,7 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
                 type=SQL_TYPE_OF_KIND[field.kind],
                 not_null=not field.nullable,
                 default=_default(field, auto_key=primary_key == (field.name,) and field.kind == "int"),
+                stable_default=field.kind not in UNSTABLE_DEFAULT_KINDS,
                 checks=_checks(field),
                 collate=_collation(field),
                 lww=lww,
@@ -260,7 +266,7 @@ def _default(field: _FieldDeclaration, *, auto_key: bool = False) -> str | None:
         raise field.error(f"default {info.default!r} cannot be an SQL DEFAULT: {error}") from None
 
 
-def _checks(field: _FieldDeclaration) -> tuple[str, ...]:
+def _checks(field: _FieldDeclaration) -> tuple[Check, ...]:
     """CHECK expressions for annotated-types bounds: lengths on text/bytes, bounds on numbers."""
     column = quote_identifier(field.name)
     checks: list[str] = []
@@ -277,7 +283,7 @@ def _checks(field: _FieldDeclaration) -> tuple[str, ...]:
             elif field.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
                 operator = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[bound]
                 checks.append(f"{column} {operator} {quote_literal(value)}")
-    return tuple(checks)
+    return tuple(Check(text) for text in checks)
 
 
 def _bounds(item: object) -> list[tuple[str, Any]]:

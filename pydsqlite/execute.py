@@ -159,7 +159,7 @@ class MigrationSession:
                 + "\n  - ".join(broken)
             )
         applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-        for statement in [*record_statements(desired), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
+        for statement in [*record_statements(desired, plan.renames), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
             self.adapter.execute(statement)
         if self.check_foreign_keys:
             introduced = self._foreign_key_violations() - baseline

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .schema import Schema, fold_name
 from .sqltext import quote_literal, render_create_index, render_create_table
@@ -67,10 +67,13 @@ def schema_fingerprint(schema: Schema) -> str:
     """A stable hash of a desired schema: the SQL that would create it, object by object."""
     digest = hashlib.sha256(METADATA_FORMAT.encode())
     for table in sorted(schema.tables, key=lambda table: fold_name(table.name)):
-        digest.update(render_create_table(table).encode("utf-8"))
+        stable = tuple(column if column.stable_default else replace(column, default=None) for column in table.columns)
+        digest.update(render_create_table(replace(table, columns=stable)).encode("utf-8"))
+        hints = [table.renamed_from, *((column.name, column.renamed_from) for column in table.columns if column.renamed_from)]
+        digest.update(json.dumps(hints).encode("utf-8"))  # a new rename hint (say, a swap) must be planned
         for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):
             digest.update(render_create_index(index).encode("utf-8"))
-    for item in sorted((*schema.views, *schema.triggers), key=lambda item: fold_name(item.name)):
+    for item in sorted((*schema.views, *schema.triggers, *schema.virtual_tables), key=lambda item: fold_name(item.name)):
         digest.update(item.sql.encode("utf-8"))
     return digest.hexdigest()
 
@@ -98,6 +101,9 @@ class ManagedObjects:
     triggers: frozenset[str] = frozenset()
     columns: frozenset[tuple[str, str]] = frozenset()
     """(table, column), case-folded: the hidden sync columns pydsqlite created."""
+    renames: frozenset[tuple[str, str, str]] = frozenset()
+    """(table, old column, new column), case-folded: column renames already applied, so a swap
+    whose hints stay in the models is applied once."""
     everything: bool = False
 
     def manages_table(self, name: str) -> bool:
@@ -112,6 +118,10 @@ class ManagedObjects:
     def manages_trigger(self, name: str) -> bool:
         return self.everything or fold_name(name) in self.triggers
 
+    def renames_done(self, table: str) -> frozenset[tuple[str, str]]:
+        key = fold_name(table)
+        return frozenset((old, new) for owner, old, new in self.renames if owner == key)
+
     def owns_column(self, table: str, column: str) -> bool:
         """Whether pydsqlite created this hidden column itself (never true for a user's column,
         whatever its name)."""
@@ -123,14 +133,16 @@ def column_key(table: str, column: str) -> str:
     return json.dumps([table, column])
 
 
-def record_statements(schema: Schema) -> list[str]:
-    """Statements that make the metadata say exactly: the objects of ``schema`` are managed."""
-    statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE}"]
-    rows = []
+def record_statements(schema: Schema, renames: tuple[tuple[str, str, str], ...] = ()) -> list[str]:
+    """Statements that make the metadata say exactly: the objects of ``schema`` are managed; and
+    that add ``renames`` (table, old column, new column) to the renames applied so far."""
+    statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE} WHERE kind != 'rename'"]
+    rows = [("rename", json.dumps(list(rename)), rename[0]) for rename in renames]
     for table in schema.tables:
         rows.append(("table", table.name, table.name))
         rows.extend(("index", index.name, table.name) for index in table.indexes)
         rows.extend(("column", column_key(table.name, column.name), table.name) for column in table.columns if column.hidden)
+    rows.extend(("table", virtual.name, virtual.name) for virtual in schema.virtual_tables)
     rows.extend(("view", view.name, view.name) for view in schema.views)
     rows.extend(("trigger", trigger.name, trigger.table) for trigger in schema.triggers)
     for kind, name, table in rows:
@@ -144,7 +156,7 @@ def record_statements(schema: Schema) -> list[str]:
 def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
     """Whether the recorded managed objects differ from those of ``schema``."""
     return (
-        managed.tables != frozenset(fold_name(table.name) for table in schema.tables)
+        managed.tables != frozenset(fold_name(table.name) for table in (*schema.tables, *schema.virtual_tables))
         or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
         or managed.views != frozenset(fold_name(view.name) for view in schema.views)
         or managed.triggers != frozenset(fold_name(trigger.name) for trigger in schema.triggers)

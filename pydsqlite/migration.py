@@ -93,6 +93,8 @@ class MigrationPlan:
     problems: tuple[str, ...] = ()
     checked: bool = False
     """True once the data checks ran (row counts and findings are filled in)."""
+    renames: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    """(table, old column, new column) of every column the plan renames, for the bookkeeping."""
 
     @property
     def is_empty(self) -> bool:

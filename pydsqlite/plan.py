@@ -33,7 +33,7 @@ from .diff import (
 )
 from .migration import DataCheck, MigrationPlan, Operation
 from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check
-from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name
+from .schema import LWW_SUFFIX, Column, Index, Schema, Table, VirtualTable, fold_name
 from .sqltext import (
     quote_identifier,
     render_add_column,
@@ -50,6 +50,7 @@ from .sqltext import (
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     """Order the changes: renames, creates, per-table alterations or rebuilds, then drops."""
     operations: list[Operation] = [_sql_object_operation(change) for change in schema_diff.dropped_objects]
+    operations.extend(_drop_virtual_table(virtual) for virtual in schema_diff.dropped_virtual)
     for item in schema_diff.altered:
         if item.rename is not None:
             operations.append(
@@ -62,6 +63,8 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
             )
     for table in schema_diff.created:
         operations.append(_create_table(table))
+    for virtual in schema_diff.created_virtual:
+        operations.append(Operation("create_virtual_table", virtual.name, f"create virtual table {virtual.name}", (virtual.sql,)))
     for item in schema_diff.altered:
         if not item.changes:
             continue
@@ -81,7 +84,13 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
             )
         )
     operations.extend(_sql_object_operation(change) for change in schema_diff.created_objects)
-    return MigrationPlan(operations=tuple(operations))
+    renames = tuple(
+        (item.desired.name, old, new)
+        for item in schema_diff.altered
+        for new, old in item.column_sources
+        if fold_name(old) != fold_name(new)
+    )
+    return MigrationPlan(operations=tuple(operations), renames=renames)
 
 
 def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTrigger) -> Operation:
@@ -96,6 +105,18 @@ def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTr
     return Operation(f"{action}_{kind}", table, describe_change(change), (sql,))
 
 
+def _drop_virtual_table(virtual: VirtualTable) -> Operation:
+    """A virtual table goes whole, with the shadow tables its module keeps (destructive: its rows go)."""
+    return Operation(
+        kind="drop_virtual_table",
+        table=virtual.name,
+        description=f"drop virtual table {virtual.name}",
+        statements=(render_drop_table(virtual.name),),
+        destructive=True,
+        checks=(table_rows_check(virtual.name),),
+    )
+
+
 def _create_table(table: Table) -> Operation:
     statements = [render_create_table(table)]
     statements.extend(render_create_index(index) for index in table.indexes)
@@ -103,7 +124,7 @@ def _create_table(table: Table) -> Operation:
     return Operation(
         kind="create_table",
         table=table.name,
-        description=f"create table {table.name} ({len(table.columns)} columns{indexes})",
+        description=f"create table {table.name} ({len(table.columns)} column{'s' if len(table.columns) != 1 else ''}{indexes})",
         statements=tuple(statements),
     )
 
@@ -141,17 +162,17 @@ def _can_drop_in_place(column: Column, table: Table, surviving_indexes: list[Ind
     name = fold_name(column.name)
     if name in {fold_name(key) for key in table.primary_key}:
         return False
-    if any(name in {fold_name(c) for c in unique} for unique in table.uniques):
+    if any(name in {fold_name(c) for c in unique.columns} for unique in table.uniques):
         return False
     if any(name in {fold_name(c) for c in key.columns} for key in table.foreign_keys):
         return False
     for index in surviving_indexes:
         if any(name in identifiers_in(term) for term in index.columns) or (index.where and name in identifiers_in(index.where)):
             return False
-    expressions = list(table.checks)
+    expressions = [check.sql for check in table.checks]
     for other in table.columns:
         if fold_name(other.name) != name:
-            expressions.extend(other.checks)
+            expressions.extend(check.sql for check in other.checks)
             if other.generated:
                 expressions.append(other.generated)
     return not any(name in identifiers_in(expression) for expression in expressions)

@@ -16,6 +16,7 @@ from .metadata import METADATA_PREFIX
 from .migration import DataCheck, Operation, Replay, RowCopy
 from .schema import Column, Index, Schema, Table, column_affinity, fold_name
 from .sqltext import (
+    parenthesized,
     quote_identifier,
     quote_literal,
     render_create_index,
@@ -105,13 +106,14 @@ def rebuild_after_renames(item: TableDiff, live_schema: Schema) -> list[Operatio
         return [rebuild_table(item, live_schema)]
     name = item.desired.name
     before = rebuild_table(item, live_schema)
-    mapping = {fold_name(change.old): change.new for change in renames}
+    mapping = {fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)}
     renamed = TableDiff(
         live=_rename_columns(item.live, mapping),
         desired=item.desired,
         rename=item.rename,
         changes=tuple(change for change in item.changes if not isinstance(change, RenameColumn)),
         column_sources=tuple((new, mapping.get(fold_name(old), old)) for new, old in item.column_sources),
+        existing_links=item.existing_links,
     )
     after = rebuild_table(renamed, live_schema)
     operations = [
@@ -134,7 +136,7 @@ def _rename_columns(table: Table, mapping: dict[str, str]) -> Table:
         table,
         columns=tuple(replace(column, name=new(column.name)) for column in table.columns),
         primary_key=tuple(new(name) for name in table.primary_key),
-        uniques=tuple(tuple(new(name) for name in unique) for unique in table.uniques),
+        uniques=tuple(replace(unique, columns=tuple(new(name) for name in unique.columns)) for unique in table.uniques),
         foreign_keys=tuple(replace(key, columns=tuple(new(name) for name in key.columns)) for key in table.foreign_keys),
         indexes=tuple(replace(index, columns=tuple(new(name) for name in index.columns)) for index in table.indexes),
     )
@@ -145,7 +147,11 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
 
     The table's triggers and hand-made indexes are dropped with it; the rehearsal reads their
     SQL as it stands right before the rebuild (after any renames SQLite applied to it) and
-    appends it, so no SQL text is ever rewritten here."""
+    appends it, so no SQL text is ever rewritten here.
+
+    The columns keep their live order (new ones go last, as ADD COLUMN would put them): the
+    diff ignores order, so a rebuild never reorders what positional SQL of yours relies on."""
+    item = replace(item, desired=_in_live_order(item))
     live, desired = item.live, item.desired
     name = desired.name
     temporary = REBUILD_PREFIX + name
@@ -174,12 +180,16 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     if desired.primary_key and _key_changed(item):
         checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
-        checks.append(_duplicates(desired, projection, unique, "a UNIQUE constraint"))
-    live_links = {key.link for key in live.foreign_keys}
+        checks.append(
+            duplicates_check(
+                name, projection, unique_terms(desired, unique.columns, unique.collations), ", ".join(unique.columns),
+                f"a UNIQUE constraint{f' ({unique.name})' if unique.name else ''}",
+            )
+        )
     for key in desired.foreign_keys:
         parent = live_schema.table(key.ref_table)
         if (
-            key.link not in live_links
+            key.link not in item.existing_links
             and parent is not None
             and key.ref_columns
             and all(parent.column(column) is not None for column in key.ref_columns)
@@ -188,8 +198,12 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     owned = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
     for column_name, check in owned:
+        named = f"CONSTRAINT {check.name} " if check.name else ""
         checks.append(
-            row_check(name, column_name, f"rows violate CHECK ({check})", projection, f"NOT ({check})", blocking=True, sample=SAMPLE)
+            row_check(
+                name, column_name, f"rows violate {named}CHECK ({' '.join(check.sql.split())})", projection,
+                f"NOT {parenthesized(check.sql)}", blocking=True, sample=SAMPLE,
+            )
         )
     for index in desired.indexes:
         if index.unique:
@@ -223,6 +237,16 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         copy=row_copy,
         replay=Replay(name, frozenset(keep_out)),
     )
+
+
+def _in_live_order(item: TableDiff) -> Table:
+    position = {fold_name(live_name): index for index, live_name in enumerate(item.live.column_names)}
+    source = {fold_name(new): fold_name(old) for new, old in item.column_sources}
+    new_last = len(position)
+    ordered = sorted(
+        item.desired.columns, key=lambda column: position.get(source.get(fold_name(column.name), ""), new_last)
+    )
+    return replace(item.desired, columns=tuple(ordered))
 
 
 def _duplicates(table: Table, projection: str, columns: tuple[str, ...], what: str) -> DataCheck:

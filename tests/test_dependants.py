@@ -187,3 +187,14 @@ def test_stand_ins_let_the_rehearsal_load_custom_collations_and_functions(memory
     )
     assert sync_models(conn, [Renamed]).rebuilt_tables == ("people",)
     assert conn.execute("SELECT n FROM shouted ORDER BY n").fetchall() == [("ANN",), ("BOB",)]
+
+
+def test_a_desired_schema_whose_views_or_triggers_do_not_compile_is_refused_when_loaded():
+    from pydsqlite import SchemaDefinitionError, schema_from_sql
+
+    with pytest.raises(SchemaDefinitionError, match="view v: no such column: a"):
+        schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, b TEXT); CREATE VIEW v AS SELECT a FROM t;")
+    with pytest.raises(SchemaDefinitionError, match="trigger tr on t: no such column: new.a"):
+        schema_from_sql("CREATE TABLE t (b TEXT); CREATE TABLE u (x); CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO u VALUES (new.a); END;")
+    # functions your own connection registers cannot be known here: not an error
+    assert schema_from_sql("CREATE TABLE t (b TEXT); CREATE VIEW v AS SELECT my_function(b) FROM t;").views
