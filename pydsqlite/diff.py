@@ -155,10 +155,12 @@ class TableDiff:
     changes: tuple[Change, ...]
     column_sources: tuple[tuple[str, str], ...]
     existing_links: frozenset[tuple] = frozenset()
+    problems: tuple[str, ...] = ()
+    """Why the table's changes cannot be applied as declared (known without reading data)."""
 
     @property
     def is_empty(self) -> bool:
-        return self.rename is None and not self.changes
+        return self.rename is None and not self.changes and not self.problems
 
 
 @dataclass(frozen=True)
@@ -216,16 +218,19 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
         for table, live_table in matches
         if fold_name(live_table.name) != fold_name(table.name)
     }
-    column_renames = {
-        fold_name(table.name): _column_renames(table, live_table, managed.renames_done(table.name)) for table, live_table in matches
-    }
+    column_renames = {}
+    rename_problems = {}
+    for table, live_table in matches:
+        key = fold_name(table.name)
+        column_renames[key], rename_problems[key] = _column_renames(table, live_table, managed.renames_done(table.name))
     dropped = tuple(
         table
         for table in live.tables
         if fold_name(table.name) not in claimed and managed.manages_table(table.name)
     )
     altered = tuple(
-        _diff_table(table, live_table, managed, table_renames, column_renames) for table, live_table in matches
+        replace(_diff_table(table, live_table, managed, table_renames, column_renames), problems=tuple(rename_problems[fold_name(table.name)]))
+        for table, live_table in matches
     )
     dropped_views, created_views = _diff_sql_objects(desired.views, live.views, managed.manages_view)
     dropped_triggers, created_triggers = _diff_sql_objects(desired.triggers, live.triggers, managed.manages_trigger)
@@ -264,12 +269,16 @@ def _diff_sql_objects(desired: tuple, live: tuple, manages) -> tuple[list, list]
     return to_drop, to_create
 
 
-def _column_renames(desired: Table, live: Table, done: frozenset[tuple[str, str]]) -> dict[str, str]:
-    """Folded live column name → desired name, for columns matched through ``renamed_from``.
+def _column_renames(desired: Table, live: Table, done: frozenset[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """Folded live column name → desired name, for columns matched through ``renamed_from``, and
+    the hints that cannot apply.
 
     A hint applies while its new name is not a live column (the old name may be wanted again,
     for a new column); when the new name is live too, only as part of a swap or longer cycle of
-    renames that has not been applied yet (``done``: folded (old, new) pairs already applied)."""
+    renames that has not been applied yet (``done``: folded (old, new) pairs already applied).
+    A hint onto a live column that stays, from a column the models no longer have, cannot apply
+    without dropping one of the two: that is refused rather than guessed."""
+    blocked: list[str] = []
     proposed: dict[str, str] = {}  # folded new name -> live source column
     used: set[str] = set()
     for column in desired.columns:
@@ -287,13 +296,19 @@ def _column_renames(desired: Table, live: Table, done: frozenset[tuple[str, str]
             if live.column(new) is not None and (new not in moving or (fold_name(source), new) in done):
                 del proposed[new]
                 settled = False
+                if new not in moving and (fold_name(source), new) not in done and desired.column(source) is None:
+                    target = live.column(new).name  # type: ignore[union-attr]
+                    blocked.append(
+                        f"{desired.name}.{source} cannot be renamed to {target}: {target} exists and stays; drop or rename "
+                        f"{target} in one release and rename {source} in the next"
+                    )
     renames = {fold_name(source): desired.column(new).name for new, source in proposed.items()}  # type: ignore[union-attr]
     for live_name, new_name in list(renames.items()):
         live_column = live.column(live_name)
         desired_column = desired.column(new_name)
         if live_column is not None and desired_column is not None and live_column.lww and desired_column.lww:
             renames[fold_name(live_column.name + LWW_SUFFIX)] = desired_column.name + LWW_SUFFIX
-    return renames
+    return renames, blocked
 
 
 def _rename_steps(live: Table, renames: dict[str, str]) -> list[RenameColumn]:
