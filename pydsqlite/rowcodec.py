@@ -27,7 +27,7 @@ def codec_for(model: Any) -> RowCodec:
         return _codecs[model]
     except (KeyError, TypeError):  # TypeError: unhashable, so not a model class
         pass
-    codec = _codecs[table_model_argument(model)] = RowCodec(model)
+    codec = _codecs[model] = RowCodec(table_model_argument(model))
     return codec
 
 
@@ -51,8 +51,8 @@ class RowCodec:
             for position, info in enumerate(model.model_fields.values())
             if (decoder := decoder_for(info.annotation)) is not None
         ]
-        self.kinds = [storage_kind(split_optional(info.annotation)[0]) for info in model.model_fields.values()]
-        self.temporal_kinds = {key: kind for key, kind in zip(self.input_keys, self.kinds, strict=True) if kind in ("datetime", "time")}
+        kinds = [storage_kind(split_optional(info.annotation)[0]) for info in model.model_fields.values()]
+        self.temporal_kinds = {key: kind for key, kind in zip(self.input_keys, kinds, strict=True) if kind in ("datetime", "time")}
         """Date-time and time fields by input key: the values a stored UTC offset with seconds can affect."""
         self.validator = model.__pydantic_validator__
         self.many = TypeAdapter(list[model])  # type: ignore[valid-type]
@@ -127,9 +127,12 @@ class RowCodec:
         try:
             return self._encode_row(instance.__dict__)
         except (ValueError, TypeError) as error:  # NaN, a JSON value pydantic cannot serialise...
-            raise self._encoding_error(instance) from error
+            culprit = self._encoding_error(instance)
+            if culprit is None:
+                raise
+            raise culprit from error
 
-    def _encoding_error(self, instance: BaseModel) -> Exception:
+    def _encoding_error(self, instance: BaseModel) -> UnstorableValueError | None:
         for name, encode in zip(self.fields, self.encoders, strict=True):
             value = instance.__dict__[name]
             try:
@@ -137,7 +140,7 @@ class RowCodec:
                     encode(value)
             except (ValueError, TypeError) as error:
                 return UnstorableValueError(self.name, name, value, str(error))
-        raise AssertionError("an encoder failed once but not again")
+        return None
 
     def unstorable(self, instance: BaseModel) -> UnstorableValueError | None:
         """The first value of ``instance`` SQLite cannot bind (an integer beyond 64 bits, a lone

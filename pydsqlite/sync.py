@@ -49,6 +49,10 @@ def sync_models(
     seconds (default: the connection's timeout, but at least 60 s).
     ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows; an
     exception raised by it cancels the migration (nothing is changed).
+
+    Inside the caller's open transaction (legacy mode) the migration is a savepoint and the
+    caller commits; on a PEP 249 connection (``autocommit=False``) the pending transaction
+    is committed first and a new one is open again on return.
     """
     compiled = compile_cached(models)
     return apply_schema(

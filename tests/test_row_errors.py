@@ -11,6 +11,7 @@ from pydantic import BaseModel, create_model
 
 from pydsqlite import (
     LWW,
+    ConstraintError,
     Database,
     Field,
     ForeignKey,
@@ -195,11 +196,6 @@ def test_the_happy_path_sends_no_extra_statement(db):
 
 
 # --- wrong arguments ----------------------------------------------------------------------
-
-
-class Orphan(SyncModel, table="orphans"):
-    id: Annotated[int, PrimaryKey()]
-    account_id: Annotated[int, ForeignKey(AccountAhead)]
 
 
 class ParentNotPassed(SyncModel, table="parents_not_passed"):
@@ -388,3 +384,23 @@ def test_the_extreme_64_bit_defaults_stay_integers(memory_conn):
     assert memory_conn.execute("SELECT high, typeof(high), low, typeof(low) FROM counters").fetchone() == (
         2**63 - 1, "integer", -(2**63), "integer",
     )
+
+
+class Transfer(SyncModel, table="transfers"):
+    id: Annotated[int, PrimaryKey()]
+    account_id: Annotated[int, ForeignKey(Account)]
+
+
+def test_a_commit_sqlite_refuses_rolls_the_write_back_and_leaves_no_transaction_open(db):
+    sync_models(db.conn, [Account, Note, Log, Transfer])
+    db.conn.execute("PRAGMA foreign_keys = ON")
+    db.conn.execute("PRAGMA defer_foreign_keys = ON")  # the violation surfaces at COMMIT (and the pragma resets there)
+    with pytest.raises(ConstraintError, match="FOREIGN KEY"):
+        db.insert(Transfer(id=1, account_id=99))
+    assert not db.conn.in_transaction and db.count(Transfer) == 0
+    db.conn.execute("PRAGMA defer_foreign_keys = ON")
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        with db.transaction():
+            db.insert(Transfer(id=2, account_id=1))
+            db.insert(Transfer(id=3, account_id=99))
+    assert not db.conn.in_transaction and db.count(Transfer) == 0
