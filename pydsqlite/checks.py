@@ -89,24 +89,57 @@ def table_rows_check(table: str) -> DataCheck:
     return row_check(table, None, "rows would be deleted with the table", quote_identifier(table), "1", blocking=False)
 
 
-_LOSSY = {
-    "INTEGER": "typeof({c}) IN ('real', 'text', 'blob') AND NOT ((typeof({c}) = 'real' AND {c} = CAST({c} AS INTEGER))"
-    " OR (typeof({c}) = 'text' AND CAST(CAST({c} AS INTEGER) AS TEXT) = {c}))",
-    "REAL": "typeof({c}) IN ('integer', 'text', 'blob') AND NOT ((typeof({c}) = 'integer' AND CAST(CAST({c} AS REAL) AS INTEGER) = {c})"
-    " OR (typeof({c}) = 'text' AND (CAST(CAST({c} AS REAL) AS TEXT) = {c} OR CAST(CAST({c} AS INTEGER) AS TEXT) = {c})))",
-    "NUMERIC": "typeof({c}) IN ('text', 'blob') AND NOT (typeof({c}) = 'text' AND CAST(CAST({c} AS NUMERIC) AS TEXT) = {c})",
-    "TEXT": "typeof({c}) IN ('real', 'blob') AND NOT ((typeof({c}) = 'real' AND CAST(CAST({c} AS TEXT) AS REAL) = {c})"
-    " OR (typeof({c}) = 'blob' AND pydsqlite_is_utf8({c})))",
-    "BLOB": "typeof({c}) IN ('integer', 'real')",
-}
-"""Per CAST target: the values that would not read back unchanged. The leading typeof()
-test lets the common, lossless storage class skip the rest of the expression."""
+def _text_equal(a: str, b: str) -> str:
+    """Exact text comparison, whatever the operands' affinities and collations."""
+    return f"CAST({a} AS TEXT) = CAST({b} AS TEXT) COLLATE BINARY"
 
 
-def conversion_check(table: str, live_table: str, old: Column, new: Column, cast: str) -> DataCheck:
-    """Rows whose value would not survive ``CAST(old AS cast)`` unchanged."""
+def lossy_condition(value: str, cast: str) -> str:
+    """SQL that is true when ``CAST(value AS cast)`` would not keep ``value`` exactly.
+
+    A conversion is lossless only when the converted value converts back to the original
+    exactly (numbers compared exactly, text byte for byte), and the value does not cross
+    between the text/number classes and blobs (a blob never compares equal to text).
+    ``'000123'`` to INTEGER, 2**53 + 1 to REAL, ``0.1 + 0.2`` to TEXT (15 digits) and text to
+    BLOB are lossy; 5 to TEXT, 3.0 to INTEGER and ``'12'`` to INTEGER or REAL are not.
+    """
+    new = f"CAST({value} AS {cast})"
+    numeric_back = f"{new} = {value}"  # SQLite compares integers with reals exactly
+    text_back = _text_equal(new, value)
+    if cast == "NUMERIC":  # a NUMERIC column then stores a whole REAL as an INTEGER: compare what is stored
+        text_back = _text_equal(f"CASE WHEN typeof({new}) = 'real' AND {new} = CAST({new} AS INTEGER) THEN CAST({new} AS INTEGER) ELSE {new} END", value)
+    integer_text = f"({_text_equal(f'CAST({value} AS INTEGER)', value)} AND CAST({value} AS INTEGER) = {new})"
+    by_class = {
+        "INTEGER": {"integer": "0", "real": f"NOT ({numeric_back})", "text": f"NOT ({text_back})"},
+        "REAL": {"integer": f"NOT ({numeric_back})", "real": "0", "text": f"NOT ({text_back} OR {integer_text})"},
+        "NUMERIC": {"integer": "0", "real": f"NOT ({numeric_back})", "text": f"NOT ({text_back})"},
+        "TEXT": {"integer": "0", "real": f"NOT (CAST({new} AS REAL) = {value})", "text": "0"},
+        "BLOB": {"blob": "0"},
+    }[cast]
+    whens = " ".join(f"WHEN '{kind}' THEN {test}" for kind, test in by_class.items())
+    return f"CASE typeof({value}) WHEN 'null' THEN 0 {whens} ELSE 1 END"
+
+
+UTF8_FUNCTION = "pydsqlite_is_utf8"
+"""SQL function the data checks register: whether a blob would read back as text (SQLite has no UTF-8 validator)."""
+
+
+def conversion_checks(table: str, live_table: str, old: Column, new: Column, cast: str) -> tuple[DataCheck, ...]:
+    """Rows whose value would not survive ``CAST(old AS cast)`` unchanged; for TEXT, also blobs that
+    are not UTF-8 and so would become text no reader can decode (refused even when losses are allowed)."""
     quoted = quote_identifier(old.name)
-    return row_check(
-        table, new.name, f"values would change when converted from {old.type or 'untyped'} to {new.type}",
-        quote_identifier(live_table), f"({_LOSSY[cast].format(c=quoted)})", blocking=False, sample=quoted,
-    )
+    source = quote_identifier(live_table)
+    checks = [
+        row_check(
+            table, new.name, f"values would change when converted from {old.type or 'untyped'} to {new.type}",
+            source, lossy_condition(quoted, cast), blocking=False, sample=quoted,
+        )
+    ]
+    if cast == "TEXT":
+        checks.append(
+            row_check(
+                table, new.name, "blob values are not valid UTF-8 text, so they cannot become TEXT",
+                source, f"typeof({quoted}) = 'blob' AND NOT {UTF8_FUNCTION}({quoted})", blocking=True, sample=quoted,
+            )
+        )
+    return tuple(checks)

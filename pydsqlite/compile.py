@@ -29,6 +29,8 @@ from .sqltext import quote_identifier, quote_literal
 
 MAX_INDEX_NAME = 64
 RESERVED_COLUMN_NAMES = frozenset({"rowid", "oid", "_rowid_"})
+UNSTABLE_DEFAULT_KINDS = frozenset({"datetime", "date", "time", "uuid"})
+"""Kinds whose default values are often computed at import time (``datetime.now()``, ``uuid4()``)."""
 RESERVED_TABLE_PREFIXES = ("sqlite_", "_pydsqlite")
 
 
@@ -157,9 +159,12 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
     if not model.model_fields:
         raise SchemaDefinitionError(qualname, None, "a table model needs at least one field")
     fields = [_FieldDeclaration(model, name, info) for name, info in model.model_fields.items()]
-    names = {fold_name(field.name) for field in fields}
+    names: dict[str, str] = {}
     for field in fields:
         folded = fold_name(field.name)
+        if folded in names:
+            raise field.error(f"column names are case-insensitive in SQLite: {field.name!r} clashes with {names[folded]!r}")
+        names[folded] = field.name
         if folded in RESERVED_COLUMN_NAMES:
             raise field.error(f"column name {field.name!r} is reserved by SQLite (rowid aliases)")
         if folded.endswith(LWW_SUFFIX):
@@ -178,6 +183,7 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
                 type=SQL_TYPE_OF_KIND[field.kind],
                 not_null=not field.nullable,
                 default=_default(field, auto_key=primary_key == (field.name,) and field.kind == "int"),
+                stable_default=field.kind not in UNSTABLE_DEFAULT_KINDS,
                 checks=_checks(field),
                 collate=_collation(field),
                 lww=lww,
@@ -185,7 +191,7 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
             )
         )
         if lww:
-            columns.append(Column(name=field.name + LWW_SUFFIX, type="TEXT", default=quote_literal(BASELINE)))
+            columns.append(Column(name=field.name + LWW_SUFFIX, type="TEXT", default=quote_literal(BASELINE), hidden=True))
         for marker in field.markers(markers.Index):
             if marker.columns:
                 raise field.error("Index() on a field takes no column names; use the indexes= class keyword")
@@ -206,8 +212,8 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
     if options.without_rowid and not primary_key:
         raise SchemaDefinitionError(qualname, None, "without_rowid=True needs a primary key")
     if primary_key and any(column.lww for column in columns):  # a synced table: see replication.py
-        columns.append(Column(name=VERSION_COLUMN, type="TEXT", default=quote_literal(BASELINE)))
-        columns.append(Column(name=SEQ_COLUMN, type="INTEGER", default="0"))
+        columns.append(Column(name=VERSION_COLUMN, type="TEXT", default=quote_literal(BASELINE), hidden=True))
+        columns.append(Column(name=SEQ_COLUMN, type="INTEGER", default="0", hidden=True))
         indexes.append(_index(options.table, (SEQ_COLUMN,), False, None))
     return Table(
         name=options.table,

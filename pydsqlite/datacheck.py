@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 
+from .checks import UTF8_FUNCTION
 from .migration import DataCheck, MigrationPlan, Operation
 
 
@@ -18,7 +19,8 @@ def check_plan_against_data(conn: sqlite3.Connection, plan: MigrationPlan, forei
 
     ``foreign_keys_on``: whether foreign keys will be enforced after the migration (default:
     as the connection is now; a migration session passes the setting it switched off)."""
-    conn.create_function("pydsqlite_is_utf8", 1, _is_utf8, deterministic=True)
+    if any(UTF8_FUNCTION in (check.condition or "") for operation in plan.operations for check in operation.checks):
+        conn.create_function(UTF8_FUNCTION, 1, _is_utf8, deterministic=True)
     if foreign_keys_on is None:
         foreign_keys_on = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
     operations = []
@@ -83,7 +85,7 @@ def _message(conn: sqlite3.Connection, check: DataCheck, count: int) -> str:
 
 
 def _is_utf8(value: object) -> bool:
-    """SQL helper for the checks: would this BLOB read back as text? (SQLite has no UTF-8 validator.)"""
+    """Whether a blob would read back as text."""
     if not isinstance(value, bytes):
         return True
     try:

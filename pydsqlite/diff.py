@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .ddl_parser import normalize_expression
 from .metadata import ManagedObjects
-from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, fold_name
+from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, VirtualTable, fold_name
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,10 @@ class AddColumn:
 
 @dataclass(frozen=True)
 class DropColumn:
+    """``owned``: a hidden sync column pydsqlite created itself (dropping it loses no user data)."""
+
     column: Column
+    owned: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,9 @@ class DropTrigger:
 class TableDiff:
     """Everything that differs for one desired table matched to one live table.
 
-    ``column_sources`` maps each desired column that already exists to its live name.
+    ``column_sources`` maps each desired column that already exists to its live name;
+    ``existing_links`` are the live foreign keys' links as they read after the planned table and
+    column renames (a renamed key is not a new key).
     """
 
     live: Table
@@ -135,6 +140,7 @@ class TableDiff:
     rename: RenameTable | None
     changes: tuple[Change, ...]
     column_sources: tuple[tuple[str, str], ...]
+    existing_links: frozenset[tuple] = frozenset()
 
     @property
     def is_empty(self) -> bool:
@@ -151,6 +157,8 @@ class SchemaDiff:
     altered: tuple[TableDiff, ...]
     dropped_objects: tuple[DropView | DropTrigger, ...] = ()
     created_objects: tuple[CreateView | CreateTrigger, ...] = ()
+    dropped_virtual: tuple[VirtualTable, ...] = ()
+    created_virtual: tuple[VirtualTable, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -159,6 +167,8 @@ class SchemaDiff:
             and not self.dropped
             and not self.dropped_objects
             and not self.created_objects
+            and not self.dropped_virtual
+            and not self.created_virtual
             and all(item.is_empty for item in self.altered)
         )
 
@@ -167,21 +177,21 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
     """What must change for ``live`` to match ``desired``; unmanaged live tables are ignored."""
     matches: list[tuple[Table, Table]] = []
     claimed: set[str] = set()
-    desired_names = {fold_name(table.name) for table in desired.tables}
+    renamed: dict[str, Table] = {}
+    for table in desired.tables:  # a rename hint applies while its new name is not a live table
+        if live.table(table.name) is None:
+            for old in table.renamed_from:
+                candidate = live.table(old)
+                if candidate is not None and fold_name(candidate.name) not in claimed:
+                    renamed[fold_name(table.name)] = candidate
+                    claimed.add(fold_name(candidate.name))
+                    break
     created = []
     for table in desired.tables:
-        live_table = live.table(table.name)
+        live_table = renamed.get(fold_name(table.name))
         if live_table is None:
-            live_table = next(
-                (
-                    candidate
-                    for old in table.renamed_from
-                    if (candidate := live.table(old)) is not None
-                    and fold_name(candidate.name) not in desired_names
-                    and fold_name(candidate.name) not in claimed
-                ),
-                None,
-            )
+            same = live.table(table.name)  # a renamed table's old name may be wanted again, for a new table
+            live_table = same if same is not None and fold_name(same.name) not in claimed else None
         if live_table is None:
             created.append(table)
         else:
@@ -193,7 +203,7 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
         if fold_name(live_table.name) != fold_name(table.name)
     }
     column_renames = {
-        fold_name(table.name): _column_renames(table, live_table) for table, live_table in matches
+        fold_name(table.name): _column_renames(table, live_table, managed.renames_done(table.name)) for table, live_table in matches
     }
     dropped = tuple(
         table
@@ -205,17 +215,20 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
     )
     dropped_views, created_views = _diff_sql_objects(desired.views, live.views, managed.manages_view)
     dropped_triggers, created_triggers = _diff_sql_objects(desired.triggers, live.triggers, managed.manages_trigger)
+    dropped_virtual, created_virtual = _diff_sql_objects(desired.virtual_tables, live.virtual_tables, managed.manages_table)
     return SchemaDiff(
         created=tuple(created),
         dropped=dropped,
         altered=altered,
         dropped_objects=(*(DropTrigger(t) for t in dropped_triggers), *(DropView(v) for v in dropped_views)),
         created_objects=(*(CreateView(v) for v in created_views), *(CreateTrigger(t) for t in created_triggers)),
+        dropped_virtual=tuple(dropped_virtual),
+        created_virtual=tuple(created_virtual),
     )
 
 
 def _diff_sql_objects(desired: tuple, live: tuple, manages) -> tuple[list, list]:
-    """Views or triggers, kept as SQL: (live ones to drop, desired ones to create).
+    """Views, triggers or virtual tables, kept as SQL: (live ones to drop, desired ones to create).
 
     A changed definition is dropped and created again; a live one the desired schema
     lacks is dropped only when managed (objects made by hand survive).
@@ -237,23 +250,62 @@ def _diff_sql_objects(desired: tuple, live: tuple, manages) -> tuple[list, list]
     return to_drop, to_create
 
 
-def _column_renames(desired: Table, live: Table) -> dict[str, str]:
-    """Folded live column name → desired name, for columns matched through ``renamed_from``."""
-    renames = {}
+def _column_renames(desired: Table, live: Table, done: frozenset[tuple[str, str]]) -> dict[str, str]:
+    """Folded live column name → desired name, for columns matched through ``renamed_from``.
+
+    A hint applies while its new name is not a live column (the old name may be wanted again,
+    for a new column); when the new name is live too, only as part of a swap or longer cycle of
+    renames that has not been applied yet (``done``: folded (old, new) pairs already applied)."""
+    proposed: dict[str, str] = {}  # folded new name -> live source column
+    used: set[str] = set()
     for column in desired.columns:
-        if live.column(column.name) is not None:
-            continue
         for old in column.renamed_from:
             source = live.column(old)
-            if source is not None and desired.column(source.name) is None:
-                renames[fold_name(source.name)] = column.name
+            if source is not None and fold_name(source.name) not in used and fold_name(old) != fold_name(column.name):
+                proposed[fold_name(column.name)] = source.name
+                used.add(fold_name(source.name))
                 break
+    settled = False
+    while not settled:
+        settled = True
+        moving = {fold_name(source) for source in proposed.values()}
+        for new, source in list(proposed.items()):
+            if live.column(new) is not None and (new not in moving or (fold_name(source), new) in done):
+                del proposed[new]
+                settled = False
+    renames = {fold_name(source): desired.column(new).name for new, source in proposed.items()}  # type: ignore[union-attr]
     for live_name, new_name in list(renames.items()):
         live_column = live.column(live_name)
         desired_column = desired.column(new_name)
         if live_column is not None and desired_column is not None and live_column.lww and desired_column.lww:
             renames[fold_name(live_column.name + LWW_SUFFIX)] = desired_column.name + LWW_SUFFIX
     return renames
+
+
+def _rename_steps(live: Table, renames: dict[str, str]) -> list[RenameColumn]:
+    """The renames as RENAME COLUMN steps that can run in order: a rename waits until its new name
+    is free, and a cycle (a swap) goes through a temporary name."""
+    current = {fold_name(column.name) for column in live.columns}
+    pending = [(live.column(old).name, new) for old, new in renames.items()]  # type: ignore[union-attr]
+    steps: list[RenameColumn] = []
+    spare = 0
+    while pending:
+        ready = next((pair for pair in pending if fold_name(pair[1]) not in current), None)
+        if ready is None:  # every new name is still taken: move one column out of the way
+            old, new = pending[0]
+            while f"_pydsqlite_swap_{spare}" in current:
+                spare += 1
+            temporary = f"_pydsqlite_swap_{spare}"
+            steps.append(RenameColumn(old, temporary))
+            current.discard(fold_name(old))
+            current.add(temporary)
+            pending[0] = (temporary, new)
+            continue
+        pending.remove(ready)
+        steps.append(RenameColumn(*ready))
+        current.discard(fold_name(ready[0]))
+        current.add(fold_name(ready[1]))
+    return steps
 
 
 def _diff_table(
@@ -264,16 +316,18 @@ def _diff_table(
     column_renames: dict[str, dict[str, str]],
 ) -> TableDiff:
     renames = column_renames[fold_name(desired.name)]
-    changes: list[Change] = []
+    source_of = {fold_name(new): old for old, new in renames.items()}
+    changes: list[Change] = list(_rename_steps(live, renames))
     sources: list[tuple[str, str]] = []
     matched_live: set[str] = set()
     for column in desired.columns:
-        live_column = live.column(column.name)
-        if live_column is None:
-            old_name = next((old for old, new in renames.items() if new == column.name), None)
-            live_column = live.column(old_name) if old_name else None
-            if live_column is not None:
-                changes.append(RenameColumn(live_column.name, column.name))
+        old_name = source_of.get(fold_name(column.name))
+        if old_name is not None:
+            live_column = live.column(old_name)
+        else:
+            live_column = live.column(column.name)
+            if live_column is not None and fold_name(live_column.name) in renames:
+                live_column = None  # that live column moves to another name: this one is new
         if live_column is None:
             if not column.is_lww_companion:
                 changes.append(AddColumn(column))
@@ -289,10 +343,11 @@ def _diff_table(
         if fold_name(live_column.name) in matched_live:
             continue
         base = live_column.name[: -len(LWW_SUFFIX)]
-        if live_column.is_lww_companion and live.column(base) is not None and desired.column(renames.get(fold_name(base), base)) is not None:
+        owned = managed.owns_column(live.name, live_column.name)
+        if owned and live_column.is_lww_companion and live.column(base) is not None and desired.column(renames.get(fold_name(base), base)) is not None:
             changes.append(SetLWW(base, False))
         else:
-            changes.append(DropColumn(live_column))
+            changes.append(DropColumn(live_column, owned))
     live_key = tuple(renames.get(fold_name(name), name) for name in live.primary_key)
     if _folded(live_key) != _folded(desired.primary_key):
         changes.append(ChangePrimaryKey(live.primary_key, desired.primary_key))
@@ -314,7 +369,10 @@ def _diff_table(
         changes.append(ChangeTableOptions(option_aspects))
     changes.extend(_diff_indexes(desired, live, managed, renames))
     rename = RenameTable(live.name, desired.name) if fold_name(live.name) != fold_name(desired.name) else None
-    return TableDiff(live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources))
+    return TableDiff(
+        live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources),
+        existing_links=frozenset(key.link for key in live_keys),
+    )
 
 
 def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> tuple[str, ...]:
@@ -323,7 +381,7 @@ def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> t
         aspects.append("type")
     if live.not_null != desired.not_null:
         aspects.append("nullability")
-    if _normalize_default(live.default) != _normalize_default(desired.default):
+    if desired.stable_default and _normalize_default(live.default) != _normalize_default(desired.default):
         aspects.append("default")
     if sorted(normalize_expression(c, renames) for c in live.checks) != sorted(normalize_expression(c) for c in desired.checks):
         aspects.append("check")

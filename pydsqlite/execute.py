@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from .dependants import broken_objects
 from .errors import MigrationError
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
 from .migration import MigrationPlan, RowCopy
@@ -63,6 +64,24 @@ class ConnectionAdapter:
     def foreign_key_violations(self) -> list[tuple]:
         return self.conn.execute("PRAGMA foreign_key_check").fetchall()
 
+    def tables_referencing(self, table: str) -> list[str]:
+        """Other tables with a foreign key to ``table``."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT m.name FROM main.sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
+            "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND m.name != ? COLLATE NOCASE",
+            (table, table),
+        ).fetchall()
+        return [name for (name,) in rows]
+
+    def legacy_alter_table(self) -> bool:
+        return bool(self.conn.execute("PRAGMA legacy_alter_table").fetchone()[0])
+
+    def set_legacy_alter_table(self, enabled: bool) -> None:
+        self.conn.execute(f"PRAGMA legacy_alter_table = {'ON' if enabled else 'OFF'}")
+
+    def broken_objects(self) -> dict[str, str]:
+        return broken_objects(self.conn)
+
 
 class MigrationSession:
     """An open migration transaction: the write lock is held while the plan is made and applied."""
@@ -88,16 +107,38 @@ class MigrationSession:
         if plan.is_empty:
             self._bookkeep_if_writable(desired, fingerprint, managed)
             return
+        unrehearsed = [op.description for op in plan.operations if op.replay is not None]
+        if unrehearsed:
+            raise MigrationError(f"the plan was not rehearsed ({unrehearsed[0]}); make it with model_migration_plan or sync_models")
         if self.foreign_keys_enforced:
-            unsafe = [op.table for op in plan.operations if op.kind in ("rebuild_table", "drop_table")]
-            if unsafe:
+            self._refuse_cascading_drops(plan)
+        legacy = self.adapter.legacy_alter_table()
+        if legacy:  # renames must rewrite the views and triggers that name what they rename
+            self.adapter.set_legacy_alter_table(False)
+        try:
+            self._run(plan, desired, fingerprint, progress)
+        finally:
+            if legacy:
+                self.adapter.set_legacy_alter_table(True)
+
+    def _refuse_cascading_drops(self, plan: MigrationPlan) -> None:
+        """With foreign keys enforced (inside the caller's transaction), dropping a table that other
+        tables reference would fire their ON DELETE actions: refuse exactly those plans."""
+        for operation in plan.operations:
+            if operation.kind not in ("rebuild_table", "drop_table"):
+                continue
+            children = self.adapter.tables_referencing(operation.table)
+            if children:
                 raise MigrationError(
-                    "cannot rebuild or drop tables "
-                    f"({', '.join(unsafe)}) inside an open transaction while PRAGMA foreign_keys is ON: "
-                    "dropping the old table would fire ON DELETE actions on child rows. "
-                    "Commit first (pydsqlite then switches foreign keys off for the rebuild) or turn them off."
+                    f"cannot rebuild or drop table {operation.table!r} inside an open transaction while PRAGMA "
+                    f"foreign_keys is ON: {', '.join(sorted(children))} reference{'s' if len(children) == 1 else ''} it, "
+                    "and dropping the old table would fire their ON DELETE actions. Commit first (pydsqlite then "
+                    "switches foreign keys off for the rebuild) or turn foreign keys off; nothing was changed."
                 )
+
+    def _run(self, plan: MigrationPlan, desired: Schema, fingerprint: str, progress: ProgressCallback | None) -> None:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
+        broken_before = self.adapter.broken_objects()
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
             for position, statement in enumerate(operation.statements):
@@ -111,8 +152,14 @@ class MigrationSession:
                         f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
                         f"Statement: {statement}"
                     ) from error
+        broken = [text for name, text in self.adapter.broken_objects().items() if name not in broken_before]
+        if broken:
+            raise MigrationError(
+                "the migration would leave views or triggers that no longer work; nothing was changed:\n  - "
+                + "\n  - ".join(broken)
+            )
         applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-        for statement in [*record_statements(desired), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
+        for statement in [*record_statements(desired, plan.renames), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
             self.adapter.execute(statement)
         if self.check_foreign_keys:
             introduced = self._foreign_key_violations() - baseline

@@ -7,39 +7,76 @@ and indexes; the CREATE text in ``sqlite_master`` gives what they do not report
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import replace
 
 from .ddl_parser import parse_create_table, parse_index_terms, parse_index_where
 from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
-from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, fold_name
+from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, VirtualTable, fold_name
 
 
 def introspect(conn: sqlite3.Connection) -> Schema:
-    """The live schema of the ``main`` database, leaving out SQLite's and pydsqlite's own tables."""
+    """The live schema of the ``main`` database, leaving out SQLite's own tables; pydsqlite's
+    bookkeeping tables are kept apart, and the shadow tables of virtual tables left out."""
     rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM main.sqlite_master ORDER BY rowid"
     ).fetchall()
     index_sql = {fold_name(name): sql for kind, name, _, sql in rows if kind == "index" and sql}
+    virtual_names = [name for kind, name, _, sql in rows if kind == "table" and _is_virtual(sql)]
+    shadows = _shadow_tables(conn, virtual_names) if virtual_names else frozenset()
     tables = []
+    virtual_tables = []
+    bookkeeping = []
     triggers = []
     views = []
     for kind, name, table_name, sql in rows:
-        if kind == "table" and _is_user_table(name, sql):
-            tables.append(_read_table(conn, name, sql, index_sql))
+        if kind == "table":
+            folded = fold_name(name)
+            if folded.startswith("sqlite_") or not sql or folded in shadows:
+                continue
+            if folded.startswith(METADATA_PREFIX):
+                bookkeeping.append(sql)
+            elif _is_virtual(sql):
+                virtual_tables.append(VirtualTable(name=name, sql=sql, columns=_virtual_columns(conn, name)))
+            else:
+                tables.append(_read_table(conn, name, sql, index_sql))
         elif kind == "trigger":
             triggers.append(Trigger(name=name, table=table_name, sql=sql))
         elif kind == "view":
             views.append(View(name=name, sql=sql))
-    return Schema(tables=tuple(_resolve_implicit_references(tables)), triggers=tuple(triggers), views=tuple(views))
+    return Schema(
+        tables=tuple(_resolve_implicit_references(tables)),
+        triggers=tuple(triggers),
+        views=tuple(views),
+        virtual_tables=tuple(virtual_tables),
+        bookkeeping=tuple(bookkeeping),
+    )
 
 
-def _is_user_table(name: str, sql: str | None) -> bool:
-    lowered = name.lower()
-    if lowered.startswith("sqlite_") or lowered.startswith(METADATA_PREFIX):
-        return False
-    return bool(sql) and not sql.lstrip().upper().startswith("CREATE VIRTUAL")
+def _is_virtual(sql: str | None) -> bool:
+    return bool(sql) and " ".join(sql.split()[:2]).upper() == "CREATE VIRTUAL"
+
+
+def _shadow_tables(conn: sqlite3.Connection, virtual_names: list[str]) -> frozenset[str]:
+    """Folded names of the tables virtual tables keep their data in (SQLite 3.37+ says which;
+    before that, the tables named ``<virtual table>_…``, as every built-in module names them)."""
+    try:
+        rows = conn.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'").fetchall()
+        return frozenset(fold_name(name) for (name,) in rows)
+    except sqlite3.OperationalError:
+        prefixes = tuple(fold_name(name) + "_" for name in virtual_names)
+        rows = conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'").fetchall()
+        return frozenset(fold_name(name) for (name,) in rows if fold_name(name).startswith(prefixes))
+
+
+def _virtual_columns(conn: sqlite3.Connection, name: str) -> tuple[str, ...]:
+    try:
+        rows = conn.execute("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0", (name,)).fetchall()
+    except sqlite3.OperationalError:  # its module is not loaded on this connection
+        return ()
+    return tuple(row[0] for row in rows)
 
 
 def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[str, str]) -> Table:
@@ -88,6 +125,7 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
         strict=extras.strict,
         without_rowid=extras.without_rowid,
         indexes=indexes,
+        sql=sql,
     )
 
 
@@ -179,13 +217,24 @@ def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
         return ManagedObjects()
     rows = conn.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
     by_kind: dict[str, set[str]] = defaultdict(set)
+    columns = set()
+    renames = set()
     for kind, name in rows:
-        by_kind[kind].add(fold_name(name))
+        if kind == "column":
+            table, column = json.loads(name)
+            columns.add((fold_name(table), fold_name(column)))
+        elif kind == "rename":
+            table, old, new = json.loads(name)
+            renames.add((fold_name(table), fold_name(old), fold_name(new)))
+        else:
+            by_kind[kind].add(fold_name(name))
     return ManagedObjects(
         tables=frozenset(by_kind["table"]),
         indexes=frozenset(by_kind["index"]),
         views=frozenset(by_kind["view"]),
         triggers=frozenset(by_kind["trigger"]),
+        columns=frozenset(columns),
+        renames=frozenset(renames),
     )
 
 

@@ -4,7 +4,8 @@ trail of every migration it applied."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 
 from .schema import Schema, fold_name
 from .sqltext import quote_literal, render_create_index, render_create_table
@@ -57,14 +58,22 @@ class AppliedMigration:
     sql: str
 
 
+METADATA_FORMAT = "2"
+"""Bumped when the bookkeeping records more (2: the hidden sync columns pydsqlite created), so the
+first sync after an upgrade takes the full path once and records it."""
+
+
 def schema_fingerprint(schema: Schema) -> str:
     """A stable hash of a desired schema: the SQL that would create it, object by object."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(METADATA_FORMAT.encode())
     for table in sorted(schema.tables, key=lambda table: fold_name(table.name)):
-        digest.update(render_create_table(table).encode("utf-8"))
+        stable = tuple(column if column.stable_default else replace(column, default=None) for column in table.columns)
+        digest.update(render_create_table(replace(table, columns=stable)).encode("utf-8"))
+        hints = [table.renamed_from, *((column.name, column.renamed_from) for column in table.columns if column.renamed_from)]
+        digest.update(json.dumps(hints).encode("utf-8"))  # a new rename hint (say, a swap) must be planned
         for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):
             digest.update(render_create_index(index).encode("utf-8"))
-    for item in sorted((*schema.views, *schema.triggers), key=lambda item: fold_name(item.name)):
+    for item in sorted((*schema.views, *schema.triggers, *schema.virtual_tables), key=lambda item: fold_name(item.name)):
         digest.update(item.sql.encode("utf-8"))
     return digest.hexdigest()
 
@@ -90,6 +99,11 @@ class ManagedObjects:
     indexes: frozenset[str] = frozenset()
     views: frozenset[str] = frozenset()
     triggers: frozenset[str] = frozenset()
+    columns: frozenset[tuple[str, str]] = frozenset()
+    """(table, column), case-folded: the hidden sync columns pydsqlite created."""
+    renames: frozenset[tuple[str, str, str]] = frozenset()
+    """(table, old column, new column), case-folded: column renames already applied, so a swap
+    whose hints stay in the models is applied once."""
     everything: bool = False
 
     def manages_table(self, name: str) -> bool:
@@ -104,14 +118,31 @@ class ManagedObjects:
     def manages_trigger(self, name: str) -> bool:
         return self.everything or fold_name(name) in self.triggers
 
+    def renames_done(self, table: str) -> frozenset[tuple[str, str]]:
+        key = fold_name(table)
+        return frozenset((old, new) for owner, old, new in self.renames if owner == key)
 
-def record_statements(schema: Schema) -> list[str]:
-    """Statements that make the metadata say exactly: the objects of ``schema`` are managed."""
-    statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE}"]
-    rows = []
+    def owns_column(self, table: str, column: str) -> bool:
+        """Whether pydsqlite created this hidden column itself (never true for a user's column,
+        whatever its name)."""
+        return (fold_name(table), fold_name(column)) in self.columns
+
+
+def column_key(table: str, column: str) -> str:
+    """How a hidden column is named in the objects table."""
+    return json.dumps([table, column])
+
+
+def record_statements(schema: Schema, renames: tuple[tuple[str, str, str], ...] = ()) -> list[str]:
+    """Statements that make the metadata say exactly: the objects of ``schema`` are managed; and
+    that add ``renames`` (table, old column, new column) to the renames applied so far."""
+    statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE} WHERE kind != 'rename'"]
+    rows = [("rename", json.dumps(list(rename)), rename[0]) for rename in renames]
     for table in schema.tables:
         rows.append(("table", table.name, table.name))
         rows.extend(("index", index.name, table.name) for index in table.indexes)
+        rows.extend(("column", column_key(table.name, column.name), table.name) for column in table.columns if column.hidden)
+    rows.extend(("table", virtual.name, virtual.name) for virtual in schema.virtual_tables)
     rows.extend(("view", view.name, view.name) for view in schema.views)
     rows.extend(("trigger", trigger.name, trigger.table) for trigger in schema.triggers)
     for kind, name, table in rows:
@@ -125,8 +156,13 @@ def record_statements(schema: Schema) -> list[str]:
 def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
     """Whether the recorded managed objects differ from those of ``schema``."""
     return (
-        managed.tables != frozenset(fold_name(table.name) for table in schema.tables)
+        managed.tables != frozenset(fold_name(table.name) for table in (*schema.tables, *schema.virtual_tables))
         or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
         or managed.views != frozenset(fold_name(view.name) for view in schema.views)
         or managed.triggers != frozenset(fold_name(trigger.name) for trigger in schema.triggers)
+        or managed.columns != hidden_columns(schema)
     )
+
+
+def hidden_columns(schema: Schema) -> frozenset[tuple[str, str]]:
+    return frozenset((fold_name(table.name), fold_name(column.name)) for table in schema.tables for column in table.columns if column.hidden)

@@ -42,6 +42,16 @@ class RowCopy:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """What a rebuild recreates after the swap: the triggers and indexes of ``table`` as they stand
+    right before it, except ``skip_indexes`` (folded names the rebuild creates itself or drops).
+    The rehearsal reads their SQL and appends it to the rebuild's statements."""
+
+    table: str
+    skip_indexes: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Operation:
     """One step of a migration: what it does, its SQL, and whether it loses data."""
 
@@ -58,6 +68,8 @@ class Operation:
     problems: tuple[str, ...] = field(default=(), repr=False)
     """Reasons, known without reading data, why the operation cannot run."""
     copy: RowCopy | None = field(default=None, repr=False)
+    replay: Replay | None = field(default=None, repr=False)
+    """Set until the rehearsal has appended the statements that recreate the table's dependants."""
 
     def __str__(self) -> str:
         mark = "DESTRUCTIVE " if self.destructive else ""
@@ -81,6 +93,8 @@ class MigrationPlan:
     problems: tuple[str, ...] = ()
     checked: bool = False
     """True once the data checks ran (row counts and findings are filled in)."""
+    renames: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    """(table, old column, new column) of every column the plan renames, for the bookkeeping."""
 
     @property
     def is_empty(self) -> bool:

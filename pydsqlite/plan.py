@@ -33,7 +33,7 @@ from .diff import (
 )
 from .migration import DataCheck, MigrationPlan, Operation
 from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check
-from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name, is_sync_metadata
+from .schema import LWW_SUFFIX, Column, Index, Schema, Table, VirtualTable, fold_name
 from .sqltext import (
     quote_identifier,
     render_add_column,
@@ -50,7 +50,7 @@ from .sqltext import (
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     """Order the changes: renames, creates, per-table alterations or rebuilds, then drops."""
     operations: list[Operation] = [_sql_object_operation(change) for change in schema_diff.dropped_objects]
-    dropped_triggers = frozenset(fold_name(c.trigger.name) for c in schema_diff.dropped_objects if isinstance(c, DropTrigger))
+    operations.extend(_drop_virtual_table(virtual) for virtual in schema_diff.dropped_virtual)
     for item in schema_diff.altered:
         if item.rename is not None:
             operations.append(
@@ -63,11 +63,13 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
             )
     for table in schema_diff.created:
         operations.append(_create_table(table))
+    for virtual in schema_diff.created_virtual:
+        operations.append(Operation("create_virtual_table", virtual.name, f"create virtual table {virtual.name}", (virtual.sql,)))
     for item in schema_diff.altered:
         if not item.changes:
             continue
         if _needs_rebuild(item):
-            operations.extend(rebuild_after_renames(item, live, dropped_triggers))
+            operations.extend(rebuild_after_renames(item, live))
         else:
             operations.extend(_alter_in_place(item))
     for table in schema_diff.dropped:
@@ -82,7 +84,13 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
             )
         )
     operations.extend(_sql_object_operation(change) for change in schema_diff.created_objects)
-    return MigrationPlan(operations=tuple(operations))
+    renames = tuple(
+        (item.desired.name, old, new)
+        for item in schema_diff.altered
+        for new, old in item.column_sources
+        if fold_name(old) != fold_name(new)
+    )
+    return MigrationPlan(operations=tuple(operations), renames=renames)
 
 
 def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTrigger) -> Operation:
@@ -97,6 +105,18 @@ def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTr
     return Operation(f"{action}_{kind}", table, describe_change(change), (sql,))
 
 
+def _drop_virtual_table(virtual: VirtualTable) -> Operation:
+    """A virtual table goes whole, with the shadow tables its module keeps (destructive: its rows go)."""
+    return Operation(
+        kind="drop_virtual_table",
+        table=virtual.name,
+        description=f"drop virtual table {virtual.name}",
+        statements=(render_drop_table(virtual.name),),
+        destructive=True,
+        checks=(table_rows_check(virtual.name),),
+    )
+
+
 def _create_table(table: Table) -> Operation:
     statements = [render_create_table(table)]
     statements.extend(render_create_index(index) for index in table.indexes)
@@ -104,7 +124,7 @@ def _create_table(table: Table) -> Operation:
     return Operation(
         kind="create_table",
         table=table.name,
-        description=f"create table {table.name} ({len(table.columns)} columns{indexes})",
+        description=f"create table {table.name} ({len(table.columns)} column{'s' if len(table.columns) != 1 else ''}{indexes})",
         statements=tuple(statements),
     )
 
@@ -184,7 +204,7 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
                 Operation("add_column", table, f"add column {table}.{change.column.name}", (render_add_column(table, change.column),))
             )
         elif isinstance(change, DropColumn):
-            operations.append(_drop_column(table, item.live.name, change.column))
+            operations.append(_drop_column(table, item.live.name, change))
         elif isinstance(change, SetLWW):
             companion = item.desired.column(change.column + LWW_SUFFIX) or item.live.column(change.column + LWW_SUFFIX)
             assert companion is not None
@@ -214,10 +234,11 @@ def _in_place_order(change: Change) -> int:
     return next(position for position, kind in enumerate(_IN_PLACE_ORDER) if isinstance(change, kind))
 
 
-def _drop_column(table: str, live_table: str, column: Column) -> Operation:
+def _drop_column(table: str, live_table: str, change: DropColumn) -> Operation:
     """Drop in place; the data check reads ``live_table``, the name before any planned rename.
-    Sync metadata (the hidden columns of synced tables) is not user data: dropping it is not destructive."""
-    if is_sync_metadata(column.name):
+    A hidden sync column pydsqlite created is not user data: dropping it is not destructive."""
+    column = change.column
+    if change.owned:
         return Operation("drop_column", table, f"drop sync column {table}.{column.name}", (render_drop_column(table, column.name),))
     return Operation(
         kind="drop_column",

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .checks import conversion_check, dropped_values_check, duplicates_check, orphans_check, row_check, unique_terms
-from .ddl_parser import identifiers_in, tokenize
+from .checks import conversion_checks, dropped_values_check, duplicates_check, orphans_check, row_check, unique_terms
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
-from .migration import DataCheck, Operation, RowCopy
-from .schema import Column, Index, Schema, Table, fold_name, is_sync_metadata
+from .migration import DataCheck, Operation, Replay, RowCopy
+from .schema import Column, Index, Schema, Table, column_affinity, fold_name
 from .sqltext import (
     quote_identifier,
     quote_literal,
@@ -68,7 +67,7 @@ def _plan_copy(item: TableDiff) -> _Copy:
         if old_column is not None and old_column.generated is None:
             expression, cast = _copy_expression(old_column, column, live, desired)
             if cast is not None:
-                conversions.append(conversion_check(desired.name, live.name, old_column, column, cast))
+                conversions.extend(conversion_checks(desired.name, live.name, old_column, column, cast))
         elif fold_name(column.name) == alias and rowid_usable:
             expression = "rowid"
         elif column.default is not None:
@@ -97,24 +96,25 @@ def new_rows_projection(item: TableDiff) -> str:
     return _plan_copy(item).projection
 
 
-def rebuild_after_renames(item: TableDiff, live_schema: Schema, dropped_triggers: frozenset[str]) -> list[Operation]:
+def rebuild_after_renames(item: TableDiff, live_schema: Schema) -> list[Operation]:
     """Column renames in place first (SQLite then rewrites views, triggers and indexes that name
     the columns), then the rebuild of the renamed table. The data checks still read the table
     as it is before anything runs, so they come from the plan of the unrenamed table."""
     renames = [change for change in item.changes if isinstance(change, RenameColumn)]
     if not renames:
-        return [rebuild_table(item, live_schema, dropped_triggers)]
+        return [rebuild_table(item, live_schema)]
     name = item.desired.name
-    before = rebuild_table(item, live_schema, dropped_triggers)
-    mapping = {fold_name(change.old): change.new for change in renames}
+    before = rebuild_table(item, live_schema)
+    mapping = {fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)}
     renamed = TableDiff(
         live=_rename_columns(item.live, mapping),
         desired=item.desired,
         rename=item.rename,
         changes=tuple(change for change in item.changes if not isinstance(change, RenameColumn)),
         column_sources=tuple((new, mapping.get(fold_name(old), old)) for new, old in item.column_sources),
+        existing_links=item.existing_links,
     )
-    after = rebuild_table(renamed, live_schema, dropped_triggers, replay_renames=mapping)
+    after = rebuild_table(renamed, live_schema)
     operations = [
         Operation(
             "rename_column", name, f"rename column {name}.{change.old} to {change.new}",
@@ -122,7 +122,7 @@ def rebuild_after_renames(item: TableDiff, live_schema: Schema, dropped_triggers
         )
         for change in renames
     ]
-    operations.append(replace(after, description=before.description, checks=before.checks, problems=before.problems))
+    operations.append(replace(after, checks=before.checks, problems=before.problems))
     return operations
 
 
@@ -141,17 +141,16 @@ def _rename_columns(table: Table, mapping: dict[str, str]) -> Table:
     )
 
 
-def rebuild_table(
-    item: TableDiff,
-    live_schema: Schema,
-    dropped_triggers: frozenset[str] = frozenset(),
-    *,
-    replay_renames: dict[str, str] | None = None,
-) -> Operation:
+def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     """One rebuild carrying every change to the table (lang_altertable.html, section 7).
 
-    ``replay_renames`` (folded old name → new) rewrites the saved SQL of hand-made indexes and
-    triggers when the columns were renamed in place before the rebuild."""
+    The table's triggers and hand-made indexes are dropped with it; the rehearsal reads their
+    SQL as it stands right before the rebuild (after any renames SQLite applied to it) and
+    appends it, so no SQL text is ever rewritten here.
+
+    The columns keep their live order (new ones go last, as ADD COLUMN would put them): the
+    diff ignores order, so a rebuild never reorders what positional SQL of yours relies on."""
+    item = replace(item, desired=_in_live_order(item))
     live, desired = item.live, item.desired
     name = desired.name
     temporary = REBUILD_PREFIX + name
@@ -181,11 +180,10 @@ def rebuild_table(
         checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
         checks.append(_duplicates(desired, projection, unique, "a UNIQUE constraint"))
-    live_links = {key.link for key in live.foreign_keys}
     for key in desired.foreign_keys:
         parent = live_schema.table(key.ref_table)
         if (
-            key.link not in live_links
+            key.link not in item.existing_links
             and parent is not None
             and key.ref_columns
             and all(parent.column(column) is not None for column in key.ref_columns)
@@ -216,39 +214,29 @@ def rebuild_table(
     statements.append(render_rename_table(temporary, name))
     statements.append("PRAGMA legacy_alter_table = OFF")
     statements.extend(render_create_index(index) for index in desired.indexes)
-    desired_index_names = {fold_name(index.name) for index in desired.indexes}
-    dropped_names = {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
-    dropped_columns = {fold_name(change.column.name) for change in item.changes if isinstance(change, DropColumn)}
-    renames = replay_renames if replay_renames is not None else {
-        fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)
-    }
-    for index in live.indexes:
-        key = fold_name(index.name)
-        if key in desired_index_names or key in dropped_names or index.sql is None:
-            continue
-        used = set().union(*(identifiers_in(term) for term in index.columns)) | (identifiers_in(index.where) if index.where else set())
-        lost = sorted(used & dropped_columns)
-        if lost:
-            problems.append(
-                f"hand-made index {index.name} on {name} uses column {', '.join(lost)} that the models drop; drop the index first"
-            )
-            continue
-        statements.append(_rewrite_references(index.sql, live.name, name, renames))
-    for trigger in live_schema.triggers:
-        if fold_name(trigger.name) in dropped_triggers:
-            continue
-        if fold_name(trigger.table) == fold_name(live.name) or fold_name(trigger.table) == fold_name(name):
-            statements.append(_rewrite_references(trigger.sql, live.name, name, renames))
+    keep_out = {fold_name(index.name) for index in desired.indexes}
+    keep_out |= {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
     return Operation(
         kind="rebuild_table",
         table=name,
         description=f"rebuild table {name}: " + "; ".join(describe_change(change) for change in item.changes),
         statements=tuple(statements),
-        destructive=any(isinstance(change, DropColumn) and not is_sync_metadata(change.column.name) for change in item.changes),
+        destructive=any(isinstance(change, DropColumn) and not change.owned for change in item.changes),
         checks=(*_drop_checks(item), *checks),
         problems=tuple(problems),
         copy=row_copy,
+        replay=Replay(name, frozenset(keep_out)),
     )
+
+
+def _in_live_order(item: TableDiff) -> Table:
+    position = {fold_name(live_name): index for index, live_name in enumerate(item.live.column_names)}
+    source = {fold_name(new): fold_name(old) for new, old in item.column_sources}
+    new_last = len(position)
+    ordered = sorted(
+        item.desired.columns, key=lambda column: position.get(source.get(fold_name(column.name), ""), new_last)
+    )
+    return replace(item.desired, columns=tuple(ordered))
 
 
 def _duplicates(table: Table, projection: str, columns: tuple[str, ...], what: str) -> DataCheck:
@@ -276,25 +264,26 @@ def _drop_checks(item: TableDiff) -> list[DataCheck]:
     return [
         dropped_values_check(item.desired.name, item.live.name, change.column)
         for change in item.changes
-        if isinstance(change, DropColumn) and not is_sync_metadata(change.column.name)
+        if isinstance(change, DropColumn) and not change.owned
     ]
 
 
 def _copy_expression(old: Column, new: Column, live: Table, desired: Table) -> tuple[str, str | None]:
-    """SQL that reads ``old`` as the new column's value, and the CAST type applied (if any)."""
+    """SQL that reads ``old`` as the new column's value, and the CAST type applied (if any).
+
+    Values are cast when the new column converts them differently (another affinity, or
+    STRICT typing where there was none); an untyped column and a STRICT ``ANY`` column
+    store values as they are, so nothing is cast into them."""
     expression = quote_identifier(old.name)
     cast = None
-    if new.type and (old.affinity != new.affinity or (desired.strict and not live.strict)):
-        cast = _cast_type(new)
-        expression = f"CAST({expression} AS {cast})"
+    target = column_affinity(new, desired)
+    if new.type and target is not None:
+        if column_affinity(old, live) != target or (desired.strict and not live.strict):
+            cast = target
+            expression = f"CAST({expression} AS {cast})"
     if new.not_null and new.default is not None and not old.not_null:
         expression = f"IFNULL({expression}, {new.default})"
     return expression, cast
-
-
-def _cast_type(column: Column) -> str:
-    affinity = column.affinity
-    return "BLOB" if affinity == "BLOB" else affinity
 
 
 def _carry_sequence(old: str, temporary: str) -> list[str]:
@@ -306,25 +295,3 @@ def _carry_sequence(old: str, temporary: str) -> list[str]:
         f"INSERT INTO sqlite_sequence (name, seq) SELECT {new_literal}, seq FROM sqlite_sequence "
         f"WHERE name = {old_literal} AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = {new_literal})",
     ]
-
-
-def _rewrite_references(sql: str, old_table: str, new_table: str, column_renames: dict[str, str]) -> str:
-    """Replay a hand-made index or trigger after a rebuild that renamed the table or its columns."""
-    if fold_name(old_table) == fold_name(new_table) and not column_renames:
-        return sql
-    out = []
-    position = 0
-    for token in tokenize(sql):
-        if token.kind in ("word", "quoted"):
-            folded = fold_name(token.identifier)
-            replacement = None
-            if folded == fold_name(old_table) and fold_name(old_table) != fold_name(new_table):
-                replacement = new_table
-            elif folded in column_renames:
-                replacement = column_renames[folded]
-            if replacement is not None:
-                out.append(sql[position : token.start])
-                out.append(quote_identifier(replacement))
-                position = token.end
-    out.append(sql[position:])
-    return "".join(out)

@@ -29,11 +29,6 @@ def fold_name(name: str) -> str:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def is_sync_metadata(name: str) -> bool:
-    """Hidden columns of synced tables (LWW companions, row version, change sequence)."""
-    return name.endswith(LWW_SUFFIX) or name in (VERSION_COLUMN, SEQ_COLUMN)
-
-
 def normalize_type(declared: str) -> str:
     """Canonical spelling of a declared column type (upper case, single spaces)."""
     return " ".join(declared.split()).upper()
@@ -51,6 +46,14 @@ def type_affinity(declared: str) -> str:
     if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
         return "REAL"
     return "NUMERIC"
+
+
+def column_affinity(column: Column, table: Table) -> str | None:
+    """How ``table`` converts values stored in ``column``: an affinity, or None when values are
+    stored exactly as given (a STRICT table's ``ANY`` column)."""
+    if table.strict and column.type == "ANY":
+        return None
+    return column.affinity
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,13 @@ class Column:
     generated_stored: bool = False
     lww: bool = False
     renamed_from: tuple[str, ...] = ()
+    stable_default: bool = True
+    """False for a model default of a date, time, datetime or UUID value, which is often computed
+    at import time (``datetime.now()``): its SQL DEFAULT is written but never compared, so a
+    default that differs on every start never causes a migration."""
+    hidden: bool = False
+    """A sync column pydsqlite adds itself (LWW companion, row version, change sequence); set by
+    compile only, so pydsqlite records exactly the columns it created."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", normalize_type(self.type))
@@ -153,6 +163,8 @@ class Table:
     renamed_from: tuple[str, ...] = ()
     model: str | None = None
     """Qualified name of the model class this table was compiled from, for error messages."""
+    sql: str | None = field(default=None, compare=False, repr=False)
+    """The live CREATE TABLE text (introspected tables only)."""
 
     def column(self, name: str) -> Column | None:
         """The column called ``name`` (case-insensitive, as in SQLite)."""
@@ -182,12 +194,28 @@ class Table:
 
 
 @dataclass(frozen=True)
+class VirtualTable:
+    """A virtual table (full-text search, R*Tree…), kept as its CREATE VIRTUAL TABLE text. It is
+    created and dropped whole; the shadow tables its module keeps are never planned on their own."""
+
+    name: str
+    sql: str
+    columns: tuple[str, ...] = ()
+    """Its columns as the live database reports them (empty when its module is not loaded)."""
+
+
+@dataclass(frozen=True)
 class Schema:
-    """A whole database schema: tables (with their indexes), triggers and views."""
+    """A whole database schema: tables (with their indexes), virtual tables, triggers and views.
+
+    ``bookkeeping`` holds the CREATE text of pydsqlite's own tables, which no plan touches but
+    which a rehearsal of a plan needs (triggers may write to them)."""
 
     tables: tuple[Table, ...] = ()
     triggers: tuple[Trigger, ...] = ()
     views: tuple[View, ...] = ()
+    virtual_tables: tuple[VirtualTable, ...] = ()
+    bookkeeping: tuple[str, ...] = field(default=(), compare=False, repr=False)
     _by_name: dict[str, Table] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

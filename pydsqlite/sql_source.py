@@ -16,10 +16,12 @@ from dataclasses import replace
 from urllib.request import pathname2url
 
 from .ddl_parser import split_statements, table_body_columns
+from .dependants import broken_objects
 from .errors import MigrationError, SchemaDefinitionError
 from .introspect import introspect
 from .schema import Schema, fold_name
 
+_UNKNOWN_HERE = re.compile(r"no such (function|collation sequence|module)")
 _RENAME_HINT = re.compile(r"""(?:--|/\*)\s*@renamed\s+from\s*=\s*("(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|[^\s*]+)""", re.IGNORECASE)
 
 
@@ -30,6 +32,9 @@ def schema_from_sql(ddl: str) -> Schema:
             scratch.executescript(ddl)
         except sqlite3.Error as error:
             raise SchemaDefinitionError("SQL", None, f"the desired schema does not load: {error}") from error
+        broken = [text for text in broken_objects(scratch).values() if not _UNKNOWN_HERE.search(text)]
+        if broken:  # (functions, collations and modules your connection registers are unknown here)
+            raise SchemaDefinitionError("SQL", None, "the desired schema has views or triggers that do not compile: " + "; ".join(broken))
         schema = introspect(scratch)
     return _apply_rename_hints(schema, ddl)
 

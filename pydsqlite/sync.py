@@ -19,6 +19,7 @@ from .introspect import introspect, read_managed_objects, read_migration_history
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .plan import build_plan
+from .rehearse import rehearse
 from .schema import Schema, fold_name
 from .sql_source import connect_read_only
 from .transactions import without_pending_transaction
@@ -161,6 +162,7 @@ def _plan(
     plan = build_plan(diff_schemas(desired, live, everything), live)
     if not manage_all:  # a schema from SQL describes the whole database, dangling references as SQLite took them
         _check_foreign_key_targets(desired, live, plan)
+    plan = rehearse(plan, live)
     return check_plan_against_data(connection, plan, foreign_keys_on), managed
 
 

@@ -1,0 +1,156 @@
+"""Pipeline stage 4b: rehearse the plan on an empty copy of the live schema.
+
+Every statement of the plan runs in a scratch in-memory database holding the live schema
+and no rows. That does two things nothing else can do safely:
+
+- A rebuild drops the table's triggers and hand-made indexes with it; their SQL is read
+  from the scratch copy right before the rebuild, after every earlier step (renames
+  included) has been applied to it by SQLite's own parser, and appended to the rebuild. No
+  SQL text is ever rewritten by pydsqlite.
+- A step that would fail, and a view or trigger that would no longer compile afterwards,
+  is found here, in the preview, before the real database is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from contextlib import closing
+from dataclasses import replace
+
+from .dependants import broken_objects
+from .migration import MigrationPlan, Operation
+from .schema import Schema, fold_name
+from .sqltext import quote_identifier
+
+logger = logging.getLogger(__name__)
+
+_MISSING = re.compile(r"no such (collation sequence|function|module): (\S+)")
+
+
+class RehearsalError(Exception):
+    """The live schema does not load into a scratch database."""
+
+
+def rehearse(plan: MigrationPlan, live: Schema) -> MigrationPlan:
+    """The plan with each rebuild's dependants appended and, as problems, every step that fails
+    and every view or trigger the plan would break (ones broken before do not count)."""
+    if plan.is_empty:
+        return plan
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
+        try:
+            _load(scratch, live)
+        except RehearsalError as error:
+            return _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}")
+        broken_before = broken_objects(scratch)
+        operations = list(plan.operations)
+        for position, operation in enumerate(operations):
+            operation, replayed = _complete(scratch, operation)
+            operations[position] = operation
+            failure = _run(scratch, operation, replayed)
+            if failure is not None:
+                return _with_problem(replace(plan, operations=tuple(operations)), position, failure)
+        broken = {name: text for name, text in broken_objects(scratch).items() if name not in broken_before}
+    rehearsed = replace(plan, operations=tuple(operations))
+    for text in broken.values():
+        rehearsed = _with_problem(rehearsed, len(operations) - 1, f"{text} after the migration; change or drop it first")
+    return rehearsed
+
+
+def _complete(scratch: sqlite3.Connection, operation: Operation) -> tuple[Operation, list[str]]:
+    """A rebuild with the CREATE statements of its table's indexes and triggers appended, as they
+    read in the scratch copy at this point, and what each appended statement recreates."""
+    if operation.replay is None:
+        return operation, []
+    replay = operation.replay
+    rows = scratch.execute(
+        "SELECT type, name, tbl_name, sql FROM main.sqlite_master WHERE type IN ('index', 'trigger') AND sql IS NOT NULL "
+        "ORDER BY type = 'trigger', rowid"
+    ).fetchall()
+    kept = [
+        (f"{kind} {name} on {table}", sql)
+        for kind, name, table, sql in rows
+        if fold_name(table) == fold_name(replay.table) and not (kind == "index" and fold_name(name) in replay.skip_indexes)
+    ]
+    statements = (*operation.statements, *(sql for _, sql in kept))
+    return replace(operation, statements=statements, replay=None), [label for label, _ in kept]
+
+
+def _run(scratch: sqlite3.Connection, operation: Operation, replayed: list[str]) -> str | None:
+    """Run one operation's statements; the failure, if any, as a problem naming the step, or the
+    index or trigger (made by hand, kept through a rebuild) that could not be recreated."""
+    first_replay = len(operation.statements) - len(replayed)
+    for position, statement in enumerate(operation.statements):
+        try:
+            scratch.execute(statement)
+        except sqlite3.Error as error:
+            if position >= first_replay:
+                return (
+                    f"{replayed[position - first_replay]} cannot be recreated after '{operation.description}': {error}; "
+                    "change or drop it first"
+                )
+            return f"step '{operation.description}' would fail: {error} (in: {_shorten(statement)})"
+    return None
+
+
+def _load(scratch: sqlite3.Connection, live: Schema) -> None:
+    """Create every object of ``live`` (no rows) in the scratch database. Collations and functions
+    the scratch database lacks are stood in for; a virtual table whose module it lacks becomes a
+    plain table with the same columns."""
+    for table in live.tables:
+        _create(scratch, table.sql or "", table.name)
+    for virtual in live.virtual_tables:
+        try:
+            _create(scratch, virtual.sql, virtual.name)
+        except RehearsalError:
+            columns = ", ".join(quote_identifier(column) for column in virtual.columns) or quote_identifier("_unknown")
+            _create(scratch, f"CREATE TABLE {quote_identifier(virtual.name)} ({columns})", virtual.name)
+    for sql in live.bookkeeping:
+        _create(scratch, sql, "pydsqlite's bookkeeping")
+    for table in live.tables:
+        for index in table.indexes:
+            if index.sql:
+                _create(scratch, index.sql, index.name)
+    for view in live.views:
+        _create(scratch, view.sql, view.name)
+    for trigger in live.triggers:
+        _create(scratch, trigger.sql, trigger.name)
+
+
+def _create(scratch: sqlite3.Connection, sql: str, name: str) -> None:
+    stood_in: set[str] = set()
+    while True:
+        try:
+            scratch.execute(sql)
+            return
+        except sqlite3.Error as error:
+            missing = _MISSING.search(str(error))
+            if missing is None or missing.group(1) == "module" or missing.group(2) in stood_in:
+                raise RehearsalError(f"{name} does not load in a scratch database ({error})") from None
+            kind, what = missing.groups()
+            stood_in.add(what)
+            logger.debug("rehearsal stands in for %s %s", kind, what)
+            if kind == "function":
+                scratch.create_function(what, -1, _stand_in_function, deterministic=True)
+            else:
+                scratch.create_collation(what, _stand_in_collation)
+
+
+def _stand_in_function(*args: object) -> None:
+    return None
+
+
+def _stand_in_collation(a: str, b: str) -> int:
+    return (a > b) - (a < b)
+
+
+def _with_problem(plan: MigrationPlan, position: int, problem: str) -> MigrationPlan:
+    operations = list(plan.operations)
+    operations[position] = replace(operations[position], problems=(*operations[position].problems, problem))
+    return replace(plan, operations=tuple(operations))
+
+
+def _shorten(statement: str) -> str:
+    text = " ".join(statement.split())
+    return text if len(text) <= 120 else text[:117] + "..."

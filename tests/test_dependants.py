@@ -1,0 +1,200 @@
+"""Views, triggers and hand-made indexes around tables that are renamed, rebuilt or lose
+columns: they keep working, or the migration is refused naming them, before anything changes."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Annotated, Optional
+
+import pytest
+
+from pydsqlite import MigrationError, PrimaryKey, RenamedFrom, SyncModel, model_migration_plan, sync_models
+from pydsqlite.compile import compile_models
+from pydsqlite.diff import diff_schemas
+from pydsqlite.execute import migration_session
+from pydsqlite.introspect import introspect, read_managed_objects
+from pydsqlite.plan import build_plan
+from pydsqlite.rehearse import rehearse
+
+
+class People(SyncModel, table="people"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+    age: Optional[int] = None
+
+
+def seeded(conn: sqlite3.Connection) -> sqlite3.Connection:
+    sync_models(conn, [People])
+    conn.executemany("INSERT INTO people VALUES (?, ?, ?)", [(1, "ann", 30), (2, "bob", None)])
+    conn.execute("CREATE TABLE audit (name TEXT, age INTEGER, note TEXT)")
+    conn.commit()
+    return conn
+
+
+class Renamed(SyncModel, table="people"):  # rename name -> full_name, and a type change: a rebuild
+    id: Annotated[int, PrimaryKey()]
+    full_name: Annotated[str, RenamedFrom("name")]
+    age: Optional[str] = None
+
+
+def test_renaming_a_column_rewrites_only_references_to_it_not_same_named_columns_of_other_tables(memory_conn):
+    conn = seeded(memory_conn)
+    conn.executescript(
+        """
+        CREATE TRIGGER people_ins AFTER INSERT ON people BEGIN
+            INSERT INTO audit (name, age, note) VALUES (new.name, new.age, 'ins');
+        END;
+        CREATE TRIGGER people_upd AFTER UPDATE ON people BEGIN
+            UPDATE audit SET name = new.name, note = 'upd' WHERE name = old.name;
+        END;
+        CREATE VIEW names AS SELECT p.name AS who, a.name AS audited FROM people AS p LEFT JOIN audit AS a ON a.name = p.name;
+        CREATE INDEX people_by_name ON people (name);
+        """
+    )
+    plan = sync_models(conn, [Renamed])
+    assert plan.rebuilt_tables == ("people",)
+    conn.execute("INSERT INTO people VALUES (3, 'cy', '41')")
+    conn.execute("UPDATE people SET full_name = 'cyd' WHERE id = 3")
+    assert conn.execute("SELECT name, age, note FROM audit").fetchall() == [("cyd", 41, "upd")]
+    assert conn.execute("SELECT who, audited FROM names WHERE who = 'cyd'").fetchall() == [("cyd", "cyd")]
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'people_by_name'").fetchone() is not None
+    assert model_migration_plan(conn, [Renamed]).is_empty
+    assert [column for (column,) in conn.execute("SELECT name FROM pragma_table_info('audit')")] == ["name", "age", "note"]
+
+
+def test_renaming_a_table_that_a_trigger_of_a_rebuilt_table_writes_to(memory_conn):
+    conn = seeded(memory_conn)
+    conn.execute("CREATE TRIGGER people_ins AFTER INSERT ON people BEGIN INSERT INTO audit (name) VALUES (new.name); END")
+
+    class Audit(SyncModel, table="audit_log", renamed_from="audit"):
+        name: Annotated[str, PrimaryKey()]
+        age: Optional[int] = None
+        note: Optional[str] = None
+
+    class PeopleV2(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        age: Optional[str] = None
+
+    sync_models(conn, [Audit, People])
+    plan = sync_models(conn, [Audit, PeopleV2])
+    assert plan.rebuilt_tables == ("people",)
+    conn.execute("INSERT INTO people VALUES (3, 'cy', NULL)")
+    assert conn.execute("SELECT name FROM audit_log").fetchall() == [("cy",)]
+
+
+class DropsAge(SyncModel, table="people"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+    nick: Optional[str] = None  # with the drop: in place, or (with a type change below) a rebuild
+
+
+class DropsAgeRebuilt(SyncModel, table="people"):
+    id: Annotated[int, PrimaryKey()]
+    name: Optional[str] = None
+
+
+DEPENDANTS = {
+    "a view": ("CREATE VIEW adults AS SELECT name FROM people WHERE age >= 18", "view adults"),
+    "a view on a view": (
+        "CREATE VIEW named AS SELECT name, age FROM people; CREATE VIEW grown AS SELECT name FROM named WHERE age > 1",
+        "view",
+    ),
+    "another table's trigger": (
+        "CREATE TRIGGER audit_ins AFTER INSERT ON audit BEGIN UPDATE people SET age = new.age WHERE name = new.name; END",
+        "trigger audit_ins",
+    ),
+    "its own trigger": (
+        "CREATE TRIGGER people_del BEFORE DELETE ON people BEGIN INSERT INTO audit (age) VALUES (old.age); END",
+        "trigger people_del",
+    ),
+    "a trigger's WHEN": (
+        "CREATE TRIGGER people_when AFTER UPDATE OF name ON people WHEN new.age > 3 BEGIN SELECT 1; END",
+        "trigger people_when",
+    ),
+}
+
+
+@pytest.mark.parametrize("model", [DropsAge, DropsAgeRebuilt], ids=["in place", "rebuild"])
+@pytest.mark.parametrize("dependant", sorted(DEPENDANTS))
+def test_dropping_a_column_a_view_or_trigger_uses_is_refused_in_the_preview_naming_it(db_path, model, dependant):
+    conn = seeded(sqlite3.connect(db_path))
+    sql, named = DEPENDANTS[dependant]
+    conn.executescript(sql)
+    before = db_path.read_bytes()
+    plan = model_migration_plan(conn, [model])
+    assert plan.problems and named in "\n".join(plan.problems), plan
+    with pytest.raises(MigrationError, match=named):
+        sync_models(conn, [model], allow_destructive=True)
+    assert db_path.read_bytes() == before
+    conn.close()
+
+
+def test_objects_broken_before_the_migration_do_not_block_it(memory_conn):
+    conn = seeded(memory_conn)
+    conn.execute("CREATE VIEW stale AS SELECT gone FROM people")  # already broken
+    conn.execute("CREATE TRIGGER stale_trigger AFTER INSERT ON audit BEGIN INSERT INTO nowhere VALUES (1); END")
+    assert sync_models(conn, [DropsAgeRebuilt], allow_destructive=True).rebuilt_tables == ("people",)
+
+
+def test_the_executor_itself_refuses_to_commit_a_broken_view(db_path):
+    """Defence in depth: a plan that was not rehearsed still cannot leave a broken view behind."""
+    conn = seeded(sqlite3.connect(db_path))
+    conn.execute("CREATE VIEW adults AS SELECT name FROM people WHERE age >= 18")
+    conn.commit()
+    before = db_path.read_bytes()
+    live = introspect(conn)
+    plan = build_plan(diff_schemas(compile_models([DropsAgeRebuilt]), live, read_managed_objects(conn)), live)
+    plan = rehearse(plan, live)
+    unchecked = plan.with_operations(plan.operations, ())  # pretend the rehearsal found nothing
+    with pytest.raises(MigrationError, match="view adults: no such column: age"):
+        with migration_session(conn) as session:
+            session.apply(unchecked, compile_models([DropsAgeRebuilt]), "x", read_managed_objects(conn))
+    assert db_path.read_bytes() == before
+    conn.close()
+
+
+def test_a_plan_that_was_not_rehearsed_is_never_applied(memory_conn):
+    conn = seeded(memory_conn)
+    live = introspect(conn)
+    plan = build_plan(diff_schemas(compile_models([DropsAgeRebuilt]), live, read_managed_objects(conn)), live)
+    with pytest.raises(MigrationError, match="not rehearsed"):
+        with migration_session(conn) as session:
+            session.apply(plan, compile_models([DropsAgeRebuilt]), "x", read_managed_objects(conn))
+    assert conn.execute("SELECT count(*) FROM people").fetchone() == (2,)
+
+
+def test_a_callers_legacy_alter_table_setting_is_restored_and_renames_still_rewrite_views(memory_conn):
+    conn = seeded(memory_conn)
+    conn.execute("CREATE VIEW named AS SELECT name FROM people")
+    conn.execute("PRAGMA legacy_alter_table = ON")
+    sync_models(conn, [Renamed])
+    assert conn.execute("PRAGMA legacy_alter_table").fetchone() == (1,)
+    assert conn.execute("SELECT * FROM named ORDER BY 1").fetchall() == [("ann",), ("bob",)]
+    conn.execute("PRAGMA legacy_alter_table = OFF")
+
+
+def test_stand_ins_let_the_rehearsal_load_custom_collations_and_functions(memory_conn):
+    conn = seeded(memory_conn)
+    conn.create_collation("reverse", lambda a, b: (b > a) - (b < a))
+    conn.create_function("shout", 1, lambda text: text and text.upper(), deterministic=True)
+    conn.executescript(
+        """
+        CREATE TABLE tags (t TEXT COLLATE reverse, loud TEXT GENERATED ALWAYS AS (shout(t)) VIRTUAL);
+        CREATE INDEX tags_loud ON tags (shout(t));
+        CREATE VIEW shouted AS SELECT shout(name) AS n FROM people;
+        """
+    )
+    assert sync_models(conn, [Renamed]).rebuilt_tables == ("people",)
+    assert conn.execute("SELECT n FROM shouted ORDER BY n").fetchall() == [("ANN",), ("BOB",)]
+
+
+def test_a_desired_schema_whose_views_or_triggers_do_not_compile_is_refused_when_loaded():
+    from pydsqlite import SchemaDefinitionError, schema_from_sql
+
+    with pytest.raises(SchemaDefinitionError, match="view v: no such column: a"):
+        schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, b TEXT); CREATE VIEW v AS SELECT a FROM t;")
+    with pytest.raises(SchemaDefinitionError, match="trigger tr on t: no such column: new.a"):
+        schema_from_sql("CREATE TABLE t (b TEXT); CREATE TABLE u (x); CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO u VALUES (new.a); END;")
+    # functions your own connection registers cannot be known here: not an error
+    assert schema_from_sql("CREATE TABLE t (b TEXT); CREATE VIEW v AS SELECT my_function(b) FROM t;").views

@@ -1,0 +1,75 @@
+"""pydsqlite drops without ceremony only what it knows it created itself; every other column
+holding data, whatever its name, is a destructive change."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Annotated
+
+import pytest
+
+from pydsqlite import LWW, DestructiveChangeError, PrimaryKey, SchemaDefinitionError, SyncModel, model_migration_plan, sync_models
+from pydsqlite.sql_source import schema_from_sql
+from pydsqlite.sync import apply_schema
+
+LOOKALIKES = ["note__hlc", "NOTE__HLC", "_pydsqlite_version", "_pydsqlite_seq", "_pydsqlite_mine", "_PYDSQLITE_VERSION"]
+
+
+class Notes(SyncModel, table="notes"):
+    id: Annotated[int, PrimaryKey()]
+    note: str = ""
+
+
+@pytest.mark.parametrize("name", LOOKALIKES)
+def test_a_user_column_named_like_a_hidden_one_is_dropped_only_as_a_destructive_step(memory_conn, name):
+    memory_conn.execute(f'CREATE TABLE notes (id INTEGER PRIMARY KEY, note TEXT NOT NULL DEFAULT "", `{name}` TEXT)')
+    memory_conn.execute("INSERT INTO notes VALUES (1, 'a', 'precious')")
+    memory_conn.commit()
+    plan = model_migration_plan(memory_conn, [Notes])
+    assert [op.row_count for op in plan.destructive_operations] == [1], plan
+    with pytest.raises(DestructiveChangeError, match=rf"notes\.{name}: 1 row: values would be deleted"):
+        sync_models(memory_conn, [Notes])
+    assert memory_conn.execute(f"SELECT `{name}` FROM notes").fetchall() == [("precious",)]
+    sync_models(memory_conn, [Notes], allow_destructive=True)
+    assert name not in {row[1] for row in memory_conn.execute("PRAGMA table_info(notes)")}
+
+
+@pytest.mark.parametrize("name", LOOKALIKES)
+def test_the_same_holds_for_a_desired_schema_given_as_sql(memory_conn, name):
+    memory_conn.execute(f"CREATE TABLE notes (id INTEGER PRIMARY KEY, note TEXT, `{name}` TEXT)")
+    memory_conn.execute("INSERT INTO notes VALUES (1, 'a', 'precious')")
+    with pytest.raises(DestructiveChangeError):
+        apply_schema(memory_conn, schema_from_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, note TEXT)"), manage_all=True)
+
+
+@pytest.mark.parametrize("name", ["x__hlc", "X__Hlc", "rowid", "OID", "RowId"])
+def test_reserved_column_names_are_refused_at_declaration(name):
+    # (names with a leading underscore, like pydsqlite's own _pydsqlite_*, are never fields in Pydantic)
+    model = type(SyncModel)("Reserved", (SyncModel,), {"__annotations__": {"id": int, name: str}}, table="reserved")
+    with pytest.raises(SchemaDefinitionError, match=rf"Reserved\.{name}: .*reserved"):
+        sync_models(sqlite3.connect(":memory:"), [model])
+
+
+def test_turning_lww_off_drops_only_the_hidden_columns_pydsqlite_made(memory_conn):
+    class Synced(SyncModel, table="notes"):
+        id: Annotated[int, PrimaryKey()]
+        note: Annotated[str, LWW()] = ""
+
+    sync_models(memory_conn, [Synced])
+    memory_conn.execute("INSERT INTO notes (id, note) VALUES (1, 'a')")
+    plan = sync_models(memory_conn, [Notes])  # not destructive: note__hlc, version and sequence are pydsqlite's
+    assert not plan.destructive_operations and {op.kind for op in plan.operations} >= {"disable_lww"}
+    assert [row[1] for row in memory_conn.execute("PRAGMA table_info(notes)")] == ["id", "note"]
+
+
+def test_a_database_synced_before_columns_were_recorded_adopts_its_hidden_columns(memory_conn):
+    class Synced(SyncModel, table="notes"):
+        id: Annotated[int, PrimaryKey()]
+        note: Annotated[str, LWW()] = ""
+
+    sync_models(memory_conn, [Synced])
+    memory_conn.execute("DELETE FROM _pydsqlite_objects WHERE kind = 'column'")  # as an older version left it
+    memory_conn.execute("UPDATE _pydsqlite_state SET fingerprint = 'older format'")
+    memory_conn.commit()
+    assert sync_models(memory_conn, [Synced]).is_empty  # nothing to migrate; records what it created
+    assert not sync_models(memory_conn, [Notes]).destructive_operations

@@ -1,0 +1,138 @@
+"""Rename hints do what they say even when the old name is still wanted: swaps, cycles, and a
+rename next to a new column (or table) that takes the old name. Applied once, then stable."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Annotated, Optional
+
+import pytest
+
+from pydsqlite import LWW, PrimaryKey, RenamedFrom, SyncModel, model_migration_plan, sync_models
+
+
+def table_rows(conn: sqlite3.Connection, table: str) -> list[dict]:
+    cursor = conn.execute(f"SELECT * FROM {table} ORDER BY 1")
+    names = [description[0] for description in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+class Pair(SyncModel, table="pairs"):
+    id: Annotated[int, PrimaryKey()]
+    a: str
+    b: str
+
+
+class Swapped(SyncModel, table="pairs"):
+    id: Annotated[int, PrimaryKey()]
+    a: Annotated[str, RenamedFrom("b")]
+    b: Annotated[str, RenamedFrom("a")]
+
+
+class SwappedRebuilt(SyncModel, table="pairs"):  # the swap plus a change that needs a rebuild
+    id: Annotated[int, PrimaryKey()]
+    a: Annotated[Optional[str], RenamedFrom("b")] = None
+    b: Annotated[str, RenamedFrom("a")]
+
+
+@pytest.mark.parametrize("model", [Swapped, SwappedRebuilt], ids=["in place", "with a rebuild"])
+def test_swapping_two_column_names_moves_the_data_once(memory_conn, model):
+    sync_models(memory_conn, [Pair])
+    memory_conn.executemany("INSERT INTO pairs VALUES (?, ?, ?)", [(1, "A1", "B1"), (2, "A2", "B2")])
+    memory_conn.execute("CREATE VIEW firsts AS SELECT id, a FROM pairs")
+    memory_conn.commit()
+    sync_models(memory_conn, [model])
+    assert table_rows(memory_conn, "pairs") == [{"id": 1, "a": "B1", "b": "A1"}, {"id": 2, "a": "B2", "b": "A2"}]
+    assert memory_conn.execute("SELECT * FROM firsts ORDER BY id").fetchall() == [(1, "A1"), (2, "A2")]  # follows its data
+    assert model_migration_plan(memory_conn, [model]).is_empty  # the hints stay in the model: applied once
+    sync_models(memory_conn, [model])
+    assert table_rows(memory_conn, "pairs")[0] == {"id": 1, "a": "B1", "b": "A1"}
+
+
+def test_a_cycle_of_three_renames(memory_conn):
+    class Three(SyncModel, table="three"):
+        id: Annotated[int, PrimaryKey()]
+        x: int
+        y: int
+        z: int
+
+    class Rotated(SyncModel, table="three"):
+        id: Annotated[int, PrimaryKey()]
+        x: Annotated[int, RenamedFrom("z")]
+        y: Annotated[int, RenamedFrom("x")]
+        z: Annotated[int, RenamedFrom("y")]
+
+    sync_models(memory_conn, [Three])
+    memory_conn.execute("INSERT INTO three VALUES (1, 10, 20, 30)")
+    sync_models(memory_conn, [Rotated])
+    assert table_rows(memory_conn, "three") == [{"id": 1, "x": 30, "y": 10, "z": 20}]
+    assert model_migration_plan(memory_conn, [Rotated]).is_empty
+
+
+def test_renaming_a_column_while_a_new_column_takes_its_old_name(memory_conn):
+    class Before(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    class After(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        full_name: Annotated[str, RenamedFrom("name")]
+        name: str = "?"  # a new column that reuses the old name
+
+    sync_models(memory_conn, [Before])
+    memory_conn.execute("INSERT INTO people VALUES (1, 'Ann Lee')")
+    plan = sync_models(memory_conn, [After])
+    assert not plan.destructive_operations
+    assert table_rows(memory_conn, "people") == [{"id": 1, "name": "?", "full_name": "Ann Lee"}]
+    assert model_migration_plan(memory_conn, [After]).is_empty
+
+
+def test_renaming_a_table_while_a_new_table_takes_its_old_name(memory_conn):
+    class Log(SyncModel, table="log"):
+        id: Annotated[int, PrimaryKey()]
+        line: str
+
+    class Archive(SyncModel, table="archive", renamed_from="log"):
+        id: Annotated[int, PrimaryKey()]
+        line: str
+
+    class NewLog(SyncModel, table="log"):
+        id: Annotated[int, PrimaryKey()]
+        event: str = ""
+
+    sync_models(memory_conn, [Log])
+    memory_conn.execute("INSERT INTO log VALUES (1, 'kept')")
+    plan = sync_models(memory_conn, [Archive, NewLog])
+    assert not plan.destructive_operations
+    assert table_rows(memory_conn, "archive") == [{"id": 1, "line": "kept"}]
+    assert table_rows(memory_conn, "log") == []
+    assert model_migration_plan(memory_conn, [Archive, NewLog]).is_empty
+
+
+def test_swapping_two_lww_columns_swaps_their_timestamps_too(memory_conn):
+    class Synced(SyncModel, table="notes"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[str, LWW()]
+        b: Annotated[str, LWW()]
+
+    class SyncedSwapped(SyncModel, table="notes"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[str, LWW(), RenamedFrom("b")]
+        b: Annotated[str, LWW(), RenamedFrom("a")]
+
+    sync_models(memory_conn, [Synced])
+    memory_conn.execute("INSERT INTO notes (id, a, b, a__hlc, b__hlc) VALUES ('n', 'va', 'vb', 'ta', 'tb')")
+    sync_models(memory_conn, [SyncedSwapped])
+    assert memory_conn.execute("SELECT a, a__hlc, b, b__hlc FROM notes").fetchall() == [("vb", "tb", "va", "ta")]
+    assert model_migration_plan(memory_conn, [SyncedSwapped]).is_empty
+
+
+def test_a_hint_whose_new_name_is_a_live_column_that_stays_changes_nothing(memory_conn):
+    sync_models(memory_conn, [Pair])
+
+    class Confused(SyncModel, table="pairs"):  # b <- a, but b is there and nothing moves it away
+        id: Annotated[int, PrimaryKey()]
+        a: str
+        b: Annotated[str, RenamedFrom("a")]
+
+    assert model_migration_plan(memory_conn, [Confused]).is_empty
