@@ -33,14 +33,16 @@ def duplicates_check(table: str, source: str, terms: tuple[str, ...], label: str
     )
 
 
-def unique_terms(table: Table, terms: tuple[str, ...]) -> tuple[str, ...]:
+def unique_terms(table: Table, terms: tuple[str, ...], collations: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The SQL that a unique key or index over ``terms`` of ``table`` compares: a column under
-    its own collation (so a new NOCASE finds case-duplicates), an expression as written."""
+    the collation it will use (``collations``, else its own: so a new NOCASE finds
+    case-duplicates), an expression as written."""
     out = []
-    for term in terms:
+    for position, term in enumerate(terms):
         column = table.column(term)
         if column is not None:
-            out.append(f"{quote_identifier(column.name)} COLLATE {render_collation(column.collate or 'BINARY')}")
+            collation = collations[position] if position < len(collations) else (column.collate or "BINARY")
+            out.append(f"{quote_identifier(column.name)} COLLATE {render_collation(collation)}")
         else:
             out.append(f"({strip_sort_order(term)})")
     return tuple(out)

@@ -24,7 +24,7 @@ from .errors import SchemaDefinitionError, UsageError
 from .hlc import BASELINE
 from .metadata import schema_fingerprint
 from .model import registered_models, registry_version, table_options
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Column, ForeignKey, Index, Schema, Table, fold_name
+from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Check, Column, ForeignKey, Index, Schema, Table, fold_name
 from .sqltext import quote_identifier, quote_literal
 
 MAX_INDEX_NAME = 64
@@ -302,7 +302,7 @@ def _default(field: _FieldDeclaration, *, auto_key: bool = False) -> str | None:
     return literal
 
 
-def _checks(field: _FieldDeclaration) -> tuple[str, ...]:
+def _checks(field: _FieldDeclaration) -> tuple[Check, ...]:
     """CHECK expressions for annotated-types bounds: lengths on text/bytes, bounds on numbers."""
     column = quote_identifier(field.name)
     checks: list[str] = []
@@ -319,7 +319,7 @@ def _checks(field: _FieldDeclaration) -> tuple[str, ...]:
             elif field.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
                 operator = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[bound]
                 checks.append(f"{column} {operator} {quote_literal(value)}")
-    return tuple(checks)
+    return tuple(Check(text) for text in checks)
 
 
 def _bounds(item: object) -> list[tuple[str, Any]]:

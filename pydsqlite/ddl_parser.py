@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .schema import fold_name
+
 _TOKEN = re.compile(
     r"""
     (?P<space>\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))
@@ -100,16 +102,29 @@ def _is_keyword(word: str) -> bool:
     return word.upper() in _KEYWORDS
 
 
+@dataclass(frozen=True)
+class Named:
+    """A constraint clause's CONSTRAINT name and ON CONFLICT action (either may be absent)."""
+
+    name: str | None = None
+    on_conflict: str | None = None
+
+
 @dataclass
 class ColumnExtras:
     """What CREATE TABLE says about one column beyond PRAGMA table_xinfo."""
 
     collate: str | None = None
-    checks: list[str] = field(default_factory=list)
+    checks: list[tuple[str, str | None]] = field(default_factory=list)
+    """(expression, constraint name) of each CHECK."""
     generated: str | None = None
     generated_stored: bool = False
     autoincrement: bool = False
-    unique: bool = False
+    not_null: Named | None = None
+    primary_key: Named | None = None
+    unique: Named | None = None
+    reference: tuple[str | None, bool] | None = None
+    """(constraint name, deferred) of an inline REFERENCES clause."""
 
 
 @dataclass
@@ -117,18 +132,23 @@ class TableExtras:
     """What CREATE TABLE says beyond the PRAGMAs: per-column extras and table clauses."""
 
     columns: dict[str, ColumnExtras] = field(default_factory=dict)
-    checks: list[str] = field(default_factory=list)
-    uniques: list[tuple[str, ...]] = field(default_factory=list)
+    checks: list[tuple[str, str | None]] = field(default_factory=list)
+    uniques: dict[tuple[str, ...], Named] = field(default_factory=dict)
+    """Folded column names of each table-level UNIQUE → its name and ON CONFLICT action."""
+    primary_key: Named | None = None
+    foreign_keys: dict[tuple[str, ...], tuple[str | None, bool]] = field(default_factory=dict)
+    """Folded columns of each table-level FOREIGN KEY → (constraint name, deferred)."""
     strict: bool = False
     without_rowid: bool = False
 
 
-_MIGHT_HAVE_EXTRAS = re.compile(r"CHECK|COLLATE|\bAS\b|GENERATED|AUTOINCREMENT|UNIQUE|STRICT|ROWID")
+_MIGHT_HAVE_EXTRAS = re.compile(r"CHECK|COLLATE|\bAS\b|GENERATED|AUTOINCREMENT|UNIQUE|STRICT|ROWID|CONFLICT|CONSTRAINT|DEFERRABLE")
 _CONSTRAINT_STARTS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
 
 
 def parse_create_table(sql: str) -> TableExtras:
-    """Extract CHECK, COLLATE, GENERATED, AUTOINCREMENT, inline UNIQUE and table options."""
+    """Extract what the PRAGMAs do not report: CHECKs, COLLATE, GENERATED, AUTOINCREMENT,
+    constraint names, ON CONFLICT actions, deferred foreign keys and table options."""
     extras = TableExtras()
     if not _MIGHT_HAVE_EXTRAS.search(sql.upper()):
         return extras  # the common case costs one regex scan instead of a tokenization
@@ -185,30 +205,63 @@ def _paren_text(sql: str, tokens: list[Token], open_index: int) -> tuple[str, in
     return sql[tokens[open_index].end : tokens[close_index].start].strip(), close_index
 
 
+def _conflict(part: list[Token], index: int) -> str | None:
+    """The action of an ``ON CONFLICT action`` clause starting at ``index``, if there is one."""
+    if index + 2 < len(part) and part[index].upper == "ON" and part[index + 1].upper == "CONFLICT":
+        return part[index + 2].upper
+    return None
+
+
+def _deferred(part: list[Token], index: int) -> bool:
+    """Whether the foreign-key clause from ``index`` on says DEFERRABLE INITIALLY DEFERRED (not NOT DEFERRABLE)."""
+    words = [token.upper for token in part[index:]]
+    for position, word in enumerate(words):
+        if word == "DEFERRABLE" and words[position + 1 : position + 3] == ["INITIALLY", "DEFERRED"]:
+            return position == 0 or words[position - 1] != "NOT"
+    return False
+
+
 def _read_column(sql: str, part: list[Token]) -> ColumnExtras:
     column = ColumnExtras()
+    name: str | None = None  # of the constraint that follows CONSTRAINT name
     index = 1
     while index < len(part):
         word = part[index].upper
+        if word == "CONSTRAINT" and index + 1 < len(part):
+            name = part[index + 1].identifier
+            index += 2
+            continue
         if word == "COLLATE" and index + 1 < len(part):
             column.collate = part[index + 1].identifier
             index += 2
+            name = None
             continue
         if word == "CHECK" and index + 1 < len(part) and part[index + 1].text == "(":
             text, close = _paren_text(sql, part, index + 1)
-            column.checks.append(text)
+            column.checks.append((text, name))
             index = close + 1
+            name = None
             continue
         if word == "AS" and index + 1 < len(part) and part[index + 1].text == "(":
             text, close = _paren_text(sql, part, index + 1)
             column.generated = text
             column.generated_stored = close + 1 < len(part) and part[close + 1].upper == "STORED"
             index = close + 1
+            name = None
             continue
+        if word == "PRIMARY":
+            after = index + 2 + (index + 2 < len(part) and part[index + 2].upper in ("ASC", "DESC"))
+            column.primary_key, name = Named(name, _conflict(part, after)), None
+        elif word == "NOT" and index + 1 < len(part) and part[index + 1].upper == "NULL":
+            column.not_null, name = Named(name, _conflict(part, index + 2)), None
+        elif word == "UNIQUE":
+            column.unique, name = Named(name, _conflict(part, index + 1)), None
+        elif word == "REFERENCES":
+            column.reference, name = (name, _deferred(part, index)), None
+        elif word in ("DEFAULT", "NULL", "GENERATED"):
+            name = None
         if word == "AUTOINCREMENT":
             column.autoincrement = True
-        if word == "UNIQUE":
-            column.unique = True
         if part[index].text == "(":
             index = _matching_paren(part, index) + 1
             continue
@@ -218,18 +271,31 @@ def _read_column(sql: str, part: list[Token]) -> ColumnExtras:
 
 def _read_table_constraint(sql: str, part: list[Token], extras: TableExtras) -> None:
     index = 0
-    if part[0].upper == "CONSTRAINT":
+    name = None
+    if part[0].upper == "CONSTRAINT" and len(part) > 1:
+        name = part[1].identifier
         index = 2
-    if index >= len(part):
+    if index + 1 >= len(part):
         return
     word = part[index].upper
-    if word == "CHECK" and index + 1 < len(part) and part[index + 1].text == "(":
+    opening = index + 1 if part[index + 1].text == "(" else index + 2  # PRIMARY KEY ( / FOREIGN KEY ( / UNIQUE (
+    if word == "CHECK" and part[index + 1].text == "(":
         text, _ = _paren_text(sql, part, index + 1)
-        extras.checks.append(text)
-    elif word == "UNIQUE" and index + 1 < len(part) and part[index + 1].text == "(":
-        close = _matching_paren(part, index + 1)
-        names = _split_top_level(part[index + 2 : close])
-        extras.uniques.append(tuple(item[0].identifier for item in names if item))
+        extras.checks.append((text, name))
+    elif word in ("UNIQUE", "PRIMARY", "FOREIGN") and opening < len(part) and part[opening].text == "(":
+        close = _matching_paren(part, opening)
+        columns = tuple(fold_name(item[0].identifier) for item in _split_top_level(part[opening + 1 : close]) if item)
+        if word == "UNIQUE":
+            extras.uniques[columns] = Named(name, _conflict(part, close + 1))
+        elif word == "PRIMARY":
+            extras.primary_key = Named(name, _conflict(part, close + 1))
+        else:
+            extras.foreign_keys[columns] = (name, _deferred(part, close + 1))
+
+
+def has_line_comment(sql: str) -> bool:
+    """Whether ``sql`` holds a ``--`` comment, which would swallow a closing parenthesis written after it."""
+    return any(match.lastgroup == "space" and match.group().startswith("--") for match in _TOKEN.finditer(sql))
 
 
 def parse_index_where(sql: str) -> str | None:

@@ -7,11 +7,25 @@ declares, or that pydsqlite manages, are ever changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .ddl_parser import normalize_expression
 from .metadata import ManagedObjects
-from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, VirtualTable, fold_name
+from .schema import (
+    LWW_SUFFIX,
+    Check,
+    Column,
+    ForeignKey,
+    Index,
+    Schema,
+    Table,
+    Trigger,
+    UniqueConstraint,
+    View,
+    VirtualTable,
+    conflict_action,
+    fold_name,
+)
 
 
 @dataclass(frozen=True)
@@ -141,10 +155,12 @@ class TableDiff:
     changes: tuple[Change, ...]
     column_sources: tuple[tuple[str, str], ...]
     existing_links: frozenset[tuple] = frozenset()
+    problems: tuple[str, ...] = ()
+    """Why the table's changes cannot be applied as declared (known without reading data)."""
 
     @property
     def is_empty(self) -> bool:
-        return self.rename is None and not self.changes
+        return self.rename is None and not self.changes and not self.problems
 
 
 @dataclass(frozen=True)
@@ -202,16 +218,19 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
         for table, live_table in matches
         if fold_name(live_table.name) != fold_name(table.name)
     }
-    column_renames = {
-        fold_name(table.name): _column_renames(table, live_table, managed.renames_done(table.name)) for table, live_table in matches
-    }
+    column_renames = {}
+    rename_problems = {}
+    for table, live_table in matches:
+        key = fold_name(table.name)
+        column_renames[key], rename_problems[key] = _column_renames(table, live_table, managed.renames_done(table.name))
     dropped = tuple(
         table
         for table in live.tables
         if fold_name(table.name) not in claimed and managed.manages_table(table.name)
     )
     altered = tuple(
-        _diff_table(table, live_table, managed, table_renames, column_renames) for table, live_table in matches
+        replace(_diff_table(table, live_table, managed, table_renames, column_renames), problems=tuple(rename_problems[fold_name(table.name)]))
+        for table, live_table in matches
     )
     dropped_views, created_views = _diff_sql_objects(desired.views, live.views, managed.manages_view)
     dropped_triggers, created_triggers = _diff_sql_objects(desired.triggers, live.triggers, managed.manages_trigger)
@@ -250,12 +269,16 @@ def _diff_sql_objects(desired: tuple, live: tuple, manages) -> tuple[list, list]
     return to_drop, to_create
 
 
-def _column_renames(desired: Table, live: Table, done: frozenset[tuple[str, str]]) -> dict[str, str]:
-    """Folded live column name → desired name, for columns matched through ``renamed_from``.
+def _column_renames(desired: Table, live: Table, done: frozenset[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """Folded live column name → desired name, for columns matched through ``renamed_from``, and
+    the hints that cannot apply.
 
     A hint applies while its new name is not a live column (the old name may be wanted again,
     for a new column); when the new name is live too, only as part of a swap or longer cycle of
-    renames that has not been applied yet (``done``: folded (old, new) pairs already applied)."""
+    renames that has not been applied yet (``done``: folded (old, new) pairs already applied).
+    A hint onto a live column that stays, from a column the models no longer have, cannot apply
+    without dropping one of the two: that is refused rather than guessed."""
+    blocked: list[str] = []
     proposed: dict[str, str] = {}  # folded new name -> live source column
     used: set[str] = set()
     for column in desired.columns:
@@ -273,13 +296,19 @@ def _column_renames(desired: Table, live: Table, done: frozenset[tuple[str, str]
             if live.column(new) is not None and (new not in moving or (fold_name(source), new) in done):
                 del proposed[new]
                 settled = False
+                if new not in moving and (fold_name(source), new) not in done and desired.column(source) is None:
+                    target = live.column(new).name  # type: ignore[union-attr]
+                    blocked.append(
+                        f"{desired.name}.{source} cannot be renamed to {target}: {target} exists and stays; drop or rename "
+                        f"{target} in one release and rename {source} in the next"
+                    )
     renames = {fold_name(source): desired.column(new).name for new, source in proposed.items()}  # type: ignore[union-attr]
     for live_name, new_name in list(renames.items()):
         live_column = live.column(live_name)
         desired_column = desired.column(new_name)
         if live_column is not None and desired_column is not None and live_column.lww and desired_column.lww:
             renames[fold_name(live_column.name + LWW_SUFFIX)] = desired_column.name + LWW_SUFFIX
-    return renames
+    return renames, blocked
 
 
 def _rename_steps(live: Table, renames: dict[str, str]) -> list[RenameColumn]:
@@ -355,11 +384,13 @@ def _diff_table(
     if _foreign_key_set(live_keys) != _foreign_key_set(desired.foreign_keys):
         changes.append(ChangeForeignKeys(live.foreign_keys, desired.foreign_keys))
     constraint_aspects = []
-    if sorted(normalize_expression(c, renames) for c in live.checks) != sorted(normalize_expression(c) for c in desired.checks):
+    if _check_signature(live.checks, renames) != _check_signature(desired.checks):
         constraint_aspects.append("check")
-    live_uniques = {tuple(fold_name(renames.get(fold_name(n), n)) for n in unique) for unique in live.uniques}
-    if live_uniques != {_folded(unique) for unique in desired.uniques}:
+    live_uniques = {_unique_signature(live, unique, renames) for unique in live.uniques}
+    if live_uniques != {_unique_signature(desired, unique, {}) for unique in desired.uniques}:
         constraint_aspects.append("unique")
+    if conflict_action(live.primary_key_conflict) != conflict_action(desired.primary_key_conflict):
+        constraint_aspects.append("primary key ON CONFLICT")
     if constraint_aspects:
         changes.append(ChangeTableConstraints(tuple(constraint_aspects)))
     option_aspects = tuple(
@@ -383,8 +414,10 @@ def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> t
         aspects.append("nullability")
     if desired.stable_default and _normalize_default(live.default) != _normalize_default(desired.default):
         aspects.append("default")
-    if sorted(normalize_expression(c, renames) for c in live.checks) != sorted(normalize_expression(c) for c in desired.checks):
+    if _check_signature(live.checks, renames) != _check_signature(desired.checks):
         aspects.append("check")
+    if live.not_null and desired.not_null and conflict_action(live.on_conflict) != conflict_action(desired.on_conflict):
+        aspects.append("NOT NULL ON CONFLICT")
     if (live.collate or "BINARY").upper() != (desired.collate or "BINARY").upper():
         aspects.append("collate")
     live_generated = normalize_expression(live.generated, renames) if live.generated is not None else None
@@ -392,6 +425,28 @@ def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> t
     if live_generated != desired_generated or (live.generated is not None and live.generated_stored != desired.generated_stored):
         aspects.append("generated")
     return tuple(aspects)
+
+
+def _check_signature(checks: tuple[Check, ...], renames: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """CHECKs compared by expression (whatever its spacing, quoting and comments) and by name,
+    which SQLite reports when a row violates one."""
+    return sorted((normalize_expression(check.sql, renames), check.name or "") for check in checks)
+
+
+def _unique_signature(table: Table, unique: UniqueConstraint, renames: dict[str, str]) -> tuple:
+    """What a UNIQUE constraint does: its columns (after renames), the collation each compares
+    with, their order, and its ON CONFLICT action."""
+    collations = []
+    for position, name in enumerate(unique.columns):
+        column = table.column(name)
+        own = ((column.collate if column else None) or "BINARY").upper()
+        collations.append(unique.collations[position] if position < len(unique.collations) else own)
+    return (
+        tuple(fold_name(renames.get(fold_name(name), name)) for name in unique.columns),
+        tuple(collations),
+        tuple(unique.descending) if any(unique.descending) else (),
+        conflict_action(unique.on_conflict),
+    )
 
 
 def _normalize_default(default: str | None) -> str | None:
@@ -425,17 +480,16 @@ def _translate_foreign_key(
     """The live foreign key as it reads after the planned table and column renames."""
     parent = table_renames.get(fold_name(key.ref_table), key.ref_table)
     parent_renames = column_renames.get(fold_name(parent), {})
-    return ForeignKey(
+    return replace(
+        key,
         columns=tuple(renames.get(fold_name(name), name) for name in key.columns),
         ref_table=parent,
         ref_columns=tuple(parent_renames.get(fold_name(name), name) for name in key.ref_columns),
-        on_delete=key.on_delete,
-        on_update=key.on_update,
     )
 
 
 def _foreign_key_set(keys: tuple[ForeignKey, ...]) -> set[tuple]:
-    return {(*key.link, key.on_delete, key.on_update) for key in keys}
+    return {(*key.link, key.on_delete, key.on_update, key.deferred) for key in keys}
 
 
 def _diff_indexes(desired: Table, live: Table, managed: ManagedObjects, renames: dict[str, str]) -> list[Change]:

@@ -12,9 +12,22 @@ import sqlite3
 from collections import defaultdict
 from dataclasses import replace
 
-from .ddl_parser import parse_create_table, parse_index_terms, parse_index_where
+from .ddl_parser import TableExtras, parse_create_table, parse_index_terms, parse_index_where
 from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
-from .schema import LWW_SUFFIX, Column, ForeignKey, Index, Schema, Table, Trigger, View, VirtualTable, fold_name
+from .schema import (
+    LWW_SUFFIX,
+    Check,
+    Column,
+    ForeignKey,
+    Index,
+    Schema,
+    Table,
+    Trigger,
+    UniqueConstraint,
+    View,
+    VirtualTable,
+    fold_name,
+)
 
 
 def introspect(conn: sqlite3.Connection) -> Schema:
@@ -99,15 +112,19 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
                 type=declared or "",
                 not_null=bool(not_null),
                 default=default,
-                checks=tuple(extra.checks) if extra else (),
+                checks=tuple(Check(text, check_name) for text, check_name in extra.checks) if extra else (),
+                on_conflict=extra.not_null.on_conflict if extra and extra.not_null else None,
                 collate=extra.collate if extra else None,
                 generated=(extra.generated if extra else None) if hidden in (2, 3) else None,
                 generated_stored=hidden == 3,
                 lww=fold_name(column_name + LWW_SUFFIX) in names,
             )
         )
-    uniques, indexes = _read_indexes(conn, name, index_sql)
+    uniques, indexes = _read_indexes(conn, name, index_sql, extras)
     primary_key = tuple(column for _, column in sorted(key))
+    key_clause = extras.primary_key or next(
+        (extras_by_name[fold_name(column)].primary_key for column in primary_key if fold_name(column) in extras_by_name), None
+    )
     if len(primary_key) == 1 and not extras.without_rowid:
         # An INTEGER PRIMARY KEY is the rowid: it can never be NULL, whatever the DDL says.
         columns = [
@@ -119,9 +136,11 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
         columns=tuple(columns),
         primary_key=primary_key,
         autoincrement=autoincrement,
-        foreign_keys=_read_foreign_keys(conn, name),
-        checks=tuple(extras.checks),
+        foreign_keys=_read_foreign_keys(conn, name, extras),
+        checks=tuple(Check(text, check_name) for text, check_name in extras.checks),
         uniques=uniques,
+        primary_key_conflict=key_clause.on_conflict if key_clause else None,
+        primary_key_name=key_clause.name if key_clause else None,
         strict=extras.strict,
         without_rowid=extras.without_rowid,
         indexes=indexes,
@@ -130,8 +149,8 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
 
 
 def _read_indexes(
-    conn: sqlite3.Connection, table: str, index_sql: dict[str, str]
-) -> tuple[tuple[tuple[str, ...], ...], tuple[Index, ...]]:
+    conn: sqlite3.Connection, table: str, index_sql: dict[str, str], extras: TableExtras
+) -> tuple[tuple[UniqueConstraint, ...], tuple[Index, ...]]:
     uniques = []
     indexes = []
     for _, index_name, unique, origin, partial in conn.execute(
@@ -141,7 +160,8 @@ def _read_indexes(
             "SELECT cid, name, \"desc\", coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno", (index_name,)
         ).fetchall()
         if origin == "u":
-            uniques.append(tuple(row[1] for row in key_columns))
+            columns = tuple(row[1] for row in key_columns)
+            uniques.append(_unique_constraint(columns, key_columns, extras))
             continue
         if origin != "c":
             continue
@@ -168,7 +188,24 @@ def _read_indexes(
     return tuple(uniques), tuple(indexes)
 
 
-def _read_foreign_keys(conn: sqlite3.Connection, table: str) -> tuple[ForeignKey, ...]:
+def _unique_constraint(columns: tuple[str, ...], key_columns: list[tuple], extras: TableExtras) -> UniqueConstraint:
+    """A UNIQUE constraint from PRAGMA index_xinfo (columns, collations, order) and the CREATE
+    text (its name and ON CONFLICT action, written on the table or on its single column)."""
+    folded = tuple(fold_name(column) for column in columns)
+    clause = extras.uniques.get(folded)
+    if clause is None and len(columns) == 1:
+        column = next((extra for key, extra in extras.columns.items() if fold_name(key) == folded[0]), None)
+        clause = column.unique if column else None
+    return UniqueConstraint(
+        columns=columns,
+        collations=tuple((collation or "BINARY").upper() for _, _, _, collation in key_columns),
+        descending=tuple(bool(descending) for _, _, descending, _ in key_columns),
+        on_conflict=clause.on_conflict if clause else None,
+        name=clause.name if clause else None,
+    )
+
+
+def _read_foreign_keys(conn: sqlite3.Connection, table: str, extras: TableExtras) -> tuple[ForeignKey, ...]:
     grouped: dict[int, list[tuple]] = defaultdict(list)
     for row in conn.execute(
         "SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
@@ -178,13 +215,20 @@ def _read_foreign_keys(conn: sqlite3.Connection, table: str) -> tuple[ForeignKey
     keys = []
     for fk_id in sorted(grouped, reverse=True):
         rows = grouped[fk_id]
+        columns = tuple(row[3] for row in rows)
+        clause = extras.foreign_keys.get(tuple(fold_name(column) for column in columns))
+        if clause is None and len(columns) == 1:
+            column = next((extra for key, extra in extras.columns.items() if fold_name(key) == fold_name(columns[0])), None)
+            clause = column.reference if column else None
         keys.append(
             ForeignKey(
-                columns=tuple(row[3] for row in rows),
+                columns=columns,
                 ref_table=rows[0][2],
                 ref_columns=tuple(row[4] for row in rows) if all(row[4] is not None for row in rows) else (),
                 on_delete=rows[0][6].upper(),
                 on_update=rows[0][5].upper(),
+                deferred=clause[1] if clause else False,
+                name=clause[0] if clause else None,
             )
         )
     return tuple(keys)
@@ -200,7 +244,7 @@ def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
         for key in table.foreign_keys:
             parent = by_name.get(fold_name(key.ref_table))
             if not key.ref_columns and parent is not None and parent.primary_key:
-                key = ForeignKey(key.columns, key.ref_table, parent.primary_key, key.on_delete, key.on_update)
+                key = replace(key, ref_columns=parent.primary_key)
                 changed = True
             keys.append(key)
         resolved.append(replace(table, foreign_keys=tuple(keys)) if changed else table)

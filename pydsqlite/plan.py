@@ -8,6 +8,8 @@ before anything runs, whether it would lose or reject existing rows.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .checks import dropped_values_check, table_rows_check
 from .ddl_parser import identifiers_in
 from .diff import (
@@ -33,7 +35,7 @@ from .diff import (
 )
 from .migration import DataCheck, MigrationPlan, Operation
 from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check
-from .schema import LWW_SUFFIX, Column, Index, Schema, Table, VirtualTable, fold_name
+from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name
 from .sqltext import (
     quote_identifier,
     render_add_column,
@@ -50,7 +52,7 @@ from .sqltext import (
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     """Order the changes: renames, creates, per-table alterations or rebuilds, then drops."""
     operations: list[Operation] = [_sql_object_operation(change) for change in schema_diff.dropped_objects]
-    operations.extend(_drop_virtual_table(virtual) for virtual in schema_diff.dropped_virtual)
+    operations.extend(_drop_whole("virtual table", virtual.name) for virtual in schema_diff.dropped_virtual)
     for item in schema_diff.altered:
         if item.rename is not None:
             operations.append(
@@ -68,21 +70,12 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     for item in schema_diff.altered:
         if not item.changes:
             continue
-        if _needs_rebuild(item):
-            operations.extend(rebuild_after_renames(item, live))
-        else:
-            operations.extend(_alter_in_place(item))
-    for table in schema_diff.dropped:
-        operations.append(
-            Operation(
-                kind="drop_table",
-                table=table.name,
-                description=f"drop table {table.name}",
-                statements=(render_drop_table(table.name),),
-                destructive=True,
-                checks=(table_rows_check(table.name),),
-            )
-        )
+        table_operations = rebuild_after_renames(item, live) if _needs_rebuild(item) else _alter_in_place(item)
+        if item.problems:
+            first = table_operations[0]
+            table_operations[0] = replace(first, problems=(*first.problems, *item.problems))
+        operations.extend(table_operations)
+    operations.extend(_drop_whole("table", table.name) for table in schema_diff.dropped)
     operations.extend(_sql_object_operation(change) for change in schema_diff.created_objects)
     renames = tuple(
         (item.desired.name, old, new)
@@ -105,15 +98,15 @@ def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTr
     return Operation(f"{action}_{kind}", table, describe_change(change), (sql,))
 
 
-def _drop_virtual_table(virtual: VirtualTable) -> Operation:
-    """A virtual table goes whole, with the shadow tables its module keeps (destructive: its rows go)."""
+def _drop_whole(kind: str, name: str) -> Operation:
+    """Drop a table, or a virtual table with the shadow tables its module keeps: destructive, its rows go."""
     return Operation(
-        kind="drop_virtual_table",
-        table=virtual.name,
-        description=f"drop virtual table {virtual.name}",
-        statements=(render_drop_table(virtual.name),),
+        kind=f"drop_{kind.replace(' ', '_')}",
+        table=name,
+        description=f"drop {kind} {name}",
+        statements=(render_drop_table(name),),
         destructive=True,
-        checks=(table_rows_check(virtual.name),),
+        checks=(table_rows_check(name),),
     )
 
 
@@ -162,17 +155,17 @@ def _can_drop_in_place(column: Column, table: Table, surviving_indexes: list[Ind
     name = fold_name(column.name)
     if name in {fold_name(key) for key in table.primary_key}:
         return False
-    if any(name in {fold_name(c) for c in unique} for unique in table.uniques):
+    if any(name in {fold_name(c) for c in unique.columns} for unique in table.uniques):
         return False
     if any(name in {fold_name(c) for c in key.columns} for key in table.foreign_keys):
         return False
     for index in surviving_indexes:
         if any(name in identifiers_in(term) for term in index.columns) or (index.where and name in identifiers_in(index.where)):
             return False
-    expressions = list(table.checks)
+    expressions = [check.sql for check in table.checks]
     for other in table.columns:
         if fold_name(other.name) != name:
-            expressions.extend(other.checks)
+            expressions.extend(check.sql for check in other.checks)
             if other.generated:
                 expressions.append(other.generated)
     return not any(name in identifiers_in(expression) for expression in expressions)

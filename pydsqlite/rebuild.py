@@ -16,6 +16,7 @@ from .metadata import METADATA_PREFIX
 from .migration import DataCheck, Operation, Replay, RowCopy
 from .schema import Column, Index, Schema, Table, column_affinity, fold_name
 from .sqltext import (
+    parenthesized,
     quote_identifier,
     quote_literal,
     render_create_index,
@@ -135,7 +136,7 @@ def _rename_columns(table: Table, mapping: dict[str, str]) -> Table:
         table,
         columns=tuple(replace(column, name=new(column.name)) for column in table.columns),
         primary_key=tuple(new(name) for name in table.primary_key),
-        uniques=tuple(tuple(new(name) for name in unique) for unique in table.uniques),
+        uniques=tuple(replace(unique, columns=tuple(new(name) for name in unique.columns)) for unique in table.uniques),
         foreign_keys=tuple(replace(key, columns=tuple(new(name) for name in key.columns)) for key in table.foreign_keys),
         indexes=tuple(replace(index, columns=tuple(new(name) for name in index.columns)) for index in table.indexes),
     )
@@ -179,7 +180,12 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     if desired.primary_key and _key_changed(item):
         checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
-        checks.append(_duplicates(desired, projection, unique, "a UNIQUE constraint"))
+        checks.append(
+            duplicates_check(
+                name, projection, unique_terms(desired, unique.columns, unique.collations), ", ".join(unique.columns),
+                f"a UNIQUE constraint{f' ({unique.name})' if unique.name else ''}",
+            )
+        )
     for key in desired.foreign_keys:
         parent = live_schema.table(key.ref_table)
         if (
@@ -192,8 +198,12 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     owned = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
     for column_name, check in owned:
+        named = f"CONSTRAINT {check.name} " if check.name else ""
         checks.append(
-            row_check(name, column_name, f"rows violate CHECK ({check})", projection, f"NOT ({check})", blocking=True, sample=SAMPLE)
+            row_check(
+                name, column_name, f"rows violate {named}CHECK ({' '.join(check.sql.split())})", projection,
+                f"NOT {parenthesized(check.sql)}", blocking=True, sample=SAMPLE,
+            )
         )
     for index in desired.indexes:
         if index.unique:

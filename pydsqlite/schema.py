@@ -56,20 +56,54 @@ def column_affinity(column: Column, table: Table) -> str | None:
     return column.affinity
 
 
+CONFLICT_ACTIONS = ("ROLLBACK", "ABORT", "FAIL", "IGNORE", "REPLACE")
+"""What an ON CONFLICT clause may say; ABORT is what a constraint does without one."""
+
+
+def conflict_action(action: str | None) -> str:
+    """The ON CONFLICT action a constraint takes (ABORT unless it says otherwise)."""
+    return action or "ABORT"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A CHECK constraint: its expression as written, and its CONSTRAINT name (which SQLite
+    reports when a row violates it)."""
+
+    sql: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class UniqueConstraint:
+    """A UNIQUE constraint written in CREATE TABLE (models declare unique indexes instead).
+
+    ``collations`` holds the collation each column compares with (upper-case), as SQLite
+    reports it; empty means each column's own."""
+
+    columns: tuple[str, ...]
+    collations: tuple[str, ...] = ()
+    descending: tuple[bool, ...] = ()
+    on_conflict: str | None = None
+    name: str | None = None
+
+
 @dataclass(frozen=True)
 class Column:
     """One physical column.
 
     ``default``, ``checks`` and ``generated`` hold SQL expression text exactly as it
     appears in the CREATE TABLE statement. ``renamed_from`` is only set on desired
-    columns; ``lww`` marks a column whose companion ``<name>__hlc`` exists.
+    columns; ``lww`` marks a column whose companion ``<name>__hlc`` exists;
+    ``on_conflict`` is the action of its NOT NULL constraint.
     """
 
     name: str
     type: str = ""
     not_null: bool = False
     default: str | None = None
-    checks: tuple[str, ...] = ()
+    checks: tuple[Check, ...] = ()
+    on_conflict: str | None = None
     collate: str | None = None
     generated: str | None = None
     generated_stored: bool = False
@@ -104,6 +138,9 @@ class ForeignKey:
     ref_columns: tuple[str, ...]
     on_delete: str = "NO ACTION"
     on_update: str = "NO ACTION"
+    deferred: bool = False
+    """DEFERRABLE INITIALLY DEFERRED: checked at COMMIT instead of at each statement."""
+    name: str | None = field(default=None, compare=False)
 
     @property
     def link(self) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
@@ -154,9 +191,11 @@ class Table:
     primary_key: tuple[str, ...] = ()
     autoincrement: bool = False
     foreign_keys: tuple[ForeignKey, ...] = ()
-    checks: tuple[str, ...] = ()
-    uniques: tuple[tuple[str, ...], ...] = ()
-    """Inline UNIQUE constraints (hand-written DDL); models declare unique indexes instead."""
+    checks: tuple[Check, ...] = ()
+    uniques: tuple[UniqueConstraint, ...] = ()
+    """UNIQUE constraints of the CREATE TABLE text (hand-written DDL); models declare unique indexes instead."""
+    primary_key_conflict: str | None = None
+    primary_key_name: str | None = field(default=None, compare=False)
     strict: bool = False
     without_rowid: bool = False
     indexes: tuple[Index, ...] = ()

@@ -7,7 +7,8 @@ import re
 import sqlite3
 from contextlib import closing
 
-from .schema import Column, ForeignKey, Index, Table
+from .ddl_parser import has_line_comment
+from .schema import Check, Column, ForeignKey, Index, Table, UniqueConstraint
 
 
 def quote_identifier(name: str) -> str:
@@ -66,24 +67,40 @@ def quote_identifiers(names: tuple[str, ...]) -> str:
     return ", ".join(quote_identifier(name) for name in names)
 
 
-def render_column(column: Column, *, inline_primary_key: bool = False, autoincrement: bool = False) -> str:
-    """The column definition as it appears inside CREATE TABLE."""
+def parenthesized(expression: str) -> str:
+    """``(expression)``, with a line break before the closing parenthesis when the expression
+    ends in a ``--`` comment (which would otherwise swallow it)."""
+    return f"({expression}\n)" if has_line_comment(expression) else f"({expression})"
+
+
+def _constraint(name: str | None, clause: str, on_conflict: str | None = None) -> str:
+    """A constraint clause with its CONSTRAINT name and ON CONFLICT action, when it has them."""
+    text = f"CONSTRAINT {quote_identifier(name)} {clause}" if name else clause
+    return f"{text} ON CONFLICT {on_conflict}" if on_conflict else text
+
+
+def render_check(check: Check) -> str:
+    return _constraint(check.name, f"CHECK {parenthesized(check.sql)}")
+
+
+def render_column(column: Column, *, inline_primary_key: bool = False, table: Table | None = None) -> str:
+    """The column definition as it appears inside CREATE TABLE (``table`` gives an inline
+    AUTOINCREMENT key its name and ON CONFLICT action)."""
     parts = [quote_identifier(column.name)]
     if column.type:
         parts.append(column.type)
-    if inline_primary_key:
-        parts.append("PRIMARY KEY AUTOINCREMENT" if autoincrement else "PRIMARY KEY")
+    if inline_primary_key and table is not None:
+        parts.append(_constraint(table.primary_key_name, "PRIMARY KEY", table.primary_key_conflict) + " AUTOINCREMENT")
     if column.not_null:
-        parts.append("NOT NULL")
+        parts.append(_constraint(None, "NOT NULL", column.on_conflict))
     if column.default is not None:
         parts.append(f"DEFAULT {_default_expression(column.default)}")
     if column.collate:
         parts.append(f"COLLATE {render_collation(column.collate)}")
-    for check in column.checks:
-        parts.append(f"CHECK ({check})")
+    parts.extend(render_check(check) for check in column.checks)
     if column.generated is not None:
         kind = "STORED" if column.generated_stored else "VIRTUAL"
-        parts.append(f"GENERATED ALWAYS AS ({column.generated}) {kind}")
+        parts.append(f"GENERATED ALWAYS AS {parenthesized(column.generated)} {kind}")
     return " ".join(parts)
 
 
@@ -96,7 +113,7 @@ def _default_expression(default: str) -> str:
     """A DEFAULT clause accepts literals bare; anything else needs parentheses."""
     if _is_plain_default(default):
         return default
-    return f"({default})"
+    return parenthesized(default)
 
 
 def _is_plain_default(default: str) -> bool:
@@ -118,32 +135,48 @@ def _is_plain_default(default: str) -> bool:
 
 def render_foreign_key(foreign_key: ForeignKey) -> str:
     text = f"FOREIGN KEY ({quote_identifiers(foreign_key.columns)}) REFERENCES {quote_identifier(foreign_key.ref_table)}"
+    if foreign_key.name:
+        text = f"CONSTRAINT {quote_identifier(foreign_key.name)} {text}"
     if foreign_key.ref_columns:
         text += f" ({quote_identifiers(foreign_key.ref_columns)})"
     if foreign_key.on_delete != "NO ACTION":
         text += f" ON DELETE {foreign_key.on_delete}"
     if foreign_key.on_update != "NO ACTION":
         text += f" ON UPDATE {foreign_key.on_update}"
+    if foreign_key.deferred:
+        text += " DEFERRABLE INITIALLY DEFERRED"
     return text
+
+
+def render_unique(table: Table, unique: UniqueConstraint) -> str:
+    """A UNIQUE constraint, each column with its collation (where it differs from the column's own)
+    and its order."""
+    terms = []
+    for position, name in enumerate(unique.columns):
+        term = quote_identifier(name)
+        column = table.column(name)
+        own = ((column.collate if column else None) or "BINARY").upper()
+        if position < len(unique.collations) and unique.collations[position] != own:
+            term += f" COLLATE {render_collation(unique.collations[position])}"
+        if position < len(unique.descending) and unique.descending[position]:
+            term += " DESC"
+        terms.append(term)
+    return _constraint(unique.name, f"UNIQUE ({', '.join(terms)})", unique.on_conflict)
 
 
 def render_create_table(table: Table, *, name: str | None = None) -> str:
     """CREATE TABLE for ``table``, optionally under another ``name`` (used by rebuilds)."""
     inline_pk = table.autoincrement and len(table.primary_key) == 1
     lines = [
-        render_column(
-            column,
-            inline_primary_key=inline_pk and column.name == table.primary_key[0],
-            autoincrement=table.autoincrement,
-        )
+        render_column(column, inline_primary_key=inline_pk and column.name == table.primary_key[0], table=table)
         for column in table.columns
     ]
     if table.primary_key and not inline_pk:
-        lines.append(f"PRIMARY KEY ({quote_identifiers(table.primary_key)})")
-    for unique in table.uniques:
-        lines.append(f"UNIQUE ({quote_identifiers(unique)})")
+        key = f"PRIMARY KEY ({quote_identifiers(table.primary_key)})"
+        lines.append(_constraint(table.primary_key_name, key, table.primary_key_conflict))
+    lines.extend(render_unique(table, unique) for unique in table.uniques)
     lines.extend(render_foreign_key(fk) for fk in table.foreign_keys)
-    lines.extend(f"CHECK ({check})" for check in table.checks)
+    lines.extend(render_check(check) for check in table.checks)
     body = ",\n    ".join(lines)
     options = []
     if table.without_rowid:
@@ -162,7 +195,7 @@ def render_create_index(index: Index) -> str:
     columns = ", ".join(quote_identifier(column) for column in index.columns)
     text = f"CREATE {unique}INDEX {quote_identifier(index.name)} ON {quote_identifier(index.table)} ({columns})"
     if index.where:
-        text += f" WHERE {index.where}"
+        text += f" WHERE {index.where}" + ("\n" if has_line_comment(index.where) else "")
     return text
 
 

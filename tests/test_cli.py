@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import pytest
 
 from pydsqlite import PrimaryKey, SyncModel, sync_models
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS_V1 = '''
 from typing import Annotated, Optional
@@ -31,11 +40,41 @@ class Tag(SyncModel, table="tags"):
     label: str
 '''
 
+MODELS_UNIQUE_NAME = MODELS_V1.replace("    name: str", "    name: Annotated[str, Unique()]").replace(
+    "import Index,", "import Index, Unique,"
+)
 
-def run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+
+def environment() -> dict[str, str]:
+    """This checkout's pydsqlite first on the path, whichever copy is installed; output buffered
+    as a user's shell has it (PYTHONUNBUFFERED would hide what happens at the final flush)."""
+    inherited = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    return {**inherited, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pydsqlite", *args]
+
+
+def run(*args: str, cwd: Path, stdin: str | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pydsqlite", *args], cwd=cwd, capture_output=True, text=True, input=stdin, timeout=60
+        [*prefix, *command(*args)], cwd=cwd, capture_output=True, text=True, input=stdin, timeout=60, env=environment()
     )
+
+
+def start(*args: str, cwd: Path, **options) -> subprocess.Popen:
+    options.setdefault("stdout", subprocess.PIPE)
+    options.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(command(*args), cwd=cwd, text=True, env=environment(), **options)
+
+
+def file_state(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file of the folder with its content hash and modification time."""
+    return {
+        path.name: (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+    }
 
 
 @pytest.fixture
@@ -62,45 +101,156 @@ def test_plan_exit_codes_and_formats(project):
     assert done.returncode == 0 and "Nothing to do" in done.stdout
 
 
-def test_sync_refuses_destructive_steps_without_the_flag(project):
+def test_sync_refuses_destructive_steps_with_the_library_listing_and_command_line_advice(project):
     db = project / "app.db"
     run("sync", "app.db", "--models", "app_models_v2", "--create", cwd=project)
     conn = sqlite3.connect(db)
     conn.execute("INSERT INTO items (id, name, stock) VALUES (1, 'a', 5)")
+    conn.execute("INSERT INTO tags VALUES (1, 'x'), (2, 'y')")
     conn.commit()
-    conn.close()
+    before = file_state(project)
     refused = run("sync", "app.db", "--models", "app_models", "--yes", cwd=project)
     assert refused.returncode == 1
-    assert refused.stderr.startswith("pydsqlite: error: the migration would lose data") and refused.stderr.count("\n") == 1
+    assert refused.stderr.splitlines() == [
+        "pydsqlite: error: the migration would lose data; pass --allow-destructive to apply it. Destructive steps:",
+        "  - DESTRUCTIVE drop column items.stock [1 row]",
+        "    ! items.stock: 1 row: values would be deleted with the column",
+        "  - DESTRUCTIVE drop table tags [2 rows]",
+        "    ! tags: 2 rows: rows would be deleted with the table",
+    ]
+    assert "allow_destructive=True" not in refused.stderr and "Traceback" not in refused.stderr
     assert "DESTRUCTIVE drop column items.stock [1 row]" in refused.stdout
+    assert file_state(project) == before
+    verbose = run("sync", "app.db", "--models", "app_models", "--yes", "--verbose", cwd=project)
+    assert "Traceback" in verbose.stderr and "DestructiveChangeError" in verbose.stderr
+    assert "pass --allow-destructive to apply it. Destructive steps:\n  - DESTRUCTIVE" in verbose.stderr
     applied = run("sync", "app.db", "--models", "app_models", "--yes", "--allow-destructive", cwd=project)
     assert applied.returncode == 0, applied.stderr
     assert sqlite3.connect(db).execute("SELECT id, name FROM items").fetchall() == [(1, "a")]
 
 
+def test_sync_refuses_an_impossible_plan_one_problem_per_line_without_asking(project):
+    import pty
+
+    (project / "unique_models.py").write_text(MODELS_UNIQUE_NAME)
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    conn = sqlite3.connect(project / "app.db")
+    conn.executemany("INSERT INTO items (id, name) VALUES (?, ?)", [(1, "pen"), (2, "pen"), (3, "ink"), (4, "ink")])
+    conn.commit()
+    before = file_state(project)
+    main_fd, replica_fd = pty.openpty()
+    process = start("sync", "app.db", "--models", "unique_models", cwd=project, stdin=replica_fd)
+    out, err = process.communicate(timeout=60)
+    os.close(main_fd)
+    os.close(replica_fd)
+    assert process.returncode == 1
+    assert "Apply this migration?" not in out  # nothing to confirm: it is refused anyway
+    lines = err.splitlines()
+    assert lines[0] == "pydsqlite: error: the migration cannot be applied; nothing was changed:"
+    assert lines[1].startswith("  - items.name: 4 rows: rows share a value") and len(lines) == 2
+    assert file_state(project) == before
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("plan", "missing.db", "--models", "app_models"), "database 'missing.db' does not exist"),
-        (("sync", "missing.db", "--models", "app_models"), "pass --create"),
-        (("plan", "garbage.db", "--models", "app_models"), "'garbage.db' is not a SQLite database"),
-        (("plan", "app.db", "--models", "no_such_module"), "cannot import models module 'no_such_module'"),
-        (("plan", "app.db", "--models", "app_models:Nope"), "app_models:Nope is not a table model"),
-        (("plan", "app.db", "--to", "missing.sql"), "schema 'missing.sql' does not exist"),
-        (("plan", "app.db", "--to", "broken.sql"), "does not load"),
-        (("inspect", "garbage.db"), "not a SQLite database"),
+        (("plan", "missing.db", "--models", "app_models"), "error: database 'missing.db' does not exist"),
+        (("sync", "missing.db", "--models", "app_models"), "error: database 'missing.db' does not exist (pass --create"),
+        (("sync", "no/such/folder/new.db", "--models", "app_models", "--create"), "folder"),
+        (("plan", "garbage.db", "--models", "app_models"), "error: 'garbage.db' is not a SQLite database"),
+        (("inspect", "garbage.db"), "error: 'garbage.db' is not a SQLite database"),
+        (("inspect", "subfolder"), "error: database 'subfolder' is a folder, not a file"),
+        (("plan", "app.db", "--models", "no_such_module"),
+         "error: cannot import models module 'no_such_module': no such module in the current folder or on the Python path"),
+        (("plan", "app.db", "--models", "needs_missing_package"),
+         "error: cannot import models module 'needs_missing_package': No module named 'not_installed_anywhere'"),
+        (("plan", "app.db", "--models", "broken_syntax"),
+         "error: cannot import models module 'broken_syntax': SyntaxError: '(' was never closed (broken_syntax.py, line 2)"),
+        (("plan", "app.db", "--models", "fails_on_import"),
+         "error: cannot import models module 'fails_on_import': JSONDecodeError at fails_on_import.py, line 2: Expecting"),
+        (("plan", "app.db", "--models", "empty_models"), "error: module 'empty_models' defines no table models (a table model is"),
+        (("plan", "app.db", "--models", "reexports"),
+         "error: module 'reexports' defines no table models (it imports table models from app_models: pass --models app_models)"),
+        (("plan", "app.db", "--models", "app_models.py"), "error: --models takes a module name such as 'app_models'"),
+        (("plan", "app.db", "--models", "pkg/models.py"), "error: --models takes a module name such as 'pkg.models'"),
+        (("plan", "app.db", "--models", "app_models:Nope"), "error: app_models:Nope is not a table model"),
+        (("plan", "app.db", "--models", "app_models:Item,"), "a model name is missing after ':' or ','"),
+        (("plan", "app.db", "--to", "missing.sql"), "error: schema 'missing.sql' does not exist"),
+        (("plan", "app.db", "--to", "broken.sql"), "error: schema 'broken.sql' does not load: "),
+        (("plan", "app.db", "--to", "notes.txt"), "error: schema 'notes.txt' is neither a SQLite database nor a .sql file"),
+        (("plan", "app.db", "--to", "subfolder"), "error: schema 'subfolder' is a folder, not a file"),
+        (("diff", "broken.sql", "app.db"), "error: schema 'broken.sql' does not load: "),
+        (("diff", "app.db", "missing.db"), "error: schema 'missing.db' does not exist"),
     ],
 )
 def test_errors_print_one_line_and_exit_1(project, args, message):
     sqlite3.connect(project / "app.db").close()
     (project / "garbage.db").write_bytes(b"definitely not sqlite" * 50)
+    (project / "notes.txt").write_text("CREATE TABLE notes (id INTEGER PRIMARY KEY);\n")
     (project / "broken.sql").write_text("CREATE TABLE (")
+    (project / "subfolder").mkdir()
+    (project / "needs_missing_package.py").write_text("import not_installed_anywhere\n")
+    (project / "broken_syntax.py").write_text("from pydsqlite import SyncModel\nx = (\n")
+    (project / "fails_on_import.py").write_text("import json\nSETTINGS = json.loads('{')\n")  # fails inside the json module
+    (project / "empty_models.py").write_text("from pydsqlite import SyncModel\n")
+    (project / "reexports.py").write_text("from app_models import *\n")
+    before = file_state(project)
     result = run(*args, cwd=project)
     assert result.returncode == 1
-    assert result.stderr.startswith("pydsqlite: error: ") and message in result.stderr
+    assert result.stderr.startswith("pydsqlite: error: ") and message in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert file_state(project) == before
     verbose = run("--verbose", *args, cwd=project)
     assert "Traceback" in verbose.stderr and verbose.returncode == 1
+    assert verbose.stderr.splitlines()[-1] == result.stderr.strip()
+
+
+def test_help_reads_as_plain_text_and_version_comes_from_the_package(project):
+    for args in ((), ("inspect",), ("plan",), ("sync",), ("diff",)):
+        shown = run(*args, "--help", cwd=project)
+        assert shown.returncode == 0 and shown.stdout.startswith(f"usage: pydsqlite {' '.join(args)}".rstrip())
+        assert "`" not in shown.stdout and "**" not in shown.stdout, shown.stdout
+    overview = run("--help", cwd=project).stdout
+    assert "Exit codes: 0 nothing to do" in overview and "--busy-timeout SECONDS" in overview
+    assert all(name in overview for name in ("inspect", "plan", "sync", "diff", "--version"))
+    for mistake in (("plan", "app.db", "--modles", "app_models"), ("plan", "app.db", "--models", "m", "--busy-timeout", "soon"), ()):
+        misused = run(*mistake, cwd=project)  # exit code 2 would read as "changes pending"
+        assert misused.returncode == 1 and misused.stderr.startswith("usage: pydsqlite") and "error: " in misused.stderr
+    after_the_command = run("plan", "missing.db", "--models", "app_models", "--busy-timeout", "1", "--verbose", cwd=project)
+    assert "Traceback" in after_the_command.stderr and after_the_command.returncode == 1
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    shown = run("--version", cwd=project)
+    assert shown.returncode == 0 and shown.stdout == f"pydsqlite {version}\n" and shown.stderr == ""
+
+
+def test_diff_from_a_database_counts_its_rows_and_leaves_it_untouched(project):
+    (project / "v1.sql").write_text(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, pinned INTEGER);\n"
+        "CREATE TABLE drafts (id INTEGER PRIMARY KEY, body TEXT);\n"
+    )
+    (project / "v2.sql").write_text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\n")
+    assert run("sync", "notes.db", "--to", "v1.sql", "--create", cwd=project).returncode == 0
+    conn = sqlite3.connect(project / "notes.db")
+    conn.executemany("INSERT INTO drafts VALUES (?, 'text')", [(1,), (2,), (3,)])
+    conn.execute("INSERT INTO notes VALUES (1, 'a', 1), (2, 'b', NULL)")
+    conn.commit()
+    conn.close()
+    before = file_state(project)
+    from_database = run("diff", "notes.db", "v2.sql", cwd=project)
+    assert from_database.returncode == 2, from_database.stderr
+    assert "DESTRUCTIVE drop table drafts [3 rows]" in from_database.stdout
+    assert "DESTRUCTIVE drop column notes.pinned [1 row]" in from_database.stdout
+    as_json = json.loads(run("diff", "notes.db", "v2.sql", "--json", cwd=project).stdout)
+    assert {op["table"]: op["row_count"] for op in as_json["operations"]} == {"drafts": 3, "notes": 1}
+    assert file_state(project) == before
+    from_file = run("diff", "v1.sql", "v2.sql", cwd=project)
+    assert from_file.returncode == 2, from_file.stderr
+    assert "DESTRUCTIVE drop table drafts\n" in from_file.stdout and "DESTRUCTIVE drop column notes.pinned" in from_file.stdout
+    assert "row" not in from_file.stdout  # a schema file has no rows: nothing is said about them
+    as_json = json.loads(run("diff", "v1.sql", "v2.sql", "--json", cwd=project).stdout)
+    assert [op["row_count"] for op in as_json["operations"]] == [None, None]
+    assert run("diff", "notes.db", "v1.sql", cwd=project).returncode == 0
 
 
 def test_desired_schema_as_sql_and_diff_between_files(project):
@@ -129,6 +279,109 @@ def test_desired_schema_as_sql_and_diff_between_files(project):
     assert [t["name"] for t in described["tables"]] == ["notes"] and described["views"][0]["name"] == "pinned_notes"
 
 
+@contextmanager
+def lock_held(path: Path, mode: str) -> Iterator[sqlite3.Connection]:
+    """Another process's lock, as SQLite sees it: a connection of this test process in a
+    transaction (EXCLUSIVE keeps readers out, IMMEDIATE other writers)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute(f"BEGIN {mode}")
+    try:
+        yield holder
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "locked", "mode"),
+    [
+        (("inspect", "app.db"), "app.db", "EXCLUSIVE"),
+        (("plan", "app.db", "--models", "app_models_v2"), "app.db", "EXCLUSIVE"),
+        (("plan", "other.db", "--to", "app.db"), "app.db", "EXCLUSIVE"),
+        (("diff", "app.db", "other.db"), "app.db", "EXCLUSIVE"),
+        (("sync", "app.db", "--models", "app_models_v2", "--yes"), "app.db", "IMMEDIATE"),
+    ],
+)
+def test_a_locked_database_is_reported_as_locked(project, args, locked, mode):
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    sqlite3.connect(project / "other.db").close()
+    before = file_state(project)  # (reading a file releases this process's SQLite locks on it: POSIX locks)
+    with lock_held(project / locked, mode):
+        result = run(*args, "--busy-timeout", "0.3", cwd=project)
+    assert file_state(project) == before
+    assert result.returncode == 1
+    *waiting, error = result.stderr.splitlines()
+    assert error == (
+        f"pydsqlite: error: database '{locked}' is locked: another process holds its lock (waited 0.3 s); "
+        "try again when it is done, or wait longer with --busy-timeout SECONDS"
+    )
+    # Told once, unless the first try used up the time.
+    assert waiting in ([], [f"pydsqlite: database '{locked}' is locked by another process; waiting up to 0.3 s (Ctrl-C to stop)"])
+    assert run(*args, cwd=project).returncode in (0, 2)  # free again: it works
+
+
+def test_a_command_waits_for_the_lock_and_goes_on_when_it_is_released(project):
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    with lock_held(project / "app.db", "EXCLUSIVE"):
+        process = start("plan", "app.db", "--models", "app_models_v2", "--busy-timeout", "120", cwd=project)
+        assert "is locked by another process; waiting up to 120 s" in process.stderr.readline()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2 and "add column items.stock" in out and err == ""
+
+
+def test_ctrl_c_while_sync_waits_for_the_lock_stops_at_once_and_changes_nothing(project):
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    before = file_state(project)
+    with lock_held(project / "app.db", "IMMEDIATE"):
+        process = start("sync", "app.db", "--models", "app_models_v2", "--yes", cwd=project)
+        assert "waiting up to 60 s (Ctrl-C to stop)" in process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)  # SQLite's own wait would hold it for 60 s
+    assert file_state(project) == before
+    assert process.returncode == 130 and err == "pydsqlite: interrupted; nothing was changed\n"
+    assert "create table tags" in out and "Applied" not in out
+
+
+def press_ctrl_c_at_the_prompt(process: subprocess.Popen) -> None:
+    """SIGINT, again if it arrived after the prompt was written but before the read began
+    (Python then acts on it only when the read returns)."""
+    while process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.mark.parametrize("new_file", [False, True])
+def test_ctrl_c_or_no_at_the_prompt_changes_nothing(project, new_file):
+    import pty
+
+    if not new_file:
+        run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    before = file_state(project)
+    args = ("sync", "app.db", "--models", "app_models_v2", *(("--create",) if new_file else ()))
+    for answer in ("no", "ctrl-c"):
+        main_fd, replica_fd = pty.openpty()
+        process = start(*args, cwd=project, stdin=replica_fd)
+        shown = ""
+        while not shown.endswith("Apply this migration? [y/N] "):
+            shown += process.stdout.read(1)
+        if answer == "no":
+            os.write(main_fd, b"n\n")
+        else:
+            press_ctrl_c_at_the_prompt(process)
+        out, err = process.communicate(timeout=60)
+        os.close(main_fd)
+        os.close(replica_fd)
+        if answer == "no":
+            assert process.returncode == 2 and out == "Nothing was changed.\n" and err == ""
+        else:
+            assert process.returncode == 130 and out == "\n" and err == "pydsqlite: interrupted; nothing was changed\n"
+        assert file_state(project) == before  # --create leaves no empty file behind
+
+
 def test_sync_asks_on_a_terminal_and_shows_plain_progress_otherwise(project):
     import pty
 
@@ -138,10 +391,7 @@ def test_sync_asks_on_a_terminal_and_shows_plain_progress_otherwise(project):
     conn.commit()
     (project / "app_models_v3.py").write_text(MODELS_V1.replace("price: Optional[float] = None", "price: float = 0.0"))
     main_fd, replica_fd = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pydsqlite", "sync", "app.db", "--models", "app_models_v3"],
-        cwd=project, stdin=replica_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process = start("sync", "app.db", "--models", "app_models_v3", cwd=project, stdin=replica_fd)
     os.write(main_fd, b"n\n")
     out, _ = process.communicate(timeout=60)
     os.close(main_fd)
@@ -151,6 +401,96 @@ def test_sync_asks_on_a_terminal_and_shows_plain_progress_otherwise(project):
     assert applied.returncode == 0
     assert "items: copied 0 of 500 rows" in applied.stderr and "items: copied 500 of 500 rows" in applied.stderr
     assert applied.stderr.count("items: copied") <= 12
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_counts_the_command_prints_agree_with_their_number(project, rows):
+    (project / "app_models_v3.py").write_text(MODELS_V1.replace("price: Optional[float] = None", "price: float = 0.0"))
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    conn = sqlite3.connect(project / "app.db")
+    conn.executemany("INSERT INTO items (id, name) VALUES (?, 'x')", [(i,) for i in range(rows)])
+    conn.commit()
+    rebuilt = run("sync", "app.db", "--models", "app_models_v3", "--yes", cwd=project)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    noun = "row" if rows == 1 else "rows"
+    assert f"items: copied {rows} of {rows} {noun}\n" in rebuilt.stderr and "1 rows" not in rebuilt.stderr
+    assert "Applied 1 operation.\n" in rebuilt.stdout
+    two = run("sync", "app.db", "--models", "app_models_v2", "--yes", cwd=project)
+    assert "Applied 2 operations.\n" in two.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(project):
+    with closing(sqlite3.connect(project / "big.db")) as conn:  # some 150 kB of schema: more than a pipe holds
+        conn.executescript(
+            "BEGIN;"
+            + "".join(f"CREATE TABLE t{n} (id INTEGER PRIMARY KEY, body TEXT, created TEXT, updated TEXT);" for n in range(2000))
+            + "COMMIT;"
+        )
+    process = start("inspect", "big.db", cwd=project)
+    assert process.stdout.readline().startswith("CREATE TABLE t0 ")
+    process.stdout.close()  # as `| head -1` does
+    assert process.stderr.read() == "" and process.wait(timeout=60) == 141
+    # Gone before anything was written: the output left for the interpreter's exit fails the same way.
+    process = start("plan", "big.db", "--models", "app_models", cwd=project)
+    process.stdout.close()
+    assert process.stderr.read() == "" and process.wait(timeout=60) == 141
+    # sync stops before changing anything when nobody can read its plan.
+    before = file_state(project)
+    process = start("sync", "new.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    process.stdout.close()
+    assert process.stderr.read() == "" and process.wait(timeout=60) == 141
+    assert file_state(project) == before
+
+
+def test_closed_progress_output_does_not_cancel_the_migration(project):
+    (project / "app_models_v3.py").write_text(MODELS_V1.replace("price: Optional[float] = None", "price: float = 0.0"))
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    conn = sqlite3.connect(project / "app.db")
+    conn.executemany("INSERT INTO items (id, name) VALUES (?, 'x')", [(i,) for i in range(100)])
+    conn.commit()
+    process = start("sync", "app.db", "--models", "app_models_v3", "--yes", cwd=project)
+    process.stderr.close()
+    out = process.stdout.read()
+    assert process.wait(timeout=60) == 0 and "Applied 1 operation." in out
+    assert conn.execute("SELECT count(*) FROM items WHERE price = 0.0").fetchone() == (100,)
+
+
+def file_permissions_apply() -> tuple[str, ...]:
+    """A command prefix under which file permissions apply: root reads and writes any file,
+    unless the capabilities that let it are dropped."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): root ignores file permissions")
+    return (setpriv, "--bounding-set=-dac_override,-dac_read_search", "--")
+
+
+def test_unreadable_and_read_only_files_are_named_as_such(project):
+    prefix = file_permissions_apply()
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    db = project / "app.db"
+    try:
+        db.chmod(0o000)
+        unreadable = run("plan", "app.db", "--models", "app_models_v2", cwd=project, prefix=prefix)
+        assert unreadable.returncode == 1
+        assert unreadable.stderr == "pydsqlite: error: cannot read database 'app.db': permission denied\n"
+        db.chmod(0o444)
+        before = file_state(project)
+        assert run("plan", "app.db", "--models", "app_models_v2", cwd=project, prefix=prefix).returncode == 2
+        read_only = run("sync", "app.db", "--models", "app_models_v2", "--yes", cwd=project, prefix=prefix)
+        assert read_only.returncode == 1 and read_only.stdout == ""
+        assert read_only.stderr == "pydsqlite: error: cannot write to database 'app.db': the file is read-only\n"
+        db.chmod(0o644)
+        project.chmod(0o555)
+        in_read_only_folder = run("sync", "app.db", "--models", "app_models_v2", "--yes", cwd=project, prefix=prefix)
+        assert in_read_only_folder.returncode == 1
+        assert "is read-only (SQLite writes its journal next to the database)" in in_read_only_folder.stderr
+        assert file_state(project) == {**before, "app.db": file_state(project)["app.db"]}
+        assert file_state(project)["app.db"][0] == before["app.db"][0]
+    finally:
+        project.chmod(0o755)
+        db.chmod(0o644)
 
 
 def test_progress_callback_reports_rows_and_can_cancel(conn):
@@ -181,9 +521,34 @@ def test_progress_callback_reports_rows_and_can_cancel(conn):
     assert conn.execute("SELECT count(*) FROM wide WHERE v = 0").fetchone() == (501,)
 
 
-def test_python_dash_m_and_console_script_agree(project):
-    help_text = run("--help", cwd=project)
-    assert help_text.returncode == 0 and "inspect" in help_text.stdout and "Exit codes" in help_text.stdout
+def installed_console_script() -> Path:
+    """The ``pydsqlite`` executable that pip installed with the package (beside the interpreter,
+    or wherever the installation's RECORD says)."""
+    installed = [found for found in importlib.metadata.distributions(name="pydsqlite") if found.read_text("RECORD")]
+    if not installed:  # (a source tree's pydsqlite.egg-info lists no installed files)
+        pytest.skip("pydsqlite is not installed: run `python3 -m pip install -e '.[test]'` to test its console script")
+    for distribution in installed:
+        for file in distribution.files or ():
+            if file.name in ("pydsqlite", "pydsqlite.exe") and file.parent.name in ("bin", "Scripts"):
+                return Path(distribution.locate_file(file)).resolve()
+    pytest.fail("pydsqlite is installed without its console script: [project.scripts] in pyproject.toml must name it")
+
+
+def test_the_installed_console_script_runs_the_command(project):
+    script = installed_console_script()
+
+    def run_script(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(script), *args], cwd=project, capture_output=True, text=True, timeout=60, env=environment())
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert run_script("--version").stdout == f"pydsqlite {version}\n"
+    assert run_script("--help").stdout == run("--help", cwd=project).stdout
+    applied = run_script("sync", "app.db", "--models", "app_models", "--create", "--yes")
+    assert applied.returncode == 0 and "Applied 1 operation." in applied.stdout, applied.stderr
+    pending = run_script("plan", "app.db", "--models", "app_models_v2")
+    assert pending.returncode == 2 and "add column items.stock" in pending.stdout
+    missing = run_script("plan", "missing.db", "--models", "app_models")
+    assert missing.returncode == 1 and missing.stderr == "pydsqlite: error: database 'missing.db' does not exist\n"
 
 
 def test_progress_bar_on_a_terminal_redraws_one_line_per_table():
@@ -201,7 +566,10 @@ def test_progress_bar_on_a_terminal_redraws_one_line_per_table():
         reporter("items", copied, 100)
     reporter("tags", 0, 10)
     reporter.finish()
+    reporter("one", 0, 1)
+    reporter("one", 1, 1)
     text = screen.getvalue()
-    assert text.count("\n") == 2 and text.count("\r") == 4
+    assert text.count("\n") == 3 and text.count("\r") == 6
     assert "items: [###############...............] 50/100 rows" in text
     assert "items: [##############################] 100/100 rows\n" in text
+    assert "one: [##############################] 1/1 row\n" in text

@@ -53,16 +53,17 @@ def canonical(schema: Schema) -> dict:
             "columns": sorted(
                 (fold_name(c.name), c.type, c.not_null, normalize_expression(c.default) if c.default else None,
                  (c.collate or "BINARY").upper(), normalize_expression(c.generated) if c.generated else None,
-                 tuple(sorted(normalize_expression(x) for x in c.checks)))
+                 tuple(sorted((normalize_expression(x.sql), x.name or "") for x in c.checks)), c.on_conflict)
                 for c in table.columns
             ),
             "primary_key": tuple(fold_name(c) for c in table.primary_key),
             "foreign_keys": sorted(
-                (tuple(map(fold_name, k.columns)), fold_name(k.ref_table), tuple(map(fold_name, k.ref_columns)), k.on_delete, k.on_update)
+                (tuple(map(fold_name, k.columns)), fold_name(k.ref_table), tuple(map(fold_name, k.ref_columns)), k.on_delete, k.on_update, k.deferred)
                 for k in table.foreign_keys
             ),
-            "uniques": sorted(tuple(map(fold_name, u)) for u in table.uniques),
-            "checks": sorted(normalize_expression(c) for c in table.checks),
+            "uniques": sorted((tuple(map(fold_name, u.columns)), u.collations, u.on_conflict) for u in table.uniques),
+            "checks": sorted((normalize_expression(c.sql), c.name or "") for c in table.checks),
+            "primary_key_conflict": table.primary_key_conflict,
             "options": (table.strict, table.without_rowid, table.autoincrement),
             "indexes": sorted(
                 (fold_name(i.name), tuple(fold_name(c) for c in i.columns), i.unique, normalize_expression(i.where) if i.where else None)

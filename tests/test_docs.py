@@ -49,7 +49,8 @@ def console_steps(session: str) -> list[tuple[str, list[str]]]:
 
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "console")], ids=lambda p: p.name)
 def test_console_sessions_run(page, tmp_path):
-    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    # This checkout's pydsqlite, also when the installed one (whose console script runs) is another copy.
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     for session in blocks(page, "console"):
         for command, expected in console_steps(session):
             result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=environment)

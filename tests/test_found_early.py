@@ -8,8 +8,18 @@ from typing import Annotated, Optional
 import pytest
 
 from pydsqlite import (
-    Collate, ForeignKey, Index, MigrationError, PrimaryKey, RenamedFrom, SchemaDefinitionError, SyncModel, Unique,
-    model_migration_plan, schema_from_sql, sync_models,
+    Collate,
+    ForeignKey,
+    Index,
+    MigrationError,
+    PrimaryKey,
+    RenamedFrom,
+    SchemaDefinitionError,
+    SyncModel,
+    Unique,
+    model_migration_plan,
+    schema_from_sql,
+    sync_models,
 )
 from pydsqlite.sync import apply_schema, preview_schema
 
@@ -178,8 +188,8 @@ def test_defaults_computed_at_import_time_never_cause_a_migration(memory_conn):
     import datetime as dt
     import uuid
 
-    from pydsqlite.sync import preview_schema
     from pydsqlite.compile import compile_models
+    from pydsqlite.sync import preview_schema
 
     def declare(moment: dt.datetime):
         return type(SyncModel)(

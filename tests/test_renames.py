@@ -136,3 +136,29 @@ def test_a_hint_whose_new_name_is_a_live_column_that_stays_changes_nothing(memor
         b: Annotated[str, RenamedFrom("a")]
 
     assert model_migration_plan(memory_conn, [Confused]).is_empty
+
+
+def test_a_rename_onto_a_column_the_models_drop_is_refused_not_guessed(memory_conn):
+    sync_models(memory_conn, [Pair])
+    memory_conn.execute("INSERT INTO pairs VALUES (1, 'A', 'B')")
+
+    class DropAThenRenameB(SyncModel, table="pairs"):  # a is gone, b is to be called a
+        id: Annotated[int, PrimaryKey()]
+        a: Annotated[str, RenamedFrom("b")]
+
+    plan = model_migration_plan(memory_conn, [DropAThenRenameB])
+    assert any("pairs.b cannot be renamed to a: a exists and stays" in problem for problem in plan.problems), plan
+    assert memory_conn.execute("SELECT * FROM pairs").fetchall() == [(1, "A", "B")]
+
+
+def test_a_hint_whose_old_name_is_wanted_again_is_read_as_already_applied(memory_conn):
+    """Without history the two readings look alike: a rename applied earlier (the old name then
+    reused for a new column), or a rename still to do. pydsqlite keeps both columns as they are."""
+    sync_models(memory_conn, [Pair])
+
+    class Reused(SyncModel, table="pairs"):
+        id: Annotated[int, PrimaryKey()]
+        a: Annotated[str, RenamedFrom("b")]
+        b: str
+
+    assert model_migration_plan(memory_conn, [Reused]).is_empty

@@ -8,7 +8,15 @@ from typing import Annotated, Optional
 
 import pytest
 
-from pydsqlite import DestructiveChangeError, PrimaryKey, SyncModel, model_migration_plan, schema_from_sql, sync_models, sync_schema
+from pydsqlite import (
+    DestructiveChangeError,
+    PrimaryKey,
+    SyncModel,
+    model_migration_plan,
+    schema_from_sql,
+    sync_models,
+    sync_schema,
+)
 from pydsqlite.sync import schema_migration_plan
 
 DOCS = """

@@ -1,0 +1,113 @@
+"""A rebuild keeps everything a table's SQL says that changes behaviour, the diff sees a change
+to any of it, and a model that does not say it plans its removal visibly, never silently."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Annotated, Optional
+
+import pytest
+
+from pydsqlite import PrimaryKey, SyncModel, model_migration_plan, schema_from_sql, sync_models
+from pydsqlite.sync import apply_schema, preview_schema
+
+
+def behaves(conn: sqlite3.Connection, statements: list[str]) -> list:
+    """Run statements in order; each gives its rows, or the error class and message."""
+    results = []
+    for statement in statements:
+        try:
+            results.append(conn.execute(statement).fetchall())
+        except sqlite3.Error as error:
+            results.append((type(error).__name__, str(error)))
+    conn.rollback()
+    return results
+
+
+# (table body with the feature, the column whose type the transform changes, statements whose results show the feature)
+FEATURES = {
+    "UNIQUE ON CONFLICT IGNORE": (
+        "id INTEGER PRIMARY KEY, email TEXT UNIQUE ON CONFLICT IGNORE, n INTEGER",
+        ["INSERT INTO t (email) VALUES ('a')", "INSERT INTO t (email) VALUES ('a')", "SELECT count(*) FROM t"],
+    ),
+    "table UNIQUE with COLLATE and DESC": (
+        "id INTEGER PRIMARY KEY, email TEXT, n INTEGER, UNIQUE (email COLLATE NOCASE DESC)",
+        ["INSERT INTO t (email) VALUES ('a')", "INSERT INTO t (email) VALUES ('A')", "SELECT count(*) FROM t"],
+    ),
+    "CHECK with a comment": (
+        "id INTEGER PRIMARY KEY, email TEXT, n INTEGER CHECK (n > 0 -- positive only\n)",
+        ["INSERT INTO t (n) VALUES (-1)", "INSERT INTO t (n) VALUES (1)", "SELECT count(*) FROM t"],
+    ),
+    "named CHECK": (
+        "id INTEGER PRIMARY KEY, email TEXT, n INTEGER, CONSTRAINT n_positive CHECK (n > 0)",
+        ["INSERT INTO t (n) VALUES (-1)"],
+    ),
+    "named column CHECK": (
+        "id INTEGER PRIMARY KEY, email TEXT, n INTEGER CONSTRAINT n_small CHECK (n < 10)",
+        ["INSERT INTO t (n) VALUES (11)"],
+    ),
+    "NOT NULL ON CONFLICT REPLACE": (
+        "id INTEGER PRIMARY KEY, email TEXT NOT NULL ON CONFLICT REPLACE DEFAULT 'none', n INTEGER",
+        ["INSERT INTO t (email) VALUES (NULL)", "SELECT email FROM t"],
+    ),
+    "PRIMARY KEY ON CONFLICT REPLACE": (
+        "id INTEGER, email TEXT, n INTEGER, PRIMARY KEY (id) ON CONFLICT REPLACE",
+        ["INSERT INTO t VALUES (1, 'a', 1)", "INSERT INTO t VALUES (1, 'b', 2)", "SELECT id, email FROM t"],
+    ),
+    "inline PRIMARY KEY AUTOINCREMENT ON CONFLICT IGNORE": (
+        "id INTEGER PRIMARY KEY ON CONFLICT IGNORE AUTOINCREMENT, email TEXT, n INTEGER",
+        ["INSERT INTO t VALUES (1, 'a', 1)", "INSERT INTO t VALUES (1, 'b', 2)", "SELECT id, email FROM t"],
+    ),
+    "deferred foreign key": (
+        "id INTEGER PRIMARY KEY, email TEXT, n INTEGER REFERENCES t (id) DEFERRABLE INITIALLY DEFERRED",
+        ["PRAGMA foreign_keys = ON", "BEGIN", "INSERT INTO t VALUES (1, 'a', 2)", "INSERT INTO t VALUES (2, 'b', NULL)",
+         "COMMIT", "SELECT count(*) FROM t", "PRAGMA foreign_keys = OFF"],
+    ),
+    "named table constraints": (
+        "id INTEGER, email TEXT, n INTEGER, CONSTRAINT pk_t PRIMARY KEY (id), CONSTRAINT uq_email UNIQUE (email), "
+        "CONSTRAINT fk_n FOREIGN KEY (n) REFERENCES t (id)",
+        ["SELECT sql LIKE '%CONSTRAINT%pk_t%' AND sql LIKE '%CONSTRAINT%uq_email%' AND sql LIKE '%CONSTRAINT%fk_n%' FROM sqlite_master WHERE name = 't'"],
+    ),
+}
+
+
+def transformed(body: str) -> str:
+    """The same table with one column's type changed (n INTEGER -> REAL): a rebuild."""
+    return body.replace("n INTEGER", "n REAL", 1)
+
+
+@pytest.mark.parametrize("feature", sorted(FEATURES))
+def test_a_rebuild_keeps_what_the_table_says(memory_conn, feature):
+    body, statements = FEATURES[feature]
+    memory_conn.isolation_level = None
+    reference = sqlite3.connect(":memory:", isolation_level=None)
+    reference.execute(f"CREATE TABLE t ({transformed(body)})")
+    memory_conn.execute(f"CREATE TABLE t ({body})")
+    desired = schema_from_sql(f"CREATE TABLE t ({transformed(body)});")
+    plan = apply_schema(memory_conn, desired)
+    assert plan.rebuilt_tables == ("t",), plan
+    assert behaves(memory_conn, statements) == behaves(reference, statements)
+    assert preview_schema(memory_conn, desired).is_empty
+
+
+@pytest.mark.parametrize("feature", sorted(FEATURES))
+def test_a_change_to_only_that_clause_is_seen(memory_conn, feature):
+    body, _ = FEATURES[feature]
+    plain = sqlite3.connect(":memory:")
+    plain.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, n INTEGER)")
+    desired = schema_from_sql(f"CREATE TABLE t ({body});")
+    plan = preview_schema(plain, desired)
+    assert plan.rebuilt_tables == ("t",), (feature, plan)
+
+
+def test_a_model_that_does_not_say_it_plans_its_removal_visibly(memory_conn):
+    memory_conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT UNIQUE ON CONFLICT IGNORE)")
+
+    class People(SyncModel, table="people"):
+        id: Annotated[int, PrimaryKey()]
+        email: Optional[str] = None
+
+    plan = model_migration_plan(memory_conn, [People])
+    assert plan.rebuilt_tables == ("people",) and "unique" in str(plan)
+    sync_models(memory_conn, [People])
+    assert model_migration_plan(memory_conn, [People]).is_empty
