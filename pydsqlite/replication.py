@@ -371,7 +371,7 @@ class Replica:
             row.update(state.values)
             data.append(codec.decode_values(row))
         try:
-            instances = codec.validate_many(data)
+            instances = codec.validate_stored(data)
         except ValidationError as error:
             position = error.errors()[0]["loc"][0]
             key = states[position].key if isinstance(position, int) else "?"
