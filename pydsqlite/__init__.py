@@ -9,6 +9,9 @@ from .errors import (
     RowNotFoundError,
     RowValidationError,
     SchemaDefinitionError,
+    SchemaMismatchError,
+    UnstorableValueError,
+    UsageError,
 )
 from .hlc import HLC, ClockError, Timestamp
 from .markers import LWW, Collate, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, Unique
@@ -46,10 +49,13 @@ __all__ = [
     "RowValidationError",
     "Schema",
     "SchemaDefinitionError",
+    "SchemaMismatchError",
     "SyncError",
     "SyncModel",
     "Timestamp",
     "Unique",
+    "UnstorableValueError",
+    "UsageError",
     "col",
     "migration_history",
     "model_migration_plan",

@@ -7,10 +7,12 @@ registered: encoding is explicit, per column.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import enum
 import json
+import re
 import types
 import typing
 import uuid
@@ -122,6 +124,59 @@ def _json_text(value: Any) -> str:
     return json.dumps(to_jsonable_python(value), separators=(",", ":"), ensure_ascii=False)
 
 
+def _json_text_whole_minute_offsets(value: Any) -> str:
+    """JSON text of a value whose type can hold date-times or times: pydantic's JSON writes UTC
+    offsets in whole minutes, so one with seconds would come back as another instant; refused."""
+    _refuse_offsets_with_seconds(value)
+    return _json_text(value)
+
+
+def _refuse_offsets_with_seconds(value: Any) -> None:
+    if isinstance(value, (dt.datetime, dt.time)):
+        offset = value.utcoffset()
+        if offset is not None and (offset.seconds % 60 or offset.microseconds):
+            raise ValueError(
+                f"UTC offset {offset} has seconds, which JSON (pydantic's format) drops; "
+                "convert the value to a whole-minute offset (e.g. UTC) or store it in a datetime field of its own"
+            )
+    elif isinstance(value, BaseModel):
+        for item in value.__dict__.values():
+            _refuse_offsets_with_seconds(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_offsets_with_seconds(key)
+            _refuse_offsets_with_seconds(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _refuse_offsets_with_seconds(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            _refuse_offsets_with_seconds(getattr(value, field.name))
+
+
+def _may_hold_datetimes(annotation: Any, seen: set[int]) -> bool:
+    """Whether values of ``annotation`` can contain a date-time or time (through nested models,
+    dataclasses, lists, dicts...); unresolvable annotations count as yes."""
+    if id(annotation) in seen:
+        return False
+    seen.add(id(annotation))
+    if isinstance(annotation, type):
+        if issubclass(annotation, (dt.datetime, dt.time)):
+            return True
+        if issubclass(annotation, BaseModel):
+            return any(_may_hold_datetimes(info.annotation, seen) for info in annotation.model_fields.values())
+        if dataclasses.is_dataclass(annotation) or typing.is_typeddict(annotation):
+            try:
+                hints = typing.get_type_hints(annotation)
+            except Exception:  # unresolvable forward references: check the values instead
+                return True
+            return any(_may_hold_datetimes(hint, seen) for hint in hints.values())
+        return False
+    if isinstance(annotation, (str, typing.ForwardRef)):
+        return True
+    return any(_may_hold_datetimes(arg, seen) for arg in get_args(annotation))
+
+
 def _finite_float(value: Any) -> float:
     if value != value:
         raise ValueError("NaN cannot be stored: SQLite turns it into NULL")
@@ -155,6 +210,8 @@ def encoder_for(annotation: Any) -> Callable[[Any], Any] | None:
         return lambda value: encode(_enum_value(value))
     if kind == "int":
         return int  # plain int for int subclasses (bound exactly by sqlite3)
+    if kind == "json" and _may_hold_datetimes(inner, set()):
+        return _json_text_whole_minute_offsets
     return encode
 
 
@@ -173,6 +230,47 @@ def decoder_for(annotation: Any) -> Callable[[Any], Any] | None:
 
 def _parse_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+_OFFSET_WITH_SECONDS = re.compile(r"([+-])(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?\Z")
+_ISO_PARSERS: dict[str, Callable[[str], Any]] = {"datetime": dt.datetime.fromisoformat, "time": dt.time.fromisoformat}
+
+
+def parse_offset_with_seconds(kind: str, stored: Any) -> Any:
+    """A date-time or time stored with a UTC offset that has seconds, parsed; None for anything else.
+
+    Pydantic reads offsets in whole minutes only, while Python's offsets (an old date's
+    local mean time in ``zoneinfo``, any ``timezone(timedelta(...))``) can have seconds and
+    microseconds. Readers call this only for values Pydantic refused, so normal reads pay
+    nothing. The offset is read here, not by ``fromisoformat``, which drops the microseconds
+    of an offset under one second.
+    """
+    parse = _ISO_PARSERS.get(kind)
+    match = _OFFSET_WITH_SECONDS.search(stored) if parse is not None and isinstance(stored, str) else None
+    if match is None:
+        return None
+    sign, hours, minutes, seconds, fraction = match.groups()
+    offset = dt.timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds), microseconds=int((fraction or "0").ljust(6, "0")))
+    try:
+        return parse(stored[: match.start()]).replace(tzinfo=dt.timezone(-offset if sign == "-" else offset))
+    except ValueError:
+        return None
+
+
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def unstorable_reason(stored: Any) -> str | None:
+    """Why SQLite cannot take an encoded value exactly (None if it can). Used after the driver
+    refused a write, to name the culprit, and on declared defaults."""
+    if isinstance(stored, int) and not INT64_RANGE[0] <= stored <= INT64_RANGE[1]:
+        return "SQLite integers are 64-bit (-2**63 to 2**63-1); use Decimal, str or a JSON field for larger numbers"
+    if isinstance(stored, str):
+        try:
+            stored.encode("utf-8")
+        except UnicodeEncodeError as error:
+            return f"text holds a lone surrogate {stored[error.start]!r}, which has no UTF-8 form"
+    return None
 
 
 def encode_value(kind: str, value: Any) -> Any:

@@ -19,9 +19,9 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from . import markers
-from .codecs import SQL_TYPE_OF_KIND, UnsupportedType, encode_value, split_optional, storage_kind
+from .codecs import SQL_TYPE_OF_KIND, UnsupportedType, encode_value, split_optional, storage_kind, unstorable_reason
 from .delete_capture import capture_triggers
-from .errors import SchemaDefinitionError
+from .errors import SchemaDefinitionError, UsageError
 from .hlc import BASELINE
 from .metadata import schema_fingerprint
 from .model import registered_models, registry_version, table_options
@@ -54,7 +54,7 @@ def compile_models(models: Iterable[type[BaseModel]] | None = None) -> Schema:
 
 def compile_cached(models: Iterable[type[BaseModel]] | None = None) -> CompiledModels:
     """``compile_models`` memoised per set of model classes and registry state (apps sync on every start)."""
-    chosen = tuple(registered_models() if models is None else models)
+    chosen = tuple(registered_models()) if models is None else _model_list_argument(models)
     key = (chosen, registry_version())
     hit = _cache.get(key)
     if hit is not None:
@@ -68,12 +68,43 @@ def compile_cached(models: Iterable[type[BaseModel]] | None = None) -> CompiledM
     return compiled
 
 
+def _model_list_argument(models: Any) -> tuple[type[BaseModel], ...]:
+    """``models`` as a tuple of model classes; ``UsageError`` for a single model, a name or an instance."""
+    if isinstance(models, (type, str, bytes, BaseModel)) or not isinstance(models, Iterable):
+        if isinstance(models, type):
+            shown = f"the class {models.__qualname__}; pass a list: [{models.__name__}]"
+        else:
+            shown = _describe(models)
+        raise UsageError(f"models must be a list of table model classes, not {shown}")
+    return tuple(table_model_argument(model) for model in models)
+
+
+def table_model_argument(model: Any) -> type[BaseModel]:
+    """``model`` if it is a table model class: ``UsageError`` for other objects,
+    ``SchemaDefinitionError`` for a model class that declares no table."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise UsageError(f"expected a table model class, not {_describe(model)}")
+    if table_options(model) is None:
+        raise SchemaDefinitionError(model.__qualname__, None, "is not a table model (declare table=...)")
+    return model
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, type):
+        return f"the class {value.__qualname__}"
+    if isinstance(value, BaseModel):
+        return f"an instance of {type(value).__qualname__} (pass the class {type(value).__name__})"
+    if isinstance(value, str):
+        return f"the string {value!r} (pass the model class, not a table name)"
+    shown = repr(value)
+    return f"{type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
 def _compile(chosen: tuple[type[BaseModel], ...]) -> Schema:
     by_table: dict[str, type[BaseModel]] = {}
     for model in chosen:
         options = table_options(model)
-        if options is None:
-            raise SchemaDefinitionError(model.__qualname__, None, "is not a table model (declare table=...)")
+        assert options is not None  # checked by _model_list_argument
         key = fold_name(options.table)
         if key in by_table and by_table[key] is not model:
             raise SchemaDefinitionError(
@@ -262,9 +293,14 @@ def _default(field: _FieldDeclaration, *, auto_key: bool = False) -> str | None:
     if value is None:
         return None
     try:
-        return quote_literal(encode_value(field.kind, value))
+        stored = encode_value(field.kind, value)
+        literal = quote_literal(stored)
     except ValueError as error:
         raise field.error(f"default {info.default!r} cannot be an SQL DEFAULT: {error}") from None
+    reason = unstorable_reason(stored)
+    if reason is not None:
+        raise field.error(f"default {info.default!r} cannot be stored: {reason}")
+    return literal
 
 
 def _checks(field: _FieldDeclaration) -> tuple[Check, ...]:

@@ -1,8 +1,9 @@
 """``Database``: typed reads and writes of table models, every row validated by its model.
 
 A thin layer over one ``sqlite3.Connection``: SQL comes from the model's ``RowCodec``,
-values are always bound parameters, and each write runs in its own transaction
-unless it is inside ``db.transaction()`` (nested use gives savepoints).
+values are always bound parameters, and each write is one unit: its own transaction, or a
+savepoint inside a transaction already open (``db.transaction()``, the caller's own, or the
+one a PEP 249 connection always has). SQLite's refusals become errors of our hierarchy.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from .codecs import encode_param
-from .errors import ConstraintError, RowNotFoundError
+from .codecs import encode_param, unstorable_reason
+from .errors import ConstraintError, RowNotFoundError, SchemaMismatchError, UnstorableValueError, UsageError
 from .hlc import DEFAULT_MAX_DRIFT_MS, HLC
 from .node import Node
 from .query import Condition
 from .replication import ChangeSet, Replica
 from .rowcodec import RowCodec, codec_for
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN
+from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from .sqltext import quote_identifier
+from .transactions import begin_statement, pep249_mode
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,11 +45,13 @@ class Database:
         wall_clock: Callable[[], int] | None = None,
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
     ) -> None:
+        if not isinstance(conn, (sqlite3.Connection, str, os.PathLike)):
+            raise UsageError(f"Database() takes a sqlite3.Connection or a path, not {type(conn).__name__}")
         self._owns = not isinstance(conn, sqlite3.Connection)
         self.conn = conn if isinstance(conn, sqlite3.Connection) else sqlite3.connect(os.fspath(conn))
         self._depth = 0
-        self._node = Node(self.conn, wall_clock, max_drift_ms, self.transaction)
-        self._replica = Replica(self.conn, self._node, self.transaction)
+        self._node = Node(self.conn, wall_clock, max_drift_ms, self._atomic)
+        self._replica = Replica(self.conn, self._node, self._atomic)
 
     def close(self) -> None:
         """Close the connection if this object opened it."""
@@ -64,31 +68,48 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
-        """Commit on success, roll back on error; nested (or inside the caller's transaction) uses a savepoint."""
-        if self._depth == 0 and not self.conn.in_transaction:
-            self.conn.execute("BEGIN")
-            begin, commit, rollback = None, "COMMIT", "ROLLBACK"
-        else:
-            name = f"pydsqlite_sp{self._depth}"
-            self.conn.execute(f"SAVEPOINT {name}")
-            begin, commit, rollback = name, f"RELEASE {name}", f"ROLLBACK TO {name}"
+        """Commit on success, roll back on error; a nested block is a savepoint.
+
+        The outermost block runs its own ``BEGIN`` (as the connection's ``isolation_level``
+        asks) … ``COMMIT`` — unless a transaction is already open: inside the caller's own
+        (legacy mode) it is a savepoint and the caller commits; on a PEP 249 connection
+        (``autocommit=False``) it is a savepoint of the pending transaction and success
+        commits that transaction, as ``conn.commit()`` does.
+        """
+        with self._atomic(commit_pending=True):
+            yield self
+
+    @contextmanager
+    def _atomic(self, *, commit_pending: bool = False) -> Iterator[None]:
+        """One unit of writes: its own transaction when none is open, else a savepoint.
+        ``commit_pending``: on a PEP 249 connection, success at the outermost level commits."""
+        conn = self.conn
+        savepoint = None if self._depth == 0 and not conn.in_transaction else f"pydsqlite_sp{self._depth}"
+        conn.execute(begin_statement(conn) if savepoint is None else f"SAVEPOINT {savepoint}")
+        commit_after = commit_pending and savepoint is not None and self._depth == 0 and pep249_mode(conn)
         self._depth += 1
         try:
-            yield self
+            yield
         except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK" if savepoint is None else f"ROLLBACK TO {savepoint}")
+                if savepoint is not None:
+                    conn.execute(f"RELEASE {savepoint}")
+            raise
+        else:
+            if savepoint is not None:
+                conn.execute(f"RELEASE {savepoint}")
+                if commit_after:
+                    conn.commit()
+                return
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                if conn.in_transaction:  # a failed COMMIT leaves the transaction open: all or nothing
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
             self._depth -= 1
-            if self.conn.in_transaction:
-                self.conn.execute(rollback)
-                if begin is not None:
-                    self.conn.execute(f"RELEASE {begin}")
-            raise
-        self._depth -= 1
-        try:
-            self.conn.execute(commit)
-        except sqlite3.Error:  # a deferred foreign key fails the COMMIT and leaves the transaction open
-            if begin is None and self.conn.in_transaction:
-                self.conn.execute(rollback)
-            raise
 
     # --- the clock ---------------------------------------------------------------------------
 
@@ -120,7 +141,7 @@ class Database:
 
     def insert(self, obj: M) -> M:
         """Validate and insert one row; returns the validated instance (with its key if SQLite assigned it)."""
-        codec = codec_for(type(obj)) if isinstance(obj, BaseModel) else _needs_model(obj)
+        codec = _codec_of_instance(obj, "insert()")
         instance = codec.validate(obj)
         with self._writing(codec):
             return self._insert_one(codec, instance)
@@ -128,11 +149,15 @@ class Database:
     def insert_many(self, objs: Iterable[M], model: type[M] | None = None) -> int:
         """Validate every object first (a ValidationError names the failing index and writes nothing),
         then insert them all in one transaction with ``executemany``; returns the number inserted."""
+        if isinstance(objs, (BaseModel, str, bytes, dict)):
+            raise UsageError(f"insert_many() takes an iterable of rows, not {type(objs).__name__}; use insert() for one")
         items = list(objs)
         if not items:
             return 0
-        model = model or type(items[0])
-        codec = codec_for(model)
+        if model is None:
+            codec = _codec_of_instance(items[0], "insert_many() without model=")
+        else:
+            codec = codec_for(model)
         with _collector_paused():
             instances = codec.validate_many(items)
         with self._writing(codec):
@@ -140,8 +165,9 @@ class Database:
         return len(instances)
 
     def upsert(self, obj: M) -> M:
-        """Insert the row, or update it when its primary key exists."""
-        codec = codec_for(type(obj))
+        """Insert the row, or update the row with its primary key (never another row)."""
+        codec = _codec_of_instance(obj, "upsert()")
+        codec.require_key("upsert()")
         instance = codec.validate(obj)
         with self._writing(codec):
             if codec.auto_key and getattr(instance, codec.auto_key) is None:
@@ -153,21 +179,30 @@ class Database:
             return instance  # type: ignore[return-value]
 
     def update(self, obj_or_model: Any, key: Any = None, **changes: Any) -> Any:
-        """``update(obj)`` writes every field of ``obj``; ``update(Model, key, field=value, ...)`` changes
-        some fields of a stored row. The merged row is validated; returns it."""
+        """``update(obj)`` writes every field of ``obj`` to the row with its key; ``update(Model, key,
+        field=value, ...)`` changes some fields of the row with ``key``, which may include key fields:
+        the row then moves to the new key (``ConstraintError`` if that key is taken; refused on
+        synced tables, whose rows are known to replicas by their key). Returns the validated row."""
         if isinstance(obj_or_model, type):
             codec = codec_for(obj_or_model)
+            params = codec.key_params(key, "update()")
+            unknown = sorted(set(changes) - set(codec.fields))
+            if unknown:
+                raise UsageError(
+                    f"update(): {codec.model.__qualname__} has no field(s) {', '.join(map(repr, unknown))} "
+                    f"(fields: {', '.join(codec.fields)})"
+                )
             with self._writing(codec):
-                current = self._fetch(codec, codec.key_params(key))
+                current = self._fetch(codec, params)
                 if current is None:
                     raise RowNotFoundError(f"no row with key {key!r} in table {codec.name!r}")
-                unknown = set(changes) - set(codec.fields)
-                if unknown:
-                    raise TypeError(f"{codec.model.__name__} has no field(s) {sorted(unknown)}")
                 instance = codec.validate_fields({**current.__dict__, **changes})
-                self._update_row(codec, instance, current)
+                self._update_row(codec, instance, current, move_key=any(name in changes for name in codec.key))
                 return instance
-        codec = codec_for(type(obj_or_model))
+        if changes or key is not None:
+            raise UsageError("update(obj) takes the instance only; to change some fields use update(Model, key, field=value)")
+        codec = _codec_of_instance(obj_or_model, "update()")
+        codec.require_key("update()")
         instance = codec.validate(obj_or_model)
         with self._writing(codec):
             current = self._fetch(codec, codec.key_of(instance))
@@ -180,14 +215,16 @@ class Database:
         """Delete one row by instance or by ``(Model, key)``; returns whether a row was deleted."""
         if isinstance(obj_or_model, type):
             codec = codec_for(obj_or_model)
-            params = codec.key_params(key)
+            params = codec.key_params(key, "delete()")
         else:
-            codec = codec_for(type(obj_or_model))
+            codec = _codec_of_instance(obj_or_model, "delete()")
+            codec.require_key("delete()")
             params = codec.key_of(codec.validate(obj_or_model))
-        with self._writing(codec):
+        with self._writing(codec), _binding(lambda: _unstorable_param(codec, params, codec.key)):
             if codec.synced:
                 return self._replica.delete(codec, params)
             cursor = self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", params)
+            _check_one_row(codec, params, cursor.rowcount)
         return cursor.rowcount > 0
 
     # --- reads -----------------------------------------------------------------------------
@@ -195,7 +232,9 @@ class Database:
     def get(self, model: type[M], key: Any) -> M | None:
         """The row with primary key ``key`` (a tuple for composite keys), or None."""
         codec = codec_for(model)
-        return self._fetch(codec, codec.key_params(key))  # type: ignore[return-value]
+        params = codec.key_params(key, "get()")
+        with _reading(codec):
+            return self._fetch(codec, params)  # type: ignore[return-value]
 
     def select(
         self,
@@ -222,27 +261,39 @@ class Database:
         """Like ``select`` but streams rows from the cursor, so memory stays flat for any result size."""
         codec = codec_for(model)
         sql, bound = _query(codec, codec.select_sql, where, params, order_by, limit, offset)
-        cursor = self.conn.execute(sql, bound)
+        return self._stream(codec, sql, bound)  # type: ignore[return-value]
+
+    def _stream(self, codec: RowCodec, sql: str, bound: list[Any]) -> Iterator[BaseModel]:
+        with _reading(codec, bound):
+            cursor = self.conn.execute(sql, bound)
         while rows := cursor.fetchmany(_BATCH):
-            yield from codec.decode_many(rows)  # type: ignore[misc]
+            yield from codec.decode_many(rows)
 
     def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Sequence[Any] = ()) -> int:
+        """The number of rows matching ``where`` (all rows without one)."""
         codec = codec_for(model)
         sql, bound = _query(codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
-        return int(self.conn.execute(sql, bound).fetchone()[0])
+        with _reading(codec, bound):
+            return int(self.conn.execute(sql, bound).fetchone()[0])
 
     # --- internals ---------------------------------------------------------------------------
 
     @contextmanager
     def _writing(self, codec: RowCodec) -> Iterator[None]:
-        """A write in its own transaction (or savepoint); SQLite constraint failures become ConstraintError."""
+        """A write as one unit (see ``_atomic``): SQLite refusing it raises ``ConstraintError``, a table or
+        column it lacks ``SchemaMismatchError``; either way the unit is rolled back."""
         try:
-            with self.transaction():
+            with self._atomic():
                 if codec.synced:
                     self._replica.settle_captured()  # deletes made outside pydsqlite come first, in order
                 yield
         except sqlite3.IntegrityError as error:
             raise _constraint_error(codec, error) from error
+        except sqlite3.OperationalError as error:
+            mismatch = _schema_error(codec, error)
+            if mismatch is None:
+                raise
+            raise mismatch from error
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> sqlite3.Cursor:
         """INSERT validated instances with ``executemany``. Rows of a synced table are one write
@@ -264,8 +315,9 @@ class Database:
                 values.extend((stamp, first_seq + position))
             groups.setdefault(codec.insert_sql[auto], []).append(values)
         cursor = None
-        for sql, rows in groups.items():
-            cursor = self.conn.executemany(sql, rows) if len(rows) > 1 else self.conn.execute(sql, rows[0])
+        with _binding(lambda: next(filter(None, map(codec.unstorable, instances)), None)):
+            for sql, rows in groups.items():
+                cursor = self.conn.executemany(sql, rows) if len(rows) > 1 else self.conn.execute(sql, rows[0])
         if codec.synced:
             self._replica.revive(keys, codec, first_seq)
         assert cursor is not None
@@ -278,16 +330,25 @@ class Database:
         return instance
 
     def _fetch(self, codec: RowCodec, key_params: tuple[Any, ...]) -> BaseModel | None:
-        row = self.conn.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
+        with _binding(lambda: _unstorable_param(codec, key_params, codec.key)):
+            row = self.conn.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
         return None if row is None else codec.decode(row)
 
-    def _update_row(self, codec: RowCodec, instance: BaseModel, current: BaseModel) -> None:
-        """Write every non-key field; stamp the companions of LWW fields whose value changed."""
+    def _update_row(self, codec: RowCodec, instance: BaseModel, current: BaseModel, *, move_key: bool = False) -> None:
+        """Write the fields of ``instance`` to the row ``current`` was read from: every non-key field,
+        and the key fields too when ``move_key``. Stamps the companions of LWW fields whose value changed."""
         values = codec.values(instance)
+        old_key = codec.key_of(current)
+        moving = move_key and tuple(values[position] for position in codec.key_positions) != old_key
+        if moving and codec.synced:
+            raise UsageError(
+                f"update(): table {codec.name!r} is synced, so a row's identity is its primary key {codec.key} "
+                f"(replicas know it by {old_key!r}); the key cannot change. Delete the row and insert it under the new key"
+            )
         assignments = []
         params = []
         for name, value in zip(codec.fields, values, strict=True):
-            if name not in codec.key:
+            if moving or name not in codec.key:
                 assignments.append(f"{quote_identifier(name)} = ?")
                 params.append(value)
         if codec.synced:
@@ -304,8 +365,30 @@ class Database:
             params.append(self._next_seq())
         if not assignments:
             return
-        params.extend(codec.key_of(instance))
-        self.conn.execute(f"UPDATE {codec.quoted_table} SET {', '.join(assignments)} WHERE {codec.key_where()}", params)
+        params.extend(old_key)
+        with _binding(lambda: codec.unstorable(instance)):
+            cursor = self.conn.execute(
+                f"UPDATE OR ABORT {codec.quoted_table} SET {', '.join(assignments)} WHERE {codec.key_where()}", params
+            )
+        _check_one_row(codec, old_key, cursor.rowcount)
+
+
+def _codec_of_instance(obj: Any, action: str) -> RowCodec:
+    if not isinstance(obj, BaseModel):
+        raise UsageError(f"{action} takes a table model instance, not {type(obj).__name__}")
+    return codec_for(type(obj))
+
+
+def _check_one_row(codec: RowCodec, key: tuple[Any, ...], rowcount: int) -> None:
+    """A write by primary key changes at most one row; more means the table's key is not the model's
+    (the write is then rolled back)."""
+    if rowcount > 1:
+        raise SchemaMismatchError(
+            codec.name,
+            None,
+            f"key {key!r} names {rowcount} rows of table {codec.name!r}: its primary key is not the model's "
+            f"{codec.key}; nothing was written. Run sync_models(conn, [...]) to migrate it",
+        )
 
 
 @contextmanager
@@ -322,8 +405,39 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _needs_model(obj: Any) -> RowCodec:
-    raise TypeError(f"insert() takes a table model instance, not {type(obj).__name__}")
+@contextmanager
+def _binding(locate: Callable[[], UnstorableValueError | None]) -> Iterator[None]:
+    """The driver refuses to bind an integer beyond 64 bits or text with a lone surrogate; ``locate``
+    (run only then, so the happy path checks nothing) names the value."""
+    try:
+        yield
+    except (OverflowError, UnicodeEncodeError) as error:
+        culprit = locate()
+        if culprit is None:
+            raise
+        raise culprit from error
+
+
+def _unstorable_param(codec: RowCodec, params: Sequence[Any], names: Sequence[str] | None = None) -> UnstorableValueError | None:
+    for position, value in enumerate(params):
+        reason = unstorable_reason(value)
+        if reason is not None:
+            return UnstorableValueError(codec.name, names[position] if names else None, value, reason)
+    return None
+
+
+@contextmanager
+def _reading(codec: RowCodec, params: Sequence[Any] = ()) -> Iterator[None]:
+    """A read: a table or column the database lacks raises ``SchemaMismatchError``, a query
+    parameter SQLite cannot bind ``UnstorableValueError``."""
+    try:
+        with _binding(lambda: _unstorable_param(codec, params)):
+            yield
+    except sqlite3.OperationalError as error:
+        mismatch = _schema_error(codec, error)
+        if mismatch is None:
+            raise
+        raise mismatch from error
 
 
 def _query(
@@ -340,8 +454,13 @@ def _query(
     if isinstance(where, Condition):
         sql += f" WHERE {where.sql}"
         bound.extend(where.params)
-    elif where:
-        sql += f" WHERE {where}"
+    elif isinstance(where, str):
+        if where:
+            sql += f" WHERE {where}"
+    elif where is not None:
+        raise UsageError(f"where= takes SQL text or a condition built with col(), not {type(where).__name__}")
+    if isinstance(params, (str, bytes)):
+        raise UsageError(f"params= takes a sequence of values, not {type(params).__name__} (write ({params!r},))")
     bound.extend(params)
     if order_by:
         sql += " ORDER BY " + ", ".join(_order_term(codec, term) for term in ([order_by] if isinstance(order_by, str) else order_by))
@@ -365,7 +484,7 @@ def _order_term(codec: RowCodec, term: str) -> str:
     assert match is not None
     name, direction = match.group(1), (match.group(2) or "").upper()
     if name not in codec.fields:
-        raise ValueError(f"cannot order {codec.model.__name__} by {name!r}: not a field (fields: {', '.join(codec.fields)})")
+        raise _missing_column(codec, name, "order_by")
     return f"{quote_identifier(name)} {'DESC' if descending or direction == 'DESC' else 'ASC'}"
 
 
@@ -378,3 +497,48 @@ def _constraint_error(codec: RowCodec, error: sqlite3.IntegrityError) -> Constra
     detail = (match.group(2) or "").strip() if match else ""
     constraint = f"{kind} {detail}".strip()
     return ConstraintError(codec.name, constraint, f"write to table {codec.name!r} violates {constraint}; rolled back ({error})")
+
+
+_NO_TABLE = re.compile(r"no such table: (?:main\.)?(.+)")
+_NO_COLUMN = re.compile(r"no such column: (.+)|table .+ has no column named (.+)")
+
+
+def _schema_error(codec: RowCodec, error: sqlite3.OperationalError) -> SchemaMismatchError | None:
+    """SQLite's "no such table/column" (identifiers are quoted in grave accents, so a missing one is
+    always an error) as ``SchemaMismatchError``; None for other errors."""
+    text = str(error)
+    missing_table = _NO_TABLE.match(text)
+    if missing_table:
+        table = missing_table.group(1)
+        if fold_name(table) != fold_name(codec.name):
+            return SchemaMismatchError(table, None, f"no table {table!r} in the database (named in a condition on {codec.name!r})")
+        return SchemaMismatchError(
+            table,
+            None,
+            f"table {table!r} of {codec.model.__qualname__} does not exist in the database: "
+            "run sync_models(conn, [...]) with the model first",
+        )
+    missing_column = _NO_COLUMN.match(text)
+    if missing_column:
+        column = missing_column.group(1) or missing_column.group(2)
+        prefix = codec.name + "."
+        if fold_name(column).startswith(fold_name(prefix)):
+            column = column[len(prefix) :]
+        return _missing_column(codec, column, "the query")
+    return None
+
+
+def _missing_column(codec: RowCodec, column: str, named_in: str) -> SchemaMismatchError:
+    """A column the table lacks: one the model needs means the database is behind the model,
+    any other name is a misspelling (in a condition, SQL text or ``order_by``)."""
+    model = codec.model.__qualname__
+    if fold_name(column) in {fold_name(item.name) for item in codec.table.columns}:
+        message = (
+            f"table {codec.name!r} has no column {column!r}, which {model} needs: the database is behind the "
+            "model; run sync_models(conn, [...]) with it to migrate the table"
+        )
+    else:
+        message = f"{named_in} names {column!r}, which is not a field of {model} (fields: {', '.join(codec.fields)})"
+        if named_in != "order_by":
+            message += f" nor a column of table {codec.name!r}"
+    return SchemaMismatchError(codec.name, column, message)

@@ -62,6 +62,41 @@ class RowNotFoundError(PydsqliteError, LookupError):
     """An update or delete named a primary key that has no row."""
 
 
+class UsageError(PydsqliteError, TypeError):
+    """A call got arguments pydsqlite cannot use (a model class where a list belongs, a model
+    without a primary key, an unknown field, a key of the wrong arity, a key change on a
+    synced table); raised before anything is written."""
+
+
+class SchemaMismatchError(PydsqliteError):
+    """The database lacks a table or column the call names: the model is ahead of the
+    database (``sync_models`` has not run, or refused), or a condition or ``order_by``
+    misspells a column. ``table`` and ``column`` (None for a missing table) say which."""
+
+    def __init__(self, table: str, column: str | None, message: str) -> None:
+        self.table = table
+        self.column = column
+        super().__init__(message)
+
+
+class UnstorableValueError(PydsqliteError, ValueError):
+    """A value SQLite cannot store exactly (an integer beyond 64 bits, text with a lone
+    surrogate, NaN, a date-time whose offset JSON cannot carry); nothing was written.
+
+    ``table``, ``field`` (None for a query parameter) and ``value`` say which.
+    """
+
+    def __init__(self, table: str, field: str | None, value: object, reason: str) -> None:
+        self.table = table
+        self.field = field
+        self.value = value
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        where = f"{table}.{field}" if field else f"a query parameter of table {table!r}"
+        super().__init__(f"{where}: {reason} (value {shown}); nothing was written")
+
+
 class SyncError(PydsqliteError):
     """A changeset cannot be applied (unknown table or column, other schema, invalid value, a foreign key
     it cannot settle); nothing was applied."""

@@ -183,7 +183,7 @@ class ReferenceRepair:
         self.note_written(codec.name, [key])  # a default may reference a missing parent too
 
     def _delete(self, codec: RowCodec, key: tuple[Any, ...]) -> None:
-        settled = self.replica.delete_rows(codec, [key])
+        settled = self.replica.delete_row(codec, key)
         if settled is not None:
             self.note_settled(settled)
 

@@ -193,7 +193,7 @@ class Replica:
     def delete(self, codec: RowCodec, key: tuple[Any, ...]) -> bool:
         """Delete one row; its capture trigger records it, and it becomes a tombstone stamped now
         (with whatever its foreign keys' actions did to other rows)."""
-        settled = self.delete_rows(codec, [key])
+        settled = self.delete_row(codec, key)
         if settled is None:
             return False
         if not any(fold_name(state.table) == fold_name(codec.name) for state in settled.deleted):
@@ -203,9 +203,12 @@ class Replica:
             )
         return True
 
-    def delete_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]]) -> Settled | None:
-        """DELETE rows by key and record what that did; None when no row had such a key."""
-        deleted = self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", keys).rowcount
+    def delete_row(self, codec: RowCodec, key: tuple[Any, ...]) -> Settled | None:
+        """DELETE one row by key and record what that did; None when no row had that key. The row's
+        registers are RETURNed only so that a table behind its model fails (no such column) before
+        anything is deleted."""
+        registers = ", ".join(quote_identifier(name) for name in (*codec.fields, *(name + LWW_SUFFIX for name in codec.lww), VERSION_COLUMN))
+        deleted = self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()} RETURNING {registers}", key).fetchall()
         return self.settle_captured(own_statement=True) if deleted else None
 
     def restore_rows(self, codec: RowCodec, states: list[RowChange]) -> None:
@@ -406,7 +409,7 @@ class Replica:
             except (ValueError, TypeError) as error:
                 raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} does not validate: {error}") from None
         try:
-            instances = codec.validate_many(data)
+            instances = codec.validate_stored(data)
         except ValidationError as error:
             location = error.errors()[0]["loc"]
             key = states[location[0]].key if isinstance(location[0], int) else "?"

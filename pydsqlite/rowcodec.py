@@ -12,20 +12,22 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 
-from .codecs import decoder_for, encoder_for
-from .compile import compile_cached
-from .errors import RowValidationError, SchemaDefinitionError
+from .codecs import decoder_for, encoder_for, parse_offset_with_seconds, split_optional, storage_kind, unstorable_reason
+from .compile import compile_cached, table_model_argument
+from .errors import RowValidationError, SchemaDefinitionError, UnstorableValueError, UsageError
 from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
 from .sqltext import quote_identifier
 
 _codecs: dict[type[BaseModel], RowCodec] = {}
 
 
-def codec_for(model: type[BaseModel]) -> RowCodec:
-    """The (cached) codec of a table model."""
-    codec = _codecs.get(model)
-    if codec is None:
-        codec = _codecs[model] = RowCodec(model)
+def codec_for(model: Any) -> RowCodec:
+    """The (cached) codec of a table model; ``UsageError`` for anything that is not a table model class."""
+    try:
+        return _codecs[model]
+    except (KeyError, TypeError):  # TypeError: unhashable, so not a model class
+        pass
+    codec = _codecs[model] = RowCodec(table_model_argument(model))
     return codec
 
 
@@ -49,10 +51,15 @@ class RowCodec:
             for position, info in enumerate(model.model_fields.values())
             if (decoder := decoder_for(info.annotation)) is not None
         ]
+        kinds = [storage_kind(split_optional(info.annotation)[0]) for info in model.model_fields.values()]
+        self.temporal_kinds = {key: kind for key, kind in zip(self.input_keys, kinds, strict=True) if kind in ("datetime", "time")}
+        """Date-time and time fields by input key: the values a stored UTC offset with seconds can affect."""
         self.validator = model.__pydantic_validator__
         self.many = TypeAdapter(list[model])  # type: ignore[valid-type]
         self.key = table.primary_key
         self.key_positions = [self.fields.index(name) for name in self.key]
+        self.key_validator = TypeAdapter(tuple[tuple(model.model_fields[name].annotation for name in self.key)]) if self.key else None
+        """Validates a caller's key parts by their fields' types (``"7"`` for an int key is 7, ``1.5`` is refused)."""
         self.lww = [column.name for column in table.columns if column.lww]
         self.synced = bool(self.lww) and bool(self.key)
         """A table with LWW columns and a primary key syncs between replicas (row version and sequence too)."""
@@ -92,9 +99,9 @@ class RowCodec:
         elif isinstance(obj, dict):
             data = obj
         elif isinstance(obj, BaseModel):
-            raise TypeError(f"expected a {self.model.__name__} (table {self.name!r}), got {type(obj).__name__}")
+            raise UsageError(f"expected a {self.model.__name__} (table {self.name!r}), got {type(obj).__name__}")
         else:
-            raise TypeError(f"expected a {self.model.__name__} or a dict, got {type(obj).__name__}")
+            raise UsageError(f"expected a {self.model.__name__} or a dict, got {type(obj).__name__}")
         key = self.auto_key_input
         if key is not None and key in data and data[key] is None:
             data = {name: value for name, value in data.items() if name != key}
@@ -116,37 +123,67 @@ class RowCodec:
         return self.many.validate_python([self.prepare(obj) for obj in objs])
 
     def values(self, instance: BaseModel) -> list[Any]:
-        """The SQLite values of an instance, in field order."""
+        """The SQLite values of an instance, in field order; ``UnstorableValueError`` names a value no encoder can take."""
         try:
             return self._encode_row(instance.__dict__)
-        except ValueError as error:
-            raise ValueError(f"{self.name}.{self._failing_field(instance)}: {error}") from None
+        except (ValueError, TypeError) as error:  # NaN, a JSON value pydantic cannot serialise...
+            culprit = self._encoding_error(instance)
+            if culprit is None:
+                raise
+            raise culprit from error
 
-    def _failing_field(self, instance: BaseModel) -> str:
+    def _encoding_error(self, instance: BaseModel) -> UnstorableValueError | None:
         for name, encode in zip(self.fields, self.encoders, strict=True):
             value = instance.__dict__[name]
             try:
                 if encode is not None and value is not None:
                     encode(value)
-            except ValueError:
-                return name
-        return "?"
+            except (ValueError, TypeError) as error:
+                return UnstorableValueError(self.name, name, value, str(error))
+        return None
+
+    def unstorable(self, instance: BaseModel) -> UnstorableValueError | None:
+        """The first value of ``instance`` SQLite cannot bind (an integer beyond 64 bits, a lone
+        surrogate), or None; looked for only after the driver refused a write."""
+        for name, stored in zip(self.fields, self.values(instance), strict=True):
+            reason = unstorable_reason(stored)
+            if reason is not None:
+                return UnstorableValueError(self.name, name, instance.__dict__[name], reason)
+        return None
 
     def key_of(self, instance: BaseModel) -> tuple[Any, ...]:
         """The encoded primary key of an instance (SQL parameters for ``key_where``)."""
         values = self.values(instance)
         return tuple(values[position] for position in self.key_positions)
 
-    def key_params(self, key: Any) -> tuple[Any, ...]:
-        """A caller's key (a value, or a tuple for composite keys) as encoded SQL parameters."""
+    def require_key(self, action: str) -> None:
+        """``UsageError`` unless the table has a primary key: ``action`` names a row by it."""
         if not self.key:
-            raise SchemaDefinitionError(self.model.__qualname__, None, f"table {self.name!r} has no primary key")
+            raise UsageError(
+                f"{self.model.__qualname__} (table {self.name!r}) has no primary key, so {action} cannot name a row; "
+                "declare one, or use select()/count() with a condition"
+            )
+
+    def key_params(self, key: Any, action: str) -> tuple[Any, ...]:
+        """A caller's key (a value, or a tuple for composite keys), validated by the key fields' types
+        and encoded as SQL parameters; ``UsageError`` for a key of the wrong arity or type."""
+        self.require_key(action)
+        assert self.key_validator is not None
         parts = key if isinstance(key, tuple) else (key,)
         if len(parts) != len(self.key):
-            raise TypeError(f"table {self.name!r} has a {len(self.key)}-column key {self.key}; got {key!r}")
+            raise UsageError(
+                f"{action}: table {self.name!r} ({self.model.__qualname__}) has a {len(self.key)}-column key "
+                f"{self.key}; got {key!r}" + (" (pass a tuple)" if len(self.key) > 1 else "")
+            )
+        try:
+            parts = self.key_validator.validate_python(parts)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            name = self.key[problem["loc"][0]] if problem["loc"] and isinstance(problem["loc"][0], int) else self.key[0]
+            raise UsageError(f"{action}: key {key!r} does not fit {self.model.__qualname__}.{name}: {problem['msg']}") from None
         encoded = []
-        for name, part in zip(self.key, parts, strict=True):
-            encode = self.encoders[self.fields.index(name)]
+        for position, part in zip(self.key_positions, parts, strict=True):
+            encode = self.encoders[position]
             encoded.append(encode(part) if encode is not None and part is not None else part)
         return tuple(encoded)
 
@@ -167,7 +204,7 @@ class RowCodec:
         else:
             dicts = [dict(zip(keys, row)) for row in rows]
         try:
-            return self.many.validate_python(dicts)
+            return self.validate_stored(dicts)
         except ValidationError as error:
             first = error.errors()[0]["loc"][0]
             position = first if isinstance(first, int) else 0
@@ -179,6 +216,33 @@ class RowCodec:
                 }
             )
             raise self._row_error(rows[position], error, columns) from None
+
+    def validate_stored(self, dicts: list[dict[str, Any]]) -> list[BaseModel]:
+        """Validate stored rows (keyed as the validator expects) in one call.
+
+        Pydantic reads UTC offsets in whole minutes only: values it refuses that were stored
+        with an offset in seconds are parsed here and the batch validated again. Only the
+        error path pays for this.
+        """
+        while True:
+            try:
+                return self.many.validate_python(dicts)
+            except ValidationError as error:
+                if not self._parse_offsets_with_seconds(dicts, error):
+                    raise
+
+    def _parse_offsets_with_seconds(self, dicts: list[dict[str, Any]], error: ValidationError) -> bool:
+        parsed_any = False
+        for item in error.errors():
+            location = item["loc"]
+            if len(location) < 2 or not isinstance(location[0], int) or location[1] not in self.temporal_kinds:
+                continue
+            row, key = dicts[location[0]], str(location[1])
+            parsed = parse_offset_with_seconds(self.temporal_kinds[key], row[key])
+            if parsed is not None:
+                row[key] = parsed
+                parsed_any = True
+        return parsed_any
 
     def decode_values(self, data: dict[str, Any]) -> dict[str, Any]:
         """Stored values by field name, made ready for validation (JSON parsed, keyed as the validator expects)."""

@@ -13,15 +13,16 @@ from pydantic import BaseModel
 from .compile import compile_cached
 from .datacheck import check_plan_against_data
 from .diff import diff_schemas
-from .errors import DestructiveChangeError, MigrationError, PydsqliteError
+from .errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .plan import build_plan
 from .rehearse import rehearse
-from .schema import Schema
+from .schema import Schema, fold_name
 from .sql_source import connect_read_only
+from .transactions import without_pending_transaction
 
 Connectable = sqlite3.Connection | str | os.PathLike
 
@@ -49,6 +50,10 @@ def sync_models(
     seconds (default: the connection's timeout, but at least 60 s).
     ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows; an
     exception raised by it cancels the migration (nothing is changed).
+
+    Inside the caller's open transaction (legacy mode) the migration is a savepoint and the
+    caller commits; on a PEP 249 connection (``autocommit=False``) the pending transaction
+    is committed first and a new one is open again on return.
     """
     compiled = compile_cached(models)
     return apply_schema(
@@ -118,7 +123,7 @@ def apply_schema(
     fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
     if manage_all:
         fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
-    with _connection(conn) as connection, _database_errors():
+    with _connection(conn) as connection, _database_errors(), without_pending_transaction(connection):
         if schema_unchanged_since_sync(connection, fingerprint):
             return MigrationPlan(checked=True)
         with migration_session(connection, busy_timeout) as session:
@@ -154,8 +159,27 @@ def _plan(
     live = introspect(connection)
     managed = read_managed_objects(connection)
     everything = replace(managed, everything=True) if manage_all else managed
-    plan = rehearse(build_plan(diff_schemas(desired, live, everything), live), live)
+    plan = build_plan(diff_schemas(desired, live, everything), live)
+    if not manage_all:  # a schema from SQL describes the whole database, dangling references as SQLite took them
+        _check_foreign_key_targets(desired, live, plan)
+    plan = rehearse(plan, live)
     return check_plan_against_data(connection, plan, foreign_keys_on), managed
+
+
+def _check_foreign_key_targets(desired: Schema, live: Schema, plan: MigrationPlan) -> None:
+    """Every model's ``ForeignKey`` must reach a table of the models passed or one the database keeps;
+    else SQLite would take the reference and fail every later write under it."""
+    dropped = {fold_name(operation.table) for operation in plan.operations if operation.kind == "drop_table"}
+    present = {fold_name(table.name) for table in desired.tables}
+    present |= {fold_name(table.name) for table in live.tables} - dropped
+    for table in desired.tables:
+        for foreign_key in table.foreign_keys:
+            if fold_name(foreign_key.ref_table) not in present:
+                raise UsageError(
+                    f"{table.model or table.name}.{', '.join(foreign_key.columns)}: the foreign key references table "
+                    f"{foreign_key.ref_table!r}, which is neither among the models passed nor kept in the database; "
+                    "pass its model too"
+                )
 
 
 def migration_history(conn: Connectable) -> list[AppliedMigration]:

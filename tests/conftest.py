@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-# Property tests run 300 examples in the normal suite; HYPOTHESIS_PROFILE=deep runs 5000.
-settings.register_profile("default", max_examples=300, deadline=None)
+# Property tests run 500 examples in the normal suite; HYPOTHESIS_PROFILE=deep runs 5000 (README, "Run the test suite").
+settings.register_profile("default", max_examples=500, deadline=None)
 settings.register_profile("deep", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 

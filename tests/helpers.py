@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sqlite3
+from types import ModuleType
+
+import pytest
 
 
 def table_sql(conn: sqlite3.Connection, name: str) -> str | None:
@@ -20,3 +25,11 @@ def columns(conn: sqlite3.Connection, table: str) -> dict[str, tuple[str, bool, 
 
 def index_names(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute("SELECT * FROM pragma_index_list(?)", (table,)).fetchall() if row[3] == "c"}
+
+
+def require(module: str) -> ModuleType:
+    """An optional test dependency: skipped on a developer's machine without it, but a failure
+    in CI (``CI`` set), where the README's test command installs every extra the tests use."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[test,fastapi]')")

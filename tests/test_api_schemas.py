@@ -9,11 +9,12 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-import pytest
 from pydantic import BaseModel
 from pydantic import Field as PydanticField
 
 from pydsqlite import LWW, Field, Index, PrimaryKey, RenamedFrom, SyncModel, Unique
+
+from .helpers import require
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "fastapi_app.py"
 
@@ -58,8 +59,8 @@ def test_json_schema_equals_the_plain_model_field_by_field():
 
 
 def test_fastapi_example_app(tmp_path, monkeypatch):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
+    require("fastapi")
+    require("httpx")
     from fastapi.testclient import TestClient
 
     monkeypatch.setenv("HEROES_DB", str(tmp_path / "heroes.db"))

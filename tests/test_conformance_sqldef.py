@@ -2,23 +2,30 @@
 
 Each case: apply ``current``, migrate to ``desired``, then the live schema must equal
 ``desired`` introspected on its own and the next plan must be empty. A second run
-first inserts a few rows into ``current`` and checks that every surviving cell is
-kept (or that a migration that would lose them is refused with the file unchanged).
+first inserts three rows into every table of ``current``: the migration must then keep
+every table's row count and every cell of every kept column (new columns hold their
+default). Only the cases listed in ``LOSES_DATA`` may be refused without
+``allow_destructive``, with an error naming the table or column whose rows would go
+and the file unchanged; every other refusal fails the case.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from pydsqlite import PydsqliteError, Schema, schema_from_sql, schema_migration_plan, sync_schema
+from pydsqlite import DestructiveChangeError, Schema, schema_from_sql, schema_migration_plan, sync_schema
 from pydsqlite.ddl_parser import normalize_expression
 from pydsqlite.introspect import introspect
 from pydsqlite.schema import fold_name
+from pydsqlite.sqltext import quote_identifier
 
-yaml = pytest.importorskip("yaml")
+from .helpers import require
+
+yaml = require("yaml")
 
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sqldef-sqlite3"
 if not SUITE.is_dir():
@@ -77,17 +84,25 @@ def canonical(schema: Schema) -> dict:
     }
 
 
+# With rows, migrating without allow_destructive must be refused exactly for the cases that
+# drop data, naming what is lost: case → (table, dropped column or None for the whole table).
+LOSES_DATA = {
+    "tests::DropTable": ("bigdata", None),
+    "tests::RenameTableAndMultipleColumnChanges": ("accounts", "old_field"),
+    "tests_preserve_quotes::DropColumnCaseMismatch": ("USERS", "old_col"),
+}
+SAMPLE_ROWS = 3
+
+
 def sample_rows(conn: sqlite3.Connection) -> None:
     """Up to three rows per table, with values that suit each column's affinity; rows a constraint refuses are skipped."""
     for table in introspect(conn).tables:
         columns = [c for c in table.columns if c.generated is None]
-        for number in (1, 2, 3):
+        for number in range(1, SAMPLE_ROWS + 1):
             values = [_value(c.affinity, number) for c in columns]
-            names = ", ".join('"' + c.name.replace('"', '""') + '"' for c in columns)
+            names = ", ".join(quote_identifier(c.name) for c in columns)
             try:
-                conn.execute(
-                    f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * len(columns))})', values
-                )
+                conn.execute(f"INSERT INTO {quote_identifier(table.name)} ({names}) VALUES ({', '.join('?' * len(columns))})", values)
             except sqlite3.Error:
                 pass
     conn.commit()
@@ -97,14 +112,16 @@ def _value(affinity: str, number: int) -> object:
     return {"INTEGER": number, "REAL": number + 0.5, "NUMERIC": number, "TEXT": f"t{number}", "BLOB": bytes([number])}[affinity]
 
 
-def cells(conn: sqlite3.Connection) -> dict[tuple[str, str], list]:
-    """Every cell keyed by (table, column), rows in rowid/primary-key order."""
+def cells(conn: sqlite3.Connection) -> dict[str, dict[str, list]]:
+    """Every cell: table → column → values, rows in rowid/primary-key order."""
     result = {}
     for table in introspect(conn).tables:
-        order = ", ".join('"' + c + '"' for c in table.primary_key) or "rowid"
-        for column in table.columns:
-            values = [row[0] for row in conn.execute(f'SELECT "{column.name}" FROM "{table.name}" ORDER BY {order}')]
-            result[(fold_name(table.name), fold_name(column.name))] = values
+        order = ", ".join(quote_identifier(c) for c in table.primary_key) or "rowid"
+        names = [c.name for c in table.columns]
+        selected = conn.execute(
+            f"SELECT {', '.join(map(quote_identifier, names))} FROM {quote_identifier(table.name)} ORDER BY {order}"
+        ).fetchall()
+        result[fold_name(table.name)] = {fold_name(name): [row[i] for row in selected] for i, name in enumerate(names)}
     return result
 
 
@@ -115,6 +132,32 @@ def same_value(before: object, after: object) -> bool:
         return float(before) == float(after)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return str(before) == str(after)
+
+
+def assert_rows_kept(conn: sqlite3.Connection, before: dict[str, dict[str, list]], desired: Schema) -> None:
+    """Every table keeps its row count and every cell of every column it keeps (under its new
+    name after a rename); new columns hold their default; new tables are empty."""
+    after = cells(conn)
+    for table in desired.tables:
+        new_columns = after[fold_name(table.name)]
+        old_name = next((fold_name(n) for n in (table.name, *table.renamed_from) if fold_name(n) in before), None)
+        old_columns = before.get(old_name, {}) if old_name is not None else {}
+        old_count = len(next(iter(old_columns.values()), []))
+        new_count = len(next(iter(new_columns.values()), []))
+        assert new_count == old_count, f"{table.name}: {old_count} rows before, {new_count} after"
+        for column in table.columns:
+            values = new_columns[fold_name(column.name)]
+            source = next((fold_name(n) for n in (column.name, *column.renamed_from) if fold_name(n) in old_columns), None)
+            if source is not None:
+                assert all(same_value(b, a) for b, a in zip(old_columns[source], values, strict=True)), (
+                    table.name, column.name, old_columns[source], values,
+                )
+            elif column.generated is None:
+                default = conn.execute(f"SELECT {column.default}").fetchone()[0] if column.default is not None else None
+                if column.default is not None and "current_" in column.default.lower():
+                    assert None not in values, (table.name, column.name, values)
+                else:
+                    assert all(value == default for value in values), (table.name, column.name, default, values)
 
 
 @pytest.mark.parametrize(("name", "case"), CASES, ids=[name for name, _ in CASES])
@@ -132,26 +175,17 @@ def test_sqldef_case(name, case, with_rows, tmp_path):
             sample_rows(conn)
         before = cells(conn)
         desired = schema_from_sql(case.get("desired") or "")
-        file_before = path.read_bytes()
-        try:
-            sync_schema(conn, desired, allow_destructive=True)
-        except PydsqliteError:
-            if not with_rows:
-                raise
-            assert path.read_bytes() == file_before  # refused: nothing changed, every cell kept
-        else:
-            assert canonical(introspect(conn)) == canonical(desired)
-            assert schema_migration_plan(conn, desired).is_empty
-            after = cells(conn)
-            renamed = {
-                (fold_name(old_table), fold_name(old_column)): (fold_name(t.name), fold_name(c.name))
-                for t in desired.tables for old_table in (t.name, *t.renamed_from)
-                for c in t.columns for old_column in (c.name, *c.renamed_from)
-            }
-            for key, values in before.items():
-                target = renamed.get(key, key) if renamed.get(key, key) in after else key
-                if target in after and len(after[target]) == len(values):
-                    assert all(same_value(b, a) for b, a in zip(values, after[target], strict=True)), (key, values, after[target])
+        if with_rows and name in LOSES_DATA:
+            table, column = LOSES_DATA[name]
+            lost = f"{re.escape(table)}\\.{re.escape(column)}: {SAMPLE_ROWS} rows: values" if column else f"{re.escape(table)}: {SAMPLE_ROWS} rows: rows"
+            file_before = path.read_bytes()
+            with pytest.raises(DestructiveChangeError, match=lost + " would be deleted"):
+                sync_schema(conn, desired)
+            assert path.read_bytes() == file_before
+        sync_schema(conn, desired, allow_destructive=name in LOSES_DATA)  # any other refusal fails the case
+        assert canonical(introspect(conn)) == canonical(desired)
+        assert schema_migration_plan(conn, desired).is_empty
+        assert_rows_kept(conn, before, desired)
         conn.close()
     except BaseException:
         TALLY["failed"] += 1

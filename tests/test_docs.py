@@ -1,29 +1,103 @@
-"""The documentation's examples run as written: every ``python`` block of a page in one
-namespace, every ``console`` session command by command, in a fresh folder."""
+"""The documentation's examples run as written and print what the pages say they print.
+
+Every ``python`` block of a page runs in one namespace, statement by statement, in a fresh
+folder. A statement's output is stated in one of two ways (docs/index.md, "Examples in
+these pages", tells readers):
+
+- ``# -> text`` at the end of its line or on the comment lines right below it (one line of
+  output per marker; ``...`` stands for any text);
+- a paragraph ``prints`` after the block, then a fenced block holding the block's whole output.
+
+A statement that prints without stated output fails, so no printed claim goes unchecked.
+Every ``console`` session runs command by command.
+"""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARKER = re.compile(r"#\s?->(?: (?P<text>.*))?$")
+FENCE = re.compile(r"```(?P<language>[\w-]*)\n(?P<body>.*?)```", re.DOTALL)
 
 
 def blocks(page: Path, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", page.read_text(), re.DOTALL)
+    return [match["body"] for match in FENCE.finditer(page.read_text()) if match["language"] == language]
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=lambda p: p.name)
-def test_python_examples_run(page, tmp_path, monkeypatch):
+@dataclass
+class PythonBlock:
+    code: str
+    prints: str | None
+    """The fenced block after a ``prints`` paragraph: everything the block prints."""
+
+
+def python_blocks(page: Path) -> list[PythonBlock]:
+    text = page.read_text()
+    fences = list(FENCE.finditer(text))
+    found = []
+    for position, fence in enumerate(fences):
+        if fence["language"] != "python":
+            continue
+        following = fences[position + 1] if position + 1 < len(fences) else None
+        stated = following is not None and text[fence.end() : following.start()].strip() == "prints"
+        found.append(PythonBlock(fence["body"], following["body"] if stated else None))
+    return found
+
+
+def stated_output(lines: list[str], first: int, last: int) -> list[str] | None:
+    """Output lines stated for the statement on lines ``first``..``last`` (1-based): its markers,
+    then the marker comment lines right below it; None when it states nothing."""
+    stated = [match["text"] or "" for line in lines[first - 1 : last] if (match := MARKER.search(line))]
+    following = last
+    while following < len(lines) and (match := re.fullmatch(r"\s*" + MARKER.pattern, lines[following])):
+        stated.append(match["text"] or "")
+        following += 1
+    return stated or None
+
+
+def same_output(printed: str, stated: str) -> bool:
+    """``printed`` equals ``stated``, where ``...`` in ``stated`` matches any text."""
+    pattern = ".*?".join(re.escape(part) for part in stated.split("..."))
+    return re.fullmatch(pattern, printed.rstrip("\n"), re.DOTALL) is not None
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
+def test_python_examples_print_what_the_page_says(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": f"docs_{page.stem}"}
-    for number, code in enumerate(blocks(page, "python"), 1):
-        exec(compile(code, f"{page.name}#python{number}", "exec", dont_inherit=True), namespace)  # noqa: S102
+    for number, block in enumerate(python_blocks(page), 1):
+        name = f"{page.name}#python{number}"
+        lines = block.code.splitlines()
+        whole = []
+        for statement in ast.parse(block.code, name).body:
+            first = min([statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", []))])
+            stated = stated_output(lines, first, statement.end_lineno)
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec(compile(ast.Module([statement], type_ignores=[]), name, "exec", dont_inherit=True), namespace)  # noqa: S102
+            whole.append(printed.getvalue())
+            where = f"{name}, line {statement.lineno}"
+            if stated is not None:
+                assert same_output(printed.getvalue(), "\n".join(stated)), (
+                    f"{where} printed:\n{printed.getvalue()}\nthe page says:\n" + "\n".join(stated)
+                )
+            elif block.prints is None:
+                assert printed.getvalue() == "", f"{where} printed output the page does not state:\n{printed.getvalue()}"
+        if block.prints is not None:
+            assert same_output("".join(whole), block.prints.rstrip("\n")), (
+                f"{name} printed:\n{''.join(whole)}\nthe page says it prints:\n{block.prints}"
+            )
 
 
 def console_steps(session: str) -> list[tuple[str, list[str]]]:

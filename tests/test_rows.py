@@ -24,6 +24,7 @@ from pydsqlite import (
     PrimaryKey,
     RowNotFoundError,
     RowValidationError,
+    SchemaMismatchError,
     SyncModel,
     Unique,
     col,
@@ -143,7 +144,7 @@ def test_get_select_count_with_composite_keys_where_params_and_paging(db):
     assert db.count(Team, (col("org") == "acme") & ~(col("slug") == "a")) == 2
     assert db.count(Team, col("slug").is_in(["a", "c"]) | (col("title") == "B")) == 4
     assert db.select(Team, offset=3, order_by="org") == [Team(org="init", slug="a")]
-    with pytest.raises(ValueError, match="not a field"):
+    with pytest.raises(SchemaMismatchError, match="order_by names 'title; DROP TABLE teams', which is not a field of Team"):
         db.select(Team, order_by="title; DROP TABLE teams")
 
 

@@ -24,6 +24,7 @@ from pydsqlite import (
     PydsqliteError,
     RenamedFrom,
     SyncModel,
+    Unique,
     migration_history,
     model_migration_plan,
     sync_models,
@@ -89,6 +90,63 @@ def test_a_failing_statement_in_the_third_operation_changes_nothing(conn, db_pat
     assert len(migration_history(conn)) == 1
     sync_models(conn, [EventsV2, Other, Third])
     assert rows(conn, "SELECT * FROM events ORDER BY id") == [(1, "a", "x", None), (2, "b", None, None)]
+
+
+class EventsWithNote(SyncModel, table="events"):
+    id: Annotated[int, PrimaryKey()]
+    kind: str
+    payload: Optional[str] = None
+    note: Optional[str] = None
+
+
+def test_a_failure_inside_the_callers_transaction_undoes_the_migration_and_keeps_the_callers_work(conn):
+    sync_models(conn, [Events])
+    conn.execute("INSERT INTO events VALUES (1, 'a', 'x')")
+    conn.commit()
+    conn.execute("INSERT INTO events VALUES (2, 'mine', NULL)")  # the caller's own, uncommitted work
+    assert conn.in_transaction
+
+    class Other(SyncModel, table="other"):
+        id: int
+
+    class IndexedNote(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        kind: str
+        payload: Optional[str] = None
+        note: Annotated[Optional[str], Index()] = None
+
+    def deny_the_index(action, arg1, arg2, db, trigger):
+        return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_CREATE_INDEX and arg2 == "events" else sqlite3.SQLITE_OK
+
+    conn.set_authorizer(deny_the_index)
+    with pytest.raises(MigrationError, match=r"create index .*failed"):
+        sync_models(conn, [IndexedNote, Other])  # creates a table, adds the column in place, then fails
+    conn.set_authorizer(None)
+    assert conn.in_transaction
+    assert "note" not in columns(conn, "events")
+    conn.commit()
+    assert rows(conn, "SELECT id, kind FROM events ORDER BY id") == [(1, "a"), (2, "mine")]
+    assert "note" not in columns(conn, "events") and table_sql(conn, "other") is None
+
+
+def test_a_commit_that_fails_leaves_no_migration_pending(db_path):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Events])
+    conn.execute("INSERT INTO events VALUES (1, 'a', 'x')")
+    conn.commit()
+    before = db_path.read_bytes()
+    reader = sqlite3.connect(db_path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM events").fetchall()  # a shared lock: COMMIT cannot get its exclusive one
+    with pytest.raises(MigrationError, match="could not commit"):
+        sync_models(conn, [EventsWithNote], busy_timeout=0.05)
+    assert not conn.in_transaction
+    reader.rollback()
+    reader.close()
+    conn.commit()  # had the migration stayed pending, this would apply it
+    assert db_path.read_bytes() == before
+    assert "note" not in columns(conn, "events")
+    conn.close()
 
 
 def test_audit_trail_records_each_applied_plan(conn):
@@ -172,6 +230,56 @@ def test_rebuild_keeps_autoincrement_sequence_rowids_collate_and_without_rowid(c
     assert rows(conn, "SELECT count(*) FROM counters WHERE name = 'A'") == [(1,)]
     assert rows(conn, "SELECT rowid, name FROM plain ORDER BY rowid") == [(10, "ten"), (20, "twenty")]
     assert model_migration_plan(conn, [Counter3, Keyed2, Plain3]).is_empty
+
+
+# How each scenario leaves the AUTOINCREMENT counter above max(id) before the rebuild.
+SEQUENCE_SCENARIOS = {
+    "high ids deleted": "DELETE FROM {table} WHERE id > 3",
+    "every row deleted": "DELETE FROM {table}",
+    "no row deleted": None,
+}
+
+
+@pytest.mark.parametrize("scenario", SEQUENCE_SCENARIOS)
+@pytest.mark.parametrize("rename", ["none", "table", "column", "table and column"])
+def test_a_rebuild_keeps_the_autoincrement_counter_above_deleted_ids(conn, scenario, rename):
+    """AUTOINCREMENT promises never to reuse an id, even one deleted: after a rebuild (alone or
+    together with renames) the next insert gets the old counter + 1, not max(id) + 1."""
+
+    class Ticket(SyncModel, table="tickets"):
+        id: int = Field(primary_key=True, autoincrement=True)
+        title: str
+        size: int = 0
+
+    new_table = "issues" if "table" in rename else "tickets"
+    title = "subject" if "column" in rename else "title"
+    Renamed = type(SyncModel)(
+        "Renamed",
+        (SyncModel,),
+        {
+            "__annotations__": {"id": int, title: str, "size": str},
+            "id": Field(primary_key=True, autoincrement=True),
+            title: Field(renamed_from="title") if title != "title" else Field(),
+            "size": "0",
+        },
+        table=new_table,
+        **({"renamed_from": "tickets"} if new_table != "tickets" else {}),
+    )
+    sync_models(conn, [Ticket])
+    conn.executemany("INSERT INTO tickets (title) VALUES (?)", [(f"t{n}",) for n in range(1, 6)])
+    if SEQUENCE_SCENARIOS[scenario]:
+        conn.execute(SEQUENCE_SCENARIOS[scenario].format(table="tickets"))
+    conn.commit()
+    kept = rows(conn, "SELECT id, title FROM tickets ORDER BY id")
+    assert rows(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'tickets'") == [(5,)]
+
+    plan = sync_models(conn, [Renamed])
+    assert plan.rebuilt_tables == (new_table,)
+    assert rows(conn, "SELECT name, seq FROM sqlite_sequence") == [(new_table, 5)]
+    assert rows(conn, f"SELECT id, {title} FROM {new_table} ORDER BY id") == kept
+    conn.execute(f"INSERT INTO {new_table} ({title}) VALUES ('next')")
+    assert rows(conn, f"SELECT id FROM {new_table} WHERE {title} = 'next'") == [(6,)]
+    assert model_migration_plan(conn, [Renamed]).is_empty
 
 
 def test_rebuild_recomputes_generated_columns_and_keeps_checks_from_sql(conn):
@@ -295,6 +403,38 @@ def test_concurrent_processes_apply_the_migration_exactly_once(db_path):
     assert applied[:-1] == [0] * 5 and applied[-1] > 0
     assert len(migration_history(conn)) == 2
     assert rows(conn, "SELECT count(*), sum(weight) FROM events") == [(2000, 2000.0)]
+    conn.close()
+
+
+def test_a_preview_reads_one_snapshot_while_another_connection_changes_the_schema(db_path):
+    """A preview introspects and then counts rows; a schema change committed in between by
+    another connection must not reach the counting queries (they would name a missing column)."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    sync_models(conn, [Events])
+    conn.executemany("INSERT INTO events VALUES (?, ?, NULL)", [(1, "a"), (2, "b")])
+    conn.commit()
+
+    class UniqueKinds(SyncModel, table="events"):
+        id: Annotated[int, PrimaryKey()]
+        kind: Annotated[str, Unique()]
+        payload: Optional[str] = None
+
+    other = sqlite3.connect(db_path)
+    renamed: list[str] = []
+
+    def rename_once_the_data_checks_start(statement: str) -> None:
+        if "GROUP BY" in statement and not renamed:
+            renamed.append(statement)
+            other.execute("ALTER TABLE events RENAME COLUMN kind TO category")
+            other.commit()
+
+    conn.set_trace_callback(rename_once_the_data_checks_start)
+    plan = model_migration_plan(conn, [UniqueKinds])
+    conn.set_trace_callback(None)
+    assert renamed and "category" in columns(conn, "events")  # the rename did happen meanwhile
+    assert [op.kind for op in plan.operations] == ["create_index"] and not plan.problems
+    other.close()
     conn.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 import sqlite3
 import uuid
 from typing import Annotated, Literal, Optional
@@ -22,7 +23,10 @@ from pydsqlite import (
     SyncModel,
     Unique,
     model_migration_plan,
+    schema_from_sql,
+    schema_migration_plan,
     sync_models,
+    sync_schema,
 )
 
 from .helpers import columns, index_names, table_sql
@@ -364,6 +368,73 @@ def test_unique_index_over_duplicates_is_refused_with_count_and_sample(conn):
     with pytest.raises(MigrationError, match=r"people\.name: 2 rows: .*unique.*'ann'"):
         sync_models(conn, [UniqueName])
     assert index_names(conn, "people") == set()
+
+
+# Uniqueness checked against the rows as the rebuilt table will hold them, before anything
+# runs: (current SQL, rows, desired SQL, the refusal, the row whose removal lets it apply).
+UNIQUENESS_IN_A_REBUILD = {
+    "table UNIQUE constraint over two columns; NULLs never collide": (
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT)",
+        "INSERT INTO t VALUES (1, 'x', 'y'), (2, 'x', 'y'), (3, 'x', NULL), (4, 'x', NULL)",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT, UNIQUE (a, b))",
+        "t.a, b: 2 rows: rows share a value that a UNIQUE constraint requires to be unique (e.g. ('x', 'y'))",
+        "DELETE FROM t WHERE id = 2",
+    ),
+    "UNIQUE column under a new NOCASE collation": (
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT)",
+        "INSERT INTO t VALUES (1, 'x'), (2, 'X'), (3, NULL), (4, NULL)",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT COLLATE NOCASE UNIQUE)",
+        "t.a: 2 rows: rows share a value that a UNIQUE constraint requires to be unique (e.g. 'x')",
+        "DELETE FROM t WHERE id = 2",
+    ),
+    "partial unique index created by the rebuild; rows outside its WHERE do not count": (
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, live INTEGER)",
+        "INSERT INTO t VALUES (1, 'x', 1), (2, 'x', 1), (3, 'y', 0), (4, 'y', 0)",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT NOT NULL DEFAULT '', live INTEGER);"
+        "CREATE UNIQUE INDEX t_a ON t (a) WHERE live = 1",
+        "t.a: 2 rows: rows share a value that unique index t_a requires to be unique (e.g. 'x')",
+        "UPDATE t SET live = 0 WHERE id = 2",
+    ),
+    "unique index over a generated column, in a rebuild": (
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, w REAL, h REAL, area REAL GENERATED ALWAYS AS (w * h) VIRTUAL)",
+        "INSERT INTO t (id, w, h) VALUES (1, 2, 3), (2, 3, 2), (3, 1, 1)",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, w REAL CHECK (w > 0), h REAL, area REAL GENERATED ALWAYS AS (w * h) VIRTUAL);"
+        "CREATE UNIQUE INDEX t_area ON t (area)",
+        "t.area: 2 rows: rows share a value that unique index t_area requires to be unique (e.g. 6.0)",
+        "DELETE FROM t WHERE id = 2",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNIQUENESS_IN_A_REBUILD)
+def test_uniqueness_a_rebuild_introduces_is_checked_before_it_runs(conn, db_path, case):
+    current, seed, desired_sql, problem, fix = UNIQUENESS_IN_A_REBUILD[case]
+    conn.executescript(current + ";" + seed)
+    desired = schema_from_sql(desired_sql)
+    plan = schema_migration_plan(conn, desired)
+    assert plan.rebuilt_tables == ("t",) and plan.problems == (problem,)
+    before = db_path.read_bytes()
+    with pytest.raises(MigrationError, match=re.escape(problem)):
+        sync_schema(conn, desired)
+    assert db_path.read_bytes() == before
+    conn.executescript(fix)
+    sync_schema(conn, desired)
+    assert schema_migration_plan(conn, desired).is_empty
+
+
+def test_a_rebuild_that_drops_a_column_holding_values_is_destructive(conn, db_path):
+    conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, legacy TEXT); INSERT INTO t VALUES (1, 'x', 'old'), (2, NULL, NULL)")
+    desired = schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT NOT NULL DEFAULT '')")  # NOT NULL: a rebuild
+    plan = schema_migration_plan(conn, desired)
+    (operation,) = plan.destructive_operations
+    assert operation.kind == "rebuild_table" and operation.row_count == 1
+    assert operation.findings == ("t.legacy: 1 row: values would be deleted with the column",)
+    before = db_path.read_bytes()
+    with pytest.raises(DestructiveChangeError, match=r"t\.legacy: 1 row: values would be deleted"):
+        sync_schema(conn, desired)
+    assert db_path.read_bytes() == before
+    sync_schema(conn, desired, allow_destructive=True)
+    assert rows(conn, "SELECT * FROM t ORDER BY id") == [(1, "x"), (2, "")]
 
 
 def test_long_index_names_sync_and_stay_stable(conn):
@@ -743,6 +814,107 @@ def test_a_new_foreign_key_over_orphan_rows_is_refused_when_foreign_keys_are_on(
         sync_models(conn, [Org, Linked])
     assert rows(conn, "SELECT count(*) FROM pragma_foreign_key_list('members')") == [(0,)]
     assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
+
+
+class LooseMember(SyncModel, table="members"):
+    id: Annotated[int, PrimaryKey()]
+    org_id: Optional[int] = None
+
+
+class LinkedMember(SyncModel, table="members"):
+    id: Annotated[int, PrimaryKey()]
+    org_id: Annotated[Optional[int], ForeignKey("orgs.id")] = None
+
+
+class Company(SyncModel, table="companies", renamed_from="orgs"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+
+
+class CompanyMember(SyncModel, table="members"):
+    id: Annotated[int, PrimaryKey()]
+    org_id: Annotated[Optional[int], ForeignKey("companies.id")] = None
+
+
+class CodedOrg(SyncModel, table="orgs"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+    code: Annotated[Optional[str], Unique()] = None
+
+
+class CodeMember(SyncModel, table="members"):
+    id: Annotated[int, PrimaryKey()]
+    org_id: Annotated[Optional[str], ForeignKey("orgs.code")] = None
+
+
+class TextTag(SyncModel, table="tags"):
+    name: Annotated[str, PrimaryKey()]
+
+
+class IntegerTag(SyncModel, table="tags"):
+    name: Annotated[int, PrimaryKey()]
+
+
+class Tagged(SyncModel, table="tagged"):
+    id: Annotated[int, PrimaryKey()]
+    tag: Annotated[Optional[str], ForeignKey("tags.name")] = None
+
+
+# Plans whose foreign-key violations only exist once the migration has run, so the check
+# before it (orphans under a new key to a parent as it is now) cannot see them:
+# (before, seed, after, rows in the way, child -> parent, fix).
+VIOLATIONS_AFTER_THE_FACT = {
+    "new key to a parent table the migration creates": (
+        [LooseMember], "INSERT INTO members VALUES (10, 1), (11, NULL)", [Org, LinkedMember], 1, "members -> orgs",
+        "UPDATE members SET org_id = NULL",
+    ),
+    "new key to a parent table the migration renames": (
+        [Org, LooseMember], "INSERT INTO orgs VALUES (1, 'acme'); INSERT INTO members VALUES (10, 1), (11, 99), (12, 98)",
+        [Company, CompanyMember], 2, "members -> companies", "DELETE FROM members WHERE org_id > 1",
+    ),
+    "new key to a parent column the migration adds": (
+        [Org, LooseMember], "INSERT INTO orgs VALUES (1, 'acme'); INSERT INTO members VALUES (10, 1)",
+        [CodedOrg, CodeMember], 1, "members -> orgs", "UPDATE members SET org_id = NULL",
+    ),
+    "parent key values changed by an allowed lossy conversion": (
+        [TextTag, Tagged], "INSERT INTO tags VALUES ('7'), ('x'); INSERT INTO tagged VALUES (1, '7'), (2, 'x'), (3, NULL)",
+        [IntegerTag, Tagged], 1, "tagged -> tags", "DELETE FROM tagged WHERE tag = 'x'; DELETE FROM tags WHERE name = 'x'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", VIOLATIONS_AFTER_THE_FACT)
+def test_a_migration_that_would_leave_foreign_key_violations_is_rolled_back(conn, db_path, case):
+    before, seed, after, count, link, fix = VIOLATIONS_AFTER_THE_FACT[case]
+    sync_models(conn, before)
+    conn.executescript(seed)
+    conn.execute("PRAGMA foreign_keys = ON")
+    file_before = db_path.read_bytes()
+    child, parent = link.split(" -> ")
+    with pytest.raises(MigrationError, match=rf"{count} row.*({link}: {count}|{parent})") as raised:
+        sync_models(conn, after, allow_destructive=True)
+    assert child in str(raised.value) and "nothing was changed" in str(raised.value)
+    assert db_path.read_bytes() == file_before
+    assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.executescript(fix)
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, after, allow_destructive=True)  # without the rows in the way the same plan applies
+    assert rows(conn, "PRAGMA foreign_key_check") == []
+    assert model_migration_plan(conn, after).is_empty
+
+
+def test_a_new_foreign_key_over_rows_with_null_references_applies_with_foreign_keys_on(conn):
+    """A NULL foreign key references nothing and is never an orphan (SQLite does not check it)."""
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Org, LooseMember])
+    conn.execute("INSERT INTO orgs VALUES (1, 'acme')")
+    conn.executemany("INSERT INTO members VALUES (?, ?)", [(10, 1), (11, None), (12, None)])
+    conn.commit()
+    assert not model_migration_plan(conn, [Org, LinkedMember]).problems
+    assert sync_models(conn, [Org, LinkedMember]).rebuilt_tables == ("members",)
+    assert rows(conn, "SELECT id, org_id FROM members ORDER BY id") == [(10, 1), (11, None), (12, None)]
+    assert rows(conn, "PRAGMA foreign_key_check") == []
 
 
 def test_renaming_a_parent_table_and_key_column_keeps_children_pointing_at_it(conn):

@@ -3,6 +3,10 @@
 Either the migration succeeds and the live schema equals the new models (the next
 plan is empty) with every surviving value intact (after SQLite's CAST for declared
 type changes), or it raises a pydsqlite error and the file is byte-for-byte unchanged.
+For one table the refusal is predicted exactly: a NOT NULL column without a default is
+refused when a row would need a value for it (a new column over rows, or NULLs in the
+column it comes from), blobs that are not UTF-8 never become TEXT, and nothing else
+refuses a migration that is allowed to be destructive.
 """
 
 from __future__ import annotations
@@ -14,7 +18,18 @@ from typing import Annotated, Any, Optional
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pydsqlite import LWW, Field, ForeignKey, Index, PrimaryKey, PydsqliteError, SyncModel, model_migration_plan, sync_models
+from pydsqlite import (
+    LWW,
+    Field,
+    ForeignKey,
+    Index,
+    MigrationError,
+    PrimaryKey,
+    PydsqliteError,
+    SyncModel,
+    model_migration_plan,
+    sync_models,
+)
 
 KINDS = {"int": int, "str": str, "float": float, "bool": bool, "bytes": bytes}
 SQL_TYPE = {"int": "INTEGER", "str": "TEXT", "float": "REAL", "bool": "INTEGER", "bytes": "BLOB"}
@@ -70,7 +85,8 @@ def table_specs(draw) -> TableSpec:
 def edited(draw, table: TableSpec) -> TableSpec:
     columns = list(table.columns)
     for _ in range(draw(st.integers(1, 4))):
-        edit = draw(st.sampled_from(["add", "drop", "rename", "type", "nullability", "index", "lww", "default", "key", "table"]))
+        # "nullability" twice: a column turning NOT NULL over NULLs needs rows, NULLs and no default at once.
+        edit = draw(st.sampled_from(["add", "drop", "rename", "type", "nullability", "nullability", "index", "lww", "default", "key", "table"]))
         if edit == "add":
             free = [n for n in NAMES if n.lower() not in {c.name.lower() for c in columns}]
             if free:
@@ -89,7 +105,8 @@ def edited(draw, table: TableSpec) -> TableSpec:
         elif edit == "nullability" and columns:
             index = draw(st.integers(0, len(columns) - 1))
             column = columns[index]
-            default = column.default if column.default is not None else draw(values_of(column.kind))
+            # Turning NOT NULL keeps, adds or leaves out a default (then NULLs are in the way).
+            default = draw(st.sampled_from([column.default, None])) if draw(st.booleans()) else draw(values_of(column.kind))
             columns[index] = replace(column, nullable=not column.nullable, default=default if column.nullable else column.default)
         elif edit == "index" and columns:
             index = draw(st.integers(0, len(columns) - 1))
@@ -154,8 +171,45 @@ def cast(conn: sqlite3.Connection, value: Any, sql_type: str) -> Any:
     return conn.execute(f"SELECT CAST(? AS {sql_type})", (value,)).fetchone()[0]
 
 
-def row_strategy(columns: tuple[ColumnSpec, ...]) -> st.SearchStrategy:
-    return st.tuples(*[values_of(c.kind) if not c.nullable else st.one_of(st.none(), values_of(c.kind)) for c in columns])
+def row_strategy(columns: tuple[ColumnSpec, ...], without_nulls: frozenset[str] = frozenset()) -> st.SearchStrategy:
+    """Rows of ``columns``; nullable ones hold NULLs too, except those named in ``without_nulls``."""
+    return st.tuples(
+        *[values_of(c.kind) if not c.nullable or c.name in without_nulls else st.one_of(st.none(), values_of(c.kind)) for c in columns]
+    )
+
+
+def sources_of(before: TableSpec, after: TableSpec) -> dict[str, tuple[int, ColumnSpec] | None]:
+    """Each new column's old column (position, spec), as docs/declaring-models.md says rename
+    hints apply: a hint applies while its new name is free (no live column, or one that another
+    applying hint moves away, as in swaps); otherwise a column keeps the live column of its name."""
+    old = {c.name.lower(): (j, c) for j, c in enumerate(before.columns)}
+    hints = {c.name.lower(): c.renamed_from.lower() for c in after.columns if c.renamed_from and c.renamed_from.lower() in old}
+    hints = {new: previous for new, previous in hints.items() if new != previous}
+    while True:  # the largest set of hints that are consistent with each other
+        moved = set(hints.values())
+        kept = {new: previous for new, previous in hints.items() if new not in old or new in moved}
+        if kept == hints:
+            break
+        hints = kept
+    moved = set(hints.values())
+    result: dict[str, tuple[int, ColumnSpec] | None] = {}
+    for column in after.columns:
+        name = column.name.lower()
+        if name in hints:
+            result[column.name] = old[hints[name]]
+        else:
+            result[column.name] = old[name] if name in old and name not in moved else None
+    return result
+
+
+def is_utf8(value: Any) -> bool:
+    if not isinstance(value, bytes):
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def quote(name: str) -> str:
@@ -171,7 +225,9 @@ def test_random_edits_keep_every_surviving_cell(data, tmp_path_factory):
     conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")  # lossy casts may leave invalid UTF-8
     try:
         sync_models(conn, [model_of(before_spec)])
-        row_values = data.draw(st.lists(row_strategy(before_spec.columns), max_size=6))
+        # Some nullable columns hold no NULL, so a later NOT NULL without default must apply to them.
+        without_nulls = frozenset(c.name for c in before_spec.columns if c.nullable and data.draw(st.booleans()))
+        row_values = data.draw(st.lists(row_strategy(before_spec.columns, without_nulls), max_size=6))
         names = ", ".join(["id", *(quote(c.name) for c in before_spec.columns)])
         marks = ", ".join("?" * (len(before_spec.columns) + 1))
         conn.executemany(
@@ -181,33 +237,48 @@ def test_random_edits_keep_every_surviving_cell(data, tmp_path_factory):
         conn.commit()
         after_spec = data.draw(edited(before_spec))
         after_model = model_of(after_spec)
+        sources = sources_of(before_spec, after_spec)
+        # NOT NULL without a default is refused exactly when a row would need a value: no
+        # source column to copy from, or a NULL in the source.
+        in_the_way = [
+            column.name
+            for column in after_spec.columns
+            if not column.nullable and column.default is None and row_values
+            and (sources[column.name] is None or any(values[sources[column.name][0]] is None for values in row_values))
+        ]
+        # Blobs that are not UTF-8 never become TEXT, even when losses are allowed (docs/migrations.md).
+        in_the_way += [
+            column.name
+            for column in after_spec.columns
+            if SQL_TYPE[column.kind] == "TEXT" and (source := sources[column.name]) is not None and source[1].kind == "bytes"
+            and any(not is_utf8(values[source[0]]) for values in row_values) and column.name not in in_the_way
+        ]
+        for column in after_spec.columns:
+            if not column.nullable and column.default is None and column.name != after_spec.composite_key:
+                source = sources[column.name]
+                kind = "new column" if source is None else "nullable column" if source[1].nullable else "NOT NULL column"
+                state = "in the way" if column.name in in_the_way else "rows fit" if row_values else "no rows"
+                event(f"NOT NULL without default, {kind}: {state}")
         file_before = path.read_bytes()
         try:
             sync_models(conn, [after_model], allow_destructive=True)
         except PydsqliteError as error:
             event(f"refused: {type(error).__name__}")
+            assert in_the_way, f"refused although no row is in the way: {error}"
+            assert isinstance(error, MigrationError) and "nothing was changed" in str(error), str(error)
+            for name in in_the_way:
+                assert f"{after_spec.name}.{name}: " in str(error), (name, str(error))
             assert "Statement:" not in str(error) and "database error" not in str(error), str(error)
             assert path.read_bytes() == file_before
             return
         event("applied")
+        assert not in_the_way, f"NOT NULL columns {in_the_way} without a default were filled with nothing"
         assert model_migration_plan(conn, [after_model]).is_empty
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        old_by_name = {c.name.lower(): (j, c) for j, c in enumerate(before_spec.columns)}
         for i, values in enumerate(row_values):
             for column in after_spec.columns:
                 live = conn.execute(f"SELECT {quote(column.name)} FROM {after_spec.name} WHERE id = ?", (i,)).fetchone()[0]
-                # A rename hint applies while its new name is free (the old name may be re-added as a new
-                # column); otherwise columns match by name (a dropped and re-added name is the same column).
-                renamed_away = {
-                    c.renamed_from.lower() for c in after_spec.columns
-                    if c.renamed_from and c.renamed_from.lower() in old_by_name and c.name.lower() not in old_by_name
-                }
-                if column.renamed_from and column.renamed_from.lower() in renamed_away and column.name.lower() not in old_by_name:
-                    source = old_by_name.get(column.renamed_from.lower())
-                elif column.name.lower() in renamed_away:
-                    source = None
-                else:
-                    source = old_by_name.get(column.name.lower())
+                source = sources[column.name]
                 if source is not None:
                     position, old_column = source
                     expected = encode(old_column.kind, values[position])

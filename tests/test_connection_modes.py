@@ -1,0 +1,276 @@
+"""sync_models, previews and Database in every transaction mode of Python's sqlite3.
+
+Modes: legacy with ``isolation_level`` "" (the default), None, "IMMEDIATE", "EXCLUSIVE", and
+on Python 3.12+ ``autocommit=True`` and ``autocommit=False`` (PEP 249: a transaction is
+always pending). What is committed is checked from a second connection on the same file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import pytest
+
+from pydsqlite import Database, DestructiveChangeError, ForeignKey, PrimaryKey, SyncModel, model_migration_plan, sync_models
+
+
+class ParentV1(SyncModel, table="parents"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+
+
+class ParentV2(SyncModel, table="parents"):  # in place: a new nullable column
+    id: Annotated[int, PrimaryKey()]
+    name: str
+    nickname: Optional[str] = None
+
+
+class ParentV3(SyncModel, table="parents"):  # a rebuild: name becomes nullable
+    id: Annotated[int, PrimaryKey()]
+    name: Optional[str] = None
+
+
+class ParentWithoutName(SyncModel, table="parents"):  # destructive: drops a column holding values
+    id: Annotated[int, PrimaryKey()]
+
+
+class Child(SyncModel, table="children"):
+    id: Annotated[int, PrimaryKey()]
+    parent_id: Annotated[int, ForeignKey("parents.id", on_delete="cascade")]
+
+
+MODES = {
+    "isolation_level=''": {"isolation_level": ""},
+    "isolation_level=None": {"isolation_level": None},
+    "isolation_level='IMMEDIATE'": {"isolation_level": "IMMEDIATE"},
+    "isolation_level='EXCLUSIVE'": {"isolation_level": "EXCLUSIVE"},
+    "autocommit=True": {"autocommit": True},
+    "autocommit=False": {"autocommit": False},
+}
+PEP249 = "autocommit=False"
+IMPLICIT_TRANSACTIONS = {"isolation_level=''", "isolation_level='IMMEDIATE'", "isolation_level='EXCLUSIVE'"}
+"""Legacy modes in which a data change through ``conn.execute`` opens a transaction the caller commits."""
+WRITE_LOCK_AT_BEGIN = {"isolation_level='IMMEDIATE'", "isolation_level='EXCLUSIVE'"}
+
+
+@pytest.fixture(params=list(MODES))
+def mode(request) -> str:
+    if "autocommit" in MODES[request.param] and sys.version_info < (3, 12):
+        pytest.skip(f"sqlite3 {request.param} needs Python 3.12 or later (running {sys.version.split()[0]})")
+    return request.param
+
+
+def connect(path: Path, mode: str, *, foreign_keys: bool = False) -> sqlite3.Connection:
+    """A connection in ``mode``; foreign keys are switched on where the pragma works: outside a transaction."""
+    options = MODES[mode]
+    if mode == PEP249:
+        conn = sqlite3.connect(path, autocommit=True)
+        if foreign_keys:
+            conn.execute("PRAGMA foreign_keys = ON")
+        conn.autocommit = False
+        return conn
+    conn = sqlite3.connect(path, **options)
+    if foreign_keys:
+        conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def connection_state(conn: sqlite3.Connection) -> tuple[Any, ...]:
+    return (
+        conn.in_transaction,
+        getattr(conn, "autocommit", None),
+        conn.isolation_level,
+        conn.execute("PRAGMA foreign_keys").fetchone()[0],
+        conn.execute("PRAGMA busy_timeout").fetchone()[0],
+    )
+
+
+def committed(path: Path, sql: str) -> list[tuple]:
+    """What another connection reads from the file: only committed data."""
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        return other.execute(sql).fetchall()
+    finally:
+        other.close()
+
+
+def committed_meanwhile(path: Path, sql: str, mode: str) -> list[tuple] | None:
+    """``committed`` while the connection in ``mode`` keeps a transaction open; None under
+    ``EXCLUSIVE``, whose lock keeps every reader out until the commit."""
+    if mode == "isolation_level='EXCLUSIVE'":
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            committed(path, sql)
+        return None
+    return committed(path, sql)
+
+
+def columns_of(path: Path, table: str) -> list[str]:
+    return [row[0] for row in committed(path, f"SELECT name FROM pragma_table_info('{table}')")]
+
+
+@pytest.fixture
+def seeded(db_path: Path, mode: str) -> sqlite3.Connection:
+    """Version 1 of the schema with two parents and three children, committed; the connection in ``mode``."""
+    setup = sqlite3.connect(db_path)
+    sync_models(setup, [ParentV1, Child])
+    setup.executemany("INSERT INTO parents VALUES (?, ?)", [(1, "ann"), (2, "bob")])
+    setup.executemany("INSERT INTO children VALUES (?, ?)", [(10, 1), (11, 1), (12, 2)])
+    setup.commit()
+    setup.close()
+    conn = connect(db_path, mode, foreign_keys=True)
+    yield conn
+    conn.close()
+
+
+# --- sync_models and previews --------------------------------------------------------------
+
+
+def test_sync_models_creating_tables_commits_them(db_path, mode):
+    conn = connect(db_path, mode)
+    before = connection_state(conn)
+    plan = sync_models(conn, [ParentV1, Child])
+    assert [operation.kind for operation in plan.operations] == ["create_table", "create_table"]
+    assert committed(db_path, "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('parents', 'children') ORDER BY name") == [
+        ("children",), ("parents",)
+    ]
+    assert connection_state(conn) == before  # PEP 249: a transaction is pending again, as after conn.commit()
+    conn.close()
+
+
+def test_sync_models_changing_a_table_in_place_commits_it(db_path, seeded):
+    before = connection_state(seeded)
+    sync_models(seeded, [ParentV2, Child])
+    assert "nickname" in columns_of(db_path, "parents")
+    assert connection_state(seeded) == before
+
+
+def test_a_rebuild_with_foreign_keys_on_keeps_every_child_under_on_delete_cascade(db_path, seeded):
+    before = connection_state(seeded)
+    plan = sync_models(seeded, [ParentV3, Child])
+    assert plan.rebuilt_tables == ("parents",)
+    assert committed(db_path, "SELECT id, parent_id FROM children ORDER BY id") == [(10, 1), (11, 1), (12, 2)]
+    assert committed(db_path, "SELECT \"notnull\" FROM pragma_table_info('parents') WHERE name = 'name'") == [(0,)]
+    assert connection_state(seeded) == before and before[3] == 1  # foreign keys back on
+    assert committed(db_path, "PRAGMA foreign_key_check") == []
+
+
+def test_a_refused_destructive_change_changes_nothing(db_path, seeded):
+    before = connection_state(seeded)
+    file_before = db_path.read_bytes()
+    with pytest.raises(DestructiveChangeError, match="drop column parents.name"):
+        sync_models(seeded, [ParentWithoutName, Child])
+    assert db_path.read_bytes() == file_before
+    assert connection_state(seeded) == before
+    assert committed(db_path, "SELECT * FROM parents ORDER BY id") == [(1, "ann"), (2, "bob")]
+
+
+def test_a_preview_leaves_the_connection_and_its_pending_writes_as_they_were(db_path, seeded, mode):
+    seeded.execute("INSERT INTO parents VALUES (3, 'pending')")
+    before = connection_state(seeded)
+    plan = model_migration_plan(seeded, [ParentV3, Child])
+    assert plan.rebuilt_tables == ("parents",)
+    assert connection_state(seeded) == before
+    assert seeded.execute("SELECT name FROM parents WHERE id = 3").fetchall() == [("pending",)]
+    pending = mode == PEP249 or mode in IMPLICIT_TRANSACTIONS
+    assert committed_meanwhile(db_path, "SELECT count(*) FROM parents", mode) in ([(2 if pending else 3,)], None)
+
+
+def test_sync_models_after_a_pending_write(db_path, seeded, mode):
+    """PEP 249: the pending transaction is committed first, as conn.commit() would. Legacy mode with
+    the caller's transaction open: the migration joins it (a savepoint) and the caller commits."""
+    seeded.execute("INSERT INTO parents VALUES (3, 'pending')")
+    sync_models(seeded, [ParentV2, Child])
+    if mode in IMPLICIT_TRANSACTIONS:
+        assert seeded.in_transaction
+        assert committed_meanwhile(db_path, "SELECT count(*) FROM pragma_table_info('parents') WHERE name = 'nickname'", mode) in ([(0,)], None)
+        seeded.commit()
+    assert "nickname" in columns_of(db_path, "parents")
+    assert committed(db_path, "SELECT name FROM parents WHERE id = 3") == [("pending",)]
+
+
+# --- Database --------------------------------------------------------------------------------
+
+
+def test_a_single_write_is_committed_unless_the_connection_keeps_a_transaction_pending(db_path, seeded, mode):
+    db = Database(seeded)
+    db.insert(ParentV1(id=3, name="cy"))
+    db.update(ParentV1, 1, name="ANN")
+    db.delete(Child, 12)
+    state = committed(db_path, "SELECT id, name FROM parents ORDER BY id"), committed(db_path, "SELECT count(*) FROM children")
+    if mode == PEP249:  # joins the pending transaction: the caller commits, as with conn.execute
+        assert state == ([(1, "ann"), (2, "bob")], [(3,)]) and seeded.in_transaction
+        seeded.commit()
+    else:
+        assert not seeded.in_transaction
+    assert committed(db_path, "SELECT id, name FROM parents ORDER BY id") == [(1, "ANN"), (2, "bob"), (3, "cy")]
+    assert committed(db_path, "SELECT count(*) FROM children") == [(2,)]
+
+
+def test_a_transaction_block_commits_on_success_and_rolls_back_on_error(db_path, seeded, mode):
+    db = Database(seeded)
+    with db.transaction():
+        db.insert(ParentV1(id=3, name="cy"))
+        db.insert(Child(id=13, parent_id=3))
+    assert committed(db_path, "SELECT count(*) FROM parents") == [(3,)]
+    assert seeded.in_transaction == (mode == PEP249)
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.insert(ParentV1(id=4, name="dee"))
+            raise RuntimeError("fails")
+    assert db.get(ParentV1, 4) is None and committed(db_path, "SELECT count(*) FROM parents") == [(3,)]
+    assert seeded.in_transaction == (mode == PEP249)
+
+
+def test_a_failing_block_on_a_pep249_connection_keeps_the_pending_writes_before_it(db_path, seeded, mode):
+    db = Database(seeded)
+    db.insert(ParentV1(id=3, name="before the block"))
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.insert(ParentV1(id=4, name="in the block"))
+            raise RuntimeError("fails")
+    assert [p.id for p in db.select(ParentV1, order_by="id")] == [1, 2, 3]
+    if mode == PEP249:
+        assert committed(db_path, "SELECT count(*) FROM parents") == [(2,)]
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,)]
+
+
+def test_nested_blocks_are_savepoints(db_path, seeded):
+    db = Database(seeded)
+    with db.transaction():
+        db.insert(ParentV1(id=3, name="outer"))
+        with pytest.raises(RuntimeError):
+            with db.transaction():
+                db.insert(ParentV1(id=4, name="inner"))
+                raise RuntimeError("inner fails")
+        with db.transaction():
+            db.insert(ParentV1(id=5, name="second inner"))
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,), (5,)]
+
+
+@pytest.mark.parametrize("mode", sorted(IMPLICIT_TRANSACTIONS))
+def test_inside_the_callers_own_transaction_a_block_is_a_savepoint_and_the_caller_commits(db_path, seeded, mode):
+    seeded.execute("INSERT INTO parents VALUES (3, 'caller')")
+    db = Database(seeded)
+    with db.transaction():
+        db.insert(ParentV1(id=4, name="block"))
+    assert seeded.in_transaction
+    assert committed_meanwhile(db_path, "SELECT count(*) FROM parents", mode) in ([(2,)], None)
+    seeded.commit()
+    assert committed(db_path, "SELECT count(*) FROM parents") == [(4,)]
+
+
+def test_a_transaction_block_takes_the_lock_the_isolation_level_asks_for(db_path, seeded, mode):
+    db = Database(seeded)
+    other = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    with db.transaction():
+        if mode in WRITE_LOCK_AT_BEGIN:
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("BEGIN IMMEDIATE")
+        else:  # a deferred BEGIN takes no lock until the first write
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+    other.close()

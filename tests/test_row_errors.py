@@ -1,0 +1,406 @@
+"""Wrong arguments, values SQLite cannot store and a database behind its models: precise errors, nothing written."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from typing import Annotated, Any, Optional
+
+import pytest
+from pydantic import BaseModel, create_model
+
+from pydsqlite import (
+    LWW,
+    ConstraintError,
+    Database,
+    Field,
+    ForeignKey,
+    PrimaryKey,
+    PydsqliteError,
+    SchemaDefinitionError,
+    SchemaMismatchError,
+    SyncModel,
+    UnstorableValueError,
+    UsageError,
+    col,
+    model_migration_plan,
+    sync_models,
+)
+from pydsqlite.compile import compile_models
+
+
+class Account(SyncModel, table="accounts"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+    balance: int = 0
+    tags: list[str] = []
+    blobs: list[bytes] = []
+
+
+class Note(SyncModel, table="notes"):
+    id: Annotated[int, PrimaryKey()]
+    body: Annotated[str, LWW()] = ""
+
+
+class Log(SyncModel, table="logs"):  # no primary key
+    line: str
+
+
+class Plain(BaseModel):
+    id: int
+
+
+def file_state(conn: sqlite3.Connection) -> list[tuple]:
+    """The whole schema and every row of every table."""
+    tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    schema = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    return schema + [(name, sorted(conn.execute(f"SELECT * FROM `{name}`").fetchall(), key=repr)) for name in tables]
+
+
+@pytest.fixture
+def db(conn):
+    sync_models(conn, [Account, Note, Log])
+    database = Database(conn)
+    database.insert_many([Account(id=1, name="ann"), Account(id=2, name="bob")])
+    database.insert(Note(id=1, body="n"))
+    return database
+
+
+# --- a database behind its models ---------------------------------------------------------
+
+
+class AccountAhead(SyncModel, table="accounts"):
+    """The next version of Account, not synced yet: one more column."""
+
+    id: Annotated[int, PrimaryKey()]
+    name: str
+    balance: int = 0
+    tags: list[str] = []
+    blobs: list[bytes] = []
+    email: Optional[str] = None
+
+
+class NoteAhead(SyncModel, table="notes"):
+    """Notes with a second LWW column (and so a second hidden companion) not synced yet."""
+
+    id: Annotated[int, PrimaryKey()]
+    body: Annotated[str, LWW()] = ""
+    title: Annotated[str, LWW()] = ""
+
+
+class Missing(SyncModel, table="missing"):
+    id: Annotated[int, PrimaryKey()]
+    name: str = ""
+
+
+def calls(model: type[SyncModel], row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": lambda db: db.get(model, 1),
+        "select": lambda db: db.select(model),
+        "iter_select": lambda db: list(db.iter_select(model)),
+        "count": lambda db: db.count(model),
+        "insert": lambda db: db.insert(model(**{**row, "id": 9})),
+        "insert_many": lambda db: db.insert_many([model(**{**row, "id": 8}), model(**{**row, "id": 9})]),
+        "update_by_key": lambda db: db.update(model, 1, **{k: v for k, v in row.items() if k != "id"}),
+        "update_instance": lambda db: db.update(model(**row)),
+        "upsert": lambda db: db.upsert(model(**row)),
+        "delete_by_key": lambda db: db.delete(model, 1),
+        "delete_instance": lambda db: db.delete(model(**row)),
+    }
+
+
+class MemoPlain(SyncModel, table="memos"):
+    id: Annotated[int, PrimaryKey()]
+    body: str = ""
+
+
+class MemoSynced(SyncModel, table="memos"):
+    """The same columns, now synced: the hidden companion and sync columns are missing."""
+
+    id: Annotated[int, PrimaryKey()]
+    body: Annotated[str, LWW()] = ""
+
+
+CASES = [
+    # model, a row of it, the table and column the error names, calls that do not use the column
+    (AccountAhead, {"id": 1, "name": "x"}, "accounts", "email", {"count", "delete_by_key", "delete_instance"}),
+    (NoteAhead, {"id": 1, "body": "x"}, "notes", "title", {"count"}),
+    (MemoSynced, {"id": 1, "body": "x"}, "memos", "body__hlc", {"count", "get", "select", "iter_select"}),
+    (Missing, {"id": 1}, "missing", None, set()),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "row", "table", "column", "call"),
+    [
+        (model, row, table, column, name)
+        for model, row, table, column, unaffected in CASES
+        for name in calls(model, row)
+        if name not in unaffected
+    ],
+    ids=lambda value: value if isinstance(value, str) else getattr(value, "__name__", None),
+)
+def test_a_model_ahead_of_its_table_gets_an_error_naming_table_column_and_sync_models(db, model, row, table, column, call):
+    sync_models(db.conn, [Account, Note, Log, MemoPlain])
+    db.insert(MemoPlain(id=1, body="m"))
+    before = file_state(db.conn)
+    with pytest.raises(SchemaMismatchError) as raised:
+        calls(model, row)[call](db)
+    error = raised.value
+    assert (error.table, error.column) == (table, column)
+    assert "sync_models" in str(error) and repr(table) in str(error)
+    if column:
+        assert f"has no column {column!r}, which {model.__name__} needs" in str(error)
+    else:
+        assert f"table {table!r} of {model.__name__} does not exist" in str(error)
+    assert file_state(db.conn) == before and not db.conn.in_transaction
+
+
+@pytest.mark.parametrize(("model", "row", "table", "column", "unaffected"), CASES[:3], ids=["column", "lww", "companion"])
+def test_calls_that_do_not_use_the_missing_column_still_work(db, model, row, table, column, unaffected):
+    sync_models(db.conn, [Account, Note, Log, MemoPlain])
+    db.insert(MemoPlain(id=1, body="m"))
+    for name in sorted(unaffected):
+        calls(model, row)[name](db)
+
+
+def test_misspelled_columns_in_conditions_sql_text_and_order_by_name_the_column(db):
+    before = file_state(db.conn)
+    for call, column in (
+        (lambda: db.select(Account, col("nmae") == "ann"), "nmae"),
+        (lambda: db.count(Account, (col("id") > 0) & (col("balanse") < 5)), "balanse"),
+        (lambda: list(db.iter_select(Account, "blance > ?", (1,))), "blance"),
+        (lambda: db.select(Account, order_by="-nmae"), "nmae"),
+        (lambda: db.select(Account, order_by=["id", "naem desc"]), "naem"),
+    ):
+        with pytest.raises(SchemaMismatchError, match=rf"names '{column}', which is not a field of Account \(fields: id, name") as raised:
+            call()
+        assert (raised.value.table, raised.value.column) == ("accounts", column)
+    with pytest.raises(SchemaMismatchError, match="no table 'nowhere'"):
+        db.select(Account, "id IN (SELECT id FROM nowhere)")
+    assert file_state(db.conn) == before
+
+
+def test_the_happy_path_sends_no_extra_statement(db):
+    sent: list[str] = []
+    db.conn.set_trace_callback(sent.append)
+    db.get(Account, 1)
+    db.select(Account, col("name") == "ann", order_by="id")
+    db.count(Account)
+    assert len(sent) == 3
+    sent.clear()
+    db.insert(Account(id=3, name="cy"))
+    db.update(Account, 3, balance=2)
+    assert [statement.split()[0] for statement in sent] == ["BEGIN", "INSERT", "COMMIT", "BEGIN", "SELECT", "UPDATE", "COMMIT"]
+    db.conn.set_trace_callback(None)
+
+
+# --- wrong arguments ----------------------------------------------------------------------
+
+
+class ParentNotPassed(SyncModel, table="parents_not_passed"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class ChildOfUnpassed(SyncModel, table="children_of_unpassed"):
+    id: Annotated[int, PrimaryKey()]
+    parent: Annotated[int, ForeignKey(ParentNotPassed)]
+
+
+@pytest.mark.parametrize("entry", [sync_models, model_migration_plan], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    ("models", "error", "message"),
+    [
+        (Account, UsageError, r"models must be a list of table model classes, not the class Account; pass a list: \[Account\]"),
+        (Account(id=1, name="x"), UsageError, "not an instance of Account"),
+        ("accounts", UsageError, "not the string 'accounts' \\(pass the model class, not a table name\\)"),
+        ([Account, "accounts"], UsageError, "expected a table model class, not the string 'accounts'"),
+        ([Account, Account(id=1, name="x")], UsageError, "expected a table model class, not an instance of Account"),
+        ([Account, None], UsageError, "expected a table model class, not NoneType None"),
+        ([Account, Plain], SchemaDefinitionError, "Plain: is not a table model"),
+        (42, UsageError, "models must be a list of table model classes, not int 42"),
+        ([Account, ChildOfUnpassed], UsageError, "ChildOfUnpassed.parent: the foreign key references table 'parents_not_passed', which is neither among the models passed nor kept in the database"),
+    ],
+    ids=["class", "instance", "string", "string-in-list", "instance-in-list", "none-in-list", "plain-model", "int", "foreign-key"],
+)
+def test_wrong_model_arguments_are_refused_before_anything_is_written(db, entry, models, error, message):
+    before = file_state(db.conn)
+    with pytest.raises(error, match=message):
+        entry(db.conn, models)
+    assert file_state(db.conn) == before and not db.conn.in_transaction
+
+
+def test_a_foreign_key_may_reach_a_table_already_in_the_database_but_not_one_a_sync_drops(db):
+    class Payment(SyncModel, table="payments"):
+        id: Annotated[int, PrimaryKey()]
+        account_id: Annotated[int, ForeignKey(Account)]
+
+    assert [operation.kind for operation in sync_models(db.conn, [Account, Note, Log, Payment]).operations] == ["create_table"]
+    before = file_state(db.conn)
+    with pytest.raises(UsageError, match="Payment.account_id: the foreign key references table 'accounts'"):
+        sync_models(db.conn, [Note, Log, Payment], allow_destructive=True)  # would drop accounts
+    assert file_state(db.conn) == before
+
+
+def test_database_methods_refuse_wrong_arguments_naming_model_and_field(db):
+    before = file_state(db.conn)
+    refused = [
+        (lambda: db.get(Log, "x"), "Log \\(table 'logs'\\) has no primary key, so get\\(\\) cannot name a row"),
+        (lambda: db.update(Log, "x", line="y"), "has no primary key, so update\\(\\)"),
+        (lambda: db.update(Log(line="x")), "has no primary key, so update\\(\\)"),
+        (lambda: db.delete(Log, "x"), "has no primary key, so delete\\(\\)"),
+        (lambda: db.delete(Log(line="x")), "has no primary key, so delete\\(\\)"),
+        (lambda: db.upsert(Log(line="x")), "has no primary key, so upsert\\(\\)"),
+        (lambda: db.get(Account, (1, 2)), "get\\(\\): table 'accounts' \\(Account\\) has a 1-column key \\('id',\\); got \\(1, 2\\)"),
+        (lambda: db.delete(Account, ()), "delete\\(\\): table 'accounts' \\(Account\\) has a 1-column key"),
+        (lambda: db.get(Account, 1.5), "get\\(\\): key 1.5 does not fit Account.id: Input should be a valid integer"),
+        (lambda: db.delete(Account, "one"), "delete\\(\\): key 'one' does not fit Account.id"),
+        (lambda: db.update(Account, 1, nmae="x", blance=2), "update\\(\\): Account has no field\\(s\\) 'blance', 'nmae' \\(fields: id, name"),
+        (lambda: db.update(Account(id=1, name="x"), 1), "update\\(obj\\) takes the instance only"),
+        (lambda: db.get("accounts", 1), "expected a table model class, not the string 'accounts'"),
+        (lambda: db.select(Account(id=1, name="x")), "expected a table model class, not an instance of Account"),
+        (lambda: db.count(dict), "expected a table model class, not the class dict"),
+        (lambda: db.insert({"id": 5, "name": "x"}), "insert\\(\\) takes a table model instance, not dict"),
+        (lambda: db.insert_many(Account(id=5, name="x")), "insert_many\\(\\) takes an iterable of rows, not Account; use insert\\(\\) for one"),
+        (lambda: db.insert_many([{"id": 5, "name": "x"}]), "insert_many\\(\\) without model= takes a table model instance, not dict"),
+        (lambda: db.insert_many([Account(id=5, name="x"), Note(id=5)]), "expected a Account \\(table 'accounts'\\), got Note"),
+        (lambda: db.upsert(5), "upsert\\(\\) takes a table model instance, not int"),
+        (lambda: db.delete("accounts"), "delete\\(\\) takes a table model instance, not str"),
+        (lambda: db.select(Account, where={"id": 1}), "where= takes SQL text or a condition built with col\\(\\), not dict"),
+        (lambda: db.select(Account, "name = ?", "ann"), "params= takes a sequence of values, not str"),
+        (lambda: db.get(Plain, 1), "Plain: is not a table model"),
+        (lambda: Database(42), "Database\\(\\) takes a sqlite3.Connection or a path, not int"),
+    ]
+    for call, message in refused:
+        with pytest.raises(PydsqliteError, match=message) as raised:
+            call()
+        assert isinstance(raised.value, TypeError)  # UsageError and SchemaDefinitionError are TypeErrors too
+    assert file_state(db.conn) == before and not db.conn.in_transaction
+
+
+# --- values SQLite cannot store -----------------------------------------------------------
+
+TOO_BIG = 2**63
+TOO_SMALL = -(2**63) - 1
+LONE_SURROGATE = "x\ud800y"
+UNSTORABLE = [
+    ("balance", TOO_BIG, "SQLite integers are 64-bit"),
+    ("balance", TOO_SMALL, "SQLite integers are 64-bit"),
+    ("balance", 2**200, "SQLite integers are 64-bit"),
+    ("name", LONE_SURROGATE, "lone surrogate"),
+    ("name", "\udfff", "lone surrogate"),
+    ("tags", ["ok", LONE_SURROGATE], "lone surrogate"),
+    ("blobs", [b"ok", b"\xff\xfe"], "invalid utf-8"),
+]
+
+
+def writes_of(db: Database, field: str, value: Any) -> dict[str, Any]:
+    good = {"id": 1, "name": "ann"}
+    return {
+        "insert": lambda: db.insert(Account(**{"id": 7, "name": "x", field: value})),
+        "insert_many": lambda: db.insert_many([Account(id=5, name="a"), Account(id=6, name="b"), Account(**{"id": 7, "name": "x", field: value})]),
+        "insert_many_dicts": lambda: db.insert_many([{"id": 5, "name": "a"}, {"id": 7, "name": "x", field: value}], Account),
+        "update_by_key": lambda: db.update(Account, 1, **{field: value}),
+        "update_instance": lambda: db.update(Account(**{**good, field: value})),
+        "upsert_existing": lambda: db.upsert(Account(**{**good, field: value})),
+        "upsert_new": lambda: db.upsert(Account(**{"id": 7, "name": "x", field: value})),
+    }
+
+
+@pytest.mark.parametrize("write", list(writes_of(None, "id", 0)))  # type: ignore[arg-type]
+@pytest.mark.parametrize(("field", "value", "reason"), UNSTORABLE, ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(UNSTORABLE)])
+def test_a_value_sqlite_cannot_store_names_table_field_and_value_and_nothing_is_written(db, write, field, value, reason):
+    before = file_state(db.conn)
+    with pytest.raises(UnstorableValueError, match=reason) as raised:
+        writes_of(db, field, value)[write]()
+    error = raised.value
+    assert (error.table, error.field) == ("accounts", field) and error.value == value
+    assert str(error).startswith(f"accounts.{field}: ") and "nothing was written" in str(error)
+    assert isinstance(error, ValueError)
+    assert file_state(db.conn) == before and not db.conn.in_transaction
+
+
+def test_inside_an_open_transaction_a_refused_batch_leaves_the_earlier_work_of_that_transaction(db):
+    with db.transaction():
+        db.insert(Account(id=10, name="kept"))
+        with pytest.raises(UnstorableValueError):
+            db.insert_many([Account(id=11, name="a"), Account(id=12, name="b", balance=TOO_BIG)])
+    assert [a.id for a in db.select(Account, order_by="id")] == [1, 2, 10]
+
+
+def test_keys_and_query_parameters_sqlite_cannot_bind_are_named(db):
+    with pytest.raises(UnstorableValueError, match=r"accounts\.id: SQLite integers are 64-bit") as raised:
+        db.get(Account, TOO_BIG)
+    assert raised.value.field == "id" and raised.value.value == TOO_BIG
+    with pytest.raises(UnstorableValueError, match=r"accounts\.id"):
+        db.delete(Account, TOO_SMALL)
+    with pytest.raises(UnstorableValueError, match=r"a query parameter of table 'accounts': SQLite integers are 64-bit") as raised:
+        db.count(Account, col("balance") > TOO_BIG)
+    assert raised.value.field is None
+    with pytest.raises(UnstorableValueError, match="lone surrogate"):
+        db.select(Account, "name = ?", (LONE_SURROGATE,))
+
+
+def test_the_largest_and_smallest_64_bit_integers_and_nan_as_before(db):
+    db.insert_many([Account(id=2**63 - 1, name="max", balance=2**63 - 1), Account(id=-(2**63), name="min", balance=-(2**63))])
+    assert db.get(Account, 2**63 - 1).balance == 2**63 - 1 and db.get(Account, -(2**63)).balance == -(2**63)
+
+    class Reading(SyncModel, table="readings"):
+        id: Annotated[int, PrimaryKey()]
+        value: float
+
+    sync_models(db.conn, [Account, Note, Log, Reading])
+    with pytest.raises(UnstorableValueError, match=r"readings\.value: NaN cannot be stored") as raised:
+        db.insert_many([Reading(id=1, value=1.0), Reading(id=2, value=math.nan)])
+    assert raised.value.field == "value" and db.count(Reading) == 0
+
+
+@pytest.mark.parametrize(
+    ("annotation", "default", "message"),
+    [
+        (int, 2**63, "default 9223372036854775808 cannot be stored: SQLite integers are 64-bit"),
+        (int, 2**64, "SQLite integers are 64-bit"),
+        (int, -(2**63) - 1, "SQLite integers are 64-bit"),
+        (str, "a\ud800", "lone surrogate"),
+        (list[str], ["\udc00"], "lone surrogate"),
+    ],
+)
+def test_a_default_sqlite_cannot_store_is_refused_at_declaration(annotation, default, message):
+    Counter = create_model(  # noqa: N806 - a model class
+        "Counter", __base__=SyncModel, __cls_kwargs__={"table": "counters"}, id=(Annotated[int, PrimaryKey()], ...), value=(annotation, default)
+    )
+    with pytest.raises(SchemaDefinitionError, match=rf"Counter\.value: .*{message}"):
+        compile_models([Counter])
+
+
+def test_the_extreme_64_bit_defaults_stay_integers(memory_conn):
+    class Counter(SyncModel, table="counters"):
+        id: Annotated[int, PrimaryKey()]
+        high: int = 2**63 - 1
+        low: int = Field(default=-(2**63))
+
+    sync_models(memory_conn, [Counter])
+    memory_conn.execute("INSERT INTO counters (id) VALUES (1)")
+    assert memory_conn.execute("SELECT high, typeof(high), low, typeof(low) FROM counters").fetchone() == (
+        2**63 - 1, "integer", -(2**63), "integer",
+    )
+
+
+class Transfer(SyncModel, table="transfers"):
+    id: Annotated[int, PrimaryKey()]
+    account_id: Annotated[int, ForeignKey(Account)]
+
+
+def test_a_commit_sqlite_refuses_rolls_the_write_back_and_leaves_no_transaction_open(db):
+    sync_models(db.conn, [Account, Note, Log, Transfer])
+    db.conn.execute("PRAGMA foreign_keys = ON")
+    db.conn.execute("PRAGMA defer_foreign_keys = ON")  # the violation surfaces at COMMIT (and the pragma resets there)
+    with pytest.raises(ConstraintError, match="FOREIGN KEY"):
+        db.insert(Transfer(id=1, account_id=99))
+    assert not db.conn.in_transaction and db.count(Transfer) == 0
+    db.conn.execute("PRAGMA defer_foreign_keys = ON")
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        with db.transaction():
+            db.insert(Transfer(id=2, account_id=1))
+            db.insert(Transfer(id=3, account_id=99))
+    assert not db.conn.in_transaction and db.count(Transfer) == 0
