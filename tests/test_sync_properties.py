@@ -55,11 +55,20 @@ class TableSpec:
     renamed_from: str | None = None
 
 
+EDGE_INTS = [2**53 - 1, 2**53, 2**53 + 1, -(2**53) - 1, 2**62 + 1, 2**63 - 1, -(2**63)]
+"""Where REAL stops holding integers exactly, and the ends of SQLite's INTEGER."""
+NUMERIC_TEXT = ["012", " 12", "12 ", "1e3", "1.50", "3.0", "+7", "0x10", "9007199254740993", "9223372036854775808", "-0"]
+EDGE_FLOATS = [0.1 + 0.2, 2.0**53, 2.0**63, -(2.0**63), 1e300, 5e-324, -0.0, 1 / 3]
+
+
 def values_of(kind: str) -> st.SearchStrategy:
     return {
-        "int": st.integers(-(2**40), 2**40),
-        "str": st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8),
-        "float": st.floats(allow_nan=False, allow_infinity=False, width=64),
+        "int": st.one_of(st.integers(-(2**40), 2**40), st.integers(-(2**63), 2**63 - 1), st.sampled_from(EDGE_INTS)),
+        "str": st.one_of(
+            st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8),
+            st.sampled_from(NUMERIC_TEXT), st.integers(-(2**63), 2**63 - 1).map(str), st.floats(allow_nan=False).map(repr),
+        ),
+        "float": st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=64), st.sampled_from(EDGE_FLOATS)),
         "bool": st.booleans(),
         "bytes": st.binary(max_size=8),
     }[kind]
