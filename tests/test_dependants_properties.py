@@ -84,7 +84,7 @@ def model(columns: tuple[Col, ...]) -> type[SyncModel]:
 VALUE = {"int": 7, "str": "seven", "float": 7.5}
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_dependants_follow_their_columns_through_any_edit_or_the_edit_is_refused(data, tmp_path_factory):
     path = tmp_path_factory.mktemp("deps") / "d.db"

@@ -211,6 +211,21 @@ def sources_of(before: TableSpec, after: TableSpec) -> dict[str, tuple[int, Colu
     return result
 
 
+def blocked_renames(before: TableSpec, after: TableSpec) -> list[str]:
+    """Hints that cannot apply: the new name is a live column that stays, and the old name is not
+    wanted again (docs/declaring-models.md: refused rather than guessed)."""
+    old = {c.name.lower() for c in before.columns}
+    wanted = {c.name.lower() for c in after.columns}
+    sources = sources_of(before, after)
+    applied = {c.name.lower() for c in after.columns if c.renamed_from and sources[c.name] is not None
+               and sources[c.name][1].name.lower() == c.renamed_from.lower()}
+    return [
+        c.name for c in after.columns
+        if c.renamed_from and c.renamed_from.lower() in old and c.name.lower() in old
+        and c.name.lower() not in applied and c.renamed_from.lower() not in wanted
+    ]
+
+
 def is_utf8(value: Any) -> bool:
     if not isinstance(value, bytes):
         return True
@@ -268,11 +283,15 @@ def test_random_edits_keep_every_surviving_cell(data, tmp_path_factory):
                 kind = "new column" if source is None else "nullable column" if source[1].nullable else "NOT NULL column"
                 state = "in the way" if column.name in in_the_way else "rows fit" if row_values else "no rows"
                 event(f"NOT NULL without default, {kind}: {state}")
+        blocked = blocked_renames(before_spec, after_spec)
         file_before = path.read_bytes()
         try:
             sync_models(conn, [after_model], allow_destructive=True)
         except PydsqliteError as error:
             event(f"refused: {type(error).__name__}")
+            if blocked:
+                assert "cannot be renamed" in str(error) and path.read_bytes() == file_before, str(error)
+                return
             assert in_the_way, f"refused although no row is in the way: {error}"
             assert isinstance(error, MigrationError) and "nothing was changed" in str(error), str(error)
             for name in in_the_way:
@@ -281,6 +300,7 @@ def test_random_edits_keep_every_surviving_cell(data, tmp_path_factory):
             assert path.read_bytes() == file_before
             return
         event("applied")
+        assert not blocked, f"a rename onto a column that stays was guessed: {blocked}"
         assert not in_the_way, f"NOT NULL columns {in_the_way} without a default were filled with nothing"
         assert model_migration_plan(conn, [after_model]).is_empty
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
