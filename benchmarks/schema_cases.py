@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 from pydsqlite import Index, PrimaryKey, SyncModel, sync_models
-from pydsqlite.compile import compile_models
-from pydsqlite.sync import preview_schema
+from pydsqlite.migrate.sync import preview_schema
+from pydsqlite.schema.compile import compile_models
 
 from .harness import Measurement, Report, median_time, median_time_batched
 

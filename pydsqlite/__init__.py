@@ -1,6 +1,5 @@
 """pydsqlite: Pydantic models as the single source of truth for a SQLite database."""
 
-from .database import Database
 from .errors import (
     ConstraintError,
     DestructiveChangeError,
@@ -13,16 +12,17 @@ from .errors import (
     UnstorableValueError,
     UsageError,
 )
-from .hlc import HLC, ClockError, Timestamp
-from .markers import LWW, Collate, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, Unique
-from .metadata import AppliedMigration
-from .migration import MigrationPlan, Operation
-from .model import SyncModel
-from .query import Condition, col
-from .replication import ChangeSet, RowChange, SyncError
-from .schema import Schema
-from .sql_source import schema_from_database, schema_from_sql
-from .sync import migration_history, model_migration_plan, schema_migration_plan, sync_models, sync_schema
+from .migrate.metadata import AppliedMigration
+from .migrate.migration import MigrationPlan, Operation
+from .migrate.sync import migration_history, model_migration_plan, schema_migration_plan, sync_models, sync_schema
+from .replica.hlc import HLC, ClockError, Timestamp
+from .replica.replication import ChangeSet, RowChange, SyncError
+from .rows.database import Database
+from .rows.query import Condition, col
+from .schema.markers import LWW, Collate, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, Unique
+from .schema.model import SyncModel
+from .schema.objects import Schema
+from .sql.source import schema_from_database, schema_from_sql
 
 __all__ = [
     "AppliedMigration",

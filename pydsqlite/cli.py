@@ -26,13 +26,13 @@ from typing import NoReturn, TextIO, TypeVar
 from pydantic import BaseModel
 
 from .errors import PydsqliteError
-from .execute import DEFAULT_BUSY_TIMEOUT_MS
-from .introspect import introspect
-from .migration import MigrationPlan
-from .model import registered_models, table_options
-from .schema import Schema
-from .sql_source import connect_read_only, schema_from_database, schema_from_sql
-from .sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
+from .migrate.execute import DEFAULT_BUSY_TIMEOUT_MS
+from .migrate.introspect import introspect
+from .migrate.migration import MigrationPlan
+from .migrate.sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
+from .schema.model import registered_models, table_options
+from .schema.objects import Schema
+from .sql.source import connect_read_only, schema_from_database, schema_from_sql
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from pydsqlite import DestructiveChangeError, Schema, schema_from_sql, schema_migration_plan, sync_schema
-from pydsqlite.ddl_parser import normalize_expression
-from pydsqlite.introspect import introspect
-from pydsqlite.schema import fold_name
-from pydsqlite.sqltext import quote_identifier
+from pydsqlite.migrate.introspect import introspect
+from pydsqlite.schema.objects import fold_name
+from pydsqlite.sql.ddl import normalize_expression
+from pydsqlite.sql.render import quote_identifier
 
 from .helpers import require
 

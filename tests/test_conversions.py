@@ -13,8 +13,8 @@ import sqlite3
 import pytest
 
 from pydsqlite import DestructiveChangeError, MigrationError
-from pydsqlite.sql_source import schema_from_sql
-from pydsqlite.sync import apply_schema, preview_schema
+from pydsqlite.migrate.sync import apply_schema, preview_schema
+from pydsqlite.sql.source import schema_from_sql
 
 EDGE_VALUES = [
     None, 0, 1, -1, 2**53 - 1, 2**53, 2**53 + 1, -(2**53) - 1, 2**62 + 1, 2**63 - 1, -(2**63),

@@ -24,8 +24,8 @@ from pydsqlite import (
     SyncModel,
     Unique,
 )
-from pydsqlite.compile import MAX_INDEX_NAME, compile_models, index_name
-from pydsqlite.model import registered_models, snake_case
+from pydsqlite.schema.compile import MAX_INDEX_NAME, compile_models, index_name
+from pydsqlite.schema.model import registered_models, snake_case
 
 
 def compiled(*models: type[BaseModel]):

@@ -9,12 +9,12 @@ from typing import Annotated, Optional
 import pytest
 
 from pydsqlite import MigrationError, PrimaryKey, RenamedFrom, SyncModel, model_migration_plan, sync_models
-from pydsqlite.compile import compile_models
-from pydsqlite.diff import diff_schemas
-from pydsqlite.execute import migration_session
-from pydsqlite.introspect import introspect, read_managed_objects
-from pydsqlite.plan import build_plan
-from pydsqlite.rehearse import rehearse
+from pydsqlite.migrate.diff import diff_schemas
+from pydsqlite.migrate.execute import migration_session
+from pydsqlite.migrate.introspect import introspect, read_managed_objects
+from pydsqlite.migrate.plan import build_plan
+from pydsqlite.migrate.rehearse import rehearse
+from pydsqlite.schema.compile import compile_models
 
 
 class People(SyncModel, table="people"):

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import pytest
 
 from pydsqlite import PrimaryKey, SyncModel, model_migration_plan, schema_from_sql, sync_models
-from pydsqlite.sync import apply_schema, preview_schema
+from pydsqlite.migrate.sync import apply_schema, preview_schema
 
 
 def behaves(conn: sqlite3.Connection, statements: list[str]) -> list:

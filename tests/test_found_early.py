@@ -21,7 +21,7 @@ from pydsqlite import (
     schema_from_sql,
     sync_models,
 )
-from pydsqlite.sync import apply_schema, preview_schema
+from pydsqlite.migrate.sync import apply_schema, preview_schema
 
 
 def test_field_names_that_differ_only_in_case_are_refused_at_declaration():
@@ -188,8 +188,8 @@ def test_defaults_computed_at_import_time_never_cause_a_migration(memory_conn):
     import datetime as dt
     import uuid
 
-    from pydsqlite.compile import compile_models
-    from pydsqlite.sync import preview_schema
+    from pydsqlite.migrate.sync import preview_schema
+    from pydsqlite.schema.compile import compile_models
 
     def declare(moment: dt.datetime):
         return type(SyncModel)(

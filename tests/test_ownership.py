@@ -9,8 +9,8 @@ from typing import Annotated
 import pytest
 
 from pydsqlite import LWW, DestructiveChangeError, PrimaryKey, SchemaDefinitionError, SyncModel, model_migration_plan, sync_models
-from pydsqlite.sql_source import schema_from_sql
-from pydsqlite.sync import apply_schema
+from pydsqlite.migrate.sync import apply_schema
+from pydsqlite.sql.source import schema_from_sql
 
 LOOKALIKES = ["note__hlc", "NOTE__HLC", "_pydsqlite_version", "_pydsqlite_seq", "_pydsqlite_mine", "_PYDSQLITE_VERSION"]
 

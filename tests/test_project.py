@@ -38,3 +38,17 @@ def test_public_api_is_declared_and_importable():
     for name in pydsqlite.__all__:
         assert hasattr(pydsqlite, name), name
     assert (ROOT / "pydsqlite" / "py.typed").exists()
+
+
+def test_a_built_wheel_holds_every_module_of_the_package(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("pydsqlite-*.whl")
+    packaged = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("pydsqlite/")}
+    on_disk = {str(path.relative_to(ROOT)) for path in (ROOT / "pydsqlite").rglob("*.py")} | {"pydsqlite/py.typed"}
+    assert on_disk <= packaged, sorted(on_disk - packaged)

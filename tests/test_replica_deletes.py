@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import pytest
 
 from pydsqlite import LWW, ChangeSet, Database, ForeignKey, PrimaryKey, SyncError, SyncModel, model_migration_plan, sync_models
-from pydsqlite.delete_capture import CAPTURED
+from pydsqlite.replica.capture import CAPTURED
 
 
 class Folder(SyncModel, table="cap_folders"):

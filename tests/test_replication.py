@@ -24,9 +24,9 @@ from pydsqlite import (
     Timestamp,
     sync_models,
 )
-from pydsqlite.changeset import RowChange, merge_states, to_json_value
-from pydsqlite.hlc import MAX_COUNTER
-from pydsqlite.replication import ChangeSet, SyncError
+from pydsqlite.replica.changeset import RowChange, merge_states, to_json_value
+from pydsqlite.replica.hlc import MAX_COUNTER
+from pydsqlite.replica.replication import ChangeSet, SyncError
 
 
 class Note(SyncModel, table="replica_notes"):

@@ -26,7 +26,7 @@ from pydsqlite import (
     model_migration_plan,
     sync_models,
 )
-from pydsqlite.compile import compile_models
+from pydsqlite.schema.compile import compile_models
 
 
 class Account(SyncModel, table="accounts"):

@@ -29,10 +29,10 @@ from pydsqlite import (
     model_migration_plan,
     sync_models,
 )
-from pydsqlite.compile import compile_models
-from pydsqlite.metadata import schema_fingerprint
-from pydsqlite.sql_source import schema_from_sql
-from pydsqlite.sync import apply_schema, preview_schema
+from pydsqlite.migrate.metadata import schema_fingerprint
+from pydsqlite.migrate.sync import apply_schema, preview_schema
+from pydsqlite.schema.compile import compile_models
+from pydsqlite.sql.source import schema_from_sql
 
 from .helpers import columns, index_names, table_sql
 

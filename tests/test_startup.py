@@ -73,8 +73,8 @@ def test_unrelated_hand_made_tables_cost_one_full_plan_then_the_fast_path_again(
 def test_a_cold_plan_reads_each_table_with_a_fixed_number_of_queries(conn):
     from typing import Any
 
-    from pydsqlite.compile import compile_models
-    from pydsqlite.sync import preview_schema
+    from pydsqlite.migrate.sync import preview_schema
+    from pydsqlite.schema.compile import compile_models
 
     def models(count: int) -> list[type[SyncModel]]:
         made = []

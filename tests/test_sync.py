@@ -742,9 +742,9 @@ def test_not_a_database_raises_our_error(tmp_path):
 
 
 def test_models_none_means_every_table_model_defined_so_far(conn, monkeypatch):
-    import pydsqlite.model
+    import pydsqlite.schema.model
 
-    monkeypatch.setattr(pydsqlite.model, "_registry", {})
+    monkeypatch.setattr(pydsqlite.schema.model, "_registry", {})
 
     class Base(SyncModel):
         id: Annotated[int, PrimaryKey()]

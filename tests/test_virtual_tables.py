@@ -17,7 +17,7 @@ from pydsqlite import (
     sync_models,
     sync_schema,
 )
-from pydsqlite.sync import schema_migration_plan
+from pydsqlite.migrate.sync import schema_migration_plan
 
 DOCS = """
 CREATE TABLE docs (id INTEGER PRIMARY KEY, title TEXT NOT NULL, body TEXT);

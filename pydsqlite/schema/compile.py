@@ -18,15 +18,15 @@ from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from ..errors import SchemaDefinitionError, UsageError
+from ..migrate.metadata import schema_fingerprint
+from ..replica.capture import capture_triggers
+from ..replica.hlc import BASELINE
+from ..sql.render import quote_identifier, quote_literal
 from . import markers
 from .codecs import SQL_TYPE_OF_KIND, UnsupportedType, encode_value, split_optional, storage_kind, unstorable_reason
-from .delete_capture import capture_triggers
-from .errors import SchemaDefinitionError, UsageError
-from .hlc import BASELINE
-from .metadata import schema_fingerprint
 from .model import registered_models, registry_version, table_options
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Check, Column, ForeignKey, Index, Schema, Table, fold_name
-from .sqltext import quote_identifier, quote_literal
+from .objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Check, Column, ForeignKey, Index, Schema, Table, fold_name
 
 MAX_INDEX_NAME = 64
 RESERVED_COLUMN_NAMES = frozenset({"rowid", "oid", "_rowid_"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .sqltext import quote_identifier
+from ..sql.render import quote_identifier
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from .errors import SchemaDefinitionError
+from ..errors import SchemaDefinitionError
 from .markers import Index, RenamedFrom
-from .schema import fold_name
+from .objects import fold_name
 
 logger = logging.getLogger(__name__)
 

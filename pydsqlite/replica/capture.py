@@ -18,9 +18,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metadata import METADATA_PREFIX
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table, Trigger, fold_name
-from .sqltext import quote_identifier, quote_literal
+from ..migrate.metadata import METADATA_PREFIX
+from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table, Trigger, fold_name
+from ..sql.render import quote_identifier, quote_literal
 
 CAPTURED = f"{METADATA_PREFIX}_captured"
 CREATE_CAPTURED = (

@@ -7,8 +7,8 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 
-from .schema import Schema, fold_name
-from .sqltext import quote_literal, render_create_index, render_create_table
+from ..schema.objects import Schema, fold_name
+from ..sql.render import quote_literal, render_create_index, render_create_table
 
 METADATA_PREFIX = "_pydsqlite"
 OBJECTS_TABLE = "_pydsqlite_objects"

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .schema import fold_name
+from ..schema.objects import fold_name
 
 _TOKEN = re.compile(
     r"""

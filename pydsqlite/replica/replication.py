@@ -26,6 +26,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..errors import SyncError as SyncError  # re-exported: its historical home
+from ..migrate.introspect import introspect
+from ..rows.codec import RowCodec, codec_for
+from ..schema.model import registered_models, table_options
+from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
+from ..sql.render import quote_identifier
+from .capture import DELETE_TRIGGER_PREFIX, CapturedEvent, take_captured
 from .changeset import (
     ChangeSet,
     RowChange,
@@ -37,16 +44,9 @@ from .changeset import (
     merge_states,
     to_json_value,
 )
-from .delete_capture import DELETE_TRIGGER_PREFIX, CapturedEvent, take_captured
-from .errors import SyncError as SyncError  # re-exported: its historical home
 from .hlc import HLC
-from .introspect import introspect
-from .model import registered_models, table_options
 from .node import CREATE_TOMBSTONES, TOMBSTONES, Node
 from .references import ReferenceGraph, ReferenceRepair, select_in
-from .rowcodec import RowCodec, codec_for
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
-from .sqltext import quote_identifier
 
 __all__ = ["ChangeSet", "Replica", "RowChange", "Settled", "SyncError"]
 

@@ -15,11 +15,11 @@ from contextlib import closing
 from dataclasses import replace
 from urllib.request import pathname2url
 
-from .ddl_parser import split_statements, table_body_columns
-from .dependants import broken_objects
-from .errors import MigrationError, SchemaDefinitionError
-from .introspect import introspect
-from .schema import Schema, fold_name
+from ..errors import MigrationError, SchemaDefinitionError
+from ..migrate.dependants import broken_objects
+from ..migrate.introspect import introspect
+from ..schema.objects import Schema, fold_name
+from .ddl import split_statements, table_body_columns
 
 _UNKNOWN_HERE = re.compile(r"no such (function|collation sequence|module)")
 _RENAME_HINT = re.compile(r"""(?:--|/\*)\s*@renamed\s+from\s*=\s*("(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|[^\s*]+)""", re.IGNORECASE)

@@ -10,9 +10,9 @@ import itertools
 import sqlite3
 from collections import defaultdict
 
-from .ddl_parser import tokenize
-from .schema import fold_name
-from .sqltext import quote_identifier
+from ..schema.objects import fold_name
+from ..sql.ddl import tokenize
+from ..sql.render import quote_identifier
 
 _EVENTS = ("INSERT", "UPDATE", "DELETE")
 _CALLS = itertools.count()

@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SyncError
+from ..errors import SyncError
+from ..rows.codec import RowCodec
+from ..schema.objects import fold_name
 from .hlc import ClockError, check_text
-from .rowcodec import RowCodec
-from .schema import fold_name
 
 _SCALARS = frozenset({type(None), int, float, str, bytes})
 """The Python types of values SQLite stores (bool is not one: SQLite holds it as an int)."""

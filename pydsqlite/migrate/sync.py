@@ -10,19 +10,19 @@ from dataclasses import replace
 
 from pydantic import BaseModel
 
-from .compile import compile_cached
+from ..engines.sqlite import without_pending_transaction
+from ..errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
+from ..schema.compile import compile_cached
+from ..schema.objects import Schema, fold_name
+from ..sql.source import connect_read_only
 from .datacheck import check_plan_against_data
 from .diff import diff_schemas
-from .errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .plan import build_plan
 from .rehearse import rehearse
-from .schema import Schema, fold_name
-from .sql_source import connect_read_only
-from .transactions import without_pending_transaction
 
 Connectable = sqlite3.Connection | str | os.PathLike
 

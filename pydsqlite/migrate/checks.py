@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .ddl_parser import strip_sort_order
+from ..schema.objects import Column, ForeignKey, Table
+from ..sql.ddl import strip_sort_order
+from ..sql.render import quote_identifier, render_collation
 from .migration import DataCheck
-from .schema import Column, ForeignKey, Table
-from .sqltext import quote_identifier, render_collation
 
 
 def duplicates_check(table: str, source: str, terms: tuple[str, ...], label: str, what: str, where: str | None = None) -> DataCheck:

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .checks import conversion_checks, dropped_values_check, duplicates_check, orphans_check, row_check, unique_terms
-from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
-from .metadata import METADATA_PREFIX
-from .migration import DataCheck, Operation, Replay, RowCopy
-from .schema import Column, Index, Schema, Table, column_affinity, fold_name
-from .sqltext import (
+from ..schema.objects import Column, Index, Schema, Table, column_affinity, fold_name
+from ..sql.render import (
     parenthesized,
     quote_identifier,
     quote_literal,
@@ -25,6 +21,10 @@ from .sqltext import (
     render_rename_column,
     render_rename_table,
 )
+from .checks import conversion_checks, dropped_values_check, duplicates_check, orphans_check, row_check, unique_terms
+from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
+from .metadata import METADATA_PREFIX
+from .migration import DataCheck, Operation, Replay, RowCopy
 
 REBUILD_PREFIX = f"{METADATA_PREFIX}_new_"
 PROGRESS_FUNCTION = "pydsqlite_copy_progress"

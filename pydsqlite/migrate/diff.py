@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .ddl_parser import normalize_expression
-from .metadata import ManagedObjects
-from .schema import (
+from ..schema.objects import (
     LWW_SUFFIX,
     Check,
     Column,
@@ -26,6 +24,8 @@ from .schema import (
     conflict_action,
     fold_name,
 )
+from ..sql.ddl import normalize_expression
+from .metadata import ManagedObjects
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from ..errors import MigrationError
+from ..schema.objects import Schema
+from ..sql.render import quote_identifier
 from .dependants import broken_objects
-from .errors import MigrationError
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
 from .migration import MigrationPlan, RowCopy
 from .rebuild import PROGRESS_FUNCTION
-from .schema import Schema
-from .sqltext import quote_identifier
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 
-from .codecs import decoder_for, encoder_for, parse_offset_with_seconds, split_optional, storage_kind, unstorable_reason
-from .compile import compile_cached, table_model_argument
-from .errors import RowValidationError, SchemaDefinitionError, UnstorableValueError, UsageError
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
-from .sqltext import quote_identifier
+from ..errors import RowValidationError, SchemaDefinitionError, UnstorableValueError, UsageError
+from ..schema.codecs import decoder_for, encoder_for, parse_offset_with_seconds, split_optional, storage_kind, unstorable_reason
+from ..schema.compile import compile_cached, table_model_argument
+from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
+from ..sql.render import quote_identifier
 
 _codecs: dict[type[BaseModel], RowCodec] = {}
 

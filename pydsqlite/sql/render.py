@@ -7,8 +7,8 @@ import re
 import sqlite3
 from contextlib import closing
 
-from .ddl_parser import has_line_comment
-from .schema import Check, Column, ForeignKey, Index, Table, UniqueConstraint
+from ..schema.objects import Check, Column, ForeignKey, Index, Table, UniqueConstraint
+from .ddl import has_line_comment
 
 
 def quote_identifier(name: str) -> str:

@@ -10,9 +10,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..replica.capture import capture_setup
+from ..schema.objects import LWW_SUFFIX, Column, Index, Schema, Table, fold_name
+from ..sql.ddl import identifiers_in
+from ..sql.render import (
+    quote_identifier,
+    render_add_column,
+    render_create_index,
+    render_create_table,
+    render_drop_column,
+    render_drop_index,
+    render_drop_table,
+    render_rename_column,
+    render_rename_table,
+)
 from .checks import dropped_values_check, table_rows_check
-from .ddl_parser import identifiers_in
-from .delete_capture import capture_setup
 from .diff import (
     AddColumn,
     AlterColumn,
@@ -36,18 +48,6 @@ from .diff import (
 )
 from .migration import DataCheck, MigrationPlan, Operation
 from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check
-from .schema import LWW_SUFFIX, Column, Index, Schema, Table, fold_name
-from .sqltext import (
-    quote_identifier,
-    render_add_column,
-    render_create_index,
-    render_create_table,
-    render_drop_column,
-    render_drop_index,
-    render_drop_table,
-    render_rename_column,
-    render_rename_table,
-)
 
 
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:

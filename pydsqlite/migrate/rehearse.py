@@ -19,10 +19,10 @@ import sqlite3
 from contextlib import closing
 from dataclasses import replace
 
+from ..schema.objects import Schema, fold_name
+from ..sql.render import quote_identifier
 from .dependants import broken_objects
 from .migration import MigrationPlan, Operation
-from .schema import Schema, fold_name
-from .sqltext import quote_identifier
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,7 @@ import sqlite3
 from collections import defaultdict
 from dataclasses import replace
 
-from .ddl_parser import TableExtras, parse_create_table, parse_index_terms, parse_index_where
-from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
-from .schema import (
+from ..schema.objects import (
     LWW_SUFFIX,
     Check,
     Column,
@@ -28,6 +26,8 @@ from .schema import (
     VirtualTable,
     fold_name,
 )
+from ..sql.ddl import TableExtras, parse_create_table, parse_index_terms, parse_index_where
+from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
 
 
 def introspect(conn: sqlite3.Connection) -> Schema:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import PydsqliteError
+from ..errors import PydsqliteError
 
 MILLIS_DIGITS = 15
 COUNTER_DIGITS = 9

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import SyncError
-from .rowcodec import RowCodec
-from .schema import Schema, Table, fold_name
-from .sqltext import quote_identifier
+from ..errors import SyncError
+from ..rows.codec import RowCodec
+from ..schema.objects import Schema, Table, fold_name
+from ..sql.render import quote_identifier
 
 if TYPE_CHECKING:
     from .changeset import RowChange

@@ -18,16 +18,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from .codecs import encode_param, unstorable_reason
-from .errors import ConstraintError, RowNotFoundError, SchemaMismatchError, UnstorableValueError, UsageError
-from .hlc import DEFAULT_MAX_DRIFT_MS, HLC
-from .node import Node
+from ..engines.sqlite import begin_statement, pep249_mode
+from ..errors import ConstraintError, RowNotFoundError, SchemaMismatchError, UnstorableValueError, UsageError
+from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC
+from ..replica.node import Node
+from ..replica.replication import ChangeSet, Replica
+from ..schema.codecs import encode_param, unstorable_reason
+from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
+from ..sql.render import quote_identifier
+from .codec import RowCodec, codec_for
 from .query import Condition
-from .replication import ChangeSet, Replica
-from .rowcodec import RowCodec, codec_for
-from .schema import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
-from .sqltext import quote_identifier
-from .transactions import begin_statement, pep249_mode
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -1,0 +1,1 @@
+"""How pydsqlite drives a connection: transactions and modes per engine."""

@@ -1,0 +1,1 @@
+"""Replica sync: the hybrid logical clock, node identity, change capture, the change feed and the merge."""

@@ -1,0 +1,1 @@
+"""SQL text: rendering and quoting, reading DDL, and desired state given as SQL."""
