@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pydsqlite import DestructiveChangeError, Schema, schema_from_sql, schema_migration_plan, sync_schema
+from pydsqlite.engines import SqliteEngine
 from pydsqlite.migrate.introspect import introspect
 from pydsqlite.schema.objects import fold_name
 from pydsqlite.sql.ddl import normalize_expression
@@ -96,7 +97,7 @@ SAMPLE_ROWS = 3
 
 def sample_rows(conn: sqlite3.Connection) -> None:
     """Up to three rows per table, with values that suit each column's affinity; rows a constraint refuses are skipped."""
-    for table in introspect(conn).tables:
+    for table in introspect(SqliteEngine(conn)).tables:
         columns = [c for c in table.columns if c.generated is None]
         for number in range(1, SAMPLE_ROWS + 1):
             values = [_value(c.affinity, number) for c in columns]
@@ -115,7 +116,7 @@ def _value(affinity: str, number: int) -> object:
 def cells(conn: sqlite3.Connection) -> dict[str, dict[str, list]]:
     """Every cell: table → column → values, rows in rowid/primary-key order."""
     result = {}
-    for table in introspect(conn).tables:
+    for table in introspect(SqliteEngine(conn)).tables:
         order = ", ".join(quote_identifier(c) for c in table.primary_key) or "rowid"
         names = [c.name for c in table.columns]
         selected = conn.execute(
@@ -183,7 +184,7 @@ def test_sqldef_case(name, case, with_rows, tmp_path):
                 sync_schema(conn, desired)
             assert path.read_bytes() == file_before
         sync_schema(conn, desired, allow_destructive=name in LOSES_DATA)  # any other refusal fails the case
-        assert canonical(introspect(conn)) == canonical(desired)
+        assert canonical(introspect(SqliteEngine(conn))) == canonical(desired)
         assert schema_migration_plan(conn, desired).is_empty
         assert_rows_kept(conn, before, desired)
         conn.close()

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import pytest
 
 from pydsqlite import MigrationError, PrimaryKey, RenamedFrom, SyncModel, model_migration_plan, sync_models
+from pydsqlite.engines import SqliteEngine
 from pydsqlite.migrate.diff import diff_schemas
 from pydsqlite.migrate.execute import migration_session
 from pydsqlite.migrate.introspect import introspect, read_managed_objects
@@ -143,24 +144,26 @@ def test_the_executor_itself_refuses_to_commit_a_broken_view(db_path):
     conn.execute("CREATE VIEW adults AS SELECT name FROM people WHERE age >= 18")
     conn.commit()
     before = db_path.read_bytes()
-    live = introspect(conn)
-    plan = build_plan(diff_schemas(compile_models([DropsAgeRebuilt]), live, read_managed_objects(conn)), live)
+    engine = SqliteEngine(conn)
+    live = introspect(engine)
+    plan = build_plan(diff_schemas(compile_models([DropsAgeRebuilt]), live, read_managed_objects(engine)), live)
     plan = rehearse(plan, live)
     unchecked = plan.with_operations(plan.operations, ())  # pretend the rehearsal found nothing
     with pytest.raises(MigrationError, match="view adults: no such column: age"):
-        with migration_session(conn) as session:
-            session.apply(unchecked, compile_models([DropsAgeRebuilt]), "x", read_managed_objects(conn))
+        with migration_session(engine) as session:
+            session.apply(unchecked, compile_models([DropsAgeRebuilt]), "x", read_managed_objects(engine))
     assert db_path.read_bytes() == before
     conn.close()
 
 
 def test_a_plan_that_was_not_rehearsed_is_never_applied(memory_conn):
     conn = seeded(memory_conn)
-    live = introspect(conn)
-    plan = build_plan(diff_schemas(compile_models([DropsAgeRebuilt]), live, read_managed_objects(conn)), live)
+    engine = SqliteEngine(conn)
+    live = introspect(engine)
+    plan = build_plan(diff_schemas(compile_models([DropsAgeRebuilt]), live, read_managed_objects(engine)), live)
     with pytest.raises(MigrationError, match="not rehearsed"):
-        with migration_session(conn) as session:
-            session.apply(plan, compile_models([DropsAgeRebuilt]), "x", read_managed_objects(conn))
+        with migration_session(engine) as session:
+            session.apply(plan, compile_models([DropsAgeRebuilt]), "x", read_managed_objects(engine))
     assert conn.execute("SELECT count(*) FROM people").fetchone() == (2,)
 
 

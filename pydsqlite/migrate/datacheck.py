@@ -7,42 +7,42 @@ impossible, rows that would be lost make the operation destructive.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 
+from ..engines import Engine
 from .checks import UTF8_FUNCTION
 from .migration import DataCheck, MigrationPlan, Operation
 
 
-def check_plan_against_data(conn: sqlite3.Connection, plan: MigrationPlan, foreign_keys_on: bool | None = None) -> MigrationPlan:
+def check_plan_against_data(engine: Engine, plan: MigrationPlan, foreign_keys_on: bool | None = None) -> MigrationPlan:
     """The same plan with row counts, findings and blocking problems filled in.
 
     ``foreign_keys_on``: whether foreign keys will be enforced after the migration (default:
     as the connection is now; a migration session passes the setting it switched off)."""
     if any(UTF8_FUNCTION in (check.condition or "") for operation in plan.operations for check in operation.checks):
-        conn.create_function(UTF8_FUNCTION, 1, _is_utf8, deterministic=True)
+        engine.create_function(UTF8_FUNCTION, 1, _is_utf8, deterministic=True)
     if foreign_keys_on is None:
-        foreign_keys_on = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+        foreign_keys_on = bool(engine.pragma("foreign_keys"))
     operations = []
     problems: list[str] = []
     for operation in plan.operations:
-        checked, found = _check_operation(conn, operation, foreign_keys_on)
+        checked, found = _check_operation(engine, operation, foreign_keys_on)
         operations.append(checked)
         problems.extend(found)
     return plan.with_operations(tuple(operations), tuple(problems))
 
 
-def _check_operation(conn: sqlite3.Connection, operation: Operation, foreign_keys_on: bool) -> tuple[Operation, list[str]]:
+def _check_operation(engine: Engine, operation: Operation, foreign_keys_on: bool) -> tuple[Operation, list[str]]:
     findings: list[str] = []
     problems: list[str] = list(operation.problems)
     destructive = operation.destructive
     lost_rows = 0
     asked = tuple(check for check in operation.checks if foreign_keys_on or not check.when_foreign_keys_on)
-    counts = _count_all(conn, asked)
+    counts = _count_all(engine, asked)
     for check, count in zip(asked, counts, strict=True):
         if not count:
             continue
-        message = _message(conn, check, count)
+        message = _message(engine, check, count)
         if check.blocking:
             problems.append(message)
         else:
@@ -54,7 +54,7 @@ def _check_operation(conn: sqlite3.Connection, operation: Operation, foreign_key
     return checked, problems
 
 
-def _count_all(conn: sqlite3.Connection, checks: tuple[DataCheck, ...]) -> list[int]:
+def _count_all(engine: Engine, checks: tuple[DataCheck, ...]) -> list[int]:
     """Offending-row counts of ``checks``: one scan per source for row checks, one query per grouped check."""
     counts = [0] * len(checks)
     by_source: dict[str, list[int]] = {}
@@ -62,22 +62,22 @@ def _count_all(conn: sqlite3.Connection, checks: tuple[DataCheck, ...]) -> list[
         if check.source is not None and check.condition is not None:
             by_source.setdefault(check.source, []).append(position)
         elif check.count_sql is not None:
-            counts[position] = int(conn.execute(check.count_sql).fetchone()[0] or 0)
+            counts[position] = int(engine.execute(check.count_sql).fetchone()[0] or 0)
     for source, positions in by_source.items():
         # CASE WHEN evaluates the condition as a jump, so OR short-circuits (a value-context OR does not).
         sums = ", ".join(f"COALESCE(SUM(CASE WHEN {checks[p].condition} THEN 1 ELSE 0 END), 0)" for p in positions)
-        row = conn.execute(f"SELECT {sums} FROM {source}").fetchone()
+        row = engine.execute(f"SELECT {sums} FROM {source}").fetchone()
         for position, value in zip(positions, row, strict=True):
             counts[position] = int(value)
     return counts
 
 
-def _message(conn: sqlite3.Connection, check: DataCheck, count: int) -> str:
+def _message(engine: Engine, check: DataCheck, count: int) -> str:
     where = f"{check.table}.{check.column}" if check.column else check.table
     rows = f"{count} row{'s' if count != 1 else ''}"
     text = f"{where}: {rows}: {check.problem}"
     if check.sample_sql:
-        sample = conn.execute(check.sample_sql).fetchone()
+        sample = engine.execute(check.sample_sql).fetchone()
         if sample is not None:
             value = sample[0] if len(sample) == 1 else tuple(sample)
             text += f" (e.g. {value!r})"

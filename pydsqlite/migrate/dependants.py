@@ -7,9 +7,9 @@ finds them; a migration compares the broken set before and after its steps.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections import defaultdict
 
+from ..engines import Engine
 from ..schema.objects import fold_name
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
@@ -18,25 +18,25 @@ _EVENTS = ("INSERT", "UPDATE", "DELETE")
 _CALLS = itertools.count()
 
 
-def broken_objects(conn: sqlite3.Connection) -> dict[str, str]:
+def broken_objects(engine: Engine) -> dict[str, str]:
     """Folded name → "view v: error" / "trigger t on x: error" for every view and trigger of the
     main database that does not compile."""
-    rows = conn.execute("SELECT type, name, tbl_name, sql FROM main.sqlite_master WHERE type IN ('view', 'trigger')").fetchall()
+    rows = engine.execute("SELECT type, name, tbl_name, sql FROM main.sqlite_master WHERE type IN ('view', 'trigger')").fetchall()
     broken: dict[str, str] = {}
     triggers: dict[tuple[str, str], list[str]] = defaultdict(list)
     for kind, name, table, sql in rows:
         if kind == "view":
-            error = _compile_error(conn, f"EXPLAIN SELECT * FROM {quote_identifier(name)}")
+            error = _compile_error(engine, f"EXPLAIN SELECT * FROM {quote_identifier(name)}")
             if error is not None:
                 broken[fold_name(name)] = f"view {name}: {error}"
         elif sql:
             triggers[(table, trigger_event(sql))].append(name)
     for (table, event), names in triggers.items():
-        statement = _firing_statement(conn, table, event)
-        if statement is None or _compile_error(conn, statement) is None:
+        statement = _firing_statement(engine, table, event)
+        if statement is None or _compile_error(engine, statement) is None:
             continue
         for name in names:
-            error = _compile_alone(conn, statement, name, [other for other in names if other != name])
+            error = _compile_alone(engine, statement, name, [other for other in names if other != name])
             if error is not None:
                 broken[fold_name(name)] = f"trigger {name} on {table}: {error}"
     return broken
@@ -54,41 +54,41 @@ def trigger_event(sql: str) -> str:
     return next((word for word in words[position:] if word in _EVENTS), "INSERT")
 
 
-def _firing_statement(conn: sqlite3.Connection, table: str, event: str) -> str | None:
+def _firing_statement(engine: Engine, table: str, event: str) -> str | None:
     quoted = quote_identifier(table)
     if event == "INSERT":
         return f"EXPLAIN INSERT INTO {quoted} DEFAULT VALUES"
     if event == "DELETE":
         return f"EXPLAIN DELETE FROM {quoted}"
-    columns = [row[0] for row in conn.execute("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0", (table,))]
+    columns = [row[0] for row in engine.execute("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0", (table,)).fetchall()]
     if not columns:
         return None
     assignments = ", ".join(f"{quote_identifier(column)} = {quote_identifier(column)}" for column in columns)
     return f"EXPLAIN UPDATE {quoted} SET {assignments}"
 
 
-def _compile_error(conn: sqlite3.Connection, statement: str) -> str | None:
+def _compile_error(engine: Engine, statement: str) -> str | None:
     """SQLite's error compiling ``statement`` (an EXPLAIN, which runs nothing), or None.
 
     Each call sends distinct text: a cached EXPLAIN that SQLite re-prepares after a schema
     change can crash the process (seen with SQLite 3.40), so none is ever reused."""
     try:
-        conn.execute(f"{statement} /* pydsqlite check {next(_CALLS)} */").fetchall()
-    except sqlite3.Error as error:
+        engine.execute(f"{statement} /* pydsqlite check {next(_CALLS)} */").fetchall()
+    except engine.Error as error:
         return str(error)
     return None
 
 
-def _compile_alone(conn: sqlite3.Connection, statement: str, name: str, others: list[str]) -> str | None:
+def _compile_alone(engine: Engine, statement: str, name: str, others: list[str]) -> str | None:
     """Compile ``statement`` with only trigger ``name`` of its event in place (the others are dropped
     inside a savepoint and restored), to tell which trigger of several fails."""
     if not others:
-        return _compile_error(conn, statement)
-    conn.execute("SAVEPOINT pydsqlite_compile_check")
+        return _compile_error(engine, statement)
+    engine.execute("SAVEPOINT pydsqlite_compile_check")
     try:
         for other in others:
-            conn.execute(f"DROP TRIGGER {quote_identifier(other)}")
-        return _compile_error(conn, statement)
+            engine.execute(f"DROP TRIGGER {quote_identifier(other)}")
+        return _compile_error(engine, statement)
     finally:
-        conn.execute("ROLLBACK TO pydsqlite_compile_check")
-        conn.execute("RELEASE pydsqlite_compile_check")
+        engine.execute("ROLLBACK TO pydsqlite_compile_check")
+        engine.execute("RELEASE pydsqlite_compile_check")

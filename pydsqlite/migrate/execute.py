@@ -1,18 +1,18 @@
 """Pipeline stage 5: apply a checked ``MigrationPlan`` (the only stage that writes schema).
 
-Connection handling (transactions, pragmas) sits behind ``ConnectionAdapter`` so an
-engine that refuses ``PRAGMA foreign_keys`` can use another route.
+Everything it sends goes through the connection's ``Engine`` (statements, pragmas,
+functions), so an engine that cannot switch foreign keys off can take another route.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from ..engines import Engine
 from ..errors import MigrationError
 from ..schema.objects import Schema
 from ..sql.render import quote_identifier
@@ -30,64 +30,11 @@ ProgressCallback = Callable[[str, int, int], object]
 """``progress(table, rows_copied, total_rows)``, called while a rebuild copies rows."""
 
 
-class ConnectionAdapter:
-    """The transaction and pragma calls the executor needs, on one ``sqlite3.Connection``."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.conn.in_transaction
-
-    def foreign_keys_enabled(self) -> bool:
-        return bool(self.conn.execute("PRAGMA foreign_keys").fetchone()[0])
-
-    def set_foreign_keys(self, enabled: bool) -> None:
-        self.conn.execute(f"PRAGMA foreign_keys = {'ON' if enabled else 'OFF'}")
-
-    def execute(self, statement: str) -> None:
-        self.conn.execute(statement)
-
-    def busy_timeout_ms(self) -> int:
-        return int(self.conn.execute("PRAGMA busy_timeout").fetchone()[0])
-
-    def set_busy_timeout_ms(self, milliseconds: int) -> None:
-        self.conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
-
-    def count_rows(self, table: str) -> int:
-        return int(self.conn.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)}").fetchone()[0])
-
-    def register_function(self, name: str, function: Callable[[], object]) -> None:
-        self.conn.create_function(name, 0, function)
-
-    def foreign_key_violations(self) -> list[tuple]:
-        return self.conn.execute("PRAGMA foreign_key_check").fetchall()
-
-    def tables_referencing(self, table: str) -> list[str]:
-        """Other tables with a foreign key to ``table``."""
-        rows = self.conn.execute(
-            "SELECT DISTINCT m.name FROM main.sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
-            "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND m.name != ? COLLATE NOCASE",
-            (table, table),
-        ).fetchall()
-        return [name for (name,) in rows]
-
-    def legacy_alter_table(self) -> bool:
-        return bool(self.conn.execute("PRAGMA legacy_alter_table").fetchone()[0])
-
-    def set_legacy_alter_table(self, enabled: bool) -> None:
-        self.conn.execute(f"PRAGMA legacy_alter_table = {'ON' if enabled else 'OFF'}")
-
-    def broken_objects(self) -> dict[str, str]:
-        return broken_objects(self.conn)
-
-
 class MigrationSession:
     """An open migration transaction: the write lock is held while the plan is made and applied."""
 
-    def __init__(self, adapter: ConnectionAdapter, *, foreign_keys_enforced: bool, check_foreign_keys: bool) -> None:
-        self.adapter = adapter
+    def __init__(self, engine: Engine, *, foreign_keys_enforced: bool, check_foreign_keys: bool) -> None:
+        self.engine = engine
         self.foreign_keys_enforced = foreign_keys_enforced
         """True when foreign keys stay enforced during the migration (caller's open transaction)."""
         self.check_foreign_keys = check_foreign_keys
@@ -112,14 +59,14 @@ class MigrationSession:
             raise MigrationError(f"the plan was not rehearsed ({unrehearsed[0]}); make it with model_migration_plan or sync_models")
         if self.foreign_keys_enforced:
             self._refuse_cascading_drops(plan)
-        legacy = self.adapter.legacy_alter_table()
+        legacy = bool(self.engine.pragma("legacy_alter_table"))
         if legacy:  # renames must rewrite the views and triggers that name what they rename
-            self.adapter.set_legacy_alter_table(False)
+            self.engine.set_pragma("legacy_alter_table", "OFF")
         try:
             self._run(plan, desired, fingerprint, progress)
         finally:
             if legacy:
-                self.adapter.set_legacy_alter_table(True)
+                self.engine.set_pragma("legacy_alter_table", "ON")
 
     def _refuse_cascading_drops(self, plan: MigrationPlan) -> None:
         """With foreign keys enforced (inside the caller's transaction), dropping a table that other
@@ -127,7 +74,7 @@ class MigrationSession:
         for operation in plan.operations:
             if operation.kind not in ("rebuild_table", "drop_table"):
                 continue
-            children = self.adapter.tables_referencing(operation.table)
+            children = _tables_referencing(self.engine, operation.table)
             if children:
                 raise MigrationError(
                     f"cannot rebuild or drop table {operation.table!r} inside an open transaction while PRAGMA "
@@ -138,7 +85,7 @@ class MigrationSession:
 
     def _run(self, plan: MigrationPlan, desired: Schema, fingerprint: str, progress: ProgressCallback | None) -> None:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
-        broken_before = self.adapter.broken_objects()
+        broken_before = broken_objects(self.engine)
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
             for position, statement in enumerate(operation.statements):
@@ -146,13 +93,13 @@ class MigrationSession:
                     if progress is not None and operation.copy is not None and operation.copy.index == position:
                         self._copy_with_progress(operation.table, operation.copy, progress)
                     else:
-                        self.adapter.execute(statement)
-                except sqlite3.Error as error:
+                        self.engine.execute(statement)
+                except self.engine.Error as error:
                     raise MigrationError(
                         f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
                         f"Statement: {statement}"
                     ) from error
-        broken = [text for name, text in self.adapter.broken_objects().items() if name not in broken_before]
+        broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
         if broken:
             raise MigrationError(
                 "the migration would leave views or triggers that no longer work; nothing was changed:\n  - "
@@ -160,7 +107,7 @@ class MigrationSession:
             )
         applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
         for statement in [*record_statements(desired, plan.renames), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
-            self.adapter.execute(statement)
+            self.engine.execute(statement)
         if self.check_foreign_keys:
             introduced = self._foreign_key_violations() - baseline
             if introduced:
@@ -170,7 +117,7 @@ class MigrationSession:
                     f"({details}); nothing was changed"
                 )
         for statement in state_statements(fingerprint):
-            self.adapter.execute(statement)
+            self.engine.execute(statement)
 
     def _bookkeep_if_writable(self, desired: Schema, fingerprint: str, managed: ManagedObjects) -> None:
         """Nothing to migrate: record the managed objects and the fast-path state, unless the
@@ -178,15 +125,15 @@ class MigrationSession:
         statements = record_statements(desired) if managed_differs(managed, desired) else []
         try:
             for statement in [*statements, *state_statements(fingerprint)]:
-                self.adapter.execute(statement)
-        except sqlite3.OperationalError as error:
-            if "readonly" not in str(error):
+                self.engine.execute(statement)
+        except self.engine.OperationalError as error:
+            if not self.engine.is_read_only(error):
                 raise
             logger.debug("read-only database: schema matches, bookkeeping skipped")
 
     def _copy_with_progress(self, table: str, copy: RowCopy, progress: ProgressCallback) -> None:
         """The rebuild's row copy, reporting about every 1% of the rows (the callback may raise to cancel)."""
-        total = self.adapter.count_rows(copy.source)
+        total = int(self.engine.scalar(f"SELECT COUNT(*) FROM {quote_identifier(copy.source)}"))
         step = max(1, total // 100)
         copied = 0
         raised: list[BaseException] = []
@@ -202,11 +149,11 @@ class MigrationSession:
                     raise
             return 1
 
-        self.adapter.register_function(PROGRESS_FUNCTION, count_row)
+        self.engine.create_function(PROGRESS_FUNCTION, 0, count_row)
         progress(table, 0, total)
         try:
-            self.adapter.execute(copy.with_progress)
-        except sqlite3.Error:
+            self.engine.execute(copy.with_progress)
+        except self.engine.Error:
             if raised:
                 raise raised[0] from None
             raise
@@ -214,11 +161,21 @@ class MigrationSession:
 
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
         """Violations per (child table, parent table); ones that predate the migration are not its fault."""
-        return Counter((row[0], row[2]) for row in self.adapter.foreign_key_violations())
+        return Counter((row[0], row[2]) for row in self.engine.execute("PRAGMA foreign_key_check").fetchall())
+
+
+def _tables_referencing(engine: Engine, table: str) -> list[str]:
+    """Other tables with a foreign key to ``table``."""
+    rows = engine.execute(
+        "SELECT DISTINCT m.name FROM main.sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
+        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND m.name != ? COLLATE NOCASE",
+        (table, table),
+    ).fetchall()
+    return [name for (name,) in rows]
 
 
 @contextmanager
-def migration_session(conn: sqlite3.Connection, busy_timeout: float | None = None) -> Iterator[MigrationSession]:
+def migration_session(engine: Engine, busy_timeout: float | None = None) -> Iterator[MigrationSession]:
     """Foreign keys off (before the transaction), ``BEGIN IMMEDIATE``, commit or roll back, restore.
 
     ``BEGIN IMMEDIATE`` takes the write lock before the schema is read, waiting up to
@@ -227,53 +184,52 @@ def migration_session(conn: sqlite3.Connection, busy_timeout: float | None = Non
     Inside the caller's open transaction a savepoint is used instead, and foreign
     keys cannot be switched off (SQLite ignores the pragma in a transaction).
     """
-    adapter = ConnectionAdapter(conn)
-    previous_timeout = adapter.busy_timeout_ms()
+    previous_timeout = int(engine.pragma("busy_timeout"))
     wanted = round(busy_timeout * 1000) if busy_timeout is not None else max(previous_timeout, DEFAULT_BUSY_TIMEOUT_MS)
     if wanted != previous_timeout:
-        adapter.set_busy_timeout_ms(wanted)
-    outer = adapter.in_transaction
-    foreign_keys_on = adapter.foreign_keys_enabled()
+        engine.set_pragma("busy_timeout", wanted)
+    outer = engine.in_transaction
+    foreign_keys_on = bool(engine.pragma("foreign_keys"))
     switched_off = foreign_keys_on and not outer
     if switched_off:
-        adapter.set_foreign_keys(False)
+        engine.set_pragma("foreign_keys", "OFF")
     try:
         try:
-            adapter.execute(f"SAVEPOINT {_SAVEPOINT}" if outer else "BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
+            engine.execute(f"SAVEPOINT {_SAVEPOINT}" if outer else engine.begin_statement(immediate=True))
+        except engine.Error as error:
             raise MigrationError(f"could not start the migration transaction: {error}") from error
-        session = MigrationSession(adapter, foreign_keys_enforced=foreign_keys_on and outer, check_foreign_keys=foreign_keys_on)
+        session = MigrationSession(engine, foreign_keys_enforced=foreign_keys_on and outer, check_foreign_keys=foreign_keys_on)
         try:
             yield session
         except BaseException:
             if outer:
-                adapter.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                adapter.execute(f"RELEASE {_SAVEPOINT}")
-            elif conn.in_transaction:
-                adapter.execute("ROLLBACK")
+                engine.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                engine.execute(f"RELEASE {_SAVEPOINT}")
+            elif engine.in_transaction:
+                engine.execute("ROLLBACK")
             raise
         try:
-            adapter.execute(f"RELEASE {_SAVEPOINT}" if outer else "COMMIT")
-        except sqlite3.Error as error:
-            if not outer and conn.in_transaction:
-                adapter.execute("ROLLBACK")
+            engine.execute(f"RELEASE {_SAVEPOINT}" if outer else "COMMIT")
+        except engine.Error as error:
+            if not outer and engine.in_transaction:
+                engine.execute("ROLLBACK")
             raise MigrationError(f"could not commit the migration: {error}") from error
     finally:
         if switched_off:
-            adapter.set_foreign_keys(True)
+            engine.set_pragma("foreign_keys", "ON")
         if wanted != previous_timeout:
-            adapter.set_busy_timeout_ms(previous_timeout)
+            engine.set_pragma("busy_timeout", previous_timeout)
 
 
 @contextmanager
-def read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+def read_snapshot(engine: Engine) -> Iterator[None]:
     """A read transaction so the preview sees one consistent state; it writes nothing."""
-    if conn.in_transaction:
+    if engine.in_transaction:
         yield
         return
-    conn.execute("BEGIN")
+    engine.execute("BEGIN")
     try:
         yield
     finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        if engine.in_transaction:
+            engine.execute("ROLLBACK")

@@ -8,10 +8,10 @@ and indexes; the CREATE text in ``sqlite_master`` gives what they do not report
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from dataclasses import replace
 
+from ..engines import Engine
 from ..schema.objects import (
     LWW_SUFFIX,
     Check,
@@ -30,15 +30,15 @@ from ..sql.ddl import TableExtras, parse_create_table, parse_index_terms, parse_
 from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
 
 
-def introspect(conn: sqlite3.Connection) -> Schema:
+def introspect(engine: Engine) -> Schema:
     """The live schema of the ``main`` database, leaving out SQLite's own tables; pydsqlite's
     bookkeeping tables are kept apart, and the shadow tables of virtual tables left out."""
-    rows = conn.execute(
+    rows = engine.execute(
         "SELECT type, name, tbl_name, sql FROM main.sqlite_master ORDER BY rowid"
     ).fetchall()
     index_sql = {fold_name(name): sql for kind, name, _, sql in rows if kind == "index" and sql}
     virtual_names = [name for kind, name, _, sql in rows if kind == "table" and _is_virtual(sql)]
-    shadows = _shadow_tables(conn, virtual_names) if virtual_names else frozenset()
+    shadows = _shadow_tables(engine, virtual_names) if virtual_names else frozenset()
     tables = []
     virtual_tables = []
     bookkeeping = []
@@ -52,9 +52,9 @@ def introspect(conn: sqlite3.Connection) -> Schema:
             if folded.startswith(METADATA_PREFIX):
                 bookkeeping.append(sql)
             elif _is_virtual(sql):
-                virtual_tables.append(VirtualTable(name=name, sql=sql, columns=_virtual_columns(conn, name)))
+                virtual_tables.append(VirtualTable(name=name, sql=sql, columns=_virtual_columns(engine, name)))
             else:
-                tables.append(_read_table(conn, name, sql, index_sql))
+                tables.append(_read_table(engine, name, sql, index_sql))
         elif kind == "trigger":
             triggers.append(Trigger(name=name, table=table_name, sql=sql))
         elif kind == "view":
@@ -72,30 +72,30 @@ def _is_virtual(sql: str | None) -> bool:
     return bool(sql) and " ".join(sql.split()[:2]).upper() == "CREATE VIRTUAL"
 
 
-def _shadow_tables(conn: sqlite3.Connection, virtual_names: list[str]) -> frozenset[str]:
+def _shadow_tables(engine: Engine, virtual_names: list[str]) -> frozenset[str]:
     """Folded names of the tables virtual tables keep their data in (SQLite 3.37+ says which;
     before that, the tables named ``<virtual table>_…``, as every built-in module names them)."""
     try:
-        rows = conn.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'").fetchall()
+        rows = engine.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'").fetchall()
         return frozenset(fold_name(name) for (name,) in rows)
-    except sqlite3.OperationalError:
+    except engine.OperationalError:
         prefixes = tuple(fold_name(name) + "_" for name in virtual_names)
-        rows = conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'").fetchall()
+        rows = engine.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'").fetchall()
         return frozenset(fold_name(name) for (name,) in rows if fold_name(name).startswith(prefixes))
 
 
-def _virtual_columns(conn: sqlite3.Connection, name: str) -> tuple[str, ...]:
+def _virtual_columns(engine: Engine, name: str) -> tuple[str, ...]:
     try:
-        rows = conn.execute("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0", (name,)).fetchall()
-    except sqlite3.OperationalError:  # its module is not loaded on this connection
+        rows = engine.execute("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0", (name,)).fetchall()
+    except engine.OperationalError:  # its module is not loaded on this connection
         return ()
     return tuple(row[0] for row in rows)
 
 
-def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[str, str]) -> Table:
+def _read_table(engine: Engine, name: str, sql: str, index_sql: dict[str, str]) -> Table:
     extras = parse_create_table(sql)
     extras_by_name = {fold_name(key): value for key, value in extras.columns.items()}
-    pragma_columns = conn.execute("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?)", (name,)).fetchall()
+    pragma_columns = engine.execute("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?)", (name,)).fetchall()
     names = {fold_name(row[0]) for row in pragma_columns}
     columns = []
     key: list[tuple[int, str]] = []
@@ -120,7 +120,7 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
                 lww=fold_name(column_name + LWW_SUFFIX) in names,
             )
         )
-    uniques, indexes = _read_indexes(conn, name, index_sql, extras)
+    uniques, indexes = _read_indexes(engine, name, index_sql, extras)
     primary_key = tuple(column for _, column in sorted(key))
     key_clause = extras.primary_key or next(
         (extras_by_name[fold_name(column)].primary_key for column in primary_key if fold_name(column) in extras_by_name), None
@@ -136,7 +136,7 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
         columns=tuple(columns),
         primary_key=primary_key,
         autoincrement=autoincrement,
-        foreign_keys=_read_foreign_keys(conn, name, extras),
+        foreign_keys=_read_foreign_keys(engine, name, extras),
         checks=tuple(Check(text, check_name) for text, check_name in extras.checks),
         uniques=uniques,
         primary_key_conflict=key_clause.on_conflict if key_clause else None,
@@ -149,14 +149,14 @@ def _read_table(conn: sqlite3.Connection, name: str, sql: str, index_sql: dict[s
 
 
 def _read_indexes(
-    conn: sqlite3.Connection, table: str, index_sql: dict[str, str], extras: TableExtras
+    engine: Engine, table: str, index_sql: dict[str, str], extras: TableExtras
 ) -> tuple[tuple[UniqueConstraint, ...], tuple[Index, ...]]:
     uniques = []
     indexes = []
-    for _, index_name, unique, origin, partial in conn.execute(
+    for _, index_name, unique, origin, partial in engine.execute(
         "SELECT seq, name, \"unique\", origin, partial FROM pragma_index_list(?) ORDER BY seq DESC", (table,)
     ).fetchall():
-        key_columns = conn.execute(
+        key_columns = engine.execute(
             "SELECT cid, name, \"desc\", coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno", (index_name,)
         ).fetchall()
         if origin == "u":
@@ -205,9 +205,9 @@ def _unique_constraint(columns: tuple[str, ...], key_columns: list[tuple], extra
     )
 
 
-def _read_foreign_keys(conn: sqlite3.Connection, table: str, extras: TableExtras) -> tuple[ForeignKey, ...]:
+def _read_foreign_keys(engine: Engine, table: str, extras: TableExtras) -> tuple[ForeignKey, ...]:
     grouped: dict[int, list[tuple]] = defaultdict(list)
-    for row in conn.execute(
+    for row in engine.execute(
         "SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
         (table,),
     ).fetchall():
@@ -251,15 +251,15 @@ def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
     return resolved
 
 
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+def _has_table(engine: Engine, name: str) -> bool:
+    return engine.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
-def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
+def read_managed_objects(engine: Engine) -> ManagedObjects:
     """The tables and indexes pydsqlite recorded as its own (empty before the first sync)."""
-    if not _has_table(conn, OBJECTS_TABLE):
+    if not _has_table(engine, OBJECTS_TABLE):
         return ManagedObjects()
-    rows = conn.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
+    rows = engine.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
     by_kind: dict[str, set[str]] = defaultdict(set)
     columns = set()
     renames = set()
@@ -282,23 +282,23 @@ def read_managed_objects(conn: sqlite3.Connection) -> ManagedObjects:
     )
 
 
-def read_migration_history(conn: sqlite3.Connection) -> list[AppliedMigration]:
+def read_migration_history(engine: Engine) -> list[AppliedMigration]:
     """Every migration pydsqlite applied to this database, oldest first."""
-    if not _has_table(conn, MIGRATIONS_TABLE):
+    if not _has_table(engine, MIGRATIONS_TABLE):
         return []
-    rows = conn.execute(f"SELECT id, applied_at, fingerprint, description, sql FROM {MIGRATIONS_TABLE} ORDER BY id").fetchall()
+    rows = engine.execute(f"SELECT id, applied_at, fingerprint, description, sql FROM {MIGRATIONS_TABLE} ORDER BY id").fetchall()
     return [AppliedMigration(*row) for row in rows]
 
 
-def schema_unchanged_since_sync(conn: sqlite3.Connection, fingerprint: str) -> bool:
+def schema_unchanged_since_sync(engine: Engine, fingerprint: str) -> bool:
     """True when the last sync recorded ``fingerprint`` and no schema change happened since.
 
     Two cheap reads; any DDL by anyone bumps ``PRAGMA schema_version`` and forces a full plan.
     """
     try:
-        row = conn.execute(
+        row = engine.execute(
             f"SELECT fingerprint, schema_version = (SELECT schema_version FROM pragma_schema_version) FROM {STATE_TABLE}"
         ).fetchone()
-    except sqlite3.OperationalError:
+    except engine.OperationalError:
         return False
     return row is not None and row[0] == fingerprint and bool(row[1])

@@ -19,6 +19,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import replace
 
+from ..engines import SqliteEngine
 from ..schema.objects import Schema, fold_name
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
@@ -43,7 +44,7 @@ def rehearse(plan: MigrationPlan, live: Schema) -> MigrationPlan:
             _load(scratch, live)
         except RehearsalError as error:
             return _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}")
-        broken_before = broken_objects(scratch)
+        broken_before = broken_objects(SqliteEngine(scratch))
         operations = list(plan.operations)
         for position, operation in enumerate(operations):
             operation, replayed = _complete(scratch, operation)
@@ -51,7 +52,7 @@ def rehearse(plan: MigrationPlan, live: Schema) -> MigrationPlan:
             failure = _run(scratch, operation, replayed)
             if failure is not None:
                 return _with_problem(replace(plan, operations=tuple(operations)), position, failure)
-        broken = {name: text for name, text in broken_objects(scratch).items() if name not in broken_before}
+        broken = {name: text for name, text in broken_objects(SqliteEngine(scratch)).items() if name not in broken_before}
     rehearsed = replace(plan, operations=tuple(operations))
     for text in broken.values():
         rehearsed = _with_problem(rehearsed, len(operations) - 1, f"{text} after the migration; change or drop it first")

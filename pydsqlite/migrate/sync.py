@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel
 
-from ..engines.sqlite import without_pending_transaction
+from ..engines import Engine, SqliteEngine, engine_for, is_connection
 from ..errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
 from ..schema.compile import compile_cached
 from ..schema.objects import Schema, fold_name
@@ -24,7 +24,8 @@ from .migration import MigrationPlan
 from .plan import build_plan
 from .rehearse import rehearse
 
-Connectable = sqlite3.Connection | str | os.PathLike
+Connectable = sqlite3.Connection | Engine | str | os.PathLike
+"""A connection pydsqlite can drive (see ``engines``), or a database file's path."""
 
 
 def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
@@ -98,11 +99,11 @@ def preview_schema(
     With ``fingerprint`` (of ``desired``), an unchanged database is recognised from two
     cheap reads instead of a full introspection.
     """
-    with _connection(conn, read_only=True) as connection, _database_errors():
-        if fingerprint is not None and schema_unchanged_since_sync(connection, fingerprint):
+    with _engine(conn, read_only=True) as engine, _database_errors(engine):
+        if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint):
             return MigrationPlan(checked=True)
-        with read_snapshot(connection):
-            return _plan(connection, desired, manage_all)[0]
+        with read_snapshot(engine):
+            return _plan(engine, desired, manage_all)[0]
 
 
 def apply_schema(
@@ -123,15 +124,15 @@ def apply_schema(
     fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
     if manage_all:
         fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
-    with _connection(conn) as connection, _database_errors(), without_pending_transaction(connection):
-        if schema_unchanged_since_sync(connection, fingerprint):
+    with _engine(conn) as engine, _database_errors(engine), engine.outside_transaction():
+        if schema_unchanged_since_sync(engine, fingerprint):
             return MigrationPlan(checked=True)
-        with migration_session(connection, busy_timeout) as session:
-            return _plan_and_apply(connection, session, desired, fingerprint, allow_destructive, manage_all, progress)
+        with migration_session(engine, busy_timeout) as session:
+            return _plan_and_apply(engine, session, desired, fingerprint, allow_destructive, manage_all, progress)
 
 
 def _plan_and_apply(
-    connection: sqlite3.Connection,
+    engine: Engine,
     session: MigrationSession,
     desired: Schema,
     fingerprint: str,
@@ -139,7 +140,7 @@ def _plan_and_apply(
     manage_all: bool,
     progress: ProgressCallback | None,
 ) -> MigrationPlan:
-    plan, managed = _plan(connection, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
+    plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
     if plan.problems:
         raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
     destructive = plan.destructive_operations
@@ -154,16 +155,16 @@ def _plan_and_apply(
 
 
 def _plan(
-    connection: sqlite3.Connection, desired: Schema, manage_all: bool = False, foreign_keys_on: bool | None = None
+    engine: Engine, desired: Schema, manage_all: bool = False, foreign_keys_on: bool | None = None
 ) -> tuple[MigrationPlan, ManagedObjects]:
-    live = introspect(connection)
-    managed = read_managed_objects(connection)
+    live = introspect(engine)
+    managed = read_managed_objects(engine)
     everything = replace(managed, everything=True) if manage_all else managed
     plan = build_plan(diff_schemas(desired, live, everything), live)
     if not manage_all:  # a schema from SQL describes the whole database, dangling references as SQLite took them
         _check_foreign_key_targets(desired, live, plan)
     plan = rehearse(plan, live)
-    return check_plan_against_data(connection, plan, foreign_keys_on), managed
+    return check_plan_against_data(engine, plan, foreign_keys_on), managed
 
 
 def _check_foreign_key_targets(desired: Schema, live: Schema, plan: MigrationPlan) -> None:
@@ -184,17 +185,19 @@ def _check_foreign_key_targets(desired: Schema, live: Schema, plan: MigrationPla
 
 def migration_history(conn: Connectable) -> list[AppliedMigration]:
     """The audit trail: every migration ``sync_models`` applied to this database, oldest first."""
-    with _connection(conn, read_only=True) as connection, _database_errors():
-        return read_migration_history(connection)
+    with _engine(conn, read_only=True) as engine, _database_errors(engine):
+        return read_migration_history(engine)
 
 
 @contextmanager
-def _connection(conn: Connectable, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
-    """The caller's connection, or one opened on a path (read-only for previews: a preview
-    never creates a missing file)."""
-    if isinstance(conn, sqlite3.Connection):
-        yield conn
+def _engine(conn: Connectable, *, read_only: bool = False) -> Iterator[Engine]:
+    """The engine of the caller's connection, or of one opened on a path (read-only for previews:
+    a preview never creates a missing file)."""
+    if is_connection(conn):
+        yield engine_for(conn)
         return
+    if not isinstance(conn, (str, os.PathLike)):
+        raise UsageError(f"expected a database connection or a file path, not {type(conn).__name__} {conn!r}")
     path = os.fspath(conn)
     try:
         if read_only:
@@ -204,17 +207,17 @@ def _connection(conn: Connectable, *, read_only: bool = False) -> Iterator[sqlit
     except sqlite3.Error as error:
         raise MigrationError(f"cannot open database {path!r}: {error}") from error
     try:
-        yield connection
+        yield SqliteEngine(connection)
     finally:
         connection.close()
 
 
 @contextmanager
-def _database_errors() -> Iterator[None]:
-    """Turn SQLite errors raised while reading (not a database, locked, read-only) into ours."""
+def _database_errors(engine: Engine) -> Iterator[None]:
+    """Turn the engine's errors raised while reading (not a database, locked, read-only) into ours."""
     try:
         yield
     except PydsqliteError:
         raise
-    except sqlite3.Error as error:
+    except engine.Error as error:
         raise MigrationError(f"database error: {error}") from error

@@ -14,10 +14,10 @@ functions), so they run on any SQLite engine.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engines import Engine
 from ..migrate.metadata import METADATA_PREFIX
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table, Trigger, fold_name
 from ..sql.render import quote_identifier, quote_literal
@@ -143,19 +143,19 @@ class CapturedEvent:
     columns: dict[str, tuple[str, Any, str | None]] = field(default_factory=dict)
 
 
-def take_captured(conn: sqlite3.Connection) -> list[CapturedEvent]:
+def take_captured(engine: Engine) -> list[CapturedEvent]:
     """Read and remove every captured event, oldest first (none when the capture table does not exist yet)."""
     try:
-        rows = conn.execute(
+        rows = engine.execute(
             f"SELECT event, kind, table_name, role, column_name, value, stamp FROM {CAPTURED} ORDER BY rowid"
         ).fetchall()
-    except sqlite3.OperationalError as error:
+    except engine.OperationalError as error:
         if "no such table" in str(error):
             return []
         raise
     if not rows:
         return []
-    conn.execute(f"DELETE FROM {CAPTURED}")
+    engine.execute(f"DELETE FROM {CAPTURED}")
     events: dict[int, CapturedEvent] = {}
     for event, kind, table_name, role, column_name, value, stamp in rows:
         captured = events.get(event)

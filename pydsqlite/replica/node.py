@@ -8,9 +8,9 @@ takes the next sequence number (the cursor of ``changes_since``).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
+from ..engines import Engine
 from .hlc import HLC, new_node_id
 
 NODE_TABLE = "_pydsqlite_node"
@@ -27,12 +27,12 @@ class Node:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        engine: Engine,
         wall_clock: Callable[[], int] | None,
         max_drift_ms: int,
         transaction: Callable,
     ) -> None:
-        self.conn = conn
+        self.engine = engine
         self._wall_clock = wall_clock
         self._max_drift_ms = max_drift_ms
         self._transaction = transaction
@@ -64,29 +64,29 @@ class Node:
         """One row of the node table. Its tables are created again, with this clock's node id, when the
         transaction that first created them was rolled back (a write that failed) after the clock was read."""
         try:
-            return self.conn.execute(query, params).fetchone()
-        except sqlite3.OperationalError as error:
+            return self.engine.execute(query, params).fetchone()
+        except self.engine.OperationalError as error:
             if "no such table" not in str(error):
                 raise
         self._create(self.clock.node_id)
-        return self.conn.execute(query, params).fetchone()
+        return self.engine.execute(query, params).fetchone()
 
     def _state(self) -> tuple[str, str | None]:
         query = f"SELECT node_id, clock FROM {NODE_TABLE} WHERE id = 1"
         try:
-            row = self.conn.execute(query).fetchone()
-        except sqlite3.OperationalError:
+            row = self.engine.execute(query).fetchone()
+        except self.engine.OperationalError:
             row = None
         if row is None:
             self._create(new_node_id())
-            row = self.conn.execute(query).fetchone()
+            row = self.engine.execute(query).fetchone()
         return row[0], row[1]
 
     def _create(self, node_id: str) -> None:
         with self._transaction():
-            self.conn.execute(
+            self.engine.execute(
                 f"CREATE TABLE IF NOT EXISTS {NODE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), "
                 "node_id TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0, clock TEXT)"
             )
-            self.conn.execute(f"INSERT OR IGNORE INTO {NODE_TABLE} (id, node_id) VALUES (1, ?)", (node_id,))
-            self.conn.execute(CREATE_TOMBSTONES)
+            self.engine.execute(f"INSERT OR IGNORE INTO {NODE_TABLE} (id, node_id) VALUES (1, ?)", (node_id,))
+            self.engine.execute(CREATE_TOMBSTONES)

@@ -21,11 +21,11 @@ concurrently make the same decisions, and their stamped results join.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..engines import Engine
 from ..errors import SyncError
 from ..rows.codec import RowCodec
 from ..schema.objects import Schema, Table, fold_name
@@ -78,7 +78,7 @@ class ReferenceRepair:
 
     def __init__(self, replica: Replica, graph: ReferenceGraph, codecs: dict[str, RowCodec]) -> None:
         self.replica = replica
-        self.conn = replica.conn
+        self.engine = replica.engine
         self.graph = graph
         self.codecs = codecs
         """Synced tables by case-folded name; rows of other tables are never written here."""
@@ -140,18 +140,18 @@ class ReferenceRepair:
         for table, keys in written.items():
             for link in self.graph.outgoing[table]:
                 key_names = _key_columns(link.child)
-                for violation in _violations(self.conn, link, key_names, list(keys)):
+                for violation in _violations(self.engine, link, key_names, list(keys)):
                     found[(fold_name(link.child.name), link.position, repr(violation[1]))] = violation
         for table, rows in deleted.items():
             for link in self.graph.incoming[table]:
                 referenced = {tuple(row.get(fold_name(name)) for name in link.parent_columns) for row in rows}
                 referenced = [values for values in referenced if None not in values]
-                for violation in _violations(self.conn, link, link.columns, referenced):
+                for violation in _violations(self.engine, link, link.columns, referenced):
                     found[(fold_name(link.child.name), link.position, repr(violation[1]))] = violation
         return [found[position] for position in sorted(found)]
 
     def _settle(self, link: Link, key: tuple[Any, ...], values: tuple[Any, ...]) -> None:
-        if not _still_violated(self.conn, link, key, values):
+        if not _still_violated(self.engine, link, key, values):
             return  # settled meanwhile (a parent revived, the row deleted or changed)
         child = self.codecs.get(fold_name(link.child.name))
         parent = self.codecs.get(fold_name(link.parent.name))
@@ -233,7 +233,7 @@ def _missing_parent(link: Link) -> str:
     return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(link.parent.name)} AS p WHERE {matches})"
 
 
-def _violations(conn: sqlite3.Connection, link: Link, by: Iterable[str], wanted: list[tuple[Any, ...]]) -> list[Violation]:
+def _violations(engine: Engine, link: Link, by: Iterable[str], wanted: list[tuple[Any, ...]]) -> list[Violation]:
     """Rows of ``link.child`` whose ``by`` columns hold one of ``wanted`` and whose parent is missing."""
     by = list(by)
     key_names = _key_columns(link.child)
@@ -242,21 +242,21 @@ def _violations(conn: sqlite3.Connection, link: Link, by: Iterable[str], wanted:
         f"SELECT {selected} FROM {quote_identifier(link.child.name)} AS c WHERE {_missing_parent(link)} "
         f"AND ({', '.join(_column('c', name) for name in by)}) IN "
     )
-    return [(link, tuple(row[: len(key_names)]), tuple(row[len(key_names) :])) for row in select_in(conn, head, len(by), wanted)]
+    return [(link, tuple(row[: len(key_names)]), tuple(row[len(key_names) :])) for row in select_in(engine, head, len(by), wanted)]
 
 
-def select_in(conn: sqlite3.Connection, head: str, width: int, wanted: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+def select_in(engine: Engine, head: str, width: int, wanted: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
     """Rows of the query ``head`` (ending in ``… IN``) for tuples of ``width`` values, in chunks
     of ``IN (VALUES …)`` that stay under SQLite's limit on bound parameters."""
     chunk = max(1, 900 // width)
     for start in range(0, len(wanted), chunk):
         part = wanted[start : start + chunk]
         values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
-        yield from conn.execute(f"{head} (VALUES {values})", [value for row in part for value in row])
+        yield from engine.execute(f"{head} (VALUES {values})", [value for row in part for value in row])
 
 
-def _still_violated(conn: sqlite3.Connection, link: Link, key: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
+def _still_violated(engine: Engine, link: Link, key: tuple[Any, ...], values: tuple[Any, ...]) -> bool:
     key_names = _key_columns(link.child)
     where = " AND ".join(f"{_column('c', name)} = ?" for name in (*key_names, *link.columns))
     query = f"SELECT 1 FROM {quote_identifier(link.child.name)} AS c WHERE {where} AND {_missing_parent(link)}"
-    return conn.execute(query, (*key, *values)).fetchone() is not None
+    return engine.execute(query, (*key, *values)).fetchone() is not None

@@ -18,7 +18,6 @@ enforces foreign keys, a merge then settles the violations it left (``references
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..engines import Engine
 from ..errors import SyncError as SyncError  # re-exported: its historical home
 from ..migrate.introspect import introspect
 from ..rows.codec import RowCodec, codec_for
@@ -62,8 +62,8 @@ class Settled:
 class Replica:
     """Reads and writes the sync state of one database for ``Database``: its feed and its merges."""
 
-    def __init__(self, conn: sqlite3.Connection, node: Node, transaction: Callable) -> None:
-        self.conn = conn
+    def __init__(self, engine: Engine, node: Node, transaction: Callable) -> None:
+        self.engine = engine
         self.node = node
         self.transaction = transaction
         self._graph: tuple[int, ReferenceGraph] | None = None
@@ -106,11 +106,11 @@ class Replica:
             with self.transaction():
                 self.settle_captured()
                 repair = self._repair(shapes) if self._enforces_foreign_keys() else None
-                with _foreign_keys_deferred(self.conn, repair is not None):
+                with _foreign_keys_deferred(self.engine, repair is not None):
                     changed = self._merge_tables([self._join(shapes[table].codec, changes) for table, changes in by_table.items()], repair)
                     if repair is not None:
                         repair.run()
-        except sqlite3.IntegrityError as error:  # a deferred foreign key at commit: nothing was applied
+        except self.engine.IntegrityError as error:  # a deferred foreign key at commit: nothing was applied
             raise SyncError(f"the merged changeset violates a constraint: {error}; nothing was applied") from error
         return changed
 
@@ -128,7 +128,7 @@ class Replica:
     def _present_synced(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
         present = {
             fold_name(name)
-            for (name,) in self.conn.execute(
+            for (name,) in self.engine.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE ?", (f"%{SEQ_COLUMN}%",)
             )
         }
@@ -145,27 +145,27 @@ class Replica:
 
     @contextmanager
     def _read_snapshot(self) -> Iterator[None]:
-        if self.conn.in_transaction:
+        if self.engine.in_transaction:
             yield
             return
-        self.conn.execute("BEGIN")
+        self.engine.execute("BEGIN")
         try:
             yield
         finally:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            if self.engine.in_transaction:
+                self.engine.execute("ROLLBACK")
 
     # --- foreign keys --------------------------------------------------------------------------
 
     def _enforces_foreign_keys(self) -> bool:
-        return bool(self.conn.execute("PRAGMA foreign_keys").fetchone()[0])
+        return bool(self.engine.execute("PRAGMA foreign_keys").fetchone()[0])
 
     def _repair(self, shapes: dict[str, TableShape]) -> ReferenceRepair | None:
         """The settling of one merge: the foreign keys of the live schema (re-read only after a schema
         change) and every synced table a model here describes; None when there are no foreign keys."""
-        version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
+        version = self.engine.execute("PRAGMA schema_version").fetchone()[0]
         if self._graph is None or self._graph[0] != version:
-            self._graph = (version, ReferenceGraph(introspect(self.conn)))
+            self._graph = (version, ReferenceGraph(introspect(self.engine)))
         if not self._graph[1].outgoing:
             return None
         codecs = {name: codec for name, codec in self._present_synced(None).items() if codec.auto_key is None}
@@ -175,17 +175,17 @@ class Replica:
     # --- local writes ----------------------------------------------------------------------
 
     def ensure_tables(self) -> None:
-        self.conn.execute(CREATE_TOMBSTONES)
+        self.engine.execute(CREATE_TOMBSTONES)
 
     def revive(self, keys: list[tuple[Any, ...]], codec: RowCodec, first_seq: int) -> None:
         """Local inserts of deleted keys make them visible again (their registers are all newer than the
         tombstone): the tombstones keep their time but no longer hold the row."""
-        dead = self.conn.execute(
+        dead = self.engine.execute(
             f"SELECT 1 FROM {TOMBSTONES} WHERE table_name = ? AND state IS NOT NULL LIMIT 1", (codec.name,)
         ).fetchone()
         if dead is None:
             return
-        self.conn.executemany(
+        self.engine.executemany(
             f"UPDATE {TOMBSTONES} SET state = NULL, seq = ? WHERE table_name = ? AND key = ? AND state IS NOT NULL",
             [(first_seq + position, codec.name, key_text(key)) for position, key in enumerate(keys)],
         )
@@ -208,7 +208,7 @@ class Replica:
         registers are RETURNed only so that a table behind its model fails (no such column) before
         anything is deleted."""
         registers = ", ".join(quote_identifier(name) for name in (*codec.fields, *(name + LWW_SUFFIX for name in codec.lww), VERSION_COLUMN))
-        deleted = self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()} RETURNING {registers}", key).fetchall()
+        deleted = self.engine.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()} RETURNING {registers}", key).fetchall()
         return self.settle_captured(own_statement=True) if deleted else None
 
     def restore_rows(self, codec: RowCodec, states: list[RowChange]) -> None:
@@ -242,7 +242,7 @@ class Replica:
         terms = [f"{quote_identifier(name)} = {expression}" for name, expression in (assignments or {}).items()]
         terms += [f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN)]
         where = " AND ".join(f"{quote_identifier(name)} = ?" for name in key_columns)
-        self.conn.execute(f"UPDATE {quote_identifier(table)} SET {', '.join(terms)} WHERE {where}", [*([now] * len(stamped)), seq, *key])
+        self.engine.execute(f"UPDATE {quote_identifier(table)} SET {', '.join(terms)} WHERE {where}", [*([now] * len(stamped)), seq, *key])
 
     def dead_states(self, codec: RowCodec, key: tuple[Any, ...] | None = None) -> list[RowChange]:
         """The registers of the table's deleted rows (of one key, if given)."""
@@ -251,7 +251,7 @@ class Replica:
         if key is not None:
             query += " AND key = ?"
             params += (key_text(key),)
-        return [_state_from_json(codec, key_from_text(text), state, deleted) for text, deleted, state in self.conn.execute(query, params)]
+        return [_state_from_json(codec, key_from_text(text), state, deleted) for text, deleted, state in self.engine.execute(query, params)]
 
     # --- deletes and writes the capture triggers saw -------------------------------------------
 
@@ -263,7 +263,7 @@ class Replica:
         merged tombstone instead. A row deleted and then inserted again by the application before
         this ran counts as deleted, then written anew; ``own_statement`` says the events come from a
         statement pydsqlite just ran, so no row can have been written again since."""
-        events = take_captured(self.conn)
+        events = take_captured(self.engine)
         deletes: dict[tuple[str, str], RowChange] = {}
         writes: dict[tuple[str, str], tuple[CapturedEvent, set[str]]] = {}
         for event in events:
@@ -298,7 +298,7 @@ class Replica:
             names = key_columns[table]
             present = {
                 key_text(tuple(row))
-                for row in _rows_with_keys(self.conn, quote_identifier(states[0].table), names, [s.key for s in states], names)
+                for row in _rows_with_keys(self.engine, quote_identifier(states[0].table), names, [s.key for s in states], names)
             }
             again.extend(state for state in states if key_text(state.key) in present)
         if not again:
@@ -317,12 +317,12 @@ class Replica:
         changes: list[RowChange] = []
         for codec in codecs:
             deleted_at = dict(
-                self.conn.execute(f"SELECT key, deleted FROM {TOMBSTONES} WHERE table_name = ?", (codec.name,)).fetchall()
+                self.engine.execute(f"SELECT key, deleted FROM {TOMBSTONES} WHERE table_name = ?", (codec.name,)).fetchall()
             )
-            for row in self.conn.execute(f"{_state_select(codec)} WHERE {quote_identifier(SEQ_COLUMN)} > ?", (after,)):
+            for row in self.engine.execute(f"{_state_select(codec)} WHERE {quote_identifier(SEQ_COLUMN)} > ?", (after,)):
                 state = _row_state(codec, row, None)
                 changes.append(_with_deleted(state, deleted_at.get(key_text(state.key))))
-            for key, deleted, state in self.conn.execute(
+            for key, deleted, state in self.engine.execute(
                 f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ? AND seq > ? AND state IS NOT NULL",
                 (codec.name, after),
             ):
@@ -375,7 +375,7 @@ class Replica:
             if not merge.gone:
                 continue
             codec = merge.codec
-            self.conn.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
+            self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
             settled = self.settle_captured(exclude=own)
             if repair is not None:
                 repair.note_deleted(codec.name, merge.gone)
@@ -386,13 +386,13 @@ class Replica:
         """Local states of the rows with these keys (chunked ``IN (VALUES …)`` lookups)."""
         found: dict[str, RowChange] = {}
         names = [*codec.key, *codec.lww, *(name + LWW_SUFFIX for name in codec.lww), *codec.group, VERSION_COLUMN]
-        for row in _rows_with_keys(self.conn, codec.quoted_table, codec.key, keys, names):
+        for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, names):
             state = _row_state(codec, row, None)
             found[key_text(state.key)] = state
         return found
 
     def _read_tombstones(self, codec: RowCodec) -> dict[str, tuple[str, str | None]]:
-        rows = self.conn.execute(f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ?", (codec.name,))
+        rows = self.engine.execute(f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ?", (codec.name,))
         return {key: (deleted, state) for key, deleted, state in rows}
 
     def _write_rows(self, codec: RowCodec, states: list[RowChange], first_seq: int) -> None:
@@ -424,7 +424,7 @@ class Replica:
                 raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
             rows.append([*values, *(state.columns[name][0] for name in codec.lww), state.version, first_seq + position])
         updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
-        self.conn.executemany(
+        self.engine.executemany(
             f"INSERT INTO {codec.quoted_table} ({', '.join(quote_identifier(n) for n in names)}) "
             f"VALUES ({', '.join('?' * len(names))}) "
             f"ON CONFLICT ({', '.join(quote_identifier(n) for n in codec.key)}) DO UPDATE SET {updates}",
@@ -436,7 +436,7 @@ class Replica:
         if not marks:
             return
         self.ensure_tables()
-        self.conn.executemany(
+        self.engine.executemany(
             f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq) VALUES (?, ?, ?, ?, ?)",
             [
                 (change.table, key_text(change.key), change.deleted, _state_to_json(change) if keep else None, seq)
@@ -457,28 +457,28 @@ class _TableMerge:
 
 
 @contextmanager
-def _foreign_keys_deferred(conn: sqlite3.Connection, enabled: bool) -> Iterator[None]:
+def _foreign_keys_deferred(engine: Engine, enabled: bool) -> Iterator[None]:
     """Check foreign keys at commit instead of per statement while a merge runs (the caller's
     setting is restored after): a merge writes rows whose parents it settles afterwards.
     Deferred, SQLite still runs CASCADE and SET NULL / SET DEFAULT actions at once."""
     if not enabled:
         yield
         return
-    before = conn.execute("PRAGMA defer_foreign_keys").fetchone()[0]
-    conn.execute("PRAGMA defer_foreign_keys = ON")
+    before = engine.execute("PRAGMA defer_foreign_keys").fetchone()[0]
+    engine.execute("PRAGMA defer_foreign_keys = ON")
     try:
         yield
     finally:
-        conn.execute(f"PRAGMA defer_foreign_keys = {'ON' if before else 'OFF'}")
+        engine.execute(f"PRAGMA defer_foreign_keys = {'ON' if before else 'OFF'}")
 
 
 def _rows_with_keys(
-    conn: sqlite3.Connection, quoted_table: str, key: Iterable[str], keys: list[tuple[Any, ...]], columns: Iterable[str]
+    engine: Engine, quoted_table: str, key: Iterable[str], keys: list[tuple[Any, ...]], columns: Iterable[str]
 ) -> Iterator[tuple[Any, ...]]:
     """``columns`` of the rows whose ``key`` columns hold one of ``keys``."""
     key = list(key)
     head = f"SELECT {', '.join(quote_identifier(n) for n in columns)} FROM {quoted_table} WHERE ({', '.join(quote_identifier(n) for n in key)}) IN"
-    return select_in(conn, head, len(key), keys)
+    return select_in(engine, head, len(key), keys)
 
 
 def _stamp_columns(changed: Iterable[str], is_lww: Callable[[str], bool]) -> list[str]:

@@ -1,6 +1,6 @@
 """``Database``: typed reads and writes of table models, every row validated by its model.
 
-A thin layer over one ``sqlite3.Connection``: SQL comes from the model's ``RowCodec``,
+A thin layer over one connection's ``Engine``: SQL comes from the model's ``RowCodec``,
 values are always bound parameters, and each write is one unit: its own transaction, or a
 savepoint inside a transaction already open (``db.transaction()``, the caller's own, or the
 one a PEP 249 connection always has). SQLite's refusals become errors of our hierarchy.
@@ -13,12 +13,12 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from ..engines.sqlite import begin_statement, pep249_mode
+from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
 from ..errors import ConstraintError, RowNotFoundError, SchemaMismatchError, UnstorableValueError, UsageError
 from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC
 from ..replica.node import Node
@@ -40,18 +40,19 @@ class Database:
 
     def __init__(
         self,
-        conn: sqlite3.Connection | str | os.PathLike,
+        conn: Any,
         *,
         wall_clock: Callable[[], int] | None = None,
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
     ) -> None:
-        if not isinstance(conn, (sqlite3.Connection, str, os.PathLike)):
+        if not is_connection(conn) and not isinstance(conn, (str, os.PathLike)):
             raise UsageError(f"Database() takes a sqlite3.Connection or a path, not {type(conn).__name__}")
-        self._owns = not isinstance(conn, sqlite3.Connection)
-        self.conn = conn if isinstance(conn, sqlite3.Connection) else sqlite3.connect(os.fspath(conn))
-        self._depth = 0
-        self._node = Node(self.conn, wall_clock, max_drift_ms, self._atomic)
-        self._replica = Replica(self.conn, self._node, self._atomic)
+        self._owns = not is_connection(conn)
+        self.engine: Engine = engine_for(conn) if is_connection(conn) else SqliteEngine(sqlite3.connect(os.fspath(conn)))
+        self.conn = self.engine.connection
+        """The driver's connection this object works on."""
+        self._node = Node(self.engine, wall_clock, max_drift_ms, self._atomic)
+        self._replica = Replica(self.engine, self._node, self._atomic)
 
     def close(self) -> None:
         """Close the connection if this object opened it."""
@@ -79,37 +80,11 @@ class Database:
         with self._atomic(commit_pending=True):
             yield self
 
-    @contextmanager
-    def _atomic(self, *, commit_pending: bool = False) -> Iterator[None]:
-        """One unit of writes: its own transaction when none is open, else a savepoint.
-        ``commit_pending``: on a PEP 249 connection, success at the outermost level commits."""
-        conn = self.conn
-        savepoint = None if self._depth == 0 and not conn.in_transaction else f"pydsqlite_sp{self._depth}"
-        conn.execute(begin_statement(conn) if savepoint is None else f"SAVEPOINT {savepoint}")
-        commit_after = commit_pending and savepoint is not None and self._depth == 0 and pep249_mode(conn)
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK" if savepoint is None else f"ROLLBACK TO {savepoint}")
-                if savepoint is not None:
-                    conn.execute(f"RELEASE {savepoint}")
-            raise
-        else:
-            if savepoint is not None:
-                conn.execute(f"RELEASE {savepoint}")
-                if commit_after:
-                    conn.commit()
-                return
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error:
-                if conn.in_transaction:  # a failed COMMIT leaves the transaction open: all or nothing
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            self._depth -= 1
+    def _atomic(self, *, commit_pending: bool = False) -> AbstractContextManager[None]:
+        """One unit of writes: its own transaction when none is open, else a savepoint
+        (``Engine.unit``). ``commit_pending``: on a PEP 249 connection, success at the outermost
+        level commits."""
+        return self.engine.unit(commit_pending=commit_pending)
 
     # --- the clock ---------------------------------------------------------------------------
 
@@ -223,7 +198,7 @@ class Database:
         with self._writing(codec), _binding(lambda: _unstorable_param(codec, params, codec.key)):
             if codec.synced:
                 return self._replica.delete(codec, params)
-            cursor = self.conn.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", params)
+            cursor = self.engine.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", params)
             _check_one_row(codec, params, cursor.rowcount)
         return cursor.rowcount > 0
 
@@ -233,7 +208,7 @@ class Database:
         """The row with primary key ``key`` (a tuple for composite keys), or None."""
         codec = codec_for(model)
         params = codec.key_params(key, "get()")
-        with _reading(codec):
+        with _reading(self.engine, codec):
             return self._fetch(codec, params)  # type: ignore[return-value]
 
     def select(
@@ -264,8 +239,8 @@ class Database:
         return self._stream(codec, sql, bound)  # type: ignore[return-value]
 
     def _stream(self, codec: RowCodec, sql: str, bound: list[Any]) -> Iterator[BaseModel]:
-        with _reading(codec, bound):
-            cursor = self.conn.execute(sql, bound)
+        with _reading(self.engine, codec, bound):
+            cursor = self.engine.execute(sql, bound)
         while rows := cursor.fetchmany(_BATCH):
             yield from codec.decode_many(rows)
 
@@ -273,8 +248,8 @@ class Database:
         """The number of rows matching ``where`` (all rows without one)."""
         codec = codec_for(model)
         sql, bound = _query(codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
-        with _reading(codec, bound):
-            return int(self.conn.execute(sql, bound).fetchone()[0])
+        with _reading(self.engine, codec, bound):
+            return int(self.engine.execute(sql, bound).fetchone()[0])
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -287,15 +262,15 @@ class Database:
                 if codec.synced:
                     self._replica.settle_captured()  # deletes made outside pydsqlite come first, in order
                 yield
-        except sqlite3.IntegrityError as error:
+        except self.engine.IntegrityError as error:
             raise _constraint_error(codec, error) from error
-        except sqlite3.OperationalError as error:
+        except self.engine.OperationalError as error:
             mismatch = _schema_error(codec, error)
             if mismatch is None:
                 raise
             raise mismatch from error
 
-    def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> sqlite3.Cursor:
+    def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> Cursor:
         """INSERT validated instances with ``executemany``. Rows of a synced table are one write
         event: every timestamp of the batch is one ``now()``, each row gets its own sequence number."""
         stamp = str(self.clock.now()) if codec.lww else ""
@@ -317,7 +292,7 @@ class Database:
         cursor = None
         with _binding(lambda: next(filter(None, map(codec.unstorable, instances)), None)):
             for sql, rows in groups.items():
-                cursor = self.conn.executemany(sql, rows) if len(rows) > 1 else self.conn.execute(sql, rows[0])
+                cursor = self.engine.executemany(sql, rows) if len(rows) > 1 else self.engine.execute(sql, rows[0])
         if codec.synced:
             self._replica.revive(keys, codec, first_seq)
         assert cursor is not None
@@ -331,7 +306,7 @@ class Database:
 
     def _fetch(self, codec: RowCodec, key_params: tuple[Any, ...]) -> BaseModel | None:
         with _binding(lambda: _unstorable_param(codec, key_params, codec.key)):
-            row = self.conn.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
+            row = self.engine.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
         return None if row is None else codec.decode(row)
 
     def _update_row(self, codec: RowCodec, instance: BaseModel, current: BaseModel, *, move_key: bool = False) -> None:
@@ -367,7 +342,7 @@ class Database:
             return
         params.extend(old_key)
         with _binding(lambda: codec.unstorable(instance)):
-            cursor = self.conn.execute(
+            cursor = self.engine.execute(
                 f"UPDATE OR ABORT {codec.quoted_table} SET {', '.join(assignments)} WHERE {codec.key_where()}", params
             )
         _check_one_row(codec, old_key, cursor.rowcount)
@@ -427,13 +402,13 @@ def _unstorable_param(codec: RowCodec, params: Sequence[Any], names: Sequence[st
 
 
 @contextmanager
-def _reading(codec: RowCodec, params: Sequence[Any] = ()) -> Iterator[None]:
+def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = ()) -> Iterator[None]:
     """A read: a table or column the database lacks raises ``SchemaMismatchError``, a query
     parameter SQLite cannot bind ``UnstorableValueError``."""
     try:
         with _binding(lambda: _unstorable_param(codec, params)):
             yield
-    except sqlite3.OperationalError as error:
+    except engine.OperationalError as error:
         mismatch = _schema_error(codec, error)
         if mismatch is None:
             raise
@@ -491,7 +466,7 @@ def _order_term(codec: RowCodec, term: str) -> str:
 _CONSTRAINT = re.compile(r"(UNIQUE|NOT NULL|CHECK|FOREIGN KEY|PRIMARY KEY) constraint failed(?::\s*(.*))?", re.IGNORECASE)
 
 
-def _constraint_error(codec: RowCodec, error: sqlite3.IntegrityError) -> ConstraintError:
+def _constraint_error(codec: RowCodec, error: Exception) -> ConstraintError:
     match = _CONSTRAINT.search(str(error))
     kind = match.group(1).upper() if match else "constraint"
     detail = (match.group(2) or "").strip() if match else ""
@@ -503,7 +478,7 @@ _NO_TABLE = re.compile(r"no such table: (?:main\.)?(.+)")
 _NO_COLUMN = re.compile(r"no such column: (.+)|table .+ has no column named (.+)")
 
 
-def _schema_error(codec: RowCodec, error: sqlite3.OperationalError) -> SchemaMismatchError | None:
+def _schema_error(codec: RowCodec, error: Exception) -> SchemaMismatchError | None:
     """SQLite's "no such table/column" (identifiers are quoted in grave accents, so a missing one is
     always an error) as ``SchemaMismatchError``; None for other errors."""
     text = str(error)

@@ -13,8 +13,10 @@ import re
 import sqlite3
 from contextlib import closing
 from dataclasses import replace
+from typing import Any
 from urllib.request import pathname2url
 
+from ..engines import SqliteEngine, engine_for, is_connection
 from ..errors import MigrationError, SchemaDefinitionError
 from ..migrate.dependants import broken_objects
 from ..migrate.introspect import introspect
@@ -32,23 +34,24 @@ def schema_from_sql(ddl: str) -> Schema:
             scratch.executescript(ddl)
         except sqlite3.Error as error:
             raise SchemaDefinitionError("SQL", None, f"the desired schema does not load: {error}") from error
-        broken = [text for text in broken_objects(scratch).values() if not _UNKNOWN_HERE.search(text)]
+        engine = SqliteEngine(scratch)
+        broken = [text for text in broken_objects(engine).values() if not _UNKNOWN_HERE.search(text)]
         if broken:  # (functions, collations and modules your connection registers are unknown here)
             raise SchemaDefinitionError("SQL", None, "the desired schema has views or triggers that do not compile: " + "; ".join(broken))
-        schema = introspect(scratch)
+        schema = introspect(engine)
     return _apply_rename_hints(schema, ddl)
 
 
-def schema_from_database(source: sqlite3.Connection | str | os.PathLike) -> Schema:
+def schema_from_database(source: Any) -> Schema:
     """The ``Schema`` of another SQLite database (a connection or a path, opened read-only)."""
-    if isinstance(source, sqlite3.Connection):
-        return introspect(source)
+    if is_connection(source):
+        return introspect(engine_for(source))
     path = os.fspath(source)
     if not os.path.exists(path):
         raise MigrationError(f"cannot open database {path!r}: no such file")
     try:
         with closing(connect_read_only(path)) as connection:
-            return introspect(connection)
+            return introspect(SqliteEngine(connection))
     except sqlite3.Error as error:
         raise MigrationError(f"cannot read database {path!r}: {error}") from error
 

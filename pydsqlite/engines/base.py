@@ -1,0 +1,147 @@
+"""The seam between pydsqlite and a database driver.
+
+Every module above this package talks to the database only through an ``Engine``: it sends
+statements, opens units of work (a transaction of its own, or a savepoint inside one that
+is open), reads and writes pragmas, registers SQL functions where the engine has them, and
+recognises the driver's errors. One subclass per driver (``sqlite.py`` for the standard
+library's ``sqlite3``); ``engine_for`` in ``__init__.py`` picks it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, Protocol
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor pydsqlite uses."""
+
+    rowcount: int
+    lastrowid: int | None
+    description: Any
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchmany(self, size: int = ...) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Engine(ABC):
+    """One connection as pydsqlite drives it.
+
+    ``Error``, ``IntegrityError`` and ``OperationalError`` are the driver's own exception
+    classes (code above catches them through the engine, never by importing a driver);
+    ``max_parameters`` is how many ``?`` one statement may bind; ``supports_functions`` says
+    whether SQL functions written in Python can be registered.
+    """
+
+    name: ClassVar[str]
+    Error: ClassVar[type[Exception]]
+    IntegrityError: ClassVar[type[Exception]]
+    OperationalError: ClassVar[type[Exception]]
+    max_parameters: ClassVar[int] = 32766
+    supports_functions: ClassVar[bool] = True
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self._depth = 0
+
+    # --- statements ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement with bound parameters."""
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
+        """Run one statement once per row of parameters."""
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    # --- transactions --------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on the connection (pydsqlite's or the caller's)."""
+
+    def begin_statement(self, *, immediate: bool = False) -> str:
+        """The ``BEGIN`` that opens a transaction of pydsqlite's own."""
+        return "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    def commit_pending(self) -> None:  # noqa: B027 - most engines keep no transaction open on their own
+        """End a transaction the connection keeps open on its own (PEP 249 mode); most have none."""
+
+    @contextmanager
+    def outside_transaction(self) -> Iterator[None]:
+        """Run the block where no transaction is pending, so it can send its own ``BEGIN`` and
+        switch pragmas that only work outside a transaction (see ``sqlite.py``)."""
+        yield
+
+    @contextmanager
+    def unit(self, *, immediate: bool = False, commit_pending: bool = False) -> Iterator[None]:
+        """All of the block's writes or none: a transaction of its own when none is open, else a
+        savepoint (so nested units and the caller's transaction compose). A COMMIT the database
+        refuses rolls back, so nothing is left half open. ``commit_pending``: at the outermost
+        level inside a transaction the connection keeps open itself (PEP 249), commit it on success."""
+        savepoint = None if self._depth == 0 and not self.in_transaction else f"pydsqlite_sp{self._depth}"
+        self.execute(self.begin_statement(immediate=immediate) if savepoint is None else f"SAVEPOINT {savepoint}")
+        commit_after = commit_pending and savepoint is not None and self._depth == 0
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            if self.in_transaction:
+                self.execute("ROLLBACK" if savepoint is None else f"ROLLBACK TO {savepoint}")
+                if savepoint is not None:
+                    self.execute(f"RELEASE {savepoint}")
+            raise
+        else:
+            if savepoint is not None:
+                self.execute(f"RELEASE {savepoint}")
+                if commit_after:
+                    self.commit_pending()
+                return
+            try:
+                self.execute("COMMIT")
+            except self.Error:
+                if self.in_transaction:
+                    self.execute("ROLLBACK")
+                raise
+        finally:
+            self._depth -= 1
+
+    # --- pragmas -------------------------------------------------------------------------------
+
+    def pragma(self, name: str) -> Any:
+        """The value of ``PRAGMA name``."""
+        return self.scalar(f"PRAGMA {name}")
+
+    def set_pragma(self, name: str, value: int | str) -> None:
+        """Set ``PRAGMA name`` (engines whose drivers mangle pragma writes override this)."""
+        self.execute(f"PRAGMA {name} = {value}")
+
+    # --- functions -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_function(self, name: str, arity: int, function: Callable[..., Any], *, deterministic: bool = False) -> None:
+        """Register a SQL function written in Python (only where ``supports_functions``)."""
+
+    # --- errors --------------------------------------------------------------------------------
+
+    def is_busy(self, error: BaseException) -> bool:
+        """Whether ``error`` means another connection holds the lock."""
+        text = str(error).lower()
+        return "locked" in text or "busy" in text
+
+    def is_read_only(self, error: BaseException) -> bool:
+        """Whether ``error`` means the database cannot be written."""
+        return "readonly" in str(error).lower() or "read-only" in str(error).lower()
