@@ -46,13 +46,17 @@ class MigrationSession:
         fingerprint: str,
         managed: ManagedObjects,
         progress: ProgressCallback | None = None,
+        *,
+        state_key: str | None = None,
     ) -> None:
         """Run every statement of ``plan``, record the managed objects and the audit entry, verify foreign keys.
 
-        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows.
+        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows. The
+        fast-path state records ``state_key`` (default: ``fingerprint``, which the audit records).
         """
+        state_key = state_key or fingerprint
         if plan.is_empty:
-            self._bookkeep_if_writable(desired, fingerprint, managed)
+            self._bookkeep_if_writable(desired, state_key, managed)
             return
         unrehearsed = [op.description for op in plan.operations if op.replay is not None]
         if unrehearsed:
@@ -63,7 +67,7 @@ class MigrationSession:
         if legacy:  # renames must rewrite the views and triggers that name what they rename
             self.engine.set_pragma("legacy_alter_table", "OFF")
         try:
-            self._run(plan, desired, fingerprint, progress)
+            self._run(plan, desired, fingerprint, state_key, progress)
         finally:
             if legacy:
                 self.engine.set_pragma("legacy_alter_table", "ON")
@@ -83,7 +87,9 @@ class MigrationSession:
                     "switches foreign keys off for the rebuild) or turn foreign keys off; nothing was changed."
                 )
 
-    def _run(self, plan: MigrationPlan, desired: Schema, fingerprint: str, progress: ProgressCallback | None) -> None:
+    def _run(
+        self, plan: MigrationPlan, desired: Schema, fingerprint: str, state_key: str, progress: ProgressCallback | None
+    ) -> None:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         broken_before = broken_objects(self.engine)
         for number, operation in enumerate(plan.operations, 1):
@@ -116,15 +122,15 @@ class MigrationSession:
                     f"the migration would leave {sum(introduced.values())} row(s) violating foreign keys "
                     f"({details}); nothing was changed"
                 )
-        for statement in state_statements(fingerprint):
+        for statement in state_statements(state_key):
             self.engine.execute(statement)
 
-    def _bookkeep_if_writable(self, desired: Schema, fingerprint: str, managed: ManagedObjects) -> None:
+    def _bookkeep_if_writable(self, desired: Schema, state_key: str, managed: ManagedObjects) -> None:
         """Nothing to migrate: record the managed objects and the fast-path state, unless the
         database is read-only (then there is simply nothing to do)."""
         statements = record_statements(desired) if managed_differs(managed, desired) else []
         try:
-            for statement in [*statements, *state_statements(fingerprint)]:
+            for statement in [*statements, *state_statements(state_key)]:
                 self.engine.execute(statement)
         except self.engine.OperationalError as error:
             if not self.engine.is_read_only(error):

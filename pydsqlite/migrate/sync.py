@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
 from ..errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
-from ..schema.compile import compile_cached
+from ..schema.compile import CompiledModels, chosen_models, compile_cached
+from ..schema.declaration import declaration_key
 from ..schema.objects import Schema, fold_name
 from ..sql.source import connect_read_only
 from .datacheck import check_plan_against_data
@@ -30,8 +31,9 @@ Connectable = sqlite3.Connection | Engine | str | os.PathLike
 
 def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
     """Preview what ``sync_models`` would do, checked against the data; changes nothing."""
-    compiled = compile_cached(models)
-    return preview_schema(conn, compiled.schema, fingerprint=compiled.fingerprint)
+    chosen = chosen_models(models)
+    compiled = compile_cached(chosen)
+    return preview_schema(conn, compiled.schema, fingerprint=declaration_key(chosen) or compiled.fingerprint)
 
 
 def sync_models(
@@ -55,15 +57,14 @@ def sync_models(
     Inside the caller's open transaction (legacy mode) the migration is a savepoint and the
     caller commits; on a PEP 249 connection (``autocommit=False``) the pending transaction
     is committed first and a new one is open again on return.
+
+    A database this call left in line with the same model declarations (see
+    ``schema/declaration.py``) is recognised from the declarations alone: the models are
+    compiled only when something changed.
     """
-    compiled = compile_cached(models)
-    return apply_schema(
-        conn,
-        compiled.schema,
-        fingerprint=compiled.fingerprint,
-        allow_destructive=allow_destructive,
-        busy_timeout=busy_timeout,
-        progress=progress,
+    chosen = chosen_models(models)
+    return _apply(
+        conn, declaration_key(chosen), lambda: compile_cached(chosen), allow_destructive, busy_timeout, progress, False
     )
 
 
@@ -124,11 +125,32 @@ def apply_schema(
     fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
     if manage_all:
         fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
+    compiled = CompiledModels(desired, fingerprint)
+    return _apply(conn, fingerprint, lambda: compiled, allow_destructive, busy_timeout, progress, manage_all)
+
+
+def _apply(
+    conn: Connectable,
+    state_key: str | None,
+    compile_desired: Callable[[], CompiledModels],
+    allow_destructive: bool,
+    busy_timeout: float | None,
+    progress: ProgressCallback | None,
+    manage_all: bool,
+) -> MigrationPlan:
+    """``apply_schema`` with the desired schema made only when the database is not already at
+    ``state_key`` (the key recorded after the migration; default: the schema's fingerprint)."""
+    if not is_connection(conn) and not os.path.exists(os.fspath(conn)):  # type: ignore[arg-type]
+        compile_desired()  # a declaration error is raised before the file is created
     with _engine(conn) as engine, _database_errors(engine), engine.outside_transaction():
-        if schema_unchanged_since_sync(engine, fingerprint):
+        if state_key is not None and schema_unchanged_since_sync(engine, state_key):
             return MigrationPlan(checked=True)
+        compiled = compile_desired()
         with migration_session(engine, busy_timeout) as session:
-            return _plan_and_apply(engine, session, desired, fingerprint, allow_destructive, manage_all, progress)
+            return _plan_and_apply(
+                engine, session, compiled.schema, compiled.fingerprint, state_key or compiled.fingerprint,
+                allow_destructive, manage_all, progress,
+            )
 
 
 def _plan_and_apply(
@@ -136,6 +158,7 @@ def _plan_and_apply(
     session: MigrationSession,
     desired: Schema,
     fingerprint: str,
+    state_key: str,
     allow_destructive: bool,
     manage_all: bool,
     progress: ProgressCallback | None,
@@ -150,7 +173,7 @@ def _plan_and_apply(
             "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
             destructive,
         )
-    session.apply(plan, desired, fingerprint, managed, progress)
+    session.apply(plan, desired, fingerprint, managed, progress, state_key=state_key)
     return plan
 
 

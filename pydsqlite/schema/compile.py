@@ -54,7 +54,7 @@ def compile_models(models: Iterable[type[BaseModel]] | None = None) -> Schema:
 
 def compile_cached(models: Iterable[type[BaseModel]] | None = None) -> CompiledModels:
     """``compile_models`` memoised per set of model classes and registry state (apps sync on every start)."""
-    chosen = tuple(registered_models()) if models is None else _model_list_argument(models)
+    chosen = chosen_models(models)
     key = (chosen, registry_version())
     hit = _cache.get(key)
     if hit is not None:
@@ -66,6 +66,11 @@ def compile_cached(models: Iterable[type[BaseModel]] | None = None) -> CompiledM
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return compiled
+
+
+def chosen_models(models: Iterable[type[BaseModel]] | None) -> tuple[type[BaseModel], ...]:
+    """The table models a call names (default: every table model defined so far)."""
+    return tuple(registered_models()) if models is None else _model_list_argument(models)
 
 
 def _model_list_argument(models: Any) -> tuple[type[BaseModel], ...]:
@@ -149,6 +154,12 @@ class _FieldDeclaration:
 
     def error(self, message: str) -> SchemaDefinitionError:
         return SchemaDefinitionError(self.model.__qualname__, self.name, message)
+
+
+def compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) -> Table:
+    """One model's table, foreign keys resolved against ``known`` (models by folded table name)."""
+    _ensure_complete(model)
+    return _compile_table(model, known)
 
 
 def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) -> Table:

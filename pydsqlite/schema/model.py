@@ -129,6 +129,9 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         _registry.pop(key, None)
         _registry[key] = cls
         _registry_version[0] += 1
+        from .declaration import declared_part  # the declaration module reads this one's options
+
+        declared_part(cls)
 
 
 def _as_names(value: Any) -> tuple[str, ...]:

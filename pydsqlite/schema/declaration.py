@@ -1,0 +1,212 @@
+"""The declaration key: a cheap digest of what table models declare, read from the classes
+without compiling them, so a fresh process recognises an unchanged database at start-up.
+
+``sync_models`` records the key in the database when it leaves the schema in line with the
+models; a later call whose models give the same key (and finds ``PRAGMA schema_version``
+unchanged) returns at once. The key must change whenever the compiled schema could, so it
+covers, per model in the order given: the class's qualified name and table options (table
+name, primary key, indexes, strict, without_rowid, renames); its Pydantic config; and per
+field its name, annotation (recursively: typing constructs, builtin and standard-library
+types, enum members), ``Annotated``/``Field`` metadata (pydsqlite markers, annotated-types
+and Pydantic constraints, with all their values) and default (a ``default_factory`` only as
+a flag, since it never becomes an SQL DEFAULT). It also covers the versions of Pydantic and
+pydantic-core and the source of every module the compile pipeline runs, so an upgrade of
+either re-plans once.
+
+Anything whose effect cannot be read from a stable representation — validators (decorators
+or ``Annotated`` functions), custom or nested-model types, foreign keys (their columns depend
+on the parent model), unresolved forward references, config values that are functions —
+makes that model's part of the key its compiled table instead: still correct, at the cost of
+compiling that one model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import hashlib
+import sys
+import types
+import typing
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pydantic_core
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from ..errors import SchemaDefinitionError
+from .markers import ForeignKey
+from .model import registered_models, table_options
+
+_PLAIN_VALUES = (type(None), bool, int, float, str, bytes, dt.datetime, dt.date, dt.time, dt.timedelta, uuid.UUID, decimal.Decimal)
+_PLAIN_TYPES = frozenset({*_PLAIN_VALUES, list, dict, tuple, set, frozenset, object})
+_UNSTABLE_DEFAULT_TYPES = (dt.datetime, dt.date, dt.time, uuid.UUID)
+"""Defaults of these field types are left out of the fingerprint (``stable_default=False``), so
+the key leaves them out too: a ``datetime.now()`` default must not re-plan every start."""
+_TRUSTED_METADATA_MODULES = ("pydsqlite.", "annotated_types", "pydantic.")
+_VALIDATOR_KINDS = ("validators", "field_validators", "root_validators", "model_validators")
+_PIPELINE_MODULES = (
+    "pydsqlite.schema.declaration", "pydsqlite.schema.compile", "pydsqlite.schema.codecs", "pydsqlite.schema.markers",
+    "pydsqlite.schema.model", "pydsqlite.schema.objects", "pydsqlite.sql.render", "pydsqlite.replica.capture",
+    "pydsqlite.migrate.metadata",
+)
+
+
+class _Unstable(Exception):
+    """A declaration part has no stable representation: the model's compiled table stands in."""
+
+
+def declaration_key(chosen: tuple[type[BaseModel], ...]) -> str | None:
+    """The key of ``chosen`` (already checked to be table model classes), as recorded in the state
+    table; None when a model does not compile (the full compile then raises the precise error)."""
+    digest = hashlib.sha256(_environment())
+    known: dict[str, type[BaseModel]] | None = None
+    for model in chosen:
+        part = declared_part(model)
+        if part is None:
+            if known is None:
+                known = _known_models(chosen)
+            try:
+                part = "compiled:" + _compiled_part(model, known)
+            except SchemaDefinitionError:
+                return None
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return "declarations:" + digest.hexdigest()
+
+
+def declared_part(model: type[BaseModel]) -> str | None:
+    """``model``'s part of the key read from its declaration (None when it is not plain), computed
+    when the class is defined and kept until Pydantic rebuilds the model's fields."""
+    cached = model.__dict__.get("__pydsqlite_declaration__")
+    fields = model.__pydantic_fields__
+    if cached is not None and cached[0] is fields:
+        return cached[1]
+    if not model.__pydantic_complete__:  # forward references: read it again once they resolve
+        return None
+    try:
+        part: str | None = _declared(model)
+    except _Unstable:
+        part = None
+    type.__setattr__(model, "__pydsqlite_declaration__", (fields, part))
+    return part
+
+
+def _declared(model: type[BaseModel]) -> str:
+    decorators = model.__pydantic_decorators__
+    if any(getattr(decorators, kind) for kind in _VALIDATOR_KINDS):
+        raise _Unstable
+    options = table_options(model)
+    assert options is not None
+    parts = [
+        model.__module__, model.__qualname__, options.table, _stable(options.primary_key), _stable(options.indexes),
+        str(options.strict), str(options.without_rowid), _stable(options.renamed_from),
+        _stable(sorted(model.model_config.items())),
+    ]
+    for name, info in model.model_fields.items():
+        annotation = _stable(info.annotation)
+        if info.default_factory is not None:
+            default = "factory"
+        elif info.default is PydanticUndefined:
+            default = "required"
+        elif isinstance(info.default, _UNSTABLE_DEFAULT_TYPES) and _bare(info.annotation) in _UNSTABLE_DEFAULT_TYPES:
+            default = "unstable"
+        else:
+            default = _stable(info.default)
+        parts.append(f"{name}\x01{annotation}\x01{_stable(info.metadata)}\x01{default}\x01{info.frozen}")
+    return "\x02".join(parts)
+
+
+def _bare(annotation: Any) -> Any:
+    """The annotation without ``Optional``/``Annotated`` layers (None when it is another construct)."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            if len(members) != 1:
+                return None
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _stable(value: Any) -> str:
+    """A representation of ``value`` that is the same in every process and changes with anything
+    compile reads from it; ``_Unstable`` for values it cannot vouch for (functions, custom classes)."""
+    if isinstance(value, _PLAIN_VALUES) and type(value) in _PLAIN_VALUES:
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return f"{_stable(type(value))}.{value.name}"
+    if type(value) in (list, tuple):
+        return f"{type(value).__name__}({','.join(_stable(item) for item in value)})"
+    if type(value) is dict:
+        return f"dict({','.join(f'{_stable(key)}:{_stable(item)}' for key, item in value.items())})"
+    if isinstance(value, ForeignKey):  # its columns depend on the parent model's declaration
+        raise _Unstable
+    if isinstance(value, type):
+        if value in _PLAIN_TYPES:
+            return value.__qualname__
+        if issubclass(value, enum.Enum) and not _customised(value):
+            members = ",".join(f"{member.name}={_stable(member.value)}" for member in value)
+            return f"enum {value.__module__}.{value.__qualname__}[{type(value).__name__}:{members}]"
+        raise _Unstable
+    if value is typing.Any:
+        return "Any"
+    origin = typing.get_origin(value)
+    if origin is not None:
+        name = "Union" if origin in (typing.Union, types.UnionType) else _stable(origin) if isinstance(origin, type) else repr(origin)
+        return f"{name}[{','.join(_stable(argument) for argument in typing.get_args(value))}]"
+    supertype = getattr(value, "__supertype__", None)
+    if supertype is not None:  # NewType
+        return f"newtype({_stable(supertype)})"
+    if dataclasses.is_dataclass(value) and type(value).__module__.startswith(_TRUSTED_METADATA_MODULES):
+        fields = ",".join(f"{field.name}={_stable(getattr(value, field.name))}" for field in dataclasses.fields(value))
+        return f"{type(value).__module__}.{type(value).__qualname__}({fields})"
+    raise _Unstable
+
+
+def _customised(enum_class: type[enum.Enum]) -> bool:
+    """Whether the enum changes how Pydantic validates it (so a default's value is not its declaration)."""
+    return any(
+        "_missing_" in klass.__dict__ or "__get_pydantic_core_schema__" in klass.__dict__
+        for klass in enum_class.__mro__ if klass not in (enum.Enum, enum.IntEnum, enum.StrEnum, enum.Flag, enum.IntFlag, object, int, str)
+    )
+
+
+def _known_models(chosen: tuple[type[BaseModel], ...]) -> dict[str, type[BaseModel]]:
+    from .objects import fold_name
+
+    known = {fold_name(table_options(model).table): model for model in registered_models()}  # type: ignore[union-attr]
+    known.update({fold_name(table_options(model).table): model for model in chosen})  # type: ignore[union-attr]
+    return known
+
+
+def _compiled_part(model: type[BaseModel], known: dict[str, type[BaseModel]]) -> str:
+    """The fingerprint of ``model``'s compiled table (for a model whose declaration is not plain)."""
+    from ..migrate.metadata import schema_fingerprint
+    from .compile import compile_table
+    from .objects import Schema
+
+    return schema_fingerprint(Schema(tables=(compile_table(model, known),)))
+
+
+_environment_digest: list[bytes] = []
+
+
+def _environment() -> bytes:
+    """The Pydantic versions and the compile pipeline's source, read once per process."""
+    if not _environment_digest:
+        digest = hashlib.sha256(f"{pydantic.VERSION} {pydantic_core.__version__}".encode())
+        for name in _PIPELINE_MODULES:
+            module = sys.modules.get(name) or __import__(name, fromlist=["_"])
+            digest.update(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
+        _environment_digest.append(digest.digest())
+    return _environment_digest[0]
+
