@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import sqlite3
 import subprocess
 import sys
@@ -55,19 +56,47 @@ def fresh_database(path: Path) -> sqlite3.Connection:
     return conn
 
 
+RECORDS = TypeAdapter(list[PlainRecord])
+
+
 def floor_insert(conn: sqlite3.Connection, rows: list[dict]) -> None:
-    """The practical floor: validate with a TypeAdapter, encode by hand, executemany."""
-    records = TypeAdapter(list[PlainRecord]).validate_python(rows)
-    conn.executemany(
-        "INSERT INTO records (id, name, count, ratio, active, created) VALUES (?, ?, ?, ?, ?, ?)",
-        [(str(r.id), r.name, r.count, r.ratio, int(r.active), r.created.isoformat(timespec="microseconds")) for r in records],
-    )
-    conn.commit()
+    """The practical floor: validate with a TypeAdapter, encode by hand, executemany; the garbage
+    collector paused meanwhile, as pydsqlite pauses it."""
+    with collector_paused():
+        records = RECORDS.validate_python(rows)
+        conn.executemany(
+            "INSERT INTO records (id, name, count, ratio, active, created) VALUES (?, ?, ?, ?, ?, ?)",
+            [(str(r.id), r.name, r.count, r.ratio, int(r.active), r.created.isoformat(timespec="microseconds")) for r in records],
+        )
+        conn.commit()
 
 
 def floor_select(conn: sqlite3.Connection) -> list[PlainRecord]:
-    rows = conn.execute("SELECT id, name, count, ratio, active, created FROM records").fetchall()
-    return TypeAdapter(list[PlainRecord]).validate_python([dict(zip(COLUMNS, row)) for row in rows])
+    """``fetchall`` and validation with the collector paused (as pydsqlite's ``select``)."""
+    with collector_paused():
+        rows = conn.execute("SELECT id, name, count, ratio, active, created FROM records").fetchall()
+        return RECORDS.validate_python([dict(zip(COLUMNS, row)) for row in rows])
+
+
+def floor_stream(conn: sqlite3.Connection) -> int:
+    """Batches of 512 rows fetched, validated and dropped (as ``iter_select`` streams them)."""
+    cursor = conn.execute("SELECT id, name, count, ratio, active, created FROM records")
+    count = 0
+    while rows := cursor.fetchmany(512):
+        count += sum(1 for _ in RECORDS.validate_python([dict(zip(COLUMNS, row)) for row in rows]))
+    return count
+
+
+class collector_paused:  # noqa: N801 - used like contextlib's lower-case managers
+    """Pause the garbage collector for the block (restored after)."""
+
+    def __enter__(self) -> None:
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_enabled:
+            gc.enable()
 
 
 def sqlmodel_setup(path: Path):
@@ -102,11 +131,17 @@ def sqlmodel_setup(path: Path):
     return insert, select_all, clear, engine
 
 
-def run(report: Report, rows: int, quick: bool) -> None:
+def run(report: Report, sizes: tuple[int, ...], quick: bool) -> None:
+    """Every size; SQLModel (an order of magnitude slower) only at the smallest."""
     folder = Path(tempfile.mkdtemp(prefix="pydsqlite-bench-"))
-    path = folder / "rows.db"
+    for rows in sizes:
+        _run_size(report, folder / f"rows-{rows}.db", rows, quick, with_sqlmodel=rows == sizes[0])
+    report.notes.append(_stream_memory(folder / "stream.db", 100_000 if quick else 1_000_000))
+
+
+def _run_size(report: Report, path: Path, rows: int, quick: bool, with_sqlmodel: bool) -> None:
     data = make_rows(rows)
-    runs = 3 if quick else 5
+    runs = 3 if quick or rows >= 1_000_000 else 5
     conn = fresh_database(path)
 
     def clear() -> None:
@@ -115,32 +150,34 @@ def run(report: Report, rows: int, quick: bool) -> None:
 
     db = Database(conn)
     case = f"insert_many {rows:,} rows"
-    report.add(Measurement(case, "TypeAdapter + executemany (floor)", median_time(lambda: floor_insert(conn, data), runs, clear), runs), reference=True)
+    report.add(Measurement(case, "TypeAdapter + executemany, collector paused (floor)", median_time(lambda: floor_insert(conn, data), runs, clear), runs), reference=True)
     report.add(Measurement(case, "pydsqlite insert_many (dicts)", median_time(lambda: db.insert_many(data, Record), runs, clear), runs))
     instances = [Record(**row) for row in data]
     report.add(Measurement(case, "pydsqlite insert_many (instances)", median_time(lambda: db.insert_many(instances), runs, clear), runs))
-    try:
-        insert, select_all, clear_sqlmodel, engine = sqlmodel_setup(path)
-    except ImportError:
-        print("  (sqlmodel not installed: pip install -e '.[bench]')")
-        insert = None
+    instances.clear()
+    insert = None
+    if with_sqlmodel:
+        try:
+            insert, select_all, clear_sqlmodel, engine = sqlmodel_setup(path)
+        except ImportError:
+            print("  (sqlmodel not installed: pip install -e '.[bench]')")
     if insert is not None:
         report.add(Measurement(case, "SQLModel add_all + commit", median_time(lambda: insert(data), runs, clear_sqlmodel), runs))
 
     case = f"select {rows:,} rows"
     clear()
     db.insert_many(data, Record)
-    report.add(Measurement(case, "fetchall + TypeAdapter (floor)", median_time(lambda: floor_select(conn), runs), runs), reference=True)
+    report.add(Measurement(case, "fetchall + TypeAdapter, collector paused (floor)", median_time(lambda: floor_select(conn), runs), runs), reference=True)
     report.add(Measurement(case, "pydsqlite select", median_time(lambda: db.select(Record), runs), runs))
-    report.add(Measurement(case, "pydsqlite iter_select", median_time(lambda: sum(1 for _ in db.iter_select(Record)), runs), runs))
     if insert is not None:
         clear_sqlmodel()
-        insert(data)
+        insert(make_rows(rows))
         report.add(Measurement(case, "SQLModel session.exec(select).all()", median_time(select_all, runs), runs))
         engine.dispose()
+    case = f"iter_select {rows:,} rows"
+    report.add(Measurement(case, "fetchmany batches + TypeAdapter, dropped (floor)", median_time(lambda: floor_stream(conn), runs), runs), reference=True)
+    report.add(Measurement(case, "pydsqlite iter_select", median_time(lambda: sum(1 for _ in db.iter_select(Record)), runs), runs))
     conn.close()
-    stream_rows = 100_000 if quick else 1_000_000
-    report.notes.append(_stream_memory(folder / "stream.db", stream_rows))
 
 
 def _stream_memory(path: Path, rows: int) -> str:

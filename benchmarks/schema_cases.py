@@ -1,11 +1,16 @@
-"""Start-up cases: a no-op sync and a cold plan on a 200-table schema, against Alembic and bare PRAGMA floors."""
+"""Start-up cases: a no-op sync and a cold plan on schemas of 20, 200 and 2000 tables, against Alembic and
+bare PRAGMA floors, warm (repeated in one process) and as the first call of a fresh process."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
+
+from pydantic import BaseModel
 
 from pydsqlite import Index, PrimaryKey, SyncModel, sync_models
 from pydsqlite.migrate.sync import preview_schema
@@ -16,8 +21,9 @@ from .harness import Measurement, Report, median_time, median_time_batched
 COLUMN_TYPES: list[Any] = [str, int, float, Optional[str], Optional[int], bool, str, Optional[float], bytes]
 
 
-def make_models(tables: int) -> list[type[SyncModel]]:
-    """``tables`` models of 10 columns (an integer key and nine others) with 2 indexes each."""
+def make_models(tables: int, base: type[BaseModel] = SyncModel) -> list[type[BaseModel]]:
+    """``tables`` models of 10 columns (an integer key and nine others) with 2 indexes each
+    (``base=BaseModel``: the same classes as plain Pydantic models, for the class-definition floor)."""
     models = []
     for number in range(tables):
         annotations: dict[str, Any] = {"id": Annotated[int, PrimaryKey()]}
@@ -27,11 +33,8 @@ def make_models(tables: int) -> list[type[SyncModel]]:
             if position in (4, 5, 8):
                 namespace[f"c{position}"] = None
         namespace["__annotations__"] = annotations
-        models.append(
-            type(SyncModel)(
-                f"Bench{number}", (SyncModel,), namespace, table=f"bench_{number}", indexes=[Index("c1"), Index("c2", "c3")]
-            )
-        )
+        keywords = {"table": f"bench_{number}", "indexes": [Index("c1"), Index("c2", "c3")]} if base is SyncModel else {}
+        models.append(type(base)(f"Bench{number}", (base,), namespace, **keywords))
     return models
 
 
@@ -62,13 +65,35 @@ def pragma_floor(conn: sqlite3.Connection, names: list[str]) -> None:
         conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (name,)).fetchall()
 
 
-def run(report: Report, tables: int, quick: bool) -> None:
+def run(report: Report, sizes: tuple[int, ...], quick: bool) -> None:
+    for tables in sizes:
+        _run_size(report, tables, quick)
+
+
+def _run_size(report: Report, tables: int, quick: bool) -> None:
     folder = Path(tempfile.mkdtemp(prefix="pydsqlite-bench-"))
     path = folder / "schema.db"
     models = make_models(tables)
     conn = sqlite3.connect(path)
     sync_models(conn, models)
     names = [f"bench_{number}" for number in range(tables)]
+    runs = 3 if quick else 5
+    fresh_runs = 3 if quick else 5
+
+    case = f"class definition, {tables} models"
+    define = [_fresh(path, "define", tables) for _ in range(fresh_runs)]
+    report.add(Measurement(case, "pydantic BaseModel subclasses (floor)", _median([d[0] for d in define]), fresh_runs), reference=True)
+    report.add(Measurement(case, "SyncModel table models", _median([d[1] for d in define]), fresh_runs))
+
+    case = f"first sync in a fresh process, {tables} tables"
+    report.add(Measurement(case, "schema_version + first table read (floor)",
+                           _median([_fresh(path, "first-floor", tables)[0] for _ in range(fresh_runs)]), fresh_runs), reference=True)
+    report.add(Measurement(case, "pydsqlite sync_models (no-op)",
+                           _median([_fresh(path, "first-sync", tables)[0] for _ in range(fresh_runs)]), fresh_runs))
+    if _has_alembic():
+        report.add(Measurement(case, "Alembic compare_metadata (first call)",
+                               _median([_fresh(path, "first-alembic", tables)[0] for _ in range(fresh_runs)]), fresh_runs))
+
     case = f"no-op sync, {tables} tables"
     report.add(
         Measurement(case, "PRAGMA schema_version read (floor)",
@@ -76,27 +101,54 @@ def run(report: Report, tables: int, quick: bool) -> None:
         reference=True,
     )
     report.add(Measurement(case, "pydsqlite sync_models", median_time_batched(lambda: sync_models(conn, models), 21, 200), 21))
-    alembic = _alembic_compare(path, tables, runs=3 if quick else 5)
-    if alembic is not None:
-        report.add(Measurement(case, "Alembic compare_metadata", alembic, 3 if quick else 5))
+    if _has_alembic():
+        report.add(Measurement(case, "Alembic compare_metadata", _alembic_compare(path, tables, runs), runs))
 
     cold = f"cold plan, {tables} tables"
     desired = compile_models(models)
-    report.add(Measurement(cold, "bare PRAGMA introspection (floor)", median_time(lambda: pragma_floor(conn, names), 15), 15), reference=True)
-    report.add(Measurement(cold, "pydsqlite plan (fast path off)", median_time(lambda: preview_schema(conn, desired), 15), 15))
-    if alembic is not None:
-        report.add(Measurement(cold, "Alembic compare_metadata", alembic, 3 if quick else 5))
+    plan_runs = 5 if tables >= 2000 else 15
+    report.add(Measurement(cold, "bare PRAGMA introspection (floor)", median_time(lambda: pragma_floor(conn, names), plan_runs), plan_runs), reference=True)
+    report.add(Measurement(cold, "pydsqlite plan (fast path off)", median_time(lambda: preview_schema(conn, desired), plan_runs), plan_runs))
+    if _has_alembic():
+        report.add(Measurement(cold, "Alembic compare_metadata", _alembic_compare(path, tables, runs), runs))
+
+    cold = f"cold plan, first call in a fresh process, {tables} tables"
+    report.add(Measurement(cold, "bare PRAGMA introspection (floor)",
+                           _median([_fresh(path, "cold-floor", tables)[0] for _ in range(fresh_runs)]), fresh_runs), reference=True)
+    report.add(Measurement(cold, "pydsqlite plan (fast path off)",
+                           _median([_fresh(path, "cold-plan", tables)[0] for _ in range(fresh_runs)]), fresh_runs))
     conn.close()
 
 
-def _alembic_compare(path: Path, tables: int, runs: int) -> float | None:
+def _median(samples: list[float]) -> float:
+    import statistics
+
+    return statistics.median(samples)
+
+
+def _has_alembic() -> bool:
     try:
-        from alembic.autogenerate import compare_metadata
-        from alembic.migration import MigrationContext
-        from sqlalchemy import create_engine
+        import alembic  # noqa: F401
     except ImportError:
         print("  (alembic/sqlalchemy not installed: pip install -e '.[bench]')")
-        return None
+        return False
+    return True
+
+
+def _fresh(path: Path, mode: str, tables: int) -> list[float]:
+    """Seconds a fresh interpreter spends on ``mode`` (see ``startup_worker``), models defined untimed."""
+    output = subprocess.run(
+        [sys.executable, "-m", "benchmarks.startup_worker", mode, str(tables), str(path)],
+        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    return [float(value) for value in output.stdout.split()]
+
+
+def _alembic_compare(path: Path, tables: int, runs: int) -> float:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
     metadata = make_metadata(tables)
     engine = create_engine(f"sqlite:///{path}")
     with engine.connect() as connection:

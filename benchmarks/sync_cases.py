@@ -1,9 +1,13 @@
-"""Sync cases: merging 100k column changes from another replica, and the local-write overhead of LWW tables."""
+"""Sync cases: merging column changes from another replica into an empty replica and into one holding
+older states of the same rows, and the local-write overhead of LWW tables."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 from pydsqlite import LWW, Database, PrimaryKey, SyncModel, sync_models
@@ -23,37 +27,59 @@ class PlainItem(SyncModel, table="plain_items"):
     price: float
 
 
-def fresh(models: list[type[SyncModel]]) -> Database:
-    conn = sqlite3.connect(":memory:")
+def fresh(models: list[type[SyncModel]], path: Path | str = ":memory:") -> Database:
+    conn = sqlite3.connect(path)
     sync_models(conn, models)
     return Database(conn)
 
 
-def items(count: int, model: type[SyncModel]) -> list[SyncModel]:
-    return [model(id=str(uuid.UUID(int=i + 1)), label=f"item {i}", price=i / 4) for i in range(count)]
+def items(count: int, model: type[SyncModel], label: str = "item") -> list[SyncModel]:
+    return [model(id=str(uuid.UUID(int=i + 1)), label=f"{label} {i}", price=i / 4) for i in range(count)]
 
 
-def run(report: Report, rows: int, quick: bool) -> None:
-    runs = 3 if quick else 5
-    source = fresh([SyncedItem])
+def run(report: Report, sizes: tuple[int, ...], quick: bool) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="pydsqlite-bench-"))
+    for rows in sizes:
+        _run_size(report, folder, rows, quick)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_size(report: Report, folder: Path, rows: int, quick: bool) -> None:
+    runs = 3 if quick or rows >= 500_000 else 5
+    older = fresh([SyncedItem])
+    older.insert_many(items(rows, SyncedItem, "old"))
+    older_changes = older.changes_since()
+    source = fresh([SyncedItem])  # another replica writing the same keys later: every register is newer
     source.insert_many(items(rows, SyncedItem))
     changeset = source.changes_since()
     columns = sum(len(change.columns) for change in changeset.changes)
     plain_rows = [(c.key[0], c.columns["label"][1], c.columns["price"][1]) for c in changeset.changes]
+    older_rows = [(c.key[0], c.columns["label"][1], c.columns["price"][1]) for c in older_changes.changes]
 
+    empty, holding = folder / f"empty-{rows}.db", folder / f"holding-{rows}.db"
+    fresh([SyncedItem, PlainItem], empty).conn.close()
+    template = fresh([SyncedItem, PlainItem], holding)
+    template.apply_changes(older_changes, [SyncedItem])
+    template.conn.executemany("INSERT INTO plain_items (id, label, price) VALUES (?, ?, ?)", older_rows)
+    template.conn.commit()
+    template.conn.close()
+    scratch = folder / "scratch.db"
     targets: dict[str, Database] = {}
 
-    def new_target() -> None:
-        targets["db"] = fresh([SyncedItem, PlainItem])
-
-    case = f"apply {columns:,} column changes ({rows:,} rows)"
+    def target_from(template_path: Path):
+        def setup() -> None:
+            if "db" in targets:
+                targets.pop("db").conn.close()
+            for suffix in ("", "-journal", "-wal"):
+                Path(str(scratch) + suffix).unlink(missing_ok=True)
+            shutil.copyfile(template_path, scratch)
+            targets["db"] = Database(sqlite3.connect(scratch))
+        return setup
 
     def replace_rows() -> None:
         conn = targets["db"].conn
         conn.executemany("INSERT OR REPLACE INTO plain_items (id, label, price) VALUES (?, ?, ?)", plain_rows)
         conn.commit()
-
-    report.add(Measurement(case, "INSERT OR REPLACE of the rows (reference)", median_time(replace_rows, runs, new_target), runs), reference=True)
 
     def validate_and_replace() -> None:
         checked = PlainItem.__pydantic_validator__  # the same model validation a merge performs
@@ -62,9 +88,16 @@ def run(report: Report, rows: int, quick: bool) -> None:
         conn.executemany("INSERT OR REPLACE INTO plain_items (id, label, price) VALUES (?, ?, ?)", [(r.id, r.label, r.price) for r in rows_])
         conn.commit()
 
-    report.add(Measurement(case, "validation + INSERT OR REPLACE", median_time(validate_and_replace, runs, new_target), runs))
-    report.add(Measurement(case, "pydsqlite apply_changes", median_time(lambda: targets["db"].apply_changes(changeset, [SyncedItem]), runs, new_target), runs))
+    for where, template_path in (("an empty replica", empty), ("a replica holding older states", holding)):
+        case = f"apply {columns:,} column changes ({rows:,} rows) into {where}"
+        setup = target_from(template_path)
+        report.add(Measurement(case, "INSERT OR REPLACE of the rows", median_time(replace_rows, runs, setup), runs))
+        report.add(Measurement(case, "validation + INSERT OR REPLACE (reference)", median_time(validate_and_replace, runs, setup), runs), reference=True)
+        report.add(Measurement(case, "pydsqlite apply_changes", median_time(lambda: targets["db"].apply_changes(changeset, [SyncedItem]), runs, setup), runs))
 
     case = f"local inserts, {rows:,} rows"
-    report.add(Measurement(case, "plain table insert_many (reference)", median_time(lambda: targets["db"].insert_many(items(rows, PlainItem)), runs, new_target), runs), reference=True)
-    report.add(Measurement(case, "LWW table insert_many", median_time(lambda: targets["db"].insert_many(items(rows, SyncedItem)), runs, new_target), runs))
+    setup = target_from(empty)
+    plain, synced = items(rows, PlainItem), items(rows, SyncedItem)  # built once: only the inserts are timed
+    report.add(Measurement(case, "plain table insert_many (reference)", median_time(lambda: targets["db"].insert_many(plain), runs, setup), runs), reference=True)
+    report.add(Measurement(case, "LWW table insert_many", median_time(lambda: targets["db"].insert_many(synced), runs, setup), runs))
+    targets.pop("db").conn.close()

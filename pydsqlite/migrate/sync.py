@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
 from ..errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
-from ..schema.compile import CompiledModels, chosen_models, compile_cached
-from ..schema.declaration import declaration_key
+from ..schema.compile import CompiledModels, compile_cached
+from ..schema.declaration import models_and_key
 from ..schema.objects import Schema, fold_name
 from ..sql.source import connect_read_only
 from .datacheck import check_plan_against_data
@@ -31,9 +31,9 @@ Connectable = sqlite3.Connection | Engine | str | os.PathLike
 
 def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
     """Preview what ``sync_models`` would do, checked against the data; changes nothing."""
-    chosen = chosen_models(models)
+    chosen, key = models_and_key(models)
     compiled = compile_cached(chosen)
-    return preview_schema(conn, compiled.schema, fingerprint=declaration_key(chosen) or compiled.fingerprint)
+    return preview_schema(conn, compiled.schema, fingerprint=key or compiled.fingerprint)
 
 
 def sync_models(
@@ -62,10 +62,8 @@ def sync_models(
     ``schema/declaration.py``) is recognised from the declarations alone: the models are
     compiled only when something changed.
     """
-    chosen = chosen_models(models)
-    return _apply(
-        conn, declaration_key(chosen), lambda: compile_cached(chosen), allow_destructive, busy_timeout, progress, False
-    )
+    chosen, key = models_and_key(models)
+    return _apply(conn, key, lambda: compile_cached(chosen), allow_destructive, busy_timeout, progress, False)
 
 
 def schema_migration_plan(conn: Connectable, desired: Schema) -> MigrationPlan:

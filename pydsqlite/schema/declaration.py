@@ -31,6 +31,7 @@ import sys
 import types
 import typing
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from ..errors import SchemaDefinitionError
+from .compile import chosen_models
 from .markers import ForeignKey
-from .model import registered_models, table_options
+from .model import registered_models, registry_version, table_options
+from .objects import Schema, fold_name
 
 _PLAIN_VALUES = (type(None), bool, int, float, str, bytes, dt.datetime, dt.date, dt.time, dt.timedelta, uuid.UUID, decimal.Decimal)
 _PLAIN_TYPES = frozenset({*_PLAIN_VALUES, list, dict, tuple, set, frozenset, object})
@@ -59,6 +62,32 @@ _PIPELINE_MODULES = (
 
 class _Unstable(Exception):
     """A declaration part has no stable representation: the model's compiled table stands in."""
+
+
+_KEYS_KEPT = 32
+_keys: dict[tuple[Any, int], tuple[tuple[type[BaseModel], ...], str | None]] = {}
+_last: list[Any] = []
+
+
+def models_and_key(models: Iterable[type[BaseModel]] | None) -> tuple[tuple[type[BaseModel], ...], str | None]:
+    """The table models a call names and their ``declaration_key``, remembered per list of classes
+    and registry state: a repeated call costs one lookup (a new table model expires it)."""
+    given = None if models is None else tuple(models)
+    version = registry_version()
+    if _last and _last[0] == version and (_last[1] is given or _last[1] == given):  # the usual repeat: compared by identity, unhashed
+        return _last[2]
+    try:
+        hit = _keys.get((given, version))
+    except TypeError:  # something unhashable in the list: chosen_models names it
+        hit = None
+    if hit is None:
+        chosen = chosen_models(given)
+        hit = (chosen, declaration_key(chosen))
+        if len(_keys) >= _KEYS_KEPT:
+            _keys.pop(next(iter(_keys)))
+        _keys[(given, version)] = hit
+    _last[:] = [version, given, hit]
+    return hit
 
 
 def declaration_key(chosen: tuple[type[BaseModel], ...]) -> str | None:
@@ -181,8 +210,6 @@ def _customised(enum_class: type[enum.Enum]) -> bool:
 
 
 def _known_models(chosen: tuple[type[BaseModel], ...]) -> dict[str, type[BaseModel]]:
-    from .objects import fold_name
-
     known = {fold_name(table_options(model).table): model for model in registered_models()}  # type: ignore[union-attr]
     known.update({fold_name(table_options(model).table): model for model in chosen})  # type: ignore[union-attr]
     return known
@@ -192,7 +219,6 @@ def _compiled_part(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
     """The fingerprint of ``model``'s compiled table (for a model whose declaration is not plain)."""
     from ..migrate.metadata import schema_fingerprint
     from .compile import compile_table
-    from .objects import Schema
 
     return schema_fingerprint(Schema(tables=(compile_table(model, known),)))
 
