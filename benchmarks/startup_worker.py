@@ -1,7 +1,7 @@
 """One fresh-process measurement: ``python -m benchmarks.startup_worker MODE TABLES PATH`` prints seconds.
 
-Modes: ``define`` (defining the models as plain ``BaseModel`` subclasses, then as ``SyncModel``
-table models: two figures), ``first-floor`` / ``first-sync`` / ``first-alembic`` (the first no-op
+Modes: ``define-base`` / ``define-sync`` (defining the models as plain ``BaseModel`` subclasses,
+respectively as ``SyncModel`` table models, each in a process of its own), ``first-floor`` / ``first-sync`` / ``first-alembic`` (the first no-op
 check against an already-synced database), ``cold-floor`` / ``cold-plan`` (the first full
 introspection, respectively plan). Everything but the measured call (imports, defining the
 models, compiling for the cold plan, opening the connection) happens before the clock starts.
@@ -19,20 +19,18 @@ def main() -> None:
     mode, tables, path = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     from pydantic import BaseModel
 
-    from pydsqlite import sync_models
+    from pydsqlite import SyncModel, sync_models
     from pydsqlite.migrate.sync import preview_schema
     from pydsqlite.schema.compile import compile_models
 
     from .schema_cases import make_metadata, make_models, pragma_floor
 
-    if mode == "define":
+    if mode.startswith("define"):
+        base = BaseModel if mode == "define-base" else SyncModel
         make_models(1, BaseModel), make_models(1)  # the first class of each kind pays one-off set-up
         started = time.perf_counter()
-        make_models(tables, BaseModel)
-        plain = time.perf_counter() - started
-        started = time.perf_counter()
-        make_models(tables)
-        print(plain, time.perf_counter() - started)
+        make_models(tables, base)
+        print(time.perf_counter() - started)
         return
     names = [f"bench_{number}" for number in range(tables)]
     if mode == "first-alembic":

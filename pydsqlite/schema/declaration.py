@@ -10,8 +10,8 @@ field its name, annotation (recursively: typing constructs, builtin and standard
 types, enum members), ``Annotated``/``Field`` metadata (pydsqlite markers, annotated-types
 and Pydantic constraints, with all their values) and default (a ``default_factory`` only as
 a flag, since it never becomes an SQL DEFAULT). It also covers the versions of Pydantic and
-pydantic-core and the source of every module the compile pipeline runs, so an upgrade of
-either re-plans once.
+pydantic-core and the size and modification time of every pydsqlite source file, so an
+upgrade of either plans once.
 
 Anything whose effect cannot be read from a stable representation — validators (decorators
 or ``Annotated`` functions), custom or nested-model types, foreign keys (their columns depend
@@ -27,12 +27,11 @@ import datetime as dt
 import decimal
 import enum
 import hashlib
-import sys
+import os
 import types
 import typing
 import uuid
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -46,18 +45,15 @@ from .markers import ForeignKey
 from .model import registered_models, registry_version, table_options
 from .objects import Schema, fold_name
 
-_PLAIN_VALUES = (type(None), bool, int, float, str, bytes, dt.datetime, dt.date, dt.time, dt.timedelta, uuid.UUID, decimal.Decimal)
-_PLAIN_TYPES = frozenset({*_PLAIN_VALUES, list, dict, tuple, set, frozenset, object})
+_PLAIN_VALUE_TYPES = frozenset(
+    {type(None), bool, int, float, str, bytes, dt.datetime, dt.date, dt.time, dt.timedelta, uuid.UUID, decimal.Decimal}
+)
+_PLAIN_TYPES = frozenset({*_PLAIN_VALUE_TYPES, list, dict, tuple, set, frozenset, object})
 _UNSTABLE_DEFAULT_TYPES = (dt.datetime, dt.date, dt.time, uuid.UUID)
 """Defaults of these field types are left out of the fingerprint (``stable_default=False``), so
 the key leaves them out too: a ``datetime.now()`` default must not re-plan every start."""
 _TRUSTED_METADATA_MODULES = ("pydsqlite.", "annotated_types", "pydantic.")
 _VALIDATOR_KINDS = ("validators", "field_validators", "root_validators", "model_validators")
-_PIPELINE_MODULES = (
-    "pydsqlite.schema.declaration", "pydsqlite.schema.compile", "pydsqlite.schema.codecs", "pydsqlite.schema.markers",
-    "pydsqlite.schema.model", "pydsqlite.schema.objects", "pydsqlite.sql.render", "pydsqlite.replica.capture",
-    "pydsqlite.migrate.metadata",
-)
 
 
 class _Unstable(Exception):
@@ -130,6 +126,8 @@ def _declared(model: type[BaseModel]) -> str:
     decorators = model.__pydantic_decorators__
     if any(getattr(decorators, kind) for kind in _VALIDATOR_KINDS):
         raise _Unstable
+    if any("__get_pydantic_core_schema__" in klass.__dict__ for klass in model.__mro__[: model.__mro__.index(BaseModel)]):
+        raise _Unstable  # the model builds its own validation
     options = table_options(model)
     assert options is not None
     parts = [
@@ -168,22 +166,47 @@ def _bare(annotation: Any) -> Any:
 
 def _stable(value: Any) -> str:
     """A representation of ``value`` that is the same in every process and changes with anything
-    compile reads from it; ``_Unstable`` for values it cannot vouch for (functions, custom classes)."""
-    if isinstance(value, _PLAIN_VALUES) and type(value) in _PLAIN_VALUES:
+    compile reads from it; ``_Unstable`` for values it cannot vouch for (functions, custom classes).
+    Classes, typing constructs and frozen markers cannot change once made, so their text is kept
+    (with the object, so its id stays taken)."""
+    kind = type(value)
+    if kind in _PLAIN_VALUE_TYPES:
         return repr(value)
-    if isinstance(value, enum.Enum):
-        return f"{_stable(type(value))}.{value.name}"
-    if type(value) in (list, tuple):
-        return f"{type(value).__name__}({','.join(_stable(item) for item in value)})"
-    if type(value) is dict:
-        return f"dict({','.join(f'{_stable(key)}:{_stable(item)}' for key, item in value.items())})"
-    if isinstance(value, ForeignKey):  # its columns depend on the parent model's declaration
+    if kind is list or kind is tuple:
+        return f"{kind.__name__}({','.join([_stable(item) for item in value])})"
+    if kind is dict:
+        return f"dict({','.join([f'{_stable(key)}:{_stable(item)}' for key, item in value.items()])})"
+    kept = _kept.get(id(value))
+    if kept is None or kept[0] is not value:
+        try:
+            kept = (value, _stable_object(value))
+        except _Unstable:
+            kept = (value, None)
+        _kept[id(value)] = kept
+    if kept[1] is None:
         raise _Unstable
-    if isinstance(value, type):
+    return kept[1]
+
+
+_kept: dict[int, tuple[Any, str | None]] = {}
+
+
+def _stable_object(value: Any) -> str:
+    kind = type(value)
+    if kind is type:
         if value in _PLAIN_TYPES:
             return value.__qualname__
+        raise _Unstable
+    if "__dataclass_fields__" in kind.__dict__ and kind.__module__.startswith(_TRUSTED_METADATA_MODULES):
+        if kind is ForeignKey or not kind.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            raise _Unstable  # a foreign key's columns depend on the parent model's declaration
+        fields = ",".join([f"{field.name}={_stable(getattr(value, field.name))}" for field in dataclasses.fields(value)])
+        return f"{kind.__module__}.{kind.__qualname__}({fields})"
+    if isinstance(value, enum.Enum):
+        return f"{_stable(kind)}.{value.name}"
+    if isinstance(value, type):
         if issubclass(value, enum.Enum) and not _customised(value):
-            members = ",".join(f"{member.name}={_stable(member.value)}" for member in value)
+            members = ",".join([f"{member.name}={_stable(member.value)}" for member in value])
             return f"enum {value.__module__}.{value.__qualname__}[{type(value).__name__}:{members}]"
         raise _Unstable
     if value is typing.Any:
@@ -191,13 +214,10 @@ def _stable(value: Any) -> str:
     origin = typing.get_origin(value)
     if origin is not None:
         name = "Union" if origin in (typing.Union, types.UnionType) else _stable(origin) if isinstance(origin, type) else repr(origin)
-        return f"{name}[{','.join(_stable(argument) for argument in typing.get_args(value))}]"
+        return f"{name}[{','.join([_stable(argument) for argument in typing.get_args(value)])}]"
     supertype = getattr(value, "__supertype__", None)
     if supertype is not None:  # NewType
         return f"newtype({_stable(supertype)})"
-    if dataclasses.is_dataclass(value) and type(value).__module__.startswith(_TRUSTED_METADATA_MODULES):
-        fields = ",".join(f"{field.name}={_stable(getattr(value, field.name))}" for field in dataclasses.fields(value))
-        return f"{type(value).__module__}.{type(value).__qualname__}({fields})"
     raise _Unstable
 
 
@@ -227,12 +247,17 @@ _environment_digest: list[bytes] = []
 
 
 def _environment() -> bytes:
-    """The Pydantic versions and the compile pipeline's source, read once per process."""
+    """The Pydantic versions and the size and modification time of every pydsqlite source file
+    (any change to pydsqlite, such as an upgrade, plans once), read once per process."""
     if not _environment_digest:
         digest = hashlib.sha256(f"{pydantic.VERSION} {pydantic_core.__version__}".encode())
-        for name in _PIPELINE_MODULES:
-            module = sys.modules.get(name) or __import__(name, fromlist=["_"])
-            digest.update(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for folder, folders, files in os.walk(package):
+            folders.sort()
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    status = os.stat(os.path.join(folder, name))
+                    digest.update(f"{folder} {name} {status.st_size} {status.st_mtime_ns}\n".encode())
         _environment_digest.append(digest.digest())
     return _environment_digest[0]
 
