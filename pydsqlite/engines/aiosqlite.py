@@ -14,7 +14,8 @@ ends, so other tasks wait and never run inside it; reads outside transactions ru
 Cancellation: a cancelled task first waits until its job has ended, so nobody else touches the
 connection halfway; a cancelled job's ``COMMIT`` (or the ``RELEASE`` of its savepoint) becomes a
 rollback, so the cancelled work is undone whole. A cancellation that arrives after the commit
-was sent cannot undo it: the ``CancelledError`` then carries a note saying so. Running
+was sent (or, inside an enclosing transaction, after its savepoint was released) cannot undo
+it: the ``CancelledError`` then carries a note saying so. Running
 statements are not interrupted (SQLite's interrupt would hit other tasks' statements too); the
 cancelled job ends at its commit.
 
@@ -37,7 +38,7 @@ from .sqlite import SqliteEngine
 
 T = TypeVar("T")
 
-LATE_CANCELLATION = "pydsqlite: the cancellation came after the unit of work had committed; it stays committed"
+LATE_CANCELLATION = "pydsqlite: the call had completed when the cancellation reached it; what it wrote stands"
 
 
 class _Abandoned(BaseException):
@@ -48,7 +49,7 @@ class _Abandoned(BaseException):
 class _Job:
     """One call run on the connection's thread, and what became of it."""
 
-    __slots__ = ("function", "args", "kwargs", "started", "cancelled", "committed")
+    __slots__ = ("function", "args", "kwargs", "started", "cancelled", "completed")
 
     def __init__(self, function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         self.function = function
@@ -56,7 +57,7 @@ class _Job:
         self.kwargs = kwargs
         self.started = False
         self.cancelled = False
-        self.committed = False
+        self.completed = False
 
 
 class _Scope:
@@ -92,10 +93,7 @@ class AiosqliteEngine(SqliteEngine):
         job = self._job
         if job is not None and job.cancelled and (sql == "COMMIT" or sql.startswith("RELEASE ")):
             self._abandon(sql)
-        cursor = self.connection.execute(sql, params)
-        if job is not None and sql == "COMMIT":
-            job.committed = True
-        return cursor
+        return self.connection.execute(sql, params)
 
     def commit_pending(self) -> None:
         job = self._job
@@ -103,8 +101,6 @@ class AiosqliteEngine(SqliteEngine):
             self.connection.rollback()
             raise _Abandoned
         super().commit_pending()
-        if job is not None and self.pep249_mode:
-            job.committed = True
 
     def _abandon(self, sql: str) -> None:
         """Roll back what ``sql`` (``COMMIT`` or ``RELEASE name``) would have kept, and stop the job."""
@@ -120,18 +116,24 @@ class AiosqliteEngine(SqliteEngine):
         job.started = True
         self._job = job
         try:
-            return job.function(*job.args, **job.kwargs)
+            result = job.function(*job.args, **job.kwargs)
         finally:
             self._job = None
+        job.completed = True
+        return result
 
     # --- jobs (from the event loop) ----------------------------------------------------------------
 
-    async def run(self, function: Callable[..., T], *args: Any, settle: bool = False, **kwargs: Any) -> T:
+    async def run(
+        self, function: Callable[..., T], *args: Any, settle: bool = False, outermost: bool = False, **kwargs: Any
+    ) -> T:
         """``function(*args, **kwargs)`` run on the connection's thread, outside any lock (see ``call``).
 
         If the awaiting task is cancelled, this waits until the job has ended and then raises the
         cancellation; the job's commit becomes a rollback unless ``settle`` (clean-up that must
-        complete as written, such as a rollback)."""
+        complete as written, such as a rollback). When the job is ``outermost`` (no transaction of
+        the caller's encloses it, so its end decides) and got past its commit all the same, a note
+        on the error says that its work stands."""
         connection = self._connection()
         job = _Job(function, args, kwargs)
         try:
@@ -139,7 +141,7 @@ class AiosqliteEngine(SqliteEngine):
         except asyncio.CancelledError as cancelled:
             job.cancelled = not settle
             await _drain(connection)
-            if job.committed:
+            if job.completed and outermost:
                 cancelled.add_note(LATE_CANCELLATION)
             raise
         except ValueError:
@@ -152,7 +154,7 @@ class AiosqliteEngine(SqliteEngine):
         the caller's open transaction."""
         scope = await self._hold()
         try:
-            return await self.run(function, *args, **kwargs)
+            return await self.run(function, *args, outermost=scope is self._root, **kwargs)
         finally:
             scope.lock.release()
 
@@ -187,7 +189,7 @@ class AiosqliteEngine(SqliteEngine):
                 raise
             else:
                 scope.open = False
-                await self.run(entered.__exit__, None, None, None)
+                await self.run(entered.__exit__, None, None, None, outermost=parent is self._root)
             finally:
                 scope.open = False
                 self._scope.reset(token)
