@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from itertools import islice
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -123,7 +123,7 @@ class AsyncDatabase:
     async def clock(self) -> HLC:
         """This replica's hybrid logical clock (``Database.clock``; created and stored on first use)."""
         engine, database = self._bound or await self._open()
-        return await engine.call(getattr, database, "clock")  # type: ignore[no-any-return]
+        return await engine.call(getattr, database, "clock")
 
     async def changes_since(self, cursor: int | None = None, models: Iterable[type[BaseModel]] | None = None) -> ChangeSet:
         """``Database.changes_since``: every change after ``cursor`` (None: everything)."""
@@ -196,7 +196,7 @@ class AsyncDatabase:
         iterate inside ``db.transaction()`` to keep them out until the end. Breaking off early
         releases the cursor when the iterator is closed (``contextlib.aclosing`` makes that immediate)."""
         engine, database = self._bound or await self._open()
-        rows = database.iter_select(model, where, params, order_by, limit, offset)
+        rows = cast(Generator[M, None, None], database.iter_select(model, where, params, order_by, limit, offset))
         try:
             while batch := await engine.call(_next_batch, rows):
                 for row in batch:

@@ -93,7 +93,7 @@ class AiosqliteEngine(SqliteEngine):
         job = self._job
         if job is not None and job.cancelled and (sql == "COMMIT" or sql.startswith("RELEASE ")):
             self._abandon(sql)
-        return self.connection.execute(sql, params)
+        return super().execute(sql, params)
 
     def commit_pending(self) -> None:
         job = self._job
