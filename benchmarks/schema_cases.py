@@ -77,7 +77,7 @@ def _run_size(report: Report, tables: int, quick: bool) -> None:
     conn = sqlite3.connect(path)
     sync_models(conn, models)
     names = [f"bench_{number}" for number in range(tables)]
-    runs = 3 if quick else 5
+    runs = 3 if quick or tables >= 2000 else 5
     fresh_runs = 3 if quick else 5
 
     case = f"class definition, {tables} models"
@@ -95,7 +95,7 @@ def _run_size(report: Report, tables: int, quick: bool) -> None:
                            _median([_fresh(path, "first-sync", tables)[0] for _ in range(fresh_runs)]), fresh_runs))
     if _has_alembic():
         report.add(Measurement(case, "Alembic compare_metadata (first call)",
-                               _median([_fresh(path, "first-alembic", tables)[0] for _ in range(fresh_runs)]), fresh_runs))
+                               _median([_fresh(path, "first-alembic", tables)[0] for _ in range(runs)]), runs))
 
     case = f"no-op sync, {tables} tables"
     report.add(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-import time
 from pathlib import Path
 
 
@@ -23,14 +22,15 @@ def main() -> None:
     from pydsqlite.migrate.sync import preview_schema
     from pydsqlite.schema.compile import compile_models
 
+    from .harness import clock
     from .schema_cases import make_metadata, make_models, pragma_floor
 
     if mode.startswith("define"):
         base = BaseModel if mode == "define-base" else SyncModel
         make_models(1, BaseModel), make_models(1)  # the first class of each kind pays one-off set-up
-        started = time.perf_counter()
+        started = clock()
         make_models(tables, base)
-        print(time.perf_counter() - started)
+        print(clock() - started)
         return
     names = [f"bench_{number}" for number in range(tables)]
     if mode == "first-alembic":
@@ -44,9 +44,9 @@ def main() -> None:
             context = MigrationContext.configure(
                 connection, opts={"include_name": lambda name, kind, parent: not (name or "").startswith("_pydsqlite")}
             )
-            started = time.perf_counter()
+            started = clock()
             compare_metadata(context, metadata)
-            print(time.perf_counter() - started)
+            print(clock() - started)
         return
     models = make_models(tables)
     desired = compile_models(models) if mode == "cold-plan" else None
@@ -57,9 +57,9 @@ def main() -> None:
         "cold-floor": lambda: pragma_floor(conn, names),
         "cold-plan": lambda: preview_schema(conn, desired),  # type: ignore[arg-type]
     }
-    started = time.perf_counter()
+    started = clock()
     actions[mode]()
-    print(time.perf_counter() - started)
+    print(clock() - started)
 
 
 if __name__ == "__main__":
