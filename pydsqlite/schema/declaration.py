@@ -68,7 +68,12 @@ _last: list[Any] = []
 def models_and_key(models: Iterable[type[BaseModel]] | None) -> tuple[tuple[type[BaseModel], ...], str | None]:
     """The table models a call names and their ``declaration_key``, remembered per list of classes
     and registry state: a repeated call costs one lookup (a new table model expires it)."""
-    given = None if models is None else tuple(models)
+    if models is None or type(models) is tuple:
+        given = models
+    elif type(models) is list:
+        given = tuple(models)
+    else:  # another iterable is read once here; anything else is refused here with its precise error
+        given = chosen_models(models)
     version = registry_version()
     if _last and _last[0] == version and (_last[1] is given or _last[1] == given):  # the usual repeat: compared by identity, unhashed
         return _last[2]
