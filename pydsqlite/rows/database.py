@@ -161,10 +161,10 @@ class Database:
             codec = _codec_of_instance(items[0], "insert_many() without model=")
         else:
             codec = codec_for(model)
-        with _collector_paused():
+        with _collector_paused():  # validation and encoding make many objects that all stay reachable
             instances = codec.validate_many(items)
-        with self._writing(codec):
-            self._insert_rows(codec, instances)
+            with self._writing(codec):
+                self._insert_rows(codec, instances)
         return len(instances)
 
     def upsert(self, obj: M) -> M:
