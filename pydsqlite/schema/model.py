@@ -6,7 +6,9 @@ import logging
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+from pydantic._internal._model_construction import ModelMetaclass
+from typing_extensions import Unpack
 
 from ..errors import SchemaDefinitionError
 from .markers import Index, RenamedFrom
@@ -49,9 +51,12 @@ class TableOptions:
         self.renamed_from = renamed_from
 
 
-class SyncModelMeta(type(BaseModel)):  # type: ignore[misc]
+class SyncModelMeta(ModelMetaclass):
     """Takes the ``strict=`` class keyword for STRICT tables before Pydantic reads it as its
-    own ``strict`` validation setting (which would refuse ISO text for datetimes)."""
+    own ``strict`` validation setting (which would refuse ISO text for datetimes).
+
+    It subclasses Pydantic's metaclass by name (not ``type(BaseModel)``) so type checkers see
+    that it is the metaclass of ``BaseModel``'s subclasses too."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
         if "strict" in kwargs:
@@ -70,6 +75,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
     """
 
     __pydsqlite_table__: ClassVar[TableOptions | None] = None
+    __pydsqlite_not_a_table__: ClassVar[bool] = False
 
     def __init_subclass__(
         cls,
@@ -80,7 +86,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         sqlite_strict: bool | None = None,
         without_rowid: bool | None = None,
         renamed_from: str | tuple[str, ...] | list[str] | RenamedFrom | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[ConfigDict],
     ) -> None:
         super().__init_subclass__(**kwargs)
         inherited = getattr(cls, "__pydsqlite_table__", None)
@@ -146,7 +152,7 @@ def table_options(model: type[BaseModel]) -> TableOptions | None:
     ``sync_models``, ``Database``...) maps to its snake_case class name; ``table=False``
     opts out. Only declared tables are in the registry (``sync_models()`` without a list).
     """
-    declared = getattr(model, "__pydsqlite_table__", None)
+    declared: TableOptions | None = getattr(model, "__pydsqlite_table__", None)
     if declared is not None:
         return declared
     if isinstance(model, type) and issubclass(model, SyncModel) and model is not SyncModel:
