@@ -6,12 +6,13 @@ import logging
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import Field as PydanticField
 from pydantic._internal._model_construction import ModelMetaclass
-from typing_extensions import Unpack
+from typing_extensions import Unpack, dataclass_transform
 
 from ..errors import SchemaDefinitionError
-from .markers import Index, RenamedFrom
+from .markers import Field, Index, RenamedFrom
 from .objects import fold_name
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,14 @@ class TableOptions:
         self.renamed_from = renamed_from
 
 
+@dataclass_transform(kw_only_default=True, field_specifiers=(PydanticField, PrivateAttr, Field))
 class SyncModelMeta(ModelMetaclass):
     """Takes the ``strict=`` class keyword for STRICT tables before Pydantic reads it as its
     own ``strict`` validation setting (which would refuse ISO text for datetimes).
 
-    It subclasses Pydantic's metaclass by name (not ``type(BaseModel)``) so type checkers see
-    that it is the metaclass of ``BaseModel``'s subclasses too."""
+    For type checkers: it subclasses Pydantic's metaclass by name (``type(BaseModel)`` is opaque
+    to them), and repeats its ``dataclass_transform`` (which pyright does not inherit) with
+    pydsqlite's ``Field`` as a field specifier too, so models get typed ``__init__`` signatures."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
         if "strict" in kwargs:

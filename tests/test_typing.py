@@ -1,0 +1,101 @@
+"""The package and user code written like the docs type-check: mypy --strict (with Pydantic's
+plugin) and pyright over ``pydsqlite`` and ``tests/typing``. ``user_code.py`` must be clean (its
+``assert_type`` calls pin what ``Database`` returns) and runs; ``misuse.py`` must be reported on
+exactly its lines marked ``# error``, by both checkers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "tests" / "typing"
+USER_CODE = SAMPLES / "user_code.py"
+MISUSE = SAMPLES / "misuse.py"
+TIMEOUT = 300
+
+
+def _checker(module: str) -> None:
+    """Outside CI a missing checker skips (the test extra installs both); in CI it fails."""
+    if importlib.util.find_spec(module) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} is not installed; the test extra should have installed it")
+        pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
+
+
+@dataclass
+class Report:
+    """What one checker said: the lines it reports an error on, by file, and its output."""
+
+    errors: dict[Path, set[int]] = field(default_factory=dict)
+    output: str = ""
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
+    """Both checkers over the package and the samples, run at once (pyright takes the longest)."""
+    for module in ("mypy", "pyright"):
+        _checker(module)
+    cache = tmp_path_factory.mktemp("mypy-cache")
+    env = {**os.environ, "PYRIGHT_PYTHON_IGNORE_WARNINGS": "1"}  # no look-up of a newer pyright release
+    mypy = subprocess.Popen(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(cache),
+         "--show-absolute-path", "--no-error-summary", "pydsqlite", str(SAMPLES)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    pyright = subprocess.Popen(
+        [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable, "pydsqlite", str(SAMPLES)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    mypy_out, mypy_err = mypy.communicate(timeout=TIMEOUT)
+    pyright_out, pyright_err = pyright.communicate(timeout=TIMEOUT)
+    assert mypy.returncode in (0, 1), f"mypy did not run:\n{mypy_out}\n{mypy_err}"
+    assert pyright.returncode in (0, 1), f"pyright did not run:\n{pyright_out}\n{pyright_err}"
+
+    by_mypy = Report(output=mypy_out)
+    for line in mypy_out.splitlines():
+        match = re.match(r"(.+?):(\d+): error: ", line)
+        assert match or ": note: " in line, f"unexpected mypy output: {line}"
+        if match:
+            by_mypy.errors.setdefault(Path(match[1]).resolve(), set()).add(int(match[2]))
+    diagnostics = json.loads(pyright_out)["generalDiagnostics"]
+    by_pyright = Report(
+        output="\n".join(f"{item['file']}:{item['range']['start']['line'] + 1}: {item['message']}" for item in diagnostics)
+    )
+    for item in diagnostics:
+        if item["severity"] == "error":
+            by_pyright.errors.setdefault(Path(item["file"]).resolve(), set()).add(item["range"]["start"]["line"] + 1)
+    return {"mypy": by_mypy, "pyright": by_pyright}
+
+
+def marked_lines() -> set[int]:
+    return {number for number, text in enumerate(MISUSE.read_text().splitlines(), start=1) if text.endswith("# error")}
+
+
+@pytest.mark.parametrize("checker", ["mypy", "pyright"])
+def test_package_and_user_code_type_check_clean(reports, checker):
+    report = reports[checker]
+    assert {path: lines for path, lines in report.errors.items() if path != MISUSE} == {}, report.output
+
+
+@pytest.mark.parametrize("checker", ["mypy", "pyright"])
+def test_misuse_is_reported_on_exactly_the_marked_lines(reports, checker):
+    assert len(marked_lines()) >= 10
+    assert reports[checker].errors.get(MISUSE, set()) == marked_lines(), reports[checker].output
+
+
+def test_the_typed_user_code_runs():
+    result = subprocess.run(
+        [sys.executable, str(USER_CODE)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
