@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from itertools import islice
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
 from pydantic import BaseModel
 
@@ -152,10 +152,22 @@ class AsyncDatabase:
         engine, database = self._bound or await self._open()
         return await engine.call(database.upsert, obj)  # pyright: ignore[reportReturnType] - a generic method through Callable[..., T]
 
+    @overload
+    async def update(self, obj_or_model: M) -> M: ...
+
+    @overload
+    async def update(self, obj_or_model: type[M], key: Any, **changes: Any) -> M: ...
+
     async def update(self, obj_or_model: Any, key: Any = None, **changes: Any) -> Any:
         """``Database.update``: ``update(obj)``, or ``update(Model, key, field=value, ...)``; returns the validated row."""
         engine, database = self._bound or await self._open()
         return await engine.call(database.update, obj_or_model, key, **changes)
+
+    @overload
+    async def delete(self, obj_or_model: BaseModel) -> bool: ...
+
+    @overload
+    async def delete(self, obj_or_model: type[BaseModel], key: Any) -> bool: ...
 
     async def delete(self, obj_or_model: Any, key: Any = None) -> bool:
         """``Database.delete``: delete one row by instance or by ``(Model, key)``; returns whether one was deleted."""

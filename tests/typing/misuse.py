@@ -7,6 +7,7 @@ import sqlite3
 from typing import Annotated
 
 from pydsqlite import Database, Field, PrimaryKey, SyncModel
+from pydsqlite.aio import AsyncDatabase
 
 
 class User(SyncModel, table="users"):
@@ -36,3 +37,10 @@ User(id=1, name=["ann"])  # error
 Post(title="x", body="y")  # error
 with db.transaction() as tx:
     tx.commit()  # error
+
+
+async def async_misuse(adb: AsyncDatabase) -> None:
+    print((await adb.get(User, 1)).name)  # error
+    print((await adb.update(User, 1, name="bob")).age)  # error
+    await adb.delete(User)  # error
+    print(adb.insert(User(id=2, name="cy")).id)  # error

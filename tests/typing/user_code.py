@@ -1,15 +1,17 @@
-"""User code in the docs' style that must type-check clean under mypy (with the pydantic plugin)
+"""User code in the docs' style (sync and async) that must type-check clean under mypy (with the pydantic plugin)
 and pyright; ``assert_type`` pins the types the API promises. tests/test_typing.py checks it
 with both and also runs it, so it stays working code."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Optional
 
+import aiosqlite
 from typing_extensions import assert_type
 
 from pydsqlite import (
@@ -29,6 +31,7 @@ from pydsqlite import (
     SyncModel,
     Timestamp,
     Unique,
+    aio,
     col,
     migration_history,
     model_migration_plan,
@@ -36,6 +39,7 @@ from pydsqlite import (
     schema_migration_plan,
     sync_models,
 )
+from pydsqlite.aio import AsyncDatabase
 
 
 class Author(SyncModel, table="authors"):
@@ -140,6 +144,27 @@ def replicas(phone: Database, laptop: Database) -> None:
     laptop.apply_changes(phone.changes_since(None, [Task]), models=[Task])
 
 
+async def async_rows() -> None:
+    async with aiosqlite.connect(":memory:") as conn:
+        assert_type(await aio.model_migration_plan(conn, [Author, Post]), MigrationPlan)
+        await aio.sync_models(conn, [Author, Post])
+        db = AsyncDatabase(conn)
+        ann = await db.insert(Author(id=1, name="Ann", email="ann@example.com"))
+        assert_type(ann, Author)
+        post = await db.insert(Post(author_id=ann.id, title="Hello"))
+        assert_type(await db.get(Post, post.id), Optional[Post])
+        assert_type(await db.select(Post, order_by="id"), list[Post])
+        assert_type(await db.update(Post, post.id, published=True), Post)
+        assert_type(await db.upsert(post), Post)
+        async with db.transaction() as tx:
+            assert_type(tx, AsyncDatabase)
+            assert_type(await tx.delete(Post, post.id), bool)
+        rows = db.iter_select(Author)
+        assert_type(rows, AsyncIterator[Author])
+        assert [author.name async for author in rows] == ["Ann"]
+        assert_type(await db.clock(), HLC)
+
+
 def main() -> None:
     conn = sqlite3.connect(":memory:")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -151,6 +176,7 @@ def main() -> None:
     for replica in (phone, laptop):
         sync_models(replica.conn, [Task])
     replicas(phone, laptop)
+    asyncio.run(async_rows())
     print("ok")
 
 
