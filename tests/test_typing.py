@@ -23,14 +23,6 @@ MISUSE = SAMPLES / "misuse.py"
 TIMEOUT = 300
 
 
-def _checker(module: str) -> None:
-    """Outside CI a missing checker skips (the test extra installs both); in CI it fails."""
-    if importlib.util.find_spec(module) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{module} is not installed; the test extra should have installed it")
-        pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
-
-
 @dataclass
 class Report:
     """What one checker said: the lines it reports an error on, by file, and its output."""
@@ -39,41 +31,56 @@ class Report:
     output: str = ""
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
-    """Both checkers over the package and the samples, run at once (pyright takes the longest)."""
-    for module in ("mypy", "pyright"):
-        _checker(module)
-    cache = tmp_path_factory.mktemp("mypy-cache")
-    env = {**os.environ, "PYRIGHT_PYTHON_IGNORE_WARNINGS": "1"}  # no look-up of a newer pyright release
-    mypy = subprocess.Popen(
-        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(cache),
-         "--show-absolute-path", "--no-error-summary", "pydsqlite", str(SAMPLES)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    pyright = subprocess.Popen(
-        [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable, "pydsqlite", str(SAMPLES)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    mypy_out, mypy_err = mypy.communicate(timeout=TIMEOUT)
-    pyright_out, pyright_err = pyright.communicate(timeout=TIMEOUT)
-    assert mypy.returncode in (0, 1), f"mypy did not run:\n{mypy_out}\n{mypy_err}"
-    assert pyright.returncode in (0, 1), f"pyright did not run:\n{pyright_out}\n{pyright_err}"
-
-    by_mypy = Report(output=mypy_out)
-    for line in mypy_out.splitlines():
+def _mypy_report(output: str) -> Report:
+    report = Report(output=output)
+    for line in output.splitlines():
         match = re.match(r"(.+?):(\d+): error: ", line)
         assert match or ": note: " in line, f"unexpected mypy output: {line}"
         if match:
-            by_mypy.errors.setdefault(Path(match[1]).resolve(), set()).add(int(match[2]))
-    diagnostics = json.loads(pyright_out)["generalDiagnostics"]
-    by_pyright = Report(
-        output="\n".join(f"{item['file']}:{item['range']['start']['line'] + 1}: {item['message']}" for item in diagnostics)
-    )
+            report.errors.setdefault(Path(match[1]).resolve(), set()).add(int(match[2]))
+    return report
+
+
+def _pyright_report(output: str) -> Report:
+    diagnostics = json.loads(output)["generalDiagnostics"]
+    report = Report(output="\n".join(f"{item['file']}:{item['range']['start']['line'] + 1}: {item['message']}" for item in diagnostics))
     for item in diagnostics:
         if item["severity"] == "error":
-            by_pyright.errors.setdefault(Path(item["file"]).resolve(), set()).add(item["range"]["start"]["line"] + 1)
-    return {"mypy": by_mypy, "pyright": by_pyright}
+            report.errors.setdefault(Path(item["file"]).resolve(), set()).add(item["range"]["start"]["line"] + 1)
+    return report
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
+    """The installed checkers over the package and the samples, run at once (pyright takes the longest)."""
+    commands = {
+        "mypy": [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+                 "--cache-dir", str(tmp_path_factory.mktemp("mypy-cache")), "--show-absolute-path", "--no-error-summary"],
+        "pyright": [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable],
+    }
+    env = {**os.environ, "PYRIGHT_PYTHON_IGNORE_WARNINGS": "1"}  # no look-up of a newer pyright release
+    running = {
+        name: subprocess.Popen(
+            [*command, "pydsqlite", str(SAMPLES)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for name, command in commands.items()
+        if importlib.util.find_spec(name) is not None
+    }
+    found = {}
+    for name, process in running.items():
+        out, err = process.communicate(timeout=TIMEOUT)
+        assert process.returncode in (0, 1), f"{name} did not run:\n{out}\n{err}"
+        found[name] = _mypy_report(out) if name == "mypy" else _pyright_report(out)
+    return found
+
+
+def report_of(reports: dict[str, Report], checker: str) -> Report:
+    """Outside CI a checker that is not installed skips (the test extra installs both); in CI it fails."""
+    if checker not in reports:
+        if os.environ.get("CI"):
+            pytest.fail(f"{checker} is not installed; the test extra should have installed it")
+        pytest.skip(f"{checker} is not installed (pip install -e '.[test]')")
+    return reports[checker]
 
 
 def marked_lines() -> set[int]:
@@ -82,14 +89,15 @@ def marked_lines() -> set[int]:
 
 @pytest.mark.parametrize("checker", ["mypy", "pyright"])
 def test_package_and_user_code_type_check_clean(reports, checker):
-    report = reports[checker]
+    report = report_of(reports, checker)
     assert {path: lines for path, lines in report.errors.items() if path != MISUSE} == {}, report.output
 
 
 @pytest.mark.parametrize("checker", ["mypy", "pyright"])
 def test_misuse_is_reported_on_exactly_the_marked_lines(reports, checker):
     assert len(marked_lines()) >= 10
-    assert reports[checker].errors.get(MISUSE, set()) == marked_lines(), reports[checker].output
+    report = report_of(reports, checker)
+    assert report.errors.get(MISUSE, set()) == marked_lines(), report.output
 
 
 def test_the_typed_user_code_runs():
