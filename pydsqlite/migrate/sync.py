@@ -11,16 +11,18 @@ from dataclasses import replace
 from pydantic import BaseModel
 
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
-from ..errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
+from ..errors import MigrationError, PydsqliteError, UsageError
 from ..schema.compile import compile_cached
 from ..schema.objects import Schema, fold_name
 from ..sql.source import connect_read_only
-from .datacheck import check_plan_against_data
+from .datacheck import check_plan_against_data, refuse_unless_applicable
 from .diff import diff_schemas
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
+from .online import migrate as migrate_online
+from .online import online_plan, require_wal, settle_offline, wait_for_online_migrations
 from .plan import build_plan
 from .rehearse import rehearse
 
@@ -28,10 +30,13 @@ Connectable = sqlite3.Connection | Engine | str | os.PathLike
 """A connection pydsqlite can drive (see ``engines``), or a database file's path."""
 
 
-def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
-    """Preview what ``sync_models`` would do, checked against the data; changes nothing."""
+def model_migration_plan(
+    conn: Connectable, models: Iterable[type[BaseModel]] | None = None, *, online: bool = False
+) -> MigrationPlan:
+    """Preview what ``sync_models`` would do, checked against the data; changes nothing.
+    ``online=True``: as ``sync_models(..., online=True)`` would do it (which rebuilds go online, and why)."""
     compiled = compile_cached(models)
-    return preview_schema(conn, compiled.schema, fingerprint=compiled.fingerprint)
+    return preview_schema(conn, compiled.schema, fingerprint=compiled.fingerprint, online=online)
 
 
 def sync_models(
@@ -41,6 +46,7 @@ def sync_models(
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    online: bool = False,
 ) -> MigrationPlan:
     """Bring the database in line with ``models`` (default: every table model) in one transaction.
 
@@ -55,6 +61,10 @@ def sync_models(
     Inside the caller's open transaction (legacy mode) the migration is a savepoint and the
     caller commits; on a PEP 249 connection (``autocommit=False``) the pending transaction
     is committed first and a new one is open again on return.
+
+    ``online=True`` (WAL databases only) rebuilds tables while other connections keep reading
+    and writing them, holding the write lock only for short steps; everything else still
+    happens in one short final transaction (see the "Online rebuilds" docs).
     """
     compiled = compile_cached(models)
     return apply_schema(
@@ -64,16 +74,17 @@ def sync_models(
         allow_destructive=allow_destructive,
         busy_timeout=busy_timeout,
         progress=progress,
+        online=online,
     )
 
 
-def schema_migration_plan(conn: Connectable, desired: Schema) -> MigrationPlan:
+def schema_migration_plan(conn: Connectable, desired: Schema, *, online: bool = False) -> MigrationPlan:
     """Preview the migration to ``desired`` (from ``schema_from_sql`` or ``schema_from_database``).
 
     The desired schema describes the whole database: live tables, views and triggers it
     lacks are dropped (drops of tables and columns are destructive steps).
     """
-    return preview_schema(conn, desired, manage_all=True)
+    return preview_schema(conn, desired, manage_all=True, online=online)
 
 
 def sync_schema(
@@ -83,27 +94,38 @@ def sync_schema(
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    online: bool = False,
 ) -> MigrationPlan:
     """Bring the database in line with ``desired`` in one transaction, with the same engine,
     checks and errors as ``sync_models``; see ``schema_migration_plan`` for what is dropped."""
     return apply_schema(
-        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress, manage_all=True
+        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress,
+        manage_all=True, online=online,
     )
 
 
 def preview_schema(
-    conn: Connectable, desired: Schema, *, fingerprint: str | None = None, manage_all: bool = False
+    conn: Connectable, desired: Schema, *, fingerprint: str | None = None, manage_all: bool = False, online: bool = False
 ) -> MigrationPlan:
     """The checked plan from the live database to ``desired``, read in one snapshot.
 
     With ``fingerprint`` (of ``desired``), an unchanged database is recognised from two
-    cheap reads instead of a full introspection.
+    cheap reads instead of a full introspection. ``online``: the plan as an online migration
+    runs it (a database not in WAL mode gets that as a problem).
     """
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
         if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint):
             return MigrationPlan(checked=True)
         with read_snapshot(engine):
-            return _plan(engine, desired, manage_all)[0]
+            plan = _plan(engine, desired, manage_all)[0]
+            if not online or plan.is_empty:
+                return plan
+            plan = online_plan(engine, plan)[0]
+        try:
+            require_wal(engine)
+        except MigrationError as error:
+            return replace(plan, problems=(*plan.problems, str(error).removesuffix(" Nothing was changed.")))
+        return plan
 
 
 def apply_schema(
@@ -115,18 +137,30 @@ def apply_schema(
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
     manage_all: bool = False,
+    online: bool = False,
 ) -> MigrationPlan:
     """Plan (under the write lock), check and apply the migration to ``desired``.
 
     With ``fingerprint`` given and the schema unchanged since the last sync to it,
-    returns an empty plan without taking the write lock or introspecting.
+    returns an empty plan without taking the write lock or introspecting. ``online``: see
+    ``sync_models``; the plan is made under a claim instead of the write lock, and checked again
+    on every chunk the copy takes.
     """
     fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
     if manage_all:
         fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
     with _engine(conn) as engine, _database_errors(engine), engine.outside_transaction():
+        if online:
+            require_wal(engine)
         if schema_unchanged_since_sync(engine, fingerprint):
             return MigrationPlan(checked=True)
+        if online:
+            return migrate_online(
+                engine, desired, fingerprint, _plan, manage_all=manage_all, allow_destructive=allow_destructive,
+                busy_timeout=busy_timeout, progress=progress,
+            )
+        if not engine.in_transaction:
+            wait_for_online_migrations(engine, busy_timeout)
         with migration_session(engine, busy_timeout) as session:
             return _plan_and_apply(engine, session, desired, fingerprint, allow_destructive, manage_all, progress)
 
@@ -140,16 +174,9 @@ def _plan_and_apply(
     manage_all: bool,
     progress: ProgressCallback | None,
 ) -> MigrationPlan:
+    settle_offline(engine)
     plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
-    if plan.problems:
-        raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
-    destructive = plan.destructive_operations
-    if destructive and not allow_destructive:
-        listing = "\n  - ".join(str(operation) for operation in destructive)
-        raise DestructiveChangeError(
-            "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
-            destructive,
-        )
+    refuse_unless_applicable(plan, allow_destructive)
     session.apply(plan, desired, fingerprint, managed, progress)
     return plan
 
