@@ -6,7 +6,7 @@ Usage:
       of rows across the whole key range until STOP_PATH exists; appends each committed write
       to LOG_PATH as one JSON line, so a test can replay them.
   python online_worker.py migrate DB_PATH   runs sync_models(..., online=True) to ``Wide``;
-      prints each progress phase as it starts, then "done".
+      prints each progress phase as it starts (and "copy half" halfway through the copy), then "done".
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ def migrate(path: str) -> None:
     seen: set[str] = set()
 
     def progress(table: str, done: int, total: int, phase: str) -> None:
+        if phase == "copy" and done * 2 >= total and "copy half" not in seen:
+            seen.add("copy half")
+            print("copy half", flush=True)
         if phase not in seen:
             seen.add(phase)
             print(phase, flush=True)

@@ -283,8 +283,6 @@ class _TableCopy:
         """False: nothing copied yet; a key: copied up to it; None: copied to the end."""
         self.copied = 0
         self.total = 0
-        self.stop: list[str] | None = None
-        """The last key when the copy started (as SQL literals; None: the table was empty)."""
         self.copy_pacer = _Pacer()
         self.catch_up_pacer = _Pacer()
 
@@ -309,8 +307,6 @@ class _TableCopy:
                     "VALUES (?, ?, ?, NULL, 0, ?, ?)",
                     (spec.table, spec.pass_number, spec.fingerprint, source_sql, _final_indexes_of(engine, spec)),
                 )
-        last = engine.execute(spec.last_key_sql()).fetchone()
-        self.stop = None if last is None else literals(last)
         self.total = int(engine.scalar(f"SELECT COUNT(*) FROM {quote_identifier(spec.source)}"))
 
     def _resumable(self) -> bool:
@@ -340,12 +336,9 @@ class _TableCopy:
         with engine.unit(immediate=True):
             started = time.perf_counter()
             self.run.claim.heartbeat(engine)
-            row = None
-            if self.stop is not None:
-                row = engine.execute(spec.bounds_sql(spec.range_condition(lower, self.stop)), (self.copy_pacer.size - 1,)).fetchone()
-            upper = literals(row) if row is not None else self.stop
-            condition = spec.range_condition(lower, upper)
-            copied = self._guarded(lambda: engine.execute(spec.copy_sql(condition)).rowcount) if upper is not None else 0
+            row = engine.execute(spec.bounds_sql(spec.range_condition(lower, None)), (self.copy_pacer.size - 1,)).fetchone()
+            condition = spec.range_condition(lower, None if row is None else literals(row))
+            copied = self._guarded(lambda: engine.execute(spec.copy_sql(condition)).rowcount)
             self.run.check(spec, condition)
             cursor = tuple(row) if row is not None else None
             engine.execute(

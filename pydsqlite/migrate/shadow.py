@@ -221,12 +221,6 @@ class ShadowSpec:
         ordering = ", ".join(c.source for c in self.key.ordering)
         return f"SELECT {ordering} FROM {quote_identifier(self.source)} WHERE {condition} ORDER BY {ordering} LIMIT 1 OFFSET ?1"
 
-    def last_key_sql(self) -> str:
-        """The live table's last key: the copy goes up to it; rows written beyond it after the
-        recorders exist are the catch-up's (as gh-ost fixes the copy's range at its start)."""
-        ordering = ", ".join(f"{c.source} DESC" for c in self.key.ordering)
-        return f"SELECT {', '.join(c.source for c in self.key.ordering)} FROM {quote_identifier(self.source)} ORDER BY {ordering} LIMIT 1"
-
     def range_condition(self, lower: Sequence[str] | None, upper: Sequence[str] | None) -> str:
         """SQL over the live table for the rows after key ``lower`` up to key ``upper`` (inclusive;
         None: unbounded), each given as SQL values (literals or parameters)."""
