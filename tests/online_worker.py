@@ -16,11 +16,15 @@ import os
 import random
 import sqlite3
 import sys
+import time
 from typing import Annotated, Optional
 
 from pydsqlite import Index, PrimaryKey, SyncModel, sync_models
 
 ROWS = 200_000
+PAUSE = 0.001
+"""Seconds the writer waits between writes: an application's pace, not a loop that never lets go
+of the write lock (SQLite's lock is not fair; a writer that retakes it at once starves the copy)."""
 
 
 class Narrow(SyncModel, table="items"):
@@ -84,6 +88,7 @@ def write(path: str, log_path: str, stop_path: str, seed: int) -> None:
                 continue
             log.write(json.dumps([kind, params, changed]) + "\n")
             log.flush()
+            time.sleep(PAUSE)
 
 
 def replay(conn: sqlite3.Connection, log_path: str) -> int:
