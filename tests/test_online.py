@@ -12,10 +12,19 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Annotated
+
+import pytest
 
 from pydsqlite import (
+    Index,
+    MigrationPlan,
+    PrimaryKey,
+    SyncModel,
+    model_migration_plan,
     sync_models,
 )
 from tests import online_worker
@@ -73,10 +82,11 @@ def _rows(conn: sqlite3.Connection, table: str = "items") -> list[tuple]:
 
 
 def _schema(conn: sqlite3.Connection) -> list[tuple]:
-    """Every schema object's SQL; a table name as SQLite's rename writes it ("items") and as pydsqlite
-    writes it (`items`) count as the same (the online rebuild creates its indexes before the rename)."""
+    """Every schema object's SQL; a table name as SQLite's rename writes it ("items"), as pydsqlite
+    writes it (`items`) and bare count as the same (the online rebuild creates its indexes before
+    the rename, which rewrites the table name in them)."""
     rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY name")
-    return [(kind, name, table, sql.replace(f'"{table}"', f"`{table}`")) for kind, name, table, sql in rows]
+    return [(kind, name, table, (sql or '').replace(f'"{table}"', table).replace(f"`{table}`", table)) for kind, name, table, sql in rows]
 
 
 def _leftovers(conn: sqlite3.Connection) -> list[str]:
@@ -156,3 +166,166 @@ def test_a_migrator_killed_anywhere_leaves_a_usable_table_and_the_next_sync_fini
         with closing(sqlite3.connect(db)) as live, closing(_offline_result(before, [writer.log], directory)) as expected:
             assert _rows(live) == _rows(expected), f"killed after {phase!r}"
             assert _schema(live) == _schema(expected)
+
+
+# --- shapes, dependants and refusals, with writes of another connection during the copy ------
+
+
+def _plain_models() -> tuple[type[SyncModel], type[SyncModel]]:
+    class Before(SyncModel, table="things"):
+        id: Annotated[int, PrimaryKey()]
+        region: str
+        name: str
+        size: int
+
+    class After(SyncModel, table="things", indexes=[Index("name")]):
+        id: Annotated[int, PrimaryKey()]
+        region: str
+        name: str
+        size: str
+        extra: int = 7
+
+    return Before, After
+
+
+def _autoincrement_models() -> tuple[type[SyncModel], type[SyncModel]]:
+    class Before(SyncModel, table="things"):
+        id: Annotated[int, PrimaryKey(autoincrement=True)]
+        region: str
+        name: str
+        size: int
+
+    class After(SyncModel, table="things"):
+        id: Annotated[int, PrimaryKey(autoincrement=True)]
+        region: str
+        name: str
+        size: str
+        extra: int = 7
+
+    return Before, After
+
+
+def _composite_models(without_rowid: bool) -> Callable[[], tuple[type[SyncModel], type[SyncModel]]]:
+    def models() -> tuple[type[SyncModel], type[SyncModel]]:
+        class Before(SyncModel, table="things", primary_key=("region", "id"), without_rowid=without_rowid):
+            region: str
+            id: int
+            name: str
+            size: int
+
+        class After(SyncModel, table="things", primary_key=("region", "id"), without_rowid=without_rowid):
+            region: str
+            id: int
+            name: str
+            size: str
+            extra: int = 7
+
+        return Before, After
+
+    return models
+
+
+SHAPES = {
+    "integer key": _plain_models,
+    "autoincrement": _autoincrement_models,
+    "composite key": _composite_models(without_rowid=False),
+    "without rowid": _composite_models(without_rowid=True),
+}
+ROWS = 3000
+
+WRITES_DURING_COPY = [
+    "UPDATE things SET size = -1, name = 'early' WHERE id = 2",  # a row the copy has passed
+    f"UPDATE things SET size = -2, name = 'late' WHERE id = {ROWS - 1}",  # a row it has not reached
+    "DELETE FROM things WHERE id = 3",
+    f"DELETE FROM things WHERE id = {ROWS}",  # the last row (AUTOINCREMENT must not reuse its id)
+    "INSERT INTO things (region, id, name, size) VALUES ('r0', 3, 'back again', 33)",
+    f"INSERT INTO things (region, id, name, size) VALUES ('r9', {ROWS + 5}, 'new', 55)",
+    "UPDATE things SET id = 100000 WHERE id = 10",  # a key that moves past the end
+]
+
+
+def _hand_made(conn: sqlite3.Connection) -> None:
+    """An index, a view, an audit table and a trigger that fills it: none of them in the models."""
+    conn.executescript(
+        """
+        CREATE INDEX by_region ON things (region, size);
+        CREATE VIEW big_things AS SELECT id, name FROM things WHERE size > 100;
+        CREATE TABLE audit (thing INTEGER, what TEXT);
+        CREATE TRIGGER audit_insert AFTER INSERT ON things BEGIN INSERT INTO audit VALUES (NEW.id, 'insert'); END;
+        """
+    )
+
+
+def _make_things(path: Path, before: type[SyncModel]) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_models(conn, [before])
+        conn.executemany(
+            "INSERT INTO things (region, id, name, size) VALUES (?, ?, ?, ?)",
+            [(f"r{i % 3}", i, f"thing {i}", i * 10) for i in range(1, ROWS + 1)],
+        )
+        _hand_made(conn)
+        conn.commit()
+
+
+def _online_with_writes(path: Path, models: list[type[SyncModel]], writes: list[str], **options) -> MigrationPlan:
+    """``sync_models(..., online=True)`` with ``writes`` made by another connection once the copy has
+    taken its first chunk (each in its own transaction, as an application makes them)."""
+    pending = list(writes)
+    phases: list[str] = []
+
+    def progress(table: str, done: int, total: int, phase: str = "copy") -> None:
+        phases.append(phase)
+        if phase == "copy" and done < total and pending:
+            with closing(sqlite3.connect(path, isolation_level=None)) as other:
+                other.execute("PRAGMA foreign_keys = ON")
+                for statement in pending:
+                    other.execute(statement)
+            pending.clear()
+
+    with closing(sqlite3.connect(path, timeout=10)) as conn:
+        plan = sync_models(conn, models, online=True, progress=progress, **options)
+    assert not pending, "the writes must happen during the copy"
+    assert {"copy", "swap"} <= set(phases)
+    return plan
+
+
+def _offline_with_writes(path: Path, models: list[type[SyncModel]], writes: list[str]) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    for statement in writes:
+        conn.execute(statement)
+    conn.commit()
+    sync_models(conn, models)
+    return conn
+
+
+def _database_state(conn: sqlite3.Connection) -> dict[str, object]:
+    tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY name")]
+    return {
+        "schema": _schema(conn),
+        **{table: conn.execute(f"SELECT {'' if table == 'sqlite_sequence' or _without_rowid(conn, table) else 'rowid, '}* FROM `{table}` ORDER BY 1, 2").fetchall() for table in tables},
+    }
+
+
+def _without_rowid(conn: sqlite3.Connection, table: str) -> bool:
+    return "WITHOUT ROWID" in conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0].upper()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_an_online_rebuild_equals_the_offline_one_after_the_same_writes(tmp_path: Path, shape: str) -> None:
+    before_model, after_model = SHAPES[shape]()
+    live, offline = tmp_path / "live.db", tmp_path / "offline.db"
+    _make_things(live, before_model)
+    _copy_database(live, offline)
+    plan = _online_with_writes(live, [after_model], WRITES_DURING_COPY)
+    assert "(online, copied in chunks by" in plan.operations[0].description
+    with closing(sqlite3.connect(live)) as conn, closing(_offline_with_writes(offline, [after_model], WRITES_DURING_COPY)) as expected:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        state = _database_state(conn)
+        assert state == _database_state(expected)
+        assert ("trigger", "audit_insert", "things") in [row[:3] for row in state["schema"]]  # type: ignore[union-attr]
+        assert ("view", "big_things", "big_things") in [row[:3] for row in state["schema"]]  # type: ignore[union-attr]
+        assert ("index", "by_region", "things") in [row[:3] for row in state["schema"]]  # type: ignore[union-attr]
+        assert _leftovers(conn) == []
+        assert model_migration_plan(conn, [after_model]).is_empty
