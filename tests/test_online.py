@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,13 +21,17 @@ from typing import Annotated
 import pytest
 
 from pydsqlite import (
+    ForeignKey,
     Index,
+    MigrationError,
     MigrationPlan,
     PrimaryKey,
     SyncModel,
+    Unique,
     model_migration_plan,
     sync_models,
 )
+from pydsqlite.migrate.online import CREATE_CLAIM_TABLE
 from tests import online_worker
 from tests.online_worker import Wide, make_database, replay
 
@@ -329,3 +334,129 @@ def test_an_online_rebuild_equals_the_offline_one_after_the_same_writes(tmp_path
         assert ("index", "by_region", "things") in [row[:3] for row in state["schema"]]  # type: ignore[union-attr]
         assert _leftovers(conn) == []
         assert model_migration_plan(conn, [after_model]).is_empty
+
+
+def test_children_under_on_delete_cascade_survive_the_online_rebuild_of_their_parent(tmp_path: Path) -> None:
+    class Owner(SyncModel, table="owners"):
+        id: Annotated[int, PrimaryKey()]
+        level: int
+
+    class OwnerAfter(SyncModel, table="owners"):
+        id: Annotated[int, PrimaryKey()]
+        level: str
+        title: str = ""
+
+    class Pet(SyncModel, table="pets"):
+        id: Annotated[int, PrimaryKey()]
+        owner_id: Annotated[int, ForeignKey("owners.id", on_delete="CASCADE")]
+
+    live, offline = tmp_path / "live.db", tmp_path / "offline.db"
+    with closing(sqlite3.connect(live)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_models(conn, [Owner, Pet])
+        conn.executemany("INSERT INTO owners VALUES (?, ?)", [(i, i % 5) for i in range(1, ROWS + 1)])
+        conn.executemany("INSERT INTO pets VALUES (?, ?)", [(i, i) for i in range(1, ROWS + 1)])
+        conn.commit()
+    _copy_database(live, offline)
+    writes = [
+        f"INSERT INTO owners VALUES ({ROWS + 1}, 1)",
+        f"INSERT INTO pets VALUES ({ROWS + 1}, {ROWS + 1})",
+        "DELETE FROM owners WHERE id = 7",  # the application's own delete cascades, as always
+    ]
+    with closing(sqlite3.connect(live)) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+    _online_with_writes(live, [OwnerAfter, Pet], writes)
+    with closing(sqlite3.connect(live)) as conn, closing(_offline_with_writes(offline, [OwnerAfter, Pet], writes)) as expected:
+        assert conn.execute("SELECT COUNT(*) FROM pets").fetchone() == (ROWS,)  # 3000 + 1 - the one cascaded
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert _database_state(conn) == _database_state(expected)
+
+
+def _things_database(path: Path) -> tuple[type[SyncModel], type[SyncModel]]:
+    before, after = _plain_models()
+    _make_things(path, before)
+    return before, after
+
+
+def test_online_needs_wal_and_says_so_without_changing_anything(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _, after = _things_database(path)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+        before = _database_state(conn)
+        with pytest.raises(MigrationError, match=r"needs the database in WAL mode .*'delete' mode"):
+            sync_models(conn, [after], online=True)
+        assert _database_state(conn) == before
+        preview = model_migration_plan(conn, [after], online=True)
+        assert any("WAL mode" in problem for problem in preview.problems)
+
+
+def test_the_preview_says_which_tables_go_online_and_why_others_do_not(tmp_path: Path) -> None:
+    class Coded(SyncModel, table="coded", primary_key="code", without_rowid=True):
+        code: int
+        name: str
+
+    class CodedAfter(SyncModel, table="coded", primary_key="code", without_rowid=True):
+        code: str  # the key itself is converted
+        name: str
+
+    path = tmp_path / "app.db"
+    before, after = _things_database(path)
+    with closing(sqlite3.connect(path)) as conn:
+        sync_models(conn, [before, Coded])
+        conn.execute("INSERT INTO coded VALUES (1, 'a')")
+        conn.commit()
+        plan = model_migration_plan(conn, [after, CodedAfter], online=True)
+        descriptions = {operation.table: operation.description for operation in plan.operations}
+        assert "(online, copied in chunks by rowid" in descriptions["things"]
+        assert "(offline: its key column code is converted or dropped" in descriptions["coded"]
+        assert "online" not in model_migration_plan(conn, [after]).operations[0].description
+        sync_models(conn, [after, CodedAfter], online=True)
+        assert model_migration_plan(conn, [after, CodedAfter]).is_empty
+        assert conn.execute("SELECT * FROM coded").fetchall() == [("1", "a")]
+
+
+def test_a_row_written_during_the_copy_that_breaks_the_new_shape_stops_it_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    before, _ = _things_database(path)
+
+    class After(SyncModel, table="things"):
+        id: Annotated[int, PrimaryKey()]
+        region: str
+        name: Annotated[str, Unique()]
+        size: str  # and a rebuild
+
+    with closing(sqlite3.connect(path)) as conn:
+        assert not model_migration_plan(conn, [After], online=True).problems  # every name is unique before
+    writes = [f"UPDATE things SET name = 'thing 1' WHERE id = {ROWS - 1}"]  # a row the copy has not reached
+    with pytest.raises(MigrationError, match=r"things"):
+        _online_with_writes(path, [After], writes)
+    with closing(sqlite3.connect(path)) as conn:
+        assert _leftovers(conn) == []
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("SELECT COUNT(*) FROM things WHERE name = 'thing 1'").fetchone() == (2,)
+        assert model_migration_plan(conn, [before]).is_empty  # the original table, as it was
+
+
+def test_two_migrators_never_run_an_online_migration_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _, after = _things_database(path)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:  # another live process's claim
+            other.execute(CREATE_CLAIM_TABLE)
+            other.execute(
+                "INSERT INTO _pydsqlite_online_claim VALUES (1, 'theirs', ?, ?, ?)", (socket.gethostname(), sleeper.pid, time.time())
+            )
+        with closing(sqlite3.connect(path)) as conn:
+            for online in (True, False):
+                with pytest.raises(MigrationError, match=rf"another process \(pid {sleeper.pid} on .*online migration"):
+                    sync_models(conn, [after], online=online, busy_timeout=0.3)
+                assert "size INTEGER" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'things'").fetchone()[0].replace("`", "")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with closing(sqlite3.connect(path)) as conn:  # once that process is gone, its claim counts no more
+        sync_models(conn, [after], online=True)
+        assert model_migration_plan(conn, [after]).is_empty
+        assert _leftovers(conn) == []

@@ -566,23 +566,23 @@ class _Run:
         self.free(spec.old, table)
 
     def finish(self, fingerprint: str) -> None:
-        """Drop the run's bookkeeping tables once nothing is pending, and record the fast path."""
-        engine = self.engine
-        with engine.unit(immediate=True):
-            if _exists(engine, STATE_TABLE) and engine.scalar(f"SELECT COUNT(*) FROM {STATE_TABLE}") == 0:
-                engine.execute(f"DROP TABLE {STATE_TABLE}")
-            if not _exists(engine, STATE_TABLE):
-                engine.execute(f"DROP TABLE IF EXISTS {CLAIM_TABLE}")
-            else:
-                engine.execute(f"DELETE FROM {CLAIM_TABLE} WHERE token = ?", (self.claim.token,))
+        """Record the fast path: the next sync to the same shape reads two rows and returns."""
+        with self.engine.unit(immediate=True):
             for statement in state_statements(fingerprint):
-                engine.execute(statement)
+                self.engine.execute(statement)
 
     def release(self) -> None:
+        """Give up the claim; drop the bookkeeping tables when nothing is left pending."""
+        engine = self.engine
         try:
-            with self.engine.unit(immediate=True):
-                if _exists(self.engine, CLAIM_TABLE):
-                    self.engine.execute(f"DELETE FROM {CLAIM_TABLE} WHERE token = ?", (self.claim.token,))
+            with engine.unit(immediate=True):
+                if _exists(engine, CLAIM_TABLE):
+                    engine.execute(f"DELETE FROM {CLAIM_TABLE} WHERE token = ?", (self.claim.token,))
+                if _exists(engine, STATE_TABLE) and engine.scalar(f"SELECT COUNT(*) FROM {STATE_TABLE}") == 0:
+                    engine.execute(f"DROP TABLE {STATE_TABLE}")
+                if not _exists(engine, STATE_TABLE) and _exists(engine, CLAIM_TABLE):
+                    if engine.scalar(f"SELECT COUNT(*) FROM {CLAIM_TABLE}") == 0:
+                        engine.execute(f"DROP TABLE {CLAIM_TABLE}")
         except self.engine.Error as error:  # the claim goes stale on its own
             logger.warning("could not release the online migration's claim: %s", error)
 
@@ -674,9 +674,11 @@ def migrate(
         run.foreign_keys_on = foreign_keys_on
         run.claim.take(engine, run.busy_timeout)
         try:
-            return _migrate(run, desired, fingerprint, planner, manage_all)
+            applied = _migrate(run, desired, fingerprint, planner, manage_all)
         finally:
             run.release()
+        run.finish(fingerprint)  # after the release: dropping the bookkeeping changes the schema
+        return applied
 
 
 def _migrate(run: _Run, desired: Schema, fingerprint: str, planner: Planner, manage_all: bool) -> MigrationPlan:
@@ -707,7 +709,6 @@ def _migrate(run: _Run, desired: Schema, fingerprint: str, planner: Planner, man
     for copy in copies:
         if copy.spec.final_indexes:
             run.index_pass(copy.spec.table, list(copy.spec.final_indexes))
-    run.finish(fingerprint)
     return applied
 
 
