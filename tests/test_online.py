@@ -21,6 +21,8 @@ from typing import Annotated
 import pytest
 
 from pydsqlite import (
+    LWW,
+    Database,
     ForeignKey,
     Index,
     MigrationError,
@@ -460,3 +462,40 @@ def test_two_migrators_never_run_an_online_migration_at_once(tmp_path: Path) -> 
         sync_models(conn, [after], online=True)
         assert model_migration_plan(conn, [after]).is_empty
         assert _leftovers(conn) == []
+
+
+def test_lww_clocks_and_tombstones_come_through_an_online_rebuild(tmp_path: Path) -> None:
+    class Task(SyncModel, table="tasks"):
+        id: Annotated[str, PrimaryKey()]
+        title: Annotated[str, LWW()]
+        size: int = 0
+
+    class TaskAfter(SyncModel, table="tasks"):
+        id: Annotated[str, PrimaryKey()]
+        title: Annotated[str, LWW()]
+        size: str = "0"
+
+    live, offline = tmp_path / "live.db", tmp_path / "offline.db"
+    with closing(sqlite3.connect(live)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_models(conn, [Task])
+        db = Database(conn)
+        db.insert_many([Task(id=f"t{i:05}", title=f"task {i}", size=i) for i in range(ROWS)])
+        db.update(Task, "t00002", title="renamed")
+        db.delete(Task, "t00003")
+    _copy_database(live, offline)
+    with closing(sqlite3.connect(live)) as conn:
+        assert "online" in sync_models(conn, [TaskAfter], online=True).operations[0].description
+        online_state = {
+            name: conn.execute(f"SELECT * FROM `{name}` ORDER BY 1").fetchall()
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('_pydsqlite_migrations', '_pydsqlite_state')")
+        }
+        assert Database(conn).get(TaskAfter, "t00002").title == "renamed"  # type: ignore[union-attr]
+    with closing(sqlite3.connect(offline)) as conn:
+        sync_models(conn, [TaskAfter])
+        offline_state = {
+            name: conn.execute(f"SELECT * FROM `{name}` ORDER BY 1").fetchall()
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('_pydsqlite_migrations', '_pydsqlite_state')")
+        }
+    assert online_state == offline_state
+    assert any("hlc" in name or "tomb" in name for name in online_state), online_state.keys()
