@@ -248,6 +248,8 @@ WRITES_DURING_COPY = [
     "INSERT INTO things (region, id, name, size) VALUES ('r0', 3, 'back again', 33)",
     f"INSERT INTO things (region, id, name, size) VALUES ('r9', {ROWS + 5}, 'new', 55)",
     "UPDATE things SET id = 100000 WHERE id = 10",  # a key that moves past the end
+    "INSERT INTO things (region, id, name, size) VALUES ('r9', 200000, 'gone again', 1)",
+    "DELETE FROM things WHERE id = 200000",  # AUTOINCREMENT's counter stays above every id left
 ]
 
 
