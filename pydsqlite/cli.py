@@ -553,7 +553,7 @@ def _version() -> str:
     return project.get("version", "(unknown version)") if project.get("name") == "pydsqlite" else "(unknown version: not installed)"
 
 
-_PHASE_VERBS = {"copy": "copied", "catch-up": "caught up", "swap": "swapped", "free": "freed"}
+_PHASE_VERBS = {"copy": "copied", "catch-up": "caught up", "free": "freed"}
 """How the plain progress lines name each phase of a rebuild."""
 
 
@@ -570,6 +570,10 @@ class ProgressReporter:
         self.open_bar = False
 
     def __call__(self, table: str, copied: int, total: int, phase: str = "copy") -> None:
+        if phase == "swap":  # one step, no rows to count
+            self.finish()
+            self._write(f"{table}: the new table is in place\n")
+            return
         fraction = copied / total if total else 1.0
         rows = "row" if total == 1 else "rows"
         verb = _PHASE_VERBS.get(phase, phase)
