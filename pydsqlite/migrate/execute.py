@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from ..engines import Engine
 from ..errors import MigrationError
+from ..replica.reshape import reshape_tombstones, settle_pending_deletes
 from ..schema.objects import Schema
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
@@ -89,6 +90,7 @@ class MigrationSession:
     def _run(self, plan: MigrationPlan, desired: Schema, fingerprint: str, progress: ProgressCallback | None) -> None:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         broken_before = broken_objects(self.engine)
+        settle_pending_deletes(self.engine)
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
             for position, statement in enumerate(operation.statements):
@@ -102,6 +104,7 @@ class MigrationSession:
                         f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
                         f"Statement: {statement}"
                     ) from error
+        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames)
         broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
         if broken:
             raise MigrationError(
