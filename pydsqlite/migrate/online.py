@@ -32,7 +32,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -65,10 +66,13 @@ from .shadow import (
 
 logger = logging.getLogger(__name__)
 
-STEP_BUDGET = 0.02
-"""Seconds of write lock one step aims for (chunks are resized after every step)."""
+STEP_BUDGET = 0.04
+"""Seconds of write lock one step aims for (chunks are resized after every step); with the pause
+after it, a waiting writer waits at most about twice this."""
 MIN_PAUSE = 0.002
-"""Shortest pause between two steps; the pause is at least as long as the step before it."""
+"""Shortest pause between two steps."""
+BUSY_HANDLER_SLEEPS = (0.001, 0.002, 0.005, 0.010, 0.015, 0.020, 0.025, 0.025, 0.025, 0.050, 0.050, 0.100)
+"""How long SQLite's busy handler sleeps between its tries (sqlite3_busy_timeout), then 100 ms each."""
 STALE_AFTER = 60.0
 """Seconds without a heartbeat after which another process's claim counts as abandoned."""
 CLAIM_TABLE = f"{ONLINE_PREFIX}_claim"
@@ -77,6 +81,8 @@ CREATE_CLAIM_TABLE = (
     "id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL)"
 )
 _POLL = 0.2
+_NORMAL = 1
+"""``PRAGMA synchronous`` level NORMAL."""
 
 Planner = Callable[[Engine, Schema, bool, bool], tuple[MigrationPlan, ManagedObjects]]
 """Makes the checked plan (introspect → diff → plan → rehearse → check), given ``foreign_keys_on``."""
@@ -231,17 +237,35 @@ def _exists(engine: Engine, name: str, kind: str = "table") -> bool:
 
 class _Pacer:
     """Sizes steps (rows or log entries per transaction) to hold the write lock for about
-    ``STEP_BUDGET``, and pauses after each at least as long as it held the lock: SQLite's busy
-    handler retries after 1, 2, 5, 10, 15, 20, 25… ms, so a writer that came in during a step
-    must find the lock free when it next looks."""
+    ``STEP_BUDGET``, and pauses after each for as long as SQLite's busy handler sleeps once it
+    has waited that long: a writer that came in during a step finds the lock free when it next
+    looks (a copier that retook the lock at once would starve it)."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, engine: Engine, size: int = 256) -> None:
+        self.engine = engine
         self.size = size
 
     def done(self, units: int, elapsed: float) -> None:
+        """After a step that took ``units`` in ``elapsed`` seconds: resize, then pause. The pause
+        checkpoints the WAL first (it needs no write lock, and the run's own steps skip the
+        automatic checkpoint, which would count as lock time and fsync inside the step)."""
         if units >= self.size // 2 and elapsed > 0:
             self.size = max(16, min(self.size * 2, round(units * STEP_BUDGET / elapsed)))
-        time.sleep(max(MIN_PAUSE, elapsed))
+        pause = max(MIN_PAUSE, _busy_handler_sleep(elapsed))
+        started = time.perf_counter()
+        self.engine.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        time.sleep(max(0.0, pause - (time.perf_counter() - started)))
+
+
+def _busy_handler_sleep(waited: float) -> float:
+    """The sleep SQLite's busy handler is in after a writer has waited ``waited`` seconds: the
+    longest a writer that came in during a step can still be asleep when it ends."""
+    slept = 0.0
+    for sleep in BUSY_HANDLER_SLEEPS:
+        if waited < slept + sleep:
+            return sleep
+        slept += sleep
+    return BUSY_HANDLER_SLEEPS[-1]
 
 
 class _Progress:
@@ -283,8 +307,8 @@ class _TableCopy:
         """False: nothing copied yet; a key: copied up to it; None: copied to the end."""
         self.copied = 0
         self.total = 0
-        self.copy_pacer = _Pacer()
-        self.catch_up_pacer = _Pacer()
+        self.copy_pacer = _Pacer(self.engine)
+        self.catch_up_pacer = _Pacer(self.engine)
 
     def setup(self) -> None:
         """Create the new table, its indexes, the key log and the recorders, or resume the copy an
@@ -442,7 +466,9 @@ class _Run:
         self.allow_destructive = allow_destructive
         self.claim = _Claim()
         self.foreign_keys_on = False
-        self.free_pacer = _Pacer()
+        self.synchronous = _NORMAL
+        """The connection's own ``PRAGMA synchronous`` level, for the swap."""
+        self.free_pacer = _Pacer(self.engine)
 
     def check(self, spec: ShadowSpec, condition: str) -> None:
         """The rebuild's row checks on the live rows matching ``condition``."""
@@ -669,9 +695,10 @@ def migrate(
     """``apply_schema(..., online=True)`` from the plan on; returns the plan as it was applied."""
     if engine.in_transaction:
         raise UsageError("online=True needs a connection without an open transaction: it commits many short ones of its own")
-    with migration_settings(engine, busy_timeout) as foreign_keys_on:
+    with migration_settings(engine, busy_timeout) as foreign_keys_on, _durable_only_at_the_swap(engine) as synchronous:
         run = _Run(engine, busy_timeout if busy_timeout is not None else int(engine.pragma("busy_timeout")) / 1000, progress, allow_destructive)
         run.foreign_keys_on = foreign_keys_on
+        run.synchronous = synchronous
         run.claim.take(engine, run.busy_timeout)
         try:
             applied = _migrate(run, desired, fingerprint, planner, manage_all)
@@ -679,6 +706,24 @@ def migrate(
             run.release()
         run.finish(fingerprint)  # after the release: dropping the bookkeeping changes the schema
         return applied
+
+
+@contextmanager
+def _durable_only_at_the_swap(engine: Engine) -> Iterator[int]:
+    """``PRAGMA synchronous = NORMAL`` for the steps (yields the connection's own level, which the
+    swap uses): in WAL mode a step then commits without waiting for the disk, and a step lost to
+    a power cut is only redone by the next sync; the swap keeps the connection's durability."""
+    level = int(engine.pragma("synchronous"))
+    checkpoint_every = int(engine.pragma("wal_autocheckpoint"))
+    if level > _NORMAL:
+        engine.set_pragma("synchronous", _NORMAL)
+    engine.set_pragma("wal_autocheckpoint", 0)  # the pauses between steps checkpoint (see _Pacer)
+    try:
+        yield level
+    finally:
+        engine.set_pragma("wal_autocheckpoint", checkpoint_every)
+        if level > _NORMAL:
+            engine.set_pragma("synchronous", level)
 
 
 def _migrate(run: _Run, desired: Schema, fingerprint: str, planner: Planner, manage_all: bool) -> MigrationPlan:
@@ -723,6 +768,26 @@ def _swap(
 ) -> MigrationPlan:
     """The final transaction: last catch-ups, the rest of the plan in order with each online rebuild
     reduced to its swap, the migration's records."""
+    engine = run.engine
+    relaxed = run.synchronous > _NORMAL
+    if relaxed:
+        engine.set_pragma("synchronous", run.synchronous)
+    try:
+        return _swap_transaction(run, plan, copies, desired, fingerprint, managed, schema_version)
+    finally:
+        if relaxed:
+            engine.set_pragma("synchronous", _NORMAL)
+
+
+def _swap_transaction(
+    run: _Run,
+    plan: MigrationPlan,
+    copies: Sequence[_TableCopy],
+    desired: Schema,
+    fingerprint: str,
+    managed: ManagedObjects,
+    schema_version: int,
+) -> MigrationPlan:
     engine = run.engine
     with migration_session(engine, run.busy_timeout) as session:
         run.claim.heartbeat(engine)
