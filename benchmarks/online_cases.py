@@ -27,12 +27,14 @@ WRITE_EVERY = 0.002
 
 
 def writer(path: str, stop: str, out: str) -> None:
-    """Until ``stop`` exists: every 2 ms one UPDATE of a random row in its own transaction; writes
+    """Until ``stop`` exists: every 2 ms one UPDATE of a random row in its own transaction (as an
+    application in WAL mode commits, with ``synchronous = NORMAL``); writes
     each one's duration (the wait for the lock included) to ``out``, one per line."""
     import random
 
     rng = random.Random(7)
     conn = sqlite3.connect(path, timeout=600, isolation_level=None)
+    conn.execute("PRAGMA synchronous = NORMAL")  # WAL's usual setting: with FULL each write waits for the disk holding the lock
     top = conn.execute("SELECT MAX(id) FROM big").fetchone()[0]
     waits = []
     print("ready", flush=True)

@@ -81,6 +81,8 @@ CREATE_CLAIM_TABLE = (
     "id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL)"
 )
 _POLL = 0.2
+_LOCK_POLL = 0.001
+"""Seconds between a step's tries for the write lock."""
 _NORMAL = 1
 """``PRAGMA synchronous`` level NORMAL."""
 
@@ -357,7 +359,7 @@ class _TableCopy:
         """Copy the next chunk; the one that reaches the last key moves the cursor to the end."""
         spec, engine = self.spec, self.engine
         lower = None if self.cursor is False else literals(self.cursor)  # type: ignore[arg-type]
-        with engine.unit(immediate=True):
+        with self.run.step():
             started = time.perf_counter()
             self.run.claim.heartbeat(engine)
             row = engine.execute(spec.bounds_sql(spec.range_condition(lower, None)), (self.copy_pacer.size - 1,)).fetchone()
@@ -382,7 +384,7 @@ class _TableCopy:
     def catch_up_step(self) -> int:
         """Copy the rows of the oldest logged keys again; how many log entries it took."""
         spec, engine = self.spec, self.engine
-        with engine.unit(immediate=True):
+        with self.run.step():
             started = time.perf_counter()
             self.run.claim.heartbeat(engine)
             last = engine.scalar(
@@ -470,6 +472,40 @@ class _Run:
         """The connection's own ``PRAGMA synchronous`` level, for the swap."""
         self.free_pacer = _Pacer(self.engine)
 
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """One step's transaction. The write lock is taken as soon as it is free: polled every
+        millisecond, where SQLite's busy handler would sleep up to 100 ms at a time while the
+        application's short writes come and go (the pause after each step is the writers' turn)."""
+        engine = self.engine
+        deadline = time.monotonic() + self.busy_timeout
+        waiting = int(engine.pragma("busy_timeout"))
+        engine.set_pragma("busy_timeout", 0)
+        try:
+            while True:
+                try:
+                    engine.execute(engine.begin_statement(immediate=True))
+                    break
+                except engine.Error as error:
+                    if not engine.is_busy(error) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(_LOCK_POLL)
+        finally:
+            engine.set_pragma("busy_timeout", waiting)
+        try:
+            with engine.unit():  # a savepoint in the transaction just begun
+                yield
+        except BaseException:
+            if engine.in_transaction:
+                engine.execute("ROLLBACK")
+            raise
+        try:
+            engine.execute("COMMIT")
+        except engine.Error:
+            if engine.in_transaction:
+                engine.execute("ROLLBACK")
+            raise
+
     def check(self, spec: ShadowSpec, condition: str) -> None:
         """The rebuild's row checks on the live rows matching ``condition``."""
         checks = spec.chunk_checks(condition, self.allow_destructive, self.foreign_keys_on)
@@ -531,7 +567,7 @@ class _Run:
         total = int(engine.scalar(f"SELECT COUNT(*) FROM {quoted}"))
         freed = 0
         while True:
-            with engine.unit(immediate=True):
+            with self.step():
                 started = time.perf_counter()
                 self.claim.heartbeat(engine)
                 deleted = engine.execute(
