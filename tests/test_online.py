@@ -501,3 +501,15 @@ def test_lww_clocks_and_tombstones_come_through_an_online_rebuild(tmp_path: Path
         }
     assert online_state == offline_state
     assert any("hlc" in name or "tomb" in name for name in online_state), online_state.keys()
+
+
+def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _, after = _things_database(path)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TEMP TABLE seen (thing INTEGER)")
+        conn.execute("CREATE TEMP TRIGGER seen_insert AFTER INSERT ON things BEGIN INSERT INTO seen VALUES (NEW.id); END")
+        conn.commit()
+        sync_models(conn, [after], online=True)
+        conn.execute("INSERT INTO things (id, region, name, size) VALUES (99999, 'r', 'n', '1')")
+        assert conn.execute("SELECT thing FROM seen").fetchall() == [(99999,)]  # the old table's deletes never fired it

@@ -94,7 +94,7 @@ class MigrationSession:
         settle_pending_deletes(self.engine)
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
-            temporary = _temporary_triggers(self.engine, operation.table) if operation.kind == "rebuild_table" else []
+            temporary = temporary_triggers(self.engine, operation.table) if operation.kind == "rebuild_table" else []
             for position, statement in enumerate(operation.statements):
                 try:
                     if progress is not None and operation.copy is not None and operation.copy.index == position:
@@ -189,7 +189,7 @@ class MigrationSession:
         return Counter((row[0], row[2]) for row in rows)
 
 
-def _temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
+def temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
     """(name, SQL) of this connection's temporary triggers on ``table``, which dropping the table drops."""
     query = "SELECT name, sql FROM temp.sqlite_master WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE ORDER BY rowid"
     triggers = []

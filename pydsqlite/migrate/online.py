@@ -43,7 +43,7 @@ from ..schema.objects import Index, Schema, fold_name
 from ..sql.ddl import parse_index_terms, parse_index_where, tokenize
 from ..sql.render import quote_identifier
 from .datacheck import check_plan_against_data, count_checks, refuse_unless_applicable
-from .execute import ProgressCallback, migration_session, migration_settings, read_snapshot
+from .execute import ProgressCallback, migration_session, migration_settings, read_snapshot, temporary_triggers
 from .introspect import introspect
 from .metadata import ONLINE_PREFIX, ManagedObjects, state_statements
 from .metadata import STATE_TABLE as FAST_PATH_TABLE
@@ -430,8 +430,10 @@ class _TableCopy:
         engine.execute("RELEASE pydsqlite_online_step")
         return result
 
-    def swap_statements(self) -> list[str]:
-        """Inside the final transaction: the last catch-up, then the statements of the swap."""
+    def swap_statements(self, recreate_temporary: bool) -> list[str]:
+        """Inside the final transaction: the last catch-up, then the statements of the swap.
+        ``recreate_temporary``: create this connection's temporary triggers on the table again
+        (the migration session does that itself for pass 1)."""
         spec, engine = self.spec, self.engine
         last = engine.scalar(f"SELECT MAX(rowid) FROM {quote_identifier(spec.log)}")
         if last is not None:
@@ -444,7 +446,10 @@ class _TableCopy:
             ).fetchall()
             if fold_name(name) not in recorders
         ]
-        return spec.swap_statements(triggers)
+        temporary = temporary_triggers(engine, spec.source)  # this connection's own: they would follow the old table
+        drops = [f"DROP TRIGGER temp.{quote_identifier(name)}" for name, _ in temporary]
+        again = [sql for _, sql in temporary] if recreate_temporary else []
+        return drops + spec.swap_statements(triggers) + again
 
 
 def _final_indexes_of(engine: Engine, spec: ShadowSpec) -> str | None:
@@ -618,7 +623,7 @@ class _Run:
         try:
             with engine.unit(immediate=True):
                 self.claim.heartbeat(engine)
-                for statement in copy.swap_statements():
+                for statement in copy.swap_statements(recreate_temporary=True):
                     engine.execute(statement)
                 engine.execute(f"DELETE FROM {STATE_TABLE} WHERE table_name = ?", (table,))
         finally:
@@ -834,7 +839,7 @@ def _swap_transaction(
             )
         session.check_foreign_keys = run.foreign_keys_on
         session.foreign_key_tables = _foreign_key_tables(engine, plan, {copy.spec.table for copy in copies})
-        swaps = {fold_name(copy.spec.table): copy.swap_statements() for copy in copies}
+        swaps = {fold_name(copy.spec.table): copy.swap_statements(recreate_temporary=False) for copy in copies}
         operations = tuple(
             replace(operation, statements=tuple(swaps[fold_name(operation.table)]))
             if operation.kind == "rebuild_table" and fold_name(operation.table) in swaps
