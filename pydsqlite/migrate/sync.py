@@ -26,7 +26,7 @@ from .online import online_plan, require_wal, settle_offline, wait_for_online_mi
 from .plan import build_plan
 from .rehearse import rehearse
 
-Connectable = sqlite3.Connection | Engine | str | os.PathLike
+Connectable = sqlite3.Connection | Engine | str | os.PathLike[str]
 """A connection pydsqlite can drive (see ``engines``), or a database file's path."""
 
 
