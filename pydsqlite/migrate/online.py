@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from ..engines import Engine
 from ..errors import MigrationError, UsageError
@@ -305,7 +305,7 @@ class _TableCopy:
         self.run = run
         self.spec = spec
         self.engine = run.engine
-        self.cursor: tuple[Any, ...] | None | bool = False
+        self.cursor: tuple[Any, ...] | None | Literal[False] = False
         """False: nothing copied yet; a key: copied up to it; None: copied to the end."""
         self.copied = 0
         self.total = 0
@@ -456,7 +456,8 @@ def _final_indexes_of(engine: Engine, spec: ShadowSpec) -> str | None:
     if spec.final_indexes:
         return json.dumps(list(spec.final_indexes))
     if spec.pass_number == 2:  # keep what pass 1 recorded
-        return engine.scalar(f"SELECT final_indexes FROM {STATE_TABLE} WHERE table_name = ?", (spec.table,))
+        recorded = engine.scalar(f"SELECT final_indexes FROM {STATE_TABLE} WHERE table_name = ?", (spec.table,))
+        return None if recorded is None else str(recorded)
     return None
 
 

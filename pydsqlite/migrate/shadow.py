@@ -29,11 +29,11 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from ..engines import Engine
 from ..schema.objects import Table, fold_name
-from ..sql.ddl import parse_create_table, strip_sort_order, tokenize
+from ..sql.ddl import Token, parse_create_table, strip_sort_order, tokenize
 from ..sql.render import quote_identifier, quote_literal, render_create_table, render_drop_table, render_rename_table
 from .diff import TableDiff
 from .metadata import ONLINE_PREFIX
@@ -388,10 +388,10 @@ def _row_key(engine: Engine, item: TableDiff, targets: tuple[str, ...], terms: t
     identity_targets = []
     for name, _, _ in key_columns:
         new = sources.get(fold_name(name))
-        quoted = quote_identifier(name)
-        if new is None or term_of.get(quote_identifier(desired.column(new).name if desired.column(new) else new)) != quoted:
+        target = desired.column(new) if new is not None else None
+        if target is None or term_of.get(quote_identifier(target.name)) != quote_identifier(name):
             raise NotOnline(f"its key column {name} is converted or dropped, so rows written during the copy could not be matched")
-        identity_targets.append(desired.column(new).name)  # type: ignore[union-attr]
+        identity_targets.append(target.name)
     if {fold_name(name) for name in identity_targets} != {fold_name(name) for name in desired.primary_key}:
         raise NotOnline("its primary key changes, so rows written during the copy could not be matched")
     if live.has_rowid and any(not (live.column(name) and live.column(name).not_null) for name, _, _ in key_columns):  # type: ignore[union-attr]
@@ -507,7 +507,7 @@ def _retarget_table(table_sql: str, table: str) -> str:
         create_in_scratch(scratch, table_sql, table)
         scratch.execute("PRAGMA legacy_alter_table = ON")
         scratch.execute(render_rename_table(table, new_table_name(table)))
-        return scratch.execute("SELECT sql FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        return str(scratch.execute("SELECT sql FROM sqlite_master WHERE type = 'table'").fetchone()[0])
 
 
 def _retarget(table_sql: str, index_sql: list[str], table: str) -> list[str]:
@@ -527,10 +527,10 @@ def _retarget(table_sql: str, index_sql: list[str], table: str) -> list[str]:
 
 
 def _index_name(sql: str) -> str:
-    return _index_name_token(sql).identifier
+    return str(_index_name_token(sql).identifier)
 
 
-def _index_name_token(sql: str):  # noqa: ANN202 - a ddl.Token
+def _index_name_token(sql: str) -> Token:
     tokens = tokenize(sql)
     position = next(i for i, token in enumerate(tokens) if token.upper == "INDEX") + 1
     if [token.upper for token in tokens[position : position + 3]] == ["IF", "NOT", "EXISTS"]:
@@ -562,7 +562,7 @@ def encode_cursor(values: Sequence[Any] | None) -> str | None:
     return json.dumps([{"b": value.hex()} if isinstance(value, bytes) else value for value in values])
 
 
-def decode_cursor(text: str | None) -> tuple[Any, ...] | None | bool:
+def decode_cursor(text: str | None) -> tuple[Any, ...] | None | Literal[False]:
     """The stored cursor: a key, None for the end, False when the copy has not started."""
     if text is None:
         return False
