@@ -119,7 +119,10 @@ def test_a_writer_process_loses_nothing_while_a_big_table_is_rebuilt_online(tmp_
     writes_at: dict[str, list[int]] = {}
 
     def progress(table: str, done: int, total: int, phase: str) -> None:
-        writes_at.setdefault(phase, []).append(writer.writes())
+        seen = writes_at.setdefault(phase, [])
+        if phase == "copy" and len(seen) in (0, 3):  # the writer is writing between chunks, whatever the machine's pace
+            writer.wait_for_writes(writer.writes() + 15)
+        seen.append(writer.writes())
 
     try:
         writer.wait_for_writes(50)
@@ -129,7 +132,7 @@ def test_a_writer_process_loses_nothing_while_a_big_table_is_rebuilt_online(tmp_
     finally:
         writer.stop()
     assert "online" in plan.operations[0].description
-    assert writes_at["copy"][-1] - writes_at["copy"][0] > 20, "the writer must write throughout the copy"
+    assert writes_at["copy"][-1] - writes_at["copy"][0] >= 15, "the writer must write throughout the copy"
     with closing(sqlite3.connect(db)) as live, closing(_offline_result(before, [writer.log], tmp_path)) as expected:
         assert live.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert _rows(live) == _rows(expected)
