@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from . import aio_cases, rebuild_cases, rows_cases, schema_cases, sync_cases
+from . import aio_cases, online_cases, rebuild_cases, rows_cases, schema_cases, sync_cases
 from .harness import Report, environment
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -21,6 +21,7 @@ def main() -> None:
     print(environment())
     schema_cases.run(report, sizes=(20, 200) if args.quick else (20, 200, 2000), quick=args.quick)
     rebuild_cases.run(report, sizes=(20_000, 100_000) if args.quick else (100_000, 1_000_000), quick=args.quick)
+    online_cases.run(report, rows=50_000 if args.quick else 1_000_000, quick=args.quick)
     rows_cases.run(report, sizes=(10_000, 50_000) if args.quick else (100_000, 1_000_000), quick=args.quick)
     sync_cases.run(report, sizes=(5_000, 50_000) if args.quick else (50_000, 500_000), quick=args.quick)
     aio_cases.run(report, rows=2_000 if args.quick else 10_000, quick=args.quick)

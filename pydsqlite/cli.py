@@ -127,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         source = subcommand.add_mutually_exclusive_group(required=True)
         source.add_argument("--models", metavar="MODULE[:NAME,...]", help="table models from an importable module")
         source.add_argument("--to", metavar="SCHEMA", help="desired schema: a .sql file or another SQLite database")
+        subcommand.add_argument(
+            "--online", action="store_true",
+            help="rebuild tables while other connections keep writing them (WAL databases only)",
+        )
     plan.set_defaults(handler=_plan)
     sync.add_argument("--allow-destructive", action="store_true", help="apply drops and lossy conversions")
     sync.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -202,7 +206,7 @@ def _schema_sql(conn: sqlite3.Connection) -> list[str]:
 def _plan(args: argparse.Namespace) -> int:
     desired = _desired(args)
     with closing(_open_database(args.database)) as conn:
-        plan = _use_database(args.database, _busy_timeout(args), lambda: _preview(conn, desired))
+        plan = _use_database(args.database, _busy_timeout(args), lambda: _preview(conn, desired, args.online))
     _print_plan(plan, args)
     return EXIT_PENDING if not plan.is_empty else EXIT_OK
 
@@ -218,7 +222,7 @@ def _sync(args: argparse.Namespace) -> int:
     applied = False
     try:
         with closing(_open_database(path, create=args.create)) as conn:
-            plan = _use_database(path, timeout, lambda: _preview(conn, desired))
+            plan = _use_database(path, timeout, lambda: _preview(conn, desired, args.online))
             print(plan)
             sys.stdout.flush()  # the plan is on screen (or in the log) before anything changes
             if plan.is_empty:
@@ -277,10 +281,10 @@ def _desired(args: argparse.Namespace) -> list[type[BaseModel]] | Schema:
     return _load_models(args.models) if args.models else _load_schema(args.to, args)
 
 
-def _preview(conn: sqlite3.Connection, desired: list[type[BaseModel]] | Schema) -> MigrationPlan:
+def _preview(conn: sqlite3.Connection, desired: list[type[BaseModel]] | Schema, online: bool = False) -> MigrationPlan:
     if isinstance(desired, Schema):
-        return schema_migration_plan(conn, desired)
-    return model_migration_plan(conn, desired)
+        return schema_migration_plan(conn, desired, online=online)
+    return model_migration_plan(conn, desired, online=online)
 
 
 def _apply(
@@ -290,7 +294,9 @@ def _apply(
     busy_timeout: float,
     progress: ProgressReporter,
 ) -> MigrationPlan:
-    options = {"allow_destructive": args.allow_destructive, "busy_timeout": busy_timeout, "progress": progress}
+    options = {
+        "allow_destructive": args.allow_destructive, "busy_timeout": busy_timeout, "progress": progress, "online": args.online,
+    }
     if isinstance(desired, Schema):
         return sync_schema(conn, desired, **options)
     return sync_models(conn, desired, **options)
@@ -549,8 +555,13 @@ def _version() -> str:
     return project.get("version", "(unknown version)") if project.get("name") == "pydsqlite" else "(unknown version: not installed)"
 
 
+_PHASE_VERBS = {"copy": "copied", "catch-up": "caught up", "free": "freed"}
+"""How the plain progress lines name each phase of a rebuild."""
+
+
 class ProgressReporter:
-    """Rows copied per rebuilt table: a bar on a terminal, a plain line per 10% otherwise.
+    """Rows copied per rebuilt table: a bar on a terminal, a plain line per 10% otherwise; an
+    online rebuild's phases (copy, catch-up, swap, free) each get their own.
 
     A closed output stops the reporting, not the migration."""
 
@@ -560,20 +571,26 @@ class ProgressReporter:
         self.last_tenth: dict[str, int] = {}
         self.open_bar = False
 
-    def __call__(self, table: str, copied: int, total: int) -> None:
+    def __call__(self, table: str, copied: int, total: int, phase: str = "copy") -> None:
+        if phase == "swap":  # one step, no rows to count
+            self.finish()
+            self._write(f"{table}: the new table is in place\n")
+            return
         fraction = copied / total if total else 1.0
         rows = "row" if total == 1 else "rows"
+        verb = _PHASE_VERBS.get(phase, phase)
+        label = table if phase == "copy" else f"{table} ({phase})"
         if self.tty:
             filled = int(fraction * 30)
-            self._write(f"\r{table}: [{'#' * filled}{'.' * (30 - filled)}] {copied}/{total} {rows}")
+            self._write(f"\r{label}: [{'#' * filled}{'.' * (30 - filled)}] {copied}/{total} {rows}")
             self.open_bar = copied < total
             if not self.open_bar:
                 self._write("\n")
         else:
             tenth = int(fraction * 10)
-            if self.last_tenth.get(table) != tenth:
-                self.last_tenth[table] = tenth
-                self._write(f"{table}: copied {copied} of {total} {rows}\n")
+            if self.last_tenth.get(label) != tenth:
+                self.last_tenth[label] = tenth
+                self._write(f"{table}: {verb} {copied} of {total} {rows}\n")
 
     def finish(self) -> None:
         if self.open_bar:

@@ -573,3 +573,23 @@ def test_progress_bar_on_a_terminal_redraws_one_line_per_table():
     assert "items: [###############...............] 50/100 rows" in text
     assert "items: [##############################] 100/100 rows\n" in text
     assert "one: [##############################] 1/1 row\n" in text
+
+
+def test_sync_online_previews_which_tables_go_online_and_reports_each_phase(project):
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    conn = sqlite3.connect(project / "app.db")
+    conn.executemany("INSERT INTO items (id, name, price) VALUES (?, ?, NULL)", [(i, f"n{i}") for i in range(500)])
+    conn.commit()
+    (project / "app_models_v3.py").write_text(MODELS_V1.replace("price: Optional[float] = None", "price: float = 0.0"))
+    refused = run("sync", "app.db", "--models", "app_models_v3", "--yes", "--online", cwd=project)
+    assert refused.returncode == 1 and "WAL mode" in refused.stdout + refused.stderr
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    preview = run("plan", "app.db", "--models", "app_models_v3", "--online", cwd=project)
+    assert preview.returncode == 2 and "rebuild table items (online, copied in chunks by rowid)" in preview.stdout
+    applied = run("sync", "app.db", "--models", "app_models_v3", "--yes", "--online", cwd=project)
+    assert applied.returncode == 0, applied.stderr
+    assert "items: copied 500 of 500 rows" in applied.stderr and "items: the new table is in place\n" in applied.stderr
+    assert "items: freed 500 of 500 rows" in applied.stderr
+    with closing(sqlite3.connect(project / "app.db")) as conn:
+        assert conn.execute("SELECT COUNT(*), MIN(price) FROM items").fetchone() == (500, 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..engines import Engine
+from ..errors import DestructiveChangeError, MigrationError
 from .checks import UTF8_FUNCTION
 from .migration import DataCheck, MigrationPlan, Operation
 
@@ -32,13 +33,27 @@ def check_plan_against_data(engine: Engine, plan: MigrationPlan, foreign_keys_on
     return plan.with_operations(tuple(operations), tuple(problems))
 
 
+def refuse_unless_applicable(plan: MigrationPlan, allow_destructive: bool) -> None:
+    """Raise what ``sync_models`` raises for a checked plan it cannot apply: ``MigrationError`` for
+    its problems, ``DestructiveChangeError`` for steps that lose data unless they are allowed."""
+    if plan.problems:
+        raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
+    destructive = plan.destructive_operations
+    if destructive and not allow_destructive:
+        listing = "\n  - ".join(str(operation) for operation in destructive)
+        raise DestructiveChangeError(
+            "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
+            destructive,
+        )
+
+
 def _check_operation(engine: Engine, operation: Operation, foreign_keys_on: bool) -> tuple[Operation, list[str]]:
     findings: list[str] = []
     problems: list[str] = list(operation.problems)
     destructive = operation.destructive
     lost_rows = 0
     asked = tuple(check for check in operation.checks if foreign_keys_on or not check.when_foreign_keys_on)
-    counts = _count_all(engine, asked)
+    counts = count_checks(engine, asked)
     for check, count in zip(asked, counts, strict=True):
         if not count:
             continue
@@ -54,7 +69,7 @@ def _check_operation(engine: Engine, operation: Operation, foreign_keys_on: bool
     return checked, problems
 
 
-def _count_all(engine: Engine, checks: tuple[DataCheck, ...]) -> list[int]:
+def count_checks(engine: Engine, checks: tuple[DataCheck, ...]) -> list[int]:
     """Offending-row counts of ``checks``: one scan per source for row checks, one query per grouped check."""
     counts = [0] * len(checks)
     by_source: dict[str, list[int]] = {}

@@ -40,6 +40,9 @@ class MigrationSession:
         self.foreign_keys_enforced = foreign_keys_enforced
         """True when foreign keys stay enforced during the migration (caller's open transaction)."""
         self.check_foreign_keys = check_foreign_keys
+        self.foreign_key_tables: tuple[str, ...] | None = None
+        """When set, only these tables' foreign keys are checked (an online migration cannot afford
+        a scan of the whole database while it holds the lock; it checks the tables it copies itself)."""
 
     def apply(
         self,
@@ -97,7 +100,7 @@ class MigrationSession:
         settle_pending_deletes(self.engine)
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
-            temporary = _temporary_triggers(self.engine, operation.table) if operation.kind == "rebuild_table" else []
+            temporary = temporary_triggers(self.engine, operation.table) if operation.kind == "rebuild_table" else []
             for position, statement in enumerate(operation.statements):
                 try:
                     if progress is not None and operation.copy is not None and operation.copy.index == position:
@@ -180,10 +183,19 @@ class MigrationSession:
 
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
         """Violations per (child table, parent table); ones that predate the migration are not its fault."""
-        return Counter((row[0], row[2]) for row in self.engine.execute("PRAGMA foreign_key_check").fetchall())
+        if self.foreign_key_tables is None:
+            rows = self.engine.execute("PRAGMA foreign_key_check").fetchall()
+        else:
+            rows = [
+                row
+                for table in self.foreign_key_tables
+                if self.engine.scalar("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,))
+                for row in self.engine.execute("SELECT * FROM pragma_foreign_key_check(?)", (table,)).fetchall()
+            ]
+        return Counter((row[0], row[2]) for row in rows)
 
 
-def _temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
+def temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
     """(name, SQL) of this connection's temporary triggers on ``table``, which dropping the table drops."""
     query = "SELECT name, sql FROM temp.sqlite_master WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE ORDER BY rowid"
     triggers = []
@@ -204,25 +216,38 @@ def _tables_referencing(engine: Engine, table: str) -> list[str]:
 
 
 @contextmanager
-def migration_session(engine: Engine, busy_timeout: float | None = None) -> Iterator[MigrationSession]:
-    """Foreign keys off (before the transaction), ``BEGIN IMMEDIATE``, commit or roll back, restore.
-
-    ``BEGIN IMMEDIATE`` takes the write lock before the schema is read, waiting up to
-    ``busy_timeout`` seconds for other writers (default: the connection's own timeout, but at
-    least ``DEFAULT_BUSY_TIMEOUT``: at start-up, waiting for another process's migration beats failing).
-    Inside the caller's open transaction a savepoint is used instead, and foreign
-    keys cannot be switched off (SQLite ignores the pragma in a transaction).
-    """
+def migration_settings(engine: Engine, busy_timeout: float | None = None) -> Iterator[bool]:
+    """Wait up to ``busy_timeout`` seconds for the write lock (default: the connection's own
+    timeout, but at least ``DEFAULT_BUSY_TIMEOUT``: at start-up, waiting for another process's
+    migration beats failing) and switch foreign keys off unless a transaction is open (inside one
+    SQLite ignores the pragma); restore both afterwards. Yields whether foreign keys were on."""
     previous_timeout = int(engine.pragma("busy_timeout"))
     wanted = round(busy_timeout * 1000) if busy_timeout is not None else max(previous_timeout, DEFAULT_BUSY_TIMEOUT_MS)
     if wanted != previous_timeout:
         engine.set_pragma("busy_timeout", wanted)
-    outer = engine.in_transaction
     foreign_keys_on = bool(engine.pragma("foreign_keys"))
-    switched_off = foreign_keys_on and not outer
+    switched_off = foreign_keys_on and not engine.in_transaction
     if switched_off:
         engine.set_pragma("foreign_keys", "OFF")
     try:
+        yield foreign_keys_on
+    finally:
+        if switched_off:
+            engine.set_pragma("foreign_keys", "ON")
+        if wanted != previous_timeout:
+            engine.set_pragma("busy_timeout", previous_timeout)
+
+
+@contextmanager
+def migration_session(engine: Engine, busy_timeout: float | None = None) -> Iterator[MigrationSession]:
+    """Foreign keys off (before the transaction), ``BEGIN IMMEDIATE``, commit or roll back, restore.
+
+    ``BEGIN IMMEDIATE`` takes the write lock before the schema is read (see ``migration_settings``
+    for how long it waits). Inside the caller's open transaction a savepoint is used instead, and
+    foreign keys cannot be switched off (SQLite ignores the pragma in a transaction).
+    """
+    outer = engine.in_transaction
+    with migration_settings(engine, busy_timeout) as foreign_keys_on:
         try:
             engine.execute(f"SAVEPOINT {_SAVEPOINT}" if outer else engine.begin_statement(immediate=True))
         except engine.Error as error:
@@ -243,11 +268,6 @@ def migration_session(engine: Engine, busy_timeout: float | None = None) -> Iter
             if not outer and engine.in_transaction:
                 engine.execute("ROLLBACK")
             raise MigrationError(f"could not commit the migration: {error}") from error
-    finally:
-        if switched_off:
-            engine.set_pragma("foreign_keys", "ON")
-        if wanted != previous_timeout:
-            engine.set_pragma("busy_timeout", previous_timeout)
 
 
 @contextmanager

@@ -28,7 +28,15 @@ from ..schema.objects import (
     fold_name,
 )
 from ..sql.ddl import TableExtras, parse_create_table, parse_index_terms, parse_index_where
-from .metadata import METADATA_PREFIX, MIGRATIONS_TABLE, OBJECTS_TABLE, STATE_TABLE, AppliedMigration, ManagedObjects
+from .metadata import (
+    METADATA_PREFIX,
+    MIGRATIONS_TABLE,
+    OBJECTS_TABLE,
+    ONLINE_PREFIX,
+    STATE_TABLE,
+    AppliedMigration,
+    ManagedObjects,
+)
 
 
 def introspect(engine: Engine) -> Schema:
@@ -48,7 +56,7 @@ def introspect(engine: Engine) -> Schema:
     for kind, name, table_name, sql in rows:
         if kind == "table":
             folded = fold_name(name)
-            if folded.startswith("sqlite_") or not sql or folded in shadows:
+            if folded.startswith(("sqlite_", ONLINE_PREFIX)) or not sql or folded in shadows:
                 continue
             if folded.startswith(METADATA_PREFIX):
                 bookkeeping.append(sql)
@@ -56,7 +64,7 @@ def introspect(engine: Engine) -> Schema:
                 virtual_tables.append(VirtualTable(name=name, sql=sql, columns=_virtual_columns(engine, name)))
             else:
                 tables.append(_read_table(engine, name, sql, index_sql))
-        elif kind == "trigger":
+        elif kind == "trigger" and not fold_name(name).startswith(ONLINE_PREFIX):
             triggers.append(Trigger(name=name, table=table_name, sql=sql))
         elif kind == "view":
             views.append(View(name=name, sql=sql))
@@ -163,7 +171,7 @@ def _read_indexes(
         if origin == "u":
             uniques.append(_unique_constraint(tuple(row[1] for row in key_columns), key_columns, extras))
             continue
-        if origin != "c":
+        if origin != "c" or fold_name(index_name).startswith(ONLINE_PREFIX):
             continue
         sql = index_sql.get(fold_name(index_name), "")
         plain = all(cid >= 0 and not descending and (collation or "BINARY").upper() == "BINARY" for cid, _, descending, collation in key_columns)

@@ -11,6 +11,10 @@ from ..schema.objects import Schema, Table, Trigger, View, VirtualTable, fold_na
 from ..sql.render import quote_literal, render_create_index, render_create_table
 
 METADATA_PREFIX = "_pydsqlite"
+ONLINE_PREFIX = f"{METADATA_PREFIX}_online"
+"""Names of everything an online rebuild keeps while it runs (its new table, key log, recorder
+triggers, temporarily named indexes, the old table until it is freed, its state); introspection
+leaves them out."""
 OBJECTS_TABLE = "_pydsqlite_objects"
 CREATE_OBJECTS_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {OBJECTS_TABLE} ("

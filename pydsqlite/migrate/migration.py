@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .diff import TableDiff
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class Operation:
     copy: RowCopy | None = field(default=None, repr=False)
     replay: Replay | None = field(default=None, repr=False)
     """Set until the rehearsal has appended the statements that recreate the table's dependants."""
+    rebuild: TableDiff | None = field(default=None, repr=False, compare=False)
+    """For a rebuild: the table change as the live table reads before any renames (what an
+    online rebuild copies from, see ``online``)."""
 
     def __str__(self) -> str:
         mark = "DESTRUCTIVE " if self.destructive else ""

@@ -46,7 +46,7 @@ class _Copy:
     """New NOT NULL columns that nothing fills (no source, no default)."""
 
 
-def _plan_copy(item: TableDiff) -> _Copy:
+def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
     live, desired = item.live, item.desired
     sources = {fold_name(new): old for new, old in item.column_sources}
     rowid_names = ("rowid", "oid", "_rowid_")
@@ -84,17 +84,25 @@ def _plan_copy(item: TableDiff) -> _Copy:
         projected.append(f"{expression} AS {quoted}")
     key = live.primary_key or (("rowid",) if rowid_usable else ())
     sample = ", ".join("rowid" if k == "rowid" else quote_identifier(k) for k in key) or "NULL"
-    projection = f"(SELECT {', '.join([*projected, f'{sample} AS {SAMPLE}'])} FROM {quote_identifier(live.name)})"
+    projection = f"(SELECT {', '.join([*projected, f'{sample} AS {SAMPLE}'])} FROM {quote_identifier(live.name)}{where})"
     for column in desired.columns:  # generated columns read the projected ones, one layer each
         if column.generated is not None:
             projection = f"(SELECT *, ({column.generated}) AS {quote_identifier(column.name)} FROM {projection})"
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing))
 
 
-def new_rows_projection(item: TableDiff) -> str:
+def new_rows_projection(item: TableDiff, where: str = "") -> str:
     """The live rows as the new table would hold them, under the new column names (what the
-    data checks of a table change query, before anything runs)."""
-    return _plan_copy(item).projection
+    data checks of a table change query, before anything runs); ``where`` (`` WHERE …`` over
+    the live table) narrows it to some rows."""
+    return _plan_copy(item, where).projection
+
+
+def copy_columns(item: TableDiff) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The rebuild's row copy: the new table's columns it fills, and the SQL over the live table
+    that fills each one."""
+    copy = _plan_copy(item)
+    return copy.targets, copy.terms
 
 
 def rebuild_after_renames(item: TableDiff, live_schema: Schema) -> list[Operation]:
@@ -123,7 +131,7 @@ def rebuild_after_renames(item: TableDiff, live_schema: Schema) -> list[Operatio
         )
         for change in renames
     ]
-    operations.append(replace(after, checks=before.checks, problems=before.problems))
+    operations.append(replace(after, checks=before.checks, problems=before.problems, rebuild=before.rebuild))
     return operations
 
 
@@ -218,7 +226,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         row_copy = RowCopy(len(statements), name, f"{insert} WHERE {PROGRESS_FUNCTION}()")
         statements.append(insert)
     if live.autoincrement and desired.autoincrement:
-        statements.extend(_carry_sequence(name, temporary))
+        statements.extend(carry_sequence(name, temporary))
     statements.append(render_drop_table(name))
     statements.append("PRAGMA legacy_alter_table = ON")
     statements.append(render_rename_table(temporary, name))
@@ -236,6 +244,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         problems=tuple(problems),
         copy=row_copy,
         replay=Replay(name, frozenset(keep_out)),
+        rebuild=item,
     )
 
 
@@ -296,7 +305,7 @@ def _copy_expression(old: Column, new: Column, live: Table, desired: Table) -> t
     return expression, cast
 
 
-def _carry_sequence(old: str, temporary: str) -> list[str]:
+def carry_sequence(old: str, temporary: str) -> list[str]:
     """Keep AUTOINCREMENT's high-water mark: copy ``sqlite_sequence`` to the new table before the drop."""
     old_literal, new_literal = quote_literal(old), quote_literal(temporary)
     old_seq = f"(SELECT seq FROM sqlite_sequence WHERE name = {old_literal})"

@@ -100,26 +100,28 @@ def _load(scratch: sqlite3.Connection, live: Schema) -> None:
     the scratch database lacks are stood in for; a virtual table whose module it lacks becomes a
     plain table with the same columns."""
     for table in live.tables:
-        _create(scratch, table.sql or "", table.name)
+        create_in_scratch(scratch, table.sql or "", table.name)
     for virtual in live.virtual_tables:
         try:
-            _create(scratch, virtual.sql, virtual.name)
+            create_in_scratch(scratch, virtual.sql, virtual.name)
         except RehearsalError:
             columns = ", ".join(quote_identifier(column) for column in virtual.columns) or quote_identifier("_unknown")
-            _create(scratch, f"CREATE TABLE {quote_identifier(virtual.name)} ({columns})", virtual.name)
+            create_in_scratch(scratch, f"CREATE TABLE {quote_identifier(virtual.name)} ({columns})", virtual.name)
     for sql in live.bookkeeping:
-        _create(scratch, sql, "pydsqlite's bookkeeping")
+        create_in_scratch(scratch, sql, "pydsqlite's bookkeeping")
     for table in live.tables:
         for index in table.indexes:
             if index.sql:
-                _create(scratch, index.sql, index.name)
+                create_in_scratch(scratch, index.sql, index.name)
     for view in live.views:
-        _create(scratch, view.sql, view.name)
+        create_in_scratch(scratch, view.sql, view.name)
     for trigger in live.triggers:
-        _create(scratch, trigger.sql, trigger.name)
+        create_in_scratch(scratch, trigger.sql, trigger.name)
 
 
-def _create(scratch: sqlite3.Connection, sql: str, name: str) -> None:
+def create_in_scratch(scratch: sqlite3.Connection, sql: str, name: str) -> None:
+    """Run ``sql`` (a CREATE statement of object ``name``) in a scratch database, standing in for
+    the collations and functions it lacks."""
     stood_in: set[str] = set()
     while True:
         try:

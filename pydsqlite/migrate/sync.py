@@ -11,17 +11,19 @@ from dataclasses import replace
 from pydantic import BaseModel
 
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
-from ..errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
+from ..errors import MigrationError, PydsqliteError, UsageError
 from ..schema.compile import CompiledModels, compile_cached
 from ..schema.declaration import models_and_key
 from ..schema.objects import Schema, fold_name
 from ..sql.source import connect_read_only
-from .datacheck import check_plan_against_data
+from .datacheck import check_plan_against_data, refuse_unless_applicable
 from .diff import diff_schemas
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
+from .online import migrate as migrate_online
+from .online import online_plan, require_wal, settle_offline, wait_for_online_migrations
 from .plan import build_plan
 from .rehearse import rehearse
 
@@ -29,11 +31,14 @@ Connectable = sqlite3.Connection | Engine | str | os.PathLike[str]
 """A connection pydsqlite can drive (see ``engines``), or a database file's path."""
 
 
-def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
-    """Preview what ``sync_models`` would do, checked against the data; changes nothing."""
+def model_migration_plan(
+    conn: Connectable, models: Iterable[type[BaseModel]] | None = None, *, online: bool = False
+) -> MigrationPlan:
+    """Preview what ``sync_models`` would do, checked against the data; changes nothing.
+    ``online=True``: as ``sync_models(..., online=True)`` would do it (which rebuilds go online, and why)."""
     chosen, key = models_and_key(models)
     compiled = compile_cached(chosen)
-    return preview_schema(conn, compiled.schema, fingerprint=key or compiled.fingerprint)
+    return preview_schema(conn, compiled.schema, fingerprint=key or compiled.fingerprint, online=online)
 
 
 def sync_models(
@@ -43,6 +48,7 @@ def sync_models(
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    online: bool = False,
 ) -> MigrationPlan:
     """Bring the database in line with ``models`` (default: every table model) in one transaction.
 
@@ -58,21 +64,27 @@ def sync_models(
     caller commits; on a PEP 249 connection (``autocommit=False``) the pending transaction
     is committed first and a new one is open again on return.
 
+    ``online=True`` (WAL databases only) rebuilds tables while other connections keep reading
+    and writing them, holding the write lock only for short steps; everything else still
+    happens in one short final transaction (see the "Online rebuilds" docs).
+
     A database this call left in line with the same model declarations (see
     ``schema/declaration.py``) is recognised from the declarations alone: the models are
     compiled only when something changed.
     """
     chosen, key = models_and_key(models)
-    return _apply(conn, key, lambda: compile_cached(chosen), allow_destructive, busy_timeout, progress, False)
+    return _apply(
+        conn, key, lambda: compile_cached(chosen), allow_destructive, busy_timeout, progress, manage_all=False, online=online
+    )
 
 
-def schema_migration_plan(conn: Connectable, desired: Schema) -> MigrationPlan:
+def schema_migration_plan(conn: Connectable, desired: Schema, *, online: bool = False) -> MigrationPlan:
     """Preview the migration to ``desired`` (from ``schema_from_sql`` or ``schema_from_database``).
 
     The desired schema describes the whole database: live tables, views and triggers it
     lacks are dropped (drops of tables and columns are destructive steps).
     """
-    return preview_schema(conn, desired, manage_all=True)
+    return preview_schema(conn, desired, manage_all=True, online=online)
 
 
 def sync_schema(
@@ -82,27 +94,38 @@ def sync_schema(
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    online: bool = False,
 ) -> MigrationPlan:
     """Bring the database in line with ``desired`` in one transaction, with the same engine,
     checks and errors as ``sync_models``; see ``schema_migration_plan`` for what is dropped."""
     return apply_schema(
-        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress, manage_all=True
+        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress,
+        manage_all=True, online=online,
     )
 
 
 def preview_schema(
-    conn: Connectable, desired: Schema, *, fingerprint: str | None = None, manage_all: bool = False
+    conn: Connectable, desired: Schema, *, fingerprint: str | None = None, manage_all: bool = False, online: bool = False
 ) -> MigrationPlan:
     """The checked plan from the live database to ``desired``, read in one snapshot.
 
     With ``fingerprint`` (of ``desired``), an unchanged database is recognised from two
-    cheap reads instead of a full introspection.
+    cheap reads instead of a full introspection. ``online``: the plan as an online migration
+    runs it (a database not in WAL mode gets that as a problem).
     """
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
         if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint):
             return MigrationPlan(checked=True)
         with read_snapshot(engine):
-            return _plan(engine, desired, manage_all)[0]
+            plan = _plan(engine, desired, manage_all)[0]
+            if not online or plan.is_empty:
+                return plan
+            plan = online_plan(engine, plan)[0]
+        try:
+            require_wal(engine)
+        except MigrationError as error:
+            return replace(plan, problems=(*plan.problems, str(error).removesuffix(" Nothing was changed.")))
+        return plan
 
 
 def apply_schema(
@@ -114,17 +137,22 @@ def apply_schema(
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
     manage_all: bool = False,
+    online: bool = False,
 ) -> MigrationPlan:
     """Plan (under the write lock), check and apply the migration to ``desired``.
 
     With ``fingerprint`` given and the schema unchanged since the last sync to it,
-    returns an empty plan without taking the write lock or introspecting.
+    returns an empty plan without taking the write lock or introspecting. ``online``: see
+    ``sync_models``; the plan is made under a claim instead of the write lock, and checked again
+    on every chunk the copy takes.
     """
     fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
     if manage_all:
         fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
     compiled = CompiledModels(desired, fingerprint)
-    return _apply(conn, fingerprint, lambda: compiled, allow_destructive, busy_timeout, progress, manage_all)
+    return _apply(
+        conn, fingerprint, lambda: compiled, allow_destructive, busy_timeout, progress, manage_all=manage_all, online=online
+    )
 
 
 def _apply(
@@ -134,16 +162,27 @@ def _apply(
     allow_destructive: bool,
     busy_timeout: float | None,
     progress: ProgressCallback | None,
+    *,
     manage_all: bool,
+    online: bool,
 ) -> MigrationPlan:
     """``apply_schema`` with the desired schema made only when the database is not already at
     ``state_key`` (the key recorded after the migration; default: the schema's fingerprint)."""
     if not is_connection(conn) and not os.path.exists(os.fspath(conn)):  # type: ignore[arg-type]
         compile_desired()  # a declaration error is raised before the file is created
     with _engine(conn) as engine, _database_errors(engine), engine.outside_transaction():
+        if online:
+            require_wal(engine)
         if state_key is not None and schema_unchanged_since_sync(engine, state_key):
             return MigrationPlan(checked=True)
         compiled = compile_desired()
+        if online:  # records the schema's fingerprint: the next sync_models plans once and records its key
+            return migrate_online(
+                engine, compiled.schema, compiled.fingerprint, _plan, manage_all=manage_all,
+                allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress,
+            )
+        if not engine.in_transaction:
+            wait_for_online_migrations(engine, busy_timeout)
         with migration_session(engine, busy_timeout) as session:
             return _plan_and_apply(
                 engine, session, compiled.schema, compiled.fingerprint, state_key or compiled.fingerprint,
@@ -161,16 +200,9 @@ def _plan_and_apply(
     manage_all: bool,
     progress: ProgressCallback | None,
 ) -> MigrationPlan:
+    settle_offline(engine)
     plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
-    if plan.problems:
-        raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
-    destructive = plan.destructive_operations
-    if destructive and not allow_destructive:
-        listing = "\n  - ".join(str(operation) for operation in destructive)
-        raise DestructiveChangeError(
-            "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
-            destructive,
-        )
+    refuse_unless_applicable(plan, allow_destructive)
     session.apply(plan, desired, fingerprint, managed, progress, state_key=state_key)
     return plan
 
