@@ -63,6 +63,7 @@ class _Unstable(Exception):
 _KEYS_KEPT = 32
 _keys: dict[tuple[Any, int], tuple[tuple[type[BaseModel], ...], str | None]] = {}
 _last: list[Any] = []
+"""The last call's (registry version, models given, result)."""
 
 
 def models_and_key(models: Iterable[type[BaseModel]] | None) -> tuple[tuple[type[BaseModel], ...], str | None]:
@@ -76,7 +77,8 @@ def models_and_key(models: Iterable[type[BaseModel]] | None) -> tuple[tuple[type
         given = chosen_models(models)
     version = registry_version()
     if _last and _last[0] == version and (_last[1] is given or _last[1] == given):  # the usual repeat: compared by identity, unhashed
-        return _last[2]
+        last: tuple[tuple[type[BaseModel], ...], str | None] = _last[2]
+        return last
     try:
         hit = _keys.get((given, version))
     except TypeError:  # something unhashable in the list: chosen_models names it
@@ -116,7 +118,8 @@ def declared_part(model: type[BaseModel]) -> str | None:
     cached = model.__dict__.get("__pydsqlite_declaration__")
     fields = model.__pydantic_fields__
     if cached is not None and cached[0] is fields:
-        return cached[1]
+        kept: str | None = cached[1]
+        return kept
     if not model.__pydantic_complete__:  # forward references: read it again once they resolve
         return None
     try:
@@ -200,10 +203,10 @@ def _stable_object(value: Any) -> str:
     kind = type(value)
     if kind is type:
         if value in _PLAIN_TYPES:
-            return value.__qualname__
+            return str(value.__qualname__)
         raise _Unstable
     if "__dataclass_fields__" in kind.__dict__ and kind.__module__.startswith(_TRUSTED_METADATA_MODULES):
-        if kind is ForeignKey or not kind.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        if kind is ForeignKey or not kind.__dataclass_params__.frozen:
             raise _Unstable  # a foreign key's columns depend on the parent model's declaration
         fields = ",".join([f"{field.name}={_stable(getattr(value, field.name))}" for field in dataclasses.fields(value)])
         return f"{kind.__module__}.{kind.__qualname__}({fields})"
@@ -235,7 +238,7 @@ def _customised(enum_class: type[enum.Enum]) -> bool:
 
 
 def _known_models(chosen: tuple[type[BaseModel], ...]) -> dict[str, type[BaseModel]]:
-    known = {fold_name(table_options(model).table): model for model in registered_models()}  # type: ignore[union-attr]
+    known: dict[str, type[BaseModel]] = {fold_name(table_options(model).table): model for model in registered_models()}  # type: ignore[union-attr]
     known.update({fold_name(table_options(model).table): model for model in chosen})  # type: ignore[union-attr]
     return known
 
