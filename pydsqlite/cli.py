@@ -32,7 +32,7 @@ from .migrate.migration import MigrationPlan
 from .migrate.sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
 from .schema.model import registered_models, table_options
 from .schema.objects import Schema
-from .sql.source import connect_read_only, schema_from_database, schema_from_sql
+from .sql.source import connect_read_only, load_schema_sql, schema_from_database, schema_from_sql
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C
@@ -244,11 +244,11 @@ def _sync(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     desired = _load_schema(args.b, args)
     if _schema_kind(args.a) == "sql":
-        with closing(sqlite3.connect(":memory:")) as scratch:
+        with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
             try:
-                scratch.executescript(_read_sql(args.a))
-            except sqlite3.Error as error:
-                raise CommandError(f"schema {args.a!r} does not load: {error}") from error
+                load_schema_sql(scratch, _read_sql(args.a))
+            except PydsqliteError as error:
+                raise CommandError(f"schema {args.a!r} does not load: {_sqlite_cause(error) or error}") from error
             plan = _without_row_counts(schema_migration_plan(scratch, desired))
     else:
         with closing(_open_database(args.a, read_only=True)) as source:
