@@ -25,13 +25,14 @@ from typing import NoReturn, TextIO, TypeVar
 
 from pydantic import BaseModel
 
+from .engines import engine_for
 from .errors import PydsqliteError
 from .migrate.execute import DEFAULT_BUSY_TIMEOUT_MS
-from .migrate.introspect import introspect
+from .migrate.introspect import introspect, shadow_tables
 from .migrate.migration import MigrationPlan
 from .migrate.sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
 from .schema.model import registered_models, table_options
-from .schema.objects import Schema
+from .schema.objects import Schema, fold_name
 from .sql.source import connect_read_only, load_schema_sql, schema_from_database, schema_from_sql
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
@@ -189,13 +190,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _schema_sql(conn: sqlite3.Connection) -> list[str]:
-    return [
-        sql
-        for (sql,) in conn.execute(
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-            "AND tbl_name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY rowid"
-        )
-    ]
+    """The SQL of the database's own objects: not SQLite's, pydsqlite's bookkeeping, nor the
+    shadow tables of virtual tables (creating the virtual table creates them)."""
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "AND tbl_name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY rowid"
+    ).fetchall()
+    shadows = shadow_tables(engine_for(conn), rows)
+    return [sql for _, _, table_name, sql in rows if fold_name(table_name) not in shadows]
 
 
 def _plan(args: argparse.Namespace) -> int:
