@@ -27,7 +27,7 @@ from .migration import MigrationPlan, Operation
 
 logger = logging.getLogger(__name__)
 
-_MISSING = re.compile(r"no such (collation sequence|function|module): (\S+)")
+_MISSING = re.compile(r"no such (collation sequence|function|module): (.+)")
 
 
 class RehearsalError(Exception):
@@ -84,7 +84,7 @@ def _run(scratch: sqlite3.Connection, operation: Operation, replayed: list[str])
     first_replay = len(operation.statements) - len(replayed)
     for position, statement in enumerate(operation.statements):
         try:
-            scratch.execute(statement)
+            execute_standing_in(scratch, statement)
         except sqlite3.Error as error:
             if position >= first_replay:
                 return (
@@ -120,6 +120,15 @@ def _load(scratch: sqlite3.Connection, live: Schema) -> None:
 
 
 def _create(scratch: sqlite3.Connection, sql: str, name: str) -> None:
+    try:
+        execute_standing_in(scratch, sql)
+    except sqlite3.Error as error:
+        raise RehearsalError(f"{name} does not load in a scratch database ({error})") from None
+
+
+def execute_standing_in(scratch: sqlite3.Connection, sql: str) -> None:
+    """Execute ``sql``, standing in for each collation and function it names that the scratch
+    database lacks (the real connection registers them; whether it does is checked there)."""
     stood_in: set[str] = set()
     while True:
         try:
@@ -128,7 +137,7 @@ def _create(scratch: sqlite3.Connection, sql: str, name: str) -> None:
         except sqlite3.Error as error:
             missing = _MISSING.search(str(error))
             if missing is None or missing.group(1) == "module" or missing.group(2) in stood_in:
-                raise RehearsalError(f"{name} does not load in a scratch database ({error})") from None
+                raise
             kind, what = missing.groups()
             stood_in.add(what)
             logger.debug("rehearsal stands in for %s %s", kind, what)

@@ -20,6 +20,7 @@ from ..engines import SqliteEngine, engine_for, is_connection
 from ..errors import MigrationError, SchemaDefinitionError
 from ..migrate.dependants import broken_objects
 from ..migrate.introspect import introspect
+from ..migrate.rehearse import execute_standing_in
 from ..schema.objects import Schema, fold_name
 from .ddl import split_statements, table_body_columns, tokenize
 
@@ -45,7 +46,8 @@ def load_schema_sql(scratch: sqlite3.Connection, ddl: str) -> None:
     Only CREATE TABLE / INDEX / VIEW / TRIGGER / VIRTUAL TABLE (and transaction control) are
     accepted: a schema file is data, and anything else in it (ATTACH, DML, VACUUM INTO, PRAGMA)
     could reach outside the scratch database. Each statement is executed on its own, so what
-    was checked is exactly what runs.
+    was checked is exactly what runs; collations and functions the caller's connection
+    registers are stood in for.
     """
     pending = ""
     pieces = _pieces_ending_at_semicolons(ddl)
@@ -59,7 +61,7 @@ def load_schema_sql(scratch: sqlite3.Connection, ddl: str) -> None:
             continue
         _check_schema_statement(pending)
         try:
-            scratch.execute(pending)  # one statement: sqlite3 refuses any text after it
+            execute_standing_in(scratch, pending)  # one statement: sqlite3 refuses any text after it
         except sqlite3.Error as error:
             if "incomplete input" in str(error) and not last:
                 continue  # a ``;`` inside a trigger body that sqlite3_complete took for the end
