@@ -225,6 +225,13 @@ def test_double_quoted_names_of_real_columns_and_quotes_inside_strings_still_wor
 
 
 @pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize("value", [2**64, "\udc80"])
+def test_a_parameter_sqlite_cannot_bind_is_named_also_beside_double_quoted_names(db, read, value):
+    with pytest.raises(UnstorableValueError, match="a query parameter of table 'accounts'"):
+        READS[read](db, '"name" = ?', (value,))
+
+
+@pytest.mark.parametrize("read", sorted(READS))
 @pytest.mark.parametrize(
     ("where", "params", "message"),
     [

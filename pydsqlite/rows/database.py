@@ -494,6 +494,8 @@ def _refuse_double_quoted_strings(engine: Engine, codec: RowCodec, head: str, wh
     probe.append(where[position:])
     try:
         engine.execute(f"EXPLAIN {head} WHERE {''.join(probe)}", bound).fetchall()
+    except (OverflowError, UnicodeEncodeError):
+        return  # a parameter SQLite cannot bind: the query itself names it
     except engine.Error as error:
         missing = _NO_COLUMN.match(str(error))
         names = {fold_name(token.identifier): token.identifier for token in tokens}
