@@ -28,12 +28,12 @@ from pydantic import BaseModel
 from .engines import engine_for
 from .errors import PydsqliteError
 from .migrate.execute import DEFAULT_BUSY_TIMEOUT_MS
-from .migrate.introspect import introspect
+from .migrate.introspect import introspect, shadow_tables
 from .migrate.migration import MigrationPlan
 from .migrate.sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
 from .schema.model import registered_models, table_options
-from .schema.objects import Schema
-from .sql.source import connect_read_only, schema_from_database, schema_from_sql
+from .schema.objects import Schema, fold_name
+from .sql.source import connect_read_only, load_schema_sql, schema_from_database, schema_from_sql
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C
@@ -194,13 +194,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _schema_sql(conn: sqlite3.Connection) -> list[str]:
-    return [
-        sql
-        for (sql,) in conn.execute(
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-            "AND tbl_name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY rowid"
-        )
-    ]
+    """The SQL of the database's own objects: not SQLite's, pydsqlite's bookkeeping, nor the
+    shadow tables of virtual tables (creating the virtual table creates them)."""
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "AND tbl_name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY rowid"
+    ).fetchall()
+    shadows = shadow_tables(engine_for(conn), rows)
+    return [sql for _, _, table_name, sql in rows if fold_name(table_name) not in shadows]
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -249,11 +250,11 @@ def _sync(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     desired = _load_schema(args.b, args)
     if _schema_kind(args.a) == "sql":
-        with closing(sqlite3.connect(":memory:")) as scratch:
+        with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
             try:
-                scratch.executescript(_read_sql(args.a))
-            except sqlite3.Error as error:
-                raise CommandError(f"schema {args.a!r} does not load: {error}") from error
+                load_schema_sql(scratch, _read_sql(args.a))
+            except PydsqliteError as error:
+                raise CommandError(f"schema {args.a!r} does not load: {_sqlite_cause(error) or error}") from error
             plan = _without_row_counts(schema_migration_plan(scratch, desired))
     else:
         with closing(_open_database(args.a, read_only=True)) as source:

@@ -593,3 +593,41 @@ def test_sync_online_previews_which_tables_go_online_and_reports_each_phase(proj
     assert "items: freed 500 of 500 rows" in applied.stderr
     with closing(sqlite3.connect(project / "app.db")) as conn:
         assert conn.execute("SELECT COUNT(*), MIN(price) FROM items").fetchone() == (500, 0.0)
+
+
+VIRTUAL_TABLE_SCHEMAS = {
+    "fts5": "CREATE VIRTUAL TABLE notes_fts USING fts5(body, title);",
+    "fts5 external content": (
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\n"
+        "CREATE VIRTUAL TABLE notes_fts USING fts5(body, content='notes', content_rowid='id');\n"
+        "CREATE TRIGGER notes_ai AFTER INSERT ON notes BEGIN INSERT INTO notes_fts(rowid, body) VALUES (new.id, new.body); END;"
+    ),
+    "fts4": "CREATE VIRTUAL TABLE docs USING fts4(body);",
+    "fts3": "CREATE VIRTUAL TABLE docs USING fts3(body);",
+    "rtree": "CREATE VIRTUAL TABLE boxes USING rtree(id, min_x, max_x);",
+    "all with a view": (
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);\nCREATE INDEX t_name ON t (name);\n"
+        "CREATE VIRTUAL TABLE a USING fts5(x);\nCREATE VIRTUAL TABLE b USING fts4(y);\nCREATE VIRTUAL TABLE c USING rtree(id, lo, hi);\n"
+        "CREATE VIEW names AS SELECT name FROM t;"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VIRTUAL_TABLE_SCHEMAS))
+def test_inspect_output_plans_back_to_nothing_with_virtual_tables(kind: str, project: Path) -> None:
+    """``inspect > schema.sql`` is a desired schema: the shadow tables a virtual table's module
+    creates are left out (as ``inspect --json`` leaves them), so planning to it changes nothing."""
+    with closing(sqlite3.connect(project / "v.db")) as conn:
+        conn.executescript(VIRTUAL_TABLE_SCHEMAS[kind])
+        shadow_names = {name for (name,) in conn.execute("SELECT name FROM pragma_table_list WHERE type = 'shadow'")}
+    assert shadow_names
+    listing = run("inspect", "v.db", cwd=project)
+    assert listing.returncode == 0, listing.stderr
+    assert not any(f"CREATE TABLE '{name}'" in listing.stdout or f'CREATE TABLE "{name}"' in listing.stdout for name in shadow_names)
+    assert "CREATE VIRTUAL TABLE" in listing.stdout
+    (project / "schema.sql").write_text(listing.stdout)
+    planned = run("plan", "v.db", "--to", "schema.sql", cwd=project)
+    assert (planned.returncode, planned.stderr) == (0, "")
+    assert "Nothing to do" in planned.stdout
+    rebuilt = run("diff", "schema.sql", "v.db", cwd=project)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr

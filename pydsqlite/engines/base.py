@@ -36,6 +36,11 @@ class Cursor(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
 
+_units_open: dict[int, int] = {}
+"""Units of work open per connection (by ``id``; an entry lives only while one is open): a
+migration started inside one joins it rather than committing the block halfway."""
+
+
 class Engine(ABC):
     """One connection as pydsqlite drives it.
 
@@ -101,6 +106,7 @@ class Engine(ABC):
         self.execute(self.begin_statement(immediate=immediate) if savepoint is None else f"SAVEPOINT {savepoint}")
         commit_after = commit_pending and savepoint is not None and self._depth == 0
         self._depth += 1
+        _units_open[id(self.connection)] = _units_open.get(id(self.connection), 0) + 1
         try:
             yield
         except BaseException:
@@ -123,6 +129,15 @@ class Engine(ABC):
                 raise
         finally:
             self._depth -= 1
+            left = _units_open.pop(id(self.connection)) - 1
+            if left:
+                _units_open[id(self.connection)] = left
+
+    @property
+    def unit_open(self) -> bool:
+        """Whether a unit of work (``Database.transaction()``, a write) is open on this connection,
+        through this engine or another one."""
+        return id(self.connection) in _units_open
 
     # --- pragmas -------------------------------------------------------------------------------
 

@@ -60,8 +60,9 @@ class SqliteEngine(Engine):
     def outside_transaction(self) -> Iterator[None]:
         """In PEP 249 mode, commit the pending transaction (as ``conn.commit()`` would) and run the
         block with ``autocommit=True``; then switch back, which opens the next transaction as
-        PEP 249 expects (also when the block fails). In every other mode, nothing changes."""
-        if not self.pep249_mode:
+        PEP 249 expects (also when the block fails). Inside a unit of work (``db.transaction()``)
+        nothing is committed: the block runs inside it, as in every other mode, where nothing changes."""
+        if not self.pep249_mode or self.unit_open:
             yield
             return
         self.connection.autocommit = True  # type: ignore[attr-defined]

@@ -46,8 +46,7 @@ def introspect(engine: Engine) -> Schema:
         "SELECT type, name, tbl_name, sql FROM main.sqlite_master ORDER BY rowid"
     ).fetchall()
     index_sql = {fold_name(name): sql for kind, name, _, sql in rows if kind == "index" and sql}
-    virtual_names = [name for kind, name, _, sql in rows if kind == "table" and _is_virtual(sql)]
-    shadows = _shadow_tables(engine, virtual_names) if virtual_names else frozenset()
+    shadows = shadow_tables(engine, rows)
     tables = []
     virtual_tables = []
     bookkeeping = []
@@ -81,9 +80,13 @@ def _is_virtual(sql: str | None) -> bool:
     return sql is not None and " ".join(sql.split()[:2]).upper() == "CREATE VIRTUAL"
 
 
-def _shadow_tables(engine: Engine, virtual_names: list[str]) -> frozenset[str]:
-    """Folded names of the tables virtual tables keep their data in (SQLite 3.37+ says which;
-    before that, the tables named ``<virtual table>_…``, as every built-in module names them)."""
+def shadow_tables(engine: Engine, master_rows: list[tuple[str, str, str, str | None]]) -> frozenset[str]:
+    """Folded names of the tables virtual tables keep their data in, given ``sqlite_master``'s
+    (type, name, tbl_name, sql) rows (SQLite 3.37+ says which; before that, the tables named
+    ``<virtual table>_…``, as every built-in module names them)."""
+    virtual_names = [name for kind, name, _, sql in master_rows if kind == "table" and _is_virtual(sql)]
+    if not virtual_names:
+        return frozenset()
     try:
         rows = engine.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'").fetchall()
         return frozenset(fold_name(name) for (name,) in rows)

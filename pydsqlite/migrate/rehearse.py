@@ -27,7 +27,7 @@ from .migration import MigrationPlan, Operation
 
 logger = logging.getLogger(__name__)
 
-_MISSING = re.compile(r"no such (collation sequence|function|module): (\S+)")
+_MISSING = re.compile(r"no such (collation sequence|function|module): (.+)")
 
 
 class RehearsalError(Exception):
@@ -84,7 +84,7 @@ def _run(scratch: sqlite3.Connection, operation: Operation, replayed: list[str])
     first_replay = len(operation.statements) - len(replayed)
     for position, statement in enumerate(operation.statements):
         try:
-            scratch.execute(statement)
+            execute_standing_in(scratch, statement)
         except sqlite3.Error as error:
             if position >= first_replay:
                 return (
@@ -121,7 +121,16 @@ def _load(scratch: sqlite3.Connection, live: Schema) -> None:
 
 def create_in_scratch(scratch: sqlite3.Connection, sql: str, name: str) -> None:
     """Run ``sql`` (a CREATE statement of object ``name``) in a scratch database, standing in for
-    the collations and functions it lacks."""
+    the collations and functions it lacks; ``RehearsalError`` when it still does not load."""
+    try:
+        execute_standing_in(scratch, sql)
+    except sqlite3.Error as error:
+        raise RehearsalError(f"{name} does not load in a scratch database ({error})") from None
+
+
+def execute_standing_in(scratch: sqlite3.Connection, sql: str) -> None:
+    """Execute ``sql``, standing in for each collation and function it names that the scratch
+    database lacks (the real connection registers them; whether it does is checked there)."""
     stood_in: set[str] = set()
     while True:
         try:
@@ -130,7 +139,7 @@ def create_in_scratch(scratch: sqlite3.Connection, sql: str, name: str) -> None:
         except sqlite3.Error as error:
             missing = _MISSING.search(str(error))
             if missing is None or missing.group(1) == "module" or missing.group(2) in stood_in:
-                raise RehearsalError(f"{name} does not load in a scratch database ({error})") from None
+                raise
             kind, what = missing.groups()
             stood_in.add(what)
             logger.debug("rehearsal stands in for %s %s", kind, what)

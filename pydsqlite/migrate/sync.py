@@ -14,6 +14,8 @@ from ..engines import Engine, SqliteEngine, engine_for, is_connection
 from ..errors import MigrationError, PydsqliteError, UsageError
 from ..schema.compile import compile_cached
 from ..schema.objects import Schema, fold_name
+from ..sql.ddl import tokenize
+from ..sql.render import quote_identifier
 from ..sql.source import connect_read_only
 from .datacheck import check_plan_against_data, refuse_unless_applicable
 from .diff import diff_schemas
@@ -191,7 +193,58 @@ def _plan(
     if not manage_all:  # a schema from SQL describes the whole database, dangling references as SQLite took them
         _check_foreign_key_targets(desired, live, plan)
     plan = rehearse(plan, live)
+    unregistered = _unregistered_collations(engine, plan, desired)
+    if unregistered.problems:  # the data checks would compare with the missing collation too
+        return unregistered, managed
     return check_plan_against_data(engine, plan, foreign_keys_on), managed
+
+
+_BUILT_IN_COLLATIONS = frozenset({"binary", "nocase", "rtrim"})
+
+
+def _unregistered_collations(engine: Engine, plan: MigrationPlan, desired: Schema) -> MigrationPlan:
+    """The plan with a problem on each step whose SQL names a collation this connection does not
+    register (the rehearsal stands in for it; the real statements would fail)."""
+    registered: dict[str, bool] = {}
+    operations = []
+    for operation in plan.operations:
+        found = []
+        for name in _collations_named(operation.statements):
+            if fold_name(name) not in _BUILT_IN_COLLATIONS and not registered.setdefault(name, _collation_registered(engine, name)):
+                found.append(_unregistered_collation_problem(desired, operation.table, name))
+        operations.append(replace(operation, problems=(*operation.problems, *found)))
+    if operations == list(plan.operations):
+        return plan
+    problems = tuple(problem for operation in operations for problem in operation.problems)
+    return replace(plan, operations=tuple(operations), problems=problems)
+
+
+def _collations_named(statements: Iterable[str]) -> dict[str, None]:
+    names: dict[str, None] = {}
+    for statement in statements:
+        tokens = tokenize(statement)
+        for token, following in zip(tokens, tokens[1:]):
+            if token.upper == "COLLATE" and following.kind in ("word", "quoted", "string"):
+                names[following.identifier] = None
+    return names
+
+
+def _collation_registered(engine: Engine, name: str) -> bool:
+    try:
+        engine.execute(f"SELECT 'a' < 'b' COLLATE {quote_identifier(name)}").fetchall()
+    except engine.OperationalError:
+        return False
+    return True
+
+
+def _unregistered_collation_problem(desired: Schema, table_name: str, collation: str) -> str:
+    table = desired.table(table_name)
+    columns = [column.name for column in table.columns if fold_name(column.collate or "") == fold_name(collation)] if table else []
+    where = ", ".join(f"{table_name}.{column}" for column in columns) or table_name
+    return (
+        f"{where}: collation {collation!r} is not registered on this connection; register it with "
+        f"conn.create_collation({collation!r}, ...) on the connection you migrate (and read) with"
+    )
 
 
 def _check_foreign_key_targets(desired: Schema, live: Schema, plan: MigrationPlan) -> None:

@@ -26,6 +26,7 @@ from ..replica.node import Node
 from ..replica.replication import ChangeSet, Replica
 from ..schema.codecs import encode_param, unstorable_reason
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
+from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .codec import RowCodec, codec_for
 from .query import Condition
@@ -275,11 +276,11 @@ class Database:
     ) -> Iterator[M]:
         """Like ``select`` but streams rows from the cursor, so memory stays flat for any result size."""
         codec = codec_for(model)
-        sql, bound = _query(codec, codec.select_sql, where, params, order_by, limit, offset)
-        return self._stream(codec, sql, bound)  # type: ignore[return-value]
+        sql, bound = _query(self.engine, codec, codec.select_sql, where, params, order_by, limit, offset)
+        return self._stream(codec, sql, bound, where)  # type: ignore[return-value]
 
-    def _stream(self, codec: RowCodec, sql: str, bound: list[Any]) -> Iterator[BaseModel]:
-        with _reading(self.engine, codec, bound):
+    def _stream(self, codec: RowCodec, sql: str, bound: list[Any], where: object) -> Iterator[BaseModel]:
+        with _reading(self.engine, codec, bound, where):
             cursor = self.engine.execute(sql, bound)
         while rows := cursor.fetchmany(_BATCH):
             yield from codec.decode_many(rows)
@@ -287,8 +288,8 @@ class Database:
     def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Sequence[Any] = ()) -> int:
         """The number of rows matching ``where`` (all rows without one)."""
         codec = codec_for(model)
-        sql, bound = _query(codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
-        with _reading(self.engine, codec, bound):
+        sql, bound = _query(self.engine, codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
+        with _reading(self.engine, codec, bound, where):
             return int(self.engine.execute(sql, bound).fetchone()[0])
 
     # --- internals ---------------------------------------------------------------------------
@@ -442,9 +443,10 @@ def _unstorable_param(codec: RowCodec, params: Sequence[Any], names: Sequence[st
 
 
 @contextmanager
-def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = ()) -> Iterator[None]:
+def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where: object = None) -> Iterator[None]:
     """A read: a table or column the database lacks raises ``SchemaMismatchError``, a query
-    parameter SQLite cannot bind ``UnstorableValueError``."""
+    parameter SQLite cannot bind ``UnstorableValueError``, SQL text that cannot run as one
+    condition with its parameters ``UsageError``."""
     try:
         with _binding(lambda: _unstorable_param(codec, params)):
             yield
@@ -453,9 +455,28 @@ def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = ()) -> Ite
         if mismatch is None:
             raise
         raise mismatch from error
+    except engine.Error as error:
+        if not isinstance(where, str):
+            raise
+        raise _unusable_where(codec, where, error) from error
+
+
+def _unusable_where(codec: RowCodec, where: str, error: Exception) -> UsageError:
+    """The driver's refusal of ``where=`` text (several statements, placeholders and params that do
+    not pair up) as a ``UsageError`` naming model and table."""
+    tokens = tokenize(where)
+    if any(token.text == ";" for token in tokens):
+        problem = "it holds more than one statement (a ';'); pass one condition, values as ? parameters"
+    elif "bindings" in str(error):
+        placeholders = sum(1 for token in tokens if token.kind == "variable")
+        problem = f"it has {placeholders} placeholder{'s' if placeholders != 1 else ''}, which params= must match one for one ({error})"
+    else:
+        problem = str(error)
+    return UsageError(f"{codec.model.__qualname__} (table {codec.name!r}): where={where!r} cannot run: {problem}")
 
 
 def _query(
+    engine: Engine,
     codec: RowCodec,
     head: str,
     where: str | Condition | None,
@@ -477,17 +498,58 @@ def _query(
     if isinstance(params, (str, bytes)):
         raise UsageError(f"params= takes a sequence of values, not {type(params).__name__} (write ({params!r},))")
     bound.extend(params)
+    if isinstance(where, str) and '"' in where:
+        _refuse_double_quoted_strings(engine, codec, head, where, [encode_param(value) for value in bound])
     if order_by:
         sql += " ORDER BY " + ", ".join(_order_term(codec, term) for term in ([order_by] if isinstance(order_by, str) else order_by))
     if limit is not None:
         sql += " LIMIT ?"
-        bound.append(int(limit))
+        bound.append(_row_count_argument(codec, "limit", limit))
     if offset is not None:
         if limit is None:
             sql += " LIMIT -1"
         sql += " OFFSET ?"
-        bound.append(int(offset))
+        bound.append(_row_count_argument(codec, "offset", offset))
     return sql, [encode_param(value) for value in bound]
+
+
+def _row_count_argument(codec: RowCodec, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"{name}= takes a whole number of rows, 0 or more, not {value!r} (reading {codec.model.__qualname__}, table {codec.name!r})")
+    return value
+
+
+def _refuse_double_quoted_strings(engine: Engine, codec: RowCodec, head: str, where: str, bound: list[Any]) -> None:
+    """SQLite reads a double-quoted name that resolves to no column as a string literal, so a
+    misspelled ``"nmae" = ?`` would compare a constant. The condition is compiled (EXPLAIN, nothing
+    runs) with every double-quoted name in grave accents, which SQLite never takes for a string:
+    a name that then resolves to nothing raises ``SchemaMismatchError``."""
+    tokens = [token for token in tokenize(where) if token.kind == "quoted" and token.text.startswith('"')]
+    if not tokens:
+        return
+    probe, position = [], 0
+    for token in tokens:
+        probe.append(where[position : token.start] + quote_identifier(token.identifier))
+        position = token.end
+    probe.append(where[position:])
+    try:
+        engine.execute(f"EXPLAIN {head} WHERE {''.join(probe)}", bound).fetchall()
+    except (OverflowError, UnicodeEncodeError):
+        return  # a parameter SQLite cannot bind: the query itself names it
+    except engine.Error as error:
+        missing = _NO_COLUMN.match(str(error))
+        names = {fold_name(token.identifier): token.identifier for token in tokens}
+        column = (missing.group(1) or "").rsplit(".", 1)[-1] if missing else ""
+        if fold_name(column) not in names:
+            return  # some other trouble: the query itself reports it
+        name = names[fold_name(column)]
+        raise SchemaMismatchError(
+            codec.name,
+            name,
+            f'the query names "{name}" in double quotes, which is no column here (of {codec.model.__qualname__}, table {codec.name!r}, '
+            f"fields: {', '.join(codec.fields)}): SQLite would read it as the string {name!r}; write strings in single quotes "
+            f"('{name}') and names bare or in grave accents",
+        ) from None
 
 
 def _order_term(codec: RowCodec, term: str) -> str:
