@@ -32,6 +32,18 @@ class DestructiveChangeError(MigrationError):
         super().__init__(message)
 
 
+class DataStepError(MigrationError):
+    """A data step failed: it raised, or it ended the migration's transaction itself.
+
+    ``step`` names it; the exception it raised is the ``__cause__``. A step that raised is
+    rolled back with the whole migration, so schema and data are as they were.
+    """
+
+    def __init__(self, step: str, message: str) -> None:
+        self.step = step
+        super().__init__(message)
+
+
 class RowValidationError(PydsqliteError):
     """A row read from the database does not validate against its model.
 

@@ -66,10 +66,11 @@ def row_check(
 def dropped_values_check(table: str, live_table: str, column: Column) -> DataCheck:
     """Non-NULL values that dropping ``column`` deletes (counted in ``live_table``, before any rename)."""
     quoted = quote_identifier(column.name)
-    return row_check(
+    check = row_check(
         table, column.name, "values would be deleted with the column", quote_identifier(live_table), f"{quoted} IS NOT NULL",
         blocking=False,
     )
+    return replace(check, drops=True)
 
 
 _CHILD = "_pydsqlite_child"
@@ -94,7 +95,8 @@ def orphans_check(table: str, source: str, key: ForeignKey, parent: str) -> Data
 
 def table_rows_check(table: str) -> DataCheck:
     """Rows that dropping ``table`` deletes."""
-    return row_check(table, None, "rows would be deleted with the table", quote_identifier(table), "1", blocking=False)
+    check = row_check(table, None, "rows would be deleted with the table", quote_identifier(table), "1", blocking=False)
+    return replace(check, drops=True)
 
 
 def _text_equal(a: str, b: str) -> str:

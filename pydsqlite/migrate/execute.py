@@ -18,7 +18,7 @@ from ..schema.objects import Schema
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
-from .migration import MigrationPlan, RowCopy
+from .migration import MigrationPlan, Operation, RowCopy
 from .rebuild import PROGRESS_FUNCTION
 
 logger = logging.getLogger(__name__)
@@ -46,14 +46,18 @@ class MigrationSession:
         fingerprint: str,
         managed: ManagedObjects,
         progress: ProgressCallback | None = None,
-    ) -> None:
-        """Run every statement of ``plan``, record the managed objects and the audit entry, verify foreign keys.
+        after_expand: Callable[[], MigrationPlan] | None = None,
+    ) -> MigrationPlan:
+        """Run every statement of ``plan``, record the managed objects and the audit entry, verify
+        foreign keys; returns the plan applied.
 
-        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows.
+        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows. A plan
+        with data steps runs its operations before them, then ``after_expand()``, which runs the
+        steps and returns the checked operations to run after them (in place of the plan's own).
         """
         if plan.is_empty:
             self._bookkeep_if_writable(desired, fingerprint, managed)
-            return
+            return plan
         unrehearsed = [op.description for op in plan.operations if op.replay is not None]
         if unrehearsed:
             raise MigrationError(f"the plan was not rehearsed ({unrehearsed[0]}); make it with model_migration_plan or sync_models")
@@ -63,7 +67,7 @@ class MigrationSession:
         if legacy:  # renames must rewrite the views and triggers that name what they rename
             self.engine.set_pragma("legacy_alter_table", "OFF")
         try:
-            self._run(plan, desired, fingerprint, progress)
+            return self._run(plan, desired, fingerprint, progress, after_expand)
         finally:
             if legacy:
                 self.engine.set_pragma("legacy_alter_table", "ON")
@@ -83,22 +87,26 @@ class MigrationSession:
                     "switches foreign keys off for the rebuild) or turn foreign keys off; nothing was changed."
                 )
 
-    def _run(self, plan: MigrationPlan, desired: Schema, fingerprint: str, progress: ProgressCallback | None) -> None:
+    def _run(
+        self,
+        plan: MigrationPlan,
+        desired: Schema,
+        fingerprint: str,
+        progress: ProgressCallback | None,
+        after_expand: Callable[[], MigrationPlan] | None,
+    ) -> MigrationPlan:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         broken_before = broken_objects(self.engine)
-        for number, operation in enumerate(plan.operations, 1):
-            logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
-            for position, statement in enumerate(operation.statements):
-                try:
-                    if progress is not None and operation.copy is not None and operation.copy.index == position:
-                        self._copy_with_progress(operation.table, operation.copy, progress)
-                    else:
-                        self.engine.execute(statement)
-                except self.engine.Error as error:
-                    raise MigrationError(
-                        f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
-                        f"Statement: {statement}"
-                    ) from error
+        if plan.data_steps:
+            assert after_expand is not None, "a plan with data steps needs after_expand"
+            self._execute(plan.operations_before_data_steps, progress)
+            contract = after_expand()
+            if self.foreign_keys_enforced:
+                self._refuse_cascading_drops(contract)
+            plan = plan.followed_by(contract)
+            self._execute(contract.operations, progress, first=len(plan.operations) - len(contract.operations) + 1)
+        else:
+            self._execute(plan.operations, progress)
         broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
         if broken:
             raise MigrationError(
@@ -106,7 +114,8 @@ class MigrationSession:
                 + "\n  - ".join(broken)
             )
         applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-        for statement in [*record_statements(desired, plan.renames), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
+        audit = audit_statements(applied_at, fingerprint, str(plan), plan.sql, plan.data_steps)
+        for statement in [*record_statements(desired, plan.renames), *audit]:
             self.engine.execute(statement)
         if self.check_foreign_keys:
             introduced = self._foreign_key_violations() - baseline
@@ -118,6 +127,24 @@ class MigrationSession:
                 )
         for statement in state_statements(fingerprint):
             self.engine.execute(statement)
+        return plan
+
+    def _execute(self, operations: tuple[Operation, ...], progress: ProgressCallback | None, first: int = 1) -> None:
+        """Run the statements of ``operations`` (numbered from ``first`` in logs and errors)."""
+        total = first - 1 + len(operations)
+        for number, operation in enumerate(operations, first):
+            logger.info("migration step %d/%d: %s", number, total, operation.description)
+            for position, statement in enumerate(operation.statements):
+                try:
+                    if progress is not None and operation.copy is not None and operation.copy.index == position:
+                        self._copy_with_progress(operation.table, operation.copy, progress)
+                    else:
+                        self.engine.execute(statement)
+                except self.engine.Error as error:
+                    raise MigrationError(
+                        f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
+                        f"Statement: {statement}"
+                    ) from error
 
     def _bookkeep_if_writable(self, desired: Schema, fingerprint: str, managed: ManagedObjects) -> None:
         """Nothing to migrate: record the managed objects and the fast-path state, unless the

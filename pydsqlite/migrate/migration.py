@@ -26,6 +26,9 @@ class DataCheck:
     sample_sql: str | None = None
     when_foreign_keys_on: bool = False
     """Asked only when the connection enforces foreign keys (orphans matter only then)."""
+    drops: bool = False
+    """Counts what a drop deletes: the values of ``column``, or the rows of ``table`` when
+    ``column`` is None (a data step may declare them moved, see ``steps``)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class Operation:
     copy: RowCopy | None = field(default=None, repr=False)
     replay: Replay | None = field(default=None, repr=False)
     """Set until the rehearsal has appended the statements that recreate the table's dependants."""
+    after_data_steps: bool = field(default=False, repr=False)
+    """Runs after the plan's data steps (the contract phase, see ``steps``)."""
 
     def __str__(self) -> str:
         mark = "DESTRUCTIVE " if self.destructive else ""
@@ -86,7 +91,20 @@ class MigrationPlan:
     """The ordered operations that bring a database in line with the models.
 
     ``problems`` lists what makes the plan impossible (``sync_models`` refuses it);
-    ``str(plan)`` is a readable summary, ``plan.sql`` the whole SQL script.
+    ``str(plan)`` is a readable summary, ``plan.sql`` the whole SQL script. ``data_steps``
+    names the data steps the migration runs, in order, between the operations that add
+    (before them) and those marked ``after_data_steps``.
+
+    >>> import sqlite3
+    >>> from pydsqlite import SyncModel, model_migration_plan
+    >>> class Tag(SyncModel, table="tags"):
+    ...     name: str
+    >>> plan = model_migration_plan(sqlite3.connect(":memory:"), [Tag])
+    >>> print(plan)
+    Migration plan (1 operation):
+      1. create table tags (1 column)
+    >>> plan.is_empty, plan.destructive_operations, plan.problems
+    (False, (), ())
     """
 
     operations: tuple[Operation, ...] = ()
@@ -95,18 +113,40 @@ class MigrationPlan:
     """True once the data checks ran (row counts and findings are filled in)."""
     renames: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     """(table, old column, new column) of every column the plan renames, for the bookkeeping."""
+    data_steps: tuple[str, ...] = ()
+    """Names of the data steps not yet applied, in the order they run."""
 
     @property
     def is_empty(self) -> bool:
-        return not self.operations
+        """Nothing to do: no operation and no data step."""
+        return not self.operations and not self.data_steps
 
     @property
     def sql(self) -> str:
-        return "".join(statement + ";\n" for operation in self.operations for statement in operation.statements)
+        """The whole SQL script; the data steps appear as comments where they run."""
+        parts = []
+        for position, operation in enumerate(self.operations):
+            if position == self._data_steps_position:
+                parts.extend(f"-- data step {name}\n" for name in self.data_steps)
+            parts.extend(statement + ";\n" for statement in operation.statements)
+        if self._data_steps_position == len(self.operations):
+            parts.extend(f"-- data step {name}\n" for name in self.data_steps)
+        return "".join(parts)
+
+    @property
+    def _data_steps_position(self) -> int | None:
+        """Where the data steps run: before the first operation marked ``after_data_steps``."""
+        if not self.data_steps:
+            return None
+        return next((n for n, op in enumerate(self.operations) if op.after_data_steps), len(self.operations))
 
     @property
     def destructive_operations(self) -> tuple[Operation, ...]:
         return tuple(operation for operation in self.operations if operation.destructive)
+
+    @property
+    def operations_before_data_steps(self) -> tuple[Operation, ...]:
+        return tuple(operation for operation in self.operations if not operation.after_data_steps)
 
     @property
     def rebuilt_tables(self) -> tuple[str, ...]:
@@ -115,8 +155,16 @@ class MigrationPlan:
     def __str__(self) -> str:
         if self.is_empty:
             return "Nothing to do: the database matches the desired schema."
-        lines = [f"Migration plan ({len(self.operations)} operation{'s' if len(self.operations) != 1 else ''}):"]
-        lines.extend(f"  {number}. {operation}" for number, operation in enumerate(self.operations, 1))
+        counted = f"{len(self.operations)} operation{'s' if len(self.operations) != 1 else ''}"
+        if self.data_steps:
+            counted += f", {len(self.data_steps)} data step{'s' if len(self.data_steps) != 1 else ''}"
+        lines = [f"Migration plan ({counted}):"]
+        for number, operation in enumerate(self.operations, 1):
+            if number - 1 == self._data_steps_position:
+                lines.extend(f"  data step {name}" for name in self.data_steps)
+            lines.append(f"  {number}. {operation}")
+        if self._data_steps_position == len(self.operations):
+            lines.extend(f"  data step {name}" for name in self.data_steps)
         if self.problems:
             lines.append("Cannot be applied:")
             lines.extend(f"  - {problem}" for problem in self.problems)
@@ -124,3 +172,13 @@ class MigrationPlan:
 
     def with_operations(self, operations: tuple[Operation, ...], problems: tuple[str, ...]) -> MigrationPlan:
         return replace(self, operations=operations, problems=problems, checked=True)
+
+    def followed_by(self, contract: MigrationPlan) -> MigrationPlan:
+        """This plan's operations before the data steps, then ``contract``'s after them."""
+        after = tuple(replace(operation, after_data_steps=True) for operation in contract.operations)
+        return replace(
+            self,
+            operations=(*self.operations_before_data_steps, *after),
+            problems=(*self.problems, *contract.problems),
+            renames=(*self.renames, *contract.renames),
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
 from ..errors import DestructiveChangeError, MigrationError, PydsqliteError, UsageError
+from ..rows.database import Database
 from ..schema.compile import compile_cached
 from ..schema.objects import Schema, fold_name
 from ..sql.source import connect_read_only
@@ -21,17 +22,40 @@ from .execute import MigrationSession, ProgressCallback, migration_session, read
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
-from .plan import build_plan
-from .rehearse import rehearse
+from .plan import build_plan, expand_diff
+from .rehearse import rehearse, rehearse_and_read
+from .steps import DataStep, PendingSteps, count_moves, pending_steps, run_data_steps, steps_from, with_steps
 
 Connectable = sqlite3.Connection | Engine | str | os.PathLike
 """A connection pydsqlite can drive (see ``engines``), or a database file's path."""
 
+DataSteps = Mapping[str, DataStep | Callable[[Database], object]]
+"""``data_steps=``: step name → ``fn(db)`` or ``DataStep``; see ``sync_models``."""
 
-def model_migration_plan(conn: Connectable, models: Iterable[type[BaseModel]] | None = None) -> MigrationPlan:
-    """Preview what ``sync_models`` would do, checked against the data; changes nothing."""
+
+def model_migration_plan(
+    conn: Connectable, models: Iterable[type[BaseModel]] | None = None, *, data_steps: DataSteps | None = None
+) -> MigrationPlan:
+    """Preview what ``sync_models`` would do, checked against the data; changes nothing.
+
+    With ``data_steps``, the steps not yet applied are listed where they would run; the
+    operations after them are checked against the data only when a sync has run them.
+
+    >>> import sqlite3
+    >>> from pydsqlite import SyncModel, model_migration_plan, sync_models
+    >>> class City(SyncModel, table="cities"):
+    ...     name: str
+    >>> conn = sqlite3.connect(":memory:")
+    >>> print(model_migration_plan(conn, [City]))
+    Migration plan (1 operation):
+      1. create table cities (1 column)
+    >>> _ = sync_models(conn, [City])
+    >>> print(model_migration_plan(conn, [City], data_steps={"001_seed": lambda db: None}))
+    Migration plan (0 operations, 1 data step):
+      data step 001_seed
+    """
     compiled = compile_cached(models)
-    return preview_schema(conn, compiled.schema, fingerprint=compiled.fingerprint)
+    return preview_schema(conn, compiled.schema, fingerprint=compiled.fingerprint, data_steps=data_steps)
 
 
 def sync_models(
@@ -41,6 +65,7 @@ def sync_models(
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    data_steps: DataSteps | None = None,
 ) -> MigrationPlan:
     """Bring the database in line with ``models`` (default: every table model) in one transaction.
 
@@ -55,6 +80,35 @@ def sync_models(
     Inside the caller's open transaction (legacy mode) the migration is a savepoint and the
     caller commits; on a PEP 249 connection (``autocommit=False``) the pending transaction
     is committed first and a new one is open again on return.
+
+    ``data_steps`` maps names to functions ``fn(db)`` (or ``DataStep`` objects) that move or fill
+    data. Each runs once per database, in name order, inside the migration's transaction:
+    after new tables and columns exist, before anything is dropped or tightened. ``db`` is a
+    ``Database`` on that transaction (``db.conn`` its connection). What comes after the steps
+    is planned and checked against the data as they left it; a failing step raises
+    ``DataStepError`` naming it, and nothing is changed.
+
+    >>> import sqlite3
+    >>> from pydsqlite import Database, SyncModel, sync_models
+    >>> class Book(SyncModel, table="books"):
+    ...     title: str
+    >>> conn = sqlite3.connect(":memory:")
+    >>> print(sync_models(conn, [Book]))
+    Migration plan (1 operation):
+      1. create table books (1 column)
+    >>> _ = Database(conn).insert(Book(title="Dune"))
+    >>> class Book(SyncModel, table="books"):  # the next release: a slug every row needs
+    ...     title: str
+    ...     slug: str
+    >>> def fill_slugs(db):
+    ...     db.conn.execute("UPDATE books SET slug = lower(replace(title, ' ', '-'))")
+    >>> print(sync_models(conn, [Book], data_steps={"002_slugs": fill_slugs}))
+    Migration plan (2 operations, 1 data step):
+      1. add column books.slug
+      data step 002_slugs
+      2. rebuild table books: alter column slug (NOT NULL)
+    >>> Database(conn).select(Book)
+    [Book(title='Dune', slug='dune')]
     """
     compiled = compile_cached(models)
     return apply_schema(
@@ -64,16 +118,27 @@ def sync_models(
         allow_destructive=allow_destructive,
         busy_timeout=busy_timeout,
         progress=progress,
+        data_steps=data_steps,
     )
 
 
-def schema_migration_plan(conn: Connectable, desired: Schema) -> MigrationPlan:
+def schema_migration_plan(conn: Connectable, desired: Schema, *, data_steps: DataSteps | None = None) -> MigrationPlan:
     """Preview the migration to ``desired`` (from ``schema_from_sql`` or ``schema_from_database``).
 
     The desired schema describes the whole database: live tables, views and triggers it
-    lacks are dropped (drops of tables and columns are destructive steps).
+    lacks are dropped (drops of tables and columns are destructive steps). ``data_steps``
+    as for ``model_migration_plan``.
+
+    >>> import sqlite3
+    >>> from pydsqlite import schema_from_sql, schema_migration_plan
+    >>> conn = sqlite3.connect(":memory:")
+    >>> _ = conn.execute("CREATE TABLE scratch (x)")
+    >>> print(schema_migration_plan(conn, schema_from_sql("CREATE TABLE kept (id INTEGER PRIMARY KEY)")))
+    Migration plan (2 operations):
+      1. create table kept (1 column)
+      2. DESTRUCTIVE drop table scratch [0 rows]
     """
-    return preview_schema(conn, desired, manage_all=True)
+    return preview_schema(conn, desired, manage_all=True, data_steps=data_steps)
 
 
 def sync_schema(
@@ -83,26 +148,49 @@ def sync_schema(
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    data_steps: DataSteps | None = None,
 ) -> MigrationPlan:
     """Bring the database in line with ``desired`` in one transaction, with the same engine,
-    checks and errors as ``sync_models``; see ``schema_migration_plan`` for what is dropped."""
+    checks, data steps and errors as ``sync_models``; see ``schema_migration_plan`` for what
+    is dropped.
+
+    >>> import sqlite3
+    >>> from pydsqlite import schema_from_sql, sync_schema
+    >>> conn = sqlite3.connect(":memory:")
+    >>> desired = schema_from_sql("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
+    >>> print(sync_schema(conn, desired))
+    Migration plan (1 operation):
+      1. create table kv (2 columns)
+    >>> conn.execute("SELECT name FROM sqlite_master WHERE name = 'kv'").fetchall()
+    [('kv',)]
+    """
     return apply_schema(
-        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress, manage_all=True
+        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress, manage_all=True,
+        data_steps=data_steps,
     )
 
 
 def preview_schema(
-    conn: Connectable, desired: Schema, *, fingerprint: str | None = None, manage_all: bool = False
+    conn: Connectable,
+    desired: Schema,
+    *,
+    fingerprint: str | None = None,
+    manage_all: bool = False,
+    data_steps: DataSteps | None = None,
 ) -> MigrationPlan:
     """The checked plan from the live database to ``desired``, read in one snapshot.
 
-    With ``fingerprint`` (of ``desired``), an unchanged database is recognised from two
-    cheap reads instead of a full introspection.
+    With ``fingerprint`` (of ``desired``), an unchanged database with no data step pending is
+    recognised from two cheap reads instead of a full introspection.
     """
+    steps = steps_from(data_steps)
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
-        if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint):
+        if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint) and not pending_steps(engine, steps):
             return MigrationPlan(checked=True)
         with read_snapshot(engine):
+            pending = pending_steps(engine, steps)
+            if pending:
+                return _phased_plan(engine, desired, manage_all, pending)[0]
             return _plan(engine, desired, manage_all)[0]
 
 
@@ -115,20 +203,22 @@ def apply_schema(
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
     manage_all: bool = False,
+    data_steps: DataSteps | None = None,
 ) -> MigrationPlan:
     """Plan (under the write lock), check and apply the migration to ``desired``.
 
-    With ``fingerprint`` given and the schema unchanged since the last sync to it,
-    returns an empty plan without taking the write lock or introspecting.
+    With ``fingerprint`` given, the schema unchanged since the last sync to it and no data
+    step pending, returns an empty plan without taking the write lock or introspecting.
     """
+    steps = steps_from(data_steps)
     fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
     if manage_all:
         fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
     with _engine(conn) as engine, _database_errors(engine), engine.outside_transaction():
-        if schema_unchanged_since_sync(engine, fingerprint):
+        if schema_unchanged_since_sync(engine, fingerprint) and not pending_steps(engine, steps):
             return MigrationPlan(checked=True)
         with migration_session(engine, busy_timeout) as session:
-            return _plan_and_apply(engine, session, desired, fingerprint, allow_destructive, manage_all, progress)
+            return _plan_and_apply(engine, session, desired, fingerprint, allow_destructive, manage_all, progress, steps)
 
 
 def _plan_and_apply(
@@ -139,32 +229,86 @@ def _plan_and_apply(
     allow_destructive: bool,
     manage_all: bool,
     progress: ProgressCallback | None,
+    steps: PendingSteps = (),
 ) -> MigrationPlan:
-    plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
+    pending = pending_steps(engine, steps)  # read under the write lock: another process may just have run them
+    if not pending:
+        plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
+        _refuse_if_unsafe(plan, allow_destructive)
+        session.apply(plan, desired, fingerprint, managed, progress)
+        return plan
+    plan, managed, expanded = _phased_plan(engine, desired, manage_all, pending, session.check_foreign_keys)
+    _refuse_if_unsafe(plan, allow_destructive)
+
+    def contract() -> MigrationPlan:
+        run_data_steps(engine, pending)
+        after, _ = _plan(engine, desired, manage_all, session.check_foreign_keys, managed=expanded, steps=pending)
+        _refuse_if_unsafe(after, allow_destructive, after_steps=plan.data_steps)
+        return after
+
+    return session.apply(plan, desired, fingerprint, managed, progress, after_expand=contract)
+
+
+def _refuse_if_unsafe(plan: MigrationPlan, allow_destructive: bool, after_steps: tuple[str, ...] = ()) -> None:
+    """Refuse a plan with problems, or one that loses data without ``allow_destructive``
+    (``after_steps``: the data steps that ran before the plan was made, named in the error)."""
+    when = f" after data step{'s' if len(after_steps) > 1 else ''} {', '.join(after_steps)}" if after_steps else ""
     if plan.problems:
-        raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
+        raise MigrationError(f"the migration cannot be applied{when}; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
     destructive = plan.destructive_operations
     if destructive and not allow_destructive:
         listing = "\n  - ".join(str(operation) for operation in destructive)
         raise DestructiveChangeError(
-            "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
+            f"the migration would lose data{when}; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
             destructive,
         )
-    session.apply(plan, desired, fingerprint, managed, progress)
-    return plan
 
 
 def _plan(
-    engine: Engine, desired: Schema, manage_all: bool = False, foreign_keys_on: bool | None = None
+    engine: Engine,
+    desired: Schema,
+    manage_all: bool = False,
+    foreign_keys_on: bool | None = None,
+    *,
+    managed: ManagedObjects | None = None,
+    steps: PendingSteps = (),
 ) -> tuple[MigrationPlan, ManagedObjects]:
+    """The checked plan from the live database to ``desired``; ``managed`` overrides what the
+    bookkeeping says (mid-migration, after renames), ``steps`` declare what they moved."""
     live = introspect(engine)
-    managed = read_managed_objects(engine)
+    if managed is None:
+        managed = read_managed_objects(engine)
+    plan = count_moves(_rehearsed_plan(desired, live, managed, manage_all), steps, live, desired)
+    return check_plan_against_data(engine, plan, foreign_keys_on), managed
+
+
+def _rehearsed_plan(desired: Schema, live: Schema, managed: ManagedObjects, manage_all: bool) -> MigrationPlan:
     everything = replace(managed, everything=True) if manage_all else managed
     plan = build_plan(diff_schemas(desired, live, everything), live)
     if not manage_all:  # a schema from SQL describes the whole database, dangling references as SQLite took them
         _check_foreign_key_targets(desired, live, plan)
-    plan = rehearse(plan, live)
-    return check_plan_against_data(engine, plan, foreign_keys_on), managed
+    return rehearse(plan, live)
+
+
+def _phased_plan(
+    engine: Engine, desired: Schema, manage_all: bool, steps: PendingSteps, foreign_keys_on: bool | None = None
+) -> tuple[MigrationPlan, ManagedObjects, ManagedObjects]:
+    """With data steps pending: the expand phase (only additions, checked against the data), the
+    steps, and the contract phase as planned from the schema the expand phase leaves (its data
+    checks wait for the steps). Also the managed objects before and after the expand phase."""
+    live = introspect(engine)
+    managed = read_managed_objects(engine)
+    everything = replace(managed, everything=True) if manage_all else managed
+    schema_diff = diff_schemas(desired, live, everything)
+    expand, expanded_schema = rehearse_and_read(build_plan(expand_diff(schema_diff), live), live)
+    expand = check_plan_against_data(engine, expand, foreign_keys_on)
+    table_renames = {item.live.name: item.desired.name for item in schema_diff.altered if item.rename is not None}
+    expanded = managed.after_renames(table_renames, expand.renames)
+    contract = MigrationPlan()
+    if expanded_schema is not None:  # else the expand phase's problems say why
+        contract = _rehearsed_plan(desired, expanded_schema, expanded, manage_all)
+        contract = count_moves(contract, steps, expanded_schema, desired)
+    return with_steps(expand, contract, steps), managed, expanded
 
 
 def _check_foreign_key_targets(desired: Schema, live: Schema, plan: MigrationPlan) -> None:
