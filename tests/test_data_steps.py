@@ -386,6 +386,33 @@ def test_a_step_that_commits_the_migration_is_stopped_and_not_recorded(db_path):
     conn.close()
 
 
+def test_problems_known_without_the_data_refuse_the_migration_before_any_step_runs(conn, db_path):
+    seeded(conn)
+    conn.execute("CREATE VIEW contacts AS SELECT name, email FROM users")  # made by hand, names the dropped column
+    conn.commit()
+    before = db_path.read_bytes()
+    ran: list[str] = []
+    steps = {"001_split_emails": DataStep(lambda db: ran.append("ran"), moves=MOVED)}
+    problems = model_migration_plan(conn, V2, data_steps=steps).problems
+    assert problems == ("view contacts: no such column: email after the migration; change or drop it first",)
+    with pytest.raises(MigrationError) as raised:
+        sync_models(conn, V2, data_steps=steps)
+    assert str(raised.value) == "the migration cannot be applied; nothing was changed:\n  - " + problems[0]
+    assert ran == [] and db_path.read_bytes() == before
+
+    conn.execute("DROP VIEW contacts")
+
+    class BlockedRename(SyncModel, table="users"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, RenamedFrom("email")]  # name exists and stays: refused, and said once
+        joined: Optional[str] = None  # added before the steps
+
+    assert model_migration_plan(conn, [BlockedRename], data_steps={"noop": lambda db: None}).problems == (
+        "users.email cannot be renamed to name: name exists and stays; drop or rename name in one release and rename "
+        "email in the next",
+    )
+
+
 def test_usage_errors_are_raised_before_anything_runs(conn, db_path):
     seeded(conn)
     before = db_path.read_bytes()

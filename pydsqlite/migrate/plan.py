@@ -100,7 +100,8 @@ def expand_diff(schema_diff: SchemaDiff) -> SchemaDiff:
     return SchemaDiff(
         created=schema_diff.created,
         dropped=(),
-        altered=tuple(replace(item, changes=_expand_changes(item)) for item in schema_diff.altered),
+        # a table's problems (a blocked rename) are reported once, by the plan made after the steps
+        altered=tuple(replace(item, changes=_expand_changes(item), problems=()) for item in schema_diff.altered),
         created_virtual=tuple(virtual for virtual in schema_diff.created_virtual if fold_name(virtual.name) not in replaced),
     )
 
