@@ -56,19 +56,20 @@ class AppliedMigration:
     """One entry of the audit trail (``migration_history``): when a plan was applied, for which
     models, what it did, and the data steps it ran.
 
-    >>> import sqlite3
-    >>> from pydsqlite import SyncModel, migration_history, sync_models
-    >>> class Note(SyncModel, table="notes"):
-    ...     body: str
-    >>> conn = sqlite3.connect(":memory:")
-    >>> _ = sync_models(conn, [Note], data_steps={"001_welcome": lambda db: db.insert(Note(body="hi"))})
-    >>> (entry,) = migration_history(conn)
-    >>> entry.id, entry.data_steps
-    (1, ('001_welcome',))
-    >>> print(entry.description)
-    Migration plan (1 operation, 1 data step):
-      1. create table notes (1 column)
-      data step 001_welcome
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import SyncModel, migration_history, sync_models
+        >>> class Note(SyncModel, table="notes"):
+        ...     body: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Note], data_steps={"001_welcome": lambda db: db.insert(Note(body="hi"))})
+        >>> (entry,) = migration_history(conn)
+        >>> entry.id, entry.data_steps
+        (1, ('001_welcome',))
+        >>> print(entry.description)
+        Migration plan (1 operation, 1 data step):
+          1. create table notes (1 column)
+          data step 001_welcome
     """
 
     id: int

@@ -56,7 +56,31 @@ class Replay:
 
 @dataclass(frozen=True)
 class Operation:
-    """One step of a migration: what it does, its SQL, and whether it loses data."""
+    """One step of a migration: what it does, its SQL, and whether it loses data.
+
+    ``row_count`` and ``findings`` are filled in once the plan was checked against the data;
+    ``after_data_steps`` marks the steps that run after the migration's data steps.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Optional
+        >>> from pydsqlite import SyncModel, model_migration_plan, sync_models
+        >>> class Film(SyncModel, table="films"):
+        ...     title: str
+        ...     rating: Optional[str] = None
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Film])
+        >>> _ = conn.execute("INSERT INTO films VALUES ('Alien', 'R')")
+        >>> class Film(SyncModel, table="films"):
+        ...     title: str
+        >>> (operation,) = model_migration_plan(conn, [Film]).operations
+        >>> operation.kind, operation.table, operation.destructive, operation.row_count
+        ('drop_column', 'films', True, 1)
+        >>> operation.statements
+        ('ALTER TABLE `films` DROP COLUMN `rating`',)
+        >>> operation.findings
+        ('films.rating: 1 row: values would be deleted with the column',)
+    """
 
     kind: str
     table: str
@@ -95,16 +119,17 @@ class MigrationPlan:
     names the data steps the migration runs, in order, between the operations that add
     (before them) and those marked ``after_data_steps``.
 
-    >>> import sqlite3
-    >>> from pydsqlite import SyncModel, model_migration_plan
-    >>> class Tag(SyncModel, table="tags"):
-    ...     name: str
-    >>> plan = model_migration_plan(sqlite3.connect(":memory:"), [Tag])
-    >>> print(plan)
-    Migration plan (1 operation):
-      1. create table tags (1 column)
-    >>> plan.is_empty, plan.destructive_operations, plan.problems
-    (False, (), ())
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import SyncModel, model_migration_plan
+        >>> class Tag(SyncModel, table="tags"):
+        ...     name: str
+        >>> plan = model_migration_plan(sqlite3.connect(":memory:"), [Tag])
+        >>> print(plan)
+        Migration plan (1 operation):
+          1. create table tags (1 column)
+        >>> plan.is_empty, plan.destructive_operations, plan.problems
+        (False, (), ())
     """
 
     operations: tuple[Operation, ...] = ()
@@ -142,14 +167,17 @@ class MigrationPlan:
 
     @property
     def destructive_operations(self) -> tuple[Operation, ...]:
+        """The operations that lose data (``sync_models`` needs ``allow_destructive=True`` for them)."""
         return tuple(operation for operation in self.operations if operation.destructive)
 
     @property
     def operations_before_data_steps(self) -> tuple[Operation, ...]:
+        """The operations that run before the data steps (all of them when there are none)."""
         return tuple(operation for operation in self.operations if not operation.after_data_steps)
 
     @property
     def rebuilt_tables(self) -> tuple[str, ...]:
+        """Names of the tables the plan rebuilds (copies into a new shape)."""
         return tuple(operation.table for operation in self.operations if operation.kind == "rebuild_table")
 
     def __str__(self) -> str:

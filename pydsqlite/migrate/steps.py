@@ -44,13 +44,31 @@ class DataStep:
     declare the columns whose values matter: a row counts as lost when one of them holds a
     value found at none of its targets.
 
-    >>> step = DataStep(lambda db: None, moves=["users.email -> emails.address"])
-    >>> step.moves
-    ('users.email -> emails.address',)
-    >>> DataStep(lambda db: None, moves=["users.email"])
-    Traceback (most recent call last):
-      ...
-    pydsqlite.errors.UsageError: DataStep moves= entry 'users.email' must read 'table.column -> table.column'
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated, Optional
+        >>> from pydsqlite import DataStep, ForeignKey, PrimaryKey, SyncModel, sync_models
+        >>> class Customer(SyncModel, table="customers"):
+        ...     id: Annotated[int, PrimaryKey()]
+        ...     city: Optional[str] = None
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Customer])
+        >>> _ = conn.executemany("INSERT INTO customers VALUES (?, ?)", [(1, "Oslo"), (2, None)])
+        >>> class Customer(SyncModel, table="customers"):  # the city moves to an address table
+        ...     id: Annotated[int, PrimaryKey()]
+        >>> class Address(SyncModel, table="addresses"):
+        ...     customer_id: Annotated[int, ForeignKey("customers.id")]
+        ...     city: str
+        >>> def move_cities(db):
+        ...     db.conn.execute("INSERT INTO addresses SELECT id, city FROM customers WHERE city IS NOT NULL")
+        >>> step = DataStep(move_cities, moves=["customers.city -> addresses.city"])
+        >>> print(sync_models(conn, [Customer, Address], data_steps={"001_addresses": step}))
+        Migration plan (2 operations, 1 data step):
+          1. create table addresses (2 columns)
+          data step 001_addresses
+          2. drop column customers.city
+        >>> conn.execute("SELECT * FROM addresses").fetchall()
+        [(1, 'Oslo')]
     """
 
     fn: Callable[[Database], object]

@@ -41,18 +41,19 @@ def model_migration_plan(
     With ``data_steps``, the steps not yet applied are listed where they would run; the
     operations after them are checked against the data only when a sync has run them.
 
-    >>> import sqlite3
-    >>> from pydsqlite import SyncModel, model_migration_plan, sync_models
-    >>> class City(SyncModel, table="cities"):
-    ...     name: str
-    >>> conn = sqlite3.connect(":memory:")
-    >>> print(model_migration_plan(conn, [City]))
-    Migration plan (1 operation):
-      1. create table cities (1 column)
-    >>> _ = sync_models(conn, [City])
-    >>> print(model_migration_plan(conn, [City], data_steps={"001_seed": lambda db: None}))
-    Migration plan (0 operations, 1 data step):
-      data step 001_seed
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import SyncModel, model_migration_plan, sync_models
+        >>> class City(SyncModel, table="cities"):
+        ...     name: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> print(model_migration_plan(conn, [City]))
+        Migration plan (1 operation):
+          1. create table cities (1 column)
+        >>> _ = sync_models(conn, [City])
+        >>> print(model_migration_plan(conn, [City], data_steps={"001_seed": lambda db: None}))
+        Migration plan (0 operations, 1 data step):
+          data step 001_seed
     """
     compiled = compile_cached(models)
     return preview_schema(conn, compiled.schema, fingerprint=compiled.fingerprint, data_steps=data_steps)
@@ -88,27 +89,28 @@ def sync_models(
     is planned and checked against the data as they left it; a failing step raises
     ``DataStepError`` naming it, and nothing is changed.
 
-    >>> import sqlite3
-    >>> from pydsqlite import Database, SyncModel, sync_models
-    >>> class Book(SyncModel, table="books"):
-    ...     title: str
-    >>> conn = sqlite3.connect(":memory:")
-    >>> print(sync_models(conn, [Book]))
-    Migration plan (1 operation):
-      1. create table books (1 column)
-    >>> _ = Database(conn).insert(Book(title="Dune"))
-    >>> class Book(SyncModel, table="books"):  # the next release: a slug every row needs
-    ...     title: str
-    ...     slug: str
-    >>> def fill_slugs(db):
-    ...     db.conn.execute("UPDATE books SET slug = lower(replace(title, ' ', '-'))")
-    >>> print(sync_models(conn, [Book], data_steps={"002_slugs": fill_slugs}))
-    Migration plan (2 operations, 1 data step):
-      1. add column books.slug
-      data step 002_slugs
-      2. rebuild table books: alter column slug (NOT NULL)
-    >>> Database(conn).select(Book)
-    [Book(title='Dune', slug='dune')]
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import Database, SyncModel, sync_models
+        >>> class Book(SyncModel, table="books"):
+        ...     title: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> print(sync_models(conn, [Book]))
+        Migration plan (1 operation):
+          1. create table books (1 column)
+        >>> _ = Database(conn).insert(Book(title="Dune"))
+        >>> class Book(SyncModel, table="books"):  # the next release: a slug every row needs
+        ...     title: str
+        ...     slug: str
+        >>> def fill_slugs(db):
+        ...     db.conn.execute("UPDATE books SET slug = lower(replace(title, ' ', '-'))")
+        >>> print(sync_models(conn, [Book], data_steps={"002_slugs": fill_slugs}))
+        Migration plan (2 operations, 1 data step):
+          1. add column books.slug
+          data step 002_slugs
+          2. rebuild table books: alter column slug (NOT NULL)
+        >>> Database(conn).select(Book)
+        [Book(title='Dune', slug='dune')]
     """
     compiled = compile_cached(models)
     return apply_schema(
@@ -129,14 +131,15 @@ def schema_migration_plan(conn: Connectable, desired: Schema, *, data_steps: Dat
     lacks are dropped (drops of tables and columns are destructive steps). ``data_steps``
     as for ``model_migration_plan``.
 
-    >>> import sqlite3
-    >>> from pydsqlite import schema_from_sql, schema_migration_plan
-    >>> conn = sqlite3.connect(":memory:")
-    >>> _ = conn.execute("CREATE TABLE scratch (x)")
-    >>> print(schema_migration_plan(conn, schema_from_sql("CREATE TABLE kept (id INTEGER PRIMARY KEY)")))
-    Migration plan (2 operations):
-      1. create table kept (1 column)
-      2. DESTRUCTIVE drop table scratch [0 rows]
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import schema_from_sql, schema_migration_plan
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = conn.execute("CREATE TABLE scratch (x)")
+        >>> print(schema_migration_plan(conn, schema_from_sql("CREATE TABLE kept (id INTEGER PRIMARY KEY)")))
+        Migration plan (2 operations):
+          1. create table kept (1 column)
+          2. DESTRUCTIVE drop table scratch [0 rows]
     """
     return preview_schema(conn, desired, manage_all=True, data_steps=data_steps)
 
@@ -154,15 +157,16 @@ def sync_schema(
     checks, data steps and errors as ``sync_models``; see ``schema_migration_plan`` for what
     is dropped.
 
-    >>> import sqlite3
-    >>> from pydsqlite import schema_from_sql, sync_schema
-    >>> conn = sqlite3.connect(":memory:")
-    >>> desired = schema_from_sql("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
-    >>> print(sync_schema(conn, desired))
-    Migration plan (1 operation):
-      1. create table kv (2 columns)
-    >>> conn.execute("SELECT name FROM sqlite_master WHERE name = 'kv'").fetchall()
-    [('kv',)]
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import schema_from_sql, sync_schema
+        >>> conn = sqlite3.connect(":memory:")
+        >>> desired = schema_from_sql("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
+        >>> print(sync_schema(conn, desired))
+        Migration plan (1 operation):
+          1. create table kv (2 columns)
+        >>> conn.execute("SELECT name FROM sqlite_master WHERE name = 'kv'").fetchall()
+        [('kv',)]
     """
     return apply_schema(
         conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress, manage_all=True,
@@ -328,7 +332,22 @@ def _check_foreign_key_targets(desired: Schema, live: Schema, plan: MigrationPla
 
 
 def migration_history(conn: Connectable) -> list[AppliedMigration]:
-    """The audit trail: every migration ``sync_models`` applied to this database, oldest first."""
+    """The audit trail: every migration ``sync_models`` applied to this database, oldest first
+    (see ``AppliedMigration``).
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import SyncModel, migration_history, sync_models
+        >>> class Log(SyncModel, table="logs"):
+        ...     line: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> migration_history(conn)
+        []
+        >>> _ = sync_models(conn, [Log])
+        >>> _ = sync_models(conn, [Log])  # nothing to do: nothing recorded
+        >>> [(entry.id, entry.description) for entry in migration_history(conn)]
+        [(1, 'Migration plan (1 operation):\\n  1. create table logs (1 column)')]
+    """
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
         return read_migration_history(engine)
 
