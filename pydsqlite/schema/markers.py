@@ -138,7 +138,9 @@ class LWW:
 
 @dataclass(frozen=True, init=False)
 class ForeignKey:
-    """References ``"table.column"`` or a table model class (its single-column primary key).
+    """References ``"table.column"`` (a primary key or unique column), or ``"table"`` or a table
+    model class (its single-column primary key). The table is looked up among the table models
+    declared, by name.
 
     ``on_delete`` / ``on_update``: ``"NO ACTION"`` (default), ``"RESTRICT"``, ``"SET NULL"``,
     ``"SET DEFAULT"`` or ``"CASCADE"`` (any case, ``_`` for spaces). SQLite enforces foreign
