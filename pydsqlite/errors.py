@@ -111,17 +111,21 @@ class DataStepError(MigrationError):
         >>> from pydsqlite import DataStepError, SyncModel, sync_models
         >>> class Order(SyncModel, table="orders"):
         ...     total: float
-        >>> def broken(db):
-        ...     db.conn.execute("INSERT INTO orders VALUES (9.5)")
-        ...     raise ValueError("exchange rate missing")
         >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Order])
+        >>> class Order(SyncModel, table="orders"):
+        ...     total: float
+        ...     total_eur: float
+        >>> def broken(db):
+        ...     db.conn.execute("UPDATE orders SET total_eur = total")
+        ...     raise ValueError("exchange rate missing")
         >>> try:
-        ...     sync_models(conn, [Order], data_steps={"001_convert": broken})
+        ...     sync_models(conn, [Order], data_steps={"002_convert": broken})
         ... except DataStepError as error:
         ...     print(error.step, repr(error.__cause__))
-        001_convert ValueError('exchange rate missing')
-        >>> conn.execute("SELECT name FROM sqlite_master WHERE name = 'orders'").fetchall()  # rolled back
-        []
+        002_convert ValueError('exchange rate missing')
+        >>> [row[1] for row in conn.execute("PRAGMA table_info(orders)")]  # rolled back
+        ['total']
     """
 
     def __init__(self, step: str, message: str) -> None:

@@ -646,10 +646,33 @@ def test_sync_schema_and_its_preview_take_data_steps(conn, db_path):
     assert schema_migration_plan(conn, desired, data_steps=steps).is_empty
 
 
-def test_a_new_database_runs_its_steps_after_creating_the_tables(conn):
-    plan = sync_models(conn, V2, data_steps={"seed": lambda db: db.conn.execute("INSERT INTO users VALUES (1, 'Admin', 'admin')")})
-    assert [op.kind for op in plan.operations] == ["create_table", "create_table"] and plan.data_steps == ("seed",)
-    assert rows(conn, "SELECT * FROM users") == [(1, "Admin", "admin")]
+def test_a_new_database_records_its_steps_without_running_them(conn):
+    ran: list[str] = []
+    steps = {"001_split_emails": DataStep(lambda db: ran.append("ran"), moves=MOVED)}  # would read users.email
+    preview = model_migration_plan(conn, V2, data_steps=steps)
+    plan = sync_models(conn, V2, data_steps=steps)
+    assert str(plan) == str(preview) == (
+        "Migration plan (2 operations, 1 data step):\n"
+        "  1. create table users (3 columns)\n"
+        "  2. create table emails (3 columns, 1 index)\n"
+        "  data step 001_split_emails (not run: a new database has no data to move)"
+    )
+    assert plan.operations == model_migration_plan(sqlite3.connect(":memory:"), V2).operations  # the plain plan
+    assert ran == [] and migration_history(conn)[-1].data_steps == ("001_split_emails",)
+    assert sync_models(conn, V2, data_steps=steps).is_empty
+
+
+def test_a_database_with_tables_of_its_own_runs_the_steps(conn):
+    """Tables made outside pydsqlite hold data too: a step may move it into the models' tables."""
+    conn.execute("CREATE TABLE legacy_users (name TEXT)")
+    conn.executemany("INSERT INTO legacy_users VALUES (?)", [("Ann",), ("Bob",)])
+    conn.commit()
+
+    def import_legacy(db) -> None:
+        db.conn.execute("INSERT INTO users (id, name, slug) SELECT rowid, name, lower(name) FROM legacy_users")
+
+    plan = sync_models(conn, V2, data_steps={"import": import_legacy})
+    assert not plan.data_steps_skipped and rows(conn, "SELECT * FROM users") == [(1, "Ann", "ann"), (2, "Bob", "bob")]
 
 
 def test_a_step_file_path_works_like_a_connection(tmp_path: Path):

@@ -62,14 +62,19 @@ class AppliedMigration:
         >>> class Note(SyncModel, table="notes"):
         ...     body: str
         >>> conn = sqlite3.connect(":memory:")
-        >>> _ = sync_models(conn, [Note], data_steps={"001_welcome": lambda db: db.insert(Note(body="hi"))})
-        >>> (entry,) = migration_history(conn)
-        >>> entry.id, entry.data_steps
-        (1, ('001_welcome',))
-        >>> print(entry.description)
+        >>> _ = sync_models(conn, [Note])
+        >>> class Note(SyncModel, table="notes"):
+        ...     body: str
+        ...     pinned: bool = False
+        >>> def pin_the_first(db):
+        ...     db.conn.execute("UPDATE notes SET pinned = 1 WHERE rowid = 1")
+        >>> _ = sync_models(conn, [Note], data_steps={"002_pin": pin_the_first})
+        >>> [(entry.id, entry.data_steps) for entry in migration_history(conn)]
+        [(1, ()), (2, ('002_pin',))]
+        >>> print(migration_history(conn)[-1].description)
         Migration plan (1 operation, 1 data step):
-          1. create table notes (1 column)
-          data step 001_welcome
+          1. add column notes.pinned
+          data step 002_pin
     """
 
     id: int

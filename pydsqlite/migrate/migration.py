@@ -140,6 +140,9 @@ class MigrationPlan:
     """(table, old column, new column) of every column the plan renames, for the bookkeeping."""
     data_steps: tuple[str, ...] = ()
     """Names of the data steps not yet applied, in the order they run."""
+    data_steps_skipped: bool = False
+    """A new database (no tables yet) has no data to move or fill: its data steps are recorded
+    as applied without running."""
 
     @property
     def is_empty(self) -> bool:
@@ -152,11 +155,16 @@ class MigrationPlan:
         parts = []
         for position, operation in enumerate(self.operations):
             if position == self._data_steps_position:
-                parts.extend(f"-- data step {name}\n" for name in self.data_steps)
+                parts.extend(f"-- {line}\n" for line in self._data_step_lines)
             parts.extend(statement + ";\n" for statement in operation.statements)
         if self._data_steps_position == len(self.operations):
-            parts.extend(f"-- data step {name}\n" for name in self.data_steps)
+            parts.extend(f"-- {line}\n" for line in self._data_step_lines)
         return "".join(parts)
+
+    @property
+    def _data_step_lines(self) -> list[str]:
+        note = " (not run: a new database has no data to move)" if self.data_steps_skipped else ""
+        return [f"data step {name}{note}" for name in self.data_steps]
 
     @property
     def _data_steps_position(self) -> int | None:
@@ -189,10 +197,10 @@ class MigrationPlan:
         lines = [f"Migration plan ({counted}):"]
         for number, operation in enumerate(self.operations, 1):
             if number - 1 == self._data_steps_position:
-                lines.extend(f"  data step {name}" for name in self.data_steps)
+                lines.extend(f"  {line}" for line in self._data_step_lines)
             lines.append(f"  {number}. {operation}")
         if self._data_steps_position == len(self.operations):
-            lines.extend(f"  data step {name}" for name in self.data_steps)
+            lines.extend(f"  {line}" for line in self._data_step_lines)
         if self.problems:
             lines.append("Cannot be applied:")
             lines.extend(f"  - {problem}" for problem in self.problems)

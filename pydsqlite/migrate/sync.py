@@ -87,7 +87,8 @@ def sync_models(
     after new tables and columns exist, before anything is dropped or tightened. ``db`` is a
     ``Database`` on that transaction (``db.conn`` its connection). What comes after the steps
     is planned and checked against the data as they left it; a failing step raises
-    ``DataStepError`` naming it, and nothing is changed.
+    ``DataStepError`` naming it, and nothing is changed. A new database (no tables yet) has no
+    data to move: its steps are recorded without running.
 
     Examples:
         >>> import sqlite3
@@ -245,6 +246,8 @@ def _plan_and_apply(
     _refuse_if_unsafe(plan, allow_destructive)
 
     def contract() -> MigrationPlan:
+        if plan.data_steps_skipped:
+            return MigrationPlan()
         run_data_steps(engine, pending)
         after, _ = _plan(engine, desired, manage_all, session.check_foreign_keys, managed=expanded, steps=pending)
         _refuse_if_unsafe(after, allow_destructive, after_steps=plan.data_steps)
@@ -299,8 +302,14 @@ def _phased_plan(
 ) -> tuple[MigrationPlan, ManagedObjects, ManagedObjects]:
     """With data steps pending: the expand phase (only additions, checked against the data), the
     steps, and the contract phase as planned from the schema the expand phase leaves (its data
-    checks wait for the steps). Also the managed objects before and after the expand phase."""
+    checks wait for the steps). Also the managed objects before and after the expand phase.
+
+    A new database (no tables but pydsqlite's) has no data for a step to move or fill: it gets
+    the plain plan, and its steps are recorded without running."""
     live = introspect(engine)
+    if not live.tables and not live.virtual_tables:
+        plan, managed = _plan(engine, desired, manage_all, foreign_keys_on)
+        return replace(plan, data_steps=tuple(name for name, _ in steps), data_steps_skipped=True), managed, managed
     managed = read_managed_objects(engine)
     everything = replace(managed, everything=True) if manage_all else managed
     schema_diff = diff_schemas(desired, live, everything)
