@@ -373,17 +373,99 @@ def test_a_failing_step_rolls_back_the_whole_migration_and_is_named(db_path):
     conn.close()
 
 
-def test_a_step_that_commits_the_migration_is_stopped_and_not_recorded(db_path):
+ENDINGS = {
+    "conn.commit()": lambda conn: conn.commit(),
+    "conn.rollback()": lambda conn: conn.rollback(),
+    "COMMIT": lambda conn: conn.execute("COMMIT"),
+    "END": lambda conn: conn.execute("END TRANSACTION"),
+    "ROLLBACK": lambda conn: conn.execute("ROLLBACK"),
+    "RELEASE the migration's savepoint": lambda conn: conn.execute("RELEASE pydsqlite_migration"),
+    "ROLLBACK TO the migration's savepoint": lambda conn: conn.execute("ROLLBACK TO pydsqlite_migration"),
+}
+
+
+@pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "caught by the step"])
+@pytest.mark.parametrize("inside_callers_transaction", [False, True], ids=["own transaction", "caller's transaction"])
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_a_step_that_commits_or_rolls_back_is_refused_and_nothing_changes(db_path, ending, inside_callers_transaction, swallowed):
     conn = seeded(sqlite3.connect(db_path))
+    before = db_path.read_bytes()
+    if inside_callers_transaction:
+        conn.execute("INSERT INTO users VALUES (4, 'Dee', 'dee@example.com')")  # the caller's pending work
+    after_ending: list[str] = []
 
-    def commits(db) -> None:
-        db.conn.commit()
+    def ends_the_transaction(db) -> None:
+        split_emails(db)
+        try:
+            ENDINGS[ending](db.conn)
+        except sqlite3.DatabaseError:
+            if not swallowed:
+                raise
+        db.conn.execute("INSERT INTO emails (user_id, address) VALUES (2, 'bob@example.com')")
+        after_ending.append("went on")
 
+    steps = {"001_split_emails": DataStep(ends_the_transaction, moves=MOVED)}
     with pytest.raises(DataStepError) as raised:
-        sync_models(conn, V2, data_steps={"bad": commits}, allow_destructive=True)
-    assert raised.value.step == "bad" and "ended the migration's transaction" in str(raised.value)
-    assert model_migration_plan(conn, V2, data_steps={"bad": commits}).data_steps == ("bad",)
+        sync_models(conn, V2, data_steps=steps, allow_destructive=True)
+    assert raised.value.step == "001_split_emails"
+    assert "tried to end the migration's transaction" in str(raised.value) and str(raised.value).endswith("nothing was changed")
+    assert after_ending == (["went on"] if swallowed else [])
+    assert set(columns(conn, "users")) == {"id", "name", "email"}
+    assert conn.in_transaction == inside_callers_transaction
+    if inside_callers_transaction:
+        assert rows(conn, "SELECT count(*) FROM users") == [(4,)]  # the caller's work is still pending, not committed
+        conn.rollback()
+    assert db_path.read_bytes() == before and migration_history(conn)[-1].data_steps == ()
+    conn.execute("INSERT INTO users VALUES (5, 'Eve', NULL)")
+    conn.commit()  # the guard is gone once the migration ends
+    assert model_migration_plan(conn, V2, data_steps=steps).data_steps == ("001_split_emails",)
     conn.close()
+
+
+def test_a_step_may_use_savepoints_and_transactions_of_its_own(conn):
+    seeded(conn)
+
+    def nested(db) -> None:
+        with db.transaction():
+            split_emails(db)
+        db.conn.execute("SAVEPOINT mine")
+        db.conn.execute("INSERT INTO emails (user_id, address) VALUES (2, 'wrong@example.com')")
+        db.conn.execute("ROLLBACK TO mine")
+        db.conn.execute("RELEASE mine")
+
+    sync_models(conn, V2, data_steps={"001": DataStep(nested, moves=MOVED)})
+    assert rows(conn, "SELECT user_id, address FROM emails") == [(1, "ann@example.com"), (3, "cy@example.com")]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_a_step_interrupted_by_a_base_exception_rolls_back_and_the_exception_goes_through(db_path, interruption):
+    conn = seeded(sqlite3.connect(db_path))
+    before = db_path.read_bytes()
+
+    def interrupted(db) -> None:
+        split_emails(db)
+        raise interruption()
+
+    with pytest.raises(interruption):
+        sync_models(conn, V2, data_steps={"001_split_emails": DataStep(interrupted, moves=MOVED)})
+    assert not conn.in_transaction and db_path.read_bytes() == before
+    assert set(columns(conn, "users")) == {"id", "name", "email"} and migration_history(conn)[-1].data_steps == ()
+    sync_models(conn, V2, data_steps={"001_split_emails": DataStep(split_emails, moves=MOVED)})  # the next run applies it
+    assert rows(conn, "SELECT count(*) FROM emails") == [(2,)]
+    conn.close()
+
+
+def test_a_step_name_is_its_identity_a_new_function_under_an_applied_name_does_not_run(conn):
+    """Like a migration file's name: once recorded, the name is done, whatever function it maps to later."""
+    seeded(conn)
+    sync_models(conn, [User], data_steps={"001_fill": lambda db: db.conn.execute("UPDATE users SET name = upper(name)")})
+    ran: list[str] = []
+    changed = {"001_fill": lambda db: ran.append("changed")}
+    assert model_migration_plan(conn, [User], data_steps=changed).is_empty
+    assert sync_models(conn, [User], data_steps=changed).is_empty and ran == []
+    renamed = {"001_fill": changed["001_fill"], "002_fill_again": lambda db: ran.append("renamed")}
+    assert sync_models(conn, [User], data_steps=renamed).data_steps == ("002_fill_again",) and ran == ["renamed"]
+    assert rows(conn, "SELECT name FROM users") == [("ANN",), ("BOB",), ("CY",)]
 
 
 def test_problems_known_without_the_data_refuse_the_migration_before_any_step_runs(conn, db_path):

@@ -119,6 +119,14 @@ class Engine(ABC):
         finally:
             self._depth -= 1
 
+    @contextmanager
+    def refusing_transaction_control(self) -> Iterator[list[str]]:
+        """While the block runs, refuse the statements that would end the open transaction or a
+        savepoint opened before the block (``COMMIT``, ``ROLLBACK``, ``RELEASE``); yields the list
+        of those refused, so the caller can say why the block failed. Engines that cannot see
+        statements before they run refuse nothing."""
+        yield []
+
     # --- pragmas -------------------------------------------------------------------------------
 
     def pragma(self, name: str) -> Any:

@@ -132,23 +132,37 @@ def pending_steps(engine: Engine, steps: PendingSteps) -> PendingSteps:
 
 
 def run_data_steps(engine: Engine, steps: PendingSteps) -> None:
-    """Run each step with a ``Database`` on the migration's transaction; a step that raises or
-    ends the transaction itself stops the migration with ``DataStepError`` naming it."""
+    """Run each step with a ``Database`` on the migration's transaction; a step that raises, or
+    tries to commit or roll back that transaction, stops the migration with ``DataStepError``
+    naming it. An exception that is not an ``Exception`` (``KeyboardInterrupt``) goes through as it is."""
     database = Database(engine)
-    for name, step in steps:
-        logger.info("data step %s", name)
-        try:
-            step.fn(database)
-        except Exception as error:
-            raise DataStepError(
-                name, f"data step {name!r} failed: {type(error).__name__}: {error}; nothing was changed"
-            ) from error
-        if not engine.in_transaction:
-            raise DataStepError(
-                name,
-                f"data step {name!r} ended the migration's transaction (it committed or rolled back); the migration "
-                "stopped, and what was committed stays. Leave transactions to sync_models inside a step",
-            )
+    with engine.refusing_transaction_control() as refused:
+        for name, step in steps:
+            logger.info("data step %s", name)
+            try:
+                step.fn(database)
+            except Exception as error:
+                if refused:
+                    raise _ended_transaction(name, refused[0]) from error
+                raise DataStepError(
+                    name, f"data step {name!r} failed: {type(error).__name__}: {error}; nothing was changed"
+                ) from error
+            if refused:
+                raise _ended_transaction(name, refused[0])
+            if not engine.in_transaction:
+                raise DataStepError(
+                    name,
+                    f"data step {name!r} ended the migration's transaction (it committed or rolled back); the migration "
+                    "stopped, and what was committed stays. Leave transactions to sync_models inside a step",
+                )
+
+
+def _ended_transaction(name: str, statement: str) -> DataStepError:
+    return DataStepError(
+        name,
+        f"data step {name!r} tried to end the migration's transaction ({statement}), which was refused: a step runs "
+        "inside it, and sync_models commits or rolls back everything at once; nothing was changed",
+    )
 
 
 def count_moves(plan: MigrationPlan, steps: PendingSteps, live: Schema, desired: Schema) -> MigrationPlan:

@@ -87,7 +87,8 @@ def sync_models(
     after new tables and columns exist, before anything is dropped or tightened. ``db`` is a
     ``Database`` on that transaction (``db.conn`` its connection). What comes after the steps
     is planned and checked against the data as they left it; a failing step raises
-    ``DataStepError`` naming it, and nothing is changed. A new database (no tables yet) has no
+    ``DataStepError`` naming it, and nothing is changed; so does a step that tries to commit or
+    roll back (the connection's authorizer refuses it while the steps run). A new database (no tables yet) has no
     data to move: its steps are recorded without running.
 
     Examples:
