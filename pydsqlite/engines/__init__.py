@@ -16,8 +16,12 @@ __all__ = ["Cursor", "Engine", "SqliteEngine", "engine_for", "is_connection"]
 
 
 def is_connection(value: Any) -> bool:
-    """Whether ``value`` is a connection (or engine) pydsqlite can drive."""
-    return isinstance(value, (Engine, sqlite3.Connection))
+    """Whether ``value`` is a connection (or engine) pydsqlite can drive (an aiosqlite one from ``pydsqlite.aio``)."""
+    return isinstance(value, (Engine, sqlite3.Connection)) or _is_aiosqlite(value)
+
+
+def _is_aiosqlite(value: Any) -> bool:
+    return type(value).__module__.partition(".")[0] == "aiosqlite"
 
 
 def engine_for(connection: Any) -> Engine:
@@ -26,4 +30,6 @@ def engine_for(connection: Any) -> Engine:
         return connection
     if isinstance(connection, sqlite3.Connection):
         return SqliteEngine(connection)
+    if _is_aiosqlite(connection):
+        raise UsageError("an aiosqlite connection is driven from async code: use pydsqlite.aio (AsyncDatabase, await aio.sync_models(conn, ...))")
     raise UsageError(f"pydsqlite cannot drive a {type(connection).__module__}.{type(connection).__name__}; pass a sqlite3.Connection")
