@@ -3,6 +3,8 @@ adds and the phase that drops and tightens; every guarantee of a plain migration
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import sqlite3
 import sys
 import threading
@@ -39,7 +41,7 @@ from pydsqlite.engines import SqliteEngine
 from pydsqlite.migrate.introspect import introspect
 from pydsqlite.sql.render import quote_identifier
 
-from .helpers import columns
+from .helpers import columns, require
 from .test_sync_properties import edited_world, insert_rows, row_strategy, world_models, world_specs
 
 
@@ -824,3 +826,31 @@ def test_with_a_step_that_does_nothing_every_migration_ends_as_it_would_without_
             conn.close()
     event(f"{outcomes[0][0]}")
     assert outcomes[0] == outcomes[1]
+
+
+def test_the_async_entry_points_take_data_steps_with_the_same_guarantees(db_path):
+    aiosqlite = require("aiosqlite")
+    aio = importlib.import_module("pydsqlite.aio")
+    seeded(sqlite3.connect(db_path)).close()
+    before = db_path.read_bytes()
+    good = {"001_split_emails": DataStep(split_emails, moves=MOVED)}
+    committing = {"001_split_emails": DataStep(lambda db: (split_emails(db), db.conn.commit()), moves=MOVED)}
+
+    async def scenario() -> tuple:
+        async with aiosqlite.connect(db_path) as conn:
+            preview = await aio.model_migration_plan(conn, V2, data_steps=good)
+            with pytest.raises(DataStepError) as refused:
+                await aio.sync_models(conn, V2, data_steps=committing)
+            unchanged = db_path.read_bytes() == before
+            applied = await aio.sync_models(conn, V2, data_steps=good)
+            history = await aio.migration_history(conn)
+            again = await aio.model_migration_plan(conn, V2, data_steps=good)
+            return preview, refused.value, unchanged, applied, history, again
+
+    preview, refused, unchanged, applied, history, again = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert preview.data_steps == applied.data_steps == ("001_split_emails",)
+    assert refused.step == "001_split_emails" and "tried to end the migration's transaction (COMMIT)" in str(refused)
+    assert unchanged and history[-1].data_steps == ("001_split_emails",) and again.is_empty
+    check = sqlite3.connect(db_path)
+    assert rows(check, "SELECT user_id, address FROM emails") == [(1, "ann@example.com"), (3, "cy@example.com")]
+    check.close()
