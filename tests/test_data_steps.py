@@ -8,6 +8,7 @@ import importlib
 import sqlite3
 import sys
 import threading
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -457,6 +458,26 @@ def test_a_step_interrupted_by_a_base_exception_rolls_back_and_the_exception_goe
     conn.close()
 
 
+def test_a_step_that_returns_an_awaitable_is_refused_and_nothing_changes(db_path):
+    """A lambda or partial around an async function hides it until it runs: its coroutine would never run."""
+    conn = seeded(sqlite3.connect(db_path))
+    before = db_path.read_bytes()
+
+    async def fill(db) -> None:
+        split_emails(db)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited" either
+        with pytest.raises(DataStepError) as raised:
+            sync_models(conn, V2, data_steps={"001": DataStep(lambda db: fill(db), moves=MOVED)})
+    assert raised.value.step == "001" and str(raised.value) == (
+        "data step '001': it returned an awaitable, but a data step is a plain function: it runs inside the migration, "
+        "on the connection's thread with pydsqlite.aio too, and gets a Database (not an AsyncDatabase); nothing was changed"
+    )
+    assert db_path.read_bytes() == before
+    conn.close()
+
+
 def test_a_step_name_is_its_identity_a_new_function_under_an_applied_name_does_not_run(conn):
     """Like a migration file's name: once recorded, the name is done, whatever function it maps to later."""
     seeded(conn)
@@ -505,8 +526,16 @@ def test_usage_errors_are_raised_before_anything_runs(conn, db_path):
     def step(db) -> None:
         ran.append("ran")
 
+    async def fill_async(db) -> None:
+        ran.append("ran")
+
+    async_step = (
+        "fill_async is an async function, but a data step is a plain function: it runs inside the migration, on the "
+        "connection's thread with pydsqlite.aio too, and gets a Database (not an AsyncDatabase)"
+    )
     cases = [
         ([("001", step)], "data_steps= takes a dict of name -> function or DataStep, not list"),
+        ({"001": fill_async}, "data step '001': " + async_step),
         ({"": step}, "data_steps= names must be non-empty text, not ''"),
         ({"001": "UPDATE users SET slug = name"}, "data step '001' must be a function of the Database or a DataStep, not str"),
         ({"001": DataStep(step, moves=["users.emial -> emails.address"])},
@@ -530,6 +559,7 @@ def test_usage_errors_are_raised_before_anything_runs(conn, db_path):
          "DataStep moves= entry 'users.email to emails.address' must read 'table.column -> table.column'"),
         (lambda: DataStep(step, moves=["email -> emails.address"]),
          "DataStep moves= entry 'email -> emails.address' must read 'table.column -> table.column'"),
+        (lambda: DataStep(fill_async), async_step),
     ]:
         with pytest.raises(UsageError) as raised:
             bad()

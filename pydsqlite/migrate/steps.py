@@ -13,6 +13,7 @@ lost. Each applied step is recorded, so it never runs twice on the same database
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -77,6 +78,8 @@ class DataStep:
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise UsageError(f"DataStep takes a function of one argument (the Database), not {type(self.fn).__name__}")
+        if inspect.iscoroutinefunction(self.fn):
+            raise UsageError(_ASYNC_STEP.format(what=f"{getattr(self.fn, '__name__', 'the function')} is an async function"))
         if isinstance(self.moves, str):
             raise UsageError(f"DataStep moves= takes a list of 'table.column -> table.column', not the text {self.moves!r}")
         object.__setattr__(self, "moves", tuple(self.moves))
@@ -101,6 +104,11 @@ def _parse_move(text: object, step: str = "") -> _Move:
     return _Move(step, str(text), (source_table, source_column), (target_table, target_column))
 
 
+_ASYNC_STEP = (
+    "{what}, but a data step is a plain function: it runs inside the migration, on the connection's "
+    "thread with pydsqlite.aio too, and gets a Database (not an AsyncDatabase)"
+)
+
 PendingSteps = tuple[tuple[str, DataStep], ...]
 """(name, step) in the order they run."""
 
@@ -118,7 +126,10 @@ def steps_from(data_steps: Mapping[str, DataStep | Callable[[Database], Any]] | 
         if not isinstance(step, DataStep):
             if not callable(step):
                 raise UsageError(f"data step {name!r} must be a function of the Database or a DataStep, not {type(step).__name__}")
-            step = DataStep(step)
+            try:
+                step = DataStep(step)
+            except UsageError as error:
+                raise UsageError(f"data step {name!r}: {error}") from None
         steps.append((name, step))
     return tuple(sorted(steps, key=lambda item: item[0]))
 
@@ -140,7 +151,12 @@ def run_data_steps(engine: Engine, steps: PendingSteps) -> None:
         for name, step in steps:
             logger.info("data step %s", name)
             try:
-                step.fn(database)
+                result = step.fn(database)
+                if inspect.isawaitable(result):
+                    getattr(result, "close", lambda: None)()  # never awaited: no "coroutine was never awaited" warning
+                    raise DataStepError(name, f"data step {name!r}: " + _ASYNC_STEP.format(what="it returned an awaitable") + "; nothing was changed")
+            except DataStepError:
+                raise
             except Exception as error:
                 if refused:
                     raise _ended_transaction(name, refused[0]) from error
