@@ -38,7 +38,7 @@ from pydsqlite import (
     sync_models,
     sync_schema,
 )
-from pydsqlite.engines import SqliteEngine
+from pydsqlite.engines import Engine, SqliteEngine
 from pydsqlite.migrate.introspect import introspect
 from pydsqlite.sql.render import quote_identifier
 
@@ -884,3 +884,19 @@ def test_the_async_entry_points_take_data_steps_with_the_same_guarantees(db_path
     check = sqlite3.connect(db_path)
     assert rows(check, "SELECT user_id, address FROM emails") == [(1, "ann@example.com"), (3, "cy@example.com")]
     check.close()
+
+
+def test_on_an_engine_that_cannot_refuse_a_commit_the_step_that_committed_is_named(db_path):
+    """Engines that cannot see statements before they run (the base ``Engine``) still stop the
+    migration when a step ended its transaction, and say that what was committed stays."""
+
+    class Blind(SqliteEngine):
+        refusing_transaction_control = Engine.refusing_transaction_control
+
+    conn = seeded(sqlite3.connect(db_path))
+    with pytest.raises(DataStepError) as raised:
+        sync_models(Blind(conn), V2, data_steps={"bad": DataStep(lambda db: db.conn.commit(), moves=MOVED)})
+    assert raised.value.step == "bad" and "ended the migration's transaction" in str(raised.value)
+    assert "what was committed stays" in str(raised.value)
+    assert migration_history(conn)[-1].data_steps == () and "emails" in {t for (t,) in rows(conn, "SELECT name FROM sqlite_master")}
+    conn.close()
