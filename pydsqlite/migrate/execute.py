@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from ..engines import Engine
 from ..errors import MigrationError
+from ..replica.reshape import reshape_tombstones, settle_pending_deletes
 from ..schema.objects import Schema
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
@@ -97,16 +98,19 @@ class MigrationSession:
     ) -> MigrationPlan:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         broken_before = broken_objects(self.engine)
+        settle_pending_deletes(self.engine)
         if plan.data_steps:
             assert after_expand is not None, "a plan with data steps needs after_expand"
             self._execute(plan.operations_before_data_steps, progress)
             contract = after_expand()
+            settle_pending_deletes(self.engine)  # deletes a step made, while they fit the shape the steps saw
             if self.foreign_keys_enforced:
                 self._refuse_cascading_drops(contract)
             plan = plan.followed_by(contract)
             self._execute(contract.operations, progress, first=len(plan.operations) - len(contract.operations) + 1)
         else:
             self._execute(plan.operations, progress)
+        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames)
         broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
         if broken:
             raise MigrationError(

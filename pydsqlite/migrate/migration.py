@@ -138,6 +138,8 @@ class MigrationPlan:
     """True once the data checks ran (row counts and findings are filled in)."""
     renames: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     """(table, old column, new column) of every column the plan renames, for the bookkeeping."""
+    table_renames: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """(old, new) name of every table the plan renames."""
     data_steps: tuple[str, ...] = ()
     """Names of the data steps not yet applied, in the order they run."""
     data_steps_skipped: bool = False
@@ -217,4 +219,5 @@ class MigrationPlan:
             operations=(*self.operations_before_data_steps, *after),
             problems=(*self.problems, *contract.problems),
             renames=(*self.renames, *contract.renames),
+            table_renames=(*self.table_renames, *contract.table_renames),
         )
