@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from pydsqlite import (
     LWW,
+    Database,
     DataStep,
     DataStepError,
     DestructiveChangeError,
@@ -44,6 +45,7 @@ from pydsqlite.sql.render import quote_identifier
 
 from .helpers import columns, require
 from .test_sync_properties import edited_world, insert_rows, row_strategy, world_models, world_specs
+from .test_tombstone_migrations import MIGRATIONS, _before, _states
 
 
 class User(SyncModel, table="users"):
@@ -900,3 +902,26 @@ def test_on_an_engine_that_cannot_refuse_a_commit_the_step_that_committed_is_nam
     assert "what was committed stays" in str(raised.value)
     assert migration_history(conn)[-1].data_steps == () and "emails" in {t for (t,) in rows(conn, "SELECT name FROM sqlite_master")}
     conn.close()
+
+
+@pytest.mark.parametrize("after", ["drop a plain column", "rename an LWW column", "retype (rebuild)"])
+def test_rows_a_step_deletes_from_a_synced_table_leave_tombstones_that_fit_the_new_shape(tmp_path, after):
+    """A step's SQL delete on a replicated table is captured inside the migration; the contract
+    phase then changes the table, and the replicas still agree on every row and every dead one."""
+    Before = _before()
+    connections = [sqlite3.connect(tmp_path / f"{side}.db") for side in ("a", "b")]
+    for replica in connections:
+        sync_models(replica, [Before])
+    a, b = (Database(replica) for replica in connections)
+    a.insert(Before(id="dead", a=2, b="y", g="gg", h=9))
+    a.insert(Before(id="kept", a=3, b="z", g="gg", h=9))
+    b.apply_changes(a.changes_since())
+
+    After = MIGRATIONS[after]()
+    purge = {"001_purge": lambda db: db.conn.execute("DELETE FROM items WHERE id = 'dead'")}
+    sync_models(connections[0], [After], data_steps=purge, allow_destructive=True)
+    sync_models(connections[1], [After], allow_destructive=True)
+
+    assert b.apply_changes(a.changes_since()) >= 1 and a.apply_changes(b.changes_since()) == 0
+    assert [item.id for item in b.select(After)] == ["kept"]
+    assert _states(a, After) == _states(b, After) and _states(a, After)[("dead",)][2]
