@@ -16,6 +16,7 @@ from ..engines import Engine
 from ..errors import MigrationError
 from ..replica.reshape import reshape_tombstones, settle_pending_deletes
 from ..schema.objects import Schema
+from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
@@ -138,6 +139,7 @@ class MigrationSession:
         total = first - 1 + len(operations)
         for number, operation in enumerate(operations, first):
             logger.info("migration step %d/%d: %s", number, total, operation.description)
+            temporary = _temporary_triggers(self.engine, operation.table) if operation.kind == "rebuild_table" else []
             for position, statement in enumerate(operation.statements):
                 try:
                     if progress is not None and operation.copy is not None and operation.copy.index == position:
@@ -148,6 +150,14 @@ class MigrationSession:
                     raise MigrationError(
                         f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
                         f"Statement: {statement}"
+                    ) from error
+            for name, sql in temporary:  # dropped with the old table; they belong to this connection alone
+                try:
+                    self.engine.execute(sql)
+                except self.engine.Error as error:
+                    raise MigrationError(
+                        f"step {number} ({operation.description}): temporary trigger {name} cannot be created again "
+                        f"after the rebuild: {error}; nothing was changed. Drop it first, or change it"
                     ) from error
 
     def _bookkeep_if_writable(self, desired: Schema, fingerprint: str, managed: ManagedObjects) -> None:
@@ -193,6 +203,16 @@ class MigrationSession:
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
         """Violations per (child table, parent table); ones that predate the migration are not its fault."""
         return Counter((row[0], row[2]) for row in self.engine.execute("PRAGMA foreign_key_check").fetchall())
+
+
+def _temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
+    """(name, SQL) of this connection's temporary triggers on ``table``, which dropping the table drops."""
+    query = "SELECT name, sql FROM temp.sqlite_master WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE ORDER BY rowid"
+    triggers = []
+    for name, sql in engine.execute(query, (table,)).fetchall():
+        keyword = tokenize(sql)[1]  # SQLite stores "CREATE TRIGGER …" without the TEMP that made it
+        triggers.append((name, f"{sql[: keyword.start]}TEMP {sql[keyword.start :]}"))
+    return triggers
 
 
 def _tables_referencing(engine: Engine, table: str) -> list[str]:
