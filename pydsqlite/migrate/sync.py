@@ -26,7 +26,7 @@ from .plan import build_plan, expand_diff
 from .rehearse import rehearse, rehearse_and_read
 from .steps import DataStep, PendingSteps, count_moves, pending_steps, run_data_steps, steps_from, with_steps
 
-Connectable = sqlite3.Connection | Engine | str | os.PathLike
+Connectable = sqlite3.Connection | Engine | str | os.PathLike[str]
 """A connection pydsqlite can drive (see ``engines``), or a database file's path."""
 
 DataSteps = Mapping[str, DataStep | Callable[[Database], object]]
