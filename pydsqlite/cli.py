@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from pydantic import BaseModel
@@ -283,7 +284,7 @@ def _desired(args: argparse.Namespace) -> list[type[BaseModel]] | Schema:
     return _load_models(args.models) if args.models else _load_schema(args.to, args)
 
 
-def _preview(conn: sqlite3.Connection, desired: list[type[BaseModel]] | Schema, steps: Mapping | None) -> MigrationPlan:
+def _preview(conn: sqlite3.Connection, desired: list[type[BaseModel]] | Schema, steps: Mapping[str, Any] | None) -> MigrationPlan:
     if isinstance(desired, Schema):
         return schema_migration_plan(conn, desired, data_steps=steps)
     return model_migration_plan(conn, desired, data_steps=steps)
@@ -292,7 +293,7 @@ def _preview(conn: sqlite3.Connection, desired: list[type[BaseModel]] | Schema, 
 def _apply(
     conn: sqlite3.Connection,
     desired: list[type[BaseModel]] | Schema,
-    steps: Mapping | None,
+    steps: Mapping[str, Any] | None,
     args: argparse.Namespace,
     busy_timeout: float,
     progress: ProgressReporter,
@@ -426,7 +427,7 @@ def _load_models(spec: str) -> list[type[BaseModel]]:
     return models
 
 
-def _load_data_steps(spec: str | None) -> Mapping | None:
+def _load_data_steps(spec: str | None) -> Mapping[str, Any] | None:
     """``package.module:NAME``, a dict of data steps (checked by ``sync_models`` like any)."""
     if spec is None:
         return None
@@ -434,13 +435,18 @@ def _load_data_steps(spec: str | None) -> Mapping | None:
     if not name.strip():
         raise CommandError(f"--data-steps {spec!r}: name the dict of data steps in the module, as in {module_name}:DATA_STEPS")
     steps = getattr(_import_module(module_name, "--data-steps", "data steps"), name.strip(), None)
-    if not isinstance(steps, Mapping):
-        found = "nothing" if steps is None else f"class {steps.__name__}" if isinstance(steps, type) else f"a {type(steps).__name__}"
-        raise CommandError(f"{module_name}:{name.strip()} is {found}, not a dict of data steps (name -> function)")
-    return steps
+    if isinstance(steps, Mapping):
+        return steps
+    if steps is None:
+        found = "nothing"
+    elif isinstance(steps, type):
+        found = f"class {steps.__name__}"
+    else:
+        found = f"a {type(steps).__name__}"
+    raise CommandError(f"{module_name}:{name.strip()} is {found}, not a dict of data steps (name -> function)")
 
 
-def _import_module(module_name: str, option: str, what: str) -> object:
+def _import_module(module_name: str, option: str, what: str) -> ModuleType:
     """The module named after ``option``, imported from the current folder or the Python path."""
     if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
         module_path = Path(module_name).with_suffix("") if module_name.endswith(".py") else Path(module_name)

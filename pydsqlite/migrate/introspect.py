@@ -299,7 +299,10 @@ def read_migration_history(engine: Engine) -> list[AppliedMigration]:
     if _has_table(engine, DATA_STEPS_TABLE):
         for name, migration in engine.execute(f"SELECT name, migration_id FROM {DATA_STEPS_TABLE} ORDER BY name").fetchall():
             steps[migration].append(name)
-    return [AppliedMigration(*row, data_steps=tuple(steps.get(row[0], ()))) for row in rows]
+    return [
+        AppliedMigration(number, applied_at, fingerprint, description, sql, data_steps=tuple(steps.get(number, ())))
+        for number, applied_at, fingerprint, description, sql in rows
+    ]
 
 
 def applied_data_steps(engine: Engine) -> frozenset[str]:

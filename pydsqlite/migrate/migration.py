@@ -154,7 +154,7 @@ class MigrationPlan:
     @property
     def sql(self) -> str:
         """The whole SQL script; the data steps appear as comments where they run."""
-        parts = []
+        parts: list[str] = []
         for position, operation in enumerate(self.operations):
             if position == self._data_steps_position:
                 parts.extend(f"-- {line}\n" for line in self._data_step_lines)
