@@ -2,6 +2,7 @@
 
 from .errors import (
     ConstraintError,
+    DataStepError,
     DestructiveChangeError,
     MigrationError,
     PydsqliteError,
@@ -14,6 +15,7 @@ from .errors import (
 )
 from .migrate.metadata import AppliedMigration
 from .migrate.migration import MigrationPlan, Operation
+from .migrate.steps import DataStep
 from .migrate.sync import migration_history, model_migration_plan, schema_migration_plan, sync_models, sync_schema
 from .replica.hlc import HLC, ClockError, Timestamp
 from .replica.replication import ChangeSet, RowChange, SyncError
@@ -31,6 +33,8 @@ __all__ = [
     "Collate",
     "Condition",
     "ConstraintError",
+    "DataStep",
+    "DataStepError",
     "Database",
     "DestructiveChangeError",
     "Field",

@@ -139,6 +139,14 @@ class Engine(ABC):
         through this engine or another one."""
         return id(self.connection) in _units_open
 
+    @contextmanager
+    def refusing_transaction_control(self) -> Iterator[list[str]]:
+        """While the block runs, refuse the statements that would end the open transaction or a
+        savepoint opened before the block (``COMMIT``, ``ROLLBACK``, ``RELEASE``); yields the list
+        of those refused, so the caller can say why the block failed. Engines that cannot see
+        statements before they run refuse nothing."""
+        yield []
+
     # --- pragmas -------------------------------------------------------------------------------
 
     def pragma(self, name: str) -> Any:

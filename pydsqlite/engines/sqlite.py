@@ -71,5 +71,31 @@ class SqliteEngine(Engine):
         finally:
             self.connection.autocommit = False  # type: ignore[attr-defined]
 
+    @contextmanager
+    def refusing_transaction_control(self) -> Iterator[list[str]]:
+        """With an authorizer, which SQLite consults while preparing each statement (``conn.commit()``
+        and ``conn.rollback()`` included). It replaces an authorizer of the caller's own, and is
+        removed after the block."""
+        refused: list[str] = []
+        opened: set[str] = set()
+
+        def authorize(action: int, operation: str | None, name: str | None, *_: object) -> int:
+            if action == sqlite3.SQLITE_TRANSACTION and operation != "BEGIN":
+                refused.append(str(operation))
+                return sqlite3.SQLITE_DENY
+            if action == sqlite3.SQLITE_SAVEPOINT and name is not None:
+                if operation == "BEGIN":
+                    opened.add(name.lower())
+                elif name.lower() not in opened:
+                    refused.append(f"{operation} {name}")
+                    return sqlite3.SQLITE_DENY
+            return sqlite3.SQLITE_OK
+
+        self.connection.set_authorizer(authorize)
+        try:
+            yield refused
+        finally:
+            self.connection.set_authorizer(None)
+
     def create_function(self, name: str, arity: int, function: Callable[..., Any], *, deterministic: bool = False) -> None:
         self.connection.create_function(name, arity, function, deterministic=deterministic)

@@ -33,16 +33,18 @@ def check_plan_against_data(engine: Engine, plan: MigrationPlan, foreign_keys_on
     return plan.with_operations(tuple(operations), tuple(problems))
 
 
-def refuse_unless_applicable(plan: MigrationPlan, allow_destructive: bool) -> None:
+def refuse_unless_applicable(plan: MigrationPlan, allow_destructive: bool, after_steps: tuple[str, ...] = ()) -> None:
     """Raise what ``sync_models`` raises for a checked plan it cannot apply: ``MigrationError`` for
-    its problems, ``DestructiveChangeError`` for steps that lose data unless they are allowed."""
+    its problems, ``DestructiveChangeError`` for steps that lose data unless they are allowed
+    (``after_steps``: the data steps that ran before the plan was made, named in the error)."""
+    when = f" after data step{'s' if len(after_steps) > 1 else ''} {', '.join(after_steps)}" if after_steps else ""
     if plan.problems:
-        raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
+        raise MigrationError(f"the migration cannot be applied{when}; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
     destructive = plan.destructive_operations
     if destructive and not allow_destructive:
         listing = "\n  - ".join(str(operation) for operation in destructive)
         raise DestructiveChangeError(
-            "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
+            f"the migration would lose data{when}; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
             destructive,
         )
 

@@ -20,7 +20,7 @@ from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
-from .migration import MigrationPlan, RowCopy
+from .migration import MigrationPlan, Operation, RowCopy
 from .rebuild import PROGRESS_FUNCTION
 
 logger = logging.getLogger(__name__)
@@ -51,14 +51,18 @@ class MigrationSession:
         fingerprint: str,
         managed: ManagedObjects,
         progress: ProgressCallback | None = None,
-    ) -> None:
-        """Run every statement of ``plan``, record the managed objects and the audit entry, verify foreign keys.
+        after_expand: Callable[[], MigrationPlan] | None = None,
+    ) -> MigrationPlan:
+        """Run every statement of ``plan``, record the managed objects and the audit entry, verify
+        foreign keys; returns the plan applied.
 
-        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows.
+        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows. A plan
+        with data steps runs its operations before them, then ``after_expand()``, which runs the
+        steps and returns the checked operations to run after them (in place of the plan's own).
         """
         if plan.is_empty:
             self._bookkeep_if_writable(desired, fingerprint, managed)
-            return
+            return plan
         unrehearsed = [op.description for op in plan.operations if op.replay is not None]
         if unrehearsed:
             raise MigrationError(f"the plan was not rehearsed ({unrehearsed[0]}); make it with model_migration_plan or sync_models")
@@ -68,7 +72,7 @@ class MigrationSession:
         if legacy:  # renames must rewrite the views and triggers that name what they rename
             self.engine.set_pragma("legacy_alter_table", "OFF")
         try:
-            self._run(plan, desired, fingerprint, progress)
+            return self._run(plan, desired, fingerprint, progress, after_expand)
         finally:
             if legacy:
                 self.engine.set_pragma("legacy_alter_table", "ON")
@@ -88,12 +92,56 @@ class MigrationSession:
                     "switches foreign keys off for the rebuild) or turn foreign keys off; nothing was changed."
                 )
 
-    def _run(self, plan: MigrationPlan, desired: Schema, fingerprint: str, progress: ProgressCallback | None) -> None:
+    def _run(
+        self,
+        plan: MigrationPlan,
+        desired: Schema,
+        fingerprint: str,
+        progress: ProgressCallback | None,
+        after_expand: Callable[[], MigrationPlan] | None,
+    ) -> MigrationPlan:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         broken_before = broken_objects(self.engine)
         settle_pending_deletes(self.engine)
-        for number, operation in enumerate(plan.operations, 1):
-            logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
+        if plan.data_steps:
+            assert after_expand is not None, "a plan with data steps needs after_expand"
+            self._execute(plan.operations_before_data_steps, progress)
+            contract = after_expand()
+            settle_pending_deletes(self.engine)  # deletes a step made, while they fit the shape the steps saw
+            if self.foreign_keys_enforced:
+                self._refuse_cascading_drops(contract)
+            plan = plan.followed_by(contract)
+            self._execute(contract.operations, progress, first=len(plan.operations) - len(contract.operations) + 1)
+        else:
+            self._execute(plan.operations, progress)
+        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames)
+        broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
+        if broken:
+            raise MigrationError(
+                "the migration would leave views or triggers that no longer work; nothing was changed:\n  - "
+                + "\n  - ".join(broken)
+            )
+        applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+        audit = audit_statements(applied_at, fingerprint, str(plan), plan.sql, plan.data_steps)
+        for statement in [*record_statements(desired, plan.renames), *audit]:
+            self.engine.execute(statement)
+        if self.check_foreign_keys:
+            introduced = self._foreign_key_violations() - baseline
+            if introduced:
+                details = ", ".join(f"{table} -> {parent}: {count}" for (table, parent), count in sorted(introduced.items()))
+                raise MigrationError(
+                    f"the migration would leave {sum(introduced.values())} row(s) violating foreign keys "
+                    f"({details}); nothing was changed"
+                )
+        for statement in state_statements(fingerprint):
+            self.engine.execute(statement)
+        return plan
+
+    def _execute(self, operations: tuple[Operation, ...], progress: ProgressCallback | None, first: int = 1) -> None:
+        """Run the statements of ``operations`` (numbered from ``first`` in logs and errors)."""
+        total = first - 1 + len(operations)
+        for number, operation in enumerate(operations, first):
+            logger.info("migration step %d/%d: %s", number, total, operation.description)
             temporary = temporary_triggers(self.engine, operation.table) if operation.kind == "rebuild_table" else []
             for position, statement in enumerate(operation.statements):
                 try:
@@ -114,26 +162,6 @@ class MigrationSession:
                         f"step {number} ({operation.description}): temporary trigger {name} cannot be created again "
                         f"after the rebuild: {error}; nothing was changed. Drop it first, or change it"
                     ) from error
-        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames)
-        broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
-        if broken:
-            raise MigrationError(
-                "the migration would leave views or triggers that no longer work; nothing was changed:\n  - "
-                + "\n  - ".join(broken)
-            )
-        applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-        for statement in [*record_statements(desired, plan.renames), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
-            self.engine.execute(statement)
-        if self.check_foreign_keys:
-            introduced = self._foreign_key_violations() - baseline
-            if introduced:
-                details = ", ".join(f"{table} -> {parent}: {count}" for (table, parent), count in sorted(introduced.items()))
-                raise MigrationError(
-                    f"the migration would leave {sum(introduced.values())} row(s) violating foreign keys "
-                    f"({details}); nothing was changed"
-                )
-        for statement in state_statements(fingerprint):
-            self.engine.execute(statement)
 
     def _bookkeep_if_writable(self, desired: Schema, fingerprint: str, managed: ManagedObjects) -> None:
         """Nothing to migrate: record the managed objects and the fast-path state, unless the

@@ -29,6 +29,7 @@ from ..schema.objects import (
 )
 from ..sql.ddl import TableExtras, parse_create_table, parse_index_terms, parse_index_where
 from .metadata import (
+    DATA_STEPS_TABLE,
     METADATA_PREFIX,
     MIGRATIONS_TABLE,
     OBJECTS_TABLE,
@@ -298,7 +299,21 @@ def read_migration_history(engine: Engine) -> list[AppliedMigration]:
     if not _has_table(engine, MIGRATIONS_TABLE):
         return []
     rows = engine.execute(f"SELECT id, applied_at, fingerprint, description, sql FROM {MIGRATIONS_TABLE} ORDER BY id").fetchall()
-    return [AppliedMigration(*row) for row in rows]
+    steps: dict[int, list[str]] = defaultdict(list)
+    if _has_table(engine, DATA_STEPS_TABLE):
+        for name, migration in engine.execute(f"SELECT name, migration_id FROM {DATA_STEPS_TABLE} ORDER BY name").fetchall():
+            steps[migration].append(name)
+    return [
+        AppliedMigration(number, applied_at, fingerprint, description, sql, data_steps=tuple(steps.get(number, ())))
+        for number, applied_at, fingerprint, description, sql in rows
+    ]
+
+
+def applied_data_steps(engine: Engine) -> frozenset[str]:
+    """Names of the data steps already applied to this database."""
+    if not _has_table(engine, DATA_STEPS_TABLE):
+        return frozenset()
+    return frozenset(name for (name,) in engine.execute(f"SELECT name FROM {DATA_STEPS_TABLE}").fetchall())
 
 
 def schema_unchanged_since_sync(engine: Engine, fingerprint: str) -> bool:

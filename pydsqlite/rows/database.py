@@ -38,7 +38,39 @@ _BATCH = 512
 
 
 class Database:
-    """Typed CRUD over a connection (or a path, opened and owned by this object)."""
+    """Typed reads and writes of table models over a connection (or a path, opened and owned
+    by this object): every row written is validated by its model, every row read is
+    validated into one. Each write is its own transaction, or a savepoint inside one that is
+    open (``transaction()``, or yours). ``wall_clock`` (milliseconds) and ``max_drift_ms``
+    set up the replica clock of ``LWW()`` tables (see ``HLC``).
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import Database, Field, SyncModel, col, sync_models
+        >>> class Book(SyncModel, table="books"):
+        ...     id: int = Field(default=None, primary_key=True)  # None: SQLite assigns the key
+        ...     title: str
+        ...     pages: int = 0
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Book])
+        >>> db = Database(conn)
+        >>> db.insert(Book(title="Dune", pages=412))
+        Book(id=1, title='Dune', pages=412)
+        >>> db.insert_many([Book(title="Emma"), Book(title="Ulysses", pages=730)])
+        2
+        >>> db.get(Book, 1)
+        Book(id=1, title='Dune', pages=412)
+        >>> db.update(Book, 2, pages=474)
+        Book(id=2, title='Emma', pages=474)
+        >>> [book.title for book in db.select(Book, col("pages") > 450, order_by="-pages")]
+        ['Ulysses', 'Emma']
+        >>> with db.transaction():  # both or neither
+        ...     _ = db.delete(Book, 3)
+        ...     _ = db.upsert(Book(id=1, title="Dune", pages=500))
+        >>> db.count(Book), db.get(Book, 3)
+        (2, None)
+    """
 
     def __init__(
         self,

@@ -30,7 +30,27 @@ _RENAME_HINT = re.compile(r"""(?:--|/\*)\s*@renamed\s+from\s*=\s*("(?:[^"]|"")*"
 
 
 def schema_from_sql(ddl: str) -> Schema:
-    """The ``Schema`` that the DDL script ``ddl`` creates (tables, indexes, triggers, views)."""
+    """The ``Schema`` that the DDL script ``ddl`` creates (tables, indexes, triggers, views),
+    as SQLite reads it; a ``-- @renamed from=old`` comment after a column (or on the CREATE
+    TABLE line) is a rename hint, like ``RenamedFrom``.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import schema_from_sql, sync_schema
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        >>> desired = schema_from_sql('''
+        ...     CREATE TABLE notes (
+        ...         id INTEGER PRIMARY KEY,
+        ...         text TEXT  -- @renamed from=body
+        ...     );
+        ...     CREATE INDEX notes_by_text ON notes (text);
+        ... ''')
+        >>> print(sync_schema(conn, desired))
+        Migration plan (2 operations):
+          1. rename column notes.body to text
+          2. create index notes_by_text on notes (text)
+    """
     with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
         load_schema_sql(scratch, ddl)
         engine = SqliteEngine(scratch)
@@ -103,7 +123,19 @@ def _shortened(statement: str, limit: int = 120) -> str:
 
 
 def schema_from_database(source: Any) -> Schema:
-    """The ``Schema`` of another SQLite database (a connection or a path, opened read-only)."""
+    """The ``Schema`` of another SQLite database (a connection or a path, opened read-only):
+    to make a database match a reference one.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import schema_from_database, schema_migration_plan
+        >>> reference = sqlite3.connect(":memory:")
+        >>> _ = reference.execute("CREATE TABLE tags (name TEXT PRIMARY KEY)")
+        >>> target = sqlite3.connect(":memory:")
+        >>> print(schema_migration_plan(target, schema_from_database(reference)))
+        Migration plan (1 operation):
+          1. create table tags (1 column)
+    """
     if is_connection(source):
         return introspect(engine_for(source))
     path = os.fspath(source)
