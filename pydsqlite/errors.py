@@ -100,3 +100,24 @@ class UnstorableValueError(PydsqliteError, ValueError):
 class SyncError(PydsqliteError):
     """A changeset cannot be applied (unknown table or column, other schema, invalid value, a foreign key
     it cannot settle); nothing was applied."""
+
+
+class EngineError(PydsqliteError):
+    """The database engine refused a statement and no more precise error of ours describes it
+    (a dqlite error that is not a constraint, a missing table or column, …). ``code`` is the
+    engine's result code when it gave one; the message is the engine's."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class ConnectionLostError(EngineError):
+    """The connection to the database was lost in the middle of a call (on dqlite: the leader
+    went away). The database rolled back the transaction that was open, so nothing of it was
+    applied, unless the connection was lost during its COMMIT: then ``outcome_known`` is False
+    and it was applied whole or not at all. Open a new connection to continue."""
+
+    def __init__(self, message: str, *, outcome_known: bool = True) -> None:
+        self.outcome_known = outcome_known
+        super().__init__(message)

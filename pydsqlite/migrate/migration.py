@@ -26,6 +26,9 @@ class DataCheck:
     sample_sql: str | None = None
     when_foreign_keys_on: bool = False
     """Asked only when the connection enforces foreign keys (orphans matter only then)."""
+    utf8_column: str | None = None
+    """The column (SQL) whose blobs must decode as UTF-8: engines without SQL functions read those
+    blobs and check them in Python instead of running ``condition``."""
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,14 @@ class RowCopy:
 
     ``statements[index]`` is the plain ``INSERT … SELECT``; ``with_progress`` is the same
     copy calling ``pydsqlite_copy_progress()`` once per row (used only when asked for).
+    ``chunk_key`` orders the old rows (its rowid, or the key of a WITHOUT ROWID table; empty
+    when neither can) so that an engine without SQL functions copies them in ranges instead.
     """
 
     index: int
     source: str
     with_progress: str
+    chunk_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

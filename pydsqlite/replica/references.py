@@ -247,8 +247,8 @@ def _violations(engine: Engine, link: Link, by: Iterable[str], wanted: list[tupl
 
 def select_in(engine: Engine, head: str, width: int, wanted: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
     """Rows of the query ``head`` (ending in ``… IN``) for tuples of ``width`` values, in chunks
-    of ``IN (VALUES …)`` that stay under SQLite's limit on bound parameters."""
-    chunk = max(1, 900 // width)
+    of ``IN (VALUES …)`` that stay under the engine's limit on bound parameters."""
+    chunk = max(1, min(900, engine.max_parameters) // width)
     for start in range(0, len(wanted), chunk):
         part = wanted[start : start + chunk]
         values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)

@@ -424,11 +424,10 @@ class Replica:
                 raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
             rows.append([*values, *(state.columns[name][0] for name in codec.lww), state.version, first_seq + position])
         updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
-        self.engine.executemany(
-            f"INSERT INTO {codec.quoted_table} ({', '.join(quote_identifier(n) for n in names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT ({', '.join(quote_identifier(n) for n in codec.key)}) DO UPDATE SET {updates}",
+        self.engine.insert_rows(
+            f"INSERT INTO {codec.quoted_table} ({', '.join(quote_identifier(n) for n in names)})",
             rows,
+            f" ON CONFLICT ({', '.join(quote_identifier(n) for n in codec.key)}) DO UPDATE SET {updates}",
         )
 
     def _write_tombstones(self, marks: list[tuple[RowChange, int, bool]]) -> None:
@@ -436,8 +435,8 @@ class Replica:
         if not marks:
             return
         self.ensure_tables()
-        self.engine.executemany(
-            f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq) VALUES (?, ?, ?, ?, ?)",
+        self.engine.insert_rows(
+            f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq)",
             [
                 (change.table, key_text(change.key), change.deleted, _state_to_json(change) if keep else None, seq)
                 for change, seq, keep in marks
