@@ -1,8 +1,11 @@
 """pydsqlite: Pydantic models as the single source of truth for a SQLite database."""
 
+from .engines.dqlite import connect_dqlite
 from .errors import (
+    ConnectionLostError,
     ConstraintError,
     DestructiveChangeError,
+    EngineError,
     MigrationError,
     PydsqliteError,
     RowNotFoundError,
@@ -30,9 +33,11 @@ __all__ = [
     "ClockError",
     "Collate",
     "Condition",
+    "ConnectionLostError",
     "ConstraintError",
     "Database",
     "DestructiveChangeError",
+    "EngineError",
     "Field",
     "ForeignKey",
     "HLC",
@@ -57,6 +62,7 @@ __all__ = [
     "UnstorableValueError",
     "UsageError",
     "col",
+    "connect_dqlite",
     "migration_history",
     "model_migration_plan",
     "schema_from_database",

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -249,14 +250,15 @@ def _shorten(sql: str) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def connect_dqlite(addresses: str | Sequence[str], database: str, **options: Any) -> Any:
+def connect_dqlite(addresses: str | Sequence[str], database: str, *, wait: float = 10.0, **options: Any) -> Any:
     """A ``dqlitedbapi`` connection to the cluster, through the first of ``addresses`` that answers.
 
     The client takes one seed address and fails when that node is down; this tries each
     (``"host:port"``, a list or a comma-separated string) until one opens a session, so a
-    dead node does not stop an application from starting. ``options`` go to
-    ``dqlitedbapi.connect`` (``timeout=``, …). Raises ``ConnectionLostError`` naming every
-    address and its error when none answers.
+    dead node does not stop an application from starting. While none answers (a leader
+    election after a failover takes a few seconds) it tries again for up to ``wait`` seconds.
+    ``options`` go to ``dqlitedbapi.connect`` (``timeout=``, …). Raises ``ConnectionLostError``
+    naming every address and its error when none answered in time.
     """
     import dqlitedbapi
 
@@ -264,15 +266,19 @@ def connect_dqlite(addresses: str | Sequence[str], database: str, **options: Any
     seeds = [seed for seed in seeds if seed]
     if not seeds:
         raise UsageError("connect_dqlite() needs at least one node address ('host:port')")
-    failures = []
-    for seed in seeds:
-        connection = dqlitedbapi.connect(seed, database=database, **options)
-        try:
-            connection.connect()
-        except dqlitedbapi.Error as error:
-            failures.append(f"{seed}: {_server_message(error)}")
-            connection.close()
-            logger.info("dqlite node %s did not answer (%s); trying the next one", seed, error)
-            continue
-        return connection
-    raise ConnectionLostError("no dqlite node answered: " + "; ".join(failures), outcome_known=True)
+    deadline = time.monotonic() + wait
+    while True:
+        failures = []
+        for seed in seeds:
+            connection = dqlitedbapi.connect(seed, database=database, **options)
+            try:
+                connection.connect()
+            except dqlitedbapi.Error as error:
+                failures.append(f"{seed}: {_server_message(error)}")
+                connection.close()
+                logger.info("dqlite node %s did not answer (%s)", seed, error)
+                continue
+            return connection
+        if time.monotonic() >= deadline:
+            raise ConnectionLostError("no dqlite node answered: " + "; ".join(failures), outcome_known=True)
+        time.sleep(0.25)
