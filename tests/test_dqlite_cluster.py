@@ -366,3 +366,51 @@ def _make_leader(cluster: Cluster, node, database: str) -> None:
     leader.stop()
     cluster.restart(third)
     cluster.wait_ready()
+
+
+# --- what the engine works around ------------------------------------------------------------------
+
+
+class AuthorV3(SyncModel, table="authors"):
+    id: int = Field(default=None, primary_key=True)
+    email: Annotated[str, Unique()]
+    name: Annotated[str, Field(max_length=30)]
+    country: Annotated[str, Field(max_length=2)] = "NZ"
+
+
+def test_large_rebuilds_after_a_checkpoint_do_not_fail_with_disk_io_errors(conn):
+    """A rebuild dirtying more pages than SQLite's cache, right after dqlite truncated its log at a
+    checkpoint, read its own spilled pages back from an empty log ("disk I/O error") until the
+    engine switched cache_spill off; the second large rebuild in a database did the same."""
+    sync_models(conn, [Author])
+    Database(conn).insert_many([Author(email=f"reader{n:06d}@example.com", name=f"Reader number {n}") for n in range(40_000)])
+    sync_models(conn, [AuthorV2])
+    sync_models(conn, [AuthorV3])
+    assert Database(conn).count(AuthorV3) == 40_000
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_in_transaction_is_asked_of_the_server_when_the_client_only_guesses(conn):
+    """After the outermost savepoint is released the client still believes a transaction is open;
+    pydsqlite asks the server, so the migration still runs in a transaction of its own with
+    foreign keys off (a parent with children rebuilt) instead of refusing as if inside the caller's."""
+    sync_models(conn, LIBRARY)
+    fill_library(Database(conn), 20)
+    conn.execute("SAVEPOINT callers")
+    conn.execute("RELEASE callers")
+    assert conn.in_transaction  # the client's guess
+    sync_models(conn, LIBRARY_V2)
+    assert Database(conn).count(Review) == 80 and not conn.in_transaction
+
+
+def test_a_write_with_returning_outside_a_transaction_leaves_the_leader_up(cluster, conn):
+    """dqlite 1.11's leader aborts on INSERT … RETURNING sent outside a transaction; the engine wraps it in one."""
+    from pydsqlite.engines import engine_for
+
+    leader = cluster.leader()
+    engine = engine_for(conn)
+    engine.execute("CREATE TABLE counters (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    assert engine.execute("INSERT INTO counters (n) VALUES (1) RETURNING id").fetchall() == [(1,)]
+    assert engine.execute("UPDATE counters SET n = n + 1 RETURNING n").fetchall() == [(2,)]
+    assert cluster.node(leader).running and engine.scalar("SELECT n FROM counters") == 2
+    assert not conn.in_transaction
