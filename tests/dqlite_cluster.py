@@ -24,11 +24,11 @@ READY_TIMEOUT = 30.0
 def missing() -> str | None:
     """Why a cluster cannot run here (with how to enable it), or None when it can."""
     if shutil.which(DEMO) is None or shutil.which(SHELL) is None:
-        return "dqlite is not installed: apt-get install libdqlite0 go-dqlite"
+        return "dqlite is not installed (apt-get install libdqlite0 go-dqlite)"
     try:
         import dqlitedbapi  # noqa: F401
     except ImportError:
-        return "dqlitedbapi is not installed: python3.13 -m pip install -e '.[test,dqlite]' (dqlite-dbapi needs Python 3.13)"
+        return "the dqlite-dbapi client is not installed (it needs Python 3.13: the '.[dqlite]' extra)"
     return None
 
 

@@ -48,7 +48,7 @@ if UNAVAILABLE is not None and os.environ.get("CI") and sys.version_info >= (3, 
     raise RuntimeError(f"CI runs the dqlite cluster suite on Python 3.13, but {UNAVAILABLE}")
 pytestmark = pytest.mark.skipif(
     UNAVAILABLE is not None,
-    reason=f"dqlite cluster suite skipped: {UNAVAILABLE}; then run the README's dqlite command",
+    reason=f"dqlite cluster suite skipped: {UNAVAILABLE}; run it with tests/run_dqlite_suite.sh (README)",
 )
 
 

@@ -24,6 +24,15 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert commands[1] in ci and not any(line.startswith("python3 ") for line in ci[: ci.index(commands[1])])
 
 
+def test_ci_runs_the_readme_dqlite_command_after_the_other_suites():
+    (command,) = re.findall(r"```\n(apt-get [^\n]+)\n```", (ROOT / "README.md").read_text())
+    assert "libdqlite0 go-dqlite" in command and "tests/run_dqlite_suite.sh" in command
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == command and readme_commands()[1] in ci
+    script = (ROOT / "tests" / "run_dqlite_suite.sh").read_text()
+    assert "'.[test,fastapi,dqlite]'" in script and "3.13" in script
+
+
 def test_the_main_example_runs_twice_on_a_real_file(tmp_path):
     for _ in range(2):
         result = subprocess.run(
