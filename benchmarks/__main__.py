@@ -32,10 +32,11 @@ def main() -> None:
     sync_cases.run(report, rows=10_000 if args.quick else 50_000, quick=args.quick)
     _print(report)
     if not args.no_write and not args.quick:
-        _write_docs(report.table(), report.notes, RESULTS_MARKER, DQLITE_MARKER)
+        _write_docs(report.table(), report.notes, RESULTS_MARKER, DQLITE_HEADING)
 
 
 RESULTS_MARKER = "<!-- benchmark results -->"
+DQLITE_HEADING = "## dqlite"
 DQLITE_MARKER = "<!-- dqlite results -->"
 DQLITE_END = "<!-- end of dqlite results -->"
 
@@ -48,14 +49,14 @@ def _print(report: Report) -> None:
 
 
 def _write_docs(table: str, notes: list[str], marker: str, end: str) -> None:
-    """Replace the results between ``marker`` and ``end`` (or the end of the page)."""
+    """Replace the results between ``marker`` and ``end`` (kept), or to the end of the page."""
     text = DOCS.read_text() if DOCS.exists() else _DOCS_HEAD
     body = (
         f"{marker}\n\nMeasured {dt.date.today().isoformat()} on: {environment()}\n\n{table}\n\n"
         + "".join(f"- {note}\n" for note in notes)
     )
     head, _, rest = text.partition(marker) if marker in text else (text, "", "")
-    tail = rest[rest.index(end):] if end in rest else ""
+    tail = rest[rest.index(end) :] if end in rest else (end + "\n" if end == DQLITE_END else "")
     DOCS.write_text(head.rstrip() + "\n\n" + body + ("\n" + tail if tail else ""))
     print(f"\nwrote {DOCS}")
 

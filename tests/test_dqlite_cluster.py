@@ -414,3 +414,15 @@ def test_a_write_with_returning_outside_a_transaction_leaves_the_leader_up(clust
     assert engine.execute("UPDATE counters SET n = n + 1 RETURNING n").fetchall() == [(2,)]
     assert cluster.node(leader).running and engine.scalar("SELECT n FROM counters") == 2
     assert not conn.in_transaction
+
+
+def test_the_dqlite_page_examples_run(cluster, database_name, tmp_path, monkeypatch):
+    """docs/dqlite.md's python examples, against this cluster (its addresses and a fresh database)."""
+    from .test_docs import ROOT, run_python_examples
+
+    documented = '["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]'
+    monkeypatch.chdir(tmp_path)
+    run_python_examples(
+        ROOT / "docs" / "dqlite.md",
+        lambda code: code.replace(documented, repr(cluster.addresses)).replace('"league"', repr(database_name)),
+    )
