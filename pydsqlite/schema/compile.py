@@ -284,9 +284,8 @@ def _default(field: _FieldDeclaration, *, auto_key: bool = False) -> str | None:
         return None
     if auto_key and info.default is None:
         return None
-    adapter = TypeAdapter(Annotated[info.annotation, *info.metadata]) if info.metadata else TypeAdapter(info.annotation)
     try:
-        value = adapter.validate_python(info.default)
+        value = _validated_default(field)
     except ValidationError as error:
         message = error.errors()[0]["msg"]
         raise field.error(f"invalid default {info.default!r}: {message}") from None
@@ -301,6 +300,23 @@ def _default(field: _FieldDeclaration, *, auto_key: bool = False) -> str | None:
     if reason is not None:
         raise field.error(f"default {info.default!r} cannot be stored: {reason}")
     return literal
+
+
+def _validated_default(field: _FieldDeclaration) -> Any:
+    """The field's default as the model would hold it. Fast path: validate it as an assignment to
+    that one field of a blank instance (the model's validator already exists; building a
+    ``TypeAdapter`` per field was most of compile's cost). Models whose validators need other
+    fields (or refuse the blank instance) take the ``TypeAdapter`` path, which also gives the error."""
+    model, info = field.model, field.info
+    blank = model.__new__(model)
+    for name, value in (("__dict__", {}), ("__pydantic_fields_set__", set()), ("__pydantic_extra__", None), ("__pydantic_private__", None)):
+        object.__setattr__(blank, name, value)
+    try:
+        model.__pydantic_validator__.validate_assignment(blank, field.name, info.default)
+        return blank.__dict__[field.name]
+    except Exception:  # noqa: BLE001 - any refusal here is re-decided by the exact path below
+        adapter = TypeAdapter(Annotated[info.annotation, *info.metadata]) if info.metadata else TypeAdapter(info.annotation)
+        return adapter.validate_python(info.default)
 
 
 def _checks(field: _FieldDeclaration) -> tuple[Check, ...]:
