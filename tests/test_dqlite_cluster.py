@@ -266,7 +266,7 @@ def test_transactions_and_savepoints(conn):
 # --- replica sync ---------------------------------------------------------------------------------
 
 
-class Card(SyncModel, table="cards"):
+class Card(SyncModel, table="lww_cards"):
     id: Annotated[str, PrimaryKey()]
     title: Annotated[str, LWW()] = ""
     votes: Annotated[int, LWW()] = 0

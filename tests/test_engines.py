@@ -71,7 +71,7 @@ def test_the_default_engine_keeps_executemany(conn):
     assert len([sql for sql in seen if sql.startswith("INSERT INTO `items`")]) == 10
 
 
-class Card(SyncModel, table="cards"):
+class Card(SyncModel, table="merge_cards"):
     id: Annotated[str, PrimaryKey()]
     title: Annotated[str, LWW()] = ""
     votes: Annotated[int, LWW()] = 0
