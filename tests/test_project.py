@@ -31,6 +31,7 @@ def test_ci_runs_the_readme_dqlite_command_after_the_other_suites():
     assert ci[-1] == command and readme_commands()[1] in ci
     script = (ROOT / "tests" / "run_dqlite_suite.sh").read_text()
     assert "'.[test,fastapi,dqlite]'" in script and "3.13" in script
+    assert 'PYDSQLITE_REQUIRE_DQLITE=1 "$venv/bin/python" -m pytest' in script  # never skipped there
 
 
 def test_the_main_example_runs_twice_on_a_real_file(tmp_path):
