@@ -6,7 +6,8 @@ test starts a cluster of its own. Database names are prefix-free (all of one len
 demo node confuses two databases whose names are prefixes of each other.
 
 Needs Debian's libdqlite0 and go-dqlite and the dqlite-dbapi client (Python 3.13): skipped
-without them, saying how to enable them, except in CI on Python 3.13, where they fail.
+without them, saying how to enable them, except where they are required (CI on Python 3.13,
+or ``PYDSQLITE_REQUIRE_DQLITE=1``, which tests/run_dqlite_suite.sh sets): there they fail.
 """
 
 from __future__ import annotations
@@ -31,21 +32,26 @@ from pydsqlite import (
     MigrationError,
     PrimaryKey,
     PydsqliteError,
+    RowNotFoundError,
     SchemaMismatchError,
     SyncModel,
     Unique,
     UsageError,
+    col,
     connect_dqlite,
     migration_history,
     model_migration_plan,
     sync_models,
 )
+from pydsqlite.engines import engine_for
+from pydsqlite.errors import EngineError
 
 from .dqlite_cluster import Cluster, missing
 
 UNAVAILABLE = missing()
-if UNAVAILABLE is not None and os.environ.get("CI") and sys.version_info >= (3, 13):
-    raise RuntimeError(f"CI runs the dqlite cluster suite on Python 3.13, but {UNAVAILABLE}")
+REQUIRED = os.environ.get("PYDSQLITE_REQUIRE_DQLITE") == "1" or (os.environ.get("CI") and sys.version_info >= (3, 13))
+if UNAVAILABLE is not None and REQUIRED:
+    raise RuntimeError(f"the dqlite cluster suite is required here, but {UNAVAILABLE}")
 pytestmark = pytest.mark.skipif(
     UNAVAILABLE is not None,
     reason=f"dqlite cluster suite skipped: {UNAVAILABLE}; run it with tests/run_dqlite_suite.sh (README)",
@@ -263,6 +269,113 @@ def test_transactions_and_savepoints(conn):
     assert db.count(Author) == 1
 
 
+def test_every_database_method_on_a_connection_from_the_client_itself(cluster, database_name):
+    import dqlitedbapi
+
+    conn = dqlitedbapi.connect(cluster.addresses[1], database=database_name)  # not connect_dqlite: the client's own
+    sync_models(conn, LIBRARY)
+    with Database(conn) as db:
+        assert db.insert(Author(email="ann@example.com", name="Ann")).id == 1
+        assert db.upsert(Author(email="bob@example.com", name="Bob")).id == 2  # no key: inserted
+        db.upsert(Author(id=2, email="bob@example.com", name="Robert"))  # its key exists: updated
+        db.upsert(Author(id=7, email="cy@example.com", name="Cy"))  # a new key: inserted
+        db.update(Author(id=1, email="ann@example.com", name="Annie"))
+        assert db.update(Author, 7, name="Cyrus") == Author(id=7, email="cy@example.com", name="Cyrus")
+        db.update(Author, 7, id=3)  # the row moves to a free key
+        with pytest.raises(ConstraintError, match=r"authors"):
+            db.update(Author, 3, id=1)
+        with pytest.raises(RowNotFoundError, match=r"99.*authors"):
+            db.update(Author, 99, name="Nobody")
+        assert db.get(Author, 99) is None and db.get(Author, 3).name == "Cyrus"
+        assert [a.name for a in db.select(Author, order_by="name", limit=2, offset=1)] == ["Cyrus", "Robert"]
+        assert db.select(Author, (col("id") >= 2) & (col("name") != "Robert")) == [Author(id=3, email="cy@example.com", name="Cyrus")]
+        assert db.count(Author, "name LIKE ?", ("%r%",)) == 2
+        db.insert_many([Book(author_id=n % 3 + 1, title=f"Book {n}") for n in range(1200)])
+        streamed = db.iter_select(Book, order_by="id")  # more rows than one fetch
+        assert [book.id for book in streamed] == list(range(1, 1201))
+        assert db.count(Book, col("id").is_in(list(range(1, 256)))) == 255  # the most one statement binds
+        assert db.delete(db.get(Book, 1)) and db.delete(Book, 2) and not db.delete(Book, 2)
+        with db.transaction() as same:
+            same.delete(Author, 3)  # its books cascade
+        assert db.count(Book) == 1200 - 2 - 400 and db.get(Author, 3) is None
+    assert conn.execute("SELECT COUNT(*) FROM authors").fetchone()[0] == 2  # Database did not close the caller's connection
+    conn.close()
+
+
+def test_pragma_writes_take_effect_and_are_read_back(conn):
+    engine = engine_for(conn)
+    engine.set_pragma("foreign_keys", "OFF")  # the server answers "not an error"; the read-back decides
+    assert engine.pragma("foreign_keys") == 0
+    engine.set_pragma("foreign_keys", "ON")
+    engine.set_pragma("cache_size", -4096)
+    assert engine.pragma("cache_size") == -4096 and engine.pragma("cache_spill") == 0
+    with pytest.raises(EngineError, match=r"PRAGMA foreign_keys = OFF did not take effect on the dqlite connection: it reads 1"):
+        with engine.unit():  # inside a transaction SQLite ignores it
+            engine.set_pragma("foreign_keys", "OFF")
+    assert engine.pragma("foreign_keys") == 1 and not engine.in_transaction
+
+
+def test_a_parent_rebuild_inside_the_callers_transaction_is_refused_and_changes_nothing(conn):
+    """Foreign keys cannot be switched off inside a transaction: dropping the old parent would
+    cascade into its children, so the rebuild is refused instead of run."""
+    sync_models(conn, LIBRARY)
+    fill_library(Database(conn), 10)
+    before = snapshot(conn, ["authors", "books", "reviews", "shelves"])
+    conn.execute("BEGIN")
+    with pytest.raises(MigrationError, match=r"cannot rebuild or drop table 'authors' inside an open transaction.*books, shelves reference it"):
+        sync_models(conn, LIBRARY_V2)
+    conn.execute("COMMIT")
+    assert snapshot(conn, ["authors", "books", "reviews", "shelves"]) == before
+    assert column_names(conn, "authors") == ["id", "email", "name"]
+    sync_models(conn, LIBRARY_V2)  # outside a transaction it runs, keeping every child
+    assert snapshot(conn, ["books", "reviews", "shelves"]) == {t: before[t] for t in ("books", "reviews", "shelves")}
+
+
+def test_a_transaction_that_reads_first_keeps_other_writers_out_until_it_commits(cluster, conn, database_name):
+    """A transaction opened by pydsqlite holds the database from its BEGIN: another connection's write
+    in between waits (and here times out) instead of making the transaction's own write fail."""
+    sync_models(conn, LIBRARY)
+    db = Database(conn)
+    other = engine_for(connect_dqlite(cluster.addresses, database_name, busy_timeout=0.3))
+    try:
+        with db.transaction():
+            assert conn.execute("SELECT COUNT(*) FROM authors").fetchone()[0] == 0  # a read comes first
+            with pytest.raises(PydsqliteError, match=r"(?i)locked|busy"):
+                other.execute("INSERT INTO authors (email, name) VALUES ('other@example.com', 'Other')")
+            db.insert(Author(email="mine@example.com", name="Mine"))
+        other.execute("INSERT INTO authors (email, name) VALUES ('other@example.com', 'Other')")
+        assert [author.email for author in db.select(Author, order_by="id")] == ["mine@example.com", "other@example.com"]
+    finally:
+        other.connection.close()
+
+
+def test_a_transaction_cut_by_a_failover_is_rolled_back_and_says_a_retry_is_safe(cluster, database_name):
+    conn = connect_dqlite(cluster.addresses, database_name)
+    sync_models(conn, LIBRARY)
+    db = Database(conn)
+    db.insert(Author(email="before@example.com", name="Before"))
+    killed = None
+    try:
+        with pytest.raises(ConnectionLostError, match=r"rolled back the open transaction, so nothing of it was applied.*a retry is safe") as raised:
+            with db.transaction():
+                db.insert(Author(email="lost@example.com", name="Lost"))
+                killed = cluster.kill_leader(database_name)
+                db.insert(Author(email="lost2@example.com", name="Lost too"))
+        assert raised.value.outcome_known and killed is not None
+        again = connect_dqlite(cluster.addresses, database_name)  # finds the new leader
+        assert again.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # a new connection enforces foreign keys
+        retry = Database(again)
+        assert [author.email for author in retry.select(Author)] == ["before@example.com"]
+        with retry.transaction():
+            retry.insert(Author(email="lost@example.com", name="Lost"))
+            retry.insert(Author(email="lost2@example.com", name="Lost too"))
+        assert retry.count(Author) == 3
+        again.close()
+    finally:
+        if killed is not None:
+            cluster.restart(killed)
+
+
 # --- replica sync ---------------------------------------------------------------------------------
 
 
@@ -307,6 +420,8 @@ def test_connect_skips_nodes_that_do_not_answer(cluster, database_name):
     connection.close()
     with pytest.raises(ConnectionLostError, match=r"no dqlite node answered: 127\.0\.0\.1:1: .*127\.0\.0\.2:1: "):
         connect_dqlite(f"{dead}, 127.0.0.2:1", database_name, wait=0.5)
+    with pytest.raises(UsageError, match=r"connect_dqlite\(\) cannot use 'node-one' with these options: .*host:port"):
+        connect_dqlite(["node-one", *cluster.addresses], database_name)
 
 
 def test_leader_killed_mid_migration(tmp_path, database_name):
@@ -327,6 +442,7 @@ def test_leader_killed_mid_migration(tmp_path, database_name):
         assert killed
 
         again = connect_dqlite(cluster.addresses, database_name)  # the dead node is skipped
+        assert again.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # ON again on a connection after the failover
         assert snapshot(again, ["authors", "books", "reviews", "shelves"]) == rows_before  # nothing lost
         assert column_names(again, "authors") == ["id", "email", "name"]  # wholly the old schema
         assert not any(name.startswith("_pydsqlite_new_") for name in table_names(again))
@@ -405,8 +521,6 @@ def test_in_transaction_is_asked_of_the_server_when_the_client_only_guesses(conn
 
 def test_a_write_with_returning_outside_a_transaction_leaves_the_leader_up(cluster, conn):
     """dqlite 1.11's leader aborts on INSERT … RETURNING sent outside a transaction; the engine wraps it in one."""
-    from pydsqlite.engines import engine_for
-
     leader = cluster.leader()
     engine = engine_for(conn)
     engine.execute("CREATE TABLE counters (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import pytest
 
-from pydsqlite import LWW, Database, Field, MigrationError, PrimaryKey, SyncModel, UsageError, sync_models
+from pydsqlite import LWW, Database, Field, ForeignKey, MigrationError, PrimaryKey, SyncModel, UsageError, sync_models
 from pydsqlite.engines import SqliteEngine, engine_for
 
 LIMIT = 12
@@ -184,3 +184,51 @@ def test_engine_for_recognises_dqlite_without_importing_its_client():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
     with pytest.raises(UsageError, match="pass a sqlite3.Connection or a dqlitedbapi connection"):
         engine_for(object())
+
+
+class ForeignKeysStayOn(SqliteEngine):
+    """SQLite driven like a driver that drops pragma writes without an error (as dqlite's client
+    could): ``PRAGMA foreign_keys = OFF`` never reaches the connection."""
+
+    def set_pragma(self, name: str, value: int | str) -> None:
+        if name != "foreign_keys":
+            super().set_pragma(name, value)
+
+
+class Parent(SyncModel, table="parents"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+
+
+class ParentRenamed(SyncModel, table="parents"):
+    id: Annotated[int, PrimaryKey()]
+    name: Annotated[str, Field(max_length=20)]
+
+
+class Child(SyncModel, table="children"):
+    id: Annotated[int, PrimaryKey()]
+    parent_id: Annotated[int, ForeignKey("parents.id", on_delete="CASCADE")]
+    note: str | None = None
+
+
+class ChildNoted(SyncModel, table="children"):
+    id: Annotated[int, PrimaryKey()]
+    parent_id: Annotated[int, ForeignKey("parents.id", on_delete="CASCADE")]
+    note: Annotated[str | None, Field(max_length=20)] = None
+
+
+def test_a_parent_is_never_rebuilt_while_foreign_keys_read_on(conn):
+    """Where foreign keys cannot be verified off inside the migration's transaction, the plain recipe
+    (whose DROP of the old parent would cascade into every child) never runs: a refusal instead."""
+    conn.execute("PRAGMA foreign_keys = ON")
+    engine = ForeignKeysStayOn(conn)
+    sync_models(engine, [Parent, Child])
+    Database(engine).insert_many([Parent(id=n, name=f"p{n}") for n in range(5)])
+    Database(engine).insert_many([Child(id=n, parent_id=n % 5) for n in range(20)])
+    with pytest.raises(MigrationError, match=r"cannot rebuild or drop table 'parents' because foreign keys could not be switched off.*children references it.*nothing was changed"):
+        sync_models(engine, [ParentRenamed, Child])
+    assert conn.execute("SELECT count(*) FROM children").fetchone()[0] == 20
+    assert "CHECK" not in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'parents'").fetchone()[0]
+    assert not conn.in_transaction and conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    plan = sync_models(engine, [Parent, ChildNoted])  # a table no other table references is rebuilt as usual
+    assert plan.rebuilt_tables == ("children",) and conn.execute("SELECT count(*) FROM children").fetchone()[0] == 20

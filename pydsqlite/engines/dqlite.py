@@ -270,7 +270,10 @@ def connect_dqlite(addresses: str | Sequence[str], database: str, *, wait: float
     while True:
         failures = []
         for seed in seeds:
-            connection = dqlitedbapi.connect(seed, database=database, **options)
+            try:
+                connection = dqlitedbapi.connect(seed, database=database, **options)
+            except dqlitedbapi.ProgrammingError as error:  # a malformed address or option: waiting will not help
+                raise UsageError(f"connect_dqlite() cannot use {seed!r} with these options: {_server_message(error)}") from error
             try:
                 connection.connect()
             except dqlitedbapi.Error as error:
