@@ -46,7 +46,7 @@ from .changeset import (
 )
 from .hlc import HLC
 from .node import CREATE_TOMBSTONES, TOMBSTONES, Node
-from .references import ReferenceGraph, ReferenceRepair, select_in
+from .references import ReferenceGraph, ReferenceRepair, execute_in, select_in
 
 __all__ = ["ChangeSet", "Replica", "RowChange", "Settled", "SyncError"]
 
@@ -375,7 +375,11 @@ class Replica:
             if not merge.gone:
                 continue
             codec = merge.codec
-            self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
+            if self.engine.batch_rows:  # a statement per chunk of keys, not per key
+                key = ", ".join(quote_identifier(name) for name in codec.key)
+                execute_in(self.engine, f"DELETE FROM {codec.quoted_table} WHERE ({key}) IN", len(codec.key), [tuple(c.key) for c in merge.gone])
+            else:
+                self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
             settled = self.settle_captured(exclude=own)
             if repair is not None:
                 repair.note_deleted(codec.name, merge.gone)
