@@ -331,9 +331,11 @@ def test_a_parent_rebuild_inside_the_callers_transaction_is_refused_and_changes_
     assert snapshot(conn, ["books", "reviews", "shelves"]) == {t: before[t] for t in ("books", "reviews", "shelves")}
 
 
-def test_a_transaction_that_reads_first_keeps_other_writers_out_until_it_commits(cluster, conn, database_name):
-    """A transaction opened by pydsqlite holds the database from its BEGIN: another connection's write
-    in between waits (and here times out) instead of making the transaction's own write fail."""
+def test_a_transaction_takes_the_write_lock_at_its_begin_whatever_the_session_mode(cluster, database_name):
+    """pydsqlite sends BEGIN IMMEDIATE itself (the client would make a bare BEGIN deferred in this
+    session mode): a transaction that reads first keeps other writers out until it commits, so its
+    own write cannot fail with "database is locked"."""
+    conn = connect_dqlite(cluster.addresses, database_name, session_mode="deferred")
     sync_models(conn, LIBRARY)
     db = Database(conn)
     other = engine_for(connect_dqlite(cluster.addresses, database_name, busy_timeout=0.3))
@@ -347,6 +349,7 @@ def test_a_transaction_that_reads_first_keeps_other_writers_out_until_it_commits
         assert [author.email for author in db.select(Author, order_by="id")] == ["mine@example.com", "other@example.com"]
     finally:
         other.connection.close()
+        conn.close()
 
 
 def test_a_transaction_cut_by_a_failover_is_rolled_back_and_says_a_retry_is_safe(cluster, database_name):

@@ -7,7 +7,8 @@ libdqlite0) and the client 0.8:
 
 - Nothing is transactional unless ``BEGIN`` is sent: every statement outside one commits on
   its own through a Raft round, and the client's ``commit()`` / ``rollback()`` do nothing
-  outside an explicit transaction. Its ``in_transaction`` flag is its own guess (it stays set
+  outside an explicit transaction. The engine always sends ``BEGIN IMMEDIATE`` (the client
+  rewrites a bare ``BEGIN`` by its session mode, which may be ``deferred``). Its ``in_transaction`` flag is its own guess (it stays set
   after the outermost savepoint is released), so when it says yes the engine asks the server.
 - A pragma write (``PRAGMA foreign_keys = OFF``) is sent as a query, and the server answers
   "not an error" although it applied it: that answer counts as success and ``set_pragma``
@@ -171,6 +172,12 @@ class DqliteEngine(Engine):
         if self._depth:
             return True
         return self._transaction_open()
+
+    def begin_statement(self, *, immediate: bool = False) -> str:
+        """Always ``BEGIN IMMEDIATE``: the client turns a bare ``BEGIN`` into whatever its session mode
+        says (``deferred`` too), and a deferred transaction that reads first loses its write to another
+        connection's write in between ("database is locked")."""
+        return "BEGIN IMMEDIATE"
 
     def _transaction_open(self) -> bool:
         """Ask the server: a ``BEGIN`` it refuses means a transaction is open; one it takes is undone."""
