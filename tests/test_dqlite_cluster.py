@@ -415,6 +415,37 @@ def test_lww_changes_between_dqlite_and_a_local_file_converge(conn, tmp_path):
     local.close()
 
 
+class Folder(SyncModel, table="lww_folders"):
+    id: Annotated[str, PrimaryKey()]
+    name: Annotated[str, LWW()] = ""
+
+
+class Doc(SyncModel, table="lww_docs"):
+    id: Annotated[str, PrimaryKey()]
+    folder: Annotated[str, ForeignKey(Folder, on_delete="CASCADE")]
+    text: Annotated[str, LWW()] = ""
+
+
+def test_lww_changes_with_foreign_keys_merge_into_the_cluster(conn, tmp_path):
+    """The cluster enforces foreign keys, so a merge defers them to its commit (a pragma written and
+    read back inside the merge's transaction) and settles what a deleted parent cascades."""
+    local = sqlite3.connect(tmp_path / "local.db")
+    local.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Folder, Doc])
+    sync_models(local, [Folder, Doc])
+    cluster_db, file_db = Database(conn), Database(local)
+    file_db.insert_many([Folder(id=f"f{n}", name=f"folder {n}") for n in range(3)])
+    file_db.insert_many([Doc(id=f"d{n:03d}", folder=f"f{n % 3}", text=f"doc {n}") for n in range(300)])
+    assert cluster_db.apply_changes(file_db.changes_since()) == 303
+    file_db.delete(Folder, "f0")  # cascades to its 100 docs
+    cluster_db.apply_changes(file_db.changes_since())
+    file_db.apply_changes(cluster_db.changes_since())
+    assert cluster_db.select(Doc, order_by="id") == file_db.select(Doc, order_by="id")
+    assert cluster_db.count(Doc) == 200 and cluster_db.count(Folder) == 2
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == [] and conn.execute("PRAGMA defer_foreign_keys").fetchone()[0] == 0
+    local.close()
+
+
 # --- connecting and failover --------------------------------------------------------------------------
 
 
@@ -442,6 +473,7 @@ def test_leader_killed_mid_migration(tmp_path, database_name):
             if 0 < copied < total and not killed:
                 killed.append(cluster.kill_leader(database_name))
 
+        engine_for(conn).set_pragma("legacy_alter_table", "ON")  # the migration switches it back after itself
         with pytest.raises(ConnectionLostError, match=r"lost during the migration.*rolled the migration back.*Retrying .* is safe"):
             sync_models(conn, LIBRARY_V2, progress=kill_the_leader)
         assert killed

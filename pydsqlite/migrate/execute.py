@@ -65,7 +65,7 @@ class MigrationSession:
         try:
             self._run(plan, desired, fingerprint, progress)
         finally:
-            if legacy:
+            if legacy and not self.engine.connection_lost:  # a lost connection has nothing to restore
                 self.engine.set_pragma("legacy_alter_table", "ON")
 
     def _run(self, plan: MigrationPlan, desired: Schema, fingerprint: str, progress: ProgressCallback | None) -> None:

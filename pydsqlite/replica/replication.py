@@ -467,12 +467,13 @@ def _foreign_keys_deferred(engine: Engine, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    before = engine.execute("PRAGMA defer_foreign_keys").fetchone()[0]
-    engine.execute("PRAGMA defer_foreign_keys = ON")
+    before = engine.pragma("defer_foreign_keys")
+    engine.set_pragma("defer_foreign_keys", "ON")
     try:
         yield
     finally:
-        engine.execute(f"PRAGMA defer_foreign_keys = {'ON' if before else 'OFF'}")
+        if not engine.connection_lost:  # a lost connection has nothing to restore
+            engine.set_pragma("defer_foreign_keys", "ON" if before else "OFF")
 
 
 def _rows_with_keys(
