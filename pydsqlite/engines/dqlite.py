@@ -8,8 +8,9 @@ libdqlite0) and the client 0.8:
 - Nothing is transactional unless ``BEGIN`` is sent: every statement outside one commits on
   its own through a Raft round, and the client's ``commit()`` / ``rollback()`` do nothing
   outside an explicit transaction. The engine always sends ``BEGIN IMMEDIATE`` (the client
-  rewrites a bare ``BEGIN`` by its session mode, which may be ``deferred``). Its ``in_transaction`` flag is its own guess (it stays set
-  after the outermost savepoint is released), so when it says yes the engine asks the server.
+  rewrites a bare ``BEGIN`` by its session mode, which may be ``deferred``). The client's
+  ``in_transaction`` flag is its own guess (it stays set after the outermost savepoint is
+  released), so when it says yes the engine asks the server.
 - A pragma write (``PRAGMA foreign_keys = OFF``) is sent as a query, and the server answers
   "not an error" although it applied it: that answer counts as success and ``set_pragma``
   reads the value back. A new connection (also after a failover) has foreign keys ON.

@@ -377,7 +377,7 @@ class Replica:
             codec = merge.codec
             if self.engine.batch_rows:  # a statement per chunk of keys, not per key
                 key = ", ".join(quote_identifier(name) for name in codec.key)
-                execute_in(self.engine, f"DELETE FROM {codec.quoted_table} WHERE ({key}) IN", len(codec.key), [tuple(c.key) for c in merge.gone])
+                execute_in(self.engine, f"DELETE FROM {codec.quoted_table} WHERE ({key}) IN", len(codec.key), [tuple(change.key) for change in merge.gone])
             else:
                 self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
             settled = self.settle_captured(exclude=own)
