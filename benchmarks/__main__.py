@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from . import dqlite_cases, rebuild_cases, rows_cases, schema_cases, sync_cases
+from . import aio_cases, dqlite_cases, rebuild_cases, rows_cases, schema_cases, sync_cases
 from .harness import Report, environment
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -30,6 +30,7 @@ def main() -> None:
     rebuild_cases.run(report, rows=50_000 if args.quick else 1_000_000, quick=args.quick)
     rows_cases.run(report, rows=10_000 if args.quick else 100_000, quick=args.quick)
     sync_cases.run(report, rows=10_000 if args.quick else 50_000, quick=args.quick)
+    aio_cases.run(report, rows=2_000 if args.quick else 10_000, quick=args.quick)
     _print(report)
     if not args.no_write and not args.quick:
         _write_docs(report.table(), report.notes, RESULTS_MARKER, DQLITE_HEADING)

@@ -32,4 +32,4 @@ def require(module: str) -> ModuleType:
     in CI (``CI`` set), where the README's test command installs every extra the tests use."""
     if os.environ.get("CI"):
         return importlib.import_module(module)
-    return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[test,fastapi]')")
+    return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[test,fastapi,aio]')")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole suite on Python 3.13 with the dqlite cluster tests (README: "Run the test suite").
 # Needs Debian's libdqlite0 and go-dqlite (dqlite-demo, dqlite); the dqlite-dbapi client needs
-# Python 3.13, taken from PATH (python3.13) or pyenv, in a fresh venv with '.[test,fastapi,dqlite]'.
+# Python 3.13, taken from PATH (python3.13) or pyenv, in a fresh venv with '.[test,fastapi,aio,dqlite]'.
 # The cluster tests are required here: without dqlite they fail instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +18,5 @@ if [ -z "$interpreter" ]; then
 fi
 venv=$(mktemp -d)/venv
 "$interpreter" -m venv "$venv"
-"$venv/bin/python" -m pip install -q -e '.[test,fastapi,dqlite]'
+"$venv/bin/python" -m pip install -q -e '.[test,fastapi,aio,dqlite]'
 PYDSQLITE_REQUIRE_DQLITE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider

@@ -201,3 +201,127 @@ def test_a_desired_schema_whose_views_or_triggers_do_not_compile_is_refused_when
         schema_from_sql("CREATE TABLE t (b TEXT); CREATE TABLE u (x); CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO u VALUES (new.a); END;")
     # functions your own connection registers cannot be known here: not an error
     assert schema_from_sql("CREATE TABLE t (b TEXT); CREATE VIEW v AS SELECT my_function(b) FROM t;").views
+
+
+DOUBLE_QUOTED = {
+    "a view's WHERE": ('CREATE VIEW adults AS SELECT name FROM people WHERE "age" >= 18', "view adults"),
+    "a view's select list": ('CREATE VIEW ages AS SELECT "age" + 1 AS next FROM people', "view ages"),
+    "its own trigger": (
+        'CREATE TRIGGER people_ins AFTER INSERT ON people BEGIN INSERT INTO audit (note) SELECT "age" FROM people WHERE id = new.id; END',
+        "trigger people_ins",
+    ),
+    "another table's trigger": (
+        'CREATE TRIGGER audit_ins AFTER INSERT ON audit BEGIN UPDATE people SET name = "age" WHERE id = 0; END',
+        "trigger audit_ins",
+    ),
+    "an index": ('CREATE INDEX people_age ON people ("age")', "index people_age"),
+    "a unique index": ('CREATE UNIQUE INDEX people_age_u ON people (id, "age")', "index people_age_u"),
+    "a partial index": ('CREATE INDEX people_aged ON people (id) WHERE "age" IS NOT NULL', "index people_aged"),
+    "a temporary view": ('CREATE TEMP VIEW recent AS SELECT "age" FROM main.people', "view temp.recent"),
+}
+
+
+@pytest.mark.parametrize("model", [DropsAge, DropsAgeRebuilt], ids=["in place", "rebuild"])
+@pytest.mark.parametrize("dependant", sorted(DOUBLE_QUOTED))
+def test_a_double_quoted_name_that_would_turn_into_a_string_is_refused_naming_the_object(db_path, model, dependant):
+    """SQLite reads a double-quoted name that matches no column as a string literal: dropping the column
+    would silently change what the object reads (an index on a constant rejects every second row)."""
+    conn = seeded(sqlite3.connect(db_path))
+    sql, named = DOUBLE_QUOTED[dependant]
+    conn.executescript(sql)
+    before = db_path.read_bytes()
+    with pytest.raises(MigrationError, match=f'{named}.* would read "age" as the text'):
+        sync_models(conn, [model], allow_destructive=True)
+    assert db_path.read_bytes() == before
+    assert conn.execute("SELECT count(*) FROM temp.sqlite_master").fetchone()[0] == sql.count("TEMP")
+    conn.close()
+
+
+def test_double_quoted_text_that_never_named_a_column_does_not_block_a_migration(memory_conn):
+    """A name that was already read as text before the migration (SQLite's legacy spelling of a string)
+    is not the migration's doing."""
+    conn = seeded(memory_conn)
+    conn.executescript(
+        """
+        CREATE VIEW labelled AS SELECT name, "adult" AS kind FROM people;
+        CREATE INDEX people_kind ON people (id) WHERE name <> "nobody";
+        CREATE TRIGGER people_note AFTER INSERT ON people BEGIN INSERT INTO audit (note) VALUES ("added"); END;
+        """
+    )
+    assert sync_models(conn, [DropsAgeRebuilt], allow_destructive=True).rebuilt_tables == ("people",)
+    assert conn.execute("SELECT kind FROM labelled WHERE name = 'ann'").fetchall() == [("adult",)]
+
+
+def test_a_double_quoted_column_that_is_renamed_follows_the_rename(memory_conn):
+    conn = seeded(memory_conn)
+    conn.executescript('CREATE VIEW names AS SELECT "name" AS who FROM people; CREATE INDEX people_name ON people ("name")')
+    sync_models(conn, [Renamed])
+    assert conn.execute("SELECT who FROM names ORDER BY who").fetchall() == [("ann",), ("bob",)]
+    assert '"full_name"' in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'people_name'").fetchone()[0]
+
+
+class Doc(SyncModel, table="docs"):
+    id: Annotated[int, PrimaryKey()]
+    body: str = ""
+    extra: int = 0
+
+
+class DocRenamedBody(SyncModel, table="docs"):
+    id: Annotated[int, PrimaryKey()]
+    text: Annotated[str, RenamedFrom("body")] = ""
+    extra: int = 0
+
+
+class DocRenamedTable(SyncModel, table="documents", renamed_from="docs"):
+    id: Annotated[int, PrimaryKey()]
+    body: str = ""
+    extra: int = 0
+
+
+class DocWithoutBody(SyncModel, table="docs"):
+    id: Annotated[int, PrimaryKey()]
+    extra: float = 0.0
+
+
+class DocRetyped(SyncModel, table="docs"):
+    id: Annotated[int, PrimaryKey()]
+    body: str = ""
+    extra: float = 0.0
+
+
+@pytest.mark.parametrize("model", [DocRenamedBody, DocRenamedTable, DocWithoutBody], ids=["rename column", "rename table", "drop column"])
+def test_an_external_content_full_text_table_that_would_lose_its_source_is_refused_naming_it(db_path, model):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Doc])
+    conn.execute("CREATE VIRTUAL TABLE docs_fts USING fts5(body, content='docs', content_rowid='id')")
+    conn.execute("INSERT INTO docs VALUES (1, 'hello world', 0)")
+    conn.execute("INSERT INTO docs_fts (rowid, body) VALUES (1, 'hello world')")
+    conn.commit()
+    before = db_path.read_bytes()
+    with pytest.raises(MigrationError, match="virtual table docs_fts"):
+        sync_models(conn, [model], allow_destructive=True)
+    assert db_path.read_bytes() == before
+    sync_models(conn, [DocRetyped])  # a rebuild that keeps what it reads is fine
+    assert conn.execute("SELECT body FROM docs_fts WHERE docs_fts MATCH 'hello'").fetchall() == [("hello world",)]
+    conn.close()
+
+
+def test_temporary_triggers_on_a_rebuilt_table_are_kept(memory_conn):
+    conn = seeded(memory_conn)
+    conn.execute("CREATE TEMP TRIGGER people_audit AFTER INSERT ON main.people BEGIN INSERT INTO audit (name) VALUES (new.name); END")
+    sync_models(conn, [DropsAgeRebuilt], allow_destructive=True)
+    conn.execute("INSERT INTO people (id, name) VALUES (3, 'cy')")
+    assert conn.execute("SELECT name FROM audit").fetchall() == [("cy",)]
+    assert conn.execute("SELECT name FROM temp.sqlite_master WHERE type = 'trigger'").fetchall() == [("people_audit",)]
+
+
+def test_a_temporary_trigger_that_would_break_is_refused(db_path):
+    conn = seeded(sqlite3.connect(db_path))
+    conn.execute("CREATE TEMP TRIGGER people_age AFTER INSERT ON main.people BEGIN INSERT INTO audit (age) VALUES (new.age); END")
+    before = db_path.read_bytes()
+    with pytest.raises(MigrationError, match="people_age"):
+        sync_models(conn, [DropsAgeRebuilt], allow_destructive=True)
+    assert db_path.read_bytes() == before
+    conn.execute("INSERT INTO people (id, name, age) VALUES (3, 'cy', 4)")
+    assert conn.execute("SELECT age FROM audit").fetchall() == [(4,)]
+    conn.close()

@@ -6,15 +6,14 @@ test starts a cluster of its own. Database names are prefix-free (all of one len
 demo node confuses two databases whose names are prefixes of each other.
 
 Needs Debian's libdqlite0 and go-dqlite and the dqlite-dbapi client (Python 3.13): skipped
-without them, saying how to enable them, except where they are required (CI on Python 3.13,
-or ``PYDSQLITE_REQUIRE_DQLITE=1``, which tests/run_dqlite_suite.sh sets): there they fail.
+without them, saying how to enable them, except where ``PYDSQLITE_REQUIRE_DQLITE=1`` (set by
+tests/run_dqlite_suite.sh, which CI runs): there they fail.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, Optional
@@ -49,8 +48,7 @@ from pydsqlite.errors import EngineError
 from .dqlite_cluster import Cluster, missing
 
 UNAVAILABLE = missing()
-REQUIRED = os.environ.get("PYDSQLITE_REQUIRE_DQLITE") == "1" or (os.environ.get("CI") and sys.version_info >= (3, 13))
-if UNAVAILABLE is not None and REQUIRED:
+if UNAVAILABLE is not None and os.environ.get("PYDSQLITE_REQUIRE_DQLITE") == "1":
     raise RuntimeError(f"the dqlite cluster suite is required here, but {UNAVAILABLE}")
 pytestmark = pytest.mark.skipif(
     UNAVAILABLE is not None,

@@ -30,7 +30,7 @@ def test_ci_runs_the_readme_dqlite_command_after_the_other_suites():
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == command and readme_commands()[1] in ci
     script = (ROOT / "tests" / "run_dqlite_suite.sh").read_text()
-    assert "'.[test,fastapi,dqlite]'" in script and "3.13" in script
+    assert "'.[test,fastapi,aio,dqlite]'" in script and "3.13" in script
     assert 'PYDSQLITE_REQUIRE_DQLITE=1 "$venv/bin/python" -m pytest' in script  # never skipped there
 
 

@@ -24,8 +24,12 @@ def _is_dqlite(value: Any) -> bool:
 
 
 def is_connection(value: Any) -> bool:
-    """Whether ``value`` is a connection (or engine) pydsqlite can drive."""
-    return isinstance(value, (Engine, sqlite3.Connection)) or _is_dqlite(value)
+    """Whether ``value`` is a connection (or engine) pydsqlite can drive (an aiosqlite one from ``pydsqlite.aio``)."""
+    return isinstance(value, (Engine, sqlite3.Connection)) or _is_dqlite(value) or _is_aiosqlite(value)
+
+
+def _is_aiosqlite(value: Any) -> bool:
+    return type(value).__module__.partition(".")[0] == "aiosqlite"
 
 
 def engine_for(connection: Any) -> Engine:
@@ -38,6 +42,8 @@ def engine_for(connection: Any) -> Engine:
         from .dqlite import DqliteEngine
 
         return DqliteEngine(connection)
+    if _is_aiosqlite(connection):
+        raise UsageError("an aiosqlite connection is driven from async code: use pydsqlite.aio (AsyncDatabase, await aio.sync_models(conn, ...))")
     raise UsageError(
         f"pydsqlite cannot drive a {type(connection).__module__}.{type(connection).__name__}; "
         "pass a sqlite3.Connection or a dqlitedbapi connection"

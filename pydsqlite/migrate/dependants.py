@@ -1,7 +1,15 @@
-"""Which views and triggers no longer compile: SQLite checks a view or trigger body only when a
-statement uses it, so a migration can leave one broken (naming a dropped column) without any
-error. Compiling a statement that uses each one (``EXPLAIN`` prepares it without running it)
-finds them; a migration compares the broken set before and after its steps.
+"""Which views, triggers and virtual tables no longer work: SQLite checks a view or trigger body
+only when a statement uses it, so a migration can leave one broken (naming a dropped column)
+without any error. Compiling a statement that uses each one (``EXPLAIN`` prepares it without
+running it) finds them; a migration compares the broken set before and after its steps.
+
+Two quieter breakages are found the same way. A double-quoted name that no longer names a
+column compiles as a string literal (SQLite's "DQS" misfeature): a view, trigger or index
+reading ``"status"`` would silently read the text 'status' once the column is gone, so each
+double-quoted name such an object compiles as a string constant is reported too (one that
+already did before the migration does not count). A virtual table reading another table
+(an FTS5 external-content table) prepares that read only when it runs, so it is scanned.
+Temporary views and triggers of the connection are checked with the main database's.
 """
 
 from __future__ import annotations
@@ -11,35 +19,94 @@ from collections import defaultdict
 
 from ..engines import Engine
 from ..schema.objects import fold_name
-from ..sql.ddl import tokenize
+from ..sql.ddl import Token, tokenize
 from ..sql.render import quote_identifier
 
 _EVENTS = ("INSERT", "UPDATE", "DELETE")
 _CALLS = itertools.count()
 
 
-def broken_objects(engine: Engine) -> dict[str, str]:
-    """Folded name → "view v: error" / "trigger t on x: error" for every view and trigger of the
-    main database that does not compile."""
-    rows = engine.execute("SELECT type, name, tbl_name, sql FROM main.sqlite_master WHERE type IN ('view', 'trigger')").fetchall()
+def broken_objects(engine: Engine, *, literal_names: bool = True) -> dict[str, str]:
+    """Key → "view v: error" / "trigger t on x: error" / "virtual table f: error" for every view,
+    trigger and virtual table that does not work, and (``literal_names``) an entry for every
+    double-quoted name of a view, trigger or index that names no column of the tables it reads
+    (SQLite would read it as text; a name already in that state before a migration does not count)."""
+    rows = engine.execute(
+        "SELECT 'main', type, name, tbl_name, sql FROM main.sqlite_master WHERE type IN ('view', 'trigger', 'table', 'index') "
+        "UNION ALL SELECT 'temp', type, name, tbl_name, sql FROM temp.sqlite_master WHERE type IN ('view', 'trigger')"
+    ).fetchall()
     broken: dict[str, str] = {}
-    triggers: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for kind, name, table, sql in rows:
+    triggers: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    reach = _ColumnsInReach(engine, {fold_name(name) for _, kind, name, _, _ in rows if kind in ("table", "view")})
+    for schema, kind, name, table, sql in rows:
+        key, label = (fold_name(name), name) if schema == "main" else (f"temp.{fold_name(name)}", f"temp.{name}")
         if kind == "view":
-            error = _compile_error(engine, f"EXPLAIN SELECT * FROM {quote_identifier(name)}")
+            error = _compile_error(engine, f"EXPLAIN SELECT * FROM {quote_identifier(schema)}.{quote_identifier(name)}")
             if error is not None:
-                broken[fold_name(name)] = f"view {name}: {error}"
-        elif sql:
-            triggers[(table, trigger_event(sql))].append(name)
-    for (table, event), names in triggers.items():
+                broken[key] = f"view {label}: {error}"
+        elif kind == "trigger" and sql:
+            triggers[(table, trigger_event(sql))].append((key, name))
+        elif kind == "table" and sql and sql.upper().startswith("CREATE VIRTUAL TABLE"):
+            error = _compile_error(engine, f"SELECT * FROM {quote_identifier(name)} LIMIT 1")  # prepares what it reads
+            if error is not None:
+                broken[key] = f"virtual table {name}: {error}"
+        if literal_names and kind in ("view", "trigger", "index") and sql and key not in broken:
+            what = f"{kind} {label}" if kind == "view" else f"{kind} {label} on {table}"
+            broken.update(reach.unresolved(key, what, sql, table))
+    for (table, event), named in triggers.items():
         statement = _firing_statement(engine, table, event)
         if statement is None or _compile_error(engine, statement) is None:
             continue
-        for name in names:
-            error = _compile_alone(engine, statement, name, [other for other in names if other != name])
+        for key, name in named:
+            error = _compile_alone(engine, statement, name, [other for _, other in named if other != name])
             if error is not None:
-                broken[fold_name(name)] = f"trigger {name} on {table}: {error}"
+                broken[key] = f"trigger {name} on {table}: {error}"
     return broken
+
+
+class _ColumnsInReach:
+    """Which double-quoted names of an object name no column of the tables and views it reads: SQLite
+    reads such a name as a string literal (its "DQS" misfeature), so a migration that removes the
+    column silently changes what the object does."""
+
+    def __init__(self, engine: Engine, relations: set[str]) -> None:
+        self.engine = engine
+        self.relations = relations
+        self._columns: dict[str, set[str]] = {}
+
+    def unresolved(self, key: str, what: str, sql: str, owner: str) -> dict[str, str]:
+        """Entries for the double-quoted names of object ``key`` that no table or view it names has as a
+        column (an index reads its own table; a trigger's body only the tables it names)."""
+        tokens = tokenize(sql)
+        if what.startswith("trigger"):  # its body reads only what it names (the owner's row only as new./old.)
+            tokens = tokens[next((n for n, token in enumerate(tokens) if token.upper == "BEGIN"), 0) :]
+        elif what.startswith("index"):
+            tokens = [*tokens, Token("word", owner, 0, 0)]
+        quoted = {  # a qualified name (new."x", t."x") is an error when missing, never text
+            token.identifier
+            for n, token in enumerate(tokens)
+            if token.kind == "quoted" and token.text.startswith('"') and not (n and tokens[n - 1].text == ".")
+        }
+        if not quoted:
+            return {}
+        named = {  # an INSERT's target is not in scope for the values it inserts
+            fold_name(token.identifier)
+            for n, token in enumerate(tokens)
+            if token.kind in ("word", "quoted") and not (n and tokens[n - 1].upper == "INTO")
+        }
+        read = named & self.relations
+        columns = set().union(*(self._columns_of(relation) for relation in read))
+        return {
+            f"{key}\x00{name}": f'{what} would read "{name}" as the text {name!r}: no table it reads has that column'
+            for name in sorted(quoted)
+            if fold_name(name) not in columns and fold_name(name) not in self.relations
+        }
+
+    def _columns_of(self, relation: str) -> set[str]:
+        if relation not in self._columns:
+            rows = self.engine.execute("SELECT name FROM pragma_table_xinfo(?)", (relation,)).fetchall()
+            self._columns[relation] = {fold_name(name) for (name,) in rows}
+        return self._columns[relation]
 
 
 def trigger_event(sql: str) -> str:

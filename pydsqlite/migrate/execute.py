@@ -14,7 +14,9 @@ from contextlib import contextmanager
 
 from ..engines import Engine
 from ..errors import MigrationError
+from ..replica.reshape import reshape_tombstones, settle_pending_deletes
 from ..schema.objects import Schema
+from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
 from .foreign_keys import ForeignKeyStrategy
@@ -71,8 +73,10 @@ class MigrationSession:
     def _run(self, plan: MigrationPlan, desired: Schema, fingerprint: str, progress: ProgressCallback | None) -> None:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         broken_before = broken_objects(self.engine)
+        settle_pending_deletes(self.engine)
         for number, operation in enumerate(plan.operations, 1):
             logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
+            temporary = _temporary_triggers(self.engine, operation.table) if operation.kind == "rebuild_table" else []
             for position, statement in enumerate(operation.statements):
                 try:
                     if progress is not None and operation.copy is not None and operation.copy.index == position:
@@ -84,6 +88,15 @@ class MigrationSession:
                         f"step {number} ({operation.description}) failed: {error}; nothing was changed.\n"
                         f"Statement: {statement}"
                     ) from error
+            for name, sql in temporary:  # dropped with the old table; they belong to this connection alone
+                try:
+                    self.engine.execute(sql)
+                except self.engine.Error as error:
+                    raise MigrationError(
+                        f"step {number} ({operation.description}): temporary trigger {name} cannot be created again "
+                        f"after the rebuild: {error}; nothing was changed. Drop it first, or change it"
+                    ) from error
+        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames)
         broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
         if broken:
             raise MigrationError(
@@ -180,6 +193,16 @@ class MigrationSession:
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
         """Violations per (child table, parent table); ones that predate the migration are not its fault."""
         return Counter((row[0], row[2]) for row in self.engine.execute("PRAGMA foreign_key_check").fetchall())
+
+
+def _temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
+    """(name, SQL) of this connection's temporary triggers on ``table``, which dropping the table drops."""
+    query = "SELECT name, sql FROM temp.sqlite_master WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE ORDER BY rowid"
+    triggers = []
+    for name, sql in engine.execute(query, (table,)).fetchall():
+        keyword = tokenize(sql)[1]  # SQLite stores "CREATE TRIGGER …" without the TEMP that made it
+        triggers.append((name, f"{sql[: keyword.start]}TEMP {sql[keyword.start :]}"))
+    return triggers
 
 
 @contextmanager

@@ -101,6 +101,8 @@ class MigrationPlan:
     """True once the data checks ran (row counts and findings are filled in)."""
     renames: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     """(table, old column, new column) of every column the plan renames, for the bookkeeping."""
+    table_renames: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """(old, new) name of every table the plan renames."""
 
     @property
     def is_empty(self) -> bool:

@@ -84,7 +84,8 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         for new, old in item.column_sources
         if fold_name(old) != fold_name(new)
     )
-    return MigrationPlan(operations=tuple(operations), renames=renames)
+    table_renames = tuple((item.rename.old, item.rename.new) for item in schema_diff.altered if item.rename is not None)
+    return MigrationPlan(operations=tuple(operations), renames=renames, table_renames=table_renames)
 
 
 def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTrigger) -> Operation:

@@ -57,7 +57,7 @@ def is_capture_trigger(name: str) -> bool:
     return folded.startswith(DELETE_TRIGGER_PREFIX) or folded.startswith(UPDATE_TRIGGER_PREFIX)
 
 
-def _roles(table: Table) -> list[tuple[str, str]]:
+def register_roles(table: Table) -> list[tuple[str, str]]:
     """(role, column) of every register-bearing column: key columns in key order, then the others."""
     roles = [("key", name) for name in table.primary_key]
     keys = {fold_name(name) for name in table.primary_key}
@@ -82,7 +82,7 @@ def _insert(kind: str, table: Table, selects: list[str]) -> str:
 
 def _delete_trigger(table: Table) -> Trigger:
     selects = []
-    for role, name in _roles(table):
+    for role, name in register_roles(table):
         stamp = f"OLD.{quote_identifier(name + LWW_SUFFIX)}" if role == "lww" else "NULL"
         selects.append(f"SELECT {quote_literal(role)}, {quote_literal(name)}, OLD.{quote_identifier(name)}, {stamp}")
     selects.append(f"SELECT 'version', {quote_literal(VERSION_COLUMN)}, NULL, OLD.{quote_identifier(VERSION_COLUMN)}")
@@ -107,7 +107,7 @@ def _columns_written_by_actions(table: Table) -> list[str]:
 def _update_trigger(table: Table, columns: list[str]) -> Trigger:
     """Changes to foreign-key columns that pydsqlite did not make (its writes always move the row's
     sequence number): ON DELETE / ON UPDATE actions, or the application's own UPDATE."""
-    roles = {name: role for role, name in _roles(table)}
+    roles = {name: role for role, name in register_roles(table)}
     selects = [
         f"SELECT 'key', {quote_literal(name)}, NEW.{quote_identifier(name)}, NULL" for name in table.primary_key
     ]

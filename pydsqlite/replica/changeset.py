@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import SyncError
 from ..rows.codec import RowCodec
+from ..schema.codecs import unstorable_reason
 from ..schema.objects import fold_name
 from .hlc import ClockError, check_text
 
@@ -230,6 +231,20 @@ def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:
     version, values = group_theirs if _newer(group_theirs, group_mine) else group_mine
     deleted = max(filter(None, (local.deleted, remote.deleted)), default=None)
     return RowChange(local.table, local.key, columns, version, values, deleted)
+
+
+def unstorable_change(changes: Iterable[RowChange]) -> SyncError:
+    """The ``SyncError`` naming the first value of ``changes`` SQLite cannot bind (an integer beyond 64
+    bits, text that is not valid UTF-8): found only after binding one failed, so the common case pays nothing."""
+    for position, change in enumerate(changes):
+        named = [("the key", value) for value in change.key]
+        named += [(f"column {name!r}", value) for name, (_, value) in change.columns.items()]
+        named += [(f"column {name!r}", value) for name, value in change.values.items()]
+        for what, value in named:
+            reason = unstorable_reason(value)
+            if reason is not None:
+                return SyncError(f"change #{position} (table {change.table!r}, key {change.key!r}): {what} holds {value!r}: {reason}")
+    return SyncError("a changeset value cannot be stored by SQLite")
 
 
 # --- checking a changeset against this replica's tables -----------------------------------------

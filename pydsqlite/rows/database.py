@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
-from ..errors import ConstraintError, RowNotFoundError, SchemaMismatchError, UnstorableValueError, UsageError
+from ..errors import ConstraintError, RowNotFoundError, SchemaMismatchError, SyncError, UnstorableValueError, UsageError
+from ..replica.changeset import unstorable_change
 from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC
 from ..replica.node import Node
 from ..replica.replication import ChangeSet, Replica
@@ -101,7 +102,13 @@ class Database:
     def changes_since(self, cursor: int | None = None, models: Iterable[type[BaseModel]] | None = None) -> ChangeSet:
         """Every change this replica knows (its own writes and merged ones) after ``cursor``
         (None: everything), as whole row states of its synced tables plus tombstones."""
-        return self._replica.feed(cursor, models)
+        try:
+            return self._replica.feed(cursor, models)
+        except self.engine.OperationalError as error:
+            behind = self._behind_models(models)
+            if behind is None:
+                raise
+            raise behind from error
 
     def apply_changes(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None = None) -> int:
         """Merge a changeset from another replica in one transaction; returns how many rows changed.
@@ -110,7 +117,28 @@ class Database:
         this replica cannot hold is refused whole with ``SyncError`` (or ``ClockError``). With
         foreign keys enforced, what the merge leaves violated is then settled as local writes.
         """
-        return self._replica.merge(changeset, models)
+        if not isinstance(changeset, ChangeSet):
+            hint = " (ChangeSet.from_json(text) reads to_json() output)" if isinstance(changeset, (str, bytes)) else ""
+            raise UsageError(f"apply_changes takes a ChangeSet, not {type(changeset).__name__}{hint}")
+        try:
+            return self._replica.merge(changeset, models)
+        except (SyncError, self.engine.OperationalError) as error:
+            behind = self._behind_models(models)
+            if behind is None:
+                raise
+            raise behind from error
+        except (OverflowError, UnicodeEncodeError) as error:  # SQLite cannot bind it: nothing was written
+            raise unstorable_change(changeset.changes) from error
+
+    def _behind_models(self, models: Iterable[type[BaseModel]] | None) -> SchemaMismatchError | None:
+        """When a sync call fails: a synced table here that lacks a column its model declares (the
+        database is behind the model), as ``SchemaMismatchError``; None when every table is in line."""
+        for codec in self._replica.synced_codecs(models).values():
+            present = {fold_name(row[0]) for row in self.engine.execute("SELECT name FROM pragma_table_xinfo(?)", (codec.name,))}
+            for column in sorted(codec.table.columns, key=lambda column: column.hidden):  # fields first
+                if fold_name(column.name) not in present:
+                    return _missing_column(codec, column.name, "the replica's feed")
+        return None
 
     # --- writes ----------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def schema_from_sql(ddl: str) -> Schema:
         except sqlite3.Error as error:
             raise SchemaDefinitionError("SQL", None, f"the desired schema does not load: {error}") from error
         engine = SqliteEngine(scratch)
-        broken = [text for text in broken_objects(engine).values() if not _UNKNOWN_HERE.search(text)]
+        broken = [text for text in broken_objects(engine, literal_names=False).values() if not _UNKNOWN_HERE.search(text)]
         if broken:  # (functions, collations and modules your connection registers are unknown here)
             raise SchemaDefinitionError("SQL", None, "the desired schema has views or triggers that do not compile: " + "; ".join(broken))
         schema = introspect(engine)

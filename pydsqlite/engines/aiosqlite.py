@@ -1,0 +1,257 @@
+"""aiosqlite: the sqlite3 engine driven from asyncio, one job at a time on the connection's own thread.
+
+An ``aiosqlite.Connection`` owns a ``sqlite3`` connection and one thread that runs every call on
+it, in order. pydsqlite's code stays synchronous and runs there whole: each awaited call becomes
+one job on that thread (the same ``Database`` method or pipeline function the sync API runs, with
+this engine's statements sent straight to the ``sqlite3`` connection), so a job is never split,
+and the async API has no logic of its own.
+
+A connection has one transaction, and tasks share it. So every call holds a lock for its job:
+the connection's own, or, for calls made inside an open ``transaction()`` (by its task or by
+tasks started in it), that transaction's lock. A transaction holds its parent's lock until it
+ends, so other tasks wait and never run inside it; reads outside transactions run between units.
+
+Cancellation: a cancelled task first waits until its job has ended, so nobody else touches the
+connection halfway; a cancelled job's ``COMMIT`` (or the ``RELEASE`` of its savepoint) becomes a
+rollback, so the cancelled work is undone whole. A cancellation that arrives after the commit
+was sent (or, inside an enclosing transaction, after its savepoint was released) cannot undo
+it: the ``CancelledError`` then carries a note saying so. Running
+statements are not interrupted (SQLite's interrupt would hit other tasks' statements too); the
+cancelled job ends at its commit.
+
+aiosqlite has no public way to run a function on its thread: this module (and only this one)
+uses ``Connection._execute`` and ``Connection._conn``, present from aiosqlite 0.20 on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from ..errors import UsageError
+from .base import Cursor
+from .sqlite import SqliteEngine
+
+T = TypeVar("T")
+
+LATE_CANCELLATION = "pydsqlite: the call had completed when the cancellation reached it; what it wrote stands"
+
+
+class _Abandoned(BaseException):
+    """Raised on the connection's thread in place of the commit a cancelled task no longer wants.
+    Nobody catches it: the task that queued the job has already got its ``CancelledError``."""
+
+
+class _Job:
+    """One call run on the connection's thread, and what became of it."""
+
+    __slots__ = ("function", "args", "kwargs", "started", "cancelled", "completed")
+
+    def __init__(self, function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+        self.started = False
+        self.cancelled = False
+        self.completed = False
+
+
+class _Scope:
+    """Where units of work wait their turn: the connection, or an open transaction (for calls made inside it)."""
+
+    __slots__ = ("lock", "parent", "open")
+
+    def __init__(self, parent: _Scope | None) -> None:
+        self.lock = asyncio.Lock()
+        self.parent = parent
+        self.open = True
+
+
+class AiosqliteEngine(SqliteEngine):
+    """An open ``aiosqlite.Connection``: its ``sqlite3`` connection, used only on the connection's thread."""
+
+    name = "aiosqlite"
+
+    def __init__(self, connection: Any) -> None:
+        try:
+            raw = connection._conn
+        except ValueError:
+            raise UsageError("the aiosqlite connection is not open: await aiosqlite.connect(...) before using it") from None
+        super().__init__(raw)
+        self._aiosqlite = weakref.ref(connection)
+        self._job: _Job | None = None
+        self._root = _Scope(None)
+        self._scope: ContextVar[_Scope] = ContextVar("pydsqlite_unit_of_work", default=self._root)
+
+    # --- statements (on the connection's thread) -------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        job = self._job
+        if job is not None and job.cancelled and (sql == "COMMIT" or sql.startswith("RELEASE ")):
+            self._abandon(sql)
+        return super().execute(sql, params)
+
+    def commit_pending(self) -> None:
+        job = self._job
+        if job is not None and job.cancelled and self.pep249_mode:
+            self.connection.rollback()
+            raise _Abandoned
+        super().commit_pending()
+
+    def _abandon(self, sql: str) -> None:
+        """Roll back what ``sql`` (``COMMIT`` or ``RELEASE name``) would have kept, and stop the job."""
+        if sql == "COMMIT":
+            self.connection.execute("ROLLBACK")
+        else:
+            savepoint = sql.removeprefix("RELEASE ")
+            self.connection.execute(f"ROLLBACK TO {savepoint}")
+            self.connection.execute(f"RELEASE {savepoint}")
+        raise _Abandoned
+
+    def _perform(self, job: _Job) -> Any:
+        job.started = True
+        self._job = job
+        try:
+            result = job.function(*job.args, **job.kwargs)
+        finally:
+            self._job = None
+        job.completed = True
+        return result
+
+    # --- jobs (from the event loop) ----------------------------------------------------------------
+
+    async def run(
+        self, function: Callable[..., T], *args: Any, settle: bool = False, outermost: bool = False, **kwargs: Any
+    ) -> T:
+        """``function(*args, **kwargs)`` run on the connection's thread, outside any lock (see ``call``).
+
+        If the awaiting task is cancelled, this waits until the job has ended and then raises the
+        cancellation; the job's commit becomes a rollback unless ``settle`` (clean-up that must
+        complete as written, such as a rollback). When the job is ``outermost`` (no transaction of
+        the caller's encloses it, so its end decides) and got past its commit all the same, a note
+        on the error says that its work stands."""
+        connection = self._connection()
+        job = _Job(function, args, kwargs)
+        try:
+            return await connection._execute(self._perform, job)  # type: ignore[no-any-return]
+        except asyncio.CancelledError as cancelled:
+            job.cancelled = not settle
+            await _drain(connection)
+            if job.completed and outermost:
+                cancelled.add_note(LATE_CANCELLATION)
+            raise
+        except ValueError:
+            if job.started:
+                raise
+            raise UsageError("the aiosqlite connection is closed") from None
+
+    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``function(*args, **kwargs)`` as one unit of work: after the unit in progress, or inside
+        the caller's open transaction."""
+        scope = await self._hold()
+        try:
+            return await self.run(function, *args, outermost=scope is self._root, **kwargs)
+        finally:
+            scope.lock.release()
+
+    @asynccontextmanager
+    async def transaction(self, unit: Callable[[], AbstractContextManager[Any]]) -> AsyncIterator[None]:
+        """Hold the connection (or the enclosing transaction) for the block, inside the sync unit
+        ``unit()`` (entered and left on the connection's thread): its commit on success, its
+        rollback on any exception, cancellation included."""
+        parent = await self._hold()
+        try:
+            entered = unit()
+            opened = False
+
+            def open_unit() -> None:
+                nonlocal opened
+                entered.__enter__()
+                opened = True
+
+            try:
+                await self.run(open_unit, settle=True)
+            except asyncio.CancelledError as cancelled:
+                if opened:
+                    await self.run(entered.__exit__, type(cancelled), cancelled, cancelled.__traceback__, settle=True)
+                raise
+            scope = _Scope(parent)
+            token = self._scope.set(scope)
+            try:
+                yield
+            except BaseException as error:
+                scope.open = False
+                await self.run(entered.__exit__, type(error), error, error.__traceback__, settle=True)
+                raise
+            else:
+                scope.open = False
+                await self.run(entered.__exit__, None, None, None, outermost=parent is self._root)
+            finally:
+                scope.open = False
+                self._scope.reset(token)
+        finally:
+            parent.lock.release()
+
+    async def close(self) -> None:
+        """Close the aiosqlite connection once the unit of work in progress has ended."""
+        if self._current() is not self._root:
+            raise UsageError("close() inside a transaction of the same connection: leave the transaction first")
+        async with self._root.lock:
+            connection = self._aiosqlite()
+            if connection is not None:
+                await connection.close()
+
+    def _current(self) -> _Scope:
+        """The innermost open transaction the calling task is inside, or the connection."""
+        scope = self._scope.get()
+        while not scope.open:
+            assert scope.parent is not None  # the connection's scope never closes
+            scope = scope.parent
+        return scope
+
+    async def _hold(self) -> _Scope:
+        """Wait for and take the lock of the calling task's scope (one that closed meanwhile is passed over)."""
+        while True:
+            scope = self._current()
+            await scope.lock.acquire()
+            if scope.open:
+                return scope
+            scope.lock.release()
+
+    def _connection(self) -> Any:
+        connection = self._aiosqlite()
+        if connection is None:
+            raise UsageError("the aiosqlite connection is closed")
+        return connection
+
+
+def _nothing() -> None:
+    """A job that only marks its place in the connection's queue."""
+
+
+async def _drain(connection: Any) -> None:
+    """Wait until every job queued on ``connection`` so far has ended (its thread runs them in order),
+    through any further cancellations."""
+    while True:
+        try:
+            await connection._execute(_nothing)
+            return
+        except asyncio.CancelledError:
+            continue
+        except ValueError:  # closed meanwhile: the thread still ends the jobs queued before the close
+            return
+
+
+_ENGINES: weakref.WeakKeyDictionary[Any, AiosqliteEngine] = weakref.WeakKeyDictionary()
+
+
+def engine_of(connection: Any) -> AiosqliteEngine:
+    """The one engine of an open aiosqlite connection (its units of work must share one lock)."""
+    engine = _ENGINES.get(connection)
+    if engine is None:
+        engine = _ENGINES[connection] = AiosqliteEngine(connection)
+    return engine

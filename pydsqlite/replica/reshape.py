@@ -1,0 +1,119 @@
+"""Tombstones follow schema migrations the way live rows do.
+
+A deleted row of a synced table keeps the registers it held (a late write to it merges with
+them), stored as JSON beside its tombstone time. When a migration renames a synced table or
+its columns, adds or drops columns, or changes which columns are LWW, those stored states
+must change exactly as the live rows do: otherwise every changeset carrying one of them no
+longer fits the table here or on an upgraded peer, and replication stops. Deletes the capture
+triggers recorded but no replica operation has settled yet are settled first, in the shape
+they were captured in, so the same reshaping covers them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from contextlib import nullcontext
+from typing import Any
+
+from ..engines import Engine
+from ..schema.objects import Schema, Table, fold_name
+from .capture import CAPTURED, register_roles
+from .changeset import to_json_value
+from .hlc import BASELINE
+from .node import TOMBSTONES, Node
+
+
+def settle_pending_deletes(engine: Engine) -> None:
+    """Turn deletes captured before a migration into tombstones now, while they still fit the live shape."""
+    if not _exists(engine, CAPTURED) or engine.execute(f"SELECT 1 FROM {CAPTURED} LIMIT 1").fetchone() is None:
+        return
+    from .replication import Replica  # the merge imports the migration's introspection: import here, not at load
+
+    node = Node(engine, None, _NO_DRIFT_LIMIT, nullcontext)
+    Replica(engine, node, nullcontext).settle_captured()
+
+
+_NO_DRIFT_LIMIT = 2**62
+"""Settling only stamps local events with this replica's own clock: no remote timestamps to bound."""
+
+
+def reshape_tombstones(
+    engine: Engine,
+    desired: Schema,
+    table_renames: Iterable[tuple[str, str]],
+    column_renames: Iterable[tuple[str, str, str]],
+) -> None:
+    """Bring every stored dead-row state in line with the desired synced tables, inside the migration.
+
+    ``table_renames`` holds (old, new) table names, ``column_renames`` (table, old, new) with the
+    table's new name, both as the plan applied them."""
+    if not _exists(engine, TOMBSTONES):
+        return
+    for old, new in table_renames:
+        engine.execute(f"UPDATE {TOMBSTONES} SET table_name = ? WHERE table_name = ? COLLATE NOCASE", (new, old))
+    renamed: dict[str, dict[str, str]] = {}
+    for table, old, new in column_renames:
+        renamed.setdefault(fold_name(table), {})[fold_name(old)] = new
+    stored = engine.execute(f"SELECT DISTINCT table_name FROM {TOMBSTONES} WHERE state IS NOT NULL").fetchall()
+    for (name,) in stored:
+        table = desired.table(name)
+        if table is None or not table.primary_key:
+            continue
+        shape = _Shape(engine, table, renamed.get(fold_name(name), {}))
+        rows = engine.execute(f"SELECT key, state FROM {TOMBSTONES} WHERE table_name = ? AND state IS NOT NULL", (name,)).fetchall()
+        updates = [(text, table.name, key) for key, state in rows if (text := shape.reshape(state)) != state]
+        renamed_table = name != table.name
+        if renamed_table:  # the name as the desired schema spells it, which the feed reads by
+            engine.execute(f"UPDATE {TOMBSTONES} SET table_name = ? WHERE table_name = ?", (table.name, name))
+        if updates:
+            engine.executemany(f"UPDATE {TOMBSTONES} SET state = ? WHERE table_name = ? AND key = ?", updates)
+
+
+class _Shape:
+    """The register layout of one desired synced table, and how a stored state is mapped onto it."""
+
+    def __init__(self, engine: Engine, table: Table, renames: dict[str, str]) -> None:
+        self.engine = engine
+        self.table = table
+        self.renames = renames
+        roles = register_roles(table)
+        self.lww = [name for role, name in roles if role == "lww"]
+        self.group = [name for role, name in roles if role == "group"]
+        self._defaults: dict[str, Any] = {}
+
+    def reshape(self, text: str) -> str:
+        """The stored state ``text`` with renamed columns renamed, dropped ones removed, new ones at their
+        default (an LWW register at the baseline time, as a live row's new companion column holds),
+        and values moved between the group and LWW registers as the live columns moved."""
+        data = json.loads(text)
+        seen: dict[str, Any] = {}  # folded current name → stored value (JSON form)
+        stamps: dict[str, str] = {}
+        for name, (stamp, value) in data["columns"].items():
+            current = fold_name(self.renames.get(fold_name(name), name))
+            seen[current], stamps[current] = value, stamp
+        for name, value in data["values"].items():
+            seen[fold_name(self.renames.get(fold_name(name), name))] = value
+        columns = {}
+        for name in self.lww:
+            folded = fold_name(name)
+            value = seen[folded] if folded in seen else self._default(name)
+            columns[name] = [stamps.get(folded, BASELINE), value]
+        values = {name: seen[fold_name(name)] if fold_name(name) in seen else self._default(name) for name in self.group}
+        reshaped = {"columns": dict(sorted(columns.items())), "version": data["version"], "values": dict(sorted(values.items()))}
+        return json.dumps(reshaped, separators=(",", ":"), sort_keys=True)
+
+    def _default(self, name: str) -> Any:
+        """The value a new column gives rows that had none: its SQL default, evaluated once."""
+        if name not in self._defaults:
+            column = self.table.column(name)
+            default = column.default if column is not None else None
+            value = self.engine.scalar(f"SELECT {default}") if default is not None else None
+            self._defaults[name] = to_json_value(value)
+        return self._defaults[name]
+
+
+def _exists(engine: Engine, table: str) -> bool:
+    query = "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?"
+    return engine.execute(query, (table,)).fetchone() is not None
+

@@ -1,0 +1,701 @@
+"""pydsqlite.aio over real aiosqlite connections (files and :memory:, every transaction mode).
+
+The async API must give exactly what the sync one gives, keep the units of work of many
+tasks apart, and undo exactly the work of a cancelled task. Deterministic cancellations
+block the connection's thread at a chosen statement (a trace callback) while the task is
+cancelled; random ones hit many concurrent tasks at random points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import random
+import sqlite3
+import sys
+import threading
+from collections import defaultdict
+from typing import Annotated, Optional
+
+import pytest
+
+from pydsqlite import (
+    LWW,
+    ConstraintError,
+    Database,
+    DestructiveChangeError,
+    Field,
+    PrimaryKey,
+    SchemaMismatchError,
+    SyncModel,
+    Unique,
+    UsageError,
+    col,
+    model_migration_plan,
+    schema_from_sql,
+    sync_models,
+)
+from pydsqlite.engines.aiosqlite import LATE_CANCELLATION
+
+from .helpers import require
+
+aiosqlite = require("aiosqlite")
+aio = importlib.import_module("pydsqlite.aio")
+
+
+class Item(SyncModel, table="items"):
+    id: int = Field(default=None, primary_key=True)
+    name: Annotated[str, Unique()]
+    size: int = 0
+    note: Optional[str] = None
+
+
+class ItemWithoutNote(SyncModel, table="items"):
+    id: int = Field(default=None, primary_key=True)
+    name: Annotated[str, Unique()]
+    size: int = 0
+
+
+class Account(SyncModel, table="accounts"):
+    id: Annotated[int, PrimaryKey()]
+    balance: int
+
+
+class Entry(SyncModel, table="entries"):
+    """Written in order inside each transfer: the ids show whether transactions interleaved."""
+
+    id: int = Field(default=None, primary_key=True)
+    task: int
+    step: int
+
+
+class Mark(SyncModel, table="marks"):
+    id: int = Field(default=None, primary_key=True)
+    task: int
+
+
+class Note(SyncModel, table="notes"):
+    id: Annotated[str, PrimaryKey()]
+    text: Annotated[str, LWW()]
+
+
+MODES = {"isolation_level=''": {}, "isolation_level=None": {"isolation_level": None}}
+if sys.version_info >= (3, 12):
+    MODES |= {"autocommit=True": {"autocommit": True}, "autocommit=False": {"autocommit": False}}
+PLACES = ["file", ":memory:"]
+
+
+def where(place: str, tmp_path) -> str:
+    return str(tmp_path / "app.db") if place == "file" else ":memory:"
+
+
+class Gate:
+    """A trace callback that holds the connection's thread at the ``nth`` statement starting with
+    ``prefix`` until ``release()``; ``reached`` is set when it got there."""
+
+    def __init__(self, prefix: str, nth: int = 1) -> None:
+        self.prefix = prefix
+        self.left = nth
+        self.reached = threading.Event()
+        self.opened = threading.Event()
+
+    def __call__(self, statement: str) -> None:
+        if self.left and statement.startswith(self.prefix):
+            self.left -= 1
+            if not self.left:
+                self.reached.set()
+                self.opened.wait(30)
+
+    async def wait_reached(self) -> None:
+        assert await asyncio.to_thread(self.reached.wait, 30), f"no statement started with {self.prefix!r}"
+
+    def release(self) -> None:
+        self.opened.set()
+
+
+def run(scenario):
+    """``asyncio.run`` with a guard: a deadlock fails the test instead of hanging the suite."""
+    return asyncio.run(asyncio.wait_for(scenario, 120))
+
+
+async def cancel_and_let_it_see(task: asyncio.Task) -> None:
+    """Cancel ``task`` and give the loop a few turns, so the task has taken the cancellation in."""
+    task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def outcome(task: asyncio.Task) -> str:
+    """"done", "cancelled" (its work undone) or "cancelled late" (its work had committed); a
+    timeout is a cancellation (``asyncio.timeout`` raises TimeoutError from the CancelledError)."""
+    try:
+        await task
+    except (asyncio.CancelledError, TimeoutError) as error:
+        cancelled = error if isinstance(error, asyncio.CancelledError) else error.__cause__
+        return "cancelled late" if LATE_CANCELLATION in getattr(cancelled, "__notes__", []) else "cancelled"
+    return "done"
+
+
+# --- the same results as Database --------------------------------------------------------------------
+
+
+async def every_method(db) -> list:
+    """The same calls on a Database (through ``call``) or an AsyncDatabase; what each returned or raised."""
+    results: list = []
+
+    async def record(call):
+        try:
+            value = call()
+            if asyncio.iscoroutine(value):
+                value = await value
+            results.append(value)
+        except Exception as error:  # noqa: BLE001 - the error is the result being compared
+            results.append((type(error).__name__, str(error)))
+
+    await record(lambda: db.insert(Item(name="a", size=1)))
+    await record(lambda: db.insert_many([Item(name=f"n{i}", size=i) for i in range(5)]))
+    await record(lambda: db.insert_many([{"name": "d1"}, {"name": "d2", "size": 7}], Item))
+    await record(lambda: db.insert(Item(name="a")))
+    await record(lambda: db.insert_many(Item(name="single")))
+    await record(lambda: db.upsert(Item(id=1, name="a", size=10)))
+    await record(lambda: db.upsert(Item(id=50, name="fifty")))
+    await record(lambda: db.update(Item(id=2, name="n0", size=100, note="x")))
+    await record(lambda: db.update(Item, 3, size=33))
+    await record(lambda: db.update(Item, 999, size=1))
+    await record(lambda: db.update(Item, 3, name="a"))
+    await record(lambda: db.delete(Item(id=4, name="n2")))
+    await record(lambda: db.delete(Item, 5))
+    await record(lambda: db.delete(Item, 5))
+    await record(lambda: db.get(Item, 1))
+    await record(lambda: db.get(Item, 404))
+    await record(lambda: db.select(Item))
+    await record(lambda: db.select(Item, "size > ?", (2,), order_by="-size", limit=3, offset=1))
+    await record(lambda: db.select(Item, col("name").startswith("n"), order_by=["size desc", "id"]))
+    await record(lambda: db.select(Item, order_by="nope"))
+    await record(lambda: db.select(Item, "missing = 1"))
+    await record(lambda: db.count(Item))
+    await record(lambda: db.count(Item, col("size") >= 3))
+    await record(lambda: db.get(Account, 1))
+    stream = db.iter_select(Item, order_by="name")
+    if hasattr(stream, "__aiter__"):
+        results.append([row async for row in stream])
+    else:
+        results.append(list(stream))
+    return results
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("place", PLACES)
+def test_every_method_returns_and_raises_what_database_does(place, mode, tmp_path):
+    sync_conn = sqlite3.connect(tmp_path / "sync.db" if place == "file" else ":memory:", **MODES[mode])
+    sync_models(sync_conn, [Item])
+    expected = run(every_method(Database(sync_conn)))
+    sync_rows = sync_conn.execute("SELECT * FROM items ORDER BY id").fetchall()
+
+    async def scenario():
+        async with aiosqlite.connect(where(place, tmp_path), **MODES[mode]) as conn:
+            await aio.sync_models(conn, [Item])
+            got = await every_method(aio.AsyncDatabase(conn))
+            rows = await conn.execute_fetchall("SELECT * FROM items ORDER BY id")
+            return got, [tuple(row) for row in rows], conn.in_transaction and mode != "autocommit=False"
+
+    got, rows, left_open = run(scenario())
+    assert got == expected
+    assert rows == sync_rows
+    assert not left_open
+    kinds = {type(item).__name__ if not isinstance(item, tuple) else item[0] for item in expected}
+    assert {"ConstraintError", "RowNotFoundError", "UsageError", "SchemaMismatchError", "NoneType", "Item", "list"} <= kinds
+
+
+def test_transactions_commit_roll_back_and_nest_as_savepoints(tmp_path):
+    path = tmp_path / "app.db"
+
+    async def scenario():
+        async with aiosqlite.connect(path) as conn:
+            await aio.sync_models(conn, [Item])
+            db = aio.AsyncDatabase(conn)
+            async with db.transaction() as tx:
+                assert tx is db
+                await db.insert(Item(name="kept"))
+                with contextlib.suppress(ValueError):
+                    async with db.transaction():
+                        await db.insert(Item(name="inner, rolled back"))
+                        raise ValueError
+                await db.insert(Item(name="kept too"))
+            with pytest.raises(ConstraintError):
+                async with db.transaction():
+                    await db.insert(Item(name="gone"))
+                    await db.insert(Item(name="kept"))
+            assert not conn.in_transaction
+
+    run(scenario())
+    with sqlite3.connect(path) as reader:
+        assert [name for (name,) in reader.execute("SELECT name FROM items ORDER BY id")] == ["kept", "kept too"]
+
+
+# --- the pipeline's entry points -------------------------------------------------------------------
+
+
+def test_pipeline_entry_points_give_what_the_sync_ones_give(tmp_path):
+    sync_conn = sqlite3.connect(tmp_path / "sync.db")
+    sync_models(sync_conn, [Item])
+    Database(sync_conn).insert(Item(name="a", note="kept?"))
+    expected_plan = str(model_migration_plan(sync_conn, [ItemWithoutNote]))
+    desired = schema_from_sql("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, size INTEGER NOT NULL DEFAULT 0, note TEXT, extra TEXT);")
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            created = await aio.sync_models(conn, [Item])
+            assert [operation.kind for operation in created.operations] == ["create_table"]
+            await db.insert(Item(name="a", note="kept?"))
+            plan = await aio.model_migration_plan(db, [ItemWithoutNote])
+            assert str(plan) == expected_plan
+            with pytest.raises(DestructiveChangeError):
+                await aio.sync_models(conn, [ItemWithoutNote])
+            assert (await db.get(Item, 1)).note == "kept?"
+            with contextlib.suppress(ZeroDivisionError):
+                async with db.transaction():  # inside a transaction the migration is part of it
+                    await aio.sync_models(conn, [Item, Mark])
+                    await db.insert(Mark(task=1))
+                    raise ZeroDivisionError
+            with pytest.raises(SchemaMismatchError):
+                await db.count(Mark)
+            assert str(await aio.schema_migration_plan(conn, desired)).startswith("Migration plan")
+            applied = await aio.sync_schema(conn, desired, allow_destructive=True)
+            assert "extra" in str(applied)
+            history = await aio.migration_history(db)
+            assert [entry.description.splitlines()[0] for entry in history] == [
+                "Migration plan (1 operation):",
+                str(applied).splitlines()[0],
+            ]
+            with pytest.raises(UsageError, match="aiosqlite connection or an AsyncDatabase"):
+                await aio.sync_models(sync_conn, [Item])
+
+    run(scenario())
+
+
+def test_replica_functions_converge_between_async_and_sync_replicas(tmp_path):
+    sync_conn = sqlite3.connect(tmp_path / "sync.db")
+    sync_models(sync_conn, [Note])
+    sync_db = Database(sync_conn)
+    sync_db.insert(Note(id="s", text="from sync"))
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "one.db") as one, aiosqlite.connect(tmp_path / "two.db") as two:
+            for conn in (one, two):
+                await aio.sync_models(conn, [Note])
+            first, second = aio.AsyncDatabase(one), aio.AsyncDatabase(two)
+            await first.insert(Note(id="a", text="one"))
+            await second.insert(Note(id="b", text="two"))
+            await second.update(Note, "b", text="two, edited")
+            assert await second.apply_changes(await first.changes_since(models=[Note]), [Note]) == 1
+            assert await first.apply_changes(await second.changes_since(None, [Note]), [Note]) == 1
+            assert await first.apply_changes(sync_db.changes_since(models=[Note]), [Note]) == 1
+            sync_db.apply_changes(await first.changes_since(models=[Note]), [Note])
+            assert (await first.clock()).node_id != (await second.clock()).node_id
+            return await first.select(Note, order_by="id"), await second.select(Note, order_by="id")
+
+    first_rows, second_rows = run(scenario())
+    assert [note.text for note in first_rows] == ["one", "two, edited", "from sync"]
+    assert second_rows == first_rows[:2]
+    assert sync_db.select(Note, order_by="id") == first_rows
+
+
+# --- cancellation, one task at a time ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("place", PLACES)
+def test_a_call_cancelled_before_its_commit_is_rolled_back_and_the_database_stays_usable(place, mode, tmp_path):
+    async def scenario():
+        async with aiosqlite.connect(where(place, tmp_path), **MODES[mode]) as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            for call in (lambda: db.insert(Item(name="x")), lambda: db.insert_many([Item(name="y"), Item(name="z")])):
+                gate = Gate("INSERT INTO `items`")
+                await conn.set_trace_callback(gate)
+                task = asyncio.create_task(call())
+                await gate.wait_reached()
+                await cancel_and_let_it_see(task)
+                gate.release()
+                assert await outcome(task) == "cancelled"
+                assert await db.count(Item) == 0
+            await conn.set_trace_callback(None)
+            assert (await db.insert(Item(name="after"))).id == 1
+            assert [item.name for item in await db.select(Item)] == ["after"]
+
+    run(scenario())
+
+
+def in_its_own_transaction(db, form: str):
+    """One insert as a call of its own, or inside ``db.transaction()``."""
+    if form == "call":
+        return db.insert(Item(name="x"))
+
+    async def transaction():
+        async with db.transaction():
+            await db.insert(Item(name="x"))
+
+    return transaction()
+
+
+def committed_names(path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as reader:
+        return [name for (name,) in reader.execute("SELECT name FROM items ORDER BY id")]
+
+
+@pytest.mark.parametrize("form", ["call", "transaction"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_cancellation_that_arrives_during_the_commit_keeps_the_work_and_says_so(mode, form, tmp_path):
+    if mode == "autocommit=False" and form == "call":
+        pytest.skip("on a PEP 249 connection a call outside transaction() leaves its work pending, as Database does")
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db", **MODES[mode]) as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            gate = Gate("COMMIT")
+            await conn.set_trace_callback(gate)
+            task = asyncio.create_task(in_its_own_transaction(db, form))
+            await gate.wait_reached()
+            await cancel_and_let_it_see(task)
+            gate.release()
+            assert await outcome(task) == "cancelled late"
+            await conn.set_trace_callback(None)
+
+    run(scenario())
+    assert committed_names(tmp_path / "app.db") == ["x"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="autocommit=False (PEP 249) needs Python 3.12")
+def test_on_a_pep249_connection_a_cancellation_after_the_release_still_stops_the_commit(tmp_path):
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db", autocommit=False) as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            gate = Gate("RELEASE pydsqlite_sp0")  # the transaction's own savepoint; conn.commit() comes next
+            await conn.set_trace_callback(gate)
+            task = asyncio.create_task(in_its_own_transaction(db, "transaction"))
+            await gate.wait_reached()
+            await cancel_and_let_it_see(task)
+            gate.release()
+            assert await outcome(task) == "cancelled"
+            await conn.set_trace_callback(None)
+            assert await db.select(Item) == []
+
+    run(scenario())
+    assert committed_names(tmp_path / "app.db") == []
+
+
+def test_a_cancelled_call_inside_a_transaction_undoes_its_own_savepoint(tmp_path):
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            gate = Gate("INSERT INTO `items`", nth=2)
+
+            async def writer():
+                async with db.transaction():
+                    await db.insert(Item(name="first"))
+                    try:
+                        await db.insert(Item(name="second"))
+                    except asyncio.CancelledError:  # a block that carries on after a cancellation
+                        asyncio.current_task().uncancel()
+                    await db.insert(Item(name="third"))
+
+            await conn.set_trace_callback(gate)
+            task = asyncio.create_task(writer())
+            await gate.wait_reached()
+            await cancel_and_let_it_see(task)
+            gate.release()
+            assert await outcome(task) == "done"
+            return [item.name for item in await db.select(Item)]
+
+    assert run(scenario()) == ["first", "third"]
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_a_transaction_cancelled_while_its_commit_waits_is_rolled_back(place, tmp_path):
+    async def scenario():
+        async with aiosqlite.connect(where(place, tmp_path)) as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            inside, may_finish = asyncio.Event(), asyncio.Event()
+
+            async def writer():
+                async with db.transaction():
+                    await db.insert(Item(name="a"))
+                    await db.insert(Item(name="b"))
+                    inside.set()
+                    await may_finish.wait()
+
+            async def hold():
+                await conn.execute("SELECT 'hold'")  # straight to aiosqlite: a job of someone else's on the thread
+
+            task = asyncio.create_task(writer())
+            await inside.wait()
+            gate = Gate("SELECT 'hold'")
+            await conn.set_trace_callback(gate)
+            held = asyncio.create_task(hold())
+            await gate.wait_reached()
+            may_finish.set()
+            for _ in range(5):
+                await asyncio.sleep(0)  # the block has ended; its commit is queued behind the held job
+            await cancel_and_let_it_see(task)
+            gate.release()
+            await held
+            assert await outcome(task) == "cancelled"
+            return await db.select(Item), conn.in_transaction
+
+    rows, left_open = run(scenario())
+    assert rows == [] and not left_open
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_a_task_cancelled_inside_its_transaction_rolls_back_only_that_transaction(place, tmp_path):
+    async def scenario():
+        async with aiosqlite.connect(where(place, tmp_path)) as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item, Mark])
+            inside = asyncio.Event()
+
+            async def first():
+                async with db.transaction():
+                    await db.insert(Item(name="first"))
+                    await db.insert_many([Mark(task=1), Mark(task=1)])
+                    inside.set()
+                    await asyncio.Event().wait()  # parked inside the transaction until cancelled
+
+            async def second():
+                async with db.transaction():
+                    await db.insert(Item(name="second"))
+                    await db.insert(Mark(task=2))
+
+            one = asyncio.create_task(first())
+            await inside.wait()
+            two = asyncio.create_task(second())
+            reader = asyncio.create_task(db.count(Item, col("name") == "first"))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not two.done() and not reader.done()  # both wait for the first transaction
+            await cancel_and_let_it_see(one)
+            assert await outcome(one) == "cancelled"
+            assert await reader == 0  # it ran after the rollback, not inside the transaction
+            await two
+            return [item.name for item in await db.select(Item)], [mark.task for mark in await db.select(Mark)]
+
+    assert run(scenario()) == (["second"], [2])
+
+
+def test_tasks_started_inside_a_transaction_are_part_of_it(tmp_path):
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item, Mark])
+            began = asyncio.Event()
+
+            async def from_outside():  # started before the transaction, through another AsyncDatabase
+                await began.wait()
+                await aio.AsyncDatabase(conn).insert(Item(name="outside"))
+
+            outside = asyncio.create_task(from_outside())
+            with contextlib.suppress(ZeroDivisionError):
+                async with db.transaction():
+                    began.set()
+                    await asyncio.gather(*(db.insert(Mark(task=n)) for n in range(10)))
+                    async with asyncio.TaskGroup() as group:
+                        for n in range(3):
+                            group.create_task(nested(db, n))
+                    assert await db.count(Mark) == 13 and not outside.done()
+                    raise ZeroDivisionError
+            await outside
+            return await db.count(Mark), [item.name for item in await db.select(Item)]
+
+    async def nested(db, n):
+        async with db.transaction():
+            await db.insert(Mark(task=100 + n))
+            await asyncio.sleep(0)
+
+    assert run(scenario()) == (0, ["outside"])
+
+
+# --- many tasks, random cancellations -------------------------------------------------------------------
+
+
+ACCOUNTS = 8
+OPENING_BALANCE = 100
+
+
+async def bank(db, seed: int, tasks: int = 80) -> tuple[dict[int, str], dict[int, tuple], list[int]]:
+    """Transfers (transactions that log two entries), batch writers and readers, all on one
+    connection, with random cancellations: a third of the tasks are cancelled at a random turn of
+    the loop (waiting for the connection, or inside a transaction's block), and some run under a
+    timeout of a few milliseconds, which fires while the loop waits for a job on the connection's
+    thread. Readers check that no transfer is seen half done."""
+    rng = random.Random(seed)
+    plans: dict[int, tuple] = {}
+    sums_seen: list[int] = []
+
+    async def transfer(number: int, source: int, target: int, amount: int, children: bool) -> None:
+        async with db.transaction():
+            payer = await db.get(Account, source)
+            await db.update(Account, source, balance=payer.balance - amount)
+            await asyncio.sleep(0)
+            if children:
+                first = asyncio.create_task(db.insert(Entry(task=number, step=1)))
+                await first
+            else:
+                await db.insert(Entry(task=number, step=1))
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            payee = await db.get(Account, target)
+            await db.update(Account, target, balance=payee.balance + amount)
+            await db.insert(Entry(task=number, step=2))
+
+    async def batch(number: int, size: int) -> None:
+        await db.insert_many([Mark(task=number) for _ in range(size)])
+
+    async def read(number: int) -> None:
+        for _ in range(3):
+            if number % 2:
+                sums_seen.append(sum([account.balance async for account in db.iter_select(Account)]))
+            else:
+                sums_seen.append(sum(account.balance for account in await db.select(Account)))
+            await asyncio.sleep(0)
+
+    async def within(seconds: float | None, work) -> None:
+        async with asyncio.timeout(seconds):
+            await work
+
+    running: dict[int, asyncio.Task] = {}
+    for number in range(tasks):
+        kind = rng.choice(["transfer", "transfer", "batch", "read"])
+        if kind == "transfer":
+            source, target = rng.sample(range(ACCOUNTS), 2)
+            plans[number] = ("transfer", source, target, rng.randrange(1, 30))
+            work = transfer(number, source, target, plans[number][3], rng.random() < 0.3)
+        elif kind == "batch":
+            plans[number] = ("batch", rng.randrange(1, 500))
+            work = batch(number, plans[number][1])
+        else:
+            plans[number] = ("read",)
+            work = read(number)
+        running[number] = asyncio.create_task(within(rng.uniform(0, 0.02) if rng.random() < 0.4 else None, work))
+        if rng.random() < 0.3:
+            await asyncio.sleep(0)
+
+    for _ in range(tasks // 3):  # cancel a third of them, each at a random moment
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+        victim = running[rng.randrange(tasks)]
+        victim.cancel()
+    outcomes = {number: await outcome(task) for number, task in running.items()}
+    return outcomes, plans, sums_seen
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("place", PLACES)
+def test_concurrent_units_never_interleave_and_cancelled_ones_leave_nothing(place, mode, seed, tmp_path):
+    async def scenario():
+        async with aiosqlite.connect(where(place, tmp_path), **MODES[mode]) as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Account, Entry, Mark])
+            await db.insert_many([Account(id=n, balance=OPENING_BALANCE) for n in range(ACCOUNTS)])
+            outcomes, plans, sums_seen = await bank(db, seed)
+            entries = await db.select(Entry, order_by="id")
+            marks = await db.select(Mark)
+            balances = {account.id: account.balance for account in await db.select(Account)}
+            await db.insert(Mark(task=-1))  # still usable
+            return outcomes, plans, sums_seen, entries, marks, balances, conn.in_transaction and mode != "autocommit=False"
+
+    outcomes, plans, sums_seen, entries, marks, balances, left_open = run(scenario())
+    assert not left_open
+    assert set(outcomes.values()) <= {"done", "cancelled", "cancelled late"}
+    assert "cancelled" in outcomes.values() and "done" in outcomes.values()
+    assert sums_seen and set(sums_seen) == {ACCOUNTS * OPENING_BALANCE}, "a reader saw a transfer half done"
+
+    steps_by_task = defaultdict(list)
+    for entry in entries:
+        steps_by_task[entry.task].append(entry.step)
+    marks_by_task = defaultdict(int)
+    for mark in marks:
+        marks_by_task[mark.task] += 1
+    expected_balances = dict.fromkeys(range(ACCOUNTS), OPENING_BALANCE)
+    for number, plan in plans.items():
+        kept = outcomes[number] in ("done", "cancelled late")
+        if plan[0] == "transfer":
+            assert steps_by_task.get(number, []) == ([1, 2] if kept else []), (number, outcomes[number])
+            if kept:
+                expected_balances[plan[1]] -= plan[3]
+                expected_balances[plan[2]] += plan[3]
+        elif plan[0] == "batch":
+            assert marks_by_task.get(number, 0) == (plan[1] if kept else 0), (number, outcomes[number])
+    assert balances == expected_balances
+    owners = [entry.task for entry in entries]
+    assert all(owners[i] == owners[i + 1] for i in range(0, len(owners), 2)), "two transfers' entries interleave"
+
+
+# --- streaming, opening and closing, misuse ------------------------------------------------------------
+
+
+def test_iter_select_streams_while_other_units_run_and_releases_its_cursor(tmp_path):
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item, Mark])
+            await db.insert_many([Item(name=f"n{i:04}", size=i) for i in range(1500)])
+            seen = []
+            async for item in db.iter_select(Item, order_by="size"):
+                seen.append(item.size)
+                if item.size % 500 == 0:
+                    await db.insert(Mark(task=item.size))  # a unit of work between two batches
+            assert seen == list(range(1500)) and await db.count(Mark) == 3
+            async with contextlib.aclosing(db.iter_select(Item)) as stream:
+                async for _ in stream:
+                    break
+            await conn.execute("DROP TABLE items")  # refused ("table is locked") while a cursor reads it
+            with pytest.raises(SchemaMismatchError):
+                [item async for item in db.iter_select(Item)]
+
+    run(scenario())
+
+
+def test_a_path_is_opened_once_on_first_use_and_closed_with_the_database(tmp_path):
+    path = tmp_path / "owned.db"
+    sync_models(str(path), [Item])
+
+    async def scenario():
+        async with aio.AsyncDatabase(path) as db:
+            created = await asyncio.gather(*(db.insert(Item(name=f"n{i}")) for i in range(20)))
+            assert sorted(item.id for item in created) == list(range(1, 21))
+        with pytest.raises(UsageError, match="closed"):
+            await db.count(Item)
+
+    run(scenario())
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("SELECT COUNT(*) FROM items").fetchone() == (20,)
+
+
+def test_wrong_connections_are_refused_clearly(tmp_path):
+    with pytest.raises(UsageError, match="for a sqlite3 connection use Database"):
+        aio.AsyncDatabase(sqlite3.connect(":memory:"))
+
+    async def scenario():
+        with pytest.raises(UsageError, match="not open"):
+            aio.AsyncDatabase(aiosqlite.connect(":memory:"))
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            with pytest.raises(UsageError, match="use pydsqlite.aio"):
+                sync_models(conn, [Item])
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(db, [Item])
+        with pytest.raises(UsageError, match="closed"):
+            await db.insert(Item(name="late"))
+        async with aio.AsyncDatabase(tmp_path / "owned.db") as owned:
+            async with owned.transaction():
+                with pytest.raises(UsageError, match="inside a transaction"):
+                    await owned.close()
+
+    run(scenario())

@@ -1,0 +1,240 @@
+"""Tombstones follow schema migrations the way live rows do.
+
+Two replicas share a synced table; a row is deleted (through ``Database.delete`` or by the
+application's own SQL, settled before or only after the migration), both replicas migrate
+the table in one of every way a migration can change a synced table, and then:
+- the replicas still exchange full changesets and converge, the deleted row staying deleted;
+- the dead row's stored registers equal those of a live twin row that held the same values
+  (so a late write to the dead key merges exactly as it would with the live row).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Annotated
+
+import pytest
+
+from pydsqlite import LWW, Database, PrimaryKey, RenamedFrom, SyncModel, sync_models
+
+
+def _before() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        b: Annotated[str, LWW()] = "x"
+        g: str = "g"
+        h: int = 5
+
+    return Item
+
+
+def _add_lww() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        b: Annotated[str, LWW()] = "x"
+        g: str = "g"
+        h: int = 5
+        c: Annotated[int, LWW()] = 7
+
+    return Item
+
+
+def _add_group() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        b: Annotated[str, LWW()] = "x"
+        g: str = "g"
+        h: int = 5
+        note: str = "n"
+
+    return Item
+
+
+def _drop_lww() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        g: str = "g"
+        h: int = 5
+
+    return Item
+
+
+def _drop_group() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        b: Annotated[str, LWW()] = "x"
+        g: str = "g"
+
+    return Item
+
+
+def _rename_lww() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        label: Annotated[str, LWW(), RenamedFrom("b")] = "x"
+        g: str = "g"
+        h: int = 5
+
+    return Item
+
+
+def _rename_group() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        b: Annotated[str, LWW()] = "x"
+        kind: Annotated[str, RenamedFrom("g")] = "g"
+        h: int = 5
+
+    return Item
+
+
+def _lww_to_group() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        b: str = "x"
+        g: str = "g"
+        h: int = 5
+
+    return Item
+
+
+def _group_to_lww() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        b: Annotated[str, LWW()] = "x"
+        g: Annotated[str, LWW()] = "g"
+        h: int = 5
+
+    return Item
+
+
+def _retype_and_rebuild() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[float, LWW()] = 1.0
+        b: Annotated[str, LWW()] = "x"
+        g: str = "g"
+        h: float = 5.0
+
+    return Item
+
+
+def _rename_table() -> type[SyncModel]:
+    class Item(SyncModel, table="things", renamed_from="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[int, LWW()] = 1
+        b: Annotated[str, LWW()] = "x"
+        g: str = "g"
+        h: int = 5
+
+    return Item
+
+
+def _everything_at_once() -> type[SyncModel]:
+    class Item(SyncModel, table="things", renamed_from="items"):
+        id: Annotated[str, PrimaryKey()]
+        label: Annotated[str, RenamedFrom("b")] = "x"
+        g: Annotated[str, LWW()] = "g"
+        c: Annotated[int, LWW()] = 7
+        note: str = "n"
+
+    return Item
+
+
+MIGRATIONS: dict[str, Callable[[], type[SyncModel]]] = {
+    "add an LWW column": _add_lww,
+    "add a plain column": _add_group,
+    "drop an LWW column": _drop_lww,
+    "drop a plain column": _drop_group,
+    "rename an LWW column": _rename_lww,
+    "rename a plain column": _rename_group,
+    "LWW column becomes plain": _lww_to_group,
+    "plain column becomes LWW": _group_to_lww,
+    "retype (rebuild)": _retype_and_rebuild,
+    "rename the table": _rename_table,
+    "all at once": _everything_at_once,
+}
+
+DELETES = ["Database.delete", "SQL delete settled before", "SQL delete settled after"]
+
+
+def _states(db: Database, model: type[SyncModel]) -> dict[tuple, tuple]:
+    """Key → (LWW registers, plain values, deleted?) from the replica's full feed."""
+    return {
+        change.key: (dict(change.columns), dict(change.values), change.deleted is not None and not change.alive)
+        for change in db.changes_since(models=[model]).changes
+    }
+
+
+@pytest.mark.parametrize("how", DELETES)
+@pytest.mark.parametrize("migration", list(MIGRATIONS))
+def test_a_deleted_rows_registers_follow_the_migration_like_a_live_rows(tmp_path, migration, how):
+    Before = _before()
+    connections = [sqlite3.connect(tmp_path / f"{side}.db") for side in ("a", "b")]
+    for conn in connections:
+        sync_models(conn, [Before])
+    a, b = (Database(conn) for conn in connections)
+    a.insert(Before(id="dead", a=2, b="y", g="gg", h=9))
+    a.insert(Before(id="twin", a=2, b="y", g="gg", h=9))
+    a.update(Before, "twin", a=2)  # twin and dead differ in no register but the one stamped here
+    a.update(Before, "dead", a=2)
+    b.apply_changes(a.changes_since())
+    if how == "Database.delete":
+        a.delete(Before, "dead")
+    else:
+        connections[0].execute("DELETE FROM items WHERE id = 'dead'")
+        connections[0].commit()
+        if how == "SQL delete settled before":
+            a.changes_since()  # any replica operation settles what the capture trigger recorded
+
+    After = MIGRATIONS[migration]()
+    for conn in connections:
+        sync_models(conn, [After], allow_destructive=True)
+    a.insert(After(id="new"))
+
+    assert b.apply_changes(a.changes_since()) >= 1
+    assert a.apply_changes(b.changes_since()) == 0
+    assert sorted(item.id for item in b.select(After)) == ["new", "twin"]
+    assert _states(a, After) == _states(b, After)
+
+    columns, values, dead = _states(a, After)[("dead",)]
+    twin_columns, twin_values, twin_dead = _states(a, After)[("twin",)]
+    assert dead and not twin_dead
+    assert values == twin_values
+    assert {name: value for name, (_, value) in columns.items()} == {name: value for name, (_, value) in twin_columns.items()}
+    unstamped = {name for name, (stamp, _) in twin_columns.items() if stamp.startswith("0000")}
+    assert unstamped == {name for name, (stamp, _) in columns.items() if stamp.startswith("0000")}
+
+
+def test_a_late_write_to_a_deleted_row_after_a_migration_merges_with_its_reshaped_registers(tmp_path):
+    """Replica B wrote to the row before it heard of the delete; both then migrated (a rename):
+    B's later write wins over the delete and the row comes back with the renamed column's value."""
+    Before = _before()
+    connections = [sqlite3.connect(tmp_path / f"{side}.db") for side in ("a", "b")]
+    for conn in connections:
+        sync_models(conn, [Before])
+    a, b = (Database(conn) for conn in connections)
+    a.insert(Before(id="k", a=2, b="kept", g="gg"))
+    b.apply_changes(a.changes_since())
+    a.delete(Before, "k")
+
+    After = _rename_lww()
+    for conn in connections:
+        sync_models(conn, [After])
+    b.update(After, "k", a=3)  # after the delete in time: the row is alive again everywhere
+    a.apply_changes(b.changes_since())
+    b.apply_changes(a.changes_since())
+
+    for db in (a, b):
+        row = db.get(After, "k")
+        assert row is not None and (row.a, row.label, row.g) == (3, "kept", "gg")
