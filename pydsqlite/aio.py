@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from itertools import islice
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
 from pydantic import BaseModel
 
@@ -140,7 +140,7 @@ class AsyncDatabase:
     async def insert(self, obj: M) -> M:
         """``Database.insert``: validate and insert one row; returns the validated instance."""
         engine, database = self._bound or await self._open()
-        return await engine.call(database.insert, obj)
+        return await engine.call(database.insert, obj)  # pyright: ignore[reportReturnType] - a generic method through Callable[..., T]
 
     async def insert_many(self, objs: Iterable[M], model: type[M] | None = None) -> int:
         """``Database.insert_many``: validate every object, then insert them all in one transaction."""
@@ -150,12 +150,24 @@ class AsyncDatabase:
     async def upsert(self, obj: M) -> M:
         """``Database.upsert``: insert the row, or update the row with its primary key."""
         engine, database = self._bound or await self._open()
-        return await engine.call(database.upsert, obj)
+        return await engine.call(database.upsert, obj)  # pyright: ignore[reportReturnType] - a generic method through Callable[..., T]
+
+    @overload
+    async def update(self, obj_or_model: M) -> M: ...
+
+    @overload
+    async def update(self, obj_or_model: type[M], key: Any, **changes: Any) -> M: ...
 
     async def update(self, obj_or_model: Any, key: Any = None, **changes: Any) -> Any:
         """``Database.update``: ``update(obj)``, or ``update(Model, key, field=value, ...)``; returns the validated row."""
         engine, database = self._bound or await self._open()
         return await engine.call(database.update, obj_or_model, key, **changes)
+
+    @overload
+    async def delete(self, obj_or_model: BaseModel) -> bool: ...
+
+    @overload
+    async def delete(self, obj_or_model: type[BaseModel], key: Any) -> bool: ...
 
     async def delete(self, obj_or_model: Any, key: Any = None) -> bool:
         """``Database.delete``: delete one row by instance or by ``(Model, key)``; returns whether one was deleted."""
@@ -200,7 +212,7 @@ class AsyncDatabase:
         try:
             while batch := await engine.call(_next_batch, rows):
                 for row in batch:
-                    yield row
+                    yield row  # pyright: ignore[reportReturnType] - as in insert
         finally:
             with contextlib.suppress(UsageError):  # a closed connection has dropped the cursor already
                 await engine.run(rows.close, settle=True)

@@ -21,10 +21,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import NoReturn, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from pydantic import BaseModel
 
+from .engines import engine_for
 from .errors import PydsqliteError
 from .migrate.execute import DEFAULT_BUSY_TIMEOUT_MS
 from .migrate.introspect import introspect
@@ -64,7 +65,7 @@ class CommandError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        status = args.handler(args)
+        status: int = args.handler(args)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
         return status
     except BrokenPipeError:
@@ -180,7 +181,7 @@ def _seconds(text: str) -> float:
 def _inspect(args: argparse.Namespace) -> int:
     with closing(_open_database(args.database)) as conn:
         if args.json:
-            schema = _use_database(args.database, _busy_timeout(args), lambda: introspect(conn))
+            schema = _use_database(args.database, _busy_timeout(args), lambda: introspect(engine_for(conn)))
             print(json.dumps(schema_to_json(schema), indent=2))
         else:
             for sql in _use_database(args.database, _busy_timeout(args), lambda: _schema_sql(conn)):
@@ -303,7 +304,8 @@ def _take_write_lock(conn: sqlite3.Connection) -> None:
 
 def _busy_timeout(args: argparse.Namespace) -> float:
     if args.busy_timeout is not None:
-        return args.busy_timeout
+        seconds: float = args.busy_timeout
+        return seconds
     return SYNC_BUSY_TIMEOUT if args.command == "sync" else READ_BUSY_TIMEOUT
 
 
@@ -415,7 +417,7 @@ def _load_models(spec: str) -> list[type[BaseModel]]:
     except Exception as error:  # the module's own code failed: say what and where
         raise CommandError(f"cannot import models module {module_name!r}: {_failure(error)}") from error
     if colon:
-        models = []
+        models: list[type[BaseModel]] = []
         for name in (name.strip() for name in names.split(",")):
             if not name:
                 raise CommandError(f"--models {spec!r}: a model name is missing after ':' or ','")
@@ -589,7 +591,7 @@ class ProgressReporter:
             self.stream = None
 
 
-def schema_to_json(schema: Schema) -> dict:
+def schema_to_json(schema: Schema) -> dict[str, Any]:
     """The schema as plain JSON data (tables with columns, keys, indexes; views; triggers)."""
     def clean(value: object) -> object:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -601,7 +603,7 @@ def schema_to_json(schema: Schema) -> dict:
     return clean(schema)  # type: ignore[return-value]
 
 
-def plan_to_json(plan: MigrationPlan) -> dict:
+def plan_to_json(plan: MigrationPlan) -> dict[str, Any]:
     return {
         "is_empty": plan.is_empty,
         "problems": list(plan.problems),

@@ -18,9 +18,14 @@ from typing import Any, ClassVar, Protocol
 class Cursor(Protocol):
     """The part of a DB-API cursor pydsqlite uses."""
 
-    rowcount: int
-    lastrowid: int | None
-    description: Any
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def lastrowid(self) -> int | None: ...
+
+    @property
+    def description(self) -> Any: ...
 
     def fetchone(self) -> Any: ...
 

@@ -7,7 +7,9 @@ declares, or that pydsqlite manages, are ever changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from ..schema.objects import (
     LWW_SUFFIX,
@@ -27,6 +29,8 @@ from ..schema.objects import (
 from ..sql.ddl import normalize_expression
 from .metadata import ManagedObjects
 
+_SqlObject = TypeVar("_SqlObject", View, Trigger, VirtualTable)
+"""An object the schema keeps as its SQL text."""
 
 @dataclass(frozen=True)
 class CreateTable:
@@ -154,7 +158,7 @@ class TableDiff:
     rename: RenameTable | None
     changes: tuple[Change, ...]
     column_sources: tuple[tuple[str, str], ...]
-    existing_links: frozenset[tuple] = frozenset()
+    existing_links: frozenset[tuple[tuple[str, ...], str, tuple[str, ...]]] = frozenset()
     problems: tuple[str, ...] = ()
     """Why the table's changes cannot be applied as declared (known without reading data)."""
 
@@ -246,7 +250,9 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
     )
 
 
-def _diff_sql_objects(desired: tuple, live: tuple, manages) -> tuple[list, list]:
+def _diff_sql_objects(
+    desired: tuple[_SqlObject, ...], live: tuple[_SqlObject, ...], manages: Callable[[str], bool]
+) -> tuple[list[_SqlObject], list[_SqlObject]]:
     """Views, triggers or virtual tables, kept as SQL: (live ones to drop, desired ones to create).
 
     A changed definition is dropped and created again; a live one the desired schema
@@ -254,7 +260,7 @@ def _diff_sql_objects(desired: tuple, live: tuple, manages) -> tuple[list, list]
     """
     wanted = {fold_name(item.name): item for item in desired}
     present = {fold_name(item.name): item for item in live}
-    to_drop = []
+    to_drop: list[_SqlObject] = []
     for key, item in present.items():
         target = wanted.get(key)
         if target is None:
@@ -283,10 +289,10 @@ def _column_renames(desired: Table, live: Table, done: frozenset[tuple[str, str]
     used: set[str] = set()
     for column in desired.columns:
         for old in column.renamed_from:
-            source = live.column(old)
-            if source is not None and fold_name(source.name) not in used and fold_name(old) != fold_name(column.name):
-                proposed[fold_name(column.name)] = source.name
-                used.add(fold_name(source.name))
+            renamed = live.column(old)
+            if renamed is not None and fold_name(renamed.name) not in used and fold_name(old) != fold_name(column.name):
+                proposed[fold_name(column.name)] = renamed.name
+                used.add(fold_name(renamed.name))
                 break
     settled = False
     while not settled:
@@ -433,7 +439,7 @@ def _check_signature(checks: tuple[Check, ...], renames: dict[str, str] | None =
     return sorted((normalize_expression(check.sql, renames), check.name or "") for check in checks)
 
 
-def _unique_signature(table: Table, unique: UniqueConstraint, renames: dict[str, str]) -> tuple:
+def _unique_signature(table: Table, unique: UniqueConstraint, renames: dict[str, str]) -> tuple[Any, ...]:
     """What a UNIQUE constraint does: its columns (after renames), the collation each compares
     with, their order, and its ON CONFLICT action."""
     collations = []
@@ -488,7 +494,7 @@ def _translate_foreign_key(
     )
 
 
-def _foreign_key_set(keys: tuple[ForeignKey, ...]) -> set[tuple]:
+def _foreign_key_set(keys: tuple[ForeignKey, ...]) -> set[tuple[Any, ...]]:
     return {(*key.link, key.on_delete, key.on_update, key.deferred) for key in keys}
 
 
@@ -510,7 +516,7 @@ def _diff_indexes(desired: Table, live: Table, managed: ManagedObjects, renames:
     return changes
 
 
-def _index_signature(index: Index, renames: dict[str, str]) -> tuple:
+def _index_signature(index: Index, renames: dict[str, str]) -> tuple[Any, ...]:
     return (
         tuple(fold_name(renames.get(fold_name(column), column)) for column in index.columns),
         index.unique,
@@ -518,7 +524,7 @@ def _index_signature(index: Index, renames: dict[str, str]) -> tuple:
     )
 
 
-def describe_change(change: Change) -> str:
+def describe_change(change: Change | CreateView | DropView | CreateTrigger | DropTrigger) -> str:
     """A short human description of one change, for plan listings."""
     if isinstance(change, AddColumn):
         return f"add column {change.column.name}"

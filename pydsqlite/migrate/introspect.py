@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import replace
+from typing import Any
 
 from ..engines import Engine
 from ..schema.objects import (
@@ -69,7 +70,7 @@ def introspect(engine: Engine) -> Schema:
 
 
 def _is_virtual(sql: str | None) -> bool:
-    return bool(sql) and " ".join(sql.split()[:2]).upper() == "CREATE VIRTUAL"
+    return sql is not None and " ".join(sql.split()[:2]).upper() == "CREATE VIRTUAL"
 
 
 def _shadow_tables(engine: Engine, virtual_names: list[str]) -> frozenset[str]:
@@ -160,8 +161,7 @@ def _read_indexes(
             "SELECT cid, name, \"desc\", coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno", (index_name,)
         ).fetchall()
         if origin == "u":
-            columns = tuple(row[1] for row in key_columns)
-            uniques.append(_unique_constraint(columns, key_columns, extras))
+            uniques.append(_unique_constraint(tuple(row[1] for row in key_columns), key_columns, extras))
             continue
         if origin != "c":
             continue
@@ -188,7 +188,7 @@ def _read_indexes(
     return tuple(uniques), tuple(indexes)
 
 
-def _unique_constraint(columns: tuple[str, ...], key_columns: list[tuple], extras: TableExtras) -> UniqueConstraint:
+def _unique_constraint(columns: tuple[str, ...], key_columns: list[tuple[Any, ...]], extras: TableExtras) -> UniqueConstraint:
     """A UNIQUE constraint from PRAGMA index_xinfo (columns, collations, order) and the CREATE
     text (its name and ON CONFLICT action, written on the table or on its single column)."""
     folded = tuple(fold_name(column) for column in columns)
@@ -206,7 +206,7 @@ def _unique_constraint(columns: tuple[str, ...], key_columns: list[tuple], extra
 
 
 def _read_foreign_keys(engine: Engine, table: str, extras: TableExtras) -> tuple[ForeignKey, ...]:
-    grouped: dict[int, list[tuple]] = defaultdict(list)
+    grouped: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for row in engine.execute(
         "SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
         (table,),

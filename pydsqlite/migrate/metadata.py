@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 
-from ..schema.objects import Schema, fold_name
+from ..schema.objects import Schema, Table, Trigger, View, VirtualTable, fold_name
 from ..sql.render import quote_literal, render_create_index, render_create_table
 
 METADATA_PREFIX = "_pydsqlite"
@@ -73,7 +73,8 @@ def schema_fingerprint(schema: Schema) -> str:
         digest.update(json.dumps(hints).encode("utf-8"))  # a new rename hint (say, a swap) must be planned
         for index in sorted(table.indexes, key=lambda index: fold_name(index.name)):
             digest.update(render_create_index(index).encode("utf-8"))
-    for item in sorted((*schema.views, *schema.triggers, *schema.virtual_tables), key=lambda item: fold_name(item.name)):
+    others: tuple[View | Trigger | VirtualTable, ...] = (*schema.views, *schema.triggers, *schema.virtual_tables)
+    for item in sorted(others, key=lambda item: fold_name(item.name)):
         digest.update(item.sql.encode("utf-8"))
     return digest.hexdigest()
 
@@ -145,18 +146,19 @@ def record_statements(schema: Schema, renames: tuple[tuple[str, str, str], ...] 
     rows.extend(("table", virtual.name, virtual.name) for virtual in schema.virtual_tables)
     rows.extend(("view", view.name, view.name) for view in schema.views)
     rows.extend(("trigger", trigger.name, trigger.table) for trigger in schema.triggers)
-    for kind, name, table in rows:
+    for kind, name, table_name in rows:
         statements.append(
             f"INSERT OR REPLACE INTO {OBJECTS_TABLE} (kind, name, table_name) "
-            f"VALUES ({quote_literal(kind)}, {quote_literal(name)}, {quote_literal(table)})"
+            f"VALUES ({quote_literal(kind)}, {quote_literal(name)}, {quote_literal(table_name)})"
         )
     return statements
 
 
 def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
     """Whether the recorded managed objects differ from those of ``schema``."""
+    tables: tuple[Table | VirtualTable, ...] = (*schema.tables, *schema.virtual_tables)
     return (
-        managed.tables != frozenset(fold_name(table.name) for table in (*schema.tables, *schema.virtual_tables))
+        managed.tables != frozenset(fold_name(table.name) for table in tables)
         or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
         or managed.views != frozenset(fold_name(view.name) for view in schema.views)
         or managed.triggers != frozenset(fold_name(trigger.name) for trigger in schema.triggers)

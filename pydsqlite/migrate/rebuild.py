@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..schema.objects import Column, Index, Schema, Table, column_affinity, fold_name
+from ..schema.objects import Check, Column, Index, Schema, Table, column_affinity, fold_name
 from ..sql.render import (
     parenthesized,
     quote_identifier,
@@ -198,13 +198,13 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
             and all(parent.column(column) is not None for column in key.ref_columns)
         ):
             checks.append(orphans_check(name, projection, key, parent.name))
-    owned = [(None, check) for check in desired.checks]
+    owned: list[tuple[str | None, Check]] = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
-    for column_name, check in owned:
+    for owner, check in owned:
         named = f"CONSTRAINT {check.name} " if check.name else ""
         checks.append(
             row_check(
-                name, column_name, f"rows violate {named}CHECK ({' '.join(check.sql.split())})", projection,
+                name, owner, f"rows violate {named}CHECK ({' '.join(check.sql.split())})", projection,
                 f"NOT {parenthesized(check.sql)}", blocking=True, sample=SAMPLE,
             )
         )

@@ -24,7 +24,7 @@ from .migration import MigrationPlan
 from .plan import build_plan
 from .rehearse import rehearse
 
-Connectable = sqlite3.Connection | Engine | str | os.PathLike
+Connectable = sqlite3.Connection | Engine | str | os.PathLike[str]
 """A connection pydsqlite can drive (see ``engines``), or a database file's path."""
 
 

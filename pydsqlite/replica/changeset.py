@@ -212,17 +212,17 @@ def _identical(a: Any, b: Any) -> bool:
     if kind is not type(b):
         return False
     if kind is float:
-        return a.hex() == b.hex()
+        return bool(a.hex() == b.hex())
     if kind is dict:
         return a.keys() == b.keys() and all(_identical(value, b[name]) for name, value in a.items())
-    return a == b
+    return bool(a == b)
 
 
 def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:
     """The join of two states of the same key (commutative, associative, idempotent)."""
     if local is None:
         return remote
-    columns = {}
+    columns: dict[str, Any] = {}  # every name is in one state at least, so no value is None
     for name in local.columns.keys() | remote.columns.keys():
         mine, theirs = local.columns.get(name), remote.columns.get(name)
         columns[name] = theirs if mine is None or (theirs is not None and _newer(theirs, mine)) else mine
@@ -264,7 +264,7 @@ class TableShape:
     @classmethod
     def of(cls, codec: RowCodec) -> TableShape:
         types = [_KEY_TYPES.get(codec.table.column(name).type) for name in codec.key]  # type: ignore[union-attr]
-        key_types = None if None in types else tuple(types)  # type: ignore[arg-type]
+        key_types = None if None in types else tuple(kind for kind in types if kind is not None)
         return cls(codec, key_types, frozenset(codec.lww), frozenset(codec.group))
 
     def key_fits(self, key: Any) -> bool:

@@ -9,6 +9,8 @@ takes the next sequence number (the cursor of ``changes_since``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from ..engines import Engine
 from .hlc import HLC, new_node_id
@@ -30,7 +32,7 @@ class Node:
         engine: Engine,
         wall_clock: Callable[[], int] | None,
         max_drift_ms: int,
-        transaction: Callable,
+        transaction: Callable[[], AbstractContextManager[None]],
     ) -> None:
         self.engine = engine
         self._wall_clock = wall_clock
@@ -60,16 +62,19 @@ class Node:
         self.clock  # noqa: B018 - creates the tables on first use
         return int(self._read(f"SELECT seq FROM {NODE_TABLE} WHERE id = 1")[0])
 
-    def _read(self, query: str, params: tuple = ()) -> tuple:
+    def _read(self, query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
         """One row of the node table. Its tables are created again, with this clock's node id, when the
         transaction that first created them was rolled back (a write that failed) after the clock was read."""
+        row: tuple[Any, ...]
         try:
-            return self.engine.execute(query, params).fetchone()
+            row = self.engine.execute(query, params).fetchone()
+            return row
         except self.engine.OperationalError as error:
             if "no such table" not in str(error):
                 raise
         self._create(self.clock.node_id)
-        return self.engine.execute(query, params).fetchone()
+        row = self.engine.execute(query, params).fetchone()
+        return row
 
     def _state(self) -> tuple[str, str | None]:
         query = f"SELECT node_id, clock FROM {NODE_TABLE} WHERE id = 1"

@@ -145,8 +145,8 @@ class ReferenceRepair:
         for table, rows in deleted.items():
             for link in self.graph.incoming[table]:
                 referenced = {tuple(row.get(fold_name(name)) for name in link.parent_columns) for row in rows}
-                referenced = [values for values in referenced if None not in values]
-                for violation in _violations(self.engine, link, link.columns, referenced):
+                complete = [values for values in referenced if None not in values]
+                for violation in _violations(self.engine, link, link.columns, complete):
                     found[(fold_name(link.child.name), link.position, repr(violation[1]))] = violation
         return [found[position] for position in sorted(found)]
 

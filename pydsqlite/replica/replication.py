@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ class Settled:
 class Replica:
     """Reads and writes the sync state of one database for ``Database``: its feed and its merges."""
 
-    def __init__(self, engine: Engine, node: Node, transaction: Callable) -> None:
+    def __init__(self, engine: Engine, node: Node, transaction: Callable[[], AbstractContextManager[None]]) -> None:
         self.engine = engine
         self.node = node
         self.transaction = transaction
@@ -285,7 +285,7 @@ class Replica:
         if not own_statement:
             self._restamp_rows_written_again(dead, {fold_name(event.table): event.key_columns for event in events})
         for seq, (event, columns) in enumerate(writes.values(), start=first + len(dead)):
-            stamped = _stamp_columns(columns, lambda name, event=event: event.columns[name][0] == "lww")
+            stamped = _stamp_columns(columns, lambda name: event.columns[name][0] == "lww")  # noqa: B023 - called at once
             self._stamp_row(event.table, event.key_columns, event.key, stamped, now, seq)
         return Settled(dead, [(event.table, event.key) for event, _ in writes.values()])
 
@@ -494,7 +494,9 @@ def _stamp_columns(changed: Iterable[str], is_lww: Callable[[str], bool]) -> lis
 
 def _captured_state(event: CapturedEvent) -> RowChange:
     """The registers a deleted row held, as its capture trigger recorded them."""
-    columns, values, version = {}, {}, ""
+    columns: dict[str, Any] = {}  # LWW and version roles always carry their stamp
+    values: dict[str, Any] = {}
+    version: Any = ""
     for name, (role, value, stamp) in event.columns.items():
         if role == "lww":
             columns[name] = (stamp, value)

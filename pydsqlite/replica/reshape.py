@@ -53,8 +53,8 @@ def reshape_tombstones(
     for old, new in table_renames:
         engine.execute(f"UPDATE {TOMBSTONES} SET table_name = ? WHERE table_name = ? COLLATE NOCASE", (new, old))
     renamed: dict[str, dict[str, str]] = {}
-    for table, old, new in column_renames:
-        renamed.setdefault(fold_name(table), {})[fold_name(old)] = new
+    for table_name, old, new in column_renames:
+        renamed.setdefault(fold_name(table_name), {})[fold_name(old)] = new
     stored = engine.execute(f"SELECT DISTINCT table_name FROM {TOMBSTONES} WHERE state IS NOT NULL").fetchall()
     for (name,) in stored:
         table = desired.table(name)

@@ -7,7 +7,7 @@ never written or returned without being validated (SQLModel's table models skip 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
@@ -58,7 +58,8 @@ class RowCodec:
         self.many = TypeAdapter(list[model])  # type: ignore[valid-type]
         self.key = table.primary_key
         self.key_positions = [self.fields.index(name) for name in self.key]
-        self.key_validator = TypeAdapter(tuple[tuple(model.model_fields[name].annotation for name in self.key)]) if self.key else None
+        key_type: Any = tuple[tuple(model.model_fields[name].annotation for name in self.key)]  # type: ignore[misc]
+        self.key_validator: TypeAdapter[tuple[Any, ...]] | None = TypeAdapter(key_type) if self.key else None
         """Validates a caller's key parts by their fields' types (``"7"`` for an int key is 7, ``1.5`` is refused)."""
         self.lww = [column.name for column in table.columns if column.lww]
         self.synced = bool(self.lww) and bool(self.key)
@@ -92,7 +93,7 @@ class RowCodec:
 
     # --- writing -------------------------------------------------------------------------
 
-    def prepare(self, obj: Any) -> dict[str, Any]:
+    def prepare(self, obj: Any) -> Mapping[str, Any]:
         """The raw field values to validate: an instance's fields, or a mapping as given (not copied
         unless a None auto-assigned key has to be left out)."""
         if isinstance(obj, self.model):
@@ -108,15 +109,16 @@ class RowCodec:
             data = {name: value for name, value in data.items() if name != key}
         return data
 
-    def by_input_key(self, values: dict[str, Any]) -> dict[str, Any]:
+    def by_input_key(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Field values keyed as the validator expects them (aliases)."""
         return {key: values[name] for name, key in zip(self.fields, self.input_keys, strict=True) if name in values}
 
-    def validate_fields(self, values: dict[str, Any]) -> BaseModel:
+    def validate_fields(self, values: dict[str, Any]) -> Any:
         """Validate values keyed by field name (whatever the aliases)."""
         return self.validate(self.by_input_key(values))
 
-    def validate(self, obj: Any) -> BaseModel:
+    def validate(self, obj: Any) -> Any:
+        """An instance of this codec's model, validated from ``obj`` (an instance, or a dict by field name)."""
         return self.validator.validate_python(self.prepare(obj))
 
     def validate_many(self, objs: Iterable[Any]) -> list[BaseModel]:
@@ -286,7 +288,7 @@ def _input_key(model: type[BaseModel], name: str, info: Any) -> str:
     raise SchemaDefinitionError(model.__qualname__, name, f"alias {alias!r} is not supported on a table model; use a plain string alias")
 
 
-def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None]) -> Callable[[dict[str, Any]], list[Any]]:
+def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None]) -> Callable[[Mapping[str, Any]], list[Any]]:
     """A function turning an instance's field dict into its SQLite values, generated once per model:
     one expression per column, so bulk writes pay no per-cell loop or dispatch."""
     namespace: dict[str, Any] = {}
@@ -300,4 +302,5 @@ def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None])
             terms.append(f"(None if (v{position} := {value}) is None else encode{position}(v{position}))")
     source = "def encode_row(data):\n    return [" + ", ".join(terms) + "]\n"
     exec(source, namespace)  # noqa: S102 - field names enter only as repr() string literals
-    return namespace["encode_row"]
+    encode_row: Callable[[Mapping[str, Any]], list[Any]] = namespace["encode_row"]
+    return encode_row

@@ -14,7 +14,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -145,7 +145,7 @@ class Database:
     def insert(self, obj: M) -> M:
         """Validate and insert one row; returns the validated instance (with its key if SQLite assigned it)."""
         codec = _codec_of_instance(obj, "insert()")
-        instance = codec.validate(obj)
+        instance: M = codec.validate(obj)
         with self._writing(codec):
             return self._insert_one(codec, instance)
 
@@ -172,7 +172,7 @@ class Database:
         """Insert the row, or update the row with its primary key (never another row)."""
         codec = _codec_of_instance(obj, "upsert()")
         codec.require_key("upsert()")
-        instance = codec.validate(obj)
+        instance: M = codec.validate(obj)
         with self._writing(codec):
             if codec.auto_key and getattr(instance, codec.auto_key) is None:
                 return self._insert_one(codec, instance)
@@ -180,7 +180,13 @@ class Database:
             if current is None:
                 return self._insert_one(codec, instance)
             self._update_row(codec, instance, current)
-            return instance  # type: ignore[return-value]
+            return instance
+
+    @overload
+    def update(self, obj_or_model: M) -> M: ...
+
+    @overload
+    def update(self, obj_or_model: type[M], key: Any, **changes: Any) -> M: ...
 
     def update(self, obj_or_model: Any, key: Any = None, **changes: Any) -> Any:
         """``update(obj)`` writes every field of ``obj`` to the row with its key; ``update(Model, key,
@@ -214,6 +220,12 @@ class Database:
                 raise RowNotFoundError(f"no row with key {codec.key_of(instance)!r} in table {codec.name!r}")
             self._update_row(codec, instance, current)
         return instance
+
+    @overload
+    def delete(self, obj_or_model: BaseModel) -> bool: ...
+
+    @overload
+    def delete(self, obj_or_model: type[BaseModel], key: Any) -> bool: ...
 
     def delete(self, obj_or_model: Any, key: Any = None) -> bool:
         """Delete one row by instance or by ``(Model, key)``; returns whether a row was deleted."""
@@ -327,7 +339,7 @@ class Database:
         assert cursor is not None
         return cursor
 
-    def _insert_one(self, codec: RowCodec, instance: Any) -> Any:
+    def _insert_one(self, codec: RowCodec, instance: M) -> M:
         cursor = self._insert_rows(codec, [instance])
         if codec.auto_key is not None and getattr(instance, codec.auto_key) is None:
             instance = instance.model_copy(update={codec.auto_key: cursor.lastrowid})

@@ -177,7 +177,7 @@ def _may_hold_datetimes(annotation: Any, seen: set[int]) -> bool:
     return any(_may_hold_datetimes(arg, seen) for arg in get_args(annotation))
 
 
-def _finite_float(value: Any) -> float:
+def _finite_float(value: float) -> float:
     if value != value:
         raise ValueError("NaN cannot be stored: SQLite turns it into NULL")
     return value
@@ -247,7 +247,7 @@ def parse_offset_with_seconds(kind: str, stored: Any) -> Any:
     """
     parse = _ISO_PARSERS.get(kind)
     match = _OFFSET_WITH_SECONDS.search(stored) if parse is not None and isinstance(stored, str) else None
-    if match is None:
+    if match is None or parse is None:
         return None
     sign, hours, minutes, seconds, fraction = match.groups()
     offset = dt.timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds), microseconds=int((fraction or "0").ljust(6, "0")))

@@ -44,7 +44,7 @@ class CompiledModels:
 
 
 _CACHE_SIZE = 32
-_cache: OrderedDict[tuple, CompiledModels] = OrderedDict()
+_cache: OrderedDict[tuple[Any, ...], CompiledModels] = OrderedDict()
 
 
 def compile_models(models: Iterable[type[BaseModel]] | None = None) -> Schema:
@@ -111,7 +111,7 @@ def _compile(chosen: tuple[type[BaseModel], ...]) -> Schema:
                 model.__qualname__, None, f"table {options.table!r} is also declared by {by_table[key].__qualname__}"
             )
         by_table[key] = model
-    known = {fold_name(table_options(m).table): m for m in registered_models()}  # type: ignore[union-attr]
+    known: dict[str, type[BaseModel]] = {fold_name(table_options(m).table): m for m in registered_models()}  # type: ignore[union-attr]
     known.update(by_table)
     for model in by_table.values():
         _ensure_complete(model)
@@ -315,8 +315,8 @@ def _validated_default(field: _FieldDeclaration) -> Any:
         model.__pydantic_validator__.validate_assignment(blank, field.name, info.default)
         return blank.__dict__[field.name]
     except Exception:  # noqa: BLE001 - any refusal here is re-decided by the exact path below
-        adapter = TypeAdapter(Annotated[info.annotation, *info.metadata]) if info.metadata else TypeAdapter(info.annotation)
-        return adapter.validate_python(info.default)
+        annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        return TypeAdapter(annotation).validate_python(info.default)
 
 
 def _checks(field: _FieldDeclaration) -> tuple[Check, ...]:

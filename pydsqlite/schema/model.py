@@ -6,10 +6,13 @@ import logging
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import Field as PydanticField
+from pydantic._internal._model_construction import ModelMetaclass
+from typing_extensions import Unpack, dataclass_transform
 
 from ..errors import SchemaDefinitionError
-from .markers import Index, RenamedFrom
+from .markers import Field, Index, RenamedFrom
 from .objects import fold_name
 
 logger = logging.getLogger(__name__)
@@ -49,9 +52,14 @@ class TableOptions:
         self.renamed_from = renamed_from
 
 
-class SyncModelMeta(type(BaseModel)):  # type: ignore[misc]
+@dataclass_transform(kw_only_default=True, field_specifiers=(PydanticField, PrivateAttr, Field))
+class SyncModelMeta(ModelMetaclass):
     """Takes the ``strict=`` class keyword for STRICT tables before Pydantic reads it as its
-    own ``strict`` validation setting (which would refuse ISO text for datetimes)."""
+    own ``strict`` validation setting (which would refuse ISO text for datetimes).
+
+    For type checkers: it subclasses Pydantic's metaclass by name (``type(BaseModel)`` is opaque
+    to them), and repeats its ``dataclass_transform`` (which pyright does not inherit) with
+    pydsqlite's ``Field`` as a field specifier too, so models get typed ``__init__`` signatures."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
         if "strict" in kwargs:
@@ -70,6 +78,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
     """
 
     __pydsqlite_table__: ClassVar[TableOptions | None] = None
+    __pydsqlite_not_a_table__: ClassVar[bool] = False
 
     def __init_subclass__(
         cls,
@@ -80,7 +89,7 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         sqlite_strict: bool | None = None,
         without_rowid: bool | None = None,
         renamed_from: str | tuple[str, ...] | list[str] | RenamedFrom | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[ConfigDict],
     ) -> None:
         super().__init_subclass__(**kwargs)
         inherited = getattr(cls, "__pydsqlite_table__", None)
@@ -146,7 +155,7 @@ def table_options(model: type[BaseModel]) -> TableOptions | None:
     ``sync_models``, ``Database``...) maps to its snake_case class name; ``table=False``
     opts out. Only declared tables are in the registry (``sync_models()`` without a list).
     """
-    declared = getattr(model, "__pydsqlite_table__", None)
+    declared: TableOptions | None = getattr(model, "__pydsqlite_table__", None)
     if declared is not None:
         return declared
     if isinstance(model, type) and issubclass(model, SyncModel) and model is not SyncModel:

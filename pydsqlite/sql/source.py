@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
 from typing import Any
@@ -56,7 +57,7 @@ def schema_from_database(source: Any) -> Schema:
         raise MigrationError(f"cannot read database {path!r}: {error}") from error
 
 
-def connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
+def connect_read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """Open a database file read-only (never creating it), whatever characters its path holds."""
     return sqlite3.connect(f"file:{pathname2url(os.path.abspath(os.fspath(path)))}?mode=ro", uri=True)
 
@@ -81,17 +82,17 @@ def _apply_rename_hints(schema: Schema, ddl: str) -> Schema:
         return schema
     tables = []
     for table in schema.tables:
-        columns = tuple(
+        hinted = tuple(
             replace(column, renamed_from=column_hints[(fold_name(table.name), fold_name(column.name))])
             if (fold_name(table.name), fold_name(column.name)) in column_hints
             else column
             for column in table.columns
         )
-        tables.append(replace(table, columns=columns, renamed_from=table_hints.get(fold_name(table.name), table.renamed_from)))
+        tables.append(replace(table, columns=hinted, renamed_from=table_hints.get(fold_name(table.name), table.renamed_from)))
     return replace(schema, tables=tuple(tables), _by_name={})
 
 
-def _create_table_statements(ddl: str):
+def _create_table_statements(ddl: str) -> Iterator[tuple[int, int, str, list[tuple[int, str]]]]:
     """(start, end, table name, [(column start, column name)]) of each CREATE TABLE in the script;
     the end reaches to the end of the line of the statement's last token, where a trailing hint sits."""
     for start, end, tokens in split_statements(ddl):
