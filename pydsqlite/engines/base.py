@@ -79,10 +79,12 @@ class Engine(ABC):
             return self.executemany(f"{head} VALUES {group}{tail}", rows)
         per_statement = max(1, self.max_parameters // len(rows[0]))
         full = f"{head} VALUES {', '.join([group] * per_statement)}{tail}"
+        cursor = None
         for start in range(0, len(rows), per_statement):
             part = rows[start : start + per_statement]
             sql = full if len(part) == per_statement else f"{head} VALUES {', '.join([group] * len(part))}{tail}"
             cursor = self.execute(sql, [value for row in part for value in row])
+        assert cursor is not None  # there were rows
         return cursor
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
