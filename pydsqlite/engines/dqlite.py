@@ -108,7 +108,7 @@ class DqliteEngine(Engine):
 
     def __init__(self, connection: Any) -> None:
         super().__init__(connection)
-        import dqlitedbapi
+        import dqlitedbapi  # pyright: ignore[reportMissingImports]  (optional: the dqlite extra)
 
         self._driver = dqlitedbapi
 
@@ -268,7 +268,7 @@ def connect_dqlite(addresses: str | Sequence[str], database: str, *, wait: float
     ``options`` go to ``dqlitedbapi.connect`` (``timeout=``, …). Raises ``ConnectionLostError``
     naming every address and its error when none answered in time.
     """
-    import dqlitedbapi
+    import dqlitedbapi  # pyright: ignore[reportMissingImports]  (optional: the dqlite extra)
 
     seeds = [part.strip() for part in addresses.split(",")] if isinstance(addresses, str) else list(addresses)
     seeds = [seed for seed in seeds if seed]
