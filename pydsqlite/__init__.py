@@ -1,9 +1,12 @@
 """pydsqlite: Pydantic models as the single source of truth for a SQLite database."""
 
+from .engines.dqlite import connect_dqlite
 from .errors import (
+    ConnectionLostError,
     ConstraintError,
     DataStepError,
     DestructiveChangeError,
+    EngineError,
     MigrationError,
     PydsqliteError,
     RowNotFoundError,
@@ -32,11 +35,13 @@ __all__ = [
     "ClockError",
     "Collate",
     "Condition",
+    "ConnectionLostError",
     "ConstraintError",
     "DataStep",
     "DataStepError",
     "Database",
     "DestructiveChangeError",
+    "EngineError",
     "Field",
     "ForeignKey",
     "HLC",
@@ -61,6 +66,7 @@ __all__ = [
     "UnstorableValueError",
     "UsageError",
     "col",
+    "connect_dqlite",
     "migration_history",
     "model_migration_plan",
     "schema_from_database",

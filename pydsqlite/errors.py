@@ -298,3 +298,38 @@ class SyncError(PydsqliteError):
         ...     print(error)
         malformed changeset JSON: cursor -1 is not a non-negative integer
     """
+
+
+class EngineError(PydsqliteError):
+    """The database engine refused a statement and no more precise error of ours describes it
+    (a dqlite error that is not a constraint, a missing table or column, …). ``code`` is the
+    engine's result code when it gave one; the message is the engine's.
+
+    Examples:
+        >>> from pydsqlite import EngineError, PydsqliteError
+        >>> error = EngineError("disk I/O error", code=10)
+        >>> isinstance(error, PydsqliteError), error.code
+        (True, 10)
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class ConnectionLostError(EngineError):
+    """The connection to the database was lost in the middle of a call (on dqlite: the leader
+    went away). The database rolled back the transaction that was open, so nothing of it was
+    applied, unless the connection was lost during its COMMIT: then ``outcome_known`` is False
+    and it was applied whole or not at all. Open a new connection to continue.
+
+    Examples:
+        >>> from pydsqlite import ConnectionLostError
+        >>> error = ConnectionLostError("the leader went away during COMMIT", outcome_known=False)
+        >>> "retry" if error.outcome_known else "check whether it was applied, then retry"
+        'check whether it was applied, then retry'
+    """
+
+    def __init__(self, message: str, *, outcome_known: bool = True) -> None:
+        self.outcome_known = outcome_known
+        super().__init__(message)

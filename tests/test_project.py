@@ -38,6 +38,16 @@ def test_ci_builds_the_documentation_strictly_from_the_docs_extra():
     assert "mkdocstrings" in (ROOT / "mkdocs.yml").read_text() and "reference.md" in (ROOT / "mkdocs.yml").read_text()
 
 
+def test_ci_runs_the_readme_dqlite_command_after_the_other_suites():
+    (command,) = re.findall(r"```\n(apt-get [^\n]+)\n```", (ROOT / "README.md").read_text())
+    assert "libdqlite0 go-dqlite" in command and "tests/run_dqlite_suite.sh" in command
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == command and readme_commands()[1] in ci
+    script = (ROOT / "tests" / "run_dqlite_suite.sh").read_text()
+    assert "'.[test,fastapi,aio,dqlite]'" in script and "3.13" in script
+    assert 'PYDSQLITE_REQUIRE_DQLITE=1 "$venv/bin/python" -m pytest' in script  # never skipped there
+
+
 def test_the_main_example_runs_twice_on_a_real_file(tmp_path):
     for _ in range(2):
         result = subprocess.run(

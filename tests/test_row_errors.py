@@ -346,7 +346,7 @@ def test_database_methods_refuse_wrong_arguments_naming_model_and_field(db):
         (lambda: db.select(Account, where={"id": 1}), "where= takes SQL text or a condition built with col\\(\\), not dict"),
         (lambda: db.select(Account, "name = ?", "ann"), "params= takes a sequence of values, not str"),
         (lambda: db.get(Plain, 1), "Plain: is not a table model"),
-        (lambda: Database(42), "Database\\(\\) takes a sqlite3.Connection or a path, not int"),
+        (lambda: Database(42), "Database\\(\\) takes a sqlite3.Connection, a dqlitedbapi connection or a path, not int"),
     ]
     for call, message in refused:
         with pytest.raises(PydsqliteError, match=message) as raised:

@@ -146,10 +146,9 @@ def conversion_checks(table: str, live_table: str, old: Column, new: Column, cas
         )
     ]
     if cast == "TEXT":
-        checks.append(
-            row_check(
-                table, new.name, "blob values are not valid UTF-8 text, so they cannot become TEXT",
-                source, f"typeof({quoted}) = 'blob' AND NOT {UTF8_FUNCTION}({quoted})", blocking=True, sample=quoted,
-            )
+        blobs = row_check(
+            table, new.name, "blob values are not valid UTF-8 text, so they cannot become TEXT",
+            source, f"typeof({quoted}) = 'blob' AND NOT {UTF8_FUNCTION}({quoted})", blocking=True, sample=quoted,
         )
+        checks.append(replace(blobs, utf8_column=quoted))
     return tuple(checks)

@@ -33,6 +33,9 @@ class DataCheck:
     drops: bool = False
     """Counts what a drop deletes: the values of ``column``, or the rows of ``table`` when
     ``column`` is None (a data step may declare them moved, see ``steps``)."""
+    utf8_column: str | None = None
+    """The column (SQL) whose blobs must decode as UTF-8: engines without SQL functions read those
+    blobs and check them in Python instead of running ``condition``."""
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,14 @@ class RowCopy:
 
     ``statements[index]`` is the plain ``INSERT … SELECT``; ``with_progress`` is the same
     copy calling ``pydsqlite_copy_progress()`` once per row (used only when asked for).
+    ``chunk_key`` orders the old rows (its rowid, or the key of a WITHOUT ROWID table; empty
+    when neither can) so that an engine without SQL functions copies them in ranges instead.
     """
 
     index: int
     source: str
     with_progress: str
+    chunk_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

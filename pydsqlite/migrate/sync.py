@@ -11,7 +11,7 @@ from dataclasses import replace
 from pydantic import BaseModel
 
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
-from ..errors import MigrationError, PydsqliteError, UsageError
+from ..errors import ConnectionLostError, MigrationError, PydsqliteError, UsageError
 from ..rows.database import Database
 from ..schema.compile import compile_cached
 from ..schema.objects import Schema, fold_name
@@ -254,7 +254,7 @@ def apply_schema(
     fingerprint = fingerprint if fingerprint is not None else schema_fingerprint(desired)
     if manage_all:
         fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
-    with _engine(conn) as engine, _database_errors(engine), engine.outside_transaction():
+    with _engine(conn) as engine, _database_errors(engine), _interrupted_migration(), engine.outside_transaction():
         if online:
             require_wal(engine)
         if schema_unchanged_since_sync(engine, fingerprint) and not pending_steps(engine, steps):
@@ -474,6 +474,23 @@ def _engine(conn: Connectable, *, read_only: bool = False) -> Iterator[Engine]:
         yield SqliteEngine(connection)
     finally:
         connection.close()
+
+
+@contextmanager
+def _interrupted_migration() -> Iterator[None]:
+    """A connection lost mid-migration (a dqlite leader went away), said in the migration's terms."""
+    try:
+        yield
+    except ConnectionLostError as error:
+        if error.outcome_known:
+            outcome = "the database rolled the migration back, so schema and data are exactly as before"
+        else:
+            outcome = "it was lost while the migration was being committed, so the schema is wholly the old one or wholly the new one"
+        raise ConnectionLostError(
+            f"the connection was lost during the migration ({error}); {outcome}. Retrying on a new connection "
+            "is safe: the plan is made again from the live schema (and is empty if the migration was applied)",
+            outcome_known=error.outcome_known,
+        ) from error
 
 
 @contextmanager

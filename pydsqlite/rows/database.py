@@ -80,7 +80,7 @@ class Database:
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
     ) -> None:
         if not is_connection(conn) and not isinstance(conn, (str, os.PathLike)):
-            raise UsageError(f"Database() takes a sqlite3.Connection or a path, not {type(conn).__name__}")
+            raise UsageError(f"Database() takes a sqlite3.Connection, a dqlitedbapi connection or a path, not {type(conn).__name__}")
         self._owns = not is_connection(conn)
         self.engine: Engine = engine_for(conn) if is_connection(conn) else SqliteEngine(sqlite3.connect(os.fspath(conn)))
         self.conn = self.engine.connection
@@ -184,7 +184,8 @@ class Database:
 
     def insert_many(self, objs: Iterable[M], model: type[M] | None = None) -> int:
         """Validate every object first (a ValidationError names the failing index and writes nothing),
-        then insert them all in one transaction with ``executemany``; returns the number inserted."""
+        then insert them all in one transaction (``executemany``, or multi-row statements on an engine
+        where each statement costs a network round); returns the number inserted."""
         if isinstance(objs, (BaseModel, str, bytes, dict)):
             raise UsageError(f"insert_many() takes an iterable of rows, not {type(objs).__name__}; use insert() for one")
         items = list(objs)
@@ -344,7 +345,7 @@ class Database:
             raise mismatch from error
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> Cursor:
-        """INSERT validated instances with ``executemany``. Rows of a synced table are one write
+        """INSERT validated instances (``Engine.insert_rows``). Rows of a synced table are one write
         event: every timestamp of the batch is one ``now()``, each row gets its own sequence number."""
         stamp = str(self.clock.now()) if codec.lww else ""
         first_seq = self._node.allocate_seq(len(instances)) if codec.synced else 0
@@ -361,11 +362,11 @@ class Database:
             values.extend(stamps)
             if codec.synced:
                 values.extend((stamp, first_seq + position))
-            groups.setdefault(codec.insert_sql[auto], []).append(values)
+            groups.setdefault(codec.insert_head[auto], []).append(values)
         cursor = None
         with _binding(lambda: next(filter(None, map(codec.unstorable, instances)), None)):
-            for sql, rows in groups.items():
-                cursor = self.engine.executemany(sql, rows) if len(rows) > 1 else self.engine.execute(sql, rows[0])
+            for head, rows in groups.items():
+                cursor = self.engine.insert_rows(head, rows)
         if codec.synced:
             self._replica.revive(keys, codec, first_seq)
         assert cursor is not None
