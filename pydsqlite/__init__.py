@@ -1,8 +1,12 @@
 """pydsqlite: Pydantic models as the single source of truth for a SQLite database."""
 
+from .engines.dqlite import connect_dqlite
 from .errors import (
+    ConnectionLostError,
     ConstraintError,
+    DataStepError,
     DestructiveChangeError,
+    EngineError,
     MigrationError,
     PydsqliteError,
     RowNotFoundError,
@@ -14,6 +18,7 @@ from .errors import (
 )
 from .migrate.metadata import AppliedMigration
 from .migrate.migration import MigrationPlan, Operation
+from .migrate.steps import DataStep
 from .migrate.sync import migration_history, model_migration_plan, schema_migration_plan, sync_models, sync_schema
 from .replica.hlc import HLC, ClockError, Timestamp
 from .replica.replication import ChangeSet, RowChange, SyncError
@@ -30,9 +35,13 @@ __all__ = [
     "ClockError",
     "Collate",
     "Condition",
+    "ConnectionLostError",
     "ConstraintError",
+    "DataStep",
+    "DataStepError",
     "Database",
     "DestructiveChangeError",
+    "EngineError",
     "Field",
     "ForeignKey",
     "HLC",
@@ -57,6 +66,7 @@ __all__ = [
     "UnstorableValueError",
     "UsageError",
     "col",
+    "connect_dqlite",
     "migration_history",
     "model_migration_plan",
     "schema_from_database",

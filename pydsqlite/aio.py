@@ -55,6 +55,27 @@ class AsyncDatabase:
     the connection for its block, and no task's call ever runs inside another task's
     transaction. A task cancelled mid-call or mid-transaction has exactly its own work rolled
     back. ``wall_clock`` and ``max_drift_ms`` are ``Database``'s (and run on the connection's thread).
+
+    Examples:
+        >>> import asyncio
+        >>> from pydsqlite import SyncModel, col
+        >>> from pydsqlite.aio import AsyncDatabase, sync_models
+        >>> class Pet(SyncModel, table="pets"):
+        ...     name: str
+        ...     age: int = 0
+        >>> async def main():
+        ...     async with AsyncDatabase("pets.db") as db:
+        ...         _ = await sync_models(db, [Pet])
+        ...         async with db.transaction():  # both rows or neither
+        ...             await db.insert(Pet(name="Rex", age=3))
+        ...             await db.insert(Pet(name="Tom"))
+        ...         print(await db.select(Pet, where=col("age") > 1))
+        ...         async for pet in db.iter_select(Pet, order_by="name"):
+        ...             print(pet.name)
+        >>> asyncio.run(main())
+        [Pet(name='Rex', age=3)]
+        Rex
+        Tom
     """
 
     def __init__(
@@ -231,9 +252,12 @@ AsyncConnectable = aiosqlite.Connection | AsyncDatabase
 """What the async entry points take: an open aiosqlite connection, or an ``AsyncDatabase``."""
 
 
-def _awaitable(function: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[AsyncConnectable, P], Coroutine[Any, Any, R]]:
+def _awaitable(
+    function: Callable[Concatenate[Any, P], R], example: str
+) -> Callable[Concatenate[AsyncConnectable, P], Coroutine[Any, Any, R]]:
     """The pipeline entry point ``function`` as a coroutine over an aiosqlite connection: the same
-    arguments after the connection, run as one unit of work on the connection's thread."""
+    arguments after the connection, run as one unit of work on the connection's thread.
+    Documented by ``function``'s text and ``example`` (its own ``Examples:`` section)."""
 
     @functools.wraps(function)
     async def on_connection(conn: AsyncConnectable, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -245,12 +269,77 @@ def _awaitable(function: Callable[Concatenate[Any, P], R]) -> Callable[Concatena
             raise UsageError(f"pydsqlite.aio.{function.__name__}() takes an aiosqlite connection or an AsyncDatabase, not {type(conn).__name__}")
         return await engine.call(function, engine, *args, **kwargs)
 
-    on_connection.__doc__ = f"Awaitable ``pydsqlite.{function.__name__}`` on an aiosqlite connection or an ``AsyncDatabase``.\n\n{function.__doc__}"
+    text = (function.__doc__ or "").partition("    Examples:")[0].rstrip()
+    on_connection.__doc__ = (
+        f"Awaitable ``pydsqlite.{function.__name__}`` on an aiosqlite connection or an ``AsyncDatabase``.\n\n"
+        f"    {text}\n\n    Examples:\n{example}"
+    )
     return on_connection
 
 
-sync_models = _awaitable(_sync.sync_models)
-model_migration_plan = _awaitable(_sync.model_migration_plan)
-sync_schema = _awaitable(_sync.sync_schema)
-schema_migration_plan = _awaitable(_sync.schema_migration_plan)
-migration_history = _awaitable(_sync.migration_history)
+sync_models = _awaitable(_sync.sync_models, """\
+        >>> import asyncio, aiosqlite
+        >>> from pydsqlite import SyncModel
+        >>> from pydsqlite import aio
+        >>> class Plant(SyncModel, table="plants"):
+        ...     name: str
+        >>> async def main():
+        ...     async with aiosqlite.connect(":memory:") as conn:
+        ...         print(await aio.sync_models(conn, [Plant]))
+        >>> asyncio.run(main())
+        Migration plan (1 operation):
+          1. create table plants (1 column)
+""")
+model_migration_plan = _awaitable(_sync.model_migration_plan, """\
+        >>> import asyncio, aiosqlite
+        >>> from pydsqlite import SyncModel
+        >>> from pydsqlite import aio
+        >>> class Plant(SyncModel, table="plants"):
+        ...     name: str
+        >>> async def main():
+        ...     async with aiosqlite.connect(":memory:") as conn:
+        ...         plan = await aio.model_migration_plan(conn, [Plant])
+        ...         print(plan, plan.is_empty)
+        >>> asyncio.run(main())
+        Migration plan (1 operation):
+          1. create table plants (1 column) False
+""")
+sync_schema = _awaitable(_sync.sync_schema, """\
+        >>> import asyncio, aiosqlite
+        >>> from pydsqlite import schema_from_sql
+        >>> from pydsqlite import aio
+        >>> async def main():
+        ...     async with aiosqlite.connect(":memory:") as conn:
+        ...         print(await aio.sync_schema(conn, schema_from_sql("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")))
+        >>> asyncio.run(main())
+        Migration plan (1 operation):
+          1. create table kv (2 columns)
+""")
+schema_migration_plan = _awaitable(_sync.schema_migration_plan, """\
+        >>> import asyncio, aiosqlite
+        >>> from pydsqlite import schema_from_sql
+        >>> from pydsqlite import aio
+        >>> async def main():
+        ...     async with aiosqlite.connect(":memory:") as conn:
+        ...         await conn.execute("CREATE TABLE scratch (x)")
+        ...         print(await aio.schema_migration_plan(conn, schema_from_sql("CREATE TABLE kept (id INTEGER PRIMARY KEY)")))
+        >>> asyncio.run(main())
+        Migration plan (2 operations):
+          1. create table kept (1 column)
+          2. DESTRUCTIVE drop table scratch [0 rows]
+""")
+migration_history = _awaitable(_sync.migration_history, """\
+        >>> import asyncio, aiosqlite
+        >>> from pydsqlite import SyncModel
+        >>> from pydsqlite import aio
+        >>> class Plant(SyncModel, table="plants"):
+        ...     name: str
+        >>> async def main():
+        ...     async with aiosqlite.connect(":memory:") as conn:
+        ...         await aio.sync_models(conn, [Plant])
+        ...         (entry,) = await aio.migration_history(conn)
+        ...         print(entry.id, entry.description)
+        >>> asyncio.run(main())
+        1 Migration plan (1 operation):
+          1. create table plants (1 column)
+""")

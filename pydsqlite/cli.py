@@ -18,9 +18,10 @@ import sys
 import time
 import tomllib
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn, TextIO, TypeVar
 
 from pydantic import BaseModel
@@ -28,12 +29,12 @@ from pydantic import BaseModel
 from .engines import engine_for
 from .errors import PydsqliteError
 from .migrate.execute import DEFAULT_BUSY_TIMEOUT_MS
-from .migrate.introspect import introspect
+from .migrate.introspect import introspect, shadow_tables
 from .migrate.migration import MigrationPlan
 from .migrate.sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
 from .schema.model import registered_models, table_options
-from .schema.objects import Schema
-from .sql.source import connect_read_only, schema_from_database, schema_from_sql
+from .schema.objects import Schema, fold_name
+from .sql.source import connect_read_only, load_schema_sql, schema_from_database, schema_from_sql
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C
@@ -128,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
         source.add_argument("--models", metavar="MODULE[:NAME,...]", help="table models from an importable module")
         source.add_argument("--to", metavar="SCHEMA", help="desired schema: a .sql file or another SQLite database")
         subcommand.add_argument(
+            "--data-steps", metavar="MODULE:NAME", help="the dict of data steps (name -> function) of an importable module"
+        )
+        subcommand.add_argument(
             "--online", action="store_true",
             help="rebuild tables while other connections keep writing them (WAL databases only)",
         )
@@ -194,19 +198,21 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _schema_sql(conn: sqlite3.Connection) -> list[str]:
-    return [
-        sql
-        for (sql,) in conn.execute(
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-            "AND tbl_name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY rowid"
-        )
-    ]
+    """The SQL of the database's own objects: not SQLite's, pydsqlite's bookkeeping, nor the
+    shadow tables of virtual tables (creating the virtual table creates them)."""
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "AND tbl_name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY rowid"
+    ).fetchall()
+    shadows = shadow_tables(engine_for(conn), rows)
+    return [sql for _, _, table_name, sql in rows if fold_name(table_name) not in shadows]
 
 
 def _plan(args: argparse.Namespace) -> int:
     desired = _desired(args)
+    steps = _load_data_steps(args.data_steps)
     with closing(_open_database(args.database)) as conn:
-        plan = _use_database(args.database, _busy_timeout(args), lambda: _preview(conn, desired, args.online))
+        plan = _use_database(args.database, _busy_timeout(args), lambda: _preview(conn, desired, steps, args.online))
     _print_plan(plan, args)
     return EXIT_PENDING if not plan.is_empty else EXIT_OK
 
@@ -218,11 +224,12 @@ def _sync(args: argparse.Namespace) -> int:
         raise CommandError(f"database {path!r} does not exist (pass --create to start one)")
     _check_writable(path)
     desired = _desired(args)
+    steps = _load_data_steps(args.data_steps)
     timeout = _busy_timeout(args)
     applied = False
     try:
         with closing(_open_database(path, create=args.create)) as conn:
-            plan = _use_database(path, timeout, lambda: _preview(conn, desired, args.online))
+            plan = _use_database(path, timeout, lambda: _preview(conn, desired, steps, args.online))
             print(plan)
             sys.stdout.flush()  # the plan is on screen (or in the log) before anything changes
             if plan.is_empty:
@@ -235,25 +242,26 @@ def _sync(args: argparse.Namespace) -> int:
             _use_database(path, timeout, lambda: _take_write_lock(conn))
             reporter = ProgressReporter(sys.stderr)
             try:
-                result = _use_database(path, timeout, lambda: _apply(conn, desired, args, timeout, reporter), retry=False)
+                result = _use_database(path, timeout, lambda: _apply(conn, desired, steps, args, timeout, reporter), retry=False)
             finally:
                 reporter.finish()
             applied = True
     finally:
         if created and not applied:
             _remove_if_empty(path)
-    print(f"Applied {_count(len(result.operations), 'operation')}.")
+    applied_steps = f" and {_count(len(result.data_steps), 'data step')}" if result.data_steps else ""
+    print(f"Applied {_count(len(result.operations), 'operation')}{applied_steps}.")
     return EXIT_OK
 
 
 def _diff(args: argparse.Namespace) -> int:
     desired = _load_schema(args.b, args)
     if _schema_kind(args.a) == "sql":
-        with closing(sqlite3.connect(":memory:")) as scratch:
+        with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
             try:
-                scratch.executescript(_read_sql(args.a))
-            except sqlite3.Error as error:
-                raise CommandError(f"schema {args.a!r} does not load: {error}") from error
+                load_schema_sql(scratch, _read_sql(args.a))
+            except PydsqliteError as error:
+                raise CommandError(f"schema {args.a!r} does not load: {_sqlite_cause(error) or error}") from error
             plan = _without_row_counts(schema_migration_plan(scratch, desired))
     else:
         with closing(_open_database(args.a, read_only=True)) as source:
@@ -281,21 +289,25 @@ def _desired(args: argparse.Namespace) -> list[type[BaseModel]] | Schema:
     return _load_models(args.models) if args.models else _load_schema(args.to, args)
 
 
-def _preview(conn: sqlite3.Connection, desired: list[type[BaseModel]] | Schema, online: bool = False) -> MigrationPlan:
+def _preview(
+    conn: sqlite3.Connection, desired: list[type[BaseModel]] | Schema, steps: Mapping[str, Any] | None, online: bool = False
+) -> MigrationPlan:
     if isinstance(desired, Schema):
-        return schema_migration_plan(conn, desired, online=online)
-    return model_migration_plan(conn, desired, online=online)
+        return schema_migration_plan(conn, desired, data_steps=steps, online=online)
+    return model_migration_plan(conn, desired, data_steps=steps, online=online)
 
 
 def _apply(
     conn: sqlite3.Connection,
     desired: list[type[BaseModel]] | Schema,
+    steps: Mapping[str, Any] | None,
     args: argparse.Namespace,
     busy_timeout: float,
     progress: ProgressReporter,
 ) -> MigrationPlan:
     options = {
         "allow_destructive": args.allow_destructive, "busy_timeout": busy_timeout, "progress": progress, "online": args.online,
+        "data_steps": steps,
     }
     if isinstance(desired, Schema):
         return sync_schema(conn, desired, **options)
@@ -406,22 +418,7 @@ def _remove_if_empty(path: str) -> None:
 def _load_models(spec: str) -> list[type[BaseModel]]:
     """``package.module`` (every table model it defines) or ``package.module:Name,Other``."""
     module_name, colon, names = spec.partition(":")
-    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
-        module_path = Path(module_name).with_suffix("") if module_name.endswith(".py") else Path(module_name)
-        hint = f" such as {'.'.join(module_path.parts)!r}" if not module_path.is_absolute() else ""
-        raise CommandError(f"--models takes a module name{hint}, importable from the current folder, not a file path")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name is not None and (module_name + ".").startswith(error.name + "."):
-            raise CommandError(
-                f"cannot import models module {module_name!r}: no such module in the current folder or on the Python path"
-            ) from error
-        raise CommandError(f"cannot import models module {module_name!r}: {error}") from error
-    except Exception as error:  # the module's own code failed: say what and where
-        raise CommandError(f"cannot import models module {module_name!r}: {_failure(error)}") from error
+    module = _import_module(module_name, "--models", "models")
     if colon:
         models: list[type[BaseModel]] = []
         for name in (name.strip() for name in names.split(",")):
@@ -436,6 +433,45 @@ def _load_models(spec: str) -> list[type[BaseModel]]:
     if not models:
         raise CommandError(f"module {module_name!r} defines no table models{_imported_models_hint(module)}")
     return models
+
+
+def _load_data_steps(spec: str | None) -> Mapping[str, Any] | None:
+    """``package.module:NAME``, a dict of data steps (checked by ``sync_models`` like any)."""
+    if spec is None:
+        return None
+    module_name, _, name = spec.partition(":")
+    if not name.strip():
+        raise CommandError(f"--data-steps {spec!r}: name the dict of data steps in the module, as in {module_name}:DATA_STEPS")
+    steps = getattr(_import_module(module_name, "--data-steps", "data steps"), name.strip(), None)
+    if isinstance(steps, Mapping):
+        return steps
+    if steps is None:
+        found = "nothing"
+    elif isinstance(steps, type):
+        found = f"class {steps.__name__}"
+    else:
+        found = f"a {type(steps).__name__}"
+    raise CommandError(f"{module_name}:{name.strip()} is {found}, not a dict of data steps (name -> function)")
+
+
+def _import_module(module_name: str, option: str, what: str) -> ModuleType:
+    """The module named after ``option``, imported from the current folder or the Python path."""
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        module_path = Path(module_name).with_suffix("") if module_name.endswith(".py") else Path(module_name)
+        hint = f" such as {'.'.join(module_path.parts)!r}" if not module_path.is_absolute() else ""
+        raise CommandError(f"{option} takes a module name{hint}, importable from the current folder, not a file path")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and (module_name + ".").startswith(error.name + "."):
+            raise CommandError(
+                f"cannot import {what} module {module_name!r}: no such module in the current folder or on the Python path"
+            ) from error
+        raise CommandError(f"cannot import {what} module {module_name!r}: {error}") from error
+    except Exception as error:  # the module's own code failed: say what and where
+        raise CommandError(f"cannot import {what} module {module_name!r}: {_failure(error)}") from error
 
 
 def _failure(error: Exception) -> str:
@@ -633,7 +669,9 @@ def plan_to_json(plan: MigrationPlan) -> dict[str, Any]:
                 "row_count": op.row_count,
                 "findings": list(op.findings),
                 "statements": list(op.statements),
+                "after_data_steps": op.after_data_steps,
             }
             for op in plan.operations
         ],
+        "data_steps": list(plan.data_steps),
     }

@@ -101,6 +101,64 @@ def test_plan_exit_codes_and_formats(project):
     assert done.returncode == 0 and "Nothing to do" in done.stdout
 
 
+MODELS_WITH_SLUG = MODELS_V1 + '''    slug: str
+'''
+
+DATA_STEPS = '''
+import os
+
+def fill_slugs(db):
+    if os.environ.get("FAIL_STEP"):
+        raise RuntimeError("no slug for " + os.environ["FAIL_STEP"])
+    db.conn.execute("UPDATE items SET slug = lower(name)")
+
+DATA_STEPS = {"001_slugs": fill_slugs}
+'''
+
+
+def test_plan_and_sync_take_the_data_steps_of_a_module(project):
+    """The command line runs a release's data steps like sync_models does; without them, the
+    new NOT NULL column cannot be filled and the sync is refused."""
+    (project / "slug_models.py").write_text(MODELS_WITH_SLUG)
+    (project / "app_steps.py").write_text(DATA_STEPS)
+    db = project / "app.db"
+    assert run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project).returncode == 0
+    conn = sqlite3.connect(db)
+    conn.executemany("INSERT INTO items (id, name) VALUES (?, ?)", [(1, "Pen"), (2, "Ink")])
+    conn.commit()
+    conn.close()
+    before = file_state(project)
+    steps = ("--models", "slug_models", "--data-steps", "app_steps:DATA_STEPS")
+    pending = run("plan", "app.db", *steps, cwd=project)
+    assert pending.returncode == 2, pending.stderr
+    assert pending.stdout.splitlines() == [
+        "Migration plan (2 operations, 1 data step):",
+        "  1. add column items.slug",
+        "  data step 001_slugs",
+        "  2. rebuild table items: alter column slug (NOT NULL)",
+        "    ! checked against the data after the data steps",
+    ]
+    as_json = json.loads(run("plan", "app.db", *steps, "--json", cwd=project).stdout)
+    assert as_json["data_steps"] == ["001_slugs"]
+    assert [op["after_data_steps"] for op in as_json["operations"]] == [False, True]
+    without = run("sync", "app.db", "--models", "slug_models", "--yes", cwd=project)
+    assert without.returncode == 1 and "items.slug" in without.stderr
+    failing = subprocess.run(
+        command("sync", "app.db", *steps, "--yes"), cwd=project, capture_output=True, text=True, timeout=60,
+        env={**environment(), "FAIL_STEP": "Pen"},
+    )
+    assert failing.returncode == 1 and failing.stderr == (
+        "pydsqlite: error: data step '001_slugs' failed: RuntimeError: no slug for Pen; nothing was changed\n"
+    )
+    assert file_state(project) == before
+    applied = run("sync", "app.db", *steps, "--yes", cwd=project)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[-1] == "Applied 2 operations and 1 data step."
+    assert sqlite3.connect(db).execute("SELECT name, slug FROM items").fetchall() == [("Pen", "pen"), ("Ink", "ink")]
+    done = run("plan", "app.db", *steps, cwd=project)
+    assert done.returncode == 0 and "Nothing to do" in done.stdout
+
+
 def test_sync_refuses_destructive_steps_with_the_library_listing_and_command_line_advice(project):
     db = project / "app.db"
     run("sync", "app.db", "--models", "app_models_v2", "--create", cwd=project)
@@ -175,6 +233,14 @@ def test_sync_refuses_an_impossible_plan_one_problem_per_line_without_asking(pro
         (("plan", "app.db", "--models", "pkg/models.py"), "error: --models takes a module name such as 'pkg.models'"),
         (("plan", "app.db", "--models", "app_models:Nope"), "error: app_models:Nope is not a table model"),
         (("plan", "app.db", "--models", "app_models:Item,"), "a model name is missing after ':' or ','"),
+        (("plan", "app.db", "--models", "app_models", "--data-steps", "app_models"),
+         "error: --data-steps 'app_models': name the dict of data steps in the module, as in app_models:DATA_STEPS"),
+        (("plan", "app.db", "--models", "app_models", "--data-steps", "app_models:NOPE"),
+         "error: app_models:NOPE is nothing, not a dict of data steps (name -> function)"),
+        (("sync", "app.db", "--models", "app_models", "--data-steps", "app_models:Item"),
+         "error: app_models:Item is class Item, not a dict of data steps"),
+        (("plan", "app.db", "--models", "app_models", "--data-steps", "no_such_steps:DATA_STEPS"),
+         "error: cannot import data steps module 'no_such_steps': no such module in the current folder"),
         (("plan", "app.db", "--to", "missing.sql"), "error: schema 'missing.sql' does not exist"),
         (("plan", "app.db", "--to", "broken.sql"), "error: schema 'broken.sql' does not load: "),
         (("plan", "app.db", "--to", "notes.txt"), "error: schema 'notes.txt' is neither a SQLite database nor a .sql file"),
@@ -593,3 +659,41 @@ def test_sync_online_previews_which_tables_go_online_and_reports_each_phase(proj
     assert "items: freed 500 of 500 rows" in applied.stderr
     with closing(sqlite3.connect(project / "app.db")) as conn:
         assert conn.execute("SELECT COUNT(*), MIN(price) FROM items").fetchone() == (500, 0.0)
+
+
+VIRTUAL_TABLE_SCHEMAS = {
+    "fts5": "CREATE VIRTUAL TABLE notes_fts USING fts5(body, title);",
+    "fts5 external content": (
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\n"
+        "CREATE VIRTUAL TABLE notes_fts USING fts5(body, content='notes', content_rowid='id');\n"
+        "CREATE TRIGGER notes_ai AFTER INSERT ON notes BEGIN INSERT INTO notes_fts(rowid, body) VALUES (new.id, new.body); END;"
+    ),
+    "fts4": "CREATE VIRTUAL TABLE docs USING fts4(body);",
+    "fts3": "CREATE VIRTUAL TABLE docs USING fts3(body);",
+    "rtree": "CREATE VIRTUAL TABLE boxes USING rtree(id, min_x, max_x);",
+    "all with a view": (
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);\nCREATE INDEX t_name ON t (name);\n"
+        "CREATE VIRTUAL TABLE a USING fts5(x);\nCREATE VIRTUAL TABLE b USING fts4(y);\nCREATE VIRTUAL TABLE c USING rtree(id, lo, hi);\n"
+        "CREATE VIEW names AS SELECT name FROM t;"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VIRTUAL_TABLE_SCHEMAS))
+def test_inspect_output_plans_back_to_nothing_with_virtual_tables(kind: str, project: Path) -> None:
+    """``inspect > schema.sql`` is a desired schema: the shadow tables a virtual table's module
+    creates are left out (as ``inspect --json`` leaves them), so planning to it changes nothing."""
+    with closing(sqlite3.connect(project / "v.db")) as conn:
+        conn.executescript(VIRTUAL_TABLE_SCHEMAS[kind])
+        shadow_names = {name for (name,) in conn.execute("SELECT name FROM pragma_table_list WHERE type = 'shadow'")}
+    assert shadow_names
+    listing = run("inspect", "v.db", cwd=project)
+    assert listing.returncode == 0, listing.stderr
+    assert not any(f"CREATE TABLE '{name}'" in listing.stdout or f'CREATE TABLE "{name}"' in listing.stdout for name in shadow_names)
+    assert "CREATE VIRTUAL TABLE" in listing.stdout
+    (project / "schema.sql").write_text(listing.stdout)
+    planned = run("plan", "v.db", "--to", "schema.sql", cwd=project)
+    assert (planned.returncode, planned.stderr) == (0, "")
+    assert "Nothing to do" in planned.stdout
+    rebuilt = run("diff", "schema.sql", "v.db", cwd=project)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr

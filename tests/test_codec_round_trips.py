@@ -213,3 +213,137 @@ def test_negative_zero_reads_back_as_zero_because_sqlite_real_columns_store_it_a
     back = db.get(Edges, 1)
     assert back.real == 0.0 and math.copysign(1.0, back.real) == 1.0
     assert str(back.amount) == "-0" and math.copysign(1.0, back.data["z"]) == -1.0  # text and JSON keep the sign
+
+
+class Inner(BaseModel):
+    label: str = ""
+    extra: dict = {}
+
+
+class Loose(SyncModel, table="loose"):
+    """Fields whose types leave the values' types open: JSON decides what comes back."""
+
+    id: Annotated[int, PrimaryKey()]
+    plain_dict: dict = {}
+    plain_list: list = []
+    plain_tuple: tuple = ()
+    any_dict: dict[str, Any] = {}
+    any_list: list[Any] = []
+    nested: list[Inner] = []
+    optional_dict: Optional[dict] = None
+
+
+class Typed(SyncModel, table="typed_json"):
+    """Typed JSON fields: the model restores what JSON changes (keys, tuples, decimals)."""
+
+    id: Annotated[int, PrimaryKey()]
+    by_number: dict[int, str] = {}
+    pair: tuple[int, int] = (0, 0)
+    amounts: list[decimal.Decimal] = []
+
+
+LOOSE_FIELDS = ["plain_dict", "plain_list", "plain_tuple", "any_dict", "any_list", "nested", "optional_dict"]
+
+python_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | json_text
+    | st.decimals(allow_nan=False, allow_infinity=False, places=2)
+    | st.binary(max_size=3)
+    | st.datetimes(timezones=zones)
+    | st.dates()
+    | st.uuids()
+    | st.sampled_from(Mood)
+)
+python_values = st.recursive(
+    python_leaves,
+    lambda children: st.lists(children, max_size=3)
+    | st.lists(children, max_size=3).map(tuple)
+    | st.dictionaries(json_text | st.integers(-5, 5) | st.booleans(), children, max_size=3),
+    max_leaves=8,
+)
+
+
+def identical(back: Any, written: Any) -> bool:
+    """The same value with the same types at every depth (``==`` alone takes 1 == 1.0 == True, (1,) != [1] aside)."""
+    if type(back) is not type(written):
+        return False
+    if isinstance(written, BaseModel):
+        return identical(back.__dict__, written.__dict__)
+    if isinstance(written, dict):
+        return list(map(type, back)) == list(map(type, written)) and list(back) == list(written) and all(identical(back[key], written[key]) for key in written)
+    if isinstance(written, (list, tuple)):
+        return len(back) == len(written) and all(identical(b, w) for b, w in zip(back, written))
+    return back == written
+
+
+def value_for(field: str, value: Any) -> Any:
+    """``value`` shaped for the field's outer type."""
+    if field in ("plain_dict", "any_dict", "optional_dict"):
+        return {"v": value}
+    if field in ("plain_list", "any_list"):
+        return [value]
+    if field == "plain_tuple":
+        return (value,)
+    return [Inner(label="x", extra={"v": value})]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], max_examples=300)
+@given(field=st.sampled_from(LOOSE_FIELDS), value=python_values, how=st.sampled_from(["insert", "insert_many", "upsert", "update"]))
+def test_loosely_typed_json_fields_round_trip_exactly_or_refuse_the_value(db, field, value, how):
+    sync_models(db.conn, [*MODELS, Loose])
+    fresh(db, "loose")
+    db.insert(Loose(id=1))
+    before = db.conn.execute("SELECT * FROM loose").fetchall()
+    written = value_for(field, value)
+    row = Loose(id=2 if how != "update" else 1, **{field: written})
+    written = getattr(row, field)  # as validated
+    try:
+        if how == "insert":
+            db.insert(row)
+        elif how == "insert_many":
+            db.insert_many([Loose(id=3), row])
+        elif how == "upsert":
+            db.upsert(row)
+        else:
+            db.update(Loose, 1, **{field: written})
+    except UnstorableValueError as error:
+        assert (error.table, error.field) == ("loose", field)
+        assert f"loose.{field}: " in str(error)
+        assert db.conn.execute("SELECT * FROM loose").fetchall() == before
+        return
+    back = db.get(Loose, row.id)
+    assert identical(getattr(back, field), written), (getattr(back, field), written)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "what"),
+    [
+        ("plain_dict", {1: "one"}, "key 1 (int) comes back as '1' (str)"),
+        ("plain_dict", {"t": (1, 2)}, "(1, 2) (tuple) comes back as [1, 2] (list)"),
+        ("plain_dict", {"d": decimal.Decimal("1.50")}, "Decimal('1.50') (Decimal) comes back as '1.50' (str)"),
+        ("plain_dict", {"b": b"x"}, "b'x' (bytes) comes back as 'x' (str)"),
+        ("any_dict", {"when": dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30, seconds=15)))}, "(datetime) comes back as '2024-01-01T12:00:00+05:30' (str)"),
+        ("any_list", [Mood.CALM], "(Mood) comes back as"),
+        ("plain_list", [{1: "a", "1": "b"}], "key 1 (int) comes back as '1' (str)"),
+        ("nested", [Inner(extra={"k": (1,)})], "(1,) (tuple) comes back as [1] (list)"),
+        ("plain_tuple", ((1, 2),), "(1, 2) (tuple) comes back as [1, 2] (list)"),
+    ],
+)
+def test_values_json_would_change_are_refused_naming_table_field_value_and_what_changes(db, field, value, what):
+    sync_models(db.conn, [*MODELS, Loose])
+    with pytest.raises(UnstorableValueError) as raised:
+        db.insert(Loose(id=1, **{field: value}))
+    assert (raised.value.table, raised.value.field) == ("loose", field)
+    assert what in str(raised.value) and f"loose.{field}: JSON does not keep it" in str(raised.value)
+    assert db.count(Loose) == 0
+
+
+def test_typed_json_fields_restore_what_json_changes(db):
+    sync_models(db.conn, [*MODELS, Typed])
+    row = Typed(id=1, by_number={1: "one", 2: "two"}, pair=(3, 4), amounts=[decimal.Decimal("1.50")])
+    db.insert(row)
+    back = db.get(Typed, 1)
+    assert identical(back.by_number, row.by_number) and identical(back.pair, row.pair) and identical(back.amounts, row.amounts)

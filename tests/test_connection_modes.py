@@ -14,7 +14,16 @@ from typing import Annotated, Any, Optional
 
 import pytest
 
-from pydsqlite import Database, DestructiveChangeError, ForeignKey, PrimaryKey, SyncModel, model_migration_plan, sync_models
+from pydsqlite import (
+    Database,
+    DestructiveChangeError,
+    ForeignKey,
+    MigrationError,
+    PrimaryKey,
+    SyncModel,
+    model_migration_plan,
+    sync_models,
+)
 
 
 class ParentV1(SyncModel, table="parents"):
@@ -274,3 +283,60 @@ def test_a_transaction_block_takes_the_lock_the_isolation_level_asks_for(db_path
             other.execute("BEGIN IMMEDIATE")
             other.execute("ROLLBACK")
     other.close()
+
+
+# --- sync_models inside a transaction block ---------------------------------------------------
+
+
+class Tag(SyncModel, table="tags"):
+    id: Annotated[int, PrimaryKey()]
+    label: str = ""
+
+
+def test_sync_models_inside_a_failing_block_is_rolled_back_with_it(db_path, seeded, mode):
+    """In every mode the migration joins the block (a savepoint): the block's error undoes the
+    block's writes and the migration; nothing is committed halfway, nothing raw is raised."""
+    db = Database(seeded)
+    with pytest.raises(RuntimeError, match="abort the block"):
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="before the migration"))
+            sync_models(seeded, [ParentV2, Child, Tag])
+            db.insert(Tag(id=1, label="after the migration"))
+            raise RuntimeError("abort the block")
+    if seeded.in_transaction:
+        seeded.rollback()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,)]
+    assert committed(db_path, "SELECT name FROM sqlite_master WHERE name = 'tags'") == []
+    assert "nickname" not in columns_of(db_path, "parents")
+    assert committed(db_path, "PRAGMA foreign_keys") == [(0,)] and seeded.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+def test_sync_models_inside_a_block_commits_with_the_block(db_path, seeded, mode):
+    db = Database(seeded)
+    with db.transaction():
+        db.insert(ParentV1(id=3, name="before the migration"))
+        plan = sync_models(seeded, [ParentV2, Child, Tag])
+        assert sorted(operation.kind for operation in plan.operations) == ["add_column", "create_table"]
+        db.insert(Tag(id=1, label="after the migration"))
+        assert committed_meanwhile(db_path, "SELECT name FROM sqlite_master WHERE name = 'tags'", mode) in ([], None)
+    if seeded.in_transaction and mode != PEP249:  # legacy mode: the block joined the caller's transaction
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,)]
+    assert committed(db_path, "SELECT id, label FROM tags") == [(1, "after the migration")]
+    assert "nickname" in columns_of(db_path, "parents")
+    assert sync_models(seeded, [ParentV2, Child, Tag]).is_empty
+
+
+def test_inside_a_block_a_rebuild_of_a_referenced_table_is_refused_with_foreign_keys_on(db_path, seeded, mode):
+    """Foreign keys cannot be switched off inside a transaction: the rebuild of a parent is
+    refused (MigrationError), in every mode, and the block's writes stay as the block decides."""
+    db = Database(seeded)
+    with db.transaction():
+        db.insert(ParentV1(id=3, name="kept"))
+        with pytest.raises(MigrationError, match="parents"):
+            sync_models(seeded, [ParentV3, Child])
+    if seeded.in_transaction and mode != PEP249:
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,)]
+    assert committed(db_path, "SELECT \"notnull\" FROM pragma_table_info('parents') WHERE name = 'name'") == [(1,)]
+    assert committed(db_path, "SELECT id, parent_id FROM children ORDER BY id") == [(10, 1), (11, 1), (12, 2)]

@@ -20,6 +20,7 @@ import io
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,15 +73,25 @@ def same_output(printed: str, stated: str) -> bool:
     return re.fullmatch(pattern, printed.rstrip("\n"), re.DOTALL) is not None
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
+CLUSTER_PAGES = {"dqlite.md"}
+"""Pages whose examples need a dqlite cluster: the cluster suite runs them (tests/test_dqlite_cluster.py)."""
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p) and p.name not in CLUSTER_PAGES], ids=lambda p: p.name)
 def test_python_examples_print_what_the_page_says(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    run_python_examples(page)
+
+
+def run_python_examples(page: Path, rewrite: Callable[[str], str] = lambda code: code) -> None:
+    """Run every python block of ``page`` in one namespace (after ``rewrite``), checking what each statement prints."""
     namespace: dict = {"__name__": f"docs_{page.stem}"}
     for number, block in enumerate(python_blocks(page), 1):
         name = f"{page.name}#python{number}"
-        lines = block.code.splitlines()
+        code = rewrite(block.code)
+        lines = code.splitlines()
         whole = []
-        for statement in ast.parse(block.code, name).body:
+        for statement in ast.parse(code, name).body:
             first = min([statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", []))])
             stated = stated_output(lines, first, statement.end_lineno)
             printed = io.StringIO()

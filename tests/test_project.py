@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pydsqlite
@@ -22,6 +23,29 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert "examples/todo_app.py" in commands[0]
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert commands[1] in ci and not any(line.startswith("python3 ") for line in ci[: ci.index(commands[1])])
+
+
+def test_ci_builds_the_documentation_strictly_from_the_docs_extra():
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    readme_test = ci.index(readme_commands()[1])
+    docs = [n for n, line in enumerate(ci) if "pip install" in line and "'.[docs]'" in line]
+    build = [n for n, line in enumerate(ci) if "mkdocs\" build --strict" in line]
+    assert docs and build and readme_test < docs[0] < build[0], ci
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    # ruff formats the signatures; aiosqlite lets docs/griffe_awaitable.py import pydsqlite.aio
+    assert set(extras["docs"]) == {"mkdocs-material", "mkdocstrings[python]", "ruff", "aiosqlite>=0.20"}
+    assert "docs/griffe_awaitable.py:AwaitableDocstrings" in (ROOT / "mkdocs.yml").read_text()
+    assert "mkdocstrings" in (ROOT / "mkdocs.yml").read_text() and "reference.md" in (ROOT / "mkdocs.yml").read_text()
+
+
+def test_ci_runs_the_readme_dqlite_command_after_the_other_suites():
+    (command,) = re.findall(r"```\n(apt-get [^\n]+)\n```", (ROOT / "README.md").read_text())
+    assert "libdqlite0 go-dqlite" in command and "tests/run_dqlite_suite.sh" in command
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == command and readme_commands()[1] in ci
+    script = (ROOT / "tests" / "run_dqlite_suite.sh").read_text()
+    assert "'.[test,fastapi,aio,dqlite]'" in script and "3.13" in script
+    assert 'PYDSQLITE_REQUIRE_DQLITE=1 "$venv/bin/python" -m pytest' in script  # never skipped there
 
 
 def test_the_main_example_runs_twice_on_a_real_file(tmp_path):

@@ -181,13 +181,90 @@ def test_misspelled_columns_in_conditions_sql_text_and_order_by_name_the_column(
     assert file_state(db.conn) == before
 
 
+READS = {
+    "select": lambda db, where, params=(): db.select(Account, where, params),
+    "iter_select": lambda db, where, params=(): list(db.iter_select(Account, where, params)),
+    "count": lambda db, where, params=(): db.count(Account, where, params),
+    "select with order and limit": lambda db, where, params=(): db.select(Account, where, params, order_by="-id", limit=5, offset=0),
+}
+
+# Double-quoted names that are no column where they stand: SQLite would read each as a string.
+DOUBLE_QUOTED_STRINGS = {
+    "misspelled column": ('"nmae" = ?', ("nmae",), "nmae"),
+    "misspelled, compared with a literal": ("\"nmae\" = 'nmae'", (), "nmae"),
+    "intended string": ('name = "ann"', (), "ann"),
+    "in a subquery of the same table": ('id IN (SELECT "idd" FROM accounts)', (), "idd"),
+    "a column of another table, out of scope": ('id IN (SELECT "body" FROM accounts)', (), "body"),
+    "among existing quoted names": ('"name" = ? AND "balance" >= 0 AND "blance" IS NOT NULL', ("ann",), "blance"),
+    "inside a function call": ('lower("Name2") = ?', ("ann",), "Name2"),
+}
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize("case", sorted(DOUBLE_QUOTED_STRINGS))
+def test_double_quoted_names_that_are_no_column_are_refused_not_read_as_strings(db, read, case):
+    where, params, name = DOUBLE_QUOTED_STRINGS[case]
+    before = file_state(db.conn)
+    with pytest.raises(SchemaMismatchError, match=rf'names "{name}" in double quotes, which is no column here .*single quotes') as raised:
+        READS[read](db, where, params)
+    assert (raised.value.table, raised.value.column) == ("accounts", name)
+    assert file_state(db.conn) == before
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+def test_double_quoted_names_of_real_columns_and_quotes_inside_strings_still_work(db, read):
+    for where, params, expected in (
+        ('"name" = ?', ("ann",), 1),
+        ('"accounts"."name" = ? OR "id" = 2', ("ann",), 2),
+        ('id IN (SELECT "id" FROM "notes" WHERE "body" = \'n\')', (), 1),
+        ("name <> 'say \"hi\"'", (), 2),
+        ('"NAME" = \'bob\'', (), 1),
+    ):
+        result = READS[read](db, where, params)
+        assert (result if isinstance(result, int) else len(result)) == expected, where
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize("value", [2**64, "\udc80"])
+def test_a_parameter_sqlite_cannot_bind_is_named_also_beside_double_quoted_names(db, read, value):
+    with pytest.raises(UnstorableValueError, match="a query parameter of table 'accounts'"):
+        READS[read](db, '"name" = ?', (value,))
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize(
+    ("where", "params", "message"),
+    [
+        ("name = ? AND id = ?", ("x",), "it has 2 placeholders, which params= must match one for one"),
+        ("name = ?", ("x", 1), "it has 1 placeholder, which params= must match one for one"),
+        ("name = ?", (), "it has 1 placeholder, which params= must match one for one"),
+        ("1; DROP TABLE accounts", (), "it holds more than one statement"),
+        ("id = 1; DELETE FROM accounts", (), "it holds more than one statement"),
+    ],
+)
+def test_where_text_that_is_not_one_condition_with_its_params_is_a_usage_error(db, read, where, params, message):
+    before = file_state(db.conn)
+    with pytest.raises(UsageError, match=rf"Account \(table 'accounts'\): where=.* cannot run: {message}"):
+        READS[read](db, where, params)
+    assert file_state(db.conn) == before
+
+
+@pytest.mark.parametrize("argument", ["limit", "offset"])
+@pytest.mark.parametrize("value", ["1; drop table accounts", "2", -1, 1.5, True, None.__class__])
+def test_limit_and_offset_take_whole_numbers(db, argument, value):
+    with pytest.raises(UsageError, match=rf"{argument}= takes a whole number of rows, 0 or more, not .* \(reading Account, table 'accounts'\)"):
+        db.select(Account, **{argument: value})
+    assert [row.id for row in db.select(Account, order_by="id", **{argument: 1})] == ([1] if argument == "limit" else [2])
+
+
 def test_the_happy_path_sends_no_extra_statement(db):
     sent: list[str] = []
     db.conn.set_trace_callback(sent.append)
     db.get(Account, 1)
     db.select(Account, col("name") == "ann", order_by="id")
     db.count(Account)
-    assert len(sent) == 3
+    db.select(Account, "name = ? AND id IN (SELECT id FROM accounts)", ("ann",))
+    assert len(sent) == 4
     sent.clear()
     db.insert(Account(id=3, name="cy"))
     db.update(Account, 3, balance=2)
@@ -269,7 +346,7 @@ def test_database_methods_refuse_wrong_arguments_naming_model_and_field(db):
         (lambda: db.select(Account, where={"id": 1}), "where= takes SQL text or a condition built with col\\(\\), not dict"),
         (lambda: db.select(Account, "name = ?", "ann"), "params= takes a sequence of values, not str"),
         (lambda: db.get(Plain, 1), "Plain: is not a table model"),
-        (lambda: Database(42), "Database\\(\\) takes a sqlite3.Connection or a path, not int"),
+        (lambda: Database(42), "Database\\(\\) takes a sqlite3.Connection, a dqlitedbapi connection or a path, not int"),
     ]
     for call, message in refused:
         with pytest.raises(PydsqliteError, match=message) as raised:

@@ -816,6 +816,46 @@ def test_a_new_foreign_key_over_orphan_rows_is_refused_when_foreign_keys_are_on(
     assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
 
 
+def test_a_new_foreign_key_finds_orphans_by_the_childs_own_columns(conn):
+    """The orphans check reads the parent table in a subquery: a child column named like a parent
+    column (always so when a table references itself) must still mean the child's value."""
+
+    class Node(SyncModel, table="nodes"):
+        id: Annotated[int, PrimaryKey()]
+        parent: Optional[int] = None
+
+    class Tree(SyncModel, table="nodes"):
+        id: Annotated[int, PrimaryKey()]
+        parent: Annotated[Optional[int], ForeignKey("nodes.id")] = None
+
+    class Code(SyncModel, table="codes"):
+        code: Annotated[str, PrimaryKey()]
+
+    class Use(SyncModel, table="uses"):
+        id: Annotated[int, PrimaryKey()]
+        code: str
+
+    class LinkedUse(SyncModel, table="uses"):
+        id: Annotated[int, PrimaryKey()]
+        code: Annotated[str, ForeignKey("codes.code")]
+
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Node, Code, Use])
+    conn.executemany("INSERT INTO nodes VALUES (?, ?)", [(1, None), (2, 1), (3, 2)])
+    conn.execute("INSERT INTO codes VALUES ('a')")
+    conn.executemany("INSERT INTO uses VALUES (?, ?)", [(1, "a"), (2, "zz")])
+    conn.commit()
+    assert not model_migration_plan(conn, [Tree, Code, Use]).problems  # every parent exists
+    assert model_migration_plan(conn, [Node, Code, LinkedUse]).problems == (
+        "uses.code: 1 row: rows reference no row of codes through the new foreign key (e.g. 'zz')",
+    )
+    conn.execute("INSERT INTO nodes VALUES (4, 99)")
+    conn.commit()
+    assert model_migration_plan(conn, [Tree, Code, Use]).problems == (
+        "nodes.parent: 1 row: rows reference no row of nodes through the new foreign key (e.g. 99)",
+    )
+
+
 class LooseMember(SyncModel, table="members"):
     id: Annotated[int, PrimaryKey()]
     org_id: Optional[int] = None

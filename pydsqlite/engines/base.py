@@ -36,13 +36,19 @@ class Cursor(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
 
+_units_open: dict[int, int] = {}
+"""Units of work open per connection (by ``id``; an entry lives only while one is open): a
+migration started inside one joins it rather than committing the block halfway."""
+
+
 class Engine(ABC):
     """One connection as pydsqlite drives it.
 
     ``Error``, ``IntegrityError`` and ``OperationalError`` are the driver's own exception
     classes (code above catches them through the engine, never by importing a driver);
     ``max_parameters`` is how many ``?`` one statement may bind; ``supports_functions`` says
-    whether SQL functions written in Python can be registered.
+    whether SQL functions written in Python can be registered; ``batch_rows`` says that each
+    statement costs a network round, so many rows are written as one multi-row statement.
     """
 
     name: ClassVar[str]
@@ -51,6 +57,7 @@ class Engine(ABC):
     OperationalError: ClassVar[type[Exception]]
     max_parameters: ClassVar[int] = 32766
     supports_functions: ClassVar[bool] = True
+    batch_rows: ClassVar[bool] = False
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
@@ -66,12 +73,37 @@ class Engine(ABC):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
         """Run one statement once per row of parameters."""
 
+    def insert_rows(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> Cursor:
+        """``{head} VALUES (?, …){tail}`` for each of ``rows`` (all of one width): one statement per
+        row with ``executemany``, or, where ``batch_rows``, as few multi-row statements as
+        ``max_parameters`` allows. One row is a plain ``execute`` (its cursor has ``lastrowid``)."""
+        group = "(" + ", ".join("?" * len(rows[0])) + ")"
+        if len(rows) == 1:
+            return self.execute(f"{head} VALUES {group}{tail}", rows[0])
+        if not self.batch_rows:
+            return self.executemany(f"{head} VALUES {group}{tail}", rows)
+        per_statement = max(1, self.max_parameters // len(rows[0]))
+        full = f"{head} VALUES {', '.join([group] * per_statement)}{tail}"
+        cursor = None
+        for start in range(0, len(rows), per_statement):
+            part = rows[start : start + per_statement]
+            sql = full if len(part) == per_statement else f"{head} VALUES {', '.join([group] * len(part))}{tail}"
+            cursor = self.execute(sql, [value for row in part for value in row])
+        assert cursor is not None  # there were rows
+        return cursor
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """The first column of the first row (None when there is no row)."""
         row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
     # --- transactions --------------------------------------------------------------------------
+
+    @property
+    def connection_lost(self) -> bool:
+        """Whether the connection died under pydsqlite (a dqlite leader went away): the database
+        rolled back what was open and nothing can be sent on it any more, not even a cleanup."""
+        return False
 
     @property
     @abstractmethod
@@ -101,6 +133,7 @@ class Engine(ABC):
         self.execute(self.begin_statement(immediate=immediate) if savepoint is None else f"SAVEPOINT {savepoint}")
         commit_after = commit_pending and savepoint is not None and self._depth == 0
         self._depth += 1
+        _units_open[id(self.connection)] = _units_open.get(id(self.connection), 0) + 1
         try:
             yield
         except BaseException:
@@ -123,6 +156,23 @@ class Engine(ABC):
                 raise
         finally:
             self._depth -= 1
+            left = _units_open.pop(id(self.connection)) - 1
+            if left:
+                _units_open[id(self.connection)] = left
+
+    @property
+    def unit_open(self) -> bool:
+        """Whether a unit of work (``Database.transaction()``, a write) is open on this connection,
+        through this engine or another one."""
+        return id(self.connection) in _units_open
+
+    @contextmanager
+    def refusing_transaction_control(self) -> Iterator[list[str]]:
+        """While the block runs, refuse the statements that would end the open transaction or a
+        savepoint opened before the block (``COMMIT``, ``ROLLBACK``, ``RELEASE``); yields the list
+        of those refused, so the caller can say why the block failed. Engines that cannot see
+        statements before they run refuse nothing."""
+        yield []
 
     # --- pragmas -------------------------------------------------------------------------------
 

@@ -60,8 +60,9 @@ class SqliteEngine(Engine):
     def outside_transaction(self) -> Iterator[None]:
         """In PEP 249 mode, commit the pending transaction (as ``conn.commit()`` would) and run the
         block with ``autocommit=True``; then switch back, which opens the next transaction as
-        PEP 249 expects (also when the block fails). In every other mode, nothing changes."""
-        if not self.pep249_mode:
+        PEP 249 expects (also when the block fails). Inside a unit of work (``db.transaction()``)
+        nothing is committed: the block runs inside it, as in every other mode, where nothing changes."""
+        if not self.pep249_mode or self.unit_open:
             yield
             return
         self.connection.autocommit = True  # type: ignore[attr-defined]
@@ -69,6 +70,32 @@ class SqliteEngine(Engine):
             yield
         finally:
             self.connection.autocommit = False  # type: ignore[attr-defined]
+
+    @contextmanager
+    def refusing_transaction_control(self) -> Iterator[list[str]]:
+        """With an authorizer, which SQLite consults while preparing each statement (``conn.commit()``
+        and ``conn.rollback()`` included). It replaces an authorizer of the caller's own, and is
+        removed after the block."""
+        refused: list[str] = []
+        opened: set[str] = set()
+
+        def authorize(action: int, operation: str | None, name: str | None, *_: object) -> int:
+            if action == sqlite3.SQLITE_TRANSACTION and operation != "BEGIN":
+                refused.append(str(operation))
+                return sqlite3.SQLITE_DENY
+            if action == sqlite3.SQLITE_SAVEPOINT and name is not None:
+                if operation == "BEGIN":
+                    opened.add(name.lower())
+                elif name.lower() not in opened:
+                    refused.append(f"{operation} {name}")
+                    return sqlite3.SQLITE_DENY
+            return sqlite3.SQLITE_OK
+
+        self.connection.set_authorizer(authorize)
+        try:
+            yield refused
+        finally:
+            self.connection.set_authorizer(None)
 
     def create_function(self, name: str, arity: int, function: Callable[..., Any], *, deterministic: bool = False) -> None:
         self.connection.create_function(name, arity, function, deterministic=deterministic)

@@ -66,21 +66,28 @@ def row_check(
 def dropped_values_check(table: str, live_table: str, column: Column) -> DataCheck:
     """Non-NULL values that dropping ``column`` deletes (counted in ``live_table``, before any rename)."""
     quoted = quote_identifier(column.name)
-    return row_check(
+    check = row_check(
         table, column.name, "values would be deleted with the column", quote_identifier(live_table), f"{quoted} IS NOT NULL",
         blocking=False,
     )
+    return replace(check, drops=True)
+
+
+_CHILD = "_pydsqlite_child"
+"""Alias of the rows an orphans check reads: inside its subquery over the parent table an
+unqualified column would name the parent's own column of that name (always, for a table
+that references itself)."""
 
 
 def orphans_check(table: str, source: str, key: ForeignKey, parent: str) -> DataCheck:
     """Rows of ``source`` whose new foreign key points at no row of ``parent`` (the parent table's
     current name). Asked only when foreign keys are enforced: then they would fail the migration."""
-    columns = [quote_identifier(column) for column in key.columns]
+    columns = [f"{_CHILD}.{quote_identifier(column)}" for column in key.columns]
     present = " AND ".join(f"{column} IS NOT NULL" for column in columns)
     matches = " AND ".join(f"p.{quote_identifier(ref)} = {column}" for ref, column in zip(key.ref_columns, columns, strict=True))
     check = row_check(
         table, ", ".join(key.columns), f"rows reference no row of {key.ref_table} through the new foreign key",
-        source, f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})",
+        f"{source} AS {_CHILD}", f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})",
         blocking=True, sample=", ".join(columns),
     )
     return replace(check, when_foreign_keys_on=True)
@@ -88,7 +95,8 @@ def orphans_check(table: str, source: str, key: ForeignKey, parent: str) -> Data
 
 def table_rows_check(table: str) -> DataCheck:
     """Rows that dropping ``table`` deletes."""
-    return row_check(table, None, "rows would be deleted with the table", quote_identifier(table), "1", blocking=False)
+    check = row_check(table, None, "rows would be deleted with the table", quote_identifier(table), "1", blocking=False)
+    return replace(check, drops=True)
 
 
 def _text_equal(a: str, b: str) -> str:
@@ -138,10 +146,9 @@ def conversion_checks(table: str, live_table: str, old: Column, new: Column, cas
         )
     ]
     if cast == "TEXT":
-        checks.append(
-            row_check(
-                table, new.name, "blob values are not valid UTF-8 text, so they cannot become TEXT",
-                source, f"typeof({quoted}) = 'blob' AND NOT {UTF8_FUNCTION}({quoted})", blocking=True, sample=quoted,
-            )
+        blobs = row_check(
+            table, new.name, "blob values are not valid UTF-8 text, so they cannot become TEXT",
+            source, f"typeof({quoted}) = 'blob' AND NOT {UTF8_FUNCTION}({quoted})", blocking=True, sample=quoted,
         )
+        checks.append(replace(blobs, utf8_column=quoted))
     return tuple(checks)

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from ..engines import Engine
 from ..errors import DestructiveChangeError, MigrationError
+from ..sql.render import quote_literal
 from .checks import UTF8_FUNCTION
 from .migration import DataCheck, MigrationPlan, Operation
 
@@ -20,7 +21,7 @@ def check_plan_against_data(engine: Engine, plan: MigrationPlan, foreign_keys_on
 
     ``foreign_keys_on``: whether foreign keys will be enforced after the migration (default:
     as the connection is now; a migration session passes the setting it switched off)."""
-    if any(UTF8_FUNCTION in (check.condition or "") for operation in plan.operations for check in operation.checks):
+    if engine.supports_functions and any(check.utf8_column for operation in plan.operations for check in operation.checks):
         engine.create_function(UTF8_FUNCTION, 1, _is_utf8, deterministic=True)
     if foreign_keys_on is None:
         foreign_keys_on = bool(engine.pragma("foreign_keys"))
@@ -33,16 +34,18 @@ def check_plan_against_data(engine: Engine, plan: MigrationPlan, foreign_keys_on
     return plan.with_operations(tuple(operations), tuple(problems))
 
 
-def refuse_unless_applicable(plan: MigrationPlan, allow_destructive: bool) -> None:
+def refuse_unless_applicable(plan: MigrationPlan, allow_destructive: bool, after_steps: tuple[str, ...] = ()) -> None:
     """Raise what ``sync_models`` raises for a checked plan it cannot apply: ``MigrationError`` for
-    its problems, ``DestructiveChangeError`` for steps that lose data unless they are allowed."""
+    its problems, ``DestructiveChangeError`` for steps that lose data unless they are allowed
+    (``after_steps``: the data steps that ran before the plan was made, named in the error)."""
+    when = f" after data step{'s' if len(after_steps) > 1 else ''} {', '.join(after_steps)}" if after_steps else ""
     if plan.problems:
-        raise MigrationError("the migration cannot be applied; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
+        raise MigrationError(f"the migration cannot be applied{when}; nothing was changed:\n  - " + "\n  - ".join(plan.problems))
     destructive = plan.destructive_operations
     if destructive and not allow_destructive:
         listing = "\n  - ".join(str(operation) for operation in destructive)
         raise DestructiveChangeError(
-            "the migration would lose data; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
+            f"the migration would lose data{when}; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
             destructive,
         )
 
@@ -53,6 +56,8 @@ def _check_operation(engine: Engine, operation: Operation, foreign_keys_on: bool
     destructive = operation.destructive
     lost_rows = 0
     asked = tuple(check for check in operation.checks if foreign_keys_on or not check.when_foreign_keys_on)
+    if not engine.supports_functions:
+        asked = tuple(_utf8_answered(engine, check) if check.utf8_column else check for check in asked)
     counts = count_checks(engine, asked)
     for check, count in zip(asked, counts, strict=True):
         if not count:
@@ -97,6 +102,21 @@ def _message(engine: Engine, check: DataCheck, count: int) -> str:
             value = sample[0] if len(sample) == 1 else tuple(sample)
             text += f" (e.g. {value!r})"
     return text
+
+
+def _utf8_answered(engine: Engine, check: DataCheck) -> DataCheck:
+    """The UTF-8 check on an engine without SQL functions: read the column's blobs (the only values
+    that can fail it) and decode them here; the check then just states the count and a sample."""
+    column = check.utf8_column
+    blobs = engine.execute(f"SELECT {column} FROM {check.source} WHERE typeof({column}) = 'blob'").fetchall()
+    failing = [value for (value,) in blobs if not _is_utf8(value)]
+    return replace(
+        check,
+        source=None,
+        condition=None,
+        count_sql=f"SELECT {len(failing)}",
+        sample_sql=f"SELECT {quote_literal(failing[0])}" if failing else None,
+    )
 
 
 def _is_utf8(value: object) -> bool:

@@ -157,5 +157,6 @@ def _compile_alone(engine: Engine, statement: str, name: str, others: list[str])
             engine.execute(f"DROP TRIGGER {quote_identifier(other)}")
         return _compile_error(engine, statement)
     finally:
-        engine.execute("ROLLBACK TO pydsqlite_compile_check")
-        engine.execute("RELEASE pydsqlite_compile_check")
+        if not engine.connection_lost:  # a lost connection has nothing to roll back
+            engine.execute("ROLLBACK TO pydsqlite_compile_check")
+            engine.execute("RELEASE pydsqlite_compile_check")

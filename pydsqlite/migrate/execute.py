@@ -1,7 +1,7 @@
 """Pipeline stage 5: apply a checked ``MigrationPlan`` (the only stage that writes schema).
 
 Everything it sends goes through the connection's ``Engine`` (statements, pragmas,
-functions), so an engine that cannot switch foreign keys off can take another route.
+functions); how rebuilds stay safe under foreign keys is the ``ForeignKeyStrategy``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from ..schema.objects import Schema
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
+from .foreign_keys import ForeignKeyStrategy
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
-from .migration import MigrationPlan, RowCopy
+from .migration import MigrationPlan, Operation, RowCopy
 from .rebuild import PROGRESS_FUNCTION
 
 logger = logging.getLogger(__name__)
@@ -35,11 +36,11 @@ ProgressCallback = Callable[[str, int, int], object]
 class MigrationSession:
     """An open migration transaction: the write lock is held while the plan is made and applied."""
 
-    def __init__(self, engine: Engine, *, foreign_keys_enforced: bool, check_foreign_keys: bool) -> None:
+    def __init__(self, engine: Engine, foreign_keys: ForeignKeyStrategy) -> None:
         self.engine = engine
-        self.foreign_keys_enforced = foreign_keys_enforced
-        """True when foreign keys stay enforced during the migration (caller's open transaction)."""
-        self.check_foreign_keys = check_foreign_keys
+        self.foreign_keys = foreign_keys
+        self.check_foreign_keys = foreign_keys.enforced_before
+        """The connection enforces foreign keys: the migration must leave no row violating them."""
         self.foreign_key_tables: tuple[str, ...] | None = None
         """When set, only these tables' foreign keys are checked (an online migration cannot afford
         a scan of the whole database while it holds the lock; it checks the tables it copies itself)."""
@@ -51,60 +52,90 @@ class MigrationSession:
         fingerprint: str,
         managed: ManagedObjects,
         progress: ProgressCallback | None = None,
+        after_expand: Callable[[], MigrationPlan] | None = None,
         *,
         state_key: str | None = None,
-    ) -> None:
-        """Run every statement of ``plan``, record the managed objects and the audit entry, verify foreign keys.
+    ) -> MigrationPlan:
+        """Run every statement of ``plan``, record the managed objects and the audit entry, verify
+        foreign keys; returns the plan applied. The fast-path state records ``state_key``
+        (default: ``fingerprint``, which the audit records).
 
-        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows. The
-        fast-path state records ``state_key`` (default: ``fingerprint``, which the audit records).
+        ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows. A plan
+        with data steps runs its operations before them, then ``after_expand()``, which runs the
+        steps and returns the checked operations to run after them (in place of the plan's own).
         """
         state_key = state_key or fingerprint
         if plan.is_empty:
             self._bookkeep_if_writable(desired, state_key, managed)
-            return
+            return plan
         unrehearsed = [op.description for op in plan.operations if op.replay is not None]
         if unrehearsed:
             raise MigrationError(f"the plan was not rehearsed ({unrehearsed[0]}); make it with model_migration_plan or sync_models")
-        if self.foreign_keys_enforced:
-            self._refuse_cascading_drops(plan)
+        self.foreign_keys.refuse_cascading_drops(self.engine, plan)
         legacy = bool(self.engine.pragma("legacy_alter_table"))
         if legacy:  # renames must rewrite the views and triggers that name what they rename
             self.engine.set_pragma("legacy_alter_table", "OFF")
         try:
-            self._run(plan, desired, fingerprint, state_key, progress)
+            return self._run(plan, desired, fingerprint, state_key, progress, after_expand)
         finally:
-            if legacy:
+            if legacy and not self.engine.connection_lost:  # a lost connection has nothing to restore
                 self.engine.set_pragma("legacy_alter_table", "ON")
 
-    def _refuse_cascading_drops(self, plan: MigrationPlan) -> None:
-        """With foreign keys enforced (inside the caller's transaction), dropping a table that other
-        tables reference would fire their ON DELETE actions: refuse exactly those plans."""
-        for operation in plan.operations:
-            if operation.kind not in ("rebuild_table", "drop_table"):
-                continue
-            children = _tables_referencing(self.engine, operation.table)
-            if children:
-                raise MigrationError(
-                    f"cannot rebuild or drop table {operation.table!r} inside an open transaction while PRAGMA "
-                    f"foreign_keys is ON: {', '.join(sorted(children))} reference{'s' if len(children) == 1 else ''} it, "
-                    "and dropping the old table would fire their ON DELETE actions. Commit first (pydsqlite then "
-                    "switches foreign keys off for the rebuild) or turn foreign keys off; nothing was changed."
-                )
-
     def _run(
-        self, plan: MigrationPlan, desired: Schema, fingerprint: str, state_key: str, progress: ProgressCallback | None
-    ) -> None:
+        self,
+        plan: MigrationPlan,
+        desired: Schema,
+        fingerprint: str,
+        state_key: str,
+        progress: ProgressCallback | None,
+        after_expand: Callable[[], MigrationPlan] | None,
+    ) -> MigrationPlan:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         broken_before = broken_objects(self.engine)
         settle_pending_deletes(self.engine)
-        for number, operation in enumerate(plan.operations, 1):
-            logger.info("migration step %d/%d: %s", number, len(plan.operations), operation.description)
+        if plan.data_steps:
+            assert after_expand is not None, "a plan with data steps needs after_expand"
+            self._execute(plan.operations_before_data_steps, progress)
+            contract = after_expand()
+            settle_pending_deletes(self.engine)  # deletes a step made, while they fit the shape the steps saw
+            self.foreign_keys.refuse_cascading_drops(self.engine, contract)
+            plan = plan.followed_by(contract)
+            self._execute(contract.operations, progress, first=len(plan.operations) - len(contract.operations) + 1)
+        else:
+            self._execute(plan.operations, progress)
+        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames)
+        broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
+        if broken:
+            raise MigrationError(
+                "the migration would leave views or triggers that no longer work; nothing was changed:\n  - "
+                + "\n  - ".join(broken)
+            )
+        applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+        audit = audit_statements(applied_at, fingerprint, str(plan), plan.sql, plan.data_steps)
+        for statement in [*record_statements(desired, plan.renames), *audit]:
+            self.engine.execute(statement)
+        if self.check_foreign_keys:
+            introduced = self._foreign_key_violations() - baseline
+            if introduced:
+                details = ", ".join(f"{table} -> {parent}: {count}" for (table, parent), count in sorted(introduced.items()))
+                raise MigrationError(
+                    f"the migration would leave {sum(introduced.values())} row(s) violating foreign keys "
+                    f"({details}); nothing was changed"
+                )
+        for statement in state_statements(state_key):
+            self.engine.execute(statement)
+        return plan
+
+    def _execute(self, operations: tuple[Operation, ...], progress: ProgressCallback | None, first: int = 1) -> None:
+        """Run the statements of ``operations`` (numbered from ``first`` in logs and errors)."""
+        total = first - 1 + len(operations)
+        for number, operation in enumerate(operations, first):
+            logger.info("migration step %d/%d: %s", number, total, operation.description)
             temporary = temporary_triggers(self.engine, operation.table) if operation.kind == "rebuild_table" else []
             for position, statement in enumerate(operation.statements):
                 try:
                     if progress is not None and operation.copy is not None and operation.copy.index == position:
-                        self._copy_with_progress(operation.table, operation.copy, progress)
+                        self._copy_with_progress(operation.table, operation.copy, statement, progress)
                     else:
                         self.engine.execute(statement)
                 except self.engine.Error as error:
@@ -120,26 +151,6 @@ class MigrationSession:
                         f"step {number} ({operation.description}): temporary trigger {name} cannot be created again "
                         f"after the rebuild: {error}; nothing was changed. Drop it first, or change it"
                     ) from error
-        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames)
-        broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
-        if broken:
-            raise MigrationError(
-                "the migration would leave views or triggers that no longer work; nothing was changed:\n  - "
-                + "\n  - ".join(broken)
-            )
-        applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-        for statement in [*record_statements(desired, plan.renames), *audit_statements(applied_at, fingerprint, str(plan), plan.sql)]:
-            self.engine.execute(statement)
-        if self.check_foreign_keys:
-            introduced = self._foreign_key_violations() - baseline
-            if introduced:
-                details = ", ".join(f"{table} -> {parent}: {count}" for (table, parent), count in sorted(introduced.items()))
-                raise MigrationError(
-                    f"the migration would leave {sum(introduced.values())} row(s) violating foreign keys "
-                    f"({details}); nothing was changed"
-                )
-        for statement in state_statements(state_key):
-            self.engine.execute(statement)
 
     def _bookkeep_if_writable(self, desired: Schema, state_key: str, managed: ManagedObjects) -> None:
         """Nothing to migrate: record the managed objects and the fast-path state, unless the
@@ -153,10 +164,13 @@ class MigrationSession:
                 raise
             logger.debug("read-only database: schema matches, bookkeeping skipped")
 
-    def _copy_with_progress(self, table: str, copy: RowCopy, progress: ProgressCallback) -> None:
+    def _copy_with_progress(self, table: str, copy: RowCopy, statement: str, progress: ProgressCallback) -> None:
         """The rebuild's row copy, reporting about every 1% of the rows (the callback may raise to cancel)."""
         total = int(self.engine.scalar(f"SELECT COUNT(*) FROM {quote_identifier(copy.source)}"))
         step = max(1, total // 100)
+        if not self.engine.supports_functions:
+            self._copy_in_chunks(table, copy, statement, progress, total, step)
+            return
         copied = 0
         raised: list[BaseException] = []
 
@@ -179,6 +193,36 @@ class MigrationSession:
             if raised:
                 raise raised[0] from None
             raise
+        progress(table, total, total)
+
+    def _copy_in_chunks(self, table: str, copy: RowCopy, statement: str, progress: ProgressCallback, total: int, step: int) -> None:
+        """The copy on an engine without SQL functions: ranges of ``step`` rows in the order of the
+        old table's rowid (or key), reporting after each; then every row must have been copied."""
+        progress(table, 0, total)
+        if not copy.chunk_key:
+            self.engine.execute(statement)
+            progress(table, total, total)
+            return
+        key = ", ".join("rowid" if name == "rowid" else quote_identifier(name) for name in copy.chunk_key)
+        slots = ", ".join("?" * len(copy.chunk_key))
+        source = quote_identifier(copy.source)
+        copied = 0
+        after: tuple[object, ...] = ()
+        while True:
+            lower = [f"({key}) > ({slots})"] if after else []
+            bound = self.engine.execute(
+                f"SELECT {key} FROM {source}{' WHERE ' + lower[0] if lower else ''} ORDER BY {key} LIMIT 1 OFFSET {step - 1}", after
+            ).fetchone()
+            conditions = lower + ([f"({key}) <= ({slots})"] if bound is not None else [])
+            where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+            copied += self.engine.execute(statement + where, (*after, *(bound or ()))).rowcount
+            if bound is None:
+                break
+            after = tuple(bound)
+            if copied < total:
+                progress(table, copied, total)
+        if copied != total:
+            raise MigrationError(f"the rebuild of table {table!r} copied {copied} of its {total} rows; nothing was changed")
         progress(table, total, total)
 
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
@@ -205,36 +249,22 @@ def temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
     return triggers
 
 
-def _tables_referencing(engine: Engine, table: str) -> list[str]:
-    """Other tables with a foreign key to ``table``."""
-    rows = engine.execute(
-        "SELECT DISTINCT m.name FROM main.sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
-        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND m.name != ? COLLATE NOCASE",
-        (table, table),
-    ).fetchall()
-    return [name for (name,) in rows]
-
-
 @contextmanager
-def migration_settings(engine: Engine, busy_timeout: float | None = None) -> Iterator[bool]:
+def migration_settings(engine: Engine, busy_timeout: float | None = None) -> Iterator[ForeignKeyStrategy]:
     """Wait up to ``busy_timeout`` seconds for the write lock (default: the connection's own
     timeout, but at least ``DEFAULT_BUSY_TIMEOUT``: at start-up, waiting for another process's
     migration beats failing) and switch foreign keys off unless a transaction is open (inside one
-    SQLite ignores the pragma); restore both afterwards. Yields whether foreign keys were on."""
+    SQLite ignores the pragma); restore both afterwards. Yields the foreign-key strategy."""
     previous_timeout = int(engine.pragma("busy_timeout"))
     wanted = round(busy_timeout * 1000) if busy_timeout is not None else max(previous_timeout, DEFAULT_BUSY_TIMEOUT_MS)
     if wanted != previous_timeout:
         engine.set_pragma("busy_timeout", wanted)
-    foreign_keys_on = bool(engine.pragma("foreign_keys"))
-    switched_off = foreign_keys_on and not engine.in_transaction
-    if switched_off:
-        engine.set_pragma("foreign_keys", "OFF")
+    foreign_keys = ForeignKeyStrategy.before_transaction(engine, inside_caller_transaction=engine.in_transaction)
     try:
-        yield foreign_keys_on
+        yield foreign_keys
     finally:
-        if switched_off:
-            engine.set_pragma("foreign_keys", "ON")
-        if wanted != previous_timeout:
+        foreign_keys.restore(engine)
+        if wanted != previous_timeout and not engine.connection_lost:
             engine.set_pragma("busy_timeout", previous_timeout)
 
 
@@ -247,15 +277,18 @@ def migration_session(engine: Engine, busy_timeout: float | None = None) -> Iter
     foreign keys cannot be switched off (SQLite ignores the pragma in a transaction).
     """
     outer = engine.in_transaction
-    with migration_settings(engine, busy_timeout) as foreign_keys_on:
+    with migration_settings(engine, busy_timeout) as foreign_keys:
         try:
             engine.execute(f"SAVEPOINT {_SAVEPOINT}" if outer else engine.begin_statement(immediate=True))
         except engine.Error as error:
             raise MigrationError(f"could not start the migration transaction: {error}") from error
-        session = MigrationSession(engine, foreign_keys_enforced=foreign_keys_on and outer, check_foreign_keys=foreign_keys_on)
+        session = MigrationSession(engine, foreign_keys)
         try:
+            foreign_keys.verify(engine)
             yield session
         except BaseException:
+            if engine.connection_lost:  # the database rolled back; nothing can be sent to clean up
+                raise
             if outer:
                 engine.execute(f"ROLLBACK TO {_SAVEPOINT}")
                 engine.execute(f"RELEASE {_SAVEPOINT}")

@@ -29,6 +29,7 @@ from ..schema.objects import (
 )
 from ..sql.ddl import TableExtras, parse_create_table, parse_index_terms, parse_index_where
 from .metadata import (
+    DATA_STEPS_TABLE,
     METADATA_PREFIX,
     MIGRATIONS_TABLE,
     OBJECTS_TABLE,
@@ -46,8 +47,7 @@ def introspect(engine: Engine) -> Schema:
         "SELECT type, name, tbl_name, sql FROM main.sqlite_master ORDER BY rowid"
     ).fetchall()
     index_sql = {fold_name(name): sql for kind, name, _, sql in rows if kind == "index" and sql}
-    virtual_names = [name for kind, name, _, sql in rows if kind == "table" and _is_virtual(sql)]
-    shadows = _shadow_tables(engine, virtual_names) if virtual_names else frozenset()
+    shadows = shadow_tables(engine, rows)
     tables = []
     virtual_tables = []
     bookkeeping = []
@@ -81,9 +81,13 @@ def _is_virtual(sql: str | None) -> bool:
     return sql is not None and " ".join(sql.split()[:2]).upper() == "CREATE VIRTUAL"
 
 
-def _shadow_tables(engine: Engine, virtual_names: list[str]) -> frozenset[str]:
-    """Folded names of the tables virtual tables keep their data in (SQLite 3.37+ says which;
-    before that, the tables named ``<virtual table>_…``, as every built-in module names them)."""
+def shadow_tables(engine: Engine, master_rows: list[tuple[str, str, str, str | None]]) -> frozenset[str]:
+    """Folded names of the tables virtual tables keep their data in, given ``sqlite_master``'s
+    (type, name, tbl_name, sql) rows (SQLite 3.37+ says which; before that, the tables named
+    ``<virtual table>_…``, as every built-in module names them)."""
+    virtual_names = [name for kind, name, _, sql in master_rows if kind == "table" and _is_virtual(sql)]
+    if not virtual_names:
+        return frozenset()
     try:
         rows = engine.execute("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'").fetchall()
         return frozenset(fold_name(name) for (name,) in rows)
@@ -295,7 +299,21 @@ def read_migration_history(engine: Engine) -> list[AppliedMigration]:
     if not _has_table(engine, MIGRATIONS_TABLE):
         return []
     rows = engine.execute(f"SELECT id, applied_at, fingerprint, description, sql FROM {MIGRATIONS_TABLE} ORDER BY id").fetchall()
-    return [AppliedMigration(*row) for row in rows]
+    steps: dict[int, list[str]] = defaultdict(list)
+    if _has_table(engine, DATA_STEPS_TABLE):
+        for name, migration in engine.execute(f"SELECT name, migration_id FROM {DATA_STEPS_TABLE} ORDER BY name").fetchall():
+            steps[migration].append(name)
+    return [
+        AppliedMigration(number, applied_at, fingerprint, description, sql, data_steps=tuple(steps.get(number, ())))
+        for number, applied_at, fingerprint, description, sql in rows
+    ]
+
+
+def applied_data_steps(engine: Engine) -> frozenset[str]:
+    """Names of the data steps already applied to this database."""
+    if not _has_table(engine, DATA_STEPS_TABLE):
+        return frozenset()
+    return frozenset(name for (name,) in engine.execute(f"SELECT name FROM {DATA_STEPS_TABLE}").fetchall())
 
 
 def schema_unchanged_since_sync(engine: Engine, fingerprint: str) -> bool:

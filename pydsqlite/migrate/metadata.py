@@ -29,6 +29,12 @@ CREATE_MIGRATIONS_TABLE = (
     "description TEXT NOT NULL, sql TEXT NOT NULL)"
 )
 
+DATA_STEPS_TABLE = "_pydsqlite_data_steps"
+CREATE_DATA_STEPS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {DATA_STEPS_TABLE} ("
+    "name TEXT PRIMARY KEY, migration_id INTEGER NOT NULL, applied_at TEXT NOT NULL)"
+)
+
 STATE_TABLE = "_pydsqlite_state"
 CREATE_STATE_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} ("
@@ -51,7 +57,29 @@ def state_statements(fingerprint: str) -> list[str]:
 
 @dataclass(frozen=True)
 class AppliedMigration:
-    """One entry of the audit trail: when a plan was applied, for which models, and its SQL."""
+    """One entry of the audit trail (``migration_history``): when a plan was applied, for which
+    models, what it did, and the data steps it ran.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import SyncModel, migration_history, sync_models
+        >>> class Note(SyncModel, table="notes"):
+        ...     body: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Note])
+        >>> class Note(SyncModel, table="notes"):
+        ...     body: str
+        ...     pinned: bool = False
+        >>> def pin_the_first(db):
+        ...     db.conn.execute("UPDATE notes SET pinned = 1 WHERE rowid = 1")
+        >>> _ = sync_models(conn, [Note], data_steps={"002_pin": pin_the_first})
+        >>> [(entry.id, entry.data_steps) for entry in migration_history(conn)]
+        [(1, ()), (2, ('002_pin',))]
+        >>> print(migration_history(conn)[-1].description)
+        Migration plan (1 operation, 1 data step):
+          1. add column notes.pinned
+          data step 002_pin
+    """
 
     id: int
     applied_at: str
@@ -59,7 +87,11 @@ class AppliedMigration:
     fingerprint: str
     """``schema_fingerprint`` of the models the database was migrated to."""
     description: str
+    """``str(plan)`` of the plan applied."""
     sql: str
+    """``plan.sql``: every statement applied, the data steps as comments where they ran."""
+    data_steps: tuple[str, ...] = ()
+    """Names of the data steps this migration ran, in order."""
 
 
 METADATA_FORMAT = "2"
@@ -83,13 +115,21 @@ def schema_fingerprint(schema: Schema) -> str:
     return digest.hexdigest()
 
 
-def audit_statements(applied_at: str, fingerprint: str, description: str, sql: str) -> list[str]:
-    """Statements that append one entry to the audit trail."""
+def audit_statements(applied_at: str, fingerprint: str, description: str, sql: str, data_steps: tuple[str, ...] = ()) -> list[str]:
+    """Statements that append one entry to the audit trail, and mark ``data_steps`` applied by it."""
     values = ", ".join(quote_literal(value) for value in (applied_at, fingerprint, description, sql))
-    return [
+    statements = [
         CREATE_MIGRATIONS_TABLE,
         f"INSERT INTO {MIGRATIONS_TABLE} (applied_at, fingerprint, description, sql) VALUES ({values})",
     ]
+    if data_steps:
+        statements.append(CREATE_DATA_STEPS_TABLE)
+        statements.extend(
+            f"INSERT INTO {DATA_STEPS_TABLE} (name, migration_id, applied_at) "
+            f"VALUES ({quote_literal(name)}, (SELECT MAX(id) FROM {MIGRATIONS_TABLE}), {quote_literal(applied_at)})"
+            for name in data_steps
+        )
+    return statements
 
 
 @dataclass(frozen=True)
@@ -131,6 +171,16 @@ class ManagedObjects:
         """Whether pydsqlite created this hidden column itself (never true for a user's column,
         whatever its name)."""
         return (fold_name(table), fold_name(column)) in self.columns
+
+    def after_renames(self, tables: dict[str, str], columns: tuple[tuple[str, str, str], ...]) -> ManagedObjects:
+        """The same objects as a plan made after renames reads them: ``tables`` (old name → new)
+        renamed, and the column renames ``columns`` ((table, old, new)) counted as applied."""
+        new_name = {fold_name(old): fold_name(new) for old, new in tables.items()}
+        return replace(
+            self,
+            columns=frozenset((new_name.get(table, table), column) for table, column in self.columns),
+            renames=self.renames | frozenset((fold_name(t), fold_name(old), fold_name(new)) for t, old, new in columns),
+        )
 
 
 def column_key(table: str, column: str) -> str:

@@ -30,6 +30,12 @@ class DataCheck:
     sample_sql: str | None = None
     when_foreign_keys_on: bool = False
     """Asked only when the connection enforces foreign keys (orphans matter only then)."""
+    drops: bool = False
+    """Counts what a drop deletes: the values of ``column``, or the rows of ``table`` when
+    ``column`` is None (a data step may declare them moved, see ``steps``)."""
+    utf8_column: str | None = None
+    """The column (SQL) whose blobs must decode as UTF-8: engines without SQL functions read those
+    blobs and check them in Python instead of running ``condition``."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,14 @@ class RowCopy:
 
     ``statements[index]`` is the plain ``INSERT … SELECT``; ``with_progress`` is the same
     copy calling ``pydsqlite_copy_progress()`` once per row (used only when asked for).
+    ``chunk_key`` orders the old rows (its rowid, or the key of a WITHOUT ROWID table; empty
+    when neither can) so that an engine without SQL functions copies them in ranges instead.
     """
 
     index: int
     source: str
     with_progress: str
+    chunk_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,31 @@ class Replay:
 
 @dataclass(frozen=True)
 class Operation:
-    """One step of a migration: what it does, its SQL, and whether it loses data."""
+    """One step of a migration: what it does, its SQL, and whether it loses data.
+
+    ``row_count`` and ``findings`` are filled in once the plan was checked against the data;
+    ``after_data_steps`` marks the steps that run after the migration's data steps.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Optional
+        >>> from pydsqlite import SyncModel, model_migration_plan, sync_models
+        >>> class Film(SyncModel, table="films"):
+        ...     title: str
+        ...     rating: Optional[str] = None
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Film])
+        >>> _ = conn.execute("INSERT INTO films VALUES ('Alien', 'R')")
+        >>> class Film(SyncModel, table="films"):
+        ...     title: str
+        >>> (operation,) = model_migration_plan(conn, [Film]).operations
+        >>> operation.kind, operation.table, operation.destructive, operation.row_count
+        ('drop_column', 'films', True, 1)
+        >>> operation.statements
+        ('ALTER TABLE `films` DROP COLUMN `rating`',)
+        >>> operation.findings
+        ('films.rating: 1 row: values would be deleted with the column',)
+    """
 
     kind: str
     table: str
@@ -77,6 +110,8 @@ class Operation:
     rebuild: TableDiff | None = field(default=None, repr=False, compare=False)
     """For a rebuild: the table change as the live table reads before any renames (what an
     online rebuild copies from, see ``online``)."""
+    after_data_steps: bool = field(default=False, repr=False)
+    """Runs after the plan's data steps (the contract phase, see ``steps``)."""
 
     def __str__(self) -> str:
         mark = "DESTRUCTIVE " if self.destructive else ""
@@ -93,7 +128,21 @@ class MigrationPlan:
     """The ordered operations that bring a database in line with the models.
 
     ``problems`` lists what makes the plan impossible (``sync_models`` refuses it);
-    ``str(plan)`` is a readable summary, ``plan.sql`` the whole SQL script.
+    ``str(plan)`` is a readable summary, ``plan.sql`` the whole SQL script. ``data_steps``
+    names the data steps the migration runs, in order, between the operations that add
+    (before them) and those marked ``after_data_steps``.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import SyncModel, model_migration_plan
+        >>> class Tag(SyncModel, table="tags"):
+        ...     name: str
+        >>> plan = model_migration_plan(sqlite3.connect(":memory:"), [Tag])
+        >>> print(plan)
+        Migration plan (1 operation):
+          1. create table tags (1 column)
+        >>> plan.is_empty, plan.destructive_operations, plan.problems
+        (False, (), ())
     """
 
     operations: tuple[Operation, ...] = ()
@@ -104,28 +153,69 @@ class MigrationPlan:
     """(table, old column, new column) of every column the plan renames, for the bookkeeping."""
     table_renames: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     """(old, new) name of every table the plan renames."""
+    data_steps: tuple[str, ...] = ()
+    """Names of the data steps not yet applied, in the order they run."""
+    data_steps_skipped: bool = False
+    """A new database (no tables yet) has no data to move or fill: its data steps are recorded
+    as applied without running."""
 
     @property
     def is_empty(self) -> bool:
-        return not self.operations
+        """Nothing to do: no operation and no data step."""
+        return not self.operations and not self.data_steps
 
     @property
     def sql(self) -> str:
-        return "".join(statement + ";\n" for operation in self.operations for statement in operation.statements)
+        """The whole SQL script; the data steps appear as comments where they run."""
+        parts: list[str] = []
+        for position, operation in enumerate(self.operations):
+            if position == self._data_steps_position:
+                parts.extend(f"-- {line}\n" for line in self._data_step_lines)
+            parts.extend(statement + ";\n" for statement in operation.statements)
+        if self._data_steps_position == len(self.operations):
+            parts.extend(f"-- {line}\n" for line in self._data_step_lines)
+        return "".join(parts)
+
+    @property
+    def _data_step_lines(self) -> list[str]:
+        note = " (not run: a new database has no data to move)" if self.data_steps_skipped else ""
+        return [f"data step {name}{note}" for name in self.data_steps]
+
+    @property
+    def _data_steps_position(self) -> int | None:
+        """Where the data steps run: before the first operation marked ``after_data_steps``."""
+        if not self.data_steps:
+            return None
+        return next((n for n, op in enumerate(self.operations) if op.after_data_steps), len(self.operations))
 
     @property
     def destructive_operations(self) -> tuple[Operation, ...]:
+        """The operations that lose data (``sync_models`` needs ``allow_destructive=True`` for them)."""
         return tuple(operation for operation in self.operations if operation.destructive)
 
     @property
+    def operations_before_data_steps(self) -> tuple[Operation, ...]:
+        """The operations that run before the data steps (all of them when there are none)."""
+        return tuple(operation for operation in self.operations if not operation.after_data_steps)
+
+    @property
     def rebuilt_tables(self) -> tuple[str, ...]:
+        """Names of the tables the plan rebuilds (copies into a new shape)."""
         return tuple(operation.table for operation in self.operations if operation.kind == "rebuild_table")
 
     def __str__(self) -> str:
         if self.is_empty:
             return "Nothing to do: the database matches the desired schema."
-        lines = [f"Migration plan ({len(self.operations)} operation{'s' if len(self.operations) != 1 else ''}):"]
-        lines.extend(f"  {number}. {operation}" for number, operation in enumerate(self.operations, 1))
+        counted = f"{len(self.operations)} operation{'s' if len(self.operations) != 1 else ''}"
+        if self.data_steps:
+            counted += f", {len(self.data_steps)} data step{'s' if len(self.data_steps) != 1 else ''}"
+        lines = [f"Migration plan ({counted}):"]
+        for number, operation in enumerate(self.operations, 1):
+            if number - 1 == self._data_steps_position:
+                lines.extend(f"  {line}" for line in self._data_step_lines)
+            lines.append(f"  {number}. {operation}")
+        if self._data_steps_position == len(self.operations):
+            lines.extend(f"  {line}" for line in self._data_step_lines)
         if self.problems:
             lines.append("Cannot be applied:")
             lines.extend(f"  - {problem}" for problem in self.problems)
@@ -133,3 +223,14 @@ class MigrationPlan:
 
     def with_operations(self, operations: tuple[Operation, ...], problems: tuple[str, ...]) -> MigrationPlan:
         return replace(self, operations=operations, problems=problems, checked=True)
+
+    def followed_by(self, contract: MigrationPlan) -> MigrationPlan:
+        """This plan's operations before the data steps, then ``contract``'s after them."""
+        after = tuple(replace(operation, after_data_steps=True) for operation in contract.operations)
+        return replace(
+            self,
+            operations=(*self.operations_before_data_steps, *after),
+            problems=(*self.problems, *contract.problems),
+            renames=(*self.renames, *contract.renames),
+            table_renames=(*self.table_renames, *contract.table_renames),
+        )

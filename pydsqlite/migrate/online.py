@@ -737,9 +737,9 @@ def migrate(
     """``apply_schema(..., online=True)`` from the plan on; returns the plan as it was applied."""
     if engine.in_transaction:
         raise UsageError("online=True needs a connection without an open transaction: it commits many short ones of its own")
-    with migration_settings(engine, busy_timeout) as foreign_keys_on, _durable_only_at_the_swap(engine) as synchronous:
+    with migration_settings(engine, busy_timeout) as foreign_keys, _durable_only_at_the_swap(engine) as synchronous:
         run = _Run(engine, busy_timeout if busy_timeout is not None else int(engine.pragma("busy_timeout")) / 1000, progress, allow_destructive)
-        run.foreign_keys_on = foreign_keys_on
+        run.foreign_keys_on = foreign_keys.enforced_before
         run.synchronous = synchronous
         run.claim.take(engine, run.busy_timeout)
         try:

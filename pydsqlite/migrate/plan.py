@@ -88,6 +88,39 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     return MigrationPlan(operations=tuple(operations), renames=renames, table_renames=table_renames)
 
 
+def expand_diff(schema_diff: SchemaDiff) -> SchemaDiff:
+    """The part of a diff that only adds, for the phase before data steps (see ``steps``).
+
+    New tables and virtual tables, table and column renames, new columns that ``ALTER TABLE
+    ADD COLUMN`` can add (a NOT NULL one without a default added nullable, for a step to
+    fill), LWW companions, and dropped indexes (a loosening). Everything else — drops,
+    tightening, rebuilds, new indexes, views and triggers — is left to the plan made after
+    the steps, so every part of this one runs in place and nothing it does can lose data.
+    """
+    replaced = {fold_name(virtual.name) for virtual in schema_diff.dropped_virtual}
+    return SchemaDiff(
+        created=schema_diff.created,
+        dropped=(),
+        # a table's problems (a blocked rename) are reported once, by the plan made after the steps
+        altered=tuple(replace(item, changes=_expand_changes(item), problems=()) for item in schema_diff.altered),
+        created_virtual=tuple(virtual for virtual in schema_diff.created_virtual if fold_name(virtual.name) not in replaced),
+    )
+
+
+def _expand_changes(item: TableDiff) -> tuple[Change, ...]:
+    expanding: list[Change] = []
+    for change in item.changes:
+        if isinstance(change, (RenameColumn, DropIndex)) or (isinstance(change, SetLWW) and change.enabled):
+            expanding.append(change)
+        elif isinstance(change, AddColumn) and change.column.generated is None:
+            column = change.column
+            if column.default is None:
+                column = replace(column, not_null=False, on_conflict=None)
+            if _can_add_in_place(column, item.desired):
+                expanding.append(AddColumn(column))
+    return tuple(expanding)
+
+
 def _sql_object_operation(change: CreateView | DropView | CreateTrigger | DropTrigger) -> Operation:
     """Views and triggers are dropped before the table changes and created after them."""
     if isinstance(change, (CreateView, DropView)):

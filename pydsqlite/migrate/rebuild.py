@@ -44,6 +44,8 @@ class _Copy:
     conversions: tuple[DataCheck, ...]
     missing: tuple[str, ...]
     """New NOT NULL columns that nothing fills (no source, no default)."""
+    chunk_key: tuple[str, ...]
+    """What orders the old rows for a copy in ranges: the rowid, or the key of a WITHOUT ROWID table."""
 
 
 def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
@@ -88,7 +90,8 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
     for column in desired.columns:  # generated columns read the projected ones, one layer each
         if column.generated is not None:
             projection = f"(SELECT *, ({column.generated}) AS {quote_identifier(column.name)} FROM {projection})"
-    return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing))
+    chunk_key = ("rowid",) if rowid_usable else () if live.has_rowid else live.primary_key
+    return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing), chunk_key)
 
 
 def new_rows_projection(item: TableDiff, where: str = "") -> str:
@@ -223,7 +226,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
             f"INSERT INTO {quote_identifier(temporary)} ({', '.join(copy.targets)}) "
             f"SELECT {', '.join(copy.terms)} FROM {quote_identifier(name)}"
         )
-        row_copy = RowCopy(len(statements), name, f"{insert} WHERE {PROGRESS_FUNCTION}()")
+        row_copy = RowCopy(len(statements), name, f"{insert} WHERE {PROGRESS_FUNCTION}()", copy.chunk_key)
         statements.append(insert)
     if live.autoincrement and desired.autoincrement:
         statements.extend(carry_sequence(name, temporary))

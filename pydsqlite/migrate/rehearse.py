@@ -20,14 +20,15 @@ from contextlib import closing
 from dataclasses import replace
 
 from ..engines import SqliteEngine
-from ..schema.objects import Schema, fold_name
+from ..schema.objects import Schema, VirtualTable, fold_name
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
+from .introspect import introspect
 from .migration import MigrationPlan, Operation
 
 logger = logging.getLogger(__name__)
 
-_MISSING = re.compile(r"no such (collation sequence|function|module): (\S+)")
+_MISSING = re.compile(r"no such (collation sequence|function|module): (.+)")
 
 
 class RehearsalError(Exception):
@@ -37,13 +38,23 @@ class RehearsalError(Exception):
 def rehearse(plan: MigrationPlan, live: Schema) -> MigrationPlan:
     """The plan with each rebuild's dependants appended and, as problems, every step that fails
     and every view or trigger the plan would break (ones broken before do not count)."""
-    if plan.is_empty:
-        return plan
+    return _rehearse(plan, live, read_after=False)[0]
+
+
+def rehearse_and_read(plan: MigrationPlan, live: Schema) -> tuple[MigrationPlan, Schema | None]:
+    """``rehearse``, and the schema the plan leaves behind as SQLite reports it (None when a step
+    fails): what the plan made after data steps starts from."""
+    return _rehearse(plan, live, read_after=True)
+
+
+def _rehearse(plan: MigrationPlan, live: Schema, *, read_after: bool) -> tuple[MigrationPlan, Schema | None]:
+    if not plan.operations:
+        return plan, live
     with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
         try:
-            _load(scratch, live)
+            stand_ins = _load(scratch, live)
         except RehearsalError as error:
-            return _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}")
+            return _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}"), None
         broken_before = broken_objects(SqliteEngine(scratch))
         operations = list(plan.operations)
         for position, operation in enumerate(operations):
@@ -51,12 +62,20 @@ def rehearse(plan: MigrationPlan, live: Schema) -> MigrationPlan:
             operations[position] = operation
             failure = _run(scratch, operation, replayed)
             if failure is not None:
-                return _with_problem(replace(plan, operations=tuple(operations)), position, failure)
+                return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None
         broken = {name: text for name, text in broken_objects(SqliteEngine(scratch)).items() if name not in broken_before}
+        after = _read(scratch, stand_ins) if read_after else None
     rehearsed = replace(plan, operations=tuple(operations))
     for text in broken.values():
         rehearsed = _with_problem(rehearsed, len(operations) - 1, f"{text} after the migration; change or drop it first")
-    return rehearsed
+    return rehearsed, after
+
+
+def _read(scratch: sqlite3.Connection, stand_ins: dict[str, VirtualTable]) -> Schema:
+    """The scratch database's schema, with each virtual table it stood in for as it really is."""
+    schema = introspect(SqliteEngine(scratch))
+    tables = tuple(table for table in schema.tables if fold_name(table.name) not in stand_ins)
+    return replace(schema, tables=tables, virtual_tables=(*schema.virtual_tables, *stand_ins.values()))
 
 
 def _complete(scratch: sqlite3.Connection, operation: Operation) -> tuple[Operation, list[str]]:
@@ -84,7 +103,7 @@ def _run(scratch: sqlite3.Connection, operation: Operation, replayed: list[str])
     first_replay = len(operation.statements) - len(replayed)
     for position, statement in enumerate(operation.statements):
         try:
-            scratch.execute(statement)
+            execute_standing_in(scratch, statement)
         except sqlite3.Error as error:
             if position >= first_replay:
                 return (
@@ -95,10 +114,11 @@ def _run(scratch: sqlite3.Connection, operation: Operation, replayed: list[str])
     return None
 
 
-def _load(scratch: sqlite3.Connection, live: Schema) -> None:
+def _load(scratch: sqlite3.Connection, live: Schema) -> dict[str, VirtualTable]:
     """Create every object of ``live`` (no rows) in the scratch database. Collations and functions
     the scratch database lacks are stood in for; a virtual table whose module it lacks becomes a
-    plain table with the same columns."""
+    plain table with the same columns (returned by folded name)."""
+    stand_ins = {}
     for table in live.tables:
         create_in_scratch(scratch, table.sql or "", table.name)
     for virtual in live.virtual_tables:
@@ -107,6 +127,7 @@ def _load(scratch: sqlite3.Connection, live: Schema) -> None:
         except RehearsalError:
             columns = ", ".join(quote_identifier(column) for column in virtual.columns) or quote_identifier("_unknown")
             create_in_scratch(scratch, f"CREATE TABLE {quote_identifier(virtual.name)} ({columns})", virtual.name)
+            stand_ins[fold_name(virtual.name)] = virtual
     for sql in live.bookkeeping:
         create_in_scratch(scratch, sql, "pydsqlite's bookkeeping")
     for table in live.tables:
@@ -117,11 +138,21 @@ def _load(scratch: sqlite3.Connection, live: Schema) -> None:
         create_in_scratch(scratch, view.sql, view.name)
     for trigger in live.triggers:
         create_in_scratch(scratch, trigger.sql, trigger.name)
+    return stand_ins
 
 
 def create_in_scratch(scratch: sqlite3.Connection, sql: str, name: str) -> None:
     """Run ``sql`` (a CREATE statement of object ``name``) in a scratch database, standing in for
-    the collations and functions it lacks."""
+    the collations and functions it lacks; ``RehearsalError`` when it still does not load."""
+    try:
+        execute_standing_in(scratch, sql)
+    except sqlite3.Error as error:
+        raise RehearsalError(f"{name} does not load in a scratch database ({error})") from None
+
+
+def execute_standing_in(scratch: sqlite3.Connection, sql: str) -> None:
+    """Execute ``sql``, standing in for each collation and function it names that the scratch
+    database lacks (the real connection registers them; whether it does is checked there)."""
     stood_in: set[str] = set()
     while True:
         try:
@@ -130,7 +161,7 @@ def create_in_scratch(scratch: sqlite3.Connection, sql: str, name: str) -> None:
         except sqlite3.Error as error:
             missing = _MISSING.search(str(error))
             if missing is None or missing.group(1) == "module" or missing.group(2) in stood_in:
-                raise RehearsalError(f"{name} does not load in a scratch database ({error})") from None
+                raise
             kind, what = missing.groups()
             stood_in.add(what)
             logger.debug("rehearsal stands in for %s %s", kind, what)

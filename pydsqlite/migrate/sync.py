@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
 from pydantic import BaseModel
 
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
-from ..errors import MigrationError, PydsqliteError, UsageError
+from ..errors import ConnectionLostError, MigrationError, PydsqliteError, UsageError
+from ..rows.database import Database
 from ..schema.compile import CompiledModels, compile_cached
 from ..schema.declaration import models_and_key
 from ..schema.objects import Schema, fold_name
+from ..sql.ddl import tokenize
+from ..sql.render import quote_identifier
 from ..sql.source import connect_read_only
 from .datacheck import check_plan_against_data, refuse_unless_applicable
 from .diff import diff_schemas
@@ -24,21 +27,47 @@ from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .online import migrate as migrate_online
 from .online import online_plan, require_wal, settle_offline, wait_for_online_migrations
-from .plan import build_plan
-from .rehearse import rehearse
+from .plan import build_plan, expand_diff
+from .rehearse import rehearse, rehearse_and_read
+from .steps import DataStep, PendingSteps, count_moves, pending_steps, run_data_steps, steps_from, with_steps
 
 Connectable = sqlite3.Connection | Engine | str | os.PathLike[str]
 """A connection pydsqlite can drive (see ``engines``), or a database file's path."""
 
+DataSteps = Mapping[str, DataStep | Callable[[Database], object]]
+"""``data_steps=``: step name → ``fn(db)`` or ``DataStep``; see ``sync_models``."""
+
 
 def model_migration_plan(
-    conn: Connectable, models: Iterable[type[BaseModel]] | None = None, *, online: bool = False
+    conn: Connectable,
+    models: Iterable[type[BaseModel]] | None = None,
+    *,
+    data_steps: DataSteps | None = None,
+    online: bool = False,
 ) -> MigrationPlan:
     """Preview what ``sync_models`` would do, checked against the data; changes nothing.
-    ``online=True``: as ``sync_models(..., online=True)`` would do it (which rebuilds go online, and why)."""
+
+    With ``data_steps``, the steps not yet applied are listed where they would run; the
+    operations after them are checked against the data only when a sync has run them.
+    ``online=True``: as ``sync_models(..., online=True)`` would do it (which rebuilds go online, and why).
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import SyncModel, model_migration_plan, sync_models
+        >>> class City(SyncModel, table="cities"):
+        ...     name: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> print(model_migration_plan(conn, [City]))
+        Migration plan (1 operation):
+          1. create table cities (1 column)
+        >>> _ = sync_models(conn, [City])
+        >>> print(model_migration_plan(conn, [City], data_steps={"001_seed": lambda db: None}))
+        Migration plan (0 operations, 1 data step):
+          data step 001_seed
+    """
     chosen, key = models_and_key(models)
     compiled = compile_cached(chosen)
-    return preview_schema(conn, compiled.schema, fingerprint=key or compiled.fingerprint, online=online)
+    return preview_schema(conn, compiled.schema, fingerprint=key or compiled.fingerprint, data_steps=data_steps, online=online)
 
 
 def sync_models(
@@ -48,6 +77,7 @@ def sync_models(
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    data_steps: DataSteps | None = None,
     online: bool = False,
 ) -> MigrationPlan:
     """Bring the database in line with ``models`` (default: every table model) in one transaction.
@@ -64,27 +94,70 @@ def sync_models(
     caller commits; on a PEP 249 connection (``autocommit=False``) the pending transaction
     is committed first and a new one is open again on return.
 
+    ``data_steps`` maps names to functions ``fn(db)`` (or ``DataStep`` objects) that move or fill
+    data. Each runs once per database, in name order, inside the migration's transaction:
+    after new tables and columns exist, before anything is dropped or tightened. ``db`` is a
+    ``Database`` on that transaction (``db.conn`` its connection). What comes after the steps
+    is planned and checked against the data as they left it; a failing step raises
+    ``DataStepError`` naming it, and nothing is changed; so does a step that tries to commit or
+    roll back (the connection's authorizer refuses it while the steps run). A new database (no tables yet) has no
+    data to move: its steps are recorded without running.
+
     ``online=True`` (WAL databases only) rebuilds tables while other connections keep reading
     and writing them, holding the write lock only for short steps; everything else still
-    happens in one short final transaction (see the "Online rebuilds" docs).
+    happens in one short final transaction (see the "Online rebuilds" docs). Data steps do not
+    run in an online migration (``UsageError``): apply them with an offline sync first.
 
-    A database this call left in line with the same model declarations (see
-    ``schema/declaration.py``) is recognised from the declarations alone: the models are
-    compiled only when something changed.
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import Database, SyncModel, sync_models
+        >>> class Book(SyncModel, table="books"):
+        ...     title: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> print(sync_models(conn, [Book]))
+        Migration plan (1 operation):
+          1. create table books (1 column)
+        >>> _ = Database(conn).insert(Book(title="Dune"))
+        >>> class Book(SyncModel, table="books"):  # the next release: a slug every row needs
+        ...     title: str
+        ...     slug: str
+        >>> def fill_slugs(db):
+        ...     db.conn.execute("UPDATE books SET slug = lower(replace(title, ' ', '-'))")
+        >>> print(sync_models(conn, [Book], data_steps={"002_slugs": fill_slugs}))
+        Migration plan (2 operations, 1 data step):
+          1. add column books.slug
+          data step 002_slugs
+          2. rebuild table books: alter column slug (NOT NULL)
+        >>> Database(conn).select(Book)
+        [Book(title='Dune', slug='dune')]
     """
-    chosen, key = models_and_key(models)
+    chosen, key = models_and_key(models)  # an unchanged database is recognised before compiling
     return _apply(
-        conn, key, lambda: compile_cached(chosen), allow_destructive, busy_timeout, progress, manage_all=False, online=online
+        conn, key, lambda: compile_cached(chosen), allow_destructive=allow_destructive, busy_timeout=busy_timeout,
+        progress=progress, manage_all=False, data_steps=data_steps, online=online,
     )
 
 
-def schema_migration_plan(conn: Connectable, desired: Schema, *, online: bool = False) -> MigrationPlan:
+def schema_migration_plan(
+    conn: Connectable, desired: Schema, *, data_steps: DataSteps | None = None, online: bool = False
+) -> MigrationPlan:
     """Preview the migration to ``desired`` (from ``schema_from_sql`` or ``schema_from_database``).
 
     The desired schema describes the whole database: live tables, views and triggers it
-    lacks are dropped (drops of tables and columns are destructive steps).
+    lacks are dropped (drops of tables and columns are destructive steps). ``data_steps``
+    and ``online`` as for ``model_migration_plan``.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import schema_from_sql, schema_migration_plan
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = conn.execute("CREATE TABLE scratch (x)")
+        >>> print(schema_migration_plan(conn, schema_from_sql("CREATE TABLE kept (id INTEGER PRIMARY KEY)")))
+        Migration plan (2 operations):
+          1. create table kept (1 column)
+          2. DESTRUCTIVE drop table scratch [0 rows]
     """
-    return preview_schema(conn, desired, manage_all=True, online=online)
+    return preview_schema(conn, desired, manage_all=True, data_steps=data_steps, online=online)
 
 
 def sync_schema(
@@ -94,29 +167,55 @@ def sync_schema(
     allow_destructive: bool = False,
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
+    data_steps: DataSteps | None = None,
     online: bool = False,
 ) -> MigrationPlan:
     """Bring the database in line with ``desired`` in one transaction, with the same engine,
-    checks and errors as ``sync_models``; see ``schema_migration_plan`` for what is dropped."""
+    checks, data steps and errors as ``sync_models``; see ``schema_migration_plan`` for what
+    is dropped.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import schema_from_sql, sync_schema
+        >>> conn = sqlite3.connect(":memory:")
+        >>> desired = schema_from_sql("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
+        >>> print(sync_schema(conn, desired))
+        Migration plan (1 operation):
+          1. create table kv (2 columns)
+        >>> conn.execute("SELECT name FROM sqlite_master WHERE name = 'kv'").fetchall()
+        [('kv',)]
+    """
     return apply_schema(
-        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress,
-        manage_all=True, online=online,
+        conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress, manage_all=True,
+        data_steps=data_steps, online=online,
     )
 
 
 def preview_schema(
-    conn: Connectable, desired: Schema, *, fingerprint: str | None = None, manage_all: bool = False, online: bool = False
+    conn: Connectable,
+    desired: Schema,
+    *,
+    fingerprint: str | None = None,
+    manage_all: bool = False,
+    data_steps: DataSteps | None = None,
+    online: bool = False,
 ) -> MigrationPlan:
     """The checked plan from the live database to ``desired``, read in one snapshot.
 
-    With ``fingerprint`` (of ``desired``), an unchanged database is recognised from two
-    cheap reads instead of a full introspection. ``online``: the plan as an online migration
+    With ``fingerprint`` (of ``desired``), an unchanged database with no data step pending is
+    recognised from two cheap reads instead of a full introspection. ``online``: the plan as an online migration
     runs it (a database not in WAL mode gets that as a problem).
     """
+    steps = steps_from(data_steps)
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
-        if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint):
+        if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint) and not pending_steps(engine, steps):
             return MigrationPlan(checked=True)
         with read_snapshot(engine):
+            pending = pending_steps(engine, steps)
+            if pending:
+                if online:
+                    raise _online_steps_refused(pending)
+                return _phased_plan(engine, desired, manage_all, pending)[0]
             plan = _plan(engine, desired, manage_all)[0]
             if not online or plan.is_empty:
                 return plan
@@ -137,12 +236,13 @@ def apply_schema(
     busy_timeout: float | None = None,
     progress: ProgressCallback | None = None,
     manage_all: bool = False,
+    data_steps: DataSteps | None = None,
     online: bool = False,
 ) -> MigrationPlan:
     """Plan (under the write lock), check and apply the migration to ``desired``.
 
-    With ``fingerprint`` given and the schema unchanged since the last sync to it,
-    returns an empty plan without taking the write lock or introspecting. ``online``: see
+    With ``fingerprint`` given, the schema unchanged since the last sync to it and no data
+    step pending, returns an empty plan without taking the write lock or introspecting. ``online``: see
     ``sync_models``; the plan is made under a claim instead of the write lock, and checked again
     on every chunk the copy takes.
     """
@@ -151,7 +251,8 @@ def apply_schema(
         fingerprint += ":whole-database"  # the same tables synced as models would leave other objects alone
     compiled = CompiledModels(desired, fingerprint)
     return _apply(
-        conn, fingerprint, lambda: compiled, allow_destructive, busy_timeout, progress, manage_all=manage_all, online=online
+        conn, fingerprint, lambda: compiled, allow_destructive=allow_destructive, busy_timeout=busy_timeout,
+        progress=progress, manage_all=manage_all, data_steps=data_steps, online=online,
     )
 
 
@@ -159,34 +260,39 @@ def _apply(
     conn: Connectable,
     state_key: str | None,
     compile_desired: Callable[[], CompiledModels],
+    *,
     allow_destructive: bool,
     busy_timeout: float | None,
     progress: ProgressCallback | None,
-    *,
     manage_all: bool,
+    data_steps: DataSteps | None,
     online: bool,
 ) -> MigrationPlan:
     """``apply_schema`` with the desired schema made only when the database is not already at
     ``state_key`` (the key recorded after the migration; default: the schema's fingerprint)."""
+    steps = steps_from(data_steps)
     if not is_connection(conn) and not os.path.exists(os.fspath(conn)):  # type: ignore[arg-type]
         compile_desired()  # a declaration error is raised before the file is created
-    with _engine(conn) as engine, _database_errors(engine), engine.outside_transaction():
+    with _engine(conn) as engine, _database_errors(engine), _interrupted_migration(), engine.outside_transaction():
         if online:
             require_wal(engine)
-        if state_key is not None and schema_unchanged_since_sync(engine, state_key):
+        if state_key is not None and schema_unchanged_since_sync(engine, state_key) and not pending_steps(engine, steps):
             return MigrationPlan(checked=True)
         compiled = compile_desired()
+        desired, fingerprint = compiled.schema, compiled.fingerprint
         if online:  # records the schema's fingerprint: the next sync_models plans once and records its key
+            pending = pending_steps(engine, steps)
+            if pending:
+                raise _online_steps_refused(pending)
             return migrate_online(
-                engine, compiled.schema, compiled.fingerprint, _plan, manage_all=manage_all,
-                allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress,
+                engine, desired, fingerprint, _plan, manage_all=manage_all, allow_destructive=allow_destructive,
+                busy_timeout=busy_timeout, progress=progress,
             )
         if not engine.in_transaction:
             wait_for_online_migrations(engine, busy_timeout)
         with migration_session(engine, busy_timeout) as session:
             return _plan_and_apply(
-                engine, session, compiled.schema, compiled.fingerprint, state_key or compiled.fingerprint,
-                allow_destructive, manage_all, progress,
+                engine, session, desired, fingerprint, state_key or fingerprint, allow_destructive, manage_all, progress, steps
             )
 
 
@@ -199,25 +305,139 @@ def _plan_and_apply(
     allow_destructive: bool,
     manage_all: bool,
     progress: ProgressCallback | None,
+    steps: PendingSteps = (),
 ) -> MigrationPlan:
     settle_offline(engine)
-    plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
+    pending = pending_steps(engine, steps)  # read under the write lock: another process may just have run them
+    if not pending:
+        plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
+        refuse_unless_applicable(plan, allow_destructive)
+        session.apply(plan, desired, fingerprint, managed, progress, state_key=state_key)
+        return plan
+    plan, managed, expanded = _phased_plan(engine, desired, manage_all, pending, session.check_foreign_keys)
     refuse_unless_applicable(plan, allow_destructive)
-    session.apply(plan, desired, fingerprint, managed, progress, state_key=state_key)
-    return plan
+
+    def contract() -> MigrationPlan:
+        if plan.data_steps_skipped:
+            return MigrationPlan()
+        run_data_steps(engine, pending)
+        after, _ = _plan(engine, desired, manage_all, session.check_foreign_keys, managed=expanded, steps=pending)
+        refuse_unless_applicable(after, allow_destructive, after_steps=plan.data_steps)
+        return after
+
+    return session.apply(plan, desired, fingerprint, managed, progress, after_expand=contract, state_key=state_key)
 
 
 def _plan(
-    engine: Engine, desired: Schema, manage_all: bool = False, foreign_keys_on: bool | None = None
+    engine: Engine,
+    desired: Schema,
+    manage_all: bool = False,
+    foreign_keys_on: bool | None = None,
+    *,
+    managed: ManagedObjects | None = None,
+    steps: PendingSteps = (),
 ) -> tuple[MigrationPlan, ManagedObjects]:
+    """The checked plan from the live database to ``desired``; ``managed`` overrides what the
+    bookkeeping says (mid-migration, after renames), ``steps`` declare what they moved."""
     live = introspect(engine)
-    managed = read_managed_objects(engine)
+    if managed is None:
+        managed = read_managed_objects(engine)
+    plan = count_moves(_rehearsed_plan(desired, live, managed, manage_all), steps, live, desired)
+    unregistered = _unregistered_collations(engine, plan, desired)
+    if unregistered.problems:  # the data checks would compare with the missing collation too
+        return unregistered, managed
+    return check_plan_against_data(engine, plan, foreign_keys_on), managed
+
+
+def _rehearsed_plan(desired: Schema, live: Schema, managed: ManagedObjects, manage_all: bool) -> MigrationPlan:
     everything = replace(managed, everything=True) if manage_all else managed
     plan = build_plan(diff_schemas(desired, live, everything), live)
     if not manage_all:  # a schema from SQL describes the whole database, dangling references as SQLite took them
         _check_foreign_key_targets(desired, live, plan)
-    plan = rehearse(plan, live)
-    return check_plan_against_data(engine, plan, foreign_keys_on), managed
+    return rehearse(plan, live)
+
+
+def _phased_plan(
+    engine: Engine, desired: Schema, manage_all: bool, steps: PendingSteps, foreign_keys_on: bool | None = None
+) -> tuple[MigrationPlan, ManagedObjects, ManagedObjects]:
+    """With data steps pending: the expand phase (only additions, checked against the data), the
+    steps, and the contract phase as planned from the schema the expand phase leaves (its data
+    checks wait for the steps). Also the managed objects before and after the expand phase.
+
+    A new database (no tables but pydsqlite's) has no data for a step to move or fill: it gets
+    the plain plan, and its steps are recorded without running."""
+    live = introspect(engine)
+    if not live.tables and not live.virtual_tables:
+        plan, managed = _plan(engine, desired, manage_all, foreign_keys_on)
+        return replace(plan, data_steps=tuple(name for name, _ in steps), data_steps_skipped=True), managed, managed
+    managed = read_managed_objects(engine)
+    everything = replace(managed, everything=True) if manage_all else managed
+    schema_diff = diff_schemas(desired, live, everything)
+    expand, expanded_schema = rehearse_and_read(build_plan(expand_diff(schema_diff), live), live)
+    expand = check_plan_against_data(engine, expand, foreign_keys_on)
+    table_renames = {item.live.name: item.desired.name for item in schema_diff.altered if item.rename is not None}
+    expanded = managed.after_renames(table_renames, expand.renames)
+    contract = MigrationPlan()
+    if expanded_schema is not None:  # else the expand phase's problems say why
+        contract = _rehearsed_plan(desired, expanded_schema, expanded, manage_all)
+        contract = count_moves(contract, steps, expanded_schema, desired)
+    return with_steps(expand, contract, steps), managed, expanded
+
+
+def _online_steps_refused(pending: PendingSteps) -> UsageError:
+    names = ", ".join(name for name, _ in pending)
+    return UsageError(
+        f"data steps do not run in an online migration (pending: {names}); apply them with an offline "
+        "sync_models(..., data_steps=...) first, then migrate online"
+    )
+
+
+_BUILT_IN_COLLATIONS = frozenset({"binary", "nocase", "rtrim"})
+
+
+def _unregistered_collations(engine: Engine, plan: MigrationPlan, desired: Schema) -> MigrationPlan:
+    """The plan with a problem on each step whose SQL names a collation this connection does not
+    register (the rehearsal stands in for it; the real statements would fail)."""
+    registered: dict[str, bool] = {}
+    operations = []
+    for operation in plan.operations:
+        found = []
+        for name in _collations_named(operation.statements):
+            if fold_name(name) not in _BUILT_IN_COLLATIONS and not registered.setdefault(name, _collation_registered(engine, name)):
+                found.append(_unregistered_collation_problem(desired, operation.table, name))
+        operations.append(replace(operation, problems=(*operation.problems, *found)))
+    if operations == list(plan.operations):
+        return plan
+    problems = tuple(problem for operation in operations for problem in operation.problems)
+    return replace(plan, operations=tuple(operations), problems=problems)
+
+
+def _collations_named(statements: Iterable[str]) -> dict[str, None]:
+    names: dict[str, None] = {}
+    for statement in statements:
+        tokens = tokenize(statement)
+        for token, following in zip(tokens, tokens[1:]):
+            if token.upper == "COLLATE" and following.kind in ("word", "quoted", "string"):
+                names[following.identifier] = None
+    return names
+
+
+def _collation_registered(engine: Engine, name: str) -> bool:
+    try:
+        engine.execute(f"SELECT 'a' < 'b' COLLATE {quote_identifier(name)}").fetchall()
+    except engine.OperationalError:
+        return False
+    return True
+
+
+def _unregistered_collation_problem(desired: Schema, table_name: str, collation: str) -> str:
+    table = desired.table(table_name)
+    columns = [column.name for column in table.columns if fold_name(column.collate or "") == fold_name(collation)] if table else []
+    where = ", ".join(f"{table_name}.{column}" for column in columns) or table_name
+    return (
+        f"{where}: collation {collation!r} is not registered on this connection; register it with "
+        f"conn.create_collation({collation!r}, ...) on the connection you migrate (and read) with"
+    )
 
 
 def _check_foreign_key_targets(desired: Schema, live: Schema, plan: MigrationPlan) -> None:
@@ -237,7 +457,22 @@ def _check_foreign_key_targets(desired: Schema, live: Schema, plan: MigrationPla
 
 
 def migration_history(conn: Connectable) -> list[AppliedMigration]:
-    """The audit trail: every migration ``sync_models`` applied to this database, oldest first."""
+    """The audit trail: every migration ``sync_models`` applied to this database, oldest first
+    (see ``AppliedMigration``).
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import SyncModel, migration_history, sync_models
+        >>> class Log(SyncModel, table="logs"):
+        ...     line: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> migration_history(conn)
+        []
+        >>> _ = sync_models(conn, [Log])
+        >>> _ = sync_models(conn, [Log])  # nothing to do: nothing recorded
+        >>> [(entry.id, entry.description) for entry in migration_history(conn)]
+        [(1, 'Migration plan (1 operation):\\n  1. create table logs (1 column)')]
+    """
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
         return read_migration_history(engine)
 
@@ -263,6 +498,23 @@ def _engine(conn: Connectable, *, read_only: bool = False) -> Iterator[Engine]:
         yield SqliteEngine(connection)
     finally:
         connection.close()
+
+
+@contextmanager
+def _interrupted_migration() -> Iterator[None]:
+    """A connection lost mid-migration (a dqlite leader went away), said in the migration's terms."""
+    try:
+        yield
+    except ConnectionLostError as error:
+        if error.outcome_known:
+            outcome = "the database rolled the migration back, so schema and data are exactly as before"
+        else:
+            outcome = "it was lost while the migration was being committed, so the schema is wholly the old one or wholly the new one"
+        raise ConnectionLostError(
+            f"the connection was lost during the migration ({error}); {outcome}. Retrying on a new connection "
+            "is safe: the plan is made again from the live schema (and is empty if the migration was applied)",
+            outcome_known=error.outcome_known,
+        ) from error
 
 
 @contextmanager

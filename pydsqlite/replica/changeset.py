@@ -41,6 +41,22 @@ class RowChange:
     ``key`` holds the stored primary-key values; ``columns`` maps each LWW column to its
     (timestamp, stored value); ``version`` and ``values`` are the register of the other
     non-key columns; ``deleted`` is the tombstone time, if the row was ever deleted.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import LWW, Database, PrimaryKey, SyncModel, sync_models
+        >>> class Song(SyncModel, table="songs"):
+        ...     id: Annotated[int, PrimaryKey()]
+        ...     title: Annotated[str, LWW()]
+        ...     plays: int = 0
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Song])
+        >>> db = Database(conn)
+        >>> _ = db.insert(Song(id=1, title="Intro"))
+        >>> (change,) = db.changes_since().changes
+        >>> change.table, change.key, change.columns["title"][1], change.values, change.deleted
+        ('songs', (1,), 'Intro', {'plays': 0}, None)
     """
 
     table: str
@@ -52,10 +68,12 @@ class RowChange:
 
     @property
     def alive(self) -> bool:
+        """Whether the row exists: never deleted, or written again after its tombstone."""
         newest = max([self.version, *(stamp for stamp, _ in self.columns.values())])
         return self.deleted is None or newest > self.deleted
 
     def timestamps(self) -> list[str]:
+        """Every timestamp the state carries (registers and tombstone), for the clock to receive."""
         stamps = [self.version, *(stamp for stamp, _ in self.columns.values())]
         return stamps + ([self.deleted] if self.deleted else [])
 
@@ -71,7 +89,27 @@ class RowChange:
 class ChangeSet:
     """Changes read from one replica: pass it to another replica's ``apply_changes``.
 
-    ``cursor`` is the sending replica's sequence number to resume its feed from.
+    ``cursor`` is the sending replica's sequence number to resume its feed from;
+    ``to_json()`` and ``ChangeSet.from_json`` carry it over the network.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import LWW, ChangeSet, Database, PrimaryKey, SyncModel, sync_models
+        >>> class Memo(SyncModel, table="memos"):
+        ...     id: Annotated[int, PrimaryKey()]
+        ...     text: Annotated[str, LWW()]
+        >>> phone, laptop = Database(sqlite3.connect(":memory:")), Database(sqlite3.connect(":memory:"))
+        >>> for replica in (phone, laptop):
+        ...     _ = sync_models(replica.conn, [Memo])
+        >>> _ = phone.insert(Memo(id=1, text="buy milk"))
+        >>> changes = phone.changes_since()
+        >>> laptop.apply_changes(ChangeSet.from_json(changes.to_json()))
+        1
+        >>> laptop.select(Memo)
+        [Memo(id=1, text='buy milk')]
+        >>> phone.changes_since(changes.cursor).changes  # nothing new since
+        ()
     """
 
     changes: tuple[RowChange, ...] = ()
@@ -79,6 +117,7 @@ class ChangeSet:
     node: str = ""
 
     def to_json(self) -> str:
+        """The changeset as JSON text (blobs in base64), for ``ChangeSet.from_json`` on the other side."""
         return json.dumps(
             {
                 "format": 1,

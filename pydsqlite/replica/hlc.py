@@ -32,12 +32,35 @@ older than any real write, identical on every replica."""
 
 
 class ClockError(PydsqliteError):
-    """A timestamp is malformed, too far in the future, or the counter would overflow."""
+    """A timestamp is malformed, too far in the future, or the counter would overflow.
+
+    Examples:
+        >>> from pydsqlite import HLC, ClockError, Timestamp
+        >>> clock = HLC("node-a", wall_clock=lambda: 1_000)
+        >>> try:
+        ...     clock.receive(Timestamp(900_000, 0, "node-b"))  # 899 s ahead of this clock's wall time
+        ... except ClockError as error:
+        ...     print(error)
+        remote timestamp 000000000900000:000000000:000000000000000000000000000000node-b is 899000 ms ahead of the local clock (more than max_drift_ms=60000); refused
+        >>> clock.last.millis  # unchanged
+        0
+    """
 
 
 @dataclass(frozen=True, order=True)
 class Timestamp:
-    """One HLC reading; compares by (millis, counter, node) and ``str()`` gives the sortable text."""
+    """One HLC reading; compares by (millis, counter, node) and ``str()`` gives the sortable text.
+
+    Examples:
+        >>> from pydsqlite import Timestamp
+        >>> early, late = Timestamp(1_000, 5, "a"), Timestamp(1_001, 0, "a")
+        >>> early < late and str(early) < str(late)
+        True
+        >>> str(early)
+        '000000000001000:000000005:00000000000000000000000000000000000a'
+        >>> Timestamp.parse(str(late)) == late
+        True
+    """
 
     millis: int
     counter: int
@@ -90,6 +113,16 @@ class HLC:
     ``Timestamp`` or its text) and returns the new local reading. ``wall_clock`` returns
     milliseconds (injectable for tests). A remote timestamp more than ``max_drift_ms``
     ahead of the wall clock is refused and leaves the clock unchanged.
+
+    Examples:
+        >>> from pydsqlite import HLC, Timestamp
+        >>> clock = HLC("node-a", wall_clock=lambda: 5_000)
+        >>> first, second = clock.now(), clock.now()  # the same millisecond: the counter breaks the tie
+        >>> (first.millis, first.counter), (second.millis, second.counter)
+        ((5000, 0), (5000, 1))
+        >>> merged = clock.receive(Timestamp(5_000, 7, "node-b"))
+        >>> (merged.millis, merged.counter)  # after everything this node has seen
+        (5000, 8)
     """
 
     def __init__(

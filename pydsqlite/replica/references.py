@@ -247,12 +247,23 @@ def _violations(engine: Engine, link: Link, by: Iterable[str], wanted: list[tupl
 
 def select_in(engine: Engine, head: str, width: int, wanted: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
     """Rows of the query ``head`` (ending in ``… IN``) for tuples of ``width`` values, in chunks
-    of ``IN (VALUES …)`` that stay under SQLite's limit on bound parameters."""
-    chunk = max(1, 900 // width)
+    of ``IN (VALUES …)`` that stay under the engine's limit on bound parameters."""
+    for sql, params in _in_chunks(engine, head, width, wanted):
+        yield from engine.execute(sql, params)
+
+
+def execute_in(engine: Engine, head: str, width: int, wanted: list[tuple[Any, ...]]) -> None:
+    """Run the write ``head`` (ending in ``… IN``) for tuples of ``width`` values, as ``select_in`` does."""
+    for sql, params in _in_chunks(engine, head, width, wanted):
+        engine.execute(sql, params)
+
+
+def _in_chunks(engine: Engine, head: str, width: int, wanted: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[Any]]]:
+    chunk = max(1, min(900, engine.max_parameters) // width)
     for start in range(0, len(wanted), chunk):
         part = wanted[start : start + chunk]
         values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)
-        yield from engine.execute(f"{head} (VALUES {values})", [value for row in part for value in row])
+        yield f"{head} (VALUES {values})", [value for row in part for value in row]
 
 
 def _still_violated(engine: Engine, link: Link, key: tuple[Any, ...], values: tuple[Any, ...]) -> bool:

@@ -46,7 +46,7 @@ from .changeset import (
 )
 from .hlc import HLC
 from .node import CREATE_TOMBSTONES, TOMBSTONES, Node
-from .references import ReferenceGraph, ReferenceRepair, select_in
+from .references import ReferenceGraph, ReferenceRepair, execute_in, select_in
 
 __all__ = ["ChangeSet", "Replica", "RowChange", "Settled", "SyncError"]
 
@@ -375,7 +375,11 @@ class Replica:
             if not merge.gone:
                 continue
             codec = merge.codec
-            self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
+            if self.engine.batch_rows:  # a statement per chunk of keys, not per key
+                key = ", ".join(quote_identifier(name) for name in codec.key)
+                execute_in(self.engine, f"DELETE FROM {codec.quoted_table} WHERE ({key}) IN", len(codec.key), [tuple(change.key) for change in merge.gone])
+            else:
+                self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
             settled = self.settle_captured(exclude=own)
             if repair is not None:
                 repair.note_deleted(codec.name, merge.gone)
@@ -424,11 +428,10 @@ class Replica:
                 raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
             rows.append([*values, *(state.columns[name][0] for name in codec.lww), state.version, first_seq + position])
         updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
-        self.engine.executemany(
-            f"INSERT INTO {codec.quoted_table} ({', '.join(quote_identifier(n) for n in names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT ({', '.join(quote_identifier(n) for n in codec.key)}) DO UPDATE SET {updates}",
+        self.engine.insert_rows(
+            f"INSERT INTO {codec.quoted_table} ({', '.join(quote_identifier(n) for n in names)})",
             rows,
+            f" ON CONFLICT ({', '.join(quote_identifier(n) for n in codec.key)}) DO UPDATE SET {updates}",
         )
 
     def _write_tombstones(self, marks: list[tuple[RowChange, int, bool]]) -> None:
@@ -436,8 +439,8 @@ class Replica:
         if not marks:
             return
         self.ensure_tables()
-        self.engine.executemany(
-            f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq) VALUES (?, ?, ?, ?, ?)",
+        self.engine.insert_rows(
+            f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq)",
             [
                 (change.table, key_text(change.key), change.deleted, _state_to_json(change) if keep else None, seq)
                 for change, seq, keep in marks
@@ -464,12 +467,13 @@ def _foreign_keys_deferred(engine: Engine, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    before = engine.execute("PRAGMA defer_foreign_keys").fetchone()[0]
-    engine.execute("PRAGMA defer_foreign_keys = ON")
+    before = engine.pragma("defer_foreign_keys")
+    engine.set_pragma("defer_foreign_keys", "ON")
     try:
         yield
     finally:
-        engine.execute(f"PRAGMA defer_foreign_keys = {'ON' if before else 'OFF'}")
+        if not engine.connection_lost:  # a lost connection has nothing to restore
+            engine.set_pragma("defer_foreign_keys", "ON" if before else "OFF")
 
 
 def _rows_with_keys(

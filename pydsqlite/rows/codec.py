@@ -72,8 +72,9 @@ class RowCodec:
         self.select_sql = f"SELECT {columns} FROM {self.quoted_table}"
         self._encode_row = _row_encoder(self.fields, self.encoders)
         self.auto_position = self.fields.index(self.auto_key) if self.auto_key else -1
-        self.insert_sql = {auto: self._insert_sql(auto) for auto in (False, True)}
-        """INSERT with every column (False) or leaving out a None auto-assigned key (True)."""
+        self.insert_head = {auto: self._insert_head(auto) for auto in (False, True)}
+        """``INSERT INTO table (columns)`` with every column (False) or leaving out a None auto-assigned
+        key (True); ``Engine.insert_rows`` adds the VALUES."""
 
     def _auto_key(self, model: type[BaseModel]) -> str | None:
         """A single INTEGER key declared with ``default=None`` is assigned by SQLite on insert."""
@@ -82,13 +83,13 @@ class RowCodec:
         info = model.model_fields[self.key[0]]
         return self.key[0] if info.default is None and info.default_factory is None else None
 
-    def _insert_sql(self, without_key: bool) -> str:
+    def _insert_head(self, without_key: bool) -> str:
         names = [name for name in self.fields if not (without_key and name == self.auto_key)]
         names += [name + LWW_SUFFIX for name in self.lww]
         if self.synced:
             names += [VERSION_COLUMN, SEQ_COLUMN]
         columns = ", ".join(quote_identifier(name) for name in names)
-        return f"INSERT INTO {self.quoted_table} ({columns}) VALUES ({', '.join('?' * len(names))})"
+        return f"INSERT INTO {self.quoted_table} ({columns})"
 
     # --- writing -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from ..replica.node import Node
 from ..replica.replication import ChangeSet, Replica
 from ..schema.codecs import encode_param, unstorable_reason
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
+from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .codec import RowCodec, codec_for
 from .query import Condition
@@ -37,7 +38,39 @@ _BATCH = 512
 
 
 class Database:
-    """Typed CRUD over a connection (or a path, opened and owned by this object)."""
+    """Typed reads and writes of table models over a connection (or a path, opened and owned
+    by this object): every row written is validated by its model, every row read is
+    validated into one. Each write is its own transaction, or a savepoint inside one that is
+    open (``transaction()``, or yours). ``wall_clock`` (milliseconds) and ``max_drift_ms``
+    set up the replica clock of ``LWW()`` tables (see ``HLC``).
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import Database, Field, SyncModel, col, sync_models
+        >>> class Book(SyncModel, table="books"):
+        ...     id: int = Field(default=None, primary_key=True)  # None: SQLite assigns the key
+        ...     title: str
+        ...     pages: int = 0
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Book])
+        >>> db = Database(conn)
+        >>> db.insert(Book(title="Dune", pages=412))
+        Book(id=1, title='Dune', pages=412)
+        >>> db.insert_many([Book(title="Emma"), Book(title="Ulysses", pages=730)])
+        2
+        >>> db.get(Book, 1)
+        Book(id=1, title='Dune', pages=412)
+        >>> db.update(Book, 2, pages=474)
+        Book(id=2, title='Emma', pages=474)
+        >>> [book.title for book in db.select(Book, col("pages") > 450, order_by="-pages")]
+        ['Ulysses', 'Emma']
+        >>> with db.transaction():  # both or neither
+        ...     _ = db.delete(Book, 3)
+        ...     _ = db.upsert(Book(id=1, title="Dune", pages=500))
+        >>> db.count(Book), db.get(Book, 3)
+        (2, None)
+    """
 
     def __init__(
         self,
@@ -47,7 +80,7 @@ class Database:
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
     ) -> None:
         if not is_connection(conn) and not isinstance(conn, (str, os.PathLike)):
-            raise UsageError(f"Database() takes a sqlite3.Connection or a path, not {type(conn).__name__}")
+            raise UsageError(f"Database() takes a sqlite3.Connection, a dqlitedbapi connection or a path, not {type(conn).__name__}")
         self._owns = not is_connection(conn)
         self.engine: Engine = engine_for(conn) if is_connection(conn) else SqliteEngine(sqlite3.connect(os.fspath(conn)))
         self.conn = self.engine.connection
@@ -151,7 +184,8 @@ class Database:
 
     def insert_many(self, objs: Iterable[M], model: type[M] | None = None) -> int:
         """Validate every object first (a ValidationError names the failing index and writes nothing),
-        then insert them all in one transaction with ``executemany``; returns the number inserted."""
+        then insert them all in one transaction (``executemany``, or multi-row statements on an engine
+        where each statement costs a network round); returns the number inserted."""
         if isinstance(objs, (BaseModel, str, bytes, dict)):
             raise UsageError(f"insert_many() takes an iterable of rows, not {type(objs).__name__}; use insert() for one")
         items = list(objs)
@@ -275,11 +309,11 @@ class Database:
     ) -> Iterator[M]:
         """Like ``select`` but streams rows from the cursor, so memory stays flat for any result size."""
         codec = codec_for(model)
-        sql, bound = _query(codec, codec.select_sql, where, params, order_by, limit, offset)
-        return self._stream(codec, sql, bound)  # type: ignore[return-value]
+        sql, bound = _query(self.engine, codec, codec.select_sql, where, params, order_by, limit, offset)
+        return self._stream(codec, sql, bound, where)  # type: ignore[return-value]
 
-    def _stream(self, codec: RowCodec, sql: str, bound: list[Any]) -> Iterator[BaseModel]:
-        with _reading(self.engine, codec, bound):
+    def _stream(self, codec: RowCodec, sql: str, bound: list[Any], where: object) -> Iterator[BaseModel]:
+        with _reading(self.engine, codec, bound, where):
             cursor = self.engine.execute(sql, bound)
         while rows := cursor.fetchmany(_BATCH):
             yield from codec.decode_many(rows)
@@ -287,8 +321,8 @@ class Database:
     def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Sequence[Any] = ()) -> int:
         """The number of rows matching ``where`` (all rows without one)."""
         codec = codec_for(model)
-        sql, bound = _query(codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
-        with _reading(self.engine, codec, bound):
+        sql, bound = _query(self.engine, codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
+        with _reading(self.engine, codec, bound, where):
             return int(self.engine.execute(sql, bound).fetchone()[0])
 
     # --- internals ---------------------------------------------------------------------------
@@ -311,7 +345,7 @@ class Database:
             raise mismatch from error
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> Cursor:
-        """INSERT validated instances with ``executemany``. Rows of a synced table are one write
+        """INSERT validated instances (``Engine.insert_rows``). Rows of a synced table are one write
         event: every timestamp of the batch is one ``now()``, each row gets its own sequence number."""
         stamp = str(self.clock.now()) if codec.lww else ""
         first_seq = self._node.allocate_seq(len(instances)) if codec.synced else 0
@@ -328,11 +362,11 @@ class Database:
             values.extend(stamps)
             if codec.synced:
                 values.extend((stamp, first_seq + position))
-            groups.setdefault(codec.insert_sql[auto], []).append(values)
+            groups.setdefault(codec.insert_head[auto], []).append(values)
         cursor = None
         with _binding(lambda: next(filter(None, map(codec.unstorable, instances)), None)):
-            for sql, rows in groups.items():
-                cursor = self.engine.executemany(sql, rows) if len(rows) > 1 else self.engine.execute(sql, rows[0])
+            for head, rows in groups.items():
+                cursor = self.engine.insert_rows(head, rows)
         if codec.synced:
             self._replica.revive(keys, codec, first_seq)
         assert cursor is not None
@@ -442,9 +476,10 @@ def _unstorable_param(codec: RowCodec, params: Sequence[Any], names: Sequence[st
 
 
 @contextmanager
-def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = ()) -> Iterator[None]:
+def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where: object = None) -> Iterator[None]:
     """A read: a table or column the database lacks raises ``SchemaMismatchError``, a query
-    parameter SQLite cannot bind ``UnstorableValueError``."""
+    parameter SQLite cannot bind ``UnstorableValueError``, SQL text that cannot run as one
+    condition with its parameters ``UsageError``."""
     try:
         with _binding(lambda: _unstorable_param(codec, params)):
             yield
@@ -453,9 +488,28 @@ def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = ()) -> Ite
         if mismatch is None:
             raise
         raise mismatch from error
+    except engine.Error as error:
+        if not isinstance(where, str):
+            raise
+        raise _unusable_where(codec, where, error) from error
+
+
+def _unusable_where(codec: RowCodec, where: str, error: Exception) -> UsageError:
+    """The driver's refusal of ``where=`` text (several statements, placeholders and params that do
+    not pair up) as a ``UsageError`` naming model and table."""
+    tokens = tokenize(where)
+    if any(token.text == ";" for token in tokens):
+        problem = "it holds more than one statement (a ';'); pass one condition, values as ? parameters"
+    elif "bindings" in str(error):
+        placeholders = sum(1 for token in tokens if token.kind == "variable")
+        problem = f"it has {placeholders} placeholder{'s' if placeholders != 1 else ''}, which params= must match one for one ({error})"
+    else:
+        problem = str(error)
+    return UsageError(f"{codec.model.__qualname__} (table {codec.name!r}): where={where!r} cannot run: {problem}")
 
 
 def _query(
+    engine: Engine,
     codec: RowCodec,
     head: str,
     where: str | Condition | None,
@@ -477,17 +531,58 @@ def _query(
     if isinstance(params, (str, bytes)):
         raise UsageError(f"params= takes a sequence of values, not {type(params).__name__} (write ({params!r},))")
     bound.extend(params)
+    if isinstance(where, str) and '"' in where:
+        _refuse_double_quoted_strings(engine, codec, head, where, [encode_param(value) for value in bound])
     if order_by:
         sql += " ORDER BY " + ", ".join(_order_term(codec, term) for term in ([order_by] if isinstance(order_by, str) else order_by))
     if limit is not None:
         sql += " LIMIT ?"
-        bound.append(int(limit))
+        bound.append(_row_count_argument(codec, "limit", limit))
     if offset is not None:
         if limit is None:
             sql += " LIMIT -1"
         sql += " OFFSET ?"
-        bound.append(int(offset))
+        bound.append(_row_count_argument(codec, "offset", offset))
     return sql, [encode_param(value) for value in bound]
+
+
+def _row_count_argument(codec: RowCodec, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"{name}= takes a whole number of rows, 0 or more, not {value!r} (reading {codec.model.__qualname__}, table {codec.name!r})")
+    return value
+
+
+def _refuse_double_quoted_strings(engine: Engine, codec: RowCodec, head: str, where: str, bound: list[Any]) -> None:
+    """SQLite reads a double-quoted name that resolves to no column as a string literal, so a
+    misspelled ``"nmae" = ?`` would compare a constant. The condition is compiled (EXPLAIN, nothing
+    runs) with every double-quoted name in grave accents, which SQLite never takes for a string:
+    a name that then resolves to nothing raises ``SchemaMismatchError``."""
+    tokens = [token for token in tokenize(where) if token.kind == "quoted" and token.text.startswith('"')]
+    if not tokens:
+        return
+    probe, position = [], 0
+    for token in tokens:
+        probe.append(where[position : token.start] + quote_identifier(token.identifier))
+        position = token.end
+    probe.append(where[position:])
+    try:
+        engine.execute(f"EXPLAIN {head} WHERE {''.join(probe)}", bound).fetchall()
+    except (OverflowError, UnicodeEncodeError):
+        return  # a parameter SQLite cannot bind: the query itself names it
+    except engine.Error as error:
+        missing = _NO_COLUMN.match(str(error))
+        names = {fold_name(token.identifier): token.identifier for token in tokens}
+        column = (missing.group(1) or "").rsplit(".", 1)[-1] if missing else ""
+        if fold_name(column) not in names:
+            return  # some other trouble: the query itself reports it
+        name = names[fold_name(column)]
+        raise SchemaMismatchError(
+            codec.name,
+            name,
+            f'the query names "{name}" in double quotes, which is no column here (of {codec.model.__qualname__}, table {codec.name!r}, '
+            f"fields: {', '.join(codec.fields)}): SQLite would read it as the string {name!r}; write strings in single quotes "
+            f"('{name}') and names bare or in grave accents",
+        ) from None
 
 
 def _order_term(codec: RowCodec, term: str) -> str:

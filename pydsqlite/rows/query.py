@@ -14,7 +14,16 @@ from ..sql.render import quote_identifier
 
 @dataclass(frozen=True)
 class Condition:
-    """A WHERE condition: SQL text with ``?`` placeholders and its parameters."""
+    """A WHERE condition: SQL text with ``?`` placeholders and its parameters. Built with
+    ``col``, combined with ``&``, ``|`` and ``~``; or written by hand.
+
+    Examples:
+        >>> from pydsqlite import Condition, col
+        >>> (col("age") >= 18) & ~col("email").like("%@example.com")
+        Condition(sql='(`age` >= ?) AND (NOT (`email` LIKE ?))', params=(18, '%@example.com'))
+        >>> Condition("length(name) > ?", (3,))
+        Condition(sql='length(name) > ?', params=(3,))
+    """
 
     sql: str
     params: tuple[Any, ...] = ()
@@ -34,7 +43,26 @@ class Condition:
 
 @dataclass(frozen=True)
 class col:  # noqa: N801 - reads as a function in queries
-    """A column reference for building conditions."""
+    """A column reference for building conditions: compare it with ``==``, ``!=``, ``<``,
+    ``<=``, ``>``, ``>=`` (``== None`` is ``IS NULL``), or use ``is_in`` and ``like``.
+    Values are always bound as parameters, never formatted into the SQL.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Optional
+        >>> from pydsqlite import Database, SyncModel, col, sync_models
+        >>> class Guest(SyncModel, table="guests"):
+        ...     name: str
+        ...     age: Optional[int] = None
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Guest])
+        >>> db = Database(conn)
+        >>> _ = db.insert_many([Guest(name="Ann", age=34), Guest(name="Bob"), Guest(name="Cy", age=12)])
+        >>> db.select(Guest, (col("age") >= 18) | (col("age") == None), order_by="name")
+        [Guest(name='Ann', age=34), Guest(name='Bob', age=None)]
+        >>> db.count(Guest, col("name").is_in(["Ann", "Cy"]))
+        2
+    """
 
     name: str
 
@@ -64,12 +92,14 @@ class col:  # noqa: N801 - reads as a function in queries
         return self._compare(">=", value)
 
     def is_in(self, values: list[Any] | tuple[Any, ...]) -> Condition:
+        """The column's value is one of ``values`` (no values: matches no row)."""
         values = tuple(values)
         if not values:
             return Condition("0")
         return Condition(f"{quote_identifier(self.name)} IN ({', '.join('?' * len(values))})", values)
 
     def like(self, pattern: str) -> Condition:
+        """SQLite's ``LIKE``: ``%`` matches any text, ``_`` one character, ASCII letters in any case."""
         return self._compare("LIKE", pattern)
 
     __hash__ = None  # type: ignore[assignment]

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 NoneType = type(None)
@@ -210,9 +210,65 @@ def encoder_for(annotation: Any) -> Callable[[Any], Any] | None:
         return lambda value: encode(_enum_value(value))
     if kind == "int":
         return int  # plain int for int subclasses (bound exactly by sqlite3)
+    if kind == "json" and _loosely_typed(inner, set()):
+        return _json_text_round_trip(inner)
     if kind == "json" and _may_hold_datetimes(inner, set()):
         return _json_text_whole_minute_offsets
     return encode
+
+
+_BARE_CONTAINERS = (dict, list, tuple)
+
+
+def _loosely_typed(annotation: Any, seen: set[int]) -> bool:
+    """Whether ``annotation`` leaves some part of its values' types open (``Any``, a bare ``dict``,
+    ``list`` or ``tuple``, at any depth): JSON then decides what comes back."""
+    if id(annotation) in seen:
+        return False
+    seen.add(id(annotation))
+    if annotation is Any or annotation in _BARE_CONTAINERS:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(_loosely_typed(info.annotation, seen) for info in annotation.model_fields.values())
+    return any(_loosely_typed(arg, seen) for arg in get_args(annotation) if arg is not Ellipsis)
+
+
+def _json_text_round_trip(annotation: Any) -> Callable[[Any], str]:
+    """JSON text of a value of a loosely typed field, refused (ValueError) unless reading it back
+    gives the same value with the same types: a loose type cannot restore what JSON changes
+    (integer keys become text, tuples lists, Decimal, bytes and date-times text)."""
+    adapter = TypeAdapter(annotation)
+
+    def encode(value: Any) -> str:
+        text = _json_text(value)
+        difference = _difference(value, adapter.validate_python(json.loads(text)))
+        if difference is not None:
+            raise ValueError(f"JSON does not keep it: {difference}; use a typed field (e.g. dict[int, str], tuple[int, int], Decimal) or JSON values")
+        return text
+
+    return encode
+
+
+def _difference(original: Any, back: Any) -> str | None:
+    """How ``back`` (read back from JSON) differs from ``original``, or None if it is the same value with the same types."""
+    if type(original) is not type(back):
+        return f"{original!r} ({type(original).__name__}) comes back as {back!r} ({type(back).__name__})"
+    if isinstance(original, BaseModel):
+        return _difference(original.__dict__, back.__dict__)
+    if isinstance(original, dict):
+        for key, key_back in zip(original, back):
+            if type(key) is not type(key_back) or key != key_back:
+                return f"key {key!r} ({type(key).__name__}) comes back as {key_back!r} ({type(key_back).__name__})"
+        if len(original) != len(back):
+            return f"{len(original)} keys come back as {len(back)}"
+        return next((found for key in original if (found := _difference(original[key], back[key])) is not None), None)
+    if isinstance(original, (list, tuple)):
+        if len(original) != len(back):
+            return f"{len(original)} items come back as {len(back)}"
+        return next((found for item, item_back in zip(original, back) if (found := _difference(item, item_back)) is not None), None)
+    if original != back:
+        return f"{original!r} comes back as {back!r}"
+    return None
 
 
 def _enum_value(value: Any) -> Any:

@@ -20,7 +20,25 @@ class PrimaryKey:
     """The field is (part of) the primary key; several marked fields form a composite key in field order.
 
     ``autoincrement=True`` (single INTEGER key only) adds SQLite's AUTOINCREMENT: ids of
-    deleted rows are never reused.
+    deleted rows are never reused. (A composite key can also be named with the class keyword
+    ``primary_key=("a", "b")``.)
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import PrimaryKey, SyncModel, model_migration_plan
+        >>> class Seat(SyncModel, table="seats"):
+        ...     row: Annotated[str, PrimaryKey()]
+        ...     number: Annotated[int, PrimaryKey()]
+        ...     taken: bool = False
+        >>> print(model_migration_plan(sqlite3.connect(":memory:"), [Seat]).sql)
+        CREATE TABLE `seats` (
+            `row` TEXT NOT NULL,
+            `number` INTEGER NOT NULL,
+            `taken` INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (`row`, `number`)
+        );
+        <BLANKLINE>
     """
 
     autoincrement: bool = False
@@ -28,7 +46,22 @@ class PrimaryKey:
 
 @dataclass(frozen=True)
 class Collate:
-    """The column compares text with the named collation (``BINARY``, ``NOCASE``, ``RTRIM``)."""
+    """The column compares text with the named collation (``BINARY``, ``NOCASE``, ``RTRIM``),
+    in comparisons, sorting, and the unique indexes over it.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import Collate, Database, SyncModel, col, sync_models
+        >>> class Country(SyncModel, table="countries"):
+        ...     name: Annotated[str, Collate("NOCASE")]
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Country])
+        >>> db = Database(conn)
+        >>> _ = db.insert(Country(name="New Zealand"))
+        >>> db.select(Country, col("name") == "NEW ZEALAND")
+        [Country(name='New Zealand')]
+    """
 
     name: str
 
@@ -36,7 +69,23 @@ class Collate:
 @dataclass(frozen=True, init=False)
 class Index:
     """An index. On a field: an index on that column. As a class keyword
-    (``indexes=[Index("a", "b", unique=True, name=...)]``): a composite index."""
+    (``indexes=[Index("a", "b", unique=True, name=...)]``): a composite index; without a
+    name it is called ``ix_<table>_<columns>`` (``uq_…`` when unique).
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import Index, SyncModel, model_migration_plan
+        >>> class Visit(SyncModel, table="visits", indexes=[Index("site", "day", unique=True)]):
+        ...     site: str
+        ...     day: str
+        ...     user: Annotated[str, Index()]
+        >>> plan = model_migration_plan(sqlite3.connect(":memory:"), [Visit])
+        >>> for statement in plan.operations[0].statements[1:]:
+        ...     print(statement)
+        CREATE INDEX `ix_visits_user` ON `visits` (`user`)
+        CREATE UNIQUE INDEX `uq_visits_site_day` ON `visits` (`site`, `day`)
+    """
 
     columns: tuple[str, ...]
     unique: bool
@@ -50,19 +99,71 @@ class Index:
 
 @dataclass(frozen=True)
 class Unique:
-    """The column's values are unique (a unique index on it)."""
+    """The column's values are unique: a unique index on it (``uq_<table>_<column>``, or ``name``).
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import SyncModel, Unique, model_migration_plan
+        >>> class Handle(SyncModel, table="handles"):
+        ...     handle: Annotated[str, Unique()]
+        >>> print(model_migration_plan(sqlite3.connect(":memory:"), [Handle]).operations[0].statements[1])
+        CREATE UNIQUE INDEX `uq_handles_handle` ON `handles` (`handle`)
+    """
 
     name: str | None = None
 
 
 @dataclass(frozen=True)
 class LWW:
-    """Last-write-wins column: a hidden ``<column>__hlc`` companion holds its HLC timestamp."""
+    """Last-write-wins column: a hidden ``<column>__hlc`` companion holds its HLC timestamp, so
+    replicas that changed it concurrently agree on the latest write (see ``Database.apply_changes``).
+    The model and its JSON schema never show the hidden columns.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import LWW, Database, PrimaryKey, SyncModel, sync_models
+        >>> class Setting(SyncModel, table="settings"):
+        ...     key: Annotated[str, PrimaryKey()]
+        ...     value: Annotated[str, LWW()]
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Setting])
+        >>> [row[1] for row in conn.execute("PRAGMA table_info(settings)")]
+        ['key', 'value', 'value__hlc', '_pydsqlite_version', '_pydsqlite_seq']
+        >>> Database(conn).insert(Setting(key="theme", value="dark"))
+        Setting(key='theme', value='dark')
+    """
 
 
 @dataclass(frozen=True, init=False)
 class ForeignKey:
-    """References ``"table.column"`` or a table model class (its single-column primary key)."""
+    """References ``"table.column"`` (a primary key or unique column), or ``"table"`` or a table
+    model class (its single-column primary key). The table is looked up among the table models
+    declared, by name.
+
+    ``on_delete`` / ``on_update``: ``"NO ACTION"`` (default), ``"RESTRICT"``, ``"SET NULL"``,
+    ``"SET DEFAULT"`` or ``"CASCADE"`` (any case, ``_`` for spaces). SQLite enforces foreign
+    keys only on connections with ``PRAGMA foreign_keys = ON``.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import ForeignKey, PrimaryKey, SyncModel, model_migration_plan
+        >>> class Album(SyncModel, table="albums"):
+        ...     id: Annotated[int, PrimaryKey()]
+        >>> class Track(SyncModel, table="tracks"):
+        ...     id: Annotated[int, PrimaryKey()]
+        ...     album_id: Annotated[int, ForeignKey(Album, on_delete="cascade")]
+        >>> plan = model_migration_plan(sqlite3.connect(":memory:"), [Album, Track])
+        >>> print(plan.operations[1].statements[0])
+        CREATE TABLE `tracks` (
+            `id` INTEGER NOT NULL,
+            `album_id` INTEGER NOT NULL,
+            PRIMARY KEY (`id`),
+            FOREIGN KEY (`album_id`) REFERENCES `albums` (`id`) ON DELETE CASCADE
+        )
+    """
 
     target: Any
     on_delete: str
@@ -83,7 +184,25 @@ def _action(text: str) -> str:
 
 @dataclass(frozen=True, init=False)
 class RenamedFrom:
-    """The column (or, as a class keyword, the table) used to be called one of ``names``."""
+    """The column (or, as a class keyword, the table) used to be called one of ``names``:
+    ``sync_models`` renames it and keeps its data instead of dropping one column and adding
+    another. Also written ``Field(renamed_from=...)`` and ``renamed_from="old"`` on the class.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated
+        >>> from pydsqlite import RenamedFrom, SyncModel, model_migration_plan, sync_models
+        >>> class Pet(SyncModel, table="pets"):
+        ...     name: str
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Pet])
+        >>> class Pet(SyncModel, table="animals", renamed_from="pets"):
+        ...     full_name: Annotated[str, RenamedFrom("name")]
+        >>> print(model_migration_plan(conn, [Pet]))
+        Migration plan (2 operations):
+          1. rename table pets to animals
+          2. rename column animals.name to full_name
+    """
 
     names: tuple[str, ...]
 
@@ -108,7 +227,29 @@ def Field(  # noqa: N802 - mirrors pydantic.Field
     collate: str | None = None,
     **kwargs: Any,
 ) -> Any:
-    """``pydantic.Field`` plus storage markers; everything else is passed through unchanged."""
+    """``pydantic.Field`` plus storage markers; everything else is passed through unchanged.
+
+    ``primary_key``, ``autoincrement``, ``index``, ``unique``, ``lww``, ``foreign_key`` (with
+    ``on_delete`` / ``on_update``), ``renamed_from`` and ``collate`` stand for the markers of
+    the same names; length and range bounds (``max_length``, ``ge``, …) become CHECKs.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import Field, SyncModel, model_migration_plan
+        >>> class Product(SyncModel, table="products"):
+        ...     id: int = Field(default=None, primary_key=True)  # None: SQLite assigns the key
+        ...     sku: str = Field(max_length=12, unique=True)
+        >>> print(model_migration_plan(sqlite3.connect(":memory:"), [Product]).sql)
+        CREATE TABLE `products` (
+            `id` INTEGER NOT NULL,
+            `sku` TEXT NOT NULL CHECK (length(`sku`) <= 12),
+            PRIMARY KEY (`id`)
+        );
+        CREATE UNIQUE INDEX `uq_products_sku` ON `products` (`sku`);
+        <BLANKLINE>
+        >>> Product.model_json_schema()["properties"]["sku"]
+        {'maxLength': 12, 'title': 'Sku', 'type': 'string'}
+    """
     info = _PydanticField(default, **kwargs)
     markers: list[object] = []
     if primary_key or autoincrement:

@@ -74,7 +74,25 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
     snake_case class name). Further class keywords: ``primary_key=("a", "b")``,
     ``indexes=[Index(...)]``, ``strict=True``, ``without_rowid=True``, ``renamed_from="old"``. A subclass of a
     table model maps to the same table unless it passes ``table=False``; classes that
-    never declare a table are plain abstract bases.
+    never declare a table are plain abstract bases. Everything else is a Pydantic model.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Annotated, Optional
+        >>> from pydsqlite import Database, PrimaryKey, SyncModel, sync_models
+        >>> class Todo(SyncModel, table="todos"):
+        ...     id: Annotated[int, PrimaryKey()]
+        ...     title: str
+        ...     done: bool = False
+        ...     note: Optional[str] = None
+        >>> conn = sqlite3.connect(":memory:")
+        >>> print(sync_models(conn, [Todo]))
+        Migration plan (1 operation):
+          1. create table todos (4 columns)
+        >>> Database(conn).insert(Todo(id=1, title="write docs"))
+        Todo(id=1, title='write docs', done=False, note=None)
+        >>> sorted(Todo.model_json_schema()["properties"])  # an API schema like any other model's
+        ['done', 'id', 'note', 'title']
     """
 
     __pydsqlite_table__: ClassVar[TableOptions | None] = None

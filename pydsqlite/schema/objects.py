@@ -248,7 +248,21 @@ class Schema:
     """A whole database schema: tables (with their indexes), virtual tables, triggers and views.
 
     ``bookkeeping`` holds the CREATE text of pydsqlite's own tables, which no plan touches but
-    which a rehearsal of a plan needs (triggers may write to them)."""
+    which a rehearsal of a plan needs (triggers may write to them). ``schema_from_sql`` and
+    ``schema_from_database`` make one; ``sync_schema`` migrates a database to it.
+
+    Examples:
+        >>> from pydsqlite import schema_from_sql
+        >>> schema = schema_from_sql(
+        ...     "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE);"
+        ...     "CREATE VIEW emails AS SELECT email FROM users;"
+        ... )
+        >>> [table.name for table in schema.tables], [view.name for view in schema.views]
+        (['users'], ['emails'])
+        >>> users = schema.table("USERS")  # names compare as SQLite compares them
+        >>> users.column_names, users.primary_key, users.column("email").not_null
+        (('id', 'email'), ('id',), True)
+    """
 
     tables: tuple[Table, ...] = ()
     triggers: tuple[Trigger, ...] = ()

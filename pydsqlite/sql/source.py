@@ -21,20 +21,38 @@ from ..engines import SqliteEngine, engine_for, is_connection
 from ..errors import MigrationError, SchemaDefinitionError
 from ..migrate.dependants import broken_objects
 from ..migrate.introspect import introspect
+from ..migrate.rehearse import execute_standing_in
 from ..schema.objects import Schema, fold_name
-from .ddl import split_statements, table_body_columns
+from .ddl import split_statements, table_body_columns, tokenize
 
 _UNKNOWN_HERE = re.compile(r"no such (function|collation sequence|module)")
 _RENAME_HINT = re.compile(r"""(?:--|/\*)\s*@renamed\s+from\s*=\s*("(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|[^\s*]+)""", re.IGNORECASE)
 
 
 def schema_from_sql(ddl: str) -> Schema:
-    """The ``Schema`` that the DDL script ``ddl`` creates (tables, indexes, triggers, views)."""
-    with closing(sqlite3.connect(":memory:")) as scratch:
-        try:
-            scratch.executescript(ddl)
-        except sqlite3.Error as error:
-            raise SchemaDefinitionError("SQL", None, f"the desired schema does not load: {error}") from error
+    """The ``Schema`` that the DDL script ``ddl`` creates (tables, indexes, triggers, views),
+    as SQLite reads it; a ``-- @renamed from=old`` comment after a column (or on the CREATE
+    TABLE line) is a rename hint, like ``RenamedFrom``.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import schema_from_sql, sync_schema
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        >>> desired = schema_from_sql('''
+        ...     CREATE TABLE notes (
+        ...         id INTEGER PRIMARY KEY,
+        ...         text TEXT  -- @renamed from=body
+        ...     );
+        ...     CREATE INDEX notes_by_text ON notes (text);
+        ... ''')
+        >>> print(sync_schema(conn, desired))
+        Migration plan (2 operations):
+          1. rename column notes.body to text
+          2. create index notes_by_text on notes (text)
+    """
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
+        load_schema_sql(scratch, ddl)
         engine = SqliteEngine(scratch)
         broken = [text for text in broken_objects(engine, literal_names=False).values() if not _UNKNOWN_HERE.search(text)]
         if broken:  # (functions, collations and modules your connection registers are unknown here)
@@ -43,8 +61,81 @@ def schema_from_sql(ddl: str) -> Schema:
     return _apply_rename_hints(schema, ddl)
 
 
+def load_schema_sql(scratch: sqlite3.Connection, ddl: str) -> None:
+    """Run the schema statements of ``ddl`` on the scratch connection, one at a time.
+
+    Only CREATE TABLE / INDEX / VIEW / TRIGGER / VIRTUAL TABLE (and transaction control) are
+    accepted: a schema file is data, and anything else in it (ATTACH, DML, VACUUM INTO, PRAGMA)
+    could reach outside the scratch database. Each statement is executed on its own, so what
+    was checked is exactly what runs; collations and functions the caller's connection
+    registers are stood in for.
+    """
+    pending = ""
+    pieces = _pieces_ending_at_semicolons(ddl)
+    for number, piece in enumerate(pieces, 1):
+        last = number == len(pieces)
+        pending += piece
+        if not last and not sqlite3.complete_statement(pending):
+            continue
+        if all(token.text == ";" for token in tokenize(pending)):  # comments and empty statements
+            pending = ""
+            continue
+        _check_schema_statement(pending)
+        try:
+            execute_standing_in(scratch, pending)  # one statement: sqlite3 refuses any text after it
+        except sqlite3.Error as error:
+            if "incomplete input" in str(error) and not last:
+                continue  # a ``;`` inside a trigger body that sqlite3_complete took for the end
+            raise SchemaDefinitionError("SQL", None, f"the desired schema does not load: {error} (in: {_shortened(pending)})") from error
+        pending = ""
+
+
+_SCHEMA_STATEMENTS = {("TABLE",), ("INDEX",), ("UNIQUE", "INDEX"), ("VIEW",), ("TRIGGER",), ("VIRTUAL", "TABLE")}
+_TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"}
+
+
+def _pieces_ending_at_semicolons(ddl: str) -> list[str]:
+    """The script cut after each ``;`` token (not one inside a string, quoted name or comment)."""
+    ends = [token.end for token in tokenize(ddl) if token.text == ";"]
+    return [ddl[start:end] for start, end in zip([0, *ends], [*ends, len(ddl)])]
+
+
+def _check_schema_statement(statement: str) -> None:
+    words = [token.upper for token in tokenize(statement)[:3]] + ["", ""]
+    if words[0] in _TRANSACTION_CONTROL:
+        return
+    if words[0] == "CREATE" and words[1] in ("TEMP", "TEMPORARY"):
+        raise SchemaDefinitionError(
+            "SQL", None, f"temporary objects are not part of a database's schema; remove {words[1]} or the statement (in: {_shortened(statement)})"
+        )
+    if words[0] != "CREATE" or not any(tuple(words[1 : 1 + len(kind)]) == kind for kind in _SCHEMA_STATEMENTS):
+        raise SchemaDefinitionError(
+            "SQL",
+            None,
+            "a desired schema holds only CREATE TABLE / INDEX / VIEW / TRIGGER / VIRTUAL TABLE statements; "
+            f"refused: {_shortened(statement)}",
+        )
+
+
+def _shortened(statement: str, limit: int = 120) -> str:
+    text = " ".join(statement.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def schema_from_database(source: Any) -> Schema:
-    """The ``Schema`` of another SQLite database (a connection or a path, opened read-only)."""
+    """The ``Schema`` of another SQLite database (a connection or a path, opened read-only):
+    to make a database match a reference one.
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite import schema_from_database, schema_migration_plan
+        >>> reference = sqlite3.connect(":memory:")
+        >>> _ = reference.execute("CREATE TABLE tags (name TEXT PRIMARY KEY)")
+        >>> target = sqlite3.connect(":memory:")
+        >>> print(schema_migration_plan(target, schema_from_database(reference)))
+        Migration plan (1 operation):
+          1. create table tags (1 column)
+    """
     if is_connection(source):
         return introspect(engine_for(source))
     path = os.fspath(source)

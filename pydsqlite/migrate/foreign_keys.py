@@ -1,0 +1,89 @@
+"""The foreign-key strategy of a migration: how rebuilds and table drops stay safe under foreign keys.
+
+SQLite's rebuild recipe drops the old table. With foreign keys enforced, that ``DROP`` first
+deletes every row and fires the ``ON DELETE`` actions of the tables that reference it
+(``CASCADE`` empties them, silently: the rows are deleted, not orphaned). So foreign keys are
+switched off before the migration's transaction (inside one the pragma does nothing) and read
+back inside it, on the connection that runs it: the plain recipe runs only when they are
+verifiably off. Where they stay on (the caller's open transaction, or an engine where the
+switch did not take, as a dqlite connection could), a plan that rebuilds or drops a table
+other tables reference is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..engines import Engine
+from ..errors import MigrationError
+from .migration import MigrationPlan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ForeignKeyStrategy:
+    """How one migration deals with the connection's foreign keys."""
+
+    enforced_before: bool
+    """The connection enforced foreign keys when the migration began: it must leave none violated."""
+    switched_off: bool
+    """Foreign keys were switched off for the migration (and are switched on again after it)."""
+    inside_caller_transaction: bool
+    enforced: bool = False
+    """Still enforced inside the migration's transaction, as read back there."""
+
+    @classmethod
+    def before_transaction(cls, engine: Engine, *, inside_caller_transaction: bool) -> ForeignKeyStrategy:
+        """Switch foreign keys off before the transaction begins, where that is possible."""
+        enforced = bool(engine.pragma("foreign_keys"))
+        switch = enforced and not inside_caller_transaction
+        if switch:
+            try:
+                engine.set_pragma("foreign_keys", "OFF")
+            except engine.Error as error:  # read back inside the transaction, which decides
+                logger.warning("foreign keys could not be switched off for the migration: %s", error)
+        return cls(enforced, switch, inside_caller_transaction)
+
+    def verify(self, engine: Engine) -> None:
+        """Inside the migration's transaction: read back whether foreign keys are enforced."""
+        self.enforced = self.enforced_before and bool(engine.pragma("foreign_keys"))
+
+    def refuse_cascading_drops(self, engine: Engine, plan: MigrationPlan) -> None:
+        """With foreign keys enforced, dropping a table that other tables reference would fire their
+        ON DELETE actions: refuse exactly the plans that rebuild or drop such a table."""
+        if not self.enforced:
+            return
+        for operation in plan.operations:
+            if operation.kind not in ("rebuild_table", "drop_table"):
+                continue
+            children = tables_referencing(engine, operation.table)
+            if not children:
+                continue
+            if self.inside_caller_transaction:
+                why = "inside an open transaction while PRAGMA foreign_keys is ON"
+                remedy = "Commit first (pydsqlite then switches foreign keys off for the rebuild) or turn foreign keys off"
+            else:
+                why = "because foreign keys could not be switched off on this connection (PRAGMA foreign_keys still reads ON)"
+                remedy = "Run the migration on a connection where PRAGMA foreign_keys = OFF takes effect"
+            raise MigrationError(
+                f"cannot rebuild or drop table {operation.table!r} {why}: {', '.join(sorted(children))} "
+                f"reference{'s' if len(children) == 1 else ''} it, and dropping the old table would fire their "
+                f"ON DELETE actions. {remedy}; nothing was changed."
+            )
+
+    def restore(self, engine: Engine) -> None:
+        """Switch foreign keys on again after the migration (a lost connection has nothing to restore)."""
+        if self.switched_off and not engine.connection_lost:
+            engine.set_pragma("foreign_keys", "ON")
+
+
+def tables_referencing(engine: Engine, table: str) -> list[str]:
+    """Other tables with a foreign key to ``table``."""
+    rows = engine.execute(
+        "SELECT DISTINCT m.name FROM main.sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
+        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND m.name != ? COLLATE NOCASE",
+        (table, table),
+    ).fetchall()
+    return [name for (name,) in rows]

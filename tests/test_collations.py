@@ -1,0 +1,125 @@
+"""Collations the connection registers (``conn.create_collation``) work for new tables, columns,
+indexes and rebuilds; one the connection lacks is a MigrationError naming table, column and
+collation, found by the preview, with the database left as it was."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+
+from pydsqlite import (
+    Collate,
+    Database,
+    MigrationError,
+    PrimaryKey,
+    SyncModel,
+    Unique,
+    model_migration_plan,
+    schema_from_sql,
+    sync_models,
+    sync_schema,
+)
+
+
+def reverse_order(a: str, b: str) -> int:
+    return (a[::-1] > b[::-1]) - (a[::-1] < b[::-1])
+
+
+class Base(SyncModel, table="items"):
+    id: Annotated[int, PrimaryKey()]
+    s: str = ""
+
+
+class NewTable(SyncModel, table="words"):
+    id: Annotated[int, PrimaryKey()]
+    s: Annotated[str, Collate("rev")] = ""
+
+
+class NewColumn(SyncModel, table="items"):
+    id: Annotated[int, PrimaryKey()]
+    s: str = ""
+    t: Annotated[str, Collate("rev")] = ""
+
+
+class ChangedCollation(SyncModel, table="items"):
+    id: Annotated[int, PrimaryKey()]
+    s: Annotated[str, Collate("rev")] = ""
+
+
+class UniqueWithCollation(SyncModel, table="items"):
+    id: Annotated[int, PrimaryKey()]
+    s: Annotated[str, Collate("rev"), Unique()] = ""
+
+
+CHANGES = {
+    "new table": ([Base, NewTable], "words.s", "words"),
+    "new column": ([NewColumn], "items.t", "items"),
+    "changed collation (rebuild)": ([ChangedCollation], "items.s", "items"),
+    "unique column with collation (rebuild)": ([UniqueWithCollation], "items.s", "items"),
+}
+
+
+def start(path: Path, register: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    if register:
+        conn.create_collation("rev", reverse_order)
+    sync_models(conn, [Base])
+    Database(conn).insert_many([Base(id=1, s="ab"), Base(id=2, s="ba")])
+    return conn
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_registered_collation_serves_new_objects(change: str, tmp_path: Path) -> None:
+    models, column, table = CHANGES[change]
+    conn = start(tmp_path / "app.db", register=True)
+    preview = model_migration_plan(conn, models)
+    assert not preview.problems and not preview.is_empty
+    sync_models(conn, models)
+    name = column.split(".")[1]
+    conn.execute(f"INSERT OR IGNORE INTO {table} (id, {name}) VALUES (10, 'zb'), (11, 'ya')")
+    ordered = [value for (value,) in conn.execute(f"SELECT {name} FROM {table} WHERE id >= 10 ORDER BY {name}")]
+    assert ordered == ["ya", "zb"]  # reversed strings: 'ay' < 'bz'
+    assert model_migration_plan(conn, models).is_empty
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_collation_the_connection_lacks_is_refused_naming_it(change: str, tmp_path: Path) -> None:
+    models, column, _ = CHANGES[change]
+    conn = start(tmp_path / "app.db", register=False)
+    before = list(conn.iterdump())
+    preview = model_migration_plan(conn, models)
+    assert any(f"{column}: collation 'rev' is not registered" in problem for problem in preview.problems)
+    with pytest.raises(MigrationError, match=rf"{column}: collation 'rev' is not registered on this connection"):
+        sync_models(conn, models)
+    assert list(conn.iterdump()) == before
+
+
+DESIRED_SQL = """
+CREATE TABLE items (id INTEGER PRIMARY KEY, s TEXT);
+CREATE TABLE words (id INTEGER PRIMARY KEY, w TEXT COLLATE "rev");
+CREATE INDEX items_s_rev ON items (s COLLATE rev);
+CREATE VIEW by_rev AS SELECT w FROM words ORDER BY w COLLATE rev;
+"""
+
+
+@pytest.mark.parametrize("register", [True, False])
+def test_desired_sql_naming_a_connection_collation(register: bool, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "app.db")
+    if register:
+        conn.create_collation("rev", reverse_order)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, s TEXT)")
+    conn.commit()
+    before = list(conn.iterdump())
+    desired = schema_from_sql(DESIRED_SQL)
+    if register:
+        sync_schema(conn, desired)
+        conn.executemany("INSERT INTO words (w) VALUES (?)", [("zb",), ("ya",)])
+        assert conn.execute("SELECT w FROM by_rev").fetchall() == [("ya",), ("zb",)]
+    else:
+        with pytest.raises(MigrationError, match="words.w: collation 'rev' is not registered") as raised:
+            sync_schema(conn, desired)
+        assert "items: collation 'rev' is not registered" in str(raised.value)  # the index on items
+        assert list(conn.iterdump()) == before
