@@ -67,12 +67,13 @@ def edited(draw, columns: tuple[Col, ...]) -> tuple[Col, ...]:
             # columns match by name: re-adding a dropped column's name keeps that column
             same = name in original and name not in {column.origin for column in cols}
             cols.append(Col(name, draw(st.sampled_from(sorted(KINDS))), name if same else f"new {name}"))
-    # a column added under an original name while that column lived on under another one is new; once
-    # the other one is dropped later in the same release, the name matches the live column again
+    # a column holding new data under an original name (added while that column lived on under another
+    # name, or given a hint from a column that never reached the database) matches the live column of
+    # its name once nothing else claims it: a hint naming no live column is no hint
     kept = {column.origin for column in cols}
     return tuple(
         replace(column, origin=column.name)
-        if column.origin == f"new {column.name}" and column.name in original and column.name not in kept
+        if column.origin.startswith("new ") and column.name in original and column.name not in kept
         else column
         for column in cols
     )
