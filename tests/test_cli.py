@@ -620,7 +620,7 @@ def test_the_installed_console_script_runs_the_command(project):
 def test_progress_bar_on_a_terminal_redraws_one_line_per_table():
     import io
 
-    from pydsqlite.cli import ProgressReporter
+    from pydsqlite.cli.output import ProgressReporter
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
