@@ -3,6 +3,4 @@ the ``--help`` text); ``inputs`` opens the databases and loads what a command na
 data steps, schema files); ``output`` prints plans, progress and messages.
 """
 
-from .commands import main
-
-__all__ = ["main"]
+from .commands import main as main  # the console script's entry point (pydsqlite.cli:main)
