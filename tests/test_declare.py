@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import pytest
 from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
-from pydantic import BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from pydsqlite import (
     LWW,
@@ -375,3 +375,19 @@ def test_set_null_actions_need_a_nullable_column():
 
     with pytest.raises(SchemaDefinitionError, match=r"Bad\.parent_id: .*SET NULL on a NOT NULL column"):
         compile_models([Parent, declare({"id": int, "parent_id": Annotated[int, ForeignKey("set_null_parent.id", on_delete="set null")]})])
+
+
+def _shout(value: str) -> str:
+    return value.upper_case()  # type: ignore[attr-defined]  # an AttributeError, as a typo would raise
+
+
+def test_a_default_whose_own_validator_raises_is_a_schema_definition_error_naming_the_field():
+    """Pydantic wraps only ValueError and AssertionError from validators; anything else a validator
+    raises on the default is still a declaration error naming the model and field."""
+
+    class Loud(SyncModel, table="loud_defaults"):
+        id: Annotated[int, PrimaryKey()]
+        word: Annotated[str, AfterValidator(_shout)] = "hi"
+
+    with pytest.raises(SchemaDefinitionError, match=r"Loud\.word.*invalid default 'hi'.*AttributeError"):
+        compile_models([Loud])

@@ -300,6 +300,8 @@ def _default(field: _FieldDeclaration, *, auto_key: bool = False) -> str | None:
     except ValidationError as error:
         message = error.errors()[0]["msg"]
         raise field.error(f"invalid default {info.default!r}: {message}") from None
+    except Exception as error:  # a validator of the field's own that raised something pydantic does not wrap
+        raise field.error(f"invalid default {info.default!r}: validating it raised {type(error).__name__}: {error}") from error
     if value is None:
         return None
     try:
