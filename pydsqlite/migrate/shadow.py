@@ -217,9 +217,10 @@ class ShadowSpec:
         return _row([c.source if source else quote_identifier(c.name) for c in self.key.ordering])
 
     def bounds_sql(self, condition: str) -> str:
-        """The key of the row ``?1`` rows into the live rows matching ``condition``, in key order."""
+        """The key of the row as many rows (the one parameter) into the live rows matching ``condition``,
+        in key order."""
         ordering = ", ".join(c.source for c in self.key.ordering)
-        return f"SELECT {ordering} FROM {quote_identifier(self.source)} WHERE {condition} ORDER BY {ordering} LIMIT 1 OFFSET ?1"
+        return f"SELECT {ordering} FROM {quote_identifier(self.source)} WHERE {condition} ORDER BY {ordering} LIMIT 1 OFFSET ?"
 
     def range_condition(self, lower: Sequence[str] | None, upper: Sequence[str] | None) -> str:
         """SQL over the live table for the rows after key ``lower`` up to key ``upper`` (inclusive;
