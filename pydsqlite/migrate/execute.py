@@ -20,6 +20,7 @@ from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
 from .foreign_keys import ForeignKeyStrategy
+from .introspect import has_object
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
 from .migration import MigrationPlan, Operation, RowCopy
 from .rebuild import PROGRESS_FUNCTION
@@ -233,7 +234,7 @@ class MigrationSession:
             rows = [
                 row
                 for table in self.foreign_key_tables
-                if self.engine.scalar("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,))
+                if has_object(self.engine, table)
                 for row in self.engine.execute("SELECT * FROM pragma_foreign_key_check(?)", (table,)).fetchall()
             ]
         return Counter((row[0], row[2]) for row in rows)

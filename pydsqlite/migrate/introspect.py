@@ -263,13 +263,14 @@ def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
     return resolved
 
 
-def _has_table(engine: Engine, name: str) -> bool:
-    return engine.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+def has_object(engine: Engine, name: str, kind: str = "table") -> bool:
+    """Whether the main database holds a ``kind`` (table, trigger, index, view) named ``name``."""
+    return engine.execute("SELECT 1 FROM main.sqlite_master WHERE type = ? AND name = ?", (kind, name)).fetchone() is not None
 
 
 def read_managed_objects(engine: Engine) -> ManagedObjects:
     """The tables and indexes pydsqlite recorded as its own (empty before the first sync)."""
-    if not _has_table(engine, OBJECTS_TABLE):
+    if not has_object(engine, OBJECTS_TABLE):
         return ManagedObjects()
     rows = engine.execute(f"SELECT kind, name FROM {OBJECTS_TABLE}").fetchall()
     by_kind: dict[str, set[str]] = defaultdict(set)
@@ -296,11 +297,11 @@ def read_managed_objects(engine: Engine) -> ManagedObjects:
 
 def read_migration_history(engine: Engine) -> list[AppliedMigration]:
     """Every migration pydsqlite applied to this database, oldest first."""
-    if not _has_table(engine, MIGRATIONS_TABLE):
+    if not has_object(engine, MIGRATIONS_TABLE):
         return []
     rows = engine.execute(f"SELECT id, applied_at, fingerprint, description, sql FROM {MIGRATIONS_TABLE} ORDER BY id").fetchall()
     steps: dict[int, list[str]] = defaultdict(list)
-    if _has_table(engine, DATA_STEPS_TABLE):
+    if has_object(engine, DATA_STEPS_TABLE):
         for name, migration in engine.execute(f"SELECT name, migration_id FROM {DATA_STEPS_TABLE} ORDER BY name").fetchall():
             steps[migration].append(name)
     return [
@@ -311,7 +312,7 @@ def read_migration_history(engine: Engine) -> list[AppliedMigration]:
 
 def applied_data_steps(engine: Engine) -> frozenset[str]:
     """Names of the data steps already applied to this database."""
-    if not _has_table(engine, DATA_STEPS_TABLE):
+    if not has_object(engine, DATA_STEPS_TABLE):
         return frozenset()
     return frozenset(name for (name,) in engine.execute(f"SELECT name FROM {DATA_STEPS_TABLE}").fetchall())
 

@@ -44,7 +44,7 @@ from ..sql.ddl import parse_index_terms, parse_index_where, tokenize
 from ..sql.render import quote_identifier
 from .datacheck import check_plan_against_data, count_checks, refuse_unless_applicable
 from .execute import ProgressCallback, migration_session, migration_settings, read_snapshot, temporary_triggers
-from .introspect import introspect
+from .introspect import has_object, introspect
 from .metadata import ONLINE_PREFIX, ManagedObjects, state_statements
 from .metadata import STATE_TABLE as FAST_PATH_TABLE
 from .migration import MigrationPlan, Operation
@@ -168,7 +168,7 @@ class _Claim:
 
     def holder(self, engine: Engine) -> tuple[str, str, int, float] | None:
         """Another process's claim that still counts, if any."""
-        if not _exists(engine, CLAIM_TABLE):
+        if not has_object(engine, CLAIM_TABLE):
             return None
         row = engine.execute(f"SELECT token, host, pid, heartbeat FROM {CLAIM_TABLE}").fetchone()
         if row is None or row[0] == self.token:
@@ -228,10 +228,6 @@ def _process_alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
-
-
-def _exists(engine: Engine, name: str, kind: str = "table") -> bool:
-    return engine.scalar("SELECT 1 FROM main.sqlite_master WHERE type = ? AND name = ?", (kind, name)) is not None
 
 
 # --- pacing and progress ----------------------------------------------------------------------
@@ -337,7 +333,7 @@ class _TableCopy:
 
     def _resumable(self) -> bool:
         spec, engine = self.spec, self.engine
-        if not _exists(engine, STATE_TABLE) or not _exists(engine, spec.new) or not _exists(engine, spec.log):
+        if not has_object(engine, STATE_TABLE) or not has_object(engine, spec.new) or not has_object(engine, spec.log):
             return False
         row = engine.execute(
             f"SELECT pass, fingerprint, source_sql FROM {STATE_TABLE} WHERE table_name = ?", (spec.table,)
@@ -348,7 +344,7 @@ class _TableCopy:
             and row[0] == spec.pass_number
             and row[1] == spec.fingerprint
             and row[2] == source_sql
-            and all(_exists(engine, name, "trigger") for name in spec.recorder_names)
+            and all(has_object(engine, name, "trigger") for name in spec.recorder_names)
         )
 
     @property
@@ -530,18 +526,18 @@ class _Run:
             for _, name, _ in _leftovers(self.engine)["trigger"]:
                 if fold_name(name).startswith(prefix):
                     engine.execute(f"DROP TRIGGER {quote_identifier(name)}")
-            if _exists(engine, log_table_name(table)):
+            if has_object(engine, log_table_name(table)):
                 engine.execute(f"DROP TABLE {quote_identifier(log_table_name(table))}")
-            if _exists(engine, STATE_TABLE):
+            if has_object(engine, STATE_TABLE):
                 engine.execute(f"DELETE FROM {STATE_TABLE} WHERE table_name = ? AND pass = 1", (table,))
-        if _exists(engine, new_table_name(table)):
+        if has_object(engine, new_table_name(table)):
             self.free(new_table_name(table), table)
 
     def settle_before_planning(self) -> None:
         """Free old tables, and finish the index passes an interrupted run left pending."""
         for _, name, _ in _leftovers(self.engine)["old"]:
             self.free(name, name[len(f"{ONLINE_PREFIX}_old_") :])
-        if not _exists(self.engine, STATE_TABLE):
+        if not has_object(self.engine, STATE_TABLE):
             return
         pending = self.engine.execute(f"SELECT table_name, final_indexes FROM {STATE_TABLE} WHERE pass = 2").fetchall()
         for table, final_indexes in pending:
@@ -644,11 +640,11 @@ class _Run:
         engine = self.engine
         try:
             with engine.unit(immediate=True):
-                if _exists(engine, CLAIM_TABLE):
+                if has_object(engine, CLAIM_TABLE):
                     engine.execute(f"DELETE FROM {CLAIM_TABLE} WHERE token = ?", (self.claim.token,))
-                if _exists(engine, STATE_TABLE) and engine.scalar(f"SELECT COUNT(*) FROM {STATE_TABLE}") == 0:
+                if has_object(engine, STATE_TABLE) and engine.scalar(f"SELECT COUNT(*) FROM {STATE_TABLE}") == 0:
                     engine.execute(f"DROP TABLE {STATE_TABLE}")
-                if not _exists(engine, STATE_TABLE) and _exists(engine, CLAIM_TABLE):
+                if not has_object(engine, STATE_TABLE) and has_object(engine, CLAIM_TABLE):
                     if engine.scalar(f"SELECT COUNT(*) FROM {CLAIM_TABLE}") == 0:
                         engine.execute(f"DROP TABLE {CLAIM_TABLE}")
         except self.engine.Error as error:  # the claim goes stale on its own
@@ -704,7 +700,7 @@ def settle_offline(engine: Engine) -> None:
     for label in ("log", "new", "old"):
         for _, name, _ in found[label]:
             engine.execute(f"DROP TABLE {quote_identifier(name)}")
-    if _exists(engine, STATE_TABLE):
+    if has_object(engine, STATE_TABLE):
         for table, final_indexes in engine.execute(f"SELECT table_name, final_indexes FROM {STATE_TABLE} WHERE pass = 2").fetchall():
             for _, name, owner in found["index"]:
                 if fold_name(owner) == fold_name(table):
@@ -893,7 +889,7 @@ def _abandon(run: _Run, copies: Sequence[_TableCopy], *, free: bool = True) -> N
                 for name in spec.recorder_names:
                     engine.execute(f"DROP TRIGGER IF EXISTS {quote_identifier(name)}")
                 engine.execute(f"DROP TABLE IF EXISTS {quote_identifier(spec.log)}")
-                if _exists(engine, STATE_TABLE):  # a pending index pass stays pending
+                if has_object(engine, STATE_TABLE):  # a pending index pass stays pending
                     engine.execute(f"DELETE FROM {STATE_TABLE} WHERE table_name = ? AND pass = 1", (spec.table,))
         if free:
             for copy in copies:

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from ..engines import Engine
+from ..migrate.introspect import has_object
 from ..schema.objects import Schema, Table, fold_name
 from .capture import CAPTURED, register_roles
 from .changeset import to_json_value
@@ -26,7 +27,7 @@ from .node import TOMBSTONES, Node
 
 def settle_pending_deletes(engine: Engine) -> None:
     """Turn deletes captured before a migration into tombstones now, while they still fit the live shape."""
-    if not _exists(engine, CAPTURED) or engine.execute(f"SELECT 1 FROM {CAPTURED} LIMIT 1").fetchone() is None:
+    if not has_object(engine, CAPTURED) or engine.execute(f"SELECT 1 FROM {CAPTURED} LIMIT 1").fetchone() is None:
         return
     from .replication import Replica  # the merge imports the migration's introspection: import here, not at load
 
@@ -48,7 +49,7 @@ def reshape_tombstones(
 
     ``table_renames`` holds (old, new) table names, ``column_renames`` (table, old, new) with the
     table's new name, both as the plan applied them."""
-    if not _exists(engine, TOMBSTONES):
+    if not has_object(engine, TOMBSTONES):
         return
     for old, new in table_renames:
         engine.execute(f"UPDATE {TOMBSTONES} SET table_name = ? WHERE table_name = ? COLLATE NOCASE", (new, old))
@@ -111,9 +112,3 @@ class _Shape:
             value = self.engine.scalar(f"SELECT {default}") if default is not None else None
             self._defaults[name] = to_json_value(value)
         return self._defaults[name]
-
-
-def _exists(engine: Engine, table: str) -> bool:
-    query = "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?"
-    return engine.execute(query, (table,)).fetchone() is not None
-
