@@ -5,6 +5,7 @@ original table intact for the next sync to finish the job."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -33,6 +34,7 @@ from pydsqlite import (
     model_migration_plan,
     sync_models,
 )
+from pydsqlite.migrate import online
 from pydsqlite.migrate.online import CREATE_CLAIM_TABLE
 from tests import online_worker
 from tests.online_worker import Wide, make_database, replay
@@ -443,6 +445,50 @@ def test_a_row_written_during_the_copy_that_breaks_the_new_shape_stops_it_cleanl
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("SELECT COUNT(*) FROM things WHERE name = 'thing 1'").fetchone() == (2,)
         assert model_migration_plan(conn, [before]).is_empty  # the original table, as it was
+
+
+def test_a_unique_value_that_moves_from_a_copied_row_to_one_not_yet_copied_comes_through(tmp_path: Path) -> None:
+    """The new table still holds the copied row's old value when the chunk with the row that took it
+    over arrives: the copy settles the logged rows first instead of calling that a violation."""
+    live, offline = tmp_path / "live.db", tmp_path / "offline.db"
+    _things_database(live)
+    _copy_database(live, offline)
+
+    class After(SyncModel, table="things"):
+        id: Annotated[int, PrimaryKey()]
+        region: str
+        name: Annotated[str, Unique()]
+        size: str
+
+    writes = [
+        "UPDATE things SET name = 'moved away' WHERE id = 2",  # copied in the first chunk
+        f"UPDATE things SET name = 'thing 2' WHERE id = {ROWS - 1}",  # not copied yet
+        f"UPDATE things SET name = 'thing {ROWS - 1}' WHERE id = 3",  # and the other way round
+    ]
+    _online_with_writes(live, [After], writes)
+    with closing(sqlite3.connect(live)) as conn, closing(_offline_with_writes(offline, [After], writes)) as expected:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert _database_state(conn) == _database_state(expected)
+        assert conn.execute("SELECT id FROM things WHERE name = 'thing 2'").fetchall() == [(ROWS - 1,)]
+        assert _leftovers(conn) == []
+
+
+def test_steps_stopped_at_the_time_limit_are_rolled_back_and_taken_again_smaller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step still running at ``STEP_LIMIT`` is interrupted (the write lock is never held longer):
+    nothing of it stays, and the copy goes on in smaller steps to the same end state."""
+    live, offline = tmp_path / "live.db", tmp_path / "offline.db"
+    _, after = _things_database(live)
+    _copy_database(live, offline)
+    monkeypatch.setattr(online, "STEP_LIMIT", 0.0)  # every statement long enough to be looked at is stopped
+    with caplog.at_level(logging.DEBUG, logger="pydsqlite.migrate.online"):
+        _online_with_writes(live, [after], WRITES_DURING_COPY)
+    assert any("ran past" in record.message for record in caplog.records)
+    with closing(sqlite3.connect(live)) as conn, closing(_offline_with_writes(offline, [after], WRITES_DURING_COPY)) as expected:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert _database_state(conn) == _database_state(expected)
+        assert _leftovers(conn) == []
 
 
 def test_two_migrators_never_run_an_online_migration_at_once(tmp_path: Path) -> None:

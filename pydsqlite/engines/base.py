@@ -174,6 +174,13 @@ class Engine(ABC):
         statements before they run refuse nothing."""
         yield []
 
+    @contextmanager
+    def time_limit(self, deadline: float) -> Iterator[None]:
+        """While the block runs, a statement still running at ``deadline`` (a ``time.perf_counter()``
+        value) is interrupted, which ``is_interrupted`` recognises. Engines that cannot interrupt
+        a statement let it finish."""
+        yield
+
     # --- pragmas -------------------------------------------------------------------------------
 
     def pragma(self, name: str) -> Any:
@@ -196,6 +203,10 @@ class Engine(ABC):
         """Whether ``error`` means another connection holds the lock."""
         text = str(error).lower()
         return "locked" in text or "busy" in text
+
+    def is_interrupted(self, error: BaseException) -> bool:
+        """Whether ``error`` is a statement stopped by ``time_limit``."""
+        return "interrupt" in str(error).lower()
 
     def is_read_only(self, error: BaseException) -> bool:
         """Whether ``error`` means the database cannot be written."""

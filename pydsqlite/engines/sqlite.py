@@ -9,6 +9,7 @@ never opens transactions) and ``autocommit=False`` (PEP 249: a transaction is al
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,8 @@ from .base import Cursor, Engine
 
 LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 """``conn.autocommit`` in legacy mode (the only mode before Python 3.12, which lacks the attribute)."""
+_PROGRESS_EVERY = 4000
+"""Virtual machine steps between two looks at the clock in ``time_limit`` (well under a millisecond)."""
 
 
 class SqliteEngine(Engine):
@@ -99,3 +102,17 @@ class SqliteEngine(Engine):
 
     def create_function(self, name: str, arity: int, function: Callable[..., Any], *, deterministic: bool = False) -> None:
         self.connection.create_function(name, arity, function, deterministic=deterministic)
+
+    @contextmanager
+    def time_limit(self, deadline: float) -> Iterator[None]:
+        """With a progress handler, which SQLite calls every few thousand steps of a statement. It
+        replaces a progress handler of the caller's own, and is removed after the block."""
+
+        def past_deadline() -> bool:
+            return time.perf_counter() >= deadline
+
+        self.connection.set_progress_handler(past_deadline, _PROGRESS_EVERY)
+        try:
+            yield
+        finally:
+            self.connection.set_progress_handler(None, 0)

@@ -92,6 +92,21 @@ def count_checks(engine: Engine, checks: tuple[DataCheck, ...]) -> list[int]:
     return counts
 
 
+def any_failing(engine: Engine, checks: tuple[DataCheck, ...]) -> bool:
+    """Whether any row fails any of ``checks``: for row checks a filter that stops at the first
+    such row (no per-row aggregate, as a chunk of an online copy checks every row it copies)."""
+    by_source: dict[str, list[str]] = {}
+    for check in checks:
+        if check.source is not None and check.condition is not None:
+            by_source.setdefault(check.source, []).append(f"({check.condition})")
+        elif check.count_sql is not None and int(engine.execute(check.count_sql).fetchone()[0] or 0):
+            return True
+    return any(
+        engine.execute(f"SELECT 1 FROM {source} WHERE {' OR '.join(conditions)} LIMIT 1").fetchone() is not None
+        for source, conditions in by_source.items()
+    )
+
+
 def _message(engine: Engine, check: DataCheck, count: int) -> str:
     where = f"{check.table}.{check.column}" if check.column else check.table
     rows = f"{count} row{'s' if count != 1 else ''}"

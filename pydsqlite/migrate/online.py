@@ -9,9 +9,10 @@ table's machinery):
    finished; an interrupted copy is resumed when the new plan copies the same way.
 2. The plan is made and checked exactly as offline (same refusals), then every rebuild that
    can go online gets its new table, key log and recorder triggers.
-3. Copy: chunks in key order, sized to ``STEP_BUDGET`` of lock each, with a pause after each
-   so that writers waiting in SQLite's busy handler (which sleeps in growing steps) get in;
-   catch-up passes over the logged keys keep the backlog small.
+3. Copy: chunks in key order, one statement in one short transaction each, sized to hold the
+   write lock for ``STEP_BUDGET``, with a pause after each so that writers waiting in SQLite's
+   busy handler (which sleeps in growing steps) get in; catch-up passes over the logged keys
+   keep the backlog small.
 4. One short final transaction runs the rest of the plan in order, with each online rebuild
    reduced to its last catch-up and the swap, and records the migration.
 5. Afterwards the old tables' pages are freed in steps; where the new shape keeps index
@@ -32,6 +33,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -42,7 +44,7 @@ from ..errors import MigrationError, UsageError
 from ..schema.objects import Index, Schema, fold_name
 from ..sql.ddl import parse_index_terms, parse_index_where, tokenize
 from ..sql.render import quote_identifier
-from .datacheck import check_plan_against_data, count_checks, refuse_unless_applicable
+from .datacheck import any_failing, check_plan_against_data, refuse_unless_applicable
 from .execute import ProgressCallback, migration_session, migration_settings, read_snapshot, temporary_triggers
 from .introspect import has_object, introspect
 from .metadata import ONLINE_PREFIX, ManagedObjects, state_statements
@@ -66,11 +68,21 @@ from .shadow import (
 
 logger = logging.getLogger(__name__)
 
-STEP_BUDGET = 0.04
-"""Seconds of write lock one step aims for (chunks are resized after every step); with the pause
-after it, a waiting writer waits at most about twice this."""
+STEP_BUDGET = 0.05
+"""Seconds of write lock one step aims for, its commit included (chunks are resized after every
+step). A writer that came in as the step began has slept 1+2+5+10+15+20 ms in its busy handler
+by 53 ms and wakes next at 78 ms: a step ending by then lets every waiting writer in within
+about 80 ms, with room for a step that takes longer than the last one predicted."""
+STEP_LIMIT = 0.062
+"""Seconds after which a step's statement is interrupted and the step rolled back, to be taken
+again in half the size: the hard bound behind ``STEP_BUDGET`` (a commit takes another 10 to
+15 ms), where the engine can interrupt a statement."""
 MIN_PAUSE = 0.002
 """Shortest pause between two steps."""
+CACHE_KIB = 16 * 1024
+"""Page cache (KiB) the migrating connection uses at least during an online migration: every
+chunk updates the new table's indexes at scattered places, and a cache smaller than their
+busy pages makes each chunk read them again. A fixed amount, whatever the table's size."""
 BUSY_HANDLER_SLEEPS = (0.001, 0.002, 0.005, 0.010, 0.015, 0.020, 0.025, 0.025, 0.025, 0.050, 0.050, 0.100)
 """How long SQLite's busy handler sleeps between its tries (sqlite3_busy_timeout), then 100 ms each."""
 STALE_AFTER = 60.0
@@ -234,25 +246,45 @@ def _process_alive(pid: int) -> bool:
 
 
 class _Pacer:
-    """Sizes steps (rows or log entries per transaction) to hold the write lock for about
-    ``STEP_BUDGET``, and pauses after each for as long as SQLite's busy handler sleeps once it
-    has waited that long: a writer that came in during a step finds the lock free when it next
-    looks (a copier that retook the lock at once would starve it)."""
+    """Sizes a kind of step (rows or log entries per transaction) to hold the write lock for about
+    ``STEP_BUDGET``. One statement per step: each further statement in a transaction copies every
+    page it changes to a statement journal first, and a chunk changes the same index pages as
+    the last one, so several small statements cost twice the lock time of one."""
 
-    def __init__(self, engine: Engine, size: int = 256) -> None:
-        self.engine = engine
+    def __init__(self, size: int = 256) -> None:
         self.size = size
+        self.costs: deque[float] = deque(maxlen=4)
+        """Seconds of lock per unit in the last few full steps: sized by the slowest, as the time a
+        unit takes varies from step to step (the disk, the cache, the writers)."""
 
-    def done(self, units: int, elapsed: float) -> None:
-        """After a step that took ``units`` in ``elapsed`` seconds: resize, then pause. The pause
-        checkpoints the WAL first (it needs no write lock, and the run's own steps skip the
-        automatic checkpoint, which would count as lock time and fsync inside the step)."""
-        if units >= self.size // 2 and elapsed > 0:
-            self.size = max(16, min(self.size * 2, round(units * STEP_BUDGET / elapsed)))
-        pause = max(MIN_PAUSE, _busy_handler_sleep(elapsed))
-        started = time.perf_counter()
-        self.engine.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        time.sleep(max(0.0, pause - (time.perf_counter() - started)))
+    def done(self, units: int, held: float) -> None:
+        """After a step that took ``units`` holding the lock for ``held`` seconds."""
+        if units >= self.size // 2 and held > 0:
+            self.costs.append(held / units)
+            self.size = max(16, min(self.size * 2, round(STEP_BUDGET / max(self.costs))))
+
+    def overran(self) -> None:
+        """After a step interrupted at ``STEP_LIMIT``: its units take longer than that."""
+        logger.debug("an online migration step of %d units ran past %.0f ms and was rolled back", self.size, STEP_LIMIT * 1000)
+        self.costs.append(STEP_LIMIT / self.size)
+        self.size = max(16, self.size // 2)
+
+
+@dataclass
+class _Step:
+    """When one step's transaction began, and (once committed) how long it held the write lock."""
+
+    started: float = field(default_factory=time.perf_counter)
+    held: float = 0.0
+
+
+class _Overran(Exception):
+    """A step ran into ``STEP_LIMIT`` and was rolled back."""
+
+
+class _Refused(Exception):
+    """A chunk copied without a statement journal left rows out (the new table refused them): the
+    step is rolled back and the chunk copied again in a way that names the refusal."""
 
 
 def _busy_handler_sleep(waited: float) -> float:
@@ -305,8 +337,8 @@ class _TableCopy:
         """False: nothing copied yet; a key: copied up to it; None: copied to the end."""
         self.copied = 0
         self.total = 0
-        self.copy_pacer = _Pacer(self.engine)
-        self.catch_up_pacer = _Pacer(self.engine)
+        self.copy_pacer = _Pacer()
+        self.catch_up_pacer = _Pacer()
 
     def setup(self) -> None:
         """Create the new table, its indexes, the key log and the recorders, or resume the copy an
@@ -353,25 +385,43 @@ class _TableCopy:
 
     def copy_step(self) -> None:
         """Copy the next chunk; the one that reaches the last key moves the cursor to the end."""
+        strict = False
+        while True:
+            try:
+                self._copy_step(strict=strict)
+                return
+            except _Refused:
+                strict = True
+            except _Overran:
+                self.copy_pacer.overran()
+
+    def _copy_step(self, *, strict: bool) -> None:
+        """The chunk as ``INSERT OR IGNORE`` with no savepoint (no statement journal), checked to
+        have taken every row of its range; ``strict``: as a plain ``INSERT`` in a savepoint, so
+        that a refused row is settled or named (see ``_guarded``)."""
         spec, engine = self.spec, self.engine
         lower = None if self.cursor is False else literals(self.cursor)  # type: ignore[arg-type]
-        with self.run.step():
-            started = time.perf_counter()
-            self.run.claim.heartbeat(engine)
-            row = engine.execute(spec.bounds_sql(spec.range_condition(lower, None)), (self.copy_pacer.size - 1,)).fetchone()
+        size = self.copy_pacer.size
+        with self.run.step() as step:
+            row = engine.execute(spec.bounds_sql(spec.range_condition(lower, None)), (size - 1,)).fetchone()
             condition = spec.range_condition(lower, None if row is None else literals(row))
-            copied = self._guarded(lambda: engine.execute(spec.copy_sql(condition)).rowcount)
+            if strict:
+                copied = self._guarded(lambda: engine.execute(spec.copy_sql(condition)).rowcount)
+            else:
+                copied = int(engine.execute(spec.copy_sql(condition, or_ignore=True)).rowcount)
+                expected = size if row is not None else int(engine.scalar(spec.count_sql(condition)))
+                if copied != expected:
+                    raise _Refused
             self.run.check(spec, condition)
             cursor = tuple(row) if row is not None else None
             engine.execute(
                 f"UPDATE {STATE_TABLE} SET cursor = ?, copied = copied + ? WHERE table_name = ?",
                 (encode_cursor(cursor), copied, spec.table),
             )
-        elapsed = time.perf_counter() - started
         self.cursor = cursor
         self.copied += copied
         self.run.progress(spec.table, self.copied, max(self.total, self.copied), "copy")
-        self.copy_pacer.done(copied, elapsed)
+        self.copy_pacer.done(copied, step.held)
 
     def backlog(self, limit: int) -> int:
         """Logged keys waiting, counted up to ``limit``."""
@@ -379,18 +429,21 @@ class _TableCopy:
 
     def catch_up_step(self) -> int:
         """Copy the rows of the oldest logged keys again; how many log entries it took."""
+        while True:
+            try:
+                return self._catch_up_step()
+            except _Overran:
+                self.catch_up_pacer.overran()
+
+    def _catch_up_step(self) -> int:
         spec, engine = self.spec, self.engine
-        with self.run.step():
-            started = time.perf_counter()
-            self.run.claim.heartbeat(engine)
-            last = engine.scalar(
-                f"SELECT rowid FROM {quote_identifier(spec.log)} ORDER BY rowid LIMIT 1 OFFSET ?", (self.catch_up_pacer.size - 1,)
-            )
+        log = quote_identifier(spec.log)
+        with self.run.step() as step:
+            last = engine.scalar(f"SELECT rowid FROM {log} ORDER BY rowid LIMIT 1 OFFSET ?", (self.catch_up_pacer.size - 1,))
             if last is None:
-                last = engine.scalar(f"SELECT MAX(rowid) FROM {quote_identifier(spec.log)}")
+                last = engine.scalar(f"SELECT MAX(rowid) FROM {log}")
             taken = 0 if last is None else self._guarded(lambda: self.catch_up(int(last)))
-        elapsed = time.perf_counter() - started
-        self.catch_up_pacer.done(taken, elapsed)
+        self.catch_up_pacer.done(taken, step.held)
         return taken
 
     def catch_up(self, last: int) -> int:
@@ -405,22 +458,22 @@ class _TableCopy:
         self.run.check(spec, spec.logged_condition(str(last), cursor))
         return int(engine.execute(forget).rowcount)
 
-    def _guarded(self, step: Callable[[], int]) -> int:
-        """Run a step; if the new table refuses a row (UNIQUE, NOT NULL, CHECK), settle first: a row
-        logged but not yet copied again may still hold a value that has since moved on. Inside
-        a savepoint, every logged key is copied again and the step retried; a second refusal is
-        a real violation of the new shape."""
+    def _guarded(self, statement: Callable[[], int]) -> int:
+        """Run a statement; if the new table refuses a row (UNIQUE, NOT NULL, CHECK), settle first: a
+        row logged but not yet copied again may still hold a value that has since moved on.
+        Inside a savepoint, every logged key is copied again and the statement retried; a
+        second refusal is a real violation of the new shape."""
         engine = self.engine
         engine.execute("SAVEPOINT pydsqlite_online_step")
         try:
-            result = step()
+            result = statement()
         except engine.IntegrityError as error:
             engine.execute("ROLLBACK TO pydsqlite_online_step")
             last = engine.scalar(f"SELECT MAX(rowid) FROM {quote_identifier(self.spec.log)}")
             try:
                 if last is not None and self.cursor is not False:
                     self.catch_up(int(last))
-                result = step()
+                result = statement()
             except engine.IntegrityError:
                 raise _Violation(self.spec, str(error)) from error
         engine.execute("RELEASE pydsqlite_online_step")
@@ -472,13 +525,14 @@ class _Run:
         self.foreign_keys_on = False
         self.synchronous = _NORMAL
         """The connection's own ``PRAGMA synchronous`` level, for the swap."""
-        self.free_pacer = _Pacer(self.engine)
+        self.free_pacer = _Pacer()
 
     @contextmanager
-    def step(self) -> Iterator[None]:
-        """One step's transaction. The write lock is taken as soon as it is free: polled every
-        millisecond, where SQLite's busy handler would sleep up to 100 ms at a time while the
-        application's short writes come and go (the pause after each step is the writers' turn)."""
+    def step(self) -> Iterator[_Step]:
+        """One step's transaction (no savepoint: see ``_Pacer``), then the pause after it. The write
+        lock is taken as soon as it is free: polled every millisecond, where SQLite's busy
+        handler would sleep up to 100 ms at a time while the application's short writes come
+        and go (the pause is the writers' turn)."""
         engine = self.engine
         deadline = time.monotonic() + self.busy_timeout
         waiting = int(engine.pragma("busy_timeout"))
@@ -494,12 +548,17 @@ class _Run:
                     time.sleep(_LOCK_POLL)
         finally:
             engine.set_pragma("busy_timeout", waiting)
+        step = _Step()
         try:
-            with engine.unit():  # a savepoint in the transaction just begun
-                yield
-        except BaseException:
+            with engine.time_limit(step.started + STEP_LIMIT):
+                self.claim.heartbeat(engine)
+                yield step
+        except BaseException as error:
             if engine.in_transaction:
                 engine.execute("ROLLBACK")
+            if isinstance(error, engine.OperationalError) and engine.is_interrupted(error):
+                self.pause(time.perf_counter() - step.started)
+                raise _Overran from error
             raise
         try:
             engine.execute("COMMIT")
@@ -507,11 +566,24 @@ class _Run:
             if engine.in_transaction:
                 engine.execute("ROLLBACK")
             raise
+        step.held = time.perf_counter() - step.started
+        self.pause(step.held)
+
+    def pause(self, held: float) -> None:
+        """After a step that held the write lock for ``held`` seconds: pause for as long as SQLite's
+        busy handler sleeps once it has waited that long, so that a writer that came in during
+        the step finds the lock free when it next looks (a copier that retook the lock at once
+        would starve it). The pause checkpoints the WAL first: that needs no write lock, and
+        the run's own steps skip the automatic checkpoint, which would count as lock time."""
+        pause = max(MIN_PAUSE, _busy_handler_sleep(held))
+        started = time.perf_counter()
+        self.engine.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        time.sleep(max(0.0, pause - (time.perf_counter() - started)))
 
     def check(self, spec: ShadowSpec, condition: str) -> None:
         """The rebuild's row checks on the live rows matching ``condition``."""
         checks = spec.chunk_checks(condition, self.allow_destructive, self.foreign_keys_on)
-        if checks and any(count_checks(self.engine, checks)):
+        if checks and any_failing(self.engine, checks):
             raise _Violation(spec, "rows written while it was copied fail the data checks")
 
     # --- leftovers ---
@@ -569,21 +641,22 @@ class _Run:
         total = int(engine.scalar(f"SELECT COUNT(*) FROM {quoted}"))
         freed = 0
         while True:
-            with self.step():
-                started = time.perf_counter()
-                self.claim.heartbeat(engine)
-                deleted = engine.execute(
-                    f"DELETE FROM {quoted} WHERE {key_row} IN (SELECT {key} FROM {quoted} ORDER BY {key} LIMIT ?)",
-                    (self.free_pacer.size,),
-                ).rowcount
-                if deleted == 0:
-                    engine.execute(f"DROP TABLE {quoted}")
-            elapsed = time.perf_counter() - started
+            try:
+                with self.step() as step:
+                    deleted = engine.execute(
+                        f"DELETE FROM {quoted} WHERE {key_row} IN (SELECT {key} FROM {quoted} ORDER BY {key} LIMIT ?)",
+                        (self.free_pacer.size,),
+                    ).rowcount
+                    if deleted == 0:
+                        engine.execute(f"DROP TABLE {quoted}")
+            except _Overran:
+                self.free_pacer.overran()
+                continue
             freed += deleted
             self.progress(table, freed, max(total, freed), "free")
             if deleted == 0:
                 return
-            self.free_pacer.done(deleted, elapsed)
+            self.free_pacer.done(deleted, step.held)
 
     # --- passes ---
 
@@ -733,7 +806,7 @@ def migrate(
     """``apply_schema(..., online=True)`` from the plan on; returns the plan as it was applied."""
     if engine.in_transaction:
         raise UsageError("online=True needs a connection without an open transaction: it commits many short ones of its own")
-    with migration_settings(engine, busy_timeout) as foreign_keys, _durable_only_at_the_swap(engine) as synchronous:
+    with migration_settings(engine, busy_timeout) as foreign_keys, _step_settings(engine) as synchronous:
         run = _Run(engine, busy_timeout if busy_timeout is not None else int(engine.pragma("busy_timeout")) / 1000, progress, allow_destructive)
         run.foreign_keys_on = foreign_keys.enforced_before
         run.synchronous = synchronous
@@ -747,18 +820,25 @@ def migrate(
 
 
 @contextmanager
-def _durable_only_at_the_swap(engine: Engine) -> Iterator[int]:
-    """``PRAGMA synchronous = NORMAL`` for the steps (yields the connection's own level, which the
-    swap uses): in WAL mode a step then commits without waiting for the disk, and a step lost to
-    a power cut is only redone by the next sync; the swap keeps the connection's durability."""
+def _step_settings(engine: Engine) -> Iterator[int]:
+    """The migrating connection's settings for the steps, restored afterwards. ``PRAGMA synchronous
+    = NORMAL`` (yields the connection's own level, which the swap uses): in WAL mode a step then
+    commits without waiting for the disk, and a step lost to a power cut is only redone by the
+    next sync; the swap keeps the connection's durability. No automatic checkpoint (the pauses
+    between steps checkpoint), and a page cache of at least ``CACHE_KIB``."""
     level = int(engine.pragma("synchronous"))
     checkpoint_every = int(engine.pragma("wal_autocheckpoint"))
+    cache_size = int(engine.pragma("cache_size"))
+    cache_kib = -cache_size if cache_size < 0 else cache_size * int(engine.pragma("page_size")) // 1024
     if level > _NORMAL:
         engine.set_pragma("synchronous", _NORMAL)
-    engine.set_pragma("wal_autocheckpoint", 0)  # the pauses between steps checkpoint (see _Pacer)
+    engine.set_pragma("wal_autocheckpoint", 0)
+    if cache_kib < CACHE_KIB:
+        engine.set_pragma("cache_size", -CACHE_KIB)
     try:
         yield level
     finally:
+        engine.set_pragma("cache_size", cache_size)
         engine.set_pragma("wal_autocheckpoint", checkpoint_every)
         if level > _NORMAL:
             engine.set_pragma("synchronous", level)

@@ -233,11 +233,19 @@ class ShadowSpec:
             parts.append(f"{ordering} <= {_row(upper)}")
         return " AND ".join(parts) or "1"
 
-    def copy_sql(self, condition: str) -> str:
+    def copy_sql(self, condition: str, *, or_ignore: bool = False) -> str:
+        """Copy the live rows matching ``condition`` into the new table. ``or_ignore``: rows the new
+        table refuses are left out instead of failing the statement (which then needs no
+        statement journal); the caller counts what it took."""
+        verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
         return (
-            f"INSERT INTO {quote_identifier(self.new)} ({', '.join(self.targets)}) "
+            f"{verb} INTO {quote_identifier(self.new)} ({', '.join(self.targets)}) "
             f"SELECT {', '.join(self.terms)} FROM {quote_identifier(self.source)} WHERE {condition}"
         )
+
+    def count_sql(self, condition: str) -> str:
+        """How many live rows match ``condition``."""
+        return f"SELECT COUNT(*) FROM {quote_identifier(self.source)} WHERE {condition}"
 
     def logged(self, last_entry: str, cursor: Sequence[str] | None, columns: Iterable[LogColumn]) -> str:
         """The logged keys up to log entry ``last_entry`` that lie in the copied range (up to key
