@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
-from pydsqlite import LWW, Collate, ForeignKey, Index, PrimaryKey, SyncModel, Unique, sync_models
+from pydsqlite import LWW, Collate, DestructiveChangeError, ForeignKey, Index, PrimaryKey, SyncModel, Unique, sync_models
 from pydsqlite.migrate.sync import preview_schema
 from pydsqlite.schema.compile import compile_cached, compile_models
 from pydsqlite.schema.declaration import declaration_key
@@ -216,3 +216,37 @@ def test_equal_declaration_keys_mean_equal_compiled_schemas(pair):
     other_key, other_fingerprint = _compiled(pair[1])
     if key is not None and key == other_key:
         assert fingerprint == other_fingerprint
+
+
+@pytest.mark.parametrize("change", ["append", "replace", "remove", "same classes in a tuple"])
+def test_a_list_changed_in_place_between_two_syncs_is_never_taken_for_the_last_one(change: str) -> None:
+    """The repeat check remembers the list it was given: the same list object, changed since, plans
+    again (the new table is created, the replaced model's table changes)."""
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:")
+    first, second = model("in_place_a", {"a": str}), model("in_place_b", {"b": int})
+    models: list[type[SyncModel]] = [first]
+    sync_models(conn, models)
+    if change == "append":
+        models.append(second)
+    elif change == "replace":
+        models[0] = model("in_place_a", {"a": str, "extra": Optional[int]}, {"extra": None})
+    elif change == "remove":
+        models.append(second)
+        sync_models(conn, models)
+        models.remove(first)
+        with pytest.raises(DestructiveChangeError, match="drop table in_place_a"):  # planned again: in_place_a is no longer declared
+            sync_models(conn, models)
+        return
+    else:
+        sync_models(conn, (first,))
+        assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'in_place%'")] == ["in_place_a"]
+        return
+    sync_models(conn, models)
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'in_place%'")}
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(in_place_a)")}
+    if change == "append":
+        assert tables == {"in_place_a", "in_place_b"}
+    else:
+        assert "extra" in columns

@@ -63,22 +63,26 @@ class _Unstable(Exception):
 _KEYS_KEPT = 32
 _keys: dict[tuple[Any, int], tuple[tuple[type[BaseModel], ...], str | None]] = {}
 _last: list[Any] = []
-"""The last call's (registry version, models given, result)."""
+"""The last call's (registry version, models given, the list they came in (a copy), result)."""
 
 
 def models_and_key(models: Iterable[type[BaseModel]] | None) -> tuple[tuple[type[BaseModel], ...], str | None]:
     """The table models a call names and their ``declaration_key``, remembered per list of classes
     and registry state: a repeated call costs one lookup (a new table model expires it)."""
+    version = registry_version()
+    if _last and _last[0] == version:  # the usual repeat: compared item by item by identity, unhashed
+        if type(models) is list and models == _last[2] or _last[1] is models:
+            last: tuple[tuple[type[BaseModel], ...], str | None] = _last[3]
+            return last
     if models is None or type(models) is tuple:
         given = models
     elif type(models) is list:
         given = tuple(models)
     else:  # another iterable is read once here; anything else is refused here with its precise error
         given = chosen_models(models)
-    version = registry_version()
-    if _last and _last[0] == version and (_last[1] is given or _last[1] == given):  # the usual repeat: compared by identity, unhashed
-        last: tuple[tuple[type[BaseModel], ...], str | None] = _last[2]
-        return last
+    if _last and _last[0] == version and _last[1] == given:
+        repeated: tuple[tuple[type[BaseModel], ...], str | None] = _last[3]
+        return repeated
     try:
         hit = _keys.get((given, version))
     except TypeError:  # something unhashable in the list: chosen_models names it
@@ -89,7 +93,7 @@ def models_and_key(models: Iterable[type[BaseModel]] | None) -> tuple[tuple[type
         if len(_keys) >= _KEYS_KEPT:
             _keys.pop(next(iter(_keys)))
         _keys[(given, version)] = hit
-    _last[:] = [version, given, hit]
+    _last[:] = [version, given, list(models) if type(models) is list else None, hit]
     return hit
 
 
