@@ -108,30 +108,34 @@ def declaration_key(chosen: tuple[type[BaseModel], ...]) -> str | None:
             if known is None:
                 known = _known_models(chosen)
             try:
-                part = "compiled:" + _compiled_part(model, known)
+                part = _part_digest("compiled:" + _compiled_part(model, known))
             except SchemaDefinitionError:
                 return None
-        digest.update(part.encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
+        digest.update(part)
     return "declarations:" + digest.hexdigest()
 
 
-def declared_part(model: type[BaseModel]) -> str | None:
-    """``model``'s part of the key read from its declaration (None when it is not plain), computed
-    when the class is defined and kept until Pydantic rebuilds the model's fields."""
+def declared_part(model: type[BaseModel]) -> bytes | None:
+    """The digest of ``model``'s part of the key read from its declaration (None when it is not
+    plain), computed when the class is defined and kept until Pydantic rebuilds the model's fields."""
     cached = model.__dict__.get("__pydsqlite_declaration__")
     fields = model.__pydantic_fields__
     if cached is not None and cached[0] is fields:
-        kept: str | None = cached[1]
+        kept: bytes | None = cached[1]
         return kept
     if not model.__pydantic_complete__:  # forward references: read it again once they resolve
         return None
     try:
-        part: str | None = _declared(model)
+        part: bytes | None = _part_digest(_declared(model))
     except _Unstable:
         part = None
     type.__setattr__(model, "__pydsqlite_declaration__", (fields, part))
     return part
+
+
+def _part_digest(part: str) -> bytes:
+    """One model's part of the key as a fixed-size digest: the key hashes these, not the texts."""
+    return hashlib.sha256(part.encode("utf-8", "surrogatepass")).digest()
 
 
 def _declared(model: type[BaseModel]) -> str:
@@ -265,7 +269,7 @@ def _environment() -> bytes:
         digest = hashlib.sha256(f"{pydantic.VERSION} {pydantic_core.__version__}".encode())
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         for folder, folders, files in os.walk(package):
-            folders.sort()
+            folders[:] = sorted(name for name in folders if name != "__pycache__")
             for name in sorted(files):
                 if name.endswith(".py"):
                     status = os.stat(os.path.join(folder, name))
