@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 from pydantic import Field as PydanticField
@@ -95,8 +95,9 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         ['done', 'id', 'note', 'title']
     """
 
-    __pydsqlite_table__: ClassVar[TableOptions | None] = None
-    __pydsqlite_not_a_table__: ClassVar[bool] = False
+    if TYPE_CHECKING:  # no annotations at run time: Pydantic evaluates its bases' annotations for every new model
+        __pydsqlite_table__: ClassVar[TableOptions | None]
+        __pydsqlite_not_a_table__: ClassVar[bool]
 
     def __init_subclass__(
         cls,
@@ -159,6 +160,10 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         from .declaration import declared_part  # the declaration module reads this one's options
 
         declared_part(cls)
+
+
+SyncModel.__pydsqlite_table__ = None
+SyncModel.__pydsqlite_not_a_table__ = False
 
 
 def _as_names(value: Any) -> tuple[str, ...]:
