@@ -1142,3 +1142,36 @@ def test_adopting_a_hand_made_table_with_integer_primary_key_needs_no_rebuild(co
         v: str
 
     assert model_migration_plan(conn, [C]).is_empty
+
+
+HAND_CHANGES_KEEPING_THE_TABLE_TEXT = {
+    "index dropped": ("DROP INDEX ix_texted_label", ["create index ix_texted_label"]),
+    "index rebuilt on other columns": (
+        "DROP INDEX ix_texted_label; CREATE INDEX ix_texted_label ON texted (size)",
+        ["drop index ix_texted_label", "create index ix_texted_label"],
+    ),
+    "index made unique": (
+        "DROP INDEX ix_texted_label; CREATE UNIQUE INDEX ix_texted_label ON texted (label)",
+        ["drop index ix_texted_label", "create index ix_texted_label"],
+    ),
+}
+
+
+@pytest.mark.parametrize("change", HAND_CHANGES_KEEPING_THE_TABLE_TEXT)
+def test_a_plan_finds_hand_changes_to_a_table_whose_create_text_is_unchanged(conn, change):
+    """A table whose CREATE TABLE text is exactly what pydsqlite renders skips the diff only when its
+    indexes are exactly the rendered ones too: a hand change to an index is always planned back."""
+
+    class Texted(SyncModel, table="texted", indexes=[Index("label")]):
+        id: Annotated[int, PrimaryKey()]
+        label: str
+        size: int
+
+    sync_models(conn, [Texted])
+    statements, expected = HAND_CHANGES_KEEPING_THE_TABLE_TEXT[change]
+    conn.executescript(statements)
+    plan = model_migration_plan(conn, [Texted])
+    assert [operation.description.split(" on ")[0] for operation in plan.operations] == expected
+    sync_models(conn, [Texted])
+    assert index_names(conn, "texted") == {"ix_texted_label"}
+    assert model_migration_plan(conn, [Texted]).is_empty

@@ -27,6 +27,7 @@ from ..schema.objects import (
     fold_name,
 )
 from ..sql.ddl import normalize_expression
+from ..sql.render import render_create_index, render_create_table
 from .metadata import ManagedObjects
 
 _SqlObject = TypeVar("_SqlObject", View, Trigger, VirtualTable)
@@ -235,6 +236,7 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
     altered = tuple(
         replace(_diff_table(table, live_table, managed, table_renames, column_renames), problems=tuple(rename_problems[fold_name(table.name)]))
         for table, live_table in matches
+        if column_renames[fold_name(table.name)] or rename_problems[fold_name(table.name)] or not created_as(table, live_table)
     )
     dropped_views, created_views = _diff_sql_objects(desired.views, live.views, managed.manages_view)
     dropped_triggers, created_triggers = _diff_sql_objects(desired.triggers, live.triggers, managed.manages_trigger)
@@ -248,6 +250,29 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
         dropped_virtual=tuple(dropped_virtual),
         created_virtual=tuple(created_virtual),
     )
+
+
+_renderings: dict[int, tuple[Table, str, list[str]]] = {}
+"""Desired tables (kept alive here, so their ids stay theirs) and their CREATE TABLE and sorted
+CREATE INDEX texts: compiled schemas are cached, so each table is rendered once per process."""
+_RENDERINGS_KEPT = 20_000
+
+
+def created_as(desired: Table, live: Table) -> bool:
+    """Whether ``live`` is exactly what creating ``desired`` gives: its CREATE TABLE and CREATE INDEX
+    texts are pydsqlite's rendering of ``desired``, so the table needs no diff (the common case
+    of a plan over tables that did not change)."""
+    if live.sql is None:
+        return False
+    rendered = _renderings.get(id(desired))
+    if rendered is None or rendered[0] is not desired:
+        if len(_renderings) >= _RENDERINGS_KEPT:
+            _renderings.clear()
+        rendered = (desired, render_create_table(desired), sorted(render_create_index(index) for index in desired.indexes))
+        _renderings[id(desired)] = rendered
+    if live.sql != rendered[1] or len(live.indexes) != len(rendered[2]):
+        return False
+    return sorted(index.sql or "" for index in live.indexes) == rendered[2]
 
 
 def _diff_sql_objects(

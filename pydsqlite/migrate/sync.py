@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel
 
+from ..collector import collector_paused
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
 from ..errors import ConnectionLostError, MigrationError, PydsqliteError, UsageError
 from ..rows.database import Database
@@ -339,10 +340,11 @@ def _plan(
 ) -> tuple[MigrationPlan, ManagedObjects]:
     """The checked plan from the live database to ``desired``; ``managed`` overrides what the
     bookkeeping says (mid-migration, after renames), ``steps`` declare what they moved."""
-    live = introspect(engine)
-    if managed is None:
-        managed = read_managed_objects(engine)
-    plan = count_moves(_rehearsed_plan(desired, live, managed, manage_all), steps, live, desired)
+    with collector_paused():  # the live schema and the diff are many small objects, all kept
+        live = introspect(engine)
+        if managed is None:
+            managed = read_managed_objects(engine)
+        plan = count_moves(_rehearsed_plan(desired, live, managed, manage_all), steps, live, desired)
     unregistered = _unregistered_collations(engine, plan, desired)
     if unregistered.problems:  # the data checks would compare with the missing collation too
         return unregistered, managed

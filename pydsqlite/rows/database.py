@@ -8,7 +8,6 @@ one a PEP 249 connection always has). SQLite's refusals become errors of our hie
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import sqlite3
@@ -18,6 +17,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
 
+from ..collector import collector_paused
 from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
 from ..errors import ConstraintError, RowNotFoundError, SchemaMismatchError, SyncError, UnstorableValueError, UsageError
 from ..replica.changeset import unstorable_change
@@ -195,7 +195,7 @@ class Database:
             codec = _codec_of_instance(items[0], "insert_many() without model=")
         else:
             codec = codec_for(model)
-        with _collector_paused():  # validation and encoding make many objects that all stay reachable
+        with collector_paused():  # validation and encoding make many objects that all stay reachable
             instances = codec.validate_many(items)
             with self._writing(codec):
                 self._insert_rows(codec, instances)
@@ -295,7 +295,7 @@ class Database:
         offset: int | None = None,
     ) -> list[M]:
         """Validated instances of the rows matching ``where`` (SQL text with ``?`` placeholders, or a Condition)."""
-        with _collector_paused():
+        with collector_paused():
             return list(self.iter_select(model, where, params, order_by, limit, offset))
 
     def iter_select(
@@ -438,20 +438,6 @@ def _check_one_row(codec: RowCodec, key: tuple[Any, ...], rowcount: int) -> None
             f"key {key!r} names {rowcount} rows of table {codec.name!r}: its primary key is not the model's "
             f"{codec.key}; nothing was written. Run sync_models(conn, [...]) to migrate it",
         )
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Building a large list of new objects triggers repeated full garbage collections that
-    find nothing to free (the objects are all reachable); pausing the collector meanwhile
-    halves the cost of a big select. It is restored even on error."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @contextmanager
