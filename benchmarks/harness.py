@@ -92,6 +92,22 @@ def median_time_batched(action: Callable[[], object], runs: int, batch: int) -> 
     return statistics.median(samples)
 
 
+def peak_rss_kb() -> int:
+    """This process's peak resident memory in KB. Linux's ``VmHWM`` counts only since the process
+    started its program: ``ru_maxrss`` also counts the parent it was forked from (a benchmark
+    parent holding a million rows made every child report that parent's size)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def environment() -> str:
     return (
         f"Python {platform.python_version()} ({platform.python_implementation()}), SQLite {sqlite3.sqlite_version}, "

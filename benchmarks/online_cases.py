@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydsqlite import sync_models
 
-from .harness import Measurement, Report
+from .harness import Measurement, Report, peak_rss_kb
 from .rebuild_cases import BigV2, make_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +48,6 @@ def writer(path: str, stop: str, out: str) -> None:
 
 def migrate(path: str, online: str) -> None:
     """Rebuild in this process; prints the seconds until the new shape was live, the total, and the peak RSS (KB)."""
-    import resource
-
     conn = sqlite3.connect(path, timeout=600)
     started = time.perf_counter()
     live_at: list[float] = []
@@ -60,7 +58,7 @@ def migrate(path: str, online: str) -> None:
 
     sync_models(conn, [BigV2], allow_destructive=True, online=online == "online", progress=progress)
     total = time.perf_counter() - started
-    print(live_at[0] if live_at else total, total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(live_at[0] if live_at else total, total, peak_rss_kb())
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -79,8 +79,8 @@ def peak_rss_mb(template: Path, scratch: Path) -> float:
     """Peak resident memory (MB) of a fresh process that runs the pydsqlite rebuild."""
     shutil.copyfile(template, scratch)
     code = (
-        "import resource, sys; from pathlib import Path; from benchmarks.rebuild_cases import with_pydsqlite; "
-        "with_pydsqlite(Path(sys.argv[1])); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import sys; from pathlib import Path; from benchmarks.harness import peak_rss_kb; "
+        "from benchmarks.rebuild_cases import with_pydsqlite; with_pydsqlite(Path(sys.argv[1])); print(peak_rss_kb())"
     )
     output = subprocess.run(
         [sys.executable, "-c", code, str(scratch)], check=True, capture_output=True, text=True,

@@ -562,3 +562,33 @@ def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_p
         sync_models(conn, [after], online=True)
         conn.execute("INSERT INTO things (id, region, name, size) VALUES (99999, 'r', 'n', '1')")
         assert conn.execute("SELECT thing FROM seen").fetchall() == [(99999,)]  # the old table's deletes never fired it
+
+
+@pytest.mark.parametrize("outcome", ["applied", "refused"])
+def test_the_migrating_connection_gets_its_own_settings_back(tmp_path: Path, outcome: str) -> None:
+    """For its steps the migrator commits with synchronous = NORMAL, checkpoints itself, uses a
+    bigger page cache and a time limit per statement; afterwards (also after a refusal) the
+    connection is as the caller set it."""
+    path = tmp_path / "app.db"
+    _, after = _things_database(path)
+    settings = {"synchronous": 3, "wal_autocheckpoint": 250, "cache_size": -1000, "busy_timeout": 4321}
+    with closing(sqlite3.connect(path)) as conn:
+        for name, value in settings.items():
+            conn.execute(f"PRAGMA {name} = {value}")
+        if outcome == "applied":
+            sync_models(conn, [after], online=True)
+        else:
+            conn.execute("UPDATE things SET name = 'thing 1' WHERE id = 2")
+            conn.commit()
+
+            class UniqueNames(SyncModel, table="things"):
+                id: Annotated[int, PrimaryKey()]
+                region: str
+                name: Annotated[str, Unique()]
+                size: str
+
+            with pytest.raises(MigrationError, match="things"):
+                sync_models(conn, [UniqueNames], online=True)
+        assert {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in settings} == settings
+        long_statement = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) SELECT COUNT(*) FROM n"
+        assert conn.execute(long_statement).fetchone() == (100000,)  # no time limit left behind to interrupt it
