@@ -47,6 +47,10 @@ def introspect(engine: Engine) -> Schema:
         "SELECT type, name, tbl_name, sql FROM main.sqlite_master ORDER BY rowid"
     ).fetchall()
     index_sql = {fold_name(name): sql for kind, name, _, sql in rows if kind == "index" and sql}
+    indexes_of: dict[str, list[str]] = defaultdict(list)
+    for kind, _, table_name, sql in rows:
+        if kind == "index" and sql:
+            indexes_of[fold_name(table_name)].append(sql)
     shadows = shadow_tables(engine, rows)
     tables = []
     virtual_tables = []
@@ -63,7 +67,7 @@ def introspect(engine: Engine) -> Schema:
             elif _is_virtual(sql):
                 virtual_tables.append(VirtualTable(name=name, sql=sql, columns=_virtual_columns(engine, name)))
             else:
-                tables.append(_read_table(engine, name, sql, index_sql))
+                tables.append(_read_table_once(engine, name, sql, index_sql, tuple(indexes_of.get(folded, ()))))
         elif kind == "trigger" and not fold_name(name).startswith(ONLINE_PREFIX):
             triggers.append(Trigger(name=name, table=table_name, sql=sql))
         elif kind == "view":
@@ -103,6 +107,26 @@ def _virtual_columns(engine: Engine, name: str) -> tuple[str, ...]:
     except engine.OperationalError:  # its module is not loaded on this connection
         return ()
     return tuple(row[0] for row in rows)
+
+
+_tables_read: dict[tuple[str, str, str, tuple[str, ...]], Table] = {}
+"""Tables as read before, by engine kind, name, CREATE TABLE text and CREATE INDEX texts (in the
+order SQLite lists them): what the PRAGMAs say about a table is a function of exactly these."""
+_TABLES_KEPT = 10_000
+
+
+def _read_table_once(engine: Engine, name: str, sql: str, index_sql: dict[str, str], index_texts: tuple[str, ...]) -> Table:
+    """``_read_table``, or the table read before from the same texts: a migration reads the live
+    schema several times (plan, the check inside the transaction, the records after), and most
+    tables never change between two plans."""
+    key = (engine.name, name, sql, index_texts)
+    table = _tables_read.get(key)
+    if table is None:
+        table = _read_table(engine, name, sql, index_sql)
+        if len(_tables_read) >= _TABLES_KEPT:
+            _tables_read.clear()
+        _tables_read[key] = table
+    return table
 
 
 def _read_table(engine: Engine, name: str, sql: str, index_sql: dict[str, str]) -> Table:

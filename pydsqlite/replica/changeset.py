@@ -69,8 +69,9 @@ class RowChange:
     @property
     def alive(self) -> bool:
         """Whether the row exists: never deleted, or written again after its tombstone."""
-        newest = max([self.version, *(stamp for stamp, _ in self.columns.values())])
-        return self.deleted is None or newest > self.deleted
+        if self.deleted is None:
+            return True
+        return max([self.version, *(stamp for stamp, _ in self.columns.values())]) > self.deleted
 
     def timestamps(self) -> list[str]:
         """Every timestamp the state carries (registers and tombstone), for the clock to receive."""
@@ -221,7 +222,11 @@ def _value_from_json(value: Any, where: str, what: str) -> Any:
 
 def key_text(key: tuple[Any, ...]) -> str:
     """The canonical text of a stored key (the tombstones table's key)."""
-    return _KEY_ENCODER.encode([to_json_value(v) for v in key])
+    for value in key:
+        kind = type(value)
+        if kind is not str and kind is not int:  # bytes and non-finite floats are tagged
+            return _KEY_ENCODER.encode([to_json_value(v) for v in key])
+    return _KEY_ENCODER.encode(key)  # text and integers are JSON as they are (a tuple encodes as a list)
 
 
 def key_from_text(text: str) -> tuple[Any, ...]:
@@ -262,7 +267,8 @@ def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:
     if local is None:
         return remote
     columns: dict[str, Any] = {}  # every name is in one state at least, so no value is None
-    for name in local.columns.keys() | remote.columns.keys():
+    names = remote.columns.keys() if local.columns.keys() == remote.columns.keys() else local.columns.keys() | remote.columns.keys()
+    for name in names:
         mine, theirs = local.columns.get(name), remote.columns.get(name)
         columns[name] = theirs if mine is None or (theirs is not None and _newer(theirs, mine)) else mine
     group_mine = (local.version, local.values)

@@ -337,7 +337,11 @@ class Replica:
         for remote in remotes:
             text = key_text(remote.key)
             incoming[text] = merge_states(incoming.get(text), remote)
-        live = self._read_rows(codec, [change.key for change in incoming.values()])
+        # Keys of integer and text columns read back as the same Python values: their texts are known.
+        key_types = TableShape.of(codec).key_types
+        exact = key_types is not None and all(kind is int or kind is str for kind in key_types)
+        known = {change.key: text for text, change in incoming.items()} if exact else {}
+        live = self._read_rows(codec, [change.key for change in incoming.values()], known)
         tombstones = self._read_tombstones(codec)
         merge = _TableMerge(codec)
         for text, remote in incoming.items():
@@ -386,13 +390,14 @@ class Replica:
                 repair.note_settled(settled)
         return changed
 
-    def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]]) -> dict[str, RowChange]:
-        """Local states of the rows with these keys (chunked ``IN (VALUES …)`` lookups)."""
+    def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]], known: dict[tuple[Any, ...], str]) -> dict[str, RowChange]:
+        """Local states of the rows with these keys (chunked ``IN (VALUES …)`` lookups), by key
+        text (``known`` gives the texts of keys already encoded)."""
         found: dict[str, RowChange] = {}
         names = [*codec.key, *codec.lww, *(name + LWW_SUFFIX for name in codec.lww), *codec.group, VERSION_COLUMN]
         for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, names):
             state = _row_state(codec, row, None)
-            found[key_text(state.key)] = state
+            found[known.get(state.key) or key_text(state.key)] = state
         return found
 
     def _read_tombstones(self, codec: RowCodec) -> dict[str, tuple[str, str | None]]:

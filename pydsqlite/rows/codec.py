@@ -135,6 +135,14 @@ class RowCodec:
                 raise
             raise culprit from error
 
+    def values_of_many(self, instances: list[Any]) -> list[list[Any]]:
+        """``values`` of each instance, in one pass (the errors are ``values``' own)."""
+        encode = self._encode_row
+        try:
+            return [encode(instance.__dict__) for instance in instances]
+        except (ValueError, TypeError):
+            return [self.values(instance) for instance in instances]
+
     def _encoding_error(self, instance: BaseModel) -> UnstorableValueError | None:
         for name, encode in zip(self.fields, self.encoders, strict=True):
             value = instance.__dict__[name]

@@ -352,7 +352,12 @@ class Database:
         stamps = [stamp] * len(codec.lww)
         groups: dict[str, list[list[Any]]] = {}
         keys: list[tuple[Any, ...]] = []
-        for position, instance in enumerate(instances):
+        if not codec.synced and codec.auto_key is None:  # rows as encoded, nothing added: one pass
+            groups[codec.insert_head[False]] = codec.values_of_many(instances)
+            instances_left: list[Any] = []
+        else:
+            instances_left = instances
+        for position, instance in enumerate(instances_left):
             values = codec.values(instance)
             if codec.synced:
                 keys.append(tuple(values[p] for p in codec.key_positions))
