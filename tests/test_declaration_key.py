@@ -250,3 +250,25 @@ def test_a_list_changed_in_place_between_two_syncs_is_never_taken_for_the_last_o
         assert tables == {"in_place_a", "in_place_b"}
     else:
         assert "extra" in columns
+
+
+def test_an_object_whose_equality_raises_in_the_models_list_gets_the_precise_error() -> None:
+    """The repeat check compares the list with the last one: an item whose ``__eq__`` raises must
+    not escape from that comparison instead of the error that names it."""
+    import sqlite3
+
+    from pydsqlite.errors import UsageError
+
+    class Odd:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparing me")
+
+    conn = sqlite3.connect(":memory:")
+    first = model("odd_one", {"a": str})
+    sync_models(conn, [first])
+    with pytest.raises(UsageError, match="Odd"):
+        sync_models(conn, [Odd()])  # type: ignore[list-item]
+    with pytest.raises(UsageError, match="Odd"):
+        sync_models(conn, (Odd(),))  # type: ignore[arg-type]

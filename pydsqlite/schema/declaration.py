@@ -70,17 +70,16 @@ def models_and_key(models: Iterable[type[BaseModel]] | None) -> tuple[tuple[type
     """The table models a call names and their ``declaration_key``, remembered per list of classes
     and registry state: a repeated call costs one lookup (a new table model expires it)."""
     version = registry_version()
-    if _last and _last[0] == version:  # the usual repeat: compared item by item by identity, unhashed
-        if type(models) is list and models == _last[2] or _last[1] is models:
-            last: tuple[tuple[type[BaseModel], ...], str | None] = _last[3]
-            return last
+    if _last and _last[0] == version and (_last[1] is models or type(models) is list and _same_items(models, _last[2])):
+        last: tuple[tuple[type[BaseModel], ...], str | None] = _last[3]  # the usual repeat
+        return last
     if models is None or type(models) is tuple:
         given = models
     elif type(models) is list:
         given = tuple(models)
     else:  # another iterable is read once here; anything else is refused here with its precise error
         given = chosen_models(models)
-    if _last and _last[0] == version and _last[1] == given:
+    if _last and _last[0] == version and _same_items(given, _last[1]):
         repeated: tuple[tuple[type[BaseModel], ...], str | None] = _last[3]
         return repeated
     try:
@@ -95,6 +94,16 @@ def models_and_key(models: Iterable[type[BaseModel]] | None) -> tuple[tuple[type
         _keys[(given, version)] = hit
     _last[:] = [version, given, list(models) if type(models) is list else None, hit]
     return hit
+
+
+def _same_items(models: Any, last: Any) -> bool:
+    """Whether ``models`` holds the classes the last call was given (a list or tuple compared with
+    one of the same kind, item by item by identity in one C-level pass); anything else in it is
+    left to ``chosen_models`` to name."""
+    try:
+        return last is not None and bool(models == last)
+    except Exception:  # an item whose own __eq__ raises: not a model class
+        return False
 
 
 def declaration_key(chosen: tuple[type[BaseModel], ...]) -> str | None:
