@@ -531,19 +531,11 @@ def _state_select(codec: RowCodec) -> str:
 
 
 def _row_state(codec: RowCodec, row: tuple[Any, ...], deleted: str | None) -> RowChange:
+    """A row read by ``_state_select`` (or in its column order) as a state; the slices have the
+    codec's lengths by construction, so plain ``zip`` pairs them (in C)."""
     width, lww = len(codec.key), len(codec.lww)
-    key = tuple(row[:width])
-    values = row[width : width + lww]
-    stamps = row[width + lww : width + 2 * lww]
-    group = row[width + 2 * lww : -1]
-    return RowChange(
-        table=codec.name,
-        key=key,
-        columns={name: (stamp, value) for name, stamp, value in zip(codec.lww, stamps, values, strict=True)},
-        version=row[-1],
-        values=dict(zip(codec.group, group, strict=True)),
-        deleted=deleted,
-    )
+    stamped = zip(row[width + lww : width + 2 * lww], row[width : width + lww])
+    return RowChange(codec.name, tuple(row[:width]), dict(zip(codec.lww, stamped)), row[-1], dict(zip(codec.group, row[width + 2 * lww : -1])), deleted)
 
 
 def _with_deleted(state: RowChange, deleted: str | None) -> RowChange:
