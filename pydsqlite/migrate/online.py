@@ -556,8 +556,10 @@ class _Run:
         except BaseException as error:
             if engine.in_transaction:
                 engine.execute("ROLLBACK")
-            if isinstance(error, engine.OperationalError) and engine.is_interrupted(error):
+            interrupted = isinstance(error, engine.OperationalError) and engine.is_interrupted(error)
+            if interrupted or isinstance(error, _Refused):  # taken again at once: the writers' turn first
                 self.pause(time.perf_counter() - step.started)
+            if interrupted:
                 raise _Overran from error
             raise
         try:
