@@ -473,15 +473,21 @@ def test_a_unique_value_that_moves_from_a_copied_row_to_one_not_yet_copied_comes
         assert _leftovers(conn) == []
 
 
+@pytest.mark.parametrize("looked_at_every", [4000, 1])
 def test_steps_stopped_at_the_time_limit_are_rolled_back_and_taken_again_smaller(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, looked_at_every: int
 ) -> None:
     """A step still running at ``STEP_LIMIT`` is interrupted (the write lock is never held longer):
-    nothing of it stays, and the copy goes on in smaller steps to the same end state."""
+    nothing of it stays, and the copy goes on in smaller steps to the same end state. Looked at
+    after every instruction, every statement runs past the limit: the smallest steps are then
+    never stopped, so the copy still ends."""
+    from pydsqlite.engines import sqlite as sqlite_engine
+
     live, offline = tmp_path / "live.db", tmp_path / "offline.db"
     _, after = _things_database(live)
     _copy_database(live, offline)
     monkeypatch.setattr(online, "STEP_LIMIT", 0.0)  # every statement long enough to be looked at is stopped
+    monkeypatch.setattr(sqlite_engine, "_PROGRESS_EVERY", looked_at_every)
     with caplog.at_level(logging.DEBUG, logger="pydsqlite.migrate.online"):
         _online_with_writes(live, [after], WRITES_DURING_COPY)
     assert any("ran past" in record.message for record in caplog.records)

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -79,6 +79,8 @@ again in half the size: the hard bound behind ``STEP_BUDGET`` (a commit takes an
 15 ms), where the engine can interrupt a statement."""
 MIN_PAUSE = 0.002
 """Shortest pause between two steps."""
+_FEWEST_UNITS = 16
+"""The smallest step (rows or log entries)."""
 CACHE_KIB = 16 * 1024
 """Page cache (KiB) the migrating connection uses at least during an online migration: every
 chunk updates the new table's indexes at scattered places, and a cache smaller than their
@@ -261,13 +263,19 @@ class _Pacer:
         """After a step that took ``units`` holding the lock for ``held`` seconds."""
         if units >= self.size // 2 and held > 0:
             self.costs.append(held / units)
-            self.size = max(16, min(self.size * 2, round(STEP_BUDGET / max(self.costs))))
+            self.size = max(_FEWEST_UNITS, min(self.size * 2, round(STEP_BUDGET / max(self.costs))))
 
     def overran(self) -> None:
         """After a step interrupted at ``STEP_LIMIT``: its units take longer than that."""
         logger.debug("an online migration step of %d units ran past %.0f ms and was rolled back", self.size, STEP_LIMIT * 1000)
         self.costs.append(STEP_LIMIT / self.size)
-        self.size = max(16, self.size // 2)
+        self.size = max(_FEWEST_UNITS, self.size // 2)
+
+    @property
+    def time_limited(self) -> bool:
+        """Whether the next step may be stopped at ``STEP_LIMIT``: not once it is as small as steps
+        get (rows that each take that long would otherwise be retried for ever)."""
+        return self.size > _FEWEST_UNITS
 
 
 @dataclass
@@ -402,7 +410,7 @@ class _TableCopy:
         spec, engine = self.spec, self.engine
         lower = None if self.cursor is False else literals(self.cursor)  # type: ignore[arg-type]
         size = self.copy_pacer.size
-        with self.run.step() as step:
+        with self.run.step(limited=self.copy_pacer.time_limited) as step:
             row = engine.execute(spec.bounds_sql(spec.range_condition(lower, None)), (size - 1,)).fetchone()
             condition = spec.range_condition(lower, None if row is None else literals(row))
             if strict:
@@ -438,7 +446,7 @@ class _TableCopy:
     def _catch_up_step(self) -> int:
         spec, engine = self.spec, self.engine
         log = quote_identifier(spec.log)
-        with self.run.step() as step:
+        with self.run.step(limited=self.catch_up_pacer.time_limited) as step:
             last = engine.scalar(f"SELECT rowid FROM {log} ORDER BY rowid LIMIT 1 OFFSET ?", (self.catch_up_pacer.size - 1,))
             if last is None:
                 last = engine.scalar(f"SELECT MAX(rowid) FROM {log}")
@@ -528,11 +536,11 @@ class _Run:
         self.free_pacer = _Pacer()
 
     @contextmanager
-    def step(self) -> Iterator[_Step]:
+    def step(self, *, limited: bool = True) -> Iterator[_Step]:
         """One step's transaction (no savepoint: see ``_Pacer``), then the pause after it. The write
         lock is taken as soon as it is free: polled every millisecond, where SQLite's busy
         handler would sleep up to 100 ms at a time while the application's short writes come
-        and go (the pause is the writers' turn)."""
+        and go (the pause is the writers' turn). ``limited``: stopped at ``STEP_LIMIT``."""
         engine = self.engine
         deadline = time.monotonic() + self.busy_timeout
         waiting = int(engine.pragma("busy_timeout"))
@@ -550,7 +558,7 @@ class _Run:
             engine.set_pragma("busy_timeout", waiting)
         step = _Step()
         try:
-            with engine.time_limit(step.started + STEP_LIMIT):
+            with engine.time_limit(step.started + STEP_LIMIT) if limited else nullcontext():
                 self.claim.heartbeat(engine)
                 yield step
         except BaseException as error:
@@ -644,7 +652,7 @@ class _Run:
         freed = 0
         while True:
             try:
-                with self.step() as step:
+                with self.step(limited=self.free_pacer.time_limited) as step:
                     deleted = engine.execute(
                         f"DELETE FROM {quoted} WHERE {key_row} IN (SELECT {key} FROM {quoted} ORDER BY {key} LIMIT ?)",
                         (self.free_pacer.size,),
