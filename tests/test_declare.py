@@ -185,6 +185,21 @@ def test_constraints_become_checks_on_matching_types():
     assert checks["tags"] == ()
 
 
+def test_an_integer_bound_renders_the_same_whatever_alias_typing_handed_out():
+    """``typing`` caches ``Annotated`` aliases by equal arguments, and ``Gt(0) == Gt(0.0)``: a model
+    declared after another process-wide use of ``Annotated[int, Gt(0.0)]`` gets that object.
+    On an integer column both bounds render alike, so the schema never depends on what ran first."""
+    first = Annotated[int, Gt(0.0), "integer bound test"]  # arguments no other alias in the process has
+
+    class IntegerBound(SyncModel, table="integer_bound"):
+        id: Annotated[int, PrimaryKey()]
+        count: Annotated[int, Gt(0), "integer bound test"]  # typing hands back ``first``, with Gt(0.0)
+
+    assert Annotated[int, Gt(0), "integer bound test"] is first
+    (column,) = [c for c in compiled(IntegerBound).tables[0].columns if c.name == "count"]
+    assert tuple(check.sql for check in column.checks) == ("`count` > 0",)
+
+
 def test_markers_and_field_keywords_are_equivalent():
     class Parent(SyncModel, table="parents"):
         id: Annotated[int, PrimaryKey()]

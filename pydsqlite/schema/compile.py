@@ -348,6 +348,8 @@ def _checks(field: _FieldDeclaration) -> tuple[Check, ...]:
                 checks.append(f"length({column}) {operator} {int(value)}")
             elif field.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
                 operator = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[bound]
+                if field.kind == "int" and isinstance(value, float) and value.is_integer():
+                    value = int(value)  # the same bound for integers; and typing's cache hands Annotated[int, Gt(0)] the Gt(0.0) of an earlier alias
                 checks.append(f"{column} {operator} {quote_literal(value)}")
     return tuple(Check(text) for text in checks)
 
