@@ -868,7 +868,8 @@ def _migrate(run: _Run, desired: Schema, fingerprint: str, planner: Planner, man
             copy.setup()
         schema_version = engine.pragma("schema_version")
         run.copy(copies)
-        applied = _swap(run, plan, copies, desired, fingerprint, managed, schema_version)
+        with _connection_durability(run):
+            applied = _swap(run, plan, copies, desired, fingerprint, managed, schema_version)
     except _Violation as violation:
         _abandon(run, copies)
         _refuse_violation(run, violation)
@@ -885,6 +886,20 @@ def _migrate(run: _Run, desired: Schema, fingerprint: str, planner: Planner, man
     return applied
 
 
+@contextmanager
+def _connection_durability(run: _Run) -> Iterator[None]:
+    """The connection's own ``PRAGMA synchronous`` level for the final transaction (the steps run
+    with NORMAL, see ``_step_settings``)."""
+    relaxed = run.synchronous > _NORMAL
+    if relaxed:
+        run.engine.set_pragma("synchronous", run.synchronous)
+    try:
+        yield
+    finally:
+        if relaxed:
+            run.engine.set_pragma("synchronous", _NORMAL)
+
+
 def _swap(
     run: _Run,
     plan: MigrationPlan,
@@ -896,26 +911,6 @@ def _swap(
 ) -> MigrationPlan:
     """The final transaction: last catch-ups, the rest of the plan in order with each online rebuild
     reduced to its swap, the migration's records."""
-    engine = run.engine
-    relaxed = run.synchronous > _NORMAL
-    if relaxed:
-        engine.set_pragma("synchronous", run.synchronous)
-    try:
-        return _swap_transaction(run, plan, copies, desired, fingerprint, managed, schema_version)
-    finally:
-        if relaxed:
-            engine.set_pragma("synchronous", _NORMAL)
-
-
-def _swap_transaction(
-    run: _Run,
-    plan: MigrationPlan,
-    copies: Sequence[_TableCopy],
-    desired: Schema,
-    fingerprint: str,
-    managed: ManagedObjects,
-    schema_version: int,
-) -> MigrationPlan:
     engine = run.engine
     with migration_session(engine, run.busy_timeout) as session:
         run.claim.heartbeat(engine)
