@@ -258,13 +258,14 @@ def _shorten(sql: str) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def connect_dqlite(addresses: str | Sequence[str], database: str, *, wait: float = 10.0, **options: Any) -> Any:
+def connect_dqlite(addresses: str | Sequence[str], database: str, *, wait: float = 30.0, **options: Any) -> Any:
     """A ``dqlitedbapi`` connection to the cluster, through the first of ``addresses`` that answers.
 
     The client takes one seed address and fails when that node is down; this tries each
     (``"host:port"``, a list or a comma-separated string) until one opens a session, so a
-    dead node does not stop an application from starting. While none answers (a leader
-    election after a failover takes a few seconds) it tries again for up to ``wait`` seconds.
+    dead node does not stop an application from starting. While none answers it tries again
+    for up to ``wait`` seconds: dqlite's election timeout is 3 s, randomised up to 6 s, so a
+    failover takes one or two rounds of that (more after a split vote or on a loaded machine).
     ``options`` go to ``dqlitedbapi.connect`` (``timeout=``, …). Raises ``ConnectionLostError``
     naming every address and its error when none answered in time.
 
