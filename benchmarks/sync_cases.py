@@ -10,9 +10,12 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
+from pydantic import TypeAdapter
+
 from pydsqlite import LWW, Database, PrimaryKey, SyncModel, sync_models
 
 from .harness import Measurement, Report, median_time
+from .rows_cases import collector_paused
 
 
 class SyncedItem(SyncModel, table="synced_items"):
@@ -25,6 +28,9 @@ class PlainItem(SyncModel, table="plain_items"):
     id: Annotated[str, PrimaryKey()]
     label: str
     price: float
+
+
+PLAIN_ITEMS = TypeAdapter(list[PlainItem])
 
 
 def fresh(models: list[type[SyncModel]], path: Path | str = ":memory:") -> Database:
@@ -82,11 +88,13 @@ def _run_size(report: Report, folder: Path, rows: int, quick: bool) -> None:
         conn.commit()
 
     def validate_and_replace() -> None:
-        checked = PlainItem.__pydantic_validator__  # the same model validation a merge performs
-        rows_ = [checked.validate_python({"id": k, "label": label, "price": price}) for k, label, price in plain_rows]
-        conn = targets["db"].conn
-        conn.executemany("INSERT OR REPLACE INTO plain_items (id, label, price) VALUES (?, ?, ?)", [(r.id, r.label, r.price) for r in rows_])
-        conn.commit()
+        """The same model validation a merge performs, as a hand-written bulk write does it: one
+        TypeAdapter call over the batch, the collector paused (as pydsqlite pauses it)."""
+        with collector_paused():
+            checked = PLAIN_ITEMS.validate_python([{"id": k, "label": label, "price": price} for k, label, price in plain_rows])
+            conn = targets["db"].conn
+            conn.executemany("INSERT OR REPLACE INTO plain_items (id, label, price) VALUES (?, ?, ?)", [(r.id, r.label, r.price) for r in checked])
+            conn.commit()
 
     for where, template_path in (("an empty replica", empty), ("a replica holding older states", holding)):
         case = f"apply {columns:,} column changes ({rows:,} rows) into {where}"

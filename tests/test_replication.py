@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from typing import Annotated
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -26,6 +27,7 @@ from pydsqlite import (
 )
 from pydsqlite.replica.changeset import RowChange, key_from_text, key_text, merge_states, to_json_value
 from pydsqlite.replica.hlc import MAX_COUNTER
+from pydsqlite.replica import replication
 from pydsqlite.replica.replication import ChangeSet, SyncError
 
 
@@ -215,6 +217,79 @@ def test_tied_registers_pick_the_same_winner_in_either_order(stamp, a, b, group_
     for merged in (left, right):
         assert repr(merged.columns["c"][1]) == repr(max(a, b, key=lambda v: json.dumps(to_json_value(v))))
     assert repr(left.values) == repr(right.values)
+
+
+class ByText(SyncModel, table="join_by_text"):
+    id: Annotated[str, PrimaryKey()]
+    a: Annotated[str, LWW()] = ""
+    b: Annotated[int, LWW()] = 0
+    g: str = ""
+    h: int = 0
+
+
+class ByInt(SyncModel, table="join_by_int"):
+    id: Annotated[int, PrimaryKey()]
+    a: Annotated[str, LWW()] = ""
+    b: Annotated[int, LWW()] = 0
+    g: str = ""
+    h: int = 0
+
+
+class ByBytes(SyncModel, table="join_by_bytes"):
+    id: Annotated[bytes, PrimaryKey()]
+    a: Annotated[str, LWW()] = ""
+    b: Annotated[int, LWW()] = 0
+    g: str = ""
+    h: int = 0
+
+
+JOIN_KEYS = {ByText: ["k0", "k1", "k2", "k3"], ByInt: [0, 1, -7, 2**40], ByBytes: [b"", b"\x00", b"k", b"\xff\x01"]}
+JOIN_TABLES = {ByText: "join_by_text", ByInt: "join_by_int", ByBytes: "join_by_bytes"}
+FEW_STAMPS = sorted(f"0017000000000{n:02d}:00000000{c}:" + node * 36 for n in (0, 1) for c in (0, 1) for node in "ab")
+
+
+@st.composite
+def row_states(draw, model: type[SyncModel], key: object) -> RowChange:
+    """A state whose registers mostly share one stamp (as one write leaves them) from a few stamps,
+    so that ties with different values, and states later or earlier in every register, are common."""
+    base = draw(st.sampled_from(FEW_STAMPS))
+    stamp = st.just(base) | st.sampled_from(FEW_STAMPS)
+    columns = {"a": (draw(stamp), draw(st.sampled_from(["", "x", "y"]))), "b": (draw(stamp), draw(st.sampled_from([0, 1, 2])))}
+    values = {"g": draw(st.sampled_from(["", "p", "q"])), "h": draw(st.sampled_from([0, 5]))}
+    deleted = draw(st.none() | st.none() | stamp)  # most rows were never deleted
+    return RowChange(JOIN_TABLES[model], (key,), columns, draw(stamp), values, deleted)
+
+
+@settings(max_examples=300)
+@given(data=st.data(), model=st.sampled_from([ByText, ByInt, ByBytes]), scan_from=st.sampled_from([0, replication._SCAN_FROM_KEYS]))
+def test_a_merge_stores_exactly_the_join_of_the_local_and_incoming_states(data, model, scan_from):
+    """Whatever the local rows, tombstones and incoming states (ties, splits, repeated keys in one
+    changeset), the replica ends holding ``merge_states`` of each key, and counts the keys that changed;
+    also when the local rows are read by scanning the table (``scan_from`` 0) instead of by key."""
+    with patch.object(replication, "_SCAN_FROM_KEYS", scan_from):
+        _merge_equals_the_join(data, model)
+
+
+def _merge_equals_the_join(data, model) -> None:
+    keys = JOIN_KEYS[model]
+    local_keys = data.draw(st.lists(st.sampled_from(keys), unique=True, min_size=len(keys) - 1))
+    local = {key: data.draw(row_states(model, key)) for key in local_keys}
+    incoming = data.draw(st.lists(st.sampled_from(keys).flatmap(lambda key: row_states(model, key)), min_size=1, max_size=8))
+    db = Database(sqlite3.connect(":memory:"))
+    sync_models(db.conn, [model])
+    db.apply_changes(ChangeSet(tuple(local.values()), 1, "local"), [model])
+    expected = dict(local)
+    joined: dict[object, RowChange] = {}
+    for change in incoming:
+        joined[change.key[0]] = merge_states(joined.get(change.key[0]), change)
+    for key, change in joined.items():
+        expected[key] = merge_states(local.get(key), change)
+    changed = db.apply_changes(ChangeSet(tuple(incoming), 2, "remote"), [model])
+    held = {change.key[0]: change for change in db.changes_since().changes}
+    assert held == expected
+    assert changed == sum(1 for key in joined if expected[key] != local.get(key))
+    visible = {row.id for row in db.select(model)}
+    assert visible == {key for key, state in expected.items() if state.alive}
 
 
 def test_changesets_for_unknown_tables_or_columns_or_bad_values_are_refused_whole():

@@ -332,17 +332,21 @@ def check_changes(changes: Iterable[RowChange], shapes: dict[str, TableShape]) -
     changes = list(changes)
     stamps: set[str] = set()
     value_types: set[type] = set()
+    by_name: dict[str, TableShape] = {}  # each table name folded once, not once per change
     try:
         for change in changes:
-            shape = shapes.get(fold_name(change.table))
-            if shape is None or not shape.key_fits(change.key):
+            shape = by_name.get(change.table)
+            if shape is None:
+                shape = by_name[change.table] = shapes[fold_name(change.table)]
+            if not shape.key_fits(change.key):
                 raise _Malformed
-            if change.columns.keys() != shape.lww or change.values.keys() != shape.group:
+            columns, values = change.columns, change.values
+            if columns.keys() != shape.lww or values.keys() != shape.group:
                 raise _Malformed
-            for stamp, value in change.columns.values():
+            for stamp, value in columns.values():
                 stamps.add(stamp)
                 value_types.add(type(value))
-            value_types.update(map(type, change.values.values()))
+            value_types.update(map(type, values.values()))
             stamps.add(change.version)
             if change.deleted is not None:
                 stamps.add(change.deleted)
@@ -350,7 +354,7 @@ def check_changes(changes: Iterable[RowChange], shapes: dict[str, TableShape]) -
             raise _Malformed
         for stamp in stamps:
             check_text(stamp)
-    except (_Malformed, ClockError, AttributeError, TypeError, ValueError):
+    except (_Malformed, ClockError, AttributeError, KeyError, TypeError, ValueError):
         for position, change in enumerate(changes):
             _check_one(change, position, shapes)
         raise SyncError("malformed changeset") from None  # unreachable unless a check above is incomplete

@@ -17,6 +17,7 @@ enforces foreign keys, a merge then settles the violations it left (``references
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -332,28 +333,40 @@ class Replica:
     # --- merging ---------------------------------------------------------------------------
 
     def _join(self, codec: RowCodec, remotes: list[RowChange]) -> _TableMerge:
-        """Join the remote states of one table with the local ones (read in bulk); nothing is written yet."""
-        incoming: dict[str, RowChange] = {}
+        """Join the remote states of one table with the local ones (read in bulk); nothing is written yet.
+
+        A local row whose every register is older than the incoming state's (or newer, with no
+        incoming tombstone) is settled from its stored tuple, without building its state: the
+        common case of a merge, where one side simply happened later."""
+        identity = _key_identity(codec)
+        incoming: dict[Any, RowChange] = {}
         for remote in remotes:
-            text = key_text(remote.key)
-            incoming[text] = merge_states(incoming.get(text), remote)
-        # Keys of integer and text columns read back as the same Python values: their texts are known.
-        key_types = TableShape.of(codec).key_types
-        exact = key_types is not None and all(kind is int or kind is str for kind in key_types)
-        known = {change.key: text for text, change in incoming.items()} if exact else {}
-        live = self._read_rows(codec, [change.key for change in incoming.values()], known)
+            name = identity(remote.key)
+            earlier = incoming.get(name)
+            incoming[name] = remote if earlier is None else merge_states(earlier, remote)
+        live = self._read_rows(codec, [change.key for change in incoming.values()], identity)
         tombstones = self._read_tombstones(codec)
+        by_text = identity is key_text
+        compare = _RegisterOrder(codec)
         merge = _TableMerge(codec)
-        for text, remote in incoming.items():
-            local = _local_state(live.get(text), tombstones.get(text), codec, remote.key)
-            merged = merge_states(local, remote)
-            if local is not None and merged == local:
-                continue
+        for name, remote in incoming.items():
+            row = live.get(name)
+            tombstone = (tombstones.get(name if by_text else key_text(remote.key)) if tombstones else None)
+            order = compare(row, remote) if row is not None and tombstone is None else _MIXED
+            if order is _REMOTE_OLDER and remote.deleted is None:
+                continue  # the local row wins every register: the join is the local state
+            if order is _REMOTE_NEWER:
+                merged = remote  # every register is the remote one, and so is the tombstone time
+            else:
+                local = _local_state(None if row is None else _row_state(codec, row, None), tombstone, codec, remote.key)
+                merged = merge_states(local, remote)
+                if local is not None and merged == local:
+                    continue
             if merged.alive:
                 merge.alive.append(merged)
             else:
                 merge.dead.append(merged)
-                if text in live:
+                if row is not None:
                     merge.gone.append(merged)
         return merge
 
@@ -390,15 +403,25 @@ class Replica:
                 repair.note_settled(settled)
         return changed
 
-    def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]], known: dict[tuple[Any, ...], str]) -> dict[str, RowChange]:
-        """Local states of the rows with these keys (chunked ``IN (VALUES …)`` lookups), by key
-        text (``known`` gives the texts of keys already encoded)."""
-        found: dict[str, RowChange] = {}
+    def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]], identity: Callable[[tuple[Any, ...]], Any]) -> dict[Any, tuple[Any, ...]]:
+        """The stored rows with these keys in ``_state_select``'s column order, by their key's
+        ``identity``: chunked ``IN (VALUES …)`` lookups, or one scan of the table when the keys are
+        at least half its rows (a scan reads a row in about the time a lookup finds one)."""
+        width = len(codec.key)
+        if identity is _same_key and len(keys) >= _SCAN_FROM_KEYS and self._rows_at_most(codec, 2 * len(keys)):
+            wanted = set(keys)
+            return {key: row for row in self.engine.execute(_state_select(codec)) if (key := row[:width]) in wanted}
         names = [*codec.key, *codec.lww, *(name + LWW_SUFFIX for name in codec.lww), *codec.group, VERSION_COLUMN]
-        for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, names):
-            state = _row_state(codec, row, None)
-            found[known.get(state.key) or key_text(state.key)] = state
-        return found
+        return {identity(row[:width]): row for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, names)}
+
+    def _rows_at_most(self, codec: RowCodec, count: int) -> bool:
+        """Whether the table surely holds at most ``count`` rows: its largest rowid says so in one
+        index step (deleted rows only make it larger); a table without rowids never says so."""
+        try:
+            largest = self.engine.scalar(f"SELECT max(_rowid_) FROM {codec.quoted_table}")
+        except self.engine.OperationalError:  # WITHOUT ROWID
+            return False
+        return largest is None or (isinstance(largest, int) and largest <= count)
 
     def _read_tombstones(self, codec: RowCodec) -> dict[str, tuple[str, str | None]]:
         rows = self.engine.execute(f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ?", (codec.name,))
@@ -408,15 +431,15 @@ class Replica:
         """Validate the visible merged rows through the model, then upsert them."""
         if not states:
             return
-        data = []
-        for state in states:
-            row = dict(zip(codec.key, state.key, strict=True))
-            row.update({name: value for name, (_, value) in state.columns.items()})
-            row.update(state.values)
-            try:
-                data.append(codec.decode_values(row))
-            except (ValueError, TypeError) as error:
-                raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} does not validate: {error}") from None
+        try:
+            data = _rows_to_validate(codec, states)
+        except (ValueError, TypeError):
+            for state in states:  # find the row a decoder refused, to name it
+                try:
+                    _rows_to_validate(codec, [state])
+                except (ValueError, TypeError) as error:
+                    raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} does not validate: {error}") from None
+            raise
         try:
             instances = codec.validate_stored(data)
         except ValidationError as error:
@@ -424,14 +447,22 @@ class Replica:
             key = states[location[0]].key if isinstance(location[0], int) else "?"
             column = f" (column {location[1]})" if len(location) > 1 else ""
             raise SyncError(f"a merged row of table {codec.name!r} with key {key!r} does not validate{column}: {error}") from None
+        try:
+            rows = codec.values_of_many(instances)
+        except ValueError:
+            for state, instance in zip(states, instances, strict=True):  # find the row that cannot be stored, to name it
+                try:
+                    codec.values(instance)
+                except ValueError as error:
+                    raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
+            raise
+        lww = codec.lww
+        for seq, (state, row) in enumerate(zip(states, rows, strict=True), start=first_seq):
+            columns = state.columns
+            row.extend([columns[name][0] for name in lww])
+            row.append(state.version)
+            row.append(seq)
         names = [*codec.fields, *(name + LWW_SUFFIX for name in codec.lww), VERSION_COLUMN, SEQ_COLUMN]
-        rows = []
-        for position, (state, instance) in enumerate(zip(states, instances, strict=True)):
-            try:
-                values = codec.values(instance)
-            except ValueError as error:
-                raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
-            rows.append([*values, *(state.columns[name][0] for name in codec.lww), state.version, first_seq + position])
         updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
         self.engine.insert_rows(
             f"INSERT INTO {codec.quoted_table} ({', '.join(quote_identifier(n) for n in names)})",
@@ -488,6 +519,72 @@ def _rows_with_keys(
     key = list(key)
     head = f"SELECT {', '.join(quote_identifier(n) for n in columns)} FROM {quoted_table} WHERE ({', '.join(quote_identifier(n) for n in key)}) IN"
     return select_in(engine, head, len(key), keys)
+
+
+def _key_identity(codec: RowCodec) -> Callable[[tuple[Any, ...]], Any]:
+    """What tells this table's keys apart in a merge: the key tuple itself when every key column
+    holds ints or strs (the changeset check pins the types, and they read back as the same values),
+    else the key text (``1``, ``1.0`` and ``True`` are equal tuples but different keys)."""
+    key_types = TableShape.of(codec).key_types
+    if key_types is not None and all(kind is int or kind is str for kind in key_types):
+        return _same_key
+    return key_text
+
+
+def _same_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return key
+
+
+_SCAN_FROM_KEYS = 2000
+"""A merge of fewer keys always looks them up: a scan would pay off only on a tiny table anyway."""
+
+_REMOTE_NEWER, _REMOTE_OLDER, _MIXED = "remote newer", "remote older", "mixed"
+
+
+class _RegisterOrder:
+    """Compares an incoming state with a stored row (``_state_select`` order) by timestamps alone:
+    ``_REMOTE_NEWER`` when each incoming register is strictly later, ``_REMOTE_OLDER`` when each is
+    strictly earlier, else ``_MIXED`` (ties and splits take the full join)."""
+
+    def __init__(self, codec: RowCodec) -> None:
+        width, count = len(codec.key), len(codec.lww)
+        self.stamps = list(zip(codec.lww, range(width + count, width + 2 * count)))
+
+    def __call__(self, row: tuple[Any, ...], remote: RowChange) -> str:
+        try:
+            later = remote.version > row[-1]
+            if not later and not remote.version < row[-1]:
+                return _MIXED
+            columns = remote.columns
+            for name, position in self.stamps:
+                stamp = columns[name][0]
+                if (stamp > row[position]) if later else (stamp < row[position]):
+                    continue
+                return _MIXED
+        except TypeError:  # a stamp that is not text: the full join says what is wrong
+            return _MIXED
+        return _REMOTE_NEWER if later else _REMOTE_OLDER
+
+
+def _rows_to_validate(codec: RowCodec, states: list[RowChange]) -> list[dict[str, Any]]:
+    """The stored values of each state's row keyed for validation (key, LWW values, the other columns)."""
+    data = _row_builder(tuple(codec.key), tuple(codec.lww))(states)
+    if codec.decoders or codec.aliased:
+        return [codec.decode_values(row) for row in data]
+    return data
+
+
+@functools.lru_cache(maxsize=256)
+def _row_builder(key: tuple[str, ...], lww: tuple[str, ...]) -> Callable[[list[RowChange]], list[dict[str, Any]]]:
+    """A function turning states into row dicts by field name, generated once per shape: one
+    expression per column, so a merge of many rows pays no per-cell loop."""
+    terms = [f"{name!r}: state.key[{position}]" for position, name in enumerate(key)]
+    terms += [f"{name!r}: state.columns[{name!r}][1]" for name in lww]
+    source = "def build(states):\n    return [{" + ", ".join([*terms, "**state.values"]) + "} for state in states]\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - column names enter only as repr() string literals
+    build: Callable[[list[RowChange]], list[dict[str, Any]]] = namespace["build"]
+    return build
 
 
 def _stamp_columns(changed: Iterable[str], is_lww: Callable[[str], bool]) -> list[str]:

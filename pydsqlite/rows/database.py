@@ -154,7 +154,8 @@ class Database:
             hint = " (ChangeSet.from_json(text) reads to_json() output)" if isinstance(changeset, (str, bytes)) else ""
             raise UsageError(f"apply_changes takes a ChangeSet, not {type(changeset).__name__}{hint}")
         try:
-            return self._replica.merge(changeset, models)
+            with collector_paused():  # the joined states, validated rows and encoded values all stay reachable
+                return self._replica.merge(changeset, models)
         except (SyncError, self.engine.OperationalError) as error:
             behind = self._behind_models(models)
             if behind is None:
