@@ -352,7 +352,10 @@ class Replica:
         for name, remote in incoming.items():
             row = live.get(name)
             tombstone = (tombstones.get(name if by_text else key_text(remote.key)) if tombstones else None)
-            order = compare(row, remote) if row is not None and tombstone is None else _MIXED
+            if tombstone is None:
+                order = _REMOTE_NEWER if row is None else compare(row, remote)  # a key new here joins as it came
+            else:
+                order = _MIXED
             if order is _REMOTE_OLDER and remote.deleted is None:
                 continue  # the local row wins every register: the join is the local state
             if order is _REMOTE_NEWER:
@@ -456,12 +459,7 @@ class Replica:
                 except ValueError as error:
                     raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
             raise
-        lww = codec.lww
-        for seq, (state, row) in enumerate(zip(states, rows, strict=True), start=first_seq):
-            columns = state.columns
-            row.extend([columns[name][0] for name in lww])
-            row.append(state.version)
-            row.append(seq)
+        _stamp_builder(tuple(codec.lww))(rows, states, first_seq)
         names = [*codec.fields, *(name + LWW_SUFFIX for name in codec.lww), VERSION_COLUMN, SEQ_COLUMN]
         updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
         self.engine.insert_rows(
@@ -572,6 +570,23 @@ def _rows_to_validate(codec: RowCodec, states: list[RowChange]) -> list[dict[str
     if codec.decoders or codec.aliased:
         return [codec.decode_values(row) for row in data]
     return data
+
+
+@functools.lru_cache(maxsize=256)
+def _stamp_builder(lww: tuple[str, ...]) -> Callable[[list[list[Any]], list[RowChange], int], None]:
+    """A function appending each state's LWW timestamps, row version and sequence number to its
+    encoded row (in ``_write_rows``' column order), generated once per shape."""
+    stamps = "".join(f"state.columns[{name!r}][0], " for name in lww)
+    source = (
+        "def extend(rows, states, seq):\n"
+        "    for row, state in zip(rows, states):\n"
+        f"        row += ({stamps}state.version, seq)\n"
+        "        seq += 1\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - column names enter only as repr() string literals
+    extend: Callable[[list[list[Any]], list[RowChange], int], None] = namespace["extend"]
+    return extend
 
 
 @functools.lru_cache(maxsize=256)
