@@ -70,6 +70,8 @@ def _one(template: Path, folder: Path, how: str) -> tuple[float, float, float, l
     db = folder / f"{how}.db"
     shutil.copyfile(template, db)
     stop, out = folder / f"{how}.stop", folder / f"{how}.waits"
+    stop.unlink(missing_ok=True)  # left by the previous run: the writer would stop at once
+    out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.online_cases"]
     process = subprocess.Popen([*command, "writer", str(db), str(stop), str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
@@ -79,7 +81,10 @@ def _one(template: Path, folder: Path, how: str) -> tuple[float, float, float, l
     stop.touch()
     process.wait()
     live, total, rss = (float(value) for value in result.stdout.split())
-    return live, total, rss / 1024, [float(line) for line in out.read_text().split()]
+    waits = [float(line) for line in out.read_text().split()]
+    if len(waits) < 50:  # it writes for 0.2 s before and after the rebuild alone
+        raise RuntimeError(f"the writer made only {len(waits)} writes around a {total:.1f} s {how} rebuild: it did not run alongside")
+    return live, total, rss / 1024, waits
 
 
 def run(report: Report, rows: int, quick: bool) -> None:
