@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 
 from ..errors import RowValidationError, SchemaDefinitionError, UnstorableValueError, UsageError
-from ..schema.codecs import decoder_for, encoder_for, parse_offset_with_seconds, split_optional, storage_kind, unstorable_reason
+from ..schema.codecs import INLINE_ENCODERS, decoder_for, encoder_for, parse_offset_with_seconds, split_optional, storage_kind, unstorable_reason
 from ..schema.compile import compile_cached, table_model_argument
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
 from ..sql.render import quote_identifier
@@ -307,7 +307,8 @@ def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None])
             terms.append(value)
         else:
             namespace[f"encode{position}"] = encode
-            terms.append(f"(None if (v{position} := {value}) is None else encode{position}(v{position}))")
+            inline = INLINE_ENCODERS.get(encode, "{f}({v})")
+            terms.append(f"(None if (v{position} := {value}) is None else {inline.format(v=f'v{position}', f=f'encode{position}')})")
     source = "def encode_row(data):\n    return [" + ", ".join(terms) + "]\n"
     exec(source, namespace)  # noqa: S102 - field names enter only as repr() string literals
     encode_row: Callable[[Mapping[str, Any]], list[Any]] = namespace["encode_row"]

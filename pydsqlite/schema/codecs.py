@@ -183,19 +183,40 @@ def _finite_float(value: float) -> float:
     return value
 
 
+def _bool_int(value: bool) -> int:
+    return 1 if value else 0
+
+
+def _iso_microseconds(value: Any) -> str:
+    return str(value.isoformat(timespec="microseconds"))
+
+
+def _iso(value: Any) -> str:
+    return str(value.isoformat())
+
+
 _KIND_ENCODERS: dict[str, Callable[[Any], Any] | None] = {
-    "bool": lambda value: 1 if value else 0,
+    "bool": _bool_int,
     "int": None,
     "float": _finite_float,
     "str": None,
     "bytes": None,
     "uuid": str,
     "decimal": str,
-    "datetime": lambda value: value.isoformat(timespec="microseconds"),
-    "date": lambda value: value.isoformat(),
-    "time": lambda value: value.isoformat(timespec="microseconds"),
+    "datetime": _iso_microseconds,
+    "date": _iso,
+    "time": _iso_microseconds,
     "json": _json_text,
 }
+
+INLINE_ENCODERS: dict[Callable[[Any], Any], str] = {
+    _bool_int: "(1 if {v} else 0)",
+    _finite_float: "({v} if {v} == {v} else {f}({v}))",  # only NaN differs from itself: the function refuses it
+    _iso_microseconds: "{v}.isoformat(timespec='microseconds')",
+    _iso: "{v}.isoformat()",
+}
+"""Encoders as expressions over the value ``{v}`` (``{f}``: the encoder itself), for the row
+encoders generated per model: a bulk write then makes no Python call per cell."""
 
 
 def encoder_for(annotation: Any) -> Callable[[Any], Any] | None:
