@@ -3,12 +3,15 @@ values SQLite cannot bind, arguments of the wrong type, a model ahead of its tab
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
+from collections import namedtuple
 from typing import Annotated
 
 import pytest
+from pydantic import StringConstraints
 
-from pydsqlite import LWW, ChangeSet, Database, PrimaryKey, SchemaMismatchError, SyncError, SyncModel, UsageError, sync_models
+from pydsqlite import LWW, ChangeSet, Collate, Database, PrimaryKey, SchemaMismatchError, SyncError, SyncModel, UsageError, sync_models
 from pydsqlite.replica.changeset import RowChange
 
 
@@ -118,3 +121,109 @@ def test_a_model_ahead_of_its_table_is_named_by_the_feed_and_the_merge(tmp_path,
     assert _dump(conn) == before
     sync_models(conn, [Num, Ahead])
     assert db.apply_changes(db.changes_since(models=[Ahead]), models=[Ahead]) == 0
+
+
+# --- changes this replica could only take by landing them on the wrong row ---------------------
+
+
+class Day(SyncModel, table="days"):
+    day: Annotated[dt.date, PrimaryKey()]
+    text: Annotated[str, LWW()] = ""
+
+
+class Handle(SyncModel, table="handles"):
+    id: Annotated[str, PrimaryKey(), StringConstraints(to_lower=True)]
+    text: Annotated[str, LWW()] = ""
+    count: int = 0
+
+
+class Measure(SyncModel, table="measures"):
+    at: Annotated[float, PrimaryKey()]
+    value: Annotated[str, LWW()] = ""
+
+
+class Folded(SyncModel, table="folded"):
+    id: Annotated[str, PrimaryKey(), Collate("NOCASE")]
+    text: Annotated[str, LWW()] = ""
+
+
+def _pair(models, path):
+    older = Database(sqlite3.connect(path / "older.db"), wall_clock=lambda: 1_700_000_000_000)
+    newer = Database(sqlite3.connect(path / "newer.db"), wall_clock=lambda: 1_700_000_000_500)
+    for db in (older, newer):
+        sync_models(db.conn, models)
+    return older, newer
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "spelled"),
+    [(Day, {"day": dt.date(2024, 1, 1)}, "2024-01-01T00:00:00"), (Handle, {"id": "abc"}, "ABC")],
+)
+def test_a_key_the_model_would_change_is_refused_not_landed_on_another_row(tmp_path, model, fields, spelled):
+    older, newer = _pair([model], tmp_path)
+    older.insert(model(**fields, text="older write"))
+    newer.insert(model(**fields, text="newer write"))
+    stale = older.changes_since(models=[model]).changes[0]
+    respelled = _with(stale, key=(spelled,))  # the same stale state, its key in another spelling
+    before = _dump(newer.conn)
+    with pytest.raises(SyncError, match=rf"with key \({spelled!r},\) validates to the key .*would land on another row"):
+        newer.apply_changes(ChangeSet((respelled,), 1, "other"), [model])
+    assert _dump(newer.conn) == before
+    assert newer.apply_changes(ChangeSet((stale,), 1, "other"), [model]) == 0  # as stored, it merges (and loses)
+    assert [row.text for row in newer.select(model)] == ["newer write"]
+
+
+@pytest.mark.parametrize("key", [-0.0, float("nan")])
+def test_float_keys_sqlite_cannot_tell_apart_are_refused(tmp_path, key):
+    older, newer = _pair([Measure], tmp_path)
+    newer.insert(Measure(at=0.0, value="zero"))
+    older.insert(Measure(at=1.5, value="x"))
+    change = _with(older.changes_since(models=[Measure]).changes[0], key=(key,))
+    before = _dump(newer.conn)
+    with pytest.raises(SyncError, match=rf"change #0 \(table 'measures', key \({key!r},\)\): key column 'at' holds {key!r}, which no key can hold"):
+        newer.apply_changes(ChangeSet((change,), 1, "other"), [Measure])
+    assert _dump(newer.conn) == before
+
+
+def test_a_synced_table_whose_key_has_a_collation_refuses_to_sync(tmp_path):
+    """'abc' and 'ABC' are one row to SQLite under NOCASE but two keys to replicas: they would swap
+    values and never agree, so neither the feed nor a merge runs."""
+    older, newer = _pair([Folded], tmp_path)
+    older.insert(Folded(id="abc", text="a"))
+    newer.insert(Folded(id="ABC", text="b"))
+    message = r"table 'folded' cannot sync: its key column 'id' compares with COLLATE NOCASE.*drop the collation"
+    with pytest.raises(SyncError, match=message):
+        older.changes_since(models=[Folded])
+    with pytest.raises(SyncError, match=message):
+        newer.apply_changes(ChangeSet((), 0, "x"), [Folded])
+
+
+def test_a_deleted_row_that_does_not_validate_is_refused_like_a_visible_one(tmp_path):
+    """A tombstone keeps the row's registers, which come back when a later write revives the row:
+    taken unchecked, they would make every later merge of that row fail."""
+    _, source = _replica(tmp_path / "source.db")
+    source.insert(Num(id=1, n=1, count=1))
+    source.delete(Num, 1)
+    (dead,) = source.changes_since(models=[Num]).changes
+    assert dead.deleted is not None and not dead.alive
+    conn, target = _replica(tmp_path / "target.db")
+    target.insert(Num(id=2, n=2))  # the replica's own bookkeeping tables exist
+    before = _dump(conn)
+    with pytest.raises(SyncError, match=r"a deleted row of table 'nums' with key \(1,\) does not validate \(column count\)"):
+        target.apply_changes(ChangeSet((_with(dead, values={"count": "many"}),), 1, "source"), [Num])
+    assert _dump(conn) == before
+    assert target.apply_changes(ChangeSet((dead,), 1, "source"), [Num]) == 1
+
+
+@pytest.mark.parametrize("register", [lambda stamp, value: {stamp, value}, lambda stamp, value: {stamp: value, "x": 1}])
+def test_a_register_that_is_not_a_pair_is_refused_naming_the_column(tmp_path, register):
+    _, source = _replica(tmp_path / "source.db")
+    source.insert(Num(id=1, n=1))
+    (change,) = source.changes_since(models=[Num]).changes
+    stamp, value = change.columns["n"]
+    conn, target = _replica(tmp_path / "target.db")
+    with pytest.raises(SyncError, match=r"change #0 \(table 'nums', key \(1,\)\): column 'n' must be a \(timestamp, value\) pair"):
+        target.apply_changes(ChangeSet((_with(change, columns={"n": register(stamp, "v")}),), 1, "source"), [Num])
+    Pair = namedtuple("Pair", "stamp value")
+    assert target.apply_changes(ChangeSet((_with(change, columns={"n": Pair(stamp, value)}),), 1, "source"), [Num]) == 1
+    assert target.get(Num, 1).n == value

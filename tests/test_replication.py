@@ -292,6 +292,83 @@ def _merge_equals_the_join(data, model) -> None:
     assert visible == {key for key, state in expected.items() if state.alive}
 
 
+class NotesCapitalised(SyncModel, table="Spelled_Notes"):
+    id: Annotated[str, PrimaryKey()]
+    text: Annotated[str, LWW()] = ""
+    body: str = ""
+
+
+class NotesLower(SyncModel, table="spelled_notes"):
+    id: Annotated[str, PrimaryKey()]
+    text: Annotated[str, LWW()] = ""
+    body: str = ""
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["row held here", "key new here"])
+def test_a_table_named_in_another_case_merges_and_relays_as_this_replicas_table(held):
+    """SQLite's names ignore ASCII case, so two app versions may spell one table differently: what
+    a merge records (tombstones, the feed) is under this replica's name, so deletes travel on and a
+    changeset applied again changes nothing."""
+    a, b = replica(), replica()
+    for db, model in ((a, NotesCapitalised), (b, NotesLower)):
+        sync_models(db.conn, [Note, Plain, model])
+    if held:
+        b.insert(NotesLower(id="k", text="b", body="b"))
+        a.apply_changes(b.changes_since(models=[NotesLower]), [NotesCapitalised])
+        a.clock.wall_clock.now += 10  # every register of a's delete is later than b's
+        a.update(NotesCapitalised, "k", text="a", body="a")
+    else:
+        a.insert(NotesCapitalised(id="k", text="a", body="a"))
+    a.delete(NotesCapitalised, "k")
+    changes = a.changes_since(models=[NotesCapitalised])
+    assert {change.table for change in changes.changes} == {"Spelled_Notes"}
+    assert b.apply_changes(changes, [NotesLower]) == 1
+    assert b.select(NotesLower) == []
+    assert [(change.table, change.key, change.deleted is not None) for change in b.changes_since(models=[NotesLower]).changes] == [
+        ("spelled_notes", ("k",), True)
+    ]
+    assert b.apply_changes(changes, [NotesLower]) == 0
+    c = replica()
+    sync_models(c.conn, [Note, Plain, NotesLower])
+    c.insert(NotesLower(id="k", text="stale", body="stale"))  # older than everything above
+    c.conn.execute("UPDATE spelled_notes SET text__hlc = ?, _pydsqlite_version = ?", ("0" * 15 + ":000000000:" + "0" * 36,) * 2)
+    c.conn.commit()
+    c.apply_changes(b.changes_since(models=[NotesLower]), [NotesLower])  # c hears of the delete from b only
+    assert c.select(NotesLower) == []
+
+
+def test_a_delete_made_by_sql_before_a_merge_is_ordered_before_what_the_merge_receives():
+    """A row deleted by plain SQL is recorded at the next pydsqlite call; a merge records it before
+    its clock moves past the incoming changeset, so a remote edit made after the delete wins, as it
+    does against a delete made through ``db.delete``."""
+    source, target = replica(), replica()
+    source.insert(Note(id="k", title="first"))
+    target.apply_changes(source.changes_since())
+    target.clock.wall_clock.now += 1_000
+    target.conn.execute("DELETE FROM replica_notes WHERE id = 'k'")
+    target.conn.commit()
+    source.clock.wall_clock.now += 3_000  # the edit comes two seconds after the delete
+    source.update(Note, "k", title="edited after the delete")
+    target.apply_changes(source.changes_since())
+    assert target.get(Note, "k").title == "edited after the delete"
+
+
+@pytest.mark.parametrize("factory", [sqlite3.Row, lambda cursor, row: {d[0]: v for d, v in zip(cursor.description, row)}], ids=["Row", "dict"])
+def test_a_connection_with_its_own_row_factory_syncs_and_reads_the_same(factory):
+    plain, custom = replica(), replica()
+    custom.conn.row_factory = factory
+    for db in (plain, custom):
+        sync_models(db.conn, [Note, Plain])
+        db.insert_many([Note(id=f"n{number}", title=f"t{number}", count=number) for number in range(5)])
+    custom.update(Note, "n1", title="changed")
+    custom.delete(Note, "n2")
+    plain.apply_changes(custom.changes_since())
+    custom.apply_changes(plain.changes_since())
+    assert custom.select(Note, order_by="id") == plain.select(Note, order_by="id")
+    assert custom.get(Note, "n1").title == "changed" and custom.get(Note, "n2") is None
+    assert isinstance(custom.conn.execute("SELECT 1 AS one").fetchone(), (sqlite3.Row, dict))  # the application's setting stays
+
+
 def test_changesets_for_unknown_tables_or_columns_or_bad_values_are_refused_whole():
     a, b = replica(), replica()
     a.insert(Note(id="x", title="ok"))

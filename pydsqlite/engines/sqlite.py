@@ -32,10 +32,23 @@ class SqliteEngine(Engine):
     connection: sqlite3.Connection
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        return self.connection.execute(sql, params)
+        connection = self.connection
+        if connection.row_factory is None:
+            return connection.execute(sql, params)
+        return self._plain_cursor().execute(sql, params)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
-        return self.connection.executemany(sql, rows)
+        connection = self.connection
+        if connection.row_factory is None:
+            return connection.executemany(sql, rows)
+        return self._plain_cursor().executemany(sql, rows)
+
+    def _plain_cursor(self) -> sqlite3.Cursor:
+        """A cursor giving rows as tuples whatever ``row_factory`` the application set on its connection
+        (a dict factory, ``sqlite3.Row``): pydsqlite reads rows by position."""
+        cursor = self.connection.cursor()
+        cursor.row_factory = None
+        return cursor
 
     @property
     def in_transaction(self) -> bool:

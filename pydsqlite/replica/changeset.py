@@ -316,8 +316,16 @@ class TableShape:
         if type(key) is not tuple:
             return False
         if self.key_types is not None:
-            return tuple(map(type, key)) == self.key_types
-        return len(key) == len(self.codec.key) and all(type(v) in _SCALARS and v is not None for v in key)
+            if tuple(map(type, key)) != self.key_types:
+                return False
+        elif not (len(key) == len(self.codec.key) and all(type(v) in _SCALARS and v is not None for v in key)):
+            return False
+        return not (self.key_types is None or float in self.key_types) or not any(map(_unkeyable, key))
+
+
+def _unkeyable(value: Any) -> bool:
+    """A float no key can hold: SQLite compares -0.0 equal to 0.0 (another row's key) and binds NaN as NULL."""
+    return type(value) is float and (value != value or (value == 0.0 and math.copysign(1.0, value) < 0))
 
 
 class _Malformed(Exception):
@@ -332,6 +340,7 @@ def check_changes(changes: Iterable[RowChange], shapes: dict[str, TableShape]) -
     changes = list(changes)
     stamps: set[str] = set()
     value_types: set[type] = set()
+    pair_types: set[type] = set()
     by_name: dict[str, TableShape] = {}  # each table name folded once, not once per change
     try:
         for change in changes:
@@ -343,14 +352,16 @@ def check_changes(changes: Iterable[RowChange], shapes: dict[str, TableShape]) -
             columns, values = change.columns, change.values
             if columns.keys() != shape.lww or values.keys() != shape.group:
                 raise _Malformed
-            for stamp, value in columns.values():
+            for pair in columns.values():
+                pair_types.add(type(pair))
+                stamp, value = pair
                 stamps.add(stamp)
                 value_types.add(type(value))
             value_types.update(map(type, values.values()))
             stamps.add(change.version)
             if change.deleted is not None:
                 stamps.add(change.deleted)
-        if not value_types <= _SCALARS:
+        if not value_types <= _SCALARS or not all(issubclass(kind, (tuple, list)) for kind in pair_types):
             raise _Malformed
         for stamp in stamps:
             check_text(stamp)
@@ -379,6 +390,8 @@ def _check_one(change: Any, position: int, shapes: dict[str, TableShape]) -> Non
         if value is None or type(value) not in _SCALARS or (expected is not None and type(value) is not expected):
             wanted = expected.__name__ if expected else "a non-null int, float, str or bytes"
             raise SyncError(f"{where}: key column {name!r} holds {value!r} ({type(value).__name__}), expected {wanted}")
+        if _unkeyable(value):
+            raise SyncError(f"{where}: key column {name!r} holds {value!r}, which no key can hold: SQLite compares -0.0 equal to 0.0 and stores NaN as NULL")
     columns, values = change.columns, change.values
     if not isinstance(columns, dict) or not isinstance(values, dict) or columns.keys() != shape.lww or values.keys() != shape.group:
         present = sorted(columns) + sorted(values) if isinstance(columns, dict) and isinstance(values, dict) else "?"

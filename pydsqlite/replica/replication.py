@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -98,6 +99,8 @@ class Replica:
         shapes = {name: TableShape.of(codec) for name, codec in self.synced_codecs(models).items()}
         stamps = check_changes(changeset.changes, shapes)
         self.node.current_seq()  # creates the node and tombstone tables
+        with self.transaction():  # deletes made before the merge are stamped before what it receives
+            self.settle_captured()
         if stamps:
             self.clock.receive(max(stamps))
         by_table: dict[str, list[RowChange]] = {}
@@ -124,6 +127,14 @@ class Replica:
                     f"table {codec.name!r} cannot sync: its key {codec.auto_key!r} is assigned by SQLite, so two "
                     "replicas would give the same id to different rows; use a key the writer chooses (a UUID)"
                 )
+            for name in codec.key:
+                collate = codec.table.column(name).collate  # type: ignore[union-attr]
+                if collate is not None and collate.upper() != "BINARY":
+                    raise SyncError(
+                        f"table {codec.name!r} cannot sync: its key column {name!r} compares with COLLATE {collate}, so "
+                        "keys such as 'abc' and 'ABC' would be one row to SQLite but two rows to the replicas, which "
+                        "then never agree; drop the collation from the key column (store a normalised key instead)"
+                    )
         return codecs
 
     def _present_synced(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
@@ -341,6 +352,8 @@ class Replica:
         identity = _key_identity(codec)
         incoming: dict[Any, RowChange] = {}
         for remote in remotes:
+            if remote.table != codec.name:  # another spelling of the name (SQLite's names ignore ASCII case)
+                remote = RowChange(codec.name, remote.key, remote.columns, remote.version, remote.values, remote.deleted)
             name = identity(remote.key)
             earlier = incoming.get(name)
             incoming[name] = remote if earlier is None else merge_states(earlier, remote)
@@ -383,6 +396,8 @@ class Replica:
         seq = self.allocate_seq(changed)
         for merge in merges:
             codec, alive, dead = merge.codec, merge.alive, merge.dead
+            if dead:  # kept in tombstones, they come back when a later write revives the row
+                _stored_rows(codec, dead, "deleted row")
             self._write_rows(codec, alive, seq)
             marks = [(change, seq + n, False) for n, change in enumerate(alive) if change.deleted is not None]
             marks += [(change, seq + len(alive) + n, True) for n, change in enumerate(dead)]
@@ -418,13 +433,16 @@ class Replica:
         return {identity(row[:width]): row for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, names)}
 
     def _rows_at_most(self, codec: RowCodec, count: int) -> bool:
-        """Whether the table surely holds at most ``count`` rows: its largest rowid says so in one
-        index step (deleted rows only make it larger); a table without rowids never says so."""
+        """Whether the table surely holds at most ``count`` rows: the span of its rowids says so in two
+        index steps (gaps only make it wider); a table without rowids never says so."""
+        table = codec.quoted_table
         try:
-            largest = self.engine.scalar(f"SELECT max(_rowid_) FROM {codec.quoted_table}")
+            largest, smallest = self.engine.execute(f"SELECT (SELECT max(_rowid_) FROM {table}), (SELECT min(_rowid_) FROM {table})").fetchone()
         except self.engine.OperationalError:  # WITHOUT ROWID
             return False
-        return largest is None or (isinstance(largest, int) and largest <= count)
+        if largest is None:
+            return True
+        return isinstance(largest, int) and isinstance(smallest, int) and largest - smallest < count
 
     def _read_tombstones(self, codec: RowCodec) -> dict[str, tuple[str, str | None]]:
         rows = self.engine.execute(f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ?", (codec.name,))
@@ -434,31 +452,7 @@ class Replica:
         """Validate the visible merged rows through the model, then upsert them."""
         if not states:
             return
-        try:
-            data = _rows_to_validate(codec, states)
-        except (ValueError, TypeError):
-            for state in states:  # find the row a decoder refused, to name it
-                try:
-                    _rows_to_validate(codec, [state])
-                except (ValueError, TypeError) as error:
-                    raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} does not validate: {error}") from None
-            raise
-        try:
-            instances = codec.validate_stored(data)
-        except ValidationError as error:
-            location = error.errors()[0]["loc"]
-            key = states[location[0]].key if isinstance(location[0], int) else "?"
-            column = f" (column {location[1]})" if len(location) > 1 else ""
-            raise SyncError(f"a merged row of table {codec.name!r} with key {key!r} does not validate{column}: {error}") from None
-        try:
-            rows = codec.values_of_many(instances)
-        except ValueError:
-            for state, instance in zip(states, instances, strict=True):  # find the row that cannot be stored, to name it
-                try:
-                    codec.values(instance)
-                except ValueError as error:
-                    raise SyncError(f"a merged row of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
-            raise
+        rows = _stored_rows(codec, states, "merged row")
         _stamp_builder(tuple(codec.lww))(rows, states, first_seq)
         names = [*codec.fields, *(name + LWW_SUFFIX for name in codec.lww), VERSION_COLUMN, SEQ_COLUMN]
         updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
@@ -562,6 +556,59 @@ class _RegisterOrder:
         except TypeError:  # a stamp that is not text: the full join says what is wrong
             return _MIXED
         return _REMOTE_NEWER if later else _REMOTE_OLDER
+
+
+def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[list[Any]]:
+    """Each state's row validated through the model and encoded as stored (field order). A row the
+    model refuses or cannot store, or whose key validation would change (another row's key, so a
+    stale state would land on it), raises ``SyncError`` naming the table and key."""
+    try:
+        data = _rows_to_validate(codec, states)
+    except (ValueError, TypeError):
+        for state in states:  # find the row a decoder refused, to name it
+            try:
+                _rows_to_validate(codec, [state])
+            except (ValueError, TypeError) as error:
+                raise SyncError(f"a {what} of table {codec.name!r} with key {state.key!r} does not validate: {error}") from None
+        raise
+    try:
+        instances = codec.validate_stored(data)
+    except ValidationError as error:
+        location = error.errors()[0]["loc"]
+        key = states[location[0]].key if isinstance(location[0], int) else "?"
+        column = f" (column {location[1]})" if len(location) > 1 else ""
+        raise SyncError(f"a {what} of table {codec.name!r} with key {key!r} does not validate{column}: {error}") from None
+    try:
+        rows = codec.values_of_many(instances)
+    except ValueError:
+        for state, instance in zip(states, instances, strict=True):  # find the row that cannot be stored, to name it
+            try:
+                codec.values(instance)
+            except ValueError as error:
+                raise SyncError(f"a {what} of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
+        raise
+    _require_keys_kept(codec, states, rows, what)
+    return rows
+
+
+def _require_keys_kept(codec: RowCodec, states: list[RowChange], rows: list[list[Any]], what: str) -> None:
+    """Refuse a state whose key the model's validation changed (a date sent as other text, a key a
+    validator lower-cases): compared at C speed over the batch, values and their types."""
+    positions = codec.key_positions
+    if len(positions) == 1:
+        stored = list(map(itemgetter(positions[0]), rows))
+        sent = [state.key[0] for state in states]
+        if stored == sent and list(map(type, stored)) == list(map(type, sent)):
+            return
+        stored_keys = [(value,) for value in stored]
+    else:
+        stored_keys = list(map(tuple, map(itemgetter(*positions), rows)))
+    for state, key in zip(states, stored_keys, strict=True):
+        if key != state.key or tuple(map(type, key)) != tuple(map(type, state.key)):
+            raise SyncError(
+                f"a {what} of table {codec.name!r} with key {state.key!r} validates to the key {key!r}: the model changes "
+                "it, so it would land on another row; keys travel as stored, send the stored key"
+            )
 
 
 def _rows_to_validate(codec: RowCodec, states: list[RowChange]) -> list[dict[str, Any]]:
