@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pydsqlite import (
     LWW,
@@ -364,3 +364,36 @@ def test_fields_with_aliases_round_trip_through_every_method(memory_conn):
     memory_conn.execute("UPDATE accounts SET login_count = 'many' WHERE id = 2")
     with pytest.raises(RowValidationError, match=r"row 2 of table 'accounts' does not validate \(column login_count\)"):
         db.get(Account, 2)
+
+
+class StrictEvent(SyncModel, table="strict_events"):
+    model_config = ConfigDict(strict=True)
+
+    id: Annotated[uuid.UUID, PrimaryKey()]
+    at: dt.datetime
+    done: bool
+    tags: list[str]
+    title: Annotated[str, LWW()] = ""
+    score: Annotated[float, Field(strict=True)] = 0.0
+
+
+def test_a_pydantic_strict_model_reads_its_own_rows_and_still_refuses_loose_input(tmp_path):
+    """Strict mode is for what the application writes; SQLite's stored forms (a datetime as text, a
+    bool as 0 or 1, a UUID as text) are read back in lax mode, also when a replica merges them."""
+    conn = sqlite3.connect(tmp_path / "strict.db")
+    sync_models(conn, [StrictEvent])
+    db = Database(conn)
+    event = StrictEvent(id=uuid.UUID(int=1), at=dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc), done=True, tags=["a"], score=1.5)
+    db.insert(event)
+    db.insert_many([StrictEvent(id=uuid.UUID(int=n), at=event.at, done=False, tags=[], title=f"e{n}") for n in range(2, 5)])
+    assert db.get(StrictEvent, uuid.UUID(int=1)) == event
+    assert len(db.select(StrictEvent)) == 4 and sum(1 for _ in db.iter_select(StrictEvent)) == 4
+    assert db.update(StrictEvent, uuid.UUID(int=2), title="changed").title == "changed"
+    with pytest.raises(ValidationError):
+        db.insert_many([{"id": uuid.UUID(int=9), "at": "2024-05-01T12:00:00+00:00", "done": True, "tags": []}], StrictEvent)
+    with pytest.raises(ValidationError):
+        db.update(StrictEvent, uuid.UUID(int=2), done=1)
+    replica = Database(sqlite3.connect(tmp_path / "replica.db"))
+    sync_models(replica.conn, [StrictEvent])
+    assert replica.apply_changes(db.changes_since(models=[StrictEvent]), [StrictEvent]) == 4
+    assert replica.select(StrictEvent, order_by="id") == db.select(StrictEvent, order_by="id")

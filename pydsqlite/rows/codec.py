@@ -231,13 +231,15 @@ class RowCodec:
     def validate_stored(self, dicts: list[dict[str, Any]]) -> list[BaseModel]:
         """Validate stored rows (keyed as the validator expects) in one call.
 
-        Pydantic reads UTC offsets in whole minutes only: values it refuses that were stored
-        with an offset in seconds are parsed here and the batch validated again. Only the
-        error path pays for this.
+        Always in lax mode, whatever the model's ``strict`` setting: stored values are SQLite's
+        forms (a datetime as text, a bool as 0 or 1), which strict mode would refuse, so a strict
+        model could not read its own rows. Pydantic reads UTC offsets in whole minutes only:
+        values it refuses that were stored with an offset in seconds are parsed here and the
+        batch validated again. Only the error path pays for this.
         """
         while True:
             try:
-                return self.many.validate_python(dicts)
+                return self.many.validate_python(dicts, strict=False)
             except ValidationError as error:
                 if not self._parse_offsets_with_seconds(dicts, error):
                     raise
