@@ -197,9 +197,14 @@ class Database:
         else:
             codec = codec_for(model)
         with collector_paused():  # validation and encoding make many objects that all stay reachable
-            instances = codec.validate_many(items)
-            with self._writing(codec):
-                self._insert_rows(codec, instances)
+            return self._validate_and_insert(codec, items)
+
+    def _validate_and_insert(self, codec: RowCodec, items: list[Any]) -> int:
+        """``insert_many``'s work; the validated instances go with this call, so the collector resumes
+        without them (its first collection would otherwise walk every one of them)."""
+        instances = codec.validate_many(items)
+        with self._writing(codec):
+            self._insert_rows(codec, instances)
         return len(instances)
 
     def upsert(self, obj: M) -> M:
