@@ -219,32 +219,16 @@ def test_tied_registers_pick_the_same_winner_in_either_order(stamp, a, b, group_
     assert repr(left.values) == repr(right.values)
 
 
-class ByText(SyncModel, table="join_by_text"):
-    id: Annotated[str, PrimaryKey()]
-    a: Annotated[str, LWW()] = ""
-    b: Annotated[int, LWW()] = 0
-    g: str = ""
-    h: int = 0
+def _join_model(key_type: type) -> type[SyncModel]:
+    """A synced table keyed by ``key_type``, with two LWW columns and two grouped ones."""
+    annotations = {"id": Annotated[key_type, PrimaryKey()], "a": Annotated[str, LWW()], "b": Annotated[int, LWW()], "g": str, "h": int}
+    namespace = {"__annotations__": annotations, "__module__": __name__, "a": "", "b": 0, "g": "", "h": 0}
+    return type(SyncModel)(f"By{key_type.__name__.title()}", (SyncModel,), namespace, table=f"join_by_{key_type.__name__}")
 
 
-class ByInt(SyncModel, table="join_by_int"):
-    id: Annotated[int, PrimaryKey()]
-    a: Annotated[str, LWW()] = ""
-    b: Annotated[int, LWW()] = 0
-    g: str = ""
-    h: int = 0
-
-
-class ByBytes(SyncModel, table="join_by_bytes"):
-    id: Annotated[bytes, PrimaryKey()]
-    a: Annotated[str, LWW()] = ""
-    b: Annotated[int, LWW()] = 0
-    g: str = ""
-    h: int = 0
-
-
+ByText, ByInt, ByBytes = _join_model(str), _join_model(int), _join_model(bytes)
 JOIN_KEYS = {ByText: ["k0", "k1", "k2", "k3"], ByInt: [0, 1, -7, 2**40], ByBytes: [b"", b"\x00", b"k", b"\xff\x01"]}
-JOIN_TABLES = {ByText: "join_by_text", ByInt: "join_by_int", ByBytes: "join_by_bytes"}
+JOIN_TABLES = {model: f"join_by_{kind}" for model, kind in ((ByText, "str"), (ByInt, "int"), (ByBytes, "bytes"))}
 FEW_STAMPS = sorted(f"0017000000000{n:02d}:00000000{c}:" + node * 36 for n in (0, 1) for c in (0, 1) for node in "ab")
 
 
