@@ -406,3 +406,23 @@ def test_a_default_whose_own_validator_raises_is_a_schema_definition_error_namin
 
     with pytest.raises(SchemaDefinitionError, match=r"Loud\.word.*invalid default 'hi'.*AttributeError"):
         compile_models([Loud])
+
+
+def test_a_marker_on_a_private_attribute_is_refused_not_dropped():
+    """Pydantic makes a name with a leading underscore a private attribute, not a field: its
+    ``PrimaryKey()`` or ``LWW()`` would vanish without a word, so the class is refused. (This module
+    postpones annotations, so they are strings here; the second class gives them as objects.)"""
+    with pytest.raises(SchemaDefinitionError, match=r"Keyed\._rowid_: a name starting with '_' is a Pydantic private attribute"):
+
+        class Keyed(SyncModel, table="keyed_private"):
+            _rowid_: Annotated[int, PrimaryKey()]
+            name: str = ""
+
+    with pytest.raises(SchemaDefinitionError, match=r"Stamped\._title: .*private attribute"):
+        type(SyncModel)("Stamped", (SyncModel,), {"__annotations__": {"id": Annotated[int, PrimaryKey()], "_title": Annotated[str, LWW()]}}, table="stamped_private")
+
+    class Cached(SyncModel, table="cached_private"):
+        id: Annotated[int, PrimaryKey()]
+        _cache: dict[str, int] = {}
+
+    assert list(Cached.model_fields) == ["id"] and "_cache" in Cached.__private_attributes__

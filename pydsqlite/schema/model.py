@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -12,7 +13,7 @@ from pydantic._internal._model_construction import ModelMetaclass
 from typing_extensions import Unpack, dataclass_transform
 
 from ..errors import SchemaDefinitionError
-from .markers import Field, Index, RenamedFrom
+from .markers import LWW, Collate, Field, ForeignKey, Index, PrimaryKey, RenamedFrom, Unique
 from .objects import fold_name
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,13 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        private = _private_attribute_with_markers(cls)
+        if private is not None:
+            raise SchemaDefinitionError(
+                cls.__qualname__, private,
+                "a name starting with '_' is a Pydantic private attribute, not a field, so it would not be a column "
+                "and its pydsqlite markers would be ignored; give the field a name without the leading underscore",
+            )
         options = cls.__pydsqlite_table__
         if options is None or "__pydsqlite_table__" not in cls.__dict__:
             return
@@ -164,6 +172,25 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
 
 SyncModel.__pydsqlite_table__ = None
 SyncModel.__pydsqlite_not_a_table__ = False
+
+
+_COLUMN_MARKERS = (PrimaryKey, Unique, LWW, ForeignKey, Collate, RenamedFrom)
+
+
+def _private_attribute_with_markers(cls: type[BaseModel]) -> str | None:
+    """The first private attribute (a name with a leading underscore) of ``cls`` annotated with a column
+    marker: Pydantic drops it from the fields silently, so the marker would be lost without a word."""
+    own = cls.__dict__.get("__annotations__", {})
+    for name in cls.__private_attributes__:
+        annotation = own.get(name)
+        if isinstance(annotation, str):  # postponed annotations: read them as typing.get_type_hints would
+            try:
+                annotation = eval(annotation, vars(sys.modules[cls.__module__]), dict(vars(cls)))  # noqa: S307
+            except Exception:  # a forward reference not yet defined: no marker can be read from it either
+                continue
+        if any(isinstance(item, _COLUMN_MARKERS) for item in getattr(annotation, "__metadata__", ())):
+            return name
+    return None
 
 
 def _as_names(value: Any) -> tuple[str, ...]:
