@@ -521,16 +521,38 @@ def test_two_migrators_never_run_an_online_migration_at_once(tmp_path: Path) -> 
         assert _leftovers(conn) == []
 
 
-def test_lww_clocks_and_tombstones_come_through_an_online_rebuild(tmp_path: Path) -> None:
-    class Task(SyncModel, table="tasks"):
-        id: Annotated[str, PrimaryKey()]
-        title: Annotated[str, LWW()]
-        size: int = 0
+class Task(SyncModel, table="tasks"):
+    id: Annotated[str, PrimaryKey()]
+    title: Annotated[str, LWW()]
+    size: int = 0
+    note: str = ""
 
-    class TaskAfter(SyncModel, table="tasks"):
-        id: Annotated[str, PrimaryKey()]
-        title: Annotated[str, LWW()]
-        size: str = "0"
+
+class TaskSizeAsText(SyncModel, table="tasks"):
+    id: Annotated[str, PrimaryKey()]
+    title: Annotated[str, LWW()]
+    size: str = "0"
+    note: str = ""
+
+
+class TaskNoteTurnedLww(SyncModel, table="tasks"):
+    id: Annotated[str, PrimaryKey()]
+    title: Annotated[str, LWW()]
+    size: str = "0"
+    note: Annotated[str, LWW()] = ""
+
+
+class TaskTitleNoLongerLww(SyncModel, table="tasks"):
+    id: Annotated[str, PrimaryKey()]
+    title: str
+    size: str = "0"
+    note: Annotated[str, LWW()] = ""
+
+
+@pytest.mark.parametrize("TaskAfter", [TaskSizeAsText, TaskNoteTurnedLww, TaskTitleNoLongerLww], ids=["type change", "LWW turned on", "LWW moved"])
+def test_lww_clocks_and_tombstones_come_through_an_online_rebuild(tmp_path: Path, TaskAfter: type[SyncModel]) -> None:  # noqa: N803
+    """Also when the same change turns LWW on or off for a column: the plan then drops and creates the
+    table's delete-capture trigger around the rebuild, which the swap must leave to it."""
 
     live, offline = tmp_path / "live.db", tmp_path / "offline.db"
     with closing(sqlite3.connect(live)) as conn:
@@ -542,7 +564,8 @@ def test_lww_clocks_and_tombstones_come_through_an_online_rebuild(tmp_path: Path
         db.delete(Task, "t00003")
     _copy_database(live, offline)
     with closing(sqlite3.connect(live)) as conn:
-        assert "online" in sync_models(conn, [TaskAfter], online=True).operations[0].description
+        rebuild = next(operation for operation in sync_models(conn, [TaskAfter], online=True).operations if operation.kind == "rebuild_table")
+        assert "online" in rebuild.description
         online_state = {
             name: conn.execute(f"SELECT * FROM `{name}` ORDER BY 1").fetchall()
             for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('_pydsqlite_migrations', '_pydsqlite_state')")
@@ -556,6 +579,45 @@ def test_lww_clocks_and_tombstones_come_through_an_online_rebuild(tmp_path: Path
         }
     assert online_state == offline_state
     assert any("hlc" in name or "tomb" in name for name in online_state), online_state.keys()
+    triggers = []
+    for path in (live, offline):
+        with closing(sqlite3.connect(path)) as conn:
+            triggers.append(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name").fetchall())
+            assert _leftovers(conn) == []
+    assert triggers[0] == triggers[1] and triggers[0]
+
+
+def test_the_run_after_an_interrupted_copy_takes_one_pass(tmp_path: Path) -> None:
+    """The interrupted run's new table holds the new indexes under their final names; the next run
+    must not take those names for someone else's (it then copied the table twice, the second time
+    only to give the names back)."""
+    path = tmp_path / "app.db"
+    before, after = _plain_models()
+    with closing(sqlite3.connect(path)) as conn:  # no hand-made index: a clean run takes one copy
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_models(conn, [before])
+        conn.executemany("INSERT INTO things VALUES (?, ?, ?, ?)", [(i, f"r{i % 3}", f"thing {i}", i) for i in range(1, ROWS + 1)])
+        conn.commit()
+    stopped_at: list[int] = []
+
+    def interrupt(table: str, done: int, total: int, phase: str = "copy") -> None:
+        if phase == "copy" and done >= ROWS // 3 and not stopped_at:
+            stopped_at.append(done)
+            raise KeyboardInterrupt
+
+    with closing(sqlite3.connect(path)) as conn:
+        assert "second copy" not in model_migration_plan(conn, [after], online=True).operations[0].description
+        with pytest.raises(KeyboardInterrupt):
+            sync_models(conn, [after], online=True, progress=interrupt)
+        assert _leftovers(conn)
+        preview = model_migration_plan(conn, [after], online=True).operations[0].description
+        assert "online" in preview and "second copy" not in preview
+        phases: list[tuple[str, int]] = []
+        sync_models(conn, [after], online=True, progress=lambda table, done, total, phase="copy": phases.append((phase, done)))
+        copies = [done for phase, done in phases if phase == "copy"]
+        assert [phase for phase, _ in phases].count("swap") == 1 and copies.count(ROWS) == 1, phases
+        assert _leftovers(conn) == [] and model_migration_plan(conn, [after]).is_empty
+        assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == ROWS
 
 
 def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -130,7 +130,12 @@ def require_wal(engine: Engine) -> None:
 def online_plan(engine: Engine, plan: MigrationPlan) -> tuple[MigrationPlan, list[ShadowSpec]]:
     """The plan as an online migration runs it: each rebuild that can go online described as such,
     with the SQL of its phases; one that cannot says why and runs inside the final transaction."""
-    live_names = {fold_name(name) for (name,) in engine.execute("SELECT name FROM main.sqlite_master").fetchall()}
+    shadows = fold_name(new_table_name(""))
+    live_names = {  # an interrupted run's new table is resumed or dropped: the index names it holds are not taken
+        fold_name(name)
+        for name, table in engine.execute("SELECT name, tbl_name FROM main.sqlite_master").fetchall()
+        if not fold_name(table).startswith(shadows)
+    }
     operations, specs = [], []
     for operation in plan.operations:
         if operation.kind != "rebuild_table":
@@ -487,10 +492,12 @@ class _TableCopy:
         engine.execute("RELEASE pydsqlite_online_step")
         return result
 
-    def swap_statements(self, recreate_temporary: bool) -> list[str]:
+    def swap_statements(self, recreate_temporary: bool, dropped: Collection[str] = ()) -> list[str]:
         """Inside the final transaction: the last catch-up, then the statements of the swap.
         ``recreate_temporary``: create this connection's temporary triggers on the table again
-        (the migration session does that itself for pass 1)."""
+        (the migration session does that itself for pass 1). ``dropped``: the plan's own ``DROP
+        TRIGGER`` statements (folded), which run before the swap: those triggers are not the swap's
+        to move (the plan creates their new versions after it)."""
         spec, engine = self.spec, self.engine
         last = engine.scalar(f"SELECT MAX(rowid) FROM {quote_identifier(spec.log)}")
         if last is not None:
@@ -501,7 +508,7 @@ class _TableCopy:
             for name, sql in engine.execute(
                 "SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND tbl_name = ? ORDER BY rowid", (spec.source,)
             ).fetchall()
-            if fold_name(name) not in recorders
+            if fold_name(name) not in recorders and fold_name(f"DROP TRIGGER {quote_identifier(name)}") not in dropped
         ]
         temporary = temporary_triggers(engine, spec.source)  # this connection's own: they would follow the old table
         drops = [f"DROP TRIGGER temp.{quote_identifier(name)}" for name, _ in temporary]
@@ -921,7 +928,8 @@ def _swap(
             )
         session.check_foreign_keys = run.foreign_keys_on
         session.foreign_key_tables = _foreign_key_tables(engine, plan, {copy.spec.table for copy in copies})
-        swaps = {fold_name(copy.spec.table): copy.swap_statements(recreate_temporary=False) for copy in copies}
+        dropped = {fold_name(sql) for operation in plan.operations if operation.kind == "drop_trigger" for sql in operation.statements}
+        swaps = {fold_name(copy.spec.table): copy.swap_statements(recreate_temporary=False, dropped=dropped) for copy in copies}
         operations = tuple(
             replace(operation, statements=tuple(swaps[fold_name(operation.table)]))
             if operation.kind == "rebuild_table" and fold_name(operation.table) in swaps
