@@ -660,3 +660,21 @@ def test_the_migrating_connection_gets_its_own_settings_back(tmp_path: Path, out
         assert {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in settings} == settings
         long_statement = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) SELECT COUNT(*) FROM n"
         assert conn.execute(long_statement).fetchone() == (100000,)  # no time limit left behind to interrupt it
+
+
+def test_a_schema_change_during_the_copy_refuses_the_swap_and_frees_the_copy(tmp_path: Path) -> None:
+    """Another connection changing the schema mid-copy makes the swap refuse (the plan may no longer
+    hold); nothing is changed, and the copy made so far is freed at once rather than left on disk."""
+    path = tmp_path / "app.db"
+    before, after = _things_database(path)
+    with closing(sqlite3.connect(path)) as conn:
+        expected = _database_state(conn)
+    with pytest.raises(MigrationError, match=r"the schema changed \(by another connection\) while the online migration copied rows; nothing was changed"):
+        _online_with_writes(path, [after], ["CREATE TABLE unrelated (x)"])
+    with closing(sqlite3.connect(path)) as conn:
+        state = _database_state(conn)
+        assert state.pop("unrelated") == []
+        state["schema"] = [row for row in state["schema"] if row[1] != "unrelated"]  # type: ignore[union-attr]
+        assert state == expected and _leftovers(conn) == []
+        sync_models(conn, [after], online=True)
+        assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == ROWS

@@ -881,7 +881,10 @@ def _migrate(run: _Run, desired: Schema, fingerprint: str, planner: Planner, man
         _abandon(run, copies)
         _refuse_violation(run, violation)
         raise AssertionError("unreachable") from violation
-    except BaseException:
+    except MigrationError:  # refused (the schema changed meanwhile, a step failed): the copies are of no use
+        _abandon(run, copies)
+        raise
+    except BaseException:  # interrupted: leave the freeing to the next sync
         _abandon(run, copies, free=False)
         raise
     for copy in copies:
