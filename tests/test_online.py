@@ -400,6 +400,22 @@ def test_online_needs_wal_and_says_so_without_changing_anything(tmp_path: Path) 
         assert any("WAL mode" in problem for problem in preview.problems)
 
 
+def test_online_with_nothing_to_do_needs_no_wal_and_memory_databases_are_told_why_not(tmp_path: Path) -> None:
+    """An application may pass online=True on every start: when the models match, nothing is
+    refused whatever the journal mode. An in-memory database cannot be in WAL mode at all."""
+    path = tmp_path / "app.db"
+    before, after = _things_database(path)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+        assert sync_models(conn, [before], online=True).is_empty
+    memory = sqlite3.connect(":memory:")
+    sync_models(memory, [before])
+    assert sync_models(memory, [before], online=True).is_empty
+    with pytest.raises(MigrationError, match=r"online=True needs a database file in WAL mode, but this database is in memory .*migrate without online=True"):
+        sync_models(memory, [after], online=True)
+    assert model_migration_plan(memory, [after]).operations  # nothing was changed
+
+
 def test_the_preview_says_which_tables_go_online_and_why_others_do_not(tmp_path: Path) -> None:
     class Coded(SyncModel, table="coded", primary_key="code", without_rowid=True):
         code: int

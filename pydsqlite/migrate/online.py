@@ -119,6 +119,12 @@ def require_wal(engine: Engine) -> None:
     """Online rebuilds need WAL: in rollback-journal mode a reader blocks the writer, so the copy's
     reads would stall the application's writes."""
     mode = str(engine.pragma("journal_mode")).lower()
+    main_file = next((row[2] for row in engine.execute("PRAGMA database_list").fetchall() if row[1] == "main"), "")
+    if mode != "wal" and not main_file:
+        raise MigrationError(
+            "online=True needs a database file in WAL mode, but this database is in memory (or temporary): it cannot use "
+            "WAL, and no other connection writes to it while it is rebuilt; migrate without online=True. Nothing was changed."
+        )
     if mode != "wal":
         raise MigrationError(
             f"online=True needs the database in WAL mode (PRAGMA journal_mode = WAL), but it is in {mode!r} mode: "

@@ -275,13 +275,14 @@ def _apply(
     if not is_connection(conn) and not os.path.exists(os.fspath(conn)):  # type: ignore[arg-type]
         compile_desired()  # a declaration error is raised before the file is created
     with _engine(conn) as engine, _database_errors(engine), _interrupted_migration(), engine.outside_transaction():
-        if online:
-            require_wal(engine)
         if state_key is not None and schema_unchanged_since_sync(engine, state_key) and not pending_steps(engine, steps):
             return MigrationPlan(checked=True)
         compiled = compile_desired()
         desired, fingerprint = compiled.schema, compiled.fingerprint
+        if online and _needs_nothing_online(engine, desired, manage_all):
+            online = False  # no WAL needed to change nothing: an application may pass online=True on every start
         if online:  # records the schema's fingerprint: the next sync_models plans once and records its key
+            require_wal(engine)
             pending = pending_steps(engine, steps)
             if pending:
                 raise _online_steps_refused(pending)
@@ -295,6 +296,14 @@ def _apply(
             return _plan_and_apply(
                 engine, session, desired, fingerprint, state_key or fingerprint, allow_destructive, manage_all, progress, steps
             )
+
+
+def _needs_nothing_online(engine: Engine, desired: Schema, manage_all: bool) -> bool:
+    """Whether an ``online=True`` migration on a database not in WAL mode has nothing to do (so the
+    missing WAL mode need not refuse it); in WAL mode the online path is taken in any case."""
+    if str(engine.pragma("journal_mode")).lower() == "wal":
+        return False
+    return _plan(engine, desired, manage_all)[0].is_empty
 
 
 def _plan_and_apply(
