@@ -111,7 +111,7 @@ class Replica:
                 self.settle_captured()
                 repair = self._repair(shapes) if self._enforces_foreign_keys() else None
                 with _foreign_keys_deferred(self.engine, repair is not None):
-                    changed = self._merge_tables([self._join(shapes[table].codec, changes) for table, changes in by_table.items()], repair)
+                    changed = self._merge_tables([self._join(shapes[table], changes) for table, changes in by_table.items()], repair)
                     if repair is not None:
                         repair.run()
         except self.engine.IntegrityError as error:  # a deferred foreign key at commit: nothing was applied
@@ -343,13 +343,14 @@ class Replica:
 
     # --- merging ---------------------------------------------------------------------------
 
-    def _join(self, codec: RowCodec, remotes: list[RowChange]) -> _TableMerge:
+    def _join(self, shape: TableShape, remotes: list[RowChange]) -> _TableMerge:
         """Join the remote states of one table with the local ones (read in bulk); nothing is written yet.
 
         A local row whose every register is older than the incoming state's (or newer, with no
         incoming tombstone) is settled from its stored tuple, without building its state: the
         common case of a merge, where one side simply happened later."""
-        identity = _key_identity(codec)
+        codec = shape.codec
+        identity = _key_identity(shape)
         incoming: dict[Any, RowChange] = {}
         for remote in remotes:
             if remote.table != codec.name:  # another spelling of the name (SQLite's names ignore ASCII case)
@@ -429,8 +430,7 @@ class Replica:
         if identity is _same_key and len(keys) >= _SCAN_FROM_KEYS and self._rows_at_most(codec, 2 * len(keys)):
             wanted = set(keys)
             return {key: row for row in self.engine.execute(_state_select(codec)) if (key := row[:width]) in wanted}
-        names = [*codec.key, *codec.lww, *(name + LWW_SUFFIX for name in codec.lww), *codec.group, VERSION_COLUMN]
-        return {identity(row[:width]): row for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, names)}
+        return {identity(row[:width]): row for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, _state_columns(codec))}
 
     def _rows_at_most(self, codec: RowCodec, count: int) -> bool:
         """Whether the table surely holds at most ``count`` rows: the span of its rowids says so in two
@@ -513,11 +513,11 @@ def _rows_with_keys(
     return select_in(engine, head, len(key), keys)
 
 
-def _key_identity(codec: RowCodec) -> Callable[[tuple[Any, ...]], Any]:
+def _key_identity(shape: TableShape) -> Callable[[tuple[Any, ...]], Any]:
     """What tells this table's keys apart in a merge: the key tuple itself when every key column
     holds ints or strs (the changeset check pins the types, and they read back as the same values),
     else the key text (``1``, ``1.0`` and ``True`` are equal tuples but different keys)."""
-    key_types = TableShape.of(codec).key_types
+    key_types = shape.key_types
     if key_types is not None and all(kind is int or kind is str for kind in key_types):
         return _same_key
     return key_text
@@ -683,10 +683,15 @@ def _local_state(
     return _state_from_json(codec, key, state, deleted) if state is not None else None
 
 
+def _state_columns(codec: RowCodec) -> list[str]:
+    """A synced row's key, LWW columns, their timestamps, other columns and row version, in the order
+    ``_row_state`` and ``_RegisterOrder`` read them."""
+    return [*codec.key, *codec.lww, *(name + LWW_SUFFIX for name in codec.lww), *codec.group, VERSION_COLUMN]
+
+
 def _state_select(codec: RowCodec) -> str:
-    """SELECT of a synced row's key, LWW columns with companions, other columns and row version."""
-    names = [*codec.key, *codec.lww, *(name + LWW_SUFFIX for name in codec.lww), *codec.group, VERSION_COLUMN]
-    return f"SELECT {', '.join(quote_identifier(n) for n in names)} FROM {codec.quoted_table}"
+    """SELECT of ``_state_columns`` from the table."""
+    return f"SELECT {', '.join(quote_identifier(n) for n in _state_columns(codec))} FROM {codec.quoted_table}"
 
 
 def _row_state(codec: RowCodec, row: tuple[Any, ...], deleted: str | None) -> RowChange:
