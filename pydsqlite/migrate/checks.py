@@ -70,7 +70,7 @@ def dropped_values_check(table: str, live_table: str, column: Column) -> DataChe
         table, column.name, "values would be deleted with the column", quote_identifier(live_table), f"{quoted} IS NOT NULL",
         blocking=False,
     )
-    return replace(check, drops=True)
+    return replace(check, drops=True, non_null=quoted)
 
 
 _CHILD = "_pydsqlite_child"

@@ -84,12 +84,19 @@ def count_checks(engine: Engine, checks: tuple[DataCheck, ...]) -> list[int]:
         elif check.count_sql is not None:
             counts[position] = int(engine.execute(check.count_sql).fetchone()[0] or 0)
     for source, positions in by_source.items():
-        # CASE WHEN evaluates the condition as a jump, so OR short-circuits (a value-context OR does not).
-        sums = ", ".join(f"COALESCE(SUM(CASE WHEN {checks[p].condition} THEN 1 ELSE 0 END), 0)" for p in positions)
-        row = engine.execute(f"SELECT {sums} FROM {source}").fetchone()
+        tallies = ", ".join(_tally(checks[p]) for p in positions)
+        row = engine.execute(f"SELECT {tallies} FROM {source}").fetchone()
         for position, value in zip(positions, row, strict=True):
             counts[position] = int(value)
     return counts
+
+
+def _tally(check: DataCheck) -> str:
+    """The aggregate counting the rows ``check`` finds. A FILTER clause evaluates its condition as a
+    jump, so AND/OR short-circuit (a value-context AND would call the UTF-8 function on every row)."""
+    if check.non_null is not None:
+        return f"count({check.non_null})"
+    return f"count(*) FILTER (WHERE {check.condition})"
 
 
 def any_failing(engine: Engine, checks: tuple[DataCheck, ...]) -> bool:

@@ -33,6 +33,9 @@ class DataCheck:
     drops: bool = False
     """Counts what a drop deletes: the values of ``column``, or the rows of ``table`` when
     ``column`` is None (a data step may declare them moved, see ``steps``)."""
+    non_null: str | None = None
+    """The column (SQL) whose non-NULL values the check counts (what a dropped column deletes):
+    answered by SQLite's own ``count(column)``, cheaper than testing ``condition`` per row."""
     utf8_column: str | None = None
     """The column (SQL) whose blobs must decode as UTF-8: engines without SQL functions read those
     blobs and check them in Python instead of running ``condition``."""
