@@ -37,6 +37,11 @@ class Report:
         print(f"  {measurement.case:<40} {measurement.contender:<38} {format_seconds(measurement.median_s):>10}", flush=True)
         return measurement
 
+    def add_medians(self, case: str, medians: dict[str, float], runs: int, reference: str) -> None:
+        """Report each contender of ``case`` from ``median_times``, ``reference`` as the case's reference."""
+        for contender, median in medians.items():
+            self.add(Measurement(case, contender, median, runs), reference=contender == reference)
+
     def table(self) -> str:
         lines = [
             "| case | contender | median | runs | vs reference |",
@@ -79,6 +84,21 @@ def median_time(action: Callable[[], object], runs: int, setup: Callable[[], obj
         action()
         samples.append(clock() - started)
     return statistics.median(samples)
+
+
+def median_times(actions: dict[str, Callable[[], object]], runs: int, setup: Callable[[], object] | None = None) -> dict[str, float]:
+    """Median CPU time of each of ``actions`` over ``runs`` rounds that run them in turn (``setup``
+    untimed before each): a floor and its contenders then see the same drift of the machine and of
+    the process (its heap, its caches), which one block of runs after another does not."""
+    samples: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(runs):
+        for name, action in actions.items():
+            if setup is not None:
+                setup()
+            started = clock()
+            action()
+            samples[name].append(clock() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def median_time_batched(action: Callable[[], object], runs: int, batch: int) -> float:

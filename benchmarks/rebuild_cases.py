@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 from pydsqlite import Index, PrimaryKey, SyncModel, sync_models
 
-from .harness import Measurement, Report, median_time
+from .harness import Report, median_times
 
 
 class BigV1(SyncModel, table="big"):
@@ -107,14 +107,15 @@ def _run_size(report: Report, rows: int, quick: bool, memory: bool) -> None:
         shutil.copyfile(template, scratch)
 
     case = f"rebuild {rows:,} rows"
-    report.add(Measurement(case, "hand-written SQL recipe (floor)", median_time(lambda: hand_written(scratch), runs, fresh_copy), runs), reference=True)
-    report.add(Measurement(case, "pydsqlite sync_models", median_time(lambda: with_pydsqlite(scratch), runs, fresh_copy), runs))
+    floor = "hand-written SQL recipe (floor)"
+    contenders = {floor: lambda: hand_written(scratch), "pydsqlite sync_models": lambda: with_pydsqlite(scratch)}
     try:
         import sqlite_utils  # noqa: F401
     except ImportError:
         print("  (sqlite-utils not installed: pip install -e '.[bench]')")
     else:
-        report.add(Measurement(case, "sqlite-utils transform + create_index", median_time(lambda: with_sqlite_utils(scratch), runs, fresh_copy), runs))
+        contenders["sqlite-utils transform + create_index"] = lambda: with_sqlite_utils(scratch)
+    report.add_medians(case, median_times(contenders, runs, fresh_copy), runs, reference=floor)
     for size in ([rows // 4, rows] if memory and not quick else []):
         sized = folder / f"rss-{size}.db"
         make_template(sized, size)

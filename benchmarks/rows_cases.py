@@ -16,7 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from pydsqlite import Database, PrimaryKey, SyncModel, sync_models
 
-from .harness import Measurement, Report, median_time
+from .harness import Measurement, Report, median_time, median_times
 
 COLUMNS = ("id", "name", "count", "ratio", "active", "created")
 
@@ -150,10 +150,17 @@ def _run_size(report: Report, path: Path, rows: int, quick: bool, with_sqlmodel:
 
     db = Database(conn)
     case = f"insert_many {rows:,} rows"
-    report.add(Measurement(case, "TypeAdapter + executemany, collector paused (floor)", median_time(lambda: floor_insert(conn, data), runs, clear), runs), reference=True)
-    report.add(Measurement(case, "pydsqlite insert_many (dicts)", median_time(lambda: db.insert_many(data, Record), runs, clear), runs))
     instances = [Record(**row) for row in data]
-    report.add(Measurement(case, "pydsqlite insert_many (instances)", median_time(lambda: db.insert_many(instances), runs, clear), runs))
+    floor = "TypeAdapter + executemany, collector paused (floor)"
+    inserts = median_times(
+        {
+            floor: lambda: floor_insert(conn, data),
+            "pydsqlite insert_many (dicts)": lambda: db.insert_many(data, Record),
+            "pydsqlite insert_many (instances)": lambda: db.insert_many(instances),
+        },
+        runs, clear,
+    )
+    report.add_medians(case, inserts, runs, reference=floor)
     instances.clear()
     insert = None
     if with_sqlmodel:
@@ -167,16 +174,20 @@ def _run_size(report: Report, path: Path, rows: int, quick: bool, with_sqlmodel:
     case = f"select {rows:,} rows"
     clear()
     db.insert_many(data, Record)
-    report.add(Measurement(case, "fetchall + TypeAdapter, collector paused (floor)", median_time(lambda: floor_select(conn), runs), runs), reference=True)
-    report.add(Measurement(case, "pydsqlite select", median_time(lambda: db.select(Record), runs), runs))
+    floor = "fetchall + TypeAdapter, collector paused (floor)"
+    selects = median_times({floor: lambda: floor_select(conn), "pydsqlite select": lambda: db.select(Record)}, runs)
+    report.add_medians(case, selects, runs, reference=floor)
     if insert is not None:
         clear_sqlmodel()
         insert(make_rows(rows))
         report.add(Measurement(case, "SQLModel session.exec(select).all()", median_time(select_all, runs), runs))
         engine.dispose()
     case = f"iter_select {rows:,} rows"
-    report.add(Measurement(case, "fetchmany batches + TypeAdapter, dropped (floor)", median_time(lambda: floor_stream(conn), runs), runs), reference=True)
-    report.add(Measurement(case, "pydsqlite iter_select", median_time(lambda: sum(1 for _ in db.iter_select(Record)), runs), runs))
+    floor = "fetchmany batches + TypeAdapter, dropped (floor)"
+    streams = median_times(
+        {floor: lambda: floor_stream(conn), "pydsqlite iter_select": lambda: sum(1 for _ in db.iter_select(Record))}, runs
+    )
+    report.add_medians(case, streams, runs, reference=floor)
     conn.close()
 
 
