@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 import sqlite3
 import statistics
@@ -75,11 +76,13 @@ CPU (a commit's fsync) are left out of both sides of every ratio alike."""
 
 
 def median_time(action: Callable[[], object], runs: int, setup: Callable[[], object] | None = None) -> float:
-    """Median CPU time of ``action`` over ``runs`` runs; ``setup`` runs untimed before each."""
+    """Median CPU time of ``action`` over ``runs`` runs; ``setup`` runs untimed before each, then a
+    full collection, so no run pays a collection that the objects of an earlier run made due."""
     samples = []
     for _ in range(runs):
         if setup is not None:
             setup()
+        gc.collect()
         started = clock()
         action()
         samples.append(clock() - started)
@@ -95,6 +98,7 @@ def median_times(actions: dict[str, Callable[[], object]], runs: int, setup: Cal
         for name, action in actions.items():
             if setup is not None:
                 setup()
+            gc.collect()
             started = clock()
             action()
             samples[name].append(clock() - started)

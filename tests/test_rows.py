@@ -397,3 +397,26 @@ def test_a_pydantic_strict_model_reads_its_own_rows_and_still_refuses_loose_inpu
     sync_models(replica.conn, [StrictEvent])
     assert replica.apply_changes(db.changes_since(models=[StrictEvent]), [StrictEvent]) == 4
     assert replica.select(StrictEvent, order_by="id") == db.select(StrictEvent, order_by="id")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_bulk_calls_leave_the_garbage_collector_as_they_found_it_even_when_they_fail(db, enabled):
+    """insert_many and select pause the collector while they build many objects: an
+    application that turned it off keeps it off, one that runs it gets it back, error or not."""
+    import gc
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        db.insert_many([{"name": "ann", "email": "a@x"}], Person)
+        assert len(db.select(Person)) == 1
+        assert gc.isenabled() is enabled
+        with pytest.raises(ValidationError):
+            db.insert_many([{"name": "bob", "email": "b@x"}, {"name": "x" * 41, "email": "c@x"}], Person)
+        assert gc.isenabled() is enabled
+        with pytest.raises(SchemaMismatchError):
+            db.select(Person, where="no_such_column = 1")
+        assert gc.isenabled() is enabled
+        assert [p.name for p in db.select(Person)] == ["ann"]
+    finally:
+        gc.enable() if was else gc.disable()
