@@ -18,6 +18,7 @@ from pydsqlite import (
     Database,
     DestructiveChangeError,
     ForeignKey,
+    LWW,
     MigrationError,
     PrimaryKey,
     SyncModel,
@@ -340,3 +341,50 @@ def test_inside_a_block_a_rebuild_of_a_referenced_table_is_refused_with_foreign_
     assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,)]
     assert committed(db_path, "SELECT \"notnull\" FROM pragma_table_info('parents') WHERE name = 'name'") == [(1,)]
     assert committed(db_path, "SELECT id, parent_id FROM children ORDER BY id") == [(10, 1), (11, 1), (12, 2)]
+
+
+# --- the application's text_factory ---------------------------------------------------------
+
+
+class Labelled(SyncModel, table="labelled"):
+    id: Annotated[str, PrimaryKey()]
+    label: Annotated[str, LWW()]
+    note: Optional[str] = None
+
+
+class LabelledV2(SyncModel, table="labelled"):  # a rebuild whose data check reads a sample value
+    id: Annotated[str, PrimaryKey()]
+    label: Annotated[str, LWW()]
+    note: int = 0
+
+
+@pytest.mark.parametrize(
+    "factory", [bytes, lambda raw: raw.decode("utf-8").upper()], ids=["bytes", "decoding function"],
+)
+def test_a_connection_with_its_own_text_factory_syncs_reads_and_merges_like_any_other(db_path, factory):
+    """pydsqlite's own statements read TEXT as str whatever ``text_factory`` the application set
+    (introspection, plans and their samples, rows, changesets); the application's reads keep it."""
+    conn = sqlite3.connect(db_path)
+    conn.text_factory = factory
+    assert "create table labelled" in str(sync_models(conn, [Labelled]))
+    db = Database(conn)
+    db.insert_many([Labelled(id="a", label="first", note="12"), Labelled(id="b", label="second", note="n/a")])
+    db.update(Labelled, "a", label="changed")
+    assert db.select(Labelled, order_by="id") == [
+        Labelled(id="a", label="changed", note="12"), Labelled(id="b", label="second", note="n/a"),
+    ]
+    assert [row.id for row in db.iter_select(Labelled, where="label = ?", params=["second"])] == ["b"]
+    assert sync_models(conn, [Labelled]).is_empty  # the live schema reads back as it was written
+    plan = model_migration_plan(conn, [LabelledV2])
+    assert "'n/a'" in str(plan)  # the data check's sample, read as text
+    with pytest.raises(DestructiveChangeError, match="'n/a'"):
+        sync_models(conn, [LabelledV2])
+
+    other = Database(sqlite3.connect(":memory:"))
+    sync_models(other.conn, [Labelled])
+    other.apply_changes(db.changes_since(models=[Labelled]), [Labelled])
+    db.apply_changes(other.changes_since(models=[Labelled]), [Labelled])
+    assert other.select(Labelled, order_by="id") == db.select(Labelled, order_by="id")
+    assert conn.text_factory is factory
+    assert conn.execute("SELECT label FROM labelled WHERE id = 'a'").fetchone()[0] == factory(b"changed")
+    conn.close()

@@ -22,6 +22,63 @@ _PROGRESS_EVERY = 4000
 """Virtual machine steps between two looks at the clock in ``time_limit`` (well under a millisecond)."""
 
 
+@contextmanager
+def _text_as_str(connection: sqlite3.Connection) -> Iterator[None]:
+    """TEXT read as ``str`` for the block, whatever ``text_factory`` the application set (``bytes``,
+    a decoding function): the connection's own factory is back after it."""
+    factory = connection.text_factory
+    if factory is str:
+        yield
+        return
+    connection.text_factory = str
+    try:
+        yield
+    finally:
+        connection.text_factory = factory
+
+
+class _TextAsStrCursor:
+    """A cursor of pydsqlite's own statement on a connection whose ``text_factory`` is not ``str``:
+    sqlite3 converts each row when it is fetched, so every fetch reads TEXT as ``str``."""
+
+    __slots__ = ("_cursor", "_connection")
+
+    def __init__(self, cursor: sqlite3.Cursor, connection: sqlite3.Connection) -> None:
+        self._cursor = cursor
+        self._connection = connection
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    def fetchone(self) -> Any:
+        with _text_as_str(self._connection):
+            return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        with _text_as_str(self._connection):
+            return self._cursor.fetchall()
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        with _text_as_str(self._connection):
+            return self._cursor.fetchmany(size)
+
+    def __iter__(self) -> Iterator[Any]:
+        while row := self.fetchone():
+            yield row
+
+    def close(self) -> None:
+        self._cursor.close()
+
+
 class SqliteEngine(Engine):
     """A ``sqlite3.Connection``."""
 
@@ -33,15 +90,21 @@ class SqliteEngine(Engine):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         connection = self.connection
-        if connection.row_factory is None:
+        if connection.row_factory is None and connection.text_factory is str:
             return connection.execute(sql, params)
-        return self._plain_cursor().execute(sql, params)
+        cursor = self._plain_cursor()
+        with _text_as_str(connection):
+            cursor.execute(sql, params)
+        return cursor if connection.text_factory is str else _TextAsStrCursor(cursor, connection)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
         connection = self.connection
-        if connection.row_factory is None:
+        if connection.row_factory is None and connection.text_factory is str:
             return connection.executemany(sql, rows)
-        return self._plain_cursor().executemany(sql, rows)
+        cursor = self._plain_cursor()
+        with _text_as_str(connection):
+            cursor.executemany(sql, rows)
+        return cursor
 
     def _plain_cursor(self) -> sqlite3.Cursor:
         """A cursor giving rows as tuples whatever ``row_factory`` the application set on its connection
