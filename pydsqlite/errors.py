@@ -290,14 +290,23 @@ class SyncError(PydsqliteError):
     """A changeset cannot be applied (unknown table or column, other schema, invalid value, a foreign key
     it cannot settle); nothing was applied.
 
+    When one row is to blame (a merged row the model refuses, a key validation would change),
+    ``table`` and ``key`` name it, so an application can settle it (see "When a merged row does
+    not validate" in the sync guide); otherwise they are None.
+
     Examples:
         >>> from pydsqlite import ChangeSet, SyncError
         >>> try:
         ...     ChangeSet.from_json('{"format": 1, "cursor": -1, "changes": []}')
         ... except SyncError as error:
-        ...     print(error)
-        malformed changeset JSON: cursor -1 is not a non-negative integer
+        ...     print(error, error.table, error.key)
+        malformed changeset JSON: cursor -1 is not a non-negative integer None None
     """
+
+    def __init__(self, message: str, *, table: str | None = None, key: tuple[object, ...] | None = None) -> None:
+        self.table = table
+        self.key = key
+        super().__init__(message)
 
 
 class EngineError(PydsqliteError):

@@ -167,6 +167,7 @@ async def every_method(db) -> list:
     await record(lambda: db.delete(Item(id=4, name="n2")))
     await record(lambda: db.delete(Item, 5))
     await record(lambda: db.delete(Item, 5))
+    await record(lambda: db.touch(Item, 1))  # not synced: UsageError
     await record(lambda: db.get(Item, 1))
     await record(lambda: db.get(Item, 404))
     await record(lambda: db.select(Item))
@@ -298,6 +299,9 @@ def test_replica_functions_converge_between_async_and_sync_replicas(tmp_path):
             await second.update(Note, "b", text="two, edited")
             assert await second.apply_changes(await first.changes_since(models=[Note]), [Note]) == 1
             assert await first.apply_changes(await second.changes_since(None, [Note]), [Note]) == 1
+            cursor = (await first.changes_since(models=[Note])).cursor
+            assert await first.touch(Note, "a") == Note(id="a", text="one")  # stamped anew: goes out again
+            assert [change.key for change in (await first.changes_since(cursor, [Note])).changes] == [("a",)]
             assert await first.apply_changes(sync_db.changes_since(models=[Note]), [Note]) == 1
             sync_db.apply_changes(await first.changes_since(models=[Note]), [Note])
             assert (await first.clock()).node_id != (await second.clock()).node_id

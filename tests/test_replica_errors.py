@@ -9,9 +9,21 @@ from collections import namedtuple
 from typing import Annotated
 
 import pytest
-from pydantic import StringConstraints
+from pydantic import StringConstraints, model_validator
 
-from pydsqlite import LWW, ChangeSet, Collate, Database, PrimaryKey, SchemaMismatchError, SyncError, SyncModel, UsageError, sync_models
+from pydsqlite import (
+    LWW,
+    ChangeSet,
+    Collate,
+    Database,
+    PrimaryKey,
+    RowNotFoundError,
+    SchemaMismatchError,
+    SyncError,
+    SyncModel,
+    UsageError,
+    sync_models,
+)
 from pydsqlite.replica.changeset import RowChange
 
 
@@ -227,3 +239,92 @@ def test_a_register_that_is_not_a_pair_is_refused_naming_the_column(tmp_path, re
     Pair = namedtuple("Pair", "stamp value")
     assert target.apply_changes(ChangeSet((_with(change, columns={"n": Pair(stamp, value)}),), 1, "source"), [Num]) == 1
     assert target.get(Num, 1).n == value
+
+
+class Span(SyncModel, table="spans"):
+    """Two LWW columns tied by a model validator: each replica's row is valid, a merge of two
+    concurrent edits (one column from each side) may not be."""
+
+    id: Annotated[str, PrimaryKey()]
+    lo: Annotated[int, LWW()] = 0
+    hi: Annotated[int, LWW()] = 0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Span":
+        if self.lo > self.hi:
+            raise ValueError(f"lo {self.lo} exceeds hi {self.hi}")
+        return self
+
+
+def test_a_merged_row_the_model_refuses_names_its_key_and_the_application_settles_it_with_a_new_write(tmp_path):
+    """Concurrent edits that are each valid but merge into a row the model refuses: each side
+    refuses the whole changeset (nothing is written, the other rows wait too), and the error's
+    ``table`` and ``key`` name the row. ``touch`` on one side (its values, stamped after both
+    edits) settles it: both replicas then merge everything and agree."""
+    replicas = []
+    for name, start in (("a", 1_700_000_000_000), ("b", 1_700_000_000_100)):
+        conn = sqlite3.connect(tmp_path / f"{name}.db")
+        sync_models(conn, [Span, Num])
+        replicas.append(Database(conn, wall_clock=lambda start=start: start))
+    a, b = replicas
+    a.insert(Span(id="s", lo=0, hi=10))
+    b.apply_changes(a.changes_since(models=[Span]), [Span])
+    a.update(Span, "s", lo=5)  # valid here: 5 <= 10
+    b.update(Span, "s", hi=3)  # valid there: 0 <= 3
+    a.insert(Num(id=1, n=1))  # an unrelated row travels in the same changeset
+    before = {name: _dump(db.conn) for name, db in (("a", a), ("b", b))}
+    for receiver, sender, name in ((b, a, "b"), (a, b, "a")):
+        with pytest.raises(SyncError, match=r"(?s)spans.*'s'.*lo 5 exceeds hi 3") as refused:
+            receiver.apply_changes(sender.changes_since(models=[Span, Num]), [Span, Num])
+        assert (refused.value.table, refused.value.key) == ("spans", ("s",))
+        assert _dump(receiver.conn) == before[name]
+
+    assert a.update(Span, "s", lo=5, hi=10) == Span(id="s", lo=5, hi=10)  # unchanged values: no new timestamps
+    with pytest.raises(SyncError, match="lo 5 exceeds hi 3"):
+        b.apply_changes(a.changes_since(models=[Span, Num]), [Span, Num])
+    assert a.touch(Span, refused.value.key[0], "lo", "hi") == Span(id="s", lo=5, hi=10)  # a's row, stamped now
+    b.apply_changes(a.changes_since(models=[Span, Num]), [Span, Num])
+    a.apply_changes(b.changes_since(models=[Span, Num]), [Span, Num])
+    for db in (a, b):
+        assert db.get(Span, "s") == Span(id="s", lo=5, hi=10)
+        assert db.get(Num, 1) == Num(id=1, n=1)
+
+
+def test_touch_stamps_only_the_named_fields_and_refuses_what_has_no_timestamp(tmp_path):
+    """``touch`` re-stamps the named LWW fields (a field without LWW stamps the row version, shared by
+    every such field), so those local values beat a concurrent remote edit this replica has seen,
+    while the fields it did not name still take the remote edit. Bad calls change nothing."""
+    conns = [sqlite3.connect(tmp_path / f"{name}.db") for name in "ab"]
+    for conn in conns:
+        sync_models(conn, [Num, Word])
+    a = Database(conns[0], wall_clock=lambda: 1_700_000_000_000)
+    b = Database(conns[1], wall_clock=lambda: 1_700_000_000_500)  # ahead: its edits win unless touched
+    a.insert(Word(id="w", w="first", note="n1"))
+    b.apply_changes(a.changes_since(models=[Word]), [Word])
+    b.update(Word, "w", w="remote", note="remote note")
+    a.apply_changes(b.changes_since(models=[Word]), [Word])  # a now holds b's edit; a's clock has received it
+    a.conn.execute("UPDATE words SET w = 'mine', note = 'my note' WHERE id = 'w'")  # by SQL: not stamped
+    a.conn.commit()
+    assert a.touch(Word, "w", "w") == Word(id="w", w="mine", note="my note")
+    b.apply_changes(a.changes_since(models=[Word]), [Word])
+    assert b.get(Word, "w") == Word(id="w", w="mine", note="remote note")  # the version was not touched
+    a.touch(Word, "w")  # every non-key field: w and the version
+    b.apply_changes(a.changes_since(models=[Word]), [Word])
+    assert b.get(Word, "w") == Word(id="w", w="mine", note="my note")
+
+    before = _dump(a.conn)
+    for call, error, message in [
+        (lambda: a.touch(Word, "nope"), RowNotFoundError, "no row with key 'nope'"),
+        (lambda: a.touch(Word, "w", "id"), UsageError, "'id' of table 'words' is the row's key"),
+        (lambda: a.touch(Word, "w", "colour"), UsageError, "has no field.*'colour'"),
+        (lambda: a.touch(Word, 5), UsageError, "touch"),
+        (lambda: a.touch(Plainly, 1), UsageError, "'plainly' is not synced"),
+    ]:
+        with pytest.raises(error, match=message):
+            call()
+    assert _dump(a.conn) == before
+
+
+class Plainly(SyncModel, table="plainly"):
+    id: Annotated[int, PrimaryKey()]
+    text: str = ""

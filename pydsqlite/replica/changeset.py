@@ -383,30 +383,34 @@ def _check_one(change: Any, position: int, shapes: dict[str, TableShape]) -> Non
     codec = shape.codec
     key = change.key
     where = f"change #{position} (table {codec.name!r}, key {key!r})"
+
+    def refused(message: str) -> SyncError:
+        return SyncError(message, table=codec.name, key=key if type(key) is tuple else None)
+
     if type(key) is not tuple or len(key) != len(codec.key):
-        raise SyncError(f"{where}: the key does not fit the key {codec.key} of table {codec.name!r}")
+        raise refused(f"{where}: the key does not fit the key {codec.key} of table {codec.name!r}")
     for position_in_key, (name, value) in enumerate(zip(codec.key, key, strict=True)):
         expected = shape.key_types[position_in_key] if shape.key_types else None
         if value is None or type(value) not in _SCALARS or (expected is not None and type(value) is not expected):
             wanted = expected.__name__ if expected else "a non-null int, float, str or bytes"
-            raise SyncError(f"{where}: key column {name!r} holds {value!r} ({type(value).__name__}), expected {wanted}")
+            raise refused(f"{where}: key column {name!r} holds {value!r} ({type(value).__name__}), expected {wanted}")
         if _unkeyable(value):
-            raise SyncError(f"{where}: key column {name!r} holds {value!r}, which no key can hold: SQLite compares -0.0 equal to 0.0 and stores NaN as NULL")
+            raise refused(f"{where}: key column {name!r} holds {value!r}, which no key can hold: SQLite compares -0.0 equal to 0.0 and stores NaN as NULL")
     columns, values = change.columns, change.values
     if not isinstance(columns, dict) or not isinstance(values, dict) or columns.keys() != shape.lww or values.keys() != shape.group:
         present = sorted(columns) + sorted(values) if isinstance(columns, dict) and isinstance(values, dict) else "?"
-        raise SyncError(
+        raise refused(
             f"{where}: has columns {present} but this replica's schema has {sorted(codec.lww) + sorted(codec.group)}; "
             "sync both replicas' schemas first"
         )
     registers = [(f"column {name!r}", pair) for name, pair in columns.items()]
     for what, pair in registers:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise SyncError(f"{where}: {what} must be a (timestamp, value) pair, got {pair!r}")
+            raise refused(f"{where}: {what} must be a (timestamp, value) pair, got {pair!r}")
     scalars = [(what, pair[1]) for what, pair in registers] + [(f"column {name!r}", value) for name, value in values.items()]
     for what, value in scalars:
         if type(value) not in _SCALARS:
-            raise SyncError(f"{where}: {what} holds {value!r} ({type(value).__name__}), not a stored value (None, int, float, str, bytes)")
+            raise refused(f"{where}: {what} holds {value!r} ({type(value).__name__}), not a stored value (None, int, float, str, bytes)")
     stamps = [(what, pair[0]) for what, pair in registers] + [("the row version", change.version)]
     if change.deleted is not None:
         stamps.append(("the tombstone time", change.deleted))
@@ -414,4 +418,4 @@ def _check_one(change: Any, position: int, shapes: dict[str, TableShape]) -> Non
         try:
             check_text(stamp)
         except ClockError as error:
-            raise SyncError(f"{where}: {what}: {error}") from None
+            raise refused(f"{where}: {what}: {error}") from None

@@ -569,15 +569,19 @@ def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[li
             try:
                 _rows_to_validate(codec, [state])
             except (ValueError, TypeError) as error:
-                raise SyncError(f"a {what} of table {codec.name!r} with key {state.key!r} does not validate: {error}") from None
+                raise SyncError(
+                    f"a {what} of table {codec.name!r} with key {state.key!r} does not validate: {error}", table=codec.name, key=state.key,
+                ) from None
         raise
     try:
         instances = codec.validate_stored(data)
     except ValidationError as error:
         location = error.errors()[0]["loc"]
-        key = states[location[0]].key if isinstance(location[0], int) else "?"
+        key = states[location[0]].key if isinstance(location[0], int) else None
         column = f" (column {location[1]})" if len(location) > 1 else ""
-        raise SyncError(f"a {what} of table {codec.name!r} with key {key!r} does not validate{column}: {error}") from None
+        raise SyncError(
+            f"a {what} of table {codec.name!r} with key {key!r} does not validate{column}: {error}", table=codec.name, key=key,
+        ) from None
     try:
         rows = codec.values_of_many(instances)
     except ValueError:
@@ -585,7 +589,9 @@ def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[li
             try:
                 codec.values(instance)
             except ValueError as error:
-                raise SyncError(f"a {what} of table {codec.name!r} with key {state.key!r} cannot be stored: {error}") from None
+                raise SyncError(
+                    f"a {what} of table {codec.name!r} with key {state.key!r} cannot be stored: {error}", table=codec.name, key=state.key,
+                ) from None
         raise
     _require_keys_kept(codec, states, rows, what)
     return rows
@@ -607,7 +613,8 @@ def _require_keys_kept(codec: RowCodec, states: list[RowChange], rows: list[list
         if key != state.key or tuple(map(type, key)) != tuple(map(type, state.key)):
             raise SyncError(
                 f"a {what} of table {codec.name!r} with key {state.key!r} validates to the key {key!r}: the model changes "
-                "it, so it would land on another row; keys travel as stored, send the stored key"
+                "it, so it would land on another row; keys travel as stored, send the stored key",
+                table=codec.name, key=state.key,
             )
 
 

@@ -282,6 +282,63 @@ class Database:
             _check_one_row(codec, params, cursor.rowcount)
         return cursor.rowcount > 0
 
+    def touch(self, model: type[M], key: Any, *fields: str) -> M:
+        """Stamp ``fields`` of the synced row with ``key`` (every non-key field when none are named)
+        with this replica's clock, keeping their values: later merges prefer them over every state
+        this replica has seen. Settles a row that two replicas' concurrent edits merge into a row the
+        model refuses (``SyncError`` names it). Returns the row.
+
+        A field without LWW shares the row version's timestamp with every other such field, so
+        naming one stamps them all.
+
+        Examples:
+            >>> import sqlite3
+            >>> from typing import Annotated
+            >>> from pydsqlite import LWW, Database, PrimaryKey, SyncModel, sync_models
+            >>> class Setting(SyncModel, table="touched_settings"):
+            ...     key: Annotated[str, PrimaryKey()]
+            ...     value: Annotated[str, LWW()]
+            >>> conn = sqlite3.connect(":memory:")
+            >>> _ = sync_models(conn, [Setting])
+            >>> db = Database(conn)
+            >>> _ = db.insert(Setting(key="theme", value="dark"))
+            >>> cursor = db.changes_since().cursor
+            >>> db.touch(Setting, "theme", "value")
+            Setting(key='theme', value='dark')
+            >>> [change.key for change in db.changes_since(cursor).changes]  # goes out again, newly stamped
+            [('theme',)]
+        """
+        codec = codec_for(model)
+        params = codec.key_params(key, "touch()")
+        if not codec.synced:
+            raise UsageError(
+                f"touch(): table {codec.name!r} is not synced (no LWW field), so its rows carry no timestamps to stamp"
+            )
+        names = fields or tuple(name for name in codec.fields if name not in codec.key)
+        unknown = [name for name in names if name not in codec.fields]
+        if unknown:
+            raise UsageError(
+                f"touch(): {codec.model.__qualname__} has no field(s) {', '.join(map(repr, unknown))} (fields: {', '.join(codec.fields)})"
+            )
+        keys = [name for name in names if name in codec.key]
+        if keys:
+            raise UsageError(f"touch(): {', '.join(map(repr, keys))} of table {codec.name!r} is the row's key, which has no timestamp")
+        stamped = [name + LWW_SUFFIX for name in codec.lww if name in names]
+        if any(name in codec.group for name in names):
+            stamped.append(VERSION_COLUMN)
+        with self._writing(codec):
+            current = self._fetch(codec, params)
+            if current is None:
+                raise RowNotFoundError(f"no row with key {key!r} in table {codec.name!r}")
+            now = str(self.clock.now())
+            assignments = [f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN)]
+            cursor = self.engine.execute(
+                f"UPDATE OR ABORT {codec.quoted_table} SET {', '.join(assignments)} WHERE {codec.key_where()}",
+                [*([now] * len(stamped)), self._next_seq(), *params],
+            )
+            _check_one_row(codec, params, cursor.rowcount)
+        return current  # type: ignore[return-value]
+
     # --- reads -----------------------------------------------------------------------------
 
     def get(self, model: type[M], key: Any) -> M | None:
