@@ -694,3 +694,20 @@ def test_a_schema_change_during_the_copy_refuses_the_swap_and_frees_the_copy(tmp
         assert state == expected and _leftovers(conn) == []
         sync_models(conn, [after], online=True)
         assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == ROWS
+
+
+@pytest.mark.parametrize("statement", ["DROP TABLE things", "ALTER TABLE things RENAME TO things_kept"])
+def test_a_table_dropped_or_renamed_during_its_copy_stops_the_rebuild_with_a_clear_error(tmp_path: Path, statement: str) -> None:
+    """Another connection dropping or renaming the table being copied stops the rebuild with a
+    MigrationError naming the table (not the engine's bare "no such table"), frees the copy, and
+    leaves what the other connection did; the next sync brings the schema in line."""
+    path = tmp_path / "app.db"
+    _, after = _things_database(path)
+    with pytest.raises(MigrationError, match=r"table 'things' was dropped or renamed by another connection during its online rebuild"):
+        _online_with_writes(path, [after], [statement])
+    with closing(sqlite3.connect(path)) as conn:
+        assert _leftovers(conn) == []
+        names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "things" not in names and ("things_kept" in names) == statement.startswith("ALTER")
+        sync_models(conn, [after], online=True)
+        assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == 0

@@ -890,6 +890,16 @@ def _migrate(run: _Run, desired: Schema, fingerprint: str, planner: Planner, man
     except MigrationError:  # refused (the schema changed meanwhile, a step failed): the copies are of no use
         _abandon(run, copies)
         raise
+    except engine.Error as error:
+        gone = [copy.spec.source for copy in copies if not has_object(engine, copy.spec.source)]
+        if not gone:
+            _abandon(run, copies, free=False)
+            raise
+        _abandon(run, copies)
+        raise MigrationError(
+            f"table {gone[0]!r} was dropped or renamed by another connection during its online rebuild, so the "
+            f"rebuild stopped ({error}); its copy was freed and nothing else was changed: run sync_models again"
+        ) from error
     except BaseException:  # interrupted: leave the freeing to the next sync
         _abandon(run, copies, free=False)
         raise
