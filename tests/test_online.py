@@ -711,3 +711,24 @@ def test_a_table_dropped_or_renamed_during_its_copy_stops_the_rebuild_with_a_cle
         assert "things" not in names and ("things_kept" in names) == statement.startswith("ALTER")
         sync_models(conn, [after], online=True)
         assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == 0
+
+
+def test_an_online_plans_script_shows_the_phases_as_comments_so_running_it_by_hand_loses_nothing(tmp_path: Path) -> None:
+    """The phases of an online rebuild bind each chunk's bounds as pydsqlite runs them: as a script
+    (``plan.sql``, ``pydsqlite plan --online --sql``) they are comments, and the rest of the plan
+    stays runnable. Run by hand, the script used to copy no rows (unbound bounds are NULL) and swap
+    in the empty table."""
+    path = tmp_path / "app.db"
+    before, after = _things_database(path)
+    with closing(sqlite3.connect(path)) as conn:
+        plan = model_migration_plan(conn, [after], online=True)
+        script = plan.sql
+        assert script.startswith("-- an online migration")
+        assert ":after0" in script and all(
+            line.startswith("--") for line in script.splitlines() if ":after0" in line or "RENAME TO" in line
+        )
+        expected = _database_state(conn)
+        conn.executescript(script)  # the plan is this one rebuild: nothing runs
+        assert _database_state(conn) == expected
+        sync_models(conn, [after], online=True)
+        assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == ROWS

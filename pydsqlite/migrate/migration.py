@@ -115,6 +115,10 @@ class Operation:
     online rebuild copies from, see ``online``)."""
     after_data_steps: bool = field(default=False, repr=False)
     """Runs after the plan's data steps (the contract phase, see ``steps``)."""
+    stepped: bool = field(default=False, repr=False)
+    """The statements are phases pydsqlite runs in steps, binding each chunk's bounds (an online
+    rebuild): the plan's script shows them as comments, so that running it by hand cannot run
+    them with unbound (NULL) bounds, which would copy no rows."""
 
     def __str__(self) -> str:
         mark = "DESTRUCTIVE " if self.destructive else ""
@@ -169,12 +173,18 @@ class MigrationPlan:
 
     @property
     def sql(self) -> str:
-        """The whole SQL script; the data steps appear as comments where they run."""
+        """The whole SQL script; the data steps, and an online rebuild's phases, appear as comments where they run."""
         parts: list[str] = []
+        if any(operation.stepped for operation in self.operations):
+            parts.append("-- an online migration: pydsqlite runs the commented rebuilds below in steps (sync --online); this script does not\n")
         for position, operation in enumerate(self.operations):
             if position == self._data_steps_position:
                 parts.extend(f"-- {line}\n" for line in self._data_step_lines)
-            parts.extend(statement + ";\n" for statement in operation.statements)
+            if operation.stepped:
+                parts.append(f"-- {operation.description}:\n")
+                parts.extend(f"--   {line}\n" for statement in operation.statements for line in f"{statement};".splitlines())
+            else:
+                parts.extend(statement + ";\n" for statement in operation.statements)
         if self._data_steps_position == len(self.operations):
             parts.extend(f"-- {line}\n" for line in self._data_step_lines)
         return "".join(parts)

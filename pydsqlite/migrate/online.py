@@ -156,7 +156,9 @@ def online_plan(engine: Engine, plan: MigrationPlan) -> tuple[MigrationPlan, lis
         how = f"online, copied in chunks by {spec.key.describe()}"
         if spec.final_indexes:
             how += "; its indexes keep their names through a second copy"
-        operations.append(replace(operation, description=_retitled(operation, how), statements=tuple(_phases(spec)), copy=None))
+        operations.append(
+            replace(operation, description=_retitled(operation, how), statements=tuple(_phases(spec)), copy=None, stepped=True)
+        )
     return replace(plan, operations=tuple(operations)), specs
 
 
