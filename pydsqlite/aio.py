@@ -195,8 +195,9 @@ class AsyncDatabase:
         engine, database = self._bound or await self._open()
         return await engine.call(database.delete, obj_or_model, key)
 
-    async def touch(self, model: type[M], key: Any, *fields: str) -> M:
-        """``Database.touch``: stamp ``fields`` of the synced row (every non-key field when none are named), keeping their values."""
+    async def touch(self, model: type[M], key: Any, *fields: str) -> M | None:
+        """``Database.touch``: stamp ``fields`` of the synced row (every non-key field when none are named), keeping their values;
+        None for a deleted row (its kept values and its deletion are stamped)."""
         engine, database = self._bound or await self._open()
         return await engine.call(database.touch, model, key, *fields)  # pyright: ignore[reportReturnType] - a generic method through Callable[..., T]
 

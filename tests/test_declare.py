@@ -23,6 +23,7 @@ from pydsqlite import (
     SchemaDefinitionError,
     SyncModel,
     Unique,
+    UsageError,
 )
 from pydsqlite.schema.compile import MAX_INDEX_NAME, compile_models, index_name
 from pydsqlite.schema.model import registered_models, snake_case
@@ -426,3 +427,22 @@ def test_a_marker_on_a_private_attribute_is_refused_not_dropped():
         _cache: dict[str, int] = {}
 
     assert list(Cached.model_fields) == ["id"] and "_cache" in Cached.__private_attributes__
+
+
+@pytest.mark.parametrize(
+    ("keywords", "hint"),
+    [
+        ({"collation": "NOCASE"}, "did you mean 'collate'"),
+        ({"primary_keys": True}, "did you mean 'primary_key'"),
+        ({"uniq": True}, "did you mean 'unique'"),
+        ({"max_lenght": 3}, "did you mean 'max_length'"),
+        ({"example": "x"}, "did you mean 'examples'"),
+    ],
+)
+def test_field_refuses_a_keyword_it_does_not_know_instead_of_dropping_the_marker(keywords, hint):
+    """pydantic keeps unknown Field() keywords as JSON-schema data (with a deprecation warning), so a
+    misspelt storage keyword would silently lose its marker: pydsqlite's Field refuses it by name."""
+    with pytest.raises(UsageError, match=rf"Field\(\) got unknown keyword argument\(s\) {next(iter(keywords))!r} \({hint}\?\)"):
+        Field(**keywords)
+    info = Field("x", json_schema_extra={"example": "x"}, collate="NOCASE", max_length=3)
+    assert info.json_schema_extra == {"example": "x"} and info.metadata

@@ -89,6 +89,7 @@ def test_a_value_sqlite_cannot_bind_is_refused_naming_the_change_and_nothing_is_
         target.apply_changes(ChangeSet(tuple(changes), 5, "peer"), models=[Num, Word])
     message = str(raised.value)
     assert f"change #{position}" in message and repr(table) in message and repr(bad) in message
+    assert (raised.value.table, raised.value.key) == (table, changes[position].key)
     assert _dump(conn) == before
 
 
@@ -328,3 +329,99 @@ def test_touch_stamps_only_the_named_fields_and_refuses_what_has_no_timestamp(tm
 class Plainly(SyncModel, table="plainly"):
     id: Annotated[int, PrimaryKey()]
     text: str = ""
+
+
+def _span_replicas(tmp_path) -> tuple[Database, Database]:
+    replicas = []
+    for name, start in (("a", 1_700_000_000_000), ("b", 1_700_000_000_100)):
+        conn = sqlite3.connect(tmp_path / f"{name}.db")
+        sync_models(conn, [Span, Num])
+        replicas.append(Database(conn, wall_clock=lambda start=start: start))
+    return replicas[0], replicas[1]
+
+
+def _exchange(a: Database, b: Database) -> None:
+    """Each replica applies the other's changeset (both are tried); the first refusal is raised."""
+    refusals = []
+    for receiver, sender in ((b, a), (a, b)):
+        try:
+            receiver.apply_changes(sender.changes_since(models=[Span, Num]), [Span, Num])
+        except SyncError as error:
+            refusals.append(error)
+    if refusals:
+        raise refusals[0]
+
+
+@pytest.mark.parametrize(
+    ("deleted_on", "touched_on", "survives"),
+    [
+        ("both", "a", False), ("both", "b", False),
+        ("a", "a", False),  # the deleter re-asserts its deletion (and the values it kept)
+        ("a", "b", True),  # the other side re-asserts its row: a write after the delete revives it
+    ],
+)
+def test_a_refused_merge_of_a_deleted_row_is_settled_by_touch_on_either_side(tmp_path, deleted_on, touched_on, survives):
+    """Concurrent edits that merge into registers the model refuses block the exchange even when
+    the row was deleted meanwhile (a deleted row keeps its registers, and they are validated).
+    ``touch`` on a deleted row stamps the values its tombstone keeps, then the deletion: the row
+    stays deleted everywhere; ``touch`` on a visible row makes its values win, reviving it."""
+    a, b = _span_replicas(tmp_path)
+    a.insert(Span(id="s", lo=0, hi=10))
+    b.apply_changes(a.changes_since(models=[Span]), [Span])
+    a.update(Span, "s", lo=5)
+    b.update(Span, "s", hi=3)
+    for name, db in (("a", a), ("b", b)):
+        if deleted_on in (name, "both"):
+            db.delete(Span, "s")
+    b.insert(Num(id=7, n=7))  # an unrelated row waits with the refused one
+    with pytest.raises(SyncError) as refused:
+        _exchange(a, b)
+    assert (refused.value.table, refused.value.key) == ("spans", ("s",))
+    with pytest.raises(RowNotFoundError, match="no row with key 'never' in table 'spans', deleted or not"):
+        a.touch(Span, "never")
+
+    toucher = a if touched_on == "a" else b
+    row = toucher.touch(Span, *refused.value.key)
+    assert (row is None) == (deleted_on in (touched_on, "both"))
+    _exchange(a, b)
+    expected = toucher.get(Span, "s") if survives else None
+    assert survives == (expected is not None)
+    for db in (a, b):
+        assert db.get(Span, "s") == expected
+        assert db.get(Num, 7) == Num(id=7, n=7)
+    assert a.changes_since(models=[Span]).changes == b.changes_since(models=[Span]).changes  # the same state, tombstone included
+
+
+def test_touch_settles_a_delete_made_by_sql_first(tmp_path):
+    """A row deleted by plain SQL is a delete that syncs: touching it stamps its tombstone."""
+    a, b = _span_replicas(tmp_path)
+    a.insert(Span(id="s", lo=1, hi=2))
+    b.apply_changes(a.changes_since(models=[Span]), [Span])
+    a.conn.execute("DELETE FROM spans WHERE id = 's'")
+    a.conn.commit()
+    assert a.touch(Span, "s", "lo") is None
+    b.apply_changes(a.changes_since(models=[Span]), [Span])
+    assert b.get(Span, "s") is None
+
+
+def test_a_new_process_settles_a_refused_row_after_receiving_the_changeset_once_more(tmp_path):
+    """A process that did not receive the refused changeset has a clock that may be behind the
+    other side's edit (its wall clock is slower): its touch alone would lose again. Applying the
+    changeset once more is refused again but moves the clock, and the touch then settles the row."""
+    a, b = _span_replicas(tmp_path)  # b's wall clock runs 100 ms ahead
+    a.insert(Span(id="s", lo=0, hi=10))
+    b.apply_changes(a.changes_since(models=[Span]), [Span])
+    a.update(Span, "s", lo=5)
+    b.update(Span, "s", hi=3)
+    with pytest.raises(SyncError):
+        _exchange(a, b)
+    restarted = Database(sqlite3.connect(tmp_path / "a.db"), wall_clock=lambda: 1_700_000_000_000)
+    restarted.touch(Span, "s")  # stamped before b's edit: not enough
+    with pytest.raises(SyncError):
+        _exchange(restarted, b)
+    restarted = Database(sqlite3.connect(tmp_path / "a.db"), wall_clock=lambda: 1_700_000_000_000)
+    with pytest.raises(SyncError):
+        restarted.apply_changes(b.changes_since(models=[Span, Num]), [Span, Num])
+    restarted.touch(Span, "s")
+    _exchange(restarted, b)
+    assert restarted.get(Span, "s") == b.get(Span, "s") == Span(id="s", lo=5, hi=10)

@@ -17,7 +17,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,9 +278,10 @@ def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:
     return RowChange(local.table, local.key, columns, version, values, deleted)
 
 
-def unstorable_change(changes: Iterable[RowChange]) -> SyncError:
+def unstorable_change(changes: Iterable[RowChange], names: Mapping[str, str]) -> SyncError:
     """The ``SyncError`` naming the first value of ``changes`` SQLite cannot bind (an integer beyond 64
-    bits, text that is not valid UTF-8): found only after binding one failed, so the common case pays nothing."""
+    bits, text that is not valid UTF-8): found only after binding one failed, so the common case pays
+    nothing. ``names`` spells each folded table name as this replica does."""
     for position, change in enumerate(changes):
         named = [("the key", value) for value in change.key]
         named += [(f"column {name!r}", value) for name, (_, value) in change.columns.items()]
@@ -288,7 +289,11 @@ def unstorable_change(changes: Iterable[RowChange]) -> SyncError:
         for what, value in named:
             reason = unstorable_reason(value)
             if reason is not None:
-                return SyncError(f"change #{position} (table {change.table!r}, key {change.key!r}): {what} holds {value!r}: {reason}")
+                table = names.get(fold_name(change.table), change.table)
+                return SyncError(
+                    f"change #{position} (table {table!r}, key {change.key!r}): {what} holds {value!r}: {reason}",
+                    table=table, key=change.key,
+                )
     return SyncError("a changeset value cannot be stored by SQLite")
 
 

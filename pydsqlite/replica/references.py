@@ -160,7 +160,8 @@ class ReferenceRepair:
             raise SyncError(
                 f"row {key!r} of table {link.child.name!r} references {link.parent.name}({', '.join(link.parent_columns)}) "
                 f"= {values!r}, which does not exist here; table {other!r} is not synced here (no table model with LWW "
-                "columns describes it), so this replica cannot settle the foreign key; nothing was applied"
+                "columns describes it), so this replica cannot settle the foreign key; nothing was applied",
+                table=link.child.name, key=key,
             )
         if not self._revives(link, key):
             if link.on_delete == "CASCADE":

@@ -202,6 +202,31 @@ class Replica:
             [(first_seq + position, codec.name, key_text(key)) for position, key in enumerate(keys)],
         )
 
+    def touch_deleted(self, codec: RowCodec, key: tuple[Any, ...], lww: Collection[str], *, version: bool) -> bool:
+        """Stamp the ``lww`` registers (and the row version when ``version``) that the deleted row
+        ``key`` keeps, then its deletion, anew: this replica's kept values and its deletion win the
+        next merge, and the row stays deleted. False when no deleted row of that key is known."""
+        self.settle_captured()  # a delete made by SQL becomes its tombstone first
+        found = self.engine.execute(
+            f"SELECT deleted, state FROM {TOMBSTONES} WHERE table_name = ? AND key = ? AND state IS NOT NULL",
+            (codec.name, key_text(key)),
+        ).fetchone()
+        if found is None:
+            return False
+        kept = _state_from_json(codec, key, found[1], found[0])
+        registers = str(self.clock.now())
+        deleted = str(self.clock.now())  # after the registers: they do not revive the row
+        state = RowChange(
+            codec.name, key,
+            {name: (registers, value) if name in lww else (stamp, value) for name, (stamp, value) in kept.columns.items()},
+            registers if version else kept.version, kept.values, deleted,
+        )
+        self.engine.execute(
+            f"UPDATE {TOMBSTONES} SET deleted = ?, state = ?, seq = ? WHERE table_name = ? AND key = ?",
+            (deleted, _state_to_json(state), self.node.allocate_seq(1), codec.name, key_text(key)),
+        )
+        return True
+
     def delete(self, codec: RowCodec, key: tuple[Any, ...]) -> bool:
         """Delete one row; its capture trigger records it, and it becomes a tombstone stamped now
         (with whatever its foreign keys' actions did to other rows)."""

@@ -162,7 +162,8 @@ class Database:
                 raise
             raise behind from error
         except (OverflowError, UnicodeEncodeError) as error:  # SQLite cannot bind it: nothing was written
-            raise unstorable_change(changeset.changes) from error
+            names = {fold_name(name): codec.name for name, codec in self._replica.synced_codecs(models).items()}
+            raise unstorable_change(changeset.changes, names) from error
 
     def _behind_models(self, models: Iterable[type[BaseModel]] | None) -> SchemaMismatchError | None:
         """When a sync call fails: a synced table here that lacks a column its model declares (the
@@ -282,14 +283,16 @@ class Database:
             _check_one_row(codec, params, cursor.rowcount)
         return cursor.rowcount > 0
 
-    def touch(self, model: type[M], key: Any, *fields: str) -> M:
+    def touch(self, model: type[M], key: Any, *fields: str) -> M | None:
         """Stamp ``fields`` of the synced row with ``key`` (every non-key field when none are named)
         with this replica's clock, keeping their values: later merges prefer them over every state
         this replica has seen. Settles a row that two replicas' concurrent edits merge into a row the
         model refuses (``SyncError`` names it). Returns the row.
 
         A field without LWW shares the row version's timestamp with every other such field, so
-        naming one stamps them all.
+        naming one stamps them all. On a deleted row, the values its tombstone keeps are stamped,
+        and then its deletion, so the row stays deleted everywhere (returns None);
+        ``RowNotFoundError`` when this replica never knew the key.
 
         Examples:
             >>> import sqlite3
@@ -323,13 +326,15 @@ class Database:
         keys = [name for name in names if name in codec.key]
         if keys:
             raise UsageError(f"touch(): {', '.join(map(repr, keys))} of table {codec.name!r} is the row's key, which has no timestamp")
-        stamped = [name + LWW_SUFFIX for name in codec.lww if name in names]
-        if any(name in codec.group for name in names):
-            stamped.append(VERSION_COLUMN)
+        lww = [name for name in codec.lww if name in names]
+        version = any(name in codec.group for name in names)
+        stamped = [name + LWW_SUFFIX for name in lww] + ([VERSION_COLUMN] if version else [])
         with self._writing(codec):
             current = self._fetch(codec, params)
             if current is None:
-                raise RowNotFoundError(f"no row with key {key!r} in table {codec.name!r}")
+                if self._replica.touch_deleted(codec, params, lww, version=version):
+                    return None
+                raise RowNotFoundError(f"no row with key {key!r} in table {codec.name!r}, deleted or not")
             now = str(self.clock.now())
             assignments = [f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN)]
             cursor = self.engine.execute(

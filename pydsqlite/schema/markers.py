@@ -6,11 +6,15 @@ Markers are plain objects placed in ``Annotated[...]`` metadata (or attached by
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field as _PydanticField
 from pydantic_core import PydanticUndefined
+
+from ..errors import UsageError
 
 _ACTIONS = {"NO ACTION", "RESTRICT", "SET NULL", "SET DEFAULT", "CASCADE"}
 
@@ -212,6 +216,22 @@ class RenamedFrom:
         object.__setattr__(self, "names", tuple(names))
 
 
+_PYDANTIC_FIELD_KEYWORDS = frozenset(
+    name for name, parameter in inspect.signature(_PydanticField).parameters.items()
+    if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+)
+_STORAGE_KEYWORDS = (
+    "primary_key", "autoincrement", "index", "unique", "lww", "foreign_key", "on_delete", "on_update", "renamed_from", "collate",
+)
+
+
+def _did_you_mean(name: str) -> str:
+    """A hint for a misspelt keyword: pydantic would keep it as JSON-schema data, silently."""
+    close = difflib.get_close_matches(name, [*_STORAGE_KEYWORDS, *_PYDANTIC_FIELD_KEYWORDS], n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; extra JSON-schema data goes in json_schema_extra={{...}}"
+
+
 def Field(  # noqa: N802 - mirrors pydantic.Field
     default: Any = PydanticUndefined,
     *,
@@ -250,6 +270,9 @@ def Field(  # noqa: N802 - mirrors pydantic.Field
         >>> Product.model_json_schema()["properties"]["sku"]
         {'maxLength': 12, 'title': 'Sku', 'type': 'string'}
     """
+    unknown = sorted(set(kwargs) - _PYDANTIC_FIELD_KEYWORDS)
+    if unknown:
+        raise UsageError(f"Field() got unknown keyword argument(s) {', '.join(map(repr, unknown))}{_did_you_mean(unknown[0])}")
     info = _PydanticField(default, **kwargs)
     markers: list[object] = []
     if primary_key or autoincrement:
