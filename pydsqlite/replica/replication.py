@@ -601,12 +601,14 @@ def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[li
     try:
         instances = codec.validate_stored(data)
     except ValidationError as error:
-        location = error.errors()[0]["loc"]
-        key = states[location[0]].key if isinstance(location[0], int) else None
-        column = f" (column {location[1]})" if len(location) > 1 else ""
-        raise SyncError(
-            f"a {what} of table {codec.name!r} with key {key!r} does not validate{column}: {error}", table=codec.name, key=key,
-        ) from None
+        errors = error.errors()
+        row = errors[0]["loc"][0]
+        key = states[row].key if isinstance(row, int) else None
+        problems = "; ".join(
+            f"{' (column ' + '.'.join(map(str, found['loc'][1:])) + ')' if len(found['loc']) > 1 else ''}: {found['msg']} (got {found['input']!r})"
+            for found in errors if found["loc"][:1] == (row,)
+        )
+        raise SyncError(f"a {what} of table {codec.name!r} with key {key!r} does not validate{problems}", table=codec.name, key=key) from None
     try:
         rows = codec.values_of_many(instances)
     except ValueError:
