@@ -15,10 +15,10 @@ from typing import Annotated, Any, Optional
 import pytest
 
 from pydsqlite import (
+    LWW,
     Database,
     DestructiveChangeError,
     ForeignKey,
-    LWW,
     MigrationError,
     PrimaryKey,
     SyncModel,

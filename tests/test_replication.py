@@ -25,9 +25,9 @@ from pydsqlite import (
     Timestamp,
     sync_models,
 )
+from pydsqlite.replica import replication
 from pydsqlite.replica.changeset import RowChange, key_from_text, key_text, merge_states, to_json_value
 from pydsqlite.replica.hlc import MAX_COUNTER
-from pydsqlite.replica import replication
 from pydsqlite.replica.replication import ChangeSet, SyncError
 
 

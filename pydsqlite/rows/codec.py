@@ -13,7 +13,15 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 
 from ..errors import RowValidationError, SchemaDefinitionError, UnstorableValueError, UsageError
-from ..schema.codecs import INLINE_ENCODERS, decoder_for, encoder_for, parse_offset_with_seconds, split_optional, storage_kind, unstorable_reason
+from ..schema.codecs import (
+    INLINE_ENCODERS,
+    decoder_for,
+    encoder_for,
+    parse_offset_with_seconds,
+    split_optional,
+    storage_kind,
+    unstorable_reason,
+)
 from ..schema.compile import compile_cached, table_model_argument
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
 from ..sql.render import quote_identifier
