@@ -34,8 +34,8 @@ from pydsqlite import (
     model_migration_plan,
     sync_models,
 )
-from pydsqlite.migrate import online
-from pydsqlite.migrate.online import CREATE_CLAIM_TABLE
+from pydsqlite.migrate.online import pacing
+from pydsqlite.migrate.online.claim import CREATE_CLAIM_TABLE
 from tests import online_worker
 from tests.online_worker import Wide, make_database, replay
 
@@ -502,7 +502,7 @@ def test_steps_stopped_at_the_time_limit_are_rolled_back_and_taken_again_smaller
     live, offline = tmp_path / "live.db", tmp_path / "offline.db"
     _, after = _things_database(live)
     _copy_database(live, offline)
-    monkeypatch.setattr(online, "STEP_LIMIT", 0.0)  # every statement long enough to be looked at is stopped
+    monkeypatch.setattr(pacing, "STEP_LIMIT", 0.0)  # every statement long enough to be looked at is stopped
     monkeypatch.setattr(sqlite_engine, "_PROGRESS_EVERY", looked_at_every)
     with caplog.at_level(logging.DEBUG, logger="pydsqlite.migrate.online"):
         _online_with_writes(live, [after], WRITES_DURING_COPY)

@@ -26,8 +26,10 @@ from .execute import MigrationSession, ProgressCallback, migration_session, read
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
-from .online import migrate as migrate_online
-from .online import online_plan, require_wal, settle_offline, wait_for_online_migrations
+from .online.claim import wait_for_online_migrations
+from .online.driver import migrate as migrate_online
+from .online.leftovers import settle_offline
+from .online.preview import online_plan, require_wal
 from .plan import build_plan, expand_diff
 from .rehearse import rehearse, rehearse_and_read
 from .steps import DataStep, PendingSteps, count_moves, pending_steps, run_data_steps, steps_from, with_steps
