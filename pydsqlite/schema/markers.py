@@ -220,14 +220,12 @@ _PYDANTIC_FIELD_KEYWORDS = frozenset(
     name for name, parameter in inspect.signature(_PydanticField).parameters.items()
     if parameter.kind is not inspect.Parameter.VAR_KEYWORD
 )
-_STORAGE_KEYWORDS = (
-    "primary_key", "autoincrement", "index", "unique", "lww", "foreign_key", "on_delete", "on_update", "renamed_from", "collate",
-)
 
 
 def _did_you_mean(name: str) -> str:
     """A hint for a misspelt keyword: pydantic would keep it as JSON-schema data, silently."""
-    close = difflib.get_close_matches(name, [*_STORAGE_KEYWORDS, *_PYDANTIC_FIELD_KEYWORDS], n=1, cutoff=0.6)
+    storage = [keyword for keyword in inspect.signature(Field).parameters if keyword not in ("default", "kwargs")]
+    close = difflib.get_close_matches(name, [*storage, *sorted(_PYDANTIC_FIELD_KEYWORDS)], n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"{hint}; extra JSON-schema data goes in json_schema_extra={{...}}"
 
