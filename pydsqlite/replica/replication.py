@@ -601,14 +601,19 @@ def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[li
     try:
         instances = codec.validate_stored(data)
     except ValidationError as error:
-        errors = error.errors()
-        row = errors[0]["loc"][0]
+        row = error.errors()[0]["loc"][0]
         key = states[row].key if isinstance(row, int) else None
-        problems = "; ".join(
-            f"{' (column ' + '.'.join(map(str, found['loc'][1:])) + ')' if len(found['loc']) > 1 else ''}: {found['msg']} (got {found['input']!r})"
-            for found in errors if found["loc"][:1] == (row,)
-        )
-        raise SyncError(f"a {what} of table {codec.name!r} with key {key!r} does not validate{problems}", table=codec.name, key=key) from None
+        found = [  # this row's errors: (column or None, message, offending input)
+            (".".join(map(str, item["loc"][1:])) or None, item["msg"], item["input"])
+            for item in error.errors() if item["loc"][:1] == (row,)
+        ]
+        (column, message, given), *more = found
+        where = f" (column {column})" if column else ""
+        further = "".join(f"; {'column ' + other if other else 'the row'}: {text} (got {value!r})" for other, text, value in more)
+        raise SyncError(
+            f"a {what} of table {codec.name!r} with key {key!r} does not validate{where}: {message} (got {given!r}){further}",
+            table=codec.name, key=key,
+        ) from None
     try:
         rows = codec.values_of_many(instances)
     except ValueError:
