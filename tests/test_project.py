@@ -76,3 +76,12 @@ def test_a_built_wheel_holds_every_module_of_the_package(tmp_path):
     packaged = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("pydsqlite/")}
     on_disk = {str(path.relative_to(ROOT)) for path in (ROOT / "pydsqlite").rglob("*.py")} | {"pydsqlite/py.typed"}
     assert on_disk <= packaged, sorted(on_disk - packaged)
+
+
+def test_ci_smoke_runs_the_benchmark_command_quickly_without_touching_the_docs():
+    """``python -m benchmarks --quick`` keeps working (a broken case fails CI), and leaves
+    docs/benchmarks.md to full runs."""
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    smoke = [n for n, line in enumerate(ci) if "-m benchmarks --quick --no-write" in line]
+    install = [n for n, line in enumerate(ci) if "pip install" in line and "'.[bench]'" in line]
+    assert smoke and install and ci.index(readme_commands()[1]) < install[0] < smoke[0] < len(ci) - 1, ci
