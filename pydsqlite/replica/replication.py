@@ -205,8 +205,8 @@ class Replica:
     def touch_deleted(self, codec: RowCodec, key: tuple[Any, ...], lww: Collection[str], *, version: bool) -> bool:
         """Stamp the ``lww`` registers (and the row version when ``version``) that the deleted row
         ``key`` keeps, then its deletion, anew: this replica's kept values and its deletion win the
-        next merge, and the row stays deleted. False when no deleted row of that key is known."""
-        self.settle_captured()  # a delete made by SQL becomes its tombstone first
+        next merge, and the row stays deleted. False when no deleted row of that key is known. Inside a
+        write unit, which has settled deletes made by SQL into tombstones first."""
         found = self.engine.execute(
             f"SELECT deleted, state FROM {TOMBSTONES} WHERE table_name = ? AND key = ? AND state IS NOT NULL",
             (codec.name, key_text(key)),

@@ -170,8 +170,7 @@ def _declared(model: type[BaseModel]) -> str:
             default = "unstable"
         else:
             default = _stable(info.default)
-        metadata = _stable(info.metadata) if info.metadata else "list()"
-        parts.append(f"{name}\x01{annotation}\x01{metadata}\x01{default}\x01{info.frozen}")
+        parts.append(f"{name}\x01{annotation}\x01{_stable(info.metadata)}\x01{default}\x01{info.frozen}")
     return "\x02".join(parts)
 
 
@@ -226,7 +225,7 @@ def _stable_object(value: Any) -> str:
     if "__dataclass_fields__" in kind.__dict__ and kind.__module__.startswith(_TRUSTED_METADATA_MODULES):
         if kind is ForeignKey or not kind.__dataclass_params__.frozen:
             raise _Unstable  # a foreign key's columns depend on the parent model's declaration
-        fields = ",".join([f"{name}={_stable(getattr(value, name))}" for name in _field_names(kind)])
+        fields = ",".join([f"{field.name}={_stable(getattr(value, field.name))}" for field in dataclasses.fields(value)])
         return f"{kind.__module__}.{kind.__qualname__}({fields})"
     if isinstance(value, enum.Enum):
         return f"{_stable(kind)}.{value.name}"
@@ -245,17 +244,6 @@ def _stable_object(value: Any) -> str:
     if supertype is not None:  # NewType
         return f"newtype({_stable(supertype)})"
     raise _Unstable
-
-
-_dataclass_fields: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(kind: type) -> tuple[str, ...]:
-    """The field names of the dataclass ``kind``, read once per class."""
-    names = _dataclass_fields.get(kind)
-    if names is None:
-        names = _dataclass_fields[kind] = tuple(field.name for field in dataclasses.fields(kind))
-    return names
 
 
 def _customised(enum_class: type[enum.Enum]) -> bool:
