@@ -104,7 +104,7 @@ def _text_equal(a: str, b: str) -> str:
     return f"CAST({a} AS TEXT) = CAST({b} AS TEXT) COLLATE BINARY"
 
 
-def lossy_condition(value: str, cast: str) -> str:
+def lossy_condition(value: str, cast: str, affinity: str | None = None) -> str:
     """SQL that is true when ``CAST(value AS cast)`` would not keep ``value`` exactly.
 
     A conversion is lossless only when the converted value converts back to the original
@@ -112,6 +112,8 @@ def lossy_condition(value: str, cast: str) -> str:
     between the text/number classes and blobs (a blob never compares equal to text).
     ``'000123'`` to INTEGER, 2**53 + 1 to REAL, ``0.1 + 0.2`` to TEXT (15 digits) and text to
     BLOB are lossy; 5 to TEXT, 3.0 to INTEGER and ``'12'`` to INTEGER or REAL are not.
+    The storage class most values of a column with ``affinity`` have is tested first: the
+    check evaluates this once per row.
     """
     new = f"CAST({value} AS {cast})"
     numeric_back = f"{new} = {value}"  # SQLite compares integers with reals exactly
@@ -126,8 +128,16 @@ def lossy_condition(value: str, cast: str) -> str:
         "TEXT": {"integer": "0", "real": f"NOT (CAST({new} AS REAL) = {value})", "text": "0"},
         "BLOB": {"blob": "0"},
     }[cast]
-    whens = " ".join(f"WHEN '{kind}' THEN {test}" for kind, test in by_class.items())
-    return f"CASE typeof({value}) WHEN 'null' THEN 0 {whens} ELSE 1 END"
+    arms = {"null": "0", **by_class}
+    likely = _LIKELY_CLASS.get(affinity or "")
+    if likely in arms:
+        arms = {likely: arms.pop(likely), **arms}
+    whens = " ".join(f"WHEN '{kind}' THEN {test}" for kind, test in arms.items())
+    return f"CASE typeof({value}) {whens} ELSE 1 END"
+
+
+_LIKELY_CLASS = {"INTEGER": "integer", "NUMERIC": "integer", "REAL": "real", "TEXT": "text"}
+"""The storage class a column of each affinity holds for almost every value it was given."""
 
 
 UTF8_FUNCTION = "pydsqlite_is_utf8"
@@ -136,19 +146,21 @@ UTF8_FUNCTION = "pydsqlite_is_utf8"
 
 def conversion_checks(table: str, live_table: str, old: Column, new: Column, cast: str) -> tuple[DataCheck, ...]:
     """Rows whose value would not survive ``CAST(old AS cast)`` unchanged; for TEXT, also blobs that
-    are not UTF-8 and so would become text no reader can decode (refused even when losses are allowed)."""
+    are not UTF-8 and so would become text no reader can decode (refused even when losses are allowed).
+    ``value >= x''`` holds for blobs alone (numbers and text sort before every blob, and no
+    affinity converts a blob): a comparison, cheaper per row than ``typeof()``."""
     quoted = quote_identifier(old.name)
     source = quote_identifier(live_table)
     checks = [
         row_check(
             table, new.name, f"values would change when converted from {old.type or 'untyped'} to {new.type}",
-            source, lossy_condition(quoted, cast), blocking=False, sample=quoted,
+            source, lossy_condition(quoted, cast, old.affinity), blocking=False, sample=quoted,
         )
     ]
     if cast == "TEXT":
         blobs = row_check(
             table, new.name, "blob values are not valid UTF-8 text, so they cannot become TEXT",
-            source, f"typeof({quoted}) = 'blob' AND NOT {UTF8_FUNCTION}({quoted})", blocking=True, sample=quoted,
+            source, f"{quoted} >= x'' AND NOT {UTF8_FUNCTION}({quoted})", blocking=True, sample=quoted,
         )
         checks.append(replace(blobs, utf8_column=quoted))
     return tuple(checks)
