@@ -49,6 +49,74 @@ def test_swapping_two_column_names_moves_the_data_once(memory_conn, model):
     assert table_rows(memory_conn, "pairs")[0] == {"id": 1, "a": "B1", "b": "A1"}
 
 
+class Extended(SyncModel, table="pairs"):  # a later release: the swap's hints stay, and a column comes
+    id: Annotated[int, PrimaryKey()]
+    a: Annotated[str, RenamedFrom("b")]
+    b: Annotated[str, RenamedFrom("a")]
+    note: str = ""
+
+
+@pytest.mark.parametrize("later", [Swapped, Extended], ids=["same models", "a later release"])
+def test_a_database_created_with_swap_hints_never_swaps(tmp_path, later):
+    """A fresh install of the swap release makes the table with the new names: its hints are
+    moot there, and no later sync (after any schema change) may apply them to its data."""
+    conn = sqlite3.connect(tmp_path / "fresh.db")
+    sync_models(conn, [Swapped])
+    conn.execute("INSERT INTO pairs VALUES (1, 'A', 'B')")
+    conn.execute("CREATE INDEX pairs_by_a ON pairs (a)")  # the schema changes, so the next sync plans in full
+    conn.commit()
+    assert not any("rename" in operation.kind for operation in model_migration_plan(conn, [later]).operations)
+    sync_models(conn, [later])
+    assert table_rows(conn, "pairs")[0] | {"note": ""} == {"id": 1, "a": "A", "b": "B", "note": ""}
+    conn.close()
+    conn = sqlite3.connect(tmp_path / "fresh.db")  # the record is in the file, not in the process
+    conn.execute("DROP INDEX pairs_by_a")
+    assert not any("rename" in operation.kind for operation in model_migration_plan(conn, [later]).operations)
+
+
+def test_a_fresh_install_with_lww_swap_hints_keeps_values_with_their_timestamps(memory_conn):
+    class Notes(SyncModel, table="notes"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[str, LWW(), RenamedFrom("b")]
+        b: Annotated[str, LWW(), RenamedFrom("a")]
+
+    sync_models(memory_conn, [Notes])
+    memory_conn.execute("INSERT INTO notes (id, a, b, a__hlc, b__hlc) VALUES ('n', 'va', 'vb', 'ta', 'tb')")
+    memory_conn.execute("CREATE INDEX notes_by_a ON notes (a)")
+    assert model_migration_plan(memory_conn, [Notes]).is_empty
+    sync_models(memory_conn, [Notes])
+    assert memory_conn.execute("SELECT a, a__hlc, b, b__hlc FROM notes").fetchall() == [("va", "ta", "vb", "tb")]
+
+
+def test_a_swap_declared_again_after_a_release_without_its_hints_is_applied_again(memory_conn):
+    sync_models(memory_conn, [Pair])
+    memory_conn.execute("INSERT INTO pairs VALUES (1, 'A', 'B')")
+    sync_models(memory_conn, [Swapped])
+    assert table_rows(memory_conn, "pairs") == [{"id": 1, "a": "B", "b": "A"}]
+    sync_models(memory_conn, [Pair])  # the hints are removed: the swap is forgotten
+    assert table_rows(memory_conn, "pairs") == [{"id": 1, "a": "B", "b": "A"}]
+    sync_models(memory_conn, [Swapped])  # and the same swap declared again moves the data back
+    assert table_rows(memory_conn, "pairs") == [{"id": 1, "a": "A", "b": "B"}]
+    assert model_migration_plan(memory_conn, [Swapped]).is_empty
+
+
+def test_a_swap_stays_applied_when_its_table_is_renamed_later(memory_conn):
+    class Moved(SyncModel, table="couples", renamed_from="pairs"):
+        id: Annotated[int, PrimaryKey()]
+        a: Annotated[str, RenamedFrom("b")]
+        b: Annotated[str, RenamedFrom("a")]
+
+    sync_models(memory_conn, [Pair])
+    memory_conn.execute("INSERT INTO pairs VALUES (1, 'A', 'B')")
+    sync_models(memory_conn, [Swapped])
+    sync_models(memory_conn, [Moved])
+    assert table_rows(memory_conn, "couples") == [{"id": 1, "a": "B", "b": "A"}]
+    memory_conn.execute("CREATE INDEX couples_by_a ON couples (a)")
+    assert not any("rename" in operation.kind for operation in model_migration_plan(memory_conn, [Moved]).operations)
+    sync_models(memory_conn, [Moved])
+    assert table_rows(memory_conn, "couples") == [{"id": 1, "a": "B", "b": "A"}]
+
+
 def test_a_cycle_of_three_renames(memory_conn):
     class Three(SyncModel, table="three"):
         id: Annotated[int, PrimaryKey()]

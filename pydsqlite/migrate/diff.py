@@ -227,7 +227,7 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
     rename_problems = {}
     for table, live_table in matches:
         key = fold_name(table.name)
-        column_renames[key], rename_problems[key] = _column_renames(table, live_table, managed.renames_done(table.name))
+        column_renames[key], rename_problems[key] = _column_renames(table, live_table, managed.renames_done(live_table.name))
     dropped = tuple(
         table
         for table in live.tables

@@ -21,7 +21,7 @@ from ..sql.render import quote_identifier
 from .dependants import broken_objects
 from .foreign_keys import ForeignKeyStrategy
 from .introspect import has_object
-from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, state_statements
+from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, renames_to_record, state_statements
 from .migration import MigrationPlan, Operation, RowCopy
 from .rebuild import PROGRESS_FUNCTION
 
@@ -77,7 +77,7 @@ class MigrationSession:
         if legacy:  # renames must rewrite the views and triggers that name what they rename
             self.engine.set_pragma("legacy_alter_table", "OFF")
         try:
-            return self._run(plan, desired, fingerprint, state_key, progress, after_expand)
+            return self._run(plan, desired, managed, fingerprint, state_key, progress, after_expand)
         finally:
             if legacy and not self.engine.connection_lost:  # a lost connection has nothing to restore
                 self.engine.set_pragma("legacy_alter_table", "ON")
@@ -86,6 +86,7 @@ class MigrationSession:
         self,
         plan: MigrationPlan,
         desired: Schema,
+        managed: ManagedObjects,
         fingerprint: str,
         state_key: str,
         progress: ProgressCallback | None,
@@ -113,7 +114,9 @@ class MigrationSession:
             )
         applied_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
         audit = audit_statements(applied_at, fingerprint, str(plan), plan.sql, plan.data_steps)
-        for statement in [*record_statements(desired, plan.renames), *audit]:
+        created = [operation.table for operation in plan.operations if operation.kind == "create_table"]
+        renames = renames_to_record(managed, desired, plan.renames, created, plan.table_renames)
+        for statement in [*record_statements(desired, renames), *audit]:
             self.engine.execute(statement)
         if self.check_foreign_keys:
             introduced = self._foreign_key_violations() - baseline
@@ -156,7 +159,7 @@ class MigrationSession:
     def _bookkeep_if_writable(self, desired: Schema, state_key: str, managed: ManagedObjects) -> None:
         """Nothing to migrate: record the managed objects and the fast-path state, unless the
         database is read-only (then there is simply nothing to do)."""
-        statements = record_statements(desired) if managed_differs(managed, desired) else []
+        statements = record_statements(desired, renames_to_record(managed, desired)) if managed_differs(managed, desired) else []
         try:
             for statement in [*statements, *state_statements(state_key)]:
                 self.engine.execute(statement)

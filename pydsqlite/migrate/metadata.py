@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ..schema.objects import Schema, Table, Trigger, View, VirtualTable, fold_name
+from ..schema.objects import LWW_SUFFIX, Schema, Table, Trigger, View, VirtualTable, fold_name
 from ..sql.render import quote_literal, render_create_index, render_create_table
 
 METADATA_PREFIX = "_pydsqlite"
@@ -179,7 +180,8 @@ class ManagedObjects:
         return replace(
             self,
             columns=frozenset((new_name.get(table, table), column) for table, column in self.columns),
-            renames=self.renames | frozenset((fold_name(t), fold_name(old), fold_name(new)) for t, old, new in columns),
+            renames=frozenset((new_name.get(table, table), old, new) for table, old, new in self.renames)
+            | frozenset((fold_name(t), fold_name(old), fold_name(new)) for t, old, new in columns),
         )
 
 
@@ -188,11 +190,45 @@ def column_key(table: str, column: str) -> str:
     return json.dumps([table, column])
 
 
-def record_statements(schema: Schema, renames: tuple[tuple[str, str, str], ...] = ()) -> list[str]:
-    """Statements that make the metadata say exactly: the objects of ``schema`` are managed; and
-    that add ``renames`` (table, old column, new column) to the renames applied so far."""
-    statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE} WHERE kind != 'rename'"]
-    rows = [("rename", json.dumps(list(rename)), rename[0]) for rename in renames]
+def declared_renames(schema: Schema) -> frozenset[tuple[str, str, str]]:
+    """(table, old column, new column), case-folded: every column rename hint of ``schema``, with
+    the timestamp companion of an LWW column, which is renamed with it."""
+    hints = set()
+    for table in schema.tables:
+        for column in table.columns:
+            for old in column.renamed_from:
+                hints.add((fold_name(table.name), fold_name(old), fold_name(column.name)))
+                if column.lww:
+                    hints.add((fold_name(table.name), fold_name(old + LWW_SUFFIX), fold_name(column.name + LWW_SUFFIX)))
+    return frozenset(hints)
+
+
+def renames_to_record(
+    managed: ManagedObjects,
+    schema: Schema,
+    applied: Iterable[tuple[str, str, str]] = (),
+    created: Iterable[str] = (),
+    table_renames: Iterable[tuple[str, str]] = (),
+) -> frozenset[tuple[str, str, str]]:
+    """The column renames the metadata keeps after a migration to ``schema``: those recorded before
+    (under the table's new name when ``table_renames`` renamed it) or ``applied`` now, and every hint
+    of a table ``created`` now (made with the new names, it must never go through the renames), for
+    as long as the models still declare them. A hint dropped from the models is forgotten, so a
+    later release may declare the same swap again and have it applied."""
+    new_tables = {fold_name(name) for name in created}
+    new_name = {fold_name(old): fold_name(new) for old, new in table_renames}
+    done = {(new_name.get(table, table), old, new) for table, old, new in managed.renames}
+    done.update((fold_name(table), fold_name(old), fold_name(new)) for table, old, new in applied)
+    declared = declared_renames(schema)
+    done.update(hint for hint in declared if hint[0] in new_tables)
+    return frozenset(done & declared)
+
+
+def record_statements(schema: Schema, renames: Iterable[tuple[str, str, str]] = ()) -> list[str]:
+    """Statements that make the metadata say exactly: the objects of ``schema`` are managed, and
+    ``renames`` (table, old column, new column, case-folded) are the column renames applied."""
+    statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE}"]
+    rows = [("rename", json.dumps(list(rename)), rename[0]) for rename in sorted(renames)]
     for table in schema.tables:
         rows.append(("table", table.name, table.name))
         rows.extend(("index", index.name, table.name) for index in table.indexes)
@@ -209,9 +245,11 @@ def record_statements(schema: Schema, renames: tuple[tuple[str, str, str], ...] 
 
 
 def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
-    """Whether the recorded managed objects differ from those of ``schema``."""
+    """Whether the recorded managed objects differ from those of ``schema`` (renames included:
+    one whose hint left the models is forgotten)."""
     tables: tuple[Table | VirtualTable, ...] = (*schema.tables, *schema.virtual_tables)
     return (
+        managed.renames != renames_to_record(managed, schema) or
         managed.tables != frozenset(fold_name(table.name) for table in tables)
         or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
         or managed.views != frozenset(fold_name(view.name) for view in schema.views)
