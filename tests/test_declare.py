@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import sqlite3
 import enum
 import uuid
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
 from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
-from pydantic import AfterValidator, BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints, ValidationError
 
 from pydsqlite import (
     LWW,
@@ -24,6 +25,7 @@ from pydsqlite import (
     SyncModel,
     Unique,
     UsageError,
+    sync_models,
 )
 from pydsqlite.schema.compile import MAX_INDEX_NAME, compile_models, index_name
 from pydsqlite.schema.model import registered_models, snake_case
@@ -446,3 +448,22 @@ def test_field_refuses_a_keyword_it_does_not_know_instead_of_dropping_the_marker
         Field(**keywords)
     info = Field("x", json_schema_extra={"example": "x"}, collate="NOCASE", max_length=3)
     assert info.json_schema_extra == {"example": "x"} and info.metadata
+
+
+@pytest.mark.parametrize("action", ["cascade", "set null"])
+def test_a_model_defined_in_a_function_may_use_its_local_names_in_annotations(action):
+    """With postponed annotations, names local to the defining function (a bound, a foreign-key
+    action) must still resolve when sync_models compiles the model, as they do for pydantic."""
+    limit = 10
+
+    class Node(SyncModel, table="local_names_nodes"):
+        id: Annotated[int, PrimaryKey()]
+        parent: Annotated[Optional[int], ForeignKey("local_names_nodes", on_delete=action)] = None
+        size: Annotated[int, Field(le=limit)] = 0
+
+    conn = sqlite3.connect(":memory:")
+    sync_models(conn, [Node])
+    (create,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'local_names_nodes'").fetchone()
+    assert f"ON DELETE {action.upper()}" in create
+    with pytest.raises(ValidationError, match="less than or equal to 10"):
+        Node(id=1, size=11)

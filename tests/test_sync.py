@@ -663,6 +663,44 @@ def test_rebuilding_a_parent_with_cascading_children_keeps_every_child(conn):
     assert rows(conn, "PRAGMA foreign_key_check") == []
 
 
+@pytest.mark.parametrize("action", ["cascade", "set null", "no action", "restrict"])
+@pytest.mark.parametrize("declared", ["before and after", "added by the change"])
+def test_inside_an_open_transaction_with_foreign_keys_on_a_self_referencing_table_is_not_rebuilt(tmp_path, action, declared):
+    """The rebuilt copy's rows reference the old table by name until the rename: dropping the old
+    table would fire ON DELETE on the copy (CASCADE emptied it, SET NULL cut every link)."""
+    conn = sqlite3.connect(tmp_path / "tree.db")
+
+    class Node(SyncModel, table="nodes"):
+        id: Annotated[int, PrimaryKey()]
+        parent: Annotated[Optional[int], ForeignKey("nodes", on_delete=action)] = None
+        name: str
+
+    class Unlinked(SyncModel, table="nodes"):
+        id: Annotated[int, PrimaryKey()]
+        parent: Optional[int] = None
+        name: str
+
+    class NodeV2(SyncModel, table="nodes"):  # name becomes optional: a rebuild
+        id: Annotated[int, PrimaryKey()]
+        parent: Annotated[Optional[int], ForeignKey("nodes", on_delete=action)] = None
+        name: Optional[str] = None
+
+    sync_models(conn, [Node if declared == "before and after" else Unlinked])
+    conn.executemany("INSERT INTO nodes VALUES (?, ?, ?)", [(1, None, "root"), (2, 1, "child"), (3, 2, "grandchild")])
+    conn.commit()
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE app_log (line TEXT)")
+    conn.execute("INSERT INTO app_log VALUES ('pending')")  # the application's open transaction
+    assert conn.in_transaction
+    with pytest.raises(MigrationError, match=r"table 'nodes' inside an open transaction while PRAGMA foreign_keys is ON: nodes itself"):
+        sync_models(conn, [NodeV2])
+    assert conn.in_transaction and rows(conn, "SELECT * FROM app_log") == [("pending",)]
+    conn.commit()
+    assert rows(conn, "SELECT * FROM nodes ORDER BY id") == [(1, None, "root"), (2, 1, "child"), (3, 2, "grandchild")]
+    sync_models(conn, [NodeV2])  # outside a transaction foreign keys are switched off for the rebuild
+    assert rows(conn, "SELECT * FROM nodes ORDER BY id") == [(1, None, "root"), (2, 1, "child"), (3, 2, "grandchild")]
+
+
 def test_inside_an_open_transaction_with_foreign_keys_on_only_rebuilds_of_referenced_tables_are_refused(conn):
     class Parent(SyncModel, table="parents"):
         id: Annotated[int, PrimaryKey()]

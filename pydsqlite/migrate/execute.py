@@ -72,7 +72,7 @@ class MigrationSession:
         unrehearsed = [op.description for op in plan.operations if op.replay is not None]
         if unrehearsed:
             raise MigrationError(f"the plan was not rehearsed ({unrehearsed[0]}); make it with model_migration_plan or sync_models")
-        self.foreign_keys.refuse_cascading_drops(self.engine, plan)
+        self.foreign_keys.refuse_cascading_drops(self.engine, plan, desired)
         legacy = bool(self.engine.pragma("legacy_alter_table"))
         if legacy:  # renames must rewrite the views and triggers that name what they rename
             self.engine.set_pragma("legacy_alter_table", "OFF")
@@ -100,7 +100,7 @@ class MigrationSession:
             self._execute(plan.operations_before_data_steps, progress)
             contract = after_expand()
             settle_pending_deletes(self.engine)  # deletes a step made, while they fit the shape the steps saw
-            self.foreign_keys.refuse_cascading_drops(self.engine, contract)
+            self.foreign_keys.refuse_cascading_drops(self.engine, contract, desired)
             plan = plan.followed_by(contract)
             self._execute(contract.operations, progress, first=len(plan.operations) - len(contract.operations) + 1)
         else:

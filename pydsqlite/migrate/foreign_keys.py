@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..engines import Engine
 from ..errors import MigrationError
+from ..schema.objects import Schema, Table, fold_name
 from .migration import MigrationPlan
 
 logger = logging.getLogger(__name__)
@@ -50,15 +51,19 @@ class ForeignKeyStrategy:
         """Inside the migration's transaction: read back whether foreign keys are enforced."""
         self.enforced = self.enforced_before and bool(engine.pragma("foreign_keys"))
 
-    def refuse_cascading_drops(self, engine: Engine, plan: MigrationPlan) -> None:
+    def refuse_cascading_drops(self, engine: Engine, plan: MigrationPlan, desired: Schema) -> None:
         """With foreign keys enforced, dropping a table that other tables reference would fire their
-        ON DELETE actions: refuse exactly the plans that rebuild or drop such a table."""
+        ON DELETE actions: refuse exactly the plans that rebuild or drop such a table. A rebuilt
+        table that references itself counts too: until the rename, its new copy's rows reference
+        the old table by name, so dropping that fires the actions on the copy."""
         if not self.enforced:
             return
         for operation in plan.operations:
             if operation.kind not in ("rebuild_table", "drop_table"):
                 continue
             children = tables_referencing(engine, operation.table)
+            if operation.kind == "rebuild_table" and references_itself(desired.table(operation.table)):
+                children.append(f"{operation.table} itself (its rebuilt copy)")
             if not children:
                 continue
             if self.inside_caller_transaction:
@@ -77,6 +82,11 @@ class ForeignKeyStrategy:
         """Switch foreign keys on again after the migration (a lost connection has nothing to restore)."""
         if self.switched_off and not engine.connection_lost:
             engine.set_pragma("foreign_keys", "ON")
+
+
+def references_itself(table: Table | None) -> bool:
+    """Whether ``table`` has a foreign key to itself."""
+    return table is not None and any(fold_name(key.ref_table) == fold_name(table.name) for key in table.foreign_keys)
 
 
 def tables_referencing(engine: Engine, table: str) -> list[str]:

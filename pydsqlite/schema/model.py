@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 from pydantic import Field as PydanticField
-from pydantic._internal._model_construction import ModelMetaclass
+from pydantic._internal._model_construction import ModelMetaclass, build_lenient_weakvaluedict
+from pydantic._internal._typing_extra import parent_frame_namespace
 from typing_extensions import Unpack, dataclass_transform
 
 from ..errors import SchemaDefinitionError
@@ -65,6 +66,12 @@ class SyncModelMeta(ModelMetaclass):
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
         if "strict" in kwargs:
             kwargs["sqlite_strict"] = kwargs.pop("strict")
+        if "__pydantic_reset_parent_namespace__" not in kwargs:
+            # Pydantic keeps the namespace of the frame that called its metaclass, to resolve
+            # annotations later: that is this frame, not the function defining the model, whose
+            # local names (``limit`` in ``Field(le=limit)``) a later build would not find.
+            namespace["__pydantic_parent_namespace__"] = build_lenient_weakvaluedict(parent_frame_namespace())
+            kwargs["__pydantic_reset_parent_namespace__"] = False
         return super().__new__(mcs, name, bases, namespace, **kwargs)
 
 
