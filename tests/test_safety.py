@@ -660,3 +660,38 @@ def test_paths_with_spaces_and_uri_characters_work_for_every_entry_point(tmp_pat
     assert model_migration_plan(path, [Events]).is_empty
     assert len(migration_history(path)) == 1
     assert [t.name for t in schema_from_database(path).tables] == ["events"]
+
+
+@pytest.mark.parametrize("shadowed", ["an existing table", "a table the models add"])
+@pytest.mark.parametrize("kind", ["TABLE", "VIEW"])
+def test_a_temp_table_named_like_a_table_of_the_migration_is_refused(db_path, shadowed, kind):
+    """SQLite resolves unqualified names in TEMP first: the migration would alter the connection's
+    scratch table and record the change as made in the file."""
+
+    class Item(SyncModel, table="items"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    class ItemV2(SyncModel, table="items"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+        size: int = 0
+
+    class Extra(SyncModel, table="extras"):
+        id: Annotated[int, PrimaryKey()]
+
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Item])
+    conn.execute("INSERT INTO items VALUES (1, 'kept')")
+    conn.commit()
+    name = "items" if shadowed == "an existing table" else "extras"
+    body = "(id INTEGER PRIMARY KEY, name TEXT)" if kind == "TABLE" else "AS SELECT 1 AS id"
+    conn.execute(f"CREATE TEMP {kind} {name.upper()} {body}")  # another spelling: names ignore ASCII case
+    before = db_path.read_bytes()
+    for attempt in (model_migration_plan, sync_models):
+        with pytest.raises(MigrationError, match=rf"TEMP {kind.lower()} '{name.upper()}' on this connection is named like a table"):
+            attempt(conn, [ItemV2, Extra])
+    assert db_path.read_bytes() == before
+    conn.execute(f"DROP {kind} temp.{name}")
+    sync_models(conn, [ItemV2, Extra])
+    assert conn.execute("SELECT * FROM main.items").fetchall() == [(1, "kept", 0)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -290,6 +291,14 @@ def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
 def has_object(engine: Engine, name: str, kind: str = "table") -> bool:
     """Whether the main database holds a ``kind`` (table, trigger, index, view) named ``name``."""
     return engine.execute("SELECT 1 FROM main.sqlite_master WHERE type = ? AND name = ?", (kind, name)).fetchone() is not None
+
+
+def temp_shadows(engine: Engine, tables: Iterable[str]) -> list[str]:
+    """This connection's TEMP tables and views named like one of ``tables``: SQLite resolves a
+    name without a schema in ``temp`` first, so every statement of a migration would reach them."""
+    names = {fold_name(name) for name in tables}
+    rows = engine.execute("SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view')").fetchall()
+    return [f"TEMP {kind} {name!r}" for kind, name in rows if fold_name(name) in names]
 
 
 def read_managed_objects(engine: Engine) -> ManagedObjects:

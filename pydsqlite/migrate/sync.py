@@ -23,7 +23,7 @@ from ..sql.source import connect_read_only
 from .datacheck import check_plan_against_data, refuse_unless_applicable
 from .diff import diff_schemas
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
-from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync
+from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync, temp_shadows
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .online.claim import wait_for_online_migrations
@@ -340,6 +340,21 @@ def _plan_and_apply(
     return session.apply(plan, desired, fingerprint, managed, progress, after_expand=contract, state_key=state_key)
 
 
+def _introspect_unshadowed(engine: Engine, desired: Schema) -> Schema:
+    """The live schema, refused while a TEMP table or view of this connection is named like a
+    table of ``main`` or of ``desired`` (the migration would read and alter it instead, and
+    record the change as made)."""
+    live = introspect(engine)
+    shadows = temp_shadows(engine, [table.name for schema in (live, desired) for table in (*schema.tables, *schema.virtual_tables)])
+    if shadows:
+        raise MigrationError(
+            f"{', '.join(shadows)} on this connection {'is' if len(shadows) == 1 else 'are'} named like a table of the "
+            "database or of the models: SQLite looks names up in TEMP first, so the migration would read and change "
+            "the TEMP one. Drop it, or migrate on another connection; nothing was changed"
+        )
+    return live
+
+
 def _plan(
     engine: Engine,
     desired: Schema,
@@ -352,7 +367,7 @@ def _plan(
     """The checked plan from the live database to ``desired``; ``managed`` overrides what the
     bookkeeping says (mid-migration, after renames), ``steps`` declare what they moved."""
     with collector_paused():  # the live schema and the diff are many small objects, all kept
-        live = introspect(engine)
+        live = _introspect_unshadowed(engine, desired)
         if managed is None:
             managed = read_managed_objects(engine)
         plan = count_moves(_rehearsed_plan(desired, live, managed, manage_all), steps, live, desired)
@@ -379,7 +394,7 @@ def _phased_plan(
 
     A new database (no tables but pydsqlite's) has no data for a step to move or fill: it gets
     the plain plan, and its steps are recorded without running."""
-    live = introspect(engine)
+    live = _introspect_unshadowed(engine, desired)
     if not live.tables and not live.virtual_tables:
         plan, managed = _plan(engine, desired, manage_all, foreign_keys_on)
         return replace(plan, data_steps=tuple(name for name, _ in steps), data_steps_skipped=True), managed, managed
