@@ -695,3 +695,53 @@ def test_a_temp_table_named_like_a_table_of_the_migration_is_refused(db_path, sh
     conn.execute(f"DROP {kind} temp.{name}")
     sync_models(conn, [ItemV2, Extra])
     assert conn.execute("SELECT * FROM main.items").fetchall() == [(1, "kept", 0)]
+
+
+class Keyed(SyncModel, table="keyed"):
+    id: Annotated[int, PrimaryKey()]
+    v: int
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        "CREATE TABLE keyed (id INTEGER PRIMARY KEY DESC, v INTEGER NOT NULL)",  # SQLite's quirk: not the rowid
+        "CREATE TABLE keyed (id INTEGER NOT NULL UNIQUE, v INTEGER NOT NULL)",  # the column becomes the key
+        "CREATE TABLE keyed (id INTEGER NOT NULL PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID",
+    ],
+    ids=["INTEGER PRIMARY KEY DESC", "a unique column", "WITHOUT ROWID"],
+)
+def test_a_column_becoming_the_rowid_key_is_checked_for_values_that_cannot_be_keys(db_path, create):
+    """An INTEGER PRIMARY KEY is the rowid: it takes integers alone (NULL makes SQLite pick a new
+    key). Values that cannot be keys are named in the preview and refused, never a bare
+    "datatype mismatch" mid-copy or a NULL key silently given a number."""
+    conn = sqlite3.connect(db_path)
+    conn.execute(create)
+    conn.executemany("INSERT INTO keyed VALUES (?, ?)", [(1, 10), ("abc", 20), (2.5, 30)])
+    conn.commit()
+    before = db_path.read_bytes()
+    plan = model_migration_plan(conn, [Keyed])
+    (problem,) = plan.problems
+    assert problem.startswith("keyed.id: 2 rows: values are not integers, so they cannot become the rowid key (INTEGER PRIMARY KEY) (e.g. ")
+    with pytest.raises(MigrationError, match="keyed.id: 2 rows: values are not integers"):
+        sync_models(conn, [Keyed], allow_destructive=True)
+    assert db_path.read_bytes() == before
+    conn.execute("DELETE FROM keyed WHERE typeof(id) != 'integer'")
+    conn.commit()
+    sync_models(conn, [Keyed])
+    assert conn.execute("SELECT id, v FROM keyed").fetchall() == [(1, 10)]
+    conn.execute("INSERT INTO keyed (v) VALUES (40)")  # the key is the rowid now: SQLite numbers it
+    assert conn.execute("SELECT id FROM keyed WHERE v = 40").fetchone() == (2,)
+    assert model_migration_plan(conn, [Keyed]).is_empty
+
+
+def test_integer_primary_key_desc_holding_null_keys_is_not_adopted_as_the_rowid(db_path):
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE keyed (id INTEGER PRIMARY KEY DESC, v INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO keyed VALUES (?, ?)", [(None, 1), (None, 2), (7, 3)])
+    conn.commit()
+    plan = model_migration_plan(conn, [Keyed])
+    assert "INTEGER PRIMARY KEY DESC becomes the rowid" in str(plan)
+    assert any("keyed.id: 2 rows: rows hold NULL" in problem for problem in plan.problems)
+    with pytest.raises(MigrationError, match="keyed.id: 2 rows: rows hold NULL"):
+        sync_models(conn, [Keyed])

@@ -164,3 +164,15 @@ def conversion_checks(table: str, live_table: str, old: Column, new: Column, cas
         )
         checks.append(replace(blobs, utf8_column=quoted))
     return tuple(checks)
+
+
+def rowid_values_check(table: str, live_table: str, old: Column, new: Column) -> DataCheck:
+    """Rows whose key cannot become the rowid: an ``INTEGER PRIMARY KEY`` takes integers alone
+    (and NULL, for which SQLite picks a new key). Asked when a column copied as it is (same
+    INTEGER type, no CAST) becomes the rowid; its other values would stop the copy with
+    "datatype mismatch"."""
+    quoted = quote_identifier(old.name)
+    return row_check(
+        table, new.name, "values are not integers, so they cannot become the rowid key (INTEGER PRIMARY KEY)",
+        quote_identifier(live_table), f"typeof({quoted}) NOT IN ('integer', 'null')", blocking=True, sample=quoted,
+    )

@@ -427,6 +427,8 @@ def _diff_table(
     option_aspects = tuple(
         name for name in ("strict", "without_rowid", "autoincrement") if getattr(live, name) != getattr(desired, name)
     )
+    if live.integer_key_not_rowid != desired.integer_key_not_rowid:
+        option_aspects += ("INTEGER PRIMARY KEY DESC becomes the rowid",)
     if option_aspects:
         changes.append(ChangeTableOptions(option_aspects))
     changes.extend(_diff_indexes(desired, live, managed, renames))

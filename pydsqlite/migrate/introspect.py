@@ -163,7 +163,10 @@ def _read_table(engine: Engine, name: str, sql: str, index_sql: dict[str, str]) 
     key_clause = extras.primary_key or next(
         (extras_by_name[fold_name(column)].primary_key for column in primary_key if fold_name(column) in extras_by_name), None
     )
-    if len(primary_key) == 1 and not extras.without_rowid:
+    key_extra = extras_by_name.get(fold_name(primary_key[0])) if len(primary_key) == 1 else None
+    key_type = next((column.type for column in columns if len(primary_key) == 1 and column.name == primary_key[0]), None)
+    integer_key_not_rowid = key_extra is not None and key_extra.key_descending and key_type == "INTEGER" and not extras.without_rowid
+    if len(primary_key) == 1 and not extras.without_rowid and not integer_key_not_rowid:
         # An INTEGER PRIMARY KEY is the rowid: it can never be NULL, whatever the DDL says.
         columns = [
             replace(column, not_null=True) if column.name == primary_key[0] and column.type == "INTEGER" else column
@@ -181,6 +184,7 @@ def _read_table(engine: Engine, name: str, sql: str, index_sql: dict[str, str]) 
         primary_key_name=key_clause.name if key_clause else None,
         strict=extras.strict,
         without_rowid=extras.without_rowid,
+        integer_key_not_rowid=integer_key_not_rowid,
         indexes=indexes,
         sql=sql,
     )

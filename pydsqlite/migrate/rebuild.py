@@ -21,7 +21,15 @@ from ..sql.render import (
     render_rename_column,
     render_rename_table,
 )
-from .checks import conversion_checks, dropped_values_check, duplicates_check, orphans_check, row_check, unique_terms
+from .checks import (
+    conversion_checks,
+    dropped_values_check,
+    duplicates_check,
+    orphans_check,
+    row_check,
+    rowid_values_check,
+    unique_terms,
+)
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
 from .migration import DataCheck, Operation, Replay, RowCopy
@@ -71,6 +79,8 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
             expression, cast = _copy_expression(old_column, column, live, desired)
             if cast is not None:
                 conversions.extend(conversion_checks(desired.name, live.name, old_column, column, cast))
+            elif fold_name(column.name) == alias and fold_name(live.rowid_alias or "") != fold_name(old_column.name):
+                conversions.append(rowid_values_check(desired.name, live.name, old_column, column))
         elif fold_name(column.name) == alias and rowid_usable:
             expression = "rowid"
         elif column.default is not None:

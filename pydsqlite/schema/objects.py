@@ -198,6 +198,9 @@ class Table:
     primary_key_name: str | None = field(default=None, compare=False)
     strict: bool = False
     without_rowid: bool = False
+    integer_key_not_rowid: bool = False
+    """The key was declared ``id INTEGER PRIMARY KEY DESC`` (hand-written DDL): by SQLite's quirk
+    an ordinary key, which takes NULL and text, not an alias of the rowid. Models never declare it."""
     indexes: tuple[Index, ...] = ()
     renamed_from: tuple[str, ...] = ()
     model: str | None = None
@@ -224,7 +227,7 @@ class Table:
     @property
     def rowid_alias(self) -> str | None:
         """The INTEGER PRIMARY KEY column that aliases the rowid, if any."""
-        if self.without_rowid or len(self.primary_key) != 1:
+        if self.without_rowid or self.integer_key_not_rowid or len(self.primary_key) != 1:
             return None
         column = self.column(self.primary_key[0])
         if column is not None and column.type == "INTEGER":

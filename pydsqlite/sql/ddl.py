@@ -122,6 +122,9 @@ class ColumnExtras:
     autoincrement: bool = False
     not_null: Named | None = None
     primary_key: Named | None = None
+    key_descending: bool = False
+    """``PRIMARY KEY DESC`` on the column: for an INTEGER column, SQLite's quirk then makes an
+    ordinary key (which takes NULL and text), not an alias of the rowid."""
     unique: Named | None = None
     reference: tuple[str | None, bool] | None = None
     """(constraint name, deferred) of an inline REFERENCES clause."""
@@ -142,7 +145,7 @@ class TableExtras:
     without_rowid: bool = False
 
 
-_MIGHT_HAVE_EXTRAS = re.compile(r"CHECK|COLLATE|\bAS\b|GENERATED|AUTOINCREMENT|UNIQUE|STRICT|ROWID|CONFLICT|CONSTRAINT|DEFERRABLE")
+_MIGHT_HAVE_EXTRAS = re.compile(r"CHECK|COLLATE|\bAS\b|GENERATED|AUTOINCREMENT|UNIQUE|STRICT|ROWID|CONFLICT|CONSTRAINT|DEFERRABLE|\bDESC\b")
 _CONSTRAINT_STARTS = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"}
 
 
@@ -250,6 +253,7 @@ def _read_column(sql: str, part: list[Token]) -> ColumnExtras:
             name = None
             continue
         if word == "PRIMARY":
+            column.key_descending = index + 2 < len(part) and part[index + 2].upper == "DESC"
             after = index + 2 + (index + 2 < len(part) and part[index + 2].upper in ("ASC", "DESC"))
             column.primary_key, name = Named(name, _conflict(part, after)), None
         elif word == "NOT" and index + 1 < len(part) and part[index + 1].upper == "NULL":
