@@ -467,3 +467,15 @@ def test_a_model_defined_in_a_function_may_use_its_local_names_in_annotations(ac
     assert f"ON DELETE {action.upper()}" in create
     with pytest.raises(ValidationError, match="less than or equal to 10"):
         Node(id=1, size=11)
+
+
+def test_two_fields_renamed_from_the_same_column_are_refused():
+    """The old column's values would go to the first field and the second would get its default."""
+
+    class Twice(SyncModel, table="renamed_twice"):
+        id: Annotated[int, PrimaryKey()]
+        a: Annotated[str, RenamedFrom("z")]
+        b: Annotated[str, RenamedFrom("old", "Z")]  # another spelling: names ignore ASCII case
+
+    with pytest.raises(SchemaDefinitionError, match=r"Twice\.b.*RenamedFrom\('Z'\) is declared by field 'a' too"):
+        compiled(Twice)

@@ -185,10 +185,17 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
     columns: list[Column] = []
     indexes: list[Index] = []
     foreign_keys: list[ForeignKey] = []
+    renamed_by: dict[str, str] = {}  # folded old column name -> the field that takes its values
     for field in fields:
         lww = bool(field.markers(markers.LWW))
         if field.name in primary_key and lww:
             raise field.error("a primary key column cannot be LWW")
+        for old in (name for marker in field.markers(markers.RenamedFrom) for name in marker.names):
+            other = renamed_by.setdefault(fold_name(old), field.name)
+            if other != field.name:
+                raise field.error(
+                    f"RenamedFrom({old!r}) is declared by field {other!r} too: one column's values can move to one column only"
+                )
         columns.append(
             Column(
                 name=field.name,
