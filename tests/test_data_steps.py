@@ -216,11 +216,11 @@ class TagRekeyed(SyncModel, table="tags", primary_key=("label",)):
 TIGHTENINGS = {
     # model, the step that makes the data fit, the message when the data does not fit
     "NOT NULL": (TagNotNull, "UPDATE tags SET label = 'none' WHERE label IS NULL",
-                 "tags.label: 1 row: rows hold NULL but the column becomes NOT NULL with no default (e.g. 3)"),
+                 "tags.label: 1 row: rows hold NULL but the column becomes NOT NULL with no default (e.g. the row with id 3)"),
     "unique index": (TagUnique, "UPDATE tags SET label = label || id WHERE id = 2",
                      "tags.label: 2 rows: rows share a value that unique index uq_tags_label requires to be unique (e.g. 'red')"),
     "CHECK": (TagShort, "UPDATE tags SET label = substr(label, 1, 3)",
-              "tags.label: 1 row: rows violate CHECK (length(`label`) <= 3) (e.g. 1)"),
+              "tags.label: 1 row: rows violate CHECK (length(`label`) <= 3) (e.g. the row with id 1, where label is 'crimson')"),
     "foreign key": (TagLinked, "UPDATE tags SET parent = NULL WHERE parent = 99",
                     "tags.parent: 1 row: rows reference no row of tags through the new foreign key (e.g. 99)"),
     "primary key": (TagRekeyed, "UPDATE tags SET label = coalesce(label, 'none') || id",

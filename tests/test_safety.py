@@ -331,7 +331,7 @@ def test_new_check_violated_by_existing_rows_is_refused_with_a_sample(conn, db_p
     conn.executemany("INSERT INTO scores VALUES (?, ?)", [(1, 50), (2, 150), (3, -1)])
     conn.commit()
     before = db_path.read_bytes()
-    with pytest.raises(MigrationError, match=r"scores\.points: 1 row: rows violate CHECK \(`points` >= 0\) \(e\.g\. 3\)"):
+    with pytest.raises(MigrationError, match=r"scores\.points: 1 row: rows violate CHECK \(`points` >= 0\) \(e\.g\. the row with id 3, where points is -1\)"):
         sync_models(conn, [Bounded])
     assert db_path.read_bytes() == before
 

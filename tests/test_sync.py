@@ -326,7 +326,7 @@ def test_nullable_to_not_null_without_default_over_nulls_is_refused(conn, db_pat
     plan = model_migration_plan(conn, [V2])
     assert plan.problems and "people.age: 1 row" in plan.problems[0]
     before = db_path.read_bytes()
-    with pytest.raises(MigrationError, match=r"people\.age: 1 row: rows hold NULL .*\(e\.g\. 2\)"):
+    with pytest.raises(MigrationError, match=r"people\.age: 1 row: rows hold NULL .*\(e\.g\. the row with id 2\)"):
         sync_models(conn, [V2])
     assert db_path.read_bytes() == before
     conn.execute("UPDATE people SET age = 0 WHERE age IS NULL")

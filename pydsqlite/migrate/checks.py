@@ -49,9 +49,19 @@ def unique_terms(table: Table, terms: tuple[str, ...], collations: tuple[str, ..
 
 
 def row_check(
-    table: str, column: str | None, problem: str, source: str, condition: str, *, blocking: bool, sample: str | None = None
+    table: str,
+    column: str | None,
+    problem: str,
+    source: str,
+    condition: str,
+    *,
+    blocking: bool,
+    sample: str | None = None,
+    sample_key: str | None = None,
 ) -> DataCheck:
-    """Rows of ``source`` for which ``condition`` is true; ``sample`` is shown for the first one."""
+    """Rows of ``source`` for which ``condition`` is true; ``sample`` is shown for the first one:
+    its value, or (``sample_key`` naming the key it starts with) the row's key, then the value of
+    ``column`` if it samples that too."""
     return DataCheck(
         table=table,
         column=column,
@@ -60,6 +70,7 @@ def row_check(
         source=source,
         condition=condition,
         sample_sql=f"SELECT {sample} FROM {source} WHERE {condition} LIMIT 1" if sample else None,
+        sample_key=sample_key,
     )
 
 

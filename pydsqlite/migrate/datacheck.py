@@ -120,7 +120,11 @@ def _message(engine: Engine, check: DataCheck, count: int) -> str:
     text = f"{where}: {rows}: {check.problem}"
     if check.sample_sql:
         sample = engine.execute(check.sample_sql).fetchone()
-        if sample is not None:
+        if sample is not None and check.sample_key:
+            key = sample[0] if check.sample_key.startswith("(") else repr(sample[0])
+            value = f", where {check.column} is {sample[1]!r}" if len(sample) > 1 else ""
+            text += f" (e.g. the row with {check.sample_key} {key}{value})"
+        elif sample is not None:
             value = sample[0] if len(sample) == 1 else tuple(sample)
             text += f" (e.g. {value!r})"
     return text

@@ -36,6 +36,9 @@ class DataCheck:
     non_null: str | None = None
     """The column (SQL) whose non-NULL values the check counts (what a dropped column deletes):
     answered by SQLite's own ``count(column)``, cheaper than testing ``condition`` per row."""
+    sample_key: str | None = None
+    """How the key ``sample_sql`` reads first is named (``id``, ``(a, b)``): the sample is then a
+    row, named by its key, with the value of ``column`` after it when the query reads that too."""
     utf8_column: str | None = None
     """The column (SQL) whose blobs must decode as UTF-8: engines without SQL functions read those
     blobs and check them in Python instead of running ``condition``."""

@@ -95,13 +95,28 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
         terms.append(expression)
         projected.append(f"{expression} AS {quoted}")
     key = live.primary_key or (("rowid",) if rowid_usable else ())
-    sample = ", ".join("rowid" if k == "rowid" else quote_identifier(k) for k in key) or "NULL"
+    sample = _key_text(key)
     projection = f"(SELECT {', '.join([*projected, f'{sample} AS {SAMPLE}'])} FROM {quote_identifier(live.name)}{where})"
     for column in desired.columns:  # generated columns read the projected ones, one layer each
         if column.generated is not None:
             projection = f"(SELECT *, ({column.generated}) AS {quote_identifier(column.name)} FROM {projection})"
     chunk_key = ("rowid",) if rowid_usable else () if live.has_rowid else live.primary_key
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing), chunk_key)
+
+
+def _key_text(key: tuple[str, ...]) -> str:
+    """SQL giving a row's key (the sample a check names): the value itself for one column, the
+    values as SQL literals in parentheses for several."""
+    terms = ["rowid" if name == "rowid" else quote_identifier(name) for name in key]
+    if len(terms) <= 1:
+        return terms[0] if terms else "NULL"
+    return "'(' || " + " || ', ' || ".join(f"quote({term})" for term in terms) + " || ')'"
+
+
+def sample_key(table: Table) -> str:
+    """How the key ``_key_text`` samples is named in a message: ``id``, ``(a, b)`` or ``rowid``."""
+    key = table.primary_key or ("rowid",)
+    return key[0] if len(key) == 1 else f"({', '.join(key)})"
 
 
 def new_rows_projection(item: TableDiff, where: str = "") -> str:
@@ -185,7 +200,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         checks.append(
             row_check(
                 name, column_name, "rows exist but the new NOT NULL column has no default to fill them",
-                projection, "1", blocking=True, sample=SAMPLE,
+                projection, "1", blocking=True, sample=SAMPLE, sample_key=sample_key(live),
             )
         )
     for column in desired.columns:
@@ -196,6 +211,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
                 row_check(
                     name, column.name, "rows hold NULL but the column becomes NOT NULL with no default",
                     projection, f"{quote_identifier(column.name)} IS NULL", blocking=True, sample=SAMPLE,
+                    sample_key=sample_key(live),
                 )
             )
     if desired.primary_key and _key_changed(item):
@@ -223,7 +239,8 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         checks.append(
             row_check(
                 name, owner, f"rows violate {named}CHECK ({' '.join(check.sql.split())})", projection,
-                f"NOT {parenthesized(check.sql)}", blocking=True, sample=SAMPLE,
+                f"NOT {parenthesized(check.sql)}", blocking=True,
+                sample=SAMPLE if owner is None else f"{SAMPLE}, {quote_identifier(owner)}", sample_key=sample_key(live),
             )
         )
     for index in desired.indexes:
