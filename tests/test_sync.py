@@ -1213,3 +1213,20 @@ def test_a_plan_finds_hand_changes_to_a_table_whose_create_text_is_unchanged(con
     sync_models(conn, [Texted])
     assert index_names(conn, "texted") == {"ix_texted_label"}
     assert model_migration_plan(conn, [Texted]).is_empty
+
+
+def test_a_refusal_names_a_row_of_a_composite_key_by_every_key_column(conn):
+    class Cell(SyncModel, table="cells"):
+        row: Annotated[int, PrimaryKey()]
+        col: Annotated[str, PrimaryKey()]
+        value: Optional[str] = None
+
+    class CellV2(SyncModel, table="cells"):
+        row: Annotated[int, PrimaryKey()]
+        col: Annotated[str, PrimaryKey()]
+        value: str
+
+    sync_models(conn, [Cell])
+    conn.executemany("INSERT INTO cells VALUES (?, ?, ?)", [(1, "a", "x"), (2, "it's", None)])
+    with pytest.raises(MigrationError, match=re.escape("cells.value: 1 row: rows hold NULL but the column becomes NOT NULL with no default (e.g. the row with (row, col) = (2, 'it''s'))")):
+        sync_models(conn, [CellV2])
