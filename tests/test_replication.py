@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 from typing import Annotated
 from unittest.mock import patch
 
@@ -657,6 +661,50 @@ def test_a_restarted_replica_never_stamps_below_its_own_past(db_path):
     restarted = Database(sqlite3.connect(db_path), wall_clock=FakeClock(1_700_000_000_000))  # the wall clock went back
     restarted.update(Note, "n", title="after restart")
     assert restarted.conn.execute("SELECT title__hlc FROM replica_notes").fetchone()[0] > stamp
+
+
+def test_two_database_objects_on_one_file_stamp_after_what_the_other_merged(db_path):
+    """Worker 1 merges an edit stamped 30 s ahead of this replica's wall clock; worker 2, which read its
+    clock from the file before that, edits the row after reading the merged value: its edit must win."""
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Note, Plain])
+    worker1, worker2 = Database(conn, wall_clock=FakeClock(1_000_000)), Database(sqlite3.connect(db_path), wall_clock=FakeClock(1_000_000))
+    other = replica(start=1_030_000)
+    worker2.clock  # noqa: B018 - worker 2 reads the clock before the merge
+    worker1.insert(Note(id="n", title="v1"))
+    other.apply_changes(worker1.changes_since())
+    other.update(Note, "n", title="from the other replica")
+    worker1.apply_changes(other.changes_since())
+    assert worker2.get(Note, "n").title == "from the other replica"
+    worker2.update(Note, "n", title="edited after reading it")
+    other.apply_changes(worker2.changes_since())
+    assert other.get(Note, "n").title == worker1.get(Note, "n").title == "edited after reading it"
+
+
+def test_a_write_stamps_after_what_another_process_merged_into_the_file(db_path, tmp_path):
+    """Another process merges an edit stamped 30 s ahead of this replica's wall clock; an edit made
+    here afterwards, by a Database that read its clock before, wins on every replica."""
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Note, Plain])
+    here = Database(conn, wall_clock=FakeClock(1_000_000))
+    here.insert(Note(id="n", title="v1"))
+    ahead = replica(start=1_030_000)
+    ahead.apply_changes(here.changes_since())
+    ahead.update(Note, "n", title="ahead")
+    (tmp_path / "changeset.json").write_text(ahead.changes_since().to_json())
+    script = (
+        "import sqlite3\n"
+        "from pydsqlite import ChangeSet, Database\n"
+        "from tests.test_replication import Note\n"
+        f"db = Database(sqlite3.connect({str(db_path)!r}), wall_clock=lambda: 1_000_000)\n"
+        f"print(db.apply_changes(ChangeSet.from_json(open({str(tmp_path / 'changeset.json')!r}).read()), models=[Note]))\n"
+    )
+    root = str(Path(__file__).parent.parent)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert result.stdout.strip() == "1", result.stderr
+    here.update(Note, "n", title="edited here after")
+    ahead.apply_changes(here.changes_since())
+    assert ahead.get(Note, "n").title == here.get(Note, "n").title == "edited here after"
 
 
 def test_a_rebuild_keeps_timestamps_versions_and_tombstones():

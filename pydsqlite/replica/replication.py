@@ -87,7 +87,7 @@ class Replica:
         codecs = self.synced_codecs(models)
         self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
         with self.transaction():
-            self.settle_captured()
+            self.begin_writes()
         with self._read_snapshot():
             cursor_now = self.node.current_seq()
             changes = self.changes_since(list(codecs.values()), cursor)
@@ -100,7 +100,7 @@ class Replica:
         stamps = check_changes(changeset.changes, shapes)
         self.node.current_seq()  # creates the node and tombstone tables
         with self.transaction():  # deletes made before the merge are stamped before what it receives
-            self.settle_captured()
+            self.begin_writes()
         if stamps:
             self.clock.receive(max(stamps))
         by_table: dict[str, list[RowChange]] = {}
@@ -108,7 +108,7 @@ class Replica:
             by_table.setdefault(fold_name(change.table), []).append(change)
         try:
             with self.transaction():
-                self.settle_captured()
+                self.begin_writes()
                 repair = self._repair(shapes) if self._enforces_foreign_keys() else None
                 with _foreign_keys_deferred(self.engine, repair is not None):
                     changed = self._merge_tables([self._join(shapes[table], changes) for table, changes in by_table.items()], repair)
@@ -117,6 +117,12 @@ class Replica:
         except self.engine.IntegrityError as error:  # a deferred foreign key at commit: nothing was applied
             raise SyncError(f"the merged changeset violates a constraint: {error}; nothing was applied") from error
         return changed
+
+    def begin_writes(self) -> None:
+        """What every write unit does first: catch the clock up with the file (another connection may
+        have stamped later), then record the deletes made by SQL since the last unit."""
+        self.node.catch_up()
+        self.settle_captured()
 
     def synced_codecs(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
         """Codecs of the synced tables (models with LWW columns) that exist in this database."""

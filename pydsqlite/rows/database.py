@@ -402,7 +402,7 @@ class Database:
         try:
             with self._atomic():
                 if codec.synced:
-                    self._replica.settle_captured()  # deletes made outside pydsqlite come first, in order
+                    self._replica.begin_writes()  # later stamps by other connections, deletes made by SQL come first
                 yield
         except self.engine.IntegrityError as error:
             raise _constraint_error(codec, error) from error
