@@ -326,6 +326,15 @@ def test_touch_stamps_only_the_named_fields_and_refuses_what_has_no_timestamp(tm
     assert _dump(a.conn) == before
 
 
+def test_touch_of_an_unknown_key_on_a_fresh_replica_says_the_row_is_not_found(tmp_path):
+    """A replica that has not written or merged anything yet has no sync tables: touch still says
+    that no row has the key, as it does later."""
+    db = Database(sqlite3.connect(tmp_path / "fresh.db"))
+    sync_models(db.conn, [Word])
+    with pytest.raises(RowNotFoundError, match="no row with key 'missing' in table 'words', deleted or not"):
+        db.touch(Word, "missing")
+
+
 class Plainly(SyncModel, table="plainly"):
     id: Annotated[int, PrimaryKey()]
     text: str = ""
