@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 from unittest.mock import patch
 
 import pytest
@@ -741,6 +743,50 @@ def test_upsert_and_delete_on_synced_tables_keep_the_rules():
     assert db.delete(Note, "u") is True and db.get(Note, "u") is None
     (change,) = db.changes_since().changes
     assert change.key == ("u",) and change.deleted is not None and not change.alive
+
+
+class Priced(SyncModel, table="priced"):
+    id: Annotated[str, PrimaryKey()]
+    price: Annotated[decimal.Decimal, LWW()]
+    due: Annotated[dt.datetime, LWW()]
+    title: Annotated[str, LWW()] = ""
+    since: Optional[dt.datetime] = None
+
+
+UTC, PLUS_TWO = dt.timezone.utc, dt.timezone(dt.timedelta(hours=2))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"price": decimal.Decimal("1.5")},  # equal in Python to the stored 1.50
+        {"price": decimal.Decimal("1.5"), "title": "other field too"},
+        {"due": dt.datetime(2024, 1, 1, 14, tzinfo=PLUS_TWO)},  # the same instant, another offset
+        {"since": dt.datetime(2024, 1, 1, 14, tzinfo=PLUS_TWO)},  # a field of the row version's group
+    ],
+)
+@pytest.mark.parametrize("how", ["update", "update(obj)", "upsert"])
+def test_a_value_equal_in_python_but_stored_differently_is_stamped_and_syncs(changes, how):
+    """A write decides what changed on the stored values: a value stored differently, however equal in
+    Python, gets a new stamp, so the other replica takes it instead of reverting it."""
+    a, b = replica(), replica(start=1_700_000_000_100)
+    for db in (a, b):
+        sync_models(db.conn, [Note, Plain, Priced])
+    noon = dt.datetime(2024, 1, 1, 12, tzinfo=UTC)
+    a.insert(Priced(id="p", price=decimal.Decimal("1.50"), due=noon, since=noon))
+    b.apply_changes(a.changes_since(models=[Priced]), [Priced])
+    if how == "update":
+        a.update(Priced, "p", **changes)
+    else:
+        row = a.get(Priced, "p").model_copy(update=changes)
+        getattr(a, how.removesuffix("(obj)"))(row)
+    b.apply_changes(a.changes_since(models=[Priced]), [Priced])
+    a.apply_changes(b.changes_since(models=[Priced]), [Priced])
+    columns = ", ".join(changes)
+    stored = a.conn.execute(f"SELECT {columns} FROM priced").fetchone()
+    assert stored == b.conn.execute(f"SELECT {columns} FROM priced").fetchone()
+    held = a.get(Priced, "p")
+    assert [str(getattr(held, name)) for name in changes] == [str(value) for value in changes.values()]  # as written
 
 
 def test_tables_with_keys_assigned_by_sqlite_are_stamped_but_refuse_to_sync():
