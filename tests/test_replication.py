@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from pydsqlite import (
     PrimaryKey,
     SyncModel,
     Timestamp,
+    UsageError,
     sync_models,
 )
 from pydsqlite.replica import replication
@@ -122,6 +124,34 @@ def test_drift_overflow_and_malformed_timestamps_are_refused_without_changing_th
     stuck.receive(Timestamp(5, MAX_COUNTER - 1, "d"))
     with pytest.raises(ClockError, match="overflow"):
         stuck.now()
+
+
+@pytest.mark.parametrize("max_drift_ms", [None, "60000", -1, 1.5, float("inf"), True])
+def test_clock_arguments_that_would_fail_at_a_merge_are_refused_when_the_database_is_made(max_drift_ms, db_path):
+    with pytest.raises(UsageError, match=rf"max_drift_ms must be a whole number of milliseconds, 0 or more, not {re.escape(repr(max_drift_ms))}"):
+        Database(db_path, max_drift_ms=max_drift_ms)
+    with pytest.raises(UsageError, match="max_drift_ms"):
+        HLC("a", max_drift_ms=max_drift_ms)
+    with pytest.raises(UsageError, match="wall_clock must be a function returning milliseconds"):
+        Database(db_path, wall_clock=1_000_000)
+
+
+def test_a_wall_clock_in_float_milliseconds_is_read_whole_and_other_readings_are_refused_by_name():
+    db = replica()
+    db.clock.wall_clock = lambda: 1_700_000_000_123.9
+    db.insert(Note(id="float"))
+    assert db.conn.execute("SELECT title__hlc FROM replica_notes").fetchone()[0].startswith("001700000000123:000000000:")
+    before = state(db)
+    for reading, error, message in [
+        ("1700000000000", UsageError, r"wall_clock returned '1700000000000' \(str\): it must return milliseconds since the epoch"),
+        (float("nan"), UsageError, r"wall_clock returned nan \(float\)"),
+        (-5, ClockError, r"wall_clock returned -5: milliseconds since the epoch must be between 0 and"),
+        (10**16, ClockError, r"wall_clock returned 10000000000000000"),
+    ]:
+        db.clock.wall_clock = lambda reading=reading: reading
+        with pytest.raises(error, match=message):
+            db.insert(Note(id="refused"))
+    assert state(db) == before
 
 
 def test_node_id_is_stored_once_per_database(db_path):

@@ -22,7 +22,7 @@ from ..collector import collector_paused
 from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
 from ..errors import ConstraintError, RowNotFoundError, SchemaMismatchError, SyncError, UnstorableValueError, UsageError
 from ..replica.changeset import unstorable_change
-from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC
+from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC, checked_clock_arguments
 from ..replica.node import Node
 from ..replica.replication import ChangeSet, Replica
 from ..schema.codecs import encode_param, unstorable_reason
@@ -82,6 +82,7 @@ class Database:
     ) -> None:
         if not is_connection(conn) and not isinstance(conn, (str, os.PathLike)):
             raise UsageError(f"Database() takes a sqlite3.Connection, a dqlitedbapi connection or a path, not {type(conn).__name__}")
+        checked_clock_arguments(wall_clock, max_drift_ms)  # the clock itself is made at first use
         self._owns = not is_connection(conn)
         self.engine: Engine = engine_for(conn) if is_connection(conn) else SqliteEngine(sqlite3.connect(os.fspath(conn)))
         self.conn = self.engine.connection
