@@ -455,11 +455,22 @@ def document(*changes, **overrides) -> str:
         (document(format=2), r"unknown changeset format 2"),
         ("[1, 2]", r"expected an object"),
         ("{", r"malformed changeset JSON"),
+        *[
+            (document(note_json(values={"body": "LITERAL"})).replace('"LITERAL"', literal), rf"change #1 .*column 'body': {shown} is not JSON")
+            for literal, shown in [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e400", "1e400"), ("-1E+999", "-1E\\+999")]
+        ],
+        (document(note_json(columns={"title": [STAMP, "t"], "count": [STAMP, "LITERAL"]})).replace('"LITERAL"', "NaN"), r"change #1 .*column 'count': NaN is not JSON"),
+        (document(note_json(key=["LITERAL"])).replace('"LITERAL"', "Infinity"), r"change #1 .*the key: Infinity is not JSON"),
+        (document(cursor="LITERAL").replace('"LITERAL"', "NaN"), r"cursor NaN \(not JSON\) is not a non-negative integer"),
     ],
 )
 def test_malformed_changeset_documents_are_refused_naming_the_change_and_column(text, expected):
-    with pytest.raises(SyncError, match=expected):
+    with pytest.raises(SyncError, match=expected) as refused:
         ChangeSet.from_json(text)
+    if "change #1 (" in str(refused.value):  # the error names the change's table (and key), as attributes too
+        assert refused.value.table == "replica_notes"
+        if "key ['n1']" in str(refused.value):
+            assert refused.value.key == ("n1",)
 
 
 def test_the_reference_document_of_the_malformed_cases_is_valid():
