@@ -19,7 +19,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import SyncError
 from ..rows.codec import RowCodec
@@ -177,6 +177,13 @@ def _finite_or_not_json(text: str) -> float | _NotJSON:
     return value if math.isfinite(value) else _NotJSON(text)
 
 
+class _Named(NamedTuple):
+    """The table and key of the change being read, for the ``SyncError`` that refuses it."""
+
+    table: str
+    key: tuple[Any, ...] | None
+
+
 def _change_from_json(item: Any, position: int) -> RowChange:
     where = f"change #{position}"
     if not isinstance(item, dict):
@@ -186,23 +193,24 @@ def _change_from_json(item: Any, position: int) -> RowChange:
         raise SyncError(f"malformed changeset JSON: {where} has table {table!r}, not a table name")
     raw_key = item.get("key")
     where = f"{where} (table {table!r}, key {raw_key!r})"
-    named = {"table": table, "key": tuple(raw_key) if isinstance(raw_key, list) else None}
+    named = _Named(table, tuple(raw_key) if isinstance(raw_key, list) else None)
     if not isinstance(raw_key, list):
-        raise SyncError(f"malformed changeset JSON: {where}: the key must be a list of values", **named)
+        raise SyncError(f"malformed changeset JSON: {where}: the key must be a list of values", table=named.table, key=named.key)
     key = tuple(_value_from_json(value, where, "the key", named) for value in raw_key)
     raw_columns, raw_values = item.get("columns"), item.get("values")
     if not isinstance(raw_columns, dict) or not isinstance(raw_values, dict):
-        raise SyncError(f"malformed changeset JSON: {where}: 'columns' and 'values' must be objects", **named)
+        raise SyncError(f"malformed changeset JSON: {where}: 'columns' and 'values' must be objects", table=named.table, key=named.key)
     columns = {}
     for name, pair in raw_columns.items():
         if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str):
-            raise SyncError(f"malformed changeset JSON: {where}: column {name!r} must be [timestamp, value], got {pair!r}", **named)
+            raise SyncError(f"malformed changeset JSON: {where}: column {name!r} must be [timestamp, value], got {pair!r}", table=named.table, key=named.key)
         columns[name] = (pair[0], _value_from_json(pair[1], where, f"column {name!r}", named))
     values = {name: _value_from_json(value, where, f"column {name!r}", named) for name, value in raw_values.items()}
     version, deleted = item.get("version"), item.get("deleted")
     if not isinstance(version, str) or not (deleted is None or isinstance(deleted, str)):
         raise SyncError(
-            f"malformed changeset JSON: {where}: 'version' and 'deleted' must be timestamps, got {version!r}, {deleted!r}", **named
+            f"malformed changeset JSON: {where}: 'version' and 'deleted' must be timestamps, got {version!r}, {deleted!r}",
+            table=named.table, key=named.key,
         )
     return RowChange(table, key, columns, version, values, deleted)
 
@@ -234,11 +242,11 @@ def from_json_value(value: Any) -> Any:
     raise ValueError(f"{value!r} is not a stored value (null, number, text, {{'$bytes': base64}} or {{'$float': 'inf'/'-inf'/'nan'}})")
 
 
-def _value_from_json(value: Any, where: str, what: str, named: dict[str, Any]) -> Any:
+def _value_from_json(value: Any, where: str, what: str, named: _Named) -> Any:
     try:
         return from_json_value(value)
     except ValueError as error:
-        raise SyncError(f"malformed changeset JSON: {where}: {what}: {error}", **named) from None
+        raise SyncError(f"malformed changeset JSON: {where}: {what}: {error}", table=named.table, key=named.key) from None
 
 
 def key_text(key: tuple[Any, ...]) -> str:
