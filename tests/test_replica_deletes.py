@@ -245,3 +245,20 @@ def test_the_triggers_follow_the_table_through_new_columns_rebuilds_renames_and_
         assert triggers() == [f"_pydsqlite_delete_{'evolved' if model is V4 else 'evolving'}"]
     sync_models(conn, [V5])
     assert triggers() == []
+
+
+@pytest.mark.parametrize("recursive_triggers", [False, True])
+def test_a_row_replaced_by_sql_syncs_only_with_recursive_triggers_on(recursive_triggers):
+    """SQLite fires delete triggers for the rows a REPLACE removes only with recursive_triggers on: then
+    the replaced row is a delete followed by a new row and travels; without it the new row carries the
+    baseline timestamp and loses to the other replica's copy (the guide says so)."""
+    a, b = replica(), replica()
+    a.insert(Folder(id="f", title="v1"))
+    send(a, b)
+    a.conn.execute(f"PRAGMA recursive_triggers = {'ON' if recursive_triggers else 'OFF'}")
+    a.conn.execute("REPLACE INTO cap_folders (id, title) VALUES ('f', 'replaced by SQL')")
+    a.conn.commit()
+    send(a, b)
+    send(b, a)
+    assert a.get(Folder, "f") == b.get(Folder, "f")
+    assert b.get(Folder, "f").title == ("replaced by SQL" if recursive_triggers else "v1")

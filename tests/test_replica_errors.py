@@ -21,6 +21,7 @@ from pydsqlite import (
     SchemaMismatchError,
     SyncError,
     SyncModel,
+    Unique,
     UsageError,
     sync_models,
 )
@@ -326,6 +327,15 @@ def test_touch_stamps_only_the_named_fields_and_refuses_what_has_no_timestamp(tm
     assert _dump(a.conn) == before
 
 
+def test_touch_of_an_unknown_key_on_a_fresh_replica_says_the_row_is_not_found(tmp_path):
+    """A replica that has not written or merged anything yet has no sync tables: touch still says
+    that no row has the key, as it does later."""
+    db = Database(sqlite3.connect(tmp_path / "fresh.db"))
+    sync_models(db.conn, [Word])
+    with pytest.raises(RowNotFoundError, match="no row with key 'missing' in table 'words', deleted or not"):
+        db.touch(Word, "missing")
+
+
 class Plainly(SyncModel, table="plainly"):
     id: Annotated[int, PrimaryKey()]
     text: str = ""
@@ -425,3 +435,41 @@ def test_a_new_process_settles_a_refused_row_after_receiving_the_changeset_once_
     restarted.touch(Span, "s")
     _exchange(restarted, b)
     assert restarted.get(Span, "s") == b.get(Span, "s") == Span(id="s", lo=5, hi=10)
+
+
+class Seat(SyncModel, table="seats"):
+    id: Annotated[str, PrimaryKey()]
+    label: Annotated[str, LWW(), Unique()]
+
+
+def test_a_changeset_a_unique_index_refuses_names_the_rows_and_is_settled_by_an_update(tmp_path):
+    """Values swapped between rows in one transaction, or one value given to different keys by two
+    replicas, hit a unique index row by row: the refusal names the table, the incoming row and the
+    row holding its value here, and changes nothing; updating one of the rows settles it."""
+    older, newer = _pair([Seat], tmp_path)
+    older.insert(Seat(id="s1", label="A1"))
+    older.insert(Seat(id="s2", label="A2"))
+    newer.apply_changes(older.changes_since(models=[Seat]), [Seat])
+    cursor = older.changes_since(models=[Seat]).cursor
+    with older.transaction():
+        older.update(Seat, "s1", label="tmp")
+        older.update(Seat, "s2", label="A1")
+        older.update(Seat, "s1", label="A2")
+    swapped = older.changes_since(cursor, models=[Seat])
+    before = _dump(newer.conn)
+    with pytest.raises(SyncError, match=r"unique index on seats\(label\): it gives label = 'A1' to the row with key \('s2',\), "
+                       r"which the row with key \('s1',\) holds here \(.*swapped\).*update one of the rows") as refused:
+        newer.apply_changes(swapped, [Seat])
+    assert (refused.value.table, refused.value.key) == ("seats", ("s2",))
+    assert _dump(newer.conn) == before
+    newer.update(Seat, "s1", label="B1")  # settled on the refusing side
+    newer.apply_changes(swapped, [Seat])
+    older.apply_changes(newer.changes_since(models=[Seat]), [Seat])
+    assert newer.select(Seat, order_by="id") == older.select(Seat, order_by="id") == [Seat(id="s1", label="B1"), Seat(id="s2", label="A1")]
+
+    other = Database(sqlite3.connect(tmp_path / "other.db"), wall_clock=lambda: 1_700_000_000_000)
+    sync_models(other.conn, [Seat])
+    other.insert(Seat(id="x", label="A1"))  # the same value under another key, concurrently
+    with pytest.raises(SyncError, match=r"gives label = 'A1' to the row with key \('x',\), which the row with key \('s2',\) holds here;") as refused:
+        older.apply_changes(other.changes_since(models=[Seat]), [Seat])
+    assert (refused.value.table, refused.value.key) == ("seats", ("x",))

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
+import os
+import re
 import sqlite3
-from typing import Annotated
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
 from unittest.mock import patch
 
 import pytest
@@ -23,6 +30,7 @@ from pydsqlite import (
     PrimaryKey,
     SyncModel,
     Timestamp,
+    UsageError,
     sync_models,
 )
 from pydsqlite.replica import replication
@@ -116,6 +124,34 @@ def test_drift_overflow_and_malformed_timestamps_are_refused_without_changing_th
     stuck.receive(Timestamp(5, MAX_COUNTER - 1, "d"))
     with pytest.raises(ClockError, match="overflow"):
         stuck.now()
+
+
+@pytest.mark.parametrize("max_drift_ms", [None, "60000", -1, 1.5, float("inf"), True])
+def test_clock_arguments_that_would_fail_at_a_merge_are_refused_when_the_database_is_made(max_drift_ms, db_path):
+    with pytest.raises(UsageError, match=rf"max_drift_ms must be a whole number of milliseconds, 0 or more, not {re.escape(repr(max_drift_ms))}"):
+        Database(db_path, max_drift_ms=max_drift_ms)
+    with pytest.raises(UsageError, match="max_drift_ms"):
+        HLC("a", max_drift_ms=max_drift_ms)
+    with pytest.raises(UsageError, match="wall_clock must be a function returning milliseconds"):
+        Database(db_path, wall_clock=1_000_000)
+
+
+def test_a_wall_clock_in_float_milliseconds_is_read_whole_and_other_readings_are_refused_by_name():
+    db = replica()
+    db.clock.wall_clock = lambda: 1_700_000_000_123.9
+    db.insert(Note(id="float"))
+    assert db.conn.execute("SELECT title__hlc FROM replica_notes").fetchone()[0].startswith("001700000000123:000000000:")
+    before = state(db)
+    for reading, error, message in [
+        ("1700000000000", UsageError, r"wall_clock returned '1700000000000' \(str\): it must return milliseconds since the epoch"),
+        (float("nan"), UsageError, r"wall_clock returned nan \(float\)"),
+        (-5, ClockError, r"wall_clock returned -5: milliseconds since the epoch must be between 0 and"),
+        (10**16, ClockError, r"wall_clock returned 10000000000000000"),
+    ]:
+        db.clock.wall_clock = lambda reading=reading: reading
+        with pytest.raises(error, match=message):
+            db.insert(Note(id="refused"))
+    assert state(db) == before
 
 
 def test_node_id_is_stored_once_per_database(db_path):
@@ -419,11 +455,22 @@ def document(*changes, **overrides) -> str:
         (document(format=2), r"unknown changeset format 2"),
         ("[1, 2]", r"expected an object"),
         ("{", r"malformed changeset JSON"),
+        *[
+            (document(note_json(values={"body": "LITERAL"})).replace('"LITERAL"', literal), rf"change #1 .*column 'body': {shown} is not JSON")
+            for literal, shown in [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e400", "1e400"), ("-1E+999", "-1E\\+999")]
+        ],
+        (document(note_json(columns={"title": [STAMP, "t"], "count": [STAMP, "LITERAL"]})).replace('"LITERAL"', "NaN"), r"change #1 .*column 'count': NaN is not JSON"),
+        (document(note_json(key=["LITERAL"])).replace('"LITERAL"', "Infinity"), r"change #1 .*the key: Infinity is not JSON"),
+        (document(cursor="LITERAL").replace('"LITERAL"', "NaN"), r"cursor NaN \(not JSON\) is not a non-negative integer"),
     ],
 )
 def test_malformed_changeset_documents_are_refused_naming_the_change_and_column(text, expected):
-    with pytest.raises(SyncError, match=expected):
+    with pytest.raises(SyncError, match=expected) as refused:
         ChangeSet.from_json(text)
+    if "change #1 (" in str(refused.value):  # the error names the change's table (and key), as attributes too
+        assert refused.value.table == "replica_notes"
+        if "key ['n1']" in str(refused.value):
+            assert refused.value.key == ("n1",)
 
 
 def test_the_reference_document_of_the_malformed_cases_is_valid():
@@ -659,6 +706,50 @@ def test_a_restarted_replica_never_stamps_below_its_own_past(db_path):
     assert restarted.conn.execute("SELECT title__hlc FROM replica_notes").fetchone()[0] > stamp
 
 
+def test_two_database_objects_on_one_file_stamp_after_what_the_other_merged(db_path):
+    """Worker 1 merges an edit stamped 30 s ahead of this replica's wall clock; worker 2, which read its
+    clock from the file before that, edits the row after reading the merged value: its edit must win."""
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Note, Plain])
+    worker1, worker2 = Database(conn, wall_clock=FakeClock(1_000_000)), Database(sqlite3.connect(db_path), wall_clock=FakeClock(1_000_000))
+    other = replica(start=1_030_000)
+    worker2.clock  # noqa: B018 - worker 2 reads the clock before the merge
+    worker1.insert(Note(id="n", title="v1"))
+    other.apply_changes(worker1.changes_since())
+    other.update(Note, "n", title="from the other replica")
+    worker1.apply_changes(other.changes_since())
+    assert worker2.get(Note, "n").title == "from the other replica"
+    worker2.update(Note, "n", title="edited after reading it")
+    other.apply_changes(worker2.changes_since())
+    assert other.get(Note, "n").title == worker1.get(Note, "n").title == "edited after reading it"
+
+
+def test_a_write_stamps_after_what_another_process_merged_into_the_file(db_path, tmp_path):
+    """Another process merges an edit stamped 30 s ahead of this replica's wall clock; an edit made
+    here afterwards, by a Database that read its clock before, wins on every replica."""
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Note, Plain])
+    here = Database(conn, wall_clock=FakeClock(1_000_000))
+    here.insert(Note(id="n", title="v1"))
+    ahead = replica(start=1_030_000)
+    ahead.apply_changes(here.changes_since())
+    ahead.update(Note, "n", title="ahead")
+    (tmp_path / "changeset.json").write_text(ahead.changes_since().to_json())
+    script = (
+        "import sqlite3\n"
+        "from pydsqlite import ChangeSet, Database\n"
+        "from tests.test_replication import Note\n"
+        f"db = Database(sqlite3.connect({str(db_path)!r}), wall_clock=lambda: 1_000_000)\n"
+        f"print(db.apply_changes(ChangeSet.from_json(open({str(tmp_path / 'changeset.json')!r}).read()), models=[Note]))\n"
+    )
+    root = str(Path(__file__).parent.parent)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert result.stdout.strip() == "1", result.stderr
+    here.update(Note, "n", title="edited here after")
+    ahead.apply_changes(here.changes_since())
+    assert ahead.get(Note, "n").title == here.get(Note, "n").title == "edited here after"
+
+
 def test_a_rebuild_keeps_timestamps_versions_and_tombstones():
     conn = sqlite3.connect(":memory:")
 
@@ -693,6 +784,50 @@ def test_upsert_and_delete_on_synced_tables_keep_the_rules():
     assert db.delete(Note, "u") is True and db.get(Note, "u") is None
     (change,) = db.changes_since().changes
     assert change.key == ("u",) and change.deleted is not None and not change.alive
+
+
+class Priced(SyncModel, table="priced"):
+    id: Annotated[str, PrimaryKey()]
+    price: Annotated[decimal.Decimal, LWW()]
+    due: Annotated[dt.datetime, LWW()]
+    title: Annotated[str, LWW()] = ""
+    since: Optional[dt.datetime] = None
+
+
+UTC, PLUS_TWO = dt.timezone.utc, dt.timezone(dt.timedelta(hours=2))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"price": decimal.Decimal("1.5")},  # equal in Python to the stored 1.50
+        {"price": decimal.Decimal("1.5"), "title": "other field too"},
+        {"due": dt.datetime(2024, 1, 1, 14, tzinfo=PLUS_TWO)},  # the same instant, another offset
+        {"since": dt.datetime(2024, 1, 1, 14, tzinfo=PLUS_TWO)},  # a field of the row version's group
+    ],
+)
+@pytest.mark.parametrize("how", ["update", "update(obj)", "upsert"])
+def test_a_value_equal_in_python_but_stored_differently_is_stamped_and_syncs(changes, how):
+    """A write decides what changed on the stored values: a value stored differently, however equal in
+    Python, gets a new stamp, so the other replica takes it instead of reverting it."""
+    a, b = replica(), replica(start=1_700_000_000_100)
+    for db in (a, b):
+        sync_models(db.conn, [Note, Plain, Priced])
+    noon = dt.datetime(2024, 1, 1, 12, tzinfo=UTC)
+    a.insert(Priced(id="p", price=decimal.Decimal("1.50"), due=noon, since=noon))
+    b.apply_changes(a.changes_since(models=[Priced]), [Priced])
+    if how == "update":
+        a.update(Priced, "p", **changes)
+    else:
+        row = a.get(Priced, "p").model_copy(update=changes)
+        getattr(a, how.removesuffix("(obj)"))(row)
+    b.apply_changes(a.changes_since(models=[Priced]), [Priced])
+    a.apply_changes(b.changes_since(models=[Priced]), [Priced])
+    columns = ", ".join(changes)
+    stored = a.conn.execute(f"SELECT {columns} FROM priced").fetchone()
+    assert stored == b.conn.execute(f"SELECT {columns} FROM priced").fetchone()
+    held = a.get(Priced, "p")
+    assert [str(getattr(held, name)) for name in changes] == [str(value) for value in changes.values()]  # as written
 
 
 def test_tables_with_keys_assigned_by_sqlite_are_stamped_but_refuse_to_sync():

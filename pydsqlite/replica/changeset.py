@@ -19,7 +19,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import SyncError
 from ..rows.codec import RowCodec
@@ -143,7 +143,7 @@ class ChangeSet:
     def from_json(cls, text: str | bytes) -> ChangeSet:
         """Parse ``to_json`` output; anything else raises ``SyncError`` naming the change and column."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_NotJSON, parse_float=_finite_or_not_json)
         except (TypeError, ValueError) as error:
             raise SyncError(f"malformed changeset JSON: {error}") from None
         if not isinstance(data, dict):
@@ -161,6 +161,29 @@ class ChangeSet:
         return cls(changes=changes, cursor=cursor, node=node)
 
 
+class _NotJSON:
+    """A token Python's JSON reader accepts but JSON has not (``NaN``, ``Infinity``, a number beyond
+    float range such as ``1e400``): kept as read, so the change holding it is named when refused."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"{self.text} (not JSON)"
+
+
+def _finite_or_not_json(text: str) -> float | _NotJSON:
+    value = float(text)
+    return value if math.isfinite(value) else _NotJSON(text)
+
+
+class _Named(NamedTuple):
+    """The table and key of the change being read, for the ``SyncError`` that refuses it."""
+
+    table: str
+    key: tuple[Any, ...] | None
+
+
 def _change_from_json(item: Any, position: int) -> RowChange:
     where = f"change #{position}"
     if not isinstance(item, dict):
@@ -170,21 +193,25 @@ def _change_from_json(item: Any, position: int) -> RowChange:
         raise SyncError(f"malformed changeset JSON: {where} has table {table!r}, not a table name")
     raw_key = item.get("key")
     where = f"{where} (table {table!r}, key {raw_key!r})"
+    named = _Named(table, tuple(raw_key) if isinstance(raw_key, list) else None)
     if not isinstance(raw_key, list):
-        raise SyncError(f"malformed changeset JSON: {where}: the key must be a list of values")
-    key = tuple(_value_from_json(value, where, "the key") for value in raw_key)
+        raise SyncError(f"malformed changeset JSON: {where}: the key must be a list of values", table=named.table, key=named.key)
+    key = tuple(_value_from_json(value, where, "the key", named) for value in raw_key)
     raw_columns, raw_values = item.get("columns"), item.get("values")
     if not isinstance(raw_columns, dict) or not isinstance(raw_values, dict):
-        raise SyncError(f"malformed changeset JSON: {where}: 'columns' and 'values' must be objects")
+        raise SyncError(f"malformed changeset JSON: {where}: 'columns' and 'values' must be objects", table=named.table, key=named.key)
     columns = {}
     for name, pair in raw_columns.items():
         if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str):
-            raise SyncError(f"malformed changeset JSON: {where}: column {name!r} must be [timestamp, value], got {pair!r}")
-        columns[name] = (pair[0], _value_from_json(pair[1], where, f"column {name!r}"))
-    values = {name: _value_from_json(value, where, f"column {name!r}") for name, value in raw_values.items()}
+            raise SyncError(f"malformed changeset JSON: {where}: column {name!r} must be [timestamp, value], got {pair!r}", table=named.table, key=named.key)
+        columns[name] = (pair[0], _value_from_json(pair[1], where, f"column {name!r}", named))
+    values = {name: _value_from_json(value, where, f"column {name!r}", named) for name, value in raw_values.items()}
     version, deleted = item.get("version"), item.get("deleted")
     if not isinstance(version, str) or not (deleted is None or isinstance(deleted, str)):
-        raise SyncError(f"malformed changeset JSON: {where}: 'version' and 'deleted' must be timestamps, got {version!r}, {deleted!r}")
+        raise SyncError(
+            f"malformed changeset JSON: {where}: 'version' and 'deleted' must be timestamps, got {version!r}, {deleted!r}",
+            table=named.table, key=named.key,
+        )
     return RowChange(table, key, columns, version, values, deleted)
 
 
@@ -210,14 +237,16 @@ def from_json_value(value: Any) -> Any:
                 raise ValueError(f"invalid base64 in {value!r}: {error}") from None
         if value.get("$float") in ("inf", "-inf", "nan"):
             return float(value["$float"])
+    if kind is _NotJSON:
+        raise ValueError(f"{value.text} is not JSON; to_json() writes non-finite floats as {{'$float': 'inf'/'-inf'/'nan'}}")
     raise ValueError(f"{value!r} is not a stored value (null, number, text, {{'$bytes': base64}} or {{'$float': 'inf'/'-inf'/'nan'}})")
 
 
-def _value_from_json(value: Any, where: str, what: str) -> Any:
+def _value_from_json(value: Any, where: str, what: str, named: _Named) -> Any:
     try:
         return from_json_value(value)
     except ValueError as error:
-        raise SyncError(f"malformed changeset JSON: {where}: {what}: {error}") from None
+        raise SyncError(f"malformed changeset JSON: {where}: {what}: {error}", table=named.table, key=named.key) from None
 
 
 def key_text(key: tuple[Any, ...]) -> str:

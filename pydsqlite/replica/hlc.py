@@ -7,6 +7,7 @@ left-padded with ``0`` to 36 characters) sorts as strings exactly as the clock o
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import PydsqliteError
+from ..errors import PydsqliteError, UsageError
 
 MILLIS_DIGITS = 15
 COUNTER_DIGITS = 9
@@ -106,13 +107,36 @@ def system_millis() -> int:
     return time.time_ns() // 1_000_000
 
 
+def checked_clock_arguments(wall_clock: object, max_drift_ms: object) -> None:
+    """Refuse clock arguments that would only fail later, at a merge: ``UsageError`` naming the argument."""
+    if wall_clock is not None and not callable(wall_clock):
+        raise UsageError(f"wall_clock must be a function returning milliseconds since the epoch (or None), not {wall_clock!r}")
+    if isinstance(max_drift_ms, bool) or not isinstance(max_drift_ms, int) or max_drift_ms < 0:
+        raise UsageError(f"max_drift_ms must be a whole number of milliseconds, 0 or more, not {max_drift_ms!r}")
+
+
+def wall_millis(wall_clock: Callable[[], object]) -> int:
+    """A wall-clock reading as whole milliseconds: an int, or a finite float (its fraction dropped);
+    anything else is refused naming the value, as is a reading outside the timestamp range."""
+    reading = wall_clock()
+    if type(reading) is int:
+        millis = reading
+    elif isinstance(reading, float) and math.isfinite(reading):
+        millis = math.floor(reading)
+    else:
+        raise UsageError(f"wall_clock returned {reading!r} ({type(reading).__name__}): it must return milliseconds since the epoch as an int")
+    if not 0 <= millis <= MAX_MILLIS:
+        raise ClockError(f"wall_clock returned {reading!r}: milliseconds since the epoch must be between 0 and {MAX_MILLIS}")
+    return millis
+
+
 class HLC:
     """A hybrid logical clock for one node.
 
     ``now()`` stamps a local event; ``receive(remote)`` merges a remote timestamp (a
     ``Timestamp`` or its text) and returns the new local reading. ``wall_clock`` returns
-    milliseconds (injectable for tests). A remote timestamp more than ``max_drift_ms``
-    ahead of the wall clock is refused and leaves the clock unchanged.
+    milliseconds (injectable for tests; a float reading loses its fraction). A remote timestamp
+    more than ``max_drift_ms`` ahead of the wall clock is refused and leaves the clock unchanged.
 
     Examples:
         >>> from pydsqlite import HLC, Timestamp
@@ -132,6 +156,7 @@ class HLC:
         *,
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
     ) -> None:
+        checked_clock_arguments(wall_clock, max_drift_ms)
         self.node_id = normalize_node_id(node_id or new_node_id())
         self.wall_clock = wall_clock or system_millis
         self.max_drift_ms = max_drift_ms
@@ -154,7 +179,7 @@ class HLC:
     def now(self) -> Timestamp:
         """Send/local event: ``l = max(l, pt)``; the counter resets when ``l`` moved, else increments."""
         with self._lock:
-            physical = self.wall_clock()
+            physical = wall_millis(self.wall_clock)
             if physical > self._millis:
                 millis, counter = physical, 0
             else:
@@ -165,7 +190,7 @@ class HLC:
         """Receive event: ``l = max(l, l_m, pt)`` with the four counter cases of the paper."""
         stamp = Timestamp.parse(remote) if isinstance(remote, str) else remote
         with self._lock:
-            physical = self.wall_clock()
+            physical = wall_millis(self.wall_clock)
             if stamp.millis - physical > self.max_drift_ms:
                 raise ClockError(
                     f"remote timestamp {stamp} is {stamp.millis - physical} ms ahead of the local clock "

@@ -3,7 +3,10 @@
 Kept in ``_pydsqlite_node`` (one row), created on first use: the node id is made once per
 database, the clock resumes from the last reading it stored (so a wall clock that went
 back across a restart never makes this node stamp below its own past), and every change
-takes the next sequence number (the cursor of ``changes_since``).
+takes the next sequence number (the cursor of ``changes_since``). Several ``Database``
+objects (connections, processes) may serve one file: each write unit first catches its
+clock up with the reading the file stored, so no writer stamps below what another wrote
+or merged.
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ class Node:
         query = f"UPDATE {NODE_TABLE} SET seq = seq + ?, clock = ? WHERE id = 1 RETURNING seq"
         row = self._read(query, (count, str(clock.last)))
         return int(row[0]) - count + 1
+
+    def catch_up(self) -> None:
+        """Move the clock past the last reading stored in the file (inside a write unit, so the read
+        and the writes that follow see one snapshot): another connection may have written or merged
+        later timestamps since this clock last looked."""
+        stored = self._read(f"SELECT clock FROM {NODE_TABLE} WHERE id = 1")[0]
+        if stored:
+            self.clock.restore(stored)
 
     def current_seq(self) -> int:
         self.clock  # noqa: B018 - creates the tables on first use

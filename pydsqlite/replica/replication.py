@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ class Replica:
         codecs = self.synced_codecs(models)
         self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
         with self.transaction():
-            self.settle_captured()
+            self.begin_writes()
         with self._read_snapshot():
             cursor_now = self.node.current_seq()
             changes = self.changes_since(list(codecs.values()), cursor)
@@ -100,7 +101,7 @@ class Replica:
         stamps = check_changes(changeset.changes, shapes)
         self.node.current_seq()  # creates the node and tombstone tables
         with self.transaction():  # deletes made before the merge are stamped before what it receives
-            self.settle_captured()
+            self.begin_writes()
         if stamps:
             self.clock.receive(max(stamps))
         by_table: dict[str, list[RowChange]] = {}
@@ -108,15 +109,62 @@ class Replica:
             by_table.setdefault(fold_name(change.table), []).append(change)
         try:
             with self.transaction():
-                self.settle_captured()
+                self.begin_writes()
                 repair = self._repair(shapes) if self._enforces_foreign_keys() else None
                 with _foreign_keys_deferred(self.engine, repair is not None):
                     changed = self._merge_tables([self._join(shapes[table], changes) for table, changes in by_table.items()], repair)
                     if repair is not None:
                         repair.run()
-        except self.engine.IntegrityError as error:  # a deferred foreign key at commit: nothing was applied
-            raise SyncError(f"the merged changeset violates a constraint: {error}; nothing was applied") from error
+        except self.engine.IntegrityError as error:  # a unique index, a deferred foreign key at commit: nothing was applied
+            raise self._unique_refusal(error, changeset.changes) or SyncError(
+                f"the merged changeset violates a constraint: {error}; nothing was applied"
+            ) from error
         return changed
+
+    def _unique_refusal(self, error: Exception, changes: Iterable[RowChange]) -> SyncError | None:
+        """A merge refused by a unique index (not the key) as ``SyncError`` naming the table, the
+        incoming row and the row that holds its value here (read after the rollback); None for other
+        constraints. SQLite checks unique indexes row by row, so values swapped between rows, or one
+        value given to different keys on two replicas, cannot merge until a write settles them."""
+        match = _UNIQUE_FAILED.search(str(error))
+        if match is None or "." not in match.group(1):
+            return None
+        names = [name.strip().rsplit(".", 1) for name in match.group(1).split(",")]
+        table, columns = names[0][0], [column for _, column in names]
+        incoming = [change for change in changes if fold_name(change.table) == fold_name(table) and change.alive]
+        advice = (
+            "SQLite checks a unique index row by row, so rows that swapped values, or one value given to different keys "
+            "by two replicas, cannot merge: update one of the rows (here or on the sender) to a value no other row holds, "
+            "then exchange again (see 'Unique indexes on synced tables' in the sync guide); nothing was applied"
+        )
+        key_columns = [name for (name,) in self.engine.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (table,))]
+        for change in incoming:
+            values = [change.columns[name][1] if name in change.columns else change.values.get(name) for name in columns]
+            if any(value is None for value in values):
+                continue
+            where = " AND ".join(f"{quote_identifier(name)} = ?" for name in columns)
+            for row in self.engine.execute(
+                f"SELECT {', '.join(quote_identifier(name) for name in key_columns)} FROM {quote_identifier(table)} WHERE {where}", values
+            ):
+                holder = tuple(row)
+                if key_text(holder) == key_text(change.key):
+                    continue
+                shown = ", ".join(f"{name} = {value!r}" for name, value in zip(columns, values, strict=True))
+                swapped = any(key_text(other.key) == key_text(holder) for other in incoming)
+                return SyncError(
+                    f"the merged changeset violates the unique index on {table}({', '.join(columns)}): it gives {shown} to the row "
+                    f"with key {change.key!r}, which the row with key {holder!r} holds here"
+                    + (" (the changeset gives that row another value: the values were swapped)" if swapped else "")
+                    + f"; {advice}",
+                    table=table, key=change.key,
+                )
+        return SyncError(f"the merged changeset violates the unique index on {table}({', '.join(columns)}) ({error}); {advice}", table=table)
+
+    def begin_writes(self) -> None:
+        """What every write unit does first: catch the clock up with the file (another connection may
+        have stamped later), then record the deletes made by SQL since the last unit."""
+        self.node.catch_up()
+        self.settle_captured()
 
     def synced_codecs(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
         """Codecs of the synced tables (models with LWW columns) that exist in this database."""
@@ -551,6 +599,8 @@ def _key_identity(shape: TableShape) -> Callable[[tuple[Any, ...]], Any]:
 def _same_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return key
 
+
+_UNIQUE_FAILED = re.compile(r"UNIQUE constraint failed: (.+)")
 
 _SCAN_FROM_KEYS = 2000
 """A merge of fewer keys always looks them up: a scan would pay off only on a tiny table anyway."""

@@ -74,6 +74,9 @@ class RowCodec:
         """A table with LWW columns and a primary key syncs between replicas (row version and sequence too)."""
         self.group = [name for name in self.fields if name not in self.key and name not in self.lww]
         """Non-key, non-LWW fields: in a synced table they share the row version's timestamp."""
+        self.lww_positions = [(name, self.fields.index(name)) for name in self.lww]
+        self.group_positions = [self.fields.index(name) for name in self.group]
+        """Where the LWW fields and the other non-key fields sit in a row (field order)."""
         self.auto_key = self._auto_key(model)
         self.auto_key_input = self.input_keys[self.fields.index(self.auto_key)] if self.auto_key else None
         columns = ", ".join(quote_identifier(name) for name in self.fields)

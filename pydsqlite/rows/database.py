@@ -8,6 +8,7 @@ one a PEP 249 connection always has). SQLite's refusals become errors of our hie
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sqlite3
@@ -21,7 +22,7 @@ from ..collector import collector_paused
 from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
 from ..errors import ConstraintError, RowNotFoundError, SchemaMismatchError, SyncError, UnstorableValueError, UsageError
 from ..replica.changeset import unstorable_change
-from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC
+from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC, checked_clock_arguments
 from ..replica.node import Node
 from ..replica.replication import ChangeSet, Replica
 from ..schema.codecs import encode_param, unstorable_reason
@@ -81,6 +82,7 @@ class Database:
     ) -> None:
         if not is_connection(conn) and not isinstance(conn, (str, os.PathLike)):
             raise UsageError(f"Database() takes a sqlite3.Connection, a dqlitedbapi connection or a path, not {type(conn).__name__}")
+        checked_clock_arguments(wall_clock, max_drift_ms)  # the clock itself is made at first use
         self._owns = not is_connection(conn)
         self.engine: Engine = engine_for(conn) if is_connection(conn) else SqliteEngine(sqlite3.connect(os.fspath(conn)))
         self.conn = self.engine.connection
@@ -216,10 +218,10 @@ class Database:
         with self._writing(codec):
             if codec.auto_key and getattr(instance, codec.auto_key) is None:
                 return self._insert_one(codec, instance)
-            current = self._fetch(codec, codec.key_of(instance))
-            if current is None:
+            stored = self._fetch_stored(codec, codec.key_of(instance))
+            if stored is None:
                 return self._insert_one(codec, instance)
-            self._update_row(codec, instance, current)
+            self._update_row(codec, instance, codec.decode(stored), stored)
             return instance
 
     @overload
@@ -243,11 +245,12 @@ class Database:
                     f"(fields: {', '.join(codec.fields)})"
                 )
             with self._writing(codec):
-                current = self._fetch(codec, params)
-                if current is None:
+                stored = self._fetch_stored(codec, params)
+                if stored is None:
                     raise RowNotFoundError(f"no row with key {key!r} in table {codec.name!r}")
+                current = codec.decode(stored)
                 instance = codec.validate_fields({**current.__dict__, **changes})
-                self._update_row(codec, instance, current, move_key=any(name in changes for name in codec.key))
+                self._update_row(codec, instance, current, stored, move_key=any(name in changes for name in codec.key))
                 return instance
         if changes or key is not None:
             raise UsageError("update(obj) takes the instance only; to change some fields use update(Model, key, field=value)")
@@ -255,10 +258,10 @@ class Database:
         codec.require_key("update()")
         instance = codec.validate(obj_or_model)
         with self._writing(codec):
-            current = self._fetch(codec, codec.key_of(instance))
-            if current is None:
+            stored = self._fetch_stored(codec, codec.key_of(instance))
+            if stored is None:
                 raise RowNotFoundError(f"no row with key {codec.key_of(instance)!r} in table {codec.name!r}")
-            self._update_row(codec, instance, current)
+            self._update_row(codec, instance, codec.decode(stored), stored)
         return instance
 
     @overload
@@ -402,7 +405,7 @@ class Database:
         try:
             with self._atomic():
                 if codec.synced:
-                    self._replica.settle_captured()  # deletes made outside pydsqlite come first, in order
+                    self._replica.begin_writes()  # later stamps by other connections, deletes made by SQL come first
                 yield
         except self.engine.IntegrityError as error:
             raise _constraint_error(codec, error) from error
@@ -452,13 +455,22 @@ class Database:
         return instance
 
     def _fetch(self, codec: RowCodec, key_params: tuple[Any, ...]) -> BaseModel | None:
-        with _binding(lambda: _unstorable_param(codec, key_params, codec.key)):
-            row = self.engine.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
+        row = self._fetch_stored(codec, key_params)
         return None if row is None else codec.decode(row)
 
-    def _update_row(self, codec: RowCodec, instance: BaseModel, current: BaseModel, *, move_key: bool = False) -> None:
-        """Write the fields of ``instance`` to the row ``current`` was read from: every non-key field,
-        and the key fields too when ``move_key``. Stamps the companions of LWW fields whose value changed."""
+    def _fetch_stored(self, codec: RowCodec, key_params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The row with this key as stored (field order), or None."""
+        with _binding(lambda: _unstorable_param(codec, key_params, codec.key)):
+            row: tuple[Any, ...] | None = self.engine.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
+        return row
+
+    def _update_row(
+        self, codec: RowCodec, instance: BaseModel, current: BaseModel, stored: tuple[Any, ...], *, move_key: bool = False
+    ) -> None:
+        """Write the fields of ``instance`` to the row ``current`` was read from (``stored``, as stored):
+        every non-key field, and the key fields too when ``move_key``. Stamps the companions of LWW
+        fields whose stored value changes: values equal in Python but stored differently (``Decimal("1.5")``
+        over ``"1.50"``, one instant in another UTC offset) are changes the replicas must receive."""
         values = codec.values(instance)
         old_key = codec.key_of(current)
         moving = move_key and tuple(values[position] for position in codec.key_positions) != old_key
@@ -474,8 +486,8 @@ class Database:
                 assignments.append(f"{quote_identifier(name)} = ?")
                 params.append(value)
         if codec.synced:
-            changed = [name for name in codec.lww if getattr(instance, name) != getattr(current, name)]
-            group_changed = any(getattr(instance, name) != getattr(current, name) for name in codec.group)
+            changed = [name for name, position in codec.lww_positions if _stored_differently(values[position], stored[position])]
+            group_changed = any(_stored_differently(values[position], stored[position]) for position in codec.group_positions)
             if not changed and not group_changed:
                 return
             now = str(self.clock.now())
@@ -493,6 +505,14 @@ class Database:
                 f"UPDATE OR ABORT {codec.quoted_table} SET {', '.join(assignments)} WHERE {codec.key_where()}", params
             )
         _check_one_row(codec, old_key, cursor.rowcount)
+
+
+def _stored_differently(new: Any, old: Any) -> bool:
+    """Whether SQLite would hold ``new`` differently from ``old``: Python's ``==`` calls ``1``,
+    ``1.0`` and ``True`` equal, and ``0.0`` and ``-0.0``, which SQLite may store apart."""
+    if type(new) is not type(old) or new != old:
+        return True
+    return type(new) is float and new == 0.0 and math.copysign(1.0, new) != math.copysign(1.0, old)
 
 
 def _codec_of_instance(obj: Any, action: str) -> RowCodec:
