@@ -257,7 +257,9 @@ class SchemaMismatchError(PydsqliteError):
 
 class UnstorableValueError(PydsqliteError, ValueError):
     """A value SQLite cannot store exactly (an integer beyond 64 bits, text with a lone
-    surrogate, NaN, a date-time whose offset JSON cannot carry); nothing was written.
+    surrogate, NaN, a time zone without a fixed offset on a time, a value a JSON column would
+    give back changed, such as NaN or a date-time whose offset JSON cannot carry); nothing was
+    written.
 
     ``model``, ``table``, ``field`` (None for a query parameter) and ``value`` say which.
 
