@@ -244,6 +244,7 @@ def _refuse_lossy_temporals(value: Any) -> None:
 
 
 def _refuse_zone_without_offset(value: dt.time) -> None:
+    """ValueError for a time with a zone but no UTC offset: stored, it would lose the zone."""
     if value.tzinfo is not None and value.utcoffset() is None:
         raise ValueError(
             f"time {value} has the time zone {value.tzinfo}, whose UTC offset depends on the date, which a time lacks, "
@@ -356,11 +357,13 @@ def _iso(value: Any) -> str:
 
 
 def _time_iso(value: dt.time) -> str:
+    """ISO text of a time with its offset; one whose zone has no fixed offset is refused."""
     _refuse_zone_without_offset(value)
     return value.isoformat(timespec="microseconds")
 
 
 def _json_text_of_any(value: Any) -> str:
+    """JSON text of any JSON value (a default, a query parameter), nested models by their fields."""
     return _json_text(_storage_form(value))
 
 
