@@ -257,9 +257,11 @@ class SchemaMismatchError(PydsqliteError):
 
 class UnstorableValueError(PydsqliteError, ValueError):
     """A value SQLite cannot store exactly (an integer beyond 64 bits, text with a lone
-    surrogate, NaN, a date-time whose offset JSON cannot carry); nothing was written.
+    surrogate, NaN, a time zone without a fixed offset on a time, a value a JSON column would
+    give back changed, such as NaN or a date-time whose offset JSON cannot carry); nothing was
+    written.
 
-    ``table``, ``field`` (None for a query parameter) and ``value`` say which.
+    ``model``, ``table``, ``field`` (None for a query parameter) and ``value`` say which.
 
     Examples:
         >>> import sqlite3
@@ -275,7 +277,8 @@ class UnstorableValueError(PydsqliteError, ValueError):
         counters value True
     """
 
-    def __init__(self, table: str, field: str | None, value: object, reason: str) -> None:
+    def __init__(self, table: str, field: str | None, value: object, reason: str, *, model: str | None = None) -> None:
+        self.model = model
         self.table = table
         self.field = field
         self.value = value
@@ -283,7 +286,8 @@ class UnstorableValueError(PydsqliteError, ValueError):
         if len(shown) > 80:
             shown = shown[:77] + "..."
         where = f"{table}.{field}" if field else f"a query parameter of table {table!r}"
-        super().__init__(f"{where}: {reason} (value {shown}); nothing was written")
+        held = f" in {model}.{field}" if model and field else ""
+        super().__init__(f"{where}: {reason} (value {shown}{held}); nothing was written")
 
 
 class SyncError(PydsqliteError):

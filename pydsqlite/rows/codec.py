@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..errors import RowValidationError, SchemaDefinitionError, UnstorableValueError, UsageError
+from ..errors import RowValidationError, UnstorableValueError, UsageError
 from ..schema.codecs import (
     INLINE_ENCODERS,
     decoder_for,
@@ -22,7 +22,7 @@ from ..schema.codecs import (
     storage_kind,
     unstorable_reason,
 )
-from ..schema.compile import compile_cached, table_model_argument
+from ..schema.compile import compile_cached, input_key, table_model_argument
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
 from ..sql.render import quote_identifier
 
@@ -49,7 +49,7 @@ class RowCodec:
         self.name = table.name
         self.quoted_table = quote_identifier(table.name)
         self.fields = list(model.model_fields)
-        self.input_keys = [_input_key(model, name, info) for name, info in model.model_fields.items()]
+        self.input_keys = [input_key(model, name, info) for name, info in model.model_fields.items()]
         """The key each field is validated from (its alias, unless the model populates by name)."""
         self.aliased = self.input_keys != self.fields
         self.field_of_key = dict(zip(self.input_keys, self.fields, strict=True))
@@ -161,7 +161,7 @@ class RowCodec:
                 if encode is not None and value is not None:
                     encode(value)
             except (ValueError, TypeError) as error:
-                return UnstorableValueError(self.name, name, value, str(error))
+                return UnstorableValueError(self.name, name, value, str(error), model=self.model.__qualname__)
         return None
 
     def unstorable(self, instance: BaseModel) -> UnstorableValueError | None:
@@ -170,7 +170,7 @@ class RowCodec:
         for name, stored in zip(self.fields, self.values(instance), strict=True):
             reason = unstorable_reason(stored)
             if reason is not None:
-                return UnstorableValueError(self.name, name, instance.__dict__[name], reason)
+                return UnstorableValueError(self.name, name, instance.__dict__[name], reason, model=self.model.__qualname__)
         return None
 
     def key_of(self, instance: BaseModel) -> tuple[Any, ...]:
@@ -290,23 +290,6 @@ class RowCodec:
         if key is not None and len(key) == 1:
             key = key[0]
         return RowValidationError(self.name, key, columns, error)
-
-
-def _input_key(model: type[BaseModel], name: str, info: Any) -> str:
-    """Where the validator looks for a field: its name if the model validates by name, else its alias."""
-    config = model.model_config
-    if config.get("populate_by_name") or config.get("validate_by_name"):
-        return name
-    alias = info.validation_alias if info.validation_alias is not None else info.alias
-    if alias is None:
-        return name
-    if isinstance(alias, str):
-        return alias
-    if isinstance(alias, AliasChoices):
-        for choice in alias.choices:
-            if isinstance(choice, str):
-                return choice
-    raise SchemaDefinitionError(model.__qualname__, name, f"alias {alias!r} is not supported on a table model; use a plain string alias")
 
 
 def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None]) -> Callable[[Mapping[str, Any]], list[Any]]:

@@ -550,7 +550,7 @@ def _unstorable_param(codec: RowCodec, params: Sequence[Any], names: Sequence[st
     for position, value in enumerate(params):
         reason = unstorable_reason(value)
         if reason is not None:
-            return UnstorableValueError(codec.name, names[position] if names else None, value, reason)
+            return UnstorableValueError(codec.name, names[position] if names else None, value, reason, model=codec.model.__qualname__)
     return None
 
 

@@ -12,14 +12,16 @@ import datetime as dt
 import decimal
 import enum
 import json
+import math
 import re
 import types
 import typing
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 NoneType = type(None)
@@ -121,18 +123,105 @@ def _kind_of_values(values: Any, annotation: Any) -> str:
 
 
 def _json_text(value: Any) -> str:
-    return json.dumps(to_jsonable_python(value), separators=(",", ":"), ensure_ascii=False)
+    """JSON text of a value already in its storage form; non-finite floats are refused, since JSON
+    has no NaN or Infinity (Python's ``NaN`` token is text SQLite's JSON functions reject)."""
+    jsonable = to_jsonable_python(value)
+    try:
+        return json.dumps(jsonable, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        found = _non_finite(jsonable, "")
+        if found is None:
+            raise
+        number, where = found
+        raise ValueError(
+            f"JSON has no NaN or Infinity ({number!r} at {where or 'the top'}), and SQLite's JSON functions refuse such text; "
+            "store a finite number or None, or the number in a float field of its own (a REAL column keeps ±inf)"
+        ) from None
+
+
+def _non_finite(value: Any, where: str) -> tuple[float, str] | None:
+    """The first NaN or infinite float in JSON-ready data, with its path (``['a'][0]``)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (value, where)
+    if isinstance(value, dict):
+        items: Any = ((f"{where}[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{position}]", item) for position, item in enumerate(value))
+    else:
+        return None
+    return next((found for path, item in items if (found := _non_finite(item, path)) is not None), None)
+
+
+def validation_key(model: type[BaseModel], name: str, info: Any) -> str | None:
+    """The key ``model``'s validator reads field ``name`` from: the name when the model validates by
+    name, else its alias (the first plain choice of ``AliasChoices``); None when only an ``AliasPath``
+    names it, which no flat key can feed."""
+    config = model.model_config
+    if config.get("populate_by_name") or config.get("validate_by_name"):
+        return name
+    alias = info.validation_alias if info.validation_alias is not None else info.alias
+    if alias is None:
+        return name
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return next((choice for choice in alias.choices if isinstance(choice, str)), None)
+    return None
+
+
+_model_keys: weakref.WeakKeyDictionary[type[BaseModel], tuple[tuple[str, str], ...]] = weakref.WeakKeyDictionary()
+
+
+def _keys_of(model: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """(field name, stored key) of each field of a model stored inside JSON, computed once per class."""
+    keys = _model_keys.get(model)
+    if keys is None:
+        keys = _model_keys[model] = tuple((name, validation_key(model, name, info) or name) for name, info in model.model_fields.items())
+    return keys
+
+
+def _storage_form(value: Any) -> Any:
+    """``value`` with every model instance, at any depth, replaced by a dict of its fields (and extra
+    fields) keyed as its validator reads them.
+
+    A model's serialization settings (field and model serializers, ``exclude``, serialization
+    aliases, computed fields, ``ser_json_*``) shape its API output; applied to storage they would
+    lose data or make rows unreadable. Stored this way, a nested model is kept like the table
+    model's own columns: by its fields' values.
+    """
+    if isinstance(value, BaseModel):
+        if getattr(value, "__pydantic_root_model__", False):
+            return _storage_form(value.__dict__["root"])
+        data = value.__dict__
+        form = {}
+        for name, key in _keys_of(type(value)):
+            if name not in data:
+                raise ValueError(f"{type(value).__qualname__}.{name} has no value (an instance built by model_construct without it)")
+            form[key] = _storage_form(data[name])
+        for key, item in (value.__pydantic_extra__ or {}).items():
+            form[key] = _storage_form(item)
+        return form
+    if isinstance(value, dict):
+        return {key: _storage_form(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_storage_form(item) for item in value]
+    return value
 
 
 def _json_text_whole_minute_offsets(value: Any) -> str:
-    """JSON text of a value whose type can hold date-times or times: pydantic's JSON writes UTC
-    offsets in whole minutes, so one with seconds would come back as another instant; refused."""
-    _refuse_offsets_with_seconds(value)
+    """JSON text of a value whose type can hold date-times or times, refused when one would come back
+    as another moment (see ``_refuse_lossy_temporals``)."""
+    _refuse_lossy_temporals(value)
     return _json_text(value)
 
 
-def _refuse_offsets_with_seconds(value: Any) -> None:
+def _refuse_lossy_temporals(value: Any) -> None:
+    """ValueError for a date-time or time JSON cannot carry: pydantic's JSON writes UTC offsets in
+    whole minutes (one with seconds would come back as another instant), and a time whose zone has
+    no fixed offset (a ``ZoneInfo``) would lose its zone."""
     if isinstance(value, (dt.datetime, dt.time)):
+        if isinstance(value, dt.time):
+            _refuse_zone_without_offset(value)
         offset = value.utcoffset()
         if offset is not None and (offset.seconds % 60 or offset.microseconds):
             raise ValueError(
@@ -141,40 +230,112 @@ def _refuse_offsets_with_seconds(value: Any) -> None:
             )
     elif isinstance(value, BaseModel):
         for item in value.__dict__.values():
-            _refuse_offsets_with_seconds(item)
+            _refuse_lossy_temporals(item)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _refuse_offsets_with_seconds(key)
-            _refuse_offsets_with_seconds(item)
+            _refuse_lossy_temporals(key)
+            _refuse_lossy_temporals(item)
     elif isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
-            _refuse_offsets_with_seconds(item)
+            _refuse_lossy_temporals(item)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            _refuse_offsets_with_seconds(getattr(value, field.name))
+            _refuse_lossy_temporals(getattr(value, field.name))
 
 
-def _may_hold_datetimes(annotation: Any, seen: set[int]) -> bool:
-    """Whether values of ``annotation`` can contain a date-time or time (through nested models,
-    dataclasses, lists, dicts...); unresolvable annotations count as yes."""
-    if id(annotation) in seen:
-        return False
-    seen.add(id(annotation))
-    if isinstance(annotation, type):
-        if issubclass(annotation, (dt.datetime, dt.time)):
-            return True
-        if issubclass(annotation, BaseModel):
-            return any(_may_hold_datetimes(info.annotation, seen) for info in annotation.model_fields.values())
-        if dataclasses.is_dataclass(annotation) or typing.is_typeddict(annotation):
+def _refuse_zone_without_offset(value: dt.time) -> None:
+    """ValueError for a time with a zone but no UTC offset: stored, it would lose the zone."""
+    if value.tzinfo is not None and value.utcoffset() is None:
+        raise ValueError(
+            f"time {value} has the time zone {value.tzinfo}, whose UTC offset depends on the date, which a time lacks, "
+            "so the zone would be lost; store a datetime, or give the time a fixed offset (datetime.timezone)"
+        )
+
+
+_UNRESOLVED = object()
+"""Stands for an annotation that cannot be resolved (a forward reference) in ``_parts``."""
+
+
+def _parts(annotation: Any) -> Iterator[tuple[Any, str | None]]:
+    """Every annotation a value of ``annotation`` can hold, with the ``Model.field`` declaring it
+    (None for the column's own annotation): type arguments, and the fields of nested models,
+    dataclasses and TypedDicts."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, str | None]] = [(annotation, None)]
+    while stack:
+        part, owner = stack.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        yield part, owner
+        origin = get_origin(part)
+        if isinstance(part, type) and issubclass(part, BaseModel):
+            stack.extend((info.annotation, f"{part.__qualname__}.{name}") for name, info in part.model_fields.items())
+        elif isinstance(part, type) and (dataclasses.is_dataclass(part) or typing.is_typeddict(part)):
             try:
-                hints = typing.get_type_hints(annotation)
-            except Exception:  # unresolvable forward references: check the values instead
-                return True
-            return any(_may_hold_datetimes(hint, seen) for hint in hints.values())
-        return False
-    if isinstance(annotation, (str, typing.ForwardRef)):
-        return True
-    return any(_may_hold_datetimes(arg, seen) for arg in get_args(annotation))
+                hints = typing.get_type_hints(part)
+            except Exception:  # noqa: BLE001 - unresolvable forward references: the values are checked instead
+                stack.append((_UNRESOLVED, part.__qualname__))
+                continue
+            stack.extend((hint, f"{part.__qualname__}.{name}") for name, hint in hints.items())
+        elif origin is typing.Annotated:
+            stack.append((get_args(part)[0], owner))
+        elif origin is not Literal:
+            stack.extend((arg, owner) for arg in get_args(part) if arg is not Ellipsis)
+
+
+def _union_members(part: Any) -> list[Any]:
+    """The non-None members of a union annotation ([] for anything else)."""
+    if get_origin(part) not in (Union, types.UnionType):
+        return []
+    return [arg for arg in get_args(part) if arg is not NoneType]
+
+
+def _json_traits(annotation: Any) -> set[str]:
+    """What values of a JSON column's annotation can hold: ``loose`` (``Any``, a bare container),
+    ``model``, ``union`` (of several types), ``opaque`` (dataclasses, TypedDicts, unresolved names),
+    ``temporal`` (date-times or times)."""
+    traits = set()
+    for part, _ in _parts(annotation):
+        if part is Any or part in _BARE_CONTAINERS:
+            traits.add("loose")
+        elif part is _UNRESOLVED or isinstance(part, (str, typing.ForwardRef)):
+            traits.update(("opaque", "temporal"))
+        elif isinstance(part, type):
+            if issubclass(part, (dt.datetime, dt.time)):
+                traits.add("temporal")
+            if issubclass(part, BaseModel):
+                traits.add("model")
+            elif dataclasses.is_dataclass(part) or typing.is_typeddict(part):
+                traits.add("opaque")
+        elif len(_union_members(part)) > 1:
+            traits.add("union")
+    return traits
+
+
+def json_type_problem(annotation: Any) -> tuple[str | None, str] | None:
+    """Why values of a JSON column's ``annotation`` cannot round-trip, found at declaration:
+    (the nested ``Model.field`` at fault or None, the reason), or None."""
+    for part, owner in _parts(annotation):
+        if isinstance(part, type) and issubclass(part, BaseModel):
+            for name, info in part.model_fields.items():
+                if validation_key(part, name, info) is None:
+                    alias = info.validation_alias if info.validation_alias is not None else info.alias
+                    return (
+                        f"{part.__qualname__}.{name}",
+                        f"alias {alias!r} is not supported in a model stored as JSON (the stored object is flat); "
+                        "use a plain string alias, or populate_by_name=True",
+                    )
+        members = _union_members(part)
+        has_datetime = any(isinstance(member, type) and issubclass(member, dt.datetime) for member in members)
+        has_date = any(isinstance(member, type) and issubclass(member, dt.date) and not issubclass(member, dt.datetime) for member in members)
+        if has_datetime and has_date:
+            return (
+                owner,
+                f"{part} cannot round-trip through JSON: a date is stored as '2024-05-01' and a datetime at midnight "
+                "as '2024-05-01T00:00:00', and reading picks one type for both; use datetime or date alone",
+            )
+    return None
 
 
 def _finite_float(value: float) -> float:
@@ -195,6 +356,17 @@ def _iso(value: Any) -> str:
     return str(value.isoformat())
 
 
+def _time_iso(value: dt.time) -> str:
+    """ISO text of a time with its offset; one whose zone has no fixed offset is refused."""
+    _refuse_zone_without_offset(value)
+    return value.isoformat(timespec="microseconds")
+
+
+def _json_text_of_any(value: Any) -> str:
+    """JSON text of any JSON value (a default, a query parameter), nested models by their fields."""
+    return _json_text(_storage_form(value))
+
+
 _KIND_ENCODERS: dict[str, Callable[[Any], Any] | None] = {
     "bool": _bool_int,
     "int": None,
@@ -205,8 +377,8 @@ _KIND_ENCODERS: dict[str, Callable[[Any], Any] | None] = {
     "decimal": str,
     "datetime": _iso_microseconds,
     "date": _iso,
-    "time": _iso_microseconds,
-    "json": _json_text,
+    "time": _time_iso,
+    "json": _json_text_of_any,
 }
 
 INLINE_ENCODERS: dict[Callable[[Any], Any], str] = {
@@ -214,6 +386,7 @@ INLINE_ENCODERS: dict[Callable[[Any], Any], str] = {
     _finite_float: "({v} if {v} == {v} else {f}({v}))",  # only NaN differs from itself: the function refuses it
     _iso_microseconds: "{v}.isoformat(timespec='microseconds')",
     _iso: "{v}.isoformat()",
+    _time_iso: "({v}.isoformat(timespec='microseconds') if {v}.tzinfo is None else {f}({v}))",  # a zone needs the check
 }
 """Encoders as expressions over the value ``{v}`` (``{f}``: the encoder itself), for the row
 encoders generated per model: a bulk write then makes no Python call per cell."""
@@ -231,40 +404,51 @@ def encoder_for(annotation: Any) -> Callable[[Any], Any] | None:
         return lambda value: encode(_enum_value(value))
     if kind == "int":
         return int  # plain int for int subclasses (bound exactly by sqlite3)
-    if kind == "json" and _loosely_typed(inner, set()):
-        return _json_text_round_trip(inner)
-    if kind == "json" and _may_hold_datetimes(inner, set()):
-        return _json_text_whole_minute_offsets
+    if kind == "json":
+        traits = _json_traits(inner)
+        if traits & {"loose", "model", "union", "opaque"}:
+            return _json_text_round_trip(inner, traits)
+        if "temporal" in traits:
+            return _json_text_whole_minute_offsets
+        return _json_text  # plain data: its storage form is itself
     return encode
 
 
 _BARE_CONTAINERS = (dict, list, tuple)
 
 
-def _loosely_typed(annotation: Any, seen: set[int]) -> bool:
-    """Whether ``annotation`` leaves some part of its values' types open (``Any``, a bare ``dict``,
-    ``list`` or ``tuple``, at any depth): JSON then decides what comes back."""
-    if id(annotation) in seen:
-        return False
-    seen.add(id(annotation))
-    if annotation is Any or annotation in _BARE_CONTAINERS:
-        return True
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return any(_loosely_typed(info.annotation, seen) for info in annotation.model_fields.values())
-    return any(_loosely_typed(arg, seen) for arg in get_args(annotation) if arg is not Ellipsis)
+def _json_text_round_trip(annotation: Any, traits: set[str]) -> Callable[[Any], str]:
+    """JSON text of a value whose type JSON alone may not restore, refused (ValueError) unless reading
+    it back gives the same value with the same types.
 
-
-def _json_text_round_trip(annotation: Any) -> Callable[[Any], str]:
-    """JSON text of a value of a loosely typed field, refused (ValueError) unless reading it back
-    gives the same value with the same types: a loose type cannot restore what JSON changes
-    (integer keys become text, tuples lists, Decimal, bytes and date-times text)."""
-    adapter = TypeAdapter(annotation)
+    A loose type (``Any``, a bare ``dict``) cannot restore what JSON changes (integer keys become
+    text, tuples lists, Decimal, bytes and date-times text); a union may read a member's text as
+    another member; a nested model's validators run again on what they returned. Plain data
+    (``list[int]``, ``dict[str, datetime]``) never pays for this check: its types restore it.
+    """
+    adapters: list[TypeAdapter[Any]] = []  # built at the first write, so compiling models stays cheap
+    models, temporal = "model" in traits, "temporal" in traits
+    hint = (
+        "use a typed field (e.g. dict[int, str], tuple[int, int], Decimal) or JSON values"
+        if "loose" in traits
+        else "a validator must give back what it returned when run again, and a union's members must differ in JSON"
+    )
 
     def encode(value: Any) -> str:
-        text = _json_text(value)
-        difference = _difference(value, adapter.validate_python(json.loads(text)))
+        if temporal:
+            _refuse_lossy_temporals(value)
+        text = _json_text(_storage_form(value) if models else value)
+        if not adapters:
+            adapters.append(TypeAdapter(annotation))
+        try:
+            back = adapters[0].validate_python(json.loads(text), strict=False)
+        except ValidationError as error:
+            problem = error.errors(include_url=False)[0]
+            where = "".join(f"[{part!r}]" for part in problem["loc"])
+            raise ValueError(f"JSON does not keep it: stored as {text[:80]}, it would not validate again ({where or 'value'}: {problem['msg']}); {hint}") from None
+        difference = _difference(value, back)
         if difference is not None:
-            raise ValueError(f"JSON does not keep it: {difference}; use a typed field (e.g. dict[int, str], tuple[int, int], Decimal) or JSON values")
+            raise ValueError(f"JSON does not keep it: {difference}; {hint}")
         return text
 
     return encode
@@ -275,7 +459,9 @@ def _difference(original: Any, back: Any) -> str | None:
     if type(original) is not type(back):
         return f"{original!r} ({type(original).__name__}) comes back as {back!r} ({type(back).__name__})"
     if isinstance(original, BaseModel):
-        return _difference(original.__dict__, back.__dict__)
+        return _difference(original.__dict__, back.__dict__) or _difference(original.__pydantic_extra__, back.__pydantic_extra__)
+    if isinstance(original, (dt.datetime, dt.time)) and ((original.tzinfo is None) != (back.tzinfo is None) or original.utcoffset() != back.utcoffset()):
+        return f"{original!r} comes back as {back!r}"  # == compares instants: another offset would pass
     if isinstance(original, dict):
         for key, key_back in zip(original, back):
             if type(key) is not type(key_back) or key != key_back:
@@ -369,5 +555,5 @@ def encode_param(value: Any) -> Any:
         if isinstance(value, python_type):
             return encode_value(kind, value)
     if isinstance(value, (BaseModel, dict, list)):
-        return _json_text(value)
+        return _json_text_of_any(value)
     return value

@@ -24,7 +24,16 @@ from ..replica.capture import capture_triggers
 from ..replica.hlc import BASELINE
 from ..sql.render import quote_identifier, quote_literal
 from . import markers
-from .codecs import SQL_TYPE_OF_KIND, UnsupportedType, encode_value, split_optional, storage_kind, unstorable_reason
+from .codecs import (
+    SQL_TYPE_OF_KIND,
+    UnsupportedType,
+    encode_value,
+    json_type_problem,
+    split_optional,
+    storage_kind,
+    unstorable_reason,
+    validation_key,
+)
 from .model import registered_models, registry_version, table_options
 from .objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Check, Column, ForeignKey, Index, Schema, Table, fold_name
 
@@ -148,12 +157,27 @@ class _FieldDeclaration:
         except UnsupportedType as error:
             raise SchemaDefinitionError(model.__qualname__, name, str(error)) from None
         self.metadata = [*info.metadata, *inner_metadata]
+        input_key(model, name, info)
+        problem = json_type_problem(inner) if self.kind == "json" else None
+        if problem is not None:
+            where, reason = problem
+            raise self.error(f"{where}: {reason}" if where else reason)
 
     def markers(self, marker_type: type) -> list[Any]:
         return [item for item in self.metadata if isinstance(item, marker_type)]
 
     def error(self, message: str) -> SchemaDefinitionError:
         return SchemaDefinitionError(self.model.__qualname__, self.name, message)
+
+
+def input_key(model: type[BaseModel], name: str, info: FieldInfo) -> str:
+    """The key a table model's validator reads field ``name`` from (rows are validated from dicts by
+    it); ``SchemaDefinitionError`` for an ``AliasPath``, which no column can feed."""
+    key = validation_key(model, name, info)
+    if key is None:
+        alias = info.validation_alias if info.validation_alias is not None else info.alias
+        raise SchemaDefinitionError(model.__qualname__, name, f"alias {alias!r} is not supported on a table model; use a plain string alias")
+    return key
 
 
 def compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) -> Table:
