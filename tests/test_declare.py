@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import sqlite3
 import enum
+import sqlite3
 import uuid
 from typing import Annotated, Any, Literal, Optional
 
