@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Optional
 
 import pytest
 
@@ -129,6 +129,17 @@ def _retype_and_rebuild() -> type[SyncModel]:
     return Item
 
 
+def _retype_to_text() -> type[SyncModel]:
+    class Item(SyncModel, table="items"):
+        id: Annotated[str, PrimaryKey()]
+        a: Annotated[str, LWW()] = "1"
+        b: Annotated[str, LWW()] = "x"
+        g: str = "g"
+        h: str = "5"
+
+    return Item
+
+
 def _rename_table() -> type[SyncModel]:
     class Item(SyncModel, table="things", renamed_from="items"):
         id: Annotated[str, PrimaryKey()]
@@ -161,6 +172,7 @@ MIGRATIONS: dict[str, Callable[[], type[SyncModel]]] = {
     "LWW column becomes plain": _lww_to_group,
     "plain column becomes LWW": _group_to_lww,
     "retype (rebuild)": _retype_and_rebuild,
+    "retype to text (values cast)": _retype_to_text,
     "rename the table": _rename_table,
     "all at once": _everything_at_once,
 }
@@ -210,8 +222,14 @@ def test_a_deleted_rows_registers_follow_the_migration_like_a_live_rows(tmp_path
     columns, values, dead = _states(a, After)[("dead",)]
     twin_columns, twin_values, twin_dead = _states(a, After)[("twin",)]
     assert dead and not twin_dead
-    assert values == twin_values
-    assert {name: value for name, (_, value) in columns.items()} == {name: value for name, (_, value) in twin_columns.items()}
+    assert {name: (value, type(value)) for name, value in values.items()} == {name: (value, type(value)) for name, value in twin_values.items()}
+    assert {name: (value, type(value)) for name, (_, value) in columns.items()} == {
+        name: (value, type(value)) for name, (_, value) in twin_columns.items()
+    }
+    fresh = Database(sqlite3.connect(tmp_path / "fresh.db"))  # a new replica takes the whole feed, states included
+    sync_models(fresh.conn, [After])
+    fresh.apply_changes(a.changes_since(models=[After]), models=[After])
+    assert _states(fresh, After) == _states(a, After)
     unstamped = {name for name, (stamp, _) in twin_columns.items() if stamp.startswith("0000")}
     assert unstamped == {name for name, (stamp, _) in columns.items() if stamp.startswith("0000")}
 
@@ -238,3 +256,31 @@ def test_a_late_write_to_a_deleted_row_after_a_migration_merges_with_its_reshape
     for db in (a, b):
         row = db.get(After, "k")
         assert row is not None and (row.a, row.label, row.g) == (3, "kept", "gg")
+
+
+def test_a_deleted_rows_null_takes_the_default_a_rebuild_gives_the_live_rows(tmp_path):
+    """A column that becomes NOT NULL with a default fills the NULLs of live rows: the stored
+    state of a deleted row gets the same value, or a new replica refuses it for ever."""
+
+    class Before(SyncModel, table="notes"):
+        id: Annotated[str, PrimaryKey()]
+        stars: Annotated[Optional[int], LWW()] = None
+        tag: Optional[str] = None
+
+    class After(SyncModel, table="notes"):
+        id: Annotated[str, PrimaryKey()]
+        stars: Annotated[int, LWW()] = 0
+        tag: str = "none"
+
+    db = Database(sqlite3.connect(tmp_path / "a.db"))
+    sync_models(db.conn, [Before])
+    db.insert_many([Before(id="dead"), Before(id="twin")])
+    db.delete(Before, "dead")
+    sync_models(db.conn, [After])
+    states = _states(db, After)
+    assert states[("dead",)][1] == states[("twin",)][1] == {"tag": "none"}
+    assert states[("dead",)][0]["stars"][1] == states[("twin",)][0]["stars"][1] == 0
+    fresh = Database(sqlite3.connect(tmp_path / "fresh.db"))
+    sync_models(fresh.conn, [After])
+    assert fresh.apply_changes(db.changes_since(models=[After]), models=[After]) == 2
+    assert [item.id for item in fresh.select(After)] == ["twin"]

@@ -105,7 +105,7 @@ class MigrationSession:
             self._execute(contract.operations, progress, first=len(plan.operations) - len(contract.operations) + 1)
         else:
             self._execute(plan.operations, progress)
-        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames)
+        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames, plan.value_changes)
         broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
         if broken:
             raise MigrationError(

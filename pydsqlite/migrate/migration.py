@@ -10,6 +10,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ValueChange:
+    """What a rebuild's copy does to the values of one column: the CAST it applies, and the
+    default (SQL) it gives NULLs of a column that becomes NOT NULL."""
+
+    table: str
+    column: str
+    cast: str | None
+    null_default: str | None
+
+
+@dataclass(frozen=True)
 class DataCheck:
     """A question for the live data: how many rows are in the way of, or lost by, a step?
 
@@ -163,6 +174,8 @@ class MigrationPlan:
     """(table, old column, new column) of every column the plan renames, for the bookkeeping."""
     table_renames: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     """(old, new) name of every table the plan renames."""
+    value_changes: tuple[ValueChange, ...] = field(default=(), repr=False)
+    """How the plan's rebuilds change the values they copy (for the stored states of deleted rows)."""
     data_steps: tuple[str, ...] = ()
     """Names of the data steps not yet applied, in the order they run."""
     data_steps_skipped: bool = False
@@ -249,4 +262,5 @@ class MigrationPlan:
             problems=(*self.problems, *contract.problems),
             renames=(*self.renames, *contract.renames),
             table_renames=(*self.table_renames, *contract.table_renames),
+            value_changes=(*self.value_changes, *contract.value_changes),
         )

@@ -47,7 +47,7 @@ from .diff import (
     describe_change,
 )
 from .migration import DataCheck, MigrationPlan, Operation
-from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check
+from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check, value_changes
 
 
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
@@ -85,7 +85,8 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         if fold_name(old) != fold_name(new)
     )
     table_renames = tuple((item.rename.old, item.rename.new) for item in schema_diff.altered if item.rename is not None)
-    return MigrationPlan(operations=tuple(operations), renames=renames, table_renames=table_renames)
+    changed_values = tuple(change for item in schema_diff.altered if _needs_rebuild(item) for change in value_changes(item))
+    return MigrationPlan(operations=tuple(operations), renames=renames, table_renames=table_renames, value_changes=changed_values)
 
 
 def expand_diff(schema_diff: SchemaDiff) -> SchemaDiff:

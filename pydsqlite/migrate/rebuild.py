@@ -32,7 +32,7 @@ from .checks import (
 )
 from .diff import ChangePrimaryKey, DropColumn, DropIndex, RenameColumn, TableDiff, describe_change
 from .metadata import METADATA_PREFIX
-from .migration import DataCheck, Operation, Replay, RowCopy
+from .migration import DataCheck, Operation, Replay, RowCopy, ValueChange
 
 REBUILD_PREFIX = f"{METADATA_PREFIX}_new_"
 PROGRESS_FUNCTION = "pydsqlite_copy_progress"
@@ -318,21 +318,44 @@ def _drop_checks(item: TableDiff) -> list[DataCheck]:
 
 
 def _copy_expression(old: Column, new: Column, live: Table, desired: Table) -> tuple[str, str | None]:
-    """SQL that reads ``old`` as the new column's value, and the CAST type applied (if any).
+    """SQL that reads ``old`` as the new column's value, and the CAST type applied (if any)."""
+    expression = quote_identifier(old.name)
+    change = _value_change(old, new, live, desired)
+    if change.cast is not None:
+        expression = f"CAST({expression} AS {change.cast})"
+    if change.null_default is not None:
+        expression = f"IFNULL({expression}, {change.null_default})"
+    return expression, change.cast
+
+
+def _value_change(old: Column, new: Column, live: Table, desired: Table) -> ValueChange:
+    """What copying ``old`` into ``new`` does to its values.
 
     Values are cast when the new column converts them differently (another affinity, or
     STRICT typing where there was none); an untyped column and a STRICT ``ANY`` column
-    store values as they are, so nothing is cast into them."""
-    expression = quote_identifier(old.name)
+    store values as they are, so nothing is cast into them. NULLs take the default of a
+    column that becomes NOT NULL with one."""
     cast = None
     target = column_affinity(new, desired)
-    if new.type and target is not None:
-        if column_affinity(old, live) != target or (desired.strict and not live.strict):
-            cast = target
-            expression = f"CAST({expression} AS {cast})"
-    if new.not_null and new.default is not None and not old.not_null:
-        expression = f"IFNULL({expression}, {new.default})"
-    return expression, cast
+    if new.type and target is not None and (column_affinity(old, live) != target or (desired.strict and not live.strict)):
+        cast = target
+    null_default = new.default if new.not_null and new.default is not None and not old.not_null else None
+    return ValueChange(desired.name, new.name, cast, null_default)
+
+
+def value_changes(item: TableDiff) -> tuple[ValueChange, ...]:
+    """How rebuilding ``item`` changes the values it copies, column by column (only the columns it
+    changes): the stored states of a synced table's deleted rows must change the same way."""
+    sources = {fold_name(new): old for new, old in item.column_sources}
+    changes = []
+    for column in item.desired.columns:
+        old_name = sources.get(fold_name(column.name))
+        old = item.live.column(old_name) if old_name is not None else None
+        if column.generated is None and old is not None and old.generated is None:
+            change = _value_change(old, column, item.live, item.desired)
+            if change.cast is not None or change.null_default is not None:
+                changes.append(change)
+    return tuple(changes)
 
 
 def carry_sequence(old: str, temporary: str) -> list[str]:

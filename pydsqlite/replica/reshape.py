@@ -2,7 +2,8 @@
 
 A deleted row of a synced table keeps the registers it held (a late write to it merges with
 them), stored as JSON beside its tombstone time. When a migration renames a synced table or
-its columns, adds or drops columns, or changes which columns are LWW, those stored states
+its columns, adds or drops columns, changes which columns are LWW, or converts values (a
+type change's CAST, a default filling NULLs under a new NOT NULL), those stored states
 must change exactly as the live rows do: otherwise every changeset carrying one of them no
 longer fits the table here or on an upgraded peer, and replication stops. Deletes the capture
 triggers recorded but no replica operation has settled yet are settled first, in the shape
@@ -18,9 +19,10 @@ from typing import Any
 
 from ..engines import Engine
 from ..migrate.introspect import has_object
+from ..migrate.migration import ValueChange
 from ..schema.objects import Schema, Table, fold_name
 from .capture import CAPTURED, register_roles
-from .changeset import to_json_value
+from .changeset import from_json_value, to_json_value
 from .hlc import BASELINE
 from .node import TOMBSTONES, Node
 
@@ -44,11 +46,13 @@ def reshape_tombstones(
     desired: Schema,
     table_renames: Iterable[tuple[str, str]],
     column_renames: Iterable[tuple[str, str, str]],
+    value_changes: Iterable[ValueChange] = (),
 ) -> None:
     """Bring every stored dead-row state in line with the desired synced tables, inside the migration.
 
     ``table_renames`` holds (old, new) table names, ``column_renames`` (table, old, new) with the
-    table's new name, both as the plan applied them."""
+    table's new name, both as the plan applied them; ``value_changes`` what the rebuilds did to
+    the values they copied (a type change's CAST, a default for NULLs), done to the states too."""
     if not has_object(engine, TOMBSTONES):
         return
     for old, new in table_renames:
@@ -56,12 +60,15 @@ def reshape_tombstones(
     renamed: dict[str, dict[str, str]] = {}
     for table_name, old, new in column_renames:
         renamed.setdefault(fold_name(table_name), {})[fold_name(old)] = new
+    converted: dict[str, dict[str, ValueChange]] = {}
+    for change in value_changes:
+        converted.setdefault(fold_name(change.table), {})[fold_name(change.column)] = change
     stored = engine.execute(f"SELECT DISTINCT table_name FROM {TOMBSTONES} WHERE state IS NOT NULL").fetchall()
     for (name,) in stored:
         table = desired.table(name)
         if table is None or not table.primary_key:
             continue
-        shape = _Shape(engine, table, renamed.get(fold_name(name), {}))
+        shape = _Shape(engine, table, renamed.get(fold_name(name), {}), converted.get(fold_name(table.name), {}))
         rows = engine.execute(f"SELECT key, state FROM {TOMBSTONES} WHERE table_name = ? AND state IS NOT NULL", (name,)).fetchall()
         updates = [(text, table.name, key) for key, state in rows if (text := shape.reshape(state)) != state]
         renamed_table = name != table.name
@@ -74,10 +81,11 @@ def reshape_tombstones(
 class _Shape:
     """The register layout of one desired synced table, and how a stored state is mapped onto it."""
 
-    def __init__(self, engine: Engine, table: Table, renames: dict[str, str]) -> None:
+    def __init__(self, engine: Engine, table: Table, renames: dict[str, str], conversions: dict[str, ValueChange]) -> None:
         self.engine = engine
         self.table = table
         self.renames = renames
+        self.conversions = conversions
         roles = register_roles(table)
         self.lww = [name for role, name in roles if role == "lww"]
         self.group = [name for role, name in roles if role == "group"]
@@ -95,6 +103,9 @@ class _Shape:
             seen[current], stamps[current] = value, stamp
         for name, value in data["values"].items():
             seen[fold_name(self.renames.get(fold_name(name), name))] = value
+        for folded, change in self.conversions.items():
+            if folded in seen:
+                seen[folded] = self._converted(seen[folded], change)
         columns = {}
         for name in self.lww:
             folded = fold_name(name)
@@ -103,6 +114,13 @@ class _Shape:
         values = {name: seen[fold_name(name)] if fold_name(name) in seen else self._default(name) for name in self.group}
         reshaped = {"columns": dict(sorted(columns.items())), "version": data["version"], "values": dict(sorted(values.items()))}
         return json.dumps(reshaped, separators=(",", ":"), sort_keys=True)
+
+    def _converted(self, value: Any, change: ValueChange) -> Any:
+        """A stored value (JSON form) as the rebuild's copy turned the live rows' values: by SQLite itself."""
+        expression = "?" if change.cast is None else f"CAST(? AS {change.cast})"
+        if change.null_default is not None:
+            expression = f"IFNULL({expression}, {change.null_default})"
+        return to_json_value(self.engine.scalar(f"SELECT {expression}", (from_json_value(value),)))
 
     def _default(self, name: str) -> Any:
         """The value a new column gives rows that had none: its SQL default, evaluated once."""
