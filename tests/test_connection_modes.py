@@ -63,7 +63,6 @@ MODES = {
 PEP249 = "autocommit=False"
 IMPLICIT_TRANSACTIONS = {"isolation_level=''", "isolation_level='IMMEDIATE'", "isolation_level='EXCLUSIVE'"}
 """Legacy modes in which a data change through ``conn.execute`` opens a transaction the caller commits."""
-WRITE_LOCK_AT_BEGIN = {"isolation_level='IMMEDIATE'", "isolation_level='EXCLUSIVE'"}
 
 
 @pytest.fixture(params=list(MODES))
@@ -273,16 +272,21 @@ def test_inside_the_callers_own_transaction_a_block_is_a_savepoint_and_the_calle
     assert committed(db_path, "SELECT count(*) FROM parents") == [(4,)]
 
 
-def test_a_transaction_block_takes_the_lock_the_isolation_level_asks_for(db_path, seeded, mode):
+def test_a_transaction_block_of_its_own_takes_the_write_lock_at_once(db_path, seeded, mode):
+    """So a block that reads before it writes waits for the lock (the busy timeout) instead of
+    failing; on a PEP 249 connection the block is a savepoint of the pending deferred transaction."""
     db = Database(seeded)
     other = sqlite3.connect(db_path, timeout=0, isolation_level=None)
     with db.transaction():
-        if mode in WRITE_LOCK_AT_BEGIN:
-            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                other.execute("BEGIN IMMEDIATE")
-        else:  # a deferred BEGIN takes no lock until the first write
+        if mode == PEP249:
             other.execute("BEGIN IMMEDIATE")
             other.execute("ROLLBACK")
+        else:
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("BEGIN IMMEDIATE")
+        if mode == "isolation_level='EXCLUSIVE'":  # as asked: readers wait too (rollback journal)
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("SELECT count(*) FROM parents").fetchall()
     other.close()
 
 

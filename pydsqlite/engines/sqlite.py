@@ -124,11 +124,11 @@ class SqliteEngine(Engine):
 
     def begin_statement(self, *, immediate: bool = False) -> str:
         """As the connection asks for it: legacy mode's ``isolation_level`` ``"IMMEDIATE"`` or
-        ``"EXCLUSIVE"`` takes that lock at once."""
-        if immediate:
-            return "BEGIN IMMEDIATE"
+        ``"EXCLUSIVE"`` takes that lock at once; ``immediate`` takes at least the write lock."""
         legacy = getattr(self.connection, "autocommit", LEGACY_TRANSACTION_CONTROL) == LEGACY_TRANSACTION_CONTROL
-        level = self.connection.isolation_level if legacy else None
+        level = (self.connection.isolation_level or "").upper() if legacy else ""
+        if immediate and level != "EXCLUSIVE":
+            return "BEGIN IMMEDIATE"
         return f"BEGIN {level}" if level else "BEGIN"
 
     def commit_pending(self) -> None:

@@ -105,20 +105,23 @@ class Database:
     def transaction(self) -> Iterator[Database]:
         """Commit on success, roll back on error; a nested block is a savepoint.
 
-        The outermost block runs its own ``BEGIN`` (as the connection's ``isolation_level``
-        asks) … ``COMMIT`` — unless a transaction is already open: inside the caller's own
-        (legacy mode) it is a savepoint and the caller commits; on a PEP 249 connection
-        (``autocommit=False``) it is a savepoint of the pending transaction and success
-        commits that transaction, as ``conn.commit()`` does.
+        The outermost block runs its own ``BEGIN IMMEDIATE`` (``BEGIN EXCLUSIVE`` when the
+        connection's ``isolation_level`` asks for it) … ``COMMIT`` — unless a transaction is
+        already open: inside the caller's own (legacy mode) it is a savepoint and the caller
+        commits; on a PEP 249 connection (``autocommit=False``) it is a savepoint of the pending
+        transaction and success commits that transaction, as ``conn.commit()`` does.
         """
         with self._atomic(commit_pending=True):
             yield self
 
     def _atomic(self, *, commit_pending: bool = False) -> AbstractContextManager[None]:
         """One unit of writes: its own transaction when none is open, else a savepoint
-        (``Engine.unit``). ``commit_pending``: on a PEP 249 connection, success at the outermost
+        (``Engine.unit``). Its own transaction takes the write lock at ``BEGIN``: a deferred one
+        that reads first (an upsert, a merge) cannot wait for the lock once another connection
+        has committed meanwhile, and SQLite fails it at once with "database is locked" whatever
+        the busy timeout. ``commit_pending``: on a PEP 249 connection, success at the outermost
         level commits."""
-        return self.engine.unit(commit_pending=commit_pending)
+        return self.engine.unit(immediate=True, commit_pending=commit_pending)
 
     # --- the clock ---------------------------------------------------------------------------
 
