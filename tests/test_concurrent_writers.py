@@ -17,7 +17,7 @@ from typing import Annotated
 
 import pytest
 
-from pydsqlite import LWW, Database, Field, PrimaryKey, SyncModel, sync_models
+from pydsqlite import LWW, Database, Field, PrimaryKey, SyncModel, UsageError, sync_models
 
 from .helpers import require
 
@@ -153,3 +153,38 @@ def test_async_databases_on_two_connections_write_without_errors_or_lost_writes(
     assert [row.n for row in check.select(Tally, "id >= 100", order_by="id")] == [step + 1 for step in range(ROUNDS)] * 2
     assert check.get(Tally, 0).n == 2 * ROUNDS
     check.conn.close()
+
+
+def test_a_call_from_another_thread_while_a_transaction_is_open_on_the_connection_is_refused(tmp_path):
+    """One connection has one transaction: thread B's write would join thread A's block and be
+    rolled back with it after B was told it succeeded. It is refused instead, and nothing of it is written."""
+    path = _file(tmp_path / "one_connection.db", "wal")
+    db = Database(sqlite3.connect(path, check_same_thread=False))
+    inside, tried = threading.Event(), threading.Event()
+    outcome: list[BaseException | Tally] = []
+
+    def other_thread() -> None:
+        inside.wait()
+        try:
+            outcome.append(db.insert(Tally(id=7, by="B")))
+        except UsageError as error:
+            outcome.append(error)
+        tried.set()
+
+    thread = threading.Thread(target=other_thread, name="worker B")
+    thread.start()
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.insert(Tally(id=6, by="A"))
+            inside.set()
+            tried.wait()
+            raise RuntimeError("A's block fails")
+    thread.join()
+    [refusal] = outcome
+    assert isinstance(refusal, UsageError) and "'worker B'" in str(refusal) and "its own connection" in str(refusal)
+    assert db.select(Tally, "id >= ?", (6,)) == []
+    handed_over = threading.Thread(target=lambda: db.insert(Tally(id=8, by="B")))  # once A is done, B may write
+    handed_over.start()
+    handed_over.join()
+    assert [row.id for row in Database(sqlite3.connect(path)).select(Tally, "id >= ?", (6,))] == [8]
+    db.conn.close()

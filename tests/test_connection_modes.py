@@ -22,6 +22,7 @@ from pydsqlite import (
     MigrationError,
     PrimaryKey,
     SyncModel,
+    UsageError,
     model_migration_plan,
     sync_models,
 )
@@ -270,6 +271,75 @@ def test_inside_the_callers_own_transaction_a_block_is_a_savepoint_and_the_calle
     assert committed_meanwhile(db_path, "SELECT count(*) FROM parents", mode) in ([(2,)], None)
     seeded.commit()
     assert committed(db_path, "SELECT count(*) FROM parents") == [(4,)]
+
+
+def end_transaction(conn: sqlite3.Connection, mode: str, statement: str) -> None:
+    """What a helper called inside a block might do: ``conn.commit()`` / ``conn.rollback()`` in PEP 249
+    mode (which open the next transaction), the statement itself in the others (where, with
+    ``autocommit=True``, the methods do nothing)."""
+    if mode == PEP249:
+        (conn.commit if statement == "COMMIT" else conn.rollback)()
+    else:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize("statement", ["COMMIT", "ROLLBACK"])
+def test_a_transaction_ended_inside_a_block_is_refused_and_nothing_written_after_it_stays(db_path, seeded, mode, statement):
+    db = Database(seeded)
+    with pytest.raises(UsageError, match="ended inside the block") as refused:
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="before the end"))
+            end_transaction(seeded, mode, statement)
+            db.insert(ParentV1(id=4, name="after the end"))  # refused here, or when the block ends (PEP 249)
+            db.update(ParentV1, 1, name="after the end")
+    assert "after that point" in str(refused.value) or "nothing of it was written" in str(refused.value)
+    if mode == PEP249:
+        seeded.commit()
+    expected = [(1, "ann"), (2, "bob")] + ([(3, "before the end")] if statement == "COMMIT" else [])
+    assert committed(db_path, "SELECT id, name FROM parents ORDER BY id") == expected
+    assert seeded.in_transaction == (mode == PEP249)
+    db.insert(ParentV1(id=5, name="next"))  # the connection works on as before
+    assert db.get(ParentV1, 5) is not None
+
+
+def test_an_error_after_a_commit_inside_a_block_says_the_block_was_not_one_transaction(db_path, seeded, mode):
+    db = Database(seeded)
+    with pytest.raises(UsageError, match="ended inside the block") as refused:
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="committed halfway"))
+            end_transaction(seeded, mode, "COMMIT")
+            raise RuntimeError("the block fails")
+    assert isinstance(refused.value.__cause__, RuntimeError)
+    assert committed(db_path, "SELECT count(*) FROM parents WHERE id = 3") == [(1,)]
+    assert seeded.in_transaction == (mode == PEP249)
+
+
+@pytest.mark.parametrize("mode", sorted(IMPLICIT_TRANSACTIONS))
+def test_writes_after_a_commit_inside_a_block_are_rolled_back_when_it_ends(db_path, seeded, mode):
+    """After the commit a plain ``conn.execute`` write opens a new transaction (legacy mode), which
+    the block would otherwise have committed as if it were its own."""
+    db = Database(seeded)
+    with pytest.raises(UsageError, match="rolled back"):
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="committed halfway"))
+            seeded.commit()
+            seeded.execute("INSERT INTO parents VALUES (4, 'after the commit')")
+            db.insert(ParentV1(id=5, name="after the commit"))
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,)]
+    assert not seeded.in_transaction
+
+
+def test_a_transaction_ended_inside_a_nested_block_is_refused_by_both_blocks(db_path, seeded, mode):
+    db = Database(seeded)
+    with pytest.raises(UsageError, match="ended inside the block"):
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="outer"))
+            with db.transaction():
+                db.insert(ParentV1(id=4, name="inner"))
+                end_transaction(seeded, mode, "ROLLBACK")
+    if mode == PEP249:
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,)]
 
 
 def test_a_transaction_block_of_its_own_takes_the_write_lock_at_once(db_path, seeded, mode):

@@ -135,6 +135,14 @@ class SqliteEngine(Engine):
         if self.pep249_mode:
             self.connection.commit()
 
+    def rollback_open(self) -> None:
+        """In PEP 249 mode through the driver, which opens the next transaction, as that mode must
+        (with ``autocommit=True`` the driver's ``rollback()`` does nothing)."""
+        if self.pep249_mode:
+            self.connection.rollback()
+        else:
+            super().rollback_open()
+
     @contextmanager
     def outside_transaction(self) -> Iterator[None]:
         """In PEP 249 mode, commit the pending transaction (as ``conn.commit()`` would) and run the

@@ -111,17 +111,16 @@ class Database:
         commits; on a PEP 249 connection (``autocommit=False``) it is a savepoint of the pending
         transaction and success commits that transaction, as ``conn.commit()`` does.
         """
-        with self._atomic(commit_pending=True):
+        with self._atomic(block=True):
             yield self
 
-    def _atomic(self, *, commit_pending: bool = False) -> AbstractContextManager[None]:
+    def _atomic(self, *, block: bool = False) -> AbstractContextManager[None]:
         """One unit of writes: its own transaction when none is open, else a savepoint
         (``Engine.unit``). Its own transaction takes the write lock at ``BEGIN``: a deferred one
         that reads first (an upsert, a merge) cannot wait for the lock once another connection
         has committed meanwhile, and SQLite fails it at once with "database is locked" whatever
-        the busy timeout. ``commit_pending``: on a PEP 249 connection, success at the outermost
-        level commits."""
-        return self.engine.unit(immediate=True, commit_pending=commit_pending)
+        the busy timeout. ``block``: the unit runs the caller's code (see ``Engine.unit``)."""
+        return self.engine.unit(immediate=True, block=block)
 
     # --- the clock ---------------------------------------------------------------------------
 
