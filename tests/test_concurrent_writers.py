@@ -27,13 +27,13 @@ TIMEOUT = 60.0
 """Seconds a connection waits for the lock: far more than any run needs, so only a bug fails."""
 
 
-class Tally(SyncModel, table="tallies"):
+class Tally(SyncModel, table="concurrent_tallies"):
     id: int = Field(primary_key=True)
     n: int = 0
     by: str = ""
 
 
-class Note(SyncModel, table="notes"):
+class Note(SyncModel, table="concurrent_notes"):
     id: Annotated[str, PrimaryKey()]
     text: Annotated[str, LWW()]
 
@@ -104,13 +104,13 @@ def test_merges_and_writes_from_several_connections_run_without_errors(tmp_path)
     changesets = []
     for step in range(ROUNDS):
         source.upsert(Note(id=f"remote{step % 5}", text=f"version {step}"))
-        changesets.append(source.changes_since())
+        changesets.append(source.changes_since(models=[Note]))
 
     def work(thread: int) -> None:
         db = Database(sqlite3.connect(path, timeout=TIMEOUT))
         for step, changeset in enumerate(changesets):
             if thread % 2:
-                db.apply_changes(changeset)
+                db.apply_changes(changeset, [Note])
             else:
                 db.upsert(Note(id=f"local{thread}-{step % 5}", text=f"version {step}"))
         db.conn.close()

@@ -342,6 +342,19 @@ def test_a_transaction_ended_inside_a_nested_block_is_refused_by_both_blocks(db_
     assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,)]
 
 
+def test_an_error_after_which_sqlite_rolled_back_the_block_is_raised_as_it_is(db_path, seeded, mode):
+    """A full disk ends the whole transaction (SQLite rolls it back): that error is the news, not
+    a transaction "ended inside the block"."""
+    db = Database(seeded)
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="small"))
+            seeded.execute(f"PRAGMA max_page_count = {seeded.execute('PRAGMA page_count').fetchone()[0]}")
+            db.insert(ParentV1(id=4, name="x" * 100_000))
+    assert committed(db_path, "SELECT count(*) FROM parents") == [(2,)]
+    assert seeded.in_transaction == (mode == PEP249)  # PEP 249 mode keeps a transaction pending
+
+
 def test_a_transaction_block_of_its_own_takes_the_write_lock_at_once(db_path, seeded, mode):
     """So a block that reads before it writes waits for the lock (the busy timeout) instead of
     failing; on a PEP 249 connection the block is a savepoint of the pending deferred transaction."""

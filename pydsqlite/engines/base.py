@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
 
-from ..errors import UsageError
+from ..errors import EngineError, UsageError
 
 
 class Cursor(Protocol):
@@ -62,8 +62,8 @@ def _ended_inside(after: str) -> UsageError:
     """The refusal of a ``db.transaction()`` block whose transaction was ended inside it; ``after``
     says what became of the writes made after that point."""
     error = UsageError(
-        "the transaction of a db.transaction() block was ended inside the block (conn.commit(), conn.rollback(), or a "
-        "COMMIT, ROLLBACK or RELEASE statement): what the block wrote before that point was committed or rolled back "
+        "the transaction of a db.transaction() block was ended inside the block (conn.commit(), conn.rollback(), a "
+        "COMMIT, ROLLBACK or RELEASE statement, or an error SQLite answered by rolling back): what the block wrote before that point was committed or rolled back "
         f"by it, not by the block, and {after}. Leave ending the transaction to the block"
     )
     error.transaction_ended_inside = True  # type: ignore[attr-defined]
@@ -234,17 +234,20 @@ class Engine(ABC):
         if self.connection_lost:
             return
         gone = savepoint is not None and not self.in_transaction
-        if savepoint is not None and self.in_transaction:
-            try:
-                self.execute(f"ROLLBACK TO {savepoint}")
-                self.execute(f"RELEASE {savepoint}")
-            except Exception as failure:
-                if not _no_savepoint(failure):
-                    raise
-                gone = True
-        if own or gone:
-            self.rollback_open()
-        if gone and not getattr(error, "transaction_ended_inside", False):
+        try:
+            if savepoint is not None and self.in_transaction:
+                try:
+                    self.execute(f"ROLLBACK TO {savepoint}")
+                    self.execute(f"RELEASE {savepoint}")
+                except Exception as failure:
+                    if not _no_savepoint(failure):
+                        raise
+                    gone = True
+        finally:
+            if own or gone:
+                self.rollback_open()
+        # A database error may itself have ended the transaction (SQLite rolls back on some): it is the news.
+        if gone and not getattr(error, "transaction_ended_inside", False) and not isinstance(error, (self.Error, EngineError)):
             raise _ended_inside(_ROLLED_BACK) from error
 
     def _release(self, savepoint: str) -> None:

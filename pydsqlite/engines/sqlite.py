@@ -136,12 +136,16 @@ class SqliteEngine(Engine):
             self.connection.commit()
 
     def rollback_open(self) -> None:
-        """In PEP 249 mode through the driver, which opens the next transaction, as that mode must
-        (with ``autocommit=True`` the driver's ``rollback()`` does nothing)."""
-        if self.pep249_mode:
+        """In PEP 249 mode the next transaction is opened, as that mode must: by the driver's
+        ``rollback()`` (which with ``autocommit=True`` would do nothing), or, when SQLite has
+        already rolled back on its own, by switching ``autocommit`` off again."""
+        if not self.pep249_mode:
+            super().rollback_open()
+        elif self.in_transaction:
             self.connection.rollback()
         else:
-            super().rollback_open()
+            self.connection.autocommit = True  # type: ignore[attr-defined]
+            self.connection.autocommit = False  # type: ignore[attr-defined]
 
     @contextmanager
     def outside_transaction(self) -> Iterator[None]:
