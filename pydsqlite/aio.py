@@ -24,7 +24,7 @@ from .errors import UsageError
 from .migrate import sync as _sync
 from .replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC
 from .replica.replication import ChangeSet
-from .rows.database import _BATCH, Database
+from .rows.database import _BATCH, Database, Params
 from .rows.query import Condition
 
 try:
@@ -212,7 +212,7 @@ class AsyncDatabase:
         self,
         model: type[M],
         where: str | Condition | None = None,
-        params: Sequence[Any] = (),
+        params: Params = (),
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int | None = None,
@@ -225,7 +225,7 @@ class AsyncDatabase:
         self,
         model: type[M],
         where: str | Condition | None = None,
-        params: Sequence[Any] = (),
+        params: Params = (),
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int | None = None,
@@ -244,7 +244,7 @@ class AsyncDatabase:
             with contextlib.suppress(UsageError):  # a closed connection has dropped the cursor already
                 await engine.run(rows.close, settle=True)
 
-    async def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Sequence[Any] = ()) -> int:
+    async def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Params = ()) -> int:
         """``Database.count``: the number of rows matching ``where``."""
         engine, database = self._bound or await self._open()
         return await engine.call(database.count, model, where, params)

@@ -217,7 +217,9 @@ class RowNotFoundError(PydsqliteError, LookupError):
 class UsageError(PydsqliteError, TypeError):
     """A call got arguments pydsqlite cannot use (a model class where a list belongs, a model
     without a primary key, an unknown field, a key of the wrong arity, a key change on a
-    synced table); raised before anything is written.
+    synced table), or came where it cannot run (from a second thread while another has a
+    transaction open on the connection, inside a ``db.transaction()`` block whose transaction
+    was ended inside it); raised before anything is written.
 
     Examples:
         >>> import sqlite3

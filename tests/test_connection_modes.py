@@ -22,6 +22,7 @@ from pydsqlite import (
     MigrationError,
     PrimaryKey,
     SyncModel,
+    UsageError,
     model_migration_plan,
     sync_models,
 )
@@ -63,7 +64,6 @@ MODES = {
 PEP249 = "autocommit=False"
 IMPLICIT_TRANSACTIONS = {"isolation_level=''", "isolation_level='IMMEDIATE'", "isolation_level='EXCLUSIVE'"}
 """Legacy modes in which a data change through ``conn.execute`` opens a transaction the caller commits."""
-WRITE_LOCK_AT_BEGIN = {"isolation_level='IMMEDIATE'", "isolation_level='EXCLUSIVE'"}
 
 
 @pytest.fixture(params=list(MODES))
@@ -273,16 +273,103 @@ def test_inside_the_callers_own_transaction_a_block_is_a_savepoint_and_the_calle
     assert committed(db_path, "SELECT count(*) FROM parents") == [(4,)]
 
 
-def test_a_transaction_block_takes_the_lock_the_isolation_level_asks_for(db_path, seeded, mode):
+def end_transaction(conn: sqlite3.Connection, mode: str, statement: str) -> None:
+    """What a helper called inside a block might do: ``conn.commit()`` / ``conn.rollback()`` in PEP 249
+    mode (which open the next transaction), the statement itself in the others (where, with
+    ``autocommit=True``, the methods do nothing)."""
+    if mode == PEP249:
+        (conn.commit if statement == "COMMIT" else conn.rollback)()
+    else:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize("statement", ["COMMIT", "ROLLBACK"])
+def test_a_transaction_ended_inside_a_block_is_refused_and_nothing_written_after_it_stays(db_path, seeded, mode, statement):
+    db = Database(seeded)
+    with pytest.raises(UsageError, match="ended inside the block") as refused:
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="before the end"))
+            end_transaction(seeded, mode, statement)
+            db.insert(ParentV1(id=4, name="after the end"))  # refused here, or when the block ends (PEP 249)
+            db.update(ParentV1, 1, name="after the end")
+    assert "after that point" in str(refused.value) or "nothing of it was written" in str(refused.value)
+    if mode == PEP249:
+        seeded.commit()
+    expected = [(1, "ann"), (2, "bob")] + ([(3, "before the end")] if statement == "COMMIT" else [])
+    assert committed(db_path, "SELECT id, name FROM parents ORDER BY id") == expected
+    assert seeded.in_transaction == (mode == PEP249)
+    db.insert(ParentV1(id=5, name="next"))  # the connection works on as before
+    assert db.get(ParentV1, 5) is not None
+
+
+def test_an_error_after_a_commit_inside_a_block_says_the_block_was_not_one_transaction(db_path, seeded, mode):
+    db = Database(seeded)
+    with pytest.raises(UsageError, match="ended inside the block") as refused:
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="committed halfway"))
+            end_transaction(seeded, mode, "COMMIT")
+            raise RuntimeError("the block fails")
+    assert isinstance(refused.value.__cause__, RuntimeError)
+    assert committed(db_path, "SELECT count(*) FROM parents WHERE id = 3") == [(1,)]
+    assert seeded.in_transaction == (mode == PEP249)
+
+
+@pytest.mark.parametrize("mode", sorted(IMPLICIT_TRANSACTIONS))
+def test_writes_after_a_commit_inside_a_block_are_rolled_back_when_it_ends(db_path, seeded, mode):
+    """After the commit a plain ``conn.execute`` write opens a new transaction (legacy mode), which
+    the block would otherwise have committed as if it were its own."""
+    db = Database(seeded)
+    with pytest.raises(UsageError, match="rolled back"):
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="committed halfway"))
+            seeded.commit()
+            seeded.execute("INSERT INTO parents VALUES (4, 'after the commit')")
+            db.insert(ParentV1(id=5, name="after the commit"))
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,)]
+    assert not seeded.in_transaction
+
+
+def test_a_transaction_ended_inside_a_nested_block_is_refused_by_both_blocks(db_path, seeded, mode):
+    db = Database(seeded)
+    with pytest.raises(UsageError, match="ended inside the block"):
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="outer"))
+            with db.transaction():
+                db.insert(ParentV1(id=4, name="inner"))
+                end_transaction(seeded, mode, "ROLLBACK")
+    if mode == PEP249:
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,)]
+
+
+def test_an_error_after_which_sqlite_rolled_back_the_block_is_raised_as_it_is(db_path, seeded, mode):
+    """A full disk ends the whole transaction (SQLite rolls it back): that error is the news, not
+    a transaction "ended inside the block"."""
+    db = Database(seeded)
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="small"))
+            seeded.execute(f"PRAGMA max_page_count = {seeded.execute('PRAGMA page_count').fetchone()[0]}")
+            db.insert(ParentV1(id=4, name="x" * 100_000))
+    assert committed(db_path, "SELECT count(*) FROM parents") == [(2,)]
+    assert seeded.in_transaction == (mode == PEP249)  # PEP 249 mode keeps a transaction pending
+
+
+def test_a_transaction_block_of_its_own_takes_the_write_lock_at_once(db_path, seeded, mode):
+    """So a block that reads before it writes waits for the lock (the busy timeout) instead of
+    failing; on a PEP 249 connection the block is a savepoint of the pending deferred transaction."""
     db = Database(seeded)
     other = sqlite3.connect(db_path, timeout=0, isolation_level=None)
     with db.transaction():
-        if mode in WRITE_LOCK_AT_BEGIN:
-            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                other.execute("BEGIN IMMEDIATE")
-        else:  # a deferred BEGIN takes no lock until the first write
+        if mode == PEP249:
             other.execute("BEGIN IMMEDIATE")
             other.execute("ROLLBACK")
+        else:
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("BEGIN IMMEDIATE")
+        if mode == "isolation_level='EXCLUSIVE'":  # as asked: readers wait too (rollback journal)
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("SELECT count(*) FROM parents").fetchall()
     other.close()
 
 

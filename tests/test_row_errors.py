@@ -249,6 +249,34 @@ def test_where_text_that_is_not_one_condition_with_its_params_is_a_usage_error(d
     assert file_state(db.conn) == before
 
 
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize(
+    ("where", "params", "message"),
+    [
+        ("name = :name", {"nmae": "ann"}, "has the placeholder ':name', which params= does not name"),
+        ("name = :name", {"name": "ann", "id": 1}, "params= names 'id', which where=.* has no placeholder for"),
+        ("name = :name AND id = ?", {"name": "ann"}, "mixes '\\?' with params= given by name"),
+        ("name = ?1", {"1": "ann"}, "mixes '\\?1' with params= given by name"),
+        ("name = ?", {"x": 0}, "mixes '\\?' with params= given by name"),
+        ("name = ?", {"ann"}, "params= takes a sequence of values \\(or a mapping of names to values\\), not a set"),
+        ("name = ?", frozenset({"ann"}), "not a frozenset, whose order is undefined"),
+    ],
+)
+def test_params_that_do_not_pair_with_the_placeholders_by_name_are_refused(db, read, where, params, message):
+    before = file_state(db.conn)
+    with pytest.raises(UsageError, match=rf"{message}.*\(reading Account, table 'accounts'\)"):
+        READS[read](db, where, params)
+    with pytest.raises(UsageError, match="params= as a mapping names the placeholders of SQL text; where= is Condition"):
+        READS[read](db, col("name") == "ann", {"name": "ann"})
+    assert file_state(db.conn) == before
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+def test_a_named_parameter_sqlite_cannot_bind_is_named(db, read):
+    with pytest.raises(UnstorableValueError, match="a query parameter of table 'accounts'"):
+        READS[read](db, "id = :id", {"id": 2**64})
+
+
 @pytest.mark.parametrize("argument", ["limit", "offset"])
 @pytest.mark.parametrize("value", ["1; drop table accounts", "2", -1, 1.5, True, None.__class__])
 def test_limit_and_offset_take_whole_numbers(db, argument, value):

@@ -148,6 +148,19 @@ def test_get_select_count_with_composite_keys_where_params_and_paging(db):
         db.select(Team, order_by="title; DROP TABLE teams")
 
 
+def test_params_given_by_name_bind_by_name_and_are_encoded_like_positional_ones(db):
+    db.insert_many([Person(name=f"p{i}", email=f"{i}@x", age=i) for i in range(6)])
+    kinds = [uuid.UUID(int=n) for n in range(3)]
+    db.insert_many([Profile(id=kind, bio=f"bio {n}") for n, kind in enumerate(kinds)])
+    assert [p.name for p in db.select(Person, "name = :name", {"name": "p2"})] == ["p2"]
+    assert db.count(Person, "age >= :low AND age < :high OR name = @name", {"high": 4, "low": 2, "name": "p5"}) == 3
+    assert [p.age for p in db.iter_select(Person, "age = $age OR age = :age + 1", {"age": 1}, order_by="age")] == [1, 2]
+    assert [p.bio for p in db.select(Profile, "id = :id", {"id": kinds[1]})] == ["bio 1"]  # a UUID, stored as text
+    assert db.select(Person, "name = :name", {"name": "p1"}, order_by="id", limit=1, offset=0)[0].age == 1
+    assert db.select(Person, "name = ':name'", {}) == []  # inside a string it is no placeholder
+    assert db.count(Person, col("age") > 3, {}) == 2
+
+
 def test_iter_select_streams(db):
     db.insert_many([Person(name=f"p{i}", email=f"{i}@x") for i in range(100)])
     stream = db.iter_select(Person, where=col("id") > 90, order_by="id")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+import threading
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
+
+from ..errors import EngineError, UsageError
 
 
 class Cursor(Protocol):
@@ -36,9 +39,35 @@ class Cursor(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
 
-_units_open: dict[int, int] = {}
-"""Units of work open per connection (by ``id``; an entry lives only while one is open): a
-migration started inside one joins it rather than committing the block halfway."""
+_units_open: dict[int, tuple[int, threading.Thread]] = {}
+"""Units of work open per connection (by ``id``; an entry lives only while one is open), and the
+thread that opened them: a migration started inside one joins it rather than committing the
+block halfway, and another thread's call is refused rather than joining it."""
+_claims = threading.Lock()
+"""Guards ``_units_open``, so that two threads cannot both take a connection for their units."""
+
+
+def _no_savepoint(error: Exception) -> bool:
+    """Whether ``error`` is SQLite's "no such savepoint": the transaction holding it has ended."""
+    return "no such savepoint" in str(error).lower()
+
+
+_ROLLED_BACK = (
+    "what was written after that point in a transaction has been rolled back (a statement you ran outside any "
+    "transaction committed itself)"
+)
+
+
+def _ended_inside(after: str) -> UsageError:
+    """The refusal of a ``db.transaction()`` block whose transaction was ended inside it; ``after``
+    says what became of the writes made after that point."""
+    error = UsageError(
+        "the transaction of a db.transaction() block was ended inside the block (conn.commit(), conn.rollback(), a "
+        "COMMIT, ROLLBACK or RELEASE statement, or an error SQLite answered by rolling back): what the block wrote before that point was committed or rolled back "
+        f"by it, not by the block, and {after}. Leave ending the transaction to the block"
+    )
+    error.transaction_ended_inside = True  # type: ignore[attr-defined]
+    return error
 
 
 class Engine(ABC):
@@ -124,41 +153,118 @@ class Engine(ABC):
         yield
 
     @contextmanager
-    def unit(self, *, immediate: bool = False, commit_pending: bool = False) -> Iterator[None]:
+    def unit(self, *, immediate: bool = False, block: bool = False) -> Iterator[None]:
         """All of the block's writes or none: a transaction of its own when none is open, else a
         savepoint (so nested units and the caller's transaction compose). A COMMIT the database
-        refuses rolls back, so nothing is left half open. ``commit_pending``: at the outermost
-        level inside a transaction the connection keeps open itself (PEP 249), commit it on success."""
-        savepoint = None if self._depth == 0 and not self.in_transaction else f"pydsqlite_sp{self._depth}"
-        self.execute(self.begin_statement(immediate=immediate) if savepoint is None else f"SAVEPOINT {savepoint}")
-        commit_after = commit_pending and savepoint is not None and self._depth == 0
-        self._depth += 1
-        _units_open[id(self.connection)] = _units_open.get(id(self.connection), 0) + 1
+        refuses rolls back, so nothing is left half open.
+
+        ``block``: the unit runs the caller's code (``Database.transaction()``). A transaction of
+        its own then holds a savepoint too, so that a transaction ended inside the block
+        (``conn.commit()``) is noticed when the block ends, and at the outermost level inside a
+        transaction the connection keeps open itself (PEP 249), success commits it. A unit opened
+        from another thread while one is open on the connection raises ``UsageError``: it would
+        join that thread's transaction and share its fate."""
+        self._claim()
         try:
-            yield
-        except BaseException:
-            if self.in_transaction:
-                self.execute("ROLLBACK" if savepoint is None else f"ROLLBACK TO {savepoint}")
-                if savepoint is not None:
-                    self.execute(f"RELEASE {savepoint}")
-            raise
-        else:
+            depth = self._depth
+            in_transaction = self.in_transaction
+            if depth and not in_transaction:
+                raise _ended_inside("this call was refused: nothing of it was written")
+            own = depth == 0 and not in_transaction
+            savepoint = None if own and not block else f"pydsqlite_sp{depth}"
+            if own:
+                self.execute(self.begin_statement(immediate=immediate))
             if savepoint is not None:
-                self.execute(f"RELEASE {savepoint}")
-                if commit_after:
-                    self.commit_pending()
-                return
+                try:
+                    self.execute(f"SAVEPOINT {savepoint}")
+                except BaseException:
+                    if own and self.in_transaction:
+                        self.execute("ROLLBACK")
+                    raise
+            self._depth += 1
             try:
-                self.execute("COMMIT")
-            except self.Error:
-                if self.in_transaction:
-                    self.execute("ROLLBACK")
+                yield
+            except BaseException as error:
+                self._undo(own, savepoint, error)
                 raise
+            else:
+                try:
+                    if savepoint is not None:
+                        self._release(savepoint)
+                        if block and not own and depth == 0:
+                            self.commit_pending()
+                    if own:
+                        self.execute("COMMIT")
+                except BaseException:
+                    if own and self.in_transaction:
+                        self.execute("ROLLBACK")
+                    raise
+            finally:
+                self._depth -= 1
         finally:
-            self._depth -= 1
-            left = _units_open.pop(id(self.connection)) - 1
-            if left:
-                _units_open[id(self.connection)] = left
+            self._unclaim()
+
+    def _claim(self) -> None:
+        """Count a unit opening on this connection; refuse one from a thread other than the one
+        whose unit is open."""
+        thread = threading.current_thread()
+        key = id(self.connection)
+        with _claims:
+            count, owner = _units_open.get(key, (0, thread))
+            if owner is not thread:
+                raise UsageError(
+                    f"a pydsqlite call from thread {thread.name!r} while thread {owner.name!r} has a transaction open on the same "
+                    "connection (a db.transaction() block or a write): it would join that transaction and be committed "
+                    "or rolled back with it; nothing was written. A connection (and the Database over it) serves one "
+                    "thread at a time: give each thread its own connection, or use pydsqlite.aio.AsyncDatabase"
+                )
+            _units_open[key] = (count + 1, thread)
+
+    def _unclaim(self) -> None:
+        key = id(self.connection)
+        with _claims:
+            count, owner = _units_open.pop(key)
+            if count > 1:
+                _units_open[key] = (count - 1, owner)
+
+    def _undo(self, own: bool, savepoint: str | None, error: BaseException) -> None:
+        """Roll the failed unit back. If its savepoint is gone, the transaction was ended inside the
+        block: what was written after that point is rolled back and ``UsageError`` says so (unless
+        ``error`` already is that refusal, raised by a unit opened after that point)."""
+        if self.connection_lost:
+            return
+        gone = savepoint is not None and not self.in_transaction
+        try:
+            if savepoint is not None and self.in_transaction:
+                try:
+                    self.execute(f"ROLLBACK TO {savepoint}")
+                    self.execute(f"RELEASE {savepoint}")
+                except Exception as failure:
+                    if not _no_savepoint(failure):
+                        raise
+                    gone = True
+        finally:
+            if own or gone:
+                self.rollback_open()
+        # A database error may itself have ended the transaction (SQLite rolls back on some): it is the news.
+        if gone and not getattr(error, "transaction_ended_inside", False) and not isinstance(error, (self.Error, EngineError)):
+            raise _ended_inside(_ROLLED_BACK) from error
+
+    def _release(self, savepoint: str) -> None:
+        """``RELEASE`` the unit's savepoint; one that is gone means the transaction was ended inside
+        the block: what was written after that point is rolled back and ``UsageError`` raised."""
+        try:
+            self.execute(f"RELEASE {savepoint}")
+        except Exception as failure:
+            if not _no_savepoint(failure):
+                raise
+            self.rollback_open()
+            raise _ended_inside(_ROLLED_BACK) from None
+
+    def rollback_open(self) -> None:
+        """Roll back the transaction open on the connection, if any."""
+        if self.in_transaction:
+            self.execute("ROLLBACK")
 
     @property
     def unit_open(self) -> bool:

@@ -124,16 +124,28 @@ class SqliteEngine(Engine):
 
     def begin_statement(self, *, immediate: bool = False) -> str:
         """As the connection asks for it: legacy mode's ``isolation_level`` ``"IMMEDIATE"`` or
-        ``"EXCLUSIVE"`` takes that lock at once."""
-        if immediate:
-            return "BEGIN IMMEDIATE"
+        ``"EXCLUSIVE"`` takes that lock at once; ``immediate`` takes at least the write lock."""
         legacy = getattr(self.connection, "autocommit", LEGACY_TRANSACTION_CONTROL) == LEGACY_TRANSACTION_CONTROL
-        level = self.connection.isolation_level if legacy else None
+        level = (self.connection.isolation_level or "").upper() if legacy else ""
+        if immediate and level != "EXCLUSIVE":
+            return "BEGIN IMMEDIATE"
         return f"BEGIN {level}" if level else "BEGIN"
 
     def commit_pending(self) -> None:
         if self.pep249_mode:
             self.connection.commit()
+
+    def rollback_open(self) -> None:
+        """In PEP 249 mode the next transaction is opened, as that mode must: by the driver's
+        ``rollback()`` (which with ``autocommit=True`` would do nothing), or, when SQLite has
+        already rolled back on its own, by switching ``autocommit`` off again."""
+        if not self.pep249_mode:
+            super().rollback_open()
+        elif self.in_transaction:
+            self.connection.rollback()
+        else:
+            self.connection.autocommit = True  # type: ignore[attr-defined]
+            self.connection.autocommit = False  # type: ignore[attr-defined]
 
     @contextmanager
     def outside_transaction(self) -> Iterator[None]:

@@ -12,7 +12,7 @@ import math
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar, overload
 
@@ -33,6 +33,9 @@ from .codec import RowCodec, codec_for
 from .query import Condition
 
 M = TypeVar("M", bound=BaseModel)
+
+Params = Sequence[Any] | Mapping[str, Any]
+"""Values for the placeholders of SQL text: in order for ``?``, by name for ``:name``, ``@name`` and ``$name``."""
 
 _BATCH = 512
 """Rows fetched and validated per call while streaming: bounded memory, few validator calls."""
@@ -107,20 +110,22 @@ class Database:
     def transaction(self) -> Iterator[Database]:
         """Commit on success, roll back on error; a nested block is a savepoint.
 
-        The outermost block runs its own ``BEGIN`` (as the connection's ``isolation_level``
-        asks) … ``COMMIT`` — unless a transaction is already open: inside the caller's own
-        (legacy mode) it is a savepoint and the caller commits; on a PEP 249 connection
-        (``autocommit=False``) it is a savepoint of the pending transaction and success
-        commits that transaction, as ``conn.commit()`` does.
+        The outermost block runs its own ``BEGIN IMMEDIATE`` (``BEGIN EXCLUSIVE`` when the
+        connection's ``isolation_level`` asks for it) … ``COMMIT`` — unless a transaction is
+        already open: inside the caller's own (legacy mode) it is a savepoint and the caller
+        commits; on a PEP 249 connection (``autocommit=False``) it is a savepoint of the pending
+        transaction and success commits that transaction, as ``conn.commit()`` does.
         """
-        with self._atomic(commit_pending=True):
+        with self._atomic(block=True):
             yield self
 
-    def _atomic(self, *, commit_pending: bool = False) -> AbstractContextManager[None]:
+    def _atomic(self, *, block: bool = False) -> AbstractContextManager[None]:
         """One unit of writes: its own transaction when none is open, else a savepoint
-        (``Engine.unit``). ``commit_pending``: on a PEP 249 connection, success at the outermost
-        level commits."""
-        return self.engine.unit(commit_pending=commit_pending)
+        (``Engine.unit``). Its own transaction takes the write lock at ``BEGIN``: a deferred one
+        that reads first (an upsert, a merge) cannot wait for the lock once another connection
+        has committed meanwhile, and SQLite fails it at once with "database is locked" whatever
+        the busy timeout. ``block``: the unit runs the caller's code (see ``Engine.unit``)."""
+        return self.engine.unit(immediate=True, block=block)
 
     # --- the clock ---------------------------------------------------------------------------
 
@@ -360,12 +365,13 @@ class Database:
         self,
         model: type[M],
         where: str | Condition | None = None,
-        params: Sequence[Any] = (),
+        params: Params = (),
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[M]:
-        """Validated instances of the rows matching ``where`` (SQL text with ``?`` placeholders, or a Condition)."""
+        """Validated instances of the rows matching ``where`` (SQL text with ``?`` placeholders and a sequence of
+        ``params``, or ``:name`` placeholders and a mapping; or a Condition)."""
         with collector_paused():
             return list(self.iter_select(model, where, params, order_by, limit, offset))
 
@@ -373,7 +379,7 @@ class Database:
         self,
         model: type[M],
         where: str | Condition | None = None,
-        params: Sequence[Any] = (),
+        params: Params = (),
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int | None = None,
@@ -389,7 +395,7 @@ class Database:
         while rows := cursor.fetchmany(_BATCH):
             yield from codec.decode_many(rows)
 
-    def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Sequence[Any] = ()) -> int:
+    def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Params = ()) -> int:
         """The number of rows matching ``where`` (all rows without one)."""
         codec = codec_for(model)
         sql, bound = _query(self.engine, codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
@@ -592,13 +598,15 @@ def _query(
     codec: RowCodec,
     head: str,
     where: str | Condition | None,
-    params: Sequence[Any],
+    params: Params,
     order_by: str | Sequence[str] | None,
     limit: int | None,
     offset: int | None,
 ) -> tuple[str, list[Any]]:
     sql = head
     bound: list[Any] = []
+    if isinstance(params, Mapping):
+        where, params = _by_position(codec, where, params)
     if isinstance(where, Condition):
         sql += f" WHERE {where.sql}"
         bound.extend(where.params)
@@ -609,6 +617,11 @@ def _query(
         raise UsageError(f"where= takes SQL text or a condition built with col(), not {type(where).__name__}")
     if isinstance(params, (str, bytes)):
         raise UsageError(f"params= takes a sequence of values, not {type(params).__name__} (write ({params!r},))")
+    if isinstance(params, Set):
+        raise UsageError(
+            f"params= takes a sequence of values (or a mapping of names to values), not a {type(params).__name__}, "
+            f"whose order is undefined (reading {codec.model.__qualname__}, table {codec.name!r})"
+        )
     bound.extend(params)
     if isinstance(where, str) and '"' in where:
         _refuse_double_quoted_strings(engine, codec, head, where, [encode_param(value) for value in bound])
@@ -623,6 +636,39 @@ def _query(
         sql += " OFFSET ?"
         bound.append(_row_count_argument(codec, "offset", offset))
     return sql, [encode_param(value) for value in bound]
+
+
+def _by_position(codec: RowCodec, where: str | Condition | None, params: Mapping[str, Any]) -> tuple[str | Condition | None, list[Any]]:
+    """SQL text with named placeholders (``:name``, ``@name``, ``$name``) and a mapping, as ``?``
+    placeholders and the values in their order, so that every engine binds them and every value is
+    encoded as a positional one. A name without a value, a value without a placeholder, or ``?``
+    placeholders among named ones raise ``UsageError``."""
+    where_of = f"(reading {codec.model.__qualname__}, table {codec.name!r})"
+    if not isinstance(where, str):
+        if not params:
+            return where, []
+        raise UsageError(f"params= as a mapping names the placeholders of SQL text; where= is {type(where).__name__} {where_of}")
+    pieces, values, used, position = [], [], set(), 0
+    for token in tokenize(where):
+        if token.kind != "variable":
+            continue
+        name = token.text[1:]
+        if token.text[0] == "?" or not name:
+            raise UsageError(
+                f"where={where!r} mixes {token.text!r} with params= given by name: use :name placeholders only "
+                f"(or a sequence of values for ? placeholders) {where_of}"
+            )
+        if name not in params:
+            raise UsageError(f"where={where!r} has the placeholder {token.text!r}, which params= does not name {where_of}")
+        pieces.append(where[position : token.start] + "?")
+        values.append(params[name])
+        used.add(name)
+        position = token.end
+    unused = sorted(map(str, set(params) - used))
+    if unused:
+        raise UsageError(f"params= names {', '.join(map(repr, unused))}, which where={where!r} has no placeholder for {where_of}")
+    pieces.append(where[position:])
+    return "".join(pieces), values
 
 
 def _row_count_argument(codec: RowCodec, name: str, value: object) -> int:
