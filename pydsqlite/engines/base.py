@@ -9,9 +9,9 @@ library's ``sqlite3``); ``engine_for`` in ``__init__.py`` picks it.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-import threading
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
 
