@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 import sqlite3
 from typing import Annotated, Any, Optional
@@ -509,3 +510,28 @@ def test_a_commit_sqlite_refuses_rolls_the_write_back_and_leaves_no_transaction_
             db.insert(Transfer(id=2, account_id=1))
             db.insert(Transfer(id=3, account_id=99))
     assert not db.conn.in_transaction and db.count(Transfer) == 0
+
+
+class PricedItem(SyncModel, table="decimal_priced_items"):
+    id: Annotated[int, PrimaryKey()]
+    price: decimal.Decimal
+    name: str = ""
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"where": col("price") > decimal.Decimal("9")},
+        {"where": (col("name") == "a") & ~(col("price") <= 5)},
+        {"order_by": "price"},
+        {"order_by": ["name", "-price"]},
+    ],
+    ids=["col >", "combined col <=", "order_by", "order_by list"],
+)
+def test_ordering_by_a_decimal_field_is_refused_rather_than_answered_in_text_order(query):
+    db = Database(sqlite3.connect(":memory:"))
+    sync_models(db.conn, [PricedItem])
+    db.insert_many([PricedItem(id=1, price=decimal.Decimal("9.5")), PricedItem(id=2, price=decimal.Decimal("10.00"))])
+    with pytest.raises(UsageError, match=r"field 'price' of PricedItem \(table 'decimal_priced_items'\) is a Decimal, stored as text"):
+        db.select(PricedItem, **query)
+    assert [item.price for item in db.select(PricedItem, col("price") == decimal.Decimal("10.00"), order_by="id")] == [decimal.Decimal("10.00")]

@@ -62,6 +62,8 @@ class RowCodec:
         kinds = [storage_kind(split_optional(info.annotation)[0]) for info in model.model_fields.values()]
         self.temporal_kinds = {key: kind for key, kind in zip(self.input_keys, kinds, strict=True) if kind in ("datetime", "time")}
         """Date-time and time fields by input key: the values a stored UTC offset with seconds can affect."""
+        self.decimal_fields = frozenset(name for name, kind in zip(self.fields, kinds, strict=True) if kind == "decimal")
+        """Decimal fields: stored as text to keep every digit, so SQL compares and orders them as text."""
         self.validator = model.__pydantic_validator__
         self.many = TypeAdapter(list[model])  # type: ignore[valid-type]
         self.key = table.primary_key

@@ -608,6 +608,8 @@ def _query(
     if isinstance(params, Mapping):
         where, params = _by_position(codec, where, params)
     if isinstance(where, Condition):
+        for name in where.ordered:
+            _refuse_text_ordered_decimal(codec, name, f"col({name!r}) compared with <, <=, > or >=")
         sql += f" WHERE {where.sql}"
         bound.extend(where.params)
     elif isinstance(where, str):
@@ -720,7 +722,18 @@ def _order_term(codec: RowCodec, term: str) -> str:
     name, direction = match.group(1), (match.group(2) or "").upper()
     if name not in codec.fields:
         raise _missing_column(codec, name, "order_by")
+    _refuse_text_ordered_decimal(codec, name, f"order_by={term!r}")
     return f"{quote_identifier(name)} {'DESC' if descending or direction == 'DESC' else 'ASC'}"
+
+
+def _refuse_text_ordered_decimal(codec: RowCodec, name: str, what: str) -> None:
+    """A Decimal column is text to SQLite ('10.00' sorts before '9.5'): ordering by it would be wrong without a word."""
+    if name in codec.decimal_fields:
+        raise UsageError(
+            f"{what}: field {name!r} of {codec.model.__qualname__} (table {codec.name!r}) is a Decimal, stored as text to "
+            "keep every digit, so SQLite would compare and order it as text ('10.00' before '9.5'). Sort or filter such "
+            "values in Python, or store them as an int of the smallest unit (cents) or a float to order them in SQL"
+        )
 
 
 _CONSTRAINT = re.compile(r"(UNIQUE|NOT NULL|CHECK|FOREIGN KEY|PRIMARY KEY) constraint failed(?::\s*(.*))?", re.IGNORECASE)

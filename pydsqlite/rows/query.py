@@ -6,7 +6,7 @@ are never formatted into the SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..sql.render import quote_identifier
@@ -27,15 +27,18 @@ class Condition:
 
     sql: str
     params: tuple[Any, ...] = ()
+    ordered: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """Columns the condition compares by order (``<``, ``<=``, ``>``, ``>=``): a query refuses a
+    Decimal column among them, which SQLite would compare as text."""
 
     def __and__(self, other: Condition) -> Condition:
-        return Condition(f"({self.sql}) AND ({other.sql})", self.params + other.params)
+        return Condition(f"({self.sql}) AND ({other.sql})", self.params + other.params, self.ordered + other.ordered)
 
     def __or__(self, other: Condition) -> Condition:
-        return Condition(f"({self.sql}) OR ({other.sql})", self.params + other.params)
+        return Condition(f"({self.sql}) OR ({other.sql})", self.params + other.params, self.ordered + other.ordered)
 
     def __invert__(self) -> Condition:
-        return Condition(f"NOT ({self.sql})", self.params)
+        return Condition(f"NOT ({self.sql})", self.params, self.ordered)
 
     def __bool__(self) -> bool:
         raise TypeError("combine conditions with & | ~, not 'and', 'or', 'not'")
@@ -79,17 +82,20 @@ class col:  # noqa: N801 - reads as a function in queries
             return Condition(f"{quote_identifier(self.name)} IS NOT NULL")
         return self._compare("!=", value)
 
+    def _order(self, operator: str, value: Any) -> Condition:
+        return Condition(f"{quote_identifier(self.name)} {operator} ?", (value,), (self.name,))
+
     def __lt__(self, value: Any) -> Condition:
-        return self._compare("<", value)
+        return self._order("<", value)
 
     def __le__(self, value: Any) -> Condition:
-        return self._compare("<=", value)
+        return self._order("<=", value)
 
     def __gt__(self, value: Any) -> Condition:
-        return self._compare(">", value)
+        return self._order(">", value)
 
     def __ge__(self, value: Any) -> Condition:
-        return self._compare(">=", value)
+        return self._order(">=", value)
 
     def is_in(self, values: list[Any] | tuple[Any, ...]) -> Condition:
         """The column's value is one of ``values`` (no values: matches no row)."""
