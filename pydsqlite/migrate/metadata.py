@@ -249,8 +249,8 @@ def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
     one whose hint left the models is forgotten)."""
     tables: tuple[Table | VirtualTable, ...] = (*schema.tables, *schema.virtual_tables)
     return (
-        managed.renames != renames_to_record(managed, schema) or
-        managed.tables != frozenset(fold_name(table.name) for table in tables)
+        managed.renames != renames_to_record(managed, schema)
+        or managed.tables != frozenset(fold_name(table.name) for table in tables)
         or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
         or managed.views != frozenset(fold_name(view.name) for view in schema.views)
         or managed.triggers != frozenset(fold_name(trigger.name) for trigger in schema.triggers)
