@@ -7,6 +7,7 @@ import decimal
 import enum
 import math
 import uuid
+import zoneinfo
 from typing import Annotated, Any, Optional
 
 import pytest
@@ -141,6 +142,8 @@ def test_a_row_that_is_not_a_datetime_still_names_its_column(db):
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(at=datetimes, clock=times)
+@example(at=dt.datetime(2012, 3, 11, 2, 0, tzinfo=zoneinfo.ZoneInfo("America/Chicago")), clock=dt.time(12))  # in the spring gap
+@example(at=dt.datetime(2012, 11, 4, 1, 30, fold=1, tzinfo=zoneinfo.ZoneInfo("America/Chicago")), clock=dt.time(12))  # the fold
 def test_datetimes_inside_json_round_trip_or_are_refused_when_their_offset_has_seconds(db, at, clock):
     fresh(db, "journal")
     row = Journal(id=1, stamp=Stamp(at=at, clock=clock), history=[at], by_time={"t": clock})

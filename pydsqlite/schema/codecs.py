@@ -460,8 +460,13 @@ def _difference(original: Any, back: Any) -> str | None:
         return f"{original!r} ({type(original).__name__}) comes back as {back!r} ({type(back).__name__})"
     if isinstance(original, BaseModel):
         return _difference(original.__dict__, back.__dict__) or _difference(original.__pydantic_extra__, back.__pydantic_extra__)
-    if isinstance(original, (dt.datetime, dt.time)) and ((original.tzinfo is None) != (back.tzinfo is None) or original.utcoffset() != back.utcoffset()):
-        return f"{original!r} comes back as {back!r}"  # == compares instants: another offset would pass
+    if isinstance(original, (dt.datetime, dt.time)):
+        # Compared by offset and wall time: == compares instants (another offset would pass), and
+        # never matches across zones a time in a zone's gap or fold (PEP 495), kept all the same.
+        same_offset = (original.tzinfo is None) == (back.tzinfo is None) and original.utcoffset() == back.utcoffset()
+        if not same_offset or original.replace(tzinfo=None) != back.replace(tzinfo=None):
+            return f"{original!r} comes back as {back!r}"
+        return None
     if isinstance(original, dict):
         for key, key_back in zip(original, back):
             if type(key) is not type(key_back) or key != key_back:
