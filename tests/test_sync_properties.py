@@ -105,7 +105,8 @@ def edited(draw, table: TableSpec) -> TableSpec:
         elif edit == "rename" and columns:
             index = draw(st.integers(0, len(columns) - 1))
             free = [n for n in NAMES if n.lower() not in {c.name.lower() for c in columns}]
-            if free and columns[index].renamed_from is None:
+            hinted = {c.renamed_from.lower() for c in columns if c.renamed_from}  # one column's values go to one column only
+            if free and columns[index].renamed_from is None and columns[index].name.lower() not in hinted:
                 old = columns[index]
                 columns[index] = replace(old, name=draw(st.sampled_from(free)), renamed_from=old.name)
         elif edit == "type" and columns:
