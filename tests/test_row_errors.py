@@ -5,7 +5,7 @@ from __future__ import annotations
 import decimal
 import math
 import sqlite3
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import pytest
 from pydantic import BaseModel, create_model
@@ -18,6 +18,7 @@ from pydsqlite import (
     ForeignKey,
     PrimaryKey,
     PydsqliteError,
+    RowValidationError,
     SchemaDefinitionError,
     SchemaMismatchError,
     SyncModel,
@@ -535,3 +536,41 @@ def test_ordering_by_a_decimal_field_is_refused_rather_than_answered_in_text_ord
     with pytest.raises(UsageError, match=r"field 'price' of PricedItem \(table 'decimal_priced_items'\) is a Decimal, stored as text"):
         db.select(PricedItem, **query)
     assert [item.price for item in db.select(PricedItem, col("price") == decimal.Decimal("10.00"), order_by="id")] == [decimal.Decimal("10.00")]
+
+
+class Kinded(SyncModel, table="kinded_rows"):
+    id: Annotated[int, PrimaryKey()]
+    kind: Literal["a", "b"] = "a"
+    note: str = ""
+
+
+@pytest.mark.parametrize(
+    "repair",
+    [
+        lambda db: db.update(Kinded, 1, kind="b"),
+        lambda db: db.update(Kinded(id=1, kind="b", note="bad")),
+        lambda db: db.upsert(Kinded(id=1, kind="b", note="bad")),
+    ],
+    ids=["update(Model, key, kind=...)", "update(obj)", "upsert(obj)"],
+)
+def test_a_row_the_model_refuses_can_be_put_right_through_the_rows_api(repair):
+    """A row written by SQL that the model refuses: reads name it, and an update that gives it
+    valid values repairs it (the old row need not validate; the new one must)."""
+    db = Database(sqlite3.connect(":memory:"))
+    sync_models(db.conn, [Kinded])
+    db.conn.execute("INSERT INTO kinded_rows (id, kind, note) VALUES (1, 'zzz', 'bad')")
+    db.conn.commit()
+    with pytest.raises(RowValidationError, match=r"row 1 of table 'kinded_rows' does not validate \(column kind\)"):
+        db.get(Kinded, 1)
+    assert repair(db) == Kinded(id=1, kind="b", note="bad")
+    assert db.get(Kinded, 1) == Kinded(id=1, kind="b", note="bad")
+
+
+def test_an_update_that_leaves_a_refused_row_wrong_names_the_stored_row_and_writes_nothing():
+    db = Database(sqlite3.connect(":memory:"))
+    sync_models(db.conn, [Kinded])
+    db.conn.execute("INSERT INTO kinded_rows (id, kind, note) VALUES (1, 'zzz', 'bad')")
+    db.conn.commit()
+    with pytest.raises(RowValidationError, match=r"row 1 of table 'kinded_rows' does not validate \(column kind\)"):
+        db.update(Kinded, 1, note="still bad")
+    assert db.conn.execute("SELECT kind, note FROM kinded_rows").fetchall() == [("zzz", "bad")]

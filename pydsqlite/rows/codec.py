@@ -279,13 +279,17 @@ class RowCodec:
         return self.by_input_key(decoded) if self.aliased else decoded
 
     def _decoded(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(self.input_keys, self.stored_values(row)))
+
+    def stored_values(self, row: tuple[Any, ...]) -> list[Any]:
+        """A stored row's values in field order as Pydantic reads them (JSON text parsed), not validated."""
         values = list(row)
         try:
             for position, decode in self.decoders:
                 values[position] = decode(values[position])
         except (json.JSONDecodeError, TypeError, ValueError) as error:
             raise self._row_error(row, error, [self.fields[position] for position, _ in self.decoders]) from None
-        return dict(zip(self.input_keys, values))
+        return values
 
     def _row_error(self, row: tuple[Any, ...], error: Exception, columns: list[str]) -> RowValidationError:
         key = tuple(row[position] for position in self.key_positions) if self.key else None

@@ -16,11 +16,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..collector import collector_paused
 from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
-from ..errors import ConstraintError, RowNotFoundError, SchemaMismatchError, SyncError, UnstorableValueError, UsageError
+from ..errors import (
+    ConstraintError,
+    RowNotFoundError,
+    RowValidationError,
+    SchemaMismatchError,
+    SyncError,
+    UnstorableValueError,
+    UsageError,
+)
 from ..replica.changeset import unstorable_change
 from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC, checked_clock_arguments
 from ..replica.node import Node
@@ -226,7 +234,7 @@ class Database:
             stored = self._fetch_stored(codec, codec.key_of(instance))
             if stored is None:
                 return self._insert_one(codec, instance)
-            self._update_row(codec, instance, codec.decode(stored), stored)
+            self._update_row(codec, instance, stored)
             return instance
 
     @overload
@@ -253,9 +261,14 @@ class Database:
                 stored = self._fetch_stored(codec, params)
                 if stored is None:
                     raise RowNotFoundError(f"no row with key {key!r} in table {codec.name!r}")
-                current = codec.decode(stored)
-                instance = codec.validate_fields({**current.__dict__, **changes})
-                self._update_row(codec, instance, current, stored, move_key=any(name in changes for name in codec.key))
+                current, refused = _current_values(codec, stored)
+                try:
+                    instance = codec.validate_fields({**current, **changes})
+                except ValidationError:
+                    if refused is None:
+                        raise
+                    raise refused from None  # the stored row is what is wrong, and the changes do not put it right
+                self._update_row(codec, instance, stored, move_key=any(name in changes for name in codec.key))
                 return instance
         if changes or key is not None:
             raise UsageError("update(obj) takes the instance only; to change some fields use update(Model, key, field=value)")
@@ -266,7 +279,7 @@ class Database:
             stored = self._fetch_stored(codec, codec.key_of(instance))
             if stored is None:
                 raise RowNotFoundError(f"no row with key {codec.key_of(instance)!r} in table {codec.name!r}")
-            self._update_row(codec, instance, codec.decode(stored), stored)
+            self._update_row(codec, instance, stored)
         return instance
 
     @overload
@@ -470,15 +483,14 @@ class Database:
             row: tuple[Any, ...] | None = self.engine.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
         return row
 
-    def _update_row(
-        self, codec: RowCodec, instance: BaseModel, current: BaseModel, stored: tuple[Any, ...], *, move_key: bool = False
-    ) -> None:
-        """Write the fields of ``instance`` to the row ``current`` was read from (``stored``, as stored):
-        every non-key field, and the key fields too when ``move_key``. Stamps the companions of LWW
-        fields whose stored value changes: values equal in Python but stored differently (``Decimal("1.5")``
-        over ``"1.50"``, one instant in another UTC offset) are changes the replicas must receive."""
+    def _update_row(self, codec: RowCodec, instance: BaseModel, stored: tuple[Any, ...], *, move_key: bool = False) -> None:
+        """Write the fields of ``instance`` to the row read as ``stored`` (the values as stored, which
+        need not validate: an update is how a row written badly by SQL is put right): every non-key
+        field, and the key fields too when ``move_key``. Stamps the companions of LWW fields whose
+        stored value changes: values equal in Python but stored differently (``Decimal("1.5")`` over
+        ``"1.50"``, one instant in another UTC offset) are changes the replicas must receive."""
         values = codec.values(instance)
-        old_key = codec.key_of(current)
+        old_key = tuple(stored[position] for position in codec.key_positions)
         moving = move_key and tuple(values[position] for position in codec.key_positions) != old_key
         if moving and codec.synced:
             raise UsageError(
@@ -511,6 +523,16 @@ class Database:
                 f"UPDATE OR ABORT {codec.quoted_table} SET {', '.join(assignments)} WHERE {codec.key_where()}", params
             )
         _check_one_row(codec, old_key, cursor.rowcount)
+
+
+def _current_values(codec: RowCodec, stored: tuple[Any, ...]) -> tuple[dict[str, Any], RowValidationError | None]:
+    """The fields of a stored row by name, for ``update(Model, key, **changes)`` to change some of
+    them: validated when the row validates, else as stored (JSON parsed) with the refusal, so that
+    the changes can put right a row the model refuses; the whole row is validated after them."""
+    try:
+        return dict(codec.decode(stored).__dict__), None
+    except RowValidationError as refused:
+        return dict(zip(codec.fields, codec.stored_values(stored), strict=True)), refused
 
 
 def _stored_differently(new: Any, old: Any) -> bool:
