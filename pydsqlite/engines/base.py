@@ -58,16 +58,19 @@ _ROLLED_BACK = (
 )
 
 
+class _EndedInside(UsageError):
+    """A ``UsageError`` saying a block's transaction was ended inside it: an outer unit seeing it
+    passes it on instead of reporting the same thing again."""
+
+
 def _ended_inside(after: str) -> UsageError:
     """The refusal of a ``db.transaction()`` block whose transaction was ended inside it; ``after``
     says what became of the writes made after that point."""
-    error = UsageError(
+    return _EndedInside(
         "the transaction of a db.transaction() block was ended inside the block (conn.commit(), conn.rollback(), a "
         "COMMIT, ROLLBACK or RELEASE statement, or an error SQLite answered by rolling back): what the block wrote before that point was committed or rolled back "
         f"by it, not by the block, and {after}. Leave ending the transaction to the block"
     )
-    error.transaction_ended_inside = True  # type: ignore[attr-defined]
-    return error
 
 
 class Engine(ABC):
@@ -247,7 +250,7 @@ class Engine(ABC):
             if own or gone:
                 self.rollback_open()
         # A database error may itself have ended the transaction (SQLite rolls back on some): it is the news.
-        if gone and not getattr(error, "transaction_ended_inside", False) and not isinstance(error, (self.Error, EngineError)):
+        if gone and not isinstance(error, (_EndedInside, self.Error, EngineError)):
             raise _ended_inside(_ROLLED_BACK) from error
 
     def _release(self, savepoint: str) -> None:

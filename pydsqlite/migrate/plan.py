@@ -46,7 +46,7 @@ from .diff import (
     TableDiff,
     describe_change,
 )
-from .migration import DataCheck, MigrationPlan, Operation
+from .migration import DataCheck, MigrationPlan, Operation, ValueChange
 from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check, value_changes
 
 
@@ -68,10 +68,15 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         operations.append(_create_table(table))
     for virtual in schema_diff.created_virtual:
         operations.append(Operation("create_virtual_table", virtual.name, f"create virtual table {virtual.name}", (virtual.sql,)))
+    changed_values: list[ValueChange] = []
     for item in schema_diff.altered:
         if not item.changes:
             continue
-        table_operations = rebuild_after_renames(item, live) if _needs_rebuild(item) else _alter_in_place(item)
+        if _needs_rebuild(item):
+            table_operations = rebuild_after_renames(item, live)
+            changed_values.extend(value_changes(item))
+        else:
+            table_operations = _alter_in_place(item)
         if item.problems:
             first = table_operations[0]
             table_operations[0] = replace(first, problems=(*first.problems, *item.problems))
@@ -85,8 +90,7 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         if fold_name(old) != fold_name(new)
     )
     table_renames = tuple((item.rename.old, item.rename.new) for item in schema_diff.altered if item.rename is not None)
-    changed_values = tuple(change for item in schema_diff.altered if _needs_rebuild(item) for change in value_changes(item))
-    return MigrationPlan(operations=tuple(operations), renames=renames, table_renames=table_renames, value_changes=changed_values)
+    return MigrationPlan(operations=tuple(operations), renames=renames, table_renames=table_renames, value_changes=tuple(changed_values))
 
 
 def expand_diff(schema_diff: SchemaDiff) -> SchemaDiff:

@@ -54,6 +54,10 @@ class _Copy:
     """New NOT NULL columns that nothing fills (no source, no default)."""
     chunk_key: tuple[str, ...]
     """What orders the old rows for a copy in ranges: the rowid, or the key of a WITHOUT ROWID table."""
+    value_changes: tuple[ValueChange, ...]
+    """What the copy does to the values of the columns it converts (a CAST, a default for NULLs)."""
+    sample_key: str | None
+    """How the key the projection samples (``SAMPLE``) is named in messages: ``id``, ``(a, b)``, ``rowid``."""
 
 
 def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
@@ -65,6 +69,7 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
     terms: list[str] = []
     projected: list[str] = []
     conversions: list[DataCheck] = []
+    changes: list[ValueChange] = []
     missing: list[str] = []
     alias = fold_name(desired.rowid_alias or "")
     if rowid_usable and desired.has_rowid and not alias and not any(fold_name(c.name) in rowid_names for c in desired.columns):
@@ -76,11 +81,17 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
         quoted = quote_identifier(column.name)
         old_column = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
         if old_column is not None and old_column.generated is None:
-            expression, cast = _copy_expression(old_column, column, live, desired)
-            if cast is not None:
-                conversions.extend(conversion_checks(desired.name, live.name, old_column, column, cast))
+            change = _value_change(old_column, column, live, desired)
+            expression = quote_identifier(old_column.name)
+            if change.cast is not None:
+                expression = f"CAST({expression} AS {change.cast})"
+                conversions.extend(conversion_checks(desired.name, live.name, old_column, column, change.cast))
             elif fold_name(column.name) == alias and fold_name(live.rowid_alias or "") != fold_name(old_column.name):
                 conversions.append(rowid_values_check(desired.name, live.name, old_column, column))
+            if change.null_default is not None:
+                expression = f"IFNULL({expression}, {change.null_default})"
+            if change.cast is not None or change.null_default is not None:
+                changes.append(change)
         elif fold_name(column.name) == alias and rowid_usable:
             expression = "rowid"
         elif column.default is not None:
@@ -101,7 +112,8 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
         if column.generated is not None:
             projection = f"(SELECT *, ({column.generated}) AS {quote_identifier(column.name)} FROM {projection})"
     chunk_key = ("rowid",) if rowid_usable else () if live.has_rowid else live.primary_key
-    return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing), chunk_key)
+    key_name = (key[0] if len(key) == 1 else f"({', '.join(key)})") if key else None
+    return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing), chunk_key, tuple(changes), key_name)
 
 
 def _key_text(key: tuple[str, ...]) -> str:
@@ -111,12 +123,6 @@ def _key_text(key: tuple[str, ...]) -> str:
     if len(terms) <= 1:
         return terms[0] if terms else "NULL"
     return "'(' || " + " || ', ' || ".join(f"quote({term})" for term in terms) + " || ')'"
-
-
-def sample_key(table: Table) -> str:
-    """How the key ``_key_text`` samples is named in a message: ``id``, ``(a, b)`` or ``rowid``."""
-    key = table.primary_key or ("rowid",)
-    return key[0] if len(key) == 1 else f"({', '.join(key)})"
 
 
 def new_rows_projection(item: TableDiff, where: str = "") -> str:
@@ -200,7 +206,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         checks.append(
             row_check(
                 name, column_name, "rows exist but the new NOT NULL column has no default to fill them",
-                projection, "1", blocking=True, sample=SAMPLE, sample_key=sample_key(live),
+                projection, "1", blocking=True, sample=SAMPLE, sample_key=copy.sample_key,
             )
         )
     for column in desired.columns:
@@ -211,7 +217,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
                 row_check(
                     name, column.name, "rows hold NULL but the column becomes NOT NULL with no default",
                     projection, f"{quote_identifier(column.name)} IS NULL", blocking=True, sample=SAMPLE,
-                    sample_key=sample_key(live),
+                    sample_key=copy.sample_key,
                 )
             )
     if desired.primary_key and _key_changed(item):
@@ -240,7 +246,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
             row_check(
                 name, owner, f"rows violate {named}CHECK ({' '.join(check.sql.split())})", projection,
                 f"NOT {parenthesized(check.sql)}", blocking=True,
-                sample=SAMPLE if owner is None else f"{SAMPLE}, {quote_identifier(owner)}", sample_key=sample_key(live),
+                sample=SAMPLE if owner is None else f"{SAMPLE}, {quote_identifier(owner)}", sample_key=copy.sample_key,
             )
         )
     for index in desired.indexes:
@@ -317,17 +323,6 @@ def _drop_checks(item: TableDiff) -> list[DataCheck]:
     ]
 
 
-def _copy_expression(old: Column, new: Column, live: Table, desired: Table) -> tuple[str, str | None]:
-    """SQL that reads ``old`` as the new column's value, and the CAST type applied (if any)."""
-    expression = quote_identifier(old.name)
-    change = _value_change(old, new, live, desired)
-    if change.cast is not None:
-        expression = f"CAST({expression} AS {change.cast})"
-    if change.null_default is not None:
-        expression = f"IFNULL({expression}, {change.null_default})"
-    return expression, change.cast
-
-
 def _value_change(old: Column, new: Column, live: Table, desired: Table) -> ValueChange:
     """What copying ``old`` into ``new`` does to its values.
 
@@ -346,16 +341,7 @@ def _value_change(old: Column, new: Column, live: Table, desired: Table) -> Valu
 def value_changes(item: TableDiff) -> tuple[ValueChange, ...]:
     """How rebuilding ``item`` changes the values it copies, column by column (only the columns it
     changes): the stored states of a synced table's deleted rows must change the same way."""
-    sources = {fold_name(new): old for new, old in item.column_sources}
-    changes = []
-    for column in item.desired.columns:
-        old_name = sources.get(fold_name(column.name))
-        old = item.live.column(old_name) if old_name is not None else None
-        if column.generated is None and old is not None and old.generated is None:
-            change = _value_change(old, column, item.live, item.desired)
-            if change.cast is not None or change.null_default is not None:
-                changes.append(change)
-    return tuple(changes)
+    return _plan_copy(item).value_changes
 
 
 def carry_sequence(old: str, temporary: str) -> list[str]:

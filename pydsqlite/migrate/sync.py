@@ -345,8 +345,9 @@ def _introspect_unshadowed(engine: Engine, desired: Schema) -> Schema:
     table of ``main`` or of ``desired`` (the migration would read and alter it instead, and
     record the change as made)."""
     live = introspect(engine)
-    names = [table.name for schema in (live, desired) for table in schema.tables]
-    shadows = temp_shadows(engine, [*names, *(table.name for schema in (live, desired) for table in schema.virtual_tables)])
+    tables = [table.name for schema in (live, desired) for table in schema.tables]
+    virtual_tables = [table.name for schema in (live, desired) for table in schema.virtual_tables]
+    shadows = temp_shadows(engine, tables + virtual_tables)
     if shadows:
         raise MigrationError(
             f"{', '.join(shadows)} on this connection {'is' if len(shadows) == 1 else 'are'} named like a table of the "
