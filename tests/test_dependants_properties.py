@@ -46,13 +46,15 @@ def edited(draw, columns: tuple[Col, ...]) -> tuple[Col, ...]:
         # (a rename onto the name of a column dropped in the same release is ambiguous without history:
         # tests/test_renames.py covers how it is refused or read)
         unused = [name for name in free if name not in original]
+        # (one column's values move to one column only: two hints naming one column are refused)
+        moving = {old for column in cols for old in column.renamed_from}
         if edit == "rename" and unused and cols:
             index = draw(st.integers(0, len(cols) - 1))
-            if not cols[index].renamed_from:
+            if not cols[index].renamed_from and cols[index].name not in moving:
                 cols[index] = replace(cols[index], name=draw(st.sampled_from(unused)), renamed_from=(cols[index].name,))
         elif edit == "swap" and len(cols) >= 2:
             i, j = draw(st.lists(st.integers(0, len(cols) - 1), min_size=2, max_size=2, unique=True))
-            if not cols[i].renamed_from and not cols[j].renamed_from:
+            if not cols[i].renamed_from and not cols[j].renamed_from and not {cols[i].name, cols[j].name} & moving:
                 cols[i], cols[j] = (
                     replace(cols[i], name=cols[j].name, renamed_from=(cols[i].name,)),
                     replace(cols[j], name=cols[i].name, renamed_from=(cols[j].name,)),

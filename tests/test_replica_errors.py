@@ -137,6 +137,54 @@ def test_a_model_ahead_of_its_table_is_named_by_the_feed_and_the_merge(tmp_path,
     assert db.apply_changes(db.changes_since(models=[Ahead]), models=[Ahead]) == 0
 
 
+def test_a_model_and_a_table_that_disagree_on_syncing_are_refused_not_left_out_of_the_exchange(tmp_path):
+    """A table that syncs here, read through a model with no LWW field (a later declaration of the
+    table, or one passed in models=), would drop out of every changeset without a word; a model with
+    LWW fields on a table that does not sync yet is a database behind its model."""
+
+    class Jotting(SyncModel, table="jottings"):
+        id: Annotated[str, PrimaryKey()]
+        text: Annotated[str, LWW()] = ""
+
+    conn = sqlite3.connect(tmp_path / "r.db")
+    sync_models(conn, [Jotting])
+    db = Database(conn)
+    db.insert(Jotting(id="a", text="kept"))
+    feed = db.changes_since(models=[Jotting])
+    assert [change.key for change in feed.changes] == [("a",)]
+    before = _dump(conn)
+
+    class PlainJotting(SyncModel, table="jottings"):  # declared later: the registry's model for the table now
+        id: Annotated[str, PrimaryKey()]
+        text: str = ""
+
+    calls = {
+        "registry feed": lambda: db.changes_since(),
+        "registry merge": lambda: db.apply_changes(feed),
+        "explicit feed": lambda: db.changes_since(models=[PlainJotting]),
+        "explicit merge": lambda: db.apply_changes(feed, models=[PlainJotting]),
+    }
+    for label, call in calls.items():
+        with pytest.raises(SchemaMismatchError) as raised:
+            call()
+        assert raised.value.table == "jottings", label
+        assert "PlainJotting" in str(raised.value) and "marks no LWW field" in str(raised.value), label
+        assert ("models=[...]" in str(raised.value)) == label.startswith("registry"), label
+    assert _dump(conn) == before
+    assert db.changes_since(models=[Jotting]).changes == feed.changes
+
+    other = sqlite3.connect(tmp_path / "plain.db")
+    sync_models(other, [PlainJotting])
+    behind = Database(other)
+    for call in (lambda: behind.changes_since(models=[Jotting]), lambda: behind.apply_changes(feed, models=[Jotting])):
+        with pytest.raises(SchemaMismatchError, match="does not sync in this database.*run sync_models"):
+            call()
+    assert behind.changes_since(models=[PlainJotting]).changes == ()
+    sync_models(other, [Jotting])
+    assert behind.apply_changes(feed, models=[Jotting]) == 1
+    assert behind.get(Jotting, "a") == Jotting(id="a", text="kept")
+
+
 # --- changes this replica could only take by landing them on the wrong row ---------------------
 
 

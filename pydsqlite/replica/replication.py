@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..engines import Engine
+from ..errors import SchemaMismatchError
 from ..errors import SyncError as SyncError  # re-exported: its historical home
 from ..migrate.introspect import introspect
 from ..rows.codec import RowCodec, codec_for
@@ -186,19 +187,24 @@ class Replica:
         return codecs
 
     def _present_synced(self, models: Iterable[type[BaseModel]] | None) -> dict[str, RowCodec]:
-        present = {
-            fold_name(name)
-            for (name,) in self.engine.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE ?", (f"%{SEQ_COLUMN}%",)
-            )
+        """Codecs of the chosen models (the registry's latest per table when None) whose tables exist.
+
+        A model and a table that disagree on whether the table syncs are refused rather than left out:
+        leaving the table out would make every changeset silently miss its rows.
+        """
+        synced_here = {
+            fold_name(name): sql is not None and SEQ_COLUMN in sql
+            for name, sql in self.engine.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
         }
         chosen = registered_models() if models is None else list(models)
         codecs = {}
         for model in chosen:
             options = table_options(model)
-            if options is None or fold_name(options.table) not in present:
+            if options is None or fold_name(options.table) not in synced_here:
                 continue
             codec = codec_for(model)
+            if codec.synced != synced_here[fold_name(options.table)]:
+                raise _sync_state_mismatch(model, codec, from_registry=models is None)
             if codec.synced:
                 codecs[fold_name(codec.name)] = codec
         return codecs
@@ -817,3 +823,23 @@ def _state_from_json(codec: RowCodec, key: tuple[Any, ...], text: str, deleted: 
         values={name: from_json_value(v) for name, v in data["values"].items()},
         deleted=deleted,
     )
+
+
+def _sync_state_mismatch(model: type[BaseModel], codec: RowCodec, *, from_registry: bool) -> SchemaMismatchError:
+    """The error for a model that marks LWW fields on a table the database does not sync, or the reverse."""
+    chosen = (
+        f"the latest model declared for it, {model.__qualname__}," if from_registry else f"the model {model.__qualname__}"
+    )
+    if codec.synced:
+        message = (
+            f"table {codec.name!r} does not sync in this database, but {chosen} marks LWW fields: the database is "
+            "behind the model; run sync_models(conn, [...]) with it first"
+        )
+    else:
+        message = (
+            f"table {codec.name!r} syncs in this database (it has LWW columns), but {chosen} marks no LWW field, so "
+            "its rows would be left out of the exchange"
+        )
+    if from_registry:
+        message += "; pass models=[...] naming the models this database uses"
+    return SchemaMismatchError(codec.name, None, message)
