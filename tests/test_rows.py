@@ -161,6 +161,15 @@ def test_params_given_by_name_bind_by_name_and_are_encoded_like_positional_ones(
     assert db.count(Person, col("age") > 3, {}) == 2
 
 
+def test_conditions_on_a_nullable_column_follow_sql_and_leave_null_rows_out_unless_asked(db):
+    db.insert_many([Person(name="a", email="a@x", age=1), Person(name="b", email="b@x", age=2), Person(name="c", email="c@x")])
+    names = lambda condition: sorted(p.name for p in db.select(Person, condition))  # noqa: E731
+    assert names(col("age") != 1) == ["b"]
+    assert names(~(col("age") == 1)) == ["b"]
+    assert names((col("age") != 1) | (col("age") == None)) == ["b", "c"]  # noqa: E711
+    assert names(col("age") != None) == ["a", "b"]  # noqa: E711
+
+
 def test_iter_select_streams(db):
     db.insert_many([Person(name=f"p{i}", email=f"{i}@x") for i in range(100)])
     stream = db.iter_select(Person, where=col("id") > 90, order_by="id")
