@@ -736,6 +736,46 @@ def test_inside_an_open_transaction_with_foreign_keys_on_only_rebuilds_of_refere
     assert rows(conn, "SELECT * FROM children") == [(1, 1, "x")] and rows(conn, "SELECT * FROM parents") == [(1, "a")]
 
 
+@pytest.mark.parametrize("without_rowid", [False, True])
+def test_inside_an_open_transaction_with_foreign_keys_on_a_child_holding_orphans_is_refused_naming_one(tmp_path, without_rowid):
+    """Rows written while foreign keys were off that reference a missing parent: the rebuild's copy
+    would re-check them and fail with a bare SQLite error, so the refusal names them first."""
+    conn = sqlite3.connect(tmp_path / "kids.db")
+
+    class Par(SyncModel, table="par"):
+        code: Annotated[str, PrimaryKey()]
+
+    class Kid(SyncModel, table="kid", without_rowid=without_rowid):
+        id: Annotated[int, PrimaryKey()]
+        code: Annotated[str, ForeignKey(Par)]
+        name: str
+
+    class KidV2(SyncModel, table="kid", without_rowid=without_rowid):
+        id: Annotated[int, PrimaryKey()]
+        code: Annotated[str, ForeignKey(Par)]
+        name: Optional[str] = None  # a rebuild
+
+    sync_models(conn, [Par, Kid])
+    conn.execute("INSERT INTO par VALUES ('a')")
+    conn.executemany("INSERT INTO kid VALUES (?, ?, ?)", [(1, "a", "ok"), (2, "b", "orphan"), (3, "c", "orphan")])
+    conn.commit()
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE app_log (line TEXT)")
+    conn.execute("INSERT INTO app_log VALUES ('pending')")  # the application's open transaction
+    before = list(conn.iterdump())
+    with pytest.raises(MigrationError) as raised:
+        sync_models(conn, [Par, KidV2])
+    message = str(raised.value)
+    assert "cannot rebuild table 'kid' inside an open transaction while PRAGMA foreign_keys is ON: 2 rows reference a missing parent" in message
+    assert "no row of 'par' holds" in message and "nothing was changed" in message
+    assert "the row with id 2, where code = 'b'" in message
+    assert conn.in_transaction and list(conn.iterdump()) == before
+    conn.execute("DELETE FROM kid WHERE id > 1")
+    assert sync_models(conn, [Par, KidV2]).rebuilt_tables == ("kid",)
+    conn.commit()
+    assert rows(conn, "SELECT * FROM kid") == [(1, "a", "ok")] and rows(conn, "SELECT * FROM app_log") == [("pending",)]
+
+
 def test_inside_an_open_transaction_in_place_changes_join_it(conn):
     seed_people(conn)
     conn.execute("INSERT INTO people VALUES (7, 'in tx', 1)")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..engines import Engine
 from ..errors import MigrationError
 from ..schema.objects import Schema, Table, fold_name
+from ..sql.render import quote_identifier
 from .migration import MigrationPlan
 
 logger = logging.getLogger(__name__)
@@ -61,22 +62,56 @@ class ForeignKeyStrategy:
         for operation in plan.operations:
             if operation.kind not in ("rebuild_table", "drop_table"):
                 continue
+            if operation.kind == "rebuild_table":
+                self._refuse_copying_orphans(engine, operation.table, desired.table(operation.table))
             children = tables_referencing(engine, operation.table)
             if operation.kind == "rebuild_table" and references_itself(desired.table(operation.table)):
                 children.append(f"{operation.table} itself (its rebuilt copy)")
             if not children:
                 continue
-            if self.inside_caller_transaction:
-                why = "inside an open transaction while PRAGMA foreign_keys is ON"
-                remedy = "Commit first (pydsqlite then switches foreign keys off for the rebuild) or turn foreign keys off"
-            else:
-                why = "because foreign keys could not be switched off on this connection (PRAGMA foreign_keys still reads ON)"
-                remedy = "Run the migration on a connection where PRAGMA foreign_keys = OFF takes effect"
+            why, remedy = self._why_enforced()
             raise MigrationError(
                 f"cannot rebuild or drop table {operation.table!r} {why}: {', '.join(sorted(children))} "
                 f"reference{'s' if len(children) == 1 else ''} it, and dropping the old table would fire their "
                 f"ON DELETE actions. {remedy}; nothing was changed."
             )
+
+    def _refuse_copying_orphans(self, engine: Engine, name: str, rebuilt: Table | None) -> None:
+        """With foreign keys enforced, the rebuild's copy re-checks every row against the foreign keys
+        the table keeps: rows that already reference a missing parent (written while foreign keys were
+        off) would fail the copy with a bare SQLite error, so they are named first."""
+        if rebuilt is None or not rebuilt.foreign_keys:
+            return
+        kept = {fold_name(key.ref_table) for key in rebuilt.foreign_keys}
+        orphans = [
+            (parent, ident)
+            for _, _, parent, ident in engine.execute(f"PRAGMA foreign_key_check({quote_identifier(name)})")
+            if fold_name(parent) in kept
+        ]
+        if not orphans:
+            return
+        parent, ident = orphans[0]
+        count = len(orphans)
+        shown = _orphan_sample(engine, name, ident)
+        why, remedy = self._why_enforced()
+        raise MigrationError(
+            f"cannot rebuild table {name!r} {why}: {count} {'rows reference' if count != 1 else 'row references'} a "
+            f"missing parent (e.g. {shown}, which no row of {parent!r} holds; written while foreign keys were off), and "
+            f"the rebuild's copy would be refused for them. Delete or fix those rows, or {remedy[0].lower()}{remedy[1:]}; "
+            "nothing was changed."
+        )
+
+    def _why_enforced(self) -> tuple[str, str]:
+        """Why foreign keys are enforced during this migration, and how to run it without them."""
+        if self.inside_caller_transaction:
+            return (
+                "inside an open transaction while PRAGMA foreign_keys is ON",
+                "Commit first (pydsqlite then switches foreign keys off for the rebuild) or turn foreign keys off",
+            )
+        return (
+            "because foreign keys could not be switched off on this connection (PRAGMA foreign_keys still reads ON)",
+            "Run the migration on a connection where PRAGMA foreign_keys = OFF takes effect",
+        )
 
     def restore(self, engine: Engine) -> None:
         """Switch foreign keys on again after the migration (a lost connection has nothing to restore)."""
@@ -97,3 +132,29 @@ def tables_referencing(engine: Engine, table: str) -> list[str]:
         (table, table),
     ).fetchall()
     return [name for (name,) in rows]
+
+
+def _orphan_sample(engine: Engine, table: str, ident: int) -> str:
+    """One row of ``table`` that foreign key ``ident`` finds no parent for, named by its live key."""
+    key = [name for (name,) in engine.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (table,))] or ["rowid"]
+    pairs = engine.execute(
+        'SELECT "from", "to", "table" FROM pragma_foreign_key_list(?) WHERE id = ? ORDER BY seq', (table, ident)
+    ).fetchall()
+    parent = pairs[0][2]
+    targets = [to for _, to, _ in pairs]
+    if any(to is None for to in targets):  # the parent's primary key
+        targets = [name for (name,) in engine.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (parent,))]
+    columns = [column for column, _, _ in pairs]
+    matches = " AND ".join(
+        f"p.{quote_identifier(to)} = c.{quote_identifier(column)}" for column, to in zip(columns, targets, strict=True)
+    )
+    shown = [*key, *(column for column in columns if column not in key)]
+    row = engine.execute(
+        f"SELECT {', '.join(f'c.{quote_identifier(column)}' for column in shown)} FROM {quote_identifier(table)} AS c "
+        f"WHERE {' AND '.join(f'c.{quote_identifier(column)} IS NOT NULL' for column in columns)} "
+        f"AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches}) LIMIT 1"
+    ).fetchone()
+    values = dict(zip(shown, row, strict=True))
+    named = ", ".join(f"{column} {values[column]!r}" for column in key)
+    held = ", ".join(f"{column} = {values[column]!r}" for column in columns)
+    return f"the row with {named}, where {held}"
