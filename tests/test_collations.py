@@ -15,6 +15,7 @@ from pydsqlite import (
     Database,
     MigrationError,
     PrimaryKey,
+    RenamedFrom,
     SyncModel,
     Unique,
     model_migration_plan,
@@ -123,3 +124,59 @@ def test_desired_sql_naming_a_connection_collation(register: bool, tmp_path: Pat
             sync_schema(conn, desired)
         assert "items: collation 'rev' is not registered" in str(raised.value)  # the index on items
         assert list(conn.iterdump()) == before
+
+
+class Tag(SyncModel, table="tags"):
+    id: Annotated[int, PrimaryKey()]
+    h: str = ""
+
+
+class TagNocase(SyncModel, table="tags"):
+    id: Annotated[int, PrimaryKey()]
+    h: Annotated[str, Collate("NOCASE")] = ""
+
+
+class TagRenamedNocase(SyncModel, table="tags"):
+    id: Annotated[int, PrimaryKey()]
+    handle: Annotated[str, Collate("NOCASE"), RenamedFrom("h")] = ""
+
+
+@pytest.mark.parametrize(
+    ("index", "model", "collides"),
+    [
+        ("CREATE UNIQUE INDEX hand ON tags (h)", TagNocase, True),
+        ("CREATE UNIQUE INDEX hand ON tags (h DESC, id > 0)", TagNocase, True),
+        ("CREATE UNIQUE INDEX hand ON tags (h) WHERE id < 10", TagNocase, True),
+        ("CREATE UNIQUE INDEX hand ON tags (h) WHERE id > 1", TagNocase, False),  # the partial index leaves one out
+        ("CREATE UNIQUE INDEX hand ON tags (h COLLATE BINARY)", TagNocase, False),  # its own collation stays
+        ("CREATE UNIQUE INDEX hand ON tags (h)", TagRenamedNocase, True),
+    ],
+)
+def test_a_hand_made_unique_index_over_a_column_turning_nocase_is_checked_for_the_rows_it_would_merge(
+    index: str, model: type[SyncModel], collides: bool, tmp_path: Path
+) -> None:
+    """The rebuild recreates a hand-made index as written, so it compares under the column's new
+    collation: case-duplicates are refused by the preview and the sync, naming index and value."""
+    path = tmp_path / "tags.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Tag])
+    conn.executemany("INSERT INTO tags VALUES (?, ?)", [(1, "Ann"), (2, "ann"), (3, "bob")])
+    conn.execute(index)
+    conn.commit()
+    before = path.read_bytes()
+    plan = model_migration_plan(conn, [model])
+    if not collides:
+        assert plan.problems == ()
+        sync_models(conn, [model])
+        assert conn.execute("SELECT count(*) FROM tags").fetchone() == (3,)
+        return
+    assert len(plan.problems) == 1
+    assert "2 rows: rows share a value that unique index hand requires to be unique (e.g. " in plan.problems[0]
+    assert "'Ann'" in plan.problems[0]
+    with pytest.raises(MigrationError, match="unique index hand requires to be unique"):
+        sync_models(conn, [model])
+    assert path.read_bytes() == before
+    conn.execute("UPDATE tags SET h = 'ann2' WHERE id = 2")
+    conn.commit()
+    sync_models(conn, [model])
+    assert conn.execute("SELECT count(*) FROM tags").fetchone() == (3,)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..schema.objects import Check, Column, Index, Schema, Table, column_affinity, fold_name
+from ..sql.ddl import parse_index_terms, strip_sort_order
 from ..sql.render import (
     parenthesized,
     quote_identifier,
@@ -252,6 +253,10 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     for index in desired.indexes:
         if index.unique:
             checks.append(unique_index_check(desired, projection, index))
+    keep_out = {fold_name(index.name) for index in desired.indexes}
+    keep_out |= {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
+    for index in _recollated_unique_indexes(item, keep_out):
+        checks.append(unique_index_check(desired, projection, index))
     statements = [render_create_table(desired, name=temporary)]
     row_copy = None
     if copy.targets:
@@ -268,8 +273,6 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     statements.append(render_rename_table(temporary, name))
     statements.append("PRAGMA legacy_alter_table = OFF")
     statements.extend(render_create_index(index) for index in desired.indexes)
-    keep_out = {fold_name(index.name) for index in desired.indexes}
-    keep_out |= {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
     return Operation(
         kind="rebuild_table",
         table=name,
@@ -292,6 +295,37 @@ def _in_live_order(item: TableDiff) -> Table:
         item.desired.columns, key=lambda column: position.get(source.get(fold_name(column.name), ""), new_last)
     )
     return replace(item.desired, columns=tuple(ordered))
+
+
+def _recollated_unique_indexes(item: TableDiff, managed: set[str]) -> list[Index]:
+    """The unique indexes the rebuild replays as written (hand-made ones) over a column whose collation
+    changes, their columns under the new names: under a new NOCASE, say, rows that were distinct may
+    collide, and recreating the index would fail with a bare UNIQUE error."""
+    new_name = {fold_name(old): new for new, old in item.column_sources}
+    renames = any(fold_name(new) != fold_name(old) for new, old in item.column_sources)
+    found = []
+    for index in item.live.indexes:
+        if not index.unique or fold_name(index.name) in managed or (index.where and renames):
+            continue
+        columns: list[str] = []
+        recollated = False
+        for written in parse_index_terms(index.sql) if index.sql else index.columns:  # `h COLLATE BINARY` keeps BINARY
+            term = strip_sort_order(written)
+            old = item.live.column(term)
+            new = item.desired.column(new_name.get(fold_name(old.name), "")) if old is not None else None
+            if old is None and renames:  # an expression naming columns by their old names
+                break
+            if old is not None and new is None:  # a dropped column: the replay reports the index as broken
+                break
+            if old is not None and new is not None:
+                recollated |= (old.collate or "BINARY").upper() != (new.collate or "BINARY").upper()
+                columns.append(new.name)
+            else:
+                columns.append(term)
+        else:
+            if recollated:
+                found.append(replace(index, columns=tuple(columns)))
+    return found
 
 
 def _duplicates(table: Table, projection: str, columns: tuple[str, ...], what: str) -> DataCheck:
