@@ -8,7 +8,7 @@ import sqlite3
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 from pydsqlite import (
     LWW,
@@ -574,3 +574,34 @@ def test_an_update_that_leaves_a_refused_row_wrong_names_the_stored_row_and_writ
     with pytest.raises(RowValidationError, match=r"row 1 of table 'kinded_rows' does not validate \(column kind\)"):
         db.update(Kinded, 1, note="still bad")
     assert db.conn.execute("SELECT kind, note FROM kinded_rows").fetchall() == [("zzz", "bad")]
+
+
+class Loose(SyncModel, table="loose"):
+    model_config = ConfigDict(extra="allow")
+    id: Annotated[int, PrimaryKey()]
+    x: int = 0
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda db: db.insert(Loose(id=2, x=1, colour="red")),
+        lambda db: db.insert_many([Loose(id=2), {"id": 3, "colour": "red"}], Loose),
+        lambda db: db.upsert(Loose(id=1, x=5, colour="red")),
+        lambda db: db.update(Loose(id=1, x=5, colour="red")),
+    ],
+    ids=["insert", "insert_many", "upsert", "update"],
+)
+def test_extra_fields_no_column_stores_are_refused_not_dropped(conn, write):
+    """A model with extra="allow" keeps extras on its instances; writing them would drop them."""
+    sync_models(conn, [Loose])
+    db = Database(conn)
+    db.insert(Loose(id=1, x=1))
+    before = list(conn.iterdump())
+    with pytest.raises(UnstorableValueError) as raised:
+        write(db)
+    assert (raised.value.table, raised.value.field) == ("loose", "colour")
+    assert "'red'" in str(raised.value) and "no column stores it" in str(raised.value)
+    assert list(conn.iterdump()) == before
+    assert db.insert(Loose(id=4, x=2)) == Loose(id=4, x=2)  # without extras it is written as ever
+    assert db.delete(Loose(id=4, x=2, colour="red"))  # a delete needs the key only

@@ -65,6 +65,8 @@ class RowCodec:
         self.decimal_fields = frozenset(name for name, kind in zip(self.fields, kinds, strict=True) if kind == "decimal")
         """Decimal fields: stored as text to keep every digit, so SQL compares and orders them as text."""
         self.validator = model.__pydantic_validator__
+        self.keeps_extras = model.model_config.get("extra") == "allow"
+        """``extra="allow"``: an instance can carry fields no column stores, which a write must refuse."""
         self.many = TypeAdapter(list[model])  # type: ignore[valid-type]
         self.key = table.primary_key
         self.key_positions = [self.fields.index(name) for name in self.key]
@@ -130,13 +132,34 @@ class RowCodec:
         """Validate values keyed by field name (whatever the aliases)."""
         return self.validate(self.by_input_key(values))
 
-    def validate(self, obj: Any) -> Any:
-        """An instance of this codec's model, validated from ``obj`` (an instance, or a dict by field name)."""
+    def validate(self, obj: Any, *, storing: bool = True) -> Any:
+        """An instance of this codec's model, validated from ``obj`` (an instance, or a dict by field name);
+        ``storing``: it is to be written, so extra fields no column stores are refused."""
+        if self.keeps_extras and storing:
+            return self._without_extras([obj], [self.validator.validate_python(self.prepare(obj))])[0]
         return self.validator.validate_python(self.prepare(obj))
 
     def validate_many(self, objs: Iterable[Any]) -> list[BaseModel]:
         """Validate a batch; a failure raises Pydantic's ValidationError located by the object's index."""
+        if self.keeps_extras:
+            objs = list(objs)
+            return self._without_extras(objs, self.many.validate_python([self.prepare(obj) for obj in objs]))
         return self.many.validate_python([self.prepare(obj) for obj in objs])
+
+    def _without_extras(self, given: list[Any], instances: list[Any]) -> list[Any]:
+        """``instances`` unchanged, unless one of them (or the instance it came from) carries extra fields
+        (``extra="allow"``): no column stores them, so writing would drop them without a word."""
+        for source, instance in zip(given, instances, strict=True):
+            extra = getattr(source, "__pydantic_extra__", None) or instance.__pydantic_extra__
+            if extra:
+                name, value = next(iter(extra.items()))
+                raise UnstorableValueError(
+                    self.name, name, value,
+                    f"it is an extra field (the model allows extra fields), and no column stores it; declare it as a "
+                    f"field of {self.model.__qualname__} (a JSON field such as dict[str, Any] for free-form data) or leave it out",
+                    model=self.model.__qualname__,
+                )
+        return instances
 
     def values(self, instance: BaseModel) -> list[Any]:
         """The SQLite values of an instance, in field order; ``UnstorableValueError`` names a value no encoder can take."""

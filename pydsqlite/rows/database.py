@@ -296,7 +296,7 @@ class Database:
         else:
             codec = _codec_of_instance(obj_or_model, "delete()")
             codec.require_key("delete()")
-            params = codec.key_of(codec.validate(obj_or_model))
+            params = codec.key_of(codec.validate(obj_or_model, storing=False))
         with self._writing(codec), _binding(lambda: _unstorable_param(codec, params, codec.key)):
             if codec.synced:
                 return self._replica.delete(codec, params)
