@@ -325,3 +325,47 @@ def test_a_temporary_trigger_that_would_break_is_refused(db_path):
     conn.execute("INSERT INTO people (id, name, age) VALUES (3, 'cy', 4)")
     assert conn.execute("SELECT age FROM audit").fetchall() == [(4,)]
     conn.close()
+
+
+@pytest.mark.parametrize("foreign_keys", ["OFF", "ON"])
+@pytest.mark.parametrize("change", ["unique dropped", "table rebuilt without it"])
+def test_a_hand_made_foreign_key_whose_parent_key_would_lose_its_unique_index_is_refused(db_path, foreign_keys, change):
+    """SQLite needs a foreign key's parent columns to be the primary key or under a unique index;
+    without it every write to the child and delete from the parent fails with "foreign key mismatch"."""
+    from pydsqlite import Unique
+
+    class User(SyncModel, table="users"):
+        id: Annotated[int, PrimaryKey()]
+        email: Annotated[str, Unique()]
+        name: str = ""
+
+    class UserPlain(SyncModel, table="users"):
+        id: Annotated[int, PrimaryKey()]
+        email: str
+        name: str = ""
+
+    class UserRebuilt(SyncModel, table="users"):
+        id: Annotated[int, PrimaryKey()]
+        email: str
+        name: Optional[str] = None
+
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA foreign_keys = {foreign_keys}")
+    sync_models(conn, [User])
+    conn.executescript(
+        "INSERT INTO users VALUES (1, 'a@x', 'a');"
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, user_email TEXT REFERENCES users(email));"
+        "INSERT INTO audit VALUES (1, 'a@x');"
+    )
+    before = db_path.read_bytes()
+    model = UserPlain if change == "unique dropped" else UserRebuilt
+    plan = model_migration_plan(conn, [model])
+    assert len(plan.problems) == 1 and "table audit's foreign key would no longer find its parent key" in plan.problems[0]
+    with pytest.raises(MigrationError, match='foreign key mismatch - "audit" referencing "users"'):
+        sync_models(conn, [model])
+    assert db_path.read_bytes() == before
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("INSERT INTO audit VALUES (2, 'a@x')")  # the schema still works
+    conn.execute("DROP TABLE audit")
+    conn.commit()
+    sync_models(conn, [model])  # without the hand-made child the change goes through

@@ -16,6 +16,7 @@ import pytest
 
 from pydsqlite import (
     Collate,
+    DestructiveChangeError,
     Field,
     ForeignKey,
     Index,
@@ -27,7 +28,9 @@ from pydsqlite import (
     Unique,
     migration_history,
     model_migration_plan,
+    schema_migration_plan,
     sync_models,
+    sync_schema,
 )
 from pydsqlite.migrate.metadata import schema_fingerprint
 from pydsqlite.migrate.sync import apply_schema, preview_schema
@@ -745,3 +748,33 @@ def test_integer_primary_key_desc_holding_null_keys_is_not_adopted_as_the_rowid(
     assert any("keyed.id: 2 rows: rows hold NULL" in problem for problem in plan.problems)
     with pytest.raises(MigrationError, match="keyed.id: 2 rows: rows hold NULL"):
         sync_models(conn, [Keyed])
+
+
+@pytest.mark.parametrize("kind", ["VIRTUAL", "STORED"])
+def test_a_generated_column_turning_plain_keeps_the_values_readers_saw(conn, kind):
+    conn.executescript(
+        f"""
+        CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) {kind});
+        INSERT INTO t (id, a) VALUES (1, 5), (2, 7), (3, NULL);
+        """
+    )
+    plain = schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER);")
+    plan = schema_migration_plan(conn, plain)
+    assert plan.rebuilt_tables == ("t",) and not plan.destructive_operations
+    sync_schema(conn, plain)
+    assert rows(conn, "SELECT id, a, b FROM t ORDER BY id") == [(1, 5, 10), (2, 7, 14), (3, None, None)]
+    conn.execute("UPDATE t SET a = 1 WHERE id = 1")  # b is plain data now
+    assert rows(conn, "SELECT b FROM t WHERE id = 1") == [(10,)]
+
+
+def test_a_stored_column_turning_generated_is_destructive_counting_the_values_it_replaces(conn):
+    conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER); INSERT INTO t VALUES (1, 5, 99), (2, 7, NULL);")
+    generated = schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) VIRTUAL);")
+    plan = schema_migration_plan(conn, generated)
+    assert [operation.row_count for operation in plan.destructive_operations] == [1]
+    assert "t.b: 1 row: stored values would be replaced by the generated column's expression (e.g. 99)" in str(plan)
+    with pytest.raises(DestructiveChangeError):
+        sync_schema(conn, generated)
+    assert rows(conn, "SELECT * FROM t ORDER BY id") == [(1, 5, 99), (2, 7, None)]
+    sync_schema(conn, generated, allow_destructive=True)
+    assert rows(conn, "SELECT id, b FROM t ORDER BY id") == [(1, 10), (2, 14)]

@@ -78,10 +78,13 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
         terms.append("rowid")
     for column in desired.columns:
         if column.generated is not None:
+            stored = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
+            if stored is not None and stored.generated is None:
+                conversions.append(_replaced_by_expression(desired.name, live.name, stored))
             continue
         quoted = quote_identifier(column.name)
         old_column = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
-        if old_column is not None and old_column.generated is None:
+        if old_column is not None:  # a generated column turning plain keeps the values it read
             change = _value_change(old_column, column, live, desired)
             expression = quote_identifier(old_column.name)
             if change.cast is not None:
@@ -115,6 +118,15 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
     chunk_key = ("rowid",) if rowid_usable else () if live.has_rowid else live.primary_key
     key_name = (key[0] if len(key) == 1 else f"({', '.join(key)})") if key else None
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing), chunk_key, tuple(changes), key_name)
+
+
+def _replaced_by_expression(table: str, live_table: str, stored: Column) -> DataCheck:
+    """The values of a stored column that becomes generated: its expression replaces them."""
+    quoted = quote_identifier(stored.name)
+    return row_check(
+        table, stored.name, "stored values would be replaced by the generated column's expression",
+        quote_identifier(live_table), f"{quoted} IS NOT NULL", blocking=False, sample=quoted,
+    )
 
 
 def _key_text(key: tuple[str, ...]) -> str:

@@ -56,6 +56,7 @@ def _rehearse(plan: MigrationPlan, live: Schema, *, read_after: bool) -> tuple[M
         except RehearsalError as error:
             return _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}"), None
         broken_before = broken_objects(SqliteEngine(scratch))
+        mismatched_before = mismatched_foreign_keys(scratch)
         operations = list(plan.operations)
         for position, operation in enumerate(operations):
             operation, replayed = _complete(scratch, operation)
@@ -64,11 +65,36 @@ def _rehearse(plan: MigrationPlan, live: Schema, *, read_after: bool) -> tuple[M
             if failure is not None:
                 return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None
         broken = {name: text for name, text in broken_objects(SqliteEngine(scratch)).items() if name not in broken_before}
+        broken |= {
+            f"foreign keys of {name}": text
+            for name, text in mismatched_foreign_keys(scratch).items()
+            if name not in mismatched_before
+        }
         after = _read(scratch, stand_ins) if read_after else None
     rehearsed = replace(plan, operations=tuple(operations))
     for text in broken.values():
         rehearsed = _with_problem(rehearsed, len(operations) - 1, f"{text} after the migration; change or drop it first")
     return rehearsed, after
+
+
+def mismatched_foreign_keys(scratch: sqlite3.Connection) -> dict[str, str]:
+    """Tables whose foreign keys name a parent key that is neither its primary key nor under a unique
+    index (say, after the plan drops the ``Unique()`` a hand-made table's key relies on): SQLite
+    then refuses every write to the child and every delete from the parent with "foreign key
+    mismatch", by folded table name."""
+    children = scratch.execute(
+        "SELECT DISTINCT m.name FROM main.sqlite_master AS m, pragma_foreign_key_list(m.name) AS f WHERE m.type = 'table'"
+    ).fetchall()
+    found = {}
+    for (name,) in children:
+        try:
+            scratch.execute(f"PRAGMA foreign_key_check({quote_identifier(name)})").fetchall()
+        except sqlite3.Error as error:
+            found[fold_name(name)] = (
+                f"table {name}'s foreign key would no longer find its parent key ({error}: the referenced columns must be "
+                "the parent's primary key or carry a unique index)"
+            )
+    return found
 
 
 def _read(scratch: sqlite3.Connection, stand_ins: dict[str, VirtualTable]) -> Schema:
