@@ -369,3 +369,31 @@ def test_a_hand_made_foreign_key_whose_parent_key_would_lose_its_unique_index_is
     conn.execute("DROP TABLE audit")
     conn.commit()
     sync_models(conn, [model])  # without the hand-made child the change goes through
+
+
+def test_a_new_child_whose_parent_key_the_same_migration_makes_is_not_refused_with_or_without_data_steps(tmp_path):
+    """With data steps, the phase before them creates the child while its parent key is still the old
+    one; only what the whole migration leaves counts."""
+    from pydsqlite import ForeignKey
+
+    class Item(SyncModel, table="items", primary_key=("id", "alpha")):
+        id: int
+        alpha: int
+
+    class ItemV2(SyncModel, table="items"):
+        id: Annotated[int, PrimaryKey()]
+
+    class Child(SyncModel, table="children"):
+        id: Annotated[int, PrimaryKey()]
+        parent_id: Annotated[Optional[int], ForeignKey("items.id")] = None
+
+    for steps in (None, {"001_noop": lambda db: None}):
+        conn = sqlite3.connect(tmp_path / f"{bool(steps)}.db")
+        sync_models(conn, [Item])
+        conn.execute("INSERT INTO items VALUES (1, 2)")
+        conn.commit()
+        plan = sync_models(conn, [ItemV2, Child], allow_destructive=True, data_steps=steps)
+        assert "create_table" in {operation.kind for operation in plan.operations}
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("INSERT INTO children VALUES (1, 1)")
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -73,3 +73,48 @@ def test_a_database_synced_before_columns_were_recorded_adopts_its_hidden_column
     memory_conn.commit()
     assert sync_models(memory_conn, [Synced]).is_empty  # nothing to migrate; records what it created
     assert not sync_models(memory_conn, [Notes]).destructive_operations
+
+
+@pytest.mark.parametrize(
+    ("hand_made", "same"),
+    [
+        ("CREATE UNIQUE INDEX uq_members_email ON members (lower(email))", False),
+        ("CREATE INDEX uq_members_email ON members (email)", False),  # not unique
+        ("CREATE UNIQUE INDEX uq_members_email ON members (email) WHERE email != ''", False),
+        ("CREATE UNIQUE INDEX uq_members_email ON members (email)", True),  # the model's index exactly: adopted
+    ],
+)
+def test_a_hand_made_index_holding_the_name_of_a_models_index_is_never_dropped_for_it(tmp_path, hand_made, same):
+    from pydsqlite import MigrationError, Unique
+
+    class Member(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        email: str
+
+    class UniqueMember(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        email: Annotated[str, Unique()]
+
+    path = tmp_path / "members.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Member])
+    conn.execute(hand_made)
+    conn.execute("INSERT INTO members VALUES (1, 'Ann@x.org')")
+    conn.commit()
+    if same:
+        assert model_migration_plan(conn, [UniqueMember]).is_empty
+        return
+    before = path.read_bytes()
+    plan = model_migration_plan(conn, [UniqueMember])
+    assert "index uq_members_email on members was not made by pydsqlite and differs from the model's index" in plan.problems[0]
+    with pytest.raises(MigrationError, match="drop or rename it, or give the model's index another name"):
+        sync_models(conn, [UniqueMember])
+    assert path.read_bytes() == before
+
+    class NamedMember(SyncModel, table="members"):
+        id: Annotated[int, PrimaryKey()]
+        email: Annotated[str, Unique(name="members_email_unique")]
+
+    sync_models(conn, [NamedMember])
+    names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"uq_members_email", "members_email_unique"} <= names

@@ -234,7 +234,7 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
         if fold_name(table.name) not in claimed and managed.manages_table(table.name)
     )
     altered = tuple(
-        replace(_diff_table(table, live_table, managed, table_renames, column_renames), problems=tuple(rename_problems[fold_name(table.name)]))
+        _with_problems(_diff_table(table, live_table, managed, table_renames, column_renames), rename_problems[fold_name(table.name)])
         for table, live_table in matches
         if column_renames[fold_name(table.name)] or rename_problems[fold_name(table.name)] or not created_as(table, live_table)
     )
@@ -431,12 +431,17 @@ def _diff_table(
         option_aspects += ("INTEGER PRIMARY KEY DESC becomes the rowid",)
     if option_aspects:
         changes.append(ChangeTableOptions(option_aspects))
-    changes.extend(_diff_indexes(desired, live, managed, renames))
+    index_changes, clashes = _diff_indexes(desired, live, managed, renames)
+    changes.extend(index_changes)
     rename = RenameTable(live.name, desired.name) if fold_name(live.name) != fold_name(desired.name) else None
     return TableDiff(
         live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources),
-        existing_links=frozenset(key.link for key in live_keys),
+        existing_links=frozenset(key.link for key in live_keys), problems=tuple(clashes),
     )
+
+
+def _with_problems(diff: TableDiff, problems: list[str] | tuple[str, ...]) -> TableDiff:
+    return replace(diff, problems=(*diff.problems, *problems)) if problems else diff
 
 
 def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> tuple[str, ...]:
@@ -525,9 +530,14 @@ def _foreign_key_set(keys: tuple[ForeignKey, ...]) -> set[tuple[Any, ...]]:
     return {(*key.link, key.on_delete, key.on_update, key.deferred) for key in keys}
 
 
-def _diff_indexes(desired: Table, live: Table, managed: ManagedObjects, renames: dict[str, str]) -> list[Change]:
-    """Index changes: managed live indexes are dropped when gone or different; hand-made ones are left alone."""
+def _diff_indexes(
+    desired: Table, live: Table, managed: ManagedObjects, renames: dict[str, str]
+) -> tuple[list[Change], list[str]]:
+    """Index changes: managed live indexes are dropped when gone or different; hand-made ones are left
+    alone. A hand-made index holding the name of a model's index but indexing something else is a
+    problem (dropping it would silently lose what it enforces), not a change."""
     changes: list[Change] = []
+    problems: list[str] = []
     desired_by_name = {fold_name(index.name): index for index in desired.indexes}
     kept: set[str] = set()
     for index in live.indexes:
@@ -535,12 +545,18 @@ def _diff_indexes(desired: Table, live: Table, managed: ManagedObjects, renames:
         wanted = desired_by_name.get(key)
         if wanted is not None and _index_signature(index, renames) == _index_signature(wanted, {}):
             kept.add(key)
-        elif wanted is not None or managed.manages_index(index.name):
+        elif managed.manages_index(index.name):
             changes.append(DropIndex(index))
+        elif wanted is not None:  # its CreateIndex stays in the plan, which the problem blocks
+            problems.append(
+                f"index {index.name} on {live.name} was not made by pydsqlite and differs from the model's index of that "
+                f"name ({index.sql or ', '.join(index.columns)}); drop or rename it, or give the model's index another "
+                "name (name=... on Unique() or Index())"
+            )
     for index in desired.indexes:
         if fold_name(index.name) not in kept:
             changes.append(CreateIndex(index))
-    return changes
+    return changes, problems
 
 
 def _index_signature(index: Index, renames: dict[str, str]) -> tuple[Any, ...]:

@@ -35,46 +35,56 @@ class RehearsalError(Exception):
     """The live schema does not load into a scratch database."""
 
 
-def rehearse(plan: MigrationPlan, live: Schema) -> MigrationPlan:
-    """The plan with each rebuild's dependants appended and, as problems, every step that fails
-    and every view or trigger the plan would break (ones broken before do not count)."""
-    return _rehearse(plan, live, read_after=False)[0]
+def rehearse(plan: MigrationPlan, live: Schema, mismatched_before: frozenset[str] | None = None) -> MigrationPlan:
+    """The plan with each rebuild's dependants appended and, as problems, every step that fails,
+    every view or trigger the plan would break and every foreign key that would lose its parent
+    key (ones broken before do not count; ``mismatched_before`` names the tables whose foreign
+    keys count as broken before, when ``live`` is itself a step of the migration)."""
+    return _rehearse(plan, live, mismatched_before, read_after=False)[0]
 
 
-def rehearse_and_read(plan: MigrationPlan, live: Schema) -> tuple[MigrationPlan, Schema | None]:
-    """``rehearse``, and the schema the plan leaves behind as SQLite reports it (None when a step
-    fails): what the plan made after data steps starts from."""
-    return _rehearse(plan, live, read_after=True)
+def rehearse_and_read(plan: MigrationPlan, live: Schema) -> tuple[MigrationPlan, Schema | None, frozenset[str] | None]:
+    """``rehearse``, without the foreign-key check, and the schema the plan leaves behind as SQLite
+    reports it (None when a step fails): what the plan made after data steps starts from. Also
+    the tables whose foreign keys had no parent key before it, for the plan that follows: the phase
+    before data steps only adds, so a new child may wait for the phase after them to get its key
+    (None when there was nothing to rehearse: the plan that follows reads them itself)."""
+    return _rehearse(plan, live, None, read_after=True)
 
 
-def _rehearse(plan: MigrationPlan, live: Schema, *, read_after: bool) -> tuple[MigrationPlan, Schema | None]:
+def _rehearse(
+    plan: MigrationPlan, live: Schema, mismatched_before: frozenset[str] | None, *, read_after: bool
+) -> tuple[MigrationPlan, Schema | None, frozenset[str] | None]:
     if not plan.operations:
-        return plan, live
+        return plan, live, mismatched_before
     with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
         try:
             stand_ins = _load(scratch, live)
         except RehearsalError as error:
-            return _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}"), None
+            failed = _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}")
+            return failed, None, mismatched_before
         broken_before = broken_objects(SqliteEngine(scratch))
-        mismatched_before = mismatched_foreign_keys(scratch)
+        if mismatched_before is None:
+            mismatched_before = frozenset(mismatched_foreign_keys(scratch))
         operations = list(plan.operations)
         for position, operation in enumerate(operations):
             operation, replayed = _complete(scratch, operation)
             operations[position] = operation
             failure = _run(scratch, operation, replayed)
             if failure is not None:
-                return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None
+                return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None, mismatched_before
         broken = {name: text for name, text in broken_objects(SqliteEngine(scratch)).items() if name not in broken_before}
-        broken |= {
-            f"foreign keys of {name}": text
-            for name, text in mismatched_foreign_keys(scratch).items()
-            if name not in mismatched_before
-        }
+        if not read_after:
+            broken |= {
+                f"foreign keys of {name}": text
+                for name, text in mismatched_foreign_keys(scratch).items()
+                if name not in mismatched_before
+            }
         after = _read(scratch, stand_ins) if read_after else None
     rehearsed = replace(plan, operations=tuple(operations))
     for text in broken.values():
         rehearsed = _with_problem(rehearsed, len(operations) - 1, f"{text} after the migration; change or drop it first")
-    return rehearsed, after
+    return rehearsed, after, mismatched_before
 
 
 def mismatched_foreign_keys(scratch: sqlite3.Connection) -> dict[str, str]:

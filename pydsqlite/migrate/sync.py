@@ -379,12 +379,14 @@ def _plan(
     return check_plan_against_data(engine, plan, foreign_keys_on), managed
 
 
-def _rehearsed_plan(desired: Schema, live: Schema, managed: ManagedObjects, manage_all: bool) -> MigrationPlan:
+def _rehearsed_plan(
+    desired: Schema, live: Schema, managed: ManagedObjects, manage_all: bool, mismatched_before: frozenset[str] | None = None
+) -> MigrationPlan:
     everything = replace(managed, everything=True) if manage_all else managed
     plan = build_plan(diff_schemas(desired, live, everything), live)
     if not manage_all:  # a schema from SQL describes the whole database, dangling references as SQLite took them
         _check_foreign_key_targets(desired, live, plan)
-    return rehearse(plan, live)
+    return rehearse(plan, live, mismatched_before)
 
 
 def _phased_plan(
@@ -403,13 +405,13 @@ def _phased_plan(
     managed = read_managed_objects(engine)
     everything = replace(managed, everything=True) if manage_all else managed
     schema_diff = diff_schemas(desired, live, everything)
-    expand, expanded_schema = rehearse_and_read(build_plan(expand_diff(schema_diff), live), live)
+    expand, expanded_schema, mismatched_before = rehearse_and_read(build_plan(expand_diff(schema_diff), live), live)
     expand = check_plan_against_data(engine, expand, foreign_keys_on)
     table_renames = {item.live.name: item.desired.name for item in schema_diff.altered if item.rename is not None}
     expanded = managed.after_renames(table_renames, expand.renames)
     contract = MigrationPlan()
     if expanded_schema is not None:  # else the expand phase's problems say why
-        contract = _rehearsed_plan(desired, expanded_schema, expanded, manage_all)
+        contract = _rehearsed_plan(desired, expanded_schema, expanded, manage_all, mismatched_before)
         contract = count_moves(contract, steps, expanded_schema, desired)
     return with_steps(expand, contract, steps), managed, expanded
 
