@@ -15,6 +15,7 @@ from pydsqlite import (
     LWW,
     ChangeSet,
     Collate,
+    ForeignKey,
     Database,
     PrimaryKey,
     RowNotFoundError,
@@ -521,3 +522,29 @@ def test_a_changeset_a_unique_index_refuses_names_the_rows_and_is_settled_by_an_
     with pytest.raises(SyncError, match=r"gives label = 'A1' to the row with key \('x',\), which the row with key \('s2',\) holds here;") as refused:
         older.apply_changes(other.changes_since(models=[Seat]), [Seat])
     assert (refused.value.table, refused.value.key) == ("seats", ("x",))
+
+
+class Booking(SyncModel, table="bookings"):
+    id: Annotated[str, PrimaryKey()]
+    seat: Annotated[str, ForeignKey("seats.label", on_delete="cascade")]
+    note: Annotated[str, LWW()] = ""
+
+
+@pytest.mark.parametrize("foreign_keys", [False, True])
+@pytest.mark.parametrize("with_child_table", [False, True])
+def test_a_unique_value_freed_by_a_delete_and_given_to_a_new_row_merges(tmp_path, foreign_keys, with_child_table):
+    """No swap and no conflict: the sender deleted a row, then gave its value to a new one. The merge
+    deletes the dead row before writing the new one, unless a row it writes could be reached by the
+    delete's ON DELETE actions."""
+    models = [Seat, Booking] if with_child_table else [Seat]
+    older, newer = _pair(models, tmp_path)
+    for db in (older, newer):
+        db.conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+    older.insert(Seat(id="s1", label="A1"))
+    newer.apply_changes(older.changes_since(models=models), models)
+    older.delete(Seat, "s1")
+    older.insert(Seat(id="s2", label="A1"))
+    assert newer.apply_changes(older.changes_since(models=models), models) == 2
+    older.apply_changes(newer.changes_since(models=models), models)
+    assert newer.select(Seat) == older.select(Seat) == [Seat(id="s2", label="A1")]
+    assert newer.conn.execute("PRAGMA foreign_key_check").fetchall() == []

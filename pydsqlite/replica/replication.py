@@ -469,10 +469,22 @@ class Replica:
     def _merge_tables(self, merges: list[_TableMerge], repair: ReferenceRepair | None) -> int:
         """Write every table's joined rows and tombstones, then delete the rows that died: ON DELETE
         actions then reach rows as merged, and only what they do to rows the merge does not delete
-        itself is a local event. Returns how many keys changed."""
+        itself is a local event. Rows of a table whose actions can reach no row the merge writes (no
+        table referencing it, directly or through others, gets merged rows) die first instead, so a
+        unique value the sender freed by a delete and gave to a new row is free here too. Returns how
+        many keys changed."""
         changed = sum(len(merge.alive) + len(merge.dead) for merge in merges)
         if not changed:
             return 0
+        own = {(fold_name(merge.codec.name), key_text(change.key)) for merge in merges for change in merge.dead}
+        written = {fold_name(merge.codec.name) for merge in merges if merge.alive}
+        first = {
+            id(merge) for merge in merges
+            if merge.gone and (repair is None or not _descendants(repair.graph, merge.codec.name) & written)
+        }
+        for merge in merges:
+            if id(merge) in first:
+                self._delete_gone(merge, own, repair)
         seq = self.allocate_seq(changed)
         for merge in merges:
             codec, alive, dead = merge.codec, merge.alive, merge.dead
@@ -485,21 +497,24 @@ class Replica:
             seq += len(alive) + len(dead)
             if repair is not None:
                 repair.note_written(codec.name, [change.key for change in alive])
-        own = {(fold_name(merge.codec.name), key_text(change.key)) for merge in merges for change in merge.dead}
         for merge in merges:
-            if not merge.gone:
-                continue
-            codec = merge.codec
-            if self.engine.batch_rows:  # a statement per chunk of keys, not per key
-                key = ", ".join(quote_identifier(name) for name in codec.key)
-                execute_in(self.engine, f"DELETE FROM {codec.quoted_table} WHERE ({key}) IN", len(codec.key), [tuple(change.key) for change in merge.gone])
-            else:
-                self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
-            settled = self.settle_captured(exclude=own)
-            if repair is not None:
-                repair.note_deleted(codec.name, merge.gone)
-                repair.note_settled(settled)
+            if merge.gone and id(merge) not in first:
+                self._delete_gone(merge, own, repair)
         return changed
+
+    def _delete_gone(self, merge: _TableMerge, own: set[tuple[str, str]], repair: ReferenceRepair | None) -> None:
+        """Delete the rows of one table that the merge found dead; what their ON DELETE actions and
+        triggers do to other rows (``own``: the merge's own dead keys excepted) is a local event."""
+        codec = merge.codec
+        if self.engine.batch_rows:  # a statement per chunk of keys, not per key
+            key = ", ".join(quote_identifier(name) for name in codec.key)
+            execute_in(self.engine, f"DELETE FROM {codec.quoted_table} WHERE ({key}) IN", len(codec.key), [tuple(change.key) for change in merge.gone])
+        else:
+            self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
+        settled = self.settle_captured(exclude=own)
+        if repair is not None:
+            repair.note_deleted(codec.name, merge.gone)
+            repair.note_settled(settled)
 
     def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]], identity: Callable[[tuple[Any, ...]], Any]) -> dict[Any, tuple[Any, ...]]:
         """The stored rows with these keys in ``_state_select``'s column order, by their key's
@@ -553,6 +568,19 @@ class Replica:
                 for change, seq, keep in marks
             ],
         )
+
+
+def _descendants(graph: ReferenceGraph, table: str) -> set[str]:
+    """The tables (folded names) that reference ``table``, directly or through other tables."""
+    found: set[str] = set()
+    pending = [fold_name(table)]
+    while pending:
+        for link in graph.incoming.get(pending.pop(), ()):
+            child = fold_name(link.child.name)
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
 
 
 @dataclass
