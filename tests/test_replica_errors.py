@@ -524,9 +524,14 @@ def test_a_changeset_a_unique_index_refuses_names_the_rows_and_is_settled_by_an_
     assert (refused.value.table, refused.value.key) == ("seats", ("x",))
 
 
-class Booking(SyncModel, table="bookings"):
+class Stall(SyncModel, table="stalls"):
     id: Annotated[str, PrimaryKey()]
-    seat: Annotated[str, ForeignKey("seats.label", on_delete="cascade")]
+    label: Annotated[str, LWW(), Unique()]
+
+
+class Booking(SyncModel, table="stall_bookings"):
+    id: Annotated[str, PrimaryKey()]
+    stall: Annotated[str, ForeignKey("stalls.label", on_delete="cascade")]
     note: Annotated[str, LWW()] = ""
 
 
@@ -536,15 +541,39 @@ def test_a_unique_value_freed_by_a_delete_and_given_to_a_new_row_merges(tmp_path
     """No swap and no conflict: the sender deleted a row, then gave its value to a new one. The merge
     deletes the dead row before writing the new one, unless a row it writes could be reached by the
     delete's ON DELETE actions."""
-    models = [Seat, Booking] if with_child_table else [Seat]
+    models = [Stall, Booking] if with_child_table else [Stall]
     older, newer = _pair(models, tmp_path)
     for db in (older, newer):
         db.conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-    older.insert(Seat(id="s1", label="A1"))
+    older.insert(Stall(id="s1", label="A1"))
     newer.apply_changes(older.changes_since(models=models), models)
-    older.delete(Seat, "s1")
-    older.insert(Seat(id="s2", label="A1"))
+    older.delete(Stall, "s1")
+    older.insert(Stall(id="s2", label="A1"))
     assert newer.apply_changes(older.changes_since(models=models), models) == 2
     older.apply_changes(newer.changes_since(models=models), models)
-    assert newer.select(Seat) == older.select(Seat) == [Seat(id="s2", label="A1")]
+    assert newer.select(Stall) == older.select(Stall) == [Stall(id="s2", label="A1")]
     assert newer.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+@pytest.mark.parametrize("opened_by", ["Database.transaction()", "the application's own write"])
+def test_the_feed_is_refused_inside_an_open_transaction_whose_writes_may_still_roll_back(tmp_path, opened_by):
+    """A feed read inside a transaction would carry its uncommitted rows; rolled back, they never
+    were, and the next writes reuse their sequence numbers, which the feed's cursor skips."""
+    conn, db = _replica(tmp_path / "r.db")
+    db.insert(Word(id="a", w="a"))
+    conn.execute("CREATE TABLE app_log (line TEXT)")
+    conn.commit()
+    if opened_by == "Database.transaction()":
+        with pytest.raises(UsageError, match=r"changes_since\(\) reads committed changes only"), db.transaction():
+            db.insert(Word(id="b", w="b"))
+            db.changes_since(models=[Num, Word])
+    else:
+        conn.execute("INSERT INTO app_log VALUES ('pending')")  # legacy mode: a transaction is open now
+        with pytest.raises(UsageError, match="call it after the transaction ends"):
+            db.changes_since(models=[Num, Word])
+        conn.rollback()
+    assert not conn.in_transaction
+    feed = db.changes_since(models=[Num, Word])
+    assert [change.key for change in feed.changes] == [("a",)]
+    db.insert(Word(id="c", w="c"))
+    assert [change.key for change in db.changes_since(feed.cursor, models=[Num, Word]).changes] == [("c",)]

@@ -142,6 +142,11 @@ class Engine(ABC):
     def in_transaction(self) -> bool:
         """Whether a transaction is open on the connection (pydsqlite's or the caller's)."""
 
+    @property
+    def pep249_mode(self) -> bool:
+        """Whether the connection keeps a transaction open on its own (sqlite3's ``autocommit=False``)."""
+        return False
+
     def begin_statement(self, *, immediate: bool = False) -> str:
         """The ``BEGIN`` that opens a transaction of pydsqlite's own."""
         return "BEGIN IMMEDIATE" if immediate else "BEGIN"

@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..engines import Engine
-from ..errors import SchemaMismatchError
+from ..errors import SchemaMismatchError, UsageError
 from ..errors import SyncError as SyncError  # re-exported: its historical home
 from ..migrate.introspect import introspect
 from ..rows.codec import RowCodec, codec_for
@@ -85,7 +85,17 @@ class Replica:
     # --- the public feed and merge -------------------------------------------------------------
 
     def feed(self, cursor: int | None, models: Iterable[type[BaseModel]] | None) -> ChangeSet:
-        """The changes after ``cursor``, read in one snapshot (deletes captured so far are recorded first)."""
+        """The changes after ``cursor``, read in one snapshot (deletes captured so far are recorded first).
+
+        Refused inside an open transaction (but the one a PEP 249 connection always keeps): its writes
+        may still roll back, and then the feed would carry rows that never were, with a cursor past
+        sequence numbers the next writes reuse."""
+        if self.engine.unit_open or (self.engine.in_transaction and not self.engine.pep249_mode):
+            raise UsageError(
+                "changes_since() reads committed changes only, and a transaction is open on this connection: its "
+                "writes may still roll back, so the changeset would carry rows that never were and its cursor would "
+                "skip the writes that reuse their sequence numbers; call it after the transaction ends"
+            )
         codecs = self.synced_codecs(models)
         self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
         with self.transaction():
