@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..replica.capture import capture_setup
-from ..schema.objects import LWW_SUFFIX, Column, Index, Schema, Table, fold_name
+from ..schema.objects import LWW_SUFFIX, VERSION_COLUMN, Column, Index, Schema, Table, fold_name
 from ..sql.ddl import identifiers_in
 from ..sql.render import (
     quote_identifier,
@@ -242,19 +242,24 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
         elif isinstance(change, SetLWW):
             companion = item.desired.column(change.column + LWW_SUFFIX) or item.live.column(change.column + LWW_SUFFIX)
             assert companion is not None
+            # on a table that already syncs, the row version is when its group columns were written:
+            # a column joining or leaving them carries that time across, so unexchanged edits keep their order
+            base = dict((fold_name(new), old) for new, old in item.column_sources).get(fold_name(change.column))
+            versioned = item.live.column(VERSION_COLUMN) is not None and base is not None and item.live.column(base) is not None
+            quoted, version = quote_identifier(companion.name), quote_identifier(VERSION_COLUMN)
             if change.enabled:
+                statements = [render_add_column(table, companion)]
+                if versioned:
+                    statements.append(f"UPDATE {quote_identifier(table)} SET {quoted} = {version}")
                 operations.append(
-                    Operation(
-                        "enable_lww", table, f"turn LWW on for {table}.{change.column} (add {companion.name})",
-                        (render_add_column(table, companion),),
-                    )
+                    Operation("enable_lww", table, f"turn LWW on for {table}.{change.column} (add {companion.name})", tuple(statements))
                 )
             else:
+                statements = [render_drop_column(table, companion.name)]
+                if versioned:
+                    statements.insert(0, f"UPDATE {quote_identifier(table)} SET {version} = {quoted} WHERE {quoted} > {version}")
                 operations.append(
-                    Operation(
-                        "disable_lww", table, f"turn LWW off for {table}.{change.column} (drop {companion.name})",
-                        (render_drop_column(table, companion.name),),
-                    )
+                    Operation("disable_lww", table, f"turn LWW off for {table}.{change.column} (drop {companion.name})", tuple(statements))
                 )
         elif isinstance(change, CreateIndex):
             operations.append(_create_index(table, change.index, item))

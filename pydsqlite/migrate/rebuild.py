@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..schema.objects import Check, Column, Index, Schema, Table, column_affinity, fold_name
+from ..schema.objects import LWW_SUFFIX, VERSION_COLUMN, Check, Column, Index, Schema, Table, column_affinity, fold_name
 from ..sql.ddl import parse_index_terms, strip_sort_order
 from ..sql.render import (
     parenthesized,
@@ -76,6 +76,7 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
     if rowid_usable and desired.has_rowid and not alias and not any(fold_name(c.name) in rowid_names for c in desired.columns):
         targets.append("rowid")
         terms.append("rowid")
+    version_terms = _version_terms(item, sources)
     for column in desired.columns:
         if column.generated is not None:
             stored = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
@@ -84,7 +85,9 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
             continue
         quoted = quote_identifier(column.name)
         old_column = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
-        if old_column is not None:  # a generated column turning plain keeps the values it read
+        if fold_name(column.name) in version_terms:
+            expression = version_terms[fold_name(column.name)]
+        elif old_column is not None:  # a generated column turning plain keeps the values it read
             change = _value_change(old_column, column, live, desired)
             expression = quote_identifier(old_column.name)
             if change.cast is not None:
@@ -118,6 +121,33 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
     chunk_key = ("rowid",) if rowid_usable else () if live.has_rowid else live.primary_key
     key_name = (key[0] if len(key) == 1 else f"({', '.join(key)})") if key else None
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing), chunk_key, tuple(changes), key_name)
+
+
+def _version_terms(item: TableDiff, sources: dict[str, str]) -> dict[str, str]:
+    """On a table that already syncs, the row version is when its group columns were written. A column
+    turning LWW takes that time as its register's (not the baseline, which would let text order settle
+    edits not yet exchanged), and the version takes the register's time of a column turning group:
+    the copy terms for those columns, by folded desired name."""
+    live, desired = item.live, item.desired
+    if live.column(VERSION_COLUMN) is None or desired.column(VERSION_COLUMN) is None:
+        return {}
+    version = quote_identifier(VERSION_COLUMN)
+    terms = {}
+    for column in desired.columns:
+        if not column.is_lww_companion or fold_name(column.name) in sources:
+            continue
+        base = sources.get(fold_name(column.name[: -len(LWW_SUFFIX)]))
+        if base is not None and live.column(base) is not None and live.column(base + LWW_SUFFIX) is None:
+            terms[fold_name(column.name)] = version
+    kept = {fold_name(old) for old in sources.values()}
+    ending = [
+        quote_identifier(column.name)
+        for column in live.columns
+        if column.is_lww_companion and fold_name(column.name) not in kept and fold_name(column.name[: -len(LWW_SUFFIX)]) in kept
+    ]
+    if ending:
+        terms[fold_name(VERSION_COLUMN)] = f"MAX({version}, {', '.join(f'IFNULL({name}, {version})' for name in ending)})"
+    return terms
 
 
 def _replaced_by_expression(table: str, live_table: str, stored: Column) -> DataCheck:

@@ -94,7 +94,8 @@ class _Shape:
     def reshape(self, text: str) -> str:
         """The stored state ``text`` with renamed columns renamed, dropped ones removed, new ones at their
         default (an LWW register at the baseline time, as a live row's new companion column holds),
-        and values moved between the group and LWW registers as the live columns moved."""
+        and values moved between the group and LWW registers as the live columns moved (with the
+        row version's time, as the migration does to live rows)."""
         data = json.loads(text)
         seen: dict[str, Any] = {}  # folded current name → stored value (JSON form)
         stamps: dict[str, str] = {}
@@ -106,13 +107,17 @@ class _Shape:
         for folded, change in self.conversions.items():
             if folded in seen:
                 seen[folded] = self._converted(seen[folded], change)
+        version = data["version"]
         columns = {}
         for name in self.lww:
             folded = fold_name(name)
             value = seen[folded] if folded in seen else self._default(name)
-            columns[name] = [stamps.get(folded, BASELINE), value]
+            # a group column turning LWW was last written at the row version, as the live rows' copy says
+            columns[name] = [stamps.get(folded, version if folded in seen else BASELINE), value]
         values = {name: seen[fold_name(name)] if fold_name(name) in seen else self._default(name) for name in self.group}
-        reshaped = {"columns": dict(sorted(columns.items())), "version": data["version"], "values": dict(sorted(values.items()))}
+        # a column turning group brings its register's time to the version (fixed-width text: max is the latest)
+        version = max([version, *(stamps[fold_name(name)] for name in self.group if fold_name(name) in stamps)])
+        reshaped = {"columns": dict(sorted(columns.items())), "version": version, "values": dict(sorted(values.items()))}
         return json.dumps(reshaped, separators=(",", ":"), sort_keys=True)
 
     def _converted(self, value: Any, change: ValueChange) -> Any:

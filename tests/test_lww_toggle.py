@@ -1,0 +1,101 @@
+"""Changing which columns of a synced table are LWW keeps the order of edits not yet exchanged.
+
+The row version is when a row's group (non-LWW) columns were last written. A column turning
+LWW takes it as its register's time, and the version takes the register's time of a column
+turning group, on live rows (in place or rebuilt) and on deleted rows' stored states alike.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Annotated, Optional
+
+import pytest
+
+from pydsqlite import LWW, Database, PrimaryKey, SyncModel, sync_models
+
+
+def _models(notes_lww: bool, rebuilt: bool) -> list[type[SyncModel]]:
+    """The table with ``notes`` LWW or not; ``rebuilt``: ``other`` also turns nullable (a rebuild)."""
+    notes: object = Annotated[str, LWW()] if notes_lww else str
+    other: object = Optional[str] if rebuilt else str
+    namespace = {
+        "__annotations__": {"id": Annotated[str, PrimaryKey()], "title": Annotated[str, LWW()], "notes": notes, "other": other},
+        "title": "",
+        "notes": "",
+        "other": "",
+    }
+    return [type(SyncModel)("Note", (SyncModel,), namespace, table="toggled_notes")]
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _replicas(tmp_path, models):
+    made = []
+    for name in ("a", "b"):
+        clock = Clock(1_700_000_000_000)
+        conn = sqlite3.connect(tmp_path / f"{name}.db")
+        sync_models(conn, models)
+        made.append((Database(conn, wall_clock=clock), clock))
+    return made
+
+
+def _exchange(a: Database, b: Database, models) -> None:
+    b.apply_changes(a.changes_since(models=models), models)
+    a.apply_changes(b.changes_since(models=models), models)
+
+
+@pytest.mark.parametrize("rebuilt", [False, True], ids=["in place", "rebuilt"])
+def test_a_group_column_turning_lww_keeps_the_later_edit(tmp_path, rebuilt):
+    before, after = _models(False, False), _models(True, rebuilt)
+    (a, a_clock), (b, b_clock) = _replicas(tmp_path, before)
+    Note = before[0]
+    a.insert(Note(id="r", notes="start"))
+    a.insert(Note(id="gone", notes="kept in the tombstone"))
+    _exchange(a, b, before)
+    a_clock.now += 1_000
+    a.update(Note, "r", notes="zebra (A, earlier)")
+    b_clock.now += 2_000
+    b.update(Note, "r", notes="apple (B, later)")
+    a.delete(Note, "gone")
+    for db in (a, b):
+        plan = sync_models(db.conn, after)
+        assert plan.rebuilt_tables == (("toggled_notes",) if rebuilt else ())
+    _exchange(a, b, after)
+    _exchange(a, b, after)
+    assert a.get(after[0], "r").notes == b.get(after[0], "r").notes == "apple (B, later)"
+    dead = [change for change in a.changes_since(models=after).changes if change.key == ("gone",)]
+    assert dead and dead[0].columns["notes"][0] == dead[0].version  # not the baseline
+
+
+@pytest.mark.parametrize("rebuilt", [False, True], ids=["in place", "rebuilt"])
+def test_an_lww_column_turning_group_brings_its_time_to_the_row_version(tmp_path, rebuilt):
+    before, after = _models(True, False), _models(False, rebuilt)
+    (a, a_clock), (b, b_clock) = _replicas(tmp_path, before)
+    Note = before[0]
+    a.insert(Note(id="r", notes="start"))
+    a.insert(Note(id="gone", notes="x"))
+    _exchange(a, b, before)
+    b_clock.now += 1_000
+    b.update(Note, "r", other="B earlier edit of other")
+    a_clock.now += 2_000
+    a.update(Note, "r", notes="A later notes edit")
+    a.update(Note, "gone", notes="y")
+    a.delete(Note, "gone")
+    [dead_before] = [change for change in a.changes_since(models=before).changes if change.key == ("gone",)]
+    assert dead_before.columns["notes"][0] > dead_before.version
+    for db in (a, b):
+        sync_models(db.conn, after)
+    _exchange(a, b, after)
+    _exchange(a, b, after)
+    # group semantics from now on: the later write of the group wins it whole
+    assert a.get(after[0], "r") == b.get(after[0], "r")
+    assert a.get(after[0], "r").notes == "A later notes edit"
+    [dead] = [change for change in a.changes_since(models=after).changes if change.key == ("gone",)]
+    assert dead.version == dead_before.columns["notes"][0] and dead.values["notes"] == "y"
