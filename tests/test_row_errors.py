@@ -605,3 +605,10 @@ def test_extra_fields_no_column_stores_are_refused_not_dropped(conn, write):
     assert list(conn.iterdump()) == before
     assert db.insert(Loose(id=4, x=2)) == Loose(id=4, x=2)  # without extras it is written as ever
     assert db.delete(Loose(id=4, x=2, colour="red"))  # a delete needs the key only
+
+
+@pytest.mark.parametrize("params", [1, None, 2.5, object()])
+def test_params_that_are_not_a_sequence_or_mapping_are_a_usage_error_naming_model_and_table(db, params):
+    for read in (lambda: db.count(Account, "id = ?", params), lambda: db.select(Account, "id = ?", params)):
+        with pytest.raises(UsageError, match=r"params= takes a sequence of values .*\(reading Account, table 'accounts'\)"):
+            read()

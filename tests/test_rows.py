@@ -27,6 +27,7 @@ from pydsqlite import (
     SchemaMismatchError,
     SyncModel,
     Unique,
+    UsageError,
     col,
     sync_models,
 )
@@ -168,6 +169,16 @@ def test_conditions_on_a_nullable_column_follow_sql_and_leave_null_rows_out_unle
     assert names(~(col("age") == 1)) == ["b"]
     assert names((col("age") != 1) | (col("age") == None)) == ["b", "c"]  # noqa: E711
     assert names(col("age") != None) == ["a", "b"]  # noqa: E711
+
+
+def test_a_column_compares_with_another_column_of_the_row(db):
+    db.insert_many([Person(name="a", email="a@x", age=3, score=3.0), Person(name="b", email="b@x", age=2, score=5.0), Person(name="c", email="c@x")])
+    names = lambda condition: sorted(p.name for p in db.select(Person, condition))  # noqa: E731
+    assert names(col("age") == col("score")) == ["a"]
+    assert names(col("age") < col("score")) == ["b"]
+    assert names((col("age") != col("score")) & (col("age") >= 2)) == ["b"]
+    with pytest.raises(UsageError, match=r"is_in\(\) takes values, not columns"):
+        col("age").is_in([col("score")])
 
 
 def test_iter_select_streams(db):

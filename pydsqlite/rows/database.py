@@ -646,6 +646,11 @@ def _query(
             f"params= takes a sequence of values (or a mapping of names to values), not a {type(params).__name__}, "
             f"whose order is undefined (reading {codec.model.__qualname__}, table {codec.name!r})"
         )
+    if not isinstance(params, Iterable):
+        raise UsageError(
+            f"params= takes a sequence of values (or a mapping of names to values), not {params!r} "
+            f"(reading {codec.model.__qualname__}, table {codec.name!r}); write ({params!r},) for one value"
+        )
     bound.extend(params)
     if isinstance(where, str) and '"' in where:
         _refuse_double_quoted_strings(engine, codec, head, where, [encode_param(value) for value in bound])

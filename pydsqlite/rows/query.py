@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UsageError
 from ..sql.render import quote_identifier
 
 
@@ -70,6 +71,8 @@ class col:  # noqa: N801 - reads as a function in queries
     name: str
 
     def _compare(self, operator: str, value: Any) -> Condition:
+        if isinstance(value, col):  # another column of the row
+            return Condition(f"{quote_identifier(self.name)} {operator} {quote_identifier(value.name)}")
         return Condition(f"{quote_identifier(self.name)} {operator} ?", (value,))
 
     def __eq__(self, value: Any) -> Condition:  # type: ignore[override]
@@ -83,6 +86,8 @@ class col:  # noqa: N801 - reads as a function in queries
         return self._compare("!=", value)
 
     def _order(self, operator: str, value: Any) -> Condition:
+        if isinstance(value, col):
+            return Condition(f"{quote_identifier(self.name)} {operator} {quote_identifier(value.name)}", (), (self.name, value.name))
         return Condition(f"{quote_identifier(self.name)} {operator} ?", (value,), (self.name,))
 
     def __lt__(self, value: Any) -> Condition:
@@ -100,6 +105,8 @@ class col:  # noqa: N801 - reads as a function in queries
     def is_in(self, values: list[Any] | tuple[Any, ...]) -> Condition:
         """The column's value is one of ``values`` (no values: matches no row)."""
         values = tuple(values)
+        if any(isinstance(value, col) for value in values):
+            raise UsageError(f"col({self.name!r}).is_in() takes values, not columns; compare columns with == instead")
         if not values:
             return Condition("0")
         return Condition(f"{quote_identifier(self.name)} IN ({', '.join('?' * len(values))})", values)
