@@ -198,3 +198,60 @@ def test_writes_by_key_to_a_table_whose_key_is_not_the_models_change_nothing(mem
         assert table_state(memory_conn, "seats") == before
     db.update(Seat, 2, label="only row 2")
     assert table_state(memory_conn, "seats") == [(1, "a"), (1, "b"), (2, "only row 2")]
+
+
+def _normalising_models() -> list[tuple[type[SyncModel], tuple[str, ...], tuple[object, ...], tuple[object, ...]]]:
+    """(model, key fields, the key as a caller writes it, the key as stored) for each way a model
+    normalises a key: Annotated constraints, model configuration, field validators (after, before)."""
+    import datetime as dt
+
+    from pydantic import ConfigDict, StringConstraints, field_validator
+
+    class Trimmed(SyncModel, table="trimmed"):
+        id: Annotated[str, PrimaryKey(), StringConstraints(strip_whitespace=True, to_lower=True)]
+        v: str = ""
+
+    class Lowered(SyncModel, table="lowered"):
+        model_config = ConfigDict(str_to_lower=True)
+        id: Annotated[str, PrimaryKey()]
+        v: str = ""
+
+    class Moment(SyncModel, table="moments"):
+        at: Annotated[dt.datetime, PrimaryKey()]
+        v: str = ""
+
+        @field_validator("at")
+        @classmethod
+        def in_utc(cls, value: dt.datetime) -> dt.datetime:
+            return value.astimezone(dt.timezone.utc)
+
+    class Email(SyncModel, table="emails", primary_key=("domain", "user")):
+        domain: str
+        user: str
+        v: str = ""
+
+        @field_validator("domain", mode="before")
+        @classmethod
+        def lower(cls, value: object) -> object:
+            return value.lower() if isinstance(value, str) else value
+
+    two_hours = dt.timezone(dt.timedelta(hours=2))
+    return [
+        (Trimmed, ("id",), (" AbC ",), ("abc",)),
+        (Lowered, ("id",), ("AbC",), ("abc",)),
+        (Moment, ("at",), (dt.datetime(2024, 5, 1, 14, tzinfo=two_hours),), (dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc),)),
+        (Email, ("domain", "user"), ("X.ORG", "ann"), ("x.org", "ann")),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_the_key_a_row_was_written_with_finds_it_again_through_the_models_own_normalisation(memory_conn, case):
+    model, names, given, stored = _normalising_models()[case]
+    sync_models(memory_conn, [model])
+    db = Database(memory_conn)
+    db.insert(model(**dict(zip(names, given)), v="1"))
+    key = given if len(given) > 1 else given[0]
+    found = db.get(model, key)
+    assert found is not None and tuple(getattr(found, name) for name in names) == stored
+    assert db.update(model, key, v="2").v == "2"
+    assert db.delete(model, key) and db.count(model) == 0

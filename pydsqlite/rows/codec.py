@@ -6,11 +6,12 @@ never written or returned without being validated (SQLModel's table models skip 
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model, field_validator
 
 from ..errors import RowValidationError, UnstorableValueError, UsageError
 from ..schema.codecs import (
@@ -27,6 +28,24 @@ from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
 from ..sql.render import quote_identifier
 
 _codecs: dict[type[BaseModel], RowCodec] = {}
+
+
+def key_model(model: type[BaseModel], key: tuple[str, ...]) -> type[BaseModel]:
+    """A model of ``model``'s key fields alone, validating them as ``model`` does: the same field
+    declarations (types, constraints, aliases), configuration and field validators. Model
+    validators are left out: they need the whole row."""
+    validators: dict[str, Any] = {}
+    for name, decorator in model.__pydantic_decorators__.field_validators.items():
+        names = [field for field in decorator.info.fields if field in key or field == "*"]
+        if names:
+            function: Any = classmethod(decorator.func.__func__) if inspect.ismethod(decorator.func) else staticmethod(decorator.func)
+            mode: Any = decorator.info.mode
+            wrap: Any = field_validator(*names, mode=mode, check_fields=False)
+            validators[name] = wrap(function)
+    fields: dict[str, Any] = {name: (model.model_fields[name].annotation, model.model_fields[name]) for name in key}
+    return create_model(
+        f"{model.__name__}Key", __config__=model.model_config, __validators__=validators, __module__=model.__module__, **fields
+    )
 
 
 def codec_for(model: Any) -> RowCodec:
@@ -70,9 +89,11 @@ class RowCodec:
         self.many = TypeAdapter(list[model])  # type: ignore[valid-type]
         self.key = table.primary_key
         self.key_positions = [self.fields.index(name) for name in self.key]
-        key_type: Any = tuple[tuple(model.model_fields[name].annotation for name in self.key)]  # type: ignore[misc]
-        self.key_validator: TypeAdapter[tuple[Any, ...]] | None = TypeAdapter(key_type) if self.key else None
-        """Validates a caller's key parts by their fields' types (``"7"`` for an int key is 7, ``1.5`` is refused)."""
+        self.key_validator: type[BaseModel] | None = key_model(model, self.key) if self.key else None
+        """Validates a caller's key parts as the model validates those fields (``"7"`` for an int key is
+        7, ``1.5`` is refused, a lower-casing validator lower-cases), so the key a row was written with
+        finds it again."""
+        self.key_inputs = [self.input_keys[position] for position in self.key_positions]
         self.lww = [column.name for column in table.columns if column.lww]
         self.synced = bool(self.lww) and bool(self.key)
         """A table with LWW columns and a primary key syncs between replicas (row version and sequence too)."""
@@ -223,11 +244,13 @@ class RowCodec:
                 f"{self.key}; got {key!r}" + (" (pass a tuple)" if len(self.key) > 1 else "")
             )
         try:
-            parts = self.key_validator.validate_python(parts)
+            validated = self.key_validator.model_validate(dict(zip(self.key_inputs, parts, strict=True)))
         except ValidationError as error:
             problem = error.errors()[0]
-            name = self.key[problem["loc"][0]] if problem["loc"] and isinstance(problem["loc"][0], int) else self.key[0]
+            given = problem["loc"][0] if problem["loc"] else self.key_inputs[0]
+            name = self.key[self.key_inputs.index(given)] if given in self.key_inputs else self.key[0]
             raise UsageError(f"{action}: key {key!r} does not fit {self.model.__qualname__}.{name}: {problem['msg']}") from None
+        parts = tuple(validated.__dict__[name] for name in self.key)
         encoded = []
         for position, part in zip(self.key_positions, parts, strict=True):
             encode = self.encoders[position]
