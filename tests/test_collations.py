@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import pytest
 
@@ -180,3 +180,34 @@ def test_a_hand_made_unique_index_over_a_column_turning_nocase_is_checked_for_th
     conn.commit()
     sync_models(conn, [model])
     assert conn.execute("SELECT count(*) FROM tags").fetchone() == (3,)
+
+
+class Code(SyncModel, table="codes"):
+    id: Annotated[int, PrimaryKey()]
+    code: Optional[str] = None
+
+
+class CodeFilled(SyncModel, table="codes"):
+    id: Annotated[int, PrimaryKey()]
+    code: str = ""
+
+
+def test_a_hand_made_unique_index_is_checked_against_the_values_a_rebuild_gives_its_columns(tmp_path: Path) -> None:
+    """NULLs never collide, but the default that fills them under a new NOT NULL does: the rebuild
+    would fail recreating the index, so the preview and the sync name it first."""
+    path = tmp_path / "codes.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Code])
+    conn.executemany("INSERT INTO codes VALUES (?, ?)", [(1, None), (2, None), (3, "x")])
+    conn.execute("CREATE UNIQUE INDEX hand ON codes (code)")
+    conn.commit()
+    before = path.read_bytes()
+    plan = model_migration_plan(conn, [CodeFilled])
+    assert plan.problems and "codes.code: 2 rows: rows share a value that unique index hand requires to be unique (e.g. '')" in plan.problems[0]
+    with pytest.raises(MigrationError, match="unique index hand"):
+        sync_models(conn, [CodeFilled])
+    assert path.read_bytes() == before
+    conn.execute("UPDATE codes SET code = 'y' WHERE id = 2")
+    conn.commit()
+    sync_models(conn, [CodeFilled])
+    assert conn.execute("SELECT id, code FROM codes ORDER BY id").fetchall() == [(1, ""), (2, "y"), (3, "x")]

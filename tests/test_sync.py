@@ -1270,3 +1270,37 @@ def test_a_refusal_names_a_row_of_a_composite_key_by_every_key_column(conn):
     conn.executemany("INSERT INTO cells VALUES (?, ?, ?)", [(1, "a", "x"), (2, "it's", None)])
     with pytest.raises(MigrationError, match=re.escape("cells.value: 1 row: rows hold NULL but the column becomes NOT NULL with no default (e.g. the row with (row, col) = (2, 'it''s'))")):
         sync_models(conn, [CellV2])
+
+
+def test_with_foreign_keys_on_a_default_filling_nulls_that_no_parent_holds_is_refused_naming_it(tmp_path):
+    """Optional parent id -> id with a default: the filled rows would reference no parent. Rows that
+    referenced no parent before (written with foreign keys off) do not block, as everywhere."""
+    path = tmp_path / "fill.db"
+    conn = sqlite3.connect(path)
+
+    class Par(SyncModel, table="par"):
+        id: Annotated[int, PrimaryKey()]
+
+    class Kid(SyncModel, table="kid"):
+        id: Annotated[int, PrimaryKey()]
+        pid: Annotated[Optional[int], ForeignKey(Par)] = None
+
+    class KidFilled(SyncModel, table="kid"):
+        id: Annotated[int, PrimaryKey()]
+        pid: Annotated[int, ForeignKey(Par)] = 0
+
+    sync_models(conn, [Par, Kid])
+    conn.executemany("INSERT INTO par VALUES (?)", [(1,)])
+    conn.executemany("INSERT INTO kid VALUES (?, ?)", [(1, 1), (2, None), (3, 99)])  # 3: an orphan from before
+    conn.commit()
+    conn.execute("PRAGMA foreign_keys = ON")
+    before = path.read_bytes()
+    plan = model_migration_plan(conn, [Par, KidFilled])
+    assert plan.problems == ("kid.pid: 1 row: the migration gives rows a value no row of par holds, which the foreign key refuses (e.g. 0)",)
+    with pytest.raises(MigrationError, match="no row of par holds"):
+        sync_models(conn, [Par, KidFilled])
+    assert path.read_bytes() == before
+    conn.execute("INSERT INTO par VALUES (0)")
+    conn.commit()
+    sync_models(conn, [Par, KidFilled])
+    assert rows(conn, "SELECT * FROM kid ORDER BY id") == [(1, 1), (2, 0), (3, 99)]

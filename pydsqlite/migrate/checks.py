@@ -104,6 +104,24 @@ def orphans_check(table: str, source: str, key: ForeignKey, parent: str) -> Data
     return replace(check, when_foreign_keys_on=True)
 
 
+def converted_orphans_check(table: str, live_table: str, key: ForeignKey, parent: str, pairs: list[tuple[str, str]]) -> DataCheck:
+    """Rows of ``live_table`` that the copy gives a new value (``pairs``: each key column's copy term and
+    old value) that no row of ``parent`` holds: a default filling NULLs, a conversion. Rows that
+    referenced no parent before are left to the foreign-key check, which lets what was there stay."""
+    selected = ", ".join(f"{term} AS k{n}, {old} AS o{n}" for n, (term, old) in enumerate(pairs))
+    new = [f"{_CHILD}.k{n}" for n in range(len(pairs))]
+    changed = " OR ".join(f"{_CHILD}.k{n} IS NOT {_CHILD}.o{n}" for n in range(len(pairs)))
+    present = " AND ".join(f"{column} IS NOT NULL" for column in new)
+    matches = " AND ".join(f"p.{quote_identifier(ref)} = {column}" for ref, column in zip(key.ref_columns, new, strict=True))
+    check = row_check(
+        table, ", ".join(key.columns), f"the migration gives rows a value no row of {key.ref_table} holds, which the foreign key refuses",
+        f"(SELECT {selected} FROM {quote_identifier(live_table)}) AS {_CHILD}",
+        f"({changed}) AND {present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})",
+        blocking=True, sample=", ".join(new),
+    )
+    return replace(check, when_foreign_keys_on=True)
+
+
 def table_rows_check(table: str) -> DataCheck:
     """Rows that dropping ``table`` deletes."""
     check = row_check(table, None, "rows would be deleted with the table", quote_identifier(table), "1", blocking=False)

@@ -26,6 +26,7 @@ from .checks import (
     conversion_checks,
     dropped_values_check,
     duplicates_check,
+    converted_orphans_check,
     orphans_check,
     row_check,
     rowid_values_check,
@@ -272,15 +273,20 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
                 f"a UNIQUE constraint{f' ({unique.name})' if unique.name else ''}",
             )
         )
+    converted = {fold_name(change.column) for change in copy.value_changes}
     for key in desired.foreign_keys:
         parent = live_schema.table(key.ref_table)
-        if (
-            key.link not in item.existing_links
-            and parent is not None
-            and key.ref_columns
-            and all(parent.column(column) is not None for column in key.ref_columns)
-        ):
+        if parent is None or not key.ref_columns or any(parent.column(column) is None for column in key.ref_columns):
+            continue
+        if key.link not in item.existing_links:
             checks.append(orphans_check(name, projection, key, parent.name))
+        elif any(fold_name(column) in converted for column in key.columns):
+            copied = dict(zip(copy.targets, copy.terms, strict=True))
+            if any(quote_identifier(column) not in copied or fold_name(column) not in sources for column in key.columns):
+                checks.append(orphans_check(name, projection, key, parent.name))
+                continue
+            pairs = [(copied[quote_identifier(column)], quote_identifier(sources[fold_name(column)])) for column in key.columns]
+            checks.append(converted_orphans_check(name, live.name, key, parent.name, pairs))
     owned: list[tuple[str | None, Check]] = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
     for owner, check in owned:
@@ -297,7 +303,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
             checks.append(unique_index_check(desired, projection, index))
     keep_out = {fold_name(index.name) for index in desired.indexes}
     keep_out |= {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
-    for index in _recollated_unique_indexes(item, keep_out):
+    for index in _recollated_unique_indexes(item, keep_out, converted):
         checks.append(unique_index_check(desired, projection, index))
     statements = [render_create_table(desired, name=temporary)]
     row_copy = None
@@ -339,10 +345,12 @@ def _in_live_order(item: TableDiff) -> Table:
     return replace(item.desired, columns=tuple(ordered))
 
 
-def _recollated_unique_indexes(item: TableDiff, managed: set[str]) -> list[Index]:
-    """The unique indexes the rebuild replays as written (hand-made ones) over a column whose collation
-    changes, their columns under the new names: under a new NOCASE, say, rows that were distinct may
-    collide, and recreating the index would fail with a bare UNIQUE error."""
+def _recollated_unique_indexes(item: TableDiff, managed: set[str], converted: set[str]) -> list[Index]:
+    """The unique indexes the rebuild replays as written (hand-made ones) over a column whose values or
+    collation change (``converted``: folded new names of columns the copy casts or fills), their
+    columns under the new names: rows that were distinct may collide (``1`` and ``'1'`` cast to
+    TEXT, NULLs filled with ``''``, case-duplicates under a new NOCASE), and recreating the index
+    would fail with a bare UNIQUE error."""
     new_name = {fold_name(old): new for new, old in item.column_sources}
     renames = any(fold_name(new) != fold_name(old) for new, old in item.column_sources)
     found = []
@@ -360,7 +368,7 @@ def _recollated_unique_indexes(item: TableDiff, managed: set[str]) -> list[Index
             if old is not None and new is None:  # a dropped column: the replay reports the index as broken
                 break
             if old is not None and new is not None:
-                recollated |= (old.collate or "BINARY").upper() != (new.collate or "BINARY").upper()
+                recollated |= (old.collate or "BINARY").upper() != (new.collate or "BINARY").upper() or fold_name(new.name) in converted
                 columns.append(new.name)
             else:
                 columns.append(term)
