@@ -721,6 +721,8 @@ def test_inside_an_open_transaction_with_foreign_keys_on_only_rebuilds_of_refere
         id: Annotated[int, PrimaryKey()]
         name: Optional[str] = None
 
+    preview = model_migration_plan(conn, [ParentV2, Child])  # the preview on this connection says so too
+    assert len(preview.problems) == 1 and "inside an open transaction while PRAGMA foreign_keys is ON: children references it" in preview.problems[0]
     with pytest.raises(MigrationError, match="table 'parents' inside an open transaction while PRAGMA foreign_keys is ON: children references it"):
         sync_models(conn, [ParentV2, Child])
     assert conn.in_transaction and rows(conn, "SELECT count(*) FROM children") == [(1,)]
@@ -763,6 +765,7 @@ def test_inside_an_open_transaction_with_foreign_keys_on_a_child_holding_orphans
     conn.execute("CREATE TABLE app_log (line TEXT)")
     conn.execute("INSERT INTO app_log VALUES ('pending')")  # the application's open transaction
     before = list(conn.iterdump())
+    assert "2 rows reference a missing parent" in " ".join(model_migration_plan(conn, [Par, KidV2]).problems)
     with pytest.raises(MigrationError) as raised:
         sync_models(conn, [Par, KidV2])
     message = str(raised.value)

@@ -113,6 +113,19 @@ class ForeignKeyStrategy:
             "Run the migration on a connection where PRAGMA foreign_keys = OFF takes effect",
         )
 
+    @classmethod
+    def refusal_in_preview(cls, engine: Engine, plan: MigrationPlan, desired: Schema, *, inside_caller_transaction: bool) -> str | None:
+        """What ``refuse_cascading_drops`` would refuse when the plan is applied on this connection now,
+        inside the caller's open transaction with foreign keys on, for the preview to list; else None."""
+        if not inside_caller_transaction or engine.pep249_mode or not engine.pragma("foreign_keys"):
+            return None
+        strategy = cls(enforced_before=True, switched_off=False, inside_caller_transaction=True, enforced=True)
+        try:
+            strategy.refuse_cascading_drops(engine, plan, desired)
+        except MigrationError as error:
+            return str(error).removesuffix(" nothing was changed.").removesuffix(";").removesuffix(",")
+        return None
+
     def restore(self, engine: Engine) -> None:
         """Switch foreign keys on again after the migration (a lost connection has nothing to restore)."""
         if self.switched_off and not engine.connection_lost:

@@ -24,9 +24,9 @@ from ..sql.render import (
 )
 from .checks import (
     conversion_checks,
+    converted_orphans_check,
     dropped_values_check,
     duplicates_check,
-    converted_orphans_check,
     orphans_check,
     row_check,
     rowid_values_check,

@@ -23,6 +23,7 @@ from ..sql.source import connect_read_only
 from .datacheck import check_plan_against_data, refuse_unless_applicable
 from .diff import diff_schemas
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
+from .foreign_keys import ForeignKeyStrategy
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync, temp_shadows
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
@@ -213,6 +214,7 @@ def preview_schema(
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
         if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint) and not pending_steps(engine, steps):
             return MigrationPlan(checked=True)
+        callers = engine.in_transaction
         with read_snapshot(engine):
             pending = pending_steps(engine, steps)
             if pending:
@@ -220,6 +222,9 @@ def preview_schema(
                     raise _online_steps_refused(pending)
                 return _phased_plan(engine, desired, manage_all, pending)[0]
             plan = _plan(engine, desired, manage_all)[0]
+            refused = ForeignKeyStrategy.refusal_in_preview(engine, plan, desired, inside_caller_transaction=callers)
+            if refused is not None:
+                plan = replace(plan, problems=(*plan.problems, refused))
             if not online or plan.is_empty:
                 return plan
             plan = online_plan(engine, plan)[0]
