@@ -19,7 +19,7 @@ from ..schema.objects import Schema
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import broken_objects
-from .foreign_keys import ForeignKeyStrategy
+from .foreign_keys import ForeignKeyStrategy, violating_row
 from .introspect import has_object
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, renames_to_record, state_statements
 from .migration import MigrationPlan, Operation, RowCopy
@@ -122,9 +122,10 @@ class MigrationSession:
             introduced = self._foreign_key_violations() - baseline
             if introduced:
                 details = ", ".join(f"{table} -> {parent}: {count}" for (table, parent), count in sorted(introduced.items()))
+                table, parent = min(introduced)
                 raise MigrationError(
                     f"the migration would leave {sum(introduced.values())} row(s) violating foreign keys "
-                    f"({details}); nothing was changed"
+                    f"({details}; e.g. {violating_row(self.engine, table, parent)}); nothing was changed"
                 )
         for statement in state_statements(state_key):
             self.engine.execute(statement)

@@ -167,7 +167,18 @@ def _orphan_sample(engine: Engine, table: str, ident: int) -> str:
         f"WHERE {' AND '.join(f'c.{quote_identifier(column)} IS NOT NULL' for column in columns)} "
         f"AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches}) LIMIT 1"
     ).fetchone()
+    if row is None:  # SQLite compares with the parent's affinity, which this plain lookup may not
+        return f"a row whose {', '.join(columns)} finds no parent"
     values = dict(zip(shown, row, strict=True))
     named = ", ".join(f"{column} {values[column]!r}" for column in key)
     held = ", ".join(f"{column} = {values[column]!r}" for column in columns)
     return f"the row with {named}, where {held}"
+
+
+def violating_row(engine: Engine, table: str, parent: str) -> str:
+    """One row of ``table`` whose foreign key to ``parent`` finds no parent row, named by its key and
+    the values it references."""
+    for _, _, referenced, ident in engine.execute(f"PRAGMA foreign_key_check({quote_identifier(table)})"):
+        if fold_name(referenced) == fold_name(parent):
+            return f"in {table}, " + _orphan_sample(engine, table, ident) + f", which no row of {parent} holds"
+    return f"a row of {table}"
