@@ -71,7 +71,7 @@ class FakeClock:
 _template: sqlite3.Connection | None = None
 
 
-def replica(foreign_keys: bool, start: int = 1_700_000_000_000) -> Database:
+def replica(foreign_keys: bool, start: int = 1_700_000_000_000, clock: FakeClock | None = None) -> Database:
     """A fresh replica (a copy of one synced empty database: each gets its own node id on first use)."""
     global _template
     if _template is None:
@@ -80,7 +80,7 @@ def replica(foreign_keys: bool, start: int = 1_700_000_000_000) -> Database:
     conn = sqlite3.connect(":memory:")
     _template.backup(conn)
     conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-    return Database(conn, wall_clock=FakeClock(start))
+    return Database(conn, wall_clock=clock or FakeClock(start))
 
 
 def enforces(db: Database) -> bool:
@@ -262,11 +262,38 @@ def test_an_incoming_parent_delete_cascades_sets_null_and_loses_to_a_no_action_r
     assert on.get(Tag, "t") == Tag(id="t", owner=None, label="tag")  # SET NULL, stamped here
     assert on.conn.execute("SELECT owner__hlc FROM fk_tags").fetchone()[0].endswith(on.clock.node_id)
     assert on.get(Memo, "m") == Memo(id="m", owner="o", text="memo")  # NO ACTION: the memo keeps its owner...
-    assert on.get(Owner, "o") == Owner(id="o", name="owner", rank=1)  # ...revived with its last values, stamped now
-    assert on.conn.execute("SELECT name__hlc FROM fk_owners").fetchone()[0] > owner_stamp
+    assert on.get(Owner, "o") == Owner(id="o", name="owner", rank=1)  # ...revived with its last values:
+    name_stamp, version = on.conn.execute("SELECT name__hlc, _pydsqlite_version FROM fk_owners").fetchone()
+    assert name_stamp == owner_stamp and version > owner_stamp  # the version stamped now, the registers kept
     full_exchange([off, on])
     assert_converged([off, on])
     assert off.get(Owner, "o") is not None and off.get(Item, "i") is None and off.get(Tag, "t").owner is None
+
+
+def test_a_revival_keeps_the_registers_times_so_an_earlier_edit_arriving_after_it_still_wins_in_any_order():
+    """A deletes the owner, B adds a memo that keeps it (NO ACTION), C renamed it before the delete.
+    Merged in either order, A ends with C's name: the revival stamps only the row version."""
+    outcomes = []
+    for order in ("C then B", "B then C"):
+        clocks = [FakeClock(1_700_000_000_000) for _ in range(3)]
+        a, b, c = (replica(True, clock=clock) for clock in clocks)
+        a.insert(Owner(id="p", name="old"))
+        base = a.changes_since()
+        b.apply_changes(base)
+        c.apply_changes(base)
+        for clock, later in zip(clocks, (2_000, 3_000, 1_000)):  # C renames, then A deletes, then B refers
+            clock.now += later
+        c.update(Owner, "p", name="new (C)")
+        a.delete(Owner, "p")
+        b.insert(Memo(id="m", owner="p", text="comment"))
+        from_b, from_c = b.changes_since(), c.changes_since()
+        for changeset in ((from_c, from_b) if order == "C then B" else (from_b, from_c)):
+            a.apply_changes(changeset)
+        full_exchange([a, b, c])
+        assert_converged([a, b, c])
+        outcomes.append(visible(a))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0]["fk_owners"] == [("p", "new (C)", 0)] and outcomes[0]["fk_memos"] == [("m", "p", "comment")]
 
 
 def test_incoming_rows_referencing_a_parent_deleted_here_are_settled_by_their_key():

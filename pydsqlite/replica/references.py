@@ -8,7 +8,8 @@ of docs/sync.md, "Foreign keys"):
 - ``CASCADE``: the row is deleted (a tombstone);
 - ``SET NULL`` / ``SET DEFAULT``: its key columns are set, stamped now;
 - ``NO ACTION`` / ``RESTRICT``: the parent is revived from its tombstone with its last
-  values, stamped now — a concurrent reference beats a delete.
+  values and its row version stamped now — a concurrent reference beats a delete, and its
+  LWW registers keep their times, so edits still arriving merge as they would have.
 
 A revived row is kept for the rest of the settling: if it is itself a child whose parent
 is missing, that parent is revived too (rather than the row cascading away). A parent

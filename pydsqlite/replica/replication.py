@@ -313,13 +313,13 @@ class Replica:
         return self.settle_captured(own_statement=True) if deleted else None
 
     def restore_rows(self, codec: RowCodec, states: list[RowChange]) -> None:
-        """Make dead rows visible again with their last values, every register stamped now (a local write)."""
+        """Make dead rows visible again with their last values (a local write). Only the row version is
+        stamped now, which outlives the tombstone: the LWW registers keep their times, so an older
+        edit of them that arrives after the revival still wins where it is newer, as it would have
+        before it (the group of plain columns shares the version, so it is taken as it is now)."""
         now = str(self.clock.now())
         first = self.allocate_seq(len(states))
-        restored = [
-            RowChange(s.table, s.key, {name: (now, value) for name, (_, value) in s.columns.items()}, now, s.values, s.deleted)
-            for s in states
-        ]
+        restored = [RowChange(s.table, s.key, dict(s.columns), now, s.values, s.deleted) for s in states]
         self._write_rows(codec, restored, first)
         self._write_tombstones([(state, first + n, False) for n, state in enumerate(restored)])
 
