@@ -118,3 +118,31 @@ def test_a_hand_made_index_holding_the_name_of_a_models_index_is_never_dropped_f
     sync_models(conn, [NamedMember])
     names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"uq_members_email", "members_email_unique"} <= names
+
+
+def test_a_hand_made_index_whose_explicit_collation_differs_from_the_columns_is_not_taken_for_the_models(tmp_path):
+    """On a NOCASE column, Unique() compares without case; a hand-made index of that name with
+    COLLATE BINARY does not, so adopting it would leave 'a' and 'A' both accepted."""
+    from pydsqlite import Collate, MigrationError, Unique
+
+    class Name(SyncModel, table="names"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, Collate("NOCASE")]
+
+    class UniqueName(SyncModel, table="names"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, Collate("NOCASE"), Unique()]
+
+    conn = sqlite3.connect(tmp_path / "names.db")
+    sync_models(conn, [Name])
+    conn.execute("CREATE UNIQUE INDEX uq_names_name ON names (name COLLATE BINARY)")
+    conn.commit()
+    with pytest.raises(MigrationError, match="index uq_names_name on names was not made by pydsqlite and differs"):
+        sync_models(conn, [UniqueName])
+    conn.execute("DROP INDEX uq_names_name")
+    conn.execute("CREATE UNIQUE INDEX uq_names_name ON names (name COLLATE NOCASE)")  # the same as the model's
+    conn.commit()
+    assert model_migration_plan(conn, [UniqueName]).is_empty
+    conn.execute("INSERT INTO names VALUES (1, 'a')")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO names VALUES (2, 'A')")

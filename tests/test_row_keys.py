@@ -255,3 +255,44 @@ def test_the_key_a_row_was_written_with_finds_it_again_through_the_models_own_no
     assert found is not None and tuple(getattr(found, name) for name in names) == stored
     assert db.update(model, key, v="2").v == "2"
     assert db.delete(model, key) and db.count(model) == 0
+
+
+def test_a_key_validator_using_the_models_helpers_or_the_other_fields_still_finds_its_row(memory_conn):
+    """The key's own validation runs the model's field validators bound to the model (its helpers and
+    ClassVars); one that reads the rest of the row (info.data) falls back to the declared types."""
+    from typing import ClassVar
+
+    from pydantic import ValidationInfo, field_validator
+
+    class Code(SyncModel, table="helper_codes"):
+        SUFFIX: ClassVar[str] = "!"
+        code: Annotated[str, PrimaryKey()]
+        v: int = 0
+
+        @field_validator("code")
+        @classmethod
+        def normalise(cls, value: str) -> str:
+            return cls._lower(value) + ("" if value.endswith(cls.SUFFIX) else cls.SUFFIX)
+
+        @classmethod
+        def _lower(cls, value: str) -> str:
+            return value.lower()
+
+    class Tagged(SyncModel, table="tagged_codes"):
+        kind: str
+        code: Annotated[str, PrimaryKey()]
+
+        @field_validator("code")
+        @classmethod
+        def prefixed(cls, value: str, info: ValidationInfo) -> str:
+            prefix = f"{info.data['kind']}-"
+            return value if value.startswith(prefix) else prefix + value
+
+    sync_models(memory_conn, [Code, Tagged])
+    db = Database(memory_conn)
+    db.insert(Code(code="AB"))
+    assert db.get(Code, "AB") == Code(code="ab!")
+    assert db.update(Code, "AB", v=1).v == 1 and db.delete(Code, "AB")
+    db.insert(Tagged(kind="k", code="ab"))
+    assert db.get(Tagged, "k-ab") == Tagged(kind="k", code="k-ab")
+    assert db.delete(Tagged, "k-ab") and db.count(Tagged) == 0

@@ -195,6 +195,7 @@ def _read_indexes(
 ) -> tuple[tuple[UniqueConstraint, ...], tuple[Index, ...]]:
     uniques = []
     indexes = []
+    column_collations = {fold_name(name): extra.collate for name, extra in extras.columns.items()}
     for _, index_name, unique, origin, partial in engine.execute(
         "SELECT seq, name, \"unique\", origin, partial FROM pragma_index_list(?) ORDER BY seq DESC", (table,)
     ).fetchall():
@@ -207,7 +208,12 @@ def _read_indexes(
         if origin != "c" or fold_name(index_name).startswith(ONLINE_PREFIX):
             continue
         sql = index_sql.get(fold_name(index_name), "")
-        plain = all(cid >= 0 and not descending and (collation or "BINARY").upper() == "BINARY" for cid, _, descending, collation in key_columns)
+        # plain: bare columns compared as the columns themselves compare (an explicit COLLATE that
+        # differs from the column's own is part of what the index does, and is kept as written)
+        plain = all(
+            cid >= 0 and not descending and (collation or "BINARY").upper() == (column_collations.get(fold_name(column or "")) or "BINARY").upper()
+            for cid, column, descending, collation in key_columns
+        )
         if plain:
             columns = [column for _, column, _, _ in key_columns]
         else:

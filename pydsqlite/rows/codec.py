@@ -6,12 +6,12 @@ never written or returned without being validated (SQLModel's table models skip 
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model, field_validator
+from pydantic.fields import FieldInfo
 
 from ..errors import RowValidationError, UnstorableValueError, UsageError
 from ..schema.codecs import (
@@ -30,6 +30,11 @@ from ..sql.render import quote_identifier
 _codecs: dict[type[BaseModel], RowCodec] = {}
 
 
+def _declared_type(info: FieldInfo) -> Any:
+    """A field's annotation with the constraints Pydantic moved out of it (``StringConstraints``, ``Gt``...)."""
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
 def key_model(model: type[BaseModel], key: tuple[str, ...]) -> type[BaseModel]:
     """A model of ``model``'s key fields alone, validating them as ``model`` does: the same field
     declarations (types, constraints, aliases), configuration and field validators. Model
@@ -38,7 +43,7 @@ def key_model(model: type[BaseModel], key: tuple[str, ...]) -> type[BaseModel]:
     for name, decorator in model.__pydantic_decorators__.field_validators.items():
         names = [field for field in decorator.info.fields if field in key or field == "*"]
         if names:
-            function: Any = classmethod(decorator.func.__func__) if inspect.ismethod(decorator.func) else staticmethod(decorator.func)
+            function: Any = staticmethod(decorator.func)  # bound to ``model``: its helpers and ClassVars stay in reach
             mode: Any = decorator.info.mode
             wrap: Any = field_validator(*names, mode=mode, check_fields=False)
             validators[name] = wrap(function)
@@ -94,6 +99,10 @@ class RowCodec:
         7, ``1.5`` is refused, a lower-casing validator lower-cases), so the key a row was written with
         finds it again."""
         self.key_inputs = [self.input_keys[position] for position in self.key_positions]
+        key_types: Any = tuple[tuple(_declared_type(model.model_fields[name]) for name in self.key)]  # type: ignore[misc]
+        self.key_types: TypeAdapter[tuple[Any, ...]] | None = TypeAdapter(key_types) if self.key else None
+        """The key fields' declared types alone: what validates a key when a field validator needs the
+        rest of the row (``info.data``) and so cannot run on a key by itself."""
         self.lww = [column.name for column in table.columns if column.lww]
         self.synced = bool(self.lww) and bool(self.key)
         """A table with LWW columns and a primary key syncs between replicas (row version and sequence too)."""
@@ -243,14 +252,21 @@ class RowCodec:
                 f"{action}: table {self.name!r} ({self.model.__qualname__}) has a {len(self.key)}-column key "
                 f"{self.key}; got {key!r}" + (" (pass a tuple)" if len(self.key) > 1 else "")
             )
+        assert self.key_types is not None
         try:
-            validated = self.key_validator.model_validate(dict(zip(self.key_inputs, parts, strict=True)))
+            try:
+                validated = self.key_validator.model_validate(dict(zip(self.key_inputs, parts, strict=True)))
+            except ValidationError:
+                raise
+            except Exception:  # noqa: BLE001 - a field validator reading other fields (info.data): the types alone
+                parts = self.key_types.validate_python(parts)
+            else:
+                parts = tuple(validated.__dict__[name] for name in self.key)
         except ValidationError as error:
             problem = error.errors()[0]
-            given = problem["loc"][0] if problem["loc"] else self.key_inputs[0]
-            name = self.key[self.key_inputs.index(given)] if given in self.key_inputs else self.key[0]
-            raise UsageError(f"{action}: key {key!r} does not fit {self.model.__qualname__}.{name}: {problem['msg']}") from None
-        parts = tuple(validated.__dict__[name] for name in self.key)
+            given = problem["loc"][0] if problem["loc"] else 0
+            position = self.key_inputs.index(given) if given in self.key_inputs else given if isinstance(given, int) else 0
+            raise UsageError(f"{action}: key {key!r} does not fit {self.model.__qualname__}.{self.key[position]}: {problem['msg']}") from None
         encoded = []
         for position, part in zip(self.key_positions, parts, strict=True):
             encode = self.encoders[position]
