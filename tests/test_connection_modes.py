@@ -475,3 +475,33 @@ def test_a_connection_with_its_own_text_factory_syncs_reads_and_merges_like_any_
     assert conn.text_factory is factory
     assert conn.execute("SELECT label FROM labelled WHERE id = 'a'").fetchone()[0] == factory(b"changed")
     conn.close()
+
+
+class Task(SyncModel, table="mode_tasks"):
+    id: Annotated[str, PrimaryKey()]
+    title: Annotated[str, LWW()] = ""
+
+
+def test_the_feed_carries_committed_writes_only_in_every_mode(db_path, mode):
+    """Where a write is left pending (PEP 249), the feed is refused until it is committed: a rollback
+    would leave a shipped changeset carrying a row that never was, and a cursor past reused numbers."""
+    setup = sqlite3.connect(db_path)
+    sync_models(setup, [Task])
+    setup.close()
+    conn = connect(db_path, mode)
+    db = Database(conn)
+    db.insert(Task(id="t1", title="first"))
+    if mode == PEP249:
+        with pytest.raises(UsageError, match=r"not committed yet: call conn.commit\(\) first"):
+            db.changes_since(models=[Task])
+        conn.rollback()
+        assert db.changes_since(models=[Task]).changes == ()
+        db.insert(Task(id="t1", title="first"))
+        conn.commit()
+    feed = db.changes_since(models=[Task])
+    assert [change.key for change in feed.changes] == [("t1",)]
+    db.insert(Task(id="t2", title="second"))
+    if mode == PEP249:
+        conn.commit()
+    assert [change.key for change in db.changes_since(feed.cursor, models=[Task]).changes] == [("t2",)]
+    conn.close()

@@ -778,3 +778,12 @@ def test_a_stored_column_turning_generated_is_destructive_counting_the_values_it
     assert rows(conn, "SELECT * FROM t ORDER BY id") == [(1, 5, 99), (2, 7, None)]
     sync_schema(conn, generated, allow_destructive=True)
     assert rows(conn, "SELECT id, b FROM t ORDER BY id") == [(1, 10), (2, 14)]
+
+
+def test_a_stored_column_turning_generated_whose_values_already_equal_the_expression_is_not_destructive(conn):
+    conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER); INSERT INTO t VALUES (1, 5, 10), (2, 7, 14), (3, 1, NULL);")
+    generated = schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) VIRTUAL);")
+    plan = schema_migration_plan(conn, generated)
+    assert plan.rebuilt_tables == ("t",) and not plan.destructive_operations
+    sync_schema(conn, generated)
+    assert rows(conn, "SELECT id, b FROM t ORDER BY id") == [(1, 10), (2, 14), (3, 2)]

@@ -142,6 +142,11 @@ class Engine(ABC):
     def in_transaction(self) -> bool:
         """Whether a transaction is open on the connection (pydsqlite's or the caller's)."""
 
+    def committed_scalar(self, query: str) -> Any:
+        """The first value ``query`` reads from the committed state, apart from this connection's open
+        transaction; None where the engine cannot read it so (the default)."""
+        return None
+
     @property
     def pep249_mode(self) -> bool:
         """Whether the connection keeps a transaction open on its own (sqlite3's ``autocommit=False``)."""

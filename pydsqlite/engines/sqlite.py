@@ -8,11 +8,13 @@ never opens transactions) and ``autocommit=False`` (PEP 249: a transaction is al
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.request import pathname2url
 
 from .base import Cursor, Engine
 
@@ -116,6 +118,22 @@ class SqliteEngine(Engine):
     @property
     def in_transaction(self) -> bool:
         return self.connection.in_transaction
+
+    def committed_scalar(self, query: str) -> Any:
+        """The first value ``query`` reads from the committed state of the main database file, through a
+        read-only connection of its own (not this connection's open transaction); None for a database
+        that is not a file, or when the query finds nothing."""
+        path = next((file for _, name, file in self.execute("PRAGMA database_list") if name == "main"), "")
+        if not path:
+            return None
+        reader = sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True)
+        try:
+            row = reader.execute(query).fetchone()
+        except sqlite3.Error:
+            return None
+        finally:
+            reader.close()
+        return None if row is None else row[0]
 
     @property
     def pep249_mode(self) -> bool:

@@ -117,7 +117,7 @@ class ForeignKeyStrategy:
     def refusal_in_preview(cls, engine: Engine, plan: MigrationPlan, desired: Schema, *, inside_caller_transaction: bool) -> str | None:
         """What ``refuse_cascading_drops`` would refuse when the plan is applied on this connection now,
         inside the caller's open transaction with foreign keys on, for the preview to list; else None."""
-        if not inside_caller_transaction or engine.pep249_mode or not engine.pragma("foreign_keys"):
+        if not inside_caller_transaction or not engine.pragma("foreign_keys"):
             return None
         strategy = cls(enforced_before=True, switched_off=False, inside_caller_transaction=True, enforced=True)
         try:

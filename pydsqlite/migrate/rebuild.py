@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..schema.objects import LWW_SUFFIX, VERSION_COLUMN, Check, Column, Index, Schema, Table, column_affinity, fold_name
-from ..sql.ddl import parse_index_terms, strip_sort_order
+from ..sql.ddl import identifiers_in, parse_index_terms, strip_sort_order
 from ..sql.render import (
     parenthesized,
     quote_identifier,
@@ -82,7 +82,8 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
         if column.generated is not None:
             stored = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
             if stored is not None and stored.generated is None:
-                conversions.append(_replaced_by_expression(desired.name, live.name, stored))
+                renamed = any(new != fold_name(old) for new, old in sources.items())
+                conversions.append(_replaced_by_expression(desired.name, live, stored, column.generated, renamed=renamed))
             continue
         quoted = quote_identifier(column.name)
         old_column = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
@@ -151,12 +152,15 @@ def _version_terms(item: TableDiff, sources: dict[str, str]) -> dict[str, str]:
     return terms
 
 
-def _replaced_by_expression(table: str, live_table: str, stored: Column) -> DataCheck:
-    """The values of a stored column that becomes generated: its expression replaces them."""
+def _replaced_by_expression(table: str, live: Table, stored: Column, expression: str, *, renamed: bool) -> DataCheck:
+    """The values of a stored column that becomes generated which its expression would change (read
+    over the old row; every non-NULL value counts when a rename makes the expression's names the
+    new ones)."""
     quoted = quote_identifier(stored.name)
+    differs = f"{quoted} IS NOT NULL" if renamed else f"{quoted} IS NOT NULL AND {quoted} IS NOT ({expression})"
     return row_check(
         table, stored.name, "stored values would be replaced by the generated column's expression",
-        quote_identifier(live_table), f"{quoted} IS NOT NULL", blocking=False, sample=quoted,
+        quote_identifier(live.name), differs, blocking=False, sample=quoted,
     )
 
 
@@ -370,10 +374,11 @@ def _recollated_unique_indexes(item: TableDiff, managed: set[str], converted: se
             if old is not None and new is not None:
                 recollated |= (old.collate or "BINARY").upper() != (new.collate or "BINARY").upper() or fold_name(new.name) in converted
                 columns.append(new.name)
-            else:
+            else:  # an expression (no renames): it changes when a column it reads does
+                recollated |= bool(identifiers_in(term) & converted)
                 columns.append(term)
         else:
-            if recollated:
+            if recollated or (index.where and identifiers_in(index.where) & converted):
                 found.append(replace(index, columns=tuple(columns)))
     return found
 

@@ -214,7 +214,8 @@ def preview_schema(
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
         if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint) and not pending_steps(engine, steps):
             return MigrationPlan(checked=True)
-        callers = engine.in_transaction
+        # the sync would run inside the caller's transaction (PEP 249: only inside a Database.transaction() block)
+        callers = engine.unit_open if engine.pep249_mode else engine.in_transaction
         with read_snapshot(engine):
             pending = pending_steps(engine, steps)
             if pending:

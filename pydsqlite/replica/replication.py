@@ -49,7 +49,7 @@ from .changeset import (
     to_json_value,
 )
 from .hlc import HLC
-from .node import CREATE_TOMBSTONES, TOMBSTONES, Node
+from .node import CREATE_TOMBSTONES, NODE_TABLE, TOMBSTONES, Node
 from .references import ReferenceGraph, ReferenceRepair, execute_in, select_in
 
 __all__ = ["ChangeSet", "Replica", "RowChange", "Settled", "SyncError"]
@@ -97,13 +97,30 @@ class Replica:
                 "skip the writes that reuse their sequence numbers; call it after the transaction ends"
             )
         codecs = self.synced_codecs(models)
-        self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
+        seq = self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
+        if self.engine.pep249_mode and self._committed_seq() not in (None, seq):
+            raise UsageError(
+                "changes_since() reads committed changes only, and this autocommit=False connection holds writes to "
+                "synced tables that are not committed yet: call conn.commit() first (a rollback would leave the "
+                "changeset carrying rows that never were, and its cursor skipping the writes that reuse their numbers)"
+            )
         with self.transaction():
             self.begin_writes()
         with self._read_snapshot():
             cursor_now = self.node.current_seq()
             changes = self.changes_since(list(codecs.values()), cursor)
         return ChangeSet(tuple(changes), cursor_now, self.clock.node_id)
+
+    def _committed_seq(self) -> int | None:
+        """The sequence number the database file holds committed (0 before any sync write was committed);
+        None where it cannot be read apart from this connection (an in-memory database)."""
+        created = self.engine.committed_scalar(f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{NODE_TABLE}'")
+        if created is None:
+            return None
+        if not created:
+            return 0
+        committed = self.engine.committed_scalar(f"SELECT seq FROM {NODE_TABLE} WHERE id = 1")
+        return None if committed is None else int(committed)
 
     def merge(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None) -> int:
         """Check the whole changeset, advance the clock past it, then merge it table by table in one
