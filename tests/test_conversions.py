@@ -128,3 +128,17 @@ def test_a_type_change_is_destructive_exactly_for_the_values_it_would_change(sou
         if key not in lost:
             assert survives(value, now[key]), (key, value, now[key])
             assert same(now[key], after[key]), (key, value, now[key], after[key])
+
+
+def test_duplicates_that_are_not_utf8_once_cast_to_text_are_named_not_a_database_error():
+    """Two equal non-UTF-8 blobs becoming TEXT under a unique index: both problems are listed, the
+    duplicate's sample described rather than failing to decode."""
+    conn = sqlite3.connect(":memory:")
+    conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t VALUES (1, x'80'), (2, x'80');")
+    desired = schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE UNIQUE INDEX t_v ON t (v);")
+    plan = preview_schema(conn, desired, manage_all=True)
+    assert any("not valid UTF-8" in problem and "cannot become TEXT" in problem for problem in plan.problems)
+    assert "t.v: 2 rows: rows share a value that unique index t_v requires to be unique (e.g. a value that is not valid UTF-8 text)" in plan.problems
+    with pytest.raises(MigrationError, match="not valid UTF-8"):
+        apply_schema(conn, desired, manage_all=True)
+    assert conn.execute("SELECT v FROM t ORDER BY id").fetchall() == [(b"\x80",), (b"\x80",)]

@@ -119,7 +119,12 @@ def _message(engine: Engine, check: DataCheck, count: int) -> str:
     rows = f"{count} row{'s' if count != 1 else ''}"
     text = f"{where}: {rows}: {check.problem}"
     if check.sample_sql:
-        sample = engine.execute(check.sample_sql).fetchone()
+        try:
+            sample = engine.execute(check.sample_sql).fetchone()
+        except engine.OperationalError as error:  # the sample is text that is not UTF-8 (a blob cast to TEXT)
+            if "decode" not in str(error):
+                raise
+            return f"{text} (e.g. a value that is not valid UTF-8 text)"
         if sample is not None and check.sample_key:
             row = f"= {sample[0]}" if check.sample_key.startswith("(") else repr(sample[0])  # several: SQL literals
             where_value = f", where {check.column} is {sample[1]!r}" if len(sample) > 1 else ""
