@@ -307,7 +307,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
             checks.append(unique_index_check(desired, projection, index))
     keep_out = {fold_name(index.name) for index in desired.indexes}
     keep_out |= {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
-    for index in _recollated_unique_indexes(item, keep_out, converted):
+    for index in _replayed_unique_indexes_whose_values_change(item, keep_out, converted):
         checks.append(unique_index_check(desired, projection, index))
     statements = [render_create_table(desired, name=temporary)]
     row_copy = None
@@ -349,7 +349,7 @@ def _in_live_order(item: TableDiff) -> Table:
     return replace(item.desired, columns=tuple(ordered))
 
 
-def _recollated_unique_indexes(item: TableDiff, managed: set[str], converted: set[str]) -> list[Index]:
+def _replayed_unique_indexes_whose_values_change(item: TableDiff, not_replayed: set[str], converted: set[str]) -> list[Index]:
     """The unique indexes the rebuild replays as written (hand-made ones) over a column whose values or
     collation change (``converted``: folded new names of columns the copy casts or fills), their
     columns under the new names: rows that were distinct may collide (``1`` and ``'1'`` cast to
@@ -359,10 +359,10 @@ def _recollated_unique_indexes(item: TableDiff, managed: set[str], converted: se
     renames = any(fold_name(new) != fold_name(old) for new, old in item.column_sources)
     found = []
     for index in item.live.indexes:
-        if not index.unique or fold_name(index.name) in managed or (index.where and renames):
+        if not index.unique or fold_name(index.name) in not_replayed or (index.where and renames):
             continue
         columns: list[str] = []
-        recollated = False
+        changes = False
         for written in parse_index_terms(index.sql) if index.sql else index.columns:  # `h COLLATE BINARY` keeps BINARY
             term = strip_sort_order(written)
             old = item.live.column(term)
@@ -372,13 +372,13 @@ def _recollated_unique_indexes(item: TableDiff, managed: set[str], converted: se
             if old is not None and new is None:  # a dropped column: the replay reports the index as broken
                 break
             if old is not None and new is not None:
-                recollated |= (old.collate or "BINARY").upper() != (new.collate or "BINARY").upper() or fold_name(new.name) in converted
+                changes |= (old.collate or "BINARY").upper() != (new.collate or "BINARY").upper() or fold_name(new.name) in converted
                 columns.append(new.name)
             else:  # an expression (no renames): it changes when a column it reads does
-                recollated |= bool(identifiers_in(term) & converted)
+                changes |= bool(identifiers_in(term) & converted)
                 columns.append(term)
         else:
-            if recollated or (index.where and identifiers_in(index.where) & converted):
+            if changes or (index.where and identifiers_in(index.where) & converted):
                 found.append(replace(index, columns=tuple(columns)))
     return found
 
