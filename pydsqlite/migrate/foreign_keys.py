@@ -56,7 +56,8 @@ class ForeignKeyStrategy:
         """With foreign keys enforced, dropping a table that other tables reference would fire their
         ON DELETE actions: refuse exactly the plans that rebuild or drop such a table. A rebuilt
         table that references itself counts too: until the rename, its new copy's rows reference
-        the old table by name, so dropping that fires the actions on the copy."""
+        the old table by name, so dropping that fires the actions on the copy. A rebuilt table
+        holding rows that already reference a missing parent is refused as well (its copy would fail)."""
         if not self.enforced:
             return
         for operation in plan.operations:
@@ -123,7 +124,7 @@ class ForeignKeyStrategy:
         try:
             strategy.refuse_cascading_drops(engine, plan, desired)
         except MigrationError as error:
-            return str(error).removesuffix(" nothing was changed.").removesuffix(";").removesuffix(",")
+            return str(error).removesuffix(" nothing was changed.").removesuffix(";")
         return None
 
     def restore(self, engine: Engine) -> None:
