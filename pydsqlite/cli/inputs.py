@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from ..engines.sqlite import connect_read_only
 from ..errors import PydsqliteError
 from ..migrate.execute import DEFAULT_BUSY_TIMEOUT_MS
 from ..schema.model import registered_models, table_options
 from ..schema.objects import Schema
-from ..sql.source import connect_read_only, schema_from_database, schema_from_sql
+from ..sql.source import schema_from_database, schema_from_sql
 from .output import report
 
 READ_BUSY_TIMEOUT = 5.0

@@ -39,6 +39,11 @@ def _text_as_str(connection: sqlite3.Connection) -> Iterator[None]:
         connection.text_factory = factory
 
 
+def connect_read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """Open a database file read-only (never creating it), whatever characters its path holds."""
+    return sqlite3.connect(f"file:{pathname2url(os.path.abspath(os.fspath(path)))}?mode=ro", uri=True)
+
+
 class _TextAsStrCursor:
     """A cursor of pydsqlite's own statement on a connection whose ``text_factory`` is not ``str``:
     sqlite3 converts each row when it is fetched, so every fetch reads TEXT as ``str``."""
@@ -126,7 +131,7 @@ class SqliteEngine(Engine):
         path = next((file for _, name, file in self.execute("PRAGMA database_list") if name == "main"), "")
         if not path:
             return None
-        reader = sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True)
+        reader = connect_read_only(path)
         try:
             row = reader.execute(query).fetchone()
         except sqlite3.Error:

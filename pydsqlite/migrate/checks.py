@@ -90,15 +90,21 @@ unqualified column would name the parent's own column of that name (always, for 
 that references itself)."""
 
 
+def no_parent_condition(child: list[str], parent: str, parent_columns: tuple[str, ...] | list[str]) -> str:
+    """SQL true for a child row whose key terms (``child``, SQL over the child row, all non-NULL)
+    match no row of ``parent`` (``parent_columns`` by position)."""
+    present = " AND ".join(f"{term} IS NOT NULL" for term in child)
+    matches = " AND ".join(f"p.{quote_identifier(ref)} = {term}" for ref, term in zip(parent_columns, child, strict=True))
+    return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})"
+
+
 def orphans_check(table: str, source: str, key: ForeignKey, parent: str) -> DataCheck:
     """Rows of ``source`` whose new foreign key points at no row of ``parent`` (the parent table's
     current name). Asked only when foreign keys are enforced: then they would fail the migration."""
     columns = [f"{_CHILD}.{quote_identifier(column)}" for column in key.columns]
-    present = " AND ".join(f"{column} IS NOT NULL" for column in columns)
-    matches = " AND ".join(f"p.{quote_identifier(ref)} = {column}" for ref, column in zip(key.ref_columns, columns, strict=True))
     check = row_check(
         table, ", ".join(key.columns), f"rows reference no row of {key.ref_table} through the new foreign key",
-        f"{source} AS {_CHILD}", f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})",
+        f"{source} AS {_CHILD}", no_parent_condition(columns, parent, key.ref_columns),
         blocking=True, sample=", ".join(columns),
     )
     return replace(check, when_foreign_keys_on=True)
@@ -111,12 +117,10 @@ def converted_orphans_check(table: str, live_table: str, key: ForeignKey, parent
     selected = ", ".join(f"{term} AS k{n}, {old} AS o{n}" for n, (term, old) in enumerate(pairs))
     new = [f"{_CHILD}.k{n}" for n in range(len(pairs))]
     changed = " OR ".join(f"{_CHILD}.k{n} IS NOT {_CHILD}.o{n}" for n in range(len(pairs)))
-    present = " AND ".join(f"{column} IS NOT NULL" for column in new)
-    matches = " AND ".join(f"p.{quote_identifier(ref)} = {column}" for ref, column in zip(key.ref_columns, new, strict=True))
     check = row_check(
         table, ", ".join(key.columns), f"the migration gives rows a value no row of {key.ref_table} holds, which the foreign key refuses",
         f"(SELECT {selected} FROM {quote_identifier(live_table)}) AS {_CHILD}",
-        f"({changed}) AND {present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})",
+        f"({changed}) AND {no_parent_condition(new, parent, key.ref_columns)}",
         blocking=True, sample=", ".join(new),
     )
     return replace(check, when_foreign_keys_on=True)

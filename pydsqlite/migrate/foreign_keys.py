@@ -19,6 +19,7 @@ from ..engines import Engine
 from ..errors import MigrationError
 from ..schema.objects import Schema, Table, fold_name
 from ..sql.render import quote_identifier
+from .checks import no_parent_condition
 from .migration import MigrationPlan
 
 logger = logging.getLogger(__name__)
@@ -159,14 +160,11 @@ def _orphan_sample(engine: Engine, table: str, ident: int) -> str:
     if any(to is None for to in targets):  # the parent's primary key
         targets = [name for (name,) in engine.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (parent,))]
     columns = [column for column, _, _ in pairs]
-    matches = " AND ".join(
-        f"p.{quote_identifier(to)} = c.{quote_identifier(column)}" for column, to in zip(columns, targets, strict=True)
-    )
     shown = [*key, *(column for column in columns if column not in key)]
+    orphan = no_parent_condition([f"c.{quote_identifier(column)}" for column in columns], parent, targets)
     row = engine.execute(
         f"SELECT {', '.join(f'c.{quote_identifier(column)}' for column in shown)} FROM {quote_identifier(table)} AS c "
-        f"WHERE {' AND '.join(f'c.{quote_identifier(column)} IS NOT NULL' for column in columns)} "
-        f"AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches}) LIMIT 1"
+        f"WHERE {orphan} LIMIT 1"
     ).fetchone()
     if row is None:  # SQLite compares with the parent's affinity, which this plain lookup may not
         return f"a row whose {', '.join(columns)} finds no parent"

@@ -244,7 +244,7 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
             assert companion is not None
             # on a table that already syncs, the row version is when its group columns were written:
             # a column joining or leaving them carries that time across, so unexchanged edits keep their order
-            base = dict((fold_name(new), old) for new, old in item.column_sources).get(fold_name(change.column))
+            base = {fold_name(new): old for new, old in item.column_sources}.get(fold_name(change.column))
             versioned = item.live.column(VERSION_COLUMN) is not None and base is not None and item.live.column(base) is not None
             quoted, version = quote_identifier(companion.name), quote_identifier(VERSION_COLUMN)
             if change.enabled:

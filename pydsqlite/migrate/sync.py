@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from ..collector import collector_paused
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
+from ..engines.sqlite import connect_read_only
 from ..errors import ConnectionLostError, MigrationError, PydsqliteError, UsageError
 from ..rows.database import Database
 from ..schema.compile import CompiledModels, compile_cached
@@ -19,7 +20,6 @@ from ..schema.declaration import models_and_key
 from ..schema.objects import Schema, fold_name
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
-from ..sql.source import connect_read_only
 from .datacheck import check_plan_against_data, refuse_unless_applicable
 from .diff import diff_schemas
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot

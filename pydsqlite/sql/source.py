@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
 from typing import Any
-from urllib.request import pathname2url
 
 from ..engines import SqliteEngine, engine_for, is_connection
+from ..engines.sqlite import connect_read_only
 from ..errors import MigrationError, SchemaDefinitionError
 from ..migrate.dependants import broken_objects
 from ..migrate.introspect import introspect
@@ -146,11 +146,6 @@ def schema_from_database(source: Any) -> Schema:
             return introspect(SqliteEngine(connection))
     except sqlite3.Error as error:
         raise MigrationError(f"cannot read database {path!r}: {error}") from error
-
-
-def connect_read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """Open a database file read-only (never creating it), whatever characters its path holds."""
-    return sqlite3.connect(f"file:{pathname2url(os.path.abspath(os.fspath(path)))}?mode=ro", uri=True)
 
 
 def _apply_rename_hints(schema: Schema, ddl: str) -> Schema:
