@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines import Engine
 from ..errors import SyncError
+from ..migrate.checks import no_parent_condition
 from ..rows.codec import RowCodec
 from ..schema.objects import Schema, Table, fold_name
 from ..sql.render import quote_identifier
@@ -228,11 +229,7 @@ def _column(alias: str, name: str) -> str:
 
 def _missing_parent(link: Link) -> str:
     """SQL true when the child row ``c`` references a parent row that does not exist."""
-    matches = " AND ".join(
-        f"p.{quote_identifier(parent)} = c.{quote_identifier(child)}" for child, parent in zip(link.columns, link.parent_columns, strict=True)
-    )
-    present = " AND ".join(f"c.{quote_identifier(name)} IS NOT NULL" for name in link.columns)
-    return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(link.parent.name)} AS p WHERE {matches})"
+    return no_parent_condition([f"c.{quote_identifier(name)}" for name in link.columns], link.parent.name, link.parent_columns)
 
 
 def _violations(engine: Engine, link: Link, by: Iterable[str], wanted: list[tuple[Any, ...]]) -> list[Violation]:
