@@ -146,3 +146,37 @@ def test_a_hand_made_index_whose_explicit_collation_differs_from_the_columns_is_
     conn.execute("INSERT INTO names VALUES (1, 'a')")
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO names VALUES (2, 'A')")
+
+
+@pytest.mark.parametrize("model_table", ["existing", "new"])
+def test_a_hand_made_index_of_another_table_holding_the_models_index_name_is_a_named_problem(tmp_path, model_table):
+    """Index names are one namespace: a hand-made index on another table that holds the name of the
+    model's index is named as the problem (with the table holding it and the way out), in the
+    preview and the sync, and the file is left as it was."""
+    from pydsqlite import Index, MigrationError
+
+    class Tagged(SyncModel, table="tagged"):
+        id: Annotated[int, PrimaryKey()]
+        tag: Annotated[str, Index()]
+
+    path = tmp_path / "tagged.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE legacy (x TEXT)")
+    conn.execute("CREATE INDEX ix_tagged_tag ON legacy (x)")
+    if model_table == "existing":
+        conn.execute('CREATE TABLE tagged ("id" INTEGER NOT NULL PRIMARY KEY, "tag" TEXT NOT NULL)')
+    conn.commit()
+    before = path.read_bytes()
+    expected = "index ix_tagged_tag on legacy was not made by pydsqlite and holds the name of the model's index on tagged (tag)"
+    assert expected in model_migration_plan(conn, [Tagged]).problems[0]
+    with pytest.raises(MigrationError, match="give the model's index another name") as refused:
+        sync_models(conn, [Tagged])
+    assert expected in str(refused.value)
+    assert path.read_bytes() == before
+
+    class Renamed(SyncModel, table="tagged"):
+        id: Annotated[int, PrimaryKey()]
+        tag: Annotated[str, Index(name="ix_tagged_tag_2")]
+
+    sync_models(conn, [Renamed])
+    assert {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")} == {"ix_tagged_tag", "ix_tagged_tag_2"}

@@ -555,6 +555,98 @@ def test_a_unique_value_freed_by_a_delete_and_given_to_a_new_row_merges(tmp_path
     assert newer.conn.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
+class Pitch(SyncModel, table="pitches"):
+    id: Annotated[str, PrimaryKey()]
+    label: Annotated[str, LWW(), Unique()]
+
+
+def _pitch_booking(on_delete: str) -> type[SyncModel]:
+    """A table of bookings referencing pitches by key with ``on_delete``."""
+    table = f"pitch_bookings_{on_delete.replace(' ', '_')}"
+    fields = {
+        "__annotations__": {
+            "id": Annotated[str, PrimaryKey()],
+            "pitch": Annotated[str | None, ForeignKey(Pitch, on_delete=on_delete)],
+            "who": Annotated[str, LWW()],
+        },
+        "__module__": __name__,
+    }
+    return type(SyncModel)(f"PitchBooking_{on_delete.replace(' ', '_')}", (SyncModel,), fields, table=table)
+
+
+_PITCH_BOOKINGS = {action: _pitch_booking(action) for action in ("cascade", "set null", "no action", "restrict")}
+
+
+def _pitch_replicas(tmp_path, booking: type[SyncModel]) -> tuple[Database, Database]:
+    older, newer = _pair([Pitch, booking], tmp_path)
+    for db in (older, newer):
+        db.conn.execute("PRAGMA foreign_keys = ON")
+    return older, newer
+
+
+def _pitch_state(db: Database, booking: type[SyncModel]) -> tuple[list, list]:
+    return db.select(Pitch, order_by="id"), db.select(booking, order_by="id")
+
+
+@pytest.mark.parametrize("on_delete", sorted(_PITCH_BOOKINGS))
+def test_a_freed_unique_value_merges_when_the_changeset_also_writes_rows_referencing_its_table(tmp_path, on_delete):
+    """The sender deleted pitch p1, gave its label to a new pitch p2 and booked p2 (and kept a booking
+    of another pitch). The bookings table references pitches, so the merge would delete p1 after
+    writing the rows; as p1's ON DELETE actions reach none of the rows the changeset writes, it is
+    deleted first and the label is free. Both replicas end alike, whatever the action."""
+    booking = _PITCH_BOOKINGS[on_delete]
+    models = [Pitch, booking]
+    older, newer = _pitch_replicas(tmp_path, booking)
+    older.insert_many([Pitch(id="p1", label="A1"), Pitch(id="p0", label="B1")])
+    older.insert(booking(id="b0", pitch="p0", who="ann"))
+    newer.apply_changes(older.changes_since(models=models), models)
+    cursor = older.changes_since(models=models).cursor
+    older.delete(Pitch, "p1")
+    older.insert(Pitch(id="p2", label="A1"))
+    older.insert(booking(id="b2", pitch="p2", who="bob"))
+    older.update(booking, "b0", who="cy")
+    assert newer.apply_changes(older.changes_since(cursor, models=models), models) == 4
+    older.apply_changes(newer.changes_since(models=models), models)
+    assert _pitch_state(newer, booking) == _pitch_state(older, booking) == (
+        [Pitch(id="p0", label="B1"), Pitch(id="p2", label="A1")],
+        [booking(id="b0", pitch="p0", who="cy"), booking(id="b2", pitch="p2", who="bob")],
+    )
+    assert newer.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_freed_unique_value_whose_delete_would_reach_a_row_the_changeset_writes_is_refused_with_a_safe_remedy(tmp_path):
+    """The sender moved booking b1 from p1 to p2, deleted p1 and gave its label to p2. Deleting p1
+    first here would cascade to the local b1 (still on p1) and its tombstone would beat the move, so
+    the delete waits and the label is taken: refused, nothing applied, with advice that does not
+    revive p1. Following it, both replicas end alike with b1 kept."""
+    booking = _PITCH_BOOKINGS["cascade"]
+    models = [Pitch, booking]
+    older, newer = _pitch_replicas(tmp_path, booking)
+    older.insert_many([Pitch(id="p1", label="A1"), Pitch(id="p2", label="B1")])
+    older.insert(booking(id="b1", pitch="p1", who="ann"))
+    newer.apply_changes(older.changes_since(models=models), models)
+    cursor = older.changes_since(models=models).cursor
+    older.update(booking, "b1", pitch="p2")
+    older.delete(Pitch, "p1")
+    older.update(Pitch, "p2", label="A1")
+    before = _pitch_state(newer, booking)
+    with pytest.raises(SyncError, match=r"which the row with key \('p1',\) holds here until the changeset deletes it: .*"
+                                        r"Settle it on the sender: give the row with key \('p2',\) a value no other row holds") as refused:
+        newer.apply_changes(older.changes_since(cursor, models=models), models)
+    assert "swap" not in str(refused.value)
+    assert (refused.value.table, refused.value.key) == ("pitches", ("p2",))
+    assert _pitch_state(newer, booking) == before
+    older.update(Pitch, "p2", label="A1-moving")
+    newer.apply_changes(older.changes_since(cursor, models=models), models)
+    cursor = older.changes_since(models=models).cursor
+    older.update(Pitch, "p2", label="A1")
+    newer.apply_changes(older.changes_since(cursor, models=models), models)
+    older.apply_changes(newer.changes_since(models=models), models)
+    assert _pitch_state(newer, booking) == _pitch_state(older, booking) == (
+        [Pitch(id="p2", label="A1")], [booking(id="b1", pitch="p2", who="ann")],
+    )
+
+
 @pytest.mark.parametrize("opened_by", ["Database.transaction()", "the application's own write"])
 def test_the_feed_is_refused_inside_an_open_transaction_whose_writes_may_still_roll_back(tmp_path, opened_by):
     """A feed read inside a transaction would carry its uncommitted rows; rolled back, they never

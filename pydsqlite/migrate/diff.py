@@ -180,6 +180,8 @@ class SchemaDiff:
     created_objects: tuple[CreateView | CreateTrigger, ...] = ()
     dropped_virtual: tuple[VirtualTable, ...] = ()
     created_virtual: tuple[VirtualTable, ...] = ()
+    index_name_problems: tuple[tuple[str, str], ...] = ()
+    """(table, problem): a model's index whose name a hand-made index of another table holds."""
 
     @property
     def is_empty(self) -> bool:
@@ -249,7 +251,30 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
         created_objects=(*(CreateView(v) for v in created_views), *(CreateTrigger(t) for t in created_triggers)),
         dropped_virtual=tuple(dropped_virtual),
         created_virtual=tuple(created_virtual),
+        index_name_problems=_index_names_held_elsewhere(desired, live, managed),
     )
+
+
+def _index_names_held_elsewhere(desired: Schema, live: Schema, managed: ManagedObjects) -> tuple[tuple[str, str], ...]:
+    """A model's index whose name a hand-made index of another table holds: index names are one
+    namespace in SQLite, so creating it would fail; named as a problem like the same-table case."""
+    holders = {
+        fold_name(index.name): (index, table.name)
+        for table in live.tables for index in table.indexes if not managed.manages_index(index.name)
+    }
+    problems = []
+    for table in desired.tables:
+        for index in table.indexes:
+            held = holders.get(fold_name(index.name))
+            if held is not None and fold_name(held[1]) != fold_name(table.name) and fold_name(held[1]) not in {
+                fold_name(old) for old in table.renamed_from
+            }:
+                problems.append((table.name, (
+                    f"index {held[0].name} on {held[1]} was not made by pydsqlite and holds the name of the model's index on "
+                    f"{table.name} ({', '.join(index.columns)}); index names are shared by all tables: drop or rename it, or "
+                    "give the model's index another name (name=... on Unique() or Index())"
+                )))
+    return tuple(problems)
 
 
 _renderings: dict[int, tuple[Table, str, list[str]]] = {}

@@ -83,6 +83,10 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         operations.extend(table_operations)
     operations.extend(_drop_whole("table", table.name) for table in schema_diff.dropped)
     operations.extend(_sql_object_operation(change) for change in schema_diff.created_objects)
+    for table_name, problem in schema_diff.index_name_problems:
+        position = next((n for n, operation in enumerate(operations) if fold_name(operation.table) == fold_name(table_name)), None)
+        if position is not None:
+            operations[position] = replace(operations[position], problems=(*operations[position].problems, problem))
     renames = tuple(
         (item.desired.name, old, new)
         for item in schema_diff.altered
@@ -109,6 +113,7 @@ def expand_diff(schema_diff: SchemaDiff) -> SchemaDiff:
         # a table's problems (a blocked rename) are reported once, by the plan made after the steps
         altered=tuple(replace(item, changes=_expand_changes(item), problems=()) for item in schema_diff.altered),
         created_virtual=tuple(virtual for virtual in schema_diff.created_virtual if fold_name(virtual.name) not in replaced),
+        index_name_problems=schema_diff.index_name_problems,
     )
 
 

@@ -135,28 +135,40 @@ class Replica:
         by_table: dict[str, list[RowChange]] = {}
         for change in changeset.changes:
             by_table.setdefault(fold_name(change.table), []).append(change)
-        try:
-            with self.transaction():
-                self.begin_writes()
-                repair = self._repair(shapes) if self._enforces_foreign_keys() else None
-                with _foreign_keys_deferred(self.engine, repair is not None):
-                    changed = self._merge_tables([self._join(shapes[table], changes) for table, changes in by_table.items()], repair)
-                    if repair is not None:
-                        repair.run()
-        except self.engine.IntegrityError as error:  # a unique index, a deferred foreign key at commit: nothing was applied
-            raise self._unique_refusal(error, changeset.changes) or SyncError(
-                f"the merged changeset violates a constraint: {error}; nothing was applied"
-            ) from error
-        return changed
+        deletes_tried_first = False
+        while True:
+            joined: list[_TableMerge] = []
+            try:
+                with self.transaction():
+                    self.begin_writes()
+                    repair = self._repair(shapes) if self._enforces_foreign_keys() else None
+                    with _foreign_keys_deferred(self.engine, repair is not None):
+                        joined = [self._join(shapes[table], changes) for table, changes in by_table.items()]
+                        changed = self._merge_tables(joined, repair, try_deletes_first=deletes_tried_first)
+                        if repair is not None:
+                            repair.run()
+                return changed
+            except self.engine.IntegrityError as error:  # a unique index, a deferred foreign key at commit: nothing was applied
+                gone = {(fold_name(merge.codec.name), key_text(change.key)) for merge in joined for change in merge.gone}
+                refusal, freed_by_delete = self._unique_refusal(error, changeset.changes, gone, deletes_tried_first=deletes_tried_first)
+                if freed_by_delete and not deletes_tried_first:
+                    deletes_tried_first = True  # once more, deleting first where that reaches no written row
+                    continue
+                raise refusal or SyncError(f"the merged changeset violates a constraint: {error}; nothing was applied") from error
 
-    def _unique_refusal(self, error: Exception, changes: Iterable[RowChange]) -> SyncError | None:
+    def _unique_refusal(
+        self, error: Exception, changes: Iterable[RowChange], gone: set[tuple[str, str]], *, deletes_tried_first: bool
+    ) -> tuple[SyncError | None, bool]:
         """A merge refused by a unique index (not the key) as ``SyncError`` naming the table, the
         incoming row and the row that holds its value here (read after the rollback); None for other
         constraints. SQLite checks unique indexes row by row, so values swapped between rows, or one
-        value given to different keys on two replicas, cannot merge until a write settles them."""
+        value given to different keys on two replicas, cannot merge until a write settles them.
+        Also says whether the holder is a row the merge deletes (``gone``: table and key text of
+        each), a value freed and given again: the merge is then tried once more with deletes first
+        (``deletes_tried_first``: it was)."""
         match = _UNIQUE_FAILED.search(str(error))
         if match is None or "." not in match.group(1):
-            return None
+            return None, False
         names = [name.strip().rsplit(".", 1) for name in match.group(1).split(",")]
         table, columns = names[0][0], [column for _, column in names]
         incoming = [change for change in changes if fold_name(change.table) == fold_name(table) and change.alive]
@@ -178,15 +190,21 @@ class Replica:
                 if key_text(holder) == key_text(change.key):
                     continue
                 shown = ", ".join(f"{name} = {value!r}" for name, value in zip(columns, values, strict=True))
+                held = f"the merged changeset violates the unique index on {table}({', '.join(columns)}): it gives {shown} to the row with key {change.key!r}, which the row with key {holder!r} holds here"
+                if (fold_name(table), key_text(holder)) in gone:
+                    return SyncError(
+                        f"{held} until the changeset deletes it: that delete has to wait for the rows the changeset writes, "
+                        "as its ON DELETE actions reach them, so the value is still taken when the new row is written. "
+                        f"Settle it on the sender: give the row with key {change.key!r} a value no other row holds, exchange, "
+                        "then set the value again (updating the deleted row here would bring it back); nothing was applied",
+                        table=table, key=change.key,
+                    ), not deletes_tried_first
                 swapped = any(key_text(other.key) == key_text(holder) for other in incoming)
                 return SyncError(
-                    f"the merged changeset violates the unique index on {table}({', '.join(columns)}): it gives {shown} to the row "
-                    f"with key {change.key!r}, which the row with key {holder!r} holds here"
-                    + (" (the changeset gives that row another value: the values were swapped)" if swapped else "")
-                    + f"; {advice}",
+                    held + (" (the changeset gives that row another value: the values were swapped)" if swapped else "") + f"; {advice}",
                     table=table, key=change.key,
-                )
-        return SyncError(f"the merged changeset violates the unique index on {table}({', '.join(columns)}) ({error}); {advice}", table=table)
+                ), False
+        return SyncError(f"the merged changeset violates the unique index on {table}({', '.join(columns)}) ({error}); {advice}", table=table), False
 
     def begin_writes(self) -> None:
         """What every write unit does first: catch the clock up with the file (another connection may
@@ -493,12 +511,14 @@ class Replica:
                     merge.gone.append(merged)
         return merge
 
-    def _merge_tables(self, merges: list[_TableMerge], repair: ReferenceRepair | None) -> int:
+    def _merge_tables(self, merges: list[_TableMerge], repair: ReferenceRepair | None, *, try_deletes_first: bool = False) -> int:
         """Write every table's joined rows and tombstones, then delete the rows that died: ON DELETE
         actions then reach rows as merged, and only what they do to rows the merge does not delete
         itself is a local event. Rows of a table whose actions can reach no row the merge writes (no
         table referencing it, directly or through others, gets merged rows) die first instead, so a
-        unique value the sender freed by a delete and gave to a new row is free here too. Returns how
+        unique value the sender freed by a delete and gave to a new row is free here too.
+        ``try_deletes_first``: the other tables' rows die first as well where their actions, tried,
+        reach none of the rows the merge writes (the order then changes nothing else). Returns how
         many keys changed."""
         changed = sum(len(merge.alive) + len(merge.dead) for merge in merges)
         if not changed:
@@ -512,6 +532,12 @@ class Replica:
         for merge in merges:
             if id(merge) in first:
                 self._delete_gone(merge, own, repair)
+        if try_deletes_first:
+            writes = {(fold_name(merge.codec.name), key_text(change.key)) for merge in merges for change in merge.alive}
+            first.update(
+                id(merge) for merge in merges
+                if merge.gone and id(merge) not in first and self._delete_gone_unless_reaching(merge, own, writes, repair)
+            )
         seq = self.allocate_seq(changed)
         for merge in merges:
             codec, alive, dead = merge.codec, merge.alive, merge.dead
@@ -532,15 +558,40 @@ class Replica:
     def _delete_gone(self, merge: _TableMerge, own: set[tuple[str, str]], repair: ReferenceRepair | None) -> None:
         """Delete the rows of one table that the merge found dead; what their ON DELETE actions and
         triggers do to other rows (``own``: the merge's own dead keys excepted) is a local event."""
+        self._note_deleted(merge, self._delete_rows(merge, own), repair)
+
+    def _delete_gone_unless_reaching(
+        self, merge: _TableMerge, own: set[tuple[str, str]], writes: set[tuple[str, str]], repair: ReferenceRepair | None
+    ) -> bool:
+        """Delete the merge's dead rows of one table now, before the rows it writes, unless their ON
+        DELETE actions reach one of those rows (``writes``: table and key text of each) or a RESTRICT
+        refuses: then the deletes are undone (a savepoint) and wait. Whether they were made."""
+        try:
+            with self.transaction():
+                settled = self._delete_rows(merge, own)
+                reached = [(fold_name(state.table), key_text(state.key)) for state in settled.deleted]
+                reached += [(fold_name(table), key_text(key)) for table, key in settled.written]
+                if any(pair in writes for pair in reached):
+                    raise _ReachesMergedRows
+        except (_ReachesMergedRows, self.engine.IntegrityError):
+            return False
+        self._note_deleted(merge, settled, repair)
+        return True
+
+    def _delete_rows(self, merge: _TableMerge, own: set[tuple[str, str]]) -> Settled:
+        """The DELETE statements of ``_delete_gone`` and what the capture triggers saw them do."""
         codec = merge.codec
         if self.engine.batch_rows:  # a statement per chunk of keys, not per key
             key = ", ".join(quote_identifier(name) for name in codec.key)
             execute_in(self.engine, f"DELETE FROM {codec.quoted_table} WHERE ({key}) IN", len(codec.key), [tuple(change.key) for change in merge.gone])
         else:
             self.engine.executemany(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", [change.key for change in merge.gone])
-        settled = self.settle_captured(exclude=own)
+        return self.settle_captured(exclude=own)
+
+    @staticmethod
+    def _note_deleted(merge: _TableMerge, settled: Settled, repair: ReferenceRepair | None) -> None:
         if repair is not None:
-            repair.note_deleted(codec.name, merge.gone)
+            repair.note_deleted(merge.codec.name, merge.gone)
             repair.note_settled(settled)
 
     def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]], identity: Callable[[tuple[Any, ...]], Any]) -> dict[Any, tuple[Any, ...]]:
@@ -619,6 +670,10 @@ class _TableMerge:
     alive: list[RowChange] = field(default_factory=list)
     dead: list[RowChange] = field(default_factory=list)
     gone: list[RowChange] = field(default_factory=list)
+
+
+class _ReachesMergedRows(Exception):
+    """Undoes a delete tried before the merge's writes whose ON DELETE actions reached one of them."""
 
 
 @contextmanager
