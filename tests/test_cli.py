@@ -229,6 +229,9 @@ def test_sync_refuses_an_impossible_plan_one_problem_per_line_without_asking(pro
         (("plan", "app.db", "--models", "empty_models"), "error: module 'empty_models' defines no table models (a table model is"),
         (("plan", "app.db", "--models", "reexports"),
          "error: module 'reexports' defines no table models (it imports table models from app_models: pass --models app_models)"),
+        (("sync", "app.db", "--models", "two_versions"),
+         "error: module 'two_versions' declares table 'items' with several models (Item, ItemV2); name the ones to use, "
+         "as in --models two_versions:ItemV2"),
         (("plan", "app.db", "--models", "app_models.py"), "error: --models takes a module name such as 'app_models'"),
         (("plan", "app.db", "--models", "pkg/models.py"), "error: --models takes a module name such as 'pkg.models'"),
         (("plan", "app.db", "--models", "app_models:Nope"), "error: app_models:Nope is not a table model"),
@@ -260,6 +263,11 @@ def test_errors_print_one_line_and_exit_1(project, args, message):
     (project / "fails_on_import.py").write_text("import json\nSETTINGS = json.loads('{')\n")  # fails inside the json module
     (project / "empty_models.py").write_text("from pydsqlite import SyncModel\n")
     (project / "reexports.py").write_text("from app_models import *\n")
+    (project / "two_versions.py").write_text(
+        "from typing import Annotated\nfrom pydsqlite import PrimaryKey, SyncModel\n"
+        "class Item(SyncModel, table='items'):\n    id: Annotated[int, PrimaryKey()]\n    legacy: str = ''\n"
+        "class ItemV2(SyncModel, table='Items'):\n    id: Annotated[int, PrimaryKey()]\n"
+    )
     before = file_state(project)
     result = run(*args, cwd=project)
     assert result.returncode == 1

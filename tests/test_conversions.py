@@ -8,6 +8,7 @@ value would change, count exactly those rows, and keep every other value exact.
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 
 import pytest
@@ -142,3 +143,94 @@ def test_duplicates_that_are_not_utf8_once_cast_to_text_are_named_not_a_database
     with pytest.raises(MigrationError, match="not valid UTF-8"):
         apply_schema(conn, desired, manage_all=True)
     assert conn.execute("SELECT v FROM t ORDER BY id").fetchall() == [(b"\x80",), (b"\x80",)]
+
+
+@pytest.mark.parametrize(
+    ("live", "rows", "desired", "where", "sample"),
+    [
+        ("CREATE TABLE k (a PRIMARY KEY, b TEXT)", [(1, "int"), ("1", "text")],
+         "CREATE TABLE k (a INTEGER NOT NULL PRIMARY KEY, b TEXT)", "k.a", "1"),
+        ("CREATE TABLE k (a, b, c TEXT, PRIMARY KEY (a, b))", [(1, "x", "int"), ("1", "x", "text")],
+         "CREATE TABLE k (a INTEGER NOT NULL, b TEXT NOT NULL, c TEXT, PRIMARY KEY (a, b))", "k.a, b", "(1, 'x')"),
+        ("CREATE TABLE k (a TEXT NOT NULL PRIMARY KEY, c TEXT) WITHOUT ROWID", [("1.0", "x"), ("1", "y")],
+         "CREATE TABLE k (a REAL NOT NULL PRIMARY KEY, c TEXT) WITHOUT ROWID", "k.a", "1.0"),
+        ("CREATE TABLE k (a TEXT PRIMARY KEY, c TEXT)", [(None, "x"), (None, "y"), ("z", "z")],
+         "CREATE TABLE k (a TEXT NOT NULL DEFAULT '' PRIMARY KEY, c TEXT)", "k.a", "''"),
+    ],
+    ids=["cast", "composite", "without rowid", "filled NULLs"],
+)
+def test_keys_a_conversion_would_merge_are_refused_in_the_preview_and_the_sync(tmp_path, live, rows, desired, where, sample):
+    """A CAST (or a default filling NULL keys) can give two rows one key: named as a problem with the
+    row count and the shared value, before anything changes."""
+    path = tmp_path / "k.db"
+    conn = sqlite3.connect(path)
+    conn.execute(live)
+    conn.executemany(f"INSERT INTO k VALUES ({', '.join('?' * len(rows[0]))})", rows)
+    conn.commit()
+    before = path.read_bytes()
+    expected = f"{where}: 2 rows: rows share a value that the primary key requires to be unique (e.g. {sample})"
+    assert expected in preview_schema(conn, schema_from_sql(desired)).problems
+    with pytest.raises(MigrationError, match=re.escape(expected)):
+        apply_schema(conn, schema_from_sql(desired), allow_destructive=True)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("default", "check"),
+    [
+        ("(datetime('now'))", "length(created) = 19"),
+        ("(lower(hex(randomblob(16))))", "length(created) = 32"),
+        ("CURRENT_TIMESTAMP", "length(created) = 19"),
+        ("(1 + 1)", "created = 2"),
+        ("'plain'", "created = 'plain'"),
+        ("-9e999", "created < 0"),
+    ],
+)
+def test_a_new_column_with_an_expression_default_is_added_to_a_table_with_rows(tmp_path, default, check):
+    """SQLite's ADD COLUMN refuses a default that is not a literal once the table has rows, and
+    PRAGMA table_xinfo reports ``(datetime('now'))`` without its parentheses: such a column is added
+    by a rebuild, which fills every existing row, and the preview says so."""
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.executescript("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b');")
+    desired = schema_from_sql(f"CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, created TEXT DEFAULT {default})")
+    plan = preview_schema(conn, desired)
+    assert not plan.problems
+    apply_schema(conn, desired)
+    assert conn.execute(f"SELECT count(*) FROM t WHERE {check}").fetchone() == (2,)
+    assert preview_schema(conn, desired).is_empty
+
+
+@pytest.mark.parametrize(("ids", "changed"), [((1, 2, 3), 0), ((10, 5, 3), 2)])
+def test_a_key_becoming_the_rowid_is_destructive_where_rows_get_a_new_rowid(tmp_path, ids, changed):
+    """``id INT PRIMARY KEY`` is not the rowid; ``INTEGER PRIMARY KEY`` is. Rebuilt so, each row's
+    rowid becomes its id: an FTS index with content= the table (which finds rows by rowid) would
+    return the wrong rows, so rowids that change make the step destructive, with the count."""
+    path = tmp_path / "docs.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE docs (id INT PRIMARY KEY, body TEXT)")
+    conn.executemany("INSERT INTO docs VALUES (?, ?)", [(id_, f"body {id_}") for id_ in ids])
+    conn.commit()
+    desired = schema_from_sql("CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT)")
+    plan = preview_schema(conn, desired)
+    findings = [finding for operation in plan.operations for finding in operation.findings]
+    if not changed:
+        assert not plan.destructive_operations and not findings
+        apply_schema(conn, desired)
+    else:
+        assert [f"docs.id: {changed} rows: rows get a new rowid" in finding for finding in findings] == [True]
+        before = path.read_bytes()
+        with pytest.raises(DestructiveChangeError, match="rows get a new rowid"):
+            apply_schema(conn, desired)
+        assert path.read_bytes() == before
+        apply_schema(conn, desired, allow_destructive=True)
+    assert conn.execute("SELECT count(*) FROM docs WHERE rowid = id").fetchone() == (len(ids),)
+
+
+def test_rows_of_a_key_that_holds_nulls_are_named_by_rowid():
+    """SQLite lets the key of a rowid table hold NULL (unless NOT NULL): such a key cannot name the
+    offending row, its rowid can."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE k (code TEXT PRIMARY KEY, points INTEGER)")
+    conn.executemany("INSERT INTO k VALUES (?, ?)", [("a", 1), (None, 2), (None, 3)])
+    plan = preview_schema(conn, schema_from_sql("CREATE TABLE k (code TEXT NOT NULL PRIMARY KEY, points INTEGER)"))
+    assert plan.problems == ("k.code: 2 rows: rows hold NULL but the column becomes NOT NULL with no default (e.g. the row with rowid 2)",)

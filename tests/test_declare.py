@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import pytest
 from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
-from pydantic import AfterValidator, BaseModel, StringConstraints, ValidationError
+from pydantic import AfterValidator, Base64Bytes, Base64Str, BaseModel, Json, StringConstraints, ValidationError
 
 from pydsqlite import (
     LWW,
@@ -333,6 +333,9 @@ BAD_DECLARATIONS: list[tuple[str, dict, dict, dict, str]] = [
     ("index unknown column", {"id": int}, {}, {"indexes": [Index("nope")]}, r"Bad\.nope: index names unknown column"),
     ("empty table index", {"id": int}, {}, {"indexes": [Index()]}, r"Bad: Index\(\) in indexes= needs"),
     ("NaN default", {"id": int, "f": float}, {"f": float("nan")}, {}, r"Bad\.f: .*NaN"),
+    ("Base64Bytes", {"id": int, "b": Base64Bytes}, {}, {}, r"Bad\.b: an encoded type .* decoded twice; declare the field as bytes"),
+    ("optional Base64Str", {"id": int, "b": Optional[Base64Str]}, {"b": None}, {}, r"Bad\.b: an encoded type"),
+    ("Json of a list", {"id": int, "j": Json[list[int]]}, {}, {}, r"Bad\.j: Json\[\.\.\.\] parses JSON text .* declare the parsed type"),
 ]
 
 

@@ -180,3 +180,45 @@ def test_a_hand_made_index_of_another_table_holding_the_models_index_name_is_a_n
 
     sync_models(conn, [Renamed])
     assert {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")} == {"ix_tagged_tag", "ix_tagged_tag_2"}
+
+
+@pytest.mark.parametrize(
+    ("look_alikes", "values"),
+    [("title__hlc TEXT", "'my own data, not a clock'"), ("_pydsqlite_version TEXT, _pydsqlite_seq INTEGER", "'v-user', 99999")],
+)
+def test_a_users_column_named_like_a_sync_column_is_never_taken_for_sync_state(tmp_path, look_alikes, values):
+    """A hand-made table adopted with LWW columns: its own column named like one of pydsqlite's hidden
+    columns is the user's data, not a clock. Dropping it is destructive (counted); allowed, the
+    sync columns are made anew with the baseline timestamp, and the changeset merges elsewhere."""
+    from pydsqlite import Database
+
+    class Note(SyncModel, table="notes"):
+        id: Annotated[str, PrimaryKey()]
+        title: Annotated[str, LWW()]
+
+    path = tmp_path / "notes.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE notes (id TEXT PRIMARY KEY NOT NULL, title TEXT NOT NULL, {look_alikes})")
+    conn.execute(f"INSERT INTO notes VALUES ('k1', 'hi', {values})")
+    conn.commit()
+    before = path.read_bytes()
+    plan = model_migration_plan(conn, [Note])
+    dropped = look_alikes.split()[0]
+    assert [f"notes.{dropped}: 1 row: values would be deleted with the column"] == [
+        finding for operation in plan.destructive_operations for finding in operation.findings if dropped in finding
+    ]
+    with pytest.raises(DestructiveChangeError, match=rf"notes\.{dropped}: 1 row"):
+        sync_models(conn, [Note])
+    assert path.read_bytes() == before
+    sync_models(conn, [Note], allow_destructive=True)
+    assert model_migration_plan(conn, [Note]).is_empty
+    feed = Database(conn).changes_since()
+    (change,) = feed.changes
+    assert change.columns["title"][1] == "hi" and change.version != "v-user"
+    other = sqlite3.connect(tmp_path / "other.db")
+    sync_models(other, [Note])
+    Database(other).apply_changes(feed)
+    assert Database(other).select(Note) == [Note(id="k1", title="hi")]
+    Database(other).update(Note, "k1", title="edited elsewhere")
+    Database(conn).apply_changes(Database(other).changes_since())
+    assert Database(conn).get(Note, "k1") == Note(id="k1", title="edited elsewhere")  # a real edit beats the baseline

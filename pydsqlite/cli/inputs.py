@@ -22,7 +22,7 @@ from ..engines.sqlite import connect_read_only
 from ..errors import PydsqliteError
 from ..migrate.execute import DEFAULT_BUSY_TIMEOUT_MS
 from ..schema.model import registered_models, table_options
-from ..schema.objects import Schema
+from ..schema.objects import Schema, fold_name
 from ..sql.source import schema_from_database, schema_from_sql
 from .output import report
 
@@ -152,9 +152,24 @@ def load_models(spec: str) -> list[type[BaseModel]]:
                 raise CommandError(f"{module_name}:{name} is not a table model")
             models.append(model)
         return models
-    models = [model for model in registered_models() if model.__module__ == module.__name__]
+    defined = [value for value in vars(module).values() if isinstance(value, type) and table_options(value) is not None]
+    defined += registered_models()  # also the models it defines without a module-level name (in a function)
+    models = list(dict.fromkeys(model for model in defined if model.__module__ == module.__name__))
     if not models:
         raise CommandError(f"module {module_name!r} defines no table models{imported_models_hint(module)}")
+    by_table: dict[str, list[type[BaseModel]]] = {}
+    for model in models:
+        options = table_options(model)
+        assert options is not None
+        by_table.setdefault(fold_name(options.table), []).append(model)
+    for versions in by_table.values():
+        if len(versions) > 1:
+            table = getattr(table_options(versions[0]), "table", "")
+            raise CommandError(
+                f"module {module_name!r} declares table {table!r} with several models "
+                f"({', '.join(model.__qualname__ for model in versions)}); name the ones to use, as in "
+                f"--models {module_name}:{versions[-1].__qualname__}"
+            )
     return models
 
 

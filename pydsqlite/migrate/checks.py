@@ -209,3 +209,18 @@ def rowid_values_check(table: str, live_table: str, old: Column, new: Column) ->
         table, new.name, "values are not integers, so they cannot become the rowid key (INTEGER PRIMARY KEY)",
         quote_identifier(live_table), f"typeof({quoted}) NOT IN ('integer', 'null')", blocking=True, sample=quoted,
     )
+
+
+def rowid_change_check(table: str, live_table: str, new: Column, key: str) -> DataCheck:
+    """Rows whose rowid the rebuild changes: a key that becomes the rowid (``INTEGER PRIMARY KEY``)
+    gives each row its key value as rowid, where the table numbered its rows apart from the key
+    before. What keeps this table's rowids (an FTS index with ``content=`` it, rowids an app
+    saved) no longer matches, so the rows count as changed (destructive), not as copied."""
+    return row_check(
+        table, new.name,
+        "rows get a new rowid, as the key becomes the rowid (INTEGER PRIMARY KEY): whatever keeps this table's rowids "
+        "no longer matches them (rebuild an FTS index whose content= is this table afterwards: "
+        "INSERT INTO <fts table>(<fts table>) VALUES('rebuild'))",
+        quote_identifier(live_table), f"rowid IS NOT {key}", blocking=False,
+        sample=f"'rowid ' || rowid || ' becomes ' || quote({key})",
+    )

@@ -413,6 +413,8 @@ def _diff_table(
             live_column = live.column(column.name)
             if live_column is not None and fold_name(live_column.name) in renames:
                 live_column = None  # that live column moves to another name: this one is new
+            elif live_column is not None and column.hidden and not managed.may_adopt_column(live.name, live_column.name):
+                live_column = None  # the user's column named like a sync column: dropped, and the sync column made anew
         if live_column is None:
             if not column.is_lww_companion:
                 changes.append(AddColumn(column))

@@ -30,6 +30,7 @@ from ..schema.objects import (
 )
 from ..sql.ddl import TableExtras, parse_create_table, parse_index_terms, parse_index_where
 from .metadata import (
+    COLUMNS_RECORDED,
     DATA_STEPS_TABLE,
     METADATA_PREFIX,
     MIGRATIONS_TABLE,
@@ -335,6 +336,7 @@ def read_managed_objects(engine: Engine) -> ManagedObjects:
         triggers=frozenset(by_kind["trigger"]),
         columns=frozenset(columns),
         renames=frozenset(renames),
+        columns_recorded=bool(columns) or COLUMNS_RECORDED in by_kind["format"],
     )
 
 

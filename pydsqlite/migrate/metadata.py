@@ -95,6 +95,9 @@ class AppliedMigration:
     """Names of the data steps this migration ran, in order."""
 
 
+COLUMNS_RECORDED = "columns recorded"
+"""The objects table's marker row (kind ``format``) saying that its hidden columns are recorded."""
+
 METADATA_FORMAT = "2"
 """Bumped when the bookkeeping records more (2: the hidden sync columns pydsqlite created), so the
 first sync after an upgrade takes the full path once and records it."""
@@ -150,6 +153,9 @@ class ManagedObjects:
     renames: frozenset[tuple[str, str, str]] = frozenset()
     """(table, old column, new column), case-folded: column renames already applied, so a swap
     whose hints stay in the models is applied once."""
+    columns_recorded: bool = True
+    """False for bookkeeping written before hidden columns were recorded: the hidden columns of its
+    tables are then pydsqlite's by name (it made them), not a user's look-alikes."""
     everything: bool = False
 
     def manages_table(self, name: str) -> bool:
@@ -173,13 +179,21 @@ class ManagedObjects:
         whatever its name)."""
         return (fold_name(table), fold_name(column)) in self.columns
 
+    def may_adopt_column(self, table: str, column: str) -> bool:
+        """Whether a live column named like a hidden sync column the models want is that column:
+        one pydsqlite recorded, or, in a table it manages under bookkeeping too old to record them,
+        one it made. Anything else is the user's column, never taken for a clock."""
+        return self.owns_column(table, column) or (not self.columns_recorded and self.manages_table(table))
+
     def after_renames(self, tables: dict[str, str], columns: tuple[tuple[str, str, str], ...]) -> ManagedObjects:
         """The same objects as a plan made after renames reads them: ``tables`` (old name → new)
         renamed, and the column renames ``columns`` ((table, old, new)) counted as applied."""
         new_name = {fold_name(old): fold_name(new) for old, new in tables.items()}
+        moved = {(fold_name(t), fold_name(old)): fold_name(new) for t, old, new in columns}  # companions are renamed by pairs of their own
+        owned = [(new_name.get(table, table), column) for table, column in self.columns]
         return replace(
             self,
-            columns=frozenset((new_name.get(table, table), column) for table, column in self.columns),
+            columns=frozenset((table, moved.get((table, column), column)) for table, column in owned),
             renames=frozenset((new_name.get(table, table), old, new) for table, old, new in self.renames)
             | frozenset((fold_name(t), fold_name(old), fold_name(new)) for t, old, new in columns),
         )
@@ -229,6 +243,7 @@ def record_statements(schema: Schema, renames: Iterable[tuple[str, str, str]] = 
     ``renames`` (table, old column, new column, case-folded) are the column renames applied."""
     statements = [CREATE_OBJECTS_TABLE, f"DELETE FROM {OBJECTS_TABLE}"]
     rows = [("rename", json.dumps(list(rename)), rename[0]) for rename in sorted(renames)]
+    rows.append(("format", COLUMNS_RECORDED, ""))  # hidden columns are recorded, even when there are none
     for table in schema.tables:
         rows.append(("table", table.name, table.name))
         rows.extend(("index", index.name, table.name) for index in table.indexes)
@@ -249,7 +264,8 @@ def managed_differs(managed: ManagedObjects, schema: Schema) -> bool:
     one whose hint left the models is forgotten)."""
     tables: tuple[Table | VirtualTable, ...] = (*schema.tables, *schema.virtual_tables)
     return (
-        managed.renames != renames_to_record(managed, schema)
+        not managed.columns_recorded
+        or managed.renames != renames_to_record(managed, schema)
         or managed.tables != frozenset(fold_name(table.name) for table in tables)
         or managed.indexes != frozenset(fold_name(index.name) for table in schema.tables for index in table.indexes)
         or managed.views != frozenset(fold_name(view.name) for view in schema.views)

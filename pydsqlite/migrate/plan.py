@@ -8,6 +8,7 @@ before anything runs, whether it would lose or reject existing rows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from ..replica.capture import capture_setup
@@ -171,6 +172,9 @@ def _create_table(table: Table) -> Operation:
 def _needs_rebuild(item: TableDiff) -> bool:
     """True when some change cannot be done by ALTER TABLE / CREATE INDEX in place."""
     surviving_indexes = _surviving_live_indexes(item)
+    dropped = {fold_name(change.column.name) for change in item.changes if isinstance(change, DropColumn)}
+    if dropped & {fold_name(column.name) for column in item.desired.columns}:
+        return True  # a user's column named like a sync column goes and pydsqlite's comes: in one copy
     for change in item.changes:
         if isinstance(change, (AlterColumn, ChangePrimaryKey, ChangeForeignKeys, ChangeTableConstraints, ChangeTableOptions)):
             return True
@@ -189,11 +193,16 @@ def _can_add_in_place(column: Column, table: Table) -> bool:
         return False
     if column.not_null and column.default is None:
         return False
-    if column.default is not None and column.default.strip().upper() in ("CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP"):
-        return False
-    if column.default is not None and column.default.strip().startswith("("):
-        return False
-    return True
+    return column.default is None or _LITERAL_DEFAULT.fullmatch(column.default.strip()) is not None
+
+
+_LITERAL_DEFAULT = re.compile(
+    r"[+-]?(\d+(\.\d*)?([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|0[xX][0-9a-fA-F]+)"  # a number
+    r"|'([^']|'')*'|[xX]'[0-9a-fA-F]*'|NULL|TRUE|FALSE",  # text, a blob, a keyword
+    re.IGNORECASE,
+)
+"""A default ADD COLUMN takes on a table with rows: a literal. An expression (``datetime('now')``,
+which ``PRAGMA table_xinfo`` reports without its parentheses) or ``CURRENT_TIMESTAMP`` takes a rebuild."""
 
 
 def _can_drop_in_place(column: Column, table: Table, surviving_indexes: list[Index]) -> bool:

@@ -29,6 +29,7 @@ from .checks import (
     duplicates_check,
     orphans_check,
     row_check,
+    rowid_change_check,
     rowid_values_check,
     unique_terms,
 )
@@ -99,6 +100,8 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
                 conversions.append(rowid_values_check(desired.name, live.name, old_column, column))
             if change.null_default is not None:
                 expression = f"IFNULL({expression}, {change.null_default})"
+            if fold_name(column.name) == alias and rowid_usable and fold_name(live.rowid_alias or "") != fold_name(old_column.name):
+                conversions.append(rowid_change_check(desired.name, live.name, column, expression))
             if change.cast is not None or change.null_default is not None:
                 changes.append(change)
         elif fold_name(column.name) == alias and rowid_usable:
@@ -115,6 +118,8 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
         terms.append(expression)
         projected.append(f"{expression} AS {quoted}")
     key = live.primary_key or (("rowid",) if rowid_usable else ())
+    if rowid_usable and live.rowid_alias is None and not all(column.not_null for column in live.columns if fold_name(column.name) in _folded_key(live)):
+        key = ("rowid",)  # a key of a rowid table may hold NULLs (SQLite allows it): the rowid names the row
     sample = _key_text(key)
     projection = f"(SELECT {', '.join([*projected, f'{sample} AS {SAMPLE}'])} FROM {quote_identifier(live.name)}{where})"
     for column in desired.columns:  # generated columns read the projected ones, one layer each
@@ -131,7 +136,7 @@ def _version_terms(item: TableDiff, sources: dict[str, str]) -> dict[str, str]:
     edits not yet exchanged), and the version takes the register's time of a column turning group:
     the copy terms for those columns, by folded desired name."""
     live, desired = item.live, item.desired
-    if live.column(VERSION_COLUMN) is None or desired.column(VERSION_COLUMN) is None:
+    if fold_name(VERSION_COLUMN) not in sources:  # not synced yet (a user's look-alike column is no version)
         return {}
     version = quote_identifier(VERSION_COLUMN)
     terms = {}
@@ -162,6 +167,10 @@ def _replaced_by_expression(table: str, live: Table, stored: Column, expression:
         table, stored.name, "stored values would be replaced by the generated column's expression",
         quote_identifier(live.name), differs, blocking=False, sample=quoted,
     )
+
+
+def _folded_key(table: Table) -> set[str]:
+    return {fold_name(name) for name in table.primary_key}
 
 
 def _key_text(key: tuple[str, ...]) -> str:
@@ -268,8 +277,9 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
                     sample_key=copy.sample_key,
                 )
             )
-    if desired.primary_key and _key_changed(item):
-        checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))
+    converted = {fold_name(change.column) for change in copy.value_changes}
+    if desired.primary_key and (_key_changed(item) or any(fold_name(column) in converted for column in desired.primary_key)):
+        checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))  # a CAST or filled NULLs can merge keys
     for unique in desired.uniques:
         checks.append(
             duplicates_check(
@@ -277,7 +287,6 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
                 f"a UNIQUE constraint{f' ({unique.name})' if unique.name else ''}",
             )
         )
-    converted = {fold_name(change.column) for change in copy.value_changes}
     for key in desired.foreign_keys:
         parent = live_schema.table(key.ref_table)
         if parent is None or not key.ref_columns or any(parent.column(column) is None for column in key.ref_columns):
