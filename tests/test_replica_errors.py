@@ -669,3 +669,38 @@ def test_the_feed_is_refused_inside_an_open_transaction_whose_writes_may_still_r
     assert [change.key for change in feed.changes] == [("a",)]
     db.insert(Word(id="c", w="c"))
     assert [change.key for change in db.changes_since(feed.cursor, models=[Num, Word]).changes] == [("c",)]
+
+
+def test_a_replica_restored_from_a_backup_sends_what_it_writes_after_the_restore(tmp_path):
+    """A peer keeps the cursor it reached before the restore; the restored file numbers its next
+    changes past every cursor it gave out (the numbers follow its clock), so none is skipped."""
+    conn, db = _replica(tmp_path / "a.db")
+    _, peer = _replica(tmp_path / "b.db")
+    db.insert(Word(id="kept", w="in the backup"))
+    conn.execute(f"VACUUM INTO '{tmp_path / 'backup.db'}'")
+    db.insert_many([Word(id=f"lost{n}", w="after the backup") for n in range(5)])
+    feed = db.changes_since(models=[Num, Word])
+    peer.apply_changes(feed, [Num, Word])
+    conn.close()
+    (tmp_path / "a.db").write_bytes((tmp_path / "backup.db").read_bytes())
+    restored = Database(sqlite3.connect(tmp_path / "a.db"))
+    for n in range(7):  # more writes than the backup lacks, so plain counting would pass the peer's cursor again
+        restored.insert(Word(id=f"new{n}", w="after the restore"))
+        later = restored.changes_since(feed.cursor, models=[Num, Word])
+        assert f"new{n}" in {change.key[0] for change in later.changes}
+    peer.apply_changes(restored.changes_since(feed.cursor, models=[Num, Word]), [Num, Word])
+    assert {word.id for word in peer.select(Word)} >= {f"new{n}" for n in range(7)}
+
+
+def test_a_cursor_that_is_not_this_replicas_is_refused(tmp_path):
+    _, db = _replica(tmp_path / "a.db")
+    _, other = _replica(tmp_path / "b.db")
+    db.insert(Word(id="a", w="a"))
+    other.insert_many([Word(id=f"b{n}", w="b") for n in range(3)])
+    ahead = other.changes_since(models=[Num, Word]).cursor + 10_000
+    with pytest.raises(SyncError, match=rf"cursor {ahead}, beyond this replica's feed \(its last change is number \d+\).*changes_since\(None\)"):
+        db.changes_since(ahead, models=[Num, Word])
+    for bad in ("abc", 1.5, True, -1):
+        with pytest.raises(UsageError, match=r"changes_since\(\) takes a cursor .* not "):
+            db.changes_since(bad, models=[Num, Word])
+    assert [change.key for change in db.changes_since(None, models=[Num, Word]).changes] == [("a",)]

@@ -10,6 +10,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated, Optional
 from unittest.mock import patch
@@ -31,6 +32,7 @@ from pydsqlite import (
     SyncModel,
     Timestamp,
     UsageError,
+    col,
     sync_models,
 )
 from pydsqlite.replica import replication
@@ -239,6 +241,50 @@ def test_equal_timestamps_break_ties_by_value_everywhere():
         db.conn.commit()
     exchange(a, b)
     assert a.get(Note, "n").title == b.get(Note, "n").title == "omega"
+
+
+class Stamped(SyncModel, table="replica_stamped"):
+    id: Annotated[str, PrimaryKey()]
+    at: Annotated[dt.datetime, LWW()]
+    owner: Annotated[Optional[uuid.UUID], LWW()] = None
+    since: Optional[dt.date] = None
+
+
+@pytest.mark.parametrize(
+    ("on_a", "on_b"),
+    [
+        ({"at": "2024-01-01T10:00:00Z"}, None),  # one replica's SQL-written row: the other stores it re-encoded
+        ({"at": "2024-01-01T10:00:00Z", "owner": "00000000000000000000000000abcdef"}, None),  # a UUID as hex
+        ({"at": "2024-01-01T10:00:00Z"}, {"at": "2024-01-01T10:00:00+00:00"}),  # one instant, two spellings
+        ({"at": "2024-01-01T10:00:00Z"}, {"at": "2025-06-01T08:30:00+02:00"}),  # two values, both by SQL
+        ({"at": "2024-01-01T10:00:00Z", "since": "2024-01-01T00:00:00"}, {"at": "2024-01-01T10:00:00Z", "since": "2024-01-01"}),
+    ],
+)
+def test_rows_written_by_sql_in_another_spelling_converge_to_what_the_model_stores(on_a, on_b):
+    """Rows written by SQL carry the baseline timestamp, so replicas compare their values to break the
+    tie. A value spelled otherwise than the model stores it ('...Z', a UUID without hyphens) is
+    compared as stored, so both replicas store the same bytes and SQL filters agree."""
+    a, b = replica(), replica()
+    for db, written in ((a, on_a), (b, on_b)):
+        sync_models(db.conn, [Note, Plain, Stamped])
+        if written is not None:
+            names = ", ".join(written)
+            db.conn.execute(f"INSERT INTO replica_stamped (id, {names}) VALUES ('k', {', '.join('?' * len(written))})", tuple(written.values()))
+            db.conn.commit()
+    for _ in range(2):
+        for source, target in ((a, b), (b, a)):
+            target.apply_changes(ChangeSet.from_json(source.changes_since().to_json()), [Stamped])
+    stored = "SELECT id, at, at__hlc, owner, owner__hlc, since, _pydsqlite_version FROM replica_stamped"
+    assert a.conn.execute(stored).fetchall() == b.conn.execute(stored).fetchall()
+    row = a.get(Stamped, "k")
+    written_by_pydsqlite = replica()
+    sync_models(written_by_pydsqlite.conn, [Note, Plain, Stamped])
+    written_by_pydsqlite.insert(row)
+    values = "SELECT at, owner, since FROM replica_stamped"
+    assert a.conn.execute(values).fetchall() == written_by_pydsqlite.conn.execute(values).fetchall()
+    for db in (a, b):
+        assert db.count(Stamped, col("at") == row.at) == 1
+        assert db.get(Stamped, "k") == row
 
 
 tricky = st.sampled_from([0, 1, -1, 10, 2, 0.0, -0.0, 1.0, float("inf"), float("nan"), "", "1", "é", b"", b"1", None])
@@ -453,6 +499,9 @@ def document(*changes, **overrides) -> str:
         (document(cursor=-1), r"cursor -1"),
         (document(node=5), r"node 5"),
         (document(format=2), r"unknown changeset format 2"),
+        (document(format=True), r"unknown changeset format True"),
+        (document(format=1.0), r"unknown changeset format 1\.0"),
+        ("[" * 100_000 + "]" * 100_000, r"malformed changeset JSON: nested too deeply"),
         ("[1, 2]", r"expected an object"),
         ("{", r"malformed changeset JSON"),
         *[

@@ -146,9 +146,11 @@ class ChangeSet:
             data = json.loads(text, parse_constant=_NotJSON, parse_float=_finite_or_not_json)
         except (TypeError, ValueError) as error:
             raise SyncError(f"malformed changeset JSON: {error}") from None
+        except RecursionError:  # arrays or objects nested deeper than Python's reader goes: no changeset is
+            raise SyncError("malformed changeset JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise SyncError(f"malformed changeset JSON: expected an object, got {type(data).__name__}")
-        if data.get("format") != 1:
+        if type(data.get("format")) is not int or data.get("format") != 1:
             raise SyncError(f"malformed changeset JSON: unknown changeset format {data.get('format')!r}")
         cursor, node, items = data.get("cursor"), data.get("node", ""), data.get("changes")
         if type(cursor) is not int or cursor < 0:
@@ -289,6 +291,18 @@ def _identical(a: Any, b: Any) -> bool:
     if kind is dict:
         return a.keys() == b.keys() and all(_identical(value, b[name]) for name, value in a.items())
     return bool(a == b)
+
+
+def ties_on_different_values(a: RowChange, b: RowChange) -> bool:
+    """Whether two states of a key hold different values under the same timestamp (a register, or
+    the group under the row version): only rows written outside pydsqlite, which all carry the
+    baseline timestamp, can."""
+    if a.version == b.version and not _identical(a.values, b.values):
+        return True
+    return any(
+        (theirs := b.columns.get(name)) is not None and stamp == theirs[0] and not _identical(value, theirs[1])
+        for name, (stamp, value) in a.columns.items()
+    )
 
 
 def merge_states(local: RowChange | None, remote: RowChange) -> RowChange:

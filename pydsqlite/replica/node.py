@@ -3,7 +3,9 @@
 Kept in ``_pydsqlite_node`` (one row), created on first use: the node id is made once per
 database, the clock resumes from the last reading it stored (so a wall clock that went
 back across a restart never makes this node stamp below its own past), and every change
-takes the next sequence number (the cursor of ``changes_since``). Several ``Database``
+takes the next sequence number (the cursor of ``changes_since``), never below the clock's
+milliseconds times ``SEQ_PER_MILLISECOND``: a file restored from a backup goes on numbering past
+every cursor a peer kept before the restore, instead of reusing numbers it skips. Several ``Database``
 objects (connections, processes) may serve one file: each write unit first catches its
 clock up with the reading the file stored, so no writer stamps below what another wrote
 or merged.
@@ -17,6 +19,10 @@ from typing import Any
 
 from ..engines import Engine
 from .hlc import HLC, new_node_id
+
+SEQ_PER_MILLISECOND = 1000
+"""Sequence numbers run at least this fast with the clock: a thousand changes a millisecond before they
+run ahead of it, and numbers stay below 2**53 (exact in JSON readers that hold them as doubles)."""
 
 NODE_TABLE = "_pydsqlite_node"
 TOMBSTONES = "_pydsqlite_tombstones"
@@ -57,8 +63,9 @@ class Node:
         """Reserve ``count`` consecutive sequence numbers (inside the caller's write); returns the first.
         The clock's latest reading is stored with them."""
         clock = self.clock
-        query = f"UPDATE {NODE_TABLE} SET seq = seq + ?, clock = ? WHERE id = 1 RETURNING seq"
-        row = self._read(query, (count, str(clock.last)))
+        floor = clock.last.millis * SEQ_PER_MILLISECOND + count
+        query = f"UPDATE {NODE_TABLE} SET seq = MAX(seq + ?, ?), clock = ? WHERE id = 1 RETURNING seq"
+        row = self._read(query, (count, floor, str(clock.last)))
         return int(row[0]) - count + 1
 
     def catch_up(self) -> None:

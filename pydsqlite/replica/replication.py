@@ -46,6 +46,7 @@ from .changeset import (
     key_from_text,
     key_text,
     merge_states,
+    ties_on_different_values,
     to_json_value,
 )
 from .hlc import HLC
@@ -96,8 +97,16 @@ class Replica:
                 "writes may still roll back, so the changeset would carry rows that never were and its cursor would "
                 "skip the writes that reuse their sequence numbers; call it after the transaction ends"
             )
+        if cursor is not None and (type(cursor) is not int or cursor < 0):
+            raise UsageError(f"changes_since() takes a cursor from an earlier changeset of this replica (a non-negative int) or None, not {cursor!r}")
         codecs = self.synced_codecs(models)
         seq = self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
+        if cursor is not None and cursor > seq:
+            raise SyncError(
+                f"changes_since() was given cursor {cursor}, beyond this replica's feed (its last change is number {seq}): "
+                "the cursor came from another replica's changeset, or this database was replaced or restored from a backup "
+                "since; read everything once with changes_since(None) (merging it again is harmless) and keep its cursor"
+            )
         if self.engine.pep249_mode and self._committed_seq() not in (None, seq):
             raise UsageError(
                 "changes_since() reads committed changes only, and this autocommit=False connection holds writes to "
@@ -500,7 +509,10 @@ class Replica:
                 merged = remote  # every register is the remote one, and so is the tombstone time
             else:
                 local = _local_state(None if row is None else _row_state(codec, row, None), tombstone, codec, remote.key)
-                merged = merge_states(local, remote)
+                if local is not None and local.alive and remote.alive and ties_on_different_values(local, remote):
+                    merged = merge_states(_canonical(codec, local), _canonical(codec, remote))
+                else:
+                    merged = merge_states(local, remote)
                 if local is not None and merged == local:
                     continue
             if merged.alive:
@@ -793,6 +805,21 @@ def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[li
         raise
     _require_keys_kept(codec, states, rows, what)
     return rows
+
+
+def _canonical(codec: RowCodec, state: RowChange) -> RowChange:
+    """``state`` with its values as the model stores them (a value written by SQL in another
+    spelling: ``'...Z'`` for a datetime, a UUID without hyphens), so that a timestamp tie is broken
+    by the value both replicas store, and the replica holding the other spelling takes this one;
+    unchanged when the model refuses the row."""
+    try:
+        (row,) = _stored_rows(codec, [state], "row")
+    except SyncError:
+        return state
+    stored = dict(zip(codec.fields, row, strict=True))
+    columns = {name: (stamp, stored[name]) for name, (stamp, _) in state.columns.items()}
+    values = {name: stored[name] for name in state.values}
+    return RowChange(state.table, state.key, columns, state.version, values, state.deleted)
 
 
 def _require_keys_kept(codec: RowCodec, states: list[RowChange], rows: list[list[Any]], what: str) -> None:
