@@ -313,6 +313,27 @@ def test_replica_functions_converge_between_async_and_sync_replicas(tmp_path):
     assert sync_db.select(Note, order_by="id") == first_rows
 
 
+@pytest.mark.parametrize("model", [Note, Mark])
+def test_writes_work_after_the_app_set_a_pragma_through_the_aiosqlite_connection(tmp_path, model):
+    """``await conn.execute("PRAGMA journal_mode = wal")``: aiosqlite's thread keeps that cursor, and
+    so its statement open, until a job succeeds; SQLite then refuses the write's SAVEPOINT or COMMIT.
+    The refused unit was rolled back whole, so it runs once more after a job that frees the cursor."""
+    row = Note(id="n1", text="hello") if model is Note else Mark(task=1)
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            await aio.sync_models(conn, [model])
+            await conn.execute("PRAGMA journal_mode = wal")
+            db = aio.AsyncDatabase(conn)
+            await db.insert(row)
+            await conn.execute("PRAGMA journal_mode = wal")
+            async with db.transaction():
+                await db.insert_many([row.model_copy(update={"id": "n2" if model is Note else 2})])
+            return await db.count(model)
+
+    assert run(scenario()) == 2
+
+
 # --- cancellation, one task at a time ---------------------------------------------------------------
 
 

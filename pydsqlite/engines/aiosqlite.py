@@ -26,6 +26,7 @@ uses ``Connection._execute`` and ``Connection._conn``, present from aiosqlite 0.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
@@ -37,6 +38,8 @@ from .base import Cursor
 from .sqlite import SqliteEngine
 
 T = TypeVar("T")
+
+_STATEMENT_IN_PROGRESS = "SQL statements in progress"
 
 LATE_CANCELLATION = "pydsqlite: the call had completed when the cancellation reached it; what it wrote stands"
 
@@ -125,7 +128,8 @@ class AiosqliteEngine(SqliteEngine):
     # --- jobs (from the event loop) ----------------------------------------------------------------
 
     async def run(
-        self, function: Callable[..., T], *args: Any, settle: bool = False, outermost: bool = False, **kwargs: Any
+        self, function: Callable[..., T], *args: Any, settle: bool = False, outermost: bool = False, rerunnable: bool = False,
+        **kwargs: Any,
     ) -> T:
         """``function(*args, **kwargs)`` run on the connection's thread, outside any lock (see ``call``).
 
@@ -133,28 +137,45 @@ class AiosqliteEngine(SqliteEngine):
         cancellation; the job's commit becomes a rollback unless ``settle`` (clean-up that must
         complete as written, such as a rollback). When the job is ``outermost`` (no transaction of
         the caller's encloses it, so its end decides) and got past its commit all the same, a note
-        on the error says that its work stands."""
+        on the error says that its work stands. A ``rerunnable`` job (a whole unit, or the opening
+        of one) that SQLite refused because a statement of the app's is still in progress runs once
+        more after freeing it (see below)."""
         connection = self._connection()
-        job = _Job(function, args, kwargs)
-        try:
-            return await connection._execute(self._perform, job)  # type: ignore[no-any-return]
-        except asyncio.CancelledError as cancelled:
-            job.cancelled = not settle
-            await _drain(connection)
-            if job.completed and outermost:
-                cancelled.add_note(LATE_CANCELLATION)
-            raise
-        except ValueError:
-            if job.started:
+        retried = False
+        while True:
+            job = _Job(function, args, kwargs)
+            try:
+                return await connection._execute(self._perform, job)  # type: ignore[no-any-return]
+            except asyncio.CancelledError as cancelled:
+                job.cancelled = not settle
+                await _drain(connection)
+                if job.completed and outermost:
+                    cancelled.add_note(LATE_CANCELLATION)
                 raise
-            raise UsageError("the aiosqlite connection is closed") from None
+            except ValueError:
+                if job.started:
+                    raise
+                raise UsageError("the aiosqlite connection is closed") from None
+            except sqlite3.OperationalError as error:
+                if not rerunnable or _STATEMENT_IN_PROGRESS not in str(error):
+                    raise
+                if retried:
+                    raise UsageError(
+                        f"{error}: a statement run on this connection outside pydsqlite has not ended (a cursor of "
+                        "conn.execute(...) whose rows were not all read): fetch its rows or close it; nothing was written"
+                    ) from error
+                # aiosqlite's thread holds the last job's result until a job succeeds: the app's cursor of
+                # `await conn.execute("PRAGMA journal_mode = wal")` keeps its statement open meanwhile. The
+                # failed unit was rolled back whole; a job that ends frees the cursor, then it runs again.
+                retried = True
+                await connection._execute(_nothing)
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``function(*args, **kwargs)`` as one unit of work: after the unit in progress, or inside
         the caller's open transaction."""
         scope = await self._hold()
         try:
-            return await self.run(function, *args, outermost=scope is self._root, **kwargs)
+            return await self.run(function, *args, outermost=scope is self._root, rerunnable=True, **kwargs)
         finally:
             scope.lock.release()
 
@@ -165,20 +186,20 @@ class AiosqliteEngine(SqliteEngine):
         rollback on any exception, cancellation included."""
         parent = await self._hold()
         try:
-            entered = unit()
-            opened = False
+            opened: list[AbstractContextManager[Any]] = []
 
-            def open_unit() -> None:
-                nonlocal opened
+            def open_unit() -> None:  # a fresh unit each time it runs (see ``run``)
+                entered = unit()
                 entered.__enter__()
-                opened = True
+                opened.append(entered)
 
             try:
-                await self.run(open_unit, settle=True)
+                await self.run(open_unit, settle=True, rerunnable=True)
             except asyncio.CancelledError as cancelled:
                 if opened:
-                    await self.run(entered.__exit__, type(cancelled), cancelled, cancelled.__traceback__, settle=True)
+                    await self.run(opened[0].__exit__, type(cancelled), cancelled, cancelled.__traceback__, settle=True)
                 raise
+            entered = opened[0]
             scope = _Scope(parent)
             token = self._scope.set(scope)
             try:
