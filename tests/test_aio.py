@@ -316,22 +316,29 @@ def test_replica_functions_converge_between_async_and_sync_replicas(tmp_path):
 @pytest.mark.parametrize("model", [Note, Mark])
 def test_writes_work_after_the_app_set_a_pragma_through_the_aiosqlite_connection(tmp_path, model):
     """``await conn.execute("PRAGMA journal_mode = wal")``: aiosqlite's thread keeps that cursor, and
-    so its statement open, until a job succeeds; SQLite then refuses the write's SAVEPOINT or COMMIT.
-    The refused unit was rolled back whole, so it runs once more after a job that frees the cursor."""
-    row = Note(id="n1", text="hello") if model is Note else Mark(task=1)
+    so its statement open, until a job ends well, and SQLite refuses to commit meanwhile. A call
+    checks that before it starts (nothing of it has run: a generator of rows is read once) and
+    frees the cursor first: every write lands once, the migration included."""
+
+    def rows(first: int):
+        for number in range(first, first + 3):
+            yield Note(id=f"n{number}", text="x") if model is Note else Mark(id=number, task=number)
 
     async def scenario():
         async with aiosqlite.connect(tmp_path / "app.db") as conn:
-            await aio.sync_models(conn, [model])
             await conn.execute("PRAGMA journal_mode = wal")
+            await aio.sync_models(conn, [model])
             db = aio.AsyncDatabase(conn)
-            await db.insert(row)
+            await conn.execute("PRAGMA journal_mode = wal")
+            await db.insert_many(rows(1))
             await conn.execute("PRAGMA journal_mode = wal")
             async with db.transaction():
-                await db.insert_many([row.model_copy(update={"id": "n2" if model is Note else 2})])
+                await db.insert_many(rows(4))
+            await conn.execute("PRAGMA journal_mode = wal")
+            await db.insert(next(rows(7)))
             return await db.count(model)
 
-    assert run(scenario()) == 2
+    assert run(scenario()) == 7
 
 
 # --- cancellation, one task at a time ---------------------------------------------------------------

@@ -156,8 +156,12 @@ def test_duplicates_that_are_not_utf8_once_cast_to_text_are_named_not_a_database
          "CREATE TABLE k (a REAL NOT NULL PRIMARY KEY, c TEXT) WITHOUT ROWID", "k.a", "1.0"),
         ("CREATE TABLE k (a TEXT PRIMARY KEY, c TEXT)", [(None, "x"), (None, "y"), ("z", "z")],
          "CREATE TABLE k (a TEXT NOT NULL DEFAULT '' PRIMARY KEY, c TEXT)", "k.a", "''"),
+        ("CREATE TABLE k (a TEXT NOT NULL PRIMARY KEY, c TEXT)", [("A", "x"), ("a", "y")],
+         "CREATE TABLE k (a TEXT NOT NULL COLLATE NOCASE PRIMARY KEY, c TEXT)", "k.a", "'A'"),
+        ("CREATE TABLE k (a TEXT NOT NULL, b TEXT NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID", [("x", "a "), ("x", "a")],
+         "CREATE TABLE k (a TEXT NOT NULL, b TEXT NOT NULL COLLATE RTRIM, PRIMARY KEY (a, b)) WITHOUT ROWID", "k.a, b", "('x', 'a')"),
     ],
-    ids=["cast", "composite", "without rowid", "filled NULLs"],
+    ids=["cast", "composite", "without rowid", "filled NULLs", "collation", "composite collation"],
 )
 def test_keys_a_conversion_would_merge_are_refused_in_the_preview_and_the_sync(tmp_path, live, rows, desired, where, sample):
     """A CAST (or a default filling NULL keys) can give two rows one key: named as a problem with the

@@ -311,6 +311,10 @@ def declare(annotations: dict[str, Any], defaults: dict[str, Any] | None = None,
     return type(SyncModel)("Bad", (SyncModel,), namespace, **keywords)
 
 
+class Encoded(BaseModel):
+    blob: Base64Bytes
+
+
 BAD_DECLARATIONS: list[tuple[str, dict, dict, dict, str]] = [
     ("unsupported type", {"id": int, "when": dt.timedelta}, {}, {}, r"Bad\.when: .*timedelta"),
     ("union of types", {"id": int, "v": int | str}, {}, {}, r"Bad\.v: .*union"),
@@ -336,6 +340,9 @@ BAD_DECLARATIONS: list[tuple[str, dict, dict, dict, str]] = [
     ("Base64Bytes", {"id": int, "b": Base64Bytes}, {}, {}, r"Bad\.b: an encoded type .* decoded twice; declare the field as bytes"),
     ("optional Base64Str", {"id": int, "b": Optional[Base64Str]}, {"b": None}, {}, r"Bad\.b: an encoded type"),
     ("Json of a list", {"id": int, "j": Json[list[int]]}, {}, {}, r"Bad\.j: Json\[\.\.\.\] parses JSON text .* declare the parsed type"),
+    ("Base64Bytes in a list", {"id": int, "j": list[Base64Bytes]}, {}, {}, r"Bad\.j: an encoded type"),
+    ("Base64Str in a dict", {"id": int, "j": dict[str, Base64Str]}, {}, {}, r"Bad\.j: an encoded type"),
+    ("Base64Bytes in a nested model", {"id": int, "j": list[Encoded]}, {}, {}, r"Bad\.j: Encoded\.blob: an encoded type"),
 ]
 
 

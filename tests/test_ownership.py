@@ -222,3 +222,27 @@ def test_a_users_column_named_like_a_sync_column_is_never_taken_for_sync_state(t
     Database(other).update(Note, "k1", title="edited elsewhere")
     Database(conn).apply_changes(Database(other).changes_since())
     assert Database(conn).get(Note, "k1") == Note(id="k1", title="edited elsewhere")  # a real edit beats the baseline
+
+
+def test_a_look_alike_column_added_by_hand_to_a_table_synced_by_an_older_release_is_still_the_users(memory_conn):
+    """Bookkeeping from before the marker row records no hidden column of a table without LWW: the
+    hidden columns it adopts by name are those made exactly as pydsqlite makes them (its type and
+    baseline default), so a hand-added ``title__hlc`` holding text is the user's, not a clock."""
+
+    class Plain(SyncModel, table="items"):
+        id: Annotated[int, PrimaryKey()]
+        title: str
+
+    class Synced(SyncModel, table="items"):
+        id: Annotated[int, PrimaryKey()]
+        title: Annotated[str, LWW()]
+
+    sync_models(memory_conn, [Plain])
+    memory_conn.execute("DELETE FROM _pydsqlite_objects WHERE kind = 'format'")  # as the previous release left it
+    memory_conn.execute("ALTER TABLE items ADD COLUMN title__hlc TEXT")
+    memory_conn.execute("INSERT INTO items VALUES (1, 'a', 'my note, not a clock')")
+    memory_conn.commit()
+    with pytest.raises(DestructiveChangeError, match=r"items\.title__hlc: 1 row: values would be deleted"):
+        sync_models(memory_conn, [Synced])
+    sync_models(memory_conn, [Synced], allow_destructive=True)
+    assert memory_conn.execute("SELECT title__hlc FROM items").fetchone() != ("my note, not a clock",)

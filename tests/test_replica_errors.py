@@ -614,6 +614,31 @@ def test_a_freed_unique_value_merges_when_the_changeset_also_writes_rows_referen
     assert newer.conn.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
+@pytest.mark.parametrize("on_delete", ["no action", "restrict"])
+def test_a_freed_unique_value_whose_row_a_local_reference_keeps_is_refused_as_a_conflict(tmp_path, on_delete):
+    """Here a booking still references the deleted pitch, and a reference beats a concurrent delete,
+    so the pitch stays with its label and two rows want it: refused, naming the reference as the
+    cause; removing the reference here settles it."""
+    booking = _PITCH_BOOKINGS[on_delete]
+    models = [Pitch, booking]
+    older, newer = _pitch_replicas(tmp_path, booking)
+    older.insert(Pitch(id="p1", label="A1"))
+    newer.apply_changes(older.changes_since(models=models), models)
+    newer.insert(booking(id="b9", pitch="p1", who="here"))
+    cursor = older.changes_since(models=models).cursor
+    older.delete(Pitch, "p1")
+    older.insert(Pitch(id="p2", label="A1"))
+    before = _pitch_state(newer, booking)
+    with pytest.raises(SyncError, match=r"which the row with key \('p1',\) holds here: the changeset deletes that row, but rows "
+                                        r"here reference it.*remove the references to the row with key \('p1',\) here"):
+        newer.apply_changes(older.changes_since(cursor, models=models), models)
+    assert _pitch_state(newer, booking) == before
+    newer.delete(booking, "b9")
+    newer.apply_changes(older.changes_since(cursor, models=models), models)
+    older.apply_changes(newer.changes_since(models=models), models)
+    assert _pitch_state(newer, booking) == _pitch_state(older, booking) == ([Pitch(id="p2", label="A1")], [])
+
+
 def test_a_freed_unique_value_whose_delete_would_reach_a_row_the_changeset_writes_is_refused_with_a_safe_remedy(tmp_path):
     """The sender moved booking b1 from p1 to p2, deleted p1 and gave its label to p2. Deleting p1
     first here would cascade to the local b1 (still on p1) and its tombstone would beat the move, so
@@ -692,6 +717,34 @@ def test_a_replica_restored_from_a_backup_sends_what_it_writes_after_the_restore
     assert {word.id for word in peer.select(Word)} >= {f"new{n}" for n in range(7)}
 
 
+def test_a_restored_replica_numbers_past_cursors_taken_while_a_peer_had_pushed_its_clock_ahead(tmp_path):
+    """Its clock had taken a peer's timestamp 30 s ahead (within max_drift_ms) before the feed a
+    peer resumes from; restored from a backup made before that, it still numbers past that cursor."""
+    now = {"a": 1_700_000_000_000, "b": 1_700_000_030_000, "p": 1_700_000_000_000}
+
+    def replica(name: str) -> Database:
+        conn = sqlite3.connect(tmp_path / f"{name}.db")
+        sync_models(conn, [Num, Word])
+        return Database(conn, wall_clock=lambda: now[name])
+
+    a, b, peer = replica("a"), replica("b"), replica("p")
+    a.insert(Word(id="kept", w="in the backup"))
+    a.conn.execute(f"VACUUM INTO '{tmp_path / 'backup.db'}'")
+    b.insert(Word(id="from_b", w="stamped 30 s ahead"))
+    a.apply_changes(b.changes_since(models=[Num, Word]), [Num, Word])
+    feed = a.changes_since(models=[Num, Word])
+    peer.apply_changes(feed, [Num, Word])
+    a.conn.close()
+    (tmp_path / "a.db").write_bytes((tmp_path / "backup.db").read_bytes())
+    now["a"] += 1_000
+    restored = Database(sqlite3.connect(tmp_path / "a.db"), wall_clock=lambda: now["a"])
+    restored.insert(Word(id="one second later", w="x"))
+    now["a"] += 40_000
+    restored.insert(Word(id="forty seconds later", w="x"))
+    sent = {change.key[0] for change in restored.changes_since(feed.cursor, models=[Num, Word]).changes}
+    assert {"one second later", "forty seconds later"} <= sent
+
+
 def test_a_cursor_that_is_not_this_replicas_is_refused(tmp_path):
     _, db = _replica(tmp_path / "a.db")
     _, other = _replica(tmp_path / "b.db")
@@ -704,3 +757,14 @@ def test_a_cursor_that_is_not_this_replicas_is_refused(tmp_path):
         with pytest.raises(UsageError, match=r"changes_since\(\) takes a cursor .* not "):
             db.changes_since(bad, models=[Num, Word])
     assert [change.key for change in db.changes_since(None, models=[Num, Word]).changes] == [("a",)]
+
+
+def test_sequence_numbers_stay_exact_in_json_whatever_drift_the_clock_accepts(tmp_path):
+    """Sequence numbers run ahead of the wall clock by the drift the clock accepts, capped, so they
+    stay below 2**53 (exact where JSON readers hold numbers as doubles) even for a huge drift."""
+    conn = sqlite3.connect(tmp_path / "a.db")
+    sync_models(conn, [Num, Word])
+    db = Database(conn, max_drift_ms=2**62)
+    db.insert_many([Word(id=f"w{n}", w="x") for n in range(3)])
+    cursor = db.changes_since(models=[Num, Word]).cursor
+    assert 0 < cursor < 2**53

@@ -52,15 +52,20 @@ class _Abandoned(BaseException):
 class _Job:
     """One call run on the connection's thread, and what became of it."""
 
-    __slots__ = ("function", "args", "kwargs", "started", "cancelled", "completed")
+    __slots__ = ("function", "args", "kwargs", "check_statements", "started", "cancelled", "completed")
 
-    def __init__(self, function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    def __init__(self, function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], *, check_statements: bool) -> None:
         self.function = function
         self.args = args
         self.kwargs = kwargs
+        self.check_statements = check_statements
         self.started = False
         self.cancelled = False
         self.completed = False
+
+
+class _StatementInProgress(Exception):
+    """Raised on the connection's thread before a job starts: a statement of the app's is still open."""
 
 
 class _Scope:
@@ -116,6 +121,8 @@ class AiosqliteEngine(SqliteEngine):
         raise _Abandoned
 
     def _perform(self, job: _Job) -> Any:
+        if job.check_statements and not self.connection.in_transaction and not self._statements_ended():
+            raise _StatementInProgress
         job.started = True
         self._job = job
         try:
@@ -125,10 +132,24 @@ class AiosqliteEngine(SqliteEngine):
         job.completed = True
         return result
 
+    def _statements_ended(self) -> bool:
+        """Whether SQLite could commit now: no statement of the app's is still in progress (checked
+        by an empty transaction, before a job starts, so that nothing of it has run when it is not)."""
+        try:
+            self.connection.execute("SAVEPOINT pydsqlite_probe")
+            self.connection.execute("RELEASE pydsqlite_probe")
+        except sqlite3.OperationalError as error:
+            if _STATEMENT_IN_PROGRESS not in str(error):
+                raise
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            return False
+        return True
+
     # --- jobs (from the event loop) ----------------------------------------------------------------
 
     async def run(
-        self, function: Callable[..., T], *args: Any, settle: bool = False, outermost: bool = False, rerunnable: bool = False,
+        self, function: Callable[..., T], *args: Any, settle: bool = False, outermost: bool = False, fresh: bool = False,
         **kwargs: Any,
     ) -> T:
         """``function(*args, **kwargs)`` run on the connection's thread, outside any lock (see ``call``).
@@ -137,13 +158,13 @@ class AiosqliteEngine(SqliteEngine):
         cancellation; the job's commit becomes a rollback unless ``settle`` (clean-up that must
         complete as written, such as a rollback). When the job is ``outermost`` (no transaction of
         the caller's encloses it, so its end decides) and got past its commit all the same, a note
-        on the error says that its work stands. A ``rerunnable`` job (a whole unit, or the opening
-        of one) that SQLite refused because a statement of the app's is still in progress runs once
-        more after freeing it (see below)."""
+        on the error says that its work stands. A ``fresh`` job (a whole unit, or the opening of one,
+        outside any transaction) first checks that no statement of the app's is still in progress on
+        the connection (SQLite would refuse its commit); if one is, a job that frees it runs first."""
         connection = self._connection()
-        retried = False
+        freed = False
         while True:
-            job = _Job(function, args, kwargs)
+            job = _Job(function, args, kwargs, check_statements=fresh)
             try:
                 return await connection._execute(self._perform, job)  # type: ignore[no-any-return]
             except asyncio.CancelledError as cancelled:
@@ -156,18 +177,16 @@ class AiosqliteEngine(SqliteEngine):
                 if job.started:
                     raise
                 raise UsageError("the aiosqlite connection is closed") from None
-            except sqlite3.OperationalError as error:
-                if not rerunnable or _STATEMENT_IN_PROGRESS not in str(error):
-                    raise
-                if retried:
+            except _StatementInProgress:
+                if freed:
                     raise UsageError(
-                        f"{error}: a statement run on this connection outside pydsqlite has not ended (a cursor of "
-                        "conn.execute(...) whose rows were not all read): fetch its rows or close it; nothing was written"
-                    ) from error
-                # aiosqlite's thread holds the last job's result until a job succeeds: the app's cursor of
-                # `await conn.execute("PRAGMA journal_mode = wal")` keeps its statement open meanwhile. The
-                # failed unit was rolled back whole; a job that ends frees the cursor, then it runs again.
-                retried = True
+                        "a statement run on this connection outside pydsqlite has not ended (a cursor of conn.execute(...) "
+                        "whose rows were not all read): SQLite would refuse to commit; fetch its rows or close it. "
+                        "Nothing was done"
+                    ) from None
+                # aiosqlite's thread keeps the last job's result until a job ends well, so the app's cursor of
+                # `await conn.execute("PRAGMA journal_mode = wal")` keeps its statement open: a job that ends frees it
+                freed = True
                 await connection._execute(_nothing)
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -175,7 +194,7 @@ class AiosqliteEngine(SqliteEngine):
         the caller's open transaction."""
         scope = await self._hold()
         try:
-            return await self.run(function, *args, outermost=scope is self._root, rerunnable=True, **kwargs)
+            return await self.run(function, *args, outermost=scope is self._root, fresh=True, **kwargs)
         finally:
             scope.lock.release()
 
@@ -186,20 +205,20 @@ class AiosqliteEngine(SqliteEngine):
         rollback on any exception, cancellation included."""
         parent = await self._hold()
         try:
-            opened: list[AbstractContextManager[Any]] = []
+            entered = unit()
+            opened = False
 
-            def open_unit() -> None:  # a fresh unit each time it runs (see ``run``)
-                entered = unit()
+            def open_unit() -> None:
+                nonlocal opened
                 entered.__enter__()
-                opened.append(entered)
+                opened = True
 
             try:
-                await self.run(open_unit, settle=True, rerunnable=True)
+                await self.run(open_unit, settle=True, fresh=True)
             except asyncio.CancelledError as cancelled:
                 if opened:
-                    await self.run(opened[0].__exit__, type(cancelled), cancelled, cancelled.__traceback__, settle=True)
+                    await self.run(entered.__exit__, type(cancelled), cancelled, cancelled.__traceback__, settle=True)
                 raise
-            entered = opened[0]
             scope = _Scope(parent)
             token = self._scope.set(scope)
             try:

@@ -413,7 +413,10 @@ def _diff_table(
             live_column = live.column(column.name)
             if live_column is not None and fold_name(live_column.name) in renames:
                 live_column = None  # that live column moves to another name: this one is new
-            elif live_column is not None and column.hidden and not managed.may_adopt_column(live.name, live_column.name):
+            elif live_column is not None and column.hidden and not managed.may_adopt_column(
+                live.name, live_column.name,
+                made_as_ours=live_column.type == column.type and _normalize_default(live_column.default) == _normalize_default(column.default),
+            ):
                 live_column = None  # the user's column named like a sync column: dropped, and the sync column made anew
         if live_column is None:
             if not column.is_lww_companion:

@@ -154,8 +154,8 @@ class ManagedObjects:
     """(table, old column, new column), case-folded: column renames already applied, so a swap
     whose hints stay in the models is applied once."""
     columns_recorded: bool = True
-    """False for bookkeeping written before hidden columns were recorded: the hidden columns of its
-    tables are then pydsqlite's by name (it made them), not a user's look-alikes."""
+    """False for bookkeeping that records no hidden column and no marker that it would (written
+    before they were recorded, or holding none): see ``may_adopt_column``."""
     everything: bool = False
 
     def manages_table(self, name: str) -> bool:
@@ -179,11 +179,12 @@ class ManagedObjects:
         whatever its name)."""
         return (fold_name(table), fold_name(column)) in self.columns
 
-    def may_adopt_column(self, table: str, column: str) -> bool:
+    def may_adopt_column(self, table: str, column: str, *, made_as_ours: bool) -> bool:
         """Whether a live column named like a hidden sync column the models want is that column:
-        one pydsqlite recorded, or, in a table it manages under bookkeeping too old to record them,
-        one it made. Anything else is the user's column, never taken for a clock."""
-        return self.owns_column(table, column) or (not self.columns_recorded and self.manages_table(table))
+        one pydsqlite recorded, or, in a table it manages under bookkeeping that records none, one
+        it made (``made_as_ours``: with the very type and default pydsqlite gives it). Anything else
+        is the user's column, never taken for a clock."""
+        return self.owns_column(table, column) or (not self.columns_recorded and made_as_ours and self.manages_table(table))
 
     def after_renames(self, tables: dict[str, str], columns: tuple[tuple[str, str, str], ...]) -> ManagedObjects:
         """The same objects as a plan made after renames reads them: ``tables`` (old name → new)

@@ -169,6 +169,17 @@ def _replaced_by_expression(table: str, live: Table, stored: Column, expression:
     )
 
 
+def _compared_anew(item: TableDiff, key_column: str, converted: set[str]) -> bool:
+    """Whether the rebuild changes how a key column's values compare: a CAST or filled NULLs change
+    them, another collation compares them otherwise (two keys can become one either way)."""
+    if fold_name(key_column) in converted:
+        return True
+    new = item.desired.column(key_column)
+    sources = {fold_name(new): old for new, old in item.column_sources}
+    old = item.live.column(sources.get(fold_name(key_column), key_column))
+    return new is not None and old is not None and (new.collate or "BINARY").upper() != (old.collate or "BINARY").upper()
+
+
 def _folded_key(table: Table) -> set[str]:
     return {fold_name(name) for name in table.primary_key}
 
@@ -278,8 +289,8 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
                 )
             )
     converted = {fold_name(change.column) for change in copy.value_changes}
-    if desired.primary_key and (_key_changed(item) or any(fold_name(column) in converted for column in desired.primary_key)):
-        checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))  # a CAST or filled NULLs can merge keys
+    if desired.primary_key and (_key_changed(item) or any(_compared_anew(item, column, converted) for column in desired.primary_key)):
+        checks.append(_duplicates(desired, projection, desired.primary_key, "the primary key"))
     for unique in desired.uniques:
         checks.append(
             duplicates_check(

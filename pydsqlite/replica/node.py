@@ -3,9 +3,10 @@
 Kept in ``_pydsqlite_node`` (one row), created on first use: the node id is made once per
 database, the clock resumes from the last reading it stored (so a wall clock that went
 back across a restart never makes this node stamp below its own past), and every change
-takes the next sequence number (the cursor of ``changes_since``), never below the clock's
-milliseconds times ``SEQ_PER_MILLISECOND``: a file restored from a backup goes on numbering past
-every cursor a peer kept before the restore, instead of reusing numbers it skips. Several ``Database``
+takes the next sequence number (the cursor of ``changes_since``), never below the latest time the
+clock can have read (the wall clock plus the drift it accepts from peers) times
+``SEQ_PER_MILLISECOND``: a file restored from a backup goes on numbering past every cursor a peer
+kept before the restore, instead of reusing numbers it skips. Several ``Database``
 objects (connections, processes) may serve one file: each write unit first catches its
 clock up with the reading the file stored, so no writer stamps below what another wrote
 or merged.
@@ -18,7 +19,11 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ..engines import Engine
-from .hlc import HLC, new_node_id
+from .hlc import HLC, new_node_id, wall_millis
+
+_SEQ_DRIFT_LIMIT_MS = 366 * 24 * 3600 * 1000
+"""The most of a clock's accepted drift that sequence numbers run ahead by (a larger ``max_drift_ms``
+would push them past 2**53)."""
 
 SEQ_PER_MILLISECOND = 1000
 """Sequence numbers run at least this fast with the clock: a thousand changes a millisecond before they
@@ -63,7 +68,9 @@ class Node:
         """Reserve ``count`` consecutive sequence numbers (inside the caller's write); returns the first.
         The clock's latest reading is stored with them."""
         clock = self.clock
-        floor = clock.last.millis * SEQ_PER_MILLISECOND + count
+        drift = min(clock.max_drift_ms, _SEQ_DRIFT_LIMIT_MS)
+        horizon = max(clock.last.millis, wall_millis(clock.wall_clock) + drift)  # no reading this clock ever gave
+        floor = horizon * SEQ_PER_MILLISECOND + count  # or took is later, even one taken from a peer
         query = f"UPDATE {NODE_TABLE} SET seq = MAX(seq + ?, ?), clock = ? WHERE id = 1 RETURNING seq"
         row = self._read(query, (count, floor, str(clock.last)))
         return int(row[0]) - count + 1

@@ -158,7 +158,7 @@ class Replica:
                             repair.run()
                 return changed
             except self.engine.IntegrityError as error:  # a unique index, a deferred foreign key at commit: nothing was applied
-                gone = {(fold_name(merge.codec.name), key_text(change.key)) for merge in joined for change in merge.gone}
+                gone = {(fold_name(merge.codec.name), key_text(change.key)): merge.deleted for merge in joined for change in merge.gone}
                 refusal, freed_by_delete = self._unique_refusal(error, changeset.changes, gone, deletes_tried_first=deletes_tried_first)
                 if freed_by_delete and not deletes_tried_first:
                     deletes_tried_first = True  # once more, deleting first where that reaches no written row
@@ -166,7 +166,7 @@ class Replica:
                 raise refusal or SyncError(f"the merged changeset violates a constraint: {error}; nothing was applied") from error
 
     def _unique_refusal(
-        self, error: Exception, changes: Iterable[RowChange], gone: set[tuple[str, str]], *, deletes_tried_first: bool
+        self, error: Exception, changes: Iterable[RowChange], gone: dict[tuple[str, str], str | None], *, deletes_tried_first: bool
     ) -> tuple[SyncError | None, bool]:
         """A merge refused by a unique index (not the key) as ``SyncError`` naming the table, the
         incoming row and the row that holds its value here (read after the rollback); None for other
@@ -201,6 +201,15 @@ class Replica:
                 shown = ", ".join(f"{name} = {value!r}" for name, value in zip(columns, values, strict=True))
                 held = f"the merged changeset violates the unique index on {table}({', '.join(columns)}): it gives {shown} to the row with key {change.key!r}, which the row with key {holder!r} holds here"
                 if (fold_name(table), key_text(holder)) in gone:
+                    outcome = gone[(fold_name(table), key_text(holder))]
+                    if outcome in (_DELETED_FIRST, _RESTRICTED):  # a reference here keeps the row: a genuine conflict
+                        return SyncError(
+                            f"{held}: the changeset deletes that row, but rows here reference it, and a reference beats a "
+                            "concurrent delete (NO ACTION and RESTRICT keep the row), so two rows want one value. "
+                            f"Settle it: give one of the two rows another value (here or on the sender), or remove the references "
+                            f"to the row with key {holder!r} here, then exchange again; nothing was applied",
+                            table=table, key=change.key,
+                        ), False
                     return SyncError(
                         f"{held} until the changeset deletes it: that delete has to wait for the rows the changeset writes, "
                         "as its ON DELETE actions reach them, so the value is still taken when the new row is written. "
@@ -513,8 +522,8 @@ class Replica:
                     merged = merge_states(_canonical(codec, local), _canonical(codec, remote))
                 else:
                     merged = merge_states(local, remote)
-                if local is not None and merged == local:
-                    continue
+                if local is not None and merged == local and (merged.alive or row is None):
+                    continue  # (a dead state whose row is still there, written by SQL over its tombstone, goes)
             if merged.alive:
                 merge.alive.append(merged)
             else:
@@ -544,6 +553,7 @@ class Replica:
         for merge in merges:
             if id(merge) in first:
                 self._delete_gone(merge, own, repair)
+                merge.deleted = _DELETED_FIRST
         if try_deletes_first:
             writes = {(fold_name(merge.codec.name), key_text(change.key)) for merge in merges for change in merge.alive}
             first.update(
@@ -585,9 +595,14 @@ class Replica:
                 reached += [(fold_name(table), key_text(key)) for table, key in settled.written]
                 if any(pair in writes for pair in reached):
                     raise _ReachesMergedRows
-        except (_ReachesMergedRows, self.engine.IntegrityError):
+        except _ReachesMergedRows:
+            merge.deleted = _REACHES_MERGED_ROWS
+            return False
+        except self.engine.IntegrityError:
+            merge.deleted = _RESTRICTED
             return False
         self._note_deleted(merge, settled, repair)
+        merge.deleted = _DELETED_FIRST
         return True
 
     def _delete_rows(self, merge: _TableMerge, own: set[tuple[str, str]]) -> Settled:
@@ -682,6 +697,13 @@ class _TableMerge:
     alive: list[RowChange] = field(default_factory=list)
     dead: list[RowChange] = field(default_factory=list)
     gone: list[RowChange] = field(default_factory=list)
+    deleted: str | None = None
+    """How the gone rows fared before the writes: deleted first, or why not (for a refusal's message)."""
+
+
+_DELETED_FIRST = "deleted first"
+_REACHES_MERGED_ROWS = "its ON DELETE actions reach rows the changeset writes"
+_RESTRICTED = "a RESTRICT refused it"
 
 
 class _ReachesMergedRows(Exception):

@@ -23,7 +23,7 @@ from ..migrate.migration import ValueChange
 from ..schema.objects import Schema, Table, fold_name
 from .capture import CAPTURED, register_roles
 from .changeset import from_json_value, to_json_value
-from .hlc import BASELINE
+from .hlc import BASELINE, DEFAULT_MAX_DRIFT_MS
 from .node import TOMBSTONES, Node
 
 
@@ -33,12 +33,8 @@ def settle_pending_deletes(engine: Engine) -> None:
         return
     from .replication import Replica  # the merge imports the migration's introspection: import here, not at load
 
-    node = Node(engine, None, _NO_DRIFT_LIMIT, nullcontext)
+    node = Node(engine, None, DEFAULT_MAX_DRIFT_MS, nullcontext)  # settling stamps local events only: it receives nothing
     Replica(engine, node, nullcontext).settle_captured()
-
-
-_NO_DRIFT_LIMIT = 2**62
-"""Settling only stamps local events with this replica's own clock: no remote timestamps to bound."""
 
 
 def reshape_tombstones(

@@ -18,10 +18,11 @@ import types
 import typing
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
+from pydantic import AliasChoices, BaseModel, Json, TypeAdapter, ValidationError
+from pydantic.types import EncodedBytes, EncodedStr
 from pydantic_core import to_jsonable_python
 
 NoneType = type(None)
@@ -313,12 +314,40 @@ def _json_traits(annotation: Any) -> set[str]:
     return traits
 
 
+def decoding_problem(metadata: Iterable[Any]) -> str | None:
+    """Why a value annotated with ``metadata`` cannot be stored, if one of its items is Pydantic's
+    decoding on validation (``Base64Bytes``, ``Json[...]``): rows are validated on every write and
+    read, so a value it produced would be decoded again."""
+    for item in metadata:
+        if item is _JSON or isinstance(item, _JSON):
+            return (
+                "Json[...] parses JSON text each time it is validated, and rows are validated on every write and read; "
+                "declare the parsed type instead (list[int], dict[str, Any], a model): pydsqlite stores it as JSON text itself"
+            )
+        if isinstance(item, (EncodedBytes, EncodedStr)):
+            return (
+                "an encoded type (Base64Bytes, Base64Str, EncodedBytes, EncodedStr) decodes its input each time it is "
+                "validated, and rows are validated on every write and read, so the value would be decoded twice; declare "
+                "the field as bytes (or str) and encode or decode at your API's edge"
+            )
+    return None
+
+
+_JSON: Any = Json  # the marker class (type checkers read ``Json`` as a generic alias)
+
+
 def json_type_problem(annotation: Any) -> tuple[str | None, str] | None:
     """Why values of a JSON column's ``annotation`` cannot round-trip, found at declaration:
     (the nested ``Model.field`` at fault or None, the reason), or None."""
     for part, owner in _parts(annotation):
+        nested = decoding_problem(get_args(part)[1:] if get_origin(part) is typing.Annotated else ())
+        if nested is not None:
+            return owner, nested
         if isinstance(part, type) and issubclass(part, BaseModel):
             for name, info in part.model_fields.items():
+                decoding = decoding_problem(info.metadata)
+                if decoding is not None:
+                    return f"{part.__qualname__}.{name}", decoding
                 if validation_key(part, name, info) is None:
                     alias = info.validation_alias if info.validation_alias is not None else info.alias
                     return (

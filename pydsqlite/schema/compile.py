@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import annotated_types
-from pydantic import BaseModel, Json, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic.types import EncodedBytes, EncodedStr
 from pydantic_core import PydanticUndefined
 
 from ..errors import SchemaDefinitionError, UsageError
@@ -28,6 +27,7 @@ from . import markers
 from .codecs import (
     SQL_TYPE_OF_KIND,
     UnsupportedType,
+    decoding_problem,
     encode_value,
     json_type_problem,
     split_optional,
@@ -158,9 +158,9 @@ class _FieldDeclaration:
         except UnsupportedType as error:
             raise SchemaDefinitionError(model.__qualname__, name, str(error)) from None
         self.metadata = [*info.metadata, *inner_metadata]
-        decoding = next((item for item in self.metadata if _decodes_when_validated(item)), None)
+        decoding = decoding_problem(self.metadata)
         if decoding is not None:
-            raise self.error(_DECODING_ADVICE[decoding is _JSON or isinstance(decoding, _JSON)])
+            raise self.error(decoding)
         input_key(model, name, info)
         problem = json_type_problem(inner) if self.kind == "json" else None
         if problem is not None:
@@ -172,28 +172,6 @@ class _FieldDeclaration:
 
     def error(self, message: str) -> SchemaDefinitionError:
         return SchemaDefinitionError(self.model.__qualname__, self.name, message)
-
-
-def _decodes_when_validated(item: Any) -> bool:
-    """Pydantic metadata whose validation decodes its input (``Base64Bytes``, ``Json[...]``): a value
-    it produced would be decoded again when the row is validated on write and on read."""
-    return item is _JSON or isinstance(item, (_JSON, EncodedBytes, EncodedStr))
-
-
-_JSON: Any = Json  # the marker class (type checkers read ``Json`` as a generic alias)
-
-
-_DECODING_ADVICE = {
-    False: (
-        "an encoded type (Base64Bytes, Base64Str, EncodedBytes, EncodedStr) decodes its input each time it is validated, "
-        "and rows are validated on every write and read, so the value would be decoded twice; declare the field as bytes "
-        "(or str) and encode or decode at your API's edge"
-    ),
-    True: (
-        "Json[...] parses JSON text each time it is validated, and rows are validated on every write and read; declare "
-        "the parsed type instead (list[int], dict[str, Any], a model): pydsqlite stores it as JSON text itself"
-    ),
-}
 
 
 def input_key(model: type[BaseModel], name: str, info: FieldInfo) -> str:
