@@ -341,6 +341,26 @@ def test_writes_work_after_the_app_set_a_pragma_through_the_aiosqlite_connection
     assert run(scenario()) == 7
 
 
+def test_a_write_joins_the_apps_open_transaction_after_its_insert_returning(tmp_path):
+    """In sqlite3's default mode the app's ``INSERT ... RETURNING`` opens a transaction and its cursor
+    stays alive on aiosqlite's thread: the write waits for it to be freed, then joins that
+    transaction, and the app's commit keeps both rows."""
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            await aio.sync_models(conn, [Mark])
+            await conn.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT)")
+            await conn.commit()
+            db = aio.AsyncDatabase(conn)
+            await conn.execute("INSERT INTO audit (what) VALUES ('x') RETURNING id")
+            await db.insert(Mark(id=1, task=1))
+            await conn.commit()
+        with sqlite3.connect(tmp_path / "app.db") as reader:
+            return reader.execute("SELECT count(*) FROM audit").fetchone()[0], reader.execute("SELECT count(*) FROM marks").fetchone()[0]
+
+    assert run(scenario()) == (1, 1)
+
+
 # --- cancellation, one task at a time ---------------------------------------------------------------
 
 

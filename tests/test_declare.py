@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import enum
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 import pytest
 from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
 from pydantic import AfterValidator, Base64Bytes, Base64Str, BaseModel, Json, StringConstraints, ValidationError
+from typing_extensions import TypeAliasType, TypedDict
 
 from pydsqlite import (
     LWW,
@@ -315,6 +317,18 @@ class Encoded(BaseModel):
     blob: Base64Bytes
 
 
+class EncodedDict(TypedDict):
+    blob: Base64Bytes
+
+
+@dataclasses.dataclass
+class EncodedRecord:
+    blob: Base64Bytes
+
+
+EncodedAlias = TypeAliasType("EncodedAlias", Base64Bytes)
+
+
 BAD_DECLARATIONS: list[tuple[str, dict, dict, dict, str]] = [
     ("unsupported type", {"id": int, "when": dt.timedelta}, {}, {}, r"Bad\.when: .*timedelta"),
     ("union of types", {"id": int, "v": int | str}, {}, {}, r"Bad\.v: .*union"),
@@ -343,6 +357,10 @@ BAD_DECLARATIONS: list[tuple[str, dict, dict, dict, str]] = [
     ("Base64Bytes in a list", {"id": int, "j": list[Base64Bytes]}, {}, {}, r"Bad\.j: an encoded type"),
     ("Base64Str in a dict", {"id": int, "j": dict[str, Base64Str]}, {}, {}, r"Bad\.j: an encoded type"),
     ("Base64Bytes in a nested model", {"id": int, "j": list[Encoded]}, {}, {}, r"Bad\.j: Encoded\.blob: an encoded type"),
+    ("Base64Bytes in a TypedDict", {"id": int, "j": list[EncodedDict]}, {}, {}, r"Bad\.j: EncodedDict\.blob: an encoded type"),
+    ("Base64Bytes in a dataclass", {"id": int, "j": list[EncodedRecord]}, {}, {}, r"Bad\.j: EncodedRecord\.blob: an encoded type"),
+    ("Base64Bytes behind a type alias", {"id": int, "j": list[EncodedAlias]}, {}, {}, r"Bad\.j: an encoded type"),
+    ("bare Json in a list", {"id": int, "j": list[Json]}, {}, {}, r"Bad\.j: Json\[\.\.\.\] parses JSON text"),
 ]
 
 

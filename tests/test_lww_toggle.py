@@ -99,3 +99,36 @@ def test_an_lww_column_turning_group_brings_its_time_to_the_row_version(tmp_path
     assert a.get(after[0], "r").notes == "A later notes edit"
     [dead] = [change for change in a.changes_since(models=after).changes if change.key == ("gone",)]
     assert dead.version == dead_before.columns["notes"][0] and dead.values["notes"] == "y"
+
+
+def _without_notes(rebuilt: bool) -> list[type[SyncModel]]:
+    """The table once ``notes`` is dropped (``rebuilt``: ``other`` also turns nullable, a rebuild)."""
+    other: object = Optional[str] if rebuilt else str
+    namespace = {"__annotations__": {"id": Annotated[str, PrimaryKey()], "title": Annotated[str, LWW()], "other": other},
+                 "title": "", "other": ""}
+    return [type(SyncModel)("Note", (SyncModel,), namespace, table="toggled_notes")]
+
+
+@pytest.mark.parametrize("rebuilt", [False, True], ids=["in place", "rebuilt"])
+def test_dropping_the_lww_column_whose_edit_kept_a_row_alive_keeps_the_row(tmp_path, rebuilt):
+    """A deletes a row while B edits its LWW column later: the edit beats the delete. Dropping that
+    column must not drop the row: the version keeps the edit's time, so the row stays on both
+    replicas, also when a full feed is sent again."""
+    before, after = _models(True, False), _without_notes(rebuilt)
+    (a, a_clock), (b, b_clock) = _replicas(tmp_path, before)
+    Note = before[0]
+    a.insert(Note(id="p", title="hello", notes="n"))
+    _exchange(a, b, before)
+    a_clock.now += 1_000
+    a.delete(Note, "p")
+    b_clock.now += 2_000
+    b.update(Note, "p", notes="edited after the delete")
+    _exchange(a, b, before)
+    assert a.count(Note) == b.count(Note) == 1
+    for db in (a, b):
+        sync_models(db.conn, after, allow_destructive=True)
+    b.apply_changes(a.changes_since(None, after), after)
+    a.apply_changes(b.changes_since(None, after), after)
+    for db in (a, b):
+        assert [(row.id, row.title) for row in db.select(after[0])] == [("p", "hello")]
+        assert [change.alive for change in db.changes_since(None, after).changes] == [True]

@@ -768,3 +768,17 @@ def test_sequence_numbers_stay_exact_in_json_whatever_drift_the_clock_accepts(tm
     db.insert_many([Word(id=f"w{n}", w="x") for n in range(3)])
     cursor = db.changes_since(models=[Num, Word]).cursor
     assert 0 < cursor < 2**53
+
+
+def test_a_genuine_unique_conflict_is_named_not_a_value_the_same_changeset_frees(tmp_path):
+    """The sender freed A1 (deleted s1, gave A1 to s2) and gave X to s3, while here s4 took X. The
+    refusal names s3 and s4 over X: s1, back after the rollback, was never in the way."""
+    older, newer = _pair([Seat], tmp_path)
+    older.insert_many([Seat(id="s1", label="A1"), Seat(id="s4", label="Y")])
+    newer.apply_changes(older.changes_since(models=[Seat]), [Seat])
+    older.update(Seat, "s4", label="X")
+    newer.delete(Seat, "s1")
+    newer.insert_many([Seat(id="s2", label="A1"), Seat(id="s3", label="X")])
+    with pytest.raises(SyncError, match=r"gives label = 'X' to the row with key \('s3',\), which the row with key \('s4',\) holds here") as refused:
+        older.apply_changes(newer.changes_since(models=[Seat]), [Seat])
+    assert refused.value.key == ("s3",) and "reference" not in str(refused.value)

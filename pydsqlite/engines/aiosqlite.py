@@ -121,7 +121,7 @@ class AiosqliteEngine(SqliteEngine):
         raise _Abandoned
 
     def _perform(self, job: _Job) -> Any:
-        if job.check_statements and not self.connection.in_transaction and not self._statements_ended():
+        if job.check_statements and not self._statements_ended():
             raise _StatementInProgress
         job.started = True
         self._job = job
@@ -133,17 +133,16 @@ class AiosqliteEngine(SqliteEngine):
         return result
 
     def _statements_ended(self) -> bool:
-        """Whether SQLite could commit now: no statement of the app's is still in progress (checked
-        by an empty transaction, before a job starts, so that nothing of it has run when it is not)."""
+        """Whether no write statement of the app's is still in progress on the connection: SQLite then
+        refuses to open a savepoint (and to commit). Checked before a job starts, so that nothing of
+        it has run when it has to wait; an empty savepoint, inside the app's transaction or not."""
         try:
             self.connection.execute("SAVEPOINT pydsqlite_probe")
-            self.connection.execute("RELEASE pydsqlite_probe")
         except sqlite3.OperationalError as error:
             if _STATEMENT_IN_PROGRESS not in str(error):
                 raise
-            if self.connection.in_transaction:
-                self.connection.execute("ROLLBACK")
             return False
+        self.connection.execute("RELEASE pydsqlite_probe")
         return True
 
     # --- jobs (from the event loop) ----------------------------------------------------------------
@@ -158,9 +157,9 @@ class AiosqliteEngine(SqliteEngine):
         cancellation; the job's commit becomes a rollback unless ``settle`` (clean-up that must
         complete as written, such as a rollback). When the job is ``outermost`` (no transaction of
         the caller's encloses it, so its end decides) and got past its commit all the same, a note
-        on the error says that its work stands. A ``fresh`` job (a whole unit, or the opening of one,
-        outside any transaction) first checks that no statement of the app's is still in progress on
-        the connection (SQLite would refuse its commit); if one is, a job that frees it runs first."""
+        on the error says that its work stands. A ``fresh`` job (a whole unit, or the opening of one)
+        first checks that no write statement of the app's is still in progress on the connection
+        (SQLite would refuse its savepoint or commit); if one is, a job that frees it runs first."""
         connection = self._connection()
         freed = False
         while True:

@@ -252,7 +252,13 @@ def _alter_in_place(item: TableDiff) -> list[Operation]:
                 Operation("add_column", table, f"add column {table}.{change.column.name}", (render_add_column(table, change.column),))
             )
         elif isinstance(change, DropColumn):
-            operations.append(_drop_column(table, item.live.name, change))
+            operation = _drop_column(table, item.live.name, change)
+            if change.owned and change.column.is_lww_companion and item.desired.column(VERSION_COLUMN) is not None:
+                # the dropped column's edit may be what keeps the row alive past a delete: the version keeps its time
+                quoted, version = quote_identifier(change.column.name), quote_identifier(VERSION_COLUMN)
+                keep = f"UPDATE {quote_identifier(table)} SET {version} = {quoted} WHERE {quoted} > {version}"
+                operation = replace(operation, statements=(keep, *operation.statements))
+            operations.append(operation)
         elif isinstance(change, SetLWW):
             companion = item.desired.column(change.column + LWW_SUFFIX) or item.live.column(change.column + LWW_SUFFIX)
             assert companion is not None

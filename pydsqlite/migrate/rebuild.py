@@ -133,8 +133,9 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
 def _version_terms(item: TableDiff, sources: dict[str, str]) -> dict[str, str]:
     """On a table that already syncs, the row version is when its group columns were written. A column
     turning LWW takes that time as its register's (not the baseline, which would let text order settle
-    edits not yet exchanged), and the version takes the register's time of a column turning group:
-    the copy terms for those columns, by folded desired name."""
+    edits not yet exchanged), and the version takes the register's time of a column turning group or
+    dropped (an edit of it may be what keeps the row alive past a delete): the copy terms for those
+    columns, by folded desired name."""
     live, desired = item.live, item.desired
     if fold_name(VERSION_COLUMN) not in sources:  # not synced yet (a user's look-alike column is no version)
         return {}
@@ -147,11 +148,7 @@ def _version_terms(item: TableDiff, sources: dict[str, str]) -> dict[str, str]:
         if base is not None and live.column(base) is not None and live.column(base + LWW_SUFFIX) is None:
             terms[fold_name(column.name)] = version
     kept = {fold_name(old) for old in sources.values()}
-    ending = [
-        quote_identifier(column.name)
-        for column in live.columns
-        if column.is_lww_companion and fold_name(column.name) not in kept and fold_name(column.name[: -len(LWW_SUFFIX)]) in kept
-    ]
+    ending = [quote_identifier(column.name) for column in live.columns if column.is_lww_companion and fold_name(column.name) not in kept]
     if ending:
         terms[fold_name(VERSION_COLUMN)] = f"MAX({version}, {', '.join(f'IFNULL({name}, {version})' for name in ending)})"
     return terms

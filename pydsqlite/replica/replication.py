@@ -187,41 +187,48 @@ class Replica:
             "then exchange again (see 'Unique indexes on synced tables' in the sync guide); nothing was applied"
         )
         key_columns = [name for (name,) in self.engine.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (table,))]
+        clashes: list[tuple[RowChange, tuple[Any, ...], str]] = []  # (incoming row, the row holding its value here, shown)
         for change in incoming:
             values = [change.columns[name][1] if name in change.columns else change.values.get(name) for name in columns]
             if any(value is None for value in values):
                 continue
             where = " AND ".join(f"{quote_identifier(name)} = ?" for name in columns)
+            shown = ", ".join(f"{name} = {value!r}" for name, value in zip(columns, values, strict=True))
             for row in self.engine.execute(
                 f"SELECT {', '.join(quote_identifier(name) for name in key_columns)} FROM {quote_identifier(table)} WHERE {where}", values
             ):
-                holder = tuple(row)
-                if key_text(holder) == key_text(change.key):
-                    continue
-                shown = ", ".join(f"{name} = {value!r}" for name, value in zip(columns, values, strict=True))
-                held = f"the merged changeset violates the unique index on {table}({', '.join(columns)}): it gives {shown} to the row with key {change.key!r}, which the row with key {holder!r} holds here"
-                if (fold_name(table), key_text(holder)) in gone:
-                    outcome = gone[(fold_name(table), key_text(holder))]
-                    if outcome in (_DELETED_FIRST, _RESTRICTED):  # a reference here keeps the row: a genuine conflict
-                        return SyncError(
-                            f"{held}: the changeset deletes that row, but rows here reference it, and a reference beats a "
-                            "concurrent delete (NO ACTION and RESTRICT keep the row), so two rows want one value. "
-                            f"Settle it: give one of the two rows another value (here or on the sender), or remove the references "
-                            f"to the row with key {holder!r} here, then exchange again; nothing was applied",
-                            table=table, key=change.key,
-                        ), False
+                if key_text(tuple(row)) != key_text(change.key):
+                    clashes.append((change, tuple(row), shown))
+        # a holder the merge deletes is the cause only when nothing else clashes (the rollback brought it back
+        # here), and one it deleted first only when a reference can have kept it
+        kept_possible = self._enforces_foreign_keys()
+        ranked = sorted(
+            (clash for clash in clashes if kept_possible or gone.get((fold_name(table), key_text(clash[1]))) != _DELETED_FIRST),
+            key=lambda clash: (fold_name(table), key_text(clash[1])) in gone,
+        )
+        for change, holder, shown in ranked[:1]:
+            held = f"the merged changeset violates the unique index on {table}({', '.join(columns)}): it gives {shown} to the row with key {change.key!r}, which the row with key {holder!r} holds here"
+            if (fold_name(table), key_text(holder)) in gone:
+                if gone[(fold_name(table), key_text(holder))] in (_DELETED_FIRST, _RESTRICTED):  # a reference keeps it: a conflict
                     return SyncError(
-                        f"{held} until the changeset deletes it: that delete has to wait for the rows the changeset writes, "
-                        "as its ON DELETE actions reach them, so the value is still taken when the new row is written. "
-                        f"Settle it on the sender: give the row with key {change.key!r} a value no other row holds, exchange, "
-                        "then set the value again (updating the deleted row here would bring it back); nothing was applied",
+                        f"{held}: the changeset deletes that row, but rows here reference it, and a reference beats a "
+                        "concurrent delete (NO ACTION and RESTRICT keep the row), so two rows want one value. "
+                        f"Settle it: give one of the two rows another value (here or on the sender), or remove the references "
+                        f"to the row with key {holder!r} here, then exchange again; nothing was applied",
                         table=table, key=change.key,
-                    ), not deletes_tried_first
-                swapped = any(key_text(other.key) == key_text(holder) for other in incoming)
+                    ), False
                 return SyncError(
-                    held + (" (the changeset gives that row another value: the values were swapped)" if swapped else "") + f"; {advice}",
+                    f"{held} until the changeset deletes it: that delete has to wait for the rows the changeset writes, "
+                    "as its ON DELETE actions reach them, so the value is still taken when the new row is written. "
+                    f"Settle it on the sender: give the row with key {change.key!r} a value no other row holds, exchange, "
+                    "then set the value again (updating the deleted row here would bring it back); nothing was applied",
                     table=table, key=change.key,
-                ), False
+                ), not deletes_tried_first
+            swapped = any(key_text(other.key) == key_text(holder) for other in incoming)
+            return SyncError(
+                held + (" (the changeset gives that row another value: the values were swapped)" if swapped else "") + f"; {advice}",
+                table=table, key=change.key,
+            ), False
         return SyncError(f"the merged changeset violates the unique index on {table}({', '.join(columns)}) ({error}); {advice}", table=table), False
 
     def begin_writes(self) -> None:

@@ -88,10 +88,10 @@ class _Shape:
         self._defaults: dict[str, Any] = {}
 
     def reshape(self, text: str) -> str:
-        """The stored state ``text`` with renamed columns renamed, dropped ones removed, new ones at their
-        default (an LWW register at the baseline time, as a live row's new companion column holds),
-        and values moved between the group and LWW registers as the live columns moved (with the
-        row version's time, as the migration does to live rows)."""
+        """The stored state ``text`` with renamed columns renamed, dropped ones removed (the version
+        keeps their time), new ones at their default (an LWW register at the baseline time, as a live
+        row's new companion column holds), and values moved between the group and LWW registers as
+        the live columns moved (with the row version's time, as the migration does to live rows)."""
         data = json.loads(text)
         seen: dict[str, Any] = {}  # folded current name → stored value (JSON form)
         stamps: dict[str, str] = {}
@@ -111,8 +111,10 @@ class _Shape:
             # a group column turning LWW was last written at the row version, as the live rows' copy says
             columns[name] = [stamps.get(folded, version if folded in seen else BASELINE), value]
         values = {name: seen[fold_name(name)] if fold_name(name) in seen else self._default(name) for name in self.group}
-        # a column turning group brings its register's time to the version (fixed-width text: max is the latest)
-        version = max([version, *(stamps[fold_name(name)] for name in self.group if fold_name(name) in stamps)])
+        # a column turning group or dropped brings its register's time to the version, as the live rows' copy
+        # does (fixed-width text: max is the latest)
+        registers = {fold_name(name) for name in self.lww}
+        version = max([version, *(stamp for folded, stamp in stamps.items() if folded not in registers)])
         reshaped = {"columns": dict(sorted(columns.items())), "version": version, "values": dict(sorted(values.items()))}
         return json.dumps(reshaped, separators=(",", ":"), sort_keys=True)
 

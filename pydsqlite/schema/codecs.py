@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, Union, get_args, get_origin
 
+import typing_extensions
 from pydantic import AliasChoices, BaseModel, Json, TypeAdapter, ValidationError
 from pydantic.types import EncodedBytes, EncodedStr
 from pydantic_core import to_jsonable_python
@@ -272,15 +273,17 @@ def _parts(annotation: Any) -> Iterator[tuple[Any, str | None]]:
         origin = get_origin(part)
         if isinstance(part, type) and issubclass(part, BaseModel):
             stack.extend((info.annotation, f"{part.__qualname__}.{name}") for name, info in part.model_fields.items())
-        elif isinstance(part, type) and (dataclasses.is_dataclass(part) or typing.is_typeddict(part)):
+        elif isinstance(part, type) and (dataclasses.is_dataclass(part) or typing_extensions.is_typeddict(part)):
             try:
-                hints = typing.get_type_hints(part)
+                hints = typing.get_type_hints(part, include_extras=True)
             except Exception:  # noqa: BLE001 - unresolvable forward references: the values are checked instead
                 stack.append((_UNRESOLVED, part.__qualname__))
                 continue
             stack.extend((hint, f"{part.__qualname__}.{name}") for name, hint in hints.items())
         elif origin is typing.Annotated:
             stack.append((get_args(part)[0], owner))
+        elif type(part).__name__ == "TypeAliasType":  # ``type B64 = Base64Bytes`` (typing or typing_extensions)
+            stack.append((part.__value__, owner))
         elif origin is not Literal:
             stack.extend((arg, owner) for arg in get_args(part) if arg is not Ellipsis)
 
@@ -307,7 +310,7 @@ def _json_traits(annotation: Any) -> set[str]:
                 traits.add("temporal")
             if issubclass(part, BaseModel):
                 traits.add("model")
-            elif dataclasses.is_dataclass(part) or typing.is_typeddict(part):
+            elif dataclasses.is_dataclass(part) or typing_extensions.is_typeddict(part):
                 traits.add("opaque")
         elif len(_union_members(part)) > 1:
             traits.add("union")
@@ -340,7 +343,7 @@ def json_type_problem(annotation: Any) -> tuple[str | None, str] | None:
     """Why values of a JSON column's ``annotation`` cannot round-trip, found at declaration:
     (the nested ``Model.field`` at fault or None, the reason), or None."""
     for part, owner in _parts(annotation):
-        nested = decoding_problem(get_args(part)[1:] if get_origin(part) is typing.Annotated else ())
+        nested = decoding_problem(get_args(part)[1:] if get_origin(part) is typing.Annotated else (part,))
         if nested is not None:
             return owner, nested
         if isinstance(part, type) and issubclass(part, BaseModel):
