@@ -132,3 +132,29 @@ def test_dropping_the_lww_column_whose_edit_kept_a_row_alive_keeps_the_row(tmp_p
     for db in (a, b):
         assert [(row.id, row.title) for row in db.select(after[0])] == [("p", "hello")]
         assert [change.alive for change in db.changes_since(None, after).changes] == [True]
+
+
+def test_a_table_that_stops_syncing_forgets_its_deletes_so_syncing_again_keeps_its_rows(tmp_path):
+    """A row an edit kept alive past a delete, in a table that then stops syncing (its only LWW
+    column turns plain) and later syncs again: its old tombstone must not outlive the sync state it
+    belonged to, or the row, stamped anew at the baseline, would count as deleted everywhere."""
+    synced = _models(True, False)
+    namespace = {"__annotations__": {"id": Annotated[str, PrimaryKey()], "title": str, "notes": str, "other": str},
+                 "title": "", "notes": "", "other": ""}
+    plain = [type(SyncModel)("Note", (SyncModel,), namespace, table="toggled_notes")]
+    (a, a_clock), (b, b_clock) = _replicas(tmp_path, synced)
+    Note = synced[0]
+    a.insert(Note(id="k", title="t", notes="n"))
+    _exchange(a, b, synced)
+    a_clock.now += 1_000
+    a.delete(Note, "k")
+    b_clock.now += 2_000
+    b.update(Note, "k", title="edited after the delete")
+    _exchange(a, b, synced)
+    for models in (plain, synced):
+        for db in (a, b):
+            sync_models(db.conn, models)
+    _exchange(a, b, synced)
+    for db in (a, b):
+        assert [row.title for row in db.select(Note)] == ["edited after the delete"]
+        assert [change.alive for change in db.changes_since(None, synced).changes] == [True]

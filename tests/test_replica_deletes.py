@@ -262,19 +262,3 @@ def test_a_row_replaced_by_sql_syncs_only_with_recursive_triggers_on(recursive_t
     send(b, a)
     assert a.get(Folder, "f") == b.get(Folder, "f")
     assert b.get(Folder, "f").title == ("replaced by SQL" if recursive_triggers else "v1")
-
-
-@pytest.mark.parametrize("values", ["the same as the deleted row's", "others"])
-def test_a_row_inserted_by_sql_over_a_merged_tombstone_goes_at_the_next_exchange(values):
-    """A row written by SQL carries the baseline timestamp, older than any delete: on a key whose
-    tombstone arrived by a merge it is dead, and the next exchange removes it, also when its values
-    equal those the tombstone keeps (its state then equals every incoming one)."""
-    a, b = replica(), replica()
-    raw(a, "INSERT INTO cap_folders (id, title) VALUES ('k', 'same')")
-    a.delete(Folder, "k")
-    send(a, b)
-    raw(b, "INSERT INTO cap_folders (id, title) VALUES ('k', ?)", ("same" if values.startswith("the same") else "other",))
-    for _ in range(2):
-        send(a, b)
-        send(b, a)
-    assert a.select(Folder) == b.select(Folder) == []

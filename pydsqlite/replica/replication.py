@@ -529,8 +529,8 @@ class Replica:
                     merged = merge_states(_canonical(codec, local), _canonical(codec, remote))
                 else:
                     merged = merge_states(local, remote)
-                if local is not None and merged == local and (merged.alive or row is None):
-                    continue  # (a dead state whose row is still there, written by SQL over its tombstone, goes)
+                if local is not None and merged == local:
+                    continue
             if merged.alive:
                 merge.alive.append(merged)
             else:

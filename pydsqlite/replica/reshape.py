@@ -20,7 +20,7 @@ from typing import Any
 from ..engines import Engine
 from ..migrate.introspect import has_object
 from ..migrate.migration import ValueChange
-from ..schema.objects import Schema, Table, fold_name
+from ..schema.objects import VERSION_COLUMN, Schema, Table, fold_name
 from .capture import CAPTURED, register_roles
 from .changeset import from_json_value, to_json_value
 from .hlc import BASELINE, DEFAULT_MAX_DRIFT_MS
@@ -53,6 +53,10 @@ def reshape_tombstones(
         return
     for old, new in table_renames:
         engine.execute(f"UPDATE {TOMBSTONES} SET table_name = ? WHERE table_name = ? COLLATE NOCASE", (new, old))
+    for (name,) in engine.execute(f"SELECT DISTINCT table_name FROM {TOMBSTONES}").fetchall():
+        table = desired.table(name)
+        if table is not None and table.column(VERSION_COLUMN) is None:  # it stops syncing: its deletes are forgotten,
+            engine.execute(f"DELETE FROM {TOMBSTONES} WHERE table_name = ?", (name,))  # so syncing again starts afresh
     renamed: dict[str, dict[str, str]] = {}
     for table_name, old, new in column_renames:
         renamed.setdefault(fold_name(table_name), {})[fold_name(old)] = new
