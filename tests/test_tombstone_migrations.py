@@ -284,3 +284,41 @@ def test_a_deleted_rows_null_takes_the_default_a_rebuild_gives_the_live_rows(tmp
     sync_models(fresh.conn, [After])
     assert fresh.apply_changes(db.changes_since(models=[After]), models=[After]) == 2
     assert [item.id for item in fresh.select(After)] == ["twin"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _keyed(key_type: type) -> type[SyncModel]:
+    namespace = {"__annotations__": {"id": Annotated[key_type, PrimaryKey()], "name": Annotated[str, LWW()]}, "name": ""}
+    return type(SyncModel)("Keyed", (SyncModel,), namespace, table="keyed_items")
+
+
+def test_tombstone_keys_follow_a_key_columns_type_change(tmp_path):
+    """An INTEGER key turning TEXT: the rebuild casts the live keys, and the tombstones' keys too, so a
+    row deleted after another replica's edit stays deleted there, and every changeset still fits."""
+    before, after = _keyed(int), _keyed(str)
+    replicas = []
+    for name in ("a", "c"):
+        clock = _Clock()
+        conn = sqlite3.connect(tmp_path / f"{name}.db")
+        sync_models(conn, [before])
+        replicas.append((Database(conn, wall_clock=clock), clock))
+    (a, a_clock), (c, c_clock) = replicas
+    a.insert(before(id=1, name="x"))
+    c.apply_changes(a.changes_since(models=[before]), [before])
+    c_clock.now += 1_000
+    c.update(before, 1, name="edited before the delete")
+    a_clock.now += 2_000
+    a.delete(before, 1)
+    for db in (a, c):
+        sync_models(db.conn, [after], allow_destructive=True)
+    assert a.conn.execute("SELECT key FROM _pydsqlite_tombstones").fetchall() == [('["1"]',)]
+    a.apply_changes(c.changes_since(models=[after]), [after])
+    c.apply_changes(a.changes_since(models=[after]), [after])
+    assert a.get(after, "1") is None and c.get(after, "1") is None

@@ -22,7 +22,7 @@ from ..migrate.introspect import has_object
 from ..migrate.migration import ValueChange
 from ..schema.objects import VERSION_COLUMN, Schema, Table, fold_name
 from .capture import CAPTURED, register_roles
-from .changeset import from_json_value, to_json_value
+from .changeset import from_json_value, key_from_text, key_text, to_json_value
 from .hlc import BASELINE, DEFAULT_MAX_DRIFT_MS
 from .node import TOMBSTONES, Node
 
@@ -76,6 +76,38 @@ def reshape_tombstones(
             engine.execute(f"UPDATE {TOMBSTONES} SET table_name = ? WHERE table_name = ?", (table.name, name))
         if updates:
             engine.executemany(f"UPDATE {TOMBSTONES} SET state = ? WHERE table_name = ? AND key = ?", updates)
+    for table in desired.tables:
+        key_changes = [converted.get(fold_name(table.name), {}).get(fold_name(column)) for column in table.primary_key]
+        if any(key_changes):
+            _convert_keys(engine, table.name, key_changes)
+
+
+def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None]) -> None:
+    """Tombstone keys converted as the rebuild converted the key columns (an INTEGER key turning TEXT:
+    ``[1]`` becomes ``["1"]``), or they would name no row and fit no changeset. Keys the conversion
+    merges keep the latest delete."""
+    rows = engine.execute(f"SELECT key, deleted, state, seq FROM {TOMBSTONES} WHERE table_name = ? ORDER BY deleted", (table,)).fetchall()
+    moved = []
+    for key, deleted, state, seq in rows:
+        values = key_from_text(key)
+        converted = tuple(
+            value if change is None else engine.scalar(f"SELECT {_conversion(change)}", (value,))
+            for value, change in zip(values, changes, strict=True)
+        )
+        if key_text(converted) != key:
+            moved.append((key, (table, key_text(converted), deleted, state, seq)))
+    if moved:
+        engine.executemany(f"DELETE FROM {TOMBSTONES} WHERE table_name = ? AND key = ?", [(table, key) for key, _ in moved])
+        engine.executemany(
+            f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq) VALUES (?, ?, ?, ?, ?)",
+            [row for _, row in moved],
+        )
+
+
+def _conversion(change: ValueChange) -> str:
+    """The SQL the rebuild's copy applies to a value of the converted column (``?`` for the value)."""
+    expression = "?" if change.cast is None else f"CAST(? AS {change.cast})"
+    return f"IFNULL({expression}, {change.null_default})" if change.null_default is not None else expression
 
 
 class _Shape:
@@ -124,10 +156,7 @@ class _Shape:
 
     def _converted(self, value: Any, change: ValueChange) -> Any:
         """A stored value (JSON form) as the rebuild's copy turned the live rows' values: by SQLite itself."""
-        expression = "?" if change.cast is None else f"CAST(? AS {change.cast})"
-        if change.null_default is not None:
-            expression = f"IFNULL({expression}, {change.null_default})"
-        return to_json_value(self.engine.scalar(f"SELECT {expression}", (from_json_value(value),)))
+        return to_json_value(self.engine.scalar(f"SELECT {_conversion(change)}", (from_json_value(value),)))
 
     def _default(self, name: str) -> Any:
         """The value a new column gives rows that had none: its SQL default, evaluated once."""
