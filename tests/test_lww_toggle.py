@@ -158,3 +158,38 @@ def test_a_table_that_stops_syncing_forgets_its_deletes_so_syncing_again_keeps_i
     for db in (a, b):
         assert [row.title for row in db.select(Note)] == ["edited after the delete"]
         assert [change.alive for change in db.changes_since(None, synced).changes] == [True]
+
+
+@pytest.mark.parametrize("change", ["drop notes", "notes turns plain"])
+def test_replicas_that_migrate_with_unexchanged_edits_meet_again_by_their_incremental_feeds(tmp_path, change):
+    """B edited a plain column, A later edited the LWW column ``notes``; only A's edit reached B before
+    both migrated. Folding ``notes``'s time into the version gives both replicas one version with
+    different plain values; the migration renumbers the rows it folded, so resuming the feeds from
+    their cursors sends them again and the replicas end alike."""
+    before = _models(True, False)
+    after = _without_notes(False) if change == "drop notes" else _models(False, False)
+    (a, a_clock), (b, b_clock) = _replicas(tmp_path, before)
+    Note = before[0]
+    a.insert(Note(id="r", title="t", notes="n", other="o"))
+    b.apply_changes(a.changes_since(models=before), before)
+    a.apply_changes(b.changes_since(models=before), before)
+    from_a, from_b = a.changes_since(models=before).cursor, b.changes_since(models=before).cursor
+    b_clock.now += 1_000
+    b.update(Note, "r", other="a")
+    a_clock.now += 2_000
+    a.update(Note, "r", notes="n2")
+    sent = a.changes_since(from_a, before)
+    b.apply_changes(sent, before)
+    from_a = sent.cursor
+    for db in (a, b):
+        sync_models(db.conn, after, allow_destructive=True)
+    for _ in range(2):
+        sent = b.changes_since(from_b, after)
+        a.apply_changes(sent, after)
+        from_b = sent.cursor
+        sent = a.changes_since(from_a, after)
+        b.apply_changes(sent, after)
+        from_a = sent.cursor
+    columns = [name for (name,) in a.conn.execute("SELECT name FROM pragma_table_info('toggled_notes')") if name != "_pydsqlite_seq"]
+    stored = f"SELECT {', '.join(columns)} FROM toggled_notes"  # all but the sequence number, which is each replica's own
+    assert a.conn.execute(stored).fetchall() == b.conn.execute(stored).fetchall()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from ..engines import Engine
 from ..errors import MigrationError
-from ..replica.reshape import reshape_tombstones, settle_pending_deletes
+from ..replica.reshape import renumber_folded_rows, reshape_tombstones, settle_pending_deletes, synced_registers
 from ..schema.objects import Schema
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
@@ -95,6 +95,7 @@ class MigrationSession:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
         broken_before = broken_objects(self.engine)
         settle_pending_deletes(self.engine)
+        registers_before = synced_registers(self.engine)
         if plan.data_steps:
             assert after_expand is not None, "a plan with data steps needs after_expand"
             self._execute(plan.operations_before_data_steps, progress)
@@ -106,6 +107,7 @@ class MigrationSession:
         else:
             self._execute(plan.operations, progress)
         reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames, plan.value_changes)
+        renumber_folded_rows(self.engine, desired, registers_before, plan.table_renames, plan.renames)
         broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
         if broken:
             raise MigrationError(

@@ -20,11 +20,12 @@ from typing import Any
 from ..engines import Engine
 from ..migrate.introspect import has_object
 from ..migrate.migration import ValueChange
-from ..schema.objects import VERSION_COLUMN, Schema, Table, fold_name
+from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Schema, Table, fold_name
+from ..sql.render import quote_identifier
 from .capture import CAPTURED, register_roles
 from .changeset import from_json_value, key_from_text, key_text, to_json_value
 from .hlc import BASELINE, DEFAULT_MAX_DRIFT_MS
-from .node import TOMBSTONES, Node
+from .node import NODE_TABLE, TOMBSTONES, Node
 
 
 def settle_pending_deletes(engine: Engine) -> None:
@@ -80,6 +81,43 @@ def reshape_tombstones(
         key_changes = [converted.get(fold_name(table.name), {}).get(fold_name(column)) for column in table.primary_key]
         if any(key_changes):
             _convert_keys(engine, table.name, key_changes)
+
+
+def synced_registers(engine: Engine) -> dict[str, set[str]]:
+    """The LWW registers (companion columns, folded) of each synced table (folded name) as they are now."""
+    registers: dict[str, set[str]] = {}
+    tables = engine.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'").fetchall()
+    for (name,) in tables:
+        columns = [fold_name(column) for (column,) in engine.execute("SELECT name FROM pragma_table_xinfo(?)", (name,))]
+        if fold_name(VERSION_COLUMN) in columns:
+            registers[fold_name(name)] = {column for column in columns if column.endswith(LWW_SUFFIX)}
+    return registers
+
+
+def renumber_folded_rows(
+    engine: Engine,
+    desired: Schema,
+    before: dict[str, set[str]],
+    table_renames: Iterable[tuple[str, str]],
+    column_renames: Iterable[tuple[str, str, str]],
+) -> None:
+    """Give every row of a synced table that lost an LWW register (a column turned plain or dropped,
+    its time folded into the row version) a new sequence number, so the next feed sends each again:
+    a replica holding other unexchanged edits would otherwise keep its own state under the same
+    version, and incremental exchanges would never meet. Only when the replica ever gave a cursor."""
+    if not has_object(engine, NODE_TABLE):
+        return
+    old_name = {fold_name(new): fold_name(old) for old, new in table_renames}
+    renamed = {(fold_name(table), fold_name(old)): fold_name(new) for table, old, new in column_renames}
+    for table in desired.tables:
+        if table.column(VERSION_COLUMN) is None:
+            continue
+        name = fold_name(table.name)
+        registers = before.get(old_name.get(name, name))
+        now = {fold_name(column.name) for column in table.columns if column.is_lww_companion}
+        if registers and {renamed.get((name, register), register) for register in registers} - now:
+            node = Node(engine, None, DEFAULT_MAX_DRIFT_MS, nullcontext)
+            engine.execute(f"UPDATE {quote_identifier(table.name)} SET {quote_identifier(SEQ_COLUMN)} = ?", (node.allocate_seq(1),))
 
 
 def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None]) -> None:
