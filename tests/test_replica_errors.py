@@ -782,3 +782,19 @@ def test_a_genuine_unique_conflict_is_named_not_a_value_the_same_changeset_frees
     with pytest.raises(SyncError, match=r"gives label = 'X' to the row with key \('s3',\), which the row with key \('s4',\) holds here") as refused:
         older.apply_changes(newer.changes_since(models=[Seat]), [Seat])
     assert refused.value.key == ("s3",) and "reference" not in str(refused.value)
+
+
+def test_a_unique_refusal_names_a_row_the_merge_writes_not_one_it_keeps_deleted(tmp_path):
+    """The sender gave X to s3, which was deleted here later (it stays deleted), and s4 took X here:
+    the merge never writes s3, so the refusal names the clash it met, s5 against s6 over Y."""
+    older, newer = _pair([Seat], tmp_path)
+    older.insert_many([Seat(id="s3", label="Q"), Seat(id="s4", label="P")])
+    newer.apply_changes(older.changes_since(models=[Seat]), [Seat])
+    older.update(Seat, "s3", label="X")
+    newer.delete(Seat, "s3")  # its clock is later: the delete beats the edit
+    newer.update(Seat, "s4", label="X")
+    older.insert(Seat(id="s5", label="Y"))
+    newer.insert(Seat(id="s6", label="Y"))
+    with pytest.raises(SyncError, match=r"gives label = 'Y' to the row with key \('s5',\), which the row with key \('s6',\) holds here") as refused:
+        newer.apply_changes(older.changes_since(models=[Seat]), [Seat])
+    assert refused.value.key == ("s5",) and "the values were swapped" not in str(refused.value)

@@ -159,7 +159,8 @@ class Replica:
                 return changed
             except self.engine.IntegrityError as error:  # a unique index, a deferred foreign key at commit: nothing was applied
                 gone = {(fold_name(merge.codec.name), key_text(change.key)): merge.deleted for merge in joined for change in merge.gone}
-                refusal, freed_by_delete = self._unique_refusal(error, changeset.changes, gone, deletes_tried_first=deletes_tried_first)
+                written = [change for merge in joined for change in merge.alive] if joined else list(changeset.changes)
+                refusal, freed_by_delete = self._unique_refusal(error, written, gone, deletes_tried_first=deletes_tried_first)
                 if freed_by_delete and not deletes_tried_first:
                     deletes_tried_first = True  # once more, deleting first where that reaches no written row
                     continue
@@ -169,7 +170,8 @@ class Replica:
         self, error: Exception, changes: Iterable[RowChange], gone: dict[tuple[str, str], str | None], *, deletes_tried_first: bool
     ) -> tuple[SyncError | None, bool]:
         """A merge refused by a unique index (not the key) as ``SyncError`` naming the table, the
-        incoming row and the row that holds its value here (read after the rollback); None for other
+        incoming row (``changes``: the rows the merge wrote, as merged) and the row that holds its
+        value here (read after the rollback); None for other
         constraints. SQLite checks unique indexes row by row, so values swapped between rows, or one
         value given to different keys on two replicas, cannot merge until a write settles them.
         Also says whether the holder is a row the merge deletes (``gone``: table and key text of
