@@ -116,8 +116,10 @@ def renumber_folded_rows(
         registers = before.get(old_name.get(name, name))
         now = {fold_name(column.name) for column in table.columns if column.is_lww_companion}
         if registers and {renamed.get((name, register), register) for register in registers} - now:
-            node = Node(engine, None, DEFAULT_MAX_DRIFT_MS, nullcontext)
-            engine.execute(f"UPDATE {quote_identifier(table.name)} SET {quote_identifier(SEQ_COLUMN)} = ?", (node.allocate_seq(1),))
+            seq = Node(engine, None, DEFAULT_MAX_DRIFT_MS, nullcontext).allocate_seq(1)
+            engine.execute(f"UPDATE {quote_identifier(table.name)} SET {quote_identifier(SEQ_COLUMN)} = ?", (seq,))
+            if has_object(engine, TOMBSTONES):  # deleted rows' states were folded alike
+                engine.execute(f"UPDATE {TOMBSTONES} SET seq = ? WHERE table_name = ? AND state IS NOT NULL", (seq, table.name))
 
 
 def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None]) -> None:
@@ -128,6 +130,8 @@ def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None])
     moved = []
     for key, deleted, state, seq in rows:
         values = key_from_text(key)
+        if len(values) != len(changes):  # the key's columns changed too: not a conversion of these values
+            continue
         converted = tuple(
             value if change is None else engine.scalar(f"SELECT {_conversion(change)}", (value,))
             for value, change in zip(values, changes, strict=True)
