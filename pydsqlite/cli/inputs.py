@@ -157,14 +157,13 @@ def load_models(spec: str) -> list[type[BaseModel]]:
     models = list(dict.fromkeys(model for model in defined if model.__module__ == module.__name__))
     if not models:
         raise CommandError(f"module {module_name!r} defines no table models{imported_models_hint(module)}")
-    by_table: dict[str, list[type[BaseModel]]] = {}
+    by_table: dict[str, tuple[str, list[type[BaseModel]]]] = {}
     for model in models:
         options = table_options(model)
         assert options is not None
-        by_table.setdefault(fold_name(options.table), []).append(model)
-    for versions in by_table.values():
+        by_table.setdefault(fold_name(options.table), (options.table, []))[1].append(model)
+    for table, versions in by_table.values():
         if len(versions) > 1:
-            table = getattr(table_options(versions[0]), "table", "")
             raise CommandError(
                 f"module {module_name!r} declares table {table!r} with several models "
                 f"({', '.join(model.__qualname__ for model in versions)}); name the ones to use, as in "

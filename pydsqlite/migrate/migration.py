@@ -19,6 +19,12 @@ class ValueChange:
     cast: str | None
     null_default: str | None
 
+    def applied_to(self, expression: str) -> str:
+        """``expression`` (SQL for the old value) as the copy turns it: the CAST, then the default for NULLs."""
+        if self.cast is not None:
+            expression = f"CAST({expression} AS {self.cast})"
+        return expression if self.null_default is None else f"IFNULL({expression}, {self.null_default})"
+
 
 @dataclass(frozen=True)
 class DataCheck:

@@ -92,14 +92,11 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
             expression = version_terms[fold_name(column.name)]
         elif old_column is not None:  # a generated column turning plain keeps the values it read
             change = _value_change(old_column, column, live, desired)
-            expression = quote_identifier(old_column.name)
+            expression = change.applied_to(quote_identifier(old_column.name))
             if change.cast is not None:
-                expression = f"CAST({expression} AS {change.cast})"
                 conversions.extend(conversion_checks(desired.name, live.name, old_column, column, change.cast))
             elif fold_name(column.name) == alias and fold_name(live.rowid_alias or "") != fold_name(old_column.name):
                 conversions.append(rowid_values_check(desired.name, live.name, old_column, column))
-            if change.null_default is not None:
-                expression = f"IFNULL({expression}, {change.null_default})"
             if fold_name(column.name) == alias and rowid_usable and fold_name(live.rowid_alias or "") != fold_name(old_column.name):
                 conversions.append(rowid_change_check(desired.name, live.name, column, expression))
             if change.cast is not None or change.null_default is not None:

@@ -85,13 +85,13 @@ def reshape_tombstones(
 
 def synced_registers(engine: Engine) -> dict[str, set[str]]:
     """The LWW registers (companion columns, folded) of each synced table (folded name) as they are now."""
-    registers: dict[str, set[str]] = {}
-    tables = engine.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'").fetchall()
-    for (name,) in tables:
-        columns = [fold_name(column) for (column,) in engine.execute("SELECT name FROM pragma_table_xinfo(?)", (name,))]
-        if fold_name(VERSION_COLUMN) in columns:
-            registers[fold_name(name)] = {column for column in columns if column.endswith(LWW_SUFFIX)}
-    return registers
+    columns: dict[str, set[str]] = {}
+    for table, column in engine.execute(
+        "SELECT m.name, c.name FROM main.sqlite_master AS m, pragma_table_xinfo(m.name) AS c WHERE m.type = 'table'"
+    ):
+        columns.setdefault(fold_name(table), set()).add(fold_name(column))
+    version = fold_name(VERSION_COLUMN)
+    return {table: {name for name in names if name.endswith(LWW_SUFFIX)} for table, names in columns.items() if version in names}
 
 
 def renumber_folded_rows(
@@ -133,7 +133,7 @@ def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None])
         if len(values) != len(changes):  # the key's columns changed too: not a conversion of these values
             continue
         converted = tuple(
-            value if change is None else engine.scalar(f"SELECT {_conversion(change)}", (value,))
+            value if change is None else engine.scalar(f"SELECT {change.applied_to('?')}", (value,))
             for value, change in zip(values, changes, strict=True)
         )
         if key_text(converted) != key:
@@ -144,12 +144,6 @@ def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None])
             f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq) VALUES (?, ?, ?, ?, ?)",
             [row for _, row in moved],
         )
-
-
-def _conversion(change: ValueChange) -> str:
-    """The SQL the rebuild's copy applies to a value of the converted column (``?`` for the value)."""
-    expression = "?" if change.cast is None else f"CAST(? AS {change.cast})"
-    return f"IFNULL({expression}, {change.null_default})" if change.null_default is not None else expression
 
 
 class _Shape:
@@ -198,7 +192,7 @@ class _Shape:
 
     def _converted(self, value: Any, change: ValueChange) -> Any:
         """A stored value (JSON form) as the rebuild's copy turned the live rows' values: by SQLite itself."""
-        return to_json_value(self.engine.scalar(f"SELECT {_conversion(change)}", (from_json_value(value),)))
+        return to_json_value(self.engine.scalar(f"SELECT {change.applied_to('?')}", (from_json_value(value),)))
 
     def _default(self, name: str) -> Any:
         """The value a new column gives rows that had none: its SQL default, evaluated once."""
