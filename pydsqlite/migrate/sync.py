@@ -415,11 +415,26 @@ def _phased_plan(
     expand = check_plan_against_data(engine, expand, foreign_keys_on)
     table_renames = {item.live.name: item.desired.name for item in schema_diff.altered if item.rename is not None}
     expanded = managed.after_renames(table_renames, expand.renames)
+    if expanded_schema is not None:  # the hidden columns the expand phase makes are pydsqlite's, not look-alikes
+        expanded = replace(expanded, columns=expanded.columns | _hidden_columns_made(desired, live, expanded_schema, table_renames))
     contract = MigrationPlan()
     if expanded_schema is not None:  # else the expand phase's problems say why
         contract = _rehearsed_plan(desired, expanded_schema, expanded, manage_all, mismatched_before)
         contract = count_moves(contract, steps, expanded_schema, desired)
     return with_steps(expand, contract, steps), managed, expanded
+
+
+def _hidden_columns_made(desired: Schema, live: Schema, expanded: Schema, table_renames: dict[str, str]) -> frozenset[tuple[str, str]]:
+    """(table, column), folded: the hidden sync columns of ``desired`` that the schema after the expand
+    phase has and ``live`` (before it) had not."""
+    old_name = {fold_name(new): old for old, new in table_renames.items()}
+    made = set()
+    for table in desired.tables:
+        after, before = expanded.table(table.name), live.table(old_name.get(fold_name(table.name), table.name))
+        for column in table.columns:
+            if column.hidden and after is not None and after.column(column.name) is not None and (before is None or before.column(column.name) is None):
+                made.add((fold_name(table.name), fold_name(column.name)))
+    return frozenset(made)
 
 
 def _online_steps_refused(pending: PendingSteps) -> UsageError:
