@@ -655,6 +655,32 @@ def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_p
         assert conn.execute("SELECT thing FROM seen").fetchall() == [(99999,)]  # the old table's deletes never fired it
 
 
+def test_a_trigger_naming_the_table_in_another_letter_case_moves_to_the_new_table(tmp_path: Path) -> None:
+    """``ON DOCS`` names the table ``docs`` as SQLite reads names (ASCII case ignored): the swap
+    must move that trigger too, and it keeps firing on the rebuilt table."""
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            """
+            PRAGMA journal_mode = WAL;
+            CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT, n INT);
+            CREATE TABLE log (m TEXT);
+            CREATE TRIGGER docs_ai AFTER INSERT ON DOCS BEGIN INSERT INTO log VALUES ('ins ' || new.id); END;
+            INSERT INTO docs (body, n) VALUES ('a', 1), ('b', 2);
+            """
+        )
+
+        class Doc(SyncModel, table="docs"):
+            id: Annotated[int, PrimaryKey()]
+            body: str | None = None
+            n: int = 0
+
+        assert sync_models(conn, [Doc], online=True).rebuilt_tables == ("docs",)
+        conn.execute("INSERT INTO docs (id, body) VALUES (3, 'c')")
+        assert conn.execute("SELECT m FROM log").fetchall() == [("ins 1",), ("ins 2",), ("ins 3",)]
+        assert _leftovers(conn) == [] and model_migration_plan(conn, [Doc]).is_empty
+
+
 @pytest.mark.parametrize("outcome", ["applied", "refused"])
 def test_the_migrating_connection_gets_its_own_settings_back(tmp_path: Path, outcome: str) -> None:
     """For its steps the migrator commits with synchronous = NORMAL, checkpoints itself, uses a

@@ -285,6 +285,34 @@ def test_a_rebuild_keeps_the_autoincrement_counter_above_deleted_ids(conn, scena
     assert model_migration_plan(conn, [Renamed]).is_empty
 
 
+@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
+def test_the_autoincrement_counter_of_a_table_made_in_another_letter_case_survives_its_rebuild(tmp_path, online):
+    """A hand-made ``JOBS`` adopted by a model spelling ``jobs``: SQLite's names ignore ASCII case, so
+    the rebuild must find the table's ``sqlite_sequence`` row too, or deleted ids come back."""
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        PRAGMA journal_mode = WAL;
+        CREATE TABLE JOBS (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, n INT);
+        INSERT INTO JOBS (name, n) VALUES ('a', 1), ('b', 2), ('c', 3), ('d', 4);
+        DELETE FROM JOBS WHERE id >= 3;
+        """
+    )
+
+    class Job(SyncModel, table="jobs"):
+        id: int = Field(default=None, primary_key=True, autoincrement=True)
+        name: Optional[str] = None
+        n: int = 0
+
+    plan = sync_models(conn, [Job], online=online)
+    assert [name.lower() for name in plan.rebuilt_tables] == ["jobs"]
+    assert rows(conn, "SELECT lower(name), seq FROM sqlite_sequence") == [("jobs", 4)]
+    conn.execute("INSERT INTO jobs (name) VALUES ('next')")
+    assert rows(conn, "SELECT id FROM jobs WHERE name = 'next'") == [(5,)]
+    conn.close()
+
+
 def test_rebuild_recomputes_generated_columns_and_keeps_checks_from_sql(conn):
     conn.executescript(
         """

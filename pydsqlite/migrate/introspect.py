@@ -301,7 +301,7 @@ def _resolve_implicit_references(tables: list[Table]) -> list[Table]:
 
 def has_object(engine: Engine, name: str, kind: str = "table") -> bool:
     """Whether the main database holds a ``kind`` (table, trigger, index, view) named ``name``."""
-    return engine.execute("SELECT 1 FROM main.sqlite_master WHERE type = ? AND name = ?", (kind, name)).fetchone() is not None
+    return engine.execute("SELECT 1 FROM main.sqlite_master WHERE type = ? AND name = ? COLLATE NOCASE", (kind, name)).fetchone() is not None
 
 
 def temp_shadows(engine: Engine, tables: Iterable[str]) -> list[str]:

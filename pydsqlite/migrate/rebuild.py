@@ -448,11 +448,13 @@ def value_changes(item: TableDiff) -> tuple[ValueChange, ...]:
 
 
 def carry_sequence(old: str, temporary: str) -> list[str]:
-    """Keep AUTOINCREMENT's high-water mark: copy ``sqlite_sequence`` to the new table before the drop."""
-    old_literal, new_literal = quote_literal(old), quote_literal(temporary)
+    """Keep AUTOINCREMENT's high-water mark: copy ``sqlite_sequence`` to the new table before the drop.
+    Its rows carry each table's name as created, so they are matched as SQLite matches table names
+    (ASCII case ignored): a model spelling ``jobs`` finds the counter of a table made as ``JOBS``."""
+    old_literal, new_literal = f"{quote_literal(old)} COLLATE NOCASE", f"{quote_literal(temporary)} COLLATE NOCASE"
     old_seq = f"(SELECT seq FROM sqlite_sequence WHERE name = {old_literal})"
     return [
         f"UPDATE sqlite_sequence SET seq = MAX(seq, {old_seq}) WHERE name = {new_literal} AND {old_seq} IS NOT NULL",
-        f"INSERT INTO sqlite_sequence (name, seq) SELECT {new_literal}, seq FROM sqlite_sequence "
+        f"INSERT INTO sqlite_sequence (name, seq) SELECT {quote_literal(temporary)}, seq FROM sqlite_sequence "
         f"WHERE name = {old_literal} AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = {new_literal})",
     ]

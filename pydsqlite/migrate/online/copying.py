@@ -78,7 +78,7 @@ class TableCopy:
             logger.info("online rebuild of %s: resuming after %d copied rows", spec.table, self.copied)
         else:
             self.run.discard_leftovers(spec.table)
-            source_sql = engine.scalar("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?", (spec.source,))
+            source_sql = engine.scalar("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", (spec.source,))
             with engine.unit(immediate=True):
                 self.run.claim.heartbeat(engine)
                 for statement in spec.setup_statements():
@@ -98,7 +98,7 @@ class TableCopy:
         row = engine.execute(
             f"SELECT pass, fingerprint, source_sql FROM {STATE_TABLE} WHERE table_name = ?", (spec.table,)
         ).fetchone()
-        source_sql = engine.scalar("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?", (spec.source,))
+        source_sql = engine.scalar("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", (spec.source,))
         return (
             row is not None
             and row[0] == spec.pass_number
@@ -221,7 +221,7 @@ class TableCopy:
         triggers = [
             (name, sql)
             for name, sql in engine.execute(
-                "SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND tbl_name = ? ORDER BY rowid", (spec.source,)
+                "SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE ORDER BY rowid", (spec.source,)
             ).fetchall()
             if fold_name(name) not in recorders and fold_name(f"DROP TRIGGER {quote_identifier(name)}") not in dropped
         ]
@@ -362,7 +362,7 @@ class Run:
     def free(self, name: str, table: str) -> None:
         """Empty table ``name`` in steps (each its own short transaction), then drop it."""
         engine = self.engine
-        sql = engine.scalar("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        sql = engine.scalar("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", (name,))
         if sql is None:
             return
         key, key_row = _deletion_key(engine, name, sql)
