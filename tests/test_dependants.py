@@ -3,6 +3,7 @@ columns: they keep working, or the migration is refused naming them, before anyt
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Annotated, Optional
 
@@ -397,3 +398,106 @@ def test_a_new_child_whose_parent_key_the_same_migration_makes_is_not_refused_wi
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("INSERT INTO children VALUES (1, 1)")
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+class GainsOpen(SyncModel, table="tasks"):
+    id: Annotated[int, PrimaryKey()]
+    title: str
+    state: str
+    open: bool = False
+
+
+class GainsOpenRebuilt(SyncModel, table="tasks"):  # the same new column, with a type change: a rebuild
+    id: Annotated[int, PrimaryKey()]
+    title: str
+    state: Optional[str] = None
+    open: bool = False
+
+
+class StateRenamedOpen(SyncModel, table="tasks"):  # an existing column renamed to the quoted name
+    id: Annotated[int, PrimaryKey()]
+    title: str
+    open: Annotated[str, RenamedFrom("state")]
+
+
+class StateRenamedOpenRebuilt(SyncModel, table="tasks"):
+    id: Annotated[int, PrimaryKey()]
+    title: Optional[str] = None
+    open: Annotated[str, RenamedFrom("state")]
+
+
+QUOTED_TEXT = {
+    "a partial index": ('CREATE INDEX open_titles ON tasks (title) WHERE state = "open"', "index open_titles on tasks"),
+    "an expression index": ('CREATE INDEX titles_open ON tasks (title || "open")', "index titles_open on tasks"),
+    "a view": ('CREATE VIEW open_tasks AS SELECT id, title FROM tasks WHERE state = "open"', "view open_tasks"),
+    "a trigger": (
+        'CREATE TRIGGER reopen AFTER UPDATE OF title ON tasks BEGIN UPDATE tasks SET state = "open" WHERE id = new.id; END',
+        "trigger reopen on tasks",
+    ),
+    "a temporary view": ('CREATE TEMP VIEW open_ids AS SELECT id FROM main.tasks WHERE state = "open"', "view temp.open_ids"),
+}
+
+
+def _tasks(path, dependant: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, state TEXT NOT NULL);
+        INSERT INTO tasks VALUES (1, 'write', 'closed'), (2, 'test', 'open');
+        """
+    )
+    conn.executescript(QUOTED_TEXT[dependant][0])
+    return conn
+
+
+@pytest.mark.parametrize("model", [GainsOpen, GainsOpenRebuilt], ids=["in place", "rebuild"])
+@pytest.mark.parametrize("dependant", sorted(QUOTED_TEXT))
+def test_text_in_double_quotes_that_a_new_column_would_turn_into_a_column_is_refused(db_path, model, dependant):
+    """``state = "open"`` reads the text 'open' while no column is named open: an added column of that
+    name would silently make it compare two columns, and an index whose WHERE or expression changes
+    meaning without being rebuilt is corrupt. Refused in the preview and the sync."""
+    conn = _tasks(db_path, dependant)
+    named = QUOTED_TEXT[dependant][1]
+    before = db_path.read_bytes()
+    expected = f'{named} reads "open" as the text \'open\'.*would read the new column open'
+    if "temporary" not in dependant:  # the preview rehearses the database's schema, not this connection's TEMP objects
+        assert any(re.search(expected, problem) for problem in model_migration_plan(conn, [model]).problems)
+    with pytest.raises(MigrationError, match=expected):
+        sync_models(conn, [model], allow_destructive=True)
+    assert db_path.read_bytes() == before
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
+
+
+@pytest.mark.parametrize("model", [StateRenamedOpen, StateRenamedOpenRebuilt], ids=["in place", "rebuild"])
+@pytest.mark.parametrize("dependant", sorted(QUOTED_TEXT))
+def test_text_in_double_quotes_stays_text_when_a_column_is_renamed_to_its_name(db_path, model, dependant):
+    """Renaming ``state`` to ``open`` makes SQLite spell the object's text 'open' (and the renamed
+    column "open"): the object reads what it read before, so nothing is refused."""
+    conn = _tasks(db_path, dependant)
+    sync_models(conn, [model])
+    schema = "temp" if "temporary" in dependant else "main"
+    name = QUOTED_TEXT[dependant][1].split()[1].removeprefix("temp.")
+    sql = conn.execute(f"SELECT sql FROM {schema}.sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+    assert "'open'" in sql and "= \"open\"" not in sql and "|| \"open\"" not in sql
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    if "view" in dependant:
+        view = f"{schema}.{name}"
+        assert conn.execute(f"SELECT * FROM {view}").fetchall() == [(2,)] if "temporary" in dependant else [(2, "test")]
+    conn.close()
+
+
+def test_a_double_quoted_name_that_already_names_a_column_may_get_company(memory_conn):
+    """Only a change of meaning counts: a quoted column name that stays a column does not block adding
+    others, and text whose name no new column takes stays text."""
+    conn = memory_conn
+    conn.executescript(
+        """
+        CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, state TEXT NOT NULL);
+        CREATE INDEX by_state ON tasks ("state") WHERE state <> "done";
+        INSERT INTO tasks VALUES (1, 'write', 'done'), (2, 'test', 'open');
+        """
+    )
+    sync_models(conn, [GainsOpen])
+    assert conn.execute("SELECT id FROM tasks INDEXED BY by_state WHERE state <> 'done' AND state = 'open'").fetchall() == [(2,)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

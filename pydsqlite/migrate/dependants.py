@@ -7,7 +7,8 @@ Two quieter breakages are found the same way. A double-quoted name that no longe
 column compiles as a string literal (SQLite's "DQS" misfeature): a view, trigger or index
 reading ``"status"`` would silently read the text 'status' once the column is gone, so each
 double-quoted name such an object compiles as a string constant is reported too (one that
-already did before the migration does not count). A virtual table reading another table
+already did before the migration does not count), and so is the reverse: a name read as text
+before that a new column would make a column reference. A virtual table reading another table
 (an FTS5 external-content table) prepares that read only when it runs, so it is scanned.
 Temporary views and triggers of the connection are checked with the main database's.
 """
@@ -15,7 +16,8 @@ Temporary views and triggers of the connection are checked with the main databas
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 from ..engines import Engine
 from ..schema.objects import fold_name
@@ -26,11 +28,47 @@ _EVENTS = ("INSERT", "UPDATE", "DELETE")
 _CALLS = itertools.count()
 
 
+@dataclass(frozen=True)
+class Dependants:
+    """What the views, triggers and indexes of a database do, read before and after a migration."""
+
+    broken: dict[str, str]
+    """``broken_objects``'s entries."""
+    text_readings: Counter[str]
+    """``object\x00text`` → how often a working view, trigger or index reads that text: as a string
+    literal, or as a double-quoted name that names no column (SQLite's renaming of a column rewrites
+    the latter as the former); ``object\x01`` counts each such object once."""
+
+    @classmethod
+    def read(cls, engine: Engine) -> Dependants:
+        text_readings: Counter[str] = Counter()
+        return cls(_broken_objects(engine, True, text_readings), text_readings)
+
+    def broken_by(self, after: Dependants) -> list[str]:
+        """What a migration from this state to ``after`` breaks: objects that stop working, names
+        that turn into text, and names read as text that a new column turns into column references."""
+        found = [text for key, text in after.broken.items() if key not in self.broken]
+        for key, text in self.broken.items():
+            owner, _, name = key.partition("\x00")
+            still_working = after.text_readings[f"{owner}\x01"] > 0
+            if name and still_working and after.text_readings[key] < self.text_readings[key]:
+                what = text.partition(' would read "')[0]
+                found.append(
+                    f'{what} reads "{name}" as the text {name!r} (SQLite reads a double-quoted name that is no column as '
+                    f"text; spell it '{name}'), but would read the new column {name}"
+                )
+        return found
+
+
 def broken_objects(engine: Engine, *, literal_names: bool = True) -> dict[str, str]:
     """Key → "view v: error" / "trigger t on x: error" / "virtual table f: error" for every view,
     trigger and virtual table that does not work, and (``literal_names``) an entry for every
     double-quoted name of a view, trigger or index that names no column of the tables it reads
     (SQLite would read it as text; a name already in that state before a migration does not count)."""
+    return _broken_objects(engine, literal_names, Counter())
+
+
+def _broken_objects(engine: Engine, literal_names: bool, text_readings: Counter[str]) -> dict[str, str]:
     rows = engine.execute(
         "SELECT 'main', type, name, tbl_name, sql FROM main.sqlite_master WHERE type IN ('view', 'trigger', 'table', 'index') "
         "UNION ALL SELECT 'temp', type, name, tbl_name, sql FROM temp.sqlite_master WHERE type IN ('view', 'trigger')"
@@ -52,7 +90,7 @@ def broken_objects(engine: Engine, *, literal_names: bool = True) -> dict[str, s
                 broken[key] = f"virtual table {name}: {error}"
         if literal_names and kind in ("view", "trigger", "index") and sql and key not in broken:
             what = f"{kind} {label}" if kind == "view" else f"{kind} {label} on {table}"
-            broken.update(reach.unresolved(key, what, sql, table))
+            broken.update(reach.unresolved(key, what, sql, table, text_readings))
     for (table, event), named in triggers.items():
         statement = _firing_statement(engine, table, event)
         if statement is None or _compile_error(engine, statement) is None:
@@ -74,19 +112,22 @@ class _ColumnsInReach:
         self.relations = relations
         self._columns: dict[str, set[str]] = {}
 
-    def unresolved(self, key: str, what: str, sql: str, owner: str) -> dict[str, str]:
+    def unresolved(self, key: str, what: str, sql: str, owner: str, text_readings: Counter[str]) -> dict[str, str]:
         """Entries for the double-quoted names of object ``key`` that no table or view it names has as a
-        column (an index reads its own table; a trigger's body only the tables it names)."""
+        column (an index reads its own table; a trigger's body only the tables it names); every text
+        the object reads is counted into ``text_readings``."""
         tokens = tokenize(sql)
         if what.startswith("trigger"):  # its body reads only what it names (the owner's row only as new./old.)
             tokens = tokens[next((n for n, token in enumerate(tokens) if token.upper == "BEGIN"), 0) :]
         elif what.startswith("index"):
             tokens = [*tokens, Token("word", owner, 0, 0)]
-        quoted = {  # a qualified name (new."x", t."x") is an error when missing, never text
+        text_readings[f"{key}\x01"] += 1  # the object works
+        text_readings.update(f"{key}\x00{token.identifier}" for token in tokens if token.kind == "string")
+        quoted = [  # a qualified name (new."x", t."x") is an error when missing, never text
             token.identifier
             for n, token in enumerate(tokens)
             if token.kind == "quoted" and token.text.startswith('"') and not (n and tokens[n - 1].text == ".")
-        }
+        ]
         if not quoted:
             return {}
         named = {  # an INSERT's target is not in scope for the values it inserts
@@ -96,10 +137,11 @@ class _ColumnsInReach:
         }
         read = named & self.relations
         columns = set().union(*(self._columns_of(relation) for relation in read))
+        as_text = [name for name in quoted if fold_name(name) not in columns and fold_name(name) not in self.relations]
+        text_readings.update(f"{key}\x00{name}" for name in as_text)
         return {
             f"{key}\x00{name}": f'{what} would read "{name}" as the text {name!r}: no table it reads has that column'
-            for name in sorted(quoted)
-            if fold_name(name) not in columns and fold_name(name) not in self.relations
+            for name in sorted(set(as_text))
         }
 
     def _columns_of(self, relation: str) -> set[str]:

@@ -18,7 +18,7 @@ from ..replica.reshape import renumber_folded_rows, reshape_tombstones, settle_p
 from ..schema.objects import Schema
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
-from .dependants import broken_objects
+from .dependants import Dependants
 from .foreign_keys import ForeignKeyStrategy, violating_row
 from .introspect import has_object
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, renames_to_record, state_statements
@@ -93,7 +93,7 @@ class MigrationSession:
         after_expand: Callable[[], MigrationPlan] | None,
     ) -> MigrationPlan:
         baseline = self._foreign_key_violations() if self.check_foreign_keys else Counter()
-        broken_before = broken_objects(self.engine)
+        dependants_before = Dependants.read(self.engine)
         settle_pending_deletes(self.engine)
         registers_before = synced_registers(self.engine)
         if plan.data_steps:
@@ -108,7 +108,7 @@ class MigrationSession:
             self._execute(plan.operations, progress)
         reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames, plan.value_changes)
         renumber_folded_rows(self.engine, desired, registers_before, plan.table_renames, plan.renames)
-        broken = [text for name, text in broken_objects(self.engine).items() if name not in broken_before]
+        broken = dependants_before.broken_by(Dependants.read(self.engine))
         if broken:
             raise MigrationError(
                 "the migration would leave views or triggers that no longer work; nothing was changed:\n  - "

@@ -22,7 +22,7 @@ from dataclasses import replace
 from ..engines import SqliteEngine
 from ..schema.objects import Schema, VirtualTable, fold_name
 from ..sql.render import quote_identifier
-from .dependants import broken_objects
+from .dependants import Dependants
 from .introspect import introspect
 from .migration import MigrationPlan, Operation
 
@@ -63,7 +63,7 @@ def _rehearse(
         except RehearsalError as error:
             failed = _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}")
             return failed, None, mismatched_before
-        broken_before = broken_objects(SqliteEngine(scratch))
+        dependants_before = Dependants.read(SqliteEngine(scratch))
         if mismatched_before is None:
             mismatched_before = frozenset(mismatched_foreign_keys(scratch))
         operations = list(plan.operations)
@@ -73,7 +73,7 @@ def _rehearse(
             failure = _run(scratch, operation, replayed)
             if failure is not None:
                 return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None, mismatched_before
-        broken = {name: text for name, text in broken_objects(SqliteEngine(scratch)).items() if name not in broken_before}
+        broken = {text: text for text in dependants_before.broken_by(Dependants.read(SqliteEngine(scratch)))}
         if not read_after:
             broken |= {
                 f"foreign keys of {name}": text
