@@ -313,6 +313,38 @@ def test_the_autoincrement_counter_of_a_table_made_in_another_letter_case_surviv
     conn.close()
 
 
+@pytest.mark.parametrize("taken", [("oid",), ("rowid",), ("_rowid_", "oid")], ids=lambda names: "+".join(names))
+@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
+def test_a_column_named_like_the_rowid_does_not_cost_the_rows_their_rowids(tmp_path, taken, online):
+    """A hand-made column may take one or two of SQLite's rowid names (``oid`` most often); the rowid
+    is still there under the other, and a rebuild must carry it, or an FTS index with ``content=``
+    the table (which finds rows by rowid) returns other rows."""
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    extra = ", ".join(f"{name} TEXT" for name in taken)
+    rowid = next(name for name in ("rowid", "_rowid_", "oid") if name not in taken)
+    conn.executescript(
+        f"""
+        PRAGMA journal_mode = WAL;
+        CREATE TABLE orders (code TEXT NOT NULL PRIMARY KEY, {extra}, body TEXT);
+        INSERT INTO orders ({rowid}, code, body) VALUES (10, 'a', 'apple pie'), (20, 'b', 'banana split'), (30, 'c', 'cherry tart');
+        CREATE VIRTUAL TABLE orders_fts USING fts5(body, content='orders', content_rowid='{rowid}');
+        INSERT INTO orders_fts (orders_fts) VALUES ('rebuild');
+        """
+    )
+
+    class Order(SyncModel, table="orders", indexes=[Index("body")]):
+        code: Annotated[str, PrimaryKey()]
+        body: str = ""
+
+    plan = sync_models(conn, [Order], online=online, allow_destructive=True)
+    assert plan.rebuilt_tables == ("orders",)
+    assert rows(conn, f"SELECT {rowid}, code FROM orders ORDER BY code") == [(10, "a"), (20, "b"), (30, "c")]
+    search = f"SELECT o.code FROM orders_fts AS f JOIN orders AS o ON o.{rowid} = f.rowid WHERE orders_fts MATCH 'banana'"
+    assert rows(conn, search) == [("b",)]
+    conn.close()
+
+
 def test_rebuild_recomputes_generated_columns_and_keeps_checks_from_sql(conn):
     conn.executescript(
         """

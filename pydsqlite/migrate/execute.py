@@ -23,7 +23,7 @@ from .foreign_keys import ForeignKeyStrategy, violating_row
 from .introspect import has_object
 from .metadata import ManagedObjects, audit_statements, managed_differs, record_statements, renames_to_record, state_statements
 from .migration import MigrationPlan, Operation, RowCopy
-from .rebuild import PROGRESS_FUNCTION
+from .rebuild import PROGRESS_FUNCTION, key_term
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class MigrationSession:
             self.engine.execute(statement)
             progress(table, total, total)
             return
-        key = ", ".join("rowid" if name == "rowid" else quote_identifier(name) for name in copy.chunk_key)
+        key = ", ".join(key_term(name) for name in copy.chunk_key)
         slots = ", ".join("?" * len(copy.chunk_key))
         source = quote_identifier(copy.source)
         copied = 0

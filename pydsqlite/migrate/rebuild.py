@@ -66,8 +66,7 @@ class _Copy:
 def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
     live, desired = item.live, item.desired
     sources = {fold_name(new): old for new, old in item.column_sources}
-    rowid_names = ("rowid", "oid", "_rowid_")
-    rowid_usable = live.has_rowid and not any(fold_name(c.name) in rowid_names for c in live.columns)
+    live_rowid, desired_rowid = rowid_name(live), rowid_name(desired)
     targets: list[str] = []
     terms: list[str] = []
     projected: list[str] = []
@@ -75,9 +74,9 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
     changes: list[ValueChange] = []
     missing: list[str] = []
     alias = fold_name(desired.rowid_alias or "")
-    if rowid_usable and desired.has_rowid and not alias and not any(fold_name(c.name) in rowid_names for c in desired.columns):
-        targets.append("rowid")
-        terms.append("rowid")
+    if live_rowid is not None and desired_rowid is not None and not alias:
+        targets.append(desired_rowid)
+        terms.append(live_rowid)
     version_terms = _version_terms(item, sources)
     for column in desired.columns:
         if column.generated is not None:
@@ -97,12 +96,12 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
                 conversions.extend(conversion_checks(desired.name, live.name, old_column, column, change.cast))
             elif fold_name(column.name) == alias and fold_name(live.rowid_alias or "") != fold_name(old_column.name):
                 conversions.append(rowid_values_check(desired.name, live.name, old_column, column))
-            if fold_name(column.name) == alias and rowid_usable and fold_name(live.rowid_alias or "") != fold_name(old_column.name):
+            if fold_name(column.name) == alias and live_rowid is not None and fold_name(live.rowid_alias or "") != fold_name(old_column.name):
                 conversions.append(rowid_change_check(desired.name, live.name, column, expression))
             if change.cast is not None or change.null_default is not None:
                 changes.append(change)
-        elif fold_name(column.name) == alias and rowid_usable:
-            expression = "rowid"
+        elif fold_name(column.name) == alias and live_rowid is not None:
+            expression = live_rowid
         elif column.default is not None:
             projected.append(f"{column.default} AS {quoted}")
             continue
@@ -114,15 +113,15 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
         targets.append(quoted)
         terms.append(expression)
         projected.append(f"{expression} AS {quoted}")
-    key = live.primary_key or (("rowid",) if rowid_usable else ())
-    if rowid_usable and live.rowid_alias is None and not all(column.not_null for column in live.columns if fold_name(column.name) in _folded_key(live)):
-        key = ("rowid",)  # a key of a rowid table may hold NULLs (SQLite allows it): the rowid names the row
+    key = live.primary_key or ((live_rowid,) if live_rowid is not None else ())
+    if live_rowid is not None and live.rowid_alias is None and not all(column.not_null for column in live.columns if fold_name(column.name) in _folded_key(live)):
+        key = (live_rowid,)  # a key of a rowid table may hold NULLs (SQLite allows it): the rowid names the row
     sample = _key_text(key)
     projection = f"(SELECT {', '.join([*projected, f'{sample} AS {SAMPLE}'])} FROM {quote_identifier(live.name)}{where})"
     for column in desired.columns:  # generated columns read the projected ones, one layer each
         if column.generated is not None:
             projection = f"(SELECT *, ({column.generated}) AS {quote_identifier(column.name)} FROM {projection})"
-    chunk_key = ("rowid",) if rowid_usable else () if live.has_rowid else live.primary_key
+    chunk_key = (live_rowid,) if live_rowid is not None else () if live.has_rowid else live.primary_key
     key_name = (key[0] if len(key) == 1 else f"({', '.join(key)})") if key else None
     return _Copy(tuple(targets), tuple(terms), projection, tuple(conversions), tuple(missing), chunk_key, tuple(changes), key_name)
 
@@ -174,6 +173,24 @@ def _compared_anew(item: TableDiff, key_column: str, converted: set[str]) -> boo
     return new is not None and old is not None and (new.collate or "BINARY").upper() != (old.collate or "BINARY").upper()
 
 
+ROWID_NAMES = ("rowid", "_rowid_", "oid")
+
+
+def rowid_name(table: Table) -> str | None:
+    """The name that reaches ``table``'s rowid: the first of SQLite's three that no column takes (a
+    column named ``oid`` hides only that one); None for a table without rowids or with all three taken."""
+    if not table.has_rowid:
+        return None
+    taken = {fold_name(column.name) for column in table.columns}
+    return next((name for name in ROWID_NAMES if name not in taken), None)
+
+
+def key_term(name: str) -> str:
+    """SQL for one key column of a copy, or the rowid under the name ``rowid_name`` chose (left bare:
+    quoted, it would read a column of that name)."""
+    return name if name in ROWID_NAMES else quote_identifier(name)
+
+
 def _folded_key(table: Table) -> set[str]:
     return {fold_name(name) for name in table.primary_key}
 
@@ -181,7 +198,7 @@ def _folded_key(table: Table) -> set[str]:
 def _key_text(key: tuple[str, ...]) -> str:
     """SQL giving a row's key (the sample a check names): the value itself for one column, the
     values as SQL literals in parentheses for several."""
-    terms = ["rowid" if name == "rowid" else quote_identifier(name) for name in key]
+    terms = [key_term(name) for name in key]
     if len(terms) <= 1:
         return terms[0] if terms else "NULL"
     return "'(' || " + " || ', ' || ".join(f"quote({term})" for term in terms) + " || ')'"

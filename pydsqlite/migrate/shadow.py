@@ -38,7 +38,7 @@ from ..sql.render import quote_identifier, quote_literal, render_create_table, r
 from .diff import TableDiff
 from .metadata import ONLINE_PREFIX
 from .migration import DataCheck, Operation
-from .rebuild import carry_sequence, copy_columns, new_rows_projection
+from .rebuild import carry_sequence, copy_columns, new_rows_projection, rowid_name
 from .rehearse import create_in_scratch
 
 STATE_TABLE = ONLINE_PREFIX
@@ -360,9 +360,9 @@ def index_pass_spec(engine: Engine, table: Table, final_indexes: Sequence[str]) 
     """Pass 2: copy ``table`` as it is into a new table that carries ``final_indexes`` under their
     own names (the old table's were freed with it)."""
     live_sql = table.sql or render_create_table(table)
-    rowid_usable = table.has_rowid and not any(fold_name(c.name) in _ROWID_NAMES for c in table.columns)
+    rowid = rowid_name(table)
     stored = tuple(quote_identifier(c.name) for c in table.columns if c.generated is None)
-    targets = (("rowid",) if rowid_usable and not table.rowid_alias else ()) + stored
+    targets = ((rowid,) if rowid is not None and not table.rowid_alias else ()) + stored
     same = TableDiff(live=table, desired=table, rename=None, changes=(), column_sources=tuple((c.name, c.name) for c in table.columns))
     return ShadowSpec(
         table=table.name,
