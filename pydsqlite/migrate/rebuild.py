@@ -338,8 +338,9 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
             checks.append(unique_index_check(desired, projection, index))
     keep_out = {fold_name(index.name) for index in desired.indexes}
     keep_out |= {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
-    for index in _replayed_unique_indexes_whose_values_change(item, keep_out, converted):
-        checks.append(unique_index_check(desired, projection, index))
+    old_names = _with_old_names(item, projection)
+    for index in _replayed_unique_indexes_whose_values_change(item, keep_out, converted, old_names is not None):
+        checks.append(unique_index_check(desired, old_names or projection, index))
     statements = [render_create_table(desired, name=temporary)]
     row_copy = None
     if copy.targets:
@@ -380,17 +381,39 @@ def _in_live_order(item: TableDiff) -> Table:
     return replace(item.desired, columns=tuple(ordered))
 
 
-def _replayed_unique_indexes_whose_values_change(item: TableDiff, not_replayed: set[str], converted: set[str]) -> list[Index]:
+def _with_old_names(item: TableDiff, projection: str) -> str | None:
+    """``projection`` with each renamed column also under its old name, which a hand-made index's
+    expression or WHERE still uses when it is replayed; None when an old name is also a new
+    column's (two columns swap names), where the two could not be told apart."""
+    renamed = [(new, old) for new, old in item.column_sources if fold_name(new) != fold_name(old)]
+    if not renamed:
+        return projection
+    names = {fold_name(column.name) for column in item.desired.columns}
+    if any(fold_name(old) in names for _, old in renamed):
+        return None
+    aliases = ", ".join(f"{quote_identifier(new)} AS {quote_identifier(old)}" for new, old in renamed)
+    return f"(SELECT *, {aliases} FROM {projection})"
+
+
+def _replayed_unique_indexes_whose_values_change(
+    item: TableDiff, not_replayed: set[str], converted: set[str], old_names_readable: bool
+) -> list[Index]:
     """The unique indexes the rebuild replays as written (hand-made ones) over a column whose values or
-    collation change (``converted``: folded new names of columns the copy casts or fills), their
+    collation change (``converted``: folded new names of columns the copy casts or fills), their plain
     columns under the new names: rows that were distinct may collide (``1`` and ``'1'`` cast to
     TEXT, NULLs filled with ``''``, case-duplicates under a new NOCASE), and recreating the index
-    would fail with a bare UNIQUE error."""
+    would fail with a bare UNIQUE error. Expressions and WHERE clauses name columns as they were
+    (``old_names_readable``: the checked rows carry those names too; else such indexes are skipped)."""
     new_name = {fold_name(old): new for new, old in item.column_sources}
     renames = any(fold_name(new) != fold_name(old) for new, old in item.column_sources)
+    unreadable = renames and not old_names_readable
+
+    def reads_converted(sql: str) -> bool:
+        return bool({fold_name(new_name.get(fold_name(name), name)) for name in identifiers_in(sql)} & converted)
+
     found = []
     for index in item.live.indexes:
-        if not index.unique or fold_name(index.name) in not_replayed or (index.where and renames):
+        if not index.unique or fold_name(index.name) in not_replayed or (index.where and unreadable):
             continue
         columns: list[str] = []
         changes = False
@@ -398,18 +421,18 @@ def _replayed_unique_indexes_whose_values_change(item: TableDiff, not_replayed: 
             term = strip_sort_order(written)
             old = item.live.column(term)
             new = item.desired.column(new_name.get(fold_name(old.name), "")) if old is not None else None
-            if old is None and renames:  # an expression naming columns by their old names
+            if old is None and unreadable:  # an expression naming columns by their old names
                 break
             if old is not None and new is None:  # a dropped column: the replay reports the index as broken
                 break
             if old is not None and new is not None:
                 changes |= (old.collate or "BINARY").upper() != (new.collate or "BINARY").upper() or fold_name(new.name) in converted
                 columns.append(new.name)
-            else:  # an expression (no renames): it changes when a column it reads does
-                changes |= bool(identifiers_in(term) & converted)
+            else:  # an expression: it changes when a column it reads does
+                changes |= reads_converted(term)
                 columns.append(term)
         else:
-            if changes or (index.where and identifiers_in(index.where) & converted):
+            if changes or (index.where and reads_converted(index.where)):
                 found.append(replace(index, columns=tuple(columns)))
     return found
 
