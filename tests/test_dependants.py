@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import pytest
 
-from pydsqlite import MigrationError, PrimaryKey, RenamedFrom, SyncModel, model_migration_plan, sync_models
+from pydsqlite import MigrationError, PrimaryKey, RenamedFrom, SyncModel, Unique, model_migration_plan, sync_models
 from pydsqlite.engines import SqliteEngine
 from pydsqlite.migrate.diff import diff_schemas
 from pydsqlite.migrate.execute import migration_session
@@ -501,3 +501,65 @@ def test_a_double_quoted_name_that_already_names_a_column_may_get_company(memory
     sync_models(conn, [GainsOpen])
     assert conn.execute("SELECT id FROM tasks INDEXED BY by_state WHERE state <> 'done' AND state = 'open'").fetchall() == [(2,)]
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+class ParentKeyedByCode(SyncModel, table="parent"):
+    id: Annotated[int, Unique()]
+    code: Annotated[str, PrimaryKey()]
+
+
+class ParentRebuiltKeepingId(SyncModel, table="parent"):
+    id: Annotated[int, PrimaryKey()]
+    code: Optional[str] = None
+
+
+@pytest.mark.parametrize("foreign_keys", [False, True], ids=["foreign keys off", "foreign keys on"])
+def test_a_hand_made_reference_to_the_parents_implicit_key_is_not_moved_to_a_new_key(db_path, foreign_keys):
+    """``REFERENCES parent`` (no column) reaches the parent's primary key as it is at each moment:
+    moving that key to another column would silently make the child's values point at codes.
+    A problem in the preview and the sync, whatever PRAGMA foreign_keys says."""
+    conn = sqlite3.connect(db_path)
+    conn.executescript(
+        """
+        CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE);
+        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent ON DELETE CASCADE);
+        INSERT INTO parent VALUES (1, 'a'), (2, 'b');
+        INSERT INTO child VALUES (10, 1), (11, 2);
+        """
+    )
+    conn.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
+    before = db_path.read_bytes()
+    expected = r"table child's foreign key \(parent_id\) names no column of parent \(write REFERENCES parent\(id\) .*\(id\) now and \(code\)"
+    assert any(re.search(expected, problem) for problem in model_migration_plan(conn, [ParentKeyedByCode]).problems)
+    with pytest.raises(MigrationError, match=expected):
+        sync_models(conn, [ParentKeyedByCode])
+    assert db_path.read_bytes() == before
+    conn.execute("PRAGMA foreign_keys = OFF")  # the remedy the message names: the child says which column it means
+    conn.executescript(
+        """
+        PRAGMA writable_schema = ON;
+        UPDATE sqlite_master SET sql = replace(sql, 'REFERENCES parent ', 'REFERENCES parent(id) ') WHERE name = 'child';
+        PRAGMA writable_schema = OFF;
+        """
+    )
+    conn.close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [ParentKeyedByCode])
+    conn.execute("DELETE FROM parent WHERE id = 1")
+    assert conn.execute("SELECT id FROM child").fetchall() == [(11,)]
+    conn.close()
+
+
+def test_a_rebuild_that_keeps_the_parent_key_leaves_implicit_references_alone(memory_conn):
+    conn = memory_conn
+    conn.executescript(
+        """
+        CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT NOT NULL);
+        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent);
+        INSERT INTO parent VALUES (1, 'a');
+        INSERT INTO child VALUES (10, 1);
+        """
+    )
+    assert sync_models(conn, [ParentRebuiltKeepingId]).rebuilt_tables == ("parent",)
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

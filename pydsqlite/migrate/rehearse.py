@@ -64,6 +64,7 @@ def _rehearse(
             failed = _with_problem(plan, len(plan.operations) - 1, f"the migration cannot be rehearsed: {error}")
             return failed, None, mismatched_before
         dependants_before = Dependants.read(SqliteEngine(scratch))
+        implicit_before = implicit_references(scratch)
         if mismatched_before is None:
             mismatched_before = frozenset(mismatched_foreign_keys(scratch))
         operations = list(plan.operations)
@@ -74,6 +75,7 @@ def _rehearse(
             if failure is not None:
                 return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None, mismatched_before
         broken = {text: text for text in dependants_before.broken_by(Dependants.read(SqliteEngine(scratch)))}
+        broken |= {text: text for text in retargeted_references(implicit_before, implicit_references(scratch))}
         if not read_after:
             broken |= {
                 f"foreign keys of {name}": text
@@ -85,6 +87,47 @@ def _rehearse(
     for text in broken.values():
         rehearsed = _with_problem(rehearsed, len(operations) - 1, f"{text} after the migration; change or drop it first")
     return rehearsed, after, mismatched_before
+
+
+_ImplicitReferences = dict[tuple[str, tuple[str, ...]], tuple[str, str, tuple[str, ...]]]
+
+
+def implicit_references(scratch: sqlite3.Connection) -> _ImplicitReferences:
+    """Every foreign key that names no parent column (``REFERENCES parent``), by folded child table and
+    columns: the child's spelling, the parent's, and the columns it reaches — the parent's primary key
+    as it is at this point, which a migration moving that key would silently change."""
+    rows = scratch.execute(
+        'SELECT m.name, f.id, f."table", f."from", f."to" FROM main.sqlite_master AS m, pragma_foreign_key_list(m.name) AS f '
+        "WHERE m.type = 'table' ORDER BY m.name, f.id, f.seq"
+    ).fetchall()
+    keys: dict[tuple[str, int], list[tuple[str, str, str | None]]] = {}
+    for child, ident, parent, column, target in rows:
+        keys.setdefault((child, ident), []).append((parent, column, target))
+    found = {}
+    for (child, _), columns in keys.items():
+        parent = columns[0][0]
+        if any(target is not None for _, _, target in columns):
+            continue
+        reached = tuple(
+            name for (name,) in scratch.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk", (parent,))
+        )
+        found[(fold_name(child), tuple(fold_name(column) for _, column, _ in columns))] = (child, parent, reached)
+    return found
+
+
+def retargeted_references(before: _ImplicitReferences, after: _ImplicitReferences) -> list[str]:
+    """Problems for the foreign keys of ``implicit_references`` whose parent key the migration moves."""
+    problems = []
+    for key, (child, parent, reached) in after.items():
+        earlier = before.get(key)
+        if earlier is None or [fold_name(name) for name in earlier[2]] == [fold_name(name) for name in reached]:
+            continue
+        columns, was = ", ".join(key[1]), ", ".join(earlier[2])
+        problems.append(
+            f"table {child}'s foreign key ({columns}) names no column of {parent} (write REFERENCES {parent}({was}) to keep "
+            f"it where it is): it reaches {parent}'s primary key, ({was}) now and ({', '.join(reached)})"
+        )
+    return problems
 
 
 def mismatched_foreign_keys(scratch: sqlite3.Connection) -> dict[str, str]:
