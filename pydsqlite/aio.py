@@ -235,7 +235,8 @@ class AsyncDatabase:
         iterate inside ``db.transaction()`` to keep them out until the end. Breaking off early
         releases the cursor when the iterator is closed (``contextlib.aclosing`` makes that immediate)."""
         engine, database = self._bound or await self._open()
-        rows = cast(Generator[M, None, None], database.iter_select(model, where, params, order_by, limit, offset))
+        # built on the connection's thread: checking the query compiles a statement there
+        rows = cast(Generator[M, None, None], await engine.call(database.iter_select, model, where, params, order_by, limit, offset))
         try:
             while batch := await engine.call(_next_batch, rows):
                 for row in batch:

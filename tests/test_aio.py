@@ -184,11 +184,12 @@ async def every_method(db) -> list:
     await record(lambda: db.count(Item))
     await record(lambda: db.count(Item, col("size") >= 3))
     await record(lambda: db.get(Account, 1))
-    stream = db.iter_select(Item, order_by="name")
-    if hasattr(stream, "__aiter__"):
-        results.append([row async for row in stream])
-    else:
-        results.append(list(stream))
+    for where in ("", '"nmae" = ?', '"nmae" != ?'):  # a misspelt name in double quotes is refused, not read as text
+        try:
+            stream = db.iter_select(Item, where, ("a",) if where else (), order_by="name")
+            results.append([row async for row in stream] if hasattr(stream, "__aiter__") else list(stream))
+        except Exception as error:  # noqa: BLE001 - compared with what the other API raised
+            results.append((type(error).__name__, str(error)))
     return results
 
 
