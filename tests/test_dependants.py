@@ -333,7 +333,6 @@ def test_a_temporary_trigger_that_would_break_is_refused(db_path):
 def test_a_hand_made_foreign_key_whose_parent_key_would_lose_its_unique_index_is_refused(db_path, foreign_keys, change):
     """SQLite needs a foreign key's parent columns to be the primary key or under a unique index;
     without it every write to the child and delete from the parent fails with "foreign key mismatch"."""
-    from pydsqlite import Unique
 
     class User(SyncModel, table="users"):
         id: Annotated[int, PrimaryKey()]

@@ -21,8 +21,9 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, Union, get_args, get_origin
 
+import pydantic
 import typing_extensions
-from pydantic import AliasChoices, BaseModel, Json, TypeAdapter, ValidationError
+from pydantic import AliasChoices, BaseModel, Json, SecretBytes, SecretStr, TypeAdapter, ValidationError
 from pydantic.types import EncodedBytes, EncodedStr
 from pydantic_core import to_jsonable_python
 
@@ -310,11 +311,25 @@ def _json_traits(annotation: Any) -> set[str]:
                 traits.add("temporal")
             if issubclass(part, BaseModel):
                 traits.add("model")
-            elif dataclasses.is_dataclass(part) or typing_extensions.is_typeddict(part):
+            elif dataclasses.is_dataclass(part) or typing_extensions.is_typeddict(part) or _json_changes(part):
                 traits.add("opaque")
+        elif isinstance(get_origin(part), type) and _json_changes(get_origin(part)):  # re.Pattern[str]
+            traits.add("opaque")
         elif len(_union_members(part)) > 1:
             traits.add("union")
     return traits
+
+
+def _json_changes(kind: type) -> bool:
+    """Whether JSON may not give back a value of ``kind`` that pydantic serializes without complaint:
+    a compiled pattern loses its flags, an enum whose values are not JSON scalars (tuples) comes back
+    as another value."""
+    if issubclass(kind, re.Pattern):
+        return True
+    return issubclass(kind, enum.Enum) and any(type(member.value) not in (str, int, float, bool, NoneType) for member in kind)
+
+
+_SECRET_TYPES: tuple[type, ...] = (SecretStr, SecretBytes, *((pydantic.Secret,) if hasattr(pydantic, "Secret") else ()))
 
 
 def decoding_problem(metadata: Iterable[Any]) -> str | None:
@@ -346,6 +361,12 @@ def json_type_problem(annotation: Any) -> tuple[str | None, str] | None:
         nested = decoding_problem(get_args(part)[1:] if get_origin(part) is typing.Annotated else (part,))
         if nested is not None:
             return owner, nested
+        kind = get_origin(part) or part
+        if isinstance(kind, type) and issubclass(kind, _SECRET_TYPES):
+            return owner, (
+                f"{getattr(kind, '__name__', kind)} inside a JSON column would be stored masked ('**********'): pydantic "
+                "hides secrets when it serializes them; store the secret in a str or bytes column of its own"
+            )
         if isinstance(part, type) and issubclass(part, BaseModel):
             for name, info in part.model_fields.items():
                 decoding = decoding_problem(info.metadata)
@@ -460,11 +481,12 @@ def _json_text_round_trip(annotation: Any, traits: set[str]) -> Callable[[Any], 
     """
     adapters: list[TypeAdapter[Any]] = []  # built at the first write, so compiling models stays cheap
     models, temporal = "model" in traits, "temporal" in traits
-    hint = (
-        "use a typed field (e.g. dict[int, str], tuple[int, int], Decimal) or JSON values"
-        if "loose" in traits
-        else "a validator must give back what it returned when run again, and a union's members must differ in JSON"
-    )
+    if "loose" in traits:
+        hint = "use a typed field (e.g. dict[int, str], tuple[int, int], Decimal) or JSON values"
+    elif traits & {"model", "union"}:
+        hint = "a validator must give back what it returned when run again, and a union's members must differ in JSON"
+    else:
+        hint = "store what JSON holds exactly (a pattern's text, an enum of str or int values)"
 
     def encode(value: Any) -> str:
         if temporal:
