@@ -612,3 +612,68 @@ def test_params_that_are_not_a_sequence_or_mapping_are_a_usage_error_naming_mode
     for read in (lambda: db.count(Account, "id = ?", params), lambda: db.select(Account, "id = ?", params)):
         with pytest.raises(UsageError, match=r"params= takes a sequence of values .*\(reading Account, table 'accounts'\)"):
             read()
+
+
+class Member(SyncModel, table="members"):
+    id: int = Field(default=None, primary_key=True)
+    name: str
+    role: str = "reader"
+    display: str = Field("anonymous", alias="displayName")
+
+
+class MemberByName(SyncModel, table="members_by_name"):
+    model_config = ConfigDict(populate_by_name=True)
+    id: int = Field(default=None, primary_key=True)
+    display: str = Field("anonymous", alias="displayName")
+
+
+@pytest.mark.parametrize(
+    ("row", "named"),
+    [
+        ({"name": "ann", "rol": "admin"}, "'rol'"),
+        ({"name": "ann", "display": "Ann A."}, "'display' is field 'display', which is read from 'displayName'"),
+    ],
+    ids=["misspelt", "field name of an aliased field"],
+)
+def test_a_dict_key_the_model_does_not_read_is_refused_not_dropped(memory_conn, row, named):
+    """pydantic ignores keys it does not read, so the field's default would be stored instead of the
+    value: a row given as a dict must use the keys the model reads, and nothing is written otherwise."""
+    sync_models(memory_conn, [Member])
+    db = Database(memory_conn)
+    with pytest.raises(UsageError, match="does not read") as raised:
+        db.insert_many([{"name": "first"}, row], model=Member)
+    message = str(raised.value)
+    assert named in message and "row 1:" in message and "Member (table 'members')" in message
+    assert db.count(Member) == 0
+
+
+def test_dict_rows_may_use_every_key_the_model_reads(memory_conn):
+    sync_models(memory_conn, [Member, MemberByName])
+    db = Database(memory_conn)
+    db.insert_many([{"name": "ann", "role": "admin", "displayName": "Ann A."}], model=Member)
+    db.insert_many([{"display": "by name"}, {"displayName": "by alias"}], model=MemberByName)
+    assert [(m.role, m.display) for m in db.select(Member)] == [("admin", "Ann A.")]
+    assert [m.display for m in db.select(MemberByName, order_by="id")] == ["by name", "by alias"]
+
+
+class Admin(Member):
+    level: int = 1
+
+
+class Moderator(Member):  # adds no field: stored through Member like a Member
+    pass
+
+
+def test_a_subclass_row_with_fields_of_its_own_is_refused_by_its_base_model(memory_conn):
+    """``Admin(Member)`` shares the table and adds ``level``: written through Member (the first row of a
+    batch, or ``model=Member``) its level would be dropped; refused, naming the field and the row."""
+    sync_models(memory_conn, [Admin])
+    db = Database(memory_conn)
+    with pytest.raises(UsageError, match=r"row 1: a Admin has field\(s\) 'level' that Member \(table 'members'\) does not store"):
+        db.insert_many([Member(name="u"), Admin(name="boss", level=7)])
+    with pytest.raises(UsageError, match="'level'"):
+        db.insert_many([Admin(name="boss", level=5)], model=Member)
+    assert db.count(Member) == 0
+    db.insert_many([Member(name="u"), Moderator(name="mod")])
+    db.insert_many([Admin(name="boss", level=7)])
+    assert memory_conn.execute("SELECT name, level FROM members ORDER BY id").fetchall() == [("u", 1), ("mod", 1), ("boss", 7)]

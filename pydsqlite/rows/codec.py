@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError, create_model, field_validator
+from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from ..errors import RowValidationError, UnstorableValueError, UsageError
@@ -63,6 +63,23 @@ def codec_for(model: Any) -> RowCodec:
     return codec
 
 
+def _keys_read(model: type[BaseModel]) -> frozenset[str]:
+    """The keys ``model``'s validator reads its fields from: aliases (every choice of an
+    ``AliasChoices``), and field names where it accepts them (no alias, or populate by name)."""
+    config = model.model_config
+    by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
+    keys = set()
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias if info.validation_alias is not None else info.alias
+        if alias is None or by_name:
+            keys.add(name)
+        if isinstance(alias, str):
+            keys.add(alias)
+        elif isinstance(alias, AliasChoices):
+            keys.update(choice for choice in alias.choices if isinstance(choice, str))
+    return frozenset(keys)
+
+
 class RowCodec:
     """Column order, encoders, decoders, validators and SQL of one table model."""
 
@@ -91,6 +108,10 @@ class RowCodec:
         self.validator = model.__pydantic_validator__
         self.keeps_extras = model.model_config.get("extra") == "allow"
         """``extra="allow"``: an instance can carry fields no column stores, which a write must refuse."""
+        self.dict_keys = _keys_read(model) if model.model_config.get("extra") in (None, "ignore") else None
+        """Every key a row given as a dict may hold: pydantic would drop any other without a word (None:
+        the model refuses or keeps unknown keys itself)."""
+        self._subclasses_fitting: dict[type, bool] = {}
         self.many = TypeAdapter(list[model])  # type: ignore[valid-type]
         self.key = table.primary_key
         self.key_positions = [self.fields.index(name) for name in self.key]
@@ -142,9 +163,13 @@ class RowCodec:
         """The raw field values to validate: an instance's fields, or a mapping as given (not copied
         unless a None auto-assigned key has to be left out)."""
         if isinstance(obj, self.model):
+            if type(obj) is not self.model:
+                self._require_fitting_subclass(type(obj))
             data = self.by_input_key(obj.__dict__) if self.aliased else obj.__dict__
         elif isinstance(obj, dict):
             data = obj
+            if self.dict_keys is not None and not data.keys() <= self.dict_keys:
+                raise self._unknown_keys(data)
         elif isinstance(obj, BaseModel):
             raise UsageError(f"expected a {self.model.__name__} (table {self.name!r}), got {type(obj).__name__}")
         else:
@@ -153,6 +178,32 @@ class RowCodec:
         if key is not None and key in data and data[key] is None:
             data = {name: value for name, value in data.items() if name != key}
         return data
+
+    def _require_fitting_subclass(self, kind: type) -> None:
+        """A subclass instance is stored through this model only if it has no field of its own, which no
+        column of this model's would take (it would be dropped without a word)."""
+        fits = self._subclasses_fitting.get(kind)
+        if fits is None:
+            fits = self._subclasses_fitting[kind] = set(kind.model_fields) <= set(self.fields)  # type: ignore[attr-defined]
+        if not fits:
+            own = ", ".join(repr(name) for name in kind.model_fields if name not in self.fields)  # type: ignore[attr-defined]
+            raise UsageError(
+                f"a {kind.__qualname__} has field(s) {own} that {self.model.__qualname__} (table {self.name!r}) does not "
+                f"store; write {kind.__qualname__} rows as {kind.__qualname__} (insert_many(rows, model={kind.__qualname__}), "
+                "one model per call)"
+            )
+
+    def _unknown_keys(self, data: Mapping[str, Any]) -> UsageError:
+        unknown = sorted(map(str, data.keys() - self.dict_keys)) if self.dict_keys is not None else []
+        hints = [
+            f"{key!r} is field {key!r}, which is read from {self.input_keys[self.fields.index(key)]!r}"
+            for key in unknown if key in self.fields
+        ]
+        return UsageError(
+            f"a row given as a dict has key(s) {', '.join(map(repr, unknown))} that {self.model.__qualname__} (table "
+            f"{self.name!r}) does not read, so their values would be dropped; keys it reads: {', '.join(sorted(self.dict_keys or ()))}"
+            + (f" ({'; '.join(hints)})" if hints else "")
+        )
 
     def by_input_key(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Field values keyed as the validator expects them (aliases)."""
@@ -170,11 +221,21 @@ class RowCodec:
         return self.validator.validate_python(self.prepare(obj))
 
     def validate_many(self, objs: Iterable[Any]) -> list[BaseModel]:
-        """Validate a batch; a failure raises Pydantic's ValidationError located by the object's index."""
+        """Validate a batch; a failure raises Pydantic's ValidationError located by the object's index
+        (a row this model cannot take as given, ``UsageError`` naming its index)."""
+        objs = objs if isinstance(objs, list) else list(objs)
+        try:
+            prepared = [self.prepare(obj) for obj in objs]
+        except UsageError:
+            for position, obj in enumerate(objs):
+                try:
+                    self.prepare(obj)
+                except UsageError as error:
+                    raise UsageError(f"row {position}: {error}") from None
+            raise
         if self.keeps_extras:
-            objs = list(objs)
-            return self._without_extras(objs, self.many.validate_python([self.prepare(obj) for obj in objs]))
-        return self.many.validate_python([self.prepare(obj) for obj in objs])
+            return self._without_extras(objs, self.many.validate_python(prepared))
+        return self.many.validate_python(prepared)
 
     def _without_extras(self, given: list[Any], instances: list[Any]) -> list[Any]:
         """``instances`` unchanged, unless one of them (or the instance it came from) carries extra fields
