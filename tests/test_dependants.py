@@ -562,3 +562,23 @@ def test_a_rebuild_that_keeps_the_parent_key_leaves_implicit_references_alone(me
     )
     assert sync_models(conn, [ParentRebuiltKeepingId]).rebuilt_tables == ("parent",)
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'CREATE INDEX "ix_items_val" ON items (val)',
+        'CREATE UNIQUE INDEX IF NOT EXISTS "main"."ix_items_val" ON "items" ("val")',
+        'CREATE VIEW "doubled" ("id", "twice") AS SELECT id, val * 2 FROM items',
+    ],
+    ids=["index name", "qualified index name", "view and column names"],
+)
+def test_an_objects_own_name_in_double_quotes_is_not_read_as_text(memory_conn, sql):
+    """The name of an index or view (and a view's column names) may be written in double quotes: they
+    name the object, they read nothing, so nothing is refused."""
+    from pydsqlite import schema_from_sql, sync_schema
+
+    sync_schema(memory_conn, schema_from_sql("CREATE TABLE items (id INTEGER PRIMARY KEY, val INTEGER)"))
+    sync_schema(memory_conn, schema_from_sql(f"CREATE TABLE items (id INTEGER PRIMARY KEY, val INTEGER); {sql}"))
+    names = {name for (name,) in memory_conn.execute("SELECT name FROM sqlite_master WHERE type IN ('index', 'view')")}
+    assert names & {"ix_items_val", "doubled"}

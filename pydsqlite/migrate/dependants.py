@@ -119,8 +119,10 @@ class _ColumnsInReach:
         tokens = tokenize(sql)
         if what.startswith("trigger"):  # its body reads only what it names (the owner's row only as new./old.)
             tokens = tokens[next((n for n, token in enumerate(tokens) if token.upper == "BEGIN"), 0) :]
-        elif what.startswith("index"):
-            tokens = [*tokens, Token("word", owner, 0, 0)]
+        elif what.startswith("index"):  # what follows ON: the index's own name is no read
+            tokens = [*tokens[next((n for n, token in enumerate(tokens) if token.upper == "ON"), 0) :], Token("word", owner, 0, 0)]
+        else:  # a view reads what follows AS: its name and column names are no reads
+            tokens = tokens[next((n for n, token in enumerate(tokens) if token.upper == "AS"), 0) :]
         text_readings[f"{key}\x01"] += 1  # the object works
         text_readings.update(f"{key}\x00{token.identifier}" for token in tokens if token.kind == "string")
         quoted = [  # a qualified name (new."x", t."x") is an error when missing, never text
