@@ -681,6 +681,41 @@ def test_a_trigger_naming_the_table_in_another_letter_case_moves_to_the_new_tabl
         assert _leftovers(conn) == [] and model_migration_plan(conn, [Doc]).is_empty
 
 
+def test_writes_to_a_table_whose_name_extends_another_rebuilt_tables_are_recorded(tmp_path: Path) -> None:
+    """``user`` and ``user_role`` rebuilt online in one sync (``user_role`` first): setting up the copy
+    of ``user`` must not take ``user_role``'s recorder triggers for its own leftovers (their names
+    begin alike), or writes to ``user_role`` during its copy are lost."""
+    path = tmp_path / "app.db"
+
+    def models(score: type, level: type) -> tuple[type[SyncModel], type[SyncModel]]:
+        user = type(SyncModel)("User", (SyncModel,), {"__annotations__": {"id": Annotated[int, PrimaryKey()], "score": score}}, table="user")
+        role = type(SyncModel)("UserRole", (SyncModel,), {"__annotations__": {"id": Annotated[int, PrimaryKey()], "level": level}}, table="user_role")
+        return user, role
+
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_models(conn, list(models(int, int)))
+        conn.executemany("INSERT INTO user VALUES (?, ?)", [(i, i) for i in range(1, 3001)])
+        conn.executemany("INSERT INTO user_role VALUES (?, ?)", [(i, i) for i in range(1, 3001)])
+        conn.commit()
+    written = []
+
+    def progress(table: str, done: int, total: int, phase: str = "copy") -> None:
+        if table == "user_role" and phase == "copy" and 0 < done < total and not written:
+            with closing(sqlite3.connect(path, isolation_level=None)) as app:
+                app.execute("UPDATE user_role SET level = -1 WHERE id = 1")
+                app.execute("DELETE FROM user_role WHERE id = 2")
+            written.append(True)
+
+    user, role = models(str, str)
+    with closing(sqlite3.connect(path)) as conn:
+        sync_models(conn, [role, user], online=True, progress=progress)
+        assert written
+        assert conn.execute("SELECT id, level FROM user_role WHERE id IN (1, 2)").fetchall() == [(1, "-1")]
+        assert conn.execute("SELECT count(*) FROM user_role").fetchone() == (2999,)
+        assert _leftovers(conn) == []
+
+
 @pytest.mark.parametrize("outcome", ["applied", "refused"])
 def test_the_migrating_connection_gets_its_own_settings_back(tmp_path: Path, outcome: str) -> None:
     """For its steps the migrator commits with synchronous = NORMAL, checkpoints itself, uses a

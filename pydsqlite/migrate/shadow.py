@@ -72,6 +72,15 @@ def recorder_prefix(table: str) -> str:
     return f"{ONLINE_PREFIX}_record_{table}_"
 
 
+RECORDER_EVENTS = ("insert", "update", "delete", "guard_insert", "guard_update")
+
+
+def is_recorder_of(name: str, table: str) -> bool:
+    """Whether trigger ``name`` is one of the recorders of ``table``'s copy: matched whole, since one
+    table's prefix may begin another's (``user_`` and ``user_role_``)."""
+    return fold_name(name) in {fold_name(recorder_prefix(table) + event) for event in RECORDER_EVENTS}
+
+
 def temporary_index_name(table: str, number: int) -> str:
     return f"{ONLINE_PREFIX}_index{number}_{table}"
 
@@ -156,8 +165,7 @@ class ShadowSpec:
     @property
     def recorder_names(self) -> tuple[str, ...]:
         prefix = recorder_prefix(self.table)
-        guards = ("guard_insert", "guard_update") if self.guards else ()
-        return tuple(prefix + event for event in ("insert", "update", "delete", *guards))
+        return tuple(prefix + event for event in RECORDER_EVENTS[: 5 if self.guards else 3])
 
     @property
     def fingerprint(self) -> str:

@@ -28,10 +28,10 @@ from ..shadow import (
     encode_cursor,
     has_rowid,
     index_pass_spec,
+    is_recorder_of,
     literals,
     log_table_name,
     new_table_name,
-    recorder_prefix,
 )
 from . import pacing
 from .claim import CLAIM_TABLE, Claim
@@ -321,11 +321,10 @@ class Run:
         """Drop what an interrupted pass over ``table`` left (recorders, key log, state) and free its
         new table in steps."""
         engine = self.engine
-        prefix = fold_name(recorder_prefix(table))
         with engine.unit(immediate=True):
             self.claim.heartbeat(engine)
             for _, name, _ in leftovers(self.engine)["trigger"]:
-                if fold_name(name).startswith(prefix):
+                if is_recorder_of(name, table):
                     engine.execute(f"DROP TRIGGER {quote_identifier(name)}")
             if has_object(engine, log_table_name(table)):
                 engine.execute(f"DROP TABLE {quote_identifier(log_table_name(table))}")
@@ -355,7 +354,7 @@ class Run:
                 self.discard_leftovers(table)
         with self.engine.unit(immediate=True):
             for _, name, _ in leftovers(self.engine)["trigger"]:
-                owner = next((spec for spec in specs if fold_name(name).startswith(fold_name(recorder_prefix(spec.table)))), None)
+                owner = next((spec for spec in specs if is_recorder_of(name, spec.table)), None)
                 if owner is None:
                     self.engine.execute(f"DROP TRIGGER {quote_identifier(name)}")
 
