@@ -643,6 +643,40 @@ def test_the_run_after_an_interrupted_copy_takes_one_pass(tmp_path: Path) -> Non
         assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == ROWS
 
 
+_KILLED_MID_COPY = """
+import os, signal, sqlite3, sys
+from pydsqlite import schema_from_sql, sync_schema
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+def progress(table, done, total, phase="copy"):
+    if phase == "copy" and done >= 2000:
+        os.kill(os.getpid(), signal.SIGKILL)
+sync_schema(conn, schema_from_sql(sys.argv[2]), online=True, progress=progress)
+"""
+
+
+def test_a_copy_by_rowid_killed_and_vacuumed_meanwhile_starts_again_instead_of_resuming(tmp_path: Path) -> None:
+    """A table without INTEGER PRIMARY KEY is copied in rowid order; VACUUM renumbers such rowids, so the
+    cursor and key log an interrupted run left point at other rows. The next run copies anew."""
+    from pydsqlite import schema_from_sql, sync_schema
+
+    path = tmp_path / "app.db"
+    before = "CREATE TABLE events (kind TEXT NOT NULL, payload INTEGER NOT NULL)"
+    after = "CREATE TABLE events (kind TEXT NOT NULL, payload TEXT NOT NULL); CREATE INDEX ix_events_kind ON events (kind)"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_schema(conn, schema_from_sql(before))
+        conn.executemany("INSERT INTO events VALUES (?, ?)", [(f"k{i % 7}", i) for i in range(1, 20001)])
+        conn.execute("DELETE FROM events WHERE payload % 2 = 1")  # gaps that VACUUM closes
+        killed = subprocess.run([sys.executable, "-c", _KILLED_MID_COPY, str(path), after], env=_environment(), cwd=ROOT)
+        assert killed.returncode == -signal.SIGKILL and _leftovers(conn)
+        conn.execute("VACUUM")
+        conn.execute("UPDATE events SET payload = -payload WHERE payload % 4 = 0")  # rows the copy had taken, too
+        expected = sorted((kind, str(payload)) for kind, payload in conn.execute("SELECT kind, payload FROM events"))
+        sync_schema(conn, schema_from_sql(after), online=True)
+        assert sorted(conn.execute("SELECT kind, payload FROM events")) == expected
+        assert _leftovers(conn) == [] and conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     _, after = _things_database(path)

@@ -145,6 +145,10 @@ class ShadowSpec:
     table's triggers as they read at the swap (pass 2)."""
     operation: Operation | None = None
     """Pass 1: the rehearsed rebuild, whose data checks also run on every chunk."""
+    keys_stable: bool = True
+    """Whether the rows keep the keys the copy and its log find them by while no run is watching: not
+    for a table copied by an implicit rowid, which ``VACUUM`` renumbers (so an interrupted copy of it
+    is started again, not resumed)."""
 
     @property
     def new(self) -> str:
@@ -361,6 +365,7 @@ def table_rebuild_spec(engine: Engine, operation: Operation, live_names: Iterabl
         final_indexes=tuple(final_indexes) if collide else (),
         triggers=tuple(triggers),
         operation=operation,
+        keys_stable=_keys_stable(live, key),
     )
 
 
@@ -383,7 +388,12 @@ def index_pass_spec(engine: Engine, table: Table, final_indexes: Sequence[str]) 
         guards=_guards(table, key),
         columns=_all_columns(engine, table.name),
         carry_sequence=table.autoincrement,
+        keys_stable=_keys_stable(table, key),
     )
+
+
+def _keys_stable(live: Table, key: RowKey) -> bool:
+    return not (key.columns[0].source == "rowid" and live.rowid_alias is None)
 
 
 def _row_key(engine: Engine, item: TableDiff, targets: tuple[str, ...], terms: tuple[str, ...]) -> RowKey:

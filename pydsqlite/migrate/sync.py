@@ -92,7 +92,9 @@ def sync_models(
     taken before the schema is read; another writer is waited for up to ``busy_timeout``
     seconds (default: the connection's timeout, but at least 60 s).
     ``progress(table, rows_copied, total_rows)`` is called while rebuilds copy rows; an
-    exception raised by it cancels the migration (nothing is changed).
+    exception raised by it cancels the migration (nothing is changed) — except, online, in the
+    phases after the swap committed (``"swap"``, ``"free"``, a second copy): the new shape stays,
+    and the next sync finishes the freeing and the index names.
 
     Inside the caller's open transaction (legacy mode) the migration is a savepoint and the
     caller commits; on a PEP 249 connection (``autocommit=False``) the pending transaction

@@ -93,6 +93,8 @@ class TableCopy:
 
     def _resumable(self) -> bool:
         spec, engine = self.spec, self.engine
+        if not spec.keys_stable:
+            return False
         if not has_object(engine, STATE_TABLE) or not has_object(engine, spec.new) or not has_object(engine, spec.log):
             return False
         row = engine.execute(
