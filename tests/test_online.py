@@ -24,6 +24,7 @@ import pytest
 from pydsqlite import (
     LWW,
     Database,
+    DestructiveChangeError,
     ForeignKey,
     Index,
     MigrationError,
@@ -675,6 +676,64 @@ def test_a_copy_by_rowid_killed_and_vacuumed_meanwhile_starts_again_instead_of_r
         sync_schema(conn, schema_from_sql(after), online=True)
         assert sorted(conn.execute("SELECT kind, payload FROM events")) == expected
         assert _leftovers(conn) == [] and conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+class _Priced(SyncModel, table="items", indexes=[Index("label")]):
+    id: Annotated[int, PrimaryKey()]
+    label: str
+    amount: int
+
+
+class _PricedAsText(SyncModel, table="items", indexes=[Index("label")]):  # a rebuild that keeps ix_items_label: two passes
+    id: Annotated[int, PrimaryKey()]
+    label: str
+    amount: str
+
+
+def _priced_items(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_models(conn, [_Priced])
+        conn.executemany("INSERT INTO items VALUES (?, ?, ?)", [(i, f"l{i}", i) for i in range(1, 5001)])
+        conn.commit()
+
+
+def _add_note(path: Path) -> None:
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as other:
+        other.execute("ALTER TABLE items ADD COLUMN note TEXT")
+        other.execute("UPDATE items SET note = 'keep ' || id WHERE id <= 10")
+
+
+@pytest.mark.parametrize("when", ["between planning and setup", "during the copy", "during the second copy"])
+def test_a_column_another_connection_adds_during_an_online_rebuild_is_never_lost(tmp_path: Path, when: str) -> None:
+    """The copy is made from the table as planned: a schema change by another connection at any point
+    before a swap refuses that swap, so the new column and its values stay (the second copy, which gives
+    kept indexes their names back, leaves that to the next sync, which then sees the new column)."""
+    path = tmp_path / "app.db"
+    _priced_items(path)
+    phases: list[str] = []
+
+    def progress(table: str, done: int, total: int, phase: str = "copy") -> None:
+        phases.append(phase)
+        second = "free" in phases
+        if phase == "copy" and 0 < done < total and "altered" not in phases and second == (when == "during the second copy"):
+            _add_note(path)
+            phases.append("altered")
+
+    with closing(sqlite3.connect(path)) as conn:
+        if when == "between planning and setup":  # the first statement the setup sends
+            conn.set_trace_callback(lambda sql: (_add_note(path), phases.append("altered")) if "altered" not in phases and sql.startswith("SELECT sql FROM main.sqlite_master") else None)
+        with pytest.raises(MigrationError, match="the schema changed"):
+            sync_models(conn, [_PricedAsText], online=True, progress=None if when == "between planning and setup" else progress)
+        conn.set_trace_callback(None)
+        assert "altered" in phases
+        assert conn.execute("SELECT count(note) FROM items").fetchone() == (10,)
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (5000,)
+        with pytest.raises(DestructiveChangeError, match="items.note: 10 rows"):  # the models do not have note
+            sync_models(conn, [_PricedAsText], online=True)
+        assert conn.execute("SELECT count(note) FROM items").fetchone() == (10,)
+        assert "ix_items_label" in {row[1] for row in conn.execute("PRAGMA index_list(items)")}  # a pending second copy is done
+        assert _leftovers(conn) == []
 
 
 def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from ...schema.objects import Index, fold_name
 from ...sql.ddl import parse_index_terms, parse_index_where, tokenize
 from ...sql.render import quote_identifier
 from ..datacheck import any_failing
-from ..execute import ProgressCallback, temporary_triggers
+from ..execute import ProgressCallback, read_snapshot, temporary_triggers
 from ..introspect import has_object, introspect
 from ..metadata import ONLINE_PREFIX, state_statements
 from ..shadow import (
@@ -35,7 +35,7 @@ from ..shadow import (
 )
 from . import pacing
 from .claim import CLAIM_TABLE, Claim
-from .leftovers import leftovers
+from .leftovers import leftovers, schema_outside_online
 from .pacing import MIN_PAUSE, Overran, Pacer, Progress, Refused, Step, busy_handler_sleep
 
 logger = logging.getLogger(__name__)
@@ -411,7 +411,9 @@ class Run:
         """Pass 2: copy ``table`` once more into a table that builds ``final_indexes`` under their own
         names, swap, free the old copy."""
         engine = self.engine
-        live = introspect(engine).table(table)
+        with read_snapshot(engine):
+            live = introspect(engine).table(table)
+            planned_on = schema_outside_online(engine)
         if live is None:
             raise MigrationError(f"table {table!r} vanished during its online rebuild's index pass")
         unique_indexes = tuple(_parsed_index(table, sql) for sql in final_indexes)
@@ -423,12 +425,21 @@ class Run:
         try:
             with engine.unit(immediate=True):
                 self.claim.heartbeat(engine)
-                for statement in copy.swap_statements(recreate_temporary=True):
-                    engine.execute(statement)
-                engine.execute(f"DELETE FROM {STATE_TABLE} WHERE table_name = ?", (table,))
+                changed = schema_outside_online(engine) != planned_on
+                if not changed:
+                    for statement in copy.swap_statements(recreate_temporary=True):
+                        engine.execute(statement)
+                    engine.execute(f"DELETE FROM {STATE_TABLE} WHERE table_name = ?", (table,))
         finally:
             if legacy:
                 engine.set_pragma("legacy_alter_table", "ON")
+        if changed:  # the copy was made from the table as it was: a column added meanwhile would be lost
+            self.discard_leftovers(table)
+            raise MigrationError(
+                f"the schema changed (by another connection) while the online migration gave the indexes of table {table!r} "
+                "their names back; the table has its new shape, and its indexes keep temporary names until the next "
+                "sync_models, which finishes this"
+            )
         self.progress(table, 1, 1, "swap")
         self.free(spec.old, table)
 

@@ -20,6 +20,7 @@ from ..metadata import ManagedObjects
 from ..migration import MigrationPlan
 from ..shadow import STATE_TABLE
 from .copying import SYNCHRONOUS_NORMAL, Run, TableCopy, Violation
+from .leftovers import schema_outside_online
 from .preview import online_plan
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def _migrate(run: Run, desired: Schema, fingerprint: str, planner: Planner, mana
     with read_snapshot(engine):
         plan, managed = planner(engine, desired, manage_all, run.foreign_keys_on)
         plan, specs = online_plan(engine, plan)
+        planned_on = schema_outside_online(engine)
     refuse_unless_applicable(plan, run.allow_destructive)
     run.discard_unplanned(specs)
     copies = [TableCopy(run, spec) for spec in specs]
@@ -100,7 +102,7 @@ def _migrate(run: Run, desired: Schema, fingerprint: str, planner: Planner, mana
         schema_version = engine.pragma("schema_version")
         run.copy(copies)
         with _connection_durability(run):
-            applied = _swap(run, plan, copies, desired, fingerprint, managed, schema_version)
+            applied = _swap(run, plan, copies, desired, fingerprint, managed, (schema_version, planned_on))
     except Violation as violation:
         _abandon(run, copies)
         _refuse_violation(run, violation)
@@ -151,14 +153,17 @@ def _swap(
     desired: Schema,
     fingerprint: str,
     managed: ManagedObjects,
-    schema_version: int,
+    schema_seen: tuple[int, list[tuple[str, str, str, str | None]]],
 ) -> MigrationPlan:
     """The final transaction: last catch-ups, the rest of the plan in order with each online rebuild
-    reduced to its swap, the migration's records."""
+    reduced to its swap, the migration's records. ``schema_seen``: the schema version after the
+    copies were set up, and the schema (outside the copies) the plan was made on: another
+    connection's change to either refuses the swap."""
     engine = run.engine
+    schema_version, planned_on = schema_seen
     with migration_session(engine, run.busy_timeout) as session:
         run.claim.heartbeat(engine)
-        if engine.pragma("schema_version") != schema_version:
+        if engine.pragma("schema_version") != schema_version or schema_outside_online(engine) != planned_on:
             raise MigrationError(
                 "the schema changed (by another connection) while the online migration copied rows; nothing was "
                 "changed: run the migration again"

@@ -32,6 +32,18 @@ def leftovers(engine: Engine) -> dict[str, list[tuple[str, str, str]]]:
     return found
 
 
+def schema_outside_online(engine: Engine) -> list[tuple[str, str, str, str | None]]:
+    """The main database's schema without what online rebuilds make (their tables, the indexes
+    on those tables, the recorder triggers): what another connection may change while a copy runs,
+    compared at the swap with what the copy was planned on."""
+    pattern = ONLINE_PREFIX.replace("_", "\\_") + "%"  # the state table is named by the prefix alone
+    return engine.execute(
+        "SELECT type, name, tbl_name, sql FROM main.sqlite_master "
+        "WHERE name NOT LIKE ? ESCAPE '\\' AND tbl_name NOT LIKE ? ESCAPE '\\' ORDER BY type, name",
+        (pattern, pattern),
+    ).fetchall()
+
+
 def settle_offline(engine: Engine) -> None:
     """Inside an offline migration's transaction (which holds the lock anyway): drop everything
     interrupted online migrations left, and give pending indexes their names back."""
