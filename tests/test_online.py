@@ -736,6 +736,47 @@ def test_a_column_another_connection_adds_during_an_online_rebuild_is_never_lost
         assert _leftovers(conn) == []
 
 
+def test_an_app_enforcing_foreign_keys_can_delete_a_parent_while_its_children_are_rebuilt_online(tmp_path: Path) -> None:
+    """The half-built copy and, after the swap, the old table being freed hold copies of the child rows
+    with the child's foreign keys: rows the app deleted or moved must leave them at once, or deleting
+    the parent next (one transaction, foreign keys on) fails with FOREIGN KEY constraint failed."""
+    from pydsqlite import schema_from_sql, sync_schema
+
+    path = tmp_path / "app.db"
+    before = "CREATE TABLE categories (id INTEGER PRIMARY KEY, name TEXT NOT NULL); CREATE TABLE items (id INTEGER PRIMARY KEY, category_id INTEGER REFERENCES categories (id), amount INTEGER)"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_schema(conn, schema_from_sql(before))
+        conn.executemany("INSERT INTO categories VALUES (?, ?)", [(i, f"c{i}") for i in range(1, 101)])
+        conn.executemany("INSERT INTO items VALUES (?, ?, ?)", [(i, 1 + i % 100, i) for i in range(1, 20001)])
+    done: list[str] = []
+
+    def app_writes(phase: str) -> None:
+        with closing(sqlite3.connect(path, isolation_level=None)) as app:
+            app.execute("PRAGMA foreign_keys = ON")
+            first, second = (7, 8) if phase == "copy" else (17, 18)
+            app.execute("BEGIN IMMEDIATE")  # delete a category's items, then the category
+            app.execute("DELETE FROM items WHERE category_id = ?", (first,))
+            app.execute("DELETE FROM categories WHERE id = ?", (first,))
+            app.execute("COMMIT")
+            app.execute("BEGIN IMMEDIATE")  # move a category's items elsewhere, then delete it
+            app.execute("UPDATE items SET category_id = 1 WHERE category_id = ?", (second,))
+            app.execute("DELETE FROM categories WHERE id = ?", (second,))
+            app.execute("COMMIT")
+        done.append(phase)
+
+    def progress(table: str, copied: int, total: int, phase: str = "copy") -> None:
+        if phase in ("copy", "free") and 0 < copied < total and phase not in done:
+            app_writes(phase)
+
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        sync_schema(conn, schema_from_sql(before.replace("amount INTEGER", "amount TEXT")), online=True, progress=progress)
+        assert done == ["copy", "free"]
+        assert conn.execute("SELECT count(*) FROM items WHERE category_id IN (7, 8, 17, 18)").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (20000 - 400,)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == [] and _leftovers(conn) == []
+
+
 def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     _, after = _things_database(path)

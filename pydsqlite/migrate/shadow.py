@@ -75,6 +75,11 @@ def recorder_prefix(table: str) -> str:
 RECORDER_EVENTS = ("insert", "update", "delete", "guard_insert", "guard_update")
 
 
+def forgetter_names(table: str) -> tuple[str, str]:
+    """The triggers that keep ``table``'s old copy from holding rows the table no longer has, while it is freed."""
+    return f"{ONLINE_PREFIX}_forget_{table}_update", f"{ONLINE_PREFIX}_forget_{table}_delete"
+
+
 def is_recorder_of(name: str, table: str) -> bool:
     """Whether trigger ``name`` is one of the recorders of ``table``'s copy: matched whole, since one
     table's prefix may begin another's (``user_`` and ``user_role_``)."""
@@ -207,11 +212,16 @@ class ShadowSpec:
 
         changed = " OR ".join(f"NEW.{c.source} IS NOT OLD.{c.source}" for c in self.key.columns)
         insert = f"INSERT INTO {log} ({log_columns})"
+        # The old row's copy goes at once (the log has it copied again): a copy that lingered would still
+        # reference its parent, so a connection enforcing foreign keys could not delete that parent next.
+        source_of = {c.name: c.source for c in self.key.columns}
+        copied_row = _row([column for _, column in self.key.identity])
+        forget = f"DELETE FROM {quote_identifier(self.new)} WHERE {copied_row} = {_row([f'OLD.{source_of[name]}' for name, _ in self.key.identity])};"
         statements = [
             f"CREATE TRIGGER {names[0]} AFTER INSERT ON {table} BEGIN {insert} VALUES ({values('NEW')}); END",
             f"CREATE TRIGGER {names[1]} AFTER UPDATE ON {table} BEGIN {insert} VALUES ({values('OLD')}); "
-            f"{insert} SELECT {values('NEW')} WHERE {changed}; END",
-            f"CREATE TRIGGER {names[2]} AFTER DELETE ON {table} BEGIN {insert} VALUES ({values('OLD')}); END",
+            f"{insert} SELECT {values('NEW')} WHERE {changed}; {forget} END",
+            f"CREATE TRIGGER {names[2]} AFTER DELETE ON {table} BEGIN {insert} VALUES ({values('OLD')}); {forget} END",
         ]
         if self.guards:
             new_row = ", ".join(f"NEW.{quote_identifier(column)} AS {quote_identifier(column)}" for column in self.columns)
@@ -300,7 +310,20 @@ class ShadowSpec:
         ]
         statements += self.triggers if self.triggers is not None else [sql for _, sql in triggers]
         statements.append(render_drop_table(self.log))
-        return statements
+        return statements + self._forgetters()
+
+    def _forgetters(self) -> list[str]:
+        """Triggers on the table in place that delete a changed or deleted row's old version from the
+        old table while it is freed: a lingering old row would still reference its parent, so a
+        connection enforcing foreign keys could not delete that parent. Dropped with the old table."""
+        table, old = quote_identifier(self.table), quote_identifier(self.old)
+        source_of = {c.name: c.source for c in self.key.columns}
+        old_row = _row([source_of[name] for name, _ in self.key.identity])
+        forget = f"DELETE FROM {old} WHERE {old_row} = {_row([f'OLD.{column}' for _, column in self.key.identity])};"
+        return [
+            f"CREATE TRIGGER {quote_identifier(name)} AFTER {event.upper()} ON {table} BEGIN {forget} END"
+            for name, event in zip(forgetter_names(self.table), ("update", "delete"), strict=True)
+        ]
 
     def chunk_checks(self, condition: str, allow_destructive: bool, foreign_keys_on: bool) -> tuple[DataCheck, ...]:
         """The rebuild's row checks narrowed to the live rows matching ``condition``: what the new

@@ -26,12 +26,14 @@ from ..shadow import (
     ShadowSpec,
     decode_cursor,
     encode_cursor,
+    forgetter_names,
     has_rowid,
     index_pass_spec,
     is_recorder_of,
     literals,
     log_table_name,
     new_table_name,
+    old_table_name,
 )
 from . import pacing
 from .claim import CLAIM_TABLE, Claim
@@ -378,6 +380,9 @@ class Run:
                         (self.free_pacer.size,),
                     ).rowcount
                     if deleted == 0:
+                        if fold_name(name) == fold_name(old_table_name(table)):  # in one transaction: they name it
+                            for trigger in forgetter_names(table):
+                                engine.execute(f"DROP TRIGGER IF EXISTS {quote_identifier(trigger)}")
                         engine.execute(f"DROP TABLE {quoted}")
             except Overran:
                 self.free_pacer.overran()
