@@ -777,6 +777,45 @@ def test_an_app_enforcing_foreign_keys_can_delete_a_parent_while_its_children_ar
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == [] and _leftovers(conn) == []
 
 
+@pytest.mark.parametrize("parent", ["created by the same migration", "deleted during the copy"])
+def test_an_online_table_gaining_a_foreign_key_is_refused_when_rows_would_reference_nothing(tmp_path: Path, parent: str) -> None:
+    """The chunks are checked against the parent as it is when each is copied: a parent table this
+    migration creates (empty until the swap), or parent rows an application without foreign keys
+    deletes after their children were copied, are seen in the final transaction. Refused as offline."""
+    from pydsqlite import schema_from_sql, sync_schema
+
+    path = tmp_path / "app.db"
+    cats = "CREATE TABLE cats (id INTEGER PRIMARY KEY, name TEXT);"
+    before = ("" if parent.startswith("created") else cats) + "CREATE TABLE items (id INTEGER PRIMARY KEY, cat INTEGER, amount INTEGER)"
+    after = cats + "CREATE TABLE items (id INTEGER PRIMARY KEY, cat INTEGER REFERENCES cats (id), amount TEXT)"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_schema(conn, schema_from_sql(before))
+        if not parent.startswith("created"):
+            conn.executemany("INSERT INTO cats VALUES (?, ?)", [(i, f"c{i}") for i in (1, 2, 3)])
+        conn.executemany("INSERT INTO items VALUES (?, ?, ?)", [(i, None if parent.startswith("created") and i > 3 else 1 + i % 3, i) for i in range(1, 9001)])
+        expected = conn.execute("SELECT * FROM items ORDER BY id").fetchall()
+
+    def progress(table: str, copied: int, total: int, phase: str = "copy") -> None:
+        if parent.startswith("deleted") and phase == "copy" and copied >= total // 2 and not deleted:
+            with closing(sqlite3.connect(path, isolation_level=None)) as app:  # foreign keys off, Python's default
+                app.execute("DELETE FROM cats WHERE id = 2")
+                expected_cats.remove((2, "c2"))
+            deleted.append(True)
+
+    deleted: list[bool] = []
+    expected_cats = [(1, "c1"), (2, "c2"), (3, "c3")] if not parent.startswith("created") else []
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        with pytest.raises(MigrationError, match=r"would leave \d+ row\(s\) violating foreign keys \(items -> cats"):
+            sync_schema(conn, schema_from_sql(after), online=True, progress=progress)
+        assert conn.execute("SELECT * FROM items ORDER BY id").fetchall() == expected
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'cats'").fetchall() == ([] if parent.startswith("created") else [("cats",)])
+        if expected_cats:
+            assert conn.execute("SELECT * FROM cats ORDER BY id").fetchall() == expected_cats
+        assert _leftovers(conn) == []
+
+
 def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     _, after = _things_database(path)

@@ -13,6 +13,7 @@ from ...errors import MigrationError, UsageError
 from ...schema.objects import Schema, fold_name
 from ...sql.render import quote_identifier
 from ..datacheck import check_plan_against_data, refuse_unless_applicable
+from ..diff import TableDiff
 from ..execute import ProgressCallback, migration_session, migration_settings, read_snapshot
 from ..introspect import has_object
 from ..metadata import STATE_TABLE as FAST_PATH_TABLE
@@ -194,11 +195,14 @@ def _swap(
 
 def _foreign_key_tables(engine: Engine, plan: MigrationPlan, online: set[str]) -> tuple[str, ...]:
     """The tables whose foreign keys the final transaction checks: those rebuilt inside it or
-    dropped, and the tables referencing them (an online table's rows were checked chunk by chunk)."""
+    dropped, the tables referencing them, and online tables that gain a foreign key (their chunks
+    were checked as they were copied, but a parent deleted since, or one this migration creates,
+    is seen only now); other online tables' rows were checked chunk by chunk."""
     touched = {
         operation.table
         for operation in plan.operations
-        if operation.kind in ("rebuild_table", "drop_table") and operation.table not in online
+        if operation.kind in ("rebuild_table", "drop_table")
+        and (operation.table not in online or (operation.rebuild is not None and _gains_foreign_key(operation.rebuild)))
     }
     children = {
         name
@@ -210,6 +214,12 @@ def _foreign_key_tables(engine: Engine, plan: MigrationPlan, online: set[str]) -
         ).fetchall()
     }
     return tuple(sorted(touched | children))
+
+
+def _gains_foreign_key(item: TableDiff) -> bool:
+    renamed = {fold_name(old): fold_name(new) for new, old in item.column_sources}
+    had = {(tuple(renamed.get(c, c) for c in columns), parent, parents) for columns, parent, parents in (fk.link for fk in item.live.foreign_keys)}
+    return any(fk.link not in had for fk in item.desired.foreign_keys)
 
 
 def _abandon(run: Run, copies: Sequence[TableCopy], *, free: bool = True) -> None:
