@@ -816,6 +816,39 @@ def test_an_online_table_gaining_a_foreign_key_is_refused_when_rows_would_refere
         assert _leftovers(conn) == []
 
 
+@pytest.mark.parametrize("keys", ["text holding NUL", "text that is not UTF-8"])
+def test_text_keys_a_literal_cannot_hold_are_copied_online_or_refused_naming_the_table(tmp_path: Path, keys: str) -> None:
+    """The copy carries each chunk's last key to the next as SQL: text holding NUL goes as its bytes;
+    text that is not valid UTF-8 (written by another program) cannot reach Python at all, so the
+    online rebuild is refused naming the table and the remedy (offline), with nothing left behind."""
+    from pydsqlite import schema_from_sql, sync_schema
+
+    path = tmp_path / "app.db"
+    before = "CREATE TABLE tags (name TEXT NOT NULL PRIMARY KEY, hits INTEGER NOT NULL) WITHOUT ROWID"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_schema(conn, schema_from_sql(before))
+        if keys == "text holding NUL":
+            conn.executemany("INSERT INTO tags VALUES (?, ?)", [(f"tag\x00{i:06}", i) for i in range(5000)])
+        else:
+            conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 4999) "
+                "INSERT INTO tags SELECT CAST(X'FF' || CAST(printf('%06d', i) AS BLOB) AS TEXT), i FROM n"
+            )
+        after = schema_from_sql(before.replace("hits INTEGER", "hits TEXT"))
+        if keys == "text holding NUL":
+            sync_schema(conn, after, online=True)
+            assert conn.execute("SELECT count(*), count(DISTINCT name), typeof(hits) FROM tags").fetchone() == (5000, 5000, "text")
+            assert conn.execute("SELECT name FROM tags ORDER BY name LIMIT 1").fetchone() == ("tag\x00000000",)
+        else:
+            with pytest.raises(MigrationError, match="table 'tags' cannot be rebuilt online: .* not valid UTF-8.*online=False"):
+                sync_schema(conn, after, online=True)
+            assert conn.execute("SELECT typeof(hits) FROM tags LIMIT 1").fetchone() == ("integer",)
+            sync_schema(conn, after)
+            assert conn.execute("SELECT count(*), typeof(hits) FROM tags").fetchone() == (5000, "text")
+        assert _leftovers(conn) == []
+
+
 def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     _, after = _things_database(path)

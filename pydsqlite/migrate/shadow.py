@@ -602,7 +602,8 @@ def has_rowid(table_sql: str) -> bool:
 
 
 def literals(values: Sequence[Any]) -> list[str]:
-    return [quote_literal(value) for value in values]
+    """Key values as SQL literals; text holding NUL (which a quoted literal cannot) as its bytes cast to TEXT."""
+    return [f"CAST(X'{value.encode().hex()}' AS TEXT)" if isinstance(value, str) and "\x00" in value else quote_literal(value) for value in values]
 
 
 def encode_cursor(values: Sequence[Any] | None) -> str | None:

@@ -135,7 +135,15 @@ class TableCopy:
         lower = None if self.cursor is False else literals(self.cursor)  # type: ignore[arg-type]
         size = self.copy_pacer.size
         with self.run.step(limited=self.copy_pacer.time_limited) as step:
-            row = engine.execute(spec.bounds_sql(spec.range_condition(lower, None)), (size - 1,)).fetchone()
+            try:
+                row = engine.execute(spec.bounds_sql(spec.range_condition(lower, None)), (size - 1,)).fetchone()
+            except engine.OperationalError as error:
+                if "decode" not in str(error):
+                    raise
+                raise MigrationError(
+                    f"table {spec.source!r} cannot be rebuilt online: a key of it holds text that is not valid UTF-8, which the "
+                    "copy cannot carry from chunk to chunk; rebuild it offline (online=False), which copies it in one statement"
+                ) from None
             condition = spec.range_condition(lower, None if row is None else literals(row))
             if strict:
                 copied = self._guarded(lambda: engine.execute(spec.copy_sql(condition)).rowcount)
