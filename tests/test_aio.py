@@ -36,7 +36,7 @@ from pydsqlite import (
     schema_from_sql,
     sync_models,
 )
-from pydsqlite.engines.aiosqlite import LATE_CANCELLATION
+from pydsqlite.engines.aiosqlite import LATE_CANCELLATION, LATE_CANCELLATION_IN_TRANSACTION
 
 from .helpers import require
 
@@ -578,6 +578,55 @@ def test_tasks_started_inside_a_transaction_are_part_of_it(tmp_path):
             await asyncio.sleep(0)
 
     assert run(scenario()) == (0, ["outside"])
+
+
+def test_a_call_inside_a_transaction_cancelled_after_its_savepoint_was_released_says_its_work_stands(tmp_path):
+    """A task started in the block, cancelled on its own while its call's savepoint is being
+    released: the call's work is part of the transaction (which commits here), and the
+    CancelledError carries the note that says so."""
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            gate = Gate("RELEASE pydsqlite_sp1")
+            async with db.transaction():
+                await conn.set_trace_callback(gate)
+                inner = asyncio.create_task(db.insert(Item(name="inside")))
+                await gate.wait_reached()
+                await cancel_and_let_it_see(inner)
+                gate.release()
+                with pytest.raises(asyncio.CancelledError) as cancelled:
+                    await inner
+                await conn.set_trace_callback(None)
+            return cancelled.value.__notes__
+
+    assert run(scenario()) == [LATE_CANCELLATION_IN_TRANSACTION]
+    assert committed_names(tmp_path / "app.db") == ["inside"]
+
+
+def test_calls_of_tasks_that_outlive_their_transaction_are_refused_not_run_on_their_own(tmp_path):
+    """``asyncio.gather`` raises the first failure at once and leaves the other calls waiting: the block
+    rolls back, and those calls, belonging to it, must not then run as units of their own (they
+    would write what the block rolled back). Each raises UsageError and writes nothing."""
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            await db.insert(Item(id=1, name="taken"))
+            tasks: list[asyncio.Task] = []
+            with pytest.raises(ConstraintError):
+                async with db.transaction():
+                    tasks.extend(asyncio.create_task(db.insert(Item(id=n, name=name))) for n, name in [(2, "a"), (1, "clash"), (3, "b"), (4, "c")])
+                    await asyncio.gather(*tasks)
+            await asyncio.wait(tasks)
+            late = [task.exception() for task in tasks if isinstance(task.exception(), UsageError)]
+            assert late and all("that transaction was rolled back before the call ran" in str(error) for error in late)
+            await asyncio.sleep(0.05)
+            return [item.name for item in await db.select(Item)]
+
+    assert run(scenario()) == ["taken"]
 
 
 # --- many tasks, random cancellations -------------------------------------------------------------------

@@ -42,6 +42,10 @@ T = TypeVar("T")
 _STATEMENT_IN_PROGRESS = "SQL statements in progress"
 
 LATE_CANCELLATION = "pydsqlite: the call had completed when the cancellation reached it; what it wrote stands"
+LATE_CANCELLATION_IN_TRANSACTION = (
+    "pydsqlite: the call had completed when the cancellation reached it; what it wrote is part of the enclosing "
+    "transaction, which its block commits or rolls back"
+)
 
 
 class _Abandoned(BaseException):
@@ -71,12 +75,14 @@ class _StatementInProgress(Exception):
 class _Scope:
     """Where units of work wait their turn: the connection, or an open transaction (for calls made inside it)."""
 
-    __slots__ = ("lock", "parent", "open")
+    __slots__ = ("lock", "parent", "open", "outcome")
 
     def __init__(self, parent: _Scope | None) -> None:
         self.lock = asyncio.Lock()
         self.parent = parent
         self.open = True
+        self.outcome = "ended"
+        """How the transaction ended: "was rolled back" or "committed" (told to calls that come too late)."""
 
 
 class AiosqliteEngine(SqliteEngine):
@@ -155,9 +161,10 @@ class AiosqliteEngine(SqliteEngine):
 
         If the awaiting task is cancelled, this waits until the job has ended and then raises the
         cancellation; the job's commit becomes a rollback unless ``settle`` (clean-up that must
-        complete as written, such as a rollback). When the job is ``outermost`` (no transaction of
-        the caller's encloses it, so its end decides) and got past its commit all the same, a note
-        on the error says that its work stands. A ``fresh`` job (a whole unit, or the opening of one)
+        complete as written, such as a rollback). When the job got past its commit all the same, a
+        note on the error says that its work stands; inside a transaction (not ``outermost``), past
+        the release of its savepoint, another note says that its work is part of the transaction,
+        whose block decides. A ``fresh`` job (a whole unit, or the opening of one)
         first checks that no write statement of the app's is still in progress on the connection
         (SQLite would refuse its savepoint or commit); if one is, a job that frees it runs first."""
         connection = self._connection()
@@ -169,8 +176,8 @@ class AiosqliteEngine(SqliteEngine):
             except asyncio.CancelledError as cancelled:
                 job.cancelled = not settle
                 await _drain(connection)
-                if job.completed and outermost:
-                    cancelled.add_note(LATE_CANCELLATION)
+                if job.completed and not settle:
+                    cancelled.add_note(LATE_CANCELLATION if outermost else LATE_CANCELLATION_IN_TRANSACTION)
                 raise
             except ValueError:
                 if job.started:
@@ -223,11 +230,11 @@ class AiosqliteEngine(SqliteEngine):
             try:
                 yield
             except BaseException as error:
-                scope.open = False
+                scope.open, scope.outcome = False, "was rolled back"
                 await self.run(entered.__exit__, type(error), error, error.__traceback__, settle=True)
                 raise
             else:
-                scope.open = False
+                scope.open, scope.outcome = False, "committed"
                 await self.run(entered.__exit__, None, None, None, outermost=parent is self._root)
             finally:
                 scope.open = False
@@ -253,8 +260,18 @@ class AiosqliteEngine(SqliteEngine):
         return scope
 
     async def _hold(self) -> _Scope:
-        """Wait for and take the lock of the calling task's scope (one that closed meanwhile is passed over)."""
+        """Wait for and take the lock of the calling task's scope. A task started inside a transaction
+        that has ended since (``asyncio.gather`` siblings still waiting when one of them failed, a task
+        not awaited in the block) is refused: run on its own, its call would write what the block
+        rolled back, or outside the block it belonged to."""
         while True:
+            own = self._scope.get()
+            if not own.open:
+                raise UsageError(
+                    f"this call comes from a task started inside db.transaction(), and that transaction {own.outcome} "
+                    "before the call ran; nothing was done (await every task of a transaction inside its block: "
+                    "asyncio.TaskGroup cancels the others when one fails)"
+                )
             scope = self._current()
             await scope.lock.acquire()
             if scope.open:
