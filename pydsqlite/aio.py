@@ -101,21 +101,33 @@ class AsyncDatabase:
         self._max_drift_ms = max_drift_ms
         self._bound: tuple[AiosqliteEngine, Database] | None = None if self._owns else self._bind()
         self._opening = asyncio.Lock()
+        self._connecting: asyncio.Future[None] | None = None
 
     def _bind(self) -> tuple[AiosqliteEngine, Database]:
         engine = engine_of(self.conn)
         return engine, Database(engine, wall_clock=self._wall_clock, max_drift_ms=self._max_drift_ms)
 
     async def _open(self) -> tuple[AiosqliteEngine, Database]:
-        """Connect an owned connection on first use (once, however many tasks get here at the same time)."""
+        """Connect an owned connection on first use (once, however many tasks get here at the same time).
+        The connecting goes on when the task that started it is cancelled (aiosqlite starts its thread
+        once: an opening cut short could never be taken up again), and the next call finds it done."""
         async with self._opening:
             if self._bound is None:
-                await self.conn
-                self._bound = self._bind()
+                if self._connecting is None:
+                    self._connecting = asyncio.ensure_future(self._connect())
+                await asyncio.shield(self._connecting)
+        assert self._bound is not None
         return self._bound
+
+    async def _connect(self) -> None:
+        await self.conn
+        self._bound = self._bind()
 
     async def close(self) -> None:
         """Close the connection if this object opened it, once the unit of work in progress has ended."""
+        if self._owns and self._bound is None and self._connecting is not None:  # an opening a cancelled call left
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._connecting)
         if self._owns and self._bound is not None:
             await self._bound[0].close()
 

@@ -787,6 +787,30 @@ def test_a_path_is_opened_once_on_first_use_and_closed_with_the_database(tmp_pat
         assert reader.execute("SELECT COUNT(*) FROM items").fetchone() == (20,)
 
 
+@pytest.mark.parametrize("then", ["call again", "close"])
+def test_a_first_call_cancelled_while_it_opens_the_path_leaves_the_database_usable(tmp_path, then):
+    """aiosqlite starts its connection's thread once: the opening goes on when the call that started
+    it is cancelled, so the next call (or the close) finds it done instead of failing for ever."""
+    path = tmp_path / "owned.db"
+    sync_models(str(path), [Item])
+
+    async def scenario():
+        db = aio.AsyncDatabase(path)
+        first = asyncio.create_task(db.insert(Item(name="never")))
+        await asyncio.sleep(0)  # the task is now waiting for the connection to open
+        await cancel_and_let_it_see(first)
+        assert await outcome(first) == "cancelled"
+        if then == "call again":
+            await db.insert(Item(name="second"))
+        await db.close()
+        with pytest.raises(UsageError, match="closed"):
+            await db.count(Item)
+
+    run(scenario())
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("SELECT name FROM items").fetchall() == ([("second",)] if then == "call again" else [])
+
+
 def test_wrong_connections_are_refused_clearly(tmp_path):
     with pytest.raises(UsageError, match="for a sqlite3 connection use Database"):
         aio.AsyncDatabase(sqlite3.connect(":memory:"))
