@@ -186,12 +186,12 @@ class AsyncDatabase:
         return await engine.call(database.upsert, obj)  # pyright: ignore[reportReturnType] - a generic method through Callable[..., T]
 
     @overload
-    async def update(self, obj_or_model: M) -> M: ...
+    async def update(self, obj_or_model: M, /) -> M: ...
 
     @overload
-    async def update(self, obj_or_model: type[M], key: Any, **changes: Any) -> M: ...
+    async def update(self, obj_or_model: type[M], key: Any, /, **changes: Any) -> M: ...
 
-    async def update(self, obj_or_model: Any, key: Any = None, **changes: Any) -> Any:
+    async def update(self, obj_or_model: Any, key: Any = None, /, **changes: Any) -> Any:
         """``Database.update``: ``update(obj)``, or ``update(Model, key, field=value, ...)``; returns the validated row."""
         engine, database = self._bound or await self._open()
         return await engine.call(database.update, obj_or_model, key, **changes)

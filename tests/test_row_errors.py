@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import re
 import sqlite3
 from typing import Annotated, Any, Literal, Optional
 
@@ -677,3 +678,49 @@ def test_a_subclass_row_with_fields_of_its_own_is_refused_by_its_base_model(memo
     db.insert_many([Member(name="u"), Moderator(name="mod")])
     db.insert_many([Admin(name="boss", level=7)])
     assert memory_conn.execute("SELECT name, level FROM members ORDER BY id").fetchall() == [("u", 1), ("mod", 1), ("boss", 7)]
+
+
+def test_a_locked_database_is_an_engine_error_naming_the_table_and_still_the_drivers_error(tmp_path):
+    """Another connection holding the lock past the busy timeout: reads and writes raise EngineError
+    (our hierarchy, naming model and table, with SQLite's code) that is also sqlite3.OperationalError,
+    so existing ``except sqlite3.OperationalError`` retries keep working; nothing is written."""
+    from pydsqlite import EngineError
+
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path, timeout=0)
+    sync_models(conn, [Member])
+    db = Database(conn)
+    db.insert(Member(name="ann"))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    for call in (lambda: db.insert(Member(name="bob")), lambda: db.select(Member), lambda: db.count(Member, "name = ?", ("ann",))):
+        with pytest.raises(EngineError, match=r"Member \(table 'members'\): database is locked; another connection holds the lock") as raised:
+            call()
+        assert isinstance(raised.value, sqlite3.OperationalError) and isinstance(raised.value, PydsqliteError)
+        assert raised.value.code == 5
+    other.execute("ROLLBACK")
+    assert [member.name for member in db.select(Member)] == ["ann"]
+
+
+@pytest.mark.parametrize(("where", "problem"), [("name >", "incomplete input"), ("nosuchfn(name) = 1", "no such function: nosuchfn")])
+def test_where_text_that_does_not_compile_is_a_usage_error_naming_model_table_and_text(memory_conn, where, problem):
+    sync_models(memory_conn, [Member])
+    db = Database(memory_conn)
+    for call in (db.select, db.count, lambda model, text: list(db.iter_select(model, text))):
+        with pytest.raises(UsageError, match=re.escape(f"Member (table 'members'): where={where!r} cannot run: {problem}")):
+            call(Member, where)
+
+
+class Setting(SyncModel, table="settings"):
+    key: Annotated[str, PrimaryKey()]
+    value: str
+
+
+def test_update_by_key_sets_a_field_named_key(memory_conn):
+    """``update(Model, key, **changes)`` takes the model and key by position only, so a field named
+    ``key`` can be changed like any other (the row moves to the new key)."""
+    sync_models(memory_conn, [Setting])
+    db = Database(memory_conn)
+    db.insert(Setting(key="theme", value="dark"))
+    assert db.update(Setting, "theme", key="mode") == Setting(key="mode", value="dark")
+    assert [setting.key for setting in db.select(Setting)] == ["mode"]

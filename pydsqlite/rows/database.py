@@ -22,6 +22,7 @@ from ..collector import collector_paused
 from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
 from ..errors import (
     ConstraintError,
+    EngineError,
     RowNotFoundError,
     RowValidationError,
     SchemaMismatchError,
@@ -238,12 +239,12 @@ class Database:
             return instance
 
     @overload
-    def update(self, obj_or_model: M) -> M: ...
+    def update(self, obj_or_model: M, /) -> M: ...
 
     @overload
-    def update(self, obj_or_model: type[M], key: Any, **changes: Any) -> M: ...
+    def update(self, obj_or_model: type[M], key: Any, /, **changes: Any) -> M: ...
 
-    def update(self, obj_or_model: Any, key: Any = None, **changes: Any) -> Any:
+    def update(self, obj_or_model: Any, key: Any = None, /, **changes: Any) -> Any:
         """``update(obj)`` writes every field of ``obj`` to the row with its key; ``update(Model, key,
         field=value, ...)`` changes some fields of the row with ``key``, which may include key fields:
         the row then moves to the new key (``ConstraintError`` if that key is taken; refused on
@@ -429,10 +430,7 @@ class Database:
         except self.engine.IntegrityError as error:
             raise _constraint_error(codec, error) from error
         except self.engine.OperationalError as error:
-            mismatch = _schema_error(codec, error)
-            if mismatch is None:
-                raise
-            raise mismatch from error
+            raise (_schema_error(codec, error) or engine_refusal(codec, error)) from error
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> Cursor:
         """INSERT validated instances (``Engine.insert_rows``). Rows of a synced table are one write
@@ -592,13 +590,32 @@ def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where:
             yield
     except engine.OperationalError as error:
         mismatch = _schema_error(codec, error)
-        if mismatch is None:
-            raise
-        raise mismatch from error
+        if mismatch is not None:
+            raise mismatch from error
+        if isinstance(where, str) and getattr(error, "sqlite_errorcode", _SQLITE_ERROR) == _SQLITE_ERROR:
+            raise _unusable_where(codec, where, error) from error  # SQL text that does not compile (a syntax error...)
+        raise engine_refusal(codec, error) from error
     except engine.Error as error:
         if not isinstance(where, str):
             raise
         raise _unusable_where(codec, where, error) from error
+
+
+_SQLITE_ERROR = 1
+"""SQLite's generic result code, which a statement that does not compile gets (busy is 5, locked 6)."""
+_REFUSAL_CLASSES: dict[type, type[EngineError]] = {}
+
+
+def engine_refusal(codec: RowCodec, error: Exception) -> EngineError:
+    """The engine's refusal of a read or write that no more precise error describes (the database is
+    locked by another connection, a disk error), as ``EngineError`` naming model and table. It is also
+    an instance of the engine's own error class, so ``except sqlite3.OperationalError`` still catches it."""
+    kind = _REFUSAL_CLASSES.get(type(error))
+    if kind is None:
+        kind = _REFUSAL_CLASSES[type(error)] = type(f"EngineError[{type(error).__name__}]", (EngineError, type(error)), {})
+    code = getattr(error, "sqlite_errorcode", None)
+    hint = "; another connection holds the lock, and the connection's busy timeout ran out" if code in (5, 6) else ""
+    return kind(f"{codec.model.__qualname__} (table {codec.name!r}): {error}{hint}", code=code)
 
 
 def _unusable_where(codec: RowCodec, where: str, error: Exception) -> UsageError:
