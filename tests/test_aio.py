@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import decimal
 import importlib
 import random
 import sqlite3
@@ -19,6 +21,8 @@ from collections import defaultdict
 from typing import Annotated, Optional
 
 import pytest
+from pydantic import Field as PydanticField
+from pydantic import model_validator
 
 from pydsqlite import (
     LWW,
@@ -627,6 +631,39 @@ def test_calls_of_tasks_that_outlive_their_transaction_are_refused_not_run_on_th
             return [item.name for item in await db.select(Item)]
 
     assert run(scenario()) == ["taken"]
+
+
+CURRENT_USER: contextvars.ContextVar[str] = contextvars.ContextVar("current_user", default="anonymous")
+
+
+class Owned(SyncModel, table="owned"):
+    id: int = Field(default=None, primary_key=True)
+    owner: str = PydanticField(default_factory=CURRENT_USER.get)
+    share: decimal.Decimal = decimal.Decimal(0)
+
+    @model_validator(mode="after")
+    def thirds(self) -> Owned:
+        self.share = decimal.Decimal(1) / decimal.Decimal(3)
+        return self
+
+
+def test_validation_sees_the_calling_tasks_context_variables_as_the_sync_api_does(tmp_path):
+    """Validators and default factories run on the connection's thread, but in the calling task's
+    context: a request's current user, a decimal context set for the task."""
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Owned])
+            CURRENT_USER.set("bob")
+            with decimal.localcontext() as context:
+                context.prec = 40
+                await db.insert_many([{}], model=Owned)
+                stored = await db.get(Owned, 1)
+            return stored.owner, stored.share
+
+    owner, share = run(scenario())
+    assert owner == "bob" and str(share) == "0." + "3" * 40
 
 
 # --- many tasks, random cancellations -------------------------------------------------------------------

@@ -26,6 +26,7 @@ uses ``Connection._execute`` and ``Connection._conn``, present from aiosqlite 0.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -56,9 +57,11 @@ class _Abandoned(BaseException):
 class _Job:
     """One call run on the connection's thread, and what became of it."""
 
-    __slots__ = ("function", "args", "kwargs", "check_statements", "started", "cancelled", "completed")
+    __slots__ = ("function", "args", "kwargs", "check_statements", "started", "cancelled", "completed", "context")
 
     def __init__(self, function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], *, check_statements: bool) -> None:
+        self.context = contextvars.copy_context()
+        """The calling task's context variables, which validators and default factories may read."""
         self.function = function
         self.args = args
         self.kwargs = kwargs
@@ -132,7 +135,7 @@ class AiosqliteEngine(SqliteEngine):
         job.started = True
         self._job = job
         try:
-            result = job.function(*job.args, **job.kwargs)
+            result = job.context.run(job.function, *job.args, **job.kwargs)
         finally:
             self._job = None
         job.completed = True
