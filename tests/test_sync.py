@@ -1307,3 +1307,51 @@ def test_with_foreign_keys_on_a_default_filling_nulls_that_no_parent_holds_is_re
     conn.commit()
     sync_models(conn, [Par, KidFilled])
     assert rows(conn, "SELECT * FROM kid ORDER BY id") == [(1, 1), (2, 0), (3, 99)]
+
+
+class DeferParent(SyncModel, table="parent"):
+    id: Annotated[int, PrimaryKey()]
+    name: Optional[str] = None
+
+
+class DeferChild(SyncModel, table="child"):
+    id: Annotated[int, PrimaryKey()]
+    pid: Annotated[int, ForeignKey(DeferParent, on_delete="cascade", deferred=True)]
+
+
+class ImmediateChild(SyncModel, table="child"):
+    id: Annotated[int, PrimaryKey()]
+    pid: Annotated[int, ForeignKey(DeferParent, on_delete="cascade")]
+
+
+def _child_then_parent(conn: sqlite3.Connection, n: int) -> None:
+    with conn:
+        conn.execute("INSERT INTO child VALUES (?, ?)", (n, n))
+        conn.execute("INSERT INTO parent (id) VALUES (?)", (n,))
+
+
+def test_a_deferred_foreign_key_is_declared_kept_and_its_change_named(memory_conn):
+    """``ForeignKey(..., deferred=True)`` is DEFERRABLE INITIALLY DEFERRED: a transaction may insert the
+    child before its parent. A hand-made deferred key matches it (no rebuild); a model without it says
+    in the plan that the key would be checked after each statement."""
+    conn = memory_conn
+    conn.executescript(
+        """
+        CREATE TABLE parent (id INTEGER NOT NULL, name TEXT, PRIMARY KEY (id));
+        CREATE TABLE child (id INTEGER NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (id),
+            FOREIGN KEY (pid) REFERENCES parent (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+        """
+    )
+    conn.execute("PRAGMA foreign_keys = ON")
+    plan = model_migration_plan(conn, [DeferParent, ImmediateChild])
+    assert "foreign key (pid) -> parent DEFERRABLE INITIALLY DEFERRED -> checked after each statement" in str(plan)
+    assert model_migration_plan(conn, [DeferParent, DeferChild]).rebuilt_tables == ()
+    sync_models(conn, [DeferParent, DeferChild])
+    _child_then_parent(conn, 1)
+    sync_models(conn, [DeferParent, ImmediateChild])
+    with pytest.raises(sqlite3.IntegrityError):
+        _child_then_parent(conn, 2)
+    sync_models(conn, [DeferParent, DeferChild])
+    assert "DEFERRABLE INITIALLY DEFERRED" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'child'").fetchone()[0]
+    _child_then_parent(conn, 3)
+    assert conn.execute("SELECT id FROM child ORDER BY id").fetchall() == [(1,), (3,)]

@@ -597,6 +597,28 @@ def _index_signature(index: Index, renames: dict[str, str]) -> tuple[Any, ...]:
     )
 
 
+def _describe_foreign_keys(change: ChangeForeignKeys) -> str:
+    """What changes: keys added or dropped, and for a key kept, its actions and deferral."""
+    old = {key.link: key for key in change.old}
+    new = {key.link: key for key in change.new}
+    parts = []
+    for link, key in new.items():
+        before = old.get(link)
+        named = f"({', '.join(key.columns)}) -> {key.ref_table}"
+        if before is None:
+            parts.append(f"add foreign key {named}")
+            continue
+        if before.on_delete != key.on_delete:
+            parts.append(f"foreign key {named} ON DELETE {before.on_delete} -> {key.on_delete}")
+        if before.on_update != key.on_update:
+            parts.append(f"foreign key {named} ON UPDATE {before.on_update} -> {key.on_update}")
+        if before.deferred != key.deferred:
+            when = ("DEFERRABLE INITIALLY DEFERRED", "checked after each statement")
+            parts.append(f"foreign key {named} {when[0] if before.deferred else when[1]} -> {when[0] if key.deferred else when[1]}")
+    parts += [f"drop foreign key ({', '.join(key.columns)}) -> {key.ref_table}" for link, key in old.items() if link not in new]
+    return "; ".join(parts) or "foreign keys changed"
+
+
 def describe_change(change: Change | CreateView | DropView | CreateTrigger | DropTrigger) -> str:
     """A short human description of one change, for plan listings."""
     if isinstance(change, AddColumn):
@@ -622,7 +644,7 @@ def describe_change(change: Change | CreateView | DropView | CreateTrigger | Dro
     if isinstance(change, ChangePrimaryKey):
         return f"primary key ({', '.join(change.old)}) -> ({', '.join(change.new)})"
     if isinstance(change, ChangeForeignKeys):
-        return "foreign keys changed"
+        return _describe_foreign_keys(change)
     if isinstance(change, ChangeTableConstraints):
         return f"table {' and '.join(change.aspects)} constraints changed"
     if isinstance(change, ChangeTableOptions):

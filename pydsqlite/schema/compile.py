@@ -480,6 +480,7 @@ def _foreign_key(field: _FieldDeclaration, marker: markers.ForeignKey, known: di
         ref_columns=(column_name,),
         on_delete=marker.on_delete,
         on_update=marker.on_update,
+        deferred=marker.deferred,
     )
 
 

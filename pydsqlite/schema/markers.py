@@ -147,8 +147,10 @@ class ForeignKey:
     declared, by name.
 
     ``on_delete`` / ``on_update``: ``"NO ACTION"`` (default), ``"RESTRICT"``, ``"SET NULL"``,
-    ``"SET DEFAULT"`` or ``"CASCADE"`` (any case, ``_`` for spaces). SQLite enforces foreign
-    keys only on connections with ``PRAGMA foreign_keys = ON``.
+    ``"SET DEFAULT"`` or ``"CASCADE"`` (any case, ``_`` for spaces). ``deferred=True``:
+    ``DEFERRABLE INITIALLY DEFERRED``, checked at COMMIT instead of after each statement (a
+    transaction may insert the child before its parent). SQLite enforces foreign keys only on
+    connections with ``PRAGMA foreign_keys = ON``.
 
     Examples:
         >>> import sqlite3
@@ -172,11 +174,15 @@ class ForeignKey:
     target: Any
     on_delete: str
     on_update: str
+    deferred: bool
 
-    def __init__(self, target: Any, *, on_delete: str = "NO ACTION", on_update: str = "NO ACTION") -> None:
+    def __init__(self, target: Any, *, on_delete: str = "NO ACTION", on_update: str = "NO ACTION", deferred: bool = False) -> None:
+        if not isinstance(deferred, bool):
+            raise TypeError(f"ForeignKey(deferred=...) takes True or False, not {deferred!r}")
         object.__setattr__(self, "target", target)
         object.__setattr__(self, "on_delete", _action(on_delete))
         object.__setattr__(self, "on_update", _action(on_update))
+        object.__setattr__(self, "deferred", deferred)
 
 
 def _action(text: str) -> str:
