@@ -139,6 +139,9 @@ class Operation:
     """The statements are phases pydsqlite runs in steps, binding each chunk's bounds (an online
     rebuild): the plan's script shows them as comments, so that running it by hand cannot run
     them with unbound (NULL) bounds, which would copy no rows."""
+    functions: tuple[str, ...] = field(default=(), repr=False)
+    """SQL functions the statements call that SQLite does not define itself (the application
+    registers them): found by the rehearsal, checked against the migrating connection."""
 
     def __str__(self) -> str:
         mark = "DESTRUCTIVE " if self.destructive else ""

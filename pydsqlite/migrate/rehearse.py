@@ -13,6 +13,7 @@ and no rows. That does two things nothing else can do safely:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import sqlite3
@@ -21,6 +22,7 @@ from dataclasses import replace
 
 from ..engines import SqliteEngine
 from ..schema.objects import Schema, VirtualTable, fold_name
+from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import Dependants
 from .introspect import introspect
@@ -70,8 +72,8 @@ def _rehearse(
         operations = list(plan.operations)
         for position, operation in enumerate(operations):
             operation, replayed = _complete(scratch, operation)
-            operations[position] = operation
             failure = _run(scratch, operation, replayed)
+            operations[position] = operation = _with_functions(scratch, operation)
             if failure is not None:
                 return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None, mismatched_before
         broken = {text: text for text in dependants_before.broken_by(Dependants.read(SqliteEngine(scratch)))}
@@ -252,6 +254,21 @@ def execute_standing_in(scratch: sqlite3.Connection, sql: str) -> None:
 
 def _stand_in_function(*args: object) -> None:
     return None
+
+
+def _with_functions(scratch: sqlite3.Connection, operation: Operation) -> Operation:
+    """``operation`` with the functions its statements call that the scratch database had to stand
+    in for (no function of SQLite's own): the application's, which the real connection must have."""
+    stood_in = {fold_name(name) for (name,) in scratch.execute("SELECT name FROM pragma_function_list WHERE narg = -1 AND builtin = 0")}
+    if not stood_in:
+        return operation
+    called = {
+        token.identifier: None
+        for statement in operation.statements
+        for token, following in itertools.pairwise(tokenize(statement))
+        if token.kind in ("word", "quoted") and following.text == "(" and fold_name(token.identifier) in stood_in
+    }
+    return replace(operation, functions=tuple(called)) if called else operation
 
 
 def _stand_in_collation(a: str, b: str) -> int:

@@ -451,8 +451,8 @@ _BUILT_IN_COLLATIONS = frozenset({"binary", "nocase", "rtrim"})
 
 
 def _unregistered_collations(engine: Engine, plan: MigrationPlan, desired: Schema) -> MigrationPlan:
-    """The plan with a problem on each step whose SQL names a collation this connection does not
-    register (the rehearsal stands in for it; the real statements would fail)."""
+    """The plan with a problem on each step whose SQL names a collation or calls a function this
+    connection does not register (the rehearsal stands in for them; the real statements would fail)."""
     registered: dict[str, bool] = {}
     operations = []
     for operation in plan.operations:
@@ -460,6 +460,13 @@ def _unregistered_collations(engine: Engine, plan: MigrationPlan, desired: Schem
         for name in _collations_named(operation.statements):
             if fold_name(name) not in _BUILT_IN_COLLATIONS and not registered.setdefault(name, _collation_registered(engine, name)):
                 found.append(_unregistered_collation_problem(desired, operation.table, name))
+        for name in operation.functions:
+            if not registered.setdefault(f"{name}()", _function_registered(engine, name)):
+                found.append(
+                    f"{operation.table}: step '{operation.description}' calls SQL function {name}(), which this connection does "
+                    f"not register (an index, view or trigger of yours uses it); register it with conn.create_function({name!r}, ...) "
+                    "on the connection you migrate with (the command line cannot: migrate from Python)"
+                )
         operations.append(replace(operation, problems=(*operation.problems, *found)))
     if operations == list(plan.operations):
         return plan
@@ -475,6 +482,16 @@ def _collations_named(statements: Iterable[str]) -> dict[str, None]:
             if token.upper == "COLLATE" and following.kind in ("word", "quoted", "string"):
                 names[following.identifier] = None
     return names
+
+
+def _function_registered(engine: Engine, name: str) -> bool:
+    """Whether SQL function ``name`` exists on the connection, whatever its arity (SQLite says "wrong
+    number of arguments" for a function it has, "no such function" for one it lacks)."""
+    try:
+        engine.execute(f"EXPLAIN SELECT {quote_identifier(name)}()").fetchall()
+    except engine.OperationalError as error:
+        return "no such function" not in str(error)
+    return True
 
 
 def _collation_registered(engine: Engine, name: str) -> bool:
