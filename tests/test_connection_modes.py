@@ -505,3 +505,14 @@ def test_the_feed_carries_committed_writes_only_in_every_mode(db_path, mode):
         conn.commit()
     assert [change.key for change in db.changes_since(feed.cursor, models=[Task]).changes] == [("t2",)]
     conn.close()
+
+
+@pytest.mark.parametrize("function", [sync_models, model_migration_plan])
+@pytest.mark.parametrize("given", ["a cursor", "a number", "None"])
+def test_something_other_than_a_connection_or_a_path_is_a_usage_error(tmp_path: Path, function: Any, given: str) -> None:
+    conn = sqlite3.connect(tmp_path / "app.db")
+    value = {"a cursor": conn.cursor(), "a number": 3, "None": None}[given]
+    with pytest.raises(UsageError, match="expected a database connection or a file path") as refused:
+        function(value, [ParentV1])
+    assert ("cursor.connection" in str(refused.value)) == (given == "a cursor")
+    assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)

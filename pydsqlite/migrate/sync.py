@@ -282,7 +282,7 @@ def _apply(
     """``apply_schema`` with the desired schema made only when the database is not already at
     ``state_key`` (the key recorded after the migration; default: the schema's fingerprint)."""
     steps = steps_from(data_steps)
-    if not is_connection(conn) and not os.path.exists(os.fspath(conn)):  # type: ignore[arg-type]
+    if not is_connection(conn) and isinstance(conn, (str, os.PathLike)) and not os.path.exists(os.fspath(conn)):
         compile_desired()  # a declaration error is raised before the file is created
     with _engine(conn) as engine, _database_errors(engine), _interrupted_migration(), engine.outside_transaction():
         if state_key is not None and schema_unchanged_since_sync(engine, state_key) and not pending_steps(engine, steps):
@@ -557,7 +557,8 @@ def _engine(conn: Connectable, *, read_only: bool = False) -> Iterator[Engine]:
         yield engine_for(conn)
         return
     if not isinstance(conn, (str, os.PathLike)):
-        raise UsageError(f"expected a database connection or a file path, not {type(conn).__name__} {conn!r}")
+        hint = " (pass its connection: cursor.connection)" if isinstance(getattr(conn, "connection", None), sqlite3.Connection) else ""
+        raise UsageError(f"expected a database connection or a file path, not {type(conn).__name__} {conn!r}{hint}")
     path = os.fspath(conn)
     try:
         if read_only:
