@@ -582,3 +582,14 @@ def test_an_objects_own_name_in_double_quotes_is_not_read_as_text(memory_conn, s
     sync_schema(memory_conn, schema_from_sql(f"CREATE TABLE items (id INTEGER PRIMARY KEY, val INTEGER); {sql}"))
     names = {name for (name,) in memory_conn.execute("SELECT name FROM sqlite_master WHERE type IN ('index', 'view')")}
     assert names & {"ix_items_val", "doubled"}
+
+
+def test_a_new_view_reads_double_quoted_text_as_its_sql_says(memory_conn):
+    """The double-quote checks guard what existing objects read; a view the migration creates (a
+    database made from `pydsqlite inspect` output, say) reads what its SQL says, as SQLite does."""
+    from pydsqlite import schema_from_sql, sync_schema
+
+    sql = 'CREATE TABLE tasks (id INTEGER PRIMARY KEY, state TEXT); CREATE VIEW open_tasks AS SELECT id FROM tasks WHERE state = "open"'
+    sync_schema(memory_conn, schema_from_sql(sql))
+    memory_conn.executemany("INSERT INTO tasks VALUES (?, ?)", [(1, "open"), (2, "closed")])
+    assert memory_conn.execute("SELECT id FROM open_tasks").fetchall() == [(1,)]

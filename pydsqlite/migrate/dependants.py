@@ -44,10 +44,16 @@ class Dependants:
         text_readings: Counter[str] = Counter()
         return cls(_broken_objects(engine, True, text_readings), text_readings)
 
+    def _existed(self, key: str) -> bool:
+        """Whether the object of an entry was there before: a name read as text is a change only in an
+        object that read it otherwise (one the migration creates reads what its SQL says, as SQLite does)."""
+        owner, _, name = key.partition("\x00")
+        return not name or self.text_readings[f"{owner}\x01"] > 0 or owner in self.broken
+
     def broken_by(self, after: Dependants) -> list[str]:
         """What a migration from this state to ``after`` breaks: objects that stop working, names
         that turn into text, and names read as text that a new column turns into column references."""
-        found = [text for key, text in after.broken.items() if key not in self.broken]
+        found = [text for key, text in after.broken.items() if key not in self.broken and self._existed(key)]
         for key, text in self.broken.items():
             owner, _, name = key.partition("\x00")
             still_working = after.text_readings[f"{owner}\x01"] > 0
