@@ -72,10 +72,11 @@ def _rehearse(
         operations = list(plan.operations)
         for position, operation in enumerate(operations):
             operation, replayed = _complete(scratch, operation)
+            operations[position] = operation
             failure = _run(scratch, operation, replayed)
-            operations[position] = operation = _with_functions(scratch, operation)
             if failure is not None:
                 return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None, mismatched_before
+        operations = _with_functions(scratch, operations)
         broken = {text: text for text in dependants_before.broken_by(Dependants.read(SqliteEngine(scratch)))}
         broken |= {text: text for text in retargeted_references(implicit_before, implicit_references(scratch))}
         if not read_after:
@@ -256,23 +257,26 @@ def _stand_in_function(*args: object) -> None:
     return None
 
 
-def _with_functions(scratch: sqlite3.Connection, operation: Operation) -> Operation:
-    """``operation`` with the functions its statements call that the scratch database had to stand
-    in for (no function of SQLite's own): the application's, which the real connection must have."""
-    stood_in = {fold_name(name) for (name,) in scratch.execute("SELECT name FROM pragma_function_list WHERE narg = -1 AND builtin = 0")}
-    if not stood_in:
-        return operation
-    called = {
-        token.identifier: None
-        for statement in operation.statements
-        for token, following in itertools.pairwise(tokenize(statement))
-        if token.kind in ("word", "quoted") and following.text == "(" and fold_name(token.identifier) in stood_in
-    }
-    return replace(operation, functions=tuple(called)) if called else operation
-
-
 def _stand_in_collation(a: str, b: str) -> int:
     return (a > b) - (a < b)
+
+
+def _with_functions(scratch: sqlite3.Connection, operations: list[Operation]) -> list[Operation]:
+    """``operations`` with the functions their statements call that the scratch database had to stand
+    in for (no function of SQLite's own): the application's, which the real connection must have."""
+    stood_in = {fold_name(name) for (name,) in scratch.execute("SELECT name FROM pragma_function_list WHERE builtin = 0")}
+    if not stood_in:
+        return operations
+    completed = []
+    for operation in operations:
+        called = {
+            token.identifier: None
+            for statement in operation.statements
+            for token, following in itertools.pairwise(tokenize(statement))
+            if token.kind in ("word", "quoted") and following.text == "(" and fold_name(token.identifier) in stood_in
+        }
+        completed.append(replace(operation, functions=tuple(called)) if called else operation)
+    return completed
 
 
 def _with_problem(plan: MigrationPlan, position: int, problem: str) -> MigrationPlan:
