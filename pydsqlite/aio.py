@@ -194,7 +194,8 @@ class AsyncDatabase:
     async def update(self, obj_or_model: Any, key: Any = None, /, **changes: Any) -> Any:
         """``Database.update``: ``update(obj)``, or ``update(Model, key, field=value, ...)``; returns the validated row."""
         engine, database = self._bound or await self._open()
-        return await engine.call(database.update, obj_or_model, key, **changes)
+        # bound here: a field may be named like a parameter of ``call`` (function, settle, ...)
+        return await engine.call(functools.partial(database.update, obj_or_model, key, **changes))
 
     @overload
     async def delete(self, obj_or_model: BaseModel) -> bool: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class PydsqliteError(Exception):
     """Base class of every error raised by pydsqlite: catch it to handle them all.
@@ -330,6 +332,21 @@ class EngineError(PydsqliteError):
     def __init__(self, message: str, code: int | None = None) -> None:
         self.code = code
         super().__init__(message)
+
+
+class SqliteOperationalError(EngineError, sqlite3.OperationalError):
+    """What the ``sqlite3`` driver refused (``database is locked`` once the busy timeout ran out, a disk
+    error) where no more precise error of ours describes it: an ``EngineError`` that is also the
+    driver's ``sqlite3.OperationalError`` (with its ``sqlite_errorcode`` and ``sqlite_errorname``), so
+    code written against the driver keeps working. ``code`` is SQLite's primary result code (5: busy).
+
+    Examples:
+        >>> import sqlite3
+        >>> from pydsqlite.errors import SqliteOperationalError
+        >>> error = SqliteOperationalError("database is locked", code=5)
+        >>> isinstance(error, sqlite3.OperationalError), error.code
+        (True, 5)
+    """
 
 
 class ConnectionLostError(EngineError):

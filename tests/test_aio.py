@@ -666,6 +666,63 @@ def test_validation_sees_the_calling_tasks_context_variables_as_the_sync_api_doe
     assert owner == "bob" and str(share) == "0." + "3" * 40
 
 
+class Options(SyncModel, table="options"):
+    id: Annotated[int, PrimaryKey()]
+    key: str = ""
+    function: str = ""
+    settle: str = ""
+    fresh: str = ""
+    outermost: str = ""
+    model: str = ""
+
+
+@pytest.mark.parametrize("field", ["key", "function", "settle", "fresh", "outermost", "model"])
+def test_async_update_sets_fields_named_like_its_own_parameters(tmp_path, field):
+    async def scenario():
+        async with aio.AsyncDatabase(tmp_path / "app.db") as db:
+            await aio.sync_models(db, [Options])
+            await db.insert(Options(id=1))
+            returned = await db.update(Options, 1, **{field: "new"})
+            return getattr(returned, field), getattr(await db.get(Options, 1), field)
+
+    assert run(scenario()) == ("new", "new")
+
+
+def test_tasks_of_a_committed_block_run_in_the_transaction_around_it_or_on_their_own(tmp_path):
+    """Only a rolled-back block refuses its late tasks: a task started in an inner block and awaited by
+    the outer one joins the outer transaction; a worker started in a committed block keeps working."""
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            started = asyncio.Event()
+            work: asyncio.Queue = asyncio.Queue()
+
+            async def worker():
+                started.set()
+                while (name := await work.get()) is not None:
+                    await db.insert(Item(name=name))
+
+            with contextlib.suppress(ZeroDivisionError):
+                async with db.transaction():
+                    async with db.transaction():
+                        late = asyncio.create_task(db.insert(Item(name="inner's task")))
+                    await late  # the inner block committed: part of the outer transaction
+                    assert await db.count(Item) == 1
+                    raise ZeroDivisionError  # so it is rolled back with the outer one
+            assert await db.count(Item) == 0
+            async with db.transaction():
+                background = asyncio.create_task(worker())
+                await started.wait()
+            await work.put("after the block")
+            await work.put(None)
+            await background
+            return [item.name for item in await db.select(Item)]
+
+    assert run(scenario()) == ["after the block"]
+
+
 # --- many tasks, random cancellations -------------------------------------------------------------------
 
 

@@ -724,3 +724,104 @@ def test_update_by_key_sets_a_field_named_key(memory_conn):
     db.insert(Setting(key="theme", value="dark"))
     assert db.update(Setting, "theme", key="mode") == Setting(key="mode", value="dark")
     assert [setting.key for setting in db.select(Setting)] == ["mode"]
+
+
+def test_dict_rows_pydantic_reads_otherwise_are_accepted(memory_conn):
+    """What the key check must not refuse: a key a before-validator maps (it may read any key), the first
+    key of an AliasPath choice, and a computed field's key in a dump (pydantic computes it again)."""
+    from pydantic import AliasChoices, AliasPath, computed_field, model_validator
+
+    class Legacy(SyncModel, table="legacy"):
+        id: int = Field(default=None, primary_key=True)
+        name: str
+
+        @model_validator(mode="before")
+        @classmethod
+        def old_key(cls, data: Any) -> Any:
+            if isinstance(data, dict) and "full_name" in data:
+                data = {**data, "name": data.pop("full_name")}
+            return data
+
+    class Tagged(SyncModel, table="tagged"):
+        id: int = Field(default=None, primary_key=True)
+        tag: str = Field(validation_alias=AliasChoices("tag", AliasPath("tags", 0)))
+
+    class Priced(SyncModel, table="priced"):
+        id: int = Field(default=None, primary_key=True)
+        price: int
+        count: int
+
+        @computed_field
+        @property
+        def total(self) -> int:
+            return self.price * self.count
+
+    sync_models(memory_conn, [Legacy, Tagged, Priced])
+    db = Database(memory_conn)
+    db.insert_many([{"full_name": "Ann"}], model=Legacy)
+    db.insert_many([{"tags": ["red", "blue"]}, {"tag": "green"}], model=Tagged)
+    db.insert_many([Priced(price=2, count=3).model_dump()], model=Priced)
+    assert [row.name for row in db.select(Legacy)] == ["Ann"]
+    assert [row.tag for row in db.select(Tagged, order_by="id")] == ["red", "green"]
+    assert [row.total for row in db.select(Priced)] == [6]
+
+
+def test_an_alias_is_refused_where_the_model_validates_by_name_only(memory_conn):
+    class ByName(SyncModel, table="by_name"):
+        model_config = ConfigDict(validate_by_alias=False, validate_by_name=True)
+        id: int = Field(default=None, primary_key=True)
+        full_name: str = Field("?", alias="fullName")
+
+    sync_models(memory_conn, [ByName])
+    db = Database(memory_conn)
+    with pytest.raises(UsageError, match="'fullName'"):
+        db.insert_many([{"fullName": "Ann"}], model=ByName)
+    db.insert_many([{"full_name": "Ann"}], model=ByName)
+    assert [row.full_name for row in db.select(ByName)] == ["Ann"]
+
+
+class LooseMember(Member):
+    model_config = ConfigDict(extra="allow")
+
+
+def test_a_subclass_row_carrying_extra_fields_is_refused_in_a_batch_as_alone(memory_conn):
+    sync_models(memory_conn, [Member])
+    db = Database(memory_conn)
+    with pytest.raises(UnstorableValueError, match="extra field"):
+        db.insert_many([Member(name="a"), LooseMember(name="f", note="kept?")])
+    assert db.count(Member) == 0
+    db.insert_many([Member(name="a"), LooseMember(name="g")])
+    assert db.count(Member) == 2
+
+
+def test_an_engine_refusal_keeps_what_drivers_errors_carry_and_travels_between_processes(tmp_path):
+    """The refusal is an EngineError with SQLite's primary code, also the driver's OperationalError with
+    its sqlite_errorcode / sqlite_errorname, and it pickles (a process pool hands it back whole);
+    an engine's own EngineError (dqlite's) keeps its class."""
+    import pickle
+
+    from pydsqlite.engines.dqlite import DqliteOperationalError
+    from pydsqlite.errors import EngineError, SqliteOperationalError
+    from pydsqlite.rows.database import engine_refusal
+
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path, timeout=0)
+    sync_models(conn, [Member])
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(SqliteOperationalError) as raised:
+        Database(conn).insert(Member(name="bob"))
+    other.execute("ROLLBACK")
+    error = raised.value
+    assert (error.code, error.sqlite_errorcode, error.sqlite_errorname) == (5, 5, "SQLITE_BUSY")
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is SqliteOperationalError and str(back) == str(error) and back.code == 5
+    remote = engine_refusal("Member (table 'members')", DqliteOperationalError("database is locked", 5))
+    assert type(remote) is DqliteOperationalError and isinstance(remote, EngineError) and remote.code == 5
+    assert "Member (table 'members'): database is locked" in str(remote)
+
+
+def test_a_where_naming_a_collation_the_connection_lacks_is_a_usage_error(memory_conn):
+    sync_models(memory_conn, [Member])
+    with pytest.raises(UsageError, match="no such collation sequence: nosuch"):
+        Database(memory_conn).select(Member, "name = 'a' COLLATE nosuch")

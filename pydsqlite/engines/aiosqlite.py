@@ -84,8 +84,8 @@ class _Scope:
         self.lock = asyncio.Lock()
         self.parent = parent
         self.open = True
-        self.outcome = "ended"
-        """How the transaction ended: "was rolled back" or "committed" (told to calls that come too late)."""
+        self.outcome: str | None = None
+        """How the transaction ended: "was rolled back" or "committed" (None while it has not)."""
 
 
 class AiosqliteEngine(SqliteEngine):
@@ -157,7 +157,7 @@ class AiosqliteEngine(SqliteEngine):
     # --- jobs (from the event loop) ----------------------------------------------------------------
 
     async def run(
-        self, function: Callable[..., T], *args: Any, settle: bool = False, outermost: bool = False, fresh: bool = False,
+        self, function: Callable[..., T], /, *args: Any, settle: bool = False, outermost: bool = False, fresh: bool = False,
         **kwargs: Any,
     ) -> T:
         """``function(*args, **kwargs)`` run on the connection's thread, outside any lock (see ``call``).
@@ -198,7 +198,7 @@ class AiosqliteEngine(SqliteEngine):
                 freed = True
                 await connection._execute(_nothing)
 
-    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``function(*args, **kwargs)`` as one unit of work: after the unit in progress, or inside
         the caller's open transaction."""
         scope = await self._hold()
@@ -237,8 +237,14 @@ class AiosqliteEngine(SqliteEngine):
                 await self.run(entered.__exit__, type(error), error, error.__traceback__, settle=True)
                 raise
             else:
-                scope.open, scope.outcome = False, "committed"
-                await self.run(entered.__exit__, None, None, None, outermost=parent is self._root)
+                scope.open = False
+                try:
+                    await self.run(entered.__exit__, None, None, None, outermost=parent is self._root)
+                except BaseException as error:
+                    late = any(note in (LATE_CANCELLATION, LATE_CANCELLATION_IN_TRANSACTION) for note in getattr(error, "__notes__", ()))
+                    scope.outcome = "committed" if late else "was rolled back"
+                    raise
+                scope.outcome = "committed"
             finally:
                 scope.open = False
                 self._scope.reset(token)
@@ -263,23 +269,28 @@ class AiosqliteEngine(SqliteEngine):
         return scope
 
     async def _hold(self) -> _Scope:
-        """Wait for and take the lock of the calling task's scope. A task started inside a transaction
-        that has ended since (``asyncio.gather`` siblings still waiting when one of them failed, a task
-        not awaited in the block) is refused: run on its own, its call would write what the block
-        rolled back, or outside the block it belonged to."""
+        """Wait for and take the lock of the calling task's scope: its open transaction, or the nearest
+        open one around it once that ended. A task started inside a transaction that was rolled back
+        (``asyncio.gather`` siblings still waiting when one of them failed) is refused: run on its own,
+        its call would write what the block rolled back."""
         while True:
-            own = self._scope.get()
-            if not own.open:
-                raise UsageError(
-                    f"this call comes from a task started inside db.transaction(), and that transaction {own.outcome} "
-                    "before the call ran; nothing was done (await every task of a transaction inside its block: "
-                    "asyncio.TaskGroup cancels the others when one fails)"
-                )
             scope = self._current()
             await scope.lock.acquire()
-            if scope.open:
+            if not scope.open:
+                scope.lock.release()
+                continue
+            ended = self._scope.get()
+            while ended is not scope and ended.outcome != "was rolled back":  # decided: its block let go of the lock
+                assert ended.parent is not None
+                ended = ended.parent
+            if ended is scope:
                 return scope
             scope.lock.release()
+            raise UsageError(
+                "this call comes from a task started inside db.transaction(), and that transaction was rolled back "
+                "before the call ran; nothing was done (await every task of a transaction inside its block: "
+                "asyncio.TaskGroup cancels the others when one fails)"
+            )
 
     def _connection(self) -> Any:
         connection = self._aiosqlite()

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError, create_model, field_validator
+from pydantic import AliasChoices, AliasPath, BaseModel, TypeAdapter, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from ..errors import RowValidationError, UnstorableValueError, UsageError
@@ -63,20 +63,31 @@ def codec_for(model: Any) -> RowCodec:
     return codec
 
 
-def _keys_read(model: type[BaseModel]) -> frozenset[str]:
+def _keys_read(model: type[BaseModel]) -> frozenset[str] | None:
     """The keys ``model``'s validator reads its fields from: aliases (every choice of an
-    ``AliasChoices``), and field names where it accepts them (no alias, or populate by name)."""
+    ``AliasChoices``, the first key of an ``AliasPath``) unless it validates by name only, and field
+    names where it accepts them; computed fields' keys too (pydantic computes them again, nothing is
+    lost). None when a model validator sees the raw input first: it may read any key."""
+    decorators = model.__pydantic_decorators__.model_validators.values()
+    if any(decorator.info.mode in ("before", "wrap") for decorator in decorators):
+        return None
     config = model.model_config
     by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
-    keys = set()
+    by_alias = config.get("validate_by_alias", True) is not False
+    keys: set[str] = set()
     for name, info in model.model_fields.items():
         alias = info.validation_alias if info.validation_alias is not None else info.alias
-        if alias is None or by_name:
+        if alias is None or by_name or not by_alias:
             keys.add(name)
-        if isinstance(alias, str):
-            keys.add(alias)
-        elif isinstance(alias, AliasChoices):
-            keys.update(choice for choice in alias.choices if isinstance(choice, str))
+        if not by_alias:
+            continue
+        for choice in alias.choices if isinstance(alias, AliasChoices) else [alias]:
+            if isinstance(choice, str):
+                keys.add(choice)
+            elif isinstance(choice, AliasPath) and choice.path and isinstance(choice.path[0], str):
+                keys.add(choice.path[0])
+    for name, computed in model.model_computed_fields.items():
+        keys.update(key for key in (name, computed.alias) if key)
     return frozenset(keys)
 
 
@@ -164,7 +175,7 @@ class RowCodec:
         unless a None auto-assigned key has to be left out)."""
         if isinstance(obj, self.model):
             if type(obj) is not self.model:
-                self._require_fitting_subclass(type(obj))
+                self._require_fitting_subclass(obj)
             data = self.by_input_key(obj.__dict__) if self.aliased else obj.__dict__
         elif isinstance(obj, dict):
             data = obj
@@ -179,14 +190,17 @@ class RowCodec:
             data = {name: value for name, value in data.items() if name != key}
         return data
 
-    def _require_fitting_subclass(self, kind: type) -> None:
+    def _require_fitting_subclass(self, obj: BaseModel) -> None:
         """A subclass instance is stored through this model only if it has no field of its own, which no
-        column of this model's would take (it would be dropped without a word)."""
+        column of this model's would take (it would be dropped without a word), nor extra fields."""
+        kind = type(obj)
+        if obj.__pydantic_extra__:
+            self._without_extras([obj], [obj])
         fits = self._subclasses_fitting.get(kind)
         if fits is None:
-            fits = self._subclasses_fitting[kind] = set(kind.model_fields) <= set(self.fields)  # type: ignore[attr-defined]
+            fits = self._subclasses_fitting[kind] = set(kind.model_fields) <= set(self.fields)
         if not fits:
-            own = ", ".join(repr(name) for name in kind.model_fields if name not in self.fields)  # type: ignore[attr-defined]
+            own = ", ".join(repr(name) for name in kind.model_fields if name not in self.fields)
             raise UsageError(
                 f"a {kind.__qualname__} has field(s) {own} that {self.model.__qualname__} (table {self.name!r}) does not "
                 f"store; write {kind.__qualname__} rows as {kind.__qualname__} (insert_many(rows, model={kind.__qualname__}), "

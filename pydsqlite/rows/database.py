@@ -26,6 +26,7 @@ from ..errors import (
     RowNotFoundError,
     RowValidationError,
     SchemaMismatchError,
+    SqliteOperationalError,
     SyncError,
     UnstorableValueError,
     UsageError,
@@ -430,7 +431,7 @@ class Database:
         except self.engine.IntegrityError as error:
             raise _constraint_error(codec, error) from error
         except self.engine.OperationalError as error:
-            raise (_schema_error(codec, error) or engine_refusal(codec, error)) from error
+            raise (_schema_error(codec, error) or engine_refusal(_where(codec), error)) from error
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> Cursor:
         """INSERT validated instances (``Engine.insert_rows``). Rows of a synced table are one write
@@ -592,9 +593,9 @@ def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where:
         mismatch = _schema_error(codec, error)
         if mismatch is not None:
             raise mismatch from error
-        if isinstance(where, str) and getattr(error, "sqlite_errorcode", _SQLITE_ERROR) == _SQLITE_ERROR:
+        if isinstance(where, str) and result_code(error) in (_SQLITE_ERROR, None):
             raise _unusable_where(codec, where, error) from error  # SQL text that does not compile (a syntax error...)
-        raise engine_refusal(codec, error) from error
+        raise engine_refusal(_where(codec), error) from error
     except engine.Error as error:
         if not isinstance(where, str):
             raise
@@ -603,19 +604,37 @@ def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where:
 
 _SQLITE_ERROR = 1
 """SQLite's generic result code, which a statement that does not compile gets (busy is 5, locked 6)."""
-_REFUSAL_CLASSES: dict[type, type[EngineError]] = {}
 
 
-def engine_refusal(codec: RowCodec, error: Exception) -> EngineError:
-    """The engine's refusal of a read or write that no more precise error describes (the database is
-    locked by another connection, a disk error), as ``EngineError`` naming model and table. It is also
-    an instance of the engine's own error class, so ``except sqlite3.OperationalError`` still catches it."""
-    kind = _REFUSAL_CLASSES.get(type(error))
-    if kind is None:
-        kind = _REFUSAL_CLASSES[type(error)] = type(f"EngineError[{type(error).__name__}]", (EngineError, type(error)), {})
+def result_code(error: Exception) -> int | None:
+    """SQLite's primary result code of a driver's error (the low byte of an extended code), if it gives one."""
     code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        code = getattr(error, "code", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def engine_refusal(where: str, error: Exception) -> EngineError:
+    """The engine's refusal of a read or write that no more precise error describes (the database is
+    locked by another connection, a disk error), as ``EngineError`` saying ``where`` ("Model (table
+    't')"), with SQLite's primary result code. A refusal of the ``sqlite3`` driver becomes a
+    ``SqliteOperationalError``, still an ``sqlite3.OperationalError`` with the driver's attributes."""
+    code = result_code(error)
     hint = "; another connection holds the lock, and the connection's busy timeout ran out" if code in (5, 6) else ""
-    return kind(f"{codec.model.__qualname__} (table {codec.name!r}): {error}{hint}", code=code)
+    message = f"{where}: {error}{hint}"
+    if isinstance(error, EngineError):  # an engine's own (dqlite): the same class, naming where it happened
+        refusal = type(error)(message, code=code)
+    elif isinstance(error, sqlite3.OperationalError):
+        refusal = SqliteOperationalError(message, code=code)
+        refusal.sqlite_errorcode = getattr(error, "sqlite_errorcode", code or 0)  # absent from an error made by hand
+        refusal.sqlite_errorname = getattr(error, "sqlite_errorname", "")
+    else:
+        refusal = EngineError(message, code=code)
+    return refusal
+
+
+def _where(codec: RowCodec) -> str:
+    return f"{codec.model.__qualname__} (table {codec.name!r})"
 
 
 def _unusable_where(codec: RowCodec, where: str, error: Exception) -> UsageError:
