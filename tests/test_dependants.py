@@ -593,3 +593,48 @@ def test_a_new_view_reads_double_quoted_text_as_its_sql_says(memory_conn):
     sync_schema(memory_conn, schema_from_sql(sql))
     memory_conn.executemany("INSERT INTO tasks VALUES (?, ?)", [(1, "open"), (2, "closed")])
     assert memory_conn.execute("SELECT id FROM open_tasks").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'CREATE VIEW summary AS SELECT count(*) AS "open" FROM tasks',
+        'CREATE VIEW summary AS SELECT "open" FROM (SELECT count(*) AS open FROM tasks)',
+        'CREATE VIEW summary AS WITH x AS (SELECT id AS open FROM tasks) SELECT "open" FROM x',
+        'CREATE VIEW summary AS SELECT "open".id FROM tasks AS "open"',
+        'CREATE VIEW summary AS SELECT id FROM tasks ORDER BY title COLLATE "nocase"',
+    ],
+    ids=["alias", "subquery column", "CTE column", "table alias", "collation"],
+)
+def test_names_a_view_defines_itself_are_not_text_a_new_column_would_change(memory_conn, sql):
+    """A double-quoted alias, a subquery's or CTE's column, a table alias or a collation name is no
+    string: adding a column of that name changes nothing the view reads, and is not refused."""
+    conn = memory_conn
+    conn.executescript(f"CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, state TEXT NOT NULL); {sql};")
+    conn.execute("INSERT INTO tasks VALUES (1, 'a', 'open')")
+    before = conn.execute("SELECT * FROM summary").fetchall()
+
+    class Gains(SyncModel, table="tasks"):
+        id: Annotated[int, PrimaryKey()]
+        title: str
+        state: str
+        open: Optional[int] = None
+        nocase: Optional[int] = None
+
+    sync_models(conn, [Gains])
+    assert conn.execute("SELECT * FROM summary").fetchall() == before
+
+
+def test_text_in_a_triggers_when_clause_that_a_new_column_would_take_is_refused(db_path):
+    conn = sqlite3.connect(db_path)
+    conn.executescript(
+        """
+        CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, state TEXT NOT NULL);
+        CREATE TABLE log (id INTEGER);
+        CREATE TRIGGER noted AFTER INSERT ON tasks WHEN EXISTS (SELECT 1 FROM tasks WHERE state = "open")
+        BEGIN INSERT INTO log VALUES (new.id); END;
+        """
+    )
+    with pytest.raises(MigrationError, match='trigger noted on tasks reads "open" as the text'):
+        sync_models(conn, [GainsOpen])
+    conn.close()

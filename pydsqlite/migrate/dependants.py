@@ -123,18 +123,27 @@ class _ColumnsInReach:
         column (an index reads its own table; a trigger's body only the tables it names); every text
         the object reads is counted into ``text_readings``."""
         tokens = tokenize(sql)
-        if what.startswith("trigger"):  # its body reads only what it names (the owner's row only as new./old.)
-            tokens = tokens[next((n for n, token in enumerate(tokens) if token.upper == "BEGIN"), 0) :]
+        if what.startswith("trigger"):  # its WHEN and body read only what they name (the owner's row only as new./old.)
+            begin = next((n for n, token in enumerate(tokens) if token.upper == "BEGIN"), 0)
+            when = next((n for n, token in enumerate(tokens[:begin]) if token.upper == "WHEN"), begin)
+            tokens = tokens[when:]
         elif what.startswith("index"):  # what follows ON: the index's own name is no read
             tokens = [*tokens[next((n for n, token in enumerate(tokens) if token.upper == "ON"), 0) :], Token("word", owner, 0, 0)]
         else:  # a view reads what follows AS: its name and column names are no reads
             tokens = tokens[next((n for n, token in enumerate(tokens) if token.upper == "AS"), 0) :]
         text_readings[f"{key}\x01"] += 1  # the object works
         text_readings.update(f"{key}\x00{token.identifier}" for token in tokens if token.kind == "string")
-        quoted = [  # a qualified name (new."x", t."x") is an error when missing, never text
+        # names the statement defines itself (an alias "AS x", a CTE's or subquery's column) read no table
+        defined = {fold_name(tokens[n].identifier) for n in range(1, len(tokens)) if tokens[n - 1].upper == "AS" and tokens[n].kind in ("word", "quoted")}
+        quoted = [  # a qualified name (new."x", t."x") is an error when missing, never text; nor is a qualifier or a collation
             token.identifier
             for n, token in enumerate(tokens)
-            if token.kind == "quoted" and token.text.startswith('"') and not (n and tokens[n - 1].text == ".")
+            if token.kind == "quoted"
+            and token.text.startswith('"')
+            and not (n and tokens[n - 1].text == ".")
+            and not (n + 1 < len(tokens) and tokens[n + 1].text == ".")
+            and not (n and tokens[n - 1].upper in ("AS", "COLLATE"))
+            and fold_name(token.identifier) not in defined
         ]
         if not quoted:
             return {}
