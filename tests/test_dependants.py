@@ -638,3 +638,24 @@ def test_text_in_a_triggers_when_clause_that_a_new_column_would_take_is_refused(
     with pytest.raises(MigrationError, match='trigger noted on tasks reads "open" as the text'):
         sync_models(conn, [GainsOpen])
     conn.close()
+
+
+@pytest.mark.parametrize("rename_table", [False, True], ids=["column renamed", "table and column renamed"])
+def test_an_implicit_reference_follows_its_parent_key_column_when_the_plan_renames_it(memory_conn, rename_table):
+    """Renaming the parent's key column keeps the same column: ``REFERENCES parent`` still reaches it."""
+    conn = memory_conn
+    conn.executescript(
+        """
+        CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT);
+        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent ON DELETE CASCADE);
+        INSERT INTO parent VALUES (1, 'a'), (2, 'b');
+        INSERT INTO child VALUES (10, 1), (11, 2);
+        """
+    )
+    conn.execute("PRAGMA foreign_keys = ON")
+    namespace = {"__annotations__": {"parent_id": Annotated[int, PrimaryKey(), RenamedFrom("id")], "code": Optional[str]}, "code": None}
+    options = {"table": "parents", "renamed_from": "parent"} if rename_table else {"table": "parent"}
+    Parent = type(SyncModel)("Parent", (SyncModel,), namespace, **options)
+    sync_models(conn, [Parent])
+    conn.execute(f"DELETE FROM {'parents' if rename_table else 'parent'} WHERE parent_id = 1")
+    assert conn.execute("SELECT id FROM child").fetchall() == [(11,)]

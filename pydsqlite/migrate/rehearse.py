@@ -78,7 +78,7 @@ def _rehearse(
                 return _with_problem(replace(plan, operations=tuple(operations)), position, failure), None, mismatched_before
         operations = _with_functions(scratch, operations)
         broken = {text: text for text in dependants_before.broken_by(Dependants.read(SqliteEngine(scratch)))}
-        broken |= {text: text for text in retargeted_references(implicit_before, implicit_references(scratch))}
+        broken |= {text: text for text in retargeted_references(implicit_before, implicit_references(scratch), plan)}
         if not read_after:
             broken |= {
                 f"foreign keys of {name}": text
@@ -118,12 +118,18 @@ def implicit_references(scratch: sqlite3.Connection) -> _ImplicitReferences:
     return found
 
 
-def retargeted_references(before: _ImplicitReferences, after: _ImplicitReferences) -> list[str]:
-    """Problems for the foreign keys of ``implicit_references`` whose parent key the migration moves."""
+def retargeted_references(before: _ImplicitReferences, after: _ImplicitReferences, plan: MigrationPlan) -> list[str]:
+    """Problems for the foreign keys of ``implicit_references`` whose parent key the migration moves to
+    other columns (a parent key column the plan renames is the same column under its new name)."""
+    new_table = {fold_name(old): fold_name(new) for old, new in plan.table_renames}
+    renamed = {(fold_name(table), fold_name(old)): fold_name(new) for table, old, new in plan.renames}
     problems = []
     for key, (child, parent, reached) in after.items():
         earlier = before.get(key)
-        if earlier is None or [fold_name(name) for name in earlier[2]] == [fold_name(name) for name in reached]:
+        if earlier is None:
+            continue
+        table = new_table.get(fold_name(earlier[1]), fold_name(earlier[1]))
+        if [renamed.get((table, fold_name(name)), fold_name(name)) for name in earlier[2]] == [fold_name(name) for name in reached]:
             continue
         columns, was = ", ".join(key[1]), ", ".join(earlier[2])
         problems.append(
