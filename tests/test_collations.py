@@ -256,3 +256,38 @@ def test_a_function_of_the_application_that_a_rebuild_needs_is_checked_in_the_pr
     assert model_migration_plan(conn, [Item]).problems == ()
     sync_models(conn, [Item])
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_the_function_check_sees_regexp_and_leaves_triggers_alone(tmp_path: Path) -> None:
+    """``x REGEXP y`` calls the application's ``regexp()``: a partial index using it is rebuilt over the
+    rows and needs it. A trigger recreated with the table only names its functions (as does another
+    table's index that made the rehearsal stand in for one): not a problem."""
+    path = tmp_path / "app.db"
+    writer = sqlite3.connect(path)
+    writer.create_function("norm", 1, str.lower, deterministic=True)
+    writer.executescript(
+        """
+        CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, n INT);
+        CREATE TABLE other (id INTEGER PRIMARY KEY, label TEXT);
+        CREATE INDEX other_norm ON other (norm(label));
+        CREATE TABLE log (v TEXT);
+        CREATE TRIGGER items_log AFTER INSERT ON items BEGIN INSERT INTO log VALUES (norm(new.name)); END;
+        INSERT INTO items VALUES (1, 'ab', 1);
+        """
+    )
+    writer.close()
+
+    class Item(SyncModel, table="items"):
+        id: Annotated[int, PrimaryKey()]
+        name: Optional[str] = None
+        n: int = 0
+
+    conn = sqlite3.connect(path)
+    assert model_migration_plan(conn, [Item]).problems == ()  # norm() only in a trigger (and another table's index)
+    conn.create_function("regexp", 2, lambda pattern, text: re.search(pattern, text or "") is not None, deterministic=True)
+    conn.execute("CREATE INDEX items_a ON items (name) WHERE name REGEXP '^a'")
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(path)
+    problems = model_migration_plan(conn, [Item]).problems
+    assert len(problems) == 1 and "calls SQL function regexp()" in problems[0]

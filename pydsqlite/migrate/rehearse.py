@@ -275,14 +275,22 @@ def _with_functions(scratch: sqlite3.Connection, operations: list[Operation]) ->
         return operations
     completed = []
     for operation in operations:
-        called = {
-            token.identifier: None
-            for statement in operation.statements
-            for token, following in itertools.pairwise(tokenize(statement))
-            if token.kind in ("word", "quoted") and following.text == "(" and fold_name(token.identifier) in stood_in
-        }
+        called: dict[str, None] = {}
+        for statement in operation.statements:
+            tokens = tokenize(statement)
+            words = [token.upper for token in tokens[:3]]
+            if words[:1] == ["CREATE"] and ({"TRIGGER", "VIEW"} & set(words[1:])):
+                continue  # a trigger or view calls its functions only when used, as before the migration
+            for token, following in itertools.pairwise(tokens):
+                name = _OPERATOR_FUNCTIONS.get(token.upper) or (token.identifier if following.text == "(" and token.kind in ("word", "quoted") else None)
+                if name is not None and fold_name(name) in stood_in:
+                    called[name] = None
         completed.append(replace(operation, functions=tuple(called)) if called else operation)
     return completed
+
+
+_OPERATOR_FUNCTIONS = {"REGEXP": "regexp", "MATCH": "match"}
+"""Operators SQLite turns into calls of an application's function (``x REGEXP y`` is ``regexp(y, x)``)."""
 
 
 def _with_problem(plan: MigrationPlan, position: int, problem: str) -> MigrationPlan:
