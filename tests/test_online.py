@@ -849,6 +849,53 @@ def test_text_keys_a_literal_cannot_hold_are_copied_online_or_refused_naming_the
         assert _leftovers(conn) == []
 
 
+class _Parent(SyncModel, table="p"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class _Coded(SyncModel, table="t"):
+    id: Annotated[int, PrimaryKey()]
+    pid: Annotated[int, ForeignKey(_Parent)]
+    code: Annotated[str, Unique()]
+    amount: int = 0
+
+
+class _CodedAsText(SyncModel, table="t"):
+    id: Annotated[int, PrimaryKey()]
+    pid: Annotated[int, ForeignKey(_Parent)]
+    code: Annotated[str, Unique()]
+    amount: str = "0"
+
+
+def test_a_row_replace_removes_during_the_copy_leaves_the_half_built_table_at_once(tmp_path: Path) -> None:
+    """INSERT OR REPLACE deletes the row holding the same unique value without a delete trigger: its
+    copy must go at once too, or its parent cannot be deleted next by a connection enforcing foreign keys."""
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        sync_models(conn, [_Parent, _Coded])
+        conn.executemany("INSERT INTO p VALUES (?)", [(1,), (2,), (3,)])
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [(i, 1 if i == 1 else 3, f"c{i}", i) for i in range(1, 10001)])
+    done: list[bool] = []
+
+    def progress(table: str, copied: int, total: int, phase: str = "copy") -> None:
+        if phase == "copy" and 0 < copied < total and not done:
+            with closing(sqlite3.connect(path, isolation_level=None)) as app:
+                app.execute("PRAGMA foreign_keys = ON")
+                app.execute("BEGIN IMMEDIATE")
+                app.execute("INSERT OR REPLACE INTO t (id, pid, code, amount) VALUES (99999, 2, 'c1', 5)")  # replaces row 1
+                app.execute("DELETE FROM p WHERE id = 1")  # its only child is gone
+                app.execute("COMMIT")
+            done.append(True)
+
+    with closing(sqlite3.connect(path)) as conn:
+        sync_models(conn, [_Parent, _CodedAsText], online=True, progress=progress)
+        assert done
+        assert conn.execute("SELECT id, pid, code, amount FROM t WHERE code = 'c1'").fetchall() == [(99999, 2, "c1", "5")]
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (10000,)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == [] and _leftovers(conn) == []
+
+
 def test_the_migrating_connections_temporary_triggers_follow_the_new_table(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     _, after = _things_database(path)

@@ -226,10 +226,16 @@ class ShadowSpec:
         if self.guards:
             new_row = ", ".join(f"NEW.{quote_identifier(column)} AS {quote_identifier(column)}" for column in self.columns)
             sources = ", ".join(c.source for c in self.key.columns)
-            body = " ".join(
-                f"{insert} SELECT {sources} FROM {table} WHERE {_row(terms)} = (SELECT {', '.join(terms)} FROM (SELECT {new_row}));"
-                for terms in self.guards
-            )
+            identity_sources = ", ".join(source_of[name] for name, _ in self.key.identity)
+            statements_of_guards = []
+            for terms in self.guards:
+                match = f"{_row(terms)} = (SELECT {', '.join(terms)} FROM (SELECT {new_row}))"
+                statements_of_guards.append(f"{insert} SELECT {sources} FROM {table} WHERE {match};")
+                # a row REPLACE removes fires no delete trigger: its copy goes here, as a deleted row's does
+                statements_of_guards.append(
+                    f"DELETE FROM {quote_identifier(self.new)} WHERE {copied_row} IN (SELECT {identity_sources} FROM {table} WHERE {match});"
+                )
+            body = " ".join(statements_of_guards)
             statements.append(f"CREATE TRIGGER {names[3]} BEFORE INSERT ON {table} BEGIN {body} END")
             statements.append(f"CREATE TRIGGER {names[4]} BEFORE UPDATE ON {table} BEGIN {body} END")
         return statements
