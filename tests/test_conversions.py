@@ -296,3 +296,28 @@ def test_a_hand_made_unique_index_a_conversion_would_break_is_refused_along_with
     assert model_migration_plan(conn, [model]).problems == ()
     sync_models(conn, [model])
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("index", ["CREATE UNIQUE INDEX u ON t (v) WHERE k > 0", "CREATE UNIQUE INDEX u ON t ((typeof(v) || w))"])
+def test_a_hand_made_unique_index_is_checked_when_the_migration_swaps_column_names(tmp_path, index):
+    """v and w trade names while v turns TEXT (5 and '5' become one value): the index, replayed as
+    written, reads the old v under its new name w. Its duplicates are named before anything changes."""
+    from typing import Annotated, Optional
+
+    from pydsqlite import Field, RenamedFrom, SyncModel, model_migration_plan, sync_models
+
+    class Swapped(SyncModel, table="t"):
+        id: int = Field(default=None, primary_key=True)
+        k: Optional[int] = None
+        w: Annotated[Optional[str], RenamedFrom("v")] = None
+        v: Annotated[Optional[str], RenamedFrom("w")] = None
+
+    path = tmp_path / "t.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(f"CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, v, w TEXT); INSERT INTO t VALUES (1, 1, 5, 'x'), (2, 1, '5', 'x'); {index};")
+    before = path.read_bytes()
+    expected = "2 rows: rows share a value that unique index u requires to be unique"
+    assert any(expected in problem for problem in model_migration_plan(conn, [Swapped]).problems)
+    with pytest.raises(MigrationError, match=expected):
+        sync_models(conn, [Swapped])
+    assert path.read_bytes() == before

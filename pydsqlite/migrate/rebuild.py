@@ -338,9 +338,9 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
             checks.append(unique_index_check(desired, projection, index))
     keep_out = {fold_name(index.name) for index in desired.indexes}
     keep_out |= {fold_name(change.index.name) for change in item.changes if isinstance(change, DropIndex)}
-    old_names = _with_old_names(item, projection)
-    for index in _replayed_unique_indexes_whose_values_change(item, keep_out, converted, old_names is not None):
-        checks.append(unique_index_check(desired, old_names or projection, index))
+    named_before, rows_named_before = _as_named_before(item, projection)
+    for index in _replayed_unique_indexes_whose_values_change(item, keep_out, converted):
+        checks.append(unique_index_check(named_before, rows_named_before, index))
     statements = [render_create_table(desired, name=temporary)]
     row_copy = None
     if copy.targets:
@@ -381,39 +381,34 @@ def _in_live_order(item: TableDiff) -> Table:
     return replace(item.desired, columns=tuple(ordered))
 
 
-def _with_old_names(item: TableDiff, projection: str) -> str | None:
-    """``projection`` with each renamed column also under its old name, which a hand-made index's
-    expression or WHERE still uses when it is replayed; None when an old name is also a new
-    column's (two columns swap names), where the two could not be told apart."""
-    renamed = [(new, old) for new, old in item.column_sources if fold_name(new) != fold_name(old)]
+def _as_named_before(item: TableDiff, projection: str) -> tuple[Table, str]:
+    """The new table and the rows the copy makes (``projection``) with each column under the name it has
+    now, which a hand-made index's SQL still uses when it is replayed (renames, swaps included); new
+    columns keep their names, unless one is taken by a column renamed away (no such index reads them)."""
+    renamed = {fold_name(new): old for new, old in item.column_sources if fold_name(new) != fold_name(old)}
     if not renamed:
-        return projection
-    names = {fold_name(column.name) for column in item.desired.columns}
-    if any(fold_name(old) in names for _, old in renamed):
-        return None
-    aliases = ", ".join(f"{quote_identifier(new)} AS {quote_identifier(old)}" for new, old in renamed)
-    return f"(SELECT *, {aliases} FROM {projection})"
+        return item.desired, projection
+    taken = {fold_name(old) for old in renamed.values()}
+    kept = [column for column in item.desired.columns if fold_name(column.name) in renamed or fold_name(column.name) not in taken]
+    before = [replace(column, name=renamed.get(fold_name(column.name), column.name)) for column in kept]
+    terms = ", ".join(f"{quote_identifier(new.name)} AS {quote_identifier(old.name)}" for new, old in zip(kept, before, strict=True))
+    return replace(item.desired, columns=tuple(before)), f"(SELECT {terms}, {SAMPLE} FROM {projection})"
 
 
-def _replayed_unique_indexes_whose_values_change(
-    item: TableDiff, not_replayed: set[str], converted: set[str], old_names_readable: bool
-) -> list[Index]:
+def _replayed_unique_indexes_whose_values_change(item: TableDiff, not_replayed: set[str], converted: set[str]) -> list[Index]:
     """The unique indexes the rebuild replays as written (hand-made ones) over a column whose values or
-    collation change (``converted``: folded new names of columns the copy casts or fills), their plain
-    columns under the new names: rows that were distinct may collide (``1`` and ``'1'`` cast to
-    TEXT, NULLs filled with ``''``, case-duplicates under a new NOCASE), and recreating the index
-    would fail with a bare UNIQUE error. Expressions and WHERE clauses name columns as they were
-    (``old_names_readable``: the checked rows carry those names too; else such indexes are skipped)."""
+    collation change (``converted``: folded new names of columns the copy casts or fills): rows that
+    were distinct may collide (``1`` and ``'1'`` cast to TEXT, NULLs filled with ``''``,
+    case-duplicates under a new NOCASE), and recreating the index would fail with a bare UNIQUE
+    error. Their terms and WHERE name the columns as they are now (see ``_as_named_before``)."""
     new_name = {fold_name(old): new for new, old in item.column_sources}
-    renames = any(fold_name(new) != fold_name(old) for new, old in item.column_sources)
-    unreadable = renames and not old_names_readable
 
     def reads_converted(sql: str) -> bool:
         return bool({fold_name(new_name.get(fold_name(name), name)) for name in identifiers_in(sql)} & converted)
 
     found = []
     for index in item.live.indexes:
-        if not index.unique or fold_name(index.name) in not_replayed or (index.where and unreadable):
+        if not index.unique or fold_name(index.name) in not_replayed:
             continue
         columns: list[str] = []
         changes = False
@@ -421,13 +416,11 @@ def _replayed_unique_indexes_whose_values_change(
             term = strip_sort_order(written)
             old = item.live.column(term)
             new = item.desired.column(new_name.get(fold_name(old.name), "")) if old is not None else None
-            if old is None and unreadable:  # an expression naming columns by their old names
-                break
             if old is not None and new is None:  # a dropped column: the replay reports the index as broken
                 break
             if old is not None and new is not None:
                 changes |= (old.collate or "BINARY").upper() != (new.collate or "BINARY").upper() or fold_name(new.name) in converted
-                columns.append(new.name)
+                columns.append(old.name)
             else:  # an expression: it changes when a column it reads does
                 changes |= reads_converted(term)
                 columns.append(term)
