@@ -438,6 +438,8 @@ def _row_key(engine: Engine, item: TableDiff, targets: tuple[str, ...], terms: t
     if rowid_usable and carried:
         return RowKey((LogColumn("k0", "rowid", "INTEGER"),), 1, (("k0", "rowid"),))
     if not live.primary_key:
+        if live.has_rowid and not rowid_usable:
+            raise NotOnline("it has no primary key, and a column of it is named rowid, oid or _rowid_, which the copy's triggers would take for its rowid")
         raise NotOnline("its rows have no key the new table keeps (no primary key, and the rowid is not carried over)")
     key_columns = _primary_key_order(engine, live)
     sources = {fold_name(old): new for new, old in item.column_sources}
