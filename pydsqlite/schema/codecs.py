@@ -322,13 +322,11 @@ def _json_traits(annotation: Any) -> set[str]:
 
 def _json_changes(kind: type) -> bool:
     """Whether JSON may not give back a value of ``kind`` that pydantic serializes without complaint:
-    a compiled pattern loses its flags, an enum whose values are not JSON scalars (tuples) comes back
-    as another value."""
-    if issubclass(kind, re.Pattern):
-        return True
-    return issubclass(kind, enum.Enum) and any(type(member.value) not in (str, int, float, bool, NoneType) for member in kind)
+    a compiled pattern loses its flags (an enum whose values JSON changes is refused at declaration)."""
+    return issubclass(kind, re.Pattern)
 
 
+_JSON_SCALARS = (str, int, float, bool, NoneType)
 _SECRET_TYPES: tuple[type, ...] = (SecretStr, SecretBytes, *((pydantic.Secret,) if hasattr(pydantic, "Secret") else ()))
 
 
@@ -366,6 +364,15 @@ def json_type_problem(annotation: Any) -> tuple[str | None, str] | None:
             return owner, (
                 f"{getattr(kind, '__name__', kind)} inside a JSON column would be stored masked ('**********'): pydantic "
                 "hides secrets when it serializes them; store the secret in a str or bytes column of its own"
+            )
+        members = list(kind) if isinstance(kind, type) and issubclass(kind, enum.Enum) else []
+        members += [arg for arg in get_args(part) if isinstance(arg, enum.Enum)] if kind is Literal else []
+        unkept = next((member for member in members if type(member.value) not in _JSON_SCALARS), None)
+        if unkept is not None:
+            return owner, (
+                f"{type(unkept).__name__}.{unkept.name} has the value {unkept.value!r}, which JSON stores as something else "
+                f"({type(unkept.value).__name__} becomes a list or text), so it could not be read back as the member; "
+                "give the enum str or int values inside a JSON column"
             )
         if isinstance(part, type) and issubclass(part, BaseModel):
             for name, info in part.model_fields.items():
