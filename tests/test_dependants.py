@@ -603,8 +603,13 @@ def test_a_new_view_reads_double_quoted_text_as_its_sql_says(memory_conn):
         'CREATE VIEW summary AS WITH x AS (SELECT id AS open FROM tasks) SELECT "open" FROM x',
         'CREATE VIEW summary AS SELECT "open".id FROM tasks AS "open"',
         'CREATE VIEW summary AS SELECT id FROM tasks ORDER BY title COLLATE "nocase"',
+        'CREATE VIEW summary AS SELECT id * 2 "open" FROM tasks',
+        'CREATE VIEW summary AS SELECT "open" FROM (SELECT count(*) "open" FROM tasks)',
+        'CREATE VIEW summary AS SELECT row_number() OVER "open" FROM tasks WINDOW "open" AS (ORDER BY id)',
+        'CREATE VIEW summary AS WITH x ("open") AS (SELECT id FROM tasks) SELECT "open" FROM x',
     ],
-    ids=["alias", "subquery column", "CTE column", "table alias", "collation"],
+    ids=["alias", "subquery column", "CTE column", "table alias", "collation", "alias without AS", "subquery alias without AS",
+         "window", "CTE column list"],
 )
 def test_names_a_view_defines_itself_are_not_text_a_new_column_would_change(memory_conn, sql):
     """A double-quoted alias, a subquery's or CTE's column, a table alias or a collation name is no
@@ -659,3 +664,57 @@ def test_an_implicit_reference_follows_its_parent_key_column_when_the_plan_renam
     sync_models(conn, [Parent])
     conn.execute(f"DELETE FROM {'parents' if rename_table else 'parent'} WHERE parent_id = 1")
     assert conn.execute("SELECT id FROM child").fetchall() == [(11,)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "model", "named"),
+    [
+        ('CREATE VIEW v AS SELECT id, upper("state") AS "state" FROM tasks', "drops state", 'view v would read "state" as the text'),
+        ('CREATE VIEW v AS SELECT id, CASE WHEN state IN ("open", "new") THEN 1 ELSE 0 END AS "open" FROM tasks', "adds open",
+         'view v reads "open" as the text'),
+        ("CREATE TABLE log (id INTEGER); CREATE TRIGGER seen AFTER INSERT ON log BEGIN SELECT 'x' AS \"open\"; "
+         'UPDATE tasks SET state = \'seen\' WHERE state = "open"; END', "adds open", 'trigger seen on log reads "open" as the text'),
+    ],
+    ids=["alias reusing the column's name", "alias named like the text", "alias in another statement of a trigger"],
+)
+def test_a_name_used_as_an_alias_somewhere_is_still_checked_where_it_is_read(db_path, sql, model, named):
+    """An alias named like a column (or like the text) does not make every other use of the name an alias."""
+    conn = sqlite3.connect(db_path)
+    conn.executescript(f"CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, state TEXT NOT NULL); {sql};")
+
+    class DropsState(SyncModel, table="tasks"):
+        id: Annotated[int, PrimaryKey()]
+        title: str
+
+    before = db_path.read_bytes()
+    with pytest.raises(MigrationError, match=re.escape(named)):
+        sync_models(conn, [DropsState if model == "drops state" else GainsOpen], allow_destructive=True)
+    assert db_path.read_bytes() == before
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'INSERT INTO audit ("id", "changed_at") VALUES (new.id, 1)',
+        'INSERT INTO audit ("id", "changed_at") SELECT id, 1 FROM tasks WHERE id = new.id ON CONFLICT ("id") DO UPDATE SET "changed_at" = excluded."changed_at"',
+    ],
+    ids=["INSERT column list", "UPSERT target and SET"],
+)
+def test_column_names_a_trigger_writes_are_no_text(memory_conn, body):
+    conn = memory_conn
+    conn.executescript(
+        f"""
+        CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, state TEXT NOT NULL);
+        CREATE TABLE audit (id INTEGER PRIMARY KEY, changed_at INTEGER);
+        CREATE TRIGGER noted AFTER UPDATE ON tasks BEGIN {body}; END;
+        """
+    )
+
+    class GainsChangedAt(SyncModel, table="tasks"):
+        id: Annotated[int, PrimaryKey()]
+        title: str
+        state: str
+        changed_at: Optional[int] = None
+
+    sync_models(conn, [GainsChangedAt])

@@ -121,8 +121,10 @@ class _ColumnsInReach:
     def unresolved(self, key: str, what: str, sql: str, owner: str, text_readings: Counter[str]) -> dict[str, str]:
         """Entries for the double-quoted names of object ``key`` that no table or view it names has as a
         column (an index reads its own table; a trigger's body only the tables it names); every text
-        the object reads is counted into ``text_readings``."""
+        the object reads is counted into ``text_readings``. In a view, SQLite itself says which of
+        them name something (an alias, a subquery's or CTE's column, a window): those are no text."""
         tokens = tokenize(sql)
+        body = None
         if what.startswith("trigger"):  # its WHEN and body read only what they name (the owner's row only as new./old.)
             begin = next((n for n, token in enumerate(tokens) if token.upper == "BEGIN"), 0)
             when = next((n for n, token in enumerate(tokens[:begin]) if token.upper == "WHEN"), begin)
@@ -130,21 +132,13 @@ class _ColumnsInReach:
         elif what.startswith("index"):  # what follows ON: the index's own name is no read
             tokens = [*tokens[next((n for n, token in enumerate(tokens) if token.upper == "ON"), 0) :], Token("word", owner, 0, 0)]
         else:  # a view reads what follows AS: its name and column names are no reads
-            tokens = tokens[next((n for n, token in enumerate(tokens) if token.upper == "AS"), 0) :]
+            start = next((n for n, token in enumerate(tokens) if token.upper == "AS"), 0)
+            body = sql[tokens[start].end :] if tokens else ""
+            tokens = tokens[start:]
         text_readings[f"{key}\x01"] += 1  # the object works
         text_readings.update(f"{key}\x00{token.identifier}" for token in tokens if token.kind == "string")
-        # names the statement defines itself (an alias "AS x", a CTE's or subquery's column) read no table
-        defined = {fold_name(tokens[n].identifier) for n in range(1, len(tokens)) if tokens[n - 1].upper == "AS" and tokens[n].kind in ("word", "quoted")}
-        quoted = [  # a qualified name (new."x", t."x") is an error when missing, never text; nor is a qualifier or a collation
-            token.identifier
-            for n, token in enumerate(tokens)
-            if token.kind == "quoted"
-            and token.text.startswith('"')
-            and not (n and tokens[n - 1].text == ".")
-            and not (n + 1 < len(tokens) and tokens[n + 1].text == ".")
-            and not (n and tokens[n - 1].upper in ("AS", "COLLATE"))
-            and fold_name(token.identifier) not in defined
-        ]
+        skipped = _defining_positions(tokens)
+        quoted = [token.identifier for n, token in enumerate(tokens) if token.kind == "quoted" and token.text.startswith('"') and n not in skipped]
         if not quoted:
             return {}
         named = {  # an INSERT's target is not in scope for the values it inserts
@@ -155,17 +149,73 @@ class _ColumnsInReach:
         read = named & self.relations
         columns = set().union(*(self._columns_of(relation) for relation in read))
         as_text = [name for name in quoted if fold_name(name) not in columns and fold_name(name) not in self.relations]
+        if body is not None:
+            as_text = [name for name in as_text if not self._names_something(body, name)]
         text_readings.update(f"{key}\x00{name}" for name in as_text)
         return {
             f"{key}\x00{name}": f'{what} would read "{name}" as the text {name!r}: no table it reads has that column'
             for name in sorted(set(as_text))
         }
 
+    def _names_something(self, body: str, name: str) -> bool:
+        """Whether ``name`` in double quotes names something in the SELECT ``body`` (a column, an alias,
+        a subquery's or CTE's column): SQLite compiles it with the name in grave accents, which it
+        never reads as text."""
+        pieces, position = [], 0
+        for token in tokenize(body):
+            if token.kind == "quoted" and token.text.startswith('"') and fold_name(token.identifier) == fold_name(name):
+                pieces.append(body[position : token.start] + quote_identifier(token.identifier))
+                position = token.end
+        pieces.append(body[position:])
+        return _compile_error(self.engine, f"EXPLAIN {''.join(pieces)}") is None
+
     def _columns_of(self, relation: str) -> set[str]:
         if relation not in self._columns:
             rows = self.engine.execute("SELECT name FROM pragma_table_xinfo(?)", (relation,)).fetchall()
             self._columns[relation] = {fold_name(name) for (name,) in rows}
         return self._columns[relation]
+
+
+def _defining_positions(tokens: list[Token]) -> set[int]:
+    """Positions of names a statement defines or qualifies rather than reads: an alias (``AS x``), a
+    qualifier or a qualified name (``t."x"``), a collation, a window's name, a column an UPDATE's SET
+    writes, and the names in a column list (``INSERT INTO t ("a")``, ``ON CONFLICT ("a")``,
+    ``WITH x ("a") AS``)."""
+    found = set()
+    assigning = False  # between SET and the end of its assignments: "x" = ... names a column to write
+    for n in range(len(tokens)):
+        before = tokens[n - 1] if n else None
+        word = tokens[n].upper
+        if word == "SET":
+            assigning = True
+        elif word in ("WHERE", "FROM", "RETURNING", "END") or tokens[n].text == ";":
+            assigning = False
+        if before is not None and (before.text == "." or before.upper in ("AS", "COLLATE", "OVER", "WINDOW")):
+            found.add(n)
+        elif n + 1 < len(tokens) and tokens[n + 1].text == ".":
+            found.add(n)
+        elif assigning and n + 1 < len(tokens) and tokens[n + 1].text == "=" and before is not None and (before.upper == "SET" or before.text == ","):
+            found.add(n)
+    for n, token in enumerate(tokens):
+        if token.text != "(" or not n:
+            continue
+        after_list = _closing(tokens, n)
+        following = [tokens[p].upper or tokens[p].text for p in range(after_list + 1, min(after_list + 3, len(tokens)))]
+        into = n >= 2 and tokens[n - 2].upper == "INTO"
+        cte = following[:1] == ["AS"] and following[1:2] in (["("], ["MATERIALIZED"], ["NOT"])  # WITH x ("a") AS (...)
+        if into or tokens[n - 1].upper == "CONFLICT" or cte:
+            found.update(range(n + 1, after_list))
+    return found
+
+
+def _closing(tokens: list[Token], opening: int) -> int:
+    """The position of the parenthesis that closes the one at ``opening`` (the end if none does)."""
+    depth = 0
+    for n in range(opening, len(tokens)):
+        depth += {"(": 1, ")": -1}.get(tokens[n].text, 0)
+        if depth == 0:
+            return n
+    return len(tokens)
 
 
 def trigger_event(sql: str) -> str:
