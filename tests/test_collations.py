@@ -151,6 +151,10 @@ class TagRenamedNocase(SyncModel, table="tags"):
         ("CREATE UNIQUE INDEX hand ON tags (h) WHERE id > 1", TagNocase, False),  # the partial index leaves one out
         ("CREATE UNIQUE INDEX hand ON tags (h COLLATE BINARY)", TagNocase, False),  # its own collation stays
         ("CREATE UNIQUE INDEX hand ON tags (h)", TagRenamedNocase, True),
+        ('CREATE UNIQUE INDEX hand ON "tags" ("h")', TagNocase, True),  # names however written (Django quotes them)
+        ("CREATE UNIQUE INDEX hand ON tags ([h])", TagNocase, True),
+        ("CREATE UNIQUE INDEX hand ON tags ((h))", TagNocase, True),
+        ('CREATE UNIQUE INDEX hand ON tags ("h")', TagRenamedNocase, True),
     ],
 )
 def test_a_hand_made_unique_index_over_a_column_turning_nocase_is_checked_for_the_rows_it_would_merge(

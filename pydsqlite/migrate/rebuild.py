@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..schema.objects import LWW_SUFFIX, VERSION_COLUMN, Check, Column, Index, Schema, Table, column_affinity, fold_name
-from ..sql.ddl import identifiers_in, parse_index_terms, strip_sort_order
+from ..sql.ddl import identifiers_in, parse_index_terms, strip_sort_order, tokenize
 from ..sql.render import (
     parenthesized,
     quote_identifier,
@@ -414,7 +414,7 @@ def _replayed_unique_indexes_whose_values_change(item: TableDiff, not_replayed: 
         changes = False
         for written in parse_index_terms(index.sql) if index.sql else index.columns:  # `h COLLATE BINARY` keeps BINARY
             term = strip_sort_order(written)
-            old = item.live.column(term)
+            old = item.live.column(_single_name(term) or term)
             new = item.desired.column(new_name.get(fold_name(old.name), "")) if old is not None else None
             if old is not None and new is None:  # a dropped column: the replay reports the index as broken
                 break
@@ -428,6 +428,17 @@ def _replayed_unique_indexes_whose_values_change(item: TableDiff, not_replayed: 
             if changes or (index.where and reads_converted(index.where)):
                 found.append(replace(index, columns=tuple(columns)))
     return found
+
+
+def _single_name(term: str) -> str | None:
+    """The column an index term names when it is just a name, however written: ``"email"``,
+    ``[email]``, ```email```, ``(email)``."""
+    tokens = tokenize(term)
+    while len(tokens) >= 3 and tokens[0].text == "(" and tokens[-1].text == ")":
+        tokens = tokens[1:-1]
+    if len(tokens) == 1 and tokens[0].kind in ("word", "quoted"):
+        return tokens[0].identifier
+    return None
 
 
 def _duplicates(table: Table, projection: str, columns: tuple[str, ...], what: str) -> DataCheck:
