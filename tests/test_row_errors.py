@@ -825,3 +825,28 @@ def test_a_where_naming_a_collation_the_connection_lacks_is_a_usage_error(memory
     sync_models(memory_conn, [Member])
     with pytest.raises(UsageError, match="no such collation sequence: nosuch"):
         Database(memory_conn).select(Member, "name = 'a' COLLATE nosuch")
+
+
+class Doc(SyncModel, table="docs"):
+    id: int = Field(default=None, primary_key=True)
+    data: str
+
+
+def test_a_where_that_compiles_but_fails_on_a_rows_data_is_an_engine_error_however_it_is_read(memory_conn):
+    """json_extract on text that is not JSON fails while rows are read (first or later): SQLite refused
+    the data, the text compiled, so every method raises the same EngineError, never a UsageError."""
+    from pydsqlite.errors import SqliteOperationalError
+
+    sync_models(memory_conn, [Doc])
+    db = Database(memory_conn)
+    db.insert_many([Doc(data='{"a": 1}')] * 600 + [Doc(data="not json")])
+    where = "json_extract(data, '$.a') = 1"
+    calls = {
+        "count": lambda: db.count(Doc, where),
+        "select": lambda: db.select(Doc, where),
+        "select, newest first": lambda: db.select(Doc, where, order_by="-id"),
+        "iter_select": lambda: list(db.iter_select(Doc, where)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(SqliteOperationalError, match=r"Doc \(table 'docs'\): malformed JSON"):
+            call()

@@ -405,16 +405,20 @@ class Database:
         return self._stream(codec, sql, bound, where)  # type: ignore[return-value]
 
     def _stream(self, codec: RowCodec, sql: str, bound: list[Any], where: object) -> Iterator[BaseModel]:
-        with _reading(self.engine, codec, bound, where):
+        with _reading(self.engine, codec, bound, where, sql):
             cursor = self.engine.execute(sql, bound)
-        while rows := cursor.fetchmany(_BATCH):
+        while True:
+            with _reading(self.engine, codec, bound, where):
+                rows = cursor.fetchmany(_BATCH)
+            if not rows:
+                return
             yield from codec.decode_many(rows)
 
     def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Params = ()) -> int:
         """The number of rows matching ``where`` (all rows without one)."""
         codec = codec_for(model)
         sql, bound = _query(self.engine, codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
-        with _reading(self.engine, codec, bound, where):
+        with _reading(self.engine, codec, bound, where, sql):
             return int(self.engine.execute(sql, bound).fetchone()[0])
 
     # --- internals ---------------------------------------------------------------------------
@@ -582,10 +586,14 @@ def _unstorable_param(codec: RowCodec, params: Sequence[Any], names: Sequence[st
 
 
 @contextmanager
-def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where: object = None) -> Iterator[None]:
+def _reading(
+    engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where: object = None, sql: str | None = None
+) -> Iterator[None]:
     """A read: a table or column the database lacks raises ``SchemaMismatchError``, a query
     parameter SQLite cannot bind ``UnstorableValueError``, SQL text that cannot run as one
-    condition with its parameters ``UsageError``."""
+    condition with its parameters ``UsageError``; what the engine refuses while it runs (a lock, a
+    function failing on a row's data, an interrupt) ``EngineError``. ``sql``: the statement, whose
+    compiling tells the two apart (None: it has compiled already, the rows are being read)."""
     try:
         with _binding(lambda: _unstorable_param(codec, params)):
             yield
@@ -593,7 +601,7 @@ def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where:
         mismatch = _schema_error(codec, error)
         if mismatch is not None:
             raise mismatch from error
-        if isinstance(where, str) and result_code(error) in (_SQLITE_ERROR, None):
+        if isinstance(where, str) and sql is not None and result_code(error) in (_SQLITE_ERROR, None) and not _compiles(engine, sql, params):
             raise _unusable_where(codec, where, error) from error  # SQL text that does not compile (a syntax error...)
         raise engine_refusal(_where(codec), error) from error
     except engine.Error as error:
@@ -604,6 +612,15 @@ def _reading(engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where:
 
 _SQLITE_ERROR = 1
 """SQLite's generic result code, which a statement that does not compile gets (busy is 5, locked 6)."""
+
+
+def _compiles(engine: Engine, sql: str, params: Sequence[Any]) -> bool:
+    """Whether ``sql`` compiles (EXPLAIN runs nothing): an error it raised came from the rows it read."""
+    try:
+        engine.execute(f"EXPLAIN {sql}", params).fetchall()
+    except engine.Error:
+        return False
+    return True
 
 
 def result_code(error: Exception) -> int | None:
