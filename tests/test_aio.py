@@ -723,6 +723,34 @@ def test_tasks_of_a_committed_block_run_in_the_transaction_around_it_or_on_their
     assert run(scenario()) == ["after the block"]
 
 
+@pytest.mark.parametrize("own_context", [True, False], ids=["own context", "the block's context"])
+def test_a_worker_started_in_a_rolled_back_block_works_only_with_a_context_of_its_own(tmp_path, own_context):
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            work: asyncio.Queue = asyncio.Queue()
+
+            async def worker():
+                while (name := await work.get()) is not None:
+                    await db.insert(Item(name=name))
+
+            with contextlib.suppress(ZeroDivisionError):
+                async with db.transaction():
+                    background = asyncio.create_task(worker(), **({"context": contextvars.Context()} if own_context else {}))
+                    raise ZeroDivisionError
+            await work.put("later")
+            await work.put(None)
+            await asyncio.wait([background])
+            return background.exception(), [item.name for item in await db.select(Item)]
+
+    error, names = run(scenario())
+    if own_context:
+        assert error is None and names == ["later"]
+    else:
+        assert isinstance(error, UsageError) and "context=contextvars.Context()" in str(error) and names == []
+
+
 # --- many tasks, random cancellations -------------------------------------------------------------------
 
 

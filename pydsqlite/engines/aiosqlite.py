@@ -289,7 +289,8 @@ class AiosqliteEngine(SqliteEngine):
             raise UsageError(
                 "this call comes from a task started inside db.transaction(), and that transaction was rolled back "
                 "before the call ran; nothing was done (await every task of a transaction inside its block: "
-                "asyncio.TaskGroup cancels the others when one fails)"
+                "asyncio.TaskGroup cancels the others when one fails; start a long-lived task with "
+                "asyncio.create_task(..., context=contextvars.Context()) so that it belongs to no block)"
             )
 
     def _connection(self) -> Any:

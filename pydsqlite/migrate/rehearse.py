@@ -129,12 +129,14 @@ def retargeted_references(before: _ImplicitReferences, after: _ImplicitReference
         if earlier is None:
             continue
         table = new_table.get(fold_name(earlier[1]), fold_name(earlier[1]))
-        if [renamed.get((table, fold_name(name)), fold_name(name)) for name in earlier[2]] == [fold_name(name) for name in reached]:
+        becomes = [renamed.get((table, fold_name(name)), fold_name(name)) for name in earlier[2]]
+        if becomes == [fold_name(name) for name in reached]:
             continue
         columns, was = ", ".join(key[1]), ", ".join(earlier[2])
+        moved = "" if becomes == [fold_name(name) for name in earlier[2]] else f", which the migration renames to ({', '.join(becomes)}),"
         problems.append(
-            f"table {child}'s foreign key ({columns}) names no column of {parent} (write REFERENCES {parent}({was}) to keep "
-            f"it where it is): it reaches {parent}'s primary key, ({was}) now and ({', '.join(reached)})"
+            f"table {child}'s foreign key ({columns}) names no column of {parent} (name the columns it should reach in its "
+            f"REFERENCES clause): it reaches {parent}'s primary key, ({was}) now{moved} and ({', '.join(reached)})"
         )
     return problems
 
