@@ -850,3 +850,4 @@ def test_a_where_that_compiles_but_fails_on_a_rows_data_is_an_engine_error_howev
     for name, call in calls.items():
         with pytest.raises(SqliteOperationalError, match=r"Doc \(table 'docs'\): malformed JSON"):
             call()
+            pytest.fail(f"{name} raised nothing")
