@@ -659,10 +659,10 @@ def test_an_implicit_reference_follows_its_parent_key_column_when_the_plan_renam
     )
     conn.execute("PRAGMA foreign_keys = ON")
     namespace = {"__annotations__": {"parent_id": Annotated[int, PrimaryKey(), RenamedFrom("id")], "code": Optional[str]}, "code": None}
-    options = {"table": "parents", "renamed_from": "parent"} if rename_table else {"table": "parent"}
+    options = {"table": "renamed_parents", "renamed_from": "parent"} if rename_table else {"table": "parent"}
     Parent = type(SyncModel)("Parent", (SyncModel,), namespace, **options)
     sync_models(conn, [Parent])
-    conn.execute(f"DELETE FROM {'parents' if rename_table else 'parent'} WHERE parent_id = 1")
+    conn.execute(f"DELETE FROM {'renamed_parents' if rename_table else 'parent'} WHERE parent_id = 1")
     assert conn.execute("SELECT id FROM child").fetchall() == [(11,)]
 
 
