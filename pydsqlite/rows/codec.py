@@ -179,7 +179,7 @@ class RowCodec:
             data = self.by_input_key(obj.__dict__) if self.aliased else obj.__dict__
         elif isinstance(obj, dict):
             data = obj
-            if self.dict_keys is not None and not data.keys() <= self.dict_keys:
+            if self.dict_keys is not None and not self.dict_keys.issuperset(data):
                 raise self._unknown_keys(data)
         elif isinstance(obj, BaseModel):
             raise UsageError(f"expected a {self.model.__name__} (table {self.name!r}), got {type(obj).__name__}")
