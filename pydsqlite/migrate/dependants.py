@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..engines import Engine
 from ..schema.objects import fold_name
 from ..sql.ddl import Token, tokenize
-from ..sql.render import quote_identifier
+from ..sql.render import double_quotes_as_names, quote_identifier
 
 _EVENTS = ("INSERT", "UPDATE", "DELETE")
 _CALLS = itertools.count()
@@ -161,13 +161,7 @@ class _ColumnsInReach:
         """Whether ``name`` in double quotes names something in the SELECT ``body`` (a column, an alias,
         a subquery's or CTE's column): SQLite compiles it with the name in grave accents, which it
         never reads as text."""
-        pieces, position = [], 0
-        for token in tokenize(body):
-            if token.kind == "quoted" and token.text.startswith('"') and fold_name(token.identifier) == fold_name(name):
-                pieces.append(body[position : token.start] + quote_identifier(token.identifier))
-                position = token.end
-        pieces.append(body[position:])
-        return _compile_error(self.engine, f"EXPLAIN {''.join(pieces)}") is None
+        return _compile_error(self.engine, f"EXPLAIN {double_quotes_as_names(body, name)}") is None
 
     def _columns_of(self, relation: str) -> set[str]:
         if relation not in self._columns:

@@ -38,7 +38,7 @@ from ..sql.render import quote_identifier, quote_literal, render_create_table, r
 from .diff import TableDiff
 from .metadata import ONLINE_PREFIX
 from .migration import DataCheck, Operation
-from .rebuild import carry_sequence, copy_columns, new_rows_projection, rowid_name
+from .rebuild import ROWID_NAMES, carry_sequence, copy_columns, new_rows_projection, rowid_name
 from .rehearse import create_in_scratch
 
 STATE_TABLE = ONLINE_PREFIX
@@ -51,7 +51,6 @@ CREATE_STATE_TABLE = (
 copies (a later sync resumes only the same work), the copy's cursor and, for pass 2, the
 CREATE INDEX statements that give the indexes their names back."""
 
-_ROWID_NAMES = ("rowid", "oid", "_rowid_")
 _END = "end"
 """The cursor once the copy has reached the end of the table: every key is in the copied range."""
 
@@ -120,6 +119,15 @@ class RowKey:
 
     def describe(self) -> str:
         return ", ".join("rowid" if column.source == "rowid" else column.source for column in self.ordering)
+
+    def identity_sources(self, prefix: str = "") -> str:
+        """The live table's terms that find a row again (``prefix``: ``OLD.`` in a trigger), as one SQL value."""
+        source_of = {column.name: column.source for column in self.columns}
+        return _row([f"{prefix}{source_of[name]}" for name, _ in self.identity])
+
+    def identity_targets(self, prefix: str = "") -> str:
+        """The new table's columns holding those values, as one SQL value."""
+        return _row([f"{prefix}{column}" for _, column in self.identity])
 
 
 @dataclass(frozen=True)
@@ -214,9 +222,8 @@ class ShadowSpec:
         insert = f"INSERT INTO {log} ({log_columns})"
         # The old row's copy goes at once (the log has it copied again): a copy that lingered would still
         # reference its parent, so a connection enforcing foreign keys could not delete that parent next.
-        source_of = {c.name: c.source for c in self.key.columns}
-        copied_row = _row([column for _, column in self.key.identity])
-        forget = f"DELETE FROM {quote_identifier(self.new)} WHERE {copied_row} = {_row([f'OLD.{source_of[name]}' for name, _ in self.key.identity])};"
+        copied_row = self.key.identity_targets()
+        forget = f"DELETE FROM {quote_identifier(self.new)} WHERE {copied_row} = {self.key.identity_sources('OLD.')};"
         statements = [
             f"CREATE TRIGGER {names[0]} AFTER INSERT ON {table} BEGIN {insert} VALUES ({values('NEW')}); END",
             f"CREATE TRIGGER {names[1]} AFTER UPDATE ON {table} BEGIN {insert} VALUES ({values('OLD')}); "
@@ -226,14 +233,13 @@ class ShadowSpec:
         if self.guards:
             new_row = ", ".join(f"NEW.{quote_identifier(column)} AS {quote_identifier(column)}" for column in self.columns)
             sources = ", ".join(c.source for c in self.key.columns)
-            identity_sources = ", ".join(source_of[name] for name, _ in self.key.identity)
             statements_of_guards = []
             for terms in self.guards:
                 match = f"{_row(terms)} = (SELECT {', '.join(terms)} FROM (SELECT {new_row}))"
                 statements_of_guards.append(f"{insert} SELECT {sources} FROM {table} WHERE {match};")
                 # a row REPLACE removes fires no delete trigger: its copy goes here, as a deleted row's does
                 statements_of_guards.append(
-                    f"DELETE FROM {quote_identifier(self.new)} WHERE {copied_row} IN (SELECT {identity_sources} FROM {table} WHERE {match});"
+                    f"DELETE FROM {quote_identifier(self.new)} WHERE {copied_row} IN (SELECT {self.key.identity_sources()} FROM {table} WHERE {match});"
                 )
             body = " ".join(statements_of_guards)
             statements.append(f"CREATE TRIGGER {names[3]} BEFORE INSERT ON {table} BEGIN {body} END")
@@ -323,9 +329,7 @@ class ShadowSpec:
         old table while it is freed: a lingering old row would still reference its parent, so a
         connection enforcing foreign keys could not delete that parent. Dropped with the old table."""
         table, old = quote_identifier(self.table), quote_identifier(self.old)
-        source_of = {c.name: c.source for c in self.key.columns}
-        old_row = _row([source_of[name] for name, _ in self.key.identity])
-        forget = f"DELETE FROM {old} WHERE {old_row} = {_row([f'OLD.{column}' for _, column in self.key.identity])};"
+        forget = f"DELETE FROM {old} WHERE {self.key.identity_sources()} = {self.key.identity_targets('OLD.')};"
         return [
             f"CREATE TRIGGER {quote_identifier(name)} AFTER {event.upper()} ON {table} BEGIN {forget} END"
             for name, event in zip(forgetter_names(self.table), ("update", "delete"), strict=True)
@@ -427,7 +431,7 @@ def _keys_stable(live: Table, key: RowKey) -> bool:
 
 def _row_key(engine: Engine, item: TableDiff, targets: tuple[str, ...], terms: tuple[str, ...]) -> RowKey:
     live, desired = item.live, item.desired
-    rowid_usable = live.has_rowid and not any(fold_name(c.name) in _ROWID_NAMES for c in live.columns)
+    rowid_usable = live.has_rowid and not any(fold_name(c.name) in ROWID_NAMES for c in live.columns)
     term_of = dict(zip(targets, terms, strict=True))
     alias = desired.rowid_alias
     alias_term = term_of.get(quote_identifier(alias)) if alias else None

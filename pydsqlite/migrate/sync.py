@@ -381,7 +381,7 @@ def _plan(
         if managed is None:
             managed = read_managed_objects(engine)
         plan = count_moves(_rehearsed_plan(desired, live, managed, manage_all), steps, live, desired)
-    unregistered = _unregistered_collations(engine, plan, desired)
+    unregistered = _unregistered_names(engine, plan, desired)
     if unregistered.problems:  # the data checks would compare with the missing collation too
         return unregistered, managed
     return check_plan_against_data(engine, plan, foreign_keys_on), managed
@@ -450,7 +450,7 @@ def _online_steps_refused(pending: PendingSteps) -> UsageError:
 _BUILT_IN_COLLATIONS = frozenset({"binary", "nocase", "rtrim"})
 
 
-def _unregistered_collations(engine: Engine, plan: MigrationPlan, desired: Schema) -> MigrationPlan:
+def _unregistered_names(engine: Engine, plan: MigrationPlan, desired: Schema) -> MigrationPlan:
     """The plan with a problem on each step whose SQL names a collation or calls a function this
     connection does not register (the rehearsal stands in for them; the real statements would fail)."""
     registered: dict[str, bool] = {}

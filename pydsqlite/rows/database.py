@@ -38,7 +38,7 @@ from ..replica.replication import ChangeSet, Replica
 from ..schema.codecs import encode_param, unstorable_reason
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from ..sql.ddl import tokenize
-from ..sql.render import quote_identifier
+from ..sql.render import double_quotes_as_names, quote_identifier
 from .codec import RowCodec, codec_for
 from .query import Condition
 
@@ -767,13 +767,8 @@ def _refuse_double_quoted_strings(engine: Engine, codec: RowCodec, head: str, wh
     tokens = [token for token in tokenize(where) if token.kind == "quoted" and token.text.startswith('"')]
     if not tokens:
         return
-    probe, position = [], 0
-    for token in tokens:
-        probe.append(where[position : token.start] + quote_identifier(token.identifier))
-        position = token.end
-    probe.append(where[position:])
     try:
-        engine.execute(f"EXPLAIN {head} WHERE {''.join(probe)}", bound).fetchall()
+        engine.execute(f"EXPLAIN {head} WHERE {double_quotes_as_names(where)}", bound).fetchall()
     except (OverflowError, UnicodeEncodeError):
         return  # a parameter SQLite cannot bind: the query itself names it
     except engine.Error as error:

@@ -493,7 +493,7 @@ def _json_text_round_trip(annotation: Any, traits: set[str]) -> Callable[[Any], 
     elif traits & {"model", "union"}:
         hint = "a validator must give back what it returned when run again, and a union's members must differ in JSON"
     else:
-        hint = "store what JSON holds exactly (a pattern's text, an enum of str or int values)"
+        hint = "store what JSON holds exactly (a pattern's text, without flags)"
 
     def encode(value: Any) -> str:
         if temporal:

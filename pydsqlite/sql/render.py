@@ -7,8 +7,8 @@ import re
 import sqlite3
 from contextlib import closing
 
-from ..schema.objects import Check, Column, ForeignKey, Index, Table, UniqueConstraint
-from .ddl import has_line_comment
+from ..schema.objects import Check, Column, ForeignKey, Index, Table, UniqueConstraint, fold_name
+from .ddl import has_line_comment, tokenize
 
 
 def quote_identifier(name: str) -> str:
@@ -61,6 +61,19 @@ def _float_literal(value: float) -> str:
             if scratch.execute(f"SELECT {literal}").fetchone()[0] == value:
                 return literal
     raise ValueError(f"SQLite cannot read {value!r} back exactly")
+
+
+def double_quotes_as_names(sql: str, name: str | None = None) -> str:
+    """``sql`` with its double-quoted names (every one, or those spelling ``name``) in grave accents,
+    which SQLite never reads as a string: compiling the result tells whether such a name names
+    something (SQLite reads a double-quoted name that names nothing as text)."""
+    pieces, position = [], 0
+    for token in tokenize(sql):
+        if token.kind == "quoted" and token.text.startswith('"') and (name is None or fold_name(token.identifier) == fold_name(name)):
+            pieces.append(sql[position : token.start] + quote_identifier(token.identifier))
+            position = token.end
+    pieces.append(sql[position:])
+    return "".join(pieces)
 
 
 def quote_identifiers(names: tuple[str, ...]) -> str:
