@@ -111,3 +111,20 @@ def test_a_model_that_does_not_say_it_plans_its_removal_visibly(memory_conn):
     assert plan.rebuilt_tables == ("people",) and "unique" in str(plan)
     sync_models(memory_conn, [People])
     assert model_migration_plan(memory_conn, [People]).is_empty
+
+
+def test_names_starting_with_a_no_break_space_or_another_scripts_digit_keep_their_clauses(memory_conn):
+    """SQLite's tokenizer takes any non-ASCII character as part of a name: such a column keeps its
+    CHECK and its collation through a rebuild (they were read as another column's)."""
+    body = "id INTEGER PRIMARY KEY, n INTEGER, \u00a0x TEXT CHECK (length(\u00a0x) < 5), \u0663y TEXT COLLATE NOCASE"
+    statements = ["INSERT INTO t (\"\u00a0x\") VALUES ('too long')", "INSERT INTO t (\"\u0663y\") VALUES ('a')",
+                  "SELECT count(*) FROM t WHERE \"\u0663y\" = 'A'"]
+    memory_conn.isolation_level = None
+    reference = sqlite3.connect(":memory:", isolation_level=None)
+    reference.execute(f"CREATE TABLE t ({transformed(body)})")
+    memory_conn.execute(f"CREATE TABLE t ({body})")
+    desired = schema_from_sql(f"CREATE TABLE t ({transformed(body)});")
+    assert apply_schema(memory_conn, desired).rebuilt_tables == ("t",)
+    assert behaves(memory_conn, statements) == behaves(reference, statements)
+    assert behaves(memory_conn, statements)[0][0] == "IntegrityError"
+    assert preview_schema(memory_conn, desired).is_empty

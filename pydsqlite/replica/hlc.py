@@ -24,7 +24,9 @@ MAX_MILLIS = 10**MILLIS_DIGITS - 1
 MAX_COUNTER = 10**COUNTER_DIGITS - 1
 DEFAULT_MAX_DRIFT_MS = 60_000
 _NODE = re.compile(r"[0-9A-Za-z_-]{1,36}")
-_TEXT = re.compile(rf"(\d{{{MILLIS_DIGITS}}}):(\d{{{COUNTER_DIGITS}}}):([0-9A-Za-z_-]{{{NODE_WIDTH}}})")
+_TEXT = re.compile(rf"([0-9]{{{MILLIS_DIGITS}}}):([0-9]{{{COUNTER_DIGITS}}}):([0-9A-Za-z_-]{{{NODE_WIDTH}}})")
+"""ASCII digits only: ``\\d`` would take other scripts' digits, which ``int()`` reads but which sort, as text,
+above every real timestamp (such a register would win every merge for ever)."""
 
 
 BASELINE = f"{0:0{MILLIS_DIGITS}d}:{0:0{COUNTER_DIGITS}d}:{'0' * NODE_WIDTH}"

@@ -561,7 +561,7 @@ def _parse_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-_OFFSET_WITH_SECONDS = re.compile(r"([+-])(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?\Z")
+_OFFSET_WITH_SECONDS = re.compile(r"([+-])(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?\Z", re.ASCII)
 _ISO_PARSERS: dict[str, Callable[[str], Any]] = {"datetime": dt.datetime.fromisoformat, "time": dt.time.fromisoformat}
 
 

@@ -24,8 +24,9 @@ _TOKEN = re.compile(
   | (?P<variable>[?:@$][A-Za-z0-9_]*)
   | (?P<op>\|\||<<|>>|<=|>=|==|!=|<>|->>|->|[-+*/%&|<>=~(),;.])
     """,
-    re.VERBOSE | re.DOTALL,
+    re.VERBOSE | re.DOTALL | re.ASCII,
 )
+"""ASCII classes, as SQLite's tokenizer has: a no-break space or another script's digit is part of a name there."""
 
 
 class Token(NamedTuple):
