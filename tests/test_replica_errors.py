@@ -95,6 +95,39 @@ def test_a_value_sqlite_cannot_bind_is_refused_naming_the_change_and_nothing_is_
     assert _dump(conn) == before
 
 
+@pytest.mark.parametrize(
+    ("table", "where", "bad"),
+    [("nums", "key", 2**63), ("nums", "lww", 2**64), ("nums", "group", 10**30), ("words", "key", "\udc80"), ("words", "lww", "ok\ud800"), ("words", "group", "\udfff tail")],
+)
+def test_a_deleted_row_holding_a_value_sqlite_cannot_store_is_refused_naming_it(tmp_path, table, where, bad):
+    """A deleted row's values are kept as JSON, which takes what SQLite refuses: accepted, the tombstone
+    would travel on and a later write reviving the row would fail on every replica holding it."""
+    _, source = _replica(tmp_path / "source.db")
+    source.insert(Num(id=1, n=1, count=1))
+    source.insert(Word(id="a", w="a", note="a"))
+    source.delete(Num, 1)
+    source.delete(Word, "a")
+    conn, target = _replica(tmp_path / "target.db")
+    target.insert(Word(id="kept", w="x"))
+    before = _dump(conn)
+    changes = list(source.changes_since(models=[Num, Word]).changes)
+    position = next(n for n, change in enumerate(changes) if change.table == table)
+    change = changes[position]
+    assert not change.alive
+    if where == "key":
+        changes[position] = _with(change, key=(bad,))
+    elif where == "lww":
+        name = next(iter(change.columns))
+        changes[position] = _with(change, columns={name: (change.columns[name][0], bad)})
+    else:
+        changes[position] = _with(change, values={**change.values, ("count" if table == "nums" else "note"): bad})
+    named = rf"a deleted row of table '{table}' with key .* cannot be stored \(column \w+\): " if where != "key" else rf"change #{position} \(table '{table}'"
+    with pytest.raises(SyncError, match=named) as raised:  # a key is refused as soon as the merge looks it up
+        target.apply_changes(ChangeSet(tuple(changes), 5, "peer"), models=[Num, Word])
+    assert (raised.value.table, raised.value.key) == (table, changes[position].key)
+    assert _dump(conn) == before
+
+
 @pytest.mark.parametrize("wrong", [{"changes": []}, "{}", b"{}", [], None])
 def test_apply_changes_takes_only_a_changeset(tmp_path, wrong):
     conn, db = _replica(tmp_path / "r.db")

@@ -16,7 +16,17 @@ from typing import Annotated, Optional
 
 import pytest
 
-from pydsqlite import LWW, Database, PrimaryKey, RenamedFrom, SyncModel, sync_models
+from pydsqlite import (
+    LWW,
+    Database,
+    DestructiveChangeError,
+    MigrationError,
+    PrimaryKey,
+    RenamedFrom,
+    SyncModel,
+    model_migration_plan,
+    sync_models,
+)
 
 
 def _before() -> type[SyncModel]:
@@ -322,3 +332,156 @@ def test_tombstone_keys_follow_a_key_columns_type_change(tmp_path):
     a.apply_changes(c.changes_since(models=[after]), [after])
     c.apply_changes(a.changes_since(models=[after]), [after])
     assert a.get(after, "1") is None and c.get(after, "1") is None
+
+
+def _file_bytes(conn: sqlite3.Connection, path) -> bytes:
+    conn.commit()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("how", ["Database.delete", "SQL delete not yet settled"])
+def test_a_deleted_key_the_conversion_would_change_is_forgotten_not_landed_on_a_live_row(tmp_path, how):
+    """A TEXT key turning INTEGER: live keys '1' and '2' convert exactly, the deleted '01' would become 1,
+    the live row's key, and delete it on every replica taking the feed. The plan counts that delete as
+    destructive; applied, it is forgotten and a new replica receives both live rows."""
+    before, after = _keyed(str), _keyed(int)
+    path = tmp_path / "a.db"
+    db = Database(sqlite3.connect(path))
+    sync_models(db.conn, [before])
+    db.insert_many([before(id="1", name="keep me"), before(id="2", name="two"), before(id="01", name="gone"), before(id="3", name="x")])
+    if how == "Database.delete":
+        db.delete(before, "01")
+        db.delete(before, "3")  # converts exactly: its delete follows the key
+    else:
+        db.conn.execute("DELETE FROM keyed_items WHERE id IN ('01', '3')")
+        db.conn.commit()
+    plan = model_migration_plan(db.conn, [after])
+    (operation,) = plan.operations
+    assert operation.destructive and operation.row_count == 1
+    (finding,) = operation.findings
+    assert finding.startswith("keyed_items.id: 1 row: deleted rows' keys would change when converted to INTEGER (e.g. the key ('01',))")
+    before_bytes = _file_bytes(db.conn, path)
+    with pytest.raises(DestructiveChangeError, match=r"deleted rows' keys would change"):
+        sync_models(db.conn, [after])
+    assert path.read_bytes() == before_bytes
+    sync_models(db.conn, [after], allow_destructive=True)
+    assert db.conn.execute("SELECT key FROM _pydsqlite_tombstones ORDER BY key").fetchall() == [("[3]",)]
+    fresh = Database(sqlite3.connect(tmp_path / "fresh.db"))
+    sync_models(fresh.conn, [after])
+    fresh.apply_changes(db.changes_since(models=[after]), [after])
+    assert [(item.id, item.name) for item in fresh.select(after, order_by="id")] == [(1, "keep me"), (2, "two")]
+    assert _states(fresh, after) == _states(db, after)
+
+
+def test_values_a_deleted_row_keeps_count_when_a_conversion_would_change_them(tmp_path):
+    """An LWW column turning from text to integer: every live value converts exactly, the deleted
+    row's kept 'hello world' would become 0 (and come back so if a later write revives the row)."""
+
+    class Before(SyncModel, table="kept_notes"):
+        id: Annotated[str, PrimaryKey()]
+        v: Annotated[str, LWW()] = ""
+
+    class After(SyncModel, table="kept_notes"):
+        id: Annotated[str, PrimaryKey()]
+        v: Annotated[int, LWW()] = 0
+
+    path = tmp_path / "a.db"
+    db = Database(sqlite3.connect(path))
+    sync_models(db.conn, [Before])
+    db.insert_many([Before(id="live", v="12"), Before(id="dead", v="hello world"), Before(id="dead too", v="7")])
+    db.delete(Before, "dead")
+    db.delete(Before, "dead too")
+    (operation,) = model_migration_plan(db.conn, [After]).operations
+    assert operation.destructive and operation.findings == (
+        "kept_notes.v: 1 row: values deleted rows keep (a later write revives them) would change when converted to INTEGER (e.g. 'hello world')",
+    )
+    before_bytes = _file_bytes(db.conn, path)
+    with pytest.raises(DestructiveChangeError, match="values deleted rows keep"):
+        sync_models(db.conn, [After])
+    assert path.read_bytes() == before_bytes
+    sync_models(db.conn, [After], allow_destructive=True)
+    assert {key: columns["v"][1] for key, (columns, _, _) in _states(db, After).items()} == {("live",): 12, ("dead",): 0, ("dead too",): 7}
+
+
+def _accounts_before() -> type[SyncModel]:
+    class Account(SyncModel, table="accounts"):
+        id: Annotated[str, PrimaryKey()]
+        code: Annotated[str, LWW()] = ""
+        region: str = "eu"
+
+    return Account
+
+
+def _key_moves_to_code() -> type[SyncModel]:
+    class Account(SyncModel, table="accounts"):
+        code: Annotated[str, PrimaryKey()]
+        id: Annotated[str, LWW()] = ""
+        region: str = "eu"
+
+    return Account
+
+
+def _key_gains_region() -> type[SyncModel]:
+    class Account(SyncModel, table="accounts"):
+        id: Annotated[str, PrimaryKey()]
+        region: Annotated[str, PrimaryKey()] = "eu"
+        code: Annotated[str, LWW()] = ""
+
+    return Account
+
+
+@pytest.mark.parametrize("after_model", [_key_moves_to_code, _key_gains_region], ids=["key moves to another column", "key gains a column"])
+def test_deletes_are_forgotten_with_a_destructive_plan_when_the_primary_key_moves(tmp_path, after_model):
+    """Stored deletes keep keys of the old primary key; under another key they would name other rows
+    (id 'A1' read as code 'A1') or fit no changeset. The plan says they are forgotten; applied, a new
+    replica takes the whole feed and holds the same live rows."""
+    before, after = _accounts_before(), after_model()
+    path = tmp_path / "a.db"
+    db = Database(sqlite3.connect(path))
+    sync_models(db.conn, [before])
+    db.insert_many([before(id="A1", code="X9"), before(id="B2", code="A1")])
+    db.delete(before, "A1")
+    plan = model_migration_plan(db.conn, [after])
+    (operation,) = [operation for operation in plan.operations if operation.kind == "rebuild_table"]
+    assert [operation.table for operation in plan.destructive_operations] == ["accounts"]
+    assert operation.destructive and operation.row_count == 1
+    assert "deleted rows' deletes would be forgotten: the primary key moves from (id) to (" in operation.findings[0]
+    before_bytes = _file_bytes(db.conn, path)
+    with pytest.raises(DestructiveChangeError, match="deletes would be forgotten"):
+        sync_models(db.conn, [after])
+    assert path.read_bytes() == before_bytes
+    sync_models(db.conn, [after], allow_destructive=True)
+    assert db.conn.execute("SELECT count(*) FROM _pydsqlite_tombstones").fetchone() == (0,)
+    fresh = Database(sqlite3.connect(tmp_path / "fresh.db"))
+    sync_models(fresh.conn, [after])
+    assert fresh.apply_changes(db.changes_since(models=[after]), [after]) == 1
+    assert [row.model_dump() for row in fresh.select(after)] == [row.model_dump() for row in db.select(after)]
+    assert len(db.select(after)) == 1
+
+
+def test_a_deleted_rows_null_under_a_column_turning_not_null_without_default_is_refused(tmp_path):
+    """The live rows have values, the deleted row kept NULL: with no default to take, a write reviving
+    it would be refused on every replica, so the migration is refused, naming the column and the remedy."""
+
+    class Before(SyncModel, table="null_notes"):
+        id: Annotated[str, PrimaryKey()]
+        stars: Annotated[Optional[int], LWW()] = None
+
+    class After(SyncModel, table="null_notes"):
+        id: Annotated[str, PrimaryKey()]
+        stars: Annotated[int, LWW()]
+
+    path = tmp_path / "a.db"
+    db = Database(sqlite3.connect(path))
+    sync_models(db.conn, [Before])
+    db.insert_many([Before(id="live", stars=3), Before(id="dead")])
+    db.delete(Before, "dead")
+    plan = model_migration_plan(db.conn, [After])
+    assert plan.problems == (
+        "null_notes.stars: 1 row: values deleted rows keep are NULL but the column becomes NOT NULL with no default "
+        "(declare one: their NULLs then take it)",
+    )
+    before_bytes = _file_bytes(db.conn, path)
+    with pytest.raises(MigrationError, match="values deleted rows keep are NULL"):
+        sync_models(db.conn, [After], allow_destructive=True)
+    assert path.read_bytes() == before_bytes

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+from ..engines import Engine
 from ..schema.objects import Column, ForeignKey, Table
 from ..sql.ddl import strip_sort_order
 from ..sql.render import quote_identifier, render_collation
@@ -168,6 +170,21 @@ def lossy_condition(value: str, cast: str, affinity: str | None = None) -> str:
     whens = " ".join(f"WHEN '{kind}' THEN {test}" for kind, test in arms.items())
     return f"CASE typeof({value}) {whens} ELSE 1 END"
 
+
+def lossy_values(engine: Engine, values: list[Any], cast: str) -> list[bool]:
+    """For each value (as SQLite stores it), whether ``CAST(value AS cast)`` would not keep it
+    exactly: ``lossy_condition`` asked of values held outside a table (a deleted row's kept
+    state), so they are judged as a table's rows are. A few hundred values per statement."""
+    flags: list[bool] = []
+    for start in range(0, len(values), _VALUES_PER_STATEMENT):
+        chunk = values[start : start + _VALUES_PER_STATEMENT]
+        rows = ", ".join("(?)" for _ in chunk)
+        flags.extend(bool(flag) for (flag,) in engine.execute(f"SELECT {lossy_condition('column1', cast)} FROM (VALUES {rows})", chunk))
+    return flags
+
+
+_VALUES_PER_STATEMENT = 500
+"""Below SQLite's default limit of host parameters (999 before 3.32) and its compound-SELECT depth."""
 
 _LIKELY_CLASS = {"INTEGER": "integer", "NUMERIC": "integer", "REAL": "real", "TEXT": "text"}
 """The storage class a column of each affinity holds for almost every value it was given."""

@@ -11,9 +11,11 @@ from dataclasses import replace
 
 from ..engines import Engine
 from ..errors import DestructiveChangeError, MigrationError
+from ..replica.deleted_rows import deleted_rows_checks
 from ..sql.render import quote_literal
 from .checks import UTF8_FUNCTION
 from .migration import DataCheck, MigrationPlan, Operation
+from .rebuild import value_changes
 
 
 def check_plan_against_data(engine: Engine, plan: MigrationPlan, foreign_keys_on: bool | None = None) -> MigrationPlan:
@@ -28,6 +30,9 @@ def check_plan_against_data(engine: Engine, plan: MigrationPlan, foreign_keys_on
     operations = []
     problems: list[str] = []
     for operation in plan.operations:
+        if operation.rebuild is not None:
+            deleted = deleted_rows_checks(engine, operation.rebuild, value_changes(operation.rebuild))
+            operation = replace(operation, checks=(*operation.checks, *deleted)) if deleted else operation
         checked, found = _check_operation(engine, operation, foreign_keys_on)
         operations.append(checked)
         problems.extend(found)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from ..engines import Engine
 from ..errors import MigrationError
+from ..replica.deleted_rows import tables_forgetting_deletes
 from ..replica.reshape import renumber_folded_rows, reshape_tombstones, settle_pending_deletes, synced_registers
 from ..schema.objects import Schema
 from ..sql.ddl import tokenize
@@ -106,7 +107,7 @@ class MigrationSession:
             self._execute(contract.operations, progress, first=len(plan.operations) - len(contract.operations) + 1)
         else:
             self._execute(plan.operations, progress)
-        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames, plan.value_changes)
+        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames, plan.value_changes, tables_forgetting_deletes(plan))
         renumber_folded_rows(self.engine, desired, registers_before, plan.table_renames, plan.renames)
         broken = dependants_before.broken_by(Dependants.read(self.engine))
         if broken:

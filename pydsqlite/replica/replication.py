@@ -33,6 +33,7 @@ from ..errors import SchemaMismatchError, UsageError
 from ..errors import SyncError as SyncError  # re-exported: its historical home
 from ..migrate.introspect import introspect
 from ..rows.codec import RowCodec, codec_for
+from ..schema.codecs import unstorable_reason
 from ..schema.model import registered_models, table_options
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from ..sql.render import quote_identifier
@@ -573,7 +574,7 @@ class Replica:
         for merge in merges:
             codec, alive, dead = merge.codec, merge.alive, merge.dead
             if dead:  # kept in tombstones, they come back when a later write revives the row
-                _stored_rows(codec, dead, "deleted row")
+                _require_storable(codec, dead, _stored_rows(codec, dead, "deleted row"))
             self._write_rows(codec, alive, seq)
             marks = [(change, seq + n, False) for n, change in enumerate(alive) if change.deleted is not None]
             marks += [(change, seq + len(alive) + n, True) for n, change in enumerate(dead)]
@@ -836,6 +837,20 @@ def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[li
         raise
     _require_keys_kept(codec, states, rows, what)
     return rows
+
+
+def _require_storable(codec: RowCodec, states: list[RowChange], rows: list[list[Any]]) -> None:
+    """Refuse a deleted row holding a value SQLite cannot store (a lone surrogate, an integer beyond 64
+    bits): its tombstone keeps the values as JSON, which would take them, and a later write reviving
+    the row would then fail on every replica that received it."""
+    for state, row in zip(states, rows, strict=True):
+        for name, value in zip(codec.fields, row, strict=True):
+            reason = unstorable_reason(value)
+            if reason is not None:
+                raise SyncError(
+                    f"a deleted row of table {codec.name!r} with key {state.key!r} cannot be stored (column {name}): {reason}",
+                    table=codec.name, key=state.key,
+                )
 
 
 def _canonical(codec: RowCodec, state: RowChange) -> RowChange:

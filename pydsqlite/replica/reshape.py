@@ -24,6 +24,7 @@ from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Schema, Tab
 from ..sql.render import quote_identifier
 from .capture import CAPTURED, register_roles
 from .changeset import from_json_value, key_from_text, key_text, to_json_value
+from .deleted_rows import lossy_key_conversions
 from .hlc import BASELINE, DEFAULT_MAX_DRIFT_MS
 from .node import NODE_TABLE, TOMBSTONES, Node
 
@@ -44,14 +45,19 @@ def reshape_tombstones(
     table_renames: Iterable[tuple[str, str]],
     column_renames: Iterable[tuple[str, str, str]],
     value_changes: Iterable[ValueChange] = (),
+    forgetting: Iterable[str] = (),
 ) -> None:
     """Bring every stored dead-row state in line with the desired synced tables, inside the migration.
 
     ``table_renames`` holds (old, new) table names, ``column_renames`` (table, old, new) with the
     table's new name, both as the plan applied them; ``value_changes`` what the rebuilds did to
-    the values they copied (a type change's CAST, a default for NULLs), done to the states too."""
+    the values they copied (a type change's CAST, a default for NULLs), done to the states too;
+    ``forgetting`` the live names of tables whose primary key moved (their deletes are forgotten,
+    as the plan said: see ``deleted_rows``)."""
     if not has_object(engine, TOMBSTONES):
         return
+    for name in forgetting:
+        engine.execute(f"DELETE FROM {TOMBSTONES} WHERE table_name = ? COLLATE NOCASE", (name,))
     for old, new in table_renames:
         engine.execute(f"UPDATE {TOMBSTONES} SET table_name = ? WHERE table_name = ? COLLATE NOCASE", (new, old))
     for (name,) in engine.execute(f"SELECT DISTINCT table_name FROM {TOMBSTONES}").fetchall():
@@ -124,26 +130,29 @@ def renumber_folded_rows(
 
 def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None]) -> None:
     """Tombstone keys converted as the rebuild converted the key columns (an INTEGER key turning TEXT:
-    ``[1]`` becomes ``["1"]``), or they would name no row and fit no changeset. Keys the conversion
-    merges keep the latest delete."""
+    ``[1]`` becomes ``["1"]``), or they would name no row and fit no changeset. A key the conversion
+    does not keep exactly (``'01'`` to INTEGER) would land on another row's key and delete it: that
+    delete is forgotten instead (the plan counted it as destructive)."""
     rows = engine.execute(f"SELECT key, deleted, state, seq FROM {TOMBSTONES} WHERE table_name = ? ORDER BY deleted", (table,)).fetchall()
-    moved = []
-    for key, deleted, state, seq in rows:
-        values = key_from_text(key)
-        if len(values) != len(changes):  # the key's columns changed too: not a conversion of these values
+    keys = [key_from_text(key) for key, _, _, _ in rows]
+    lossy = lossy_key_conversions(engine, keys, changes)
+    gone: list[str] = []  # stored key texts to delete: the forgotten and the moved ones
+    moved: list[tuple[str, str, str, str | None, int]] = []
+    for position, (key, deleted, state, seq) in enumerate(rows):
+        if position in lossy:
+            gone.append(key)
             continue
-        converted = tuple(
+        converted = key_text(tuple(
             value if change is None else engine.scalar(f"SELECT {change.applied_to('?')}", (value,))
-            for value, change in zip(values, changes, strict=True)
-        )
-        if key_text(converted) != key:
-            moved.append((key, (table, key_text(converted), deleted, state, seq)))
+            for value, change in zip(keys[position], changes, strict=True)
+        ))
+        if converted != key:
+            gone.append(key)
+            moved.append((table, converted, deleted, state, seq))
+    if gone:
+        engine.executemany(f"DELETE FROM {TOMBSTONES} WHERE table_name = ? AND key = ?", [(table, key) for key in gone])
     if moved:
-        engine.executemany(f"DELETE FROM {TOMBSTONES} WHERE table_name = ? AND key = ?", [(table, key) for key, _ in moved])
-        engine.executemany(
-            f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq) VALUES (?, ?, ?, ?, ?)",
-            [row for _, row in moved],
-        )
+        engine.executemany(f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq) VALUES (?, ?, ?, ?, ?)", moved)
 
 
 class _Shape:
