@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .migrate.migration import MigrationPlan
 
 
 class PydsqliteError(Exception):
@@ -100,6 +104,41 @@ class DestructiveChangeError(MigrationError):
     def __init__(self, message: str, operations: tuple[object, ...] = ()) -> None:
         self.operations = operations
         super().__init__(message)
+
+
+class PlanChangedError(MigrationError):
+    """``sync_models(..., expected_plan=plan)`` found another plan to apply than the one previewed
+    (the database changed in between: rows that a step would lose, a column another process
+    added); nothing was changed. ``plan`` holds the plan the database needs now: show it and ask again.
+
+    Examples:
+        >>> import sqlite3
+        >>> from typing import Optional
+        >>> from pydsqlite import PlanChangedError, SyncModel, model_migration_plan, sync_models
+        >>> class Item(SyncModel, table="items"):
+        ...     name: str
+        ...     price: Optional[float] = None
+        >>> conn = sqlite3.connect(":memory:")
+        >>> _ = sync_models(conn, [Item])
+        >>> class Item(SyncModel, table="items"):
+        ...     name: str
+        >>> shown = model_migration_plan(conn, [Item])  # approved: it loses no value
+        >>> _ = conn.execute("INSERT INTO items VALUES ('lamp', 9.99)")  # meanwhile, another writer
+        >>> try:
+        ...     sync_models(conn, [Item], allow_destructive=True, expected_plan=shown)
+        ... except PlanChangedError as error:
+        ...     print(error.plan)
+        Migration plan (1 operation):
+          1. DESTRUCTIVE drop column items.price [1 row]
+            ! items.price: 1 row: values would be deleted with the column
+    """
+
+    def __init__(self, message: str, plan: MigrationPlan) -> None:
+        self.plan = plan
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[PlanChangedError], tuple[str, MigrationPlan]]:
+        return (type(self), (str(self), self.plan))  # to a worker process and back, with its plan
 
 
 class DataStepError(MigrationError):

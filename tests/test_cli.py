@@ -705,3 +705,39 @@ def test_inspect_output_plans_back_to_nothing_with_virtual_tables(kind: str, pro
     assert "Nothing to do" in planned.stdout
     rebuilt = run("diff", "schema.sql", "v.db", cwd=project)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+
+
+@pytest.mark.parametrize("second_answer", ["n", "y"])
+def test_sync_applies_only_the_plan_the_person_approved(project, second_answer):
+    """The user approves dropping a column that holds no value; another process writes one while the
+    prompt waits. The approved plan is not the one the database needs any more: the new one (1 row
+    lost) is shown and asked about again, and nothing is dropped unless that is approved too."""
+    import pty
+
+    run("sync", "app.db", "--models", "app_models", "--create", "--yes", cwd=project)
+    (project / "without_price.py").write_text(MODELS_V1.replace("    price: Optional[float] = None\n", ""))
+    main_fd, replica_fd = pty.openpty()
+    process = start("sync", "app.db", "--models", "without_price", "--allow-destructive", cwd=project, stdin=replica_fd)
+    shown = ""
+    while not shown.endswith("Apply this migration? [y/N] "):
+        shown += process.stdout.read(1)
+    assert "DESTRUCTIVE drop column items.price [0 rows]" in shown
+    writer = sqlite3.connect(project / "app.db")
+    writer.execute("INSERT INTO items (id, name, price) VALUES (1, 'pen', 9.99)")
+    writer.commit()
+    writer.close()
+    os.write(main_fd, b"y\n")
+    while not shown.endswith("Apply this migration? [y/N] ") or shown.count("[y/N]") < 2:
+        shown += process.stdout.read(1)
+    assert "The database changed since this plan was shown; nothing was changed. The plan now:" in shown
+    assert "DESTRUCTIVE drop column items.price [1 row]" in shown
+    assert sqlite3.connect(project / "app.db").execute("SELECT price FROM items").fetchall() == [(9.99,)]
+    os.write(main_fd, f"{second_answer}\n".encode())
+    out, err = process.communicate(timeout=60)
+    os.close(main_fd)
+    os.close(replica_fd)
+    columns = [row[1] for row in sqlite3.connect(project / "app.db").execute("PRAGMA table_info(items)")]
+    if second_answer == "n":
+        assert process.returncode == 2 and out.endswith("Nothing was changed.\n") and "price" in columns
+    else:
+        assert process.returncode == 0 and out.endswith("Applied 1 operation.\n") and "price" not in columns, err

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from pydantic import BaseModel
 
 from ..engines import engine_for
-from ..errors import PydsqliteError
+from ..errors import PlanChangedError, PydsqliteError
 from ..migrate.introspect import introspect, shadow_tables
 from ..migrate.migration import MigrationPlan
 from ..migrate.sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
@@ -230,18 +230,22 @@ def _sync(args: argparse.Namespace) -> int:
             sys.stdout.flush()  # the plan is on screen (or in the log) before anything changes
             if plan.is_empty:
                 return EXIT_OK
-            refused = plan.problems or (plan.destructive_operations and not args.allow_destructive)
-            if not refused and not args.yes and sys.stdin.isatty() and not _confirm("Apply this migration?"):
-                print("Nothing was changed.")
-                return EXIT_PENDING
-            # Wait for the write lock here, where Ctrl-C works, rather than inside SQLite.
-            use_database(path, timeout, lambda: _take_write_lock(conn))
-            reporter = ProgressReporter(sys.stderr)
-            try:
-                result = use_database(path, timeout, lambda: _apply(conn, desired, steps, args, timeout, reporter), retry=False)
-            finally:
-                reporter.finish()
-            applied = True
+            while True:
+                refused = plan.problems or (plan.destructive_operations and not args.allow_destructive)
+                asked = not refused and not args.yes and sys.stdin.isatty()
+                if asked and not _confirm("Apply this migration?"):
+                    print("Nothing was changed.")
+                    return EXIT_PENDING
+                try:  # what the person said yes to, and nothing else, is applied
+                    result = _apply_locked(conn, path, desired, steps, args, timeout, plan if asked else None)
+                except PlanChangedError as changed:
+                    plan = changed.plan  # the database changed while the question waited: show the new plan, ask again
+                    print("The database changed since this plan was shown; nothing was changed. The plan now:")
+                    print(plan)
+                    sys.stdout.flush()
+                    continue
+                applied = True
+                break
     finally:
         if created and not applied:
             remove_if_empty(path)
@@ -293,6 +297,25 @@ def _preview(
     return model_migration_plan(conn, desired, data_steps=steps, online=online)
 
 
+def _apply_locked(
+    conn: sqlite3.Connection,
+    path: str,
+    desired: list[type[BaseModel]] | Schema,
+    steps: Mapping[str, Any] | None,
+    args: argparse.Namespace,
+    timeout: float,
+    approved: MigrationPlan | None,
+) -> MigrationPlan:
+    """Wait for the write lock (here, where Ctrl-C works, rather than inside SQLite), then apply,
+    reporting the copies' progress; ``approved``: the plan that must still be the one to apply."""
+    use_database(path, timeout, lambda: _take_write_lock(conn))
+    reporter = ProgressReporter(sys.stderr)
+    try:
+        return use_database(path, timeout, lambda: _apply(conn, desired, steps, args, timeout, reporter, approved), retry=False)
+    finally:
+        reporter.finish()
+
+
 def _apply(
     conn: sqlite3.Connection,
     desired: list[type[BaseModel]] | Schema,
@@ -300,10 +323,11 @@ def _apply(
     args: argparse.Namespace,
     busy_timeout: float,
     progress: ProgressReporter,
+    approved: MigrationPlan | None,
 ) -> MigrationPlan:
     options = {
         "allow_destructive": args.allow_destructive, "busy_timeout": busy_timeout, "progress": progress, "online": args.online,
-        "data_steps": steps,
+        "data_steps": steps, "expected_plan": approved,
     }
     if isinstance(desired, Schema):
         return sync_schema(conn, desired, **options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..engines import Engine
-from ..errors import DestructiveChangeError, MigrationError
+from ..errors import DestructiveChangeError, MigrationError, PlanChangedError
 from ..replica.deleted_rows import deleted_rows_checks
 from ..sql.render import quote_literal
 from .checks import UTF8_FUNCTION
@@ -52,6 +52,17 @@ def refuse_unless_applicable(plan: MigrationPlan, allow_destructive: bool, after
         raise DestructiveChangeError(
             f"the migration would lose data{when}; pass allow_destructive=True to apply it. Destructive steps:\n  - " + listing,
             destructive,
+        )
+
+
+def refuse_unless_expected(plan: MigrationPlan, expected: MigrationPlan | None) -> None:
+    """Raise ``PlanChangedError`` when ``expected`` (a previewed plan) reads otherwise than ``plan``, the
+    one made under the write lock: its steps, row counts, findings and problems, as shown to a person."""
+    if expected is not None and str(plan) != str(expected):
+        raise PlanChangedError(
+            "the database changed since the plan was previewed, so the migration is not the one expected "
+            f"(expected_plan); nothing was changed. The plan now:\n{plan}",
+            plan,
         )
 
 

@@ -20,7 +20,7 @@ from ..schema.declaration import models_and_key
 from ..schema.objects import Schema, fold_name
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
-from .datacheck import check_plan_against_data, refuse_unless_applicable
+from .datacheck import check_plan_against_data, refuse_unless_applicable, refuse_unless_expected
 from .diff import diff_schemas
 from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
 from .foreign_keys import ForeignKeyStrategy
@@ -83,6 +83,7 @@ def sync_models(
     progress: ProgressCallback | None = None,
     data_steps: DataSteps | None = None,
     online: bool = False,
+    expected_plan: MigrationPlan | None = None,
 ) -> MigrationPlan:
     """Bring the database in line with ``models`` (default: every table model) in one transaction.
 
@@ -114,6 +115,11 @@ def sync_models(
     happens in one short final transaction (see the "Online rebuilds" docs). Data steps do not
     run in an online migration (``UsageError``): apply them with an offline sync first.
 
+    ``expected_plan``: a plan from ``model_migration_plan`` that a person approved. The migration
+    is planned again under the write lock and applied only if it reads the same (steps, row
+    counts, findings); otherwise ``PlanChangedError`` carries the new plan and nothing is changed.
+    A database another process already migrated to the models returns an empty plan.
+
     Examples:
         >>> import sqlite3
         >>> from pydsqlite import Database, SyncModel, sync_models
@@ -140,7 +146,7 @@ def sync_models(
     chosen, key = models_and_key(models)  # an unchanged database is recognised before compiling
     return _apply(
         conn, key, lambda: compile_cached(chosen), allow_destructive=allow_destructive, busy_timeout=busy_timeout,
-        progress=progress, manage_all=False, data_steps=data_steps, online=online,
+        progress=progress, manage_all=False, data_steps=data_steps, online=online, expected_plan=expected_plan,
     )
 
 
@@ -175,10 +181,11 @@ def sync_schema(
     progress: ProgressCallback | None = None,
     data_steps: DataSteps | None = None,
     online: bool = False,
+    expected_plan: MigrationPlan | None = None,
 ) -> MigrationPlan:
     """Bring the database in line with ``desired`` in one transaction, with the same engine,
-    checks, data steps and errors as ``sync_models``; see ``schema_migration_plan`` for what
-    is dropped.
+    checks, data steps, ``expected_plan`` and errors as ``sync_models``; see
+    ``schema_migration_plan`` for what is dropped.
 
     Examples:
         >>> import sqlite3
@@ -193,7 +200,7 @@ def sync_schema(
     """
     return apply_schema(
         conn, desired, allow_destructive=allow_destructive, busy_timeout=busy_timeout, progress=progress, manage_all=True,
-        data_steps=data_steps, online=online,
+        data_steps=data_steps, online=online, expected_plan=expected_plan,
     )
 
 
@@ -249,6 +256,7 @@ def apply_schema(
     manage_all: bool = False,
     data_steps: DataSteps | None = None,
     online: bool = False,
+    expected_plan: MigrationPlan | None = None,
 ) -> MigrationPlan:
     """Plan (under the write lock), check and apply the migration to ``desired``.
 
@@ -263,7 +271,7 @@ def apply_schema(
     compiled = CompiledModels(desired, fingerprint)
     return _apply(
         conn, fingerprint, lambda: compiled, allow_destructive=allow_destructive, busy_timeout=busy_timeout,
-        progress=progress, manage_all=manage_all, data_steps=data_steps, online=online,
+        progress=progress, manage_all=manage_all, data_steps=data_steps, online=online, expected_plan=expected_plan,
     )
 
 
@@ -278,6 +286,7 @@ def _apply(
     manage_all: bool,
     data_steps: DataSteps | None,
     online: bool,
+    expected_plan: MigrationPlan | None,
 ) -> MigrationPlan:
     """``apply_schema`` with the desired schema made only when the database is not already at
     ``state_key`` (the key recorded after the migration; default: the schema's fingerprint)."""
@@ -298,13 +307,14 @@ def _apply(
                 raise _online_steps_refused(pending)
             return migrate_online(
                 engine, desired, fingerprint, _plan, manage_all=manage_all, allow_destructive=allow_destructive,
-                busy_timeout=busy_timeout, progress=progress,
+                busy_timeout=busy_timeout, progress=progress, expected_plan=expected_plan,
             )
         if not engine.in_transaction:
             wait_for_online_migrations(engine, busy_timeout)
         with migration_session(engine, busy_timeout) as session:
             return _plan_and_apply(
-                engine, session, desired, fingerprint, state_key or fingerprint, allow_destructive, manage_all, progress, steps
+                engine, session, desired, fingerprint, state_key or fingerprint, allow_destructive, manage_all, progress, steps,
+                expected_plan,
             )
 
 
@@ -326,15 +336,18 @@ def _plan_and_apply(
     manage_all: bool,
     progress: ProgressCallback | None,
     steps: PendingSteps = (),
+    expected_plan: MigrationPlan | None = None,
 ) -> MigrationPlan:
     settle_offline(engine)
     pending = pending_steps(engine, steps)  # read under the write lock: another process may just have run them
     if not pending:
         plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
+        refuse_unless_expected(plan, expected_plan)
         refuse_unless_applicable(plan, allow_destructive)
         session.apply(plan, desired, fingerprint, managed, progress, state_key=state_key)
         return plan
     plan, managed, expanded = _phased_plan(engine, desired, manage_all, pending, session.check_foreign_keys)
+    refuse_unless_expected(plan, expected_plan)
     refuse_unless_applicable(plan, allow_destructive)
 
     def contract() -> MigrationPlan:

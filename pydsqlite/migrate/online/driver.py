@@ -12,7 +12,7 @@ from ...engines import Engine
 from ...errors import MigrationError, UsageError
 from ...schema.objects import Schema, fold_name
 from ...sql.render import quote_identifier
-from ..datacheck import check_plan_against_data, refuse_unless_applicable
+from ..datacheck import check_plan_against_data, refuse_unless_applicable, refuse_unless_expected
 from ..diff import TableDiff
 from ..execute import ProgressCallback, migration_session, migration_settings, read_snapshot
 from ..introspect import has_object
@@ -45,6 +45,7 @@ def migrate(
     allow_destructive: bool,
     busy_timeout: float | None,
     progress: ProgressCallback | None,
+    expected_plan: MigrationPlan | None = None,
 ) -> MigrationPlan:
     """``apply_schema(..., online=True)`` from the plan on; returns the plan as it was applied."""
     if engine.in_transaction:
@@ -55,7 +56,7 @@ def migrate(
         run.synchronous = synchronous
         run.claim.take(engine, run.busy_timeout)
         try:
-            applied = _migrate(run, desired, fingerprint, planner, manage_all)
+            applied = _migrate(run, desired, fingerprint, planner, manage_all, expected_plan)
         finally:
             run.release()
         run.finish(fingerprint)  # after the release: dropping the bookkeeping changes the schema
@@ -87,13 +88,14 @@ def _step_settings(engine: Engine) -> Iterator[int]:
             engine.set_pragma("synchronous", level)
 
 
-def _migrate(run: Run, desired: Schema, fingerprint: str, planner: Planner, manage_all: bool) -> MigrationPlan:
+def _migrate(run: Run, desired: Schema, fingerprint: str, planner: Planner, manage_all: bool, expected_plan: MigrationPlan | None) -> MigrationPlan:
     engine = run.engine
     run.settle_before_planning()
     with read_snapshot(engine):
         plan, managed = planner(engine, desired, manage_all, run.foreign_keys_on)
         plan, specs = online_plan(engine, plan)
         planned_on = schema_outside_online(engine)
+    refuse_unless_expected(plan, expected_plan)
     refuse_unless_applicable(plan, run.allow_destructive)
     run.discard_unplanned(specs)
     copies = [TableCopy(run, spec) for spec in specs]
