@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from ..engines.sqlite import connect_read_only
-from ..errors import PydsqliteError
+from ..errors import DataStepError, PydsqliteError
 from ..migrate.execute import DEFAULT_BUSY_TIMEOUT_MS
 from ..schema.model import registered_models, table_options
 from ..schema.objects import Schema, fold_name
@@ -62,6 +62,8 @@ def use_database(path: str, seconds: float, action: Callable[[], T], *, retry: b
     while True:
         try:
             return action()
+        except DataStepError:
+            raise  # the library names the step and what it did (its cause is the authorizer's refusal, not the file's)
         except (PydsqliteError, sqlite3.Error) as error:
             cause = sqlite_cause(error)
             code = cause.sqlite_errorcode & 0xFF if cause is not None else None
@@ -152,11 +154,16 @@ def load_models(spec: str) -> list[type[BaseModel]]:
                 raise CommandError(f"{module_name}:{name} is not a table model")
             models.append(model)
         return models
-    defined = [value for value in vars(module).values() if isinstance(value, type) and table_options(value) is not None]
-    defined += registered_models()  # also the models it defines without a module-level name (in a function)
-    models = list(dict.fromkeys(model for model in defined if model.__module__ == module.__name__))
+    # every table model the module exposes by name, its own or imported (a package's __init__ re-exporting
+    # its submodules' models: leaving those out would plan their tables' drop), and the ones it defines
+    # without a module-level name (in a function)
+    named = [value for value in vars(module).values() if isinstance(value, type) and table_options(value) is not None]
+    unnamed = [model for model in registered_models() if model.__module__ == module.__name__]
+    models = list(dict.fromkeys([*named, *unnamed]))
     if not models:
-        raise CommandError(f"module {module_name!r} defines no table models{imported_models_hint(module)}")
+        raise CommandError(
+            f"module {module_name!r} defines no table models (a table model is a SyncModel subclass, like class Item(SyncModel, table=\"items\"))"
+        )
     by_table: dict[str, tuple[str, list[type[BaseModel]]]] = {}
     for model in models:
         options = table_options(model)
@@ -224,14 +231,6 @@ def failure(error: Exception) -> str:
     if filename.is_relative_to(Path.cwd()):
         filename = filename.relative_to(Path.cwd())
     return f"{type(error).__name__} at {filename}, line {frames[-1].lineno}: {error}"
-
-
-def imported_models_hint(module: object) -> str:
-    registered = set(registered_models())
-    imported = sorted({value.__module__ for value in vars(module).values() if isinstance(value, type) and value in registered})
-    if imported:
-        return f" (it imports table models from {', '.join(imported)}: pass --models {imported[0]})"
-    return " (a table model is a SyncModel subclass, like class Item(SyncModel, table=\"items\"))"
 
 
 def load_schema(path: str, args: argparse.Namespace) -> Schema:
