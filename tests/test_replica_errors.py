@@ -831,3 +831,34 @@ def test_a_unique_refusal_names_a_row_the_merge_writes_not_one_it_keeps_deleted(
     with pytest.raises(SyncError, match=r"gives label = 'Y' to the row with key \('s5',\), which the row with key \('s6',\) holds here") as refused:
         newer.apply_changes(older.changes_since(models=[Seat]), [Seat])
     assert refused.value.key == ("s5",) and "the values were swapped" not in str(refused.value)
+
+
+class ToggledV1(SyncModel, table="toggled_tasks"):
+    id: Annotated[str, PrimaryKey()]
+    title: Annotated[str, LWW()] = ""
+    notes: str = ""
+
+
+class ToggledV2(SyncModel, table="toggled_tasks"):
+    id: Annotated[str, PrimaryKey()]
+    title: Annotated[str, LWW()] = ""
+    notes: Annotated[str, LWW()] = ""
+    due: str = ""
+
+
+@pytest.mark.parametrize(("sender", "receiver", "told"), [
+    (ToggledV2, ToggledV1, "column 'notes' is plain here and LWW in the change; columns this replica's table does not have: ['due']"),
+    (ToggledV1, ToggledV2, "column 'notes' is LWW here and plain in the change; columns missing that this replica's table has: ['due']"),
+])
+def test_a_change_whose_columns_differ_says_how_lww_turned_on_or_off_included(tmp_path, sender, receiver, told):
+    conns = [sqlite3.connect(tmp_path / name) for name in ("sender.db", "receiver.db")]
+    sync_models(conns[0], [sender])
+    sync_models(conns[1], [receiver])
+    source, target = Database(conns[0]), Database(conns[1])
+    source.insert(sender(id="k", title="t"))
+    with pytest.raises(SyncError) as raised:
+        target.apply_changes(source.changes_since(models=[sender]), models=[receiver])
+    assert str(raised.value) == (
+        f"change #0 (table 'toggled_tasks', key ('k',)): its columns differ from this replica's table: {told}; "
+        "sync both replicas' schemas first"
+    )

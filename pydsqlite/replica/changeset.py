@@ -143,7 +143,7 @@ class ChangeSet:
     def from_json(cls, text: str | bytes) -> ChangeSet:
         """Parse ``to_json`` output; anything else raises ``SyncError`` naming the change and column."""
         try:
-            data = json.loads(text, parse_constant=_NotJSON, parse_float=_finite_or_not_json)
+            data = json.loads(text, parse_constant=_NotJSON, parse_float=_finite_or_not_json, object_pairs_hook=_without_repeats)
         except (TypeError, ValueError) as error:
             raise SyncError(f"malformed changeset JSON: {error}") from None
         except RecursionError:  # arrays or objects nested deeper than Python's reader goes: no changeset is
@@ -161,6 +161,17 @@ class ChangeSet:
             raise SyncError(f"malformed changeset JSON: 'changes' must be a list, got {type(items).__name__}")
         changes = tuple(_change_from_json(item, position) for position, item in enumerate(items))
         return cls(changes=changes, cursor=cursor, node=node)
+
+
+def _without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members; a name given twice is refused (``to_json`` never writes one, and readers
+    disagree on which value counts: a proxy keeping the first would see other data than the merge)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        names = [name for name, _ in pairs]
+        repeated = next(name for name in names if names.count(name) > 1)
+        raise ValueError(f"an object gives the name {repeated!r} twice")
+    return data
 
 
 class _NotJSON:
@@ -420,6 +431,23 @@ def check_changes(changes: Iterable[RowChange], shapes: dict[str, TableShape]) -
     return stamps
 
 
+def _columns_differ(columns: Any, values: Any, shape: TableShape) -> str:
+    """How a change's columns differ from this replica's table: columns only one side has, and
+    columns that are LWW on one side and plain on the other (a release turned LWW on or off)."""
+    if not isinstance(columns, dict) or not isinstance(values, dict):
+        return "'columns' and 'values' must map column names to registers and values"
+    lww, group = set(columns), set(values)
+    parts = []
+    for name in sorted((lww & shape.group) | (group & shape.lww)):
+        here, there = ("LWW", "plain") if name in shape.lww else ("plain", "LWW")
+        parts.append(f"column {name!r} is {here} here and {there} in the change")
+    if (lww | group) - (shape.lww | shape.group):
+        parts.append(f"columns this replica's table does not have: {sorted((lww | group) - (shape.lww | shape.group))}")
+    if (shape.lww | shape.group) - (lww | group):
+        parts.append(f"columns missing that this replica's table has: {sorted((shape.lww | shape.group) - (lww | group))}")
+    return "its columns differ from this replica's table: " + "; ".join(parts)
+
+
 def _check_one(change: Any, position: int, shapes: dict[str, TableShape]) -> None:
     """Raise ``SyncError`` naming what is wrong with one change, if anything."""
     table = getattr(change, "table", None)
@@ -446,11 +474,7 @@ def _check_one(change: Any, position: int, shapes: dict[str, TableShape]) -> Non
             raise refused(f"{where}: key column {name!r} holds {value!r}, which no key can hold: SQLite compares -0.0 equal to 0.0 and stores NaN as NULL")
     columns, values = change.columns, change.values
     if not isinstance(columns, dict) or not isinstance(values, dict) or columns.keys() != shape.lww or values.keys() != shape.group:
-        present = sorted(columns) + sorted(values) if isinstance(columns, dict) and isinstance(values, dict) else "?"
-        raise refused(
-            f"{where}: has columns {present} but this replica's schema has {sorted(codec.lww) + sorted(codec.group)}; "
-            "sync both replicas' schemas first"
-        )
+        raise refused(f"{where}: {_columns_differ(columns, values, shape)}; sync both replicas' schemas first")
     registers = [(f"column {name!r}", pair) for name, pair in columns.items()]
     for what, pair in registers:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:

@@ -89,9 +89,22 @@ class Timestamp:
 
 
 def check_text(text: object) -> None:
-    """Refuse anything but the exact fixed-width timestamp text (cheaper than ``Timestamp.parse``)."""
-    if not isinstance(text, str) or _TEXT.fullmatch(text) is None:
+    """Refuse anything but the exact fixed-width timestamp text (cheaper than ``Timestamp.parse``), and
+    a counter that leaves the receiving clock no room (``RECEIVED_COUNTER_LIMIT``)."""
+    match = _TEXT.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
         raise ClockError(f"malformed HLC timestamp {text!r}: expected 15 digits:9 digits:36-character node id")
+    if int(match.group(2)) > RECEIVED_COUNTER_LIMIT:
+        raise ClockError(
+            f"HLC timestamp {text!r} has counter {int(match.group(2))}, more than {RECEIVED_COUNTER_LIMIT}: it would leave a clock "
+            "receiving it too little room to count its own events within that millisecond (once it overflowed, every "
+            "local write would fail until the wall clock passed it)"
+        )
+
+
+RECEIVED_COUNTER_LIMIT = MAX_COUNTER - 100_000_000
+"""The largest counter a received timestamp may carry: no real clock counts that many events in one
+millisecond, and a larger one would leave the receiving clock under 100 million before it overflows."""
 
 
 def normalize_node_id(node: str) -> str:
