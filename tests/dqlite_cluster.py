@@ -151,6 +151,29 @@ class Cluster:
         node.stop(signal.SIGKILL)
         return node
 
+    def transfer_leadership(self, database: str = "readiness") -> str:
+        """Hand leadership to another running node (a graceful leader change: no process stops), through
+        the client library's admin call; returns the new leader's address once it answers as leader."""
+        import asyncio
+
+        from dqliteclient.cluster import ClusterClient  # pyright: ignore[reportMissingImports]  (the dqlite extra)
+
+        leader = self.leader(database)
+        target = next(node.db for node in self.nodes if node.running and node.db != leader)
+
+        async def transfer() -> None:
+            client = ClusterClient.from_addresses([node.db for node in self.nodes if node.running])
+            members = await client.cluster_info()
+            await client.transfer_leadership(next(member.node_id for member in members if member.address == target))
+
+        asyncio.run(transfer())
+        deadline = time.monotonic() + READY_TIMEOUT
+        while self.leader(database) != target:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"leadership did not move to {target}")
+            time.sleep(0.1)
+        return target
+
     def restart(self, node: Node) -> None:
         node.start()
         self.wait_ready()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, Optional
@@ -35,6 +36,7 @@ from pydsqlite import (
     SchemaMismatchError,
     SyncModel,
     Unique,
+    UnstorableValueError,
     UsageError,
     col,
     connect_dqlite,
@@ -375,6 +377,91 @@ def test_a_transaction_cut_by_a_failover_is_rolled_back_and_says_a_retry_is_safe
     finally:
         if killed is not None:
             cluster.restart(killed)
+
+
+class Counter(SyncModel, table="dqlite_counters"):
+    id: int = Field(default=None, primary_key=True)
+    n: int = 0
+
+
+def test_a_value_the_wire_cannot_carry_is_named_as_on_sqlite(conn):
+    """An integer beyond 64 bits or text with a lone surrogate: UnstorableValueError naming the column and
+    value, as the standard library's sqlite3 gives, in writes, in batches and as a query parameter."""
+    sync_models(conn, [Counter])
+    db = Database(conn)
+    db.insert(Counter(n=1))
+    for action in (
+        lambda: db.insert(Counter(n=2**63)),
+        lambda: db.insert_many([Counter(n=3), Counter(n=-(2**63) - 1)]),
+        lambda: db.update(Counter, 1, n=2**64),
+        lambda: db.count(Counter, "n < ?", (2**64,)),
+    ):
+        with pytest.raises(UnstorableValueError, match=r"SQLite integers are 64-bit"):
+            action()
+    assert [row.n for row in db.select(Counter)] == [1]
+    with pytest.raises(UnstorableValueError, match=r"lone surrogate"):
+        db.select(Counter, "CAST(n AS TEXT) = ?", ("\ud800",))
+
+
+def test_a_write_whose_begin_the_lost_leader_never_answered_says_a_retry_is_safe(cluster, database_name):
+    """The leader died while the application was idle: the next write fails on its BEGIN, before any of
+    it was sent, and says so (outcome known); so does a read."""
+    conn = connect_dqlite(cluster.addresses, database_name)
+    sync_models(conn, [Counter])
+    db = Database(conn)
+    db.insert(Counter(n=1))
+    killed = cluster.kill_leader(database_name)
+    try:
+        with pytest.raises(ConnectionLostError, match=r"lost before BEGIN .*nothing was applied.*a retry is safe") as raised:
+            db.insert(Counter(n=2))
+        assert raised.value.outcome_known
+        again = Database(connect_dqlite(cluster.addresses, database_name))
+        assert [row.n for row in again.select(Counter)] == [1]
+        again.conn.close()
+    finally:
+        cluster.restart(killed)
+        conn.close()
+
+
+def test_writes_during_leadership_transfers_fail_only_as_lost_connections_and_lose_no_acknowledged_row(cluster, database_name):
+    """Leadership moves between nodes while one connection keeps inserting. A COMMIT a transfer cuts
+    (dqlite answers "no more rows available") is a lost connection of unknown outcome like any other,
+    not an engine error a retry loop would not catch; every insert that returned is there."""
+    import threading
+
+    conn = connect_dqlite(cluster.addresses, database_name)
+    sync_models(conn, [Counter])
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def move_leadership() -> None:
+        try:
+            for _ in range(12):
+                time.sleep(0.3)
+                cluster.transfer_leadership(database_name)
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            failures.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=move_leadership, daemon=True).start()
+    acknowledged, lost = [], 0
+    attempt = 0
+    try:
+        while not done.is_set():
+            attempt += 1
+            try:
+                Database(conn).insert(Counter(n=attempt))
+                acknowledged.append(attempt)
+            except ConnectionLostError:
+                lost += 1
+                conn.close()
+                conn = connect_dqlite(cluster.addresses, database_name)
+        assert not failures, failures
+        stored = {row.n for row in Database(conn).select(Counter)}
+        assert set(acknowledged) <= stored and lost >= 1
+    finally:
+        conn.close()
 
 
 # --- replica sync ---------------------------------------------------------------------------------

@@ -56,7 +56,13 @@ _NESTED_BEGIN = "within a transaction"
 _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 _KEYWORD = re.compile(r"\s*(\w+)")
 _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"})
-_COMMITS = frozenset({"COMMIT", "END", "RELEASE"})
+_COMMITS = frozenset({"COMMIT", "END"})
+_WRITES_NOTHING = frozenset({"SELECT", "BEGIN", "SAVEPOINT"})
+"""Statements that write nothing: lost outside a transaction, nothing was applied (``BEGIN`` opens it)."""
+_COMMIT_CUT_BY_LEADER_CHANGE = "no more rows available"
+"""What dqlite 1.11 answers a COMMIT that a leadership transfer cut (the connection then answers "not leader")."""
+_UNBINDABLE = re.compile(r"out of range for int64|cannot be encoded as UTF-8")
+"""The client's refusals to encode an integer beyond 64 bits or text with a lone surrogate."""
 _BOOLEAN_WORDS = {"on": 1, "yes": 1, "true": 1, "off": 0, "no": 0, "false": 0}
 
 _prepared: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -139,6 +145,9 @@ class DqliteEngine(Engine):
         except self._driver.Error as error:
             if _keyword(sql) == "PRAGMA" and _server_message(error) == _NOT_AN_ERROR:
                 return _NoRows()
+            if isinstance(error, self._driver.DataError) and _UNBINDABLE.search(str(error)):
+                # what sqlite3 refuses to bind with these errors too: the rows API then names the value
+                raise OverflowError(f"dqlite cannot bind a parameter: {error}") from error
             raise self._translate(error, sql, was_in_transaction) from error
 
     def _check_parameters(self, sql: str, count: int) -> None:
@@ -212,13 +221,27 @@ class DqliteEngine(Engine):
         message = _server_message(error)
         code = getattr(error, "code", None)
         keyword = _keyword(sql)
+        if keyword in _COMMITS and message == _COMMIT_CUT_BY_LEADER_CHANGE:
+            return ConnectionLostError(
+                f"the dqlite leader changed while COMMIT was being applied ({message}): it may have been applied on the "
+                "new leader or not at all. Open a new connection (pydsqlite.connect_dqlite finds the new leader) and "
+                "check before repeating a write that is not idempotent",
+                outcome_known=False,
+            )
         if isinstance(error, self._driver.AmbiguousCommitError) or getattr(self.connection, "invalidated", False):
-            if isinstance(error, self._driver.AmbiguousCommitError) or keyword in _COMMITS or (not was_in_transaction and keyword != "SELECT"):
+            commits = keyword in _COMMITS or (keyword == "RELEASE" and not self._depth)  # a unit's RELEASE ends no transaction
+            if isinstance(error, self._driver.AmbiguousCommitError) or commits or (not was_in_transaction and keyword not in _WRITES_NOTHING):
                 return ConnectionLostError(
                     f"the connection to the dqlite cluster was lost while {keyword or 'a statement'} was being applied "
                     f"({message}): it was applied whole or not at all. Open a new connection and check before "
                     "repeating a write that is not idempotent",
                     outcome_known=False,
+                )
+            if not was_in_transaction:
+                return ConnectionLostError(
+                    f"the connection to the dqlite cluster was lost before {keyword} ({message}): no transaction was open "
+                    "and it writes nothing, so nothing was applied. Open a new connection (pydsqlite.connect_dqlite "
+                    "finds the new leader); a retry is safe"
                 )
             return ConnectionLostError(
                 f"the connection to the dqlite cluster was lost ({message}): the cluster rolled back the open "
