@@ -128,3 +128,44 @@ def test_names_starting_with_a_no_break_space_or_another_scripts_digit_keep_thei
     assert behaves(memory_conn, statements) == behaves(reference, statements)
     assert behaves(memory_conn, statements)[0][0] == "IntegrityError"
     assert preview_schema(memory_conn, desired).is_empty
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_a_hand_made_default_a_datetime_field_does_not_compare_survives_a_rebuild(tmp_path, online):
+    """``created TEXT DEFAULT CURRENT_TIMESTAMP`` that plain-SQL writers rely on, adopted by a model whose
+    datetime default is never compared (it is often computed at import): kept whether or not another
+    column forces a rebuild, offline and online, as it is kept when nothing is rebuilt."""
+    import datetime as dt
+
+    conn = sqlite3.connect(tmp_path / "a.db")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE stamped_events (id INTEGER PRIMARY KEY, created TEXT DEFAULT CURRENT_TIMESTAMP, n INTEGER DEFAULT 3)")
+    conn.execute("INSERT INTO stamped_events (id) VALUES (1)")
+    conn.commit()
+
+    class Event(SyncModel, table="stamped_events"):
+        id: Annotated[int, PrimaryKey()]
+        created: Optional[dt.datetime] = None
+        n: Optional[int] = None
+
+    plan = sync_models(conn, [Event], online=online)
+    assert plan.rebuilt_tables == ("stamped_events",), plan
+    conn.execute("INSERT INTO stamped_events (id) VALUES (2)")
+    assert conn.execute("SELECT created IS NOT NULL, n FROM stamped_events WHERE id = 2").fetchone() == (1, None)
+    assert model_migration_plan(conn, [Event]).is_empty
+
+
+def test_a_datetime_default_that_fills_nulls_is_named_in_the_plan(memory_conn):
+    import datetime as dt
+
+    memory_conn.execute("CREATE TABLE filled_moments (id INTEGER PRIMARY KEY, at TEXT)")
+    memory_conn.execute("INSERT INTO filled_moments (id) VALUES (1)")
+
+    class Moment(SyncModel, table="filled_moments"):
+        id: Annotated[int, PrimaryKey()]
+        at: dt.datetime = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+
+    plan = model_migration_plan(memory_conn, [Moment])
+    assert "alter column at (NOT NULL, NULLs take '2020-01-01T00:00:00.000000+00:00')" in str(plan), plan
+    sync_models(memory_conn, [Moment])
+    assert memory_conn.execute("SELECT at FROM filled_moments").fetchall() == [("2020-01-01T00:00:00.000000+00:00",)]

@@ -632,6 +632,8 @@ def describe_change(change: Change | CreateView | DropView | CreateTrigger | Dro
         for aspect in change.aspects:
             if aspect == "type":
                 details.append(f"type {change.old.type or 'untyped'} -> {change.new.type or 'untyped'}")
+            elif aspect == "nullability" and change.new.not_null and change.new.default is not None and "default" not in change.aspects:
+                details.append(f"NOT NULL, NULLs take {change.new.default}")  # a default never compared is not listed otherwise
             elif aspect == "nullability":
                 details.append("NOT NULL" if change.new.not_null else "nullable")
             elif aspect == "default":

@@ -341,7 +341,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     named_before, rows_named_before = _as_named_before(item, projection)
     for index in _replayed_unique_indexes_whose_values_change(item, keep_out, converted):
         checks.append(unique_index_check(named_before, rows_named_before, index))
-    statements = [render_create_table(desired, name=temporary)]
+    statements = [render_create_table(created_table(item), name=temporary)]
     row_copy = None
     if copy.targets:
         insert = (
@@ -369,6 +369,21 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         replay=Replay(name, frozenset(keep_out)),
         rebuild=item,
     )
+
+
+def created_table(item: TableDiff) -> Table:
+    """The new table a rebuild creates: the desired one, except that a column whose model default is
+    never compared (a date, time, datetime or UUID, often computed at import) keeps the DEFAULT the
+    live column has (a hand-made ``DEFAULT CURRENT_TIMESTAMP`` that SQL writers rely on), as it does
+    when no rebuild happens."""
+    sources = {fold_name(new): old for new, old in item.column_sources}
+    columns = []
+    for column in item.desired.columns:
+        old = item.live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
+        if not column.stable_default and old is not None and old.default is not None and column.generated is None:
+            column = replace(column, default=old.default)
+        columns.append(column)
+    return replace(item.desired, columns=tuple(columns))
 
 
 def _in_live_order(item: TableDiff) -> Table:

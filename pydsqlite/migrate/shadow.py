@@ -38,7 +38,7 @@ from ..sql.render import quote_identifier, quote_literal, render_create_table, r
 from .diff import TableDiff
 from .metadata import ONLINE_PREFIX
 from .migration import DataCheck, Operation
-from .rebuild import ROWID_NAMES, carry_sequence, copy_columns, new_rows_projection, rowid_name
+from .rebuild import ROWID_NAMES, carry_sequence, copy_columns, created_table, new_rows_projection, rowid_name
 from .rehearse import create_in_scratch
 
 STATE_TABLE = ONLINE_PREFIX
@@ -380,14 +380,15 @@ def table_rebuild_spec(engine: Engine, operation: Operation, live_names: Iterabl
     final_indexes, triggers = _dependants(operation)
     taken = set(live_names)
     collide = any(fold_name(_index_name(sql)) in taken for sql in final_indexes)
-    create = render_create_table(desired, name=desired.name)
+    created = created_table(item)
+    create = render_create_table(created, name=desired.name)
     indexes = _retarget(create, final_indexes, desired.name)
     if collide:
         indexes = [_renamed_index(sql, temporary_index_name(desired.name, number)) for number, sql in enumerate(indexes, 1)]
     return ShadowSpec(
         table=desired.name,
         source=live.name,
-        create=render_create_table(desired, name=new_table_name(desired.name)),
+        create=render_create_table(created, name=new_table_name(desired.name)),
         indexes=tuple(indexes),
         targets=targets,
         terms=terms,
