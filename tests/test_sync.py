@@ -1355,3 +1355,47 @@ def test_a_deferred_foreign_key_is_declared_kept_and_its_change_named(memory_con
     assert "DEFERRABLE INITIALLY DEFERRED" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'child'").fetchone()[0]
     _child_then_parent(conn, 3)
     assert conn.execute("SELECT id FROM child ORDER BY id").fetchall() == [(1,), (3,)]
+
+
+@pytest.mark.parametrize("self_reference", [False, True], ids=["child table", "same table"])
+def test_a_parent_key_conversion_that_would_orphan_children_is_a_problem_when_foreign_keys_are_on(tmp_path, self_reference):
+    """A parent key turning TEXT -> INTEGER loses 'x' (it becomes 0): the child row referencing 'x' would
+    lose its parent. With foreign keys on, the preview names it as a problem (the sync refused it only
+    after the work, at its final check); values that convert exactly keep their children."""
+
+    class ParentV1(SyncModel, table="coded_parents"):
+        code: Annotated[str, PrimaryKey()]
+        up: Annotated[Optional[str], ForeignKey("coded_parents.code")] = None
+
+    class ParentV2(SyncModel, table="coded_parents"):
+        code: Annotated[int, PrimaryKey()]
+        up: Annotated[Optional[str], ForeignKey("coded_parents.code")] = None
+
+    class Child(SyncModel, table="coded_children"):
+        id: Annotated[int, PrimaryKey()]
+        parent: Annotated[str, ForeignKey("coded_parents.code")]
+
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [ParentV1, Child])
+    conn.executemany("INSERT INTO coded_parents (code) VALUES (?)", [("1",), ("2",), ("x",)])
+    if self_reference:
+        conn.execute("UPDATE coded_parents SET up = 'x' WHERE code = '2'")
+    else:
+        conn.executemany("INSERT INTO coded_children VALUES (?, ?)", [(1, "1"), (2, "x")])
+    conn.commit()
+    conn.execute("PRAGMA foreign_keys = ON")
+    table, column = ("coded_parents", "up") if self_reference else ("coded_children", "parent")
+    plan = model_migration_plan(conn, [ParentV2, Child])
+    assert plan.problems == (
+        f"{table}.{column}: 1 row: rows reference rows of coded_parents whose code the conversion would change, so they "
+        "would lose their parent (e.g. 'x')",
+    )
+    before = path.read_bytes()
+    with pytest.raises(MigrationError, match="would lose their parent"):
+        sync_models(conn, [ParentV2, Child], allow_destructive=True)
+    assert path.read_bytes() == before
+    conn.execute("DELETE FROM coded_children WHERE parent = 'x'")
+    conn.execute("UPDATE coded_parents SET up = NULL")
+    conn.commit()
+    assert not model_migration_plan(conn, [ParentV2, Child]).problems

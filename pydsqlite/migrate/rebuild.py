@@ -27,6 +27,7 @@ from .checks import (
     converted_orphans_check,
     dropped_values_check,
     duplicates_check,
+    lossy_condition,
     orphans_check,
     row_check,
     rowid_change_check,
@@ -322,6 +323,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
                 continue
             pairs = [(copied[quote_identifier(column)], quote_identifier(sources[fold_name(column)])) for column in key.columns]
             checks.append(converted_orphans_check(name, live.name, key, parent.name, pairs))
+    checks.extend(_children_losing_their_parent(item, live_schema, copy.value_changes))
     owned: list[tuple[str | None, Check]] = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
     for owner, check in owned:
@@ -369,6 +371,39 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         replay=Replay(name, frozenset(keep_out)),
         rebuild=item,
     )
+
+
+def _children_losing_their_parent(item: TableDiff, live_schema: Schema, changes: tuple[ValueChange, ...]) -> list[DataCheck]:
+    """Rows of tables referencing this one whose parent's key the rebuild converts with a loss (a TEXT
+    key 'x' turning INTEGER becomes 0): they would lose their parent, which a connection enforcing
+    foreign keys refuses at the end of the migration; the preview names them first."""
+    live = item.live
+    sources = {fold_name(new): old for new, old in item.column_sources}
+    lossy = {
+        fold_name(sources[fold_name(change.column)]): change.cast
+        for change in changes
+        if change.cast is not None and fold_name(change.column) in sources
+    }
+    found: list[DataCheck] = []
+    for child in live_schema.tables:
+        for key in child.foreign_keys:
+            referenced = key.ref_columns or live.primary_key
+            if fold_name(key.ref_table) != fold_name(live.name) or not any(fold_name(name) in lossy for name in referenced):
+                continue
+            conditions = []
+            for name in referenced:
+                cast, column = lossy.get(fold_name(name)), live.column(name)
+                if cast is not None and column is not None:
+                    conditions.append(lossy_condition(quote_identifier(column.name), cast, column.affinity))
+            parents = f"SELECT {', '.join(quote_identifier(name) for name in referenced)} FROM {quote_identifier(live.name)} WHERE {' OR '.join(conditions)}"
+            columns = ", ".join(quote_identifier(name) for name in key.columns)
+            check = row_check(
+                child.name, ", ".join(key.columns),
+                f"rows reference rows of {live.name} whose {', '.join(referenced)} the conversion would change, so they would lose their parent",
+                quote_identifier(child.name), f"({columns}) IN ({parents})", blocking=True, sample=columns,
+            )
+            found.append(replace(check, when_foreign_keys_on=True))
+    return found
 
 
 def created_table(item: TableDiff) -> Table:
