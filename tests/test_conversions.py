@@ -321,3 +321,27 @@ def test_a_hand_made_unique_index_is_checked_when_the_migration_swaps_column_nam
     with pytest.raises(MigrationError, match=expected):
         sync_models(conn, [Swapped])
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([(1, "x", 0.1 + 0.2, 2**53 + 1)], 1),  # three columns lose a value, all in one row
+        ([(1, "x", 1.5, 1), (2, "1", 0.1 + 0.2, 1), (3, "2", 2.5, 2**53 + 1)], 3),
+        ([(1, "x", 0.1 + 0.2, 1), (2, "1", 1.5, 2**53 + 1), (3, "2", 2.5, 3)], 2),
+    ],
+)
+def test_a_steps_row_count_counts_each_row_once_however_many_of_its_values_change(rows, expected):
+    """``[N rows]`` and ``row_count`` say how many rows lose data: a row losing values in three
+    columns is one row (it was counted three times), each column's finding keeps its own count."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b REAL, c INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
+    desired = schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b TEXT, c REAL)")
+    (operation,) = preview_schema(conn, desired).operations
+    assert operation.destructive and operation.row_count == expected
+    assert str(operation).split("\n")[0].endswith(f"[{expected} row{'s' if expected != 1 else ''}]")
+    per_column = {finding.split(":")[0]: int(finding.split(": ")[1].split()[0]) for finding in operation.findings}
+    lossy = {"t.a": sum(1 for row in rows if row[1] == "x"), "t.b": sum(1 for row in rows if row[2] == 0.1 + 0.2),
+             "t.c": sum(1 for row in rows if row[3] == 2**53 + 1)}
+    assert per_column == {column: count for column, count in lossy.items() if count}

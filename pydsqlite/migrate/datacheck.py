@@ -70,11 +70,11 @@ def _check_operation(engine: Engine, operation: Operation, foreign_keys_on: bool
     findings: list[str] = []
     problems: list[str] = list(operation.problems)
     destructive = operation.destructive
-    lost_rows = 0
     asked = tuple(check for check in operation.checks if foreign_keys_on or not check.when_foreign_keys_on)
     if not engine.supports_functions:
         asked = tuple(_utf8_answered(engine, check) if check.utf8_column else check for check in asked)
     counts = count_checks(engine, asked)
+    losses: list[tuple[DataCheck, int]] = []
     for check, count in zip(asked, counts, strict=True):
         if not count:
             continue
@@ -83,11 +83,30 @@ def _check_operation(engine: Engine, operation: Operation, foreign_keys_on: bool
             problems.append(message)
         else:
             destructive = True
-            lost_rows += count
+            losses.append((check, count))
             findings.append(message)
-    row_count = lost_rows if destructive else None
+    row_count = _rows_losing_data(engine, losses) if destructive else None
     checked = replace(operation, destructive=destructive, row_count=row_count, findings=tuple(findings))
     return checked, problems
+
+
+def _rows_losing_data(engine: Engine, losses: list[tuple[DataCheck, int]]) -> int:
+    """How many rows the step's findings touch, each row once: findings over one table (two columns
+    losing values in the same rows, a value changing and its row's rowid too) are counted together
+    in one more scan; findings counted otherwise (deleted rows, duplicates) add their counts."""
+    total = 0
+    by_source: dict[str, list[str]] = {}
+    for check, count in losses:
+        if check.source is not None and (check.condition is not None or check.non_null is not None):
+            by_source.setdefault(check.source, []).append(f"({check.non_null}) IS NOT NULL" if check.non_null else f"({check.condition})")
+        else:
+            total += count
+    for source, conditions in by_source.items():
+        if len(conditions) == 1:
+            total += next(count for check, count in losses if check.source == source)
+        else:
+            total += int(engine.execute(f"SELECT count(*) FROM {source} WHERE {' OR '.join(conditions)}").fetchone()[0])
+    return total
 
 
 def count_checks(engine: Engine, checks: tuple[DataCheck, ...]) -> list[int]:

@@ -121,7 +121,8 @@ class Operation:
     statements: tuple[str, ...]
     destructive: bool = False
     row_count: int | None = None
-    """Rows (or non-NULL values) the destructive step discards, once the plan was checked against data."""
+    """Rows the destructive step loses data of, each counted once however many of its values it loses
+    (the findings count per column), once the plan was checked against data."""
     findings: tuple[str, ...] = ()
     """What the data checks found (lossy conversions, rows in the way)."""
     checks: tuple[DataCheck, ...] = field(default=(), repr=False)
