@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -346,6 +347,8 @@ def test_desired_schema_as_sql_and_diff_between_files(project):
     diff = run("diff", "v1.sql", "v2.sql", cwd=project)
     assert diff.returncode == 2 and "rebuild table notes" in diff.stdout and "create view pinned_notes" in diff.stdout
     assert run("diff", "v2.sql", "v2.sql", cwd=project).returncode == 0
+    (project / "v2_bom.sql").write_bytes(b"\xef\xbb\xbf" + (project / "v2.sql").read_bytes())  # as some editors save it
+    assert run("diff", "v2.sql", "v2_bom.sql", cwd=project).returncode == 0
     assert run("diff", "notes.db", "v1.sql", cwd=project).returncode == 0
     applied = run("sync", "notes.db", "--to", "v2.sql", "--yes", cwd=project)
     assert applied.returncode == 0, applied.stderr
@@ -663,6 +666,7 @@ def test_sync_online_previews_which_tables_go_online_and_reports_each_phase(proj
     (project / "app_models_v3.py").write_text(MODELS_V1.replace("price: Optional[float] = None", "price: float = 0.0"))
     refused = run("sync", "app.db", "--models", "app_models_v3", "--yes", "--online", cwd=project)
     assert refused.returncode == 1 and "WAL mode" in refused.stdout + refused.stderr
+    assert refused.stderr.startswith("pydsqlite: error: --online needs the database in WAL mode") and "online=True" not in refused.stderr
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     preview = run("plan", "app.db", "--models", "app_models_v3", "--online", cwd=project)
@@ -773,3 +777,76 @@ def test_models_a_package_re_exports_are_taken_with_the_ones_it_defines(project)
     assert planned.returncode == 0 and planned.stdout == "Nothing to do: the database matches the desired schema.\n"
     sqlite3.connect(project / "items.db").close()  # a module of star imports exposes those models too
     assert "create table items" in run("plan", "items.db", "--models", "star", cwd=project).stdout
+
+
+def test_inspect_of_a_syncing_database_plans_back_to_nothing_and_makes_a_syncing_copy(project):
+    """A table with LWW columns: ``inspect`` leaves out pydsqlite's delete-capture trigger (it writes to
+    pydsqlite's bookkeeping, which the output leaves out too); the schema file plans back to nothing
+    against the database, and a database made from it captures deletes as the original does."""
+    (project / "todo_models.py").write_text(
+        "from typing import Annotated\nfrom pydsqlite import LWW, PrimaryKey, SyncModel\n"
+        "class Todo(SyncModel, table='todos'):\n    id: Annotated[int, PrimaryKey()]\n    title: str\n"
+        "    done: Annotated[bool, LWW()] = False\n"
+    )
+    assert run("sync", "app.db", "--models", "todo_models", "--create", "--yes", cwd=project).returncode == 0
+    printed = run("inspect", "app.db", cwd=project)
+    assert printed.returncode == 0 and "_pydsqlite_delete" not in printed.stdout and "done__hlc" in printed.stdout
+    (project / "schema.sql").write_text(printed.stdout)
+    planned = run("plan", "app.db", "--to", "schema.sql", cwd=project)
+    assert planned.returncode == 0 and planned.stdout == "Nothing to do: the database matches the desired schema.\n", planned
+    made = run("sync", "copy.db", "--create", "--yes", "--to", "schema.sql", cwd=project)
+    assert made.returncode == 0 and "create trigger _pydsqlite_delete_todos" in made.stdout, made
+    assert run("plan", "copy.db", "--models", "todo_models", cwd=project).stdout == "Nothing to do: the database matches the desired schema.\n"
+    from pydsqlite import Database
+
+    spec = importlib.util.spec_from_file_location("cli_todo_models", project / "todo_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("app.db", "copy.db"):
+        db = Database(sqlite3.connect(project / name))
+        db.insert(module.Todo(id=1, title="a"))
+        assert [change.key for change in db.changes_since(models=[module.Todo]).changes] == [(1,)]
+        db.conn.execute("DELETE FROM todos WHERE id = 1")  # by SQL: the trigger captures it
+        db.conn.commit()
+        (change,) = db.changes_since(models=[module.Todo]).changes
+        assert change.key == (1,) and not change.alive, name
+        db.conn.close()
+
+
+def test_read_only_commands_say_why_sqlite_would_have_to_write(project):
+    """Reading can need writing: a crashed writer's rollback journal must be rolled back first, and a
+    WAL database needs its shared-memory file beside it. Named, instead of "attempt to write a
+    readonly database"."""
+    import shutil
+
+    conn = sqlite3.connect(project / "h.db")
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    conn.executemany("INSERT INTO items VALUES (?, ?)", [(i, "x" * 200) for i in range(2000)])
+    conn.commit()
+    conn.execute("PRAGMA cache_size = 1")  # the update spills to the file: the journal is hot
+    conn.execute("BEGIN")
+    conn.execute("UPDATE items SET name = 'half-done'")
+    shutil.copy(project / "h.db", project / "crash.db")
+    shutil.copy(project / "h.db-journal", project / "crash.db-journal")
+    conn.rollback()
+    conn.close()
+    for args in (("diff", "crash.db", "h.db"), ("plan", "h.db", "--to", "crash.db")):
+        result = run(*args, cwd=project)
+        assert result.returncode == 1 and result.stderr.startswith(
+            "pydsqlite: error: database 'crash.db' was left mid-write by a process that stopped: its rollback journal"
+        ), result.stderr
+
+    folder = project / "data"
+    folder.mkdir()
+    wal = sqlite3.connect(folder / "app.db")
+    wal.execute("PRAGMA journal_mode = WAL")
+    wal.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+    wal.commit()
+    wal.close()
+    folder.chmod(0o555)
+    try:  # as root, without the capability that ignores file permissions
+        prefix = ("setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--") if os.geteuid() == 0 else ()
+        result = run("inspect", "data/app.db", cwd=project, prefix=prefix)
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 1 and "it is in WAL mode, and SQLite must create 'data/app.db-shm' beside it" in result.stderr, result.stderr

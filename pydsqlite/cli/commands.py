@@ -194,11 +194,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _schema_sql(conn: sqlite3.Connection) -> list[str]:
-    """The SQL of the database's own objects: not SQLite's, pydsqlite's bookkeeping, nor the
-    shadow tables of virtual tables (creating the virtual table creates them)."""
+    """The SQL of the database's own objects: not SQLite's, pydsqlite's bookkeeping (its tables, and
+    the triggers that capture deletes of synced tables, which write to one of them), nor the shadow
+    tables of virtual tables (creating the virtual table creates them)."""
     rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-        "AND tbl_name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY rowid"
+        "AND tbl_name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' AND name NOT LIKE '\\_pydsqlite%' ESCAPE '\\' ORDER BY rowid"
     ).fetchall()
     shadows = shadow_tables(engine_for(conn), rows)
     return [sql for _, _, table_name, sql in rows if fold_name(table_name) not in shadows]
@@ -357,7 +358,7 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, PydsqliteError):
         # Printed as the library formats it (one line per step or problem); its advice is
         # phrased for Python callers, the command line has a flag for it.
-        return str(error).replace("allow_destructive=True", "--allow-destructive")
+        return str(error).replace("allow_destructive=True", "--allow-destructive").replace("online=True", "--online")
     return " ".join(str(error).split()) or type(error).__name__
 
 

@@ -73,6 +73,8 @@ def use_database(path: str, seconds: float, action: Callable[[], T], *, retry: b
                 raise CommandError(f"database {path!r} is damaged: {cause}") from error
             if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH):
                 raise CommandError(f"cannot open database {path!r}: {cause}") from error
+            if code == sqlite3.SQLITE_READONLY:
+                raise CommandError(_why_read_only(path, cause)) from error
             if code != sqlite3.SQLITE_BUSY:
                 raise
             if not retry or time.monotonic() >= deadline:
@@ -83,6 +85,30 @@ def use_database(path: str, seconds: float, action: Callable[[], T], *, retry: b
         if not told:
             report(f"database {path!r} is locked by another process; waiting up to {seconds:g} s (Ctrl-C to stop)")
             told = True
+
+
+def _why_read_only(path: str, cause: sqlite3.Error | None) -> str:
+    """What "attempt to write a readonly database" means for ``path``: SQLite writes even to read
+    when a crashed writer left a rollback journal (it must roll it back first) or, in WAL mode,
+    to create the shared-memory file beside the database."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path + "-journal"):
+        return (
+            f"database {path!r} was left mid-write by a process that stopped: its rollback journal {path + '-journal'!r} "
+            "must be rolled back before the database can be read, which a read-only command cannot do; open it once "
+            "for writing (pydsqlite plan, or any sqlite3 connection that may write), which restores it"
+        )
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        header = b""
+    if len(header) == 20 and header[18] == 2 and not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"cannot read database {path!r}: it is in WAL mode, and SQLite must create {path + '-shm'!r} beside it "
+            f"even to read it, but folder {folder!r} is not writable"
+        )
+    return f"cannot write to database {path!r}: {cause} (the file or its folder is read-only)"
 
 
 def sqlite_cause(error: BaseException | None) -> sqlite3.Error | None:
@@ -255,8 +281,9 @@ def schema_kind(path: str) -> str:
 
 
 def read_sql(path: str) -> str:
+    """A schema file's text; a byte-order mark some editors write at the start is not part of it."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise CommandError(f"schema {path!r} is not UTF-8 text: {error}") from None
 

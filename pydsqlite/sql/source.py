@@ -22,6 +22,7 @@ from ..errors import MigrationError, SchemaDefinitionError
 from ..migrate.dependants import broken_objects
 from ..migrate.introspect import introspect
 from ..migrate.rehearse import execute_standing_in
+from ..replica.capture import capture_triggers
 from ..schema.objects import Schema, fold_name
 from .ddl import split_statements, table_body_columns, tokenize
 
@@ -58,7 +59,16 @@ def schema_from_sql(ddl: str) -> Schema:
         if broken:  # (functions, collations and modules your connection registers are unknown here)
             raise SchemaDefinitionError("SQL", None, "the desired schema has views or triggers that do not compile: " + "; ".join(broken))
         schema = introspect(engine)
-    return _apply_rename_hints(schema, ddl)
+    return _apply_rename_hints(_with_capture_triggers(schema), ddl)
+
+
+def _with_capture_triggers(schema: Schema) -> Schema:
+    """A synced table (its LWW companion columns written out, as ``pydsqlite inspect`` prints them)
+    gets the triggers that capture its deletes, as the same table declared by a model has: the
+    script need not (and cannot: they write to pydsqlite's bookkeeping) spell them out."""
+    present = {fold_name(trigger.name) for trigger in schema.triggers}
+    missing = tuple(trigger for trigger in capture_triggers(schema.tables) if fold_name(trigger.name) not in present)
+    return replace(schema, triggers=(*schema.triggers, *missing)) if missing else schema
 
 
 def load_schema_sql(scratch: sqlite3.Connection, ddl: str) -> None:
