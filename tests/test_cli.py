@@ -794,6 +794,9 @@ def test_inspect_of_a_syncing_database_plans_back_to_nothing_and_makes_a_syncing
     (project / "schema.sql").write_text(printed.stdout)
     planned = run("plan", "app.db", "--to", "schema.sql", cwd=project)
     assert planned.returncode == 0 and planned.stdout == "Nothing to do: the database matches the desired schema.\n", planned
+    for pair in (("schema.sql", "schema.sql"), ("schema.sql", "app.db"), ("app.db", "schema.sql")):
+        compared = run("diff", *pair, cwd=project)
+        assert compared.returncode == 0 and compared.stdout == "Nothing to do: the database matches the desired schema.\n", (pair, compared)
     made = run("sync", "copy.db", "--create", "--yes", "--to", "schema.sql", cwd=project)
     assert made.returncode == 0 and "create trigger _pydsqlite_delete_todos" in made.stdout, made
     assert run("plan", "copy.db", "--models", "todo_models", cwd=project).stdout == "Nothing to do: the database matches the desired schema.\n"
@@ -850,3 +853,16 @@ def test_read_only_commands_say_why_sqlite_would_have_to_write(project):
     finally:
         folder.chmod(0o755)
     assert result.returncode == 1 and "it is in WAL mode, and SQLite must create 'data/app.db-shm' beside it" in result.stderr, result.stderr
+
+
+def test_several_versions_of_a_model_are_named_as_the_module_exposes_them(project):
+    (project / "aliased_versions.py").write_text(
+        "from typing import Annotated\nfrom pydsqlite import PrimaryKey, SyncModel\nfrom app_models import Item as OldItem\n"
+        "class Item(SyncModel, table='items'):\n    id: Annotated[int, PrimaryKey()]\n"
+    )
+    refused = run("sync", "app.db", "--models", "aliased_versions", "--create", cwd=project)
+    assert refused.returncode == 1 and (
+        "pydsqlite: error: module 'aliased_versions' declares table 'items' with several models (OldItem, Item); name the "
+        "ones to use, as in --models aliased_versions:Item"
+    ) in refused.stderr, refused.stderr
+    assert not (project / "app.db").exists()

@@ -71,7 +71,7 @@ def test_a_plan_that_changed_since_the_preview_is_refused_with_the_new_plan(tmp_
     shown = model_migration_plan(conn, [PricedV2], online=online)
     _write_elsewhere(path, meanwhile)
     before = list(conn.iterdump())
-    with pytest.raises(PlanChangedError, match="the database changed since the plan was previewed") as raised:
+    with pytest.raises(PlanChangedError, match="the migration planned now is not the one previewed") as raised:
         sync_models(conn, [PricedV2], allow_destructive=True, online=online, expected_plan=shown)
     assert now in str(raised.value.plan) and now in str(raised.value)
     assert list(conn.iterdump()) == before
@@ -129,3 +129,28 @@ def test_the_error_travels_between_processes_with_its_plan(tmp_path):
         sync_models(conn, [PricedV2], allow_destructive=True, expected_plan=shown)
     copy = pickle.loads(pickle.dumps(raised.value))
     assert str(copy) == str(raised.value) and copy.plan == raised.value.plan
+
+
+class BytesNamed(SyncModel, table="expected_named"):
+    id: Annotated[int, PrimaryKey()]
+    name: bytes
+
+
+class TextNamed(SyncModel, table="expected_named"):
+    id: Annotated[int, PrimaryKey()]
+    name: str
+
+
+def test_a_plan_previewed_for_other_models_or_another_database_is_refused(tmp_path):
+    """The readable plan says "create table expected_named (2 columns)" for both models: the SQL tells
+    a BLOB column from a TEXT one, and the approved plan must match it too."""
+    conn = sqlite3.connect(tmp_path / "a.db")
+    shown = model_migration_plan(conn, [TextNamed])
+    with pytest.raises(PlanChangedError):
+        sync_models(conn, [BytesNamed], expected_plan=shown)
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'expected_named'").fetchone() == (0,)
+    other = sqlite3.connect(tmp_path / "b.db")
+    other.execute("CREATE TABLE expected_named (id INTEGER PRIMARY KEY, name TEXT, old TEXT)")
+    with pytest.raises(PlanChangedError):
+        sync_models(conn, [TextNamed], expected_plan=model_migration_plan(other, [TextNamed]))
+    assert str(sync_models(conn, [TextNamed], expected_plan=shown)) == str(shown)

@@ -133,8 +133,9 @@ def test_names_starting_with_a_no_break_space_or_another_scripts_digit_keep_thei
 @pytest.mark.parametrize("online", [False, True])
 def test_a_hand_made_default_a_datetime_field_does_not_compare_survives_a_rebuild(tmp_path, online):
     """``created TEXT DEFAULT CURRENT_TIMESTAMP`` that plain-SQL writers rely on, adopted by a model whose
-    datetime default is never compared (it is often computed at import): kept whether or not another
-    column forces a rebuild, offline and online, as it is kept when nothing is rebuilt."""
+    datetime default value is never compared (such values are often computed at import): kept whether or
+    not another column forces a rebuild, offline and online, as it is kept when nothing is rebuilt. A
+    model with no SQL default for it (None, a default_factory) plans the DEFAULT away, visibly."""
     import datetime as dt
 
     conn = sqlite3.connect(tmp_path / "a.db")
@@ -145,14 +146,26 @@ def test_a_hand_made_default_a_datetime_field_does_not_compare_survives_a_rebuil
 
     class Event(SyncModel, table="stamped_events"):
         id: Annotated[int, PrimaryKey()]
-        created: Optional[dt.datetime] = None
+        created: Optional[dt.datetime] = dt.datetime(2020, 1, 1)
         n: Optional[int] = None
 
     plan = sync_models(conn, [Event], online=online)
-    assert plan.rebuilt_tables == ("stamped_events",), plan
+    assert plan.rebuilt_tables == ("stamped_events",) and "created" not in str(plan), plan
     conn.execute("INSERT INTO stamped_events (id) VALUES (2)")
-    assert conn.execute("SELECT created IS NOT NULL, n FROM stamped_events WHERE id = 2").fetchone() == (1, None)
+    assert conn.execute("SELECT created IS NOT NULL, created != '2020-01-01T00:00:00.000000', n FROM stamped_events WHERE id = 2").fetchone() == (1, 1, None)
     assert model_migration_plan(conn, [Event]).is_empty
+    conn.commit()
+
+    class EventWithoutDefault(SyncModel, table="stamped_events"):
+        id: Annotated[int, PrimaryKey()]
+        created: Optional[dt.datetime] = None
+        n: Optional[int] = None
+
+    plan = model_migration_plan(conn, [EventWithoutDefault])
+    assert "alter column created (default CURRENT_TIMESTAMP -> None)" in str(plan), plan
+    sync_models(conn, [EventWithoutDefault], online=online)
+    conn.execute("INSERT INTO stamped_events (id) VALUES (3)")
+    assert conn.execute("SELECT created FROM stamped_events WHERE id = 3").fetchone() == (None,)
 
 
 def test_a_datetime_default_that_fills_nulls_is_named_in_the_plan(memory_conn):

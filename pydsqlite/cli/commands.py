@@ -29,7 +29,7 @@ from ..migrate.introspect import introspect, shadow_tables
 from ..migrate.migration import MigrationPlan
 from ..migrate.sync import model_migration_plan, schema_migration_plan, sync_models, sync_schema
 from ..schema.objects import Schema, fold_name
-from ..sql.source import load_schema_sql
+from ..sql.source import create_capture_triggers, load_schema_sql
 from .inputs import (
     READ_BUSY_TIMEOUT,
     SYNC_BUSY_TIMEOUT,
@@ -261,6 +261,7 @@ def _diff(args: argparse.Namespace) -> int:
         with closing(sqlite3.connect(":memory:", isolation_level=None)) as scratch:
             try:
                 load_schema_sql(scratch, read_sql(args.a))
+                create_capture_triggers(scratch)
             except PydsqliteError as error:
                 raise CommandError(f"schema {args.a!r} does not load: {sqlite_cause(error) or error}") from error
             plan = _without_row_counts(schema_migration_plan(scratch, desired))

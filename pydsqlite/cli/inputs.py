@@ -190,17 +190,17 @@ def load_models(spec: str) -> list[type[BaseModel]]:
         raise CommandError(
             f"module {module_name!r} defines no table models (a table model is a SyncModel subclass, like class Item(SyncModel, table=\"items\"))"
         )
-    by_table: dict[str, tuple[str, list[type[BaseModel]]]] = {}
+    exposed = {id(value): name for name, value in vars(module).items() if isinstance(value, type)}
+    by_table: dict[str, tuple[str, list[str]]] = {}
     for model in models:
         options = table_options(model)
         assert options is not None
-        by_table.setdefault(fold_name(options.table), (options.table, []))[1].append(model)
-    for table, versions in by_table.values():
-        if len(versions) > 1:
+        by_table.setdefault(fold_name(options.table), (options.table, []))[1].append(exposed.get(id(model), model.__qualname__))
+    for table, names in by_table.values():
+        if len(names) > 1:
             raise CommandError(
-                f"module {module_name!r} declares table {table!r} with several models "
-                f"({', '.join(model.__qualname__ for model in versions)}); name the ones to use, as in "
-                f"--models {module_name}:{versions[-1].__qualname__}"
+                f"module {module_name!r} declares table {table!r} with several models ({', '.join(names)}); name the "
+                f"ones to use, as in --models {module_name}:{names[-1]}"
             )
     return models
 

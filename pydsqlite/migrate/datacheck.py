@@ -57,11 +57,13 @@ def refuse_unless_applicable(plan: MigrationPlan, allow_destructive: bool, after
 
 def refuse_unless_expected(plan: MigrationPlan, expected: MigrationPlan | None) -> None:
     """Raise ``PlanChangedError`` when ``expected`` (a previewed plan) reads otherwise than ``plan``, the
-    one made under the write lock: its steps, row counts, findings and problems, as shown to a person."""
-    if expected is not None and str(plan) != str(expected):
+    one made under the write lock: its steps, row counts, findings and problems, as shown to a person,
+    and its SQL (a column's type is in the SQL only)."""
+    if expected is not None and (str(plan) != str(expected) or plan.sql != expected.sql):
         raise PlanChangedError(
-            "the database changed since the plan was previewed, so the migration is not the one expected "
-            f"(expected_plan); nothing was changed. The plan now:\n{plan}",
+            "the migration planned now is not the one previewed (expected_plan): the database changed since, or the "
+            "preview was made for other models or another database, or on a connection with other settings (foreign "
+            f"keys on or off); nothing was changed. The plan now:\n{plan}",
             plan,
         )
 

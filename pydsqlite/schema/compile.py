@@ -224,13 +224,14 @@ def _compile_table(model: type[BaseModel], known: dict[str, type[BaseModel]]) ->
                 raise field.error(
                     f"RenamedFrom({old!r}) is declared by field {other!r} too: one column's values can move to one column only"
                 )
+        default = _default(field, auto_key=primary_key == (field.name,) and field.kind == "int")
         columns.append(
             Column(
                 name=field.name,
                 type=SQL_TYPE_OF_KIND[field.kind],
                 not_null=not field.nullable,
-                default=_default(field, auto_key=primary_key == (field.name,) and field.kind == "int"),
-                stable_default=field.kind not in UNSTABLE_DEFAULT_KINDS,
+                default=default,
+                stable_default=default is None or field.kind not in UNSTABLE_DEFAULT_KINDS,  # "no DEFAULT" is compared
                 checks=_checks(field),
                 collate=_collation(field),
                 lww=lww,

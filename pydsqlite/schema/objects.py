@@ -112,7 +112,8 @@ class Column:
     stable_default: bool = True
     """False for a model default of a date, time, datetime or UUID value, which is often computed
     at import time (``datetime.now()``): its SQL DEFAULT is written but never compared, so a
-    default that differs on every start never causes a migration."""
+    default that differs on every start never causes a migration. A field with no SQL default
+    (``None``, a ``default_factory``) compares as any: a DEFAULT the table has is planned away."""
     hidden: bool = False
     """A sync column pydsqlite adds itself (LWW companion, row version, change sequence); set by
     compile only, so pydsqlite records exactly the columns it created."""

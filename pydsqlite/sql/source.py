@@ -22,7 +22,7 @@ from ..errors import MigrationError, SchemaDefinitionError
 from ..migrate.dependants import broken_objects
 from ..migrate.introspect import introspect
 from ..migrate.rehearse import execute_standing_in
-from ..replica.capture import capture_triggers
+from ..replica.capture import capture_setup, capture_triggers, is_capture_trigger
 from ..schema.objects import Schema, fold_name
 from .ddl import split_statements, table_body_columns, tokenize
 
@@ -60,6 +60,16 @@ def schema_from_sql(ddl: str) -> Schema:
             raise SchemaDefinitionError("SQL", None, "the desired schema has views or triggers that do not compile: " + "; ".join(broken))
         schema = introspect(engine)
     return _apply_rename_hints(_with_capture_triggers(schema), ddl)
+
+
+def create_capture_triggers(scratch: sqlite3.Connection) -> None:
+    """Create, on a scratch database loaded from a schema script, the delete-capture triggers (and
+    the table they write to) of its synced tables: what ``schema_from_sql`` adds to the schema it
+    reads, so that the script on either side of a comparison reads the same."""
+    for trigger in _with_capture_triggers(introspect(SqliteEngine(scratch))).triggers:
+        if is_capture_trigger(trigger.name) and not scratch.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (trigger.name,)).fetchone():
+            for statement in (*capture_setup(trigger), trigger.sql):
+                scratch.execute(statement)
 
 
 def _with_capture_triggers(schema: Schema) -> Schema:
