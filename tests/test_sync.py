@@ -1399,3 +1399,40 @@ def test_a_parent_key_conversion_that_would_orphan_children_is_a_problem_when_fo
     conn.execute("UPDATE coded_parents SET up = NULL")
     conn.commit()
     assert not model_migration_plan(conn, [ParentV2, Child]).problems
+
+
+def test_a_foreign_key_whose_both_ends_are_converted_is_checked_on_the_converted_values(tmp_path):
+    """The parent key and the child's reference both turn TEXT -> INTEGER: '01' becomes 1 on both ends,
+    so the child keeps its parent. Not refused (each end's own check compared a converted value with an
+    unconverted one); a child left without a parent is still refused, at the final foreign-key check."""
+    conn = sqlite3.connect(tmp_path / "a.db")
+    conn.executescript(
+        "CREATE TABLE both_parents (a TEXT PRIMARY KEY, n TEXT);"
+        "CREATE TABLE both_children (id INTEGER PRIMARY KEY, pa TEXT REFERENCES both_parents (a));"
+        "INSERT INTO both_parents VALUES ('01', 'one'); INSERT INTO both_children VALUES (1, '01');"
+    )
+    conn.execute("PRAGMA foreign_keys = ON")
+    desired = schema_from_sql(
+        "CREATE TABLE both_parents (a INTEGER PRIMARY KEY, n TEXT);"
+        "CREATE TABLE both_children (id INTEGER PRIMARY KEY, pa INTEGER REFERENCES both_parents (a));"
+    )
+    plan = schema_migration_plan(conn, desired)
+    assert not plan.problems and len(plan.destructive_operations) == 2, plan
+    sync_schema(conn, desired, allow_destructive=True)
+    assert conn.execute("SELECT pa FROM both_children").fetchall() == [(1,)] and conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+    conn.execute("CREATE TABLE lone_parents (a TEXT PRIMARY KEY)")
+    conn.execute("CREATE TABLE lone_children (id INTEGER PRIMARY KEY, pa TEXT REFERENCES lone_parents (a))")
+    conn.execute("INSERT INTO lone_parents VALUES ('x')")
+    conn.execute("INSERT INTO lone_children VALUES (1, 'x')")
+    conn.commit()
+    desired = schema_from_sql(
+        "CREATE TABLE both_parents (a INTEGER PRIMARY KEY, n TEXT);"
+        "CREATE TABLE both_children (id INTEGER PRIMARY KEY, pa INTEGER REFERENCES both_parents (a));"
+        "CREATE TABLE lone_parents (a INTEGER PRIMARY KEY);"
+        "CREATE TABLE lone_children (id INTEGER PRIMARY KEY, pa TEXT REFERENCES lone_parents (a));"
+    )
+    before = list(conn.iterdump())
+    with pytest.raises(MigrationError, match="lone_children"):
+        sync_schema(conn, desired, allow_destructive=True)
+    assert list(conn.iterdump()) == before

@@ -70,11 +70,12 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     for virtual in schema_diff.created_virtual:
         operations.append(Operation("create_virtual_table", virtual.name, f"create virtual table {virtual.name}", (virtual.sql,)))
     changed_values: list[ValueChange] = []
+    converted = _converted_columns(schema_diff)
     for item in schema_diff.altered:
         if not item.changes:
             continue
         if _needs_rebuild(item):
-            table_operations = rebuild_after_renames(item, live)
+            table_operations = rebuild_after_renames(item, live, converted)
             changed_values.extend(value_changes(item))
         else:
             table_operations = _alter_in_place(item)
@@ -167,6 +168,20 @@ def _create_table(table: Table) -> Operation:
         description=f"create table {table.name} ({len(table.columns)} column{'s' if len(table.columns) != 1 else ''}{indexes})",
         statements=tuple(statements),
     )
+
+
+def _converted_columns(schema_diff: SchemaDiff) -> frozenset[tuple[str, str]]:
+    """(table, column) as they are live, folded, of every column a rebuild of the plan casts: a foreign
+    key whose both ends are cast is left to the final foreign-key check (each end's own check would
+    compare converted values with unconverted ones)."""
+    found = set()
+    for item in schema_diff.altered:
+        if item.changes and _needs_rebuild(item):
+            sources = {fold_name(new): old for new, old in item.column_sources}
+            for change in value_changes(item):
+                if change.cast is not None and fold_name(change.column) in sources:
+                    found.add((fold_name(item.live.name), fold_name(sources[fold_name(change.column)])))
+    return frozenset(found)
 
 
 def _needs_rebuild(item: TableDiff) -> bool:

@@ -219,15 +219,15 @@ def copy_columns(item: TableDiff) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return copy.targets, copy.terms
 
 
-def rebuild_after_renames(item: TableDiff, live_schema: Schema) -> list[Operation]:
+def rebuild_after_renames(item: TableDiff, live_schema: Schema, converted: frozenset[tuple[str, str]] = frozenset()) -> list[Operation]:
     """Column renames in place first (SQLite then rewrites views, triggers and indexes that name
     the columns), then the rebuild of the renamed table. The data checks still read the table
     as it is before anything runs, so they come from the plan of the unrenamed table."""
     renames = [change for change in item.changes if isinstance(change, RenameColumn)]
     if not renames:
-        return [rebuild_table(item, live_schema)]
+        return [rebuild_table(item, live_schema, converted)]
     name = item.desired.name
-    before = rebuild_table(item, live_schema)
+    before = rebuild_table(item, live_schema, converted)
     mapping = {fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)}
     renamed = TableDiff(
         live=_rename_columns(item.live, mapping),
@@ -237,7 +237,7 @@ def rebuild_after_renames(item: TableDiff, live_schema: Schema) -> list[Operatio
         column_sources=tuple((new, mapping.get(fold_name(old), old)) for new, old in item.column_sources),
         existing_links=item.existing_links,
     )
-    after = rebuild_table(renamed, live_schema)
+    after = rebuild_table(renamed, live_schema, converted)
     operations = [
         Operation(
             "rename_column", name, f"rename column {name}.{change.old} to {change.new}",
@@ -264,7 +264,7 @@ def _rename_columns(table: Table, mapping: dict[str, str]) -> Table:
     )
 
 
-def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
+def rebuild_table(item: TableDiff, live_schema: Schema, converted_in_plan: frozenset[tuple[str, str]] = frozenset()) -> Operation:
     """One rebuild carrying every change to the table (lang_altertable.html, section 7).
 
     The table's triggers and hand-made indexes are dropped with it; the rehearsal reads their
@@ -317,13 +317,15 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
         if key.link not in item.existing_links:
             checks.append(orphans_check(name, projection, key, parent.name))
         elif any(fold_name(column) in converted for column in key.columns):
+            if any((fold_name(key.ref_table), fold_name(column)) in converted_in_plan for column in key.ref_columns):
+                continue  # the parent's key is cast too: left to the final foreign-key check
             copied = dict(zip(copy.targets, copy.terms, strict=True))
             if any(quote_identifier(column) not in copied or fold_name(column) not in sources for column in key.columns):
                 checks.append(orphans_check(name, projection, key, parent.name))
                 continue
             pairs = [(copied[quote_identifier(column)], quote_identifier(sources[fold_name(column)])) for column in key.columns]
             checks.append(converted_orphans_check(name, live.name, key, parent.name, pairs))
-    checks.extend(_children_losing_their_parent(item, live_schema, copy.value_changes))
+    checks.extend(_children_losing_their_parent(item, live_schema, copy.value_changes, converted_in_plan))
     owned: list[tuple[str | None, Check]] = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
     for owner, check in owned:
@@ -373,10 +375,13 @@ def rebuild_table(item: TableDiff, live_schema: Schema) -> Operation:
     )
 
 
-def _children_losing_their_parent(item: TableDiff, live_schema: Schema, changes: tuple[ValueChange, ...]) -> list[DataCheck]:
+def _children_losing_their_parent(
+    item: TableDiff, live_schema: Schema, changes: tuple[ValueChange, ...], converted_in_plan: frozenset[tuple[str, str]]
+) -> list[DataCheck]:
     """Rows of tables referencing this one whose parent's key the rebuild converts with a loss (a TEXT
     key 'x' turning INTEGER becomes 0): they would lose their parent, which a connection enforcing
-    foreign keys refuses at the end of the migration; the preview names them first."""
+    foreign keys refuses at the end of the migration; the preview names them first. A child whose
+    referencing columns the plan casts too is left to that final check."""
     live = item.live
     sources = {fold_name(new): old for new, old in item.column_sources}
     lossy = {
@@ -389,6 +394,8 @@ def _children_losing_their_parent(item: TableDiff, live_schema: Schema, changes:
         for key in child.foreign_keys:
             referenced = key.ref_columns or live.primary_key
             if fold_name(key.ref_table) != fold_name(live.name) or not any(fold_name(name) in lossy for name in referenced):
+                continue
+            if any((fold_name(child.name), fold_name(column)) in converted_in_plan for column in key.columns):
                 continue
             conditions = []
             for name in referenced:
