@@ -485,3 +485,30 @@ def test_a_deleted_rows_null_under_a_column_turning_not_null_without_default_is_
     with pytest.raises(MigrationError, match="values deleted rows keep are NULL"):
         sync_models(db.conn, [After], allow_destructive=True)
     assert path.read_bytes() == before_bytes
+
+
+@pytest.mark.parametrize("with_data_step", [False, True])
+def test_a_delete_whose_key_converts_onto_a_live_rows_changed_key_is_forgotten(tmp_path, with_data_step):
+    """A TEXT key turning INTEGER: the live '01' becomes 1 (lossy, allowed), and the deleted '1', which
+    converts exactly, would land on it and delete it on every replica taking the feed. The plan says the
+    delete is forgotten; applied, the live row stays and a new replica receives it."""
+    before, after = _keyed(str), _keyed(int)
+    db = Database(sqlite3.connect(tmp_path / "a.db"))
+    sync_models(db.conn, [before])
+    db.insert_many([before(id="1", name="deleted"), before(id="01", name="zero-one"), before(id="7", name="seven")])
+    db.delete(before, "1")
+    steps = {"001_touch": lambda step_db: step_db.conn.execute("UPDATE keyed_items SET name = name")} if with_data_step else None
+    if not with_data_step:  # with data steps, the rebuild is checked against the data the steps leave
+        (operation,) = [op for op in model_migration_plan(db.conn, [after]).operations if op.kind == "rebuild_table"]
+        assert operation.destructive and operation.row_count == 3  # the live '01' and '7' (new rowids), the deleted '1'
+        assert any("deletes would be forgotten: their keys convert exactly, but onto the key a live row's changed key" in f for f in operation.findings)
+    with pytest.raises(DestructiveChangeError, match="deletes would be forgotten: their keys convert exactly"):
+        sync_models(db.conn, [after], data_steps=steps)
+    sync_models(db.conn, [after], allow_destructive=True, data_steps=steps)
+    assert [(row.id, row.name) for row in db.select(after, order_by="id")] == [(1, "zero-one"), (7, "seven")]
+    assert db.conn.execute("SELECT count(*) FROM _pydsqlite_tombstones").fetchone() == (0,)
+    fresh = Database(sqlite3.connect(tmp_path / "fresh.db"))
+    sync_models(fresh.conn, [after])
+    fresh.apply_changes(db.changes_since(models=[after]), [after])
+    db.apply_changes(fresh.changes_since(models=[after]), [after])
+    assert _states(fresh, after) == _states(db, after) and [row.id for row in fresh.select(after, order_by="id")] == [1, 7]

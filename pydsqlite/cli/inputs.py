@@ -196,11 +196,11 @@ def load_models(spec: str) -> list[type[BaseModel]]:
         options = table_options(model)
         assert options is not None
         by_table.setdefault(fold_name(options.table), (options.table, []))[1].append(exposed.get(id(model), model.__qualname__))
-    for table, names in by_table.values():
-        if len(names) > 1:
+    for table, declared in by_table.values():
+        if len(declared) > 1:
             raise CommandError(
-                f"module {module_name!r} declares table {table!r} with several models ({', '.join(names)}); name the "
-                f"ones to use, as in --models {module_name}:{names[-1]}"
+                f"module {module_name!r} declares table {table!r} with several models ({', '.join(declared)}); name the "
+                f"ones to use, as in --models {module_name}:{declared[-1]}"
             )
     return models
 

@@ -11,10 +11,11 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from ..engines import Engine
 from ..errors import MigrationError
-from ..replica.deleted_rows import tables_forgetting_deletes
+from ..replica.deleted_rows import deletes_landing_on_converted_rows, tables_forgetting_deletes
 from ..replica.reshape import renumber_folded_rows, reshape_tombstones, settle_pending_deletes, synced_registers
 from ..schema.objects import Schema
 from ..sql.ddl import tokenize
@@ -99,15 +100,22 @@ class MigrationSession:
         registers_before = synced_registers(self.engine)
         if plan.data_steps:
             assert after_expand is not None, "a plan with data steps needs after_expand"
-            self._execute(plan.operations_before_data_steps, progress)
+            expand = replace(plan, operations=plan.operations_before_data_steps)
+            landing = deletes_landing_on_converted_rows(self.engine, expand)  # read before the rebuilds convert the keys
+            self._execute(expand.operations, progress)
             contract = after_expand()
             settle_pending_deletes(self.engine)  # deletes a step made, while they fit the shape the steps saw
             self.foreign_keys.refuse_cascading_drops(self.engine, contract, desired)
             plan = plan.followed_by(contract)
+            for table, keys in deletes_landing_on_converted_rows(self.engine, contract).items():
+                landing.setdefault(table, set()).update(keys)
             self._execute(contract.operations, progress, first=len(plan.operations) - len(contract.operations) + 1)
         else:
+            landing = deletes_landing_on_converted_rows(self.engine, plan)
             self._execute(plan.operations, progress)
-        reshape_tombstones(self.engine, desired, plan.table_renames, plan.renames, plan.value_changes, tables_forgetting_deletes(plan))
+        reshape_tombstones(
+            self.engine, desired, plan.table_renames, plan.renames, plan.value_changes, tables_forgetting_deletes(plan), landing
+        )
         renumber_folded_rows(self.engine, desired, registers_before, plan.table_renames, plan.renames)
         broken = dependants_before.broken_by(Dependants.read(self.engine))
         if broken:

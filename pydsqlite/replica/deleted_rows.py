@@ -17,14 +17,15 @@ from dataclasses import replace
 from typing import Any
 
 from ..engines import Engine
-from ..migrate.checks import lossy_values
+from ..migrate.checks import lossy_condition, lossy_values
 from ..migrate.diff import TableDiff
 from ..migrate.introspect import has_object
 from ..migrate.migration import DataCheck, MigrationPlan, ValueChange
+from ..migrate.rebuild import value_changes
 from ..schema.objects import VERSION_COLUMN, fold_name
-from ..sql.render import quote_literal
+from ..sql.render import quote_identifier, quote_literal
 from .capture import CAPTURED
-from .changeset import from_json_value, key_from_text
+from .changeset import from_json_value, key_from_text, key_text
 from .node import TOMBSTONES
 
 _EXCHANGE_FIRST = (
@@ -70,7 +71,6 @@ def deleted_rows_checks(engine: Engine, item: TableDiff, changes: Iterable[Value
     key_position = {fold_name(new): live_key.index(fold_name(old)) for new, old in item.column_sources if fold_name(old) in live_key}
     sources = {fold_name(new): fold_name(old) for new, old in item.column_sources}
     checks = []
-    forgotten: set[int] = set()
     for change in changes:
         folded = fold_name(change.column)
         if change.cast is None or folded not in sources:
@@ -78,7 +78,6 @@ def deleted_rows_checks(engine: Engine, item: TableDiff, changes: Iterable[Value
         if folded in key_position:
             keys = [key[key_position[folded]] for key, _ in deleted]
             lossy = [n for n, flag in enumerate(lossy_values(engine, keys, change.cast)) if flag]
-            forgotten.update(lossy)
             if lossy:
                 sample = deleted[lossy[0]][0]
                 problem = (
@@ -93,8 +92,63 @@ def deleted_rows_checks(engine: Engine, item: TableDiff, changes: Iterable[Value
             value = dict(kept)[lossy[0]]
             problem = f"values deleted rows keep (a later write revives them) would change when converted to {change.cast}"
             checks.append(_counted(table, change.column, problem, len(lossy), value))
+    landing = _landing_on_converted_rows(engine, item, changes, [key for key, _ in deleted])
+    if landing:
+        sample = deleted[landing[0]][0]
+        problem = (
+            f"deletes would be forgotten: their keys convert exactly, but onto the key a live row's changed key converts "
+            f"to (e.g. the deleted key {sample!r}), so they would delete that row; {_EXCHANGE_FIRST}"
+        )
+        checks.append(_counted(table, None, problem, len(landing), None))
     checks.extend(_kept_nulls(item, deleted, changes))
     return tuple(checks)
+
+
+def deletes_landing_on_converted_rows(engine: Engine, plan: MigrationPlan) -> dict[str, set[str]]:
+    """Read before the plan's rebuilds run: by the folded new name of each synced table, the stored keys
+    (text) of deletes whose key converts exactly onto the key a live row's lossily converted key becomes
+    (the deleted '1' and the live '01' both turning 1): ``reshape`` forgets them, as the plan said."""
+    found: dict[str, set[str]] = {}
+    if not has_object(engine, TOMBSTONES):
+        return found
+    for operation in plan.operations:
+        item = operation.rebuild
+        if item is None or item.live.column(VERSION_COLUMN) is None or item.desired.column(VERSION_COLUMN) is None or moves_key(item):
+            continue
+        texts = [text for (text,) in engine.execute(f"SELECT key FROM {TOMBSTONES} WHERE table_name = ? COLLATE NOCASE", (item.live.name,))]
+        landing = _landing_on_converted_rows(engine, item, value_changes(item), [key_from_text(text) for text in texts])
+        if landing:
+            found.setdefault(fold_name(item.desired.name), set()).update(texts[n] for n in landing)
+    return found
+
+
+def _landing_on_converted_rows(engine: Engine, item: TableDiff, changes: Iterable[ValueChange], keys: list[tuple[Any, ...]]) -> list[int]:
+    """Positions in ``keys`` (deleted rows' keys, in the live key's column order) of those a key
+    conversion keeps exactly but lands on the converted key of a live row whose own key it changes."""
+    per_column = _key_conversions(item, changes)
+    if not any(per_column) or not keys:
+        return []
+    terms, lossy = [], []
+    for name, change in zip(item.live.primary_key, per_column, strict=True):
+        column = quote_identifier(name)
+        terms.append(change.applied_to(column) if change is not None else column)
+        live_column = item.live.column(name)
+        if change is not None and change.cast is not None and live_column is not None:
+            lossy.append(f"({lossy_condition(column, change.cast, live_column.affinity)})")
+    taken = {key_text(tuple(row)) for row in engine.execute(f"SELECT {', '.join(terms)} FROM {quote_identifier(item.live.name)} WHERE {' OR '.join(lossy)}")}
+    if not taken:
+        return []
+    exact = [n for n in range(len(keys)) if n not in lossy_key_conversions(engine, keys, per_column)]
+    converted = {n: tuple(value if change is None else engine.scalar(f"SELECT {change.applied_to('?')}", (value,))
+                          for value, change in zip(keys[n], per_column, strict=True)) for n in exact}
+    return [n for n in exact if key_text(converted[n]) in taken]
+
+
+def _key_conversions(item: TableDiff, changes: Iterable[ValueChange]) -> list[ValueChange | None]:
+    """The conversion of each live key column (None: copied as it is)."""
+    by_source = {fold_name(old): fold_name(new) for new, old in item.column_sources}
+    converting = {fold_name(change.column): change for change in changes if change.cast is not None}
+    return [converting.get(by_source.get(fold_name(name), "")) for name in item.live.primary_key]
 
 
 def _kept_nulls(item: TableDiff, deleted: list[tuple[tuple[Any, ...], dict[str, Any]]], changes: Iterable[ValueChange]) -> list[DataCheck]:

@@ -13,7 +13,7 @@ they were captured in, so the same reshaping covers them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -46,6 +46,7 @@ def reshape_tombstones(
     column_renames: Iterable[tuple[str, str, str]],
     value_changes: Iterable[ValueChange] = (),
     forgetting: Iterable[str] = (),
+    landing: Mapping[str, set[str]] | None = None,
 ) -> None:
     """Bring every stored dead-row state in line with the desired synced tables, inside the migration.
 
@@ -53,7 +54,8 @@ def reshape_tombstones(
     table's new name, both as the plan applied them; ``value_changes`` what the rebuilds did to
     the values they copied (a type change's CAST, a default for NULLs), done to the states too;
     ``forgetting`` the live names of tables whose primary key moved (their deletes are forgotten,
-    as the plan said: see ``deleted_rows``)."""
+    as the plan said: see ``deleted_rows``); ``landing`` by folded table name, the stored keys of
+    deletes a key conversion would move onto a live row's converted key (forgotten too)."""
     if not has_object(engine, TOMBSTONES):
         return
     for name in forgetting:
@@ -86,7 +88,7 @@ def reshape_tombstones(
     for table in desired.tables:
         key_changes = [converted.get(fold_name(table.name), {}).get(fold_name(column)) for column in table.primary_key]
         if any(key_changes):
-            _convert_keys(engine, table.name, key_changes)
+            _convert_keys(engine, table.name, key_changes, (landing or {}).get(fold_name(table.name), set()))
 
 
 def synced_registers(engine: Engine) -> dict[str, set[str]]:
@@ -128,18 +130,19 @@ def renumber_folded_rows(
                 engine.execute(f"UPDATE {TOMBSTONES} SET seq = ? WHERE table_name = ? AND state IS NOT NULL", (seq, table.name))
 
 
-def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None]) -> None:
+def _convert_keys(engine: Engine, table: str, changes: list[ValueChange | None], forget: set[str]) -> None:
     """Tombstone keys converted as the rebuild converted the key columns (an INTEGER key turning TEXT:
     ``[1]`` becomes ``["1"]``), or they would name no row and fit no changeset. A key the conversion
     does not keep exactly (``'01'`` to INTEGER) would land on another row's key and delete it: that
-    delete is forgotten instead (the plan counted it as destructive)."""
+    delete is forgotten instead (the plan counted it as destructive), as is one in ``forget`` (stored key
+    texts): it converts exactly, but onto the key a live row's lossily converted key became."""
     rows = engine.execute(f"SELECT key, deleted, state, seq FROM {TOMBSTONES} WHERE table_name = ? ORDER BY deleted", (table,)).fetchall()
     keys = [key_from_text(key) for key, _, _, _ in rows]
     lossy = lossy_key_conversions(engine, keys, changes)
     gone: list[str] = []  # stored key texts to delete: the forgotten and the moved ones
     moved: list[tuple[str, str, str, str | None, int]] = []
     for position, (key, deleted, state, seq) in enumerate(rows):
-        if position in lossy:
+        if position in lossy or key in forget:
             gone.append(key)
             continue
         converted = key_text(tuple(
