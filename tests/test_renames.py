@@ -230,3 +230,51 @@ def test_a_hint_whose_old_name_is_wanted_again_is_read_as_already_applied(memory
         b: str
 
     assert model_migration_plan(memory_conn, [Reused]).is_empty
+
+
+def test_swapping_an_lww_column_with_a_plain_one_is_refused_not_left_with_the_wrong_clock(tmp_path):
+    """x (LWW) and y (plain) swap names: the clock column x__hlc stayed on the name x, so each value carried
+    the other column's clock and two replicas' unexchanged edits were both lost. Refused, naming the
+    remedy; swapping two LWW columns moves their clocks with them."""
+    from pydsqlite import MigrationError
+
+    class Before(SyncModel, table="swapped_clocks"):
+        id: Annotated[str, PrimaryKey()]
+        x: Annotated[str, LWW()] = ""
+        y: str = ""
+
+    class Swapped(SyncModel, table="swapped_clocks"):
+        id: Annotated[str, PrimaryKey()]
+        x: Annotated[str, LWW(), RenamedFrom("y")] = ""
+        y: Annotated[str, RenamedFrom("x")] = ""
+
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Before])
+    conn.execute("INSERT INTO swapped_clocks (id, x, y) VALUES ('k', 'a', 'b')")
+    conn.commit()
+    plan = model_migration_plan(conn, [Swapped])
+    assert plan.problems == (
+        "swapped_clocks.x: the column now named x becomes LWW while the LWW column x it replaces moves to y and stops "
+        "being LWW, so the clock column x__hlc would stay with the wrong values; turn LWW off (or on) in one release and "
+        "rename in the next",
+    )
+    before = path.read_bytes()
+    with pytest.raises(MigrationError, match="clock column x__hlc"):
+        sync_models(conn, [Swapped], allow_destructive=True)
+    assert path.read_bytes() == before
+
+    class BothLWW(SyncModel, table="swapped_clocks"):
+        id: Annotated[str, PrimaryKey()]
+        x: Annotated[str, LWW()] = ""
+        y: Annotated[str, LWW()] = ""
+
+    class BothSwapped(SyncModel, table="swapped_clocks"):
+        id: Annotated[str, PrimaryKey()]
+        x: Annotated[str, LWW(), RenamedFrom("y")] = ""
+        y: Annotated[str, LWW(), RenamedFrom("x")] = ""
+
+    sync_models(conn, [BothLWW])
+    stamps = conn.execute("SELECT x, x__hlc, y, y__hlc FROM swapped_clocks").fetchone()
+    sync_models(conn, [BothSwapped])
+    assert conn.execute("SELECT y, y__hlc, x, x__hlc FROM swapped_clocks").fetchone() == stamps
