@@ -188,3 +188,41 @@ def test_a_call_from_another_thread_while_a_transaction_is_open_on_the_connectio
     handed_over.join()
     assert [row.id for row in Database(sqlite3.connect(path)).select(Tally, "id >= ?", (6,))] == [8]
     db.conn.close()
+
+
+@pytest.mark.parametrize("reader", ["changes_since", "model_migration_plan"])
+def test_a_read_snapshot_on_a_shared_connection_refuses_another_threads_write_instead_of_rolling_it_back(tmp_path, monkeypatch, reader):
+    """A feed (or a preview) reads in a transaction of its own, rolled back at its end. A write from another
+    thread sharing the connection joined it as a savepoint, returned, and was rolled back with it: lost.
+    It is refused now (UsageError, nothing written), as during any transaction of another thread."""
+    from pydsqlite import model_migration_plan
+    from pydsqlite.migrate import sync as sync_module
+    from pydsqlite.replica.replication import Replica
+
+    path = _file(tmp_path / "shared.db", "wal")
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=TIMEOUT)
+    db = Database(conn)
+    inside, release = threading.Event(), threading.Event()
+
+    def holding(original):
+        def held(*args, **kwargs):
+            inside.set()
+            release.wait(TIMEOUT)
+            return original(*args, **kwargs)
+        return held
+
+    if reader == "changes_since":
+        monkeypatch.setattr(Replica, "changes_since", holding(Replica.changes_since))
+        work = lambda: db.changes_since()  # noqa: E731
+    else:
+        monkeypatch.setattr(sync_module, "_plan", holding(sync_module._plan))
+        work = lambda: model_migration_plan(conn, [Tally])  # noqa: E731 - not the synced set: planned in full
+    thread = threading.Thread(target=work)
+    thread.start()
+    assert inside.wait(TIMEOUT)
+    with pytest.raises(UsageError, match="has a transaction open on the same connection"):
+        db.insert(Note(id="during", text="lost before"))
+    release.set()
+    thread.join()
+    db.insert(Note(id="after", text="kept"))
+    assert [row for (row,) in sqlite3.connect(path).execute("SELECT id FROM concurrent_notes")] == ["after"]

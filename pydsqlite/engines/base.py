@@ -217,6 +217,25 @@ class Engine(ABC):
         finally:
             self._unclaim()
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """A read transaction, so that several reads see one state; it writes nothing and is rolled
+        back at the end. The connection is claimed as for a unit: a write from another thread sharing
+        it is refused instead of joining the snapshot and being rolled back with it."""
+        self._claim()
+        try:
+            if self.in_transaction:
+                yield
+            else:
+                self.execute("BEGIN")
+                try:
+                    yield
+                finally:
+                    if self.in_transaction:
+                        self.execute("ROLLBACK")
+        finally:
+            self._unclaim()
+
     def _claim(self) -> None:
         """Count a unit opening on this connection; refuse one from a thread other than the one
         whose unit is open."""

@@ -319,15 +319,3 @@ def migration_session(engine: Engine, busy_timeout: float | None = None) -> Iter
             raise MigrationError(f"could not commit the migration: {error}") from error
 
 
-@contextmanager
-def read_snapshot(engine: Engine) -> Iterator[None]:
-    """A read transaction so the preview sees one consistent state; it writes nothing."""
-    if engine.in_transaction:
-        yield
-        return
-    engine.execute("BEGIN")
-    try:
-        yield
-    finally:
-        if engine.in_transaction:
-            engine.execute("ROLLBACK")

@@ -22,7 +22,7 @@ from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .datacheck import check_plan_against_data, refuse_unless_applicable, refuse_unless_expected
 from .diff import diff_schemas
-from .execute import MigrationSession, ProgressCallback, migration_session, read_snapshot
+from .execute import MigrationSession, ProgressCallback, migration_session
 from .foreign_keys import ForeignKeyStrategy
 from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync, temp_shadows
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
@@ -225,7 +225,7 @@ def preview_schema(
             return MigrationPlan(checked=True)
         # the sync would run inside the caller's transaction (PEP 249: only inside a Database.transaction() block)
         callers = engine.unit_open if engine.pep249_mode else engine.in_transaction
-        with read_snapshot(engine):
+        with engine.read_snapshot():
             pending = pending_steps(engine, steps)
             if pending:
                 if online:

@@ -116,7 +116,7 @@ class Replica:
             )
         with self.transaction():
             self.begin_writes()
-        with self._read_snapshot():
+        with self.engine.read_snapshot():
             cursor_now = self.node.current_seq()
             changes = self.changes_since(list(codecs.values()), cursor)
         return ChangeSet(tuple(changes), cursor_now, self.clock.node_id)
@@ -281,18 +281,6 @@ class Replica:
             if codec.synced:
                 codecs[fold_name(codec.name)] = codec
         return codecs
-
-    @contextmanager
-    def _read_snapshot(self) -> Iterator[None]:
-        if self.engine.in_transaction:
-            yield
-            return
-        self.engine.execute("BEGIN")
-        try:
-            yield
-        finally:
-            if self.engine.in_transaction:
-                self.engine.execute("ROLLBACK")
 
     # --- foreign keys --------------------------------------------------------------------------
 

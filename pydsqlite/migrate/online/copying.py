@@ -17,7 +17,7 @@ from ...schema.objects import Index, fold_name
 from ...sql.ddl import parse_index_terms, parse_index_where, tokenize
 from ...sql.render import quote_identifier
 from ..datacheck import any_failing
-from ..execute import ProgressCallback, read_snapshot, temporary_triggers
+from ..execute import ProgressCallback, temporary_triggers
 from ..introspect import has_object, introspect
 from ..metadata import ONLINE_PREFIX, state_statements
 from ..shadow import (
@@ -424,7 +424,7 @@ class Run:
         """Pass 2: copy ``table`` once more into a table that builds ``final_indexes`` under their own
         names, swap, free the old copy."""
         engine = self.engine
-        with read_snapshot(engine):
+        with engine.read_snapshot():
             live = introspect(engine).table(table)
             planned_on = schema_outside_online(engine)
         if live is None:

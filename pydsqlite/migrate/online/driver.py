@@ -14,7 +14,7 @@ from ...schema.objects import Schema, fold_name
 from ...sql.render import quote_identifier
 from ..datacheck import check_plan_against_data, refuse_unless_applicable, refuse_unless_expected
 from ..diff import TableDiff
-from ..execute import ProgressCallback, migration_session, migration_settings, read_snapshot
+from ..execute import ProgressCallback, migration_session, migration_settings
 from ..introspect import has_object
 from ..metadata import STATE_TABLE as FAST_PATH_TABLE
 from ..metadata import ManagedObjects
@@ -91,7 +91,7 @@ def _step_settings(engine: Engine) -> Iterator[int]:
 def _migrate(run: Run, desired: Schema, fingerprint: str, planner: Planner, manage_all: bool, expected_plan: MigrationPlan | None) -> MigrationPlan:
     engine = run.engine
     run.settle_before_planning()
-    with read_snapshot(engine):
+    with engine.read_snapshot():
         plan, managed = planner(engine, desired, manage_all, run.foreign_keys_on)
         plan, specs = online_plan(engine, plan)
         planned_on = schema_outside_online(engine)
@@ -250,7 +250,7 @@ def _refuse_violation(run: Run, violation: Violation) -> None:
     say what the new table refused when the rows have changed again since."""
     spec = violation.spec
     if spec.operation is not None:
-        with read_snapshot(run.engine):
+        with run.engine.read_snapshot():
             checked = check_plan_against_data(run.engine, MigrationPlan(operations=(spec.operation,)), run.foreign_keys_on)
         refuse_unless_applicable(checked, run.allow_destructive)
     raise MigrationError(
