@@ -232,11 +232,13 @@ def test_a_hint_whose_old_name_is_wanted_again_is_read_as_already_applied(memory
     assert model_migration_plan(memory_conn, [Reused]).is_empty
 
 
-def test_swapping_an_lww_column_with_a_plain_one_is_refused_not_left_with_the_wrong_clock(tmp_path):
-    """x (LWW) and y (plain) swap names: the clock column x__hlc stayed on the name x, so each value carried
-    the other column's clock and two replicas' unexchanged edits were both lost. Refused, naming the
-    remedy; swapping two LWW columns moves their clocks with them."""
-    from pydsqlite import MigrationError
+def test_swapping_an_lww_column_with_a_plain_one_gives_each_value_its_own_clock(tmp_path):
+    """x (LWW) and y (plain) swap names. The clock column x__hlc stayed on the name x, so each value
+    carried the other column's clock and two replicas' unexchanged edits were both lost. Now the new x
+    (the old y) takes the row version as its clock and the version takes the old x's clock, as any LWW
+    toggle does: the later edit of the value that became LWW wins on both replicas, which agree.
+    Swapping two LWW columns moves their clocks with them."""
+    from pydsqlite import Database
 
     class Before(SyncModel, table="swapped_clocks"):
         id: Annotated[str, PrimaryKey()]
@@ -248,21 +250,23 @@ def test_swapping_an_lww_column_with_a_plain_one_is_refused_not_left_with_the_wr
         x: Annotated[str, LWW(), RenamedFrom("y")] = ""
         y: Annotated[str, RenamedFrom("x")] = ""
 
-    path = tmp_path / "a.db"
-    conn = sqlite3.connect(path)
-    sync_models(conn, [Before])
-    conn.execute("INSERT INTO swapped_clocks (id, x, y) VALUES ('k', 'a', 'b')")
-    conn.commit()
-    plan = model_migration_plan(conn, [Swapped])
-    assert plan.problems == (
-        "swapped_clocks.x: the column now named x becomes LWW while the LWW column x it replaces moves to y and stops "
-        "being LWW, so the clock column x__hlc would stay with the wrong values; turn LWW off (or on) in one release and "
-        "rename in the next",
-    )
-    before = path.read_bytes()
-    with pytest.raises(MigrationError, match="clock column x__hlc"):
-        sync_models(conn, [Swapped], allow_destructive=True)
-    assert path.read_bytes() == before
+    connections = [sqlite3.connect(tmp_path / name) for name in ("r1.db", "r2.db")]
+    for conn in connections:
+        sync_models(conn, [Before])
+    r1, r2 = (Database(conn) for conn in connections)
+    r1.insert(Before(id="k", x="x-old", y="y-old"))
+    r2.apply_changes(r1.changes_since(), [Before])
+    r1.update(Before, "k", x="x-edited-on-r1")
+    r2.update(Before, "k", y="y-edited-on-r2")
+    version, clock = connections[0].execute("SELECT _pydsqlite_version, x__hlc FROM swapped_clocks").fetchone()
+    for conn in connections:
+        plan = sync_models(conn, [Swapped])
+        assert plan.rebuilt_tables == ("swapped_clocks",) and not plan.destructive_operations
+    assert connections[0].execute("SELECT x__hlc, _pydsqlite_version FROM swapped_clocks").fetchone() == (version, max(version, clock))
+    r1.apply_changes(r2.changes_since(models=[Swapped]), [Swapped])
+    r2.apply_changes(r1.changes_since(models=[Swapped]), [Swapped])
+    assert r1.get(Swapped, "k") == r2.get(Swapped, "k") and r1.get(Swapped, "k").x == "y-edited-on-r2"
+    assert model_migration_plan(connections[0], [Swapped]).is_empty
 
     class BothLWW(SyncModel, table="swapped_clocks"):
         id: Annotated[str, PrimaryKey()]
@@ -274,6 +278,7 @@ def test_swapping_an_lww_column_with_a_plain_one_is_refused_not_left_with_the_wr
         x: Annotated[str, LWW(), RenamedFrom("y")] = ""
         y: Annotated[str, LWW(), RenamedFrom("x")] = ""
 
+    conn = connections[0]
     sync_models(conn, [BothLWW])
     stamps = conn.execute("SELECT x, x__hlc, y, y__hlc FROM swapped_clocks").fetchone()
     sync_models(conn, [BothSwapped])

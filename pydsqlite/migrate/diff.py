@@ -403,7 +403,6 @@ def _diff_table(
     renames = column_renames[fold_name(desired.name)]
     source_of = {fold_name(new): old for old, new in renames.items()}
     changes: list[Change] = list(_rename_steps(live, renames))
-    clock_clashes: list[str] = []
     sources: list[tuple[str, str]] = []
     matched_live: set[str] = set()
     for column in desired.columns:
@@ -415,14 +414,7 @@ def _diff_table(
             if live_column is not None and fold_name(live_column.name) in renames:
                 live_column = None  # that live column moves to another name: this one is new
             elif live_column is not None and column.is_lww_companion and fold_name(column.name[: -len(LWW_SUFFIX)]) in renames:
-                base = column.name[: -len(LWW_SUFFIX)]
-                clock_clashes.append(
-                    f"{desired.name}.{base}: the column now named {base} becomes LWW while the LWW column {live.column(base).name} "  # type: ignore[union-attr]
-                    f"it replaces moves to {renames[fold_name(base)]} and stops being LWW, so the clock column {live_column.name} "
-                    "would stay with the wrong values; turn LWW off (or on) in one release and rename in the next"
-                )
-                matched_live.add(fold_name(live_column.name))  # refused: the clock is not planned again below
-                continue
+                live_column = None  # the clock of a column that moves to another name (a swap): this column's is new
             elif live_column is not None and column.hidden and not managed.may_adopt_column(
                 live.name, live_column.name,
                 made_as_ours=live_column.type == column.type and _normalize_default(live_column.default) == _normalize_default(column.default),
@@ -476,7 +468,7 @@ def _diff_table(
     rename = RenameTable(live.name, desired.name) if fold_name(live.name) != fold_name(desired.name) else None
     return TableDiff(
         live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources),
-        existing_links=frozenset(key.link for key in live_keys), problems=(*clock_clashes, *clashes),
+        existing_links=frozenset(key.link for key in live_keys), problems=tuple(clashes),
     )
 
 

@@ -121,8 +121,12 @@ def expand_diff(schema_diff: SchemaDiff) -> SchemaDiff:
 
 def _expand_changes(item: TableDiff) -> tuple[Change, ...]:
     expanding: list[Change] = []
+    # a clock column another column's clock still holds the name of (an LWW column swapped with a plain one) comes with the rebuild
+    ending_clocks = {fold_name(change.column) for change in item.changes if isinstance(change, SetLWW) and not change.enabled}
     for change in item.changes:
-        if isinstance(change, (RenameColumn, DropIndex)) or (isinstance(change, SetLWW) and change.enabled):
+        if isinstance(change, (RenameColumn, DropIndex)) or (
+            isinstance(change, SetLWW) and change.enabled and fold_name(change.column) not in ending_clocks
+        ):
             expanding.append(change)
         elif isinstance(change, AddColumn) and change.column.generated is None:
             column = change.column
@@ -190,6 +194,9 @@ def _needs_rebuild(item: TableDiff) -> bool:
     dropped = {fold_name(change.column.name) for change in item.changes if isinstance(change, DropColumn)}
     if dropped & {fold_name(column.name) for column in item.desired.columns}:
         return True  # a user's column named like a sync column goes and pydsqlite's comes: in one copy
+    toggled = [(fold_name(change.column), change.enabled) for change in item.changes if isinstance(change, SetLWW)]
+    if {name for name, on in toggled if on} & {name for name, on in toggled if not on}:
+        return True  # an LWW column swapped with a plain one: one clock column goes and another of its name comes
     for change in item.changes:
         if isinstance(change, (AlterColumn, ChangePrimaryKey, ChangeForeignKeys, ChangeTableConstraints, ChangeTableOptions)):
             return True

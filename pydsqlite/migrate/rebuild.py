@@ -138,13 +138,14 @@ def _version_terms(item: TableDiff, sources: dict[str, str]) -> dict[str, str]:
         return {}
     version = quote_identifier(VERSION_COLUMN)
     terms = {}
+    kept = {fold_name(old) for old in sources.values()}
     for column in desired.columns:
         if not column.is_lww_companion or fold_name(column.name) in sources:
             continue
         base = sources.get(fold_name(column.name[: -len(LWW_SUFFIX)]))
-        if base is not None and live.column(base) is not None and live.column(base + LWW_SUFFIX) is None:
+        # a live clock of that name that no column keeps is another column's (an LWW column swapped with a plain one)
+        if base is not None and live.column(base) is not None and fold_name(base + LWW_SUFFIX) not in kept:
             terms[fold_name(column.name)] = version
-    kept = {fold_name(old) for old in sources.values()}
     ending = [quote_identifier(column.name) for column in live.columns if column.is_lww_companion and fold_name(column.name) not in kept]
     if ending:
         terms[fold_name(VERSION_COLUMN)] = f"MAX({version}, {', '.join(f'IFNULL({name}, {version})' for name in ending)})"
