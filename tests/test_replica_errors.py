@@ -862,3 +862,27 @@ def test_a_change_whose_columns_differ_says_how_lww_turned_on_or_off_included(tm
         f"change #0 (table 'toggled_tasks', key ('k',)): its columns differ from this replica's table: {told}; "
         "sync both replicas' schemas first"
     )
+
+
+def test_a_restored_replica_numbers_past_cursors_whatever_drift_each_writer_accepts(tmp_path):
+    """Writer A accepts 10 minutes of drift, writer B (another Database, or the same app restarted with
+    another setting) 1 minute. A peer keeps a cursor from A; the file is restored from a backup; B writes.
+    B's numbers pass A's cursor too, so the peer's next incremental feed carries B's write."""
+    now = {"t": 1_700_000_000_000}
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Num, Word])
+    a = Database(conn, wall_clock=lambda: now["t"], max_drift_ms=600_000)
+    _, peer = _replica(tmp_path / "peer.db")
+    a.insert(Word(id="kept", w="in the backup"))
+    conn.execute(f"VACUUM INTO '{tmp_path / 'backup.db'}'")
+    a.insert(Word(id="lost", w="after the backup"))
+    feed = a.changes_since(models=[Num, Word])
+    peer.apply_changes(feed, [Num, Word])
+    conn.close()
+    path.write_bytes((tmp_path / "backup.db").read_bytes())
+    now["t"] += 1_000
+    b = Database(sqlite3.connect(path), wall_clock=lambda: now["t"], max_drift_ms=60_000)
+    b.insert(Word(id="after the restore", w="b"))
+    later = b.changes_since(feed.cursor, models=[Num, Word])
+    assert "after the restore" in {change.key[0] for change in later.changes}

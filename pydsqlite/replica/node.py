@@ -3,8 +3,8 @@
 Kept in ``_pydsqlite_node`` (one row), created on first use: the node id is made once per
 database, the clock resumes from the last reading it stored (so a wall clock that went
 back across a restart never makes this node stamp below its own past), and every change
-takes the next sequence number (the cursor of ``changes_since``), never below the latest time the
-clock can have read (the wall clock plus the drift it accepts from peers) times
+takes the next sequence number (the cursor of ``changes_since``), never below the latest time any
+clock can have read (the wall clock plus the largest drift a clock may accept from peers) times
 ``SEQ_PER_MILLISECOND``: a file restored from a backup goes on numbering past every cursor a peer
 kept before the restore, instead of reusing numbers it skips. Several ``Database``
 objects (connections, processes) may serve one file: each write unit first catches its
@@ -22,8 +22,9 @@ from ..engines import Engine
 from .hlc import HLC, new_node_id, wall_millis
 
 _SEQ_DRIFT_LIMIT_MS = 366 * 24 * 3600 * 1000
-"""The most of a clock's accepted drift that sequence numbers run ahead by (a larger ``max_drift_ms``
-would push them past 2**53)."""
+"""How far ahead of the wall clock sequence numbers run: past the largest drift a clock may accept (a
+larger ``max_drift_ms`` counts as this much), whatever drift the writing clock accepts, and small
+enough that numbers stay below 2**53 until the 23rd century."""
 
 SEQ_PER_MILLISECOND = 1000
 """Sequence numbers run at least this fast with the clock: a thousand changes a millisecond before they
@@ -68,9 +69,10 @@ class Node:
         """Reserve ``count`` consecutive sequence numbers (inside the caller's write); returns the first.
         The clock's latest reading is stored with them."""
         clock = self.clock
-        drift = min(clock.max_drift_ms, _SEQ_DRIFT_LIMIT_MS)
-        horizon = max(clock.last.millis, wall_millis(clock.wall_clock) + drift)  # no reading this clock ever gave
-        floor = horizon * SEQ_PER_MILLISECOND + count  # or took is later, even one taken from a peer
+        # the largest drift any writer of this file may accept, not this clock's: a writer with a smaller
+        # max_drift_ms (another Database, or this one after a restart) must still number past them all
+        horizon = max(clock.last.millis, wall_millis(clock.wall_clock) + _SEQ_DRIFT_LIMIT_MS)
+        floor = horizon * SEQ_PER_MILLISECOND + count  # no reading a clock gave or took is later, even a peer's
         query = f"UPDATE {NODE_TABLE} SET seq = MAX(seq + ?, ?), clock = ? WHERE id = 1 RETURNING seq"
         row = self._read(query, (count, floor, str(clock.last)))
         return int(row[0]) - count + 1
