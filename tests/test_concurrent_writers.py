@@ -226,3 +226,41 @@ def test_a_read_snapshot_on_a_shared_connection_refuses_another_threads_write_in
     thread.join()
     db.insert(Note(id="after", text="kept"))
     assert [row for (row,) in sqlite3.connect(path).execute("SELECT id FROM concurrent_notes")] == ["after"]
+
+
+class IterSource(SyncModel, table="concurrent_iter_source"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class IterOut(SyncModel, table="concurrent_iter_out"):
+    id: Annotated[int, PrimaryKey()]
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_a_write_refused_at_once_during_an_iteration_says_why_not_that_a_timeout_ran_out(tmp_path, journal_mode):
+    """While an iter_select is running, another connection writes (WAL) or holds the write lock (rollback
+    journal): SQLite refuses the iterating connection's write at once, whatever its busy timeout. The
+    error says so (it blamed the busy timeout) and nothing is written."""
+    from pydsqlite.errors import SqliteOperationalError
+
+    path = tmp_path / "iter.db"
+    conn = sqlite3.connect(path, timeout=TIMEOUT)
+    conn.execute(f"PRAGMA journal_mode = {journal_mode}")
+    sync_models(conn, [IterSource, IterOut])
+    db = Database(conn)
+    db.insert_many([IterSource(id=n) for n in range(2000)])
+    other = sqlite3.connect(path, timeout=TIMEOUT, isolation_level=None)
+    rows = db.iter_select(IterSource)
+    next(rows)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO concurrent_iter_out VALUES (99)")
+    if journal_mode == "wal":
+        other.execute("COMMIT")
+    expected = "cannot turn that read into a write" if journal_mode == "wal" else "would deadlock with that writer"
+    with pytest.raises(SqliteOperationalError, match=expected):
+        db.insert(IterOut(id=1))
+    if journal_mode != "wal":
+        other.execute("ROLLBACK")
+    assert sum(1 for _ in rows) == 1999
+    db.insert(IterOut(id=1))
+    assert [row.id for row in db.select(IterOut, order_by="id")] == ([1, 99] if journal_mode == "wal" else [1])

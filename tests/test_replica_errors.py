@@ -886,3 +886,20 @@ def test_a_restored_replica_numbers_past_cursors_whatever_drift_each_writer_acce
     b.insert(Word(id="after the restore", w="b"))
     later = b.changes_since(feed.cursor, models=[Num, Word])
     assert "after the restore" in {change.key[0] for change in later.changes}
+
+
+def test_a_feed_read_through_a_read_only_connection_says_it_needs_to_write_once_sql_deleted_a_row(tmp_path):
+    """A read-only feed reader works until a row is deleted by SQL: the feed must record that delete as a
+    tombstone first (or the delete would never travel). UsageError saying so, not SQLite's bare refusal."""
+    path = tmp_path / "a.db"
+    conn, db = _replica(path)
+    db.insert(Word(id="x", w="x"))
+    reader = Database(sqlite3.connect(f"file:{path}?mode=ro", uri=True))
+    assert [change.key for change in reader.changes_since(models=[Word]).changes] == [("x",)]
+    conn.execute("DELETE FROM words WHERE id = 'x'")
+    conn.commit()
+    with pytest.raises(UsageError, match="this connection is read-only; read the feed through a connection that may write"):
+        reader.changes_since(models=[Word])
+    (change,) = db.changes_since(models=[Word]).changes  # a writable connection records it
+    assert change.key == ("x",) and not change.alive
+    assert [change.key for change in reader.changes_since(models=[Word]).changes] == [("x",)]

@@ -101,7 +101,8 @@ class Replica:
         if cursor is not None and (type(cursor) is not int or cursor < 0):
             raise UsageError(f"changes_since() takes a cursor from an earlier changeset of this replica (a non-negative int) or None, not {cursor!r}")
         codecs = self.synced_codecs(models)
-        seq = self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
+        with self._writes_needed_by_the_feed():
+            seq = self.node.current_seq()  # creates the node and tombstone tables before the read-only snapshot
         if cursor is not None and cursor > seq:
             raise SyncError(
                 f"changes_since() was given cursor {cursor}, beyond this replica's feed (its last change is number {seq}): "
@@ -114,12 +115,27 @@ class Replica:
                 "synced tables that are not committed yet: call conn.commit() first (a rollback would leave the "
                 "changeset carrying rows that never were, and its cursor skipping the writes that reuse their numbers)"
             )
-        with self.transaction():
+        with self._writes_needed_by_the_feed(), self.transaction():
             self.begin_writes()
         with self.engine.read_snapshot():
             cursor_now = self.node.current_seq()
             changes = self.changes_since(list(codecs.values()), cursor)
         return ChangeSet(tuple(changes), cursor_now, self.clock.node_id)
+
+    @contextmanager
+    def _writes_needed_by_the_feed(self) -> Iterator[None]:
+        """The feed first records as tombstones the deletes SQL made since the last pydsqlite call (and
+        creates the replica's tables once): a read-only connection is told so, not SQLite's bare refusal."""
+        try:
+            yield
+        except self.engine.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF != _SQLITE_READONLY:
+                raise
+            raise UsageError(
+                "changes_since() first records, as tombstones, the deletes made by SQL since the last pydsqlite call "
+                "(so that the feed carries them), and creates the replica's tables on first use: both write, and this "
+                "connection is read-only; read the feed through a connection that may write. Nothing was read"
+            ) from error
 
     def _committed_seq(self) -> int | None:
         """The sequence number the database file holds committed (0 before any sync write was committed);
@@ -749,6 +765,9 @@ def _same_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 _UNIQUE_FAILED = re.compile(r"UNIQUE constraint failed: (.+)")
+
+_SQLITE_READONLY = 8
+"""SQLite's primary result code for a write on a read-only connection or file."""
 
 _SCAN_FROM_KEYS = 2000
 """A merge of fewer keys always looks them up: a scan would pay off only on a tiny table anyway."""

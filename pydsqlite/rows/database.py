@@ -631,13 +631,28 @@ def result_code(error: Exception) -> int | None:
     return code & 0xFF if isinstance(code, int) else None
 
 
+_BUSY_SNAPSHOT = 517
+"""SQLITE_BUSY_SNAPSHOT: a WAL read transaction cannot become a write, another connection wrote since it began."""
+
+
 def engine_refusal(where: str, error: Exception) -> EngineError:
     """The engine's refusal of a read or write that no more precise error describes (the database is
     locked by another connection, a disk error), as ``EngineError`` saying ``where`` ("Model (table
     't')"), with SQLite's primary result code. A refusal of the ``sqlite3`` driver becomes a
     ``SqliteOperationalError``, still an ``sqlite3.OperationalError`` with the driver's attributes."""
     code = result_code(error)
-    hint = "; another connection holds the lock, and the connection's busy timeout ran out" if code in (5, 6) else ""
+    hint = ""
+    if getattr(error, "sqlite_errorcode", None) == _BUSY_SNAPSHOT:
+        hint = (
+            "; another connection wrote since this connection's read began (an iter_select still being iterated, or a "
+            "read transaction), and SQLite cannot turn that read into a write: finish the read first, or write through "
+            "another connection"
+        )
+    elif code in (5, 6):
+        hint = (
+            "; another connection holds the lock, and the connection's busy timeout ran out (or SQLite refused at "
+            "once: this connection's own unfinished read, such as an iter_select, would deadlock with that writer)"
+        )
     message = f"{where}: {error}{hint}"
     if isinstance(error, EngineError):  # an engine's own (dqlite): the same class, naming where it happened
         refusal = type(error)(message, code=code)
