@@ -56,6 +56,16 @@ def _with(change: RowChange, **fields) -> RowChange:
     return RowChange(**values)
 
 
+def _holding(change: RowChange, table: str, where: str, bad: object) -> RowChange:
+    """``change`` with ``bad`` as its key, its first LWW value or its plain column's value."""
+    if where == "key":
+        return _with(change, key=(bad,))
+    if where == "lww":
+        name = next(iter(change.columns))
+        return _with(change, columns={name: (change.columns[name][0], bad)})
+    return _with(change, values={**change.values, ("count" if table == "nums" else "note"): bad})
+
+
 @pytest.mark.parametrize(
     ("table", "where", "bad"),
     [
@@ -79,13 +89,7 @@ def test_a_value_sqlite_cannot_bind_is_refused_naming_the_change_and_nothing_is_
     changes = list(source.changes_since(models=[Num, Word]).changes)
     position = next(n for n, change in enumerate(changes) if change.table == table)
     change = changes[position]
-    if where == "key":
-        changes[position] = _with(change, key=(bad,))
-    elif where == "lww":
-        name = next(iter(change.columns))
-        changes[position] = _with(change, columns={name: (change.columns[name][0], bad)})
-    else:
-        changes[position] = _with(change, values={**change.values, ("count" if table == "nums" else "note"): bad})
+    changes[position] = _holding(change, table, where, bad)
 
     with pytest.raises(SyncError) as raised:
         target.apply_changes(ChangeSet(tuple(changes), 5, "peer"), models=[Num, Word])
@@ -114,13 +118,7 @@ def test_a_deleted_row_holding_a_value_sqlite_cannot_store_is_refused_naming_it(
     position = next(n for n, change in enumerate(changes) if change.table == table)
     change = changes[position]
     assert not change.alive
-    if where == "key":
-        changes[position] = _with(change, key=(bad,))
-    elif where == "lww":
-        name = next(iter(change.columns))
-        changes[position] = _with(change, columns={name: (change.columns[name][0], bad)})
-    else:
-        changes[position] = _with(change, values={**change.values, ("count" if table == "nums" else "note"): bad})
+    changes[position] = _holding(change, table, where, bad)
     named = rf"a deleted row of table '{table}' with key .* cannot be stored \(column \w+\): " if where != "key" else rf"change #{position} \(table '{table}'"
     with pytest.raises(SyncError, match=named) as raised:  # a key is refused as soon as the merge looks it up
         target.apply_changes(ChangeSet(tuple(changes), 5, "peer"), models=[Num, Word])

@@ -4,9 +4,10 @@ A deleted row lives on as a tombstone: its key and the registers it held (a late
 revives it with them). A rebuild converts the live rows' values and their losses are counted;
 the deleted rows' keys and kept values go through the same conversion (``reshape``), so their
 losses are counted too. A tombstone whose key the conversion would change is forgotten rather
-than moved onto another row's key (it would delete that row on every replica receiving it),
-and when the primary key moves to other columns no tombstone can follow it: both are
-destructive steps the plan names, with how many deletes they forget.
+than moved onto another row's key (it would delete that row on every replica receiving it), as
+is one whose key converts exactly onto the key a live row's changed key becomes; when the primary
+key moves to other columns no tombstone can follow it. All are destructive steps the plan names,
+with how many deletes they forget.
 """
 
 from __future__ import annotations
