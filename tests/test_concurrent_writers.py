@@ -264,3 +264,23 @@ def test_a_write_refused_at_once_during_an_iteration_says_why_not_that_a_timeout
     assert sum(1 for _ in rows) == 1999
     db.insert(IterOut(id=1))
     assert [row.id for row in db.select(IterOut, order_by="id")] == ([1, 99] if journal_mode == "wal" else [1])
+
+
+def test_a_feed_with_no_deletes_to_record_reads_while_another_connection_writes(tmp_path):
+    """In WAL mode a feed reads a snapshot: it takes the write lock only when deletes made by SQL wait
+    to be recorded. A polled feed neither waits for each writer nor competes with them for the lock."""
+    path = _file(tmp_path / "feed.db", "wal")
+    writer_conn = sqlite3.connect(path, timeout=TIMEOUT)
+    Database(writer_conn).insert(Note(id="committed", text="a"))
+    reader = Database(sqlite3.connect(path, timeout=0.2))
+    writer_conn.execute("BEGIN IMMEDIATE")
+    writer_conn.execute("INSERT INTO concurrent_notes (id, text) VALUES ('pending', 'b')")
+    try:
+        feed = reader.changes_since(models=[Note])  # the write lock is held: read anyway, without waiting
+        assert [change.key for change in feed.changes] == [("committed",)]
+    finally:
+        writer_conn.rollback()
+    writer_conn.execute("DELETE FROM concurrent_notes WHERE id = 'committed'")
+    writer_conn.commit()
+    (change,) = reader.changes_since(feed.cursor, models=[Note]).changes  # recorded first, then read
+    assert change.key == ("committed",) and not change.alive

@@ -37,7 +37,7 @@ from ..schema.codecs import unstorable_reason
 from ..schema.model import registered_models, table_options
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from ..sql.render import quote_identifier
-from .capture import DELETE_TRIGGER_PREFIX, CapturedEvent, take_captured
+from .capture import CAPTURED, DELETE_TRIGGER_PREFIX, CapturedEvent, take_captured
 from .changeset import (
     ChangeSet,
     RowChange,
@@ -115,12 +115,24 @@ class Replica:
                 "synced tables that are not committed yet: call conn.commit() first (a rollback would leave the "
                 "changeset carrying rows that never were, and its cursor skipping the writes that reuse their numbers)"
             )
-        with self._writes_needed_by_the_feed(), self.transaction():
-            self.begin_writes()
+        if self._deletes_captured():  # only then does the feed write (and wait for the write lock) first
+            with self._writes_needed_by_the_feed(), self.transaction():
+                self.begin_writes()
         with self.engine.read_snapshot():
             cursor_now = self.node.current_seq()
             changes = self.changes_since(list(codecs.values()), cursor)
         return ChangeSet(tuple(changes), cursor_now, self.clock.node_id)
+
+    def _deletes_captured(self) -> bool:
+        """Whether deletes made by SQL wait to be recorded as tombstones. A feed polled often takes
+        the write lock only then: otherwise it would compete with the writers for it on every call
+        (and could starve them: SQLite's lock is not fair), and would wait for each of them."""
+        try:
+            return self.engine.execute(f"SELECT 1 FROM {CAPTURED} LIMIT 1").fetchone() is not None
+        except self.engine.OperationalError as error:
+            if "no such table" in str(error):
+                return False
+            raise
 
     @contextmanager
     def _writes_needed_by_the_feed(self) -> Iterator[None]:
