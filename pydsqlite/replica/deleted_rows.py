@@ -139,7 +139,8 @@ def _landing_on_converted_rows(engine: Engine, item: TableDiff, changes: Iterabl
     taken = {key_text(tuple(row)) for row in engine.execute(f"SELECT {', '.join(terms)} FROM {quote_identifier(item.live.name)} WHERE {' OR '.join(lossy)}")}
     if not taken:
         return []
-    exact = [n for n in range(len(keys)) if n not in lossy_key_conversions(engine, keys, per_column)]
+    forgotten = lossy_key_conversions(engine, keys, per_column)
+    exact = [n for n in range(len(keys)) if n not in forgotten]
     converted = {n: tuple(value if change is None else engine.scalar(f"SELECT {change.applied_to('?')}", (value,))
                           for value, change in zip(keys[n], per_column, strict=True)) for n in exact}
     return [n for n in exact if key_text(converted[n]) in taken]
