@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import sys
 from collections import namedtuple
 from typing import Annotated
 
@@ -901,3 +902,23 @@ def test_a_feed_read_through_a_read_only_connection_says_it_needs_to_write_once_
     (change,) = db.changes_since(models=[Word]).changes  # a writable connection records it
     assert change.key == ("x",) and not change.alive
     assert [change.key for change in reader.changes_since(models=[Word]).changes] == [("x",)]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sqlite3 autocommit=False (PEP 249) needs Python 3.12")
+def test_a_pep249_feed_reader_whose_snapshot_another_connection_overtook_is_told_to_commit(tmp_path):
+    """An autocommit=False connection always holds a transaction; its snapshot began before another
+    connection created the replica's tables (its first write): the feed, which must create them first,
+    says to commit instead of SQLite's bare "database is locked"; after a commit it reads."""
+    path = tmp_path / "a.db"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode = WAL")
+    sync_models(setup, [Num, Word])
+    setup.close()
+    reader = Database(sqlite3.connect(path, timeout=1, autocommit=False))
+    reader.conn.execute("SELECT count(*) FROM words").fetchone()  # the transaction's snapshot begins
+    _, writer = _replica(path)
+    writer.insert(Word(id="w", w="x"))
+    with pytest.raises(UsageError, match=r"call conn.commit\(\) \(or conn.rollback\(\)\) first"):
+        reader.changes_since(models=[Word])
+    reader.conn.commit()
+    assert [change.key for change in reader.changes_since(models=[Word]).changes] == [("w",)]

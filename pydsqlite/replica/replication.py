@@ -141,7 +141,15 @@ class Replica:
         try:
             yield
         except self.engine.OperationalError as error:
-            if getattr(error, "sqlite_errorcode", 0) & 0xFF != _SQLITE_READONLY:
+            code = getattr(error, "sqlite_errorcode", 0)
+            if code == _SQLITE_BUSY_SNAPSHOT and self.engine.pep249_mode:
+                raise UsageError(
+                    "changes_since() must first write (it records, as tombstones, the deletes made by SQL, and creates "
+                    "the replica's tables on first use), and this autocommit=False connection's transaction began before "
+                    "another connection's writes, so SQLite cannot turn it into a write: call conn.commit() (or "
+                    "conn.rollback()) first. Nothing was read"
+                ) from error
+            if code & 0xFF != _SQLITE_READONLY:
                 raise
             raise UsageError(
                 "changes_since() first records, as tombstones, the deletes made by SQL since the last pydsqlite call "
@@ -780,6 +788,8 @@ _UNIQUE_FAILED = re.compile(r"UNIQUE constraint failed: (.+)")
 
 _SQLITE_READONLY = 8
 """SQLite's primary result code for a write on a read-only connection or file."""
+_SQLITE_BUSY_SNAPSHOT = 517
+"""A read transaction that another connection's write has overtaken cannot become a write (WAL)."""
 
 _SCAN_FROM_KEYS = 2000
 """A merge of fewer keys always looks them up: a scan would pay off only on a tiny table anyway."""
