@@ -201,6 +201,24 @@ def test_sync_models_after_a_pending_write(db_path, seeded, mode):
     assert committed(db_path, "SELECT name FROM parents WHERE id = 3") == [("pending",)]
 
 
+def test_a_no_op_sync_after_a_pending_write_treats_it_as_any_sync_does(db_path, seeded, mode):
+    """The no-op answers without the engine on a plain connection, yet the pending transaction is
+    handled as by a migrating call: PEP 249 commits it, legacy modes leave it to the caller."""
+    before = connection_state(seeded)
+    seeded.execute("INSERT INTO parents VALUES (3, 'pending')")
+    plan = sync_models(seeded, [ParentV1, Child])
+    assert plan.is_empty and plan.checked
+    if mode == PEP249:
+        assert committed(db_path, "SELECT name FROM parents WHERE id = 3") == [("pending",)]
+        assert seeded.in_transaction and seeded.autocommit is False
+    elif mode in IMPLICIT_TRANSACTIONS:
+        assert seeded.in_transaction
+        assert committed_meanwhile(db_path, "SELECT count(*) FROM parents", mode) in ([(2,)], None)
+        seeded.commit()
+    assert committed(db_path, "SELECT name FROM parents WHERE id = 3") == [("pending",)]
+    assert connection_state(seeded)[1:] == before[1:]
+
+
 # --- Database --------------------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Annotated, Optional
 
+import pytest
+
 from pydsqlite import Index, PrimaryKey, SyncModel, model_migration_plan, sync_models
 
 from .helpers import index_names
@@ -97,3 +99,45 @@ def test_a_cold_plan_reads_each_table_with_a_fixed_number_of_queries(conn):
     assert counts[10] - 10 * per_table <= 10  # plus a few fixed reads
     again = traced(conn, lambda: preview_schema(conn, desired))  # every table as read before: no PRAGMA reads them again
     assert not any("pragma_table_xinfo" in s or "pragma_index_list" in s for s in again)
+
+
+def test_a_no_op_on_a_connection_with_its_own_factories_leaves_them_and_answers_empty(conn):
+    sync_models(conn, [Note])
+    conn.row_factory = sqlite3.Row
+    conn.text_factory = bytes
+    plan = sync_models(conn, [Note])
+    assert plan.is_empty and plan.checked
+    assert conn.row_factory is sqlite3.Row and conn.text_factory is bytes
+    assert conn.execute("SELECT 'x' AS v").fetchone()["v"] == b"x"
+
+
+def test_a_no_op_while_another_connection_holds_an_exclusive_lock_waits_for_it(db_path):
+    import threading
+    import time
+
+    first = sqlite3.connect(db_path)
+    sync_models(first, [Note])
+    first.close()
+    holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # readers are refused until it ends
+    release = threading.Timer(0.4, lambda: holder.execute("COMMIT"))
+    release.start()
+    conn = sqlite3.connect(db_path, timeout=0.05)
+    try:
+        started = time.monotonic()
+        plan = sync_models(conn, [Note], busy_timeout=10)
+        assert plan.is_empty and time.monotonic() - started >= 0.3  # waited for the lock, was not refused
+        assert not conn.in_transaction
+    finally:
+        release.join()
+        conn.close()
+        holder.close()
+
+
+def test_a_no_op_on_a_closed_connection_is_our_error(conn):
+    from pydsqlite import PydsqliteError
+
+    sync_models(conn, [Note])
+    conn.close()
+    with pytest.raises(PydsqliteError, match="closed"):
+        sync_models(conn, [Note])

@@ -266,22 +266,32 @@ def temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
 
 
 @contextmanager
-def migration_settings(engine: Engine, busy_timeout: float | None = None) -> Iterator[ForeignKeyStrategy]:
-    """Wait up to ``busy_timeout`` seconds for the write lock (default: the connection's own
-    timeout, but at least ``DEFAULT_BUSY_TIMEOUT``: at start-up, waiting for another process's
-    migration beats failing) and switch foreign keys off unless a transaction is open (inside one
-    SQLite ignores the pragma); restore both afterwards. Yields the foreign-key strategy."""
+def lock_waits(engine: Engine, busy_timeout: float | None = None) -> Iterator[None]:
+    """Wait up to ``busy_timeout`` seconds for a lock another connection holds (default: the
+    connection's own timeout, but at least ``DEFAULT_BUSY_TIMEOUT``: at start-up, waiting for another
+    process's migration beats failing) for the whole block, reads included; restore it afterwards."""
     previous_timeout = int(engine.pragma("busy_timeout"))
     wanted = round(busy_timeout * 1000) if busy_timeout is not None else max(previous_timeout, DEFAULT_BUSY_TIMEOUT_MS)
     if wanted != previous_timeout:
         engine.set_pragma("busy_timeout", wanted)
-    foreign_keys = ForeignKeyStrategy.before_transaction(engine, inside_caller_transaction=engine.in_transaction)
     try:
-        yield foreign_keys
+        yield
     finally:
-        foreign_keys.restore(engine)
         if wanted != previous_timeout and not engine.connection_lost:
             engine.set_pragma("busy_timeout", previous_timeout)
+
+
+@contextmanager
+def migration_settings(engine: Engine, busy_timeout: float | None = None) -> Iterator[ForeignKeyStrategy]:
+    """Wait for the write lock as ``lock_waits`` says and switch foreign keys off unless a
+    transaction is open (inside one SQLite ignores the pragma); restore both afterwards. Yields
+    the foreign-key strategy."""
+    with lock_waits(engine, busy_timeout):
+        foreign_keys = ForeignKeyStrategy.before_transaction(engine, inside_caller_transaction=engine.in_transaction)
+        try:
+            yield foreign_keys
+        finally:
+            foreign_keys.restore(engine)
 
 
 @contextmanager

@@ -362,15 +362,17 @@ def applied_data_steps(engine: Engine) -> frozenset[str]:
     return frozenset(name for (name,) in engine.execute(f"SELECT name FROM {DATA_STEPS_TABLE}").fetchall())
 
 
+STATE_IS_CURRENT = f"SELECT fingerprint, schema_version = (SELECT schema_version FROM pragma_schema_version) FROM {STATE_TABLE}"
+"""The recorded fingerprint, and whether no schema change happened since it was recorded."""
+
+
 def schema_unchanged_since_sync(engine: Engine, fingerprint: str) -> bool:
     """True when the last sync recorded ``fingerprint`` and no schema change happened since.
 
     Two cheap reads; any DDL by anyone bumps ``PRAGMA schema_version`` and forces a full plan.
     """
     try:
-        row = engine.execute(
-            f"SELECT fingerprint, schema_version = (SELECT schema_version FROM pragma_schema_version) FROM {STATE_TABLE}"
-        ).fetchone()
+        row = engine.execute(STATE_IS_CURRENT).fetchone()
     except engine.OperationalError:
         return False
     return row is not None and row[0] == fingerprint and bool(row[1])

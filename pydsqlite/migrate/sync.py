@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ..collector import collector_paused
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
-from ..engines.sqlite import connect_read_only
+from ..engines.sqlite import LEGACY_TRANSACTION_CONTROL, connect_read_only
 from ..errors import ConnectionLostError, MigrationError, PydsqliteError, UsageError
 from ..rows.database import Database
 from ..schema.compile import CompiledModels, compile_cached
@@ -22,9 +22,16 @@ from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .datacheck import check_plan_against_data, refuse_unless_applicable, refuse_unless_expected
 from .diff import diff_schemas
-from .execute import MigrationSession, ProgressCallback, migration_session
+from .execute import MigrationSession, ProgressCallback, lock_waits, migration_session
 from .foreign_keys import ForeignKeyStrategy
-from .introspect import introspect, read_managed_objects, read_migration_history, schema_unchanged_since_sync, temp_shadows
+from .introspect import (
+    STATE_IS_CURRENT,
+    introspect,
+    read_managed_objects,
+    read_migration_history,
+    schema_unchanged_since_sync,
+    temp_shadows,
+)
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .online.claim import wait_for_online_migrations
@@ -291,31 +298,56 @@ def _apply(
     """``apply_schema`` with the desired schema made only when the database is not already at
     ``state_key`` (the key recorded after the migration; default: the schema's fingerprint)."""
     steps = steps_from(data_steps)
+    synced = None if state_key is None or steps else _synced_already(conn, state_key)
+    if synced:
+        return _NOTHING_TO_DO
     if not is_connection(conn) and isinstance(conn, (str, os.PathLike)) and not os.path.exists(os.fspath(conn)):
         compile_desired()  # a declaration error is raised before the file is created
     with _engine(conn) as engine, _database_errors(engine), _interrupted_migration(), engine.outside_transaction():
-        if state_key is not None and schema_unchanged_since_sync(engine, state_key) and not pending_steps(engine, steps):
-            return MigrationPlan(checked=True)
-        compiled = compile_desired()
-        desired, fingerprint = compiled.schema, compiled.fingerprint
-        if online and _needs_nothing_online(engine, desired, manage_all):
-            online = False  # no WAL needed to change nothing: an application may pass online=True on every start
-        if online:  # records the schema's fingerprint: the next sync_models plans once and records its key
-            require_wal(engine)
-            pending = pending_steps(engine, steps)
-            if pending:
-                raise _online_steps_refused(pending)
-            return migrate_online(
-                engine, desired, fingerprint, _plan, manage_all=manage_all, allow_destructive=allow_destructive,
-                busy_timeout=busy_timeout, progress=progress, expected_plan=expected_plan,
-            )
-        if not engine.in_transaction:
-            wait_for_online_migrations(engine, busy_timeout)
-        with migration_session(engine, busy_timeout) as session:
-            return _plan_and_apply(
-                engine, session, desired, fingerprint, state_key or fingerprint, allow_destructive, manage_all, progress, steps,
-                expected_plan,
-            )
+        if synced is None and state_key is not None and schema_unchanged_since_sync(engine, state_key) and not pending_steps(engine, steps):
+            return _NOTHING_TO_DO
+        with lock_waits(engine, busy_timeout):  # every read from here on waits for a writer's lock, not only BEGIN
+            compiled = compile_desired()
+            desired, fingerprint = compiled.schema, compiled.fingerprint
+            if online and _needs_nothing_online(engine, desired, manage_all):
+                online = False  # no WAL needed to change nothing: an application may pass online=True on every start
+            if online:  # records the schema's fingerprint: the next sync_models plans once and records its key
+                require_wal(engine)
+                pending = pending_steps(engine, steps)
+                if pending:
+                    raise _online_steps_refused(pending)
+                return migrate_online(
+                    engine, desired, fingerprint, _plan, manage_all=manage_all, allow_destructive=allow_destructive,
+                    busy_timeout=busy_timeout, progress=progress, expected_plan=expected_plan,
+                )
+            if not engine.in_transaction:
+                wait_for_online_migrations(engine, busy_timeout)
+            with migration_session(engine, busy_timeout) as session:
+                return _plan_and_apply(
+                    engine, session, desired, fingerprint, state_key or fingerprint, allow_destructive, manage_all, progress, steps,
+                    expected_plan,
+                )
+
+
+_NOTHING_TO_DO = MigrationPlan(checked=True)
+"""The plan of a database already at the models (immutable, so one instance serves every call)."""
+
+
+def _synced_already(conn: Connectable, state_key: str) -> bool | None:
+    """Whether a plain ``sqlite3`` connection outside PEP 249 mode is already at ``state_key``, read
+    straight from the connection: an application calls ``sync_models`` on every start (and some on
+    every request), so the no-op skips the engine and its guards. None when this cannot tell (another
+    connection or mode, a row or text factory, an error: a database locked past the connection's own
+    timeout is read again by the full path, which waits as long as ``busy_timeout`` says)."""
+    if type(conn) is not sqlite3.Connection or conn.row_factory is not None or conn.text_factory is not str:
+        return None
+    if getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL) is False:  # PEP 249: the pending transaction is committed first
+        return None
+    try:
+        row = conn.execute(STATE_IS_CURRENT).fetchone()
+    except sqlite3.Error:
+        return None
+    return row is not None and row[0] == state_key and bool(row[1])
 
 
 def _needs_nothing_online(engine: Engine, desired: Schema, manage_all: bool) -> bool:
