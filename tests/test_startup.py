@@ -141,3 +141,26 @@ def test_a_no_op_on_a_closed_connection_is_our_error(conn):
     conn.close()
     with pytest.raises(PydsqliteError, match="closed"):
         sync_models(conn, [Note])
+
+
+def test_a_changed_pydsqlite_source_file_plans_once_then_the_fast_path_again(conn, monkeypatch):
+    """An upgrade (or an edited checkout) may plan differently: the first sync after it plans in full."""
+    import os
+
+    import pydsqlite.migrate.diff as diff_module
+    from pydsqlite.schema import declaration
+
+    sync_models(conn, [Note])
+    source = diff_module.__file__
+    status = os.stat(source)
+    for cache in ("_environment_digest", "_last"):  # as in a new process
+        monkeypatch.setattr(declaration, cache, [])
+    monkeypatch.setattr(declaration, "_keys", {})
+    os.utime(source, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))
+    try:
+        statements = traced(conn, lambda: sync_models(conn, [Note]))
+        assert any("FROM main.sqlite_master ORDER BY rowid" in s for s in statements)  # planned
+        statements = traced(conn, lambda: sync_models(conn, [Note]))
+        assert not any("sqlite_master" in s for s in statements)
+    finally:
+        os.utime(source, ns=(status.st_atime_ns, status.st_mtime_ns))
