@@ -22,11 +22,12 @@ from typing import Any
 from ..engines import Engine
 from ..errors import DataStepError, UsageError
 from ..rows.database import Database
-from ..schema.objects import Schema, fold_name
+from ..schema.objects import Schema, Table, fold_name
 from ..sql.render import quote_identifier
 from .checks import row_check
 from .introspect import applied_data_steps
 from .migration import DataCheck, MigrationPlan
+from .rebuild import key_term, rowid_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ class DataStep:
     ``fn(db)`` gets a ``Database`` bound to the migration's transaction (``db.conn`` is the
     connection). Each entry of ``moves`` reads ``"table.column -> table.column"``: values of the
     first column, which the migration drops, that are found in the second after the steps
-    ran are not counted as lost, so that drop needs no ``allow_destructive``. Values not found
-    there still count (with their number and a sample). For a table the migration drops,
+    ran are not counted as lost, so that drop needs no ``allow_destructive``: each value as many
+    times as the target holds it (50 rows holding 'dark' need 50 'dark' there), or once when the
+    entry ends with ``(distinct)`` (values moved into a lookup table of unique names). Values not
+    found there still count (with their number and a sample). For a table the migration drops,
     declare the columns whose values matter: a row counts as lost when one of them holds a
     value found at none of its targets.
 
@@ -93,15 +96,22 @@ class _Move:
     text: str
     source: tuple[str, str]
     target: tuple[str, str]
+    distinct: bool = False
+    """``(distinct)``: the target holds each distinct value once (a lookup table), not once per row."""
+
+
+_DISTINCT = "(distinct)"
 
 
 def _parse_move(text: object, step: str = "") -> _Move:
-    sides = text.split("->") if isinstance(text, str) else []
+    declared = text.strip() if isinstance(text, str) else ""
+    distinct = declared.lower().endswith(_DISTINCT)
+    sides = declared[: -len(_DISTINCT)].split("->") if distinct else declared.split("->")
     names = [side.strip().split(".") for side in sides]
     if len(names) != 2 or any(len(pair) != 2 or not all(part.strip() for part in pair) for pair in names):
-        raise UsageError(f"DataStep moves= entry {text!r} must read 'table.column -> table.column'")
+        raise UsageError(f"DataStep moves= entry {text!r} must read 'table.column -> table.column' (optionally followed by '(distinct)')")
     (source_table, source_column), (target_table, target_column) = ((a.strip(), b.strip()) for a, b in names)
-    return _Move(step, str(text), (source_table, source_column), (target_table, target_column))
+    return _Move(step, str(text), (source_table, source_column), (target_table, target_column), distinct)
 
 
 _ASYNC_STEP = (
@@ -203,10 +213,10 @@ def count_moves(plan: MigrationPlan, steps: PendingSteps, live: Schema, desired:
                 checks.append(check)
                 continue
             used.update(move.text for move in moved)
-            checks.append(_moved_check(check, moved))
+            checks.append(_moved_check(check, moved, live.table(check.table)))
             notes.extend(
                 f"values of {'.'.join(move.source)} found in {'.'.join(move.target)} after data step {move.step} "
-                "are not counted as lost"
+                f"({'each distinct value once' if move.distinct else 'as often as they were dropped'}) are not counted as lost"
                 for move in moved
             )
         operations.append(
@@ -242,32 +252,70 @@ def _covers(move: _Move, check: DataCheck) -> bool:
     return fold_name(check.table) == table and (check.column is None or fold_name(check.column) == column)
 
 
-def _moved_check(check: DataCheck, moves: list[_Move]) -> DataCheck:
-    """The drop check counting only values found at none of the targets their step declared."""
-    targets: dict[str, list[_Move]] = {}
+def _moved_check(check: DataCheck, moves: list[_Move], table: Table | None) -> DataCheck:
+    """The drop check counting only the values its step did not move: a value counts as moved as
+    many times as one target holds it (the third 'dark' of a column needs a third 'dark' there,
+    so a step that moved one row of many alike is caught), or once for a ``(distinct)`` target.
+    The rows are read through a projection numbering each value's occurrences in ``table``'s row
+    order (the first ones count as moved) and joining how often each target holds it (one grouped
+    scan per target)."""
+    by_column: dict[str, list[_Move]] = {}
     for move in moves:
-        targets.setdefault(move.source[1], []).append(move)
+        by_column.setdefault(move.source[1], []).append(move)
+    ranks: list[str] = []
+    found: list[str] = []
+    joins: list[str] = []
     missing = []
-    for column, column_moves in targets.items():
+    for number, (column, column_moves) in enumerate(by_column.items()):
         quoted = quote_identifier(column)
-        absent = " AND ".join(
-            f"{quoted} NOT IN (SELECT {quote_identifier(m.target[1])} FROM {quote_identifier(m.target[0])} "
-            f"WHERE {quote_identifier(m.target[1])} IS NOT NULL)"
-            for m in column_moves
-        )
-        missing.append(f"({quoted} IS NOT NULL AND {absent})")
+        nth = f"_pydsqlite_nth_{number}"
+        absent = []
+        for place, move in enumerate(column_moves):
+            target_table, target = (quote_identifier(name) for name in move.target)
+            if move.distinct:
+                absent.append(f"{quoted} NOT IN (SELECT {target} FROM {target_table} WHERE {target} IS NOT NULL)")
+                continue
+            held = f"_pydsqlite_held_{number}_{place}"
+            joins.append(
+                f" LEFT JOIN (SELECT {target} AS held_value, count(*) AS times FROM {target_table} WHERE {target} IS NOT NULL GROUP BY 1)"
+                f" AS {held} ON {held}.held_value = _pydsqlite_dropped.{quoted}"
+            )
+            found.append(f"{held}.times AS {held}")
+            absent.append(f"{nth} > coalesce({held}, 0)")
+        if not all(move.distinct for move in column_moves):
+            ranks.append(f"row_number() OVER (PARTITION BY {quoted}{_row_order(table)}) AS {nth}")
+        missing.append(f"({quoted} IS NOT NULL AND {' AND '.join(absent)})")
+    source = check.source or ""
+    if ranks:
+        numbered = f"(SELECT *, {', '.join(ranks)} FROM {source}) AS _pydsqlite_dropped"
+        source = f"(SELECT _pydsqlite_dropped.*, {', '.join(found)} FROM {numbered}{''.join(joins)})"
     where = ", ".join(sorted({".".join(move.target) for move in moves}))
     steps = ", ".join(sorted({move.step for move in moves}))
     if check.column is not None:
-        problem = f"values would be deleted with the column: data step {steps} moved them to {where}, but these are not there"
+        problem = (
+            f"values would be deleted with the column: data step {steps} moved them to {where}, but these are not there "
+            "as many times as here"
+        )
     else:
         problem = (
-            f"rows would be deleted with the table: their {', '.join(targets)} are not in {where}, where data step {steps} "
-            "moved them"
+            f"rows would be deleted with the table: their {', '.join(by_column)} are not in {where} as many times as here, "
+            f"where data step {steps} moved them"
         )
-    sample = ", ".join(quote_identifier(column) for column in targets)
-    moved = row_check(check.table, check.column, problem, check.source or "", " OR ".join(missing), blocking=False, sample=sample)
+    sample = ", ".join(quote_identifier(column) for column in by_column)
+    moved = row_check(check.table, check.column, problem, source, " OR ".join(missing), blocking=False, sample=sample)
     return replace(moved, drops=True)
+
+
+def _row_order(table: Table | None) -> str:
+    """``ORDER BY`` the rows' storage order: the rowid, else the primary key."""
+    if table is None:
+        return ""
+    rowid = rowid_name(table)
+    if rowid is not None:
+        return f" ORDER BY {key_term(rowid)}"
+    if table.primary_key:
+        return " ORDER BY " + ", ".join(quote_identifier(name) for name in table.primary_key)
+    return ""
 
 
 def with_steps(expand: MigrationPlan, contract: MigrationPlan, steps: PendingSteps) -> MigrationPlan:
