@@ -21,6 +21,7 @@ from pydsqlite import (
     ForeignKey,
     MigrationError,
     PrimaryKey,
+    PydsqliteError,
     SyncModel,
     UsageError,
     model_migration_plan,
@@ -219,6 +220,30 @@ def test_a_no_op_sync_after_a_pending_write_treats_it_as_any_sync_does(db_path, 
     assert connection_state(seeded)[1:] == before[1:]
 
 
+@pytest.mark.parametrize("models", [[ParentV1, Child], [ParentV2, Child]], ids=["no-op", "migrating"])
+def test_a_pep249_sync_whose_first_commit_is_refused_leaves_the_transaction_pending_and_the_mode_as_it_was(db_path, seeded, mode, models):
+    """sync_models commits what is pending before it migrates; when another connection's lock
+    refuses that commit, the pending writes stay pending on a connection still in PEP 249 mode
+    (commit() then writes them), and nothing else was done."""
+    if mode != PEP249:
+        pytest.skip("only a PEP 249 connection has a transaction of its own to commit first")
+    seeded.execute("PRAGMA busy_timeout = 50")
+    seeded.execute("INSERT INTO parents VALUES (3, 'pending')")
+    reader = sqlite3.connect(db_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM parents").fetchone()
+    with pytest.raises(sqlite3.OperationalError, match="could not be committed first.*still pending") as raised:
+        sync_models(seeded, models, busy_timeout=0.05)
+    assert isinstance(raised.value, PydsqliteError)
+    reader.execute("COMMIT")
+    reader.close()
+    assert seeded.autocommit is False and seeded.in_transaction
+    assert ("nickname",) not in seeded.execute("SELECT name FROM pragma_table_info('parents')").fetchall()
+    Database(seeded).insert(ParentV1(id=4, name="after"))
+    seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,), (4,)]
+
+
 # --- Database --------------------------------------------------------------------------------
 
 
@@ -389,6 +414,70 @@ def test_a_transaction_block_of_its_own_takes_the_write_lock_at_once(db_path, se
             with pytest.raises(sqlite3.OperationalError, match="database is locked"):
                 other.execute("SELECT count(*) FROM parents").fetchall()
     other.close()
+
+
+@pytest.mark.parametrize("refusal", ["a reader's lock", "a deferred foreign key"])
+def test_a_block_whose_commit_is_refused_writes_nothing_and_its_retry_writes_once(db_path, seeded, mode, refusal):
+    """The block raises, none of its writes stay pending (a retry would write them twice); on a
+    PEP 249 connection what was pending before the block stays pending, as any failed block leaves it."""
+    seeded.execute("PRAGMA busy_timeout = 50")
+    db = Database(seeded)
+    if mode == PEP249:
+        seeded.execute("INSERT INTO parents VALUES (5, 'pending before')")
+    reader = sqlite3.connect(db_path, isolation_level=None)
+
+    def block(child: int, parent: int) -> None:
+        with db.transaction():
+            if refusal == "a deferred foreign key":
+                seeded.execute("PRAGMA defer_foreign_keys = ON")
+            db.insert(ParentV1(id=3, name="cy"))
+            db.insert(Child(id=child, parent_id=parent))
+
+    if refusal == "a reader's lock":
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM parents").fetchone()  # holds a shared lock: no commit can write
+        failing = (3, 1)
+    else:
+        failing = (13, 99)  # no parent 99: the deferred check refuses the commit
+    with pytest.raises((sqlite3.OperationalError, sqlite3.IntegrityError, PydsqliteError)):
+        block(*failing)
+    if refusal == "a reader's lock":
+        reader.execute("COMMIT")
+    reader.close()
+    assert seeded.execute("SELECT count(*) FROM parents WHERE id = 3").fetchone() == (0,)
+    pending = seeded.execute("SELECT count(*) FROM parents WHERE id = 5").fetchone()
+    assert pending == ((1,) if mode == PEP249 else (0,))
+    block(13, 1)  # the retry
+    if seeded.in_transaction and mode != PEP249:
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == ([(1,), (2,), (3,), (5,)] if mode == PEP249 else [(1,), (2,), (3,)])
+    assert committed(db_path, "SELECT count(*) FROM children WHERE id = 13") == [(1,)]
+
+
+def test_a_block_of_a_second_database_on_the_same_connection_nests_in_the_first(db_path, seeded, mode):
+    """A helper wrapping the connection in a Database of its own, called inside the app's block:
+    its block is a savepoint of the app's, so the app's failing block takes both back."""
+
+    def audit(text: str) -> None:
+        helper = Database(seeded)
+        with helper.transaction():
+            helper.insert(ParentV1(id=4, name=text))
+
+    db = Database(seeded)
+    with pytest.raises(RuntimeError, match="credit failed"):
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="debit"))
+            audit("audit")
+            raise RuntimeError("credit failed")
+    if seeded.in_transaction:
+        seeded.rollback() if mode != PEP249 else seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,)]
+    with db.transaction():
+        db.insert(ParentV1(id=3, name="debit"))
+        audit("audit")
+    if seeded.in_transaction and mode != PEP249:
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,), (4,)]
 
 
 # --- sync_models inside a transaction block ---------------------------------------------------

@@ -45,6 +45,15 @@ thread that opened them: a migration started inside one joins it rather than com
 block halfway, and another thread's call is refused rather than joining it."""
 _claims = threading.Lock()
 """Guards ``_units_open``, so that two threads cannot both take a connection for their units."""
+_unit_depths: dict[int, int] = {}
+"""How deeply units of work are nested on each connection (by ``id``; an entry lives only while one
+is open), whichever engine opened them: a block of a second ``Database`` over the same connection,
+opened inside the first one's block, is nested in it (it neither commits nor ends it)."""
+
+
+_BEFORE_COMMIT = "pydsqlite_before_commit"
+"""The savepoint an outermost PEP 249 block opens before its own, so that a refused commit undoes
+the block alone."""
 
 
 def _no_savepoint(error: Exception) -> bool:
@@ -93,7 +102,6 @@ class Engine(ABC):
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self._depth = 0
 
     # --- statements ----------------------------------------------------------------------------
 
@@ -130,6 +138,11 @@ class Engine(ABC):
         return None if row is None else row[0]
 
     # --- transactions --------------------------------------------------------------------------
+
+    @property
+    def _depth(self) -> int:
+        """How many units are open on the connection (see ``_unit_depths``)."""
+        return _unit_depths.get(id(self.connection), 0)
 
     @property
     def connection_lost(self) -> bool:
@@ -185,27 +198,36 @@ class Engine(ABC):
                 raise _ended_inside("this call was refused: nothing of it was written")
             own = depth == 0 and not in_transaction
             savepoint = None if own and not block else f"pydsqlite_sp{depth}"
+            commits = block and not own and depth == 0 and self.pep249_mode
             if own:
                 self.execute(self.begin_statement(immediate=immediate))
-            if savepoint is not None:
-                try:
+            try:
+                if commits:  # marks what was pending before the block, kept if the commit is refused
+                    self.execute(f"SAVEPOINT {_BEFORE_COMMIT}")
+                if savepoint is not None:
                     self.execute(f"SAVEPOINT {savepoint}")
-                except BaseException:
-                    if own and self.in_transaction:
-                        self.execute("ROLLBACK")
-                    raise
-            self._depth += 1
+            except BaseException:
+                if own and self.in_transaction:
+                    self.execute("ROLLBACK")
+                elif commits:
+                    self._forget_savepoint(_BEFORE_COMMIT)
+                raise
+            _unit_depths[id(self.connection)] = depth + 1
             try:
                 yield
             except BaseException as error:
-                self._undo(own, savepoint, error)
+                try:
+                    self._undo(own, savepoint, error)
+                finally:
+                    if commits:
+                        self._forget_savepoint(_BEFORE_COMMIT)
                 raise
             else:
                 try:
                     if savepoint is not None:
                         self._release(savepoint)
-                        if block and not own and depth == 0:
-                            self.commit_pending()
+                    if commits:
+                        self._commit_block()
                     if own:
                         self.execute("COMMIT")
                 except BaseException:
@@ -213,7 +235,10 @@ class Engine(ABC):
                         self.execute("ROLLBACK")
                     raise
             finally:
-                self._depth -= 1
+                if depth:
+                    _unit_depths[id(self.connection)] = depth
+                else:
+                    del _unit_depths[id(self.connection)]
         finally:
             self._unclaim()
 
@@ -292,6 +317,34 @@ class Engine(ABC):
                 raise
             self.rollback_open()
             raise _ended_inside(_ROLLED_BACK) from None
+
+    def _commit_block(self) -> None:
+        """Commit what is pending at the end of an outermost block in PEP 249 mode. A commit SQLite
+        refuses (another connection's lock, a deferred foreign key) leaves the transaction open:
+        the block's writes are rolled back to the savepoint taken before it, so a retried block
+        does not write them twice, and what was pending before the block stays pending."""
+        try:
+            self.commit_pending()
+        except BaseException:
+            if not self.connection_lost and self.in_transaction:
+                try:
+                    self.execute(f"ROLLBACK TO {_BEFORE_COMMIT}")
+                except Exception as failure:
+                    if not _no_savepoint(failure):
+                        raise
+                else:
+                    self._forget_savepoint(_BEFORE_COMMIT)
+            raise
+
+    def _forget_savepoint(self, name: str) -> None:
+        """``RELEASE`` a savepoint that may already be gone with its transaction."""
+        if self.connection_lost or not self.in_transaction:
+            return
+        try:
+            self.execute(f"RELEASE {name}")
+        except Exception as failure:
+            if not _no_savepoint(failure):
+                raise
 
     def rollback_open(self) -> None:
         """Roll back the transaction open on the connection, if any."""

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.request import pathname2url
 
+from ..errors import SqliteOperationalError
 from .base import Cursor, Engine
 
 LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
@@ -179,7 +180,20 @@ class SqliteEngine(Engine):
         if not self.pep249_mode or self.unit_open:
             yield
             return
-        self.connection.autocommit = True  # type: ignore[attr-defined]
+        try:
+            self.connection.autocommit = True  # type: ignore[attr-defined]
+        except sqlite3.Error as error:
+            # CPython switches the mode even when SQLite refuses the commit: switch it back, so that the
+            # transaction left pending is the connection's again (commit() and rollback() reach it)
+            self.connection.autocommit = False  # type: ignore[attr-defined]
+            code = getattr(error, "sqlite_errorcode", 0)
+            refusal = SqliteOperationalError(
+                f"the transaction pending on this PEP 249 connection could not be committed first ({error}); it is still "
+                "pending, and nothing else was done: retry, or end it with conn.commit() or conn.rollback()",
+                code=code & 0xFF if code else None,
+            )
+            refusal.sqlite_errorcode, refusal.sqlite_errorname = code, getattr(error, "sqlite_errorname", "")
+            raise refusal from error
         try:
             yield
         finally:
