@@ -399,6 +399,39 @@ def test_fields_with_aliases_round_trip_through_every_method(memory_conn):
         db.get(Account, 2)
 
 
+@pytest.mark.parametrize("config", [{"populate_by_name": True}, {"validate_by_name": True, "validate_by_alias": True}])
+def test_a_field_whose_alias_is_another_fields_name_keeps_its_own_value_everywhere(tmp_path, config):
+    """An API that renamed things: column ``name`` is served as "title", column ``title`` as
+    "heading", and the model also takes field names. Each column keeps its own value through every
+    write and read, also for rows written by SQL, and through a replica's merge."""
+    from pydantic import Field as PydanticField
+
+    class Article(SyncModel, table="alias_swap_articles"):
+        model_config = ConfigDict(**config)
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, LWW()] = PydanticField(alias="title")
+        title: Annotated[str, LWW()] = PydanticField(alias="heading")
+
+    conn = sqlite3.connect(tmp_path / "articles.db")
+    sync_models(conn, [Article])
+    db = Database(conn)
+    db.insert(Article(id=1, title="slug-1", heading="Heading 1"))
+    db.insert_many([Article(id=2, title="slug-2", heading="Heading 2"), {"id": 3, "title": "slug-3", "heading": "Heading 3"}], Article)
+    db.upsert(Article(id=4, title="slug-4", heading="Heading 4"))
+    conn.execute("INSERT INTO alias_swap_articles (id, name, title) VALUES (5, 'slug-5', 'Heading 5')")
+    assert conn.execute("SELECT id, name, title FROM alias_swap_articles WHERE id < 5 ORDER BY id").fetchall() == [
+        (n, f"slug-{n}", f"Heading {n}") for n in range(1, 5)
+    ]
+    assert [(a.id, a.name, a.title) for a in db.select(Article, order_by="id")] == [(n, f"slug-{n}", f"Heading {n}") for n in range(1, 6)]
+    assert db.get(Article, 5).name == "slug-5"
+    assert (db.update(Article, 2, title="Heading 2b").name, db.get(Article, 2).title) == ("slug-2", "Heading 2b")
+    conn.commit()
+    replica = Database(sqlite3.connect(tmp_path / "replica.db"))
+    sync_models(replica.conn, [Article])
+    replica.apply_changes(db.changes_since(), [Article])
+    assert [(a.name, a.title) for a in replica.select(Article, order_by="id")] == [(a.name, a.title) for a in db.select(Article, order_by="id")]
+
+
 class StrictEvent(SyncModel, table="strict_events"):
     model_config = ConfigDict(strict=True)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import annotated_types
-from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
+from pydantic import AliasChoices, BaseModel, StringConstraints, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -176,7 +176,17 @@ class _FieldDeclaration:
 
 def input_key(model: type[BaseModel], name: str, info: FieldInfo) -> str:
     """The key a table model's validator reads field ``name`` from (rows are validated from dicts by
-    it); ``SchemaDefinitionError`` for an ``AliasPath``, which no column can feed."""
+    it): its alias whenever the validator reads aliases, even when it also reads names
+    (``populate_by_name``), since pydantic looks an alias up first, and one field's alias may be
+    another field's name; ``SchemaDefinitionError`` for an ``AliasPath``, which no column can feed."""
+    if model.model_config.get("validate_by_alias", True) is not False:
+        alias = info.validation_alias if info.validation_alias is not None else info.alias
+        if isinstance(alias, str):
+            return alias
+        if isinstance(alias, AliasChoices):
+            first = next((choice for choice in alias.choices if isinstance(choice, str)), None)
+            if first is not None:
+                return first
     key = validation_key(model, name, info)
     if key is None:
         alias = info.validation_alias if info.validation_alias is not None else info.alias
