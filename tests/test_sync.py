@@ -875,7 +875,12 @@ def test_adding_changing_and_removing_a_foreign_key_rebuilds_and_keeps_rows(conn
         assert model_migration_plan(conn, [Org, model]).is_empty
 
 
-def test_a_new_foreign_key_over_orphan_rows_is_refused_when_foreign_keys_are_on(conn):
+@pytest.mark.parametrize("enforced", [False, True], ids=["foreign keys off", "foreign keys on"])
+def test_a_new_foreign_key_over_orphan_rows_is_refused_whatever_the_pragma_says(conn, db_path, enforced):
+    """A constraint the rows violate from the moment it exists is a broken schema: with foreign keys
+    off (Python's default, and the CLI's) too, since foreign_key_check fails and so would every
+    write the day they are on."""
+
     class Plain(SyncModel, table="members"):
         id: Annotated[int, PrimaryKey()]
         org_id: int
@@ -887,14 +892,22 @@ def test_a_new_foreign_key_over_orphan_rows_is_refused_when_foreign_keys_are_on(
     seed_orgs_and_members(conn, Plain)
     conn.execute("INSERT INTO members VALUES (13, 99)")
     conn.commit()
-    assert not model_migration_plan(conn, [Org, Linked]).problems  # foreign keys are off: orphans are allowed
-    conn.execute("PRAGMA foreign_keys = ON")
+    if enforced:
+        conn.execute("PRAGMA foreign_keys = ON")
+    before = db_path.read_bytes()
     plan = model_migration_plan(conn, [Org, Linked])
     assert plan.problems == ("members.org_id: 1 row: rows reference no row of orgs through the new foreign key (e.g. 99)",)
     with pytest.raises(MigrationError, match=r"members\.org_id: 1 row: rows reference no row of orgs"):
         sync_models(conn, [Org, Linked])
     assert rows(conn, "SELECT count(*) FROM pragma_foreign_key_list('members')") == [(0,)]
-    assert rows(conn, "PRAGMA foreign_keys") == [(1,)]
+    assert rows(conn, "PRAGMA foreign_keys") == [(int(enforced),)]
+    assert db_path.read_bytes() == before
+
+    def orphans_to_null(db) -> None:
+        db.conn.execute("DELETE FROM members WHERE org_id NOT IN (SELECT id FROM orgs)")
+
+    sync_models(conn, [Org, Linked], data_steps={"001 orphans": orphans_to_null})
+    assert rows(conn, "PRAGMA foreign_key_check") == []
 
 
 def test_a_new_foreign_key_finds_orphans_by_the_childs_own_columns(conn):

@@ -100,32 +100,36 @@ def no_parent_condition(child: list[str], parent: str, parent_columns: tuple[str
     return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})"
 
 
-def orphans_check(table: str, source: str, key: ForeignKey, parent: str) -> DataCheck:
-    """Rows of ``source`` whose new foreign key points at no row of ``parent`` (the parent table's
-    current name). Asked only when foreign keys are enforced: then they would fail the migration."""
+def orphans_check(table: str, source: str, key: ForeignKey, parent: str, *, new_key: bool) -> DataCheck:
+    """Rows of ``source`` whose foreign key points at no row of ``parent`` (the parent table's
+    current name). For a ``new_key`` asked whatever ``PRAGMA foreign_keys`` says: a constraint the
+    rows violate from the moment it exists is a broken schema (``foreign_key_check`` fails, and
+    the day foreign keys are on, so do writes); for a key that existed, only when foreign keys are
+    enforced (with them off, orphans may have been there all along)."""
     columns = [f"{_CHILD}.{quote_identifier(column)}" for column in key.columns]
+    problem = f"rows reference no row of {key.ref_table}" + (" through the new foreign key" if new_key else "")
     check = row_check(
-        table, ", ".join(key.columns), f"rows reference no row of {key.ref_table} through the new foreign key",
+        table, ", ".join(key.columns), problem,
         f"{source} AS {_CHILD}", no_parent_condition(columns, parent, key.ref_columns),
         blocking=True, sample=", ".join(columns),
     )
-    return replace(check, when_foreign_keys_on=True)
+    return check if new_key else replace(check, when_foreign_keys_on=True)
 
 
 def converted_orphans_check(table: str, live_table: str, key: ForeignKey, parent: str, pairs: list[tuple[str, str]]) -> DataCheck:
     """Rows of ``live_table`` that the copy gives a new value (``pairs``: each key column's copy term and
     old value) that no row of ``parent`` holds: a default filling NULLs, a conversion. Rows that
-    referenced no parent before are left to the foreign-key check, which lets what was there stay."""
+    referenced no parent before are left to the foreign-key check, which lets what was there stay.
+    Asked whatever ``PRAGMA foreign_keys`` says: the migration itself would break those references."""
     selected = ", ".join(f"{term} AS k{n}, {old} AS o{n}" for n, (term, old) in enumerate(pairs))
     new = [f"{_CHILD}.k{n}" for n in range(len(pairs))]
     changed = " OR ".join(f"{_CHILD}.k{n} IS NOT {_CHILD}.o{n}" for n in range(len(pairs)))
-    check = row_check(
+    return row_check(
         table, ", ".join(key.columns), f"the migration gives rows a value no row of {key.ref_table} holds, which the foreign key refuses",
         f"(SELECT {selected} FROM {quote_identifier(live_table)}) AS {_CHILD}",
         f"({changed}) AND {no_parent_condition(new, parent, key.ref_columns)}",
         blocking=True, sample=", ".join(new),
     )
-    return replace(check, when_foreign_keys_on=True)
 
 
 def table_rows_check(table: str) -> DataCheck:

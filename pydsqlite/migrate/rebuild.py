@@ -316,13 +316,13 @@ def rebuild_table(item: TableDiff, live_schema: Schema, converted_in_plan: froze
         if parent is None or not key.ref_columns or any(parent.column(column) is None for column in key.ref_columns):
             continue
         if key.link not in item.existing_links:
-            checks.append(orphans_check(name, projection, key, parent.name))
+            checks.append(orphans_check(name, projection, key, parent.name, new_key=True))
         elif any(fold_name(column) in converted for column in key.columns):
             if any((fold_name(key.ref_table), fold_name(column)) in converted_in_plan for column in key.ref_columns):
                 continue  # the parent's key is cast too: left to the final foreign-key check
             copied = dict(zip(copy.targets, copy.terms, strict=True))
             if any(quote_identifier(column) not in copied or fold_name(column) not in sources for column in key.columns):
-                checks.append(orphans_check(name, projection, key, parent.name))
+                checks.append(orphans_check(name, projection, key, parent.name, new_key=False))
                 continue
             pairs = [(copied[quote_identifier(column)], quote_identifier(sources[fold_name(column)])) for column in key.columns]
             checks.append(converted_orphans_check(name, live.name, key, parent.name, pairs))
@@ -380,9 +380,10 @@ def _children_losing_their_parent(
     item: TableDiff, live_schema: Schema, changes: tuple[ValueChange, ...], converted_in_plan: frozenset[tuple[str, str]]
 ) -> list[DataCheck]:
     """Rows of tables referencing this one whose parent's key the rebuild converts with a loss (a TEXT
-    key 'x' turning INTEGER becomes 0): they would lose their parent, which a connection enforcing
-    foreign keys refuses at the end of the migration; the preview names them first. A child whose
-    referencing columns the plan casts too is left to that final check."""
+    key 'x' turning INTEGER becomes 0): they would lose their parent (a connection enforcing foreign
+    keys refuses that at the end of the migration; one that does not would keep broken references),
+    so the plan names them whatever ``PRAGMA foreign_keys`` says. A child whose referencing columns
+    the plan casts too is left to the final foreign-key check."""
     live = item.live
     sources = {fold_name(new): old for new, old in item.column_sources}
     lossy = {
@@ -410,7 +411,7 @@ def _children_losing_their_parent(
                 f"rows reference rows of {live.name} whose {', '.join(referenced)} the conversion would change, so they would lose their parent",
                 quote_identifier(child.name), f"({columns}) IN ({parents})", blocking=True, sample=columns,
             )
-            found.append(replace(check, when_foreign_keys_on=True))
+            found.append(check)  # whatever PRAGMA foreign_keys says: the migration itself would orphan them
     return found
 
 
