@@ -486,3 +486,20 @@ def test_bulk_calls_leave_the_garbage_collector_as_they_found_it_even_when_they_
         assert [p.name for p in db.select(Person)] == ["ann"]
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_a_table_whose_only_column_is_an_assigned_key_takes_every_write(tmp_path):
+    """A ticket or sequence table: nothing to give but the row itself (DEFAULT VALUES)."""
+
+    class Ticket(SyncModel, table="only_key_tickets"):
+        id: Annotated[int, PrimaryKey()] = None
+
+    conn = sqlite3.connect(tmp_path / "tickets.db")
+    sync_models(conn, [Ticket])
+    db = Database(conn)
+    assert db.insert(Ticket()).id == 1
+    assert db.insert_many([Ticket(), Ticket(), {}], Ticket) == 3
+    assert db.upsert(Ticket()).id == 5
+    assert db.upsert(Ticket(id=2)).id == 2 and db.insert(Ticket(id=9)).id == 9
+    assert [t.id for t in db.select(Ticket, order_by="id")] == [1, 2, 3, 4, 5, 9]
+    assert db.delete(Ticket, 9) and db.get(Ticket, 9) is None

@@ -116,7 +116,14 @@ class Engine(ABC):
     def insert_rows(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> Cursor:
         """``{head} VALUES (?, …){tail}`` for each of ``rows`` (all of one width): one statement per
         row with ``executemany``, or, where ``batch_rows``, as few multi-row statements as
-        ``max_parameters`` allows. One row is a plain ``execute`` (its cursor has ``lastrowid``)."""
+        ``max_parameters`` allows. One row is a plain ``execute`` (its cursor has ``lastrowid``). Rows
+        of no value (a table whose only column is a key SQLite assigns) are each ``DEFAULT VALUES``."""
+        if not rows[0]:
+            cursor = None
+            for _ in rows:
+                cursor = self.execute(f"{head} DEFAULT VALUES{tail}")
+            assert cursor is not None  # there were rows
+            return cursor
         group = "(" + ", ".join("?" * len(rows[0])) + ")"
         if len(rows) == 1:
             return self.execute(f"{head} VALUES {group}{tail}", rows[0])

@@ -165,6 +165,8 @@ class RowCodec:
         names += [name + LWW_SUFFIX for name in self.lww]
         if self.synced:
             names += [VERSION_COLUMN, SEQ_COLUMN]
+        if not names:  # only a key SQLite assigns: ``Engine.insert_rows`` writes DEFAULT VALUES
+            return f"INSERT INTO {self.quoted_table}"
         columns = ", ".join(quote_identifier(name) for name in names)
         return f"INSERT INTO {self.quoted_table} ({columns})"
 
