@@ -22,6 +22,7 @@ from pydsqlite import (
     Field,
     ForeignKey,
     PrimaryKey,
+    PydsqliteError,
     RowNotFoundError,
     RowValidationError,
     SchemaMismatchError,
@@ -503,3 +504,41 @@ def test_a_table_whose_only_column_is_an_assigned_key_takes_every_write(tmp_path
     assert db.upsert(Ticket(id=2)).id == 2 and db.insert(Ticket(id=9)).id == 9
     assert [t.id for t in db.select(Ticket, order_by="id")] == [1, 2, 3, 4, 5, 9]
     assert db.delete(Ticket, 9) and db.get(Ticket, 9) is None
+
+
+@pytest.mark.parametrize("inside", ["your transaction", "a db.transaction() block", "nothing"])
+def test_a_write_whose_trigger_rolls_back_the_whole_transaction_says_so(tmp_path, inside):
+    """A trigger's RAISE(ROLLBACK) ends the transaction the write joined, not just the write: the
+    error says the writes pending before it are gone too (the caller must not carry on and commit
+    half a batch); alone, the write is just rolled back."""
+
+    class Entry(SyncModel, table="raise_rollback_entries"):
+        id: Annotated[int, PrimaryKey()] = None
+        name: str
+
+    conn = sqlite3.connect(tmp_path / "entries.db")
+    sync_models(conn, [Entry])
+    conn.execute(
+        "CREATE TRIGGER no_banned BEFORE INSERT ON raise_rollback_entries WHEN NEW.name = 'banned' "
+        "BEGIN SELECT RAISE(ROLLBACK, 'banned name'); END"
+    )
+    conn.commit()
+    db = Database(conn)
+    whole = "SQLite rolled back the whole transaction it was part of, so the writes pending before it"
+    if inside == "nothing":
+        with pytest.raises(ConstraintError) as raised:
+            db.insert(Entry(name="banned"))
+        assert whole not in str(raised.value) and "rolled back (banned name)" in str(raised.value)
+        return
+    with pytest.raises(PydsqliteError) as raised:
+        if inside == "your transaction":
+            conn.execute("INSERT INTO raise_rollback_entries (name) VALUES ('pending')")
+            db.insert(Entry(name="banned"))
+        else:
+            with db.transaction():
+                db.insert(Entry(name="pending"))
+                db.insert(Entry(name="banned"))
+    chain = [raised.value, raised.value.__cause__, raised.value.__context__]
+    assert any(isinstance(error, ConstraintError) and whole in str(error) for error in chain)
+    conn.commit()
+    assert conn.execute("SELECT count(*) FROM raise_rollback_entries").fetchone() == (0,)

@@ -56,6 +56,12 @@ _BEFORE_COMMIT = "pydsqlite_before_commit"
 the block alone."""
 
 
+def transaction_ended_by(error: BaseException) -> bool:
+    """Whether SQLite answered ``error`` by rolling back the whole transaction a unit was part of (a
+    trigger's ``RAISE(ROLLBACK)``, ``ON CONFLICT ROLLBACK``): the writes pending before it are gone too."""
+    return bool(getattr(error, "pydsqlite_transaction_ended", False))
+
+
 def _no_savepoint(error: Exception) -> bool:
     """Whether ``error`` is SQLite's "no such savepoint": the transaction holding it has ended."""
     return "no such savepoint" in str(error).lower()
@@ -313,6 +319,8 @@ class Engine(ABC):
         # A database error may itself have ended the transaction (SQLite rolls back on some): it is the news.
         if gone and not isinstance(error, (_EndedInside, self.Error, EngineError)):
             raise _ended_inside(_ROLLED_BACK) from error
+        if gone and not own and isinstance(error, self.Error):
+            error.pydsqlite_transaction_ended = True  # type: ignore[attr-defined]  # read by the error of the write
 
     def _release(self, savepoint: str) -> None:
         """``RELEASE`` the unit's savepoint; one that is gone means the transaction was ended inside

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..collector import collector_paused
 from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
+from ..engines.base import transaction_ended_by
 from ..errors import (
     ConstraintError,
     EngineError,
@@ -834,7 +835,14 @@ def _constraint_error(codec: RowCodec, error: Exception) -> ConstraintError:
     kind = match.group(1).upper() if match else "constraint"
     detail = (match.group(2) or "").strip() if match else ""
     constraint = f"{kind} {detail}".strip()
-    return ConstraintError(codec.name, constraint, f"write to table {codec.name!r} violates {constraint}; rolled back ({error})")
+    if transaction_ended_by(error):
+        what = (
+            "SQLite rolled back the whole transaction it was part of, so the writes pending before it on this connection "
+            "are gone too (a trigger's RAISE(ROLLBACK) or an ON CONFLICT ROLLBACK clause)"
+        )
+    else:
+        what = "rolled back"
+    return ConstraintError(codec.name, constraint, f"write to table {codec.name!r} violates {constraint}; {what} ({error})")
 
 
 _NO_TABLE = re.compile(r"no such table: (?:main\.)?(.+)")
