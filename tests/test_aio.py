@@ -246,6 +246,43 @@ def test_transactions_commit_roll_back_and_nest_as_savepoints(tmp_path):
         assert [name for (name,) in reader.execute("SELECT name FROM items ORDER BY id")] == ["kept", "kept too"]
 
 
+def test_a_task_whose_async_generator_held_a_block_is_outside_it_once_the_generator_is_closed_elsewhere(tmp_path):
+    """An async generator streaming rows inside db.transaction(), left with break (no aclosing):
+    asyncio closes it later from another context, which rolls its block back. The consumer task
+    then writes as a task outside any block (it was refused for good, as if started inside one)."""
+    path = tmp_path / "app.db"
+
+    async def upper_cased(db):
+        async with db.transaction():
+            async for item in db.iter_select(Item, order_by="id"):
+                await db.update(Item, item.id, name=item.name.upper())
+                yield item
+
+    async def scenario():
+        async with aiosqlite.connect(path) as conn:
+            await aio.sync_models(conn, [Item])
+            db = aio.AsyncDatabase(conn)
+            await db.insert_many([Item(name="a"), Item(name="b")])
+            stream = upper_cased(db)
+            async for _ in stream:
+                break
+            del stream
+            for _ in range(20):  # the event loop's finalizer closes the generator in a task of its own
+                await asyncio.sleep(0.01)
+            assert not conn.in_transaction
+            assert await db.count(Item) == 2
+            await db.insert(Item(name="later"))
+
+            async def child() -> int:
+                return await db.count(Item)
+
+            assert await asyncio.create_task(child()) == 3
+
+    run(scenario())
+    with sqlite3.connect(path) as reader:
+        assert [name for (name,) in reader.execute("SELECT name FROM items ORDER BY id")] == ["a", "b", "later"]
+
+
 # --- the pipeline's entry points -------------------------------------------------------------------
 
 

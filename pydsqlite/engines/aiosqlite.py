@@ -78,7 +78,7 @@ class _StatementInProgress(Exception):
 class _Scope:
     """Where units of work wait their turn: the connection, or an open transaction (for calls made inside it)."""
 
-    __slots__ = ("lock", "parent", "open", "outcome")
+    __slots__ = ("lock", "parent", "open", "outcome", "task")
 
     def __init__(self, parent: _Scope | None) -> None:
         self.lock = asyncio.Lock()
@@ -86,6 +86,8 @@ class _Scope:
         self.open = True
         self.outcome: str | None = None
         """How the transaction ended: "was rolled back" or "committed" (None while it has not)."""
+        self.task = asyncio.current_task() if parent is not None else None
+        """The task whose code entered the block (its own context holds this scope)."""
 
 
 class AiosqliteEngine(SqliteEngine):
@@ -247,7 +249,10 @@ class AiosqliteEngine(SqliteEngine):
                 scope.outcome = "committed"
             finally:
                 scope.open = False
-                self._scope.reset(token)
+                try:
+                    self._scope.reset(token)
+                except ValueError:  # left in another context (an async generator finalized later): see _hold
+                    pass
         finally:
             parent.lock.release()
 
@@ -284,6 +289,12 @@ class AiosqliteEngine(SqliteEngine):
                 assert ended.parent is not None
                 ended = ended.parent
             if ended is scope:
+                return scope
+            if ended.task is asyncio.current_task():
+                # this task's own code entered that block (an async generator left without aclosing, closed
+                # later from another context, which could not take the block off this task's context): the
+                # block is over, the task is no longer inside it
+                self._scope.set(scope)
                 return scope
             scope.lock.release()
             raise UsageError(
