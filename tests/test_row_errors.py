@@ -851,3 +851,41 @@ def test_a_where_that_compiles_but_fails_on_a_rows_data_is_an_engine_error_howev
         with pytest.raises(SqliteOperationalError, match=r"Doc \(table 'docs'\): malformed JSON"):
             call()
             pytest.fail(f"{name} raised nothing")
+
+
+class Memo(SyncModel, table="undecodable_memos"):
+    id: Annotated[int, PrimaryKey()]
+    kind: str = "a"
+    body: str = ""
+
+
+@pytest.mark.parametrize("call", ["select", "iter_select", "get", "update", "upsert", "count is fine"])
+def test_text_that_is_not_utf8_names_its_row_and_column_and_how_to_repair_it(tmp_path, call):
+    """Text another program wrote as bytes that are not UTF-8: the driver cannot read it, and the
+    error names the row, the column and the SQL that repairs it; nothing is written."""
+    path = tmp_path / "memos.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Memo])
+    conn.executemany("INSERT INTO undecodable_memos (id, body) VALUES (?, ?)", [(1, "fine"), (3, "fine too")])
+    conn.execute("INSERT INTO undecodable_memos (id, body) VALUES (2, CAST(x'6869ff' AS TEXT))")
+    conn.commit()
+    before = path.read_bytes()
+    db = Database(conn)
+    actions = {
+        "select": lambda: db.select(Memo),
+        "iter_select": lambda: list(db.iter_select(Memo)),
+        "get": lambda: db.get(Memo, 2),
+        "update": lambda: db.update(Memo, 2, body="fixed"),
+        "upsert": lambda: db.upsert(Memo(id=2, body="fixed")),
+    }
+    if call == "count is fine":
+        assert db.count(Memo) == 3 and db.get(Memo, 1).body == "fine"
+        return
+    with pytest.raises(RowValidationError) as raised:
+        actions[call]()
+    assert (raised.value.table, raised.value.key, raised.value.columns) == ("undecodable_memos", 2, ["body"])
+    assert "not valid UTF-8 (b'hi\\xff')" in str(raised.value) and "WHERE `id` = 2" in str(raised.value)
+    conn.rollback()
+    assert path.read_bytes() == before
+    conn.execute("UPDATE undecodable_memos SET body = 'repaired' WHERE id = 2")  # the repair the message names
+    assert db.get(Memo, 2).body == "repaired"

@@ -39,7 +39,7 @@ from ..replica.replication import ChangeSet, Replica
 from ..schema.codecs import encode_param, unstorable_reason
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
 from ..sql.ddl import tokenize
-from ..sql.render import double_quotes_as_names, quote_identifier
+from ..sql.render import double_quotes_as_names, quote_identifier, quote_literal
 from .codec import RowCodec, codec_for
 from .query import Condition
 
@@ -436,7 +436,7 @@ class Database:
         except self.engine.IntegrityError as error:
             raise _constraint_error(codec, error) from error
         except self.engine.OperationalError as error:
-            raise (_schema_error(codec, error) or engine_refusal(_where(codec), error)) from error
+            raise (_schema_error(codec, error) or _undecodable_row(self.engine, codec, error) or engine_refusal(_where(codec), error)) from error
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> Cursor:
         """INSERT validated instances (``Engine.insert_rows``). Rows of a synced table are one write
@@ -604,7 +604,7 @@ def _reading(
             raise mismatch from error
         if isinstance(where, str) and sql is not None and result_code(error) in (_SQLITE_ERROR, None) and not _compiles(engine, sql, params):
             raise _unusable_where(codec, where, error) from error  # SQL text that does not compile (a syntax error...)
-        raise engine_refusal(_where(codec), error) from error
+        raise (_undecodable_row(engine, codec, error) or engine_refusal(_where(codec), error)) from error
     except engine.Error as error:
         if not isinstance(where, str):
             raise
@@ -613,6 +613,32 @@ def _reading(
 
 _SQLITE_ERROR = 1
 """SQLite's generic result code, which a statement that does not compile gets (busy is 5, locked 6)."""
+_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '(.*)' with text")
+
+
+def _undecodable_row(engine: Engine, codec: RowCodec, error: Exception) -> RowValidationError | None:
+    """``RowValidationError`` naming the row whose TEXT is not valid UTF-8 (written by another program,
+    or by SQL casting bytes), which the driver refuses to read without saying which row it was; found
+    by reading that column's text as bytes, on this error only. None for any other error."""
+    match = _UNDECODABLE.search(str(error))
+    if match is None or codec.table.column(match.group(1)) is None:
+        return None
+    column = codec.table.column(match.group(1))
+    assert column is not None
+    quoted = quote_identifier(column.name)
+    key_terms = ", ".join(quote_identifier(name) for name in codec.key) if codec.key else "_rowid_"
+    rows = engine.execute(f"SELECT CAST({quoted} AS BLOB), {key_terms} FROM {codec.quoted_table} WHERE typeof({quoted}) = 'text'")
+    for raw, *key in rows:
+        try:
+            bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            where = " AND ".join(f"{quote_identifier(name)} = {quote_literal(value)}" for name, value in zip(codec.key or ("rowid",), key, strict=True))
+            problem = ValueError(
+                f"it holds text that is not valid UTF-8 ({bytes(raw)[:40]!r}), which cannot be read (nor the row updated "
+                f"through the model); repair it with SQL: UPDATE {codec.quoted_table} SET {quoted} = '…' WHERE {where}"
+            )
+            return RowValidationError(codec.name, key[0] if len(key) == 1 else tuple(key), [column.name], problem)
+    return None
 
 
 def _compiles(engine: Engine, sql: str, params: Sequence[Any]) -> bool:
