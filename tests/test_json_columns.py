@@ -486,3 +486,24 @@ def test_a_pattern_without_flags_comes_back_equal(memory_conn):
     db = Database(memory_conn)
     saved = db.insert(Rules(patterns=[re.compile(r"\d+"), re.compile("^a")]))
     assert db.get(Rules, saved.id).patterns == [re.compile(r"\d+"), re.compile("^a")]
+
+
+def test_text_that_is_not_json_names_its_own_column_and_value(tmp_path):
+    """Of several JSON columns, the error names the one holding text that does not parse, and shows it."""
+    import sqlite3
+
+    from pydsqlite import Database, PrimaryKey, RowValidationError, SyncModel, sync_models
+
+    class Profile(SyncModel, table="json_error_profiles"):
+        id: Annotated[int, PrimaryKey()]
+        tags: list[str] = []
+        prefs: dict[str, int] = {}
+        scores: dict[str, int] = {}
+
+    conn = sqlite3.connect(tmp_path / "profiles.db")
+    sync_models(conn, [Profile])
+    conn.execute("""INSERT INTO json_error_profiles VALUES (1, '["a"]', '{"x": 1}', '{a: 1}')""")
+    with pytest.raises(RowValidationError) as raised:
+        Database(conn).get(Profile, 1)
+    assert raised.value.columns == ["scores"]
+    assert "its stored value '{a: 1}' cannot be read as JSON" in str(raised.value)

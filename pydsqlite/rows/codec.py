@@ -426,8 +426,11 @@ class RowCodec:
         try:
             for position, decode in self.decoders:
                 values[position] = decode(values[position])
-        except (json.JSONDecodeError, TypeError, ValueError) as error:
-            raise self._row_error(row, error, [self.fields[position] for position, _ in self.decoders]) from None
+        except (json.JSONDecodeError, TypeError, ValueError) as error:  # ``position``: the column that failed
+            stored = repr(row[position])
+            shown = stored if len(stored) <= 80 else stored[:77] + "..."
+            problem = ValueError(f"its stored value {shown} cannot be read as JSON: {error}")
+            raise self._row_error(row, problem, [self.fields[position]]) from None
         return values
 
     def _row_error(self, row: tuple[Any, ...], error: Exception, columns: list[str]) -> RowValidationError:
