@@ -1449,3 +1449,25 @@ def test_a_foreign_key_whose_both_ends_are_converted_is_checked_on_the_converted
     with pytest.raises(MigrationError, match="lone_children"):
         sync_schema(conn, desired, allow_destructive=True)
     assert list(conn.iterdump()) == before
+
+
+def test_turning_strict_on_over_values_of_another_kind_names_them_as_such(conn, db_path):
+    """A column keeps its type while the table turns STRICT: the finding says which values are not
+    stored as that type (not "from INTEGER to INTEGER"), and the file is unchanged without permission."""
+
+    class Loose(SyncModel, table="strict_turned_on"):
+        id: Annotated[int, PrimaryKey()]
+        n: int = 0
+
+    class Strict(SyncModel, table="strict_turned_on", strict=True):
+        id: Annotated[int, PrimaryKey()]
+        n: int = 0
+
+    sync_models(conn, [Loose])
+    conn.executemany("INSERT INTO strict_turned_on VALUES (?, ?)", [(1, 5), (2, "abc")])
+    conn.commit()
+    before = db_path.read_bytes()
+    with pytest.raises(DestructiveChangeError) as raised:
+        sync_models(conn, [Strict])
+    assert "strict_turned_on.n: 1 row: values not stored as INTEGER would change when converted to it (e.g. 'abc')" in str(raised.value)
+    assert db_path.read_bytes() == before

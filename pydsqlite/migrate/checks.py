@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..engines import Engine
-from ..schema.objects import Column, ForeignKey, Table
+from ..schema.objects import Column, ForeignKey, Table, fold_name
 from ..sql.ddl import strip_sort_order
 from ..sql.render import quote_identifier, render_collation
 from .migration import DataCheck
@@ -205,12 +205,11 @@ def conversion_checks(table: str, live_table: str, old: Column, new: Column, cas
     affinity converts a blob): a comparison, cheaper per row than ``typeof()``."""
     quoted = quote_identifier(old.name)
     source = quote_identifier(live_table)
-    checks = [
-        row_check(
-            table, new.name, f"values would change when converted from {old.type or 'untyped'} to {new.type}",
-            source, lossy_condition(quoted, cast, old.affinity), blocking=False, sample=quoted,
-        )
-    ]
+    if fold_name(old.type or "") == fold_name(new.type or ""):  # a STRICT table takes only values of its type
+        problem = f"values not stored as {new.type} would change when converted to it"
+    else:
+        problem = f"values would change when converted from {old.type or 'untyped'} to {new.type}"
+    checks = [row_check(table, new.name, problem, source, lossy_condition(quoted, cast, old.affinity), blocking=False, sample=quoted)]
     if cast == "TEXT":
         blobs = row_check(
             table, new.name, "blob values are not valid UTF-8 text, so they cannot become TEXT",
