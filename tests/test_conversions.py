@@ -118,7 +118,7 @@ def test_a_type_change_is_destructive_exactly_for_the_values_it_would_change(sou
     counted = sum(op.row_count or 0 for op in plan.destructive_operations)
     assert counted == len(lost), (plan, [stored[key] for key in lost])
     if lost:
-        with pytest.raises(DestructiveChangeError, match=rf"t\.v: {len(lost)} rows?: values would change"):
+        with pytest.raises(DestructiveChangeError, match=rf"t\.v: {len(lost)} rows?: values (not stored as \w+ )?would change"):
             apply_schema(conn, desired)
         assert dict(conn.execute("SELECT id, v FROM t").fetchall()) == stored  # nothing changed
         apply_schema(conn, desired, allow_destructive=True)
