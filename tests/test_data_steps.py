@@ -222,7 +222,7 @@ TIGHTENINGS = {
     "CHECK": (TagShort, "UPDATE tags SET label = substr(label, 1, 3)",
               "tags.label: 1 row: rows violate CHECK (length(`label`) <= 3) (e.g. the row with id 1, where label is 'crimson')"),
     "foreign key": (TagLinked, "UPDATE tags SET parent = NULL WHERE parent = 99",
-                    "tags.parent: 1 row: rows reference no row of tags through the new foreign key (e.g. 99)"),
+                    "tags.parent: 1 row: rows reference no row of tags through the new foreign key to tags(id) (e.g. 99)"),
     "primary key": (TagRekeyed, "UPDATE tags SET label = coalesce(label, 'none') || id",
                     "tags.label: 3 rows: rows share a value that the primary key requires to be unique (e.g. 'red')"),
 }

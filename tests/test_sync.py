@@ -896,7 +896,7 @@ def test_a_new_foreign_key_over_orphan_rows_is_refused_whatever_the_pragma_says(
         conn.execute("PRAGMA foreign_keys = ON")
     before = db_path.read_bytes()
     plan = model_migration_plan(conn, [Org, Linked])
-    assert plan.problems == ("members.org_id: 1 row: rows reference no row of orgs through the new foreign key (e.g. 99)",)
+    assert plan.problems == ("members.org_id: 1 row: rows reference no row of orgs through the new foreign key to orgs(id) (e.g. 99)",)
     with pytest.raises(MigrationError, match=r"members\.org_id: 1 row: rows reference no row of orgs"):
         sync_models(conn, [Org, Linked])
     assert rows(conn, "SELECT count(*) FROM pragma_foreign_key_list('members')") == [(0,)]
@@ -941,12 +941,12 @@ def test_a_new_foreign_key_finds_orphans_by_the_childs_own_columns(conn):
     conn.commit()
     assert not model_migration_plan(conn, [Tree, Code, Use]).problems  # every parent exists
     assert model_migration_plan(conn, [Node, Code, LinkedUse]).problems == (
-        "uses.code: 1 row: rows reference no row of codes through the new foreign key (e.g. 'zz')",
+        "uses.code: 1 row: rows reference no row of codes through the new foreign key to codes(code) (e.g. 'zz')",
     )
     conn.execute("INSERT INTO nodes VALUES (4, 99)")
     conn.commit()
     assert model_migration_plan(conn, [Tree, Code, Use]).problems == (
-        "nodes.parent: 1 row: rows reference no row of nodes through the new foreign key (e.g. 99)",
+        "nodes.parent: 1 row: rows reference no row of nodes through the new foreign key to nodes(id) (e.g. 99)",
     )
 
 
@@ -1357,7 +1357,7 @@ def test_a_deferred_foreign_key_is_declared_kept_and_its_change_named(memory_con
     )
     conn.execute("PRAGMA foreign_keys = ON")
     plan = model_migration_plan(conn, [DeferParent, ImmediateChild])
-    assert "foreign key (pid) -> parent DEFERRABLE INITIALLY DEFERRED -> checked after each statement" in str(plan)
+    assert "foreign key (pid) -> parent(id) DEFERRABLE INITIALLY DEFERRED -> checked after each statement" in str(plan)
     assert model_migration_plan(conn, [DeferParent, DeferChild]).rebuilt_tables == ()
     sync_models(conn, [DeferParent, DeferChild])
     _child_then_parent(conn, 1)
@@ -1470,4 +1470,42 @@ def test_turning_strict_on_over_values_of_another_kind_names_them_as_such(conn, 
     with pytest.raises(DestructiveChangeError) as raised:
         sync_models(conn, [Strict])
     assert "strict_turned_on.n: 1 row: values not stored as INTEGER would change when converted to it (e.g. 'abc')" in str(raised.value)
+    assert db_path.read_bytes() == before
+
+
+def test_a_foreign_key_to_a_parent_model_follows_its_new_primary_key_and_the_plan_says_where(conn, db_path):
+    """ForeignKey(Parent) names no column: re-keying the parent moves the reference, which the plan
+    and the refusal name (tags(id) -> tags(name)), so a reader does not hunt for missing tags."""
+
+    class Label(SyncModel, table="retarget_labels"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    class Labelled(SyncModel, table="retarget_labelled"):
+        id: Annotated[int, PrimaryKey()]
+        label_id: Annotated[int, ForeignKey(Label)]
+
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Label, Labelled])
+    conn.executemany("INSERT INTO retarget_labels VALUES (?, ?)", [(1, "sale"), (2, "gift")])
+    conn.executemany("INSERT INTO retarget_labelled VALUES (?, ?)", [(10, 1), (11, 2)])
+    conn.commit()
+    before = db_path.read_bytes()
+
+    class LabelByName(SyncModel, table="retarget_labels"):
+        id: Annotated[int, Unique()]
+        name: Annotated[str, PrimaryKey()]
+
+    class LabelledByName(SyncModel, table="retarget_labelled"):
+        id: Annotated[int, PrimaryKey()]
+        label_id: Annotated[int, ForeignKey(LabelByName)]
+
+    plan = model_migration_plan(conn, [LabelByName, LabelledByName])
+    assert "add foreign key (label_id) -> retarget_labels(name); drop foreign key (label_id) -> retarget_labels(id)" in str(plan)
+    assert plan.problems == (
+        "retarget_labelled.label_id: 2 rows: rows reference no row of retarget_labels through the new foreign key to "
+        "retarget_labels(name) (e.g. 1)",
+    )
+    with pytest.raises(MigrationError):
+        sync_models(conn, [LabelByName, LabelledByName])
     assert db_path.read_bytes() == before

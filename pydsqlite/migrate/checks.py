@@ -107,7 +107,7 @@ def orphans_check(table: str, source: str, key: ForeignKey, parent: str, *, new_
     the day foreign keys are on, so do writes); for a key that existed, only when foreign keys are
     enforced (with them off, orphans may have been there all along)."""
     columns = [f"{_CHILD}.{quote_identifier(column)}" for column in key.columns]
-    problem = f"rows reference no row of {key.ref_table}" + (" through the new foreign key" if new_key else "")
+    problem = f"rows reference no row of {key.ref_table}" + (f" through the new foreign key to {key.ref_table}({', '.join(key.ref_columns)})" if new_key else "")
     check = row_check(
         table, ", ".join(key.columns), problem,
         f"{source} AS {_CHILD}", no_parent_condition(columns, parent, key.ref_columns),

@@ -606,7 +606,7 @@ def _describe_foreign_keys(change: ChangeForeignKeys) -> str:
     parts = []
     for link, key in new.items():
         before = old.get(link)
-        named = f"({', '.join(key.columns)}) -> {key.ref_table}"
+        named = f"({', '.join(key.columns)}) -> {_referenced(key)}"
         if before is None:
             parts.append(f"add foreign key {named}")
             continue
@@ -617,8 +617,14 @@ def _describe_foreign_keys(change: ChangeForeignKeys) -> str:
         if before.deferred != key.deferred:
             when = ("DEFERRABLE INITIALLY DEFERRED", "checked after each statement")
             parts.append(f"foreign key {named} {when[0] if before.deferred else when[1]} -> {when[0] if key.deferred else when[1]}")
-    parts += [f"drop foreign key ({', '.join(key.columns)}) -> {key.ref_table}" for link, key in old.items() if link not in new]
+    parts += [f"drop foreign key ({', '.join(key.columns)}) -> {_referenced(key)}" for link, key in old.items() if link not in new]
     return "; ".join(parts) or "foreign keys changed"
+
+
+def _referenced(key: ForeignKey) -> str:
+    """``parent(columns)``: a key moving from one parent column to another (the parent's primary key
+    changed under a ``ForeignKey(Parent)``) reads as the change it is."""
+    return f"{key.ref_table}({', '.join(key.ref_columns)})" if key.ref_columns else key.ref_table
 
 
 def describe_change(change: Change | CreateView | DropView | CreateTrigger | DropTrigger) -> str:
