@@ -507,3 +507,49 @@ def test_text_that_is_not_json_names_its_own_column_and_value(tmp_path):
         Database(conn).get(Profile, 1)
     assert raised.value.columns == ["scores"]
     assert "its stored value '{a: 1}' cannot be read as JSON" in str(raised.value)
+
+
+class StoredAddress(BaseModel):
+    city: str
+
+
+@pytest.mark.parametrize("synced", [False, True])
+def test_an_update_leaves_a_json_column_it_does_not_change_as_stored(tmp_path, synced):
+    """Keys the nested model does not read (a field a later release dropped, keys another program
+    wrote) survive an update of other fields, through both update forms; writing the column itself
+    replaces it; on a synced table the untouched column gets no new timestamp."""
+    import sqlite3
+
+    from pydsqlite import LWW, Database, PrimaryKey, SyncModel, sync_models
+
+    table = f"json_kept_customers_{int(synced)}"
+    if synced:
+        class Customer(SyncModel, table=table):
+            id: Annotated[int, PrimaryKey()]
+            name: Annotated[str, LWW()]
+            address: Annotated[StoredAddress, LWW()]
+    else:
+        class Customer(SyncModel, table=table):  # type: ignore[no-redef]
+            id: Annotated[int, PrimaryKey()]
+            name: str
+            address: StoredAddress
+
+    conn = sqlite3.connect(tmp_path / "customers.db")
+    sync_models(conn, [Customer])
+    stored = '{"city": "Oslo", "street": "Karl Johans gate 1", "zip": "0154"}'
+    db = Database(conn)
+    db.insert(Customer(id=1, name="ann", address=StoredAddress(city="x")))
+    conn.execute(f"UPDATE {table} SET address = ? WHERE id = 1", (stored,))
+    conn.commit()
+    clock = conn.execute(f"SELECT address__hlc FROM {table}").fetchone()[0] if synced else None
+
+    db.update(Customer, 1, name="Ann")
+    customer = db.get(Customer, 1)
+    customer.name = "ANN"
+    db.update(customer)
+    assert conn.execute(f"SELECT name, address FROM {table}").fetchone() == ("ANN", stored)
+    if synced:
+        assert conn.execute(f"SELECT address__hlc FROM {table}").fetchone()[0] == clock
+
+    db.update(Customer, 1, address=StoredAddress(city="Bergen"))
+    assert json.loads(conn.execute(f"SELECT address FROM {table}").fetchone()[0]) == {"city": "Bergen"}

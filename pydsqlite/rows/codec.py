@@ -423,14 +423,14 @@ class RowCodec:
     def stored_values(self, row: tuple[Any, ...]) -> list[Any]:
         """A stored row's values in field order as Pydantic reads them (JSON text parsed), not validated."""
         values = list(row)
-        try:
-            for position, decode in self.decoders:
+        for position, decode in self.decoders:
+            try:
                 values[position] = decode(values[position])
-        except (json.JSONDecodeError, TypeError, ValueError) as error:  # ``position``: the column that failed
-            stored = repr(row[position])
-            shown = stored if len(stored) <= 80 else stored[:77] + "..."
-            problem = ValueError(f"its stored value {shown} cannot be read as JSON: {error}")
-            raise self._row_error(row, problem, [self.fields[position]]) from None
+            except (json.JSONDecodeError, TypeError, ValueError) as error:
+                stored = repr(row[position])
+                shown = stored if len(stored) <= 80 else stored[:77] + "..."
+                problem = ValueError(f"its stored value {shown} cannot be read as JSON: {error}")
+                raise self._row_error(row, problem, [self.fields[position]]) from None
         return values
 
     def _row_error(self, row: tuple[Any, ...], error: Exception, columns: list[str]) -> RowValidationError:

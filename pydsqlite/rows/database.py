@@ -12,7 +12,7 @@ import math
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar, overload
 
@@ -271,7 +271,8 @@ class Database:
                     if refused is None:
                         raise
                     raise refused from None  # the stored row is what is wrong, and the changes do not put it right
-                self._update_row(codec, instance, stored, move_key=any(name in changes for name in codec.key))
+                keep = _json_kept(codec, instance, current if refused is None else None, changes)
+                self._update_row(codec, instance, stored, move_key=any(name in changes for name in codec.key), keep=keep)
                 return instance
         if changes or key is not None:
             raise UsageError("update(obj) takes the instance only; to change some fields use update(Model, key, field=value)")
@@ -282,7 +283,12 @@ class Database:
             stored = self._fetch_stored(codec, codec.key_of(instance))
             if stored is None:
                 raise RowNotFoundError(f"no row with key {codec.key_of(instance)!r} in table {codec.name!r}")
-            self._update_row(codec, instance, stored)
+            if codec.decoders:
+                current, refused = _current_values(codec, stored)
+                keep = _json_kept(codec, instance, current if refused is None else None, {})
+            else:
+                keep = frozenset()
+            self._update_row(codec, instance, stored, keep=keep)
         return instance
 
     @overload
@@ -487,13 +493,18 @@ class Database:
             row: tuple[Any, ...] | None = self.engine.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
         return row
 
-    def _update_row(self, codec: RowCodec, instance: BaseModel, stored: tuple[Any, ...], *, move_key: bool = False) -> None:
+    def _update_row(
+        self, codec: RowCodec, instance: BaseModel, stored: tuple[Any, ...], *, move_key: bool = False, keep: Collection[str] = ()
+    ) -> None:
         """Write the fields of ``instance`` to the row read as ``stored`` (the values as stored, which
         need not validate: an update is how a row written badly by SQL is put right): every non-key
-        field, and the key fields too when ``move_key``. Stamps the companions of LWW fields whose
-        stored value changes: values equal in Python but stored differently (``Decimal("1.5")`` over
-        ``"1.50"``, one instant in another UTC offset) are changes the replicas must receive."""
+        field but those in ``keep`` (see ``_json_kept``), and the key fields too when ``move_key``.
+        Stamps the companions of LWW fields whose stored value changes: values equal in Python but
+        stored differently (``Decimal("1.5")`` over ``"1.50"``, one instant in another UTC offset)
+        are changes the replicas must receive."""
         values = codec.values(instance)
+        if keep:
+            values = [stored[position] if name in keep else value for position, (name, value) in enumerate(zip(codec.fields, values, strict=True))]
         old_key = tuple(stored[position] for position in codec.key_positions)
         moving = move_key and tuple(values[position] for position in codec.key_positions) != old_key
         if moving and codec.synced:
@@ -504,7 +515,7 @@ class Database:
         assignments = []
         params = []
         for name, value in zip(codec.fields, values, strict=True):
-            if moving or name not in codec.key:
+            if (moving or name not in codec.key) and name not in keep:
                 assignments.append(f"{quote_identifier(name)} = ?")
                 params.append(value)
         if codec.synced:
@@ -537,6 +548,21 @@ def _current_values(codec: RowCodec, stored: tuple[Any, ...]) -> tuple[dict[str,
         return dict(codec.decode(stored).__dict__), None
     except RowValidationError as refused:
         return dict(zip(codec.fields, codec.stored_values(stored), strict=True)), refused
+
+
+def _json_kept(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | None, changes: Mapping[str, Any]) -> frozenset[str]:
+    """The JSON fields an update leaves as stored: those not in ``changes`` whose value is the one the
+    stored row reads as (``current``: None when the row does not validate). Their stored text may hold
+    keys the model does not read (a nested model's field a later release dropped, keys another
+    program wrote): writing the value back would delete them, though nothing about it changed."""
+    if current is None or not codec.decoders:
+        return frozenset()
+    kept = set()
+    for position, _ in codec.decoders:
+        name = codec.fields[position]
+        if name not in changes and name in current and getattr(instance, name) == current[name]:
+            kept.add(name)
+    return frozenset(kept)
 
 
 def _stored_differently(new: Any, old: Any) -> bool:
