@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, Optional
 
 import pytest
 from annotated_types import Ge, Gt, Lt, MaxLen, MinLen
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import AfterValidator, Base64Bytes, Base64Str, BaseModel, Json, StringConstraints, ValidationError
 from typing_extensions import TypeAliasType, TypedDict
 
@@ -507,3 +509,39 @@ def test_two_fields_renamed_from_the_same_column_are_refused():
 
     with pytest.raises(SchemaDefinitionError, match=r"Twice\.b.*RenamedFrom\('Z'\) is declared by field 'a' too"):
         compiled(Twice)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bound=st.one_of(
+        st.decimals(min_value=-1000, max_value=1000, allow_nan=False, places=3),
+        st.fractions(min_value=-1000, max_value=1000, max_denominator=50),
+    ),
+    value=st.floats(min_value=-1001, max_value=1001, allow_nan=False),
+    operator=st.sampled_from(["ge", "gt", "le", "lt"]),
+)
+def test_a_decimal_or_fraction_bound_becomes_a_check_that_agrees_with_pydantic(bound, value, operator):
+    """Bounds however they are written (Decimal("0.5"), Fraction(1, 3)) become the CHECK pydantic's
+    own comparison makes: the database refuses exactly the values the model refuses."""
+    import sqlite3
+
+    from pydantic import Field as PydanticField
+    from pydantic import TypeAdapter, ValidationError
+
+    class Bounded(SyncModel, table="decimal_bounded"):
+        id: Annotated[int, PrimaryKey()]
+        amount: float = PydanticField(**{operator: bound})
+
+    conn = sqlite3.connect(":memory:")
+    sync_models(conn, [Bounded])
+    try:
+        TypeAdapter(Annotated[float, PydanticField(**{operator: bound})]).validate_python(value)
+        model_accepts = True
+    except ValidationError:
+        model_accepts = False
+    try:
+        conn.execute("INSERT INTO decimal_bounded VALUES (1, ?)", (value,))
+        table_accepts = True
+    except sqlite3.IntegrityError:
+        table_accepts = False
+    assert table_accepts == model_accepts

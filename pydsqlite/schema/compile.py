@@ -6,7 +6,9 @@ as ``SchemaDefinitionError`` naming the model and field.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
+import numbers
 import re
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -392,8 +394,10 @@ def _checks(field: _FieldDeclaration) -> tuple[Check, ...]:
                     continue
                 operator = ">=" if bound == "min_length" else "<="
                 checks.append(f"length({column}) {operator} {int(value)}")
-            elif field.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            elif field.kind in ("int", "float") and isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool):
                 operator = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[bound]
+                if not isinstance(value, (int, float)):  # a Decimal or Fraction bound: compared as pydantic compares it
+                    value = float(value) if field.kind == "float" or value != int(value) else int(value)
                 if field.kind == "int" and isinstance(value, float) and value.is_integer():
                     value = int(value)  # the same bound for integers; and typing's cache hands Annotated[int, Gt(0)] the Gt(0.0) of an earlier alias
                 checks.append(f"{column} {operator} {quote_literal(value)}")
