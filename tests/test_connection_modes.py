@@ -480,6 +480,39 @@ def test_a_block_of_a_second_database_on_the_same_connection_nests_in_the_first(
     assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (3,), (4,)]
 
 
+def test_a_generator_holding_a_block_closed_inside_a_later_block_leaves_nothing_behind(db_path, seeded, mode):
+    """A generator that holds db.transaction() open, closed while a block opened later is still open:
+    its rollback ends that block's transaction too (the later block says so), and afterwards every
+    block and write commits as usual, on this connection and on a new one (no nesting left over)."""
+    db = Database(seeded)
+
+    def streaming():
+        with db.transaction():
+            db.insert(ParentV1(id=3, name="streamed"))
+            yield
+
+    stream = streaming()
+    next(stream)
+    with pytest.raises(UsageError, match="ended inside the block"):
+        with db.transaction():
+            db.insert(ParentV1(id=4, name="later"))
+            stream.close()
+    with db.transaction():
+        db.insert(ParentV1(id=5, name="after"))
+    db.insert(ParentV1(id=6, name="single"))
+    if seeded.in_transaction and mode != PEP249:
+        seeded.commit()
+    if mode == PEP249:
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents ORDER BY id") == [(1,), (2,), (5,), (6,)]
+    seeded.close()
+    fresh = connect(db_path, mode)
+    with Database(fresh).transaction():
+        Database(fresh).insert(ParentV1(id=7, name="new connection"))
+    assert committed(db_path, "SELECT count(*) FROM parents WHERE id = 7") == [(1,)]
+    fresh.close()
+
+
 # --- sync_models inside a transaction block ---------------------------------------------------
 
 

@@ -545,3 +545,24 @@ def test_a_decimal_or_fraction_bound_becomes_a_check_that_agrees_with_pydantic(b
     except sqlite3.IntegrityError:
         table_accepts = False
     assert table_accepts == model_accepts
+
+
+def test_a_whole_decimal_bound_on_an_int_field_is_exact_beyond_float_precision():
+    import sqlite3
+    from decimal import Decimal
+    from fractions import Fraction
+
+    from pydantic import Field as PydanticField
+
+    class Counter(SyncModel, table="exact_int_bounds"):
+        id: Annotated[int, PrimaryKey()]
+        high: int = PydanticField(le=Decimal("9007199254740993"), default=0)
+        low: int = PydanticField(ge=Fraction(-(2**60) - 1), default=0)
+
+    conn = sqlite3.connect(":memory:")
+    sync_models(conn, [Counter])
+    conn.execute("INSERT INTO exact_int_bounds VALUES (1, 9007199254740993, ?)", (-(2**60) - 1,))
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO exact_int_bounds VALUES (2, 9007199254740994, 0)")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO exact_int_bounds VALUES (3, 0, ?)", (-(2**60) - 2,))

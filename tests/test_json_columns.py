@@ -553,3 +553,33 @@ def test_an_update_leaves_a_json_column_it_does_not_change_as_stored(tmp_path, s
 
     db.update(Customer, 1, address=StoredAddress(city="Bergen"))
     assert json.loads(conn.execute(f"SELECT address FROM {table}").fetchone()[0]) == {"city": "Bergen"}
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [({"flag": 1}, {"flag": True}), ({"x": 1}, {"x": 1.0}), ({"p": decimal.Decimal("1.5")}, {"p": decimal.Decimal("1.50")})],
+    ids=["1 to True", "1 to 1.0", "Decimal scale"],
+)
+def test_update_of_an_instance_writes_a_json_value_python_calls_equal_but_json_does_not(tmp_path, before, after):
+    """update(obj) leaves an unchanged JSON column as stored, but a value Python calls equal (1 and
+    True, 1 and 1.0, 1.5 and 1.50) is a change: it is written and read back as given."""
+    import sqlite3
+
+    from pydsqlite import Database, PrimaryKey, SyncModel, sync_models
+
+    class Settings(SyncModel, table="json_equal_settings"):
+        id: Annotated[int, PrimaryKey()]
+        values: dict[str, Any]
+        exact: dict[str, decimal.Decimal] = {}
+
+    conn = sqlite3.connect(tmp_path / "settings.db")
+    sync_models(conn, [Settings])
+    db = Database(conn)
+    field = "exact" if isinstance(next(iter(before.values())), decimal.Decimal) else "values"
+    db.insert(Settings(**{"id": 1, "values": {}, field: before}))
+    row = db.get(Settings, 1)
+    setattr(row, field, after)
+    db.update(row)
+    read = getattr(db.get(Settings, 1), field)
+    assert read == after and [type(v) for v in read.values()] == [type(v) for v in after.values()]
+    assert str(read) == str(after)

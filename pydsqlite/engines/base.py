@@ -39,21 +39,32 @@ class Cursor(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
 
-_units_open: dict[int, tuple[int, threading.Thread]] = {}
+_units_open: dict[int, tuple[int, threading.Thread, Any]] = {}
 """Units of work open per connection (by ``id``; an entry lives only while one is open), and the
 thread that opened them: a migration started inside one joins it rather than committing the
 block halfway, and another thread's call is refused rather than joining it."""
 _claims = threading.Lock()
 """Guards ``_units_open``, so that two threads cannot both take a connection for their units."""
-_unit_depths: dict[int, int] = {}
-"""How deeply units of work are nested on each connection (by ``id``; an entry lives only while one
-is open), whichever engine opened them: a block of a second ``Database`` over the same connection,
-opened inside the first one's block, is nested in it (it neither commits nor ends it)."""
+_unit_stacks: dict[int, tuple[Any, list[object]]] = {}
+"""The units of work open on each connection (by ``id``, with the connection itself, so that no other
+connection can take its ``id`` while one is open), whichever engine opened them: a block of a second
+``Database`` over the same connection, opened inside the first one's block, is nested in it (it
+neither commits nor ends it). A unit leaving removes itself wherever it is in the list: a generator
+holding a block may be closed after a block opened later has ended, or while it is still open."""
 
 
 _BEFORE_COMMIT = "pydsqlite_before_commit"
 """The savepoint an outermost PEP 249 block opens before its own, so that a refused commit undoes
 the block alone."""
+
+
+def _leave(connection: Any, token: object) -> None:
+    """Remove a unit that ends from its connection's list (see ``_unit_stacks``)."""
+    key = id(connection)
+    units = _unit_stacks[key][1]
+    units.remove(token)
+    if not units:
+        del _unit_stacks[key]
 
 
 def transaction_ended_by(error: BaseException) -> bool:
@@ -154,8 +165,9 @@ class Engine(ABC):
 
     @property
     def _depth(self) -> int:
-        """How many units are open on the connection (see ``_unit_depths``)."""
-        return _unit_depths.get(id(self.connection), 0)
+        """How many units are open on the connection (see ``_unit_stacks``)."""
+        entry = _unit_stacks.get(id(self.connection))
+        return len(entry[1]) if entry is not None else 0
 
     @property
     def connection_lost(self) -> bool:
@@ -225,7 +237,8 @@ class Engine(ABC):
                 elif commits:
                     self._forget_savepoint(_BEFORE_COMMIT)
                 raise
-            _unit_depths[id(self.connection)] = depth + 1
+            token = object()
+            _unit_stacks.setdefault(id(self.connection), (self.connection, []))[1].append(token)
             try:
                 yield
             except BaseException as error:
@@ -248,10 +261,7 @@ class Engine(ABC):
                         self.execute("ROLLBACK")
                     raise
             finally:
-                if depth:
-                    _unit_depths[id(self.connection)] = depth
-                else:
-                    del _unit_depths[id(self.connection)]
+                _leave(self.connection, token)
         finally:
             self._unclaim()
 
@@ -280,7 +290,7 @@ class Engine(ABC):
         thread = threading.current_thread()
         key = id(self.connection)
         with _claims:
-            count, owner = _units_open.get(key, (0, thread))
+            count, owner, _ = _units_open.get(key, (0, thread, None))
             if owner is not thread:
                 raise UsageError(
                     f"a pydsqlite call from thread {thread.name!r} while thread {owner.name!r} has a transaction open on the same "
@@ -288,14 +298,14 @@ class Engine(ABC):
                     "or rolled back with it; nothing was written. A connection (and the Database over it) serves one "
                     "thread at a time: give each thread its own connection, or use pydsqlite.aio.AsyncDatabase"
                 )
-            _units_open[key] = (count + 1, thread)
+            _units_open[key] = (count + 1, thread, self.connection)
 
     def _unclaim(self) -> None:
         key = id(self.connection)
         with _claims:
-            count, owner = _units_open.pop(key)
+            count, owner, connection = _units_open.pop(key)
             if count > 1:
-                _units_open[key] = (count - 1, owner)
+                _units_open[key] = (count - 1, owner, connection)
 
     def _undo(self, own: bool, savepoint: str | None, error: BaseException) -> None:
         """Roll the failed unit back. If its savepoint is gone, the transaction was ended inside the

@@ -551,8 +551,8 @@ def _current_values(codec: RowCodec, stored: tuple[Any, ...]) -> tuple[dict[str,
 
 
 def _json_kept(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | None, changes: Mapping[str, Any]) -> frozenset[str]:
-    """The JSON fields an update leaves as stored: those not in ``changes`` whose value is the one the
-    stored row reads as (``current``: None when the row does not validate). Their stored text may hold
+    """The JSON fields an update leaves as stored: those not in ``changes`` whose value encodes to the
+    same JSON as the value the stored row reads as (``current``: None when the row does not validate). Their stored text may hold
     keys the model does not read (a nested model's field a later release dropped, keys another
     program wrote): writing the value back would delete them, though nothing about it changed."""
     if current is None or not codec.decoders:
@@ -560,7 +560,14 @@ def _json_kept(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | N
     kept = set()
     for position, _ in codec.decoders:
         name = codec.fields[position]
-        if name not in changes and name in current and getattr(instance, name) == current[name]:
+        if name in changes or name not in current:
+            continue
+        encode = codec.encoders[position]
+        try:  # the same text means the same value and types (Python's == calls 1, 1.0 and True equal)
+            same = encode is not None and encode(getattr(instance, name)) == encode(current[name])
+        except (TypeError, ValueError):
+            same = False
+        if same:
             kept.add(name)
     return frozenset(kept)
 

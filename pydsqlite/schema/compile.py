@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import decimal
 import hashlib
+import math
 import numbers
 import re
 from collections import OrderedDict
@@ -397,8 +398,8 @@ def _checks(field: _FieldDeclaration) -> tuple[Check, ...]:
             elif field.kind in ("int", "float") and isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool):
                 operator = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[bound]
                 if not isinstance(value, (int, float)):  # a Decimal or Fraction bound: compared as pydantic compares it
-                    exact = float(value)
-                    value = int(exact) if field.kind == "int" and exact.is_integer() and value == int(exact) else exact
+                    whole = math.floor(value)  # exact: an int field's bound is whole (pydantic refuses others)
+                    value = whole if field.kind == "int" and whole == value else float(value)
                 if field.kind == "int" and isinstance(value, float) and value.is_integer():
                     value = int(value)  # the same bound for integers; and typing's cache hands Annotated[int, Gt(0)] the Gt(0.0) of an earlier alias
                 checks.append(f"{column} {operator} {quote_literal(value)}")
