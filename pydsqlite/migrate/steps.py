@@ -213,7 +213,7 @@ def count_moves(plan: MigrationPlan, steps: PendingSteps, live: Schema, desired:
                 checks.append(check)
                 continue
             used.update(move.text for move in moved)
-            checks.append(_moved_check(check, moved, live.table(check.table)))
+            checks.append(_moved_check(check, moved, live, moves))
             notes.extend(
                 f"values of {'.'.join(move.source)} found in {'.'.join(move.target)} after data step {move.step} "
                 f"({'each distinct value once' if move.distinct else 'as often as they were dropped'}) are not counted as lost"
@@ -252,70 +252,89 @@ def _covers(move: _Move, check: DataCheck) -> bool:
     return fold_name(check.table) == table and (check.column is None or fold_name(check.column) == column)
 
 
-def _moved_check(check: DataCheck, moves: list[_Move], table: Table | None) -> DataCheck:
-    """The drop check counting only the values its step did not move: a value counts as moved as
-    many times as one target holds it (the third 'dark' of a column needs a third 'dark' there,
-    so a step that moved one row of many alike is caught), or once for a ``(distinct)`` target.
-    The rows are read through a projection numbering each value's occurrences in ``table``'s row
-    order (the first ones count as moved) and joining how often each target holds it (one grouped
-    scan per target)."""
+def _moved_check(check: DataCheck, moved: list[_Move], live: Schema, moves: list[_Move]) -> DataCheck:
+    """The drop check counting only the values its steps did not move. A value counts as moved as
+    many times as its target holds it, compared as the target stores values (its affinity applied,
+    then byte for byte: 'A' is not 'a' even in a NOCASE column), and shared by every move into that
+    target (two dropped columns both holding 'Paris' need 'Paris' twice there); once for a
+    ``(distinct)`` target. ``moves``: every declared move, whose order decides which of the
+    values a short target lacks count as lost (the later ones). ``live``: the database while the
+    steps run."""
     by_column: dict[str, list[_Move]] = {}
-    for move in moves:
+    for move in moved:
         by_column.setdefault(move.source[1], []).append(move)
-    ranks: list[str] = []
-    found: list[str] = []
-    joins: list[str] = []
+    identity = _row_identity(live.table(check.table))
     missing = []
-    for number, (column, column_moves) in enumerate(by_column.items()):
+    for column, column_moves in by_column.items():
         quoted = quote_identifier(column)
-        nth = f"_pydsqlite_nth_{number}"
         absent = []
-        for place, move in enumerate(column_moves):
+        for move in column_moves:
             target_table, target = (quote_identifier(name) for name in move.target)
             if move.distinct:
                 absent.append(f"{quoted} NOT IN (SELECT {target} FROM {target_table} WHERE {target} IS NOT NULL)")
-                continue
-            held = f"_pydsqlite_held_{number}_{place}"
-            joins.append(
-                f" LEFT JOIN (SELECT {target} AS held_value, count(*) AS times FROM {target_table} WHERE {target} IS NOT NULL GROUP BY 1)"
-                f" AS {held} ON {held}.held_value = _pydsqlite_dropped.{quoted}"
-            )
-            found.append(f"{held}.times AS {held}")
-            absent.append(f"{nth} > coalesce({held}, 0)")
-        if not all(move.distinct for move in column_moves):
-            ranks.append(f"row_number() OVER (PARTITION BY {quoted}{_row_order(table)}) AS {nth}")
+            else:
+                absent.append(f"({', '.join(identity)}) IN ({_lost_rows(move, moves, identity, live)})")
         missing.append(f"({quoted} IS NOT NULL AND {' AND '.join(absent)})")
-    source = check.source or ""
-    if ranks:
-        numbered = f"(SELECT *, {', '.join(ranks)} FROM {source}) AS _pydsqlite_dropped"
-        source = f"(SELECT _pydsqlite_dropped.*, {', '.join(found)} FROM {numbered}{''.join(joins)})"
-    where = ", ".join(sorted({".".join(move.target) for move in moves}))
-    steps = ", ".join(sorted({move.step for move in moves}))
+    steps = ", ".join(sorted({move.step for move in moved}))
+    where = " and ".join(
+        f"{column} to {', '.join('.'.join(move.target) for move in column_moves)}" for column, column_moves in by_column.items()
+    )
     if check.column is not None:
         problem = (
-            f"values would be deleted with the column: data step {steps} moved them to {where}, but these are not there "
-            "as many times as here"
+            f"values would be deleted with the column: data step {steps} moved them to "
+            f"{', '.join('.'.join(move.target) for move in moved)}, but these are not there as many times as here"
         )
     else:
-        problem = (
-            f"rows would be deleted with the table: their {', '.join(by_column)} are not in {where} as many times as here, "
-            f"where data step {steps} moved them"
-        )
+        problem = f"rows would be deleted with the table: data step {steps} moved their {where}, but these are not there as many times as here"
     sample = ", ".join(quote_identifier(column) for column in by_column)
-    moved = row_check(check.table, check.column, problem, source, " OR ".join(missing), blocking=False, sample=sample)
-    return replace(moved, drops=True)
+    lost = row_check(check.table, check.column, problem, check.source or "", " OR ".join(missing), blocking=False, sample=sample)
+    return replace(lost, drops=True)
 
 
-def _row_order(table: Table | None) -> str:
-    """``ORDER BY`` the rows' storage order: the rowid, else the primary key."""
-    if table is None:
-        return ""
-    rowid = rowid_name(table)
-    if rowid is not None:
-        return f" ORDER BY {key_term(rowid)}"
-    if table.primary_key:
-        return " ORDER BY " + ", ".join(quote_identifier(name) for name in table.primary_key)
-    return ""
+def _row_identity(table: Table | None) -> list[str]:
+    """SQL naming a row of ``table``: its rowid, else its primary key columns."""
+    rowid = rowid_name(table) if table is not None else "rowid"
+    if rowid is not None or table is None or not table.primary_key:
+        return [key_term(rowid or "rowid")]
+    return [quote_identifier(name) for name in table.primary_key]
+
+
+def _lost_rows(move: _Move, moves: list[_Move], identity: list[str], live: Schema) -> str:
+    """A query of the rows (by ``identity``) whose value of ``move``'s source column its target does
+    not hold as often as every move into that target together gave it. Each move's non-NULL values,
+    as the target column would store them (its affinity: numbers as text in a TEXT column, numeric
+    text as numbers in a numeric one, which the comparison applies), are numbered per value the
+    target holds, in the order of the declared moves and then of the rows; a number above the
+    target's count is a value lost."""
+    target_table, target = (quote_identifier(name) for name in move.target)
+    table = live.table(move.target[0])
+    column = table.column(move.target[1]) if table is not None else None
+    as_text = column is not None and column.affinity == "TEXT"
+    sharing = [other for other in moves if not other.distinct and _same_column(other.target, move.target)]
+    own = sharing.index(move)
+    keys = [f"k{position}" for position in range(len(identity))]
+
+    def stored(source: str) -> str:
+        return f"CASE WHEN typeof({source}) IN ('integer', 'real') THEN CAST({source} AS TEXT) ELSE {source} END" if as_text else source
+
+    items = " UNION ALL ".join(
+        f"SELECT {number} AS source, "
+        + ", ".join(f"{term if other is move else 'NULL'} AS {key}" for term, key in zip(identity, keys, strict=True))
+        + f", {stored(quote_identifier(other.source[1]))} AS value FROM {quote_identifier(other.source[0])} "
+        f"WHERE {quote_identifier(other.source[1])} IS NOT NULL"
+        for number, other in enumerate(sharing)
+    )
+    held = f"SELECT {target} AS held_value, count(*) AS times FROM {target_table} WHERE {target} IS NOT NULL GROUP BY {target} COLLATE BINARY"
+    ranked = (
+        f"SELECT item.source AS source, {', '.join(f'item.{key} AS {key}' for key in keys)}, held.times AS times, "
+        f"row_number() OVER (PARTITION BY held.held_value ORDER BY item.source, {', '.join(f'item.{key}' for key in keys)}) AS nth "
+        f"FROM ({items}) AS item LEFT JOIN ({held}) AS held ON held.held_value = item.value COLLATE BINARY"
+    )
+    return f"SELECT {', '.join(keys)} FROM ({ranked}) WHERE source = {own} AND (times IS NULL OR nth > times)"
+
+
+def _same_column(first: tuple[str, str], second: tuple[str, str]) -> bool:
+    return tuple(map(fold_name, first)) == tuple(map(fold_name, second))
 
 
 def with_steps(expand: MigrationPlan, contract: MigrationPlan, steps: PendingSteps) -> MigrationPlan:
