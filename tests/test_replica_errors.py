@@ -922,3 +922,34 @@ def test_a_pep249_feed_reader_whose_snapshot_another_connection_overtook_is_told
         reader.changes_since(models=[Word])
     reader.conn.commit()
     assert [change.key for change in reader.changes_since(models=[Word]).changes] == [("w",)]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sqlite3 autocommit=False (PEP 249) needs Python 3.12")
+def test_a_pep249_feed_after_a_refused_commit_sends_nothing_uncommitted(tmp_path, monkeypatch):
+    """A block's commit refused by a reader's lock leaves this connection's earlier synced write
+    pending and its lock keeping other readers out, so the feed cannot tell what is committed: it
+    refuses (it sent the pending row, which a rollback then took back from the origin only)."""
+    import pydsqlite.engines.sqlite as sqlite_engine
+
+    path = tmp_path / "origin.db"
+    setup = sqlite3.connect(path)
+    sync_models(setup, [Word])
+    setup.close()
+    monkeypatch.setattr(sqlite_engine, "connect_read_only", lambda file: sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=0.05))
+    conn = sqlite3.connect(path, autocommit=False, timeout=0.05)
+    db = Database(conn)
+    db.insert(Word(id="committed", w="a"))
+    conn.commit()
+    db.insert(Word(id="pending", w="b"))
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM words").fetchone()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with db.transaction():
+            db.insert(Word(id="in a block", w="c"))
+    reader.execute("COMMIT")
+    reader.close()
+    with pytest.raises(UsageError, match=r"cannot be read apart from this autocommit=False connection's open transaction"):
+        db.changes_since(models=[Word])
+    conn.rollback()
+    assert [change.key for change in db.changes_since(models=[Word]).changes] == [("committed",)]

@@ -128,15 +128,14 @@ class SqliteEngine(Engine):
     def committed_scalar(self, query: str) -> Any:
         """The first value ``query`` reads from the committed state of the main database file, through a
         read-only connection of its own (not this connection's open transaction); None for a database
-        that is not a file, or when the query finds nothing."""
+        that is not a file, or when the query finds nothing. The driver's error when that connection
+        cannot read (this connection's refused commit still holds a lock that keeps readers out)."""
         path = next((file for _, name, file in self.execute("PRAGMA database_list") if name == "main"), "")
         if not path:
             return None
         reader = connect_read_only(path)
         try:
             row = reader.execute(query).fetchone()
-        except sqlite3.Error:
-            return None
         finally:
             reader.close()
         return None if row is None else row[0]

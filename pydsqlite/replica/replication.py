@@ -109,7 +109,7 @@ class Replica:
                 "the cursor came from another replica's changeset, or this database was replaced or restored from a backup "
                 "since; read everything once with changes_since(None) (merging it again is harmless) and keep its cursor"
             )
-        if self.engine.pep249_mode and self._committed_seq() not in (None, seq):
+        if self.engine.pep249_mode and self._committed_seq(seq) not in (None, seq):
             raise UsageError(
                 "changes_since() reads committed changes only, and this autocommit=False connection holds writes to "
                 "synced tables that are not committed yet: call conn.commit() first (a rollback would leave the "
@@ -157,15 +157,24 @@ class Replica:
                 "connection is read-only; read the feed through a connection that may write. Nothing was read"
             ) from error
 
-    def _committed_seq(self) -> int | None:
+    def _committed_seq(self, seq: int) -> int | None:
         """The sequence number the database file holds committed (0 before any sync write was committed);
-        None where it cannot be read apart from this connection (an in-memory database)."""
-        created = self.engine.committed_scalar(f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{NODE_TABLE}'")
-        if created is None:
-            return None
-        if not created:
-            return 0
-        committed = self.engine.committed_scalar(f"SELECT seq FROM {NODE_TABLE} WHERE id = 1")
+        None where it cannot be read apart from this connection (an in-memory database). When the file
+        cannot be read apart from it at all (this connection's refused commit keeps readers out), its
+        own ``seq`` cannot be told committed: ``UsageError``."""
+        try:
+            created = self.engine.committed_scalar(f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{NODE_TABLE}'")
+            if created is None:
+                return None
+            if not created:
+                return 0
+            committed = self.engine.committed_scalar(f"SELECT seq FROM {NODE_TABLE} WHERE id = 1")
+        except self.engine.Error as error:
+            raise UsageError(
+                f"changes_since() reads committed changes only, and the committed state of the file cannot be read apart from "
+                f"this autocommit=False connection's open transaction ({error}; a commit SQLite refused keeps other readers "
+                f"out): call conn.commit() or conn.rollback() first (this connection's feed is at {seq}). Nothing was read"
+            ) from error
         return None if committed is None else int(committed)
 
     def merge(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None) -> int:
