@@ -542,3 +542,27 @@ def test_a_write_whose_trigger_rolls_back_the_whole_transaction_says_so(tmp_path
     assert any(isinstance(error, ConstraintError) and whole in str(error) for error in chain)
     conn.commit()
     assert conn.execute("SELECT count(*) FROM raise_rollback_entries").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("ignored_by", ["a trigger's RAISE(IGNORE)", "ON CONFLICT IGNORE"])
+def test_an_insert_the_database_ignores_raises_instead_of_handing_out_another_rows_key(tmp_path, ignored_by):
+    """The ignored row does not exist: insert() returning it with the connection's previous rowid
+    (another row's key) let the next update(obj) overwrite that other row."""
+
+    class Tagged(SyncModel, table="ignored_inserts"):
+        id: Annotated[int, PrimaryKey()] = None
+        name: str
+
+    conn = sqlite3.connect(tmp_path / "ignored.db")
+    if ignored_by == "ON CONFLICT IGNORE":  # a hand-made table (a sync would rebuild it without the clause)
+        conn.execute("CREATE TABLE ignored_inserts (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE ON CONFLICT IGNORE)")
+    else:
+        sync_models(conn, [Tagged])
+        conn.execute("CREATE TRIGGER skip BEFORE INSERT ON ignored_inserts WHEN NEW.name = 'spam' BEGIN SELECT RAISE(IGNORE); END")
+    conn.commit()
+    db = Database(conn)
+    ann = db.insert(Tagged(name="ann"))
+    name = "spam" if ignored_by != "ON CONFLICT IGNORE" else "ann"
+    with pytest.raises(ConstraintError, match="was ignored by the database"):
+        db.insert(Tagged(name=name))
+    assert db.select(Tagged) == [ann]

@@ -479,6 +479,12 @@ class Database:
 
     def _insert_one(self, codec: RowCodec, instance: M) -> M:
         cursor = self._insert_rows(codec, [instance])
+        if cursor.rowcount == 0:  # the row the caller would be handed (with another row's lastrowid) does not exist
+            raise ConstraintError(
+                codec.name, "ignored",
+                f"write to table {codec.name!r} was ignored by the database (a trigger's RAISE(IGNORE), or a constraint "
+                "declared ON CONFLICT IGNORE): no row was written",
+            )
         if codec.auto_key is not None and getattr(instance, codec.auto_key) is None:
             instance = instance.model_copy(update={codec.auto_key: cursor.lastrowid})
         return instance
