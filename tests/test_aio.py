@@ -489,6 +489,32 @@ def test_on_a_pep249_connection_a_cancellation_after_the_release_still_stops_the
     assert committed_names(tmp_path / "app.db") == []
 
 
+def test_on_a_pep249_connection_a_block_cancelled_before_its_commit_keeps_what_was_pending_before_it(tmp_path):
+    """The writes pending before the block (another task's calls, which returned) stay pending: the
+    cancelled block rolls back only itself, and the next commit writes them."""
+    if sys.version_info < (3, 12):
+        pytest.skip("autocommit= needs Python 3.12")
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db", autocommit=False) as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            await db.insert(Item(name="pending before the block"))
+            gate = Gate("RELEASE pydsqlite_sp0")
+            await conn.set_trace_callback(gate)
+            task = asyncio.create_task(in_its_own_transaction(db, "transaction"))
+            await gate.wait_reached()
+            await cancel_and_let_it_see(task)
+            gate.release()
+            assert await outcome(task) == "cancelled"
+            await conn.set_trace_callback(None)
+            assert [item.name for item in await db.select(Item)] == ["pending before the block"]
+            await conn.commit()
+
+    run(scenario())
+    assert committed_names(tmp_path / "app.db") == ["pending before the block"]
+
+
 def test_a_cancelled_call_inside_a_transaction_undoes_its_own_savepoint(tmp_path):
     async def scenario():
         async with aiosqlite.connect(tmp_path / "app.db") as conn:

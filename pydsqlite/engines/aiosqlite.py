@@ -115,9 +115,10 @@ class AiosqliteEngine(SqliteEngine):
         return super().execute(sql, params)
 
     def commit_pending(self) -> None:
+        """A block cancelled before its commit does not commit: ``Engine._commit_block`` then rolls back
+        the block alone (what was pending before it, perhaps another task's, stays pending)."""
         job = self._job
         if job is not None and job.cancelled and self.pep249_mode:
-            self.connection.rollback()
             raise _Abandoned
         super().commit_pending()
 
