@@ -538,8 +538,7 @@ def test_a_write_whose_trigger_rolls_back_the_whole_transaction_says_so(tmp_path
             with db.transaction():
                 db.insert(Entry(name="pending"))
                 db.insert(Entry(name="banned"))
-    chain = [raised.value, raised.value.__cause__, raised.value.__context__]
-    assert any(isinstance(error, ConstraintError) and whole in str(error) for error in chain)
+    assert isinstance(raised.value, ConstraintError) and whole in str(raised.value)  # what a refused write raises, in a block too
     conn.commit()
     assert conn.execute("SELECT count(*) FROM raise_rollback_entries").fetchone() == (0,)
 

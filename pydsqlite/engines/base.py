@@ -67,10 +67,13 @@ def _leave(connection: Any, token: object) -> None:
         del _unit_stacks[key]
 
 
-def transaction_ended_by(error: BaseException) -> bool:
-    """Whether SQLite answered ``error`` by rolling back the whole transaction a unit was part of (a
-    trigger's ``RAISE(ROLLBACK)``, ``ON CONFLICT ROLLBACK``): the writes pending before it are gone too."""
-    return bool(getattr(error, "pydsqlite_transaction_ended", False))
+def transaction_ended_by(error: BaseException | None) -> bool:
+    """Whether SQLite answered ``error`` (or the driver error it was raised from) by rolling back the
+    whole transaction a unit was part of (a trigger's ``RAISE(ROLLBACK)``, ``ON CONFLICT ROLLBACK``):
+    the writes pending before it are gone too."""
+    return error is not None and bool(
+        getattr(error, "pydsqlite_transaction_ended", False) or getattr(error.__cause__, "pydsqlite_transaction_ended", False)
+    )
 
 
 def _no_savepoint(error: Exception) -> bool:
@@ -327,7 +330,7 @@ class Engine(ABC):
             if own or gone:
                 self.rollback_open()
         # A database error may itself have ended the transaction (SQLite rolls back on some): it is the news.
-        if gone and not isinstance(error, (_EndedInside, self.Error, EngineError)):
+        if gone and not isinstance(error, (_EndedInside, self.Error, EngineError)) and not transaction_ended_by(error):
             raise _ended_inside(_ROLLED_BACK) from error
         if gone and not own and isinstance(error, self.Error):
             error.pydsqlite_transaction_ended = True  # type: ignore[attr-defined]  # read by the error of the write
