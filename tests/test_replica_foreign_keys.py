@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Annotated, Optional
 
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
@@ -464,9 +465,7 @@ def test_violations_involving_an_unsynced_table_are_refused_whole_and_named():
 def test_a_commit_refused_by_a_deferred_foreign_key_leaves_no_transaction_open():
     db = replica(True)
     db.conn.execute("PRAGMA defer_foreign_keys = ON")
-    try:
+    with pytest.raises(ConstraintError, match="FOREIGN KEY"):
         with db.transaction():
             db.insert(Memo(id="m", owner="missing"))
-    except sqlite3.IntegrityError:
-        pass
     assert not db.conn.in_transaction and db.count(Memo) == 0

@@ -24,6 +24,7 @@ from ..engines.base import transaction_ended_by
 from ..errors import (
     ConstraintError,
     EngineError,
+    PydsqliteError,
     RowNotFoundError,
     RowValidationError,
     SchemaMismatchError,
@@ -125,10 +126,19 @@ class Database:
         connection's ``isolation_level`` asks for it) … ``COMMIT`` — unless a transaction is
         already open: inside the caller's own (legacy mode) it is a savepoint and the caller
         commits; on a PEP 249 connection (``autocommit=False``) it is a savepoint of the pending
-        transaction and success commits that transaction, as ``conn.commit()`` does.
+        transaction and success commits that transaction, as ``conn.commit()`` does. A commit
+        SQLite refuses (another connection's lock, a deferred foreign key) rolls the block back and
+        raises ``ConstraintError`` or an ``EngineError`` saying so.
         """
-        with self._atomic(block=True):
-            yield self
+        ended = False
+        try:
+            with self._atomic(block=True):
+                yield self
+                ended = True
+        except (self.engine.IntegrityError, self.engine.OperationalError) as error:
+            if not ended or isinstance(error, PydsqliteError):
+                raise
+            raise _refused_commit(error) from error
 
     def _atomic(self, *, block: bool = False) -> AbstractContextManager[None]:
         """One unit of writes: its own transaction when none is open, else a savepoint
@@ -576,6 +586,19 @@ def _json_kept(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | N
         if same:
             kept.add(name)
     return frozenset(kept)
+
+
+def _refused_commit(error: Exception) -> PydsqliteError:
+    """The error of a ``db.transaction()`` block whose commit SQLite refused, after the block's code ran."""
+    where = (
+        "db.transaction(): the commit at the end of the block was refused, so the block was rolled back (nothing of it "
+        "was written; what was pending before it on a PEP 249 connection stays pending)"
+    )
+    match = _CONSTRAINT.search(str(error))
+    if match is not None:
+        constraint = f"{match.group(1).upper()} {(match.group(2) or '').strip()}".strip()
+        return ConstraintError("", constraint, f"{where}: {error} (a deferred constraint: a row the block wrote breaks it)")
+    return engine_refusal(where, error)
 
 
 def _stored_differently(new: Any, old: Any) -> bool:
