@@ -868,19 +868,20 @@ def test_text_that_is_not_utf8_names_its_row_and_column_and_how_to_repair_it(tmp
     conn = sqlite3.connect(path)
     sync_models(conn, [Memo])
     conn.executemany("INSERT INTO undecodable_memos (id, body) VALUES (?, ?)", [(1, "fine"), (3, "fine too")])
+    conn.execute("INSERT INTO undecodable_memos (id, body) VALUES (0, CAST(x'ff' AS TEXT))")  # another bad row, not the one read
     conn.execute("INSERT INTO undecodable_memos (id, body) VALUES (2, CAST(x'6869ff' AS TEXT))")
     conn.commit()
     before = path.read_bytes()
     db = Database(conn)
     actions = {
-        "select": lambda: db.select(Memo),
-        "iter_select": lambda: list(db.iter_select(Memo)),
+        "select": lambda: db.select(Memo, col("id") >= 1),
+        "iter_select": lambda: list(db.iter_select(Memo, col("id") >= 1)),
         "get": lambda: db.get(Memo, 2),
         "update": lambda: db.update(Memo, 2, body="fixed"),
         "upsert": lambda: db.upsert(Memo(id=2, body="fixed")),
     }
     if call == "count is fine":
-        assert db.count(Memo) == 3 and db.get(Memo, 1).body == "fine"
+        assert db.count(Memo) == 4 and db.get(Memo, 1).body == "fine"
         return
     with pytest.raises(RowValidationError) as raised:
         actions[call]()

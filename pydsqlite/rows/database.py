@@ -425,7 +425,7 @@ class Database:
         with _reading(self.engine, codec, bound, where, sql):
             cursor = self.engine.execute(sql, bound)
         while True:
-            with _reading(self.engine, codec, bound, where):
+            with _reading(self.engine, codec, bound, where, rows_of=sql):
                 rows = cursor.fetchmany(_BATCH)
             if not rows:
                 return
@@ -505,8 +505,15 @@ class Database:
 
     def _fetch_stored(self, codec: RowCodec, key_params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The row with this key as stored (field order), or None."""
-        with _binding(lambda: _unstorable_param(codec, key_params, codec.key)):
-            row: tuple[Any, ...] | None = self.engine.execute(f"{codec.select_sql} WHERE {codec.key_where()}", key_params).fetchone()
+        sql = f"{codec.select_sql} WHERE {codec.key_where()}"
+        try:
+            with _binding(lambda: _unstorable_param(codec, key_params, codec.key)):
+                row: tuple[Any, ...] | None = self.engine.execute(sql, key_params).fetchone()
+        except self.engine.OperationalError as error:
+            undecodable = _undecodable_row(self.engine, codec, error, (sql, key_params))
+            if undecodable is None:
+                raise
+            raise undecodable from error
         return row
 
     def _update_row(
@@ -650,13 +657,15 @@ def _unstorable_param(codec: RowCodec, params: Sequence[Any], names: Sequence[st
 
 @contextmanager
 def _reading(
-    engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where: object = None, sql: str | None = None
+    engine: Engine, codec: RowCodec, params: Sequence[Any] = (), where: object = None, sql: str | None = None,
+    *, rows_of: str | None = None,
 ) -> Iterator[None]:
     """A read: a table or column the database lacks raises ``SchemaMismatchError``, a query
     parameter SQLite cannot bind ``UnstorableValueError``, SQL text that cannot run as one
-    condition with its parameters ``UsageError``; what the engine refuses while it runs (a lock, a
-    function failing on a row's data, an interrupt) ``EngineError``. ``sql``: the statement, whose
-    compiling tells the two apart (None: it has compiled already, the rows are being read)."""
+    condition with its parameters ``UsageError``; a row whose text is not UTF-8 ``RowValidationError``;
+    what the engine refuses while it runs (a lock, a function failing on a row's data, an interrupt)
+    ``EngineError``. ``sql``: the statement, whose compiling tells the two apart (None: it has
+    compiled already, the rows are being read, those of ``rows_of``)."""
     try:
         with _binding(lambda: _unstorable_param(codec, params)):
             yield
@@ -666,7 +675,8 @@ def _reading(
             raise mismatch from error
         if isinstance(where, str) and sql is not None and result_code(error) in (_SQLITE_ERROR, None) and not _compiles(engine, sql, params):
             raise _unusable_where(codec, where, error) from error  # SQL text that does not compile (a syntax error...)
-        raise (_undecodable_row(engine, codec, error) or engine_refusal(_where(codec), error)) from error
+        query = sql or rows_of
+        raise (_undecodable_row(engine, codec, error, (query, params) if query else None) or engine_refusal(_where(codec), error)) from error
     except engine.Error as error:
         if not isinstance(where, str):
             raise
@@ -678,18 +688,26 @@ _SQLITE_ERROR = 1
 _UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '(.*)' with text")
 
 
-def _undecodable_row(engine: Engine, codec: RowCodec, error: Exception) -> RowValidationError | None:
+def _undecodable_row(
+    engine: Engine, codec: RowCodec, error: Exception, query: tuple[str, Sequence[Any]] | None = None
+) -> RowValidationError | None:
     """``RowValidationError`` naming the row whose TEXT is not valid UTF-8 (written by another program,
     or by SQL casting bytes), which the driver refuses to read without saying which row it was; found
-    by reading that column's text as bytes, on this error only. None for any other error."""
+    by reading that column's text as bytes from the rows ``query`` (SQL, parameters) reads (else the
+    table's), on this error only. None for any other error."""
     match = _UNDECODABLE.search(str(error))
     if match is None or codec.table.column(match.group(1)) is None:
         return None
     column = codec.table.column(match.group(1))
     assert column is not None
     quoted = quote_identifier(column.name)
-    key_terms = ", ".join(quote_identifier(name) for name in codec.key) if codec.key else "_rowid_"
-    rows = engine.execute(f"SELECT CAST({quoted} AS BLOB), {key_terms} FROM {codec.quoted_table} WHERE typeof({quoted}) = 'text'")
+    key_terms = ", ".join(quote_identifier(name) for name in codec.key) if codec.key and query is not None else None
+    if key_terms is not None and query is not None:
+        source, params = f"({query[0]})", query[1]
+    else:
+        source, params = codec.quoted_table, ()
+        key_terms = ", ".join(quote_identifier(name) for name in codec.key) if codec.key else "_rowid_"
+    rows = engine.execute(f"SELECT CAST({quoted} AS BLOB), {key_terms} FROM {source} WHERE typeof({quoted}) = 'text'", params)
     for raw, *key in rows:
         try:
             bytes(raw).decode("utf-8")
