@@ -309,13 +309,14 @@ def _apply(
         with lock_waits(engine, busy_timeout):  # every read from here on waits for a writer's lock, not only BEGIN
             compiled = compile_desired()
             desired, fingerprint = compiled.schema, compiled.fingerprint
+            if online:
+                pending = pending_steps(engine, steps)
+                if pending:  # also where the schema needs nothing: an online sync never runs data steps
+                    raise _online_steps_refused(pending)
             if online and _needs_nothing_online(engine, desired, manage_all):
                 online = False  # no WAL needed to change nothing: an application may pass online=True on every start
             if online:  # records the schema's fingerprint: the next sync_models plans once and records its key
                 require_wal(engine)
-                pending = pending_steps(engine, steps)
-                if pending:
-                    raise _online_steps_refused(pending)
                 return migrate_online(
                     engine, desired, fingerprint, _plan, manage_all=manage_all, allow_destructive=allow_destructive,
                     busy_timeout=busy_timeout, progress=progress, expected_plan=expected_plan,

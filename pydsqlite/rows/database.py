@@ -751,9 +751,10 @@ def engine_refusal(where: str, error: Exception) -> EngineError:
     hint = ""
     if getattr(error, "sqlite_errorcode", None) == _BUSY_SNAPSHOT:
         hint = (
-            "; another connection wrote since this connection's read began (an iter_select still being iterated, or a "
-            "read transaction), and SQLite cannot turn that read into a write: finish the read first, or write through "
-            "another connection"
+            "; another connection wrote since this connection's read began (an iter_select still being iterated, a "
+            "read transaction, or the transaction an autocommit=False connection keeps open since its last commit), and "
+            "SQLite cannot turn that read into a write: finish the read first (on an autocommit=False connection, "
+            "conn.commit() or conn.rollback()), or write through another connection"
         )
     elif code in (5, 6):
         hint = (
