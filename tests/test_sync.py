@@ -13,6 +13,7 @@ import pytest
 
 from pydsqlite import (
     LWW,
+    Collate,
     DestructiveChangeError,
     Field,
     ForeignKey,
@@ -1509,3 +1510,43 @@ def test_a_foreign_key_to_a_parent_model_follows_its_new_primary_key_and_the_pla
     with pytest.raises(MigrationError):
         sync_models(conn, [LabelByName, LabelledByName])
     assert db_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("enforced", [False, True], ids=["foreign keys off", "foreign keys on"])
+def test_a_parent_key_changing_collation_under_its_children_is_refused(conn, db_path, enforced):
+    """A child 'A' finds its parent 'a' under NOCASE; after the parent's key turns BINARY it would not:
+    refused whatever the pragma says (with it off the migration left foreign_key_check failing)."""
+
+    class Tag(SyncModel, table="recollated_tags"):
+        name: Annotated[str, PrimaryKey(), Collate("NOCASE")]
+
+    class Post(SyncModel, table="recollated_posts"):
+        id: Annotated[int, PrimaryKey()]
+        tag: Annotated[Optional[str], ForeignKey(Tag)] = None
+
+    class TagBinary(SyncModel, table="recollated_tags"):
+        name: Annotated[str, PrimaryKey()]
+
+    class PostBinary(SyncModel, table="recollated_posts"):
+        id: Annotated[int, PrimaryKey()]
+        tag: Annotated[Optional[str], ForeignKey(TagBinary)] = None
+
+    if enforced:
+        conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Tag, Post])
+    conn.execute("INSERT INTO recollated_tags VALUES ('a'), ('b')")
+    conn.execute("INSERT INTO recollated_posts VALUES (1, 'A'), (2, 'b'), (3, NULL)")
+    conn.commit()
+    before = db_path.read_bytes()
+    plan = model_migration_plan(conn, [TagBinary, PostBinary])
+    assert plan.problems == (
+        "recollated_posts.tag: 1 row: rows reference rows of recollated_tags that the new collation of name no longer "
+        "matches, so they would lose their parent (e.g. 'A')",
+    )
+    with pytest.raises(MigrationError):
+        sync_models(conn, [TagBinary, PostBinary])
+    assert db_path.read_bytes() == before
+    conn.execute("UPDATE recollated_posts SET tag = 'a' WHERE id = 1")
+    conn.commit()
+    sync_models(conn, [TagBinary, PostBinary])
+    assert rows(conn, "PRAGMA foreign_key_check") == []

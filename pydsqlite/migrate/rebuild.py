@@ -395,7 +395,12 @@ def _children_losing_their_parent(
     for child in live_schema.tables:
         for key in child.foreign_keys:
             referenced = key.ref_columns or live.primary_key
-            if fold_name(key.ref_table) != fold_name(live.name) or not any(fold_name(name) in lossy for name in referenced):
+            if fold_name(key.ref_table) != fold_name(live.name):
+                continue
+            recollated = _recollated_keys(item, child, key.columns, referenced)
+            if recollated is not None:
+                found.append(recollated)
+            if not any(fold_name(name) in lossy for name in referenced):
                 continue
             if any((fold_name(child.name), fold_name(column)) in converted_in_plan for column in key.columns):
                 continue
@@ -413,6 +418,40 @@ def _children_losing_their_parent(
             )
             found.append(check)  # whatever PRAGMA foreign_keys says: the migration itself would orphan them
     return found
+
+
+def _recollated_keys(item: TableDiff, child: Table, columns: tuple[str, ...], referenced: tuple[str, ...]) -> DataCheck | None:
+    """Rows of ``child`` whose parent the rebuild's new collation of the referenced key no longer
+    matches (a child 'A' finds the parent 'a' under NOCASE, not under BINARY); None when no
+    referenced column changes collation."""
+    if len(columns) != len(referenced):
+        return None
+    sources = {fold_name(old): new for new, old in item.column_sources}
+    pairs = []
+    changed = False
+    for child_column, name in zip(columns, referenced, strict=True):
+        old = item.live.column(name)
+        new_name = sources.get(fold_name(name))
+        new = item.desired.column(new_name) if new_name is not None else None
+        if old is None or new is None:
+            return None
+        changed = changed or fold_name(old.collate or "BINARY") != fold_name(new.collate or "BINARY")
+        pairs.append((quote_identifier(child_column), quote_identifier(old.name), new.collate or "BINARY"))
+    if not changed:
+        return None
+    alias = "_pydsqlite_child"
+    present = " AND ".join(f"{alias}.{column} IS NOT NULL" for column, _, _ in pairs)
+    before = " AND ".join(f"p.{parent} = {alias}.{column}" for column, parent, _ in pairs)
+    after = " AND ".join(f"p.{parent} = {alias}.{column} COLLATE {collation}" for column, parent, collation in pairs)
+    parent = quote_identifier(item.live.name)
+    condition = f"{present} AND EXISTS (SELECT 1 FROM {parent} AS p WHERE {before}) AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE {after})"
+    sample = ", ".join(f"{alias}.{column}" for column, _, _ in pairs)
+    return row_check(
+        child.name, ", ".join(columns),
+        f"rows reference rows of {item.live.name} that the new collation of {', '.join(referenced)} no longer matches, so they "
+        "would lose their parent",
+        f"{quote_identifier(child.name)} AS {alias}", condition, blocking=True, sample=sample,
+    )
 
 
 def created_table(item: TableDiff) -> Table:
