@@ -1146,6 +1146,7 @@ def test_a_column_moved_to_two_places_of_a_table_without_rowids_counts_the_place
     ("source_type", "target_type", "dropped", "moved", "lost"),
     [
         ("TEXT", "TEXT COLLATE NOCASE", ["a", "A"], ["a"], 1),  # one 'a' in a NOCASE target is not also the 'A'
+        ("TEXT", "TEXT COLLATE NOCASE", ["a", "A", "a"], ["a", "A"], 1),  # counted apart, not as one NOCASE value
         ("TEXT COLLATE NOCASE", "TEXT", ["A", "a"], ["A", "a"], 0),  # both moved exactly: nothing lost
         ("", "INTEGER", [1, "1"], [1], 1),  # 1 and '1' become one 1 in an INTEGER column: one of them is lost
         ("", "TEXT", [1, 2.5], ["1", "2.5"], 0),  # numbers moved into a TEXT column are there as the column stores them

@@ -327,7 +327,7 @@ def _lost_rows(move: _Move, moves: list[_Move], identity: list[str], live: Schem
     held = f"SELECT {target} AS held_value, count(*) AS times FROM {target_table} WHERE {target} IS NOT NULL GROUP BY {target} COLLATE BINARY"
     ranked = (
         f"SELECT item.source AS source, {', '.join(f'item.{key} AS {key}' for key in keys)}, held.times AS times, "
-        f"row_number() OVER (PARTITION BY held.held_value ORDER BY item.source, {', '.join(f'item.{key}' for key in keys)}) AS nth "
+        f"row_number() OVER (PARTITION BY held.held_value COLLATE BINARY ORDER BY item.source, {', '.join(f'item.{key}' for key in keys)}) AS nth "
         f"FROM ({items}) AS item LEFT JOIN ({held}) AS held ON held.held_value = item.value COLLATE BINARY"
     )
     return f"SELECT {', '.join(keys)} FROM ({ranked}) WHERE source = {own} AND (times IS NULL OR nth > times)"
