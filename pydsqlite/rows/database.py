@@ -575,9 +575,10 @@ def _current_values(codec: RowCodec, stored: tuple[Any, ...]) -> tuple[dict[str,
 
 def _json_kept(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | None, changes: Mapping[str, Any]) -> frozenset[str]:
     """The JSON fields an update leaves as stored: those not in ``changes`` whose value encodes to the
-    same JSON as the value the stored row reads as (``current``: None when the row does not validate). Their stored text may hold
-    keys the model does not read (a nested model's field a later release dropped, keys another
-    program wrote): writing the value back would delete them, though nothing about it changed."""
+    same JSON as the value the stored row reads as (``current``: None when the row does not
+    validate). Their stored text may hold keys the model does not read (a nested model's field a
+    later release dropped, keys another program wrote): writing the value back would delete them,
+    though nothing about it changed."""
     if current is None or not codec.decoders:
         return frozenset()
     kept = set()
@@ -596,7 +597,8 @@ def _json_kept(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | N
 
 
 def _refused_commit(error: Exception) -> PydsqliteError:
-    """The error of a ``db.transaction()`` block whose commit SQLite refused, after the block's code ran."""
+    """The error of a ``db.transaction()`` block whose commit SQLite refused, after the block's code ran
+    (a deferred constraint names no table: ``ConstraintError.table`` is empty)."""
     where = (
         "db.transaction(): the commit at the end of the block was refused, so the block was rolled back (nothing of it "
         "was written; what was pending before it on a PEP 249 connection stays pending)"
@@ -701,12 +703,10 @@ def _undecodable_row(
     column = codec.table.column(match.group(1))
     assert column is not None
     quoted = quote_identifier(column.name)
-    key_terms = ", ".join(quote_identifier(name) for name in codec.key) if codec.key and query is not None else None
-    if key_terms is not None and query is not None:
-        source, params = f"({query[0]})", query[1]
+    if codec.key and query is not None:  # the rows the failing read reads, which hold the key's columns
+        key_terms, source, params = ", ".join(map(quote_identifier, codec.key)), f"({query[0]})", query[1]
     else:
-        source, params = codec.quoted_table, ()
-        key_terms = ", ".join(quote_identifier(name) for name in codec.key) if codec.key else "_rowid_"
+        key_terms, source, params = ", ".join(map(quote_identifier, codec.key)) or "_rowid_", codec.quoted_table, ()
     rows = engine.execute(f"SELECT CAST({quoted} AS BLOB), {key_terms} FROM {source} WHERE typeof({quoted}) = 'text'", params)
     for raw, *key in rows:
         try:
