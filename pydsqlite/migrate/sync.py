@@ -339,7 +339,7 @@ def _synced_already(conn: Connectable, state_key: str) -> bool | None:
     straight from the connection: an application calls ``sync_models`` on every start (and some on
     every request), so the no-op skips the engine and its guards. None when this cannot tell (another
     connection or mode, a row or text factory, an error: a database locked past the connection's own
-    timeout is read again by the full path, which waits as long as ``busy_timeout`` says)."""
+    timeout is left to the full path, which waits for the lock as long as ``busy_timeout`` says)."""
     if type(conn) is not sqlite3.Connection or conn.row_factory is not None or conn.text_factory is not str:
         return None
     if getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL) is False:  # PEP 249: the pending transaction is committed first
