@@ -493,10 +493,12 @@ def test_a_generator_holding_a_block_closed_inside_a_later_block_leaves_nothing_
 
     stream = streaming()
     next(stream)
-    with pytest.raises(UsageError, match="ended inside the block"):
+    with pytest.raises(UsageError, match="ended by a block that enclosed it and ended first"):
         with db.transaction():
             db.insert(ParentV1(id=4, name="later"))
             stream.close()
+            with pytest.raises(UsageError, match="this call was refused, nothing of it was written"):
+                db.insert(ParentV1(id=8, name="inside the ended block"))
     with db.transaction():
         db.insert(ParentV1(id=5, name="after"))
     db.insert(ParentV1(id=6, name="single"))
@@ -511,6 +513,33 @@ def test_a_generator_holding_a_block_closed_inside_a_later_block_leaves_nothing_
         Database(fresh).insert(ParentV1(id=7, name="new connection"))
     assert committed(db_path, "SELECT count(*) FROM parents WHERE id = 7") == [(1,)]
     fresh.close()
+
+
+def test_a_block_left_open_inside_a_generator_whose_enclosing_block_ended_refuses_new_work_until_closed(db_path, seeded, mode):
+    """Two generators each holding a block, the first closed before the second: the second's block
+    went with the first's transaction. A block opened then would have been taken for one nested in
+    it (in PEP 249 mode it never committed, and the second generator's rollback took it along):
+    it is refused, nothing written, until that generator is closed; then blocks commit as usual."""
+    db = Database(seeded)
+
+    def holding(name: str, key: int):
+        with db.transaction():
+            db.insert(ParentV1(id=key, name=name))
+            yield
+
+    first, second = holding("first", 3), holding("second", 4)
+    next(first)
+    next(second)
+    first.close()
+    with pytest.raises(UsageError, match="this call was refused, nothing of it was written"):
+        with db.transaction():
+            db.insert(ParentV1(id=5, name="refused"))
+    second.close()
+    with db.transaction():
+        db.insert(ParentV1(id=6, name="after"))
+    if seeded.in_transaction:
+        seeded.commit()
+    assert committed(db_path, "SELECT id FROM parents WHERE id >= 5 ORDER BY id") == [(6,)]
 
 
 # --- sync_models inside a transaction block ---------------------------------------------------

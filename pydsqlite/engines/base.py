@@ -45,7 +45,7 @@ thread that opened them: a migration started inside one joins it rather than com
 block halfway, and another thread's call is refused rather than joining it."""
 _claims = threading.Lock()
 """Guards ``_units_open``, so that two threads cannot both take a connection for their units."""
-_unit_stacks: dict[int, tuple[Any, list[object]]] = {}
+_unit_stacks: dict[int, tuple[Any, list[_OpenUnit]]] = {}
 """The units of work open on each connection (by ``id``, with the connection itself, so that no other
 connection can take its ``id`` while one is open), whichever engine opened them: a block of a second
 ``Database`` over the same connection, opened inside the first one's block, is nested in it (it
@@ -58,13 +58,43 @@ _BEFORE_COMMIT = "pydsqlite_before_commit"
 the block alone."""
 
 
-def _leave(connection: Any, token: object) -> None:
-    """Remove a unit that ends from its connection's list (see ``_unit_stacks``)."""
+class _OpenUnit:
+    """A unit of work in its connection's list (see ``_unit_stacks``)."""
+
+    __slots__ = ("ended",)
+
+    def __init__(self) -> None:
+        self.ended = False
+        """Its transaction or savepoint went with a unit opened before it that ended first (a
+        generator holding a block, closed after a block it opened inside had been left)."""
+
+
+_ENDED_BY_AN_ENCLOSING_UNIT = (
+    "a db.transaction() block is still open whose transaction was ended by a block that enclosed it and ended first (a "
+    "generator holding a block, closed or finished before a block opened while it was suspended): what that block "
+    "wrote was committed or rolled back with the enclosing one. Close generators holding a block where you leave them "
+    "(contextlib.closing)"
+)
+
+
+def _leave(connection: Any, token: _OpenUnit) -> None:
+    """Remove a unit that ends from its connection's list (see ``_unit_stacks``); units opened after it
+    and still open have lost their savepoints with it: they are marked ended (they touch nothing when
+    they end, and no unit opens while one of them is still open)."""
     key = id(connection)
     units = _unit_stacks[key][1]
-    units.remove(token)
+    position = units.index(token)
+    for later in units[position + 1 :]:
+        later.ended = True
+    del units[position]
     if not units:
         del _unit_stacks[key]
+
+
+def _ended_unit_open(connection: Any) -> bool:
+    """Whether a unit whose transaction an enclosing unit ended is still open on ``connection``."""
+    entry = _unit_stacks.get(id(connection))
+    return entry is not None and any(unit.ended for unit in entry[1])
 
 
 def transaction_ended_by(error: BaseException | None) -> bool:
@@ -222,6 +252,8 @@ class Engine(ABC):
         try:
             depth = self._depth
             in_transaction = self.in_transaction
+            if _ended_unit_open(self.connection):
+                raise _EndedInside(f"this call was refused, nothing of it was written: {_ENDED_BY_AN_ENCLOSING_UNIT}")
             if depth and not in_transaction:
                 raise _ended_inside("this call was refused: nothing of it was written")
             own = depth == 0 and not in_transaction
@@ -240,11 +272,13 @@ class Engine(ABC):
                 elif commits:
                     self._forget_savepoint(_BEFORE_COMMIT)
                 raise
-            token = object()
+            token = _OpenUnit()
             _unit_stacks.setdefault(id(self.connection), (self.connection, []))[1].append(token)
             try:
                 yield
             except BaseException as error:
+                if token.ended:  # its transaction went with an enclosing unit that ended first: nothing to undo
+                    raise
                 try:
                     self._undo(own, savepoint, error)
                 finally:
@@ -252,6 +286,8 @@ class Engine(ABC):
                         self._forget_savepoint(_BEFORE_COMMIT)
                 raise
             else:
+                if token.ended:
+                    raise _EndedInside(_ENDED_BY_AN_ENCLOSING_UNIT)
                 try:
                     if savepoint is not None:
                         self._release(savepoint)
@@ -259,9 +295,10 @@ class Engine(ABC):
                         self._commit_block()
                     if own:
                         self.execute("COMMIT")
-                except BaseException:
-                    if own and self.in_transaction:
-                        self.execute("ROLLBACK")
+                except _EndedInside:
+                    raise
+                except BaseException as error:
+                    self._undo_refused_end(own, _BEFORE_COMMIT if commits else savepoint, error)
                     raise
             finally:
                 _leave(self.connection, token)
@@ -345,6 +382,28 @@ class Engine(ABC):
                 raise
             self.rollback_open()
             raise _ended_inside(_ROLLED_BACK) from None
+
+    def _undo_refused_end(self, own: bool, savepoint: str | None, error: BaseException) -> None:
+        """Roll back a unit whose end SQLite refused (its ``RELEASE`` while a statement of the caller's
+        is still running, its ``COMMIT`` under another connection's lock): its own transaction, else
+        back to ``savepoint``, keeping what was pending before it. Where even that is refused, the
+        whole transaction is rolled back and ``error`` says so (``transaction_ended_by``)."""
+        if self.connection_lost or not self.in_transaction:
+            return
+        if own:
+            self.execute("ROLLBACK")
+            return
+        if savepoint is None:
+            return
+        try:
+            self.execute(f"ROLLBACK TO {savepoint}")
+            self.execute(f"RELEASE {savepoint}")
+        except Exception as failure:
+            if _no_savepoint(failure):
+                return
+            self.rollback_open()
+            if isinstance(error, self.Error):
+                error.pydsqlite_transaction_ended = True  # type: ignore[attr-defined]
 
     def _commit_block(self) -> None:
         """Commit what is pending at the end of an outermost block in PEP 249 mode. A commit SQLite
