@@ -685,3 +685,26 @@ def test_something_other_than_a_connection_or_a_path_is_a_usage_error(tmp_path: 
         function(value, [ParentV1])
     assert ("cursor.connection" in str(refused.value)) == (given == "a cursor")
     assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+
+
+def test_a_block_ended_with_a_statement_of_yours_still_running_is_rolled_back_and_says_why(db_path, seeded, mode):
+    """SQLite refuses to release the block's savepoint while a cursor of the caller's is unfinished:
+    the block is rolled back for real (a retry writes once) and the error names the cursor."""
+    db = Database(seeded)
+    attempts = []
+    for attempt in range(2):
+        try:
+            with db.transaction():
+                db.insert(ParentV1(id=3, name="block"))
+                cursor = seeded.execute("INSERT INTO parents VALUES (?, 'returning') RETURNING id", (10 + attempt,))
+                if attempt:
+                    cursor.fetchall()
+            attempts.append("committed")
+        except PydsqliteError as error:
+            attempts.append("refused")
+            assert "a statement of yours is still running on this connection" in str(error)
+            cursor.close()
+    if seeded.in_transaction:
+        seeded.commit()
+    names = committed(db_path, "SELECT name FROM parents WHERE id >= 3 ORDER BY id")
+    assert attempts == ["refused", "committed"] and names == [("block",), ("returning",)]

@@ -507,7 +507,7 @@ def test_a_commit_sqlite_refuses_rolls_the_write_back_and_leaves_no_transaction_
         db.insert(Transfer(id=1, account_id=99))
     assert not db.conn.in_transaction and db.count(Transfer) == 0
     db.conn.execute("PRAGMA defer_foreign_keys = ON")
-    with pytest.raises(ConstraintError, match=r"commit at the end of the block was refused, so the block was rolled back.*FOREIGN KEY") as raised:
+    with pytest.raises(ConstraintError, match=r"SQLite refused to end the block, so the block was rolled back.*FOREIGN KEY") as raised:
         with db.transaction():
             db.insert(Transfer(id=2, account_id=1))
             db.insert(Transfer(id=3, account_id=99))

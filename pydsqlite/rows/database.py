@@ -599,14 +599,21 @@ def _json_kept(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | N
 def _refused_commit(error: Exception) -> PydsqliteError:
     """The error of a ``db.transaction()`` block whose commit SQLite refused, after the block's code ran
     (a deferred constraint names no table: ``ConstraintError.table`` is empty)."""
-    where = (
-        "db.transaction(): the commit at the end of the block was refused, so the block was rolled back (nothing of it "
-        "was written; what was pending before it on a PEP 249 connection stays pending)"
-    )
+    if transaction_ended_by(error):
+        undone = "the whole transaction was rolled back, the writes pending before the block included"
+    else:
+        undone = "the block was rolled back (nothing of it was written; what was pending before it stays pending)"
+    where = f"db.transaction(): SQLite refused to end the block, so {undone}"
     match = _CONSTRAINT.search(str(error))
     if match is not None:
         constraint = f"{match.group(1).upper()} {(match.group(2) or '').strip()}".strip()
-        return ConstraintError("", constraint, f"{where}: {error} (a deferred constraint: a row the block wrote breaks it)")
+        return ConstraintError("", constraint, f"{where}: {error} (a deferred constraint: a row written in the transaction breaks it)")
+    if "statements in progress" in str(error):  # SQLITE_BUSY, but from this connection, not another one
+        return SqliteOperationalError(
+            f"{where}: {error}; a statement of yours is still running on this connection (a cursor not read to the end, "
+            "such as a RETURNING query's): read or close it before the block ends",
+            code=result_code(error),
+        )
     return engine_refusal(where, error)
 
 
