@@ -565,3 +565,34 @@ def test_an_insert_the_database_ignores_raises_instead_of_handing_out_another_ro
     with pytest.raises(ConstraintError, match="was ignored by the database"):
         db.insert(Tagged(name=name))
     assert db.select(Tagged) == [ann]
+
+
+def test_insert_many_counts_only_the_rows_written_and_refuses_ignored_rows_of_a_synced_table(tmp_path):
+    """A trigger's RAISE(IGNORE) skips a row: insert_many says how many were written; on a synced
+    table an ignored row would have ended its key's deletion for the replicas, so nothing is written."""
+
+    class Plain(SyncModel, table="ignored_many_plain"):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    class Shared(SyncModel, table="ignored_many_shared"):
+        id: Annotated[int, PrimaryKey()]
+        name: Annotated[str, LWW()]
+
+    conn = sqlite3.connect(tmp_path / "many.db")
+    sync_models(conn, [Plain, Shared])
+    for table in ("ignored_many_plain", "ignored_many_shared"):
+        conn.execute(f"CREATE TRIGGER skip_{table} BEFORE INSERT ON {table} WHEN NEW.name = 'spam' BEGIN SELECT RAISE(IGNORE); END")
+    conn.commit()
+    db = Database(conn)
+    assert db.insert_many([Plain(id=1, name="a"), Plain(id=2, name="spam"), Plain(id=3, name="c")]) == 2
+    db.insert(Shared(id=1, name="one"))
+    db.delete(Shared, 1)
+    deleted = db.changes_since()
+    with pytest.raises(ConstraintError, match=r"1 of 2 rows to table 'ignored_many_shared' were ignored by the database"):
+        db.insert_many([Shared(id=1, name="spam"), Shared(id=2, name="two")])
+    assert db.select(Shared) == [] and db.changes_since(deleted.cursor).changes == ()
+    replica = Database(sqlite3.connect(tmp_path / "replica.db"))
+    sync_models(replica.conn, [Shared])
+    replica.apply_changes(db.changes_since(), [Shared])
+    assert replica.select(Shared) == []

@@ -215,7 +215,9 @@ class Database:
     def insert_many(self, objs: Iterable[M], model: type[M] | None = None) -> int:
         """Validate every object first (a ValidationError names the failing index and writes nothing),
         then insert them all in one transaction (``executemany``, or multi-row statements on an engine
-        where each statement costs a network round); returns the number inserted."""
+        where each statement costs a network round); returns the number inserted (rows the database ignores,
+        by a trigger's ``RAISE(IGNORE)`` or ``ON CONFLICT IGNORE``, are not; on a synced table they are a
+        ``ConstraintError`` and nothing is written)."""
         if isinstance(objs, (BaseModel, str, bytes, dict)):
             raise UsageError(f"insert_many() takes an iterable of rows, not {type(objs).__name__}; use insert() for one")
         items = list(objs)
@@ -233,8 +235,8 @@ class Database:
         without them (its first collection would otherwise walk every one of them)."""
         instances = codec.validate_many(items)
         with self._writing(codec):
-            self._insert_rows(codec, instances)
-        return len(instances)
+            _, written = self._insert_rows(codec, instances)
+        return written
 
     def upsert(self, obj: M) -> M:
         """Insert the row, or update the row with its primary key (never another row)."""
@@ -454,9 +456,12 @@ class Database:
         except self.engine.OperationalError as error:
             raise (_schema_error(codec, error) or _undecodable_row(self.engine, codec, error) or engine_refusal(_where(codec), error)) from error
 
-    def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> Cursor:
-        """INSERT validated instances (``Engine.insert_rows``). Rows of a synced table are one write
-        event: every timestamp of the batch is one ``now()``, each row gets its own sequence number."""
+    def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> tuple[Cursor, int]:
+        """INSERT validated instances (``Engine.insert_rows``); the last cursor and how many rows were
+        written. Rows of a synced table are one write event: every timestamp of the batch is one
+        ``now()``, each row gets its own sequence number. Rows the database ignores (a trigger's
+        ``RAISE(IGNORE)``, ``ON CONFLICT IGNORE``) are not counted; for one row, or any row of a
+        synced table, they are a ``ConstraintError``."""
         stamp = str(self.clock.now()) if codec.lww else ""
         first_seq = self._node.allocate_seq(len(instances)) if codec.synced else 0
         stamps = [stamp] * len(codec.lww)
@@ -479,22 +484,28 @@ class Database:
                 values.extend((stamp, first_seq + position))
             groups.setdefault(codec.insert_head[auto], []).append(values)
         cursor = None
+        written = 0
         with _binding(lambda: next(filter(None, map(codec.unstorable, instances)), None)):
             for head, rows in groups.items():
                 cursor = self.engine.insert_rows(head, rows)
-        if codec.synced:
-            self._replica.revive(keys, codec, first_seq)
+                counted = not self.engine.batch_rows and rows[0] and cursor.rowcount >= 0  # one cursor saw every row
+                written += cursor.rowcount if counted else len(rows)
         assert cursor is not None
-        return cursor
-
-    def _insert_one(self, codec: RowCodec, instance: M) -> M:
-        cursor = self._insert_rows(codec, [instance])
-        if cursor.rowcount == 0:  # the row the caller would be handed (with another row's lastrowid) does not exist
+        if written < len(instances) and (codec.synced or len(instances) == 1):
+            # the caller would be handed a row that does not exist (with another row's lastrowid), or a
+            # synced key would count as alive again, ending its deletion for the replicas
             raise ConstraintError(
                 codec.name, "ignored",
-                f"write to table {codec.name!r} was ignored by the database (a trigger's RAISE(IGNORE), or a constraint "
-                "declared ON CONFLICT IGNORE): no row was written",
+                f"{'a write' if len(instances) == 1 else f'{len(instances) - written} of {len(instances)} rows'} to table "
+                f"{codec.name!r} {'was' if len(instances) == 1 else 'were'} ignored by the database (a trigger's RAISE(IGNORE), "
+                f"or a constraint declared ON CONFLICT IGNORE): {'no row was written' if len(instances) == 1 else 'nothing was written'}",
             )
+        if codec.synced:
+            self._replica.revive(keys, codec, first_seq)
+        return cursor, written
+
+    def _insert_one(self, codec: RowCodec, instance: M) -> M:
+        cursor, _ = self._insert_rows(codec, [instance])
         if codec.auto_key is not None and getattr(instance, codec.auto_key) is None:
             instance = instance.model_copy(update={codec.auto_key: cursor.lastrowid})
         return instance
