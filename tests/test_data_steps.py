@@ -1152,10 +1152,15 @@ def test_a_column_moved_to_two_places_of_a_table_without_rowids_counts_the_place
         ("", "TEXT", [1, 2.5], ["1", "2.5"], 0),  # numbers moved into a TEXT column are there as the column stores them
         ("INTEGER", "TEXT", [7, 7, 8], [7, 8], 1),
         ("TEXT", "INTEGER", ["01", "2"], [1, 2], 0),  # as the INTEGER column stores them ('01' is 1 there)
+        ("REAL", "TEXT", [0.30000000000000004, 0.5], [0.30000000000000004, 0.5], 1),  # '0.3' in a TEXT column is not it
+        ("TEXT COLLATE NOCASE", "TEXT (distinct)", ["Oslo", "OSLO", "Oslo"], ["Oslo"], 1),  # a lookup holds 'Oslo', not 'OSLO'
+        ("", "TEXT (distinct)", [1, 1], ["1"], 0),
     ],
 )
 def test_a_moved_value_is_compared_as_its_target_stores_it_byte_for_byte(conn, source_type, target_type, dropped, moved, lost):
     conn.execute(f"CREATE TABLE move_src (id INTEGER PRIMARY KEY, v {source_type})")
+    distinct = target_type.endswith(" (distinct)")
+    target_type = target_type.removesuffix(" (distinct)")
     conn.execute(f"CREATE TABLE move_dst (id INTEGER PRIMARY KEY, v {target_type})")
     conn.executemany("INSERT INTO move_src (v) VALUES (?)", [(value,) for value in dropped])
     conn.commit()
@@ -1164,7 +1169,7 @@ def test_a_moved_value_is_compared_as_its_target_stores_it_byte_for_byte(conn, s
     def copy(db) -> None:
         db.conn.executemany("INSERT INTO move_dst (v) VALUES (?)", [(value,) for value in moved])
 
-    steps = {"001 copy": DataStep(copy, moves=["move_src.v -> move_dst.v"])}
+    steps = {"001 copy": DataStep(copy, moves=["move_src.v -> move_dst.v" + (" (distinct)" if distinct else "")])}
     if not lost:
         assert not sync_schema(conn, schema, data_steps=steps).destructive_operations
         return
@@ -1211,3 +1216,22 @@ def test_two_dropped_columns_moved_into_one_column_need_a_copy_each(conn, db_pat
 
     assert not sync_models(conn, [PersonV2, Place], data_steps={"001 places": DataStep(both, moves=moves)}).destructive_operations
     assert rows(conn, "SELECT count(*) FROM move_places") == [(3,)]
+
+
+def test_a_move_into_a_column_the_migration_converts_compares_what_the_column_will_hold(conn, db_path):
+    """The step writes '00123' into a column that is still INTEGER (stored 123) and that the
+    migration then turns TEXT ('123'): the moved value is compared as the converted column holds it."""
+    conn.execute("CREATE TABLE move_users (id INTEGER PRIMARY KEY, zip TEXT)")
+    conn.execute("CREATE TABLE move_zips (id INTEGER PRIMARY KEY, code INTEGER)")
+    conn.executemany("INSERT INTO move_users (zip) VALUES (?)", [("00123",), ("456",)])
+    conn.commit()
+    before = db_path.read_bytes()
+    schema = schema_from_sql("CREATE TABLE move_users (id INTEGER PRIMARY KEY); CREATE TABLE move_zips (id INTEGER PRIMARY KEY, code TEXT);")
+
+    def copy(db) -> None:
+        db.conn.execute("INSERT INTO move_zips (code) SELECT zip FROM move_users")
+
+    with pytest.raises(DestructiveChangeError) as raised:
+        sync_schema(conn, schema, data_steps={"001 zips": DataStep(copy, moves=["move_users.zip -> move_zips.code"])})
+    assert "drop column move_users.zip [1 row]" in str(raised.value) and "(e.g. '00123')" in str(raised.value)
+    assert db_path.read_bytes() == before

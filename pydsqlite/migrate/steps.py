@@ -213,7 +213,7 @@ def count_moves(plan: MigrationPlan, steps: PendingSteps, live: Schema, desired:
                 checks.append(check)
                 continue
             used.update(move.text for move in moved)
-            checks.append(_moved_check(check, moved, live, moves))
+            checks.append(_moved_check(check, moved, live, desired, moves))
             notes.extend(
                 f"values of {'.'.join(move.source)} found in {'.'.join(move.target)} after data step {move.step} "
                 f"({'each distinct value once' if move.distinct else 'as often as they were dropped'}) are not counted as lost"
@@ -252,14 +252,15 @@ def _covers(move: _Move, check: DataCheck) -> bool:
     return fold_name(check.table) == table and (check.column is None or fold_name(check.column) == column)
 
 
-def _moved_check(check: DataCheck, moved: list[_Move], live: Schema, moves: list[_Move]) -> DataCheck:
+def _moved_check(check: DataCheck, moved: list[_Move], live: Schema, desired: Schema, moves: list[_Move]) -> DataCheck:
     """The drop check counting only the values its steps did not move. A value counts as moved as
     many times as its target holds it, compared as the target stores values (its affinity applied,
     then byte for byte: 'A' is not 'a' even in a NOCASE column), and shared by every move into that
     target (two dropped columns both holding 'Paris' need 'Paris' twice there); once for a
     ``(distinct)`` target. ``moves``: every declared move, whose order decides which of the
     values a short target lacks count as lost (the later ones). ``live``: the database while the
-    steps run."""
+    steps run; ``desired``: after the migration (a target column it converts is compared as it
+    will store values)."""
     by_column: dict[str, list[_Move]] = {}
     for move in moved:
         by_column.setdefault(move.source[1], []).append(move)
@@ -269,11 +270,7 @@ def _moved_check(check: DataCheck, moved: list[_Move], live: Schema, moves: list
         quoted = quote_identifier(column)
         absent = []
         for move in column_moves:
-            target_table, target = (quote_identifier(name) for name in move.target)
-            if move.distinct:
-                absent.append(f"{quoted} NOT IN (SELECT {target} FROM {target_table} WHERE {target} IS NOT NULL)")
-            else:
-                absent.append(f"({', '.join(identity)}) IN ({_lost_rows(move, moves, identity, live)})")
+            absent.append(f"({', '.join(identity)}) IN ({_lost_rows(move, moves, identity, live, desired)})")
         missing.append(f"({quoted} IS NOT NULL AND {' AND '.join(absent)})")
     steps = ", ".join(sorted({move.step for move in moved}))
     where = " and ".join(
@@ -299,23 +296,36 @@ def _row_identity(table: Table | None) -> list[str]:
     return [quote_identifier(name) for name in table.primary_key]
 
 
-def _lost_rows(move: _Move, moves: list[_Move], identity: list[str], live: Schema) -> str:
+def _lost_rows(move: _Move, moves: list[_Move], identity: list[str], live: Schema, desired: Schema) -> str:
     """A query of the rows (by ``identity``) whose value of ``move``'s source column its target does
-    not hold as often as every move into that target together gave it. Each move's non-NULL values,
-    as the target column would store them (its affinity: numbers as text in a TEXT column, numeric
-    text as numbers in a numeric one, which the comparison applies), are numbered per value the
-    target holds, in the order of the declared moves and then of the rows; a number above the
-    target's count is a value lost."""
+    not hold: as often as every counted move into that target together gave it, or at all for a
+    ``(distinct)`` move. Values are compared as the target column stores them once the migration
+    is done (its affinity: a number as its text in a TEXT column, a REAL only where that text reads
+    back as the same number; numeric text as a number in a numeric column, which the comparison
+    applies), then byte for byte; each move's values are numbered per value the target holds, in
+    the order of the declared moves and then of the rows; a number above the target's count is a
+    value lost."""
     target_table, target = (quote_identifier(name) for name in move.target)
-    table = live.table(move.target[0])
-    column = table.column(move.target[1]) if table is not None else None
-    as_text = column is not None and column.affinity == "TEXT"
-    sharing = [other for other in moves if not other.distinct and _same_column(other.target, move.target)]
+    now = live.table(move.target[0])
+    now_column = now.column(move.target[1]) if now is not None else None
+    then = desired.table(move.target[0])
+    then_column = then.column(move.target[1]) if then is not None else now_column
+    affinity = (then_column or now_column).affinity if (then_column or now_column) is not None else "BLOB"  # type: ignore[union-attr]
+    held_term = target
+    if now_column is not None and now_column.affinity != affinity and affinity != "BLOB":
+        held_term = f"CAST({target} AS {affinity})"  # the column the migration converts, as it will hold its values
+    sharing = [move] if move.distinct else [other for other in moves if not other.distinct and _same_column(other.target, move.target)]
     own = sharing.index(move)
     keys = [f"k{position}" for position in range(len(identity))]
 
     def stored(source: str) -> str:
-        return f"CASE WHEN typeof({source}) IN ('integer', 'real') THEN CAST({source} AS TEXT) ELSE {source} END" if as_text else source
+        if affinity != "TEXT":
+            return source
+        return (
+            f"CASE typeof({source}) WHEN 'integer' THEN CAST({source} AS TEXT) "
+            f"WHEN 'real' THEN CASE WHEN CAST(CAST({source} AS TEXT) AS REAL) = {source} THEN CAST({source} AS TEXT) END "
+            f"ELSE {source} END"
+        )
 
     items = " UNION ALL ".join(
         f"SELECT {number} AS source, "
@@ -324,13 +334,17 @@ def _lost_rows(move: _Move, moves: list[_Move], identity: list[str], live: Schem
         f"WHERE {quote_identifier(other.source[1])} IS NOT NULL"
         for number, other in enumerate(sharing)
     )
-    held = f"SELECT {target} AS held_value, count(*) AS times FROM {target_table} WHERE {target} IS NOT NULL GROUP BY {target} COLLATE BINARY"
+    held = (
+        f"SELECT {held_term} AS held_value, count(*) AS times FROM {target_table} WHERE {target} IS NOT NULL "
+        f"GROUP BY {held_term} COLLATE BINARY"
+    )
     ranked = (
         f"SELECT item.source AS source, {', '.join(f'item.{key} AS {key}' for key in keys)}, held.times AS times, "
         f"row_number() OVER (PARTITION BY held.held_value COLLATE BINARY ORDER BY item.source, {', '.join(f'item.{key}' for key in keys)}) AS nth "
         f"FROM ({items}) AS item LEFT JOIN ({held}) AS held ON held.held_value = item.value COLLATE BINARY"
     )
-    return f"SELECT {', '.join(keys)} FROM ({ranked}) WHERE source = {own} AND (times IS NULL OR nth > times)"
+    lost = "times IS NULL" if move.distinct else "(times IS NULL OR nth > times)"
+    return f"SELECT {', '.join(keys)} FROM ({ranked}) WHERE source = {own} AND {lost}"
 
 
 def _same_column(first: tuple[str, str], second: tuple[str, str]) -> bool:
