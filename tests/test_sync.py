@@ -1540,7 +1540,7 @@ def test_a_parent_key_changing_collation_under_its_children_is_refused(conn, db_
     before = db_path.read_bytes()
     plan = model_migration_plan(conn, [TagBinary, PostBinary])
     assert plan.problems == (
-        "recollated_posts.tag: 1 row: rows reference rows of recollated_tags that the new collation of name no longer "
+        "recollated_posts.tag: 1 row: rows reference rows of recollated_tags that the new type or collation of name no longer "
         "matches, so they would lose their parent (e.g. 'A')",
     )
     with pytest.raises(MigrationError):
@@ -1549,4 +1549,35 @@ def test_a_parent_key_changing_collation_under_its_children_is_refused(conn, db_
     conn.execute("UPDATE recollated_posts SET tag = 'a' WHERE id = 1")
     conn.commit()
     sync_models(conn, [TagBinary, PostBinary])
+    assert rows(conn, "PRAGMA foreign_key_check") == []
+
+
+@pytest.mark.parametrize("enforced", [False, True], ids=["foreign keys off", "foreign keys on"])
+def test_a_parent_key_changing_type_under_children_it_would_orphan_is_refused(conn, db_path, enforced):
+    """SQLite matches a child under the parent column's affinity: '01' finds the INTEGER parent 1, not
+    the TEXT parent '1' that a lossless conversion makes of it. Refused whatever the pragma says."""
+    conn.executescript(
+        """
+        CREATE TABLE retyped_tags (code INTEGER NOT NULL PRIMARY KEY);
+        CREATE TABLE retyped_posts (id INTEGER NOT NULL PRIMARY KEY, tag TEXT REFERENCES retyped_tags(code));
+        INSERT INTO retyped_tags VALUES (1), (2);
+        INSERT INTO retyped_posts VALUES (1, '01'), (2, '2'), (3, NULL);
+        """
+    )
+    if enforced:
+        conn.execute("PRAGMA foreign_keys = ON")
+    before = db_path.read_bytes()
+    desired = schema_from_sql(
+        "CREATE TABLE retyped_tags (code TEXT NOT NULL PRIMARY KEY);"
+        "CREATE TABLE retyped_posts (id INTEGER NOT NULL PRIMARY KEY, tag TEXT REFERENCES retyped_tags(code));"
+    )
+    plan = schema_migration_plan(conn, desired)
+    assert any("retyped_posts.tag: 1 row: rows reference rows of retyped_tags that the new type or collation of code" in problem
+               and "(e.g. '01')" in problem for problem in plan.problems)
+    with pytest.raises(MigrationError):
+        sync_schema(conn, desired)
+    assert db_path.read_bytes() == before
+    conn.execute("UPDATE retyped_posts SET tag = '1' WHERE id = 1")
+    conn.commit()
+    sync_schema(conn, desired)
     assert rows(conn, "PRAGMA foreign_key_check") == []

@@ -397,9 +397,9 @@ def _children_losing_their_parent(
             referenced = key.ref_columns or live.primary_key
             if fold_name(key.ref_table) != fold_name(live.name):
                 continue
-            recollated = _recollated_keys(item, child, key.columns, referenced)
-            if recollated is not None:
-                found.append(recollated)
+            rematched = _rematched_keys(item, child, key.columns, referenced, lossy)  # also where no value changes
+            if rematched is not None:
+                found.append(rematched)
             if not any(fold_name(name) in lossy for name in referenced):
                 continue
             if any((fold_name(child.name), fold_name(column)) in converted_in_plan for column in key.columns):
@@ -420,10 +420,15 @@ def _children_losing_their_parent(
     return found
 
 
-def _recollated_keys(item: TableDiff, child: Table, columns: tuple[str, ...], referenced: tuple[str, ...]) -> DataCheck | None:
-    """Rows of ``child`` whose parent the rebuild's new collation of the referenced key no longer
-    matches (a child 'A' finds the parent 'a' under NOCASE, not under BINARY); None when no
-    referenced column changes collation."""
+def _rematched_keys(
+    item: TableDiff, child: Table, columns: tuple[str, ...], referenced: tuple[str, ...], lossy: dict[str, str]
+) -> DataCheck | None:
+    """Rows of ``child`` whose parent the rebuilt key no longer matches although nothing is lost in
+    the copy: SQLite matches a child value under the parent column's collation and type affinity,
+    so a new collation (a child 'A' finds the parent 'a' under NOCASE, not under BINARY) or a new
+    affinity (a child '01' finds the INTEGER parent 1, not the TEXT parent '1') can orphan it. None
+    when the referenced columns keep both. Parents whose key the copy changes (``lossy``: the casts
+    of the referenced columns that change some values) are left to the check of those."""
     if len(columns) != len(referenced):
         return None
     sources = {fold_name(old): new for new, old in item.column_sources}
@@ -435,21 +440,29 @@ def _recollated_keys(item: TableDiff, child: Table, columns: tuple[str, ...], re
         new = item.desired.column(new_name) if new_name is not None else None
         if old is None or new is None:
             return None
-        changed = changed or fold_name(old.collate or "BINARY") != fold_name(new.collate or "BINARY")
-        pairs.append((quote_identifier(child_column), quote_identifier(old.name), new.collate or "BINARY"))
+        recollated = fold_name(old.collate or "BINARY") != fold_name(new.collate or "BINARY")
+        converted = old.affinity != new.affinity
+        changed = changed or recollated or converted
+        parent_term = f"CAST(p.{quote_identifier(old.name)} AS {new.affinity})" if converted else f"p.{quote_identifier(old.name)}"
+        pairs.append((quote_identifier(child_column), quote_identifier(old.name), parent_term, new.collate or "BINARY"))
     if not changed:
         return None
     alias = "_pydsqlite_child"
-    present = " AND ".join(f"{alias}.{column} IS NOT NULL" for column, _, _ in pairs)
-    before = " AND ".join(f"p.{parent} = {alias}.{column}" for column, parent, _ in pairs)
-    after = " AND ".join(f"p.{parent} = {alias}.{column} COLLATE {collation}" for column, parent, collation in pairs)
+    present = " AND ".join(f"{alias}.{column} IS NOT NULL" for column, _, _, _ in pairs)
+    # "+child" has no affinity: the comparison applies the parent's to it, as a foreign key's lookup does
+    before = " AND ".join(f"p.{parent} = +{alias}.{column}" for column, parent, _, _ in pairs)
+    for name in referenced:  # a parent the copy changes is named by the conversion's own check
+        key_column = item.live.column(name)
+        if fold_name(name) in lossy and key_column is not None:
+            before += f" AND NOT ({lossy_condition(f'p.{quote_identifier(key_column.name)}', lossy[fold_name(name)], key_column.affinity)})"
+    after = " AND ".join(f"{term} = +{alias}.{column} COLLATE {collation}" for column, _, term, collation in pairs)
     parent = quote_identifier(item.live.name)
     condition = f"{present} AND EXISTS (SELECT 1 FROM {parent} AS p WHERE {before}) AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE {after})"
-    sample = ", ".join(f"{alias}.{column}" for column, _, _ in pairs)
+    sample = ", ".join(f"{alias}.{column}" for column, _, _, _ in pairs)
     return row_check(
         child.name, ", ".join(columns),
-        f"rows reference rows of {item.live.name} that the new collation of {', '.join(referenced)} no longer matches, so they "
-        "would lose their parent",
+        f"rows reference rows of {item.live.name} that the new type or collation of {', '.join(referenced)} no longer "
+        "matches, so they would lose their parent",
         f"{quote_identifier(child.name)} AS {alias}", condition, blocking=True, sample=sample,
     )
 
