@@ -340,11 +340,13 @@ def _synced_already(conn: Connectable, state_key: str) -> bool | None:
     every request), so the no-op skips the engine and its guards. None when this cannot tell (another
     connection or mode, a row or text factory, an error: a database locked past the connection's own
     timeout is left to the full path, which waits for the lock as long as ``busy_timeout`` says)."""
-    if type(conn) is not sqlite3.Connection or conn.row_factory is not None or conn.text_factory is not str:
+    if type(conn) is not sqlite3.Connection:
         return None
-    if getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL) is False:  # PEP 249: the pending transaction is committed first
-        return None
-    try:
+    try:  # a closed connection refuses even its attributes (Python 3.12+)
+        if conn.row_factory is not None or conn.text_factory is not str:
+            return None
+        if getattr(conn, "autocommit", LEGACY_TRANSACTION_CONTROL) is False:  # PEP 249: the pending transaction is committed first
+            return None
         row = conn.execute(STATE_IS_CURRENT).fetchone()
     except sqlite3.Error:
         return None
