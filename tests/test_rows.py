@@ -586,6 +586,7 @@ def test_insert_many_counts_only_the_rows_written_and_refuses_ignored_rows_of_a_
     conn.commit()
     db = Database(conn)
     assert db.insert_many([Plain(id=1, name="a"), Plain(id=2, name="spam"), Plain(id=3, name="c")]) == 2
+    assert db.insert_many([Plain(id=4, name="spam")]) == 0
     db.insert(Shared(id=1, name="one"))
     db.delete(Shared, 1)
     deleted = db.changes_since()

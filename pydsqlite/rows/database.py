@@ -456,12 +456,12 @@ class Database:
         except self.engine.OperationalError as error:
             raise (_schema_error(codec, error) or _undecodable_row(self.engine, codec, error) or engine_refusal(_where(codec), error)) from error
 
-    def _insert_rows(self, codec: RowCodec, instances: list[Any]) -> tuple[Cursor, int]:
+    def _insert_rows(self, codec: RowCodec, instances: list[Any], *, one: bool = False) -> tuple[Cursor, int]:
         """INSERT validated instances (``Engine.insert_rows``); the last cursor and how many rows were
         written. Rows of a synced table are one write event: every timestamp of the batch is one
         ``now()``, each row gets its own sequence number. Rows the database ignores (a trigger's
-        ``RAISE(IGNORE)``, ``ON CONFLICT IGNORE``) are not counted; for one row, or any row of a
-        synced table, they are a ``ConstraintError``."""
+        ``RAISE(IGNORE)``, ``ON CONFLICT IGNORE``) are not counted; for ``one`` row (``insert``,
+        which hands it back), or any row of a synced table, they are a ``ConstraintError``."""
         stamp = str(self.clock.now()) if codec.lww else ""
         first_seq = self._node.allocate_seq(len(instances)) if codec.synced else 0
         stamps = [stamp] * len(codec.lww)
@@ -491,7 +491,7 @@ class Database:
                 counted = not self.engine.batch_rows and rows[0] and cursor.rowcount >= 0  # one cursor saw every row
                 written += cursor.rowcount if counted else len(rows)
         assert cursor is not None
-        if written < len(instances) and (codec.synced or len(instances) == 1):
+        if written < len(instances) and (codec.synced or one):
             # the caller would be handed a row that does not exist (with another row's lastrowid), or a
             # synced key would count as alive again, ending its deletion for the replicas
             raise ConstraintError(
@@ -505,7 +505,7 @@ class Database:
         return cursor, written
 
     def _insert_one(self, codec: RowCodec, instance: M) -> M:
-        cursor, _ = self._insert_rows(codec, [instance])
+        cursor, _ = self._insert_rows(codec, [instance], one=True)
         if codec.auto_key is not None and getattr(instance, codec.auto_key) is None:
             instance = instance.model_copy(update={codec.auto_key: cursor.lastrowid})
         return instance
