@@ -375,4 +375,10 @@ def schema_unchanged_since_sync(engine: Engine, fingerprint: str) -> bool:
         row = engine.execute(STATE_IS_CURRENT).fetchone()
     except engine.OperationalError:
         return False
+    return state_is_current(row, fingerprint)
+
+
+def state_is_current(row: Any, fingerprint: str) -> bool:
+    """Whether a row ``STATE_IS_CURRENT`` read says the last sync recorded ``fingerprint`` and no schema
+    change happened since."""
     return row is not None and row[0] == fingerprint and bool(row[1])

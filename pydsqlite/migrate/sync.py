@@ -30,6 +30,7 @@ from .introspect import (
     read_managed_objects,
     read_migration_history,
     schema_unchanged_since_sync,
+    state_is_current,
     temp_shadows,
 )
 from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
@@ -350,7 +351,7 @@ def _synced_already(conn: Connectable, state_key: str) -> bool | None:
         row = conn.execute(STATE_IS_CURRENT).fetchone()
     except sqlite3.Error:
         return None
-    return row is not None and row[0] == state_key and bool(row[1])
+    return state_is_current(row, state_key)
 
 
 def _needs_nothing_online(engine: Engine, desired: Schema, manage_all: bool) -> bool:

@@ -494,12 +494,12 @@ class Database:
         if written < len(instances) and (codec.synced or one):
             # the caller would be handed a row that does not exist (with another row's lastrowid), or a
             # synced key would count as alive again, ending its deletion for the replicas
-            raise ConstraintError(
-                codec.name, "ignored",
-                f"{'a write' if len(instances) == 1 else f'{len(instances) - written} of {len(instances)} rows'} to table "
-                f"{codec.name!r} {'was' if len(instances) == 1 else 'were'} ignored by the database (a trigger's RAISE(IGNORE), "
-                f"or a constraint declared ON CONFLICT IGNORE): {'no row was written' if len(instances) == 1 else 'nothing was written'}",
-            )
+            why = "ignored by the database (a trigger's RAISE(IGNORE), or a constraint declared ON CONFLICT IGNORE)"
+            if len(instances) == 1:
+                message = f"a write to table {codec.name!r} was {why}: no row was written"
+            else:
+                message = f"{len(instances) - written} of {len(instances)} rows to table {codec.name!r} were {why}: nothing was written"
+            raise ConstraintError(codec.name, "ignored", message)
         if codec.synced:
             self._replica.revive(keys, codec, first_seq)
         return cursor, written
@@ -615,9 +615,8 @@ def _refused_commit(error: Exception) -> PydsqliteError:
     else:
         undone = "the block was rolled back (nothing of it was written; what was pending before it stays pending)"
     where = f"db.transaction(): SQLite refused to end the block, so {undone}"
-    match = _CONSTRAINT.search(str(error))
-    if match is not None:
-        constraint = f"{match.group(1).upper()} {(match.group(2) or '').strip()}".strip()
+    constraint = _constraint_named(error)
+    if constraint is not None:
         return ConstraintError("", constraint, f"{where}: {error} (a deferred constraint: a row written in the transaction breaks it)")
     if "statements in progress" in str(error):  # SQLITE_BUSY, but from this connection, not another one
         return SqliteOperationalError(
@@ -955,11 +954,14 @@ def _refuse_text_ordered_decimal(codec: RowCodec, name: str, what: str) -> None:
 _CONSTRAINT = re.compile(r"(UNIQUE|NOT NULL|CHECK|FOREIGN KEY|PRIMARY KEY) constraint failed(?::\s*(.*))?", re.IGNORECASE)
 
 
-def _constraint_error(codec: RowCodec, error: Exception) -> ConstraintError:
+def _constraint_named(error: Exception) -> str | None:
+    """The constraint SQLite names in ``error`` ("UNIQUE people.email", "FOREIGN KEY"), if it names one."""
     match = _CONSTRAINT.search(str(error))
-    kind = match.group(1).upper() if match else "constraint"
-    detail = (match.group(2) or "").strip() if match else ""
-    constraint = f"{kind} {detail}".strip()
+    return None if match is None else f"{match.group(1).upper()} {(match.group(2) or '').strip()}".strip()
+
+
+def _constraint_error(codec: RowCodec, error: Exception) -> ConstraintError:
+    constraint = _constraint_named(error) or "constraint"
     if transaction_ended_by(error):
         what = (
             "SQLite rolled back the whole transaction it was part of, so the writes pending before it on this connection "
