@@ -356,6 +356,45 @@ def test_add_and_drop_index_and_unique_index(conn):
     assert rows(conn, "SELECT count(*) FROM people") == [(3,)]
 
 
+def test_a_rebuild_builds_its_new_indexes_on_the_copy_and_keeps_indexes_whose_names_are_taken(conn):
+    class Before(SyncModel, table="items", indexes=[Index("label")]):
+        id: Annotated[int, PrimaryKey()]
+        label: str
+        amount: int
+        code: Optional[str] = None
+
+    class After(SyncModel, table="items", indexes=[Index("label"), Index("amount", "label"), Index("code", unique=True, name="by_code")]):
+        id: Annotated[int, PrimaryKey()]
+        label: str
+        amount: str
+        code: Annotated[Optional[str], Index()] = None
+
+    sync_models(conn, [Before])
+    conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", [(i, f"l{i % 7}", i * 3, f"c{i}" if i % 2 else None) for i in range(300)])
+    conn.commit()
+    before = rows(conn, "SELECT id, label, CAST(amount AS TEXT), code FROM items ORDER BY id")
+
+    plan = model_migration_plan(conn, [After])
+    (rebuild,) = [operation for operation in plan.operations if operation.kind == "rebuild_table"]
+    drop = next(position for position, sql in enumerate(rebuild.statements) if sql.startswith("DROP TABLE"))
+    on_copy = [sql for sql in rebuild.statements[:drop] if sql.startswith("CREATE") and "INDEX" in sql.split()[:3]]
+    after_swap = [sql for sql in rebuild.statements[drop:] if sql.startswith("CREATE")]
+    # new names are built on the filled copy (fresh pages); a name the old table's index holds waits for the drop
+    assert sorted(sql.replace("`", "").split(" ON ")[0].split()[-1] for sql in on_copy) == ["by_code", "ix_items_amount_label", "ix_items_code"]
+    assert all(" ON `_pydsqlite_new_items` " in sql for sql in on_copy)
+    assert after_swap == ["CREATE INDEX `ix_items_label` ON `items` (`label`)"]
+
+    sync_models(conn, [After])
+    assert index_names(conn, "items") == {"ix_items_label", "ix_items_amount_label", "ix_items_code", "by_code"}
+    assert all("_pydsqlite" not in sql for (sql,) in rows(conn, "SELECT sql FROM sqlite_master WHERE tbl_name = 'items' AND sql IS NOT NULL"))
+    assert rows(conn, "SELECT id, label, amount, code FROM items ORDER BY id") == before
+    assert rows(conn, "SELECT count(*) FROM items INDEXED BY ix_items_amount_label WHERE amount = '9'") == [(1,)]
+    assert rows(conn, "PRAGMA integrity_check") == [("ok",)]
+    assert model_migration_plan(conn, [After]).is_empty
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO items VALUES (1000, 'x', '1', 'c1')")
+
+
 def test_unique_index_over_duplicates_is_refused_with_count_and_sample(conn):
     seed_people(conn)
     conn.execute("INSERT INTO people VALUES (4, 'ann', 1)")

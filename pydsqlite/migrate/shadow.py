@@ -34,7 +34,14 @@ from typing import Any, Literal
 from ..engines import Engine
 from ..schema.objects import Table, fold_name
 from ..sql.ddl import Token, parse_create_table, strip_sort_order, tokenize
-from ..sql.render import quote_identifier, quote_literal, render_create_table, render_drop_table, render_rename_table
+from ..sql.render import (
+    quote_identifier,
+    quote_literal,
+    render_create_index,
+    render_create_table,
+    render_drop_table,
+    render_rename_table,
+)
 from .diff import TableDiff
 from .metadata import ONLINE_PREFIX
 from .migration import DataCheck, Operation
@@ -546,15 +553,23 @@ def _refuse_converted_references(engine: Engine, item: TableDiff, targets: tuple
 
 def _dependants(operation: Operation) -> tuple[list[str], list[str]]:
     """The rehearsed rebuild's CREATE INDEX statements (the new shape's and the hand-made ones)
-    and CREATE TRIGGER statements: everything after the statement that renames the new table
-    into place."""
+    and CREATE TRIGGER statements, all on the table's own name: the new shape's indexes the
+    offline rebuild builds on its copy, then everything after the statement that renames the
+    new table into place."""
     name = quote_identifier(operation.table)
     start = next(
         position + 1
         for position, statement in enumerate(operation.statements)
         if statement.startswith("ALTER TABLE") and statement.endswith(f"RENAME TO {name}")
     )
-    indexes, triggers = [], []
+    on_the_copy = {
+        fold_name(_index_name(statement))
+        for statement in operation.statements[:start]
+        if "INDEX" in [token.upper for token in tokenize(statement)[:3]]
+    }
+    desired = operation.rebuild.desired.indexes if operation.rebuild is not None else ()
+    indexes = [render_create_index(index) for index in desired if fold_name(index.name) in on_the_copy]
+    triggers: list[str] = []
     for statement in operation.statements[start:]:
         words = [token.upper for token in tokenize(statement)[:3]]
         if "TRIGGER" in words:
