@@ -1591,6 +1591,55 @@ def test_a_parent_key_changing_collation_under_its_children_is_refused(conn, db_
     assert rows(conn, "PRAGMA foreign_key_check") == []
 
 
+@pytest.mark.parametrize("release", ["child drops its foreign key", "child table dropped", "child keeps a key to another table"])
+@pytest.mark.parametrize("parent_change", ["collation", "lossy type"])
+@pytest.mark.parametrize("enforced", [False, True], ids=["foreign keys off", "foreign keys on"])
+def test_a_parent_key_change_is_not_refused_for_children_that_stop_referencing_it_in_the_same_migration(
+    conn, db_path, enforced, parent_change, release
+):
+    """The children a parent key change would orphan are refused only while they keep referencing
+    it: a release that drops the child table, or the child's foreign key, in the same migration
+    applies at once (it was refused, and took two releases). Their rows are kept as they were."""
+    # a child 'A' finds 'a' under NOCASE only; 'x' becomes 0 as an INTEGER key
+    key_type, new_key_type, first = ("TEXT COLLATE NOCASE", "TEXT", "a") if parent_change == "collation" else ("TEXT", "INTEGER", "1")
+    conn.executescript(
+        f"""
+        CREATE TABLE owners (id INTEGER NOT NULL PRIMARY KEY);
+        CREATE TABLE tags (name {key_type} NOT NULL PRIMARY KEY);
+        CREATE TABLE posts (id INTEGER NOT NULL PRIMARY KEY, tag TEXT REFERENCES tags(name), owner INTEGER);
+        INSERT INTO owners VALUES (1);
+        INSERT INTO tags VALUES ('{first}'), ('x');
+        INSERT INTO posts VALUES (1, '{first.upper()}', 1), (2, 'x', 1);
+        """
+    )
+    conn.commit()
+    if enforced:
+        conn.execute("PRAGMA foreign_keys = ON")
+    posts = {
+        "child drops its foreign key": "CREATE TABLE posts (id INTEGER NOT NULL PRIMARY KEY, tag TEXT, owner INTEGER);",
+        "child table dropped": "",
+        "child keeps a key to another table": (
+            "CREATE TABLE posts (id INTEGER NOT NULL PRIMARY KEY, tag TEXT, owner INTEGER REFERENCES owners(id));"
+        ),
+    }[release]
+    desired = schema_from_sql(
+        f"CREATE TABLE owners (id INTEGER NOT NULL PRIMARY KEY); CREATE TABLE tags (name {new_key_type} NOT NULL PRIMARY KEY); {posts}"
+    )
+    kept = schema_from_sql(
+        f"CREATE TABLE owners (id INTEGER NOT NULL PRIMARY KEY); CREATE TABLE tags (name {new_key_type} NOT NULL PRIMARY KEY); "
+        "CREATE TABLE posts (id INTEGER NOT NULL PRIMARY KEY, tag TEXT REFERENCES tags(name), owner INTEGER);"
+    )
+    still_referencing = schema_migration_plan(conn, kept)
+    assert any("would lose their parent" in problem for problem in still_referencing.problems), still_referencing.problems
+    plan = schema_migration_plan(conn, desired)
+    assert not any("lose their parent" in problem for problem in plan.problems), plan.problems
+    sync_schema(conn, desired, allow_destructive=True)
+    if release != "child table dropped":
+        assert rows(conn, "SELECT id, tag FROM posts ORDER BY id") == [(1, first.upper()), (2, "x")]
+    assert rows(conn, "PRAGMA foreign_key_check") == []
+    assert schema_migration_plan(conn, desired).is_empty
+
+
 @pytest.mark.parametrize("enforced", [False, True], ids=["foreign keys off", "foreign keys on"])
 def test_a_parent_key_changing_type_under_children_it_would_orphan_is_refused(conn, db_path, enforced):
     """SQLite matches a child under the parent column's affinity: '01' finds the INTEGER parent 1, not

@@ -71,11 +71,12 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
         operations.append(Operation("create_virtual_table", virtual.name, f"create virtual table {virtual.name}", (virtual.sql,)))
     changed_values: list[ValueChange] = []
     converted = _converted_columns(schema_diff)
+    released = _released_references(schema_diff)
     for item in schema_diff.altered:
         if not item.changes:
             continue
         if _needs_rebuild(item):
-            table_operations = rebuild_after_renames(item, live, converted)
+            table_operations = rebuild_after_renames(item, live, converted, released)
             changed_values.extend(value_changes(item))
         else:
             table_operations = _alter_in_place(item)
@@ -186,6 +187,21 @@ def _converted_columns(schema_diff: SchemaDiff) -> frozenset[tuple[str, str]]:
                 if change.cast is not None and fold_name(change.column) in sources:
                     found.add((fold_name(item.live.name), fold_name(sources[fold_name(change.column)])))
     return frozenset(found)
+
+
+def _released_references(schema_diff: SchemaDiff) -> frozenset[tuple[str, str]]:
+    """(child, parent) as they are live, folded: tables that reference that parent no more once the
+    migration is done (the child is dropped, or its new shape has no foreign key to the parent).
+    A rebuild of the parent need not ask whether their rows keep finding a parent row."""
+    desired_name = {fold_name(item.live.name): fold_name(item.desired.name) for item in schema_diff.altered}
+    released = {(fold_name(table.name), fold_name(key.ref_table)) for table in schema_diff.dropped for key in table.foreign_keys}
+    for item in schema_diff.altered:
+        still = {fold_name(key.ref_table) for key in item.desired.foreign_keys}
+        for key in item.live.foreign_keys:
+            parent = fold_name(key.ref_table)
+            if desired_name.get(parent, parent) not in still:
+                released.add((fold_name(item.live.name), parent))
+    return frozenset(released)
 
 
 def _needs_rebuild(item: TableDiff) -> bool:

@@ -220,15 +220,20 @@ def copy_columns(item: TableDiff) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return copy.targets, copy.terms
 
 
-def rebuild_after_renames(item: TableDiff, live_schema: Schema, converted: frozenset[tuple[str, str]] = frozenset()) -> list[Operation]:
+def rebuild_after_renames(
+    item: TableDiff,
+    live_schema: Schema,
+    converted: frozenset[tuple[str, str]] = frozenset(),
+    released: frozenset[tuple[str, str]] = frozenset(),
+) -> list[Operation]:
     """Column renames in place first (SQLite then rewrites views, triggers and indexes that name
     the columns), then the rebuild of the renamed table. The data checks still read the table
     as it is before anything runs, so they come from the plan of the unrenamed table."""
     renames = [change for change in item.changes if isinstance(change, RenameColumn)]
     if not renames:
-        return [rebuild_table(item, live_schema, converted)]
+        return [rebuild_table(item, live_schema, converted, released)]
     name = item.desired.name
-    before = rebuild_table(item, live_schema, converted)
+    before = rebuild_table(item, live_schema, converted, released)
     mapping = {fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)}
     renamed = TableDiff(
         live=_rename_columns(item.live, mapping),
@@ -238,7 +243,7 @@ def rebuild_after_renames(item: TableDiff, live_schema: Schema, converted: froze
         column_sources=tuple((new, mapping.get(fold_name(old), old)) for new, old in item.column_sources),
         existing_links=item.existing_links,
     )
-    after = rebuild_table(renamed, live_schema, converted)
+    after = rebuild_table(renamed, live_schema, converted, released)
     operations = [
         Operation(
             "rename_column", name, f"rename column {name}.{change.old} to {change.new}",
@@ -265,8 +270,15 @@ def _rename_columns(table: Table, mapping: dict[str, str]) -> Table:
     )
 
 
-def rebuild_table(item: TableDiff, live_schema: Schema, converted_in_plan: frozenset[tuple[str, str]] = frozenset()) -> Operation:
+def rebuild_table(
+    item: TableDiff,
+    live_schema: Schema,
+    converted_in_plan: frozenset[tuple[str, str]] = frozenset(),
+    released: frozenset[tuple[str, str]] = frozenset(),
+) -> Operation:
     """One rebuild carrying every change to the table (lang_altertable.html, section 7).
+    ``converted_in_plan``: (table, column) of every column the plan casts; ``released``: (child,
+    parent) pairs whose references the migration removes (all names live and folded).
 
     The table's triggers and hand-made indexes are dropped with it; the rehearsal reads their
     SQL as it stands right before the rebuild (after any renames SQLite applied to it) and
@@ -326,7 +338,7 @@ def rebuild_table(item: TableDiff, live_schema: Schema, converted_in_plan: froze
                 continue
             pairs = [(copied[quote_identifier(column)], quote_identifier(sources[fold_name(column)])) for column in key.columns]
             checks.append(converted_orphans_check(name, live.name, key, parent.name, pairs))
-    checks.extend(_children_losing_their_parent(item, live_schema, copy.value_changes, converted_in_plan))
+    checks.extend(_children_losing_their_parent(item, live_schema, copy.value_changes, converted_in_plan, released))
     owned: list[tuple[str | None, Check]] = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
     for owner, check in owned:
@@ -392,13 +404,18 @@ def indexes_built_on_the_copy(desired: Table, live_schema: Schema) -> tuple[Inde
 
 
 def _children_losing_their_parent(
-    item: TableDiff, live_schema: Schema, changes: tuple[ValueChange, ...], converted_in_plan: frozenset[tuple[str, str]]
+    item: TableDiff,
+    live_schema: Schema,
+    changes: tuple[ValueChange, ...],
+    converted_in_plan: frozenset[tuple[str, str]],
+    released: frozenset[tuple[str, str]],
 ) -> list[DataCheck]:
     """Rows of tables referencing this one whose parent's key the rebuild converts with a loss (a TEXT
     key 'x' turning INTEGER becomes 0): they would lose their parent (a connection enforcing foreign
     keys refuses that at the end of the migration; one that does not would keep broken references),
     so the plan names them whatever ``PRAGMA foreign_keys`` says. A child whose referencing columns
-    the plan casts too is left to the final foreign-key check."""
+    the plan casts too is left to the final foreign-key check; one the migration drops, or leaves
+    without a foreign key to this table (``released``), has no parent to lose."""
     live = item.live
     sources = {fold_name(new): old for new, old in item.column_sources}
     lossy = {
@@ -408,6 +425,8 @@ def _children_losing_their_parent(
     }
     found: list[DataCheck] = []
     for child in live_schema.tables:
+        if (fold_name(child.name), fold_name(live.name)) in released:
+            continue
         for key in child.foreign_keys:
             referenced = key.ref_columns or live.primary_key
             if fold_name(key.ref_table) != fold_name(live.name):
