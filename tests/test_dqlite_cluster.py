@@ -225,6 +225,20 @@ def test_validated_bulk_inserts_are_batched_and_all_or_nothing(conn):
     assert db.count(Author) == 2500 and not conn.in_transaction
 
 
+def test_rows_the_cluster_ignores_are_not_counted_and_are_refused_on_a_synced_table(conn):
+    """A trigger's RAISE(IGNORE) skips rows inside batched multi-row INSERTs: insert_many says how many
+    the cluster wrote; on a synced table nothing is written (an ignored key would come back to life)."""
+    sync_models(conn, [*LIBRARY, Card])
+    conn.cursor().execute("CREATE TRIGGER skip_spam BEFORE INSERT ON authors WHEN NEW.name = 'spam' BEGIN SELECT RAISE(IGNORE); END")
+    conn.cursor().execute("CREATE TRIGGER skip_spam_cards BEFORE INSERT ON lww_cards WHEN NEW.title = 'spam' BEGIN SELECT RAISE(IGNORE); END")
+    db = Database(conn)
+    authors = [Author(email=f"i{n}@example.com", name="spam" if n % 500 == 7 else "ok") for n in range(2500)]
+    assert db.insert_many(authors) == 2495 and db.count(Author) == 2495
+    with pytest.raises(ConstraintError, match=r"1 of 1500 rows to table 'lww_cards' were ignored by the database"):
+        db.insert_many([Card(id=f"c{n}", title="spam" if n == 1400 else "ok") for n in range(1500)])
+    assert db.count(Card) == 0
+
+
 def test_constraint_and_schema_errors_are_ours(conn):
     sync_models(conn, LIBRARY_V2)  # names of at most 30 characters; Author's model allows 40
     db = Database(conn)

@@ -587,6 +587,16 @@ def test_insert_many_counts_only_the_rows_written_and_refuses_ignored_rows_of_a_
     db = Database(conn)
     assert db.insert_many([Plain(id=1, name="a"), Plain(id=2, name="spam"), Plain(id=3, name="c")]) == 2
     assert db.insert_many([Plain(id=4, name="spam")]) == 0
+
+    class Ticket(SyncModel, table="ignored_many_tickets"):  # a key SQLite assigns and nothing else: DEFAULT VALUES
+        id: Annotated[int, PrimaryKey()] = None
+
+    sync_models(conn, [Plain, Shared, Ticket])
+    conn.execute("CREATE TRIGGER one_ticket BEFORE INSERT ON ignored_many_tickets "
+                 "WHEN EXISTS (SELECT 1 FROM ignored_many_tickets) BEGIN SELECT RAISE(IGNORE); END")
+    conn.commit()
+    assert db.insert_many([Ticket(), Ticket(), Ticket()]) == 1
+    assert conn.execute("SELECT count(*) FROM ignored_many_tickets").fetchone() == (1,)
     db.insert(Shared(id=1, name="one"))
     db.delete(Shared, 1)
     deleted = db.changes_since()

@@ -163,31 +163,38 @@ class Engine(ABC):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
         """Run one statement once per row of parameters."""
 
-    def insert_rows(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> Cursor:
+    def insert_rows(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> tuple[Cursor, int | None]:
         """``{head} VALUES (?, …){tail}`` for each of ``rows`` (all of one width): one statement per
         row with ``executemany``, or, where ``batch_rows``, as few multi-row statements as
         ``max_parameters`` allows. One row is a plain ``execute`` (its cursor has ``lastrowid``). Rows
-        of no value (a table whose only column is a key SQLite assigns) are each ``DEFAULT VALUES``."""
+        of no value (a table whose only column is a key SQLite assigns) are each ``DEFAULT VALUES``.
+        Returns the last cursor and how many rows the statements changed (rows a trigger's
+        ``RAISE(IGNORE)`` or an ``ON CONFLICT IGNORE`` skipped are not counted), or None where the
+        driver does not say."""
         if not rows[0]:
-            cursor = None
-            for _ in rows:
-                cursor = self.execute(f"{head} DEFAULT VALUES{tail}")
-            assert cursor is not None  # there were rows
-            return cursor
-        group = "(" + ", ".join("?" * len(rows[0])) + ")"
-        if len(rows) == 1:
-            return self.execute(f"{head} VALUES {group}{tail}", rows[0])
-        if not self.batch_rows:
-            return self.executemany(f"{head} VALUES {group}{tail}", rows)
+            statements: Iterator[Cursor] = (self.execute(f"{head} DEFAULT VALUES{tail}") for _ in rows)
+        else:
+            group = "(" + ", ".join("?" * len(rows[0])) + ")"
+            if len(rows) == 1:
+                statements = iter([self.execute(f"{head} VALUES {group}{tail}", rows[0])])
+            elif not self.batch_rows:
+                statements = iter([self.executemany(f"{head} VALUES {group}{tail}", rows)])
+            else:
+                statements = self._multi_row_inserts(head, rows, tail, group)
+        last = next(statements)
+        changed = last.rowcount if last.rowcount >= 0 else None
+        for last in statements:
+            changed = None if changed is None or last.rowcount < 0 else changed + last.rowcount
+        return last, changed
+
+    def _multi_row_inserts(self, head: str, rows: Sequence[Sequence[Any]], tail: str, group: str) -> Iterator[Cursor]:
+        """The multi-row INSERT statements of ``insert_rows`` on an engine that batches rows, run one by one."""
         per_statement = max(1, self.max_parameters // len(rows[0]))
         full = f"{head} VALUES {', '.join([group] * per_statement)}{tail}"
-        cursor = None
         for start in range(0, len(rows), per_statement):
             part = rows[start : start + per_statement]
             sql = full if len(part) == per_statement else f"{head} VALUES {', '.join([group] * len(part))}{tail}"
-            cursor = self.execute(sql, [value for row in part for value in row])
-        assert cursor is not None  # there were rows
-        return cursor
+            yield self.execute(sql, [value for row in part for value in row])
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """The first column of the first row (None when there is no row)."""

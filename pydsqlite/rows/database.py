@@ -487,9 +487,8 @@ class Database:
         written = 0
         with _binding(lambda: next(filter(None, map(codec.unstorable, instances)), None)):
             for head, rows in groups.items():
-                cursor = self.engine.insert_rows(head, rows)
-                counted = not self.engine.batch_rows and rows[0] and cursor.rowcount >= 0  # one cursor saw every row
-                written += cursor.rowcount if counted else len(rows)
+                cursor, changed = self.engine.insert_rows(head, rows)
+                written += len(rows) if changed is None else changed
         assert cursor is not None
         if written < len(instances) and (codec.synced or one):
             # the caller would be handed a row that does not exist (with another row's lastrowid), or a
