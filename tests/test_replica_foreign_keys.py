@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from pydsqlite import LWW, ChangeSet, ConstraintError, Database, ForeignKey, PrimaryKey, SyncError, SyncModel, sync_models
+from pydsqlite.replica.hlc import successor
 
 
 class Owner(SyncModel, table="fk_owners"):
@@ -255,13 +256,16 @@ def test_a_full_changeset_from_a_replica_without_foreign_keys_is_never_refused_a
 def test_an_incoming_parent_delete_cascades_sets_null_and_loses_to_a_no_action_reference():
     off, on = pair()
     owner_stamp = on.conn.execute("SELECT name__hlc FROM fk_owners").fetchone()[0]
+    item_stamps = on.conn.execute("SELECT label__hlc, _pydsqlite_version FROM fk_items").fetchone()
+    tag_owner_stamp = on.conn.execute("SELECT owner__hlc FROM fk_tags").fetchone()[0]
     off.delete(Owner, "o")
     on.apply_changes(off.changes_since())
-    assert on.get(Item, "i") is None  # CASCADE: a local delete, stamped here
+    # the actions are settlements: each stamped just after the state it changed, not at the merge's time
+    assert on.get(Item, "i") is None  # CASCADE
     item_tombstone = on.conn.execute("SELECT deleted FROM _pydsqlite_tombstones WHERE table_name = 'fk_items'").fetchone()[0]
-    assert item_tombstone.endswith(on.clock.node_id)
-    assert on.get(Tag, "t") == Tag(id="t", owner=None, label="tag")  # SET NULL, stamped here
-    assert on.conn.execute("SELECT owner__hlc FROM fk_tags").fetchone()[0].endswith(on.clock.node_id)
+    assert item_tombstone == successor(max(item_stamps))
+    assert on.get(Tag, "t") == Tag(id="t", owner=None, label="tag")  # SET NULL
+    assert on.conn.execute("SELECT owner__hlc FROM fk_tags").fetchone()[0] == successor(tag_owner_stamp)
     assert on.get(Memo, "m") == Memo(id="m", owner="o", text="memo")  # NO ACTION: the memo keeps its owner...
     assert on.get(Owner, "o") == Owner(id="o", name="owner", rank=1)  # ...revived with its last values:
     name_stamp, version = on.conn.execute("SELECT name__hlc, _pydsqlite_version FROM fk_owners").fetchone()
@@ -295,6 +299,46 @@ def test_a_revival_keeps_the_registers_times_so_an_earlier_edit_arriving_after_i
         outcomes.append(visible(a))
     assert outcomes[0] == outcomes[1]
     assert outcomes[0]["fk_owners"] == [("p", "new (C)", 0)] and outcomes[0]["fk_memos"] == [("m", "p", "comment")]
+
+
+@pytest.mark.parametrize("kind", ["CASCADE", "SET NULL"])
+@pytest.mark.parametrize("orphaned_by", ["the child arrives after its owner's delete", "the owner's delete arrives"])
+def test_a_settlement_loses_to_a_later_move_of_the_child_whatever_the_delivery_order(kind, orphaned_by):
+    """A child's newest write moves it to a live owner; an enforcing replica that first sees it still on
+    its deleted owner settles it (deletes it, or clears its key) but stamps that settlement just after
+    the state it settled, not at the time of the merge. So the move, made after that state, wins, and
+    every delivery order ends alike: the child kept, on its new owner (it was deleted everywhere, or
+    cleared, when the settlement happened to arrive first)."""
+    model = Item if kind == "CASCADE" else Tag
+    outcomes = []
+    for order in ("move first", "move last"):
+        clocks = [FakeClock(1_700_000_000_000) for _ in range(3)]
+        deleting_enforces = orphaned_by == "the child arrives after its owner's delete"
+        a, b, c = replica(deleting_enforces, clock=clocks[0]), replica(True, clock=clocks[1]), replica(True, clock=clocks[2])
+        a.insert_many([Owner(id="gone"), Owner(id="kept")])
+        if orphaned_by == "the owner's delete arrives":
+            a.insert(model(id="c", owner="gone", label="precious"))
+        full_exchange([a, b, c])
+        for clock in clocks:
+            clock.now += 1_000
+        a.delete(Owner, "gone")  # A does not enforce foreign keys in the second case: the child stays there, orphaned
+        if orphaned_by == "the child arrives after its owner's delete":
+            b.insert(model(id="c", owner="gone", label="precious"))  # concurrently with the delete
+            c.apply_changes(b.changes_since())
+        for clock in clocks:
+            clock.now += 1_000
+        c.update(model, "c", owner="kept")  # the newest write to the child, made after seeing it
+        settling = a if orphaned_by == "the child arrives after its owner's delete" else b
+        orphaning = b.changes_since() if settling is a else a.changes_since()
+        moving = c.changes_since()
+        for changeset in ((moving, orphaning) if order == "move first" else (orphaning, moving)):
+            settling.apply_changes(ChangeSet.from_json(changeset.to_json()))
+        full_exchange([a, b, c])
+        assert_converged([a, b, c])
+        outcomes.append(visible(a))
+    assert outcomes[0] == outcomes[1]
+    table = "fk_items" if kind == "CASCADE" else "fk_tags"
+    assert outcomes[0][table] == [("c", "kept", "precious")]
 
 
 def test_incoming_rows_referencing_a_parent_deleted_here_are_settled_by_their_key():

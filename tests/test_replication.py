@@ -37,7 +37,7 @@ from pydsqlite import (
 )
 from pydsqlite.replica import replication
 from pydsqlite.replica.changeset import RowChange, key_from_text, key_text, merge_states, to_json_value
-from pydsqlite.replica.hlc import MAX_COUNTER
+from pydsqlite.replica.hlc import MAX_COUNTER, RECEIVED_COUNTER_LIMIT, successor
 from pydsqlite.replica.replication import ChangeSet, SyncError
 
 
@@ -107,6 +107,33 @@ def test_text_order_equals_clock_order_and_round_trips(a, b):
     first, second = Timestamp(*a), Timestamp(*b)
     assert (str(first) < str(second)) == (first < second)
     assert Timestamp.parse(str(first)) == first and len(str(first)) == 15 + 1 + 9 + 1 + 36
+
+
+node_ids = st.text(alphabet="-_09AZaz", min_size=1, max_size=36).filter(lambda node: node != "-" * 36)
+
+
+@given(seen=st.tuples(st.integers(0, 10**15 - 2), st.integers(0, RECEIVED_COUNTER_LIMIT), node_ids), node=node_ids,
+       steps=wall_steps, concurrent=st.tuples(st.integers(0, 10**15 - 1), st.integers(0, MAX_COUNTER), node_ids))
+def test_a_settlement_stamp_is_above_the_state_and_below_anything_a_clock_issues_after_seeing_it(seen, node, steps, concurrent):
+    """Foreign-key settlements of a merge are stamped with the successor of the state they settle: above
+    it, and below every timestamp any clock issues once it has received that state."""
+    state = Timestamp(*seen)
+    settled = successor(str(state))
+    assert settled > str(state) and Timestamp.parse(settled) > state
+    wall = FakeClock(max(0, state.millis - 30_000))
+    clock = HLC(node, wall)
+    clock.receive(str(state))
+    for step in steps:
+        wall.now = max(0, wall.now + step)
+        assert str(clock.now()) > settled
+    other = Timestamp(*concurrent)  # a clock that never saw the state may fall on either side
+    assert (str(other) > settled) == (other > Timestamp.parse(settled))
+
+
+def test_the_node_id_of_settlements_is_reserved():
+    with pytest.raises(ClockError, match="reserved"):
+        HLC("-" * 36)
+    assert successor(f"{5:015d}:{MAX_COUNTER:09d}:{'a' * 36}") == f"{6:015d}:{0:09d}:{'-' * 36}"
 
 
 def test_drift_overflow_and_malformed_timestamps_are_refused_without_changing_the_clock():

@@ -34,6 +34,21 @@ BASELINE = f"{0:0{MILLIS_DIGITS}d}:{0:0{COUNTER_DIGITS}d}:{'0' * NODE_WIDTH}"
 older than any real write, identical on every replica."""
 
 
+SETTLED_NODE = "-" * NODE_WIDTH
+"""The node id of settlement timestamps (``successor``): the id that sorts before every other, which no
+clock may take."""
+
+
+def successor(text: str) -> str:
+    """A timestamp just after ``text`` that no clock issues: the next counter value (or millisecond)
+    under ``SETTLED_NODE``. A clock that has seen ``text`` issues only later ones, so a write made
+    after seeing a state beats what is stamped with the successor of that state."""
+    millis, counter = int(text[:MILLIS_DIGITS]), int(text[MILLIS_DIGITS + 1 : MILLIS_DIGITS + 1 + COUNTER_DIGITS])
+    if counter < MAX_COUNTER:
+        return f"{millis:0{MILLIS_DIGITS}d}:{counter + 1:0{COUNTER_DIGITS}d}:{SETTLED_NODE}"
+    return f"{millis + 1:0{MILLIS_DIGITS}d}:{0:0{COUNTER_DIGITS}d}:{SETTLED_NODE}"
+
+
 class ClockError(PydsqliteError):
     """A timestamp is malformed, too far in the future, or the counter would overflow.
 
@@ -173,6 +188,8 @@ class HLC:
     ) -> None:
         checked_clock_arguments(wall_clock, max_drift_ms)
         self.node_id = normalize_node_id(node_id or new_node_id())
+        if self.node_id == SETTLED_NODE:
+            raise ClockError(f"node id {node_id!r} is reserved: settlements of foreign keys are stamped with it")
         self.wall_clock = wall_clock or system_millis
         self.max_drift_ms = max_drift_ms
         self._millis = 0

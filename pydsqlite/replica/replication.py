@@ -50,7 +50,7 @@ from .changeset import (
     ties_on_different_values,
     to_json_value,
 )
-from .hlc import HLC
+from .hlc import BASELINE, HLC, successor
 from .node import CREATE_TOMBSTONES, NODE_TABLE, TOMBSTONES, Node
 from .references import ReferenceGraph, ReferenceRepair, execute_in, select_in
 
@@ -73,6 +73,8 @@ class Replica:
         self.node = node
         self.transaction = transaction
         self._graph: tuple[int, ReferenceGraph] | None = None
+        self._settling = False
+        """Whether a merge is running: see ``settling``."""
 
     @property
     def clock(self) -> HLC:
@@ -197,7 +199,7 @@ class Replica:
                 with self.transaction():
                     self.begin_writes()
                     repair = self._repair(shapes) if self._enforces_foreign_keys() else None
-                    with _foreign_keys_deferred(self.engine, repair is not None):
+                    with _foreign_keys_deferred(self.engine, repair is not None), self.settling():
                         joined = [self._join(shapes[table], changes) for table, changes in by_table.items()]
                         changed = self._merge_tables(joined, repair, try_deletes_first=deletes_tried_first)
                         if repair is not None:
@@ -420,26 +422,27 @@ class Replica:
         self._write_tombstones([(state, first + n, False) for n, state in enumerate(restored)])
 
     def set_columns(self, codec: RowCodec, key: tuple[Any, ...], assignments: dict[str, str]) -> None:
-        """Set columns of one row to SQL expressions (NULL, a default) as a local write stamped now."""
+        """Set columns of one row to SQL expressions (NULL, a default): a merge's settlement of a foreign
+        key, each register stamped just after the one it replaces (``settling``)."""
         lww = {fold_name(name) for name in codec.lww}
         stamped = _stamp_columns(assignments, lambda name: fold_name(name) in lww)
-        self._stamp_row(codec.name, codec.key, key, stamped, str(self.clock.now()), self.next_seq(), assignments)
+        stamps = self._successors(codec.name, codec.key, key, stamped)
+        self._stamp_row(codec.name, codec.key, key, dict(zip(stamped, stamps, strict=True)), self.next_seq(), assignments)
 
     def _stamp_row(
         self,
         table: str,
         key_columns: Iterable[str],
         key: tuple[Any, ...],
-        stamped: list[str],
-        now: str,
+        stamps: dict[str, str],
         seq: int,
         assignments: dict[str, str] | None = None,
     ) -> None:
-        """UPDATE one row: ``assignments`` (SQL expressions), the timestamp columns ``stamped`` to ``now``, its sequence number."""
+        """UPDATE one row: ``assignments`` (SQL expressions), its timestamp columns to ``stamps``, its sequence number."""
         terms = [f"{quote_identifier(name)} = {expression}" for name, expression in (assignments or {}).items()]
-        terms += [f"{quote_identifier(name)} = ?" for name in (*stamped, SEQ_COLUMN)]
+        terms += [f"{quote_identifier(name)} = ?" for name in (*stamps, SEQ_COLUMN)]
         where = " AND ".join(f"{quote_identifier(name)} = ?" for name in key_columns)
-        self.engine.execute(f"UPDATE {quote_identifier(table)} SET {', '.join(terms)} WHERE {where}", [*([now] * len(stamped)), seq, *key])
+        self.engine.execute(f"UPDATE {quote_identifier(table)} SET {', '.join(terms)} WHERE {where}", [*stamps.values(), seq, *key])
 
     def dead_states(self, codec: RowCodec, key: tuple[Any, ...] | None = None) -> list[RowChange]:
         """The registers of the table's deleted rows (of one key, if given)."""
@@ -477,14 +480,38 @@ class Replica:
             return Settled()
         now = str(self.clock.now())
         first = self.allocate_seq(len(deletes) + len(writes))
-        dead = [_with_deleted(state, now) for state in deletes.values()]
+        if self._settling:
+            dead = [_with_deleted(state, successor(max(state.timestamps()))) for state in deletes.values()]
+        else:
+            dead = [_with_deleted(state, now) for state in deletes.values()]
         self._write_tombstones([(state, first + n, True) for n, state in enumerate(dead)])
         if not own_statement:
             self._restamp_rows_written_again(dead, {fold_name(event.table): event.key_columns for event in events})
         for seq, (event, columns) in enumerate(writes.values(), start=first + len(dead)):
             stamped = _stamp_columns(columns, lambda name: event.columns[name][0] == "lww")  # noqa: B023 - called at once
-            self._stamp_row(event.table, event.key_columns, event.key, stamped, now, seq)
+            stamps = self._successors(event.table, event.key_columns, event.key, stamped) if self._settling else [now] * len(stamped)
+            self._stamp_row(event.table, event.key_columns, event.key, dict(zip(stamped, stamps, strict=True)), seq)
         return Settled(dead, [(event.table, event.key) for event, _ in writes.values()])
+
+    @contextmanager
+    def settling(self) -> Iterator[None]:
+        """While a merge runs: what its deletes' foreign-key actions do, and how it settles the
+        violations it left, are stamped just after the state of the row they change (``successor``),
+        not at the time of the merge. A write made after seeing that state, such as a move of the
+        child to a live parent, then wins whichever of the two a replica receives first."""
+        self._settling = True
+        try:
+            yield
+        finally:
+            self._settling = False
+
+    def _successors(self, table: str, key_columns: Iterable[str], key: tuple[Any, ...], stamped: list[str]) -> list[str]:
+        """The successor of each of the row's timestamp columns ``stamped`` as it holds them now."""
+        where = " AND ".join(f"{quote_identifier(name)} = ?" for name in key_columns)
+        row = self.engine.execute(
+            f"SELECT {', '.join(quote_identifier(name) for name in stamped)} FROM {quote_identifier(table)} WHERE {where}", key
+        ).fetchone()
+        return [successor(stamp if isinstance(stamp, str) else BASELINE) for stamp in (row or [None] * len(stamped))]
 
     def _restamp_rows_written_again(self, dead: list[RowChange], key_columns: dict[str, tuple[str, ...]]) -> None:
         by_table: dict[str, list[RowChange]] = {}
@@ -504,7 +531,7 @@ class Replica:
         first = self.allocate_seq(len(again))
         for seq, state in enumerate(again, start=first):
             stamped = [name + LWW_SUFFIX for name in state.columns] + [VERSION_COLUMN]
-            self._stamp_row(state.table, key_columns[fold_name(state.table)], state.key, stamped, now, seq)
+            self._stamp_row(state.table, key_columns[fold_name(state.table)], state.key, dict.fromkeys(stamped, now), seq)
         self._write_tombstones([(state, first + n, False) for n, state in enumerate(again)])
 
     # --- the feed --------------------------------------------------------------------------
