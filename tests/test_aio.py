@@ -696,6 +696,61 @@ def test_calls_of_tasks_that_outlive_their_transaction_are_refused_not_run_on_th
     assert run(scenario()) == ["taken"]
 
 
+@pytest.mark.parametrize("outcome", ["rolled back", "committed"])
+def test_a_task_left_inside_a_block_of_its_own_after_its_transaction_ended_holds_up_no_other_task(tmp_path, outcome):
+    """A task started inside a transaction is still inside a nested block of its own when the
+    transaction ends (a gather sibling when another failed, or a task nobody awaited): that block's
+    savepoint went with the transaction. The task's calls are refused, saying why, and write nothing;
+    every other task's writes and blocks go on as usual meanwhile (they were refused until the
+    orphaned block ended)."""
+
+    async def scenario():
+        async with aiosqlite.connect(tmp_path / "app.db") as conn:
+            db = aio.AsyncDatabase(conn)
+            await aio.sync_models(conn, [Item])
+            inside, release = asyncio.Event(), asyncio.Event()
+            refused: list[BaseException] = []
+
+            async def nested_block_outliving_its_transaction():
+                with contextlib.suppress(UsageError):
+                    async with db.transaction():
+                        await db.insert(Item(name="nested"))
+                        inside.set()
+                        await release.wait()
+                        try:
+                            await db.insert(Item(name="after the end"))
+                        except UsageError as error:
+                            refused.append(error)
+                            raise
+
+            async def request():
+                async with db.transaction():
+                    await db.insert(Item(name="outer"))
+                    task = asyncio.create_task(nested_block_outliving_its_transaction())
+                    await inside.wait()
+                    if outcome == "rolled back":
+                        raise RuntimeError("the request failed")
+                return task
+
+            if outcome == "rolled back":
+                with pytest.raises(RuntimeError):
+                    await request()
+                orphan = next(task for task in asyncio.all_tasks() if task.get_coro().__name__ == "nested_block_outliving_its_transaction")
+            else:
+                orphan = await request()
+            await db.insert(Item(name="other task"))
+            async with db.transaction():
+                await db.insert(Item(name="other block"))
+            release.set()
+            await orphan
+            await db.insert(Item(name="after"))
+            assert len(refused) == 1 and f"that transaction {outcome if outcome == 'committed' else 'was rolled back'} while the task" in str(refused[0])
+            return sorted(item.name for item in await db.select(Item))
+
+    kept = ["after", "other block", "other task"]
+    assert run(scenario()) == (kept if outcome == "rolled back" else sorted([*kept, "nested", "outer"]))
+
+
 CURRENT_USER: contextvars.ContextVar[str] = contextvars.ContextVar("current_user", default="anonymous")
 
 

@@ -57,15 +57,19 @@ class _Abandoned(BaseException):
 class _Job:
     """One call run on the connection's thread, and what became of it."""
 
-    __slots__ = ("function", "args", "kwargs", "check_statements", "started", "cancelled", "completed", "context")
+    __slots__ = ("function", "args", "kwargs", "check_statements", "in_ended", "started", "cancelled", "completed", "context")
 
-    def __init__(self, function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], *, check_statements: bool) -> None:
+    def __init__(
+        self, function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], *, check_statements: bool, in_ended: bool
+    ) -> None:
         self.context = contextvars.copy_context()
         """The calling task's context variables, which validators and default factories may read."""
         self.function = function
         self.args = args
         self.kwargs = kwargs
         self.check_statements = check_statements
+        self.in_ended = in_ended
+        """The calling task is inside a block whose transaction an enclosing block ended (``_ended_around``)."""
         self.started = False
         self.cancelled = False
         self.completed = False
@@ -113,6 +117,14 @@ class AiosqliteEngine(SqliteEngine):
         if job is not None and job.cancelled and (sql == "COMMIT" or sql.startswith("RELEASE ")):
             self._abandon(sql)
         return super().execute(sql, params)
+
+    def _inside_ended_unit(self) -> bool:
+        """Tasks share the connection, so a unit whose transaction an enclosing block ended (a task started
+        inside that block, still inside a block of its own) is inside the calls of the task that opened
+        it alone: whether a call is inside it is read from the calling task's blocks, not from the
+        connection."""
+        job = self._job
+        return job.in_ended if job is not None else super()._inside_ended_unit()
 
     def commit_pending(self) -> None:
         """A block cancelled before its commit does not commit: ``Engine._commit_block`` then rolls back
@@ -176,7 +188,7 @@ class AiosqliteEngine(SqliteEngine):
         connection = self._connection()
         freed = False
         while True:
-            job = _Job(function, args, kwargs, check_statements=fresh)
+            job = _Job(function, args, kwargs, check_statements=fresh, in_ended=_ended_around(self._current()) is not None)
             try:
                 return await connection._execute(self._perform, job)  # type: ignore[no-any-return]
             except asyncio.CancelledError as cancelled:
@@ -290,6 +302,15 @@ class AiosqliteEngine(SqliteEngine):
                 assert ended.parent is not None
                 ended = ended.parent
             if ended is scope:
+                gone = _ended_around(scope)
+                if gone is not None and gone.task is not asyncio.current_task():
+                    scope.lock.release()
+                    raise UsageError(
+                        f"this call comes from a task started inside db.transaction(), and that transaction {gone.outcome} "
+                        "while the task was still inside a db.transaction() block of its own, which went with it; nothing "
+                        "was done (await every task of a transaction inside its block: asyncio.TaskGroup cancels the "
+                        "others when one fails)"
+                    )
                 return scope
             if ended.task is asyncio.current_task():
                 # this task's own code entered that block (an async generator left without aclosing, closed
@@ -310,6 +331,15 @@ class AiosqliteEngine(SqliteEngine):
         if connection is None:
             raise UsageError("the aiosqlite connection is closed")
         return connection
+
+
+def _ended_around(scope: _Scope) -> _Scope | None:
+    """The nearest transaction around the open ``scope`` that has ended, if any: a block entered by
+    a task started inside it, whose transaction went when that one ended."""
+    around = scope.parent
+    while around is not None and around.open:
+        around = around.parent
+    return around
 
 
 def _nothing() -> None:

@@ -80,12 +80,14 @@ _ENDED_BY_AN_ENCLOSING_UNIT = (
 def _leave(connection: Any, token: _OpenUnit) -> None:
     """Remove a unit that ends from its connection's list (see ``_unit_stacks``); units opened after it
     and still open have lost their savepoints with it: they are marked ended (they touch nothing when
-    they end, and no unit opens while one of them is still open)."""
+    they end, and no unit opens inside one of them). A unit that had already ended touches nothing
+    as it leaves, so the units opened after it keep theirs."""
     key = id(connection)
     units = _unit_stacks[key][1]
     position = units.index(token)
-    for later in units[position + 1 :]:
-        later.ended = True
+    if not token.ended:
+        for later in units[position + 1 :]:
+            later.ended = True
     del units[position]
     if not units:
         del _unit_stacks[key]
@@ -205,9 +207,15 @@ class Engine(ABC):
 
     @property
     def _depth(self) -> int:
-        """How many units are open on the connection (see ``_unit_stacks``)."""
+        """How many units are open on the connection and still hold their transaction or savepoint (see
+        ``_unit_stacks``): one that an enclosing unit ended holds nothing a new unit could nest in."""
         entry = _unit_stacks.get(id(self.connection))
-        return len(entry[1]) if entry is not None else 0
+        return sum(not unit.ended for unit in entry[1]) if entry is not None else 0
+
+    def _inside_ended_unit(self) -> bool:
+        """Whether a unit opened now would be opened inside one whose transaction an enclosing unit
+        ended: on one thread, while such a unit is open, any new unit is inside it."""
+        return _ended_unit_open(self.connection)
 
     @property
     def connection_lost(self) -> bool:
@@ -259,7 +267,7 @@ class Engine(ABC):
         try:
             depth = self._depth
             in_transaction = self.in_transaction
-            if _ended_unit_open(self.connection):
+            if self._inside_ended_unit():
                 raise _EndedInside(f"this call was refused, nothing of it was written: {_ENDED_BY_AN_ENCLOSING_UNIT}")
             if depth and not in_transaction:
                 raise _ended_inside("this call was refused: nothing of it was written")
