@@ -18,6 +18,7 @@ from ..sql.render import (
     quote_literal,
     render_create_index,
     render_create_table,
+    render_drop_index,
     render_drop_table,
     render_rename_column,
     render_rename_table,
@@ -367,7 +368,9 @@ def rebuild_table(
         )
         row_copy = RowCopy(len(statements), name, f"{insert} WHERE {PROGRESS_FUNCTION}()", copy.chunk_key)
         statements.append(insert)
-    early = indexes_built_on_the_copy(desired, live_schema)
+    early = indexes_built_on_the_copy(live, desired, live_schema)
+    own = {fold_name(index.name): index.name for index in live.indexes}
+    statements.extend(render_drop_index(own[fold_name(index.name)]) for index in early if fold_name(index.name) in own)
     statements.extend(render_create_index(replace(index, table=temporary)) for index in early)
     if live.autoincrement and desired.autoincrement:
         statements.extend(carry_sequence(name, temporary))
@@ -390,14 +393,16 @@ def rebuild_table(
     )
 
 
-def indexes_built_on_the_copy(desired: Table, live_schema: Schema) -> tuple[Index, ...]:
-    """The new shape's indexes a rebuild creates on the filled copy before it drops the old table:
-    those whose names no live object holds. Built then, they take new pages at the end of the file;
-    built after the drop, they would reuse the old table's freed pages, whose old contents a rollback
-    journal must first save (measured: about a tenth of a 1M-row rebuild). The rest are created
-    once the old table and its indexes are gone, under the names they free."""
+def indexes_built_on_the_copy(live: Table, desired: Table, live_schema: Schema) -> tuple[Index, ...]:
+    """The new shape's indexes a rebuild creates on the filled copy, before it drops the old table:
+    all of them but those whose names another table's index or another object holds (the old
+    table's own index of that name is dropped first). Built then, they take new pages at the end of
+    the file; built after the drop, they would reuse the old table's freed pages, whose old contents
+    a rollback journal must first save (measured: about a tenth of a 1M-row rebuild). Their SQL then
+    reads as SQLite's rename writes it (``ON "table"``), like the rebuilt table's own."""
+    own = {fold_name(index.name) for index in live.indexes}
     taken = {fold_name(table.name) for table in live_schema.tables}
-    taken |= {fold_name(index.name) for table in live_schema.tables for index in table.indexes}
+    taken |= {fold_name(index.name) for table in live_schema.tables for index in table.indexes} - own
     taken |= {fold_name(view.name) for view in live_schema.views} | {fold_name(trigger.name) for trigger in live_schema.triggers}
     taken |= {fold_name(virtual.name) for virtual in live_schema.virtual_tables}
     return tuple(index for index in desired.indexes if index.sql is None and fold_name(index.name) not in taken)
