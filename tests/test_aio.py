@@ -1011,6 +1011,42 @@ def test_iter_select_streams_while_other_units_run_and_releases_its_cursor(tmp_p
     run(scenario())
 
 
+def test_a_migration_between_two_batches_of_a_stream_is_refused_if_it_would_change_the_streamed_table(tmp_path):
+    """Another task's sync_models runs between two batches of an iter_select: a rebuild of the table
+    being read is refused before it changes anything (it failed halfway, and its rollback ended the
+    stream); the stream reads every row."""
+
+    class ItemChecked(SyncModel, table="items"):
+        id: int = Field(default=None, primary_key=True)
+        name: Annotated[str, Unique()]
+        size: int = PydanticField(default=0, ge=0)  # a CHECK: a rebuild
+        note: Optional[str] = None
+
+    async def scenario():
+        async with aio.AsyncDatabase(tmp_path / "app.db") as db:
+            await aio.sync_models(db, [Item])
+            await db.insert_many([Item(name=f"n{i:04}", size=i) for i in range(1500)])
+            seen: list[int] = []
+
+            async def read():
+                async for item in db.iter_select(Item, order_by="size"):
+                    seen.append(item.size)
+                    if item.size % 400 == 0:
+                        await asyncio.sleep(0.01)
+
+            async def migrate():
+                await asyncio.sleep(0.005)
+                await aio.sync_models(db, [ItemChecked])
+
+            results = await asyncio.gather(read(), migrate(), return_exceptions=True)
+            assert results[0] is None and isinstance(results[1], UsageError) and "still being read" in str(results[1])
+            assert seen == list(range(1500))
+            await aio.sync_models(db, [ItemChecked])
+            return await db.count(ItemChecked)
+
+    assert run(scenario()) == 1500
+
+
 def test_a_path_is_opened_once_on_first_use_and_closed_with_the_database(tmp_path):
     path = tmp_path / "owned.db"
     sync_models(str(path), [Item])

@@ -189,6 +189,49 @@ def test_iter_select_streams(db):
     assert [p.id for p in stream] == list(range(92, 101))
 
 
+def test_a_migration_that_would_change_a_table_a_stream_is_reading_is_refused_and_the_stream_goes_on(tmp_path):
+    """SQLite refuses to drop a table a statement of the same connection is reading ("database table
+    is locked"), halfway through a rebuild, and the rollback ended the stream too. The migration is
+    refused before it changes anything, naming the table; one that leaves that table alone runs."""
+
+    class PersonV2(SyncModel, table="people"):
+        id: int = Field(default=None, primary_key=True)
+        name: Annotated[str, Field(max_length=40)]
+        email: Annotated[str, Unique()]
+        age: Optional[int] = None
+        score: float = 0.0
+        nickname: Optional[str] = None
+        joined: str = "never"  # NOT NULL with a default: added in place
+        badge: Annotated[Optional[str], Field(max_length=9)] = None  # a CHECK: a rebuild
+
+    class Note(SyncModel, table="notes"):
+        id: int = Field(default=None, primary_key=True)
+        text: str
+
+    path = tmp_path / "people.db"
+    conn = sqlite3.connect(path)
+    sync_models(conn, [Person, Team, Membership, Profile])
+    db = Database(conn)
+    db.insert_many([Person(name=f"p{i}", email=f"{i}@x") for i in range(1200)])
+    before = path.read_bytes()
+    seen = []
+    for person in db.iter_select(Person, order_by="id"):
+        seen.append(person.id)
+        if person.id == 700:
+            with pytest.raises(UsageError, match=r"table 'people' is still being read by an iter_select of this connection"):
+                sync_models(conn, [PersonV2, Team, Membership, Profile])
+            assert path.read_bytes() == before
+            sync_models(conn, [Person, Team, Membership, Profile, Note])  # another table: runs
+    assert seen == list(range(1, 1201))
+    stream = db.iter_select(Person)
+    next(stream)
+    with pytest.raises(UsageError, match="left without closing the iterator"):
+        sync_models(conn, [PersonV2, Team, Membership, Profile, Note])
+    stream.close()
+    sync_models(conn, [PersonV2, Team, Membership, Profile, Note])
+    assert db.count(PersonV2) == 1200
+
+
 def test_update_and_delete_by_instance_or_key(db):
     ann = db.insert(Person(name="ann", email="a@x"))
     updated = db.update(Person, ann.id, age=31, name="Ann")

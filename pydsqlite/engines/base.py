@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
 
 from ..errors import EngineError, UsageError
+from ..schema.objects import fold_name
 
 
 class Cursor(Protocol):
@@ -51,6 +52,13 @@ connection can take its ``id`` while one is open), whichever engine opened them:
 ``Database`` over the same connection, opened inside the first one's block, is nested in it (it
 neither commits nor ends it). A unit leaving removes itself wherever it is in the list: a generator
 holding a block may be closed after a block opened later has ended, or while it is still open."""
+
+
+_streams: dict[int, tuple[Any, dict[str, int]]] = {}
+"""The tables each connection (by ``id``, with the connection itself) is streaming rows of
+(``iter_select``), with how many streams read each (folded names): a migration that would change
+one of them is refused before it changes anything (SQLite would refuse it halfway, and its rollback
+would end the stream)."""
 
 
 _BEFORE_COMMIT = "pydsqlite_before_commit"
@@ -211,6 +219,27 @@ class Engine(ABC):
         ``_unit_stacks``): one that an enclosing unit ended holds nothing a new unit could nest in."""
         entry = _unit_stacks.get(id(self.connection))
         return sum(not unit.ended for unit in entry[1]) if entry is not None else 0
+
+    @contextmanager
+    def streaming(self, table: str) -> Iterator[None]:
+        """Mark ``table`` as read by a stream of this connection while the block runs (see ``_streams``)."""
+        key, name = id(self.connection), fold_name(table)
+        tables = _streams.setdefault(key, (self.connection, {}))[1]
+        tables[name] = tables.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            tables[name] -= 1
+            if not tables[name]:
+                del tables[name]
+                if not tables:
+                    del _streams[key]
+
+    @property
+    def tables_streamed(self) -> frozenset[str]:
+        """Folded names of the tables a stream of this connection is reading now."""
+        entry = _streams.get(id(self.connection))
+        return frozenset(entry[1]) if entry is not None else frozenset()
 
     def _inside_ended_unit(self) -> bool:
         """Whether a unit opened now would be opened inside one whose transaction an enclosing unit

@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from ..engines import Engine
-from ..errors import MigrationError
+from ..errors import MigrationError, UsageError
 from ..replica.deleted_rows import deletes_landing_on_converted_rows, tables_forgetting_deletes
 from ..replica.reshape import renumber_folded_rows, reshape_tombstones, settle_pending_deletes, synced_registers
-from ..schema.objects import Schema
+from ..schema.objects import Schema, fold_name
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import Dependants
@@ -74,6 +74,7 @@ class MigrationSession:
         unrehearsed = [op.description for op in plan.operations if op.replay is not None]
         if unrehearsed:
             raise MigrationError(f"the plan was not rehearsed ({unrehearsed[0]}); make it with model_migration_plan or sync_models")
+        self._refuse_tables_being_read(plan)
         self.foreign_keys.refuse_cascading_drops(self.engine, plan, desired)
         legacy = bool(self.engine.pragma("legacy_alter_table"))
         if legacy:  # renames must rewrite the views and triggers that name what they rename
@@ -83,6 +84,26 @@ class MigrationSession:
         finally:
             if legacy and not self.engine.connection_lost:  # a lost connection has nothing to restore
                 self.engine.set_pragma("legacy_alter_table", "ON")
+
+    def _refuse_tables_being_read(self, plan: MigrationPlan) -> None:
+        """Refuse, before anything changes, a plan that changes a table an ``iter_select`` of this
+        connection is still reading: SQLite would refuse the change halfway ("database table is
+        locked"), and rolling the migration back would end the stream too."""
+        streamed = self.engine.tables_streamed
+        if not streamed:
+            return
+        for operation in plan.operations:
+            names = {fold_name(operation.table)}
+            if operation.rebuild is not None:
+                names.add(fold_name(operation.rebuild.live.name))
+            read = names & streamed
+            if read:
+                raise UsageError(
+                    f"table {operation.table!r} is still being read by an iter_select of this connection (a loop not "
+                    "finished yet, or left without closing the iterator: contextlib.closing, or aclosing for the async "
+                    f"one), and the migration would change it ({operation.description}); finish or close the iteration "
+                    "first. Nothing was changed"
+                )
 
     def _run(
         self,

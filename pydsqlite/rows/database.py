@@ -424,14 +424,15 @@ class Database:
         return self._stream(codec, sql, bound, where)  # type: ignore[return-value]
 
     def _stream(self, codec: RowCodec, sql: str, bound: list[Any], where: object) -> Iterator[BaseModel]:
-        with _reading(self.engine, codec, bound, where, sql):
-            cursor = self.engine.execute(sql, bound)
-        while True:
-            with _reading(self.engine, codec, bound, where, rows_of=sql):
-                rows = cursor.fetchmany(_BATCH)
-            if not rows:
-                return
-            yield from codec.decode_many(rows)
+        with self.engine.streaming(codec.name):
+            with _reading(self.engine, codec, bound, where, sql):
+                cursor = self.engine.execute(sql, bound)
+            while True:
+                with _reading(self.engine, codec, bound, where, rows_of=sql):
+                    rows = cursor.fetchmany(_BATCH)
+                if not rows:
+                    return
+                yield from codec.decode_many(rows)
 
     def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Params = ()) -> int:
         """The number of rows matching ``where`` (all rows without one)."""
