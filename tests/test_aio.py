@@ -1047,6 +1047,28 @@ def test_a_migration_between_two_batches_of_a_stream_is_refused_if_it_would_chan
     assert run(scenario()) == 1500
 
 
+def test_one_database_serves_one_event_loop_after_another(tmp_path):
+    """A module-level AsyncDatabase used by one event loop and then another (asyncio.run twice, a test
+    client per test): concurrent blocks in the second loop wait their turn as in the first (they
+    failed on asyncio's "bound to a different event loop")."""
+    db = aio.AsyncDatabase(tmp_path / "app.db")
+
+    async def requests(tag: str) -> list[object]:
+        await aio.sync_models(db, [Item])
+
+        async def block(number: int) -> None:
+            async with db.transaction():
+                await db.insert(Item(name=f"{tag}{number}"))
+                await asyncio.sleep(0.005)
+
+        return await asyncio.gather(*(block(number) for number in range(5)), return_exceptions=True)
+
+    assert asyncio.run(requests("first")) == [None] * 5
+    assert asyncio.run(requests("second")) == [None] * 5
+    assert asyncio.run(db.count(Item)) == 10
+    asyncio.run(db.close())
+
+
 def test_a_path_is_opened_once_on_first_use_and_closed_with_the_database(tmp_path):
     path = tmp_path / "owned.db"
     sync_models(str(path), [Item])

@@ -107,8 +107,25 @@ class AiosqliteEngine(SqliteEngine):
         super().__init__(raw)
         self._aiosqlite = weakref.ref(connection)
         self._job: _Job | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._root = _Scope(None)
         self._scope: ContextVar[_Scope] = ContextVar("pydsqlite_unit_of_work", default=self._root)
+
+    def _follow_loop(self) -> None:
+        """Give the units of work locks of the running event loop (an asyncio lock serves one loop): the
+        same database used from one loop, then another (``asyncio.run`` twice, a test client per test)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        if self._loop is not None and self._root.lock.locked():
+            raise UsageError(
+                "this connection is in use by a unit of work of another event loop, which has not ended (a loop "
+                "closed while a call or a db.transaction() block was still running); use one database from one event "
+                "loop at a time"
+            )
+        self._loop = loop
+        self._root = _Scope(None)
+        self._scope = ContextVar("pydsqlite_unit_of_work", default=self._root)
 
     # --- statements (on the connection's thread) -------------------------------------------------
 
@@ -271,6 +288,7 @@ class AiosqliteEngine(SqliteEngine):
 
     async def close(self) -> None:
         """Close the aiosqlite connection once the unit of work in progress has ended."""
+        self._follow_loop()
         if self._current() is not self._root:
             raise UsageError("close() inside a transaction of the same connection: leave the transaction first")
         async with self._root.lock:
@@ -291,6 +309,7 @@ class AiosqliteEngine(SqliteEngine):
         open one around it once that ended. A task started inside a transaction that was rolled back
         (``asyncio.gather`` siblings still waiting when one of them failed) is refused: run on its own,
         its call would write what the block rolled back."""
+        self._follow_loop()
         while True:
             scope = self._current()
             await scope.lock.acquire()
