@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 import pydsqlite
 from pydsqlite import ConstraintError, RowNotFoundError, SyncModel, Unique, aio
@@ -38,11 +38,19 @@ class HeroCreate(HeroBase):
 
 
 class HeroUpdate(BaseModel):
-    """A partial update: every field optional."""
+    """A partial update: send only the fields to change; of those, only age may be null (the table
+    holds no null name or secret name, so a null is answered 422 like any invalid value)."""
 
     name: Optional[str] = Field(default=None, min_length=1, max_length=50)
     secret_name: Optional[str] = None
     age: Optional[int] = Field(default=None, ge=0)
+
+    @field_validator("name", "secret_name")
+    @classmethod
+    def not_null(cls, value: Optional[str]) -> str:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
 
 
 class HeroRead(HeroBase):
