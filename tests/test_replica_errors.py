@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import sys
+import uuid
 from collections import namedtuple
 from typing import Annotated
 
@@ -266,6 +267,32 @@ def test_a_key_the_model_would_change_is_refused_not_landed_on_another_row(tmp_p
     assert _dump(newer.conn) == before
     assert newer.apply_changes(ChangeSet((stale,), 1, "other"), [model]) == 0  # as stored, it merges (and loses)
     assert [row.text for row in newer.select(model)] == ["newer write"]
+
+
+class Ticket(SyncModel, table="tickets"):
+    id: Annotated[uuid.UUID, PrimaryKey()]
+    text: Annotated[str, LWW()] = ""
+
+
+def test_a_key_written_by_sql_in_another_spelling_is_refused_with_the_repair_to_run_on_the_sender(tmp_path):
+    """A row inserted by SQL with a UUID key without hyphens: the model reads it, but the key travels as
+    stored and the receiver refuses it (it would land on another row). The error gives the UPDATE that
+    rewrites the key on the sender; once run there, the replicas exchange."""
+    sender, receiver = _pair([Ticket], tmp_path)
+    key = uuid.UUID(int=7)
+    sender.conn.execute("INSERT INTO tickets (id, text) VALUES (?, 'by SQL')", (key.hex,))
+    sender.conn.commit()
+    sender.insert(Ticket(id=uuid.UUID(int=8), text="by pydsqlite"))
+    with pytest.raises(SyncError, match="Rewrite it once on that replica") as refused:
+        receiver.apply_changes(sender.changes_since(), [Ticket])
+    repair = str(refused.value).rsplit("where the row is: ", 1)[1]
+    assert repair == f"UPDATE `tickets` SET `id` = '{key}' WHERE `id` = '{key.hex}'"
+    assert receiver.select(Ticket) == []
+    sender.conn.execute(repair)
+    sender.conn.commit()
+    sender.update(Ticket, key, text="repaired")  # an UPDATE by SQL alone keeps the old timestamps
+    receiver.apply_changes(sender.changes_since(), [Ticket])
+    assert sorted((ticket.id, ticket.text) for ticket in receiver.select(Ticket)) == [(key, "repaired"), (uuid.UUID(int=8), "by pydsqlite")]
 
 
 @pytest.mark.parametrize("key", [-0.0, float("nan")])

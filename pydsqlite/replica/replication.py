@@ -36,7 +36,7 @@ from ..rows.codec import RowCodec, codec_for
 from ..schema.codecs import unstorable_reason
 from ..schema.model import registered_models, table_options
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
-from ..sql.render import quote_identifier
+from ..sql.render import quote_identifier, quote_literal
 from .capture import CAPTURED, DELETE_TRIGGER_PREFIX, CapturedEvent, take_captured
 from .changeset import (
     ChangeSet,
@@ -947,9 +947,16 @@ def _require_keys_kept(codec: RowCodec, states: list[RowChange], rows: list[list
         stored_keys = list(map(tuple, map(itemgetter(*positions), rows)))
     for state, key in zip(states, stored_keys, strict=True):
         if key != state.key or tuple(map(type, key)) != tuple(map(type, state.key)):
+            assignments = ", ".join(
+                f"{quote_identifier(name)} = {quote_literal(new)}" for name, new in zip(codec.key, key, strict=True)
+            )
+            where = " AND ".join(f"{quote_identifier(name)} = {quote_literal(old)}" for name, old in zip(codec.key, state.key, strict=True))
             raise SyncError(
                 f"a {what} of table {codec.name!r} with key {state.key!r} validates to the key {key!r}: the model changes "
-                "it, so it would land on another row; keys travel as stored, send the stored key",
+                "it, so it would land on another row. Keys travel as they are stored: the sending replica stores this "
+                "one in another spelling than the model's (written there by SQL, outside pydsqlite, or by a changed "
+                "validator), and every changeset holding it is refused. Rewrite it once on that replica, where the "
+                f"row is: UPDATE {codec.quoted_table} SET {assignments} WHERE {where}",
                 table=codec.name, key=state.key,
             )
 
