@@ -29,6 +29,7 @@ from pydsqlite import (
     Index,
     MigrationError,
     MigrationPlan,
+    PlanChangedError,
     PrimaryKey,
     SyncModel,
     Unique,
@@ -702,6 +703,43 @@ def _add_note(path: Path) -> None:
     with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as other:
         other.execute("ALTER TABLE items ADD COLUMN note TEXT")
         other.execute("UPDATE items SET note = 'keep ' || id WHERE id <= 10")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("resumed", ["online", "offline"])
+def test_work_an_interrupted_online_migration_left_pending_is_shown_and_reported(tmp_path: Path, resumed: str) -> None:
+    """Interrupted during its second copy (which gives kept indexes their names back), an online
+    migration leaves that copy pending; the next sync does it before it plans. Preview and sync say
+    so, and an approved preview the sync no longer matches is refused saying that this work stays."""
+    path = tmp_path / "app.db"
+    _priced_items(path)
+
+    def interrupt_second_copy(table: str, done: int, total: int, phase: str = "copy") -> None:
+        if phase == "copy" and done and "swapped" in seen:
+            raise _Interrupted
+        if phase == "swap":
+            seen.add("swapped")
+
+    seen: set[str] = set()
+    with closing(sqlite3.connect(path)) as conn:
+        with pytest.raises(_Interrupted):
+            sync_models(conn, [_PricedAsText], online=True, progress=interrupt_second_copy)
+        preview = model_migration_plan(conn, [_PricedAsText], online=resumed == "online")
+        work = ("copy table items once more, to give its indexes their names back",)
+        assert preview.finished_first == work
+        assert str(preview).startswith("Left pending by an interrupted online migration, finished first:\n  - copy table items")
+        if resumed == "online":
+            with pytest.raises(PlanChangedError, match="finished first and stays") as changed:
+                sync_models(conn, [_PricedAsText], online=True, expected_plan=preview)
+            assert changed.value.plan.finished_first == work and changed.value.plan.operations == ()
+        else:
+            assert sync_models(conn, [_PricedAsText]).finished_first == work
+        assert [row[1] for row in conn.execute("PRAGMA index_list(items)")] == ["ix_items_label"]
+        after = model_migration_plan(conn, [_PricedAsText], online=True)
+        assert after.is_empty and after.finished_first == () and str(after).startswith("Nothing to do")
 
 
 @pytest.mark.parametrize("when", ["between planning and setup", "during the copy", "during the second copy"])

@@ -127,4 +127,5 @@ def plan_to_json(plan: MigrationPlan) -> dict[str, Any]:
             for op in plan.operations
         ],
         "data_steps": list(plan.data_steps),
+        "finished_first": list(plan.finished_first),
     }

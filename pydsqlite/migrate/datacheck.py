@@ -55,15 +55,23 @@ def refuse_unless_applicable(plan: MigrationPlan, allow_destructive: bool, after
         )
 
 
-def refuse_unless_expected(plan: MigrationPlan, expected: MigrationPlan | None) -> None:
+def refuse_unless_expected(plan: MigrationPlan, expected: MigrationPlan | None, *, finished_kept: bool = False) -> None:
     """Raise ``PlanChangedError`` when ``expected`` (a previewed plan) reads otherwise than ``plan``, the
     one made under the write lock: its steps, row counts, findings and problems, as shown to a person,
-    and its SQL (a column's type is in the SQL only)."""
+    and its SQL (a column's type is in the SQL only). ``finished_kept``: the work an interrupted
+    online migration left pending (``plan.finished_first``) was committed before this plan was made."""
     if expected is not None and (str(plan) != str(expected) or plan.sql != expected.sql):
+        if finished_kept and plan.finished_first:
+            changed = (
+                "the work an interrupted online migration left pending was finished first and stays (see the plan "
+                "below), nothing else was changed; preview again and approve that plan"
+            )
+        else:
+            changed = "nothing was changed"
         raise PlanChangedError(
             "the migration planned now is not the one previewed (expected_plan): the database changed since, or the "
             "preview was made for other models or another database, or on a connection with other settings (foreign "
-            f"keys on or off); nothing was changed. The plan now:\n{plan}",
+            f"keys on or off); {changed}. The plan now:\n{plan}",
             plan,
         )
 

@@ -191,6 +191,9 @@ class MigrationPlan:
     data_steps_skipped: bool = False
     """A new database (no tables yet) has no data to move or fill: its data steps are recorded
     as applied without running."""
+    finished_first: tuple[str, ...] = ()
+    """Work an interrupted online migration left pending, which a sync finishes before it plans the
+    rest (a preview plans the database as it is: the sync's plan may then be shorter)."""
 
     @property
     def is_empty(self) -> bool:
@@ -243,8 +246,16 @@ class MigrationPlan:
         return tuple(operation.table for operation in self.operations if operation.kind == "rebuild_table")
 
     def __str__(self) -> str:
+        finished = (
+            ["Left pending by an interrupted online migration, finished first:", *(f"  - {work}" for work in self.finished_first)]
+            if self.finished_first
+            else []
+        )
         if self.is_empty:
-            return "Nothing to do: the database matches the desired schema."
+            return "\n".join([*finished, "Nothing to do: the database matches the desired schema."])
+        return "\n".join([*finished, self._described()])
+
+    def _described(self) -> str:
         counted = f"{len(self.operations)} operation{'s' if len(self.operations) != 1 else ''}"
         if self.data_steps:
             counted += f", {len(self.data_steps)} data step{'s' if len(self.data_steps) != 1 else ''}"

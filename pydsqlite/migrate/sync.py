@@ -37,7 +37,7 @@ from .metadata import AppliedMigration, ManagedObjects, schema_fingerprint
 from .migration import MigrationPlan
 from .online.claim import wait_for_online_migrations
 from .online.driver import migrate as migrate_online
-from .online.leftovers import settle_offline
+from .online.leftovers import pending_online_work, settle_offline
 from .online.preview import online_plan, require_wal
 from .plan import build_plan, expand_diff
 from .rehearse import rehearse, rehearse_and_read
@@ -235,11 +235,12 @@ def preview_schema(
         callers = engine.unit_open if engine.pep249_mode else engine.in_transaction
         with engine.read_snapshot():
             pending = pending_steps(engine, steps)
+            finished = pending_online_work(engine)
             if pending:
                 if online:
                     raise _online_steps_refused(pending)
-                return _phased_plan(engine, desired, manage_all, pending)[0]
-            plan = _plan(engine, desired, manage_all)[0]
+                return replace(_phased_plan(engine, desired, manage_all, pending)[0], finished_first=finished)
+            plan = replace(_plan(engine, desired, manage_all)[0], finished_first=finished)
             refused = ForeignKeyStrategy.refusal_in_preview(engine, plan, desired, inside_caller_transaction=callers)
             if refused is not None:
                 plan = replace(plan, problems=(*plan.problems, refused))
@@ -374,15 +375,18 @@ def _plan_and_apply(
     steps: PendingSteps = (),
     expected_plan: MigrationPlan | None = None,
 ) -> MigrationPlan:
+    finished = pending_online_work(engine)
     settle_offline(engine)
     pending = pending_steps(engine, steps)  # read under the write lock: another process may just have run them
     if not pending:
         plan, managed = _plan(engine, desired, manage_all, foreign_keys_on=session.check_foreign_keys)
+        plan = replace(plan, finished_first=finished)
         refuse_unless_expected(plan, expected_plan)
         refuse_unless_applicable(plan, allow_destructive)
         session.apply(plan, desired, fingerprint, managed, progress, state_key=state_key)
         return plan
     plan, managed, expanded = _phased_plan(engine, desired, manage_all, pending, session.check_foreign_keys)
+    plan = replace(plan, finished_first=finished)
     refuse_unless_expected(plan, expected_plan)
     refuse_unless_applicable(plan, allow_destructive)
 

@@ -21,7 +21,7 @@ from ..metadata import ManagedObjects
 from ..migration import MigrationPlan
 from ..shadow import STATE_TABLE
 from .copying import SYNCHRONOUS_NORMAL, Run, TableCopy, Violation
-from .leftovers import schema_outside_online
+from .leftovers import pending_online_work, schema_outside_online
 from .preview import online_plan
 
 logger = logging.getLogger(__name__)
@@ -90,12 +90,14 @@ def _step_settings(engine: Engine) -> Iterator[int]:
 
 def _migrate(run: Run, desired: Schema, fingerprint: str, planner: Planner, manage_all: bool, expected_plan: MigrationPlan | None) -> MigrationPlan:
     engine = run.engine
+    finished = pending_online_work(engine)
     run.settle_before_planning()
     with engine.read_snapshot():
         plan, managed = planner(engine, desired, manage_all, run.foreign_keys_on)
         plan, specs = online_plan(engine, plan)
+        plan = replace(plan, finished_first=finished)
         planned_on = schema_outside_online(engine)
-    refuse_unless_expected(plan, expected_plan)
+    refuse_unless_expected(plan, expected_plan, finished_kept=True)
     refuse_unless_applicable(plan, run.allow_destructive)
     run.discard_unplanned(specs)
     copies = [TableCopy(run, spec) for spec in specs]

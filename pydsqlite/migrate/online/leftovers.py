@@ -44,6 +44,16 @@ def schema_outside_online(engine: Engine) -> list[tuple[str, str, str, str | Non
     ).fetchall()
 
 
+def pending_online_work(engine: Engine) -> tuple[str, ...]:
+    """What an interrupted online migration left to finish, which the next sync does before it plans:
+    old tables to free, second copies that give indexes their names back (read only)."""
+    work = [f"free the old copy of table {name[len(f'{ONLINE_PREFIX}_old_') :]}" for _, name, _ in leftovers(engine)["old"]]
+    if has_object(engine, STATE_TABLE):
+        pending = engine.execute(f"SELECT table_name FROM {STATE_TABLE} WHERE pass = 2 ORDER BY table_name").fetchall()
+        work += [f"copy table {table} once more, to give its indexes their names back" for (table,) in pending]
+    return tuple(work)
+
+
 def settle_offline(engine: Engine) -> None:
     """Inside an offline migration's transaction (which holds the lock anyway): drop everything
     interrupted online migrations left, and give pending indexes their names back."""
