@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from pydsqlite import LWW, ChangeSet, ConstraintError, Database, ForeignKey, PrimaryKey, SyncError, SyncModel, sync_models
+from pydsqlite import LWW, ChangeSet, ConstraintError, Database, ForeignKey, PrimaryKey, SyncError, SyncModel, Unique, sync_models
 from pydsqlite.replica.hlc import successor
 
 
@@ -339,6 +339,51 @@ def test_a_settlement_loses_to_a_later_move_of_the_child_whatever_the_delivery_o
     assert outcomes[0] == outcomes[1]
     table = "fk_items" if kind == "CASCADE" else "fk_tags"
     assert outcomes[0][table] == [("c", "kept", "precious")]
+
+
+class Medal(SyncModel, table="fk_medals"):
+    id: Annotated[str, PrimaryKey()]
+    label: Annotated[str, LWW(), Unique()]
+
+
+class Prize(SyncModel, table="fk_prizes"):
+    id: Annotated[str, PrimaryKey()]
+    medal: Annotated[str, ForeignKey(Medal)]  # NO ACTION: the reference keeps the medal
+    note: Annotated[str, LWW()] = ""
+
+
+def test_a_revival_refused_by_a_unique_value_taken_meanwhile_names_the_rows_and_how_to_settle():
+    """A deletes medal m1 and gives its label to m2; B concurrently awards m1. Merging the prize revives
+    m1 (a reference beats a delete), whose label m2 now holds: refused, naming the incoming prize, the
+    revived medal and the medal holding the value; removing the prize on B settles it."""
+    models = [Medal, Prize]
+    a, b = (Database(sqlite3.connect(":memory:")) for _ in range(2))
+    for db in (a, b):
+        db.conn.execute("PRAGMA foreign_keys = ON")
+        sync_models(db.conn, models)
+    a.insert(Medal(id="m1", label="gold"))
+    b.apply_changes(a.changes_since(models=models), models)
+    a.delete(Medal, "m1")
+    a.insert(Medal(id="m2", label="gold"))
+    b.insert(Prize(id="w", medal="m1"))
+    before = visible_medals(a)
+    with pytest.raises(SyncError) as refused:
+        a.apply_changes(b.changes_since(b.changes_since(models=models).cursor - 1, models=models), models)
+    message = str(refused.value)
+    assert (refused.value.table, refused.value.key) == ("fk_prizes", ("w",))
+    assert "row with key ('m1',) of fk_medals, which was deleted here" in message
+    assert "(label = 'gold') is now held by the row with key ('m2',)" in message and "remove that reference" in message
+    assert visible_medals(a) == before
+    b.delete(Prize, "w")
+    for _ in range(2):
+        b.apply_changes(a.changes_since(models=models), models)
+        a.apply_changes(b.changes_since(models=models), models)
+    assert visible_medals(a) == visible_medals(b) == [("m2", "gold")]
+    assert a.select(Prize) == b.select(Prize) == []
+
+
+def visible_medals(db: Database) -> list[tuple]:
+    return db.conn.execute("SELECT id, label FROM fk_medals ORDER BY id").fetchall()
 
 
 def test_incoming_rows_referencing_a_parent_deleted_here_are_settled_by_their_key():

@@ -75,6 +75,15 @@ Violation = tuple[Link, tuple[Any, ...], tuple[Any, ...]]
 """(foreign key, the child row's key, the parent values it references)."""
 
 
+@dataclass(frozen=True)
+class Revival:
+    """A dead parent the settling brought back, and the row whose reference kept it."""
+
+    state: RowChange
+    child_table: str
+    child_key: tuple[Any, ...]
+
+
 class ReferenceRepair:
     """The settling of one merge: the rows it wrote and deleted are checked, violations resolved, repeated."""
 
@@ -89,6 +98,8 @@ class ReferenceRepair:
         self.kept: set[tuple[str, tuple[Any, ...]]] = set()
         self.doomed: set[tuple[str, tuple[Any, ...]]] = set()
         self.cleared: set[tuple[str, tuple[Any, ...], int]] = set()
+        self.revivals: list[Revival] = []
+        """The parents brought back, in order (named when a revival is refused by a unique index)."""
 
     # --- what the merge did ------------------------------------------------------------------
 
@@ -171,7 +182,7 @@ class ReferenceRepair:
             else:
                 self.cleared.add((fold_name(child.name), key, link.position))
                 self._clear(child, link, key)
-        elif not self._revive(parent, link, values):
+        elif not self._revive(parent, link, values, key):
             self.doomed.add((fold_name(child.name), key))
             self._delete(child, key)
 
@@ -190,8 +201,9 @@ class ReferenceRepair:
         if settled is not None:
             self.note_settled(settled)
 
-    def _revive(self, codec: RowCodec, link: Link, values: tuple[Any, ...]) -> bool:
-        """Bring back the dead parent ``link`` references with ``values``; False when there is none to revive."""
+    def _revive(self, codec: RowCodec, link: Link, values: tuple[Any, ...], child_key: tuple[Any, ...]) -> bool:
+        """Bring back the dead parent ``link`` references with ``values`` (for the row ``child_key``);
+        False when there is none to revive."""
         wanted = dict(zip((fold_name(name) for name in link.parent_columns), values, strict=True))
         key_names = [fold_name(name) for name in codec.key]
         if set(wanted) == set(key_names):
@@ -208,6 +220,7 @@ class ReferenceRepair:
         )
         if state is None or (fold_name(codec.name), state.key) in self.doomed:
             return False
+        self.revivals.append(Revival(state, link.child.name, child_key))
         self.replica.restore_rows(codec, [state])
         self.kept.add((fold_name(codec.name), state.key))
         self.note_written(codec.name, [state.key])

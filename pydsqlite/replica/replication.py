@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -52,7 +52,7 @@ from .changeset import (
 )
 from .hlc import BASELINE, HLC, successor
 from .node import CREATE_TOMBSTONES, NODE_TABLE, TOMBSTONES, Node
-from .references import ReferenceGraph, ReferenceRepair, execute_in, select_in
+from .references import ReferenceGraph, ReferenceRepair, Revival, execute_in, select_in
 
 __all__ = ["ChangeSet", "Replica", "RowChange", "Settled", "SyncError"]
 
@@ -195,6 +195,7 @@ class Replica:
         deletes_tried_first = False
         while True:
             joined: list[_TableMerge] = []
+            repair: ReferenceRepair | None = None
             try:
                 with self.transaction():
                     self.begin_writes()
@@ -208,14 +209,22 @@ class Replica:
             except self.engine.IntegrityError as error:  # a unique index, a deferred foreign key at commit: nothing was applied
                 gone = {(fold_name(merge.codec.name), key_text(change.key)): merge.deleted for merge in joined for change in merge.gone}
                 written = [change for merge in joined for change in merge.alive] if joined else list(changeset.changes)
-                refusal, freed_by_delete = self._unique_refusal(error, written, gone, deletes_tried_first=deletes_tried_first)
+                refusal, freed_by_delete = self._unique_refusal(
+                    error, written, gone, deletes_tried_first=deletes_tried_first, revivals=repair.revivals if repair else ()
+                )
                 if freed_by_delete and not deletes_tried_first:
                     deletes_tried_first = True  # once more, deleting first where that reaches no written row
                     continue
                 raise refusal or SyncError(f"the merged changeset violates a constraint: {error}; nothing was applied") from error
 
     def _unique_refusal(
-        self, error: Exception, changes: Iterable[RowChange], gone: dict[tuple[str, str], str | None], *, deletes_tried_first: bool
+        self,
+        error: Exception,
+        changes: Iterable[RowChange],
+        gone: dict[tuple[str, str], str | None],
+        *,
+        deletes_tried_first: bool,
+        revivals: Sequence[Revival] = (),
     ) -> tuple[SyncError | None, bool]:
         """A merge refused by a unique index (not the key) as ``SyncError`` naming the table, the
         incoming row (``changes``: the rows the merge wrote, as merged) and the row that holds its
@@ -279,7 +288,38 @@ class Replica:
                 held + (" (the changeset gives that row another value: the values were swapped)" if swapped else "") + f"; {advice}",
                 table=table, key=change.key,
             ), False
+        for revival in revivals:
+            refusal = self._revival_refusal(revival, table, columns, key_columns)
+            if refusal is not None:
+                return refusal, False
         return SyncError(f"the merged changeset violates the unique index on {table}({', '.join(columns)}) ({error}); {advice}", table=table), False
+
+    def _revival_refusal(self, revival: Revival, table: str, columns: list[str], key_columns: list[str]) -> SyncError | None:
+        """The refusal of a merge whose settling brought back a deleted row (an incoming row references
+        it, and a reference beats a delete) whose unique value another row took here meanwhile."""
+        state = revival.state
+        if fold_name(state.table) != fold_name(table):
+            return None
+        values = [state.columns[name][1] if name in state.columns else state.values.get(name) for name in columns]
+        if any(value is None for value in values):
+            return None
+        where = " AND ".join(f"{quote_identifier(name)} = ?" for name in columns)
+        holders = self.engine.execute(
+            f"SELECT {', '.join(quote_identifier(name) for name in key_columns)} FROM {quote_identifier(table)} WHERE {where}", values
+        ).fetchall()
+        holder = next((tuple(row) for row in holders if key_text(tuple(row)) != key_text(state.key)), None)
+        if holder is None:
+            return None
+        shown = ", ".join(f"{name} = {value!r}" for name, value in zip(columns, values, strict=True))
+        return SyncError(
+            f"the merged changeset's row with key {revival.child_key!r} of table {revival.child_table!r} references the row "
+            f"with key {state.key!r} of {table}, which was deleted here; a reference beats a concurrent delete, so the merge "
+            f"brings that row back, but its value ({shown}) is now held by the row with key {holder!r} (the unique index on "
+            f"{table}({', '.join(columns)})). Settle it: remove that reference (delete the row with key {revival.child_key!r}, "
+            "or point it at another row, on the sender), or give one of the two rows another value, then exchange again; "
+            "nothing was applied",
+            table=revival.child_table, key=revival.child_key,
+        )
 
     def begin_writes(self) -> None:
         """What every write unit does first: catch the clock up with the file (another connection may
