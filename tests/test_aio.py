@@ -1039,7 +1039,7 @@ def test_a_migration_between_two_batches_of_a_stream_is_refused_if_it_would_chan
                 await aio.sync_models(db, [ItemChecked])
 
             results = await asyncio.gather(read(), migrate(), return_exceptions=True)
-            assert results[0] is None and isinstance(results[1], UsageError) and "still being read" in str(results[1])
+            assert results[0] is None and isinstance(results[1], UsageError) and "still reading table 'items'" in str(results[1])
             assert seen == list(range(1500))
             await aio.sync_models(db, [ItemChecked])
             return await db.count(ItemChecked)

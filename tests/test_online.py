@@ -33,6 +33,7 @@ from pydsqlite import (
     PrimaryKey,
     SyncModel,
     Unique,
+    UsageError,
     model_migration_plan,
     sync_models,
 )
@@ -703,6 +704,25 @@ def _add_note(path: Path) -> None:
     with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as other:
         other.execute("ALTER TABLE items ADD COLUMN note TEXT")
         other.execute("UPDATE items SET note = 'keep ' || id WHERE id <= 10")
+
+
+def test_an_online_rebuild_of_a_table_the_same_connection_is_streaming_is_refused_before_it_starts(tmp_path: Path) -> None:
+    """Its swap would fail on SQLite's "database table is locked" after the whole copy: refused at
+    once, nothing copied or changed, and the stream reads on."""
+    path = tmp_path / "app.db"
+    _priced_items(path)
+    with closing(sqlite3.connect(path)) as conn:
+        db = Database(conn)
+        seen = 0
+        for _ in db.iter_select(_Priced, order_by="id"):
+            seen += 1
+            if seen == 100:
+                with pytest.raises(UsageError, match="an iter_select of this connection is still reading table 'items'"):
+                    sync_models(conn, [_PricedAsText], online=True)
+                assert _leftovers(conn) == [] and not model_migration_plan(conn, [_PricedAsText]).is_empty
+        assert seen == 5000
+        sync_models(conn, [_PricedAsText], online=True)
+        assert model_migration_plan(conn, [_PricedAsText]).is_empty
 
 
 class _Interrupted(Exception):

@@ -17,7 +17,7 @@ from ..engines import Engine
 from ..errors import MigrationError, UsageError
 from ..replica.deleted_rows import deletes_landing_on_converted_rows, tables_forgetting_deletes
 from ..replica.reshape import renumber_folded_rows, reshape_tombstones, settle_pending_deletes, synced_registers
-from ..schema.objects import Schema, fold_name
+from ..schema.objects import Schema
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import Dependants
@@ -74,7 +74,7 @@ class MigrationSession:
         unrehearsed = [op.description for op in plan.operations if op.replay is not None]
         if unrehearsed:
             raise MigrationError(f"the plan was not rehearsed ({unrehearsed[0]}); make it with model_migration_plan or sync_models")
-        self._refuse_tables_being_read(plan)
+        refuse_while_streaming(self.engine, plan)
         self.foreign_keys.refuse_cascading_drops(self.engine, plan, desired)
         legacy = bool(self.engine.pragma("legacy_alter_table"))
         if legacy:  # renames must rewrite the views and triggers that name what they rename
@@ -84,26 +84,6 @@ class MigrationSession:
         finally:
             if legacy and not self.engine.connection_lost:  # a lost connection has nothing to restore
                 self.engine.set_pragma("legacy_alter_table", "ON")
-
-    def _refuse_tables_being_read(self, plan: MigrationPlan) -> None:
-        """Refuse, before anything changes, a plan that changes a table an ``iter_select`` of this
-        connection is still reading: SQLite would refuse the change halfway ("database table is
-        locked"), and rolling the migration back would end the stream too."""
-        streamed = self.engine.tables_streamed
-        if not streamed:
-            return
-        for operation in plan.operations:
-            names = {fold_name(operation.table)}
-            if operation.rebuild is not None:
-                names.add(fold_name(operation.rebuild.live.name))
-            read = names & streamed
-            if read:
-                raise UsageError(
-                    f"table {operation.table!r} is still being read by an iter_select of this connection (a loop not "
-                    "finished yet, or left without closing the iterator: contextlib.closing, or aclosing for the async "
-                    f"one), and the migration would change it ({operation.description}); finish or close the iteration "
-                    "first. Nothing was changed"
-                )
 
     def _run(
         self,
@@ -274,6 +254,30 @@ class MigrationSession:
                 for row in self.engine.execute("SELECT * FROM pragma_foreign_key_check(?)", (table,)).fetchall()
             ]
         return Counter((row[0], row[2]) for row in rows)
+
+
+def refuse_while_streaming(engine: Engine, plan: MigrationPlan) -> None:
+    """Refuse, before anything changes, a plan that drops a table or an index (a rebuild drops the old
+    table) while an ``iter_select`` of this connection is still reading: SQLite refuses to drop any
+    table or index while a statement of the same connection reads ("database table is locked"), so
+    the migration would fail halfway, and rolling it back would end the stream too."""
+    streamed = engine.tables_streamed
+    if not streamed:
+        return
+    for operation in plan.operations:
+        if any(_drops_storage(statement) for statement in operation.statements):
+            raise UsageError(
+                f"an iter_select of this connection is still reading table {sorted(streamed)[0]!r} (a loop not finished yet, "
+                "or left without closing the iterator: contextlib.closing, or aclosing for the async one), and SQLite "
+                "drops no table or index while a statement of the same connection reads, which the migration would "
+                f"({operation.description}); finish or close the iteration first, or migrate on another connection. "
+                "Nothing was changed"
+            )
+
+
+def _drops_storage(statement: str) -> bool:
+    words = [token.upper for token in tokenize(statement)[:2]]
+    return words in (["DROP", "TABLE"], ["DROP", "INDEX"])
 
 
 def temporary_triggers(engine: Engine, table: str) -> list[tuple[str, str]]:
