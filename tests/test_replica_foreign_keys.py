@@ -386,6 +386,62 @@ def visible_medals(db: Database) -> list[tuple]:
     return db.conn.execute("SELECT id, label FROM fk_medals ORDER BY id").fetchall()
 
 
+class Trunk(SyncModel, table="fk_trunks"):
+    id: Annotated[str, PrimaryKey()]
+    name: Annotated[str, LWW()] = ""
+
+
+class Branch(SyncModel, table="fk_branches"):
+    id: Annotated[str, PrimaryKey()]
+    trunk: Annotated[str, LWW(), ForeignKey(Trunk, on_delete="CASCADE")]
+
+
+class Leaf(SyncModel, table="fk_leaves"):
+    id: Annotated[str, PrimaryKey()]
+    branch: Annotated[str, LWW(), ForeignKey(Branch, on_delete="CASCADE")]
+    text: Annotated[str, LWW()] = ""
+
+
+@pytest.mark.parametrize("order", ["move first", "delete first"])
+def test_rows_a_settlement_cascaded_to_come_back_with_the_child_a_later_move_brings_back(order):
+    """A replica without foreign keys deletes trunk t1; another moves branch b (with its leaves) to the
+    live trunk t2 after seeing it. Where the delete reaches the enforcing server first, b's settlement
+    cascades to its leaves; the move brings b back, and with it the leaves that settlement took (a leaf
+    deleted by a write of its own stays deleted). Every order ends with the same rows."""
+    models = [Trunk, Branch, Leaf]
+
+    def replica_of(foreign_keys: bool) -> Database:
+        db = Database(sqlite3.connect(":memory:"))
+        db.conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        sync_models(db.conn, models)
+        return db
+
+    def send(source: Database, target: Database) -> None:
+        target.apply_changes(ChangeSet.from_json(source.changes_since(models=models).to_json()), models)
+
+    server, mover, deleter = replica_of(True), replica_of(True), replica_of(False)
+    server.insert_many([Trunk(id="t1"), Trunk(id="t2")])
+    server.insert(Branch(id="b", trunk="t1"))
+    server.insert_many([Leaf(id="kept", branch="b", text="keep me"), Leaf(id="removed", branch="b")])
+    for other in (mover, deleter):
+        send(server, other)
+    mover.delete(Leaf, "removed")  # a delete of its own, before the move: it must stay deleted
+    deleter.delete(Trunk, "t1")
+    mover.update(Branch, "b", trunk="t2")
+    for source in ((mover, deleter) if order == "move first" else (deleter, mover)):
+        send(source, server)
+    for _ in range(3):
+        for source in (server, mover, deleter):
+            for target in (server, mover, deleter):
+                if source is not target:
+                    send(source, target)
+    for db in (server, mover, deleter):
+        assert [(trunk.id) for trunk in db.select(Trunk)] == ["t2"]
+        assert [(branch.id, branch.trunk) for branch in db.select(Branch)] == [("b", "t2")]
+        assert [(leaf.id, leaf.text) for leaf in db.select(Leaf)] == [("kept", "keep me")]
+    assert server.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
 def test_incoming_rows_referencing_a_parent_deleted_here_are_settled_by_their_key():
     off, on = pair()
     on.delete(Memo, "m")

@@ -32,6 +32,7 @@ from ..migrate.checks import no_parent_condition
 from ..rows.codec import RowCodec
 from ..schema.objects import Schema, Table, fold_name
 from ..sql.render import quote_identifier
+from .hlc import SETTLED_NODE
 
 if TYPE_CHECKING:
     from .changeset import RowChange
@@ -124,6 +125,34 @@ class ReferenceRepair:
             self.note_deleted(state.table, [state])
         for table, key in settled.written:
             self.note_written(table, [key])
+
+    def bring_back_followers(self, revived: list[tuple[str, list[RowChange]]]) -> None:
+        """Rows a settlement deleted here come back with the row whose deletion took them (ON DELETE
+        CASCADE) when the merge brings that row back (``revived``: by table): a later write, such as
+        a move of a child to a live parent, undid the settlement but wrote nothing of theirs. Their
+        tombstones are settlements too (``hlc.SETTLED_NODE``); a row deleted otherwise stays deleted."""
+        pending = [(fold_name(table), state) for table, states in revived for state in states]
+        while pending:
+            table, parent = pending.pop()
+            parent_codec = self.codecs.get(table)
+            if parent_codec is None:
+                continue
+            held = _folded(parent.stored_values(parent_codec.key))
+            for link in self.graph.incoming.get(table, []):
+                codec = self.codecs.get(fold_name(link.child.name))
+                if link.on_delete != "CASCADE" or codec is None:
+                    continue
+                wanted = [held.get(fold_name(name)) for name in link.parent_columns]
+                followers = [
+                    state
+                    for state in self.replica.dead_states(codec)
+                    if state.deleted is not None and state.deleted.endswith(SETTLED_NODE)
+                    and [_folded(state.stored_values(codec.key)).get(fold_name(name)) for name in link.columns] == wanted
+                ]
+                if followers:
+                    self.replica.restore_rows(codec, followers, after_tombstone=True)
+                    self.note_written(codec.name, [state.key for state in followers])
+                    pending.extend((fold_name(codec.name), state) for state in followers)
 
     # --- settling ----------------------------------------------------------------------------
 

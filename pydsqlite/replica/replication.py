@@ -50,7 +50,7 @@ from .changeset import (
     ties_on_different_values,
     to_json_value,
 )
-from .hlc import BASELINE, HLC, successor
+from .hlc import BASELINE, HLC, SETTLED_NODE, successor
 from .node import CREATE_TOMBSTONES, NODE_TABLE, TOMBSTONES, Node
 from .references import ReferenceGraph, ReferenceRepair, Revival, execute_in, select_in
 
@@ -204,6 +204,7 @@ class Replica:
                         joined = [self._join(shapes[table], changes) for table, changes in by_table.items()]
                         changed = self._merge_tables(joined, repair, try_deletes_first=deletes_tried_first)
                         if repair is not None:
+                            repair.bring_back_followers([(merge.codec.name, merge.revived) for merge in joined if merge.revived])
                             repair.run()
                 return changed
             except self.engine.IntegrityError as error:  # a unique index, a deferred foreign key at commit: nothing was applied
@@ -450,14 +451,19 @@ class Replica:
         deleted = self.engine.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()} RETURNING {registers}", key).fetchall()
         return self.settle_captured(own_statement=True) if deleted else None
 
-    def restore_rows(self, codec: RowCodec, states: list[RowChange]) -> None:
+    def restore_rows(self, codec: RowCodec, states: list[RowChange], *, after_tombstone: bool = False) -> None:
         """Make dead rows visible again with their last values (a local write). Only the row version is
         stamped now, which outlives the tombstone: the LWW registers keep their times, so an older
         edit of them that arrives after the revival still wins where it is newer, as it would have
-        before it (the group of plain columns shares the version, so it is taken as it is now)."""
+        before it (the group of plain columns shares the version, so it is taken as it is now).
+        ``after_tombstone``: the version is the successor of the tombstone instead, as a settlement's
+        stamp (every replica undoing the same settlement stamps alike)."""
         now = str(self.clock.now())
         first = self.allocate_seq(len(states))
-        restored = [RowChange(s.table, s.key, dict(s.columns), now, s.values, s.deleted) for s in states]
+        restored = [
+            RowChange(s.table, s.key, dict(s.columns), successor(s.deleted) if after_tombstone and s.deleted else now, s.values, s.deleted)
+            for s in states
+        ]
         self._write_rows(codec, restored, first)
         self._write_tombstones([(state, first + n, False) for n, state in enumerate(restored)])
 
@@ -636,6 +642,8 @@ class Replica:
                     continue
             if merged.alive:
                 merge.alive.append(merged)
+                if row is None and tombstone is not None and tombstone[1] is not None and tombstone[0].endswith(SETTLED_NODE):
+                    merge.revived.append(merged)
             else:
                 merge.dead.append(merged)
                 if row is not None:
@@ -807,6 +815,8 @@ class _TableMerge:
     alive: list[RowChange] = field(default_factory=list)
     dead: list[RowChange] = field(default_factory=list)
     gone: list[RowChange] = field(default_factory=list)
+    revived: list[RowChange] = field(default_factory=list)
+    """Rows a settlement had deleted here that the merge brings back (a later write beats it)."""
     deleted: str | None = None
     """How the gone rows fared before the writes: deleted first, or why not (for a refusal's message)."""
 
