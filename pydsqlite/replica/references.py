@@ -18,6 +18,10 @@ as usual, otherwise the child is deleted, and it is not revived later. Violation
 involving a table that does not sync are refused with ``SyncError``. Every step is
 decided from the database's state alone, so replicas that settle the same merge
 concurrently make the same decisions, and their stamped results join.
+
+Settlements are stamped just after the state they change (``hlc.successor``), so a later
+write (a move of the child to a live parent) beats them in any delivery order; a row such a
+write brings back brings back the rows its settled deletion cascaded to.
 """
 
 from __future__ import annotations
