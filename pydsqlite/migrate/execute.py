@@ -261,18 +261,22 @@ def refuse_while_streaming(engine: Engine, plan: MigrationPlan) -> None:
     table) while an ``iter_select`` of this connection is still reading: SQLite refuses to drop any
     table or index while a statement of the same connection reads ("database table is locked"), so
     the migration would fail halfway, and rolling it back would end the stream too."""
-    streamed = engine.tables_streamed
-    if not streamed:
+    if not engine.tables_streamed:
         return
     for operation in plan.operations:
         if any(_drops_storage(statement) for statement in operation.statements):
-            raise UsageError(
-                f"an iter_select of this connection is still reading table {sorted(streamed)[0]!r} (a loop not finished yet, "
-                "or left without closing the iterator: contextlib.closing, or aclosing for the async one), and SQLite "
-                "drops no table or index while a statement of the same connection reads, which the migration would "
-                f"({operation.description}); finish or close the iteration first, or migrate on another connection. "
-                "Nothing was changed"
-            )
+            raise streaming_refusal(engine, f"the migration would ({operation.description})")
+
+
+def streaming_refusal(engine: Engine, dropping: str) -> UsageError:
+    """The ``UsageError`` of a migration refused because an ``iter_select`` of the connection is still
+    reading; ``dropping`` says what of the migration drops a table or an index."""
+    return UsageError(
+        f"an iter_select of this connection is still reading table {sorted(engine.tables_streamed)[0]!r} (a loop not "
+        "finished yet, or left without closing the iterator: contextlib.closing, or aclosing for the async one), and "
+        f"SQLite drops no table or index while a statement of the same connection reads, which {dropping}; finish or "
+        "close the iteration first, or migrate on another connection. Nothing was changed"
+    )
 
 
 def _drops_storage(statement: str) -> bool:

@@ -14,7 +14,7 @@ from ...schema.objects import Schema, fold_name
 from ...sql.render import quote_identifier
 from ..datacheck import check_plan_against_data, refuse_unless_applicable, refuse_unless_expected
 from ..diff import TableDiff
-from ..execute import ProgressCallback, migration_session, migration_settings
+from ..execute import ProgressCallback, migration_session, migration_settings, streaming_refusal
 from ..introspect import has_object
 from ..metadata import STATE_TABLE as FAST_PATH_TABLE
 from ..metadata import ManagedObjects
@@ -51,12 +51,7 @@ def migrate(
     if engine.in_transaction:
         raise UsageError("online=True needs a connection without an open transaction: it commits many short ones of its own")
     if engine.tables_streamed:
-        raise UsageError(
-            f"an iter_select of this connection is still reading table {sorted(engine.tables_streamed)[0]!r} (a loop not "
-            "finished yet, or left without closing the iterator), and an online migration drops tables (the old one, "
-            "its own bookkeeping), which SQLite refuses while a statement of the same connection reads; finish or close "
-            "the iteration first, or migrate on another connection. Nothing was changed"
-        )
+        raise streaming_refusal(engine, "an online migration does (the old table, its own bookkeeping)")
     with migration_settings(engine, busy_timeout) as foreign_keys, _step_settings(engine) as synchronous:
         run = Run(engine, busy_timeout if busy_timeout is not None else int(engine.pragma("busy_timeout")) / 1000, progress, allow_destructive)
         run.foreign_keys_on = foreign_keys.enforced_before
