@@ -442,6 +442,50 @@ def test_rows_a_settlement_cascaded_to_come_back_with_the_child_a_later_move_bri
     assert server.conn.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
+class Splice(SyncModel, table="fk_splices"):
+    id: Annotated[str, PrimaryKey()]
+    left: Annotated[str, LWW(), ForeignKey(Branch, on_delete="CASCADE")]
+    right: Annotated[str, LWW(), ForeignKey(Branch, on_delete="CASCADE")]
+
+
+def test_a_mass_move_brings_back_every_row_the_settlements_cascaded_to_once():
+    """A thousand branches moved off a trunk another replica deleted, delete first at the enforcing
+    server: every branch comes back, with its leaf and the splices joining two moved branches
+    (found through both of their keys, restored once); the server's feed then carries them all."""
+    models = [Trunk, Branch, Leaf, Splice]
+    count = 1000
+
+    def replica_of(foreign_keys: bool) -> Database:
+        db = Database(sqlite3.connect(":memory:"))
+        db.conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        sync_models(db.conn, models)
+        return db
+
+    def send(source: Database, target: Database) -> None:
+        target.apply_changes(ChangeSet.from_json(source.changes_since(models=models).to_json()), models)
+
+    server, mover, deleter, newcomer = replica_of(True), replica_of(True), replica_of(False), replica_of(True)
+    server.insert_many([Trunk(id="t1"), Trunk(id="t2")])
+    server.insert_many([Branch(id=f"b{n:04}", trunk="t1") for n in range(count)])
+    server.insert_many([Leaf(id=f"l{n:04}", branch=f"b{n:04}", text=f"leaf {n}") for n in range(count)])
+    server.insert_many([Splice(id=f"s{n:04}", left=f"b{n:04}", right=f"b{(n + 1) % count:04}") for n in range(0, count, 2)])
+    for other in (mover, deleter):
+        send(server, other)
+    deleter.delete(Trunk, "t1")
+    with mover.transaction():
+        for n in range(count):
+            mover.update(Branch, f"b{n:04}", trunk="t2")
+    send(deleter, server)
+    assert server.select(Leaf) == []  # the settlement cascaded through every level
+    send(mover, server)
+    send(server, newcomer)
+    for db in (server, newcomer):
+        assert {branch.trunk for branch in db.select(Branch)} == {"t2"} and len(db.select(Branch)) == count
+        assert [(leaf.id, leaf.text) for leaf in db.select(Leaf)] == [(f"l{n:04}", f"leaf {n}") for n in range(count)]
+        assert len(db.select(Splice)) == count // 2
+        assert db.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
 def test_incoming_rows_referencing_a_parent_deleted_here_are_settled_by_their_key():
     off, on = pair()
     on.delete(Memo, "m")

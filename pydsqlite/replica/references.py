@@ -36,7 +36,6 @@ from ..migrate.checks import no_parent_condition
 from ..rows.codec import RowCodec
 from ..schema.objects import Schema, Table, fold_name
 from ..sql.render import quote_identifier
-from .hlc import SETTLED_NODE
 
 if TYPE_CHECKING:
     from .changeset import RowChange
@@ -135,28 +134,38 @@ class ReferenceRepair:
         CASCADE) when the merge brings that row back (``revived``: by table): a later write, such as
         a move of a child to a live parent, undid the settlement but wrote nothing of theirs. Their
         tombstones are settlements too (``hlc.SETTLED_NODE``); a row deleted otherwise stays deleted."""
-        pending = [(fold_name(table), state) for table, states in revived for state in states]
-        while pending:
-            table, parent = pending.pop()
-            parent_codec = self.codecs.get(table)
-            if parent_codec is None:
-                continue
-            held = _folded(parent.stored_values(parent_codec.key))
-            for link in self.graph.incoming.get(table, []):
-                codec = self.codecs.get(fold_name(link.child.name))
-                if link.on_delete != "CASCADE" or codec is None:
-                    continue
-                wanted = [held.get(fold_name(name)) for name in link.parent_columns]
-                followers = [
-                    state
-                    for state in self.replica.dead_states(codec)
-                    if state.deleted is not None and state.deleted.endswith(SETTLED_NODE)
-                    and [_folded(state.stored_values(codec.key)).get(fold_name(name)) for name in link.columns] == wanted
-                ]
-                if followers:
+        wave: dict[str, list[RowChange]] = {}
+        for table, states in revived:
+            wave.setdefault(fold_name(table), []).extend(states)
+        while wave:
+            following: dict[str, list[RowChange]] = {}
+            for table, parents in wave.items():
+                # read lazily: a row restored through one link is no longer dead when the next is read
+                for codec, followers in self._settled_followers(table, parents):
                     self.replica.restore_rows(codec, followers, after_tombstone=True)
                     self.note_written(codec.name, [state.key for state in followers])
-                    pending.extend((fold_name(codec.name), state) for state in followers)
+                    following.setdefault(fold_name(codec.name), []).extend(followers)
+            wave = following
+
+    def _settled_followers(self, table: str, parents: list[RowChange]) -> Iterator[tuple[RowCodec, list[RowChange]]]:
+        """For each ``CASCADE`` link into ``table``: the child rows whose settlement tombstone still
+        references one of ``parents`` (the child table's settled rows read once for all of them)."""
+        parent_codec = self.codecs.get(table)
+        if parent_codec is None:
+            return
+        held = [_folded(parent.stored_values(parent_codec.key)) for parent in parents]
+        for link in self.graph.incoming.get(table, []):
+            codec = self.codecs.get(fold_name(link.child.name))
+            if link.on_delete != "CASCADE" or codec is None:
+                continue
+            wanted = {tuple(values.get(fold_name(name)) for name in link.parent_columns) for values in held}
+            followers = [
+                state
+                for state in self.replica.dead_states(codec, settled_only=True)
+                if tuple(_folded(state.stored_values(codec.key)).get(fold_name(name)) for name in link.columns) in wanted
+            ]
+            if followers:
+                yield codec, followers
 
     # --- settling ----------------------------------------------------------------------------
 

@@ -490,13 +490,17 @@ class Replica:
         where = " AND ".join(f"{quote_identifier(name)} = ?" for name in key_columns)
         self.engine.execute(f"UPDATE {quote_identifier(table)} SET {', '.join(terms)} WHERE {where}", [*stamps.values(), seq, *key])
 
-    def dead_states(self, codec: RowCodec, key: tuple[Any, ...] | None = None) -> list[RowChange]:
-        """The registers of the table's deleted rows (of one key, if given)."""
+    def dead_states(self, codec: RowCodec, key: tuple[Any, ...] | None = None, *, settled_only: bool = False) -> list[RowChange]:
+        """The registers of the table's deleted rows (of one key, if given; only those a settlement
+        deleted, stamped under ``hlc.SETTLED_NODE``, if ``settled_only``)."""
         query = f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ? AND state IS NOT NULL"
         params: tuple[Any, ...] = (codec.name,)
         if key is not None:
             query += " AND key = ?"
             params += (key_text(key),)
+        if settled_only:
+            query += f" AND substr(deleted, -{len(SETTLED_NODE)}) = ?"
+            params += (SETTLED_NODE,)
         return [_state_from_json(codec, key_from_text(text), state, deleted) for text, deleted, state in self.engine.execute(query, params)]
 
     # --- deletes and writes the capture triggers saw -------------------------------------------
