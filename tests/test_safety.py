@@ -820,11 +820,86 @@ def test_a_generated_column_turning_plain_keeps_the_values_readers_saw(conn, kin
     )
     plain = schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER);")
     plan = schema_migration_plan(conn, plain)
-    assert plan.rebuilt_tables == ("t",) and not plan.destructive_operations
-    sync_schema(conn, plain)
+    # the rule goes: later writes to a leave b as it is, so the step needs allow_destructive
+    assert plan.rebuilt_tables == ("t",) and [operation.row_count for operation in plan.destructive_operations] == [3]
+    assert "alter column b (no longer generated)" in str(plan)
+    assert f"t.b: 3 rows: values would stop following GENERATED ALWAYS AS (a * 2) {kind}" in str(plan)
+    before = rows(conn, "SELECT sql FROM sqlite_master")
+    with pytest.raises(DestructiveChangeError):
+        sync_schema(conn, plain)
+    assert rows(conn, "SELECT sql FROM sqlite_master") == before
+    sync_schema(conn, plain, allow_destructive=True)
     assert rows(conn, "SELECT id, a, b FROM t ORDER BY id") == [(1, 5, 10), (2, 7, 14), (3, None, None)]
     conn.execute("UPDATE t SET a = 1 WHERE id = 1")  # b is plain data now
     assert rows(conn, "SELECT b FROM t WHERE id = 1") == [(10,)]
+
+
+def test_a_model_declaring_a_live_generated_column_as_a_field_names_the_rule_it_would_drop(conn):
+    """A model cannot declare a generated column: adopting a table that has one with the column as a plain
+    field would make it plain data, which later writes to what it was computed from leave stale."""
+    conn.executescript(
+        """
+        CREATE TABLE products (id INTEGER PRIMARY KEY, price REAL NOT NULL, qty INTEGER NOT NULL,
+                               total REAL GENERATED ALWAYS AS (price * qty) STORED);
+        INSERT INTO products (id, price, qty) VALUES (1, 2.5, 4), (2, 1.0, 3);
+        """
+    )
+
+    class Product(SyncModel, table="products"):
+        id: Annotated[int, PrimaryKey()]
+        price: float
+        qty: int
+        total: Optional[float] = None
+
+    plan = model_migration_plan(conn, [Product])
+    assert "rebuild table products: alter column total (no longer generated)" in str(plan)
+    assert "products.total: 2 rows: values would stop following GENERATED ALWAYS AS (price * qty) STORED" in str(plan)
+    with pytest.raises(DestructiveChangeError):
+        sync_models(conn, [Product])
+    assert "GENERATED ALWAYS AS (price * qty) STORED" in rows(conn, "SELECT sql FROM sqlite_master WHERE name = 'products'")[0][0]
+    assert rows(conn, "SELECT total FROM products ORDER BY id") == [(10.0,), (3.0,)]
+
+
+def test_a_plan_names_each_check_and_unique_constraint_a_rebuild_drops_or_adds(conn):
+    """Adopting a table whose hand-written constraints the model does not declare drops them: the plan
+    says which, as SQL, not just that something changed."""
+    conn.executescript(
+        """
+        CREATE TABLE orders (id INTEGER PRIMARY KEY, status TEXT NOT NULL CHECK (status IN ('new', 'paid')),
+                             qty INTEGER NOT NULL, ref TEXT UNIQUE ON CONFLICT REPLACE,
+                             CONSTRAINT qty_small CHECK (qty < 1000));
+        INSERT INTO orders VALUES (1, 'new', 3, 'a');
+        """
+    )
+
+    class Order(SyncModel, table="orders"):
+        id: Annotated[int, PrimaryKey()]
+        status: str
+        qty: Annotated[int, Field(gt=0)]
+        ref: Optional[str] = None
+
+    described = model_migration_plan(conn, [Order]).operations[0].description
+    assert "alter column status (drops CHECK (status IN ('new', 'paid')))" in described
+    assert "alter column qty (adds CHECK (`qty` > 0))" in described
+    assert "table check and unique constraints changed (drops CONSTRAINT qty_small CHECK (qty < 1000), UNIQUE (ref) ON CONFLICT REPLACE)" in described
+
+
+def test_a_rebuild_says_which_names_it_respells_as_the_models_spell_them(conn):
+    """Names differing only in case are the same to SQL, but a rebuild recreates the table in the models'
+    spelling, which ``cursor.description`` and code comparing names see: the plan lists them."""
+    conn.execute('CREATE TABLE "Users" ("ID" INTEGER PRIMARY KEY, "Name" TEXT, "EMail" TEXT)')
+    conn.execute("INSERT INTO Users VALUES (1, NULL, 'a@x')")
+
+    class User(SyncModel, table="users"):
+        id: Annotated[int, PrimaryKey()]
+        name: str = ""
+        email: Optional[str] = None
+
+    plan = model_migration_plan(conn, [User])
+    assert plan.operations[0].description.endswith("; names as the models spell them: Users -> users, ID -> id, Name -> name, EMail -> email")
+    sync_models(conn, [User])
+    cursor = conn.execute("SELECT * FROM users")
+    assert [column[0] for column in cursor.description] == ["id", "name", "email"] and cursor.fetchall() == [(1, "", "a@x")]
 
 
 def test_a_stored_column_turning_generated_is_destructive_counting_the_values_it_replaces(conn):

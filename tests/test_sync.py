@@ -356,6 +356,104 @@ def test_add_and_drop_index_and_unique_index(conn):
     assert rows(conn, "SELECT count(*) FROM people") == [(3,)]
 
 
+HOLDER_FATES = ["table dropped", "index removed", "rebuilt without it", "renamed without it"]
+TAKER_SHAPES = ["new table", "in place", "rebuilt"]
+PATHS = ["offline", "online", "with a data step"]
+
+
+def _sync_by(path: str, conn: sqlite3.Connection, models: list[type[SyncModel]], **options) -> object:
+    if path == "online":
+        conn.execute("PRAGMA journal_mode = WAL")
+        return sync_models(conn, models, online=True, **options)
+    if path == "with a data step":
+        return sync_models(conn, models, data_steps={"count": lambda db: db.conn.execute("SELECT count(*) FROM sqlite_master")}, **options)
+    return sync_models(conn, models, **options)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("taker", TAKER_SHAPES)
+@pytest.mark.parametrize("fate", HOLDER_FATES)
+def test_an_index_name_moves_to_another_table_in_one_migration(conn, fate, taker, path):
+    """Index names are one namespace in SQLite: a model's index taking the name another table's index
+    gives up in the same migration (its table dropped, renamed or rebuilt, or the index removed) frees
+    the name first, whatever else either table does; rows and the other indexes stay."""
+
+    class Old(SyncModel, table="old_things", indexes=[Index("v", name="the_ix")]):
+        id: Annotated[int, PrimaryKey()]
+        v: str = ""
+
+    class Taker(SyncModel, table="takers"):
+        id: Annotated[int, PrimaryKey()]
+        w: int = 0
+
+    sync_models(conn, [Old, Taker] if taker != "new table" else [Old])
+    conn.executemany("INSERT INTO old_things (id, v) VALUES (?, ?)", [(n, f"v{n}") for n in range(50)])
+    if taker != "new table":
+        conn.executemany("INSERT INTO takers (id, w) VALUES (?, ?)", [(n, n * 2) for n in range(40)])
+    conn.commit()
+
+    table_name = "renamed_things" if fate == "renamed without it" else "old_things"
+
+    class OldAfter(SyncModel, table=table_name, renamed_from="old_things"):
+        id: Annotated[int, PrimaryKey()]
+        v: str = "changed" if fate in ("rebuilt without it", "renamed without it") else ""
+
+    class TakerAfter(SyncModel, table="takers", indexes=[Index("w", name="the_ix")]):
+        id: Annotated[int, PrimaryKey()]
+        w: int = 0
+
+    if taker == "rebuilt":
+        class TakerAfter(SyncModel, table="takers", indexes=[Index("w", name="the_ix")]):  # type: ignore[no-redef]
+            id: Annotated[int, PrimaryKey()]
+            w: str = "0"
+
+    models = [TakerAfter] if fate == "table dropped" else [OldAfter, TakerAfter]
+    preview = model_migration_plan(conn, models)
+    assert preview.operations[0].description == "drop index the_ix on old_things (its name moves to takers)"
+    _sync_by(path, conn, models, allow_destructive=True)
+    assert rows(conn, "SELECT name, tbl_name FROM sqlite_master WHERE name = 'the_ix'") == [("the_ix", "takers")]
+    assert rows(conn, "SELECT name FROM pragma_index_info('the_ix')") == [("w",)]
+    if fate != "table dropped":
+        assert rows(conn, f"SELECT count(*), min(v), max(v) FROM {table_name}") == [(50, "v0", "v9")]
+    if taker != "new table":
+        assert rows(conn, "SELECT count(*), CAST(sum(w) AS INTEGER) FROM takers") == [(40, sum(n * 2 for n in range(40)))]
+    assert rows(conn, "PRAGMA integrity_check") == [("ok",)]
+    assert model_migration_plan(conn, models).is_empty
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("rebuilt", [False, True])
+def test_two_tables_swap_their_index_names(conn, rebuilt, path):
+    class X(SyncModel, table="xs", indexes=[Index("v", name="ix_one")]):
+        id: Annotated[int, PrimaryKey()]
+        v: str = ""
+
+    class Y(SyncModel, table="ys", indexes=[Index("w", unique=True, name="ix_two")]):
+        id: Annotated[int, PrimaryKey()]
+        w: str = ""
+
+    sync_models(conn, [X, Y])
+    conn.executemany("INSERT INTO xs (id, v) VALUES (?, ?)", [(n, f"v{n % 3}") for n in range(30)])
+    conn.executemany("INSERT INTO ys (id, w) VALUES (?, ?)", [(n, f"w{n}") for n in range(30)])
+    conn.commit()
+
+    class XAfter(SyncModel, table="xs", indexes=[Index("v", name="ix_two")]):
+        id: Annotated[int, PrimaryKey()]
+        v: str = "d" if rebuilt else ""
+
+    class YAfter(SyncModel, table="ys", indexes=[Index("w", unique=True, name="ix_one")]):
+        id: Annotated[int, PrimaryKey()]
+        w: str = "d" if rebuilt else ""
+
+    _sync_by(path, conn, [XAfter, YAfter])
+    assert rows(conn, "SELECT name, tbl_name FROM sqlite_master WHERE name IN ('ix_one', 'ix_two') ORDER BY name") == [
+        ("ix_one", "ys"), ("ix_two", "xs"),
+    ]
+    assert rows(conn, "SELECT \"unique\" FROM pragma_index_list('ys') WHERE name = 'ix_one'") == [(1,)]
+    assert rows(conn, "SELECT count(*) FROM xs") == [(30,)] and rows(conn, "SELECT count(DISTINCT w) FROM ys") == [(30,)]
+    assert model_migration_plan(conn, [XAfter, YAfter]).is_empty
+
+
 def test_a_rebuild_builds_the_new_shapes_indexes_on_the_filled_copy_before_the_old_table_goes(conn):
     class Before(SyncModel, table="items", indexes=[Index("label")]):
         id: Annotated[int, PrimaryKey()]

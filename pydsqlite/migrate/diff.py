@@ -7,7 +7,7 @@ declares, or that pydsqlite manages, are ever changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -100,6 +100,9 @@ class ChangeTableConstraints:
     """Table-level CHECKs or inline UNIQUE constraints differ."""
 
     aspects: tuple[str, ...]
+    dropped: tuple[str, ...] = ()
+    """The live constraints the new shape does not have, as SQL (``CHECK (…)``, ``UNIQUE (…)``)."""
+    added: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ class SchemaDiff:
     created_virtual: tuple[VirtualTable, ...] = ()
     index_name_problems: tuple[tuple[str, str], ...] = ()
     """(table, problem): a model's index whose name a hand-made index of another table holds."""
+    index_names_moving: tuple[tuple[Index, str, str], ...] = ()
+    """(live index, its table, the table taking its name): names the plan frees before anything else."""
 
     @property
     def is_empty(self) -> bool:
@@ -252,7 +257,30 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
         dropped_virtual=tuple(dropped_virtual),
         created_virtual=tuple(created_virtual),
         index_name_problems=_index_names_held_elsewhere(desired, live, managed),
+        index_names_moving=_index_names_moving(created, dropped, altered),
     )
+
+
+def _index_names_moving(created: list[Table], dropped: tuple[Table, ...], altered: tuple[TableDiff, ...]) -> tuple[tuple[Index, str, str], ...]:
+    """Index names a model's index takes from another table that gives them up in this migration (the
+    table dropped, or its index removed or renamed): (the live index, its table, the table taking the
+    name). Index names are one namespace in SQLite, so the plan frees them before anything else."""
+    wanted = {
+        fold_name(index.name): table.name
+        for table in (*created, *(item.desired for item in altered))
+        for index in table.indexes
+    }
+    moving: dict[str, tuple[Index, str, str]] = {}
+    given_up = [(table.name, table.name, index) for table in dropped for index in table.indexes]
+    given_up += [
+        (item.live.name, item.desired.name, change.index)
+        for item in altered for change in item.changes if isinstance(change, DropIndex)
+    ]
+    for holder, holder_becomes, index in given_up:
+        taker = wanted.get(fold_name(index.name))
+        if taker is not None and fold_name(taker) != fold_name(holder_becomes):
+            moving[fold_name(index.name)] = (index, holder, taker)
+    return tuple(moving.values())
 
 
 def _index_names_held_elsewhere(desired: Schema, live: Schema, managed: ManagedObjects) -> tuple[tuple[str, str], ...]:
@@ -455,7 +483,23 @@ def _diff_table(
     if conflict_action(live.primary_key_conflict) != conflict_action(desired.primary_key_conflict):
         constraint_aspects.append("primary key ON CONFLICT")
     if constraint_aspects:
-        changes.append(ChangeTableConstraints(tuple(constraint_aspects)))
+        live_checks = {signature: check for check in live.checks for signature in _check_signature((check,), renames)}
+        desired_checks = {signature: check for check in desired.checks for signature in _check_signature((check,))}
+        live_unique = {_unique_signature(live, unique, renames): unique for unique in live.uniques}
+        desired_unique = {_unique_signature(desired, unique, {}): unique for unique in desired.uniques}
+        changes.append(
+            ChangeTableConstraints(
+                tuple(constraint_aspects),
+                dropped=(
+                    *(_check_sql(check) for signature, check in live_checks.items() if signature not in desired_checks),
+                    *(_unique_sql(unique) for signature, unique in live_unique.items() if signature not in desired_unique),
+                ),
+                added=(
+                    *(_check_sql(check) for signature, check in desired_checks.items() if signature not in live_checks),
+                    *(_unique_sql(unique) for signature, unique in desired_unique.items() if signature not in live_unique),
+                ),
+            )
+        )
     option_aspects = tuple(
         name for name in ("strict", "without_rowid", "autoincrement") if getattr(live, name) != getattr(desired, name)
     )
@@ -501,6 +545,24 @@ def _check_signature(checks: tuple[Check, ...], renames: dict[str, str] | None =
     """CHECKs compared by expression (whatever its spacing, quoting and comments) and by name,
     which SQLite reports when a row violates one."""
     return sorted((normalize_expression(check.sql, renames), check.name or "") for check in checks)
+
+
+def _check_sql(check: Check) -> str:
+    """A CHECK as a plan lists it: ``CONSTRAINT name CHECK (expression)``, on one line."""
+    return f"{f'CONSTRAINT {check.name} ' if check.name else ''}CHECK ({' '.join(check.sql.split())})"
+
+
+def _unique_sql(unique: UniqueConstraint) -> str:
+    action = conflict_action(unique.on_conflict)
+    return f"{f'CONSTRAINT {unique.name} ' if unique.name else ''}UNIQUE ({', '.join(unique.columns)})" + (
+        f" ON CONFLICT {action}" if action != "ABORT" else ""
+    )
+
+
+def _constraint_changes(dropped: Iterable[str], added: Iterable[str]) -> str:
+    """``drops X, Y; adds Z`` (either part left out when empty)."""
+    parts = [f"{verb} {', '.join(items)}" for verb, items in (("drops", list(dropped)), ("adds", list(added))) if items]
+    return "; ".join(parts)
 
 
 def _unique_signature(table: Table, unique: UniqueConstraint, renames: dict[str, str]) -> tuple[Any, ...]:
@@ -646,6 +708,22 @@ def describe_change(change: Change | CreateView | DropView | CreateTrigger | Dro
                 details.append("NOT NULL" if change.new.not_null else "nullable")
             elif aspect == "default":
                 details.append(f"default {change.old.default} -> {change.new.default}")
+            elif aspect == "check":
+                old_checks = {normalize_expression(check.sql): check for check in change.old.checks}
+                new_checks = {normalize_expression(check.sql): check for check in change.new.checks}
+                details.append(
+                    _constraint_changes(
+                        (_check_sql(check) for text, check in old_checks.items() if text not in new_checks),
+                        (_check_sql(check) for text, check in new_checks.items() if text not in old_checks),
+                    ) or "CHECK renamed"
+                )
+            elif aspect == "generated":
+                if change.new.generated is None:
+                    details.append("no longer generated")
+                elif change.old.generated is None:
+                    details.append("now generated")
+                else:
+                    details.append("generated expression changed")
             else:
                 details.append(f"{aspect} changed")
         return f"alter column {change.new.name} ({', '.join(details)})"
@@ -656,7 +734,8 @@ def describe_change(change: Change | CreateView | DropView | CreateTrigger | Dro
     if isinstance(change, ChangeForeignKeys):
         return _describe_foreign_keys(change)
     if isinstance(change, ChangeTableConstraints):
-        return f"table {' and '.join(change.aspects)} constraints changed"
+        listed = _constraint_changes(change.dropped, change.added)
+        return f"table {' and '.join(change.aspects)} constraints changed" + (f" ({listed})" if listed else "")
     if isinstance(change, ChangeTableOptions):
         return f"table options changed ({', '.join(change.aspects)})"
     if isinstance(change, CreateIndex):

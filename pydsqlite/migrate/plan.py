@@ -55,6 +55,10 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     """Order the changes: renames, creates, per-table alterations or rebuilds, then drops."""
     operations: list[Operation] = [_sql_object_operation(change) for change in schema_diff.dropped_objects]
     operations.extend(_drop_whole("virtual table", virtual.name) for virtual in schema_diff.dropped_virtual)
+    operations.extend(
+        Operation("drop_index", holder, f"drop index {index.name} on {holder} (its name moves to {table})", (render_drop_index(index.name),))
+        for index, holder, table in schema_diff.index_names_moving
+    )
     for item in schema_diff.altered:
         if item.rename is not None:
             operations.append(
@@ -79,7 +83,9 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
             table_operations = rebuild_after_renames(item, live, converted, released)
             changed_values.extend(value_changes(item))
         else:
-            table_operations = _alter_in_place(item)
+            table_operations = _alter_in_place(_without_drops_done_first(item, schema_diff.index_names_moving))
+            if not table_operations:
+                continue  # its only change was giving up an index name, done first
         if item.problems:
             first = table_operations[0]
             table_operations[0] = replace(first, problems=(*first.problems, *item.problems))
@@ -100,6 +106,14 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     return MigrationPlan(operations=tuple(operations), renames=renames, table_renames=table_renames, value_changes=tuple(changed_values))
 
 
+def _without_drops_done_first(item: TableDiff, moving: tuple[tuple[Index, str, str], ...]) -> TableDiff:
+    """``item`` without dropping the indexes whose names the plan frees first for another table."""
+    freed = {fold_name(index.name) for index, holder, _ in moving if fold_name(holder) == fold_name(item.live.name)}
+    if not freed:
+        return item
+    return replace(item, changes=tuple(c for c in item.changes if not (isinstance(c, DropIndex) and fold_name(c.index.name) in freed)))
+
+
 def expand_diff(schema_diff: SchemaDiff) -> SchemaDiff:
     """The part of a diff that only adds, for the phase before data steps (see ``steps``).
 
@@ -117,6 +131,7 @@ def expand_diff(schema_diff: SchemaDiff) -> SchemaDiff:
         altered=tuple(replace(item, changes=_expand_changes(item), problems=()) for item in schema_diff.altered),
         created_virtual=tuple(virtual for virtual in schema_diff.created_virtual if fold_name(virtual.name) not in replaced),
         index_name_problems=schema_diff.index_name_problems,
+        index_names_moving=schema_diff.index_names_moving,  # freeing a name is a loosening: the expand phase does it
     )
 
 

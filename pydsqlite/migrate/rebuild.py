@@ -91,7 +91,9 @@ def _plan_copy(item: TableDiff, where: str = "") -> _Copy:
         old_column = live.column(sources[fold_name(column.name)]) if fold_name(column.name) in sources else None
         if fold_name(column.name) in version_terms:
             expression = version_terms[fold_name(column.name)]
-        elif old_column is not None:  # a generated column turning plain keeps the values it read
+        elif old_column is not None:
+            if old_column.generated is not None:  # turning plain, it keeps the values it reads now
+                conversions.append(_no_longer_generated(desired.name, live, old_column))
             change = _value_change(old_column, column, live, desired)
             expression = change.applied_to(quote_identifier(old_column.name))
             if change.cast is not None:
@@ -162,6 +164,32 @@ def _replaced_by_expression(table: str, live: Table, stored: Column, expression:
     return row_check(
         table, stored.name, "stored values would be replaced by the generated column's expression",
         quote_identifier(live.name), differs, blocking=False, sample=quoted,
+    )
+
+
+def _respelled(item: TableDiff) -> list[str]:
+    """Names the rebuilt table takes in the model's spelling where the live one differs only in case (SQL
+    does not mind; ``cursor.description`` and code comparing names do): ``names as the models spell
+    them: Users -> users, ID -> id``."""
+    sources = {fold_name(new): old for new, old in item.column_sources}
+    pairs = [(item.live.name, item.desired.name)] if item.live.name != item.desired.name and fold_name(item.live.name) == fold_name(item.desired.name) else []
+    for column in item.desired.columns:
+        old = sources.get(fold_name(column.name))
+        if old is not None and old != column.name and fold_name(old) == fold_name(column.name):
+            pairs.append((old, column.name))
+    return [f"names as the models spell them: {', '.join(f'{old} -> {new}' for old, new in pairs)}"] if pairs else []
+
+
+def _no_longer_generated(table: str, live: Table, generated: Column) -> DataCheck:
+    """The rows of a generated column that turns plain: each keeps the value it reads now, which then
+    no longer follows the columns it was computed from (what a model declaring the column as a field
+    does, as a model cannot declare a generated column)."""
+    rule = f"GENERATED ALWAYS AS ({' '.join((generated.generated or '').split())}) {'STORED' if generated.generated_stored else 'VIRTUAL'}"
+    return row_check(
+        table, generated.name,
+        f"values would stop following {rule}: each keeps its current value, which later writes to the columns it is "
+        "computed from leave as it is",
+        quote_identifier(live.name), "1", blocking=False, sample=quote_identifier(generated.name),
     )
 
 
@@ -382,7 +410,7 @@ def rebuild_table(
     return Operation(
         kind="rebuild_table",
         table=name,
-        description=f"rebuild table {name}: " + "; ".join(describe_change(change) for change in item.changes),
+        description=f"rebuild table {name}: " + "; ".join([*(describe_change(change) for change in item.changes), *_respelled(item)]),
         statements=tuple(statements),
         destructive=any(isinstance(change, DropColumn) and not change.owned for change in item.changes),
         checks=(*_drop_checks(item), *checks),
