@@ -89,6 +89,10 @@ def check_hero_crud(client) -> None:
     assert [h["id"] for h in client.get("/heroes").json()] == [1]
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     assert "primary_key" not in str(schema) and "unique" not in str(schema).lower()
+    update = schema["HeroUpdate"]["properties"]  # what a client may send is what the table can hold
+    assert update["name"]["type"] == "string" and update["secret_name"]["type"] == "string" and "anyOf" not in update["name"]
+    assert {"type": "null"} in update["age"]["anyOf"]
+    assert "required" not in schema["HeroUpdate"]
     assert client.delete("/heroes/1").status_code == 204
     assert client.delete("/heroes/1").status_code == 404
 

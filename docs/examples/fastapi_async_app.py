@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -37,12 +37,18 @@ class HeroCreate(HeroBase):
     """What a client sends to create a hero."""
 
 
+def offered_without_null(schema: dict[str, Any]) -> None:
+    """A field's JSON schema without its null alternative (the validator below refuses null)."""
+    schema.update(next(option for option in schema.pop("anyOf") if option != {"type": "null"}))
+
+
 class HeroUpdate(BaseModel):
     """A partial update: send only the fields to change; of those, only age may be null (the table
-    holds no null name or secret name, so a null is answered 422 like any invalid value)."""
+    holds no null name or secret name, so a null is answered 422 like any invalid value, and the
+    schema does not offer it: the default None only means "left out")."""
 
-    name: Optional[str] = Field(default=None, min_length=1, max_length=50)
-    secret_name: Optional[str] = None
+    name: Optional[str] = Field(default=None, min_length=1, max_length=50, json_schema_extra=offered_without_null)
+    secret_name: Optional[str] = Field(default=None, json_schema_extra=offered_without_null)
     age: Optional[int] = Field(default=None, ge=0)
 
     @field_validator("name", "secret_name")
