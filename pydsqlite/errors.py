@@ -197,14 +197,14 @@ class RowValidationError(PydsqliteError):
         sensors 1 ['celsius']
     """
 
-    def __init__(self, table: str, key: object, columns: list[str], validation_error: Exception) -> None:
+    def __init__(self, table: str, key: object, columns: list[str], validation_error: Exception, *, detail: str | None = None) -> None:
         self.table = table
         self.key = key
         self.columns = columns
         self.validation_error = validation_error
-        super().__init__(
-            f"row {key!r} of table {table!r} does not validate (column {', '.join(columns) or '?'}): {validation_error}"
-        )
+        row = f"row {key!r} of table {table!r}" if key is not None else f"a row of table {table!r} (which has no primary key)"
+        what = f"column {', '.join(columns)}" if columns else "a model validator"
+        super().__init__(f"{row} does not validate ({what}): {detail if detail is not None else validation_error}")
 
 
 class ConstraintError(PydsqliteError):

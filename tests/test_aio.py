@@ -220,6 +220,23 @@ def test_every_method_returns_and_raises_what_database_does(place, mode, tmp_pat
     assert {"ConstraintError", "RowNotFoundError", "UsageError", "SchemaMismatchError", "NoneType", "Item", "list"} <= kinds
 
 
+def test_a_connection_converting_the_declared_types_is_refused_before_its_first_job(tmp_path):
+    """As on the sync face: an aiosqlite connection opened with detect_types while a converter is registered
+    for a type pydsqlite declares would read other values than SQLite stores; the first call refuses it."""
+    sqlite3.register_converter("INTEGER", lambda raw: int(raw) * 100)
+    try:
+        async def converting():
+            async with aiosqlite.connect(tmp_path / "converted.db", detect_types=sqlite3.PARSE_DECLTYPES) as conn:
+                for call in (lambda: aio.sync_models(conn, [Item]), lambda: aio.AsyncDatabase(conn).count(Item)):
+                    with pytest.raises(UsageError, match="converters registered for INTEGER"):
+                        await call()
+                return await conn.execute_fetchall("SELECT name FROM sqlite_master")
+
+        assert [tuple(row) for row in run(converting())] == []
+    finally:
+        del sqlite3.converters["INTEGER"]
+
+
 def test_transactions_commit_roll_back_and_nest_as_savepoints(tmp_path):
     path = tmp_path / "app.db"
 

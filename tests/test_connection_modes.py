@@ -646,6 +646,38 @@ def test_a_connection_with_its_own_text_factory_syncs_reads_and_merges_like_any_
     conn.close()
 
 
+@pytest.mark.parametrize("declared", ["INTEGER", "TEXT", "REAL", "BLOB"])
+def test_a_connection_converting_the_declared_types_is_refused_and_one_converting_others_works(db_path, declared):
+    """``detect_types`` with a converter for a type pydsqlite declares would read other values than
+    SQLite stores (a key read so matches no row: an update would change nothing, an upsert insert a
+    second row): refused with ``UsageError`` before anything is read or written. Converters for other
+    names (an application's ``CENTS``, the standard library's ``DATE``) change nothing for pydsqlite."""
+    setup = sqlite3.connect(db_path)
+    sync_models(setup, [Labelled])
+    Database(setup).insert(Labelled(id="a", label="x"))
+    setup.close()
+    sqlite3.register_converter(declared, lambda raw: b"converted " + raw)
+    try:
+        conn = sqlite3.connect(db_path, detect_types=sqlite3.PARSE_DECLTYPES)
+        for call in (lambda: sync_models(conn, [Labelled]), lambda: Database(conn)):
+            with pytest.raises(UsageError, match=f"converters registered for {declared}"):
+                call()
+        conn.close()
+        plain = sqlite3.connect(db_path)  # the same converter, a connection that does not run it
+        assert Database(plain).get(Labelled, "a") == Labelled(id="a", label="x") and sync_models(plain, [Labelled]).is_empty
+        assert plain.execute("SELECT name FROM temp.sqlite_master").fetchall() == []
+        plain.close()
+    finally:
+        del sqlite3.converters[declared]
+    dated = sqlite3.connect(db_path, detect_types=sqlite3.PARSE_DECLTYPES)
+    sqlite3.register_converter("CENTS", lambda raw: int(raw) * 100)
+    try:
+        assert Database(dated).get(Labelled, "a") == Labelled(id="a", label="x")
+    finally:
+        del sqlite3.converters["CENTS"]
+        dated.close()
+
+
 class Task(SyncModel, table="mode_tasks"):
     id: Annotated[str, PrimaryKey()]
     title: Annotated[str, LWW()] = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import math
 import re
@@ -447,6 +448,136 @@ def test_keys_and_query_parameters_sqlite_cannot_bind_are_named(db):
     assert raised.value.field is None
     with pytest.raises(UnstorableValueError, match="lone surrogate"):
         db.select(Account, "name = ?", (LONE_SURROGATE,))
+
+
+class Measure(SyncModel, table="measures"):
+    id: Annotated[float, PrimaryKey()]
+    value: Optional[float] = None
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda db: db.select(Measure, col("value") == math.nan),
+        lambda db: db.select(Measure, col("value") != math.nan),
+        lambda db: db.count(Measure, "value IS ?", (math.nan,)),
+        lambda db: db.select(Measure, "value = :v", {"v": math.nan}),
+        lambda db: db.count(Measure, col("value").is_in([1.0, math.nan])),
+        lambda db: db.get(Measure, math.nan),
+        lambda db: db.delete(Measure, math.nan),
+        lambda db: db.update(Measure, math.nan, value=1.0),
+    ],
+    ids=["==", "!=", "IS ?", "by name", "is_in", "get", "delete", "update"],
+)
+def test_nan_as_a_key_or_query_parameter_is_refused_not_bound_as_null(memory_conn, read):
+    """SQLite binds NaN as NULL: ``x IS ?`` would match the NULL rows and ``x = ?`` nothing, silently."""
+    sync_models(memory_conn, [Measure])
+    db = Database(memory_conn)
+    db.insert_many([Measure(id=1.0), Measure(id=2.0, value=1.0)])
+    with pytest.raises(UnstorableValueError, match="NaN") as raised:
+        read(db)
+    assert raised.value.table == "measures" and math.isnan(raised.value.value)
+    assert db.count(Measure) == 2
+
+
+def test_numbers_of_other_types_are_compared_by_value_and_other_objects_are_refused(memory_conn):
+    """A number of another type (a ``Fraction``, an ``int`` or ``float`` subclass, numpy's scalars) is
+    bound by its value, which the driver would bind as bytes (matching nothing) or refuse; a value no
+    column stores is a ``UsageError`` naming model and table, not the driver's ProgrammingError."""
+    import fractions
+    import numbers
+    import pathlib
+
+    class Count:  # an integer type that is no int, as numpy's integers are
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+        def __index__(self) -> int:
+            return self.value
+
+        __int__ = __index__
+
+    numbers.Integral.register(Count)
+    sync_models(memory_conn, [Measure])
+    db = Database(memory_conn)
+    db.insert_many([Measure(id=1.0, value=0.5), Measure(id=2.0, value=3.0)])
+    assert [m.id for m in db.select(Measure, col("value") == fractions.Fraction(1, 2))] == [1.0]
+    assert [m.id for m in db.select(Measure, "id = ?", (Count(2),))] == [2.0]
+    assert [m.id for m in db.select(Measure, col("value") > Count(1), limit=Count(5))] == [2.0]
+    for bad in (pathlib.Path("x"), (1,), object()):
+        with pytest.raises(UsageError, match=r"Measure \(table 'measures'\): the query parameter"):
+            db.select(Measure, col("value") == bad)
+
+
+def test_is_in_with_none_matches_null_as_eq_none_does(memory_conn):
+    sync_models(memory_conn, [Measure])
+    db = Database(memory_conn)
+    db.insert_many([Measure(id=1.0), Measure(id=2.0, value=1.0), Measure(id=3.0, value=2.0)])
+    assert [m.id for m in db.select(Measure, col("value").is_in([None, 2.0]), order_by="id")] == [1.0, 3.0]
+    assert [m.id for m in db.select(Measure, col("value").is_in([None]))] == [1.0]
+    assert [m.id for m in db.select(Measure, ~col("value").is_in([None, 2.0]))] == [2.0]
+    with pytest.raises(UsageError, match="takes a list of values"):
+        col("value").is_in("ab")
+
+
+class Dated(SyncModel, table="dated"):
+    id: Annotated[int, PrimaryKey()]
+    note: str = ""
+    at: Optional[dt.datetime] = None
+    day: Optional[dt.date] = None
+    clock: Optional[dt.time] = None
+
+
+NOT_ISO = [1700000000, 1700000000000, 2460311.75, "1700000000", "2460311.5", "2024", "20240102", b"2024-01-02"]
+ISO_ELSEWHERE = {  # other programs' ISO 8601 text: read as such
+    "at": ("2024-01-02 10:00:00", dt.datetime(2024, 1, 2, 10)),
+    "day": ("2024-01-02", dt.date(2024, 1, 2)),
+    "clock": ("10:00", dt.time(10)),
+}
+
+
+@pytest.mark.parametrize("field", ["at", "day", "clock"])
+@pytest.mark.parametrize("stored", NOT_ISO, ids=[repr(value) for value in NOT_ISO])
+def test_a_date_or_time_stored_as_a_number_is_refused_on_read_not_guessed(memory_conn, field, stored):
+    """Pydantic reads a number (or its text) as Unix seconds or milliseconds: a Julian day becomes a day in
+    January 1970, ``'2024'`` 33 minutes past midnight of 1970-01-01. pydsqlite reads dates, date-times and
+    times from ISO 8601 text only and refuses the rest naming table, key, column and value; an update of other
+    fields is refused too (it would store the guess), one of that field puts the row right."""
+    sync_models(memory_conn, [Dated])
+    db = Database(memory_conn)
+    db.insert(Dated(id=1))
+    memory_conn.execute(f"UPDATE dated SET {field} = ? WHERE id = 1", (stored,))
+    memory_conn.execute(f"INSERT INTO dated (id, {field}) VALUES (2, ?)", (ISO_ELSEWHERE[field][0],))
+    memory_conn.commit()
+    before = file_state(memory_conn)
+    for read in (lambda: db.get(Dated, 1), lambda: db.select(Dated), lambda: list(db.iter_select(Dated)),
+                 lambda: db.update(Dated, 1, note="changed")):
+        with pytest.raises(RowValidationError, match="is not ISO 8601 text") as raised:
+            read()
+        assert (raised.value.table, raised.value.key, raised.value.columns) == ("dated", 1, [field])
+        assert repr(stored) in str(raised.value) and "UPDATE `dated` SET" in str(raised.value)
+    assert file_state(memory_conn) == before
+    assert getattr(db.get(Dated, 2), field) == ISO_ELSEWHERE[field][1]
+    db.update(Dated, 1, **{field: ISO_ELSEWHERE[field][1]})
+    assert getattr(db.get(Dated, 1), field) == ISO_ELSEWHERE[field][1]
+
+
+def test_a_read_refused_names_rows_by_key_and_fields_not_by_place_in_the_batch(memory_conn):
+    """Rows are validated a batch at a time; the refusal tells the first failing row by its key, each of its
+    fields with the stored value, and the keys of the other failing rows, never their positions in the batch."""
+    sync_models(memory_conn, [Measure, Log])
+    memory_conn.executemany("INSERT INTO measures VALUES (?, ?)", [(1.0, 1.0), (2.0, "warm"), (3.0, 2.0), (4.0, "cold")])
+    memory_conn.execute("INSERT INTO logs VALUES (?)", (b"\xff",))  # bytes that are no UTF-8 text
+    db = Database(memory_conn)
+    with pytest.raises(RowValidationError) as raised:
+        db.select(Measure, order_by="id")
+    message = str(raised.value)
+    assert message.startswith("row 2.0 of table 'measures' does not validate (column value): value: Input should be a valid number")
+    assert "(stored value 'warm')" in message and "1 more row(s) of this read do not validate either (4.0)" in message
+    assert "1.value" not in message and "list[" not in message
+    assert (raised.value.key, raised.value.columns) == (2.0, ["value"])
+    with pytest.raises(RowValidationError, match=r"a row of table 'logs' \(which has no primary key\) does not validate \(column line\)"):
+        db.select(Log)
 
 
 def test_the_largest_and_smallest_64_bit_integers_and_nan_as_before(db):

@@ -273,6 +273,109 @@ def test_lww_companions_are_stamped_on_insert_and_only_for_changed_columns(db):
     assert set(Profile.model_json_schema()["properties"]) == {"id", "score", "nickname", "bio"}
 
 
+OTHER_SPELLINGS = [  # (field type, what another program stored, the value it reads as)
+    (dt.datetime, "2024-01-02 10:00:00", dt.datetime(2024, 1, 2, 10)),  # SQLite's datetime()
+    (dt.datetime, "2024-01-02T10:00:00Z", dt.datetime(2024, 1, 2, 10, tzinfo=dt.timezone.utc)),
+    (uuid.UUID, "A0B1C2D3-0000-4000-8000-00000000000A", uuid.UUID("a0b1c2d3-0000-4000-8000-00000000000a")),
+    (dt.time, "10:00", dt.time(10)),
+]
+
+
+@pytest.mark.parametrize("synced", [False, True], ids=["plain", "synced"])
+@pytest.mark.parametrize(("kind", "stored", "value"), OTHER_SPELLINGS, ids=[repr(s) for _, s, _ in OTHER_SPELLINGS])
+def test_an_update_leaves_the_columns_it_does_not_change_as_stored(tmp_path, kind, stored, value, synced):
+    """A value another program stored in another spelling of the same value reads as that value; an
+    update of other fields (either form) leaves it exactly as stored, so SQL that orders or compares
+    those texts sees no change; on a synced table it gets no new timestamp. Writing the field itself
+    stores pydsqlite's form."""
+    if synced:
+        class Spelled(SyncModel, table="spelled_rows"):
+            id: Annotated[int, PrimaryKey()]
+            name: Annotated[str, LWW()]
+            other: Annotated[Optional[kind], LWW()] = None  # type: ignore[valid-type]
+    else:
+        class Spelled(SyncModel, table="spelled_rows"):  # type: ignore[no-redef]
+            id: Annotated[int, PrimaryKey()]
+            name: str
+            other: Optional[kind] = None  # type: ignore[valid-type]
+
+    conn = sqlite3.connect(tmp_path / "spelled.db")
+    sync_models(conn, [Spelled])
+    db = Database(conn)
+    db.insert_many([Spelled(id=1, name="a"), Spelled(id=2, name="b", other=value)])
+    conn.execute("UPDATE spelled_rows SET other = ? WHERE id = 1", (stored,))  # as another program writes it
+    conn.commit()
+    select = "SELECT name, other, typeof(other) FROM spelled_rows WHERE id = ?"
+    raw = conn.execute(select, (1,)).fetchone()[1:]
+    stamp = "SELECT other__hlc FROM spelled_rows WHERE id = 1"
+    stamped = conn.execute(stamp).fetchone()[0] if synced else None
+    assert db.get(Spelled, 1).other == value
+
+    db.update(Spelled, 1, name="b")
+    row = db.get(Spelled, 1)
+    row.name = "c"
+    db.update(row)
+    assert conn.execute(select, (1,)).fetchone() == ("c", *raw)
+    if synced:
+        assert conn.execute(stamp).fetchone()[0] == stamped
+    db.update(Spelled, 1, other=value)
+    assert conn.execute(select, (1,)).fetchone()[1:] == conn.execute(select, (2,)).fetchone()[1:]
+
+
+def test_pydantics_aware_naive_and_past_date_types_are_stored_as_dates_and_future_ones_are_refused(memory_conn):
+    """``AwareDatetime`` (the way to refuse naive values), ``NaiveDatetime``, ``PastDatetime`` and ``PastDate``
+    are date-times and dates, stored and read back as those; ``FutureDatetime`` / ``FutureDate`` are refused
+    when the model compiles: a row read is validated again, and its future value would be past by then."""
+    from pydantic import AwareDatetime, FutureDate, FutureDatetime, NaiveDatetime, PastDate, PastDatetime
+
+    from pydsqlite import SchemaDefinitionError
+
+    class Stamp(SyncModel, table="pydantic_dates"):
+        id: Annotated[int, PrimaryKey()]
+        at: AwareDatetime
+        local: Optional[NaiveDatetime] = None
+        seen: Optional[PastDatetime] = None
+        born: Optional[PastDate] = None
+
+    sync_models(memory_conn, [Stamp])
+    db = Database(memory_conn)
+    india = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    stamp = Stamp(id=1, at=dt.datetime(2024, 1, 2, 3, 4, tzinfo=india), local=dt.datetime(2024, 1, 1), seen=dt.datetime(2020, 5, 5), born=dt.date(1990, 1, 1))
+    db.insert(stamp)
+    assert db.get(Stamp, 1) == stamp and db.get(Stamp, 1).at.utcoffset() == dt.timedelta(hours=5, minutes=30)
+    assert memory_conn.execute("SELECT at, local, born FROM pydantic_dates").fetchone() == (
+        "2024-01-02T03:04:00.000000+05:30", "2024-01-01T00:00:00.000000", "1990-01-01",
+    )
+    assert db.select(Stamp, col("at") == dt.datetime(2024, 1, 2, 3, 4, tzinfo=india)) == [stamp]
+    assert sync_models(memory_conn, [Stamp]).is_empty
+    with pytest.raises(ValidationError):
+        Stamp(id=2, at=dt.datetime(2024, 1, 1))
+    for future in (FutureDatetime, FutureDate):
+        class Due(SyncModel, table="pydantic_due"):
+            id: Annotated[int, PrimaryKey()]
+            due: future  # type: ignore[valid-type]
+
+        with pytest.raises(SchemaDefinitionError, match=f"Due.due: {future.__name__} is not supported as a column"):
+            sync_models(memory_conn, [Due])
+
+
+def test_ordering_by_a_json_column_is_refused_as_sql_would_order_its_text(memory_conn):
+    """SQLite orders JSON text, not values ('[10]' before '[9]'): order_by and <, <=, >, >= on such a field
+    raise UsageError naming model, table and field; == still compares the stored text, as documented."""
+
+    class Scored(SyncModel, table="json_scored"):
+        id: Annotated[int, PrimaryKey()]
+        scores: list[int] = []
+
+    sync_models(memory_conn, [Scored])
+    db = Database(memory_conn)
+    db.insert_many([Scored(id=1, scores=[10]), Scored(id=2, scores=[9])])
+    for read in (lambda: db.select(Scored, order_by="scores"), lambda: db.select(Scored, col("scores") > [9])):
+        with pytest.raises(UsageError, match=r"field 'scores' of .*Scored \(table 'json_scored'\) is stored as JSON text"):
+            read()
+    assert [row.id for row in db.select(Scored, col("scores") == [9])] == [2]
+
+
 def test_the_node_id_is_created_once_and_kept_in_the_database(db_path):
     conn = sqlite3.connect(db_path)
     sync_models(conn, [Person, Team, Membership, Profile])

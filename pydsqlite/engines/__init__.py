@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .base import Cursor, Engine
-from .sqlite import SqliteEngine
+from .sqlite import SqliteEngine, refuse_converted_values
 
 __all__ = ["Cursor", "Engine", "SqliteEngine", "engine_for", "is_connection"]
 
@@ -37,7 +37,9 @@ def engine_for(connection: Any) -> Engine:
     if isinstance(connection, Engine):
         return connection
     if isinstance(connection, sqlite3.Connection):
-        return SqliteEngine(connection)
+        engine = SqliteEngine(connection)
+        refuse_converted_values(engine)
+        return engine
     if _is_dqlite(connection):
         from .dqlite import DqliteEngine
 

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from ..errors import UsageError
 from .base import Cursor
-from .sqlite import SqliteEngine
+from .sqlite import SqliteEngine, refuse_converted_values
 
 T = TypeVar("T")
 
@@ -107,6 +107,7 @@ class AiosqliteEngine(SqliteEngine):
         super().__init__(raw)
         self._aiosqlite = weakref.ref(connection)
         self._job: _Job | None = None
+        self._converters_checked = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._root = _Scope(None)
         self._scope: ContextVar[_Scope] = ContextVar("pydsqlite_unit_of_work", default=self._root)
@@ -164,6 +165,9 @@ class AiosqliteEngine(SqliteEngine):
     def _perform(self, job: _Job) -> Any:
         if job.check_statements and not self._statements_ended():
             raise _StatementInProgress
+        if not self._converters_checked:  # on the connection's thread, before its first job
+            refuse_converted_values(self)
+            self._converters_checked = True
         job.started = True
         self._job = job
         try:

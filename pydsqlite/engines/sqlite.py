@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.request import pathname2url
 
-from ..errors import SqliteOperationalError
+from ..errors import SqliteOperationalError, UsageError
 from .base import Cursor, Engine
 
 LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
@@ -85,6 +85,35 @@ class _TextAsStrCursor:
 
     def close(self) -> None:
         self._cursor.close()
+
+
+STORAGE_TYPES = frozenset({"INTEGER", "TEXT", "REAL", "BLOB"})
+"""The column types pydsqlite declares: a converter registered under one of them would change every value it reads."""
+
+
+def refuse_converted_values(engine: SqliteEngine) -> None:
+    """``UsageError`` when the connection runs ``sqlite3`` converters on the columns pydsqlite declares
+    (``detect_types=PARSE_DECLTYPES`` with a converter registered for ``INTEGER``, ``TEXT``, ``REAL`` or
+    ``BLOB``): rows would be read as other values than SQLite stores, and a row read so could be
+    written back under another key. Looked at only when such a converter is registered (a probe on a
+    TEMP table, whose column types are what the converters go by)."""
+    registered = sorted(STORAGE_TYPES.intersection(sqlite3.converters))
+    if not registered:
+        return
+    probe = "_pydsqlite_declared_types"
+    engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {probe} (i INTEGER, t TEXT, r REAL, b BLOB)")
+    expected = (7, "x", 1.5, b"\x01")
+    try:
+        read = tuple(engine.execute(f"SELECT i, t, r, b FROM temp.{probe} UNION ALL SELECT 7, 'x', 1.5, x'01'").fetchone())
+    finally:
+        engine.execute(f"DROP TABLE temp.{probe}")
+    if read != expected or [type(value) for value in read] != [type(value) for value in expected]:
+        raise UsageError(
+            f"this connection converts the values it reads (detect_types with sqlite3 converters registered for "
+            f"{', '.join(registered)}): pydsqlite reads and writes values as SQLite stores them, and a converted key "
+            "would match no row. Open the connection without detect_types=sqlite3.PARSE_DECLTYPES, or register the "
+            "converters under type names pydsqlite does not declare"
+        )
 
 
 class SqliteEngine(Engine):

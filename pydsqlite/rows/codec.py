@@ -7,7 +7,7 @@ never written or returned without being validated (SQLModel's table models skip 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, AliasPath, BaseModel, TypeAdapter, ValidationError, create_model, field_validator
@@ -114,8 +114,14 @@ class RowCodec:
         kinds = [storage_kind(split_optional(info.annotation)[0]) for info in model.model_fields.values()]
         self.temporal_kinds = {key: kind for key, kind in zip(self.input_keys, kinds, strict=True) if kind in ("datetime", "time")}
         """Date-time and time fields by input key: the values a stored UTC offset with seconds can affect."""
+        self.dated = tuple((position, name, kind) for position, (name, kind) in enumerate(zip(self.fields, kinds, strict=True)) if kind in _ISO_SHAPE)
+        """Date, date-time and time fields (position, name, kind): a stored value not in ISO 8601's shape is
+        refused on read (``unreadable_date``) rather than guessed at."""
+        self._first_unreadable_date = _date_screen(self.dated)
         self.decimal_fields = frozenset(name for name, kind in zip(self.fields, kinds, strict=True) if kind == "decimal")
         """Decimal fields: stored as text to keep every digit, so SQL compares and orders them as text."""
+        self.json_fields = frozenset(name for name, kind in zip(self.fields, kinds, strict=True) if kind == "json")
+        """JSON fields (lists, dicts, nested models): SQL compares and orders their text, not their values."""
         self.validator = model.__pydantic_validator__
         self.keeps_extras = model.model_config.get("extra") == "allow"
         """``extra="allow"``: an instance can carry fields no column stores, which a write must refuse."""
@@ -347,7 +353,10 @@ class RowCodec:
         encoded = []
         for position, part in zip(self.key_positions, parts, strict=True):
             encode = self.encoders[position]
-            encoded.append(encode(part) if encode is not None and part is not None else part)
+            try:
+                encoded.append(encode(part) if encode is not None and part is not None else part)
+            except ValueError as error:  # NaN: SQLite would bind it as NULL
+                raise UnstorableValueError(self.name, self.fields[position], part, str(error), model=self.model.__qualname__) from None
         return tuple(encoded)
 
     def key_where(self) -> str:
@@ -361,6 +370,11 @@ class RowCodec:
 
     def decode_many(self, rows: list[tuple[Any, ...]]) -> list[BaseModel]:
         """Validated instances of a batch of rows, validated in one call (the fast path of selects)."""
+        if self.dated:
+            suspect = self._first_unreadable_date(rows)
+            refusal = self.unreadable_date(suspect) if suspect is not None else None
+            if refusal is not None:
+                raise refusal
         keys = self.input_keys
         if self.decoders:
             dicts = [self._decoded(row) for row in rows]
@@ -369,16 +383,34 @@ class RowCodec:
         try:
             return self.validate_stored(dicts)
         except ValidationError as error:
-            first = error.errors()[0]["loc"][0]
-            position = first if isinstance(first, int) else 0
-            columns = sorted(
-                {
-                    self.field_of_key.get(str(item["loc"][1]), str(item["loc"][1]))
-                    for item in error.errors()
-                    if len(item["loc"]) > 1 and item["loc"][0] == position
-                }
-            )
-            raise self._row_error(rows[position], error, columns) from None
+            raise self._batch_error(rows, error) from None
+
+    def _batch_error(self, rows: list[tuple[Any, ...]], error: ValidationError) -> RowValidationError:
+        """The refusal of the first row of ``rows`` that does not validate, told by its key and fields (not by
+        its place in the batch), with the keys of the others that fail too; ``validation_error`` is the
+        whole batch's Pydantic error."""
+        items = error.errors()
+        failing = sorted({item["loc"][0] for item in items if item["loc"] and isinstance(item["loc"][0], int)}) or [0]
+        position = failing[0]
+        problems, columns = [], set()
+        for item in items:
+            location = item["loc"]
+            if not location or location[0] != position:
+                continue
+            field = self.field_of_key.get(str(location[1]), str(location[1])) if len(location) > 1 else None
+            if field is not None:
+                columns.add(field)
+            if field is None:  # a model validator's refusal: it names no field
+                problems.append(item["msg"])
+                continue
+            stored = f" (stored value {item['input']!r})" if len(location) == 2 else ""
+            problems.append(f"{'.'.join([field, *map(str, location[2:])])}: {item['msg']}{stored}")
+        detail = "; ".join(problems)
+        if len(failing) > 1:
+            others = [self._key_of_row(rows[other]) for other in failing[1:6]]
+            more = f", and {len(failing) - 6} more" if len(failing) > 6 else ""
+            detail += f"; {len(failing) - 1} more row(s) of this read do not validate either ({', '.join(map(repr, others))}{more})"
+        return self._row_error(rows[position], error, sorted(columns), detail=detail)
 
     def validate_stored(self, dicts: list[dict[str, Any]]) -> list[BaseModel]:
         """Validate stored rows (keyed as the validator expects) in one call.
@@ -433,11 +465,59 @@ class RowCodec:
                 raise self._row_error(row, problem, [self.fields[position]]) from None
         return values
 
-    def _row_error(self, row: tuple[Any, ...], error: Exception, columns: list[str]) -> RowValidationError:
+    def unreadable_date(self, row: tuple[Any, ...], skip: Collection[str] = ()) -> RowValidationError | None:
+        """The refusal of a row (field order) whose date, date-time or time field other than ``skip`` holds
+        something other than ISO 8601 text: Pydantic would read a number, or the text of one, as Unix
+        seconds or milliseconds (a Julian day such as ``2460311.5`` becomes a day in January 1970, the
+        text ``'2024'`` 33 minutes after 1970 began), a guess pydsqlite does not make."""
+        for position, name, kind in self.dated:
+            value = row[position]
+            if value is None or name in skip:
+                continue
+            at, mark = _ISO_SHAPE[kind]
+            if type(value) is str and value[at : at + 1] == mark:
+                continue
+            quoted = quote_identifier(name)
+            fix = {"datetime": f"strftime('%Y-%m-%dT%H:%M:%S', {quoted}, 'unixepoch')"}.get(kind, f"{kind}({quoted}, 'unixepoch')")
+            problem = ValueError(
+                f"its stored value {value!r} ({_storage_class(value)}) is not ISO 8601 text, the only form pydsqlite reads a "
+                f"{kind} from: a number could be Unix seconds or milliseconds, or a Julian day, so it is not guessed. Convert "
+                f"the column once with SQL, e.g. UPDATE {self.quoted_table} SET {quoted} = {fix} WHERE typeof({quoted}) IN "
+                "('integer', 'real') (for Unix seconds), or write the field through the model"
+            )
+            return self._row_error(row, problem, [name])
+        return None
+
+    def _key_of_row(self, row: tuple[Any, ...]) -> Any:
+        """The primary key of a row (field order): its value, a tuple for a composite key, None without a key."""
         key = tuple(row[position] for position in self.key_positions) if self.key else None
-        if key is not None and len(key) == 1:
-            key = key[0]
-        return RowValidationError(self.name, key, columns, error)
+        return key[0] if key is not None and len(key) == 1 else key
+
+    def _row_error(self, row: tuple[Any, ...], error: Exception, columns: list[str], detail: str | None = None) -> RowValidationError:
+        return RowValidationError(self.name, self._key_of_row(row), columns, error, detail=detail)
+
+
+_ISO_SHAPE = {"datetime": (4, "-"), "date": (4, "-"), "time": (2, ":")}
+"""Where ISO 8601 text of each kind has its first separator (``2024-…``, ``10:…``), which no number has."""
+
+
+def _date_screen(dated: tuple[tuple[int, str, str], ...]) -> Callable[[list[tuple[Any, ...]]], tuple[Any, ...] | None]:
+    """A function finding the first row whose date, date-time or time field is not ISO 8601 text, generated
+    once per model: one condition per such field, so a select pays no per-cell loop for the check."""
+    terms = []
+    for position, _, kind in dated:
+        at, mark = _ISO_SHAPE[kind]
+        value = f"v{position}"
+        terms.append(f"(({value} := row[{position}]) is not None and ({value}.__class__ is not str or {value}[{at}:{at + 1}] != {mark!r}))")
+    source = "def first(rows):\n    for row in rows:\n        if " + (" or ".join(terms) or "False") + ":\n            return row\n    return None\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - positions and separators only, no names
+    first: Callable[[list[tuple[Any, ...]]], tuple[Any, ...] | None] = namespace["first"]
+    return first
+
+
+def _storage_class(value: Any) -> str:
+    return {int: "an integer", float: "a real", bytes: "a blob"}.get(type(value), "text")
 
 
 def _row_encoder(fields: list[str], encoders: list[Callable[[Any], Any] | None]) -> Callable[[Mapping[str, Any]], list[Any]]:

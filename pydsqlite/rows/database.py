@@ -9,6 +9,7 @@ one a PEP 249 connection always has). SQLite's refusals become errors of our hie
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import sqlite3
@@ -277,13 +278,16 @@ class Database:
                 if stored is None:
                     raise RowNotFoundError(f"no row with key {key!r} in table {codec.name!r}")
                 current, refused = _current_values(codec, stored)
+                unreadable = codec.unreadable_date(stored, skip=changes) if refused is not None else None
+                if unreadable is not None:  # the changes leave it: Pydantic would guess at it, and the write store the guess
+                    raise unreadable
                 try:
                     instance = codec.validate_fields({**current, **changes})
                 except ValidationError:
                     if refused is None:
                         raise
                     raise refused from None  # the stored row is what is wrong, and the changes do not put it right
-                keep = _json_kept(codec, instance, current if refused is None else None, changes)
+                keep = _kept_as_stored(codec, instance, current if refused is None else None, changes)
                 self._update_row(codec, instance, stored, move_key=any(name in changes for name in codec.key), keep=keep)
                 return instance
         if changes or key is not None:
@@ -295,12 +299,8 @@ class Database:
             stored = self._fetch_stored(codec, codec.key_of(instance))
             if stored is None:
                 raise RowNotFoundError(f"no row with key {codec.key_of(instance)!r} in table {codec.name!r}")
-            if codec.decoders:
-                current, refused = _current_values(codec, stored)
-                keep = _json_kept(codec, instance, current if refused is None else None, {})
-            else:
-                keep = frozenset()
-            self._update_row(codec, instance, stored, keep=keep)
+            current, refused = _current_values(codec, stored)
+            self._update_row(codec, instance, stored, keep=_kept_as_stored(codec, instance, current if refused is None else None, {}))
         return instance
 
     @overload
@@ -532,7 +532,7 @@ class Database:
     ) -> None:
         """Write the fields of ``instance`` to the row read as ``stored`` (the values as stored, which
         need not validate: an update is how a row written badly by SQL is put right): every non-key
-        field but those in ``keep`` (see ``_json_kept``), and the key fields too when ``move_key``.
+        field but those in ``keep`` (see ``_kept_as_stored``), and the key fields too when ``move_key``.
         Stamps the companions of LWW fields whose stored value changes: values equal in Python but
         stored differently (``Decimal("1.5")`` over ``"1.50"``, one instant in another UTC offset)
         are changes the replicas must receive."""
@@ -584,25 +584,25 @@ def _current_values(codec: RowCodec, stored: tuple[Any, ...]) -> tuple[dict[str,
         return dict(zip(codec.fields, codec.stored_values(stored), strict=True)), refused
 
 
-def _json_kept(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | None, changes: Mapping[str, Any]) -> frozenset[str]:
-    """The JSON fields an update leaves as stored: those not in ``changes`` whose value encodes to the
-    same JSON as the value the stored row reads as (``current``: None when the row does not
-    validate). Their stored text may hold keys the model does not read (a nested model's field a
-    later release dropped, keys another program wrote): writing the value back would delete them,
-    though nothing about it changed."""
-    if current is None or not codec.decoders:
+def _kept_as_stored(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | None, changes: Mapping[str, Any]) -> frozenset[str]:
+    """The fields an update leaves as stored: those not in ``changes`` whose value encodes as the
+    value the stored row reads as (``current``: None when the row does not validate). The stored
+    form may be another spelling of that value (``2024-01-02 10:00:00`` from SQLite's
+    ``datetime()``, ``'yes'`` for True) or JSON holding keys the model does not read; writing it
+    back would change what other programs and SQL see, though nothing about it changed."""
+    if current is None:
         return frozenset()
     kept = set()
-    for position, _ in codec.decoders:
-        name = codec.fields[position]
+    for name, encode in zip(codec.fields, codec.encoders, strict=True):
         if name in changes or name not in current:
             continue
-        encode = codec.encoders[position]
-        try:  # the same text means the same value and types (Python's == calls 1, 1.0 and True equal)
-            same = encode is not None and encode(getattr(instance, name)) == encode(current[name])
+        old, new = current[name], getattr(instance, name)
+        try:
+            if encode is not None:
+                old, new = (encode(old) if old is not None else None), (encode(new) if new is not None else None)
         except (TypeError, ValueError):
-            same = False
-        if same:
+            continue
+        if type(old) is type(new) and (old == new or old != old and new != new):  # 1 == 1.0 == True; NaN != NaN
             kept.add(name)
     return frozenset(kept)
 
@@ -824,11 +824,12 @@ def _query(
         where, params = _by_position(codec, where, params)
     if isinstance(where, Condition):
         for name in where.ordered:
-            _refuse_text_ordered_decimal(codec, name, f"col({name!r}) compared with <, <=, > or >=")
+            _refuse_ordering_stored_text(codec, name, f"col({name!r}) compared with <, <=, > or >=")
         sql += f" WHERE {where.sql}"
         bound.extend(where.params)
     elif isinstance(where, str):
         if where:
+            _refuse_clauses_after_the_condition(codec, where)
             sql += f" WHERE {where}"
     elif where is not None:
         raise UsageError(f"where= takes SQL text or a condition built with col(), not {type(where).__name__}")
@@ -845,8 +846,10 @@ def _query(
             f"(reading {codec.model.__qualname__}, table {codec.name!r}); write ({params!r},) for one value"
         )
     bound.extend(params)
+    if bound and (where is None or isinstance(where, str) and not where):
+        raise UsageError(f"{_where(codec)}: params={params!r} given without a where= condition that has placeholders for them")
     if isinstance(where, str) and '"' in where:
-        _refuse_double_quoted_strings(engine, codec, head, where, [encode_param(value) for value in bound])
+        _refuse_double_quoted_strings(engine, codec, head, where, _query_params(codec, bound))
     if order_by:
         sql += " ORDER BY " + ", ".join(_order_term(codec, term) for term in ([order_by] if isinstance(order_by, str) else order_by))
     if limit is not None:
@@ -857,7 +860,53 @@ def _query(
             sql += " LIMIT -1"
         sql += " OFFSET ?"
         bound.append(_row_count_argument(codec, "offset", offset))
-    return sql, [encode_param(value) for value in bound]
+    return sql, _query_params(codec, bound)
+
+
+def _query_params(codec: RowCodec, values: Iterable[Any]) -> list[Any]:
+    """Query parameters as the columns store them (``encode_param``). A number of another type
+    (numpy's, ``fractions``) is taken by its value, which the driver would bind as bytes or refuse;
+    NaN, which it binds as NULL (``x = ?`` matching nothing, ``x IS ?`` the NULLs), raises
+    ``UnstorableValueError``; a value no column stores, ``UsageError``."""
+    bound = []
+    for value in values:
+        param = encode_param(value)
+        if type(param) is float and param != param:
+            raise UnstorableValueError(
+                codec.name, None, value, "NaN is no value SQLite stores (it binds NaN as NULL)", model=codec.model.__qualname__
+            )
+        if param is not None and not isinstance(param, (str, bytes, int, float)):
+            if isinstance(param, numbers.Integral):
+                param = int(param)
+            elif isinstance(param, numbers.Real):
+                param = float(param)
+            elif (type(param), sqlite3.PrepareProtocol) not in sqlite3.adapters and not isinstance(param, (bytearray, memoryview)):
+                raise UsageError(
+                    f"{_where(codec)}: the query parameter {value!r} ({type(value).__name__}) is no value a column stores; "
+                    "pass the type the field holds (str, int, float, bytes, bool, UUID, Decimal, date-times, Enum, JSON values)"
+                )
+        bound.append(param)
+    return bound
+
+
+_CLAUSES_AFTER_WHERE = frozenset({"GROUP", "HAVING", "WINDOW", "ORDER", "LIMIT", "OFFSET", "UNION", "INTERSECT", "EXCEPT"})
+
+
+def _refuse_clauses_after_the_condition(codec: RowCodec, where: str) -> None:
+    """``UsageError`` for ``where=`` text going on past its condition (``GROUP BY``, ``ORDER BY``,
+    ``LIMIT``, a compound ``UNION``…, outside parentheses): ``count`` would count the first group
+    only, and ``select`` would take clauses its own arguments (``order_by``, ``limit``) are for."""
+    depth = 0
+    for token in tokenize(where):
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        elif depth == 0 and token.upper in _CLAUSES_AFTER_WHERE:
+            raise UsageError(
+                f"{_where(codec)}: where={where!r} goes on past one condition ({token.upper} …): pass the condition "
+                "only, and order_by=, limit=, offset= for the rest (a subquery in parentheses may hold any clause)"
+            )
 
 
 def _by_position(codec: RowCodec, where: str | Condition | None, params: Mapping[str, Any]) -> tuple[str | Condition | None, list[Any]]:
@@ -894,9 +943,9 @@ def _by_position(codec: RowCodec, where: str | Condition | None, params: Mapping
 
 
 def _row_count_argument(codec: RowCodec, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 0:
         raise UsageError(f"{name}= takes a whole number of rows, 0 or more, not {value!r} (reading {codec.model.__qualname__}, table {codec.name!r})")
-    return value
+    return int(value)
 
 
 def _refuse_double_quoted_strings(engine: Engine, codec: RowCodec, head: str, where: str, bound: list[Any]) -> None:
@@ -937,12 +986,19 @@ def _order_term(codec: RowCodec, term: str) -> str:
     name, direction = match.group(1), (match.group(2) or "").upper()
     if name not in codec.fields:
         raise _missing_column(codec, name, "order_by")
-    _refuse_text_ordered_decimal(codec, name, f"order_by={term!r}")
+    _refuse_ordering_stored_text(codec, name, f"order_by={term!r}")
     return f"{quote_identifier(name)} {'DESC' if descending or direction == 'DESC' else 'ASC'}"
 
 
-def _refuse_text_ordered_decimal(codec: RowCodec, name: str, what: str) -> None:
-    """A Decimal column is text to SQLite ('10.00' sorts before '9.5'): ordering by it would be wrong without a word."""
+def _refuse_ordering_stored_text(codec: RowCodec, name: str, what: str) -> None:
+    """A Decimal or JSON column is text to SQLite ('10.00' sorts before '9.5', '[10]' before '[9]'): ordering by
+    it would be wrong without a word."""
+    if name in codec.json_fields:
+        raise UsageError(
+            f"{what}: field {name!r} of {codec.model.__qualname__} (table {codec.name!r}) is stored as JSON text, so "
+            "SQLite would compare and order its text ('[10]' before '[9]'), not its values. Order by a column of "
+            "its own, or by an expression on the value in SQL text (where='json_extract(...) > ?')"
+        )
     if name in codec.decimal_fields:
         raise UsageError(
             f"{what}: field {name!r} of {codec.model.__qualname__} (table {codec.name!r}) is a Decimal, stored as text to "

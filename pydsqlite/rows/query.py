@@ -6,6 +6,7 @@ are never formatted into the SQL.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,14 +103,19 @@ class col:  # noqa: N801 - reads as a function in queries
     def __ge__(self, value: Any) -> Condition:
         return self._order(">=", value)
 
-    def is_in(self, values: list[Any] | tuple[Any, ...]) -> Condition:
-        """The column's value is one of ``values`` (no values: matches no row)."""
+    def is_in(self, values: Iterable[Any]) -> Condition:
+        """The column's value is one of ``values`` (no values: matches no row); a ``None`` among them
+        matches NULL, as ``== None`` does."""
+        if isinstance(values, (str, bytes)):
+            raise UsageError(f"col({self.name!r}).is_in() takes a list of values, not {type(values).__name__} {values!r} (write [{values!r}])")
         values = tuple(values)
         if any(isinstance(value, col) for value in values):
             raise UsageError(f"col({self.name!r}).is_in() takes values, not columns; compare columns with == instead")
-        if not values:
-            return Condition("0")
-        return Condition(f"{quote_identifier(self.name)} IN ({', '.join('?' * len(values))})", values)
+        present = tuple(value for value in values if value is not None)
+        condition = Condition(f"{quote_identifier(self.name)} IN ({', '.join('?' * len(present))})", present) if present else Condition("0")
+        if len(present) < len(values):
+            return self.__eq__(None) if not present else condition | self.__eq__(None)
+        return condition
 
     def like(self, pattern: str) -> Condition:
         """SQLite's ``LIKE``: ``%`` matches any text, ``_`` one character, ASCII letters in any case."""

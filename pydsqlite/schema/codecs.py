@@ -83,6 +83,14 @@ def storage_kind(annotation: Any) -> str:
         return "json"
     if not isinstance(annotation, type):
         raise UnsupportedType(f"type {annotation!r} is not supported")
+    if annotation in _PYDANTIC_TEMPORAL:
+        return _PYDANTIC_TEMPORAL[annotation]
+    if annotation in (pydantic.FutureDatetime, pydantic.FutureDate):
+        raise UnsupportedType(
+            f"{annotation.__name__} is not supported as a column: every row read is validated again, and a value in the "
+            "future when written is in the past later, so the row could no longer be read; check it on the model your "
+            "API validates input with, and store a datetime / date"
+        )
     if issubclass(annotation, enum.Enum):
         return _kind_of_values([member.value for member in annotation], annotation)
     for python_type, kind in _SIMPLE_KINDS:
@@ -92,6 +100,15 @@ def storage_kind(annotation: Any) -> str:
         return "json"
     raise UnsupportedType(f"type {annotation.__qualname__} is not supported")
 
+
+_PYDANTIC_TEMPORAL: dict[Any, str] = {
+    pydantic.AwareDatetime: "datetime",
+    pydantic.NaiveDatetime: "datetime",
+    pydantic.PastDatetime: "datetime",
+    pydantic.PastDate: "date",
+}
+"""Pydantic's constrained date and date-time types: classes of their own at run time, whose values are
+``datetime`` and ``date`` objects, stored as those are (a past value stays past, so a row stays readable)."""
 
 _SIMPLE_KINDS: tuple[tuple[type, str], ...] = (
     (bool, "bool"),
