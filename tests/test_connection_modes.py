@@ -663,6 +663,11 @@ def test_a_connection_converting_the_declared_types_is_refused_and_one_convertin
             with pytest.raises(UsageError, match=f"converters registered for {declared}"):
                 call()
         conn.close()
+        fresh = sqlite3.connect(db_path.with_name("fresh.db"), detect_types=sqlite3.PARSE_DECLTYPES)  # no column of that type yet
+        with pytest.raises(UsageError, match=f"converters registered for {declared}"):
+            Database(fresh)
+        assert fresh.execute("SELECT name FROM temp.sqlite_master").fetchall() == [] and not fresh.in_transaction
+        fresh.close()
         plain = sqlite3.connect(db_path)  # the same converter, a connection that does not run it
         assert Database(plain).get(Labelled, "a") == Labelled(id="a", label="x") and sync_models(plain, [Labelled]).is_empty
         assert plain.execute("SELECT name FROM temp.sqlite_master").fetchall() == []

@@ -552,7 +552,7 @@ def test_a_date_or_time_stored_as_a_number_is_refused_on_read_not_guessed(memory
     before = file_state(memory_conn)
     for read in (lambda: db.get(Dated, 1), lambda: db.select(Dated), lambda: list(db.iter_select(Dated)),
                  lambda: db.update(Dated, 1, note="changed")):
-        with pytest.raises(RowValidationError, match="is not ISO 8601 text") as raised:
+        with pytest.raises(RowValidationError, match="text in ISO 8601.s extended form") as raised:
             read()
         assert (raised.value.table, raised.value.key, raised.value.columns) == ("dated", 1, [field])
         assert repr(stored) in str(raised.value) and "UPDATE `dated` SET" in str(raised.value)
@@ -573,11 +573,28 @@ def test_a_read_refused_names_rows_by_key_and_fields_not_by_place_in_the_batch(m
         db.select(Measure, order_by="id")
     message = str(raised.value)
     assert message.startswith("row 2.0 of table 'measures' does not validate (column value): value: Input should be a valid number")
-    assert "(stored value 'warm')" in message and "1 more row(s) of this read do not validate either (4.0)" in message
+    assert "(stored value 'warm')" in message and "1 more row(s) read in the same batch do not validate either (4.0)" in message
     assert "1.value" not in message and "list[" not in message
     assert (raised.value.key, raised.value.columns) == (2.0, ["value"])
     with pytest.raises(RowValidationError, match=r"a row of table 'logs' \(which has no primary key\) does not validate \(column line\)"):
         db.select(Log)
+
+
+def test_the_sql_a_date_refusal_suggests_converts_unix_seconds(memory_conn):
+    """The refusal of a date stored as Unix seconds gives the UPDATE that converts its column; run as given,
+    every row reads as the instant those seconds are (dates and times in UTC)."""
+    sync_models(memory_conn, [Dated])
+    db = Database(memory_conn)
+    memory_conn.execute("INSERT INTO dated (id, at, day, clock) VALUES (1, 1704189600, 1704189600, 1704189600), (2, NULL, '2024-05-06', NULL)")
+    for _ in Dated.model_fields:
+        try:
+            rows = db.select(Dated, order_by="id")
+            break
+        except RowValidationError as error:
+            memory_conn.execute(re.search(r"with SQL: (UPDATE .*?)(?: \(a naive field|;)", str(error)).group(1))
+    assert [(row.at, row.day, row.clock) for row in rows] == [
+        (dt.datetime(2024, 1, 2, 10, tzinfo=dt.timezone.utc), dt.date(2024, 1, 2), dt.time(10)), (None, dt.date(2024, 5, 6), None),
+    ]
 
 
 def test_the_largest_and_smallest_64_bit_integers_and_nan_as_before(db):

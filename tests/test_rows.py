@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from pydsqlite import (
     LWW,
@@ -320,6 +320,59 @@ def test_an_update_leaves_the_columns_it_does_not_change_as_stored(tmp_path, kin
         assert conn.execute(stamp).fetchone()[0] == stamped
     db.update(Spelled, 1, other=value)
     assert conn.execute(select, (1,)).fetchone()[1:] == conn.execute(select, (2,)).fetchone()[1:]
+
+
+class City(BaseModel):
+    city: str
+
+
+def test_an_update_putting_right_a_row_the_model_refuses_writes_only_what_it_changes(memory_conn):
+    """A synced row written by SQL with a value the model refuses, a date-time in SQLite's spelling and JSON
+    with a key the model does not read: updating the refused field writes that field (and its clock) only."""
+
+    class Task(SyncModel, table="refused_tasks"):
+        id: Annotated[str, PrimaryKey()]
+        kind: Annotated[Literal["a", "b"], LWW()]
+        when: Annotated[dt.datetime, LWW()]
+        address: Annotated[City, LWW()]
+
+    sync_models(memory_conn, [Task])
+    db = Database(memory_conn)
+    db.insert(Task(id="x", kind="a", when=dt.datetime(2024, 1, 1), address=City(city="W")))
+    memory_conn.execute("""UPDATE refused_tasks SET kind = 'zzz', "when" = '2024-01-02 10:00:00', address = '{"city":"W","zip":"6011"}'""")
+    memory_conn.commit()
+    columns = 'kind, kind__hlc, "when", when__hlc, address, address__hlc'
+    before = memory_conn.execute(f"SELECT {columns} FROM refused_tasks").fetchone()
+    with pytest.raises(RowValidationError):
+        db.get(Task, "x")
+    db.update(Task, "x", kind="b")
+    after = memory_conn.execute(f"SELECT {columns} FROM refused_tasks").fetchone()
+    assert after[0] == "b" and after[1] > before[1] and after[2:] == before[2:]
+
+
+def test_an_update_writes_what_a_model_validator_derives_from_fields_changed_elsewhere(memory_conn):
+    """A field a model validator derives (a slug from the title) is written when the derivation gives another
+    value than the stored one, even if the update names neither field (another program changed the title)."""
+
+    class Post(SyncModel, table="derived_posts"):
+        id: Annotated[int, PrimaryKey()]
+        title: str
+        slug: str = ""
+        views: int = 0
+
+        @model_validator(mode="after")
+        def derive_slug(self) -> Post:
+            self.slug = self.title.lower().replace(" ", "-")
+            return self
+
+    sync_models(memory_conn, [Post])
+    db = Database(memory_conn)
+    db.insert(Post(id=1, title="Hello World"))
+    memory_conn.execute("UPDATE derived_posts SET title = 'Bye Now'")
+    memory_conn.commit()
+    db.update(Post, 1, views=1)
+    assert memory_conn.execute("SELECT title, slug, views FROM derived_posts").fetchone() == ("Bye Now", "bye-now", 1)
+    assert db.count(Post, col("slug") == "bye-now") == 1
 
 
 def test_pydantics_aware_naive_and_past_date_types_are_stored_as_dates_and_future_ones_are_refused(memory_conn):

@@ -409,7 +409,9 @@ def test_an_index_name_moves_to_another_table_in_one_migration(conn, fate, taker
 
     models = [TakerAfter] if fate == "table dropped" else [OldAfter, TakerAfter]
     preview = model_migration_plan(conn, models)
-    assert preview.operations[0].description == "drop index the_ix on old_things (its name moves to takers)"
+    renamed = "renamed to renamed_things; " if fate == "renamed without it" else ""
+    to = "the new table takers" if taker == "new table" else "takers"
+    assert preview.operations[0].description == f"drop index the_ix on old_things ({renamed}its name moves to {to})"
     _sync_by(path, conn, models, allow_destructive=True)
     assert rows(conn, "SELECT name, tbl_name FROM sqlite_master WHERE name = 'the_ix'") == [("the_ix", "takers")]
     assert rows(conn, "SELECT name FROM pragma_index_info('the_ix')") == [("w",)]

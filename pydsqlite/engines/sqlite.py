@@ -8,9 +8,11 @@ never opens transactions) and ``autocommit=False`` (PEP 249: a transaction is al
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,8 @@ from urllib.request import pathname2url
 
 from ..errors import SqliteOperationalError, UsageError
 from .base import Cursor, Engine
+
+logger = logging.getLogger(__name__)
 
 LEGACY_TRANSACTION_CONTROL = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 """``conn.autocommit`` in legacy mode (the only mode before Python 3.12, which lacks the attribute)."""
@@ -95,25 +99,52 @@ def refuse_converted_values(engine: SqliteEngine) -> None:
     """``UsageError`` when the connection runs ``sqlite3`` converters on the columns pydsqlite declares
     (``detect_types=PARSE_DECLTYPES`` with a converter registered for ``INTEGER``, ``TEXT``, ``REAL`` or
     ``BLOB``): rows would be read as other values than SQLite stores, and a row read so could be
-    written back under another key. Looked at only when such a converter is registered (a probe on a
-    TEMP table, whose column types are what the converters go by)."""
+    written back under another key. Looked at only when such a converter is registered: a value read
+    through a column declared with that type (``SELECT col FROM t WHERE 0 UNION ALL SELECT ?`` reads
+    the bound value with the column's declared type) must come back as it was bound. A column of the
+    database's is used where one has the type; otherwise a TEMP table made for the purpose."""
     registered = sorted(STORAGE_TYPES.intersection(sqlite3.converters))
-    if not registered:
-        return
-    probe = "_pydsqlite_declared_types"
-    engine.execute(f"CREATE TEMP TABLE IF NOT EXISTS {probe} (i INTEGER, t TEXT, r REAL, b BLOB)")
-    expected = (7, "x", 1.5, b"\x01")
+    for type_name in registered:
+        sample = _SAMPLES[type_name]
+        try:
+            read = _read_back_as(engine, type_name, sample)
+        except sqlite3.OperationalError as error:  # query_only, a statement of the app's still reading...
+            logger.debug("cannot look for a %s converter on this connection (%s)", type_name, error)
+            continue
+        if type(read) is not type(sample) or read != sample:
+            raise UsageError(
+                f"this connection converts the values it reads (detect_types with sqlite3 converters registered for "
+                f"{', '.join(registered)}): pydsqlite reads and writes values as SQLite stores them, and a converted key "
+                "would match no row. Open the connection without detect_types=sqlite3.PARSE_DECLTYPES, or register the "
+                "converters under type names pydsqlite does not declare"
+            )
+
+
+def _read_back_as(engine: SqliteEngine, type_name: str, sample: Any) -> Any:
+    """``sample`` read back through a column declared ``type_name``: one of the database's, else a TEMP
+    table's (dropped again)."""
+    found = engine.execute(
+        # expressions, not columns: a value of a column declared "text" would go through a TEXT converter
+        "SELECT m.name || '', p.name || '' FROM main.sqlite_master AS m, pragma_table_info(m.name) AS p "
+        "WHERE m.type = 'table' AND m.sql NOT LIKE 'CREATE VIRTUAL%' AND upper(p.type) = ? LIMIT 1",
+        (type_name,),
+    ).fetchone()
+    if found is not None:
+        table, column = (_quoted(name) for name in found)
+        return engine.execute(f"SELECT {column} FROM main.{table} WHERE 0 UNION ALL SELECT ?", (sample,)).fetchone()[0]
+    probe = _quoted(f"_pydsqlite_declared_types_{uuid.uuid4().hex}")  # a name no table of the application's has
+    engine.execute(f"CREATE TEMP TABLE {probe} (v {type_name})")
     try:
-        read = tuple(engine.execute(f"SELECT i, t, r, b FROM temp.{probe} UNION ALL SELECT 7, 'x', 1.5, x'01'").fetchone())
+        return engine.execute(f"SELECT v FROM temp.{probe} WHERE 0 UNION ALL SELECT ?", (sample,)).fetchone()[0]
     finally:
         engine.execute(f"DROP TABLE temp.{probe}")
-    if read != expected or [type(value) for value in read] != [type(value) for value in expected]:
-        raise UsageError(
-            f"this connection converts the values it reads (detect_types with sqlite3 converters registered for "
-            f"{', '.join(registered)}): pydsqlite reads and writes values as SQLite stores them, and a converted key "
-            "would match no row. Open the connection without detect_types=sqlite3.PARSE_DECLTYPES, or register the "
-            "converters under type names pydsqlite does not declare"
-        )
+
+
+_SAMPLES: dict[str, Any] = {"INTEGER": 7, "TEXT": "x", "REAL": 1.5, "BLOB": b"\x01"}
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 class SqliteEngine(Engine):

@@ -186,7 +186,7 @@ class SchemaDiff:
     index_name_problems: tuple[tuple[str, str], ...] = ()
     """(table, problem): a model's index whose name a hand-made index of another table holds."""
     index_names_moving: tuple[tuple[Index, str, str], ...] = ()
-    """(live index, its table, the table taking its name): names the plan frees before anything else."""
+    """(live index, its table, the plan's description): names the plan frees before anything else."""
 
     @property
     def is_empty(self) -> bool:
@@ -263,8 +263,9 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
 
 def _index_names_moving(created: list[Table], dropped: tuple[Table, ...], altered: tuple[TableDiff, ...]) -> tuple[tuple[Index, str, str], ...]:
     """Index names a model's index takes from another table that gives them up in this migration (the
-    table dropped, or its index removed or renamed): (the live index, its table, the table taking the
-    name). Index names are one namespace in SQLite, so the plan frees them before anything else."""
+    table dropped, or its index removed or renamed): (the live index, its table, how the plan says it).
+    Index names are one namespace in SQLite, so the plan frees them before anything else."""
+    new_tables = {fold_name(table.name) for table in created}
     wanted = {
         fold_name(index.name): table.name
         for table in (*created, *(item.desired for item in altered))
@@ -278,8 +279,11 @@ def _index_names_moving(created: list[Table], dropped: tuple[Table, ...], altere
     ]
     for holder, holder_becomes, index in given_up:
         taker = wanted.get(fold_name(index.name))
-        if taker is not None and fold_name(taker) != fold_name(holder_becomes):
-            moving[fold_name(index.name)] = (index, holder, taker)
+        if taker is None or fold_name(taker) == fold_name(holder_becomes):
+            continue
+        renamed = f"renamed to {holder_becomes}; " if fold_name(holder_becomes) != fold_name(holder) else ""
+        to = f"the new table {taker}" if fold_name(taker) in new_tables else taker
+        moving[fold_name(index.name)] = (index, holder, f"drop index {index.name} on {holder} ({renamed}its name moves to {to})")
     return tuple(moving.values())
 
 
@@ -553,8 +557,14 @@ def _check_sql(check: Check) -> str:
 
 
 def _unique_sql(unique: UniqueConstraint) -> str:
+    """A UNIQUE constraint as a plan lists it, with the collation (other than BINARY) and order of each column."""
     action = conflict_action(unique.on_conflict)
-    return f"{f'CONSTRAINT {unique.name} ' if unique.name else ''}UNIQUE ({', '.join(unique.columns)})" + (
+    terms = []
+    for position, column in enumerate(unique.columns):
+        collation = unique.collations[position] if position < len(unique.collations) else ""
+        descending = position < len(unique.descending) and unique.descending[position]
+        terms.append(column + (f" COLLATE {collation}" if collation and collation != "BINARY" else "") + (" DESC" if descending else ""))
+    return f"{f'CONSTRAINT {unique.name} ' if unique.name else ''}UNIQUE ({', '.join(terms)})" + (
         f" ON CONFLICT {action}" if action != "ABORT" else ""
     )
 

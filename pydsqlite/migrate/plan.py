@@ -56,8 +56,8 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     operations: list[Operation] = [_sql_object_operation(change) for change in schema_diff.dropped_objects]
     operations.extend(_drop_whole("virtual table", virtual.name) for virtual in schema_diff.dropped_virtual)
     operations.extend(
-        Operation("drop_index", holder, f"drop index {index.name} on {holder} (its name moves to {table})", (render_drop_index(index.name),))
-        for index, holder, table in schema_diff.index_names_moving
+        Operation("drop_index", holder, description, (render_drop_index(index.name),))
+        for index, holder, description in schema_diff.index_names_moving
     )
     for item in schema_diff.altered:
         if item.rename is not None:

@@ -24,7 +24,7 @@ from ..schema.codecs import (
     unstorable_reason,
 )
 from ..schema.compile import compile_cached, input_key, table_model_argument
-from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table
+from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, Table, fold_name
 from ..sql.render import quote_identifier
 
 _codecs: dict[type[BaseModel], RowCodec] = {}
@@ -104,6 +104,7 @@ class RowCodec:
         self.input_keys = [input_key(model, name, info) for name, info in model.model_fields.items()]
         """The key each field is validated from (its alias, unless the model populates by name)."""
         self.aliased = self.input_keys != self.fields
+        self._fields_folded = {fold_name(name): name for name in self.fields}
         self.field_of_key = dict(zip(self.input_keys, self.fields, strict=True))
         self.encoders: list[Callable[[Any], Any] | None] = [encoder_for(info.annotation) for info in model.model_fields.values()]
         self.decoders = [
@@ -118,6 +119,9 @@ class RowCodec:
         """Date, date-time and time fields (position, name, kind): a stored value not in ISO 8601's shape is
         refused on read (``unreadable_date``) rather than guessed at."""
         self._first_unreadable_date = _date_screen(self.dated)
+        self._decoder_at = dict(self.decoders)
+        self._field_adapters: dict[int, TypeAdapter[Any]] = {}
+        """Per field position, its type alone as a validator (``field_reads_as``), made on first use."""
         self.decimal_fields = frozenset(name for name, kind in zip(self.fields, kinds, strict=True) if kind == "decimal")
         """Decimal fields: stored as text to keep every digit, so SQL compares and orders them as text."""
         self.json_fields = frozenset(name for name, kind in zip(self.fields, kinds, strict=True) if kind == "json")
@@ -392,25 +396,34 @@ class RowCodec:
         items = error.errors()
         failing = sorted({item["loc"][0] for item in items if item["loc"] and isinstance(item["loc"][0], int)}) or [0]
         position = failing[0]
+        columns, detail = self._described([{**item, "loc": item["loc"][1:]} for item in items if item["loc"] and item["loc"][0] == position], "stored value")
+        if len(failing) > 1:
+            detail += f"; {len(failing) - 1} more row(s) read in the same batch do not validate either"
+            if self.key:
+                more = f", and {len(failing) - 6} more" if len(failing) > 6 else ""
+                detail += f" ({', '.join(repr(self._key_of_row(rows[other])) for other in failing[1:6])}{more})"
+        return self._row_error(rows[position], error, columns, detail=detail)
+
+    def refusal(self, stored: tuple[Any, ...], error: ValidationError) -> RowValidationError:
+        """The refusal of one row (the stored row an update changes, named by its stored key) as Pydantic
+        refused its values: each field with its message and value."""
+        columns, detail = self._described(error.errors(), "value")
+        return self._row_error(stored, error, columns, detail=detail)
+
+    def _described(self, items: list[Any], value_is: str) -> tuple[list[str], str]:
+        """The fields Pydantic's error items (locations starting at a field's input key) name, and a line
+        telling each: ``field: message (stored value …)``; a model validator's refusal names no field."""
         problems, columns = [], set()
         for item in items:
             location = item["loc"]
-            if not location or location[0] != position:
-                continue
-            field = self.field_of_key.get(str(location[1]), str(location[1])) if len(location) > 1 else None
-            if field is not None:
-                columns.add(field)
-            if field is None:  # a model validator's refusal: it names no field
+            if not location:  # a model validator's refusal
                 problems.append(item["msg"])
                 continue
-            stored = f" (stored value {item['input']!r})" if len(location) == 2 else ""
-            problems.append(f"{'.'.join([field, *map(str, location[2:])])}: {item['msg']}{stored}")
-        detail = "; ".join(problems)
-        if len(failing) > 1:
-            others = [self._key_of_row(rows[other]) for other in failing[1:6]]
-            more = f", and {len(failing) - 6} more" if len(failing) > 6 else ""
-            detail += f"; {len(failing) - 1} more row(s) of this read do not validate either ({', '.join(map(repr, others))}{more})"
-        return self._row_error(rows[position], error, sorted(columns), detail=detail)
+            field = self.field_of_key.get(str(location[0]), str(location[0]))
+            columns.add(field)
+            value = f" ({value_is} {item['input']!r})" if len(location) == 1 else ""
+            problems.append(f"{'.'.join([field, *map(str, location[1:])])}: {item['msg']}{value}")
+        return sorted(columns), "; ".join(problems)
 
     def validate_stored(self, dicts: list[dict[str, Any]]) -> list[BaseModel]:
         """Validate stored rows (keyed as the validator expects) in one call.
@@ -449,6 +462,34 @@ class RowCodec:
             decoded[name] = decode(decoded[name])
         return self.by_input_key(decoded) if self.aliased else decoded
 
+    def field_named(self, name: str) -> str | None:
+        """The field a name written in any case names (SQLite's names ignore case), or None."""
+        return self._fields_folded.get(fold_name(name))
+
+    def field_reads_as(self, position: int, stored: Any) -> Any:
+        """The value one field's stored value reads as by the field's own type and constraints (no model
+        validator, which may derive it from other fields); ``ValueError`` (a ``ValidationError`` too) when
+        it does not read, or is a date not in ISO 8601's shape."""
+        if stored is None:
+            return None
+        kind = next((kind for at, _, kind in self.dated if at == position), None)
+        if kind is not None and not _iso_shaped(kind, stored):
+            raise ValueError(f"{stored!r} is not ISO 8601 text")
+        adapter = self._field_adapters.get(position)
+        if adapter is None:
+            info = self.model.model_fields[self.fields[position]]
+            annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+            adapter = self._field_adapters[position] = TypeAdapter(annotation)
+        decode = self._decoder_at.get(position)
+        value = decode(stored) if decode is not None else stored
+        try:
+            return adapter.validate_python(value, strict=False)
+        except ValidationError:
+            parsed = parse_offset_with_seconds(kind, value) if kind in ("datetime", "time") else None
+            if parsed is None:
+                raise
+            return parsed
+
     def _decoded(self, row: tuple[Any, ...]) -> dict[str, Any]:
         return dict(zip(self.input_keys, self.stored_values(row)))
 
@@ -472,18 +513,18 @@ class RowCodec:
         text ``'2024'`` 33 minutes after 1970 began), a guess pydsqlite does not make."""
         for position, name, kind in self.dated:
             value = row[position]
-            if value is None or name in skip:
-                continue
-            at, mark = _ISO_SHAPE[kind]
-            if type(value) is str and value[at : at + 1] == mark:
+            if value is None or name in skip or _iso_shaped(kind, value):
                 continue
             quoted = quote_identifier(name)
-            fix = {"datetime": f"strftime('%Y-%m-%dT%H:%M:%S', {quoted}, 'unixepoch')"}.get(kind, f"{kind}({quoted}, 'unixepoch')")
+            at, mark = _ISO_SHAPE[kind]
+            fix = {"datetime": f"strftime('%Y-%m-%dT%H:%M:%S+00:00', {quoted}, 'unixepoch')"}.get(kind, f"{kind}({quoted}, 'unixepoch')")
             problem = ValueError(
-                f"its stored value {value!r} ({_storage_class(value)}) is not ISO 8601 text, the only form pydsqlite reads a "
-                f"{kind} from: a number could be Unix seconds or milliseconds, or a Julian day, so it is not guessed. Convert "
-                f"the column once with SQL, e.g. UPDATE {self.quoted_table} SET {quoted} = {fix} WHERE typeof({quoted}) IN "
-                "('integer', 'real') (for Unix seconds), or write the field through the model"
+                f"its stored value {value!r} ({_storage_class(value)}) is not {kind} text in ISO 8601's extended form "
+                f"({_ISO_EXAMPLE[kind]}), the only form pydsqlite reads a {kind} from: a number, or the text of one, could "
+                "be Unix seconds or milliseconds, or a Julian day, so it is not guessed. If the column holds Unix seconds, "
+                f"convert it once with SQL: UPDATE {self.quoted_table} SET {quoted} = {fix} WHERE {quoted} IS NOT NULL AND "
+                f"substr({quoted}, {at + 1}, 1) <> '{mark}'" + (" (a naive field: leave out +00:00)" if kind == "datetime" else "")
+                + "; or write the field through the model"
             )
             return self._row_error(row, problem, [name])
         return None
@@ -498,6 +539,7 @@ class RowCodec:
 
 
 _ISO_SHAPE = {"datetime": (4, "-"), "date": (4, "-"), "time": (2, ":")}
+_ISO_EXAMPLE = {"datetime": "2024-01-02T10:00:00", "date": "2024-01-02", "time": "10:00:00"}
 """Where ISO 8601 text of each kind has its first separator (``2024-…``, ``10:…``), which no number has."""
 
 
@@ -514,6 +556,12 @@ def _date_screen(dated: tuple[tuple[int, str, str], ...]) -> Callable[[list[tupl
     exec(source, namespace)  # noqa: S102 - positions and separators only, no names
     first: Callable[[list[tuple[Any, ...]]], tuple[Any, ...] | None] = namespace["first"]
     return first
+
+
+def _iso_shaped(kind: str, value: Any) -> bool:
+    """Whether a stored date, date-time or time value is text with ISO 8601's first separator where it goes."""
+    at, mark = _ISO_SHAPE[kind]
+    return type(value) is str and value[at : at + 1] == mark
 
 
 def _storage_class(value: Any) -> str:

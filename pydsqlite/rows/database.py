@@ -40,7 +40,7 @@ from ..replica.node import Node
 from ..replica.replication import ChangeSet, Replica
 from ..schema.codecs import encode_param, unstorable_reason
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
-from ..sql.ddl import tokenize
+from ..sql.ddl import ends_inside_comment, tokenize
 from ..sql.render import double_quotes_as_names, quote_identifier, quote_literal
 from .codec import RowCodec, codec_for
 from .query import Condition
@@ -283,11 +283,11 @@ class Database:
                     raise unreadable
                 try:
                     instance = codec.validate_fields({**current, **changes})
-                except ValidationError:
+                except ValidationError as error:
                     if refused is None:
                         raise
-                    raise refused from None  # the stored row is what is wrong, and the changes do not put it right
-                keep = _kept_as_stored(codec, instance, current if refused is None else None, changes)
+                    raise codec.refusal(stored, error) from None  # the stored row is wrong, and the changes leave it wrong
+                keep = _kept_as_stored(codec, instance, stored, changes)
                 self._update_row(codec, instance, stored, move_key=any(name in changes for name in codec.key), keep=keep)
                 return instance
         if changes or key is not None:
@@ -299,8 +299,7 @@ class Database:
             stored = self._fetch_stored(codec, codec.key_of(instance))
             if stored is None:
                 raise RowNotFoundError(f"no row with key {codec.key_of(instance)!r} in table {codec.name!r}")
-            current, refused = _current_values(codec, stored)
-            self._update_row(codec, instance, stored, keep=_kept_as_stored(codec, instance, current if refused is None else None, {}))
+            self._update_row(codec, instance, stored, keep=_kept_as_stored(codec, instance, stored, {}))
         return instance
 
     @overload
@@ -584,23 +583,24 @@ def _current_values(codec: RowCodec, stored: tuple[Any, ...]) -> tuple[dict[str,
         return dict(zip(codec.fields, codec.stored_values(stored), strict=True)), refused
 
 
-def _kept_as_stored(codec: RowCodec, instance: BaseModel, current: dict[str, Any] | None, changes: Mapping[str, Any]) -> frozenset[str]:
-    """The fields an update leaves as stored: those not in ``changes`` whose value encodes as the
-    value the stored row reads as (``current``: None when the row does not validate). The stored
-    form may be another spelling of that value (``2024-01-02 10:00:00`` from SQLite's
-    ``datetime()``, ``'yes'`` for True) or JSON holding keys the model does not read; writing it
-    back would change what other programs and SQL see, though nothing about it changed."""
-    if current is None:
-        return frozenset()
+def _kept_as_stored(codec: RowCodec, instance: BaseModel, stored: tuple[Any, ...], changes: Mapping[str, Any]) -> frozenset[str]:
+    """The fields an update leaves as stored: those not in ``changes`` whose value encodes as their stored
+    value reads by the field's own type (``RowCodec.field_reads_as``: not through a model validator,
+    which may derive the field from others that changed). The stored form may be another spelling of
+    that value (``2024-01-02 10:00:00`` from SQLite's ``datetime()``, an upper-case UUID) or JSON holding
+    keys the model does not read; writing it back would change what other programs, SQL and the other
+    replicas see, though nothing about it changed. Holds for a stored row the model refuses too (an
+    update is how such a row is put right): only what the update changes is written."""
     kept = set()
-    for name, encode in zip(codec.fields, codec.encoders, strict=True):
-        if name in changes or name not in current:
+    for position, (name, encode) in enumerate(zip(codec.fields, codec.encoders, strict=True)):
+        if name in changes:
             continue
-        old, new = current[name], getattr(instance, name)
         try:
+            old = codec.field_reads_as(position, stored[position])
+            new = getattr(instance, name)
             if encode is not None:
                 old, new = (encode(old) if old is not None else None), (encode(new) if new is not None else None)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError):  # it does not read, or cannot be encoded: written from the instance
             continue
         if type(old) is type(new) and (old == new or old != old and new != new):  # 1 == 1.0 == True; NaN != NaN
             kept.add(name)
@@ -685,6 +685,7 @@ def _reading(
     what the engine refuses while it runs (a lock, a function failing on a row's data, an interrupt)
     ``EngineError``. ``sql``: the statement, whose compiling tells the two apart (None: it has
     compiled already, the rows are being read, those of ``rows_of``)."""
+    text = where.sql if isinstance(where, Condition) else where
     try:
         with _binding(lambda: _unstorable_param(codec, params)):
             yield
@@ -692,14 +693,14 @@ def _reading(
         mismatch = _schema_error(codec, error)
         if mismatch is not None:
             raise mismatch from error
-        if isinstance(where, str) and sql is not None and result_code(error) in (_SQLITE_ERROR, None) and not _compiles(engine, sql, params):
-            raise _unusable_where(codec, where, error) from error  # SQL text that does not compile (a syntax error...)
+        if isinstance(text, str) and sql is not None and result_code(error) in (_SQLITE_ERROR, None) and not _compiles(engine, sql, params):
+            raise _unusable_where(codec, text, error) from error  # SQL text that does not compile (a syntax error...)
         query = sql or rows_of
         raise (_undecodable_row(engine, codec, error, (query, params) if query else None) or engine_refusal(_where(codec), error)) from error
     except engine.Error as error:
-        if not isinstance(where, str):
+        if not isinstance(text, str):
             raise
-        raise _unusable_where(codec, where, error) from error
+        raise _unusable_where(codec, text, error) from error
 
 
 _SQLITE_ERROR = 1
@@ -825,14 +826,13 @@ def _query(
     if isinstance(where, Condition):
         for name in where.ordered:
             _refuse_ordering_stored_text(codec, name, f"col({name!r}) compared with <, <=, > or >=")
-        sql += f" WHERE {where.sql}"
         bound.extend(where.params)
-    elif isinstance(where, str):
-        if where:
-            _refuse_clauses_after_the_condition(codec, where)
-            sql += f" WHERE {where}"
-    elif where is not None:
+    elif where is not None and not isinstance(where, str):
         raise UsageError(f"where= takes SQL text or a condition built with col(), not {type(where).__name__}")
+    text = where.sql if isinstance(where, Condition) else where
+    if text:
+        _refuse_clauses_after_the_condition(codec, text)
+        sql += f" WHERE {text}\n"  # a trailing "--" comment ends there, before ORDER BY or LIMIT
     if isinstance(params, (str, bytes)):
         raise UsageError(f"params= takes a sequence of values, not {type(params).__name__} (write ({params!r},))")
     if isinstance(params, Set):
@@ -846,10 +846,10 @@ def _query(
             f"(reading {codec.model.__qualname__}, table {codec.name!r}); write ({params!r},) for one value"
         )
     bound.extend(params)
-    if bound and (where is None or isinstance(where, str) and not where):
+    if bound and not text:
         raise UsageError(f"{_where(codec)}: params={params!r} given without a where= condition that has placeholders for them")
-    if isinstance(where, str) and '"' in where:
-        _refuse_double_quoted_strings(engine, codec, head, where, _query_params(codec, bound))
+    if text and '"' in text:
+        _refuse_double_quoted_strings(engine, codec, head, text, _query_params(codec, bound))
     if order_by:
         sql += " ORDER BY " + ", ".join(_order_term(codec, term) for term in ([order_by] if isinstance(order_by, str) else order_by))
     if limit is not None:
@@ -864,38 +864,51 @@ def _query(
 
 
 def _query_params(codec: RowCodec, values: Iterable[Any]) -> list[Any]:
-    """Query parameters as the columns store them (``encode_param``). A number of another type
-    (numpy's, ``fractions``) is taken by its value, which the driver would bind as bytes or refuse;
-    NaN, which it binds as NULL (``x = ?`` matching nothing, ``x IS ?`` the NULLs), raises
-    ``UnstorableValueError``; a value no column stores, ``UsageError``."""
+    """Query parameters as the columns store them (``encode_param``). A numpy scalar is taken as the
+    Python value it holds (``.item()``), a number of another type (a ``Fraction``) by its value: the
+    driver would bind them as bytes or refuse them. NaN, which the driver binds as NULL (``x = ?``
+    matching nothing, ``x IS ?`` the NULLs), raises ``UnstorableValueError``, however it comes (a float
+    subclass, an enum's value, numpy's); a value no column stores, ``UsageError``."""
     bound = []
     for value in values:
         param = encode_param(value)
-        if type(param) is float and param != param:
-            raise UnstorableValueError(
-                codec.name, None, value, "NaN is no value SQLite stores (it binds NaN as NULL)", model=codec.model.__qualname__
-            )
-        if param is not None and not isinstance(param, (str, bytes, int, float)):
+        if param is not None and type(param) not in (str, bytes, int, float):
+            item = getattr(param, "item", None)
+            if callable(item) and getattr(param, "shape", None) == ():  # a numpy scalar
+                param = encode_param(item())
             if isinstance(param, numbers.Integral):
                 param = int(param)
             elif isinstance(param, numbers.Real):
                 param = float(param)
-            elif (type(param), sqlite3.PrepareProtocol) not in sqlite3.adapters and not isinstance(param, (bytearray, memoryview)):
+            elif isinstance(param, (str, bytes, bytearray, memoryview)) or (type(param), sqlite3.PrepareProtocol) in sqlite3.adapters:
+                pass
+            elif param is not None:
                 raise UsageError(
                     f"{_where(codec)}: the query parameter {value!r} ({type(value).__name__}) is no value a column stores; "
                     "pass the type the field holds (str, int, float, bytes, bool, UUID, Decimal, date-times, Enum, JSON values)"
                 )
+        if isinstance(param, float) and param != param:
+            raise UnstorableValueError(
+                codec.name, None, value, "NaN is no value SQLite stores (it binds NaN as NULL)", model=codec.model.__qualname__
+            )
         bound.append(param)
     return bound
 
 
-_CLAUSES_AFTER_WHERE = frozenset({"GROUP", "HAVING", "WINDOW", "ORDER", "LIMIT", "OFFSET", "UNION", "INTERSECT", "EXCEPT"})
+_CLAUSES_AFTER_WHERE = frozenset({"GROUP", "HAVING", "ORDER", "LIMIT", "UNION", "INTERSECT", "EXCEPT"})
+"""Keywords that start a clause after WHERE; OFFSET and WINDOW may also name a column (OFFSET follows a
+LIMIT, caught here; a WINDOW clause alone changes no rows)."""
 
 
 def _refuse_clauses_after_the_condition(codec: RowCodec, where: str) -> None:
     """``UsageError`` for ``where=`` text going on past its condition (``GROUP BY``, ``ORDER BY``,
     ``LIMIT``, a compound ``UNION``…, outside parentheses): ``count`` would count the first group
     only, and ``select`` would take clauses its own arguments (``order_by``, ``limit``) are for."""
+    if ends_inside_comment(where):
+        raise UsageError(
+            f"{_where(codec)}: where={where!r} ends inside a /* comment, which would swallow what the query adds after "
+            "the condition (order_by=, limit=): close it with */"
+        )
     depth = 0
     for token in tokenize(where):
         if token.text == "(":
@@ -957,7 +970,7 @@ def _refuse_double_quoted_strings(engine: Engine, codec: RowCodec, head: str, wh
     if not tokens:
         return
     try:
-        engine.execute(f"EXPLAIN {head} WHERE {double_quotes_as_names(where)}", bound).fetchall()
+        engine.execute(f"EXPLAIN {head} WHERE {double_quotes_as_names(where)}\n", bound).fetchall()
     except (OverflowError, UnicodeEncodeError):
         return  # a parameter SQLite cannot bind: the query itself names it
     except engine.Error as error:
@@ -983,16 +996,18 @@ def _order_term(codec: RowCodec, term: str) -> str:
     text = text.lstrip("-").strip()
     match = re.fullmatch(r"(.+?)(?:\s+(asc|desc))?", text, re.IGNORECASE)
     assert match is not None
-    name, direction = match.group(1), (match.group(2) or "").upper()
-    if name not in codec.fields:
-        raise _missing_column(codec, name, "order_by")
+    written, direction = match.group(1), (match.group(2) or "").upper()
+    name = codec.field_named(written)  # SQLite's names ignore case, as order_by does
+    if name is None:
+        raise _missing_column(codec, written, "order_by")
     _refuse_ordering_stored_text(codec, name, f"order_by={term!r}")
     return f"{quote_identifier(name)} {'DESC' if descending or direction == 'DESC' else 'ASC'}"
 
 
 def _refuse_ordering_stored_text(codec: RowCodec, name: str, what: str) -> None:
     """A Decimal or JSON column is text to SQLite ('10.00' sorts before '9.5', '[10]' before '[9]'): ordering by
-    it would be wrong without a word."""
+    it would be wrong without a word. ``name`` as written: SQLite's names ignore case."""
+    name = codec.field_named(name) or name
     if name in codec.json_fields:
         raise UsageError(
             f"{what}: field {name!r} of {codec.model.__qualname__} (table {codec.name!r}) is stored as JSON text, so "

@@ -7,6 +7,7 @@ statement verbatim.
 
 from __future__ import annotations
 
+import collections
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -72,6 +73,13 @@ def tokenize(sql: str) -> list[Token]:
     if position < length:
         tokens.extend(Token("op", sql[i], i, i + 1) for i in range(position, length) if not sql[i].isspace())
     return tokens
+
+
+def ends_inside_comment(sql: str) -> bool:
+    """Whether ``sql`` ends inside a ``/*`` comment it never closes (SQLite reads one to the end of the text)."""
+    last = collections.deque(_TOKEN.finditer(sql), maxlen=1)
+    text = last[0].group() if last and last[0].lastgroup == "space" else ""
+    return text.startswith("/*") and not (len(text) >= 4 and text.endswith("*/"))  # "/*/" opens one
 
 
 def normalize_expression(sql: str, renames: dict[str, str] | None = None) -> str:
