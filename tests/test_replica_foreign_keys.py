@@ -4,6 +4,7 @@ enforces foreign keys settles what a merge leaves violated (docs/sync.md, "Forei
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Annotated, Optional
 
 import pytest
@@ -402,6 +403,23 @@ class Leaf(SyncModel, table="fk_leaves"):
     text: Annotated[str, LWW()] = ""
 
 
+def tree_replica(models: list[type[SyncModel]], foreign_keys: bool) -> Database:
+    """A replica in memory with foreign keys on or off, synced to ``models``."""
+    db = Database(sqlite3.connect(":memory:"))
+    db.conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+    sync_models(db.conn, models)
+    return db
+
+
+def sent(models: list[type[SyncModel]]) -> Callable[[Database, Database], None]:
+    """A function sending the changes of ``models`` from one replica to another, through their JSON."""
+
+    def send(source: Database, target: Database) -> None:
+        target.apply_changes(ChangeSet.from_json(source.changes_since(models=models).to_json()), models)
+
+    return send
+
+
 @pytest.mark.parametrize("order", ["move first", "delete first"])
 def test_rows_a_settlement_cascaded_to_come_back_with_the_child_a_later_move_brings_back(order):
     """A replica without foreign keys deletes trunk t1; another moves branch b (with its leaves) to the
@@ -409,17 +427,9 @@ def test_rows_a_settlement_cascaded_to_come_back_with_the_child_a_later_move_bri
     cascades to its leaves; the move brings b back, and with it the leaves that settlement took (a leaf
     deleted by a write of its own stays deleted). Every order ends with the same rows."""
     models = [Trunk, Branch, Leaf]
+    send = sent(models)
 
-    def replica_of(foreign_keys: bool) -> Database:
-        db = Database(sqlite3.connect(":memory:"))
-        db.conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-        sync_models(db.conn, models)
-        return db
-
-    def send(source: Database, target: Database) -> None:
-        target.apply_changes(ChangeSet.from_json(source.changes_since(models=models).to_json()), models)
-
-    server, mover, deleter = replica_of(True), replica_of(True), replica_of(False)
+    server, mover, deleter = (tree_replica(models, foreign_keys) for foreign_keys in (True, True, False))
     server.insert_many([Trunk(id="t1"), Trunk(id="t2")])
     server.insert(Branch(id="b", trunk="t1"))
     server.insert_many([Leaf(id="kept", branch="b", text="keep me"), Leaf(id="removed", branch="b")])
@@ -453,18 +463,10 @@ def test_a_mass_move_brings_back_every_row_the_settlements_cascaded_to_once():
     server: every branch comes back, with its leaf and the splices joining two moved branches
     (found through both of their keys, restored once); the server's feed then carries them all."""
     models = [Trunk, Branch, Leaf, Splice]
+    send = sent(models)
     count = 1000
 
-    def replica_of(foreign_keys: bool) -> Database:
-        db = Database(sqlite3.connect(":memory:"))
-        db.conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-        sync_models(db.conn, models)
-        return db
-
-    def send(source: Database, target: Database) -> None:
-        target.apply_changes(ChangeSet.from_json(source.changes_since(models=models).to_json()), models)
-
-    server, mover, deleter, newcomer = replica_of(True), replica_of(True), replica_of(False), replica_of(True)
+    server, mover, deleter, newcomer = (tree_replica(models, foreign_keys) for foreign_keys in (True, True, False, True))
     server.insert_many([Trunk(id="t1"), Trunk(id="t2")])
     server.insert_many([Branch(id=f"b{n:04}", trunk="t1") for n in range(count)])
     server.insert_many([Leaf(id=f"l{n:04}", branch=f"b{n:04}", text=f"leaf {n}") for n in range(count)])
