@@ -128,6 +128,34 @@ def test_a_deleted_row_holding_a_value_sqlite_cannot_store_is_refused_naming_it(
     assert _dump(conn) == before
 
 
+class Event(SyncModel, table="numeric_events"):
+    id: Annotated[str, PrimaryKey()]
+    at: Annotated[dt.datetime, LWW()]
+    title: Annotated[str, LWW()] = ""
+
+
+def test_a_date_written_as_a_number_on_the_sender_is_refused_by_the_receiver_not_guessed(tmp_path):
+    """The sender reads such a row as refused (RowValidationError); its feed carries the stored number, which
+    the receiver would read as Unix seconds (a Julian day as a day in 1970) and store: ``SyncError`` naming
+    table, key and column, nothing written. A deleted row's kept state is not read, so it does not block."""
+    sender, receiver = Database(sqlite3.connect(tmp_path / "sender.db")), Database(sqlite3.connect(tmp_path / "receiver.db"))
+    for db in (sender, receiver):
+        sync_models(db.conn, [Event])
+    sender.insert_many([Event(id="gone", at=dt.datetime(2024, 1, 1)), Event(id="kept", at=dt.datetime(2024, 1, 2))])
+    sender.conn.execute("UPDATE numeric_events SET at = '1704067200' WHERE id = 'gone'")
+    sender.conn.commit()
+    sender.delete(Event, "gone")  # its tombstone keeps the number
+    receiver.apply_changes(sender.changes_since(models=[Event]), [Event])
+    assert [event.id for event in receiver.select(Event)] == ["kept"]
+    sender.conn.execute("UPDATE numeric_events SET at = 2460311.5, title = 'sql' WHERE id = 'kept'")
+    sender.conn.commit()
+    before = receiver.conn.execute("SELECT * FROM numeric_events").fetchall()
+    with pytest.raises(SyncError, match=r"numeric_events.*key \('kept',\) holds '2460311.5' in its date column 'at'") as raised:
+        receiver.apply_changes(sender.changes_since(models=[Event]), [Event])
+    assert (raised.value.table, raised.value.key) == ("numeric_events", ("kept",))
+    assert receiver.conn.execute("SELECT * FROM numeric_events").fetchall() == before
+
+
 @pytest.mark.parametrize("wrong", [{"changes": []}, "{}", b"{}", [], None])
 def test_apply_changes_takes_only_a_changeset(tmp_path, wrong):
     conn, db = _replica(tmp_path / "r.db")

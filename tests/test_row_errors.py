@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from pydsqlite import (
     LWW,
+    Condition,
     ConstraintError,
     Database,
     Field,
@@ -507,6 +508,40 @@ def test_numbers_of_other_types_are_compared_by_value_and_other_objects_are_refu
     for bad in (pathlib.Path("x"), (1,), object()):
         with pytest.raises(UsageError, match=r"Measure \(table 'measures'\): the query parameter"):
             db.select(Measure, col("value") == bad)
+
+
+class Scalar:
+    """What a numpy scalar offers: ``.item()`` gives the Python value, ``shape`` is (), ``dtype.kind`` says
+    'M' for a datetime64 (whose ``.item()`` is an int when it holds nanoseconds)."""
+
+    shape = ()
+
+    def __init__(self, value: object, kind: str = "i") -> None:
+        self.value, self.dtype = value, type("dtype", (), {"kind": kind})()
+
+    def item(self) -> object:
+        return self.value
+
+
+def test_numpy_like_scalars_are_bound_as_the_python_values_they_hold(memory_conn):
+    sync_models(memory_conn, [Measure])
+    db = Database(memory_conn)
+    db.insert_many([Measure(id=1.0, value=0.5), Measure(id=2.0, value=3.0)])
+    assert [m.id for m in db.select(Measure, col("value") == Scalar(3.0, "f"))] == [2.0]
+    assert db.count(Measure, "id = ?", (Scalar(1, "i"),)) == 1
+    with pytest.raises(UnstorableValueError, match="NaN"):
+        db.count(Measure, col("value") == Scalar(math.nan, "f"))
+    with pytest.raises(UsageError, match="numpy cannot give as a Python datetime"):
+        db.count(Measure, col("value") > Scalar(1_704_067_200_000_000_000, "M"))
+
+
+@pytest.mark.parametrize("params", [{"x": 1}, {1, 2}, 5, "ab"], ids=["mapping", "set", "value", "text"])
+def test_a_hand_built_condition_takes_its_values_as_a_sequence(params):
+    """A mapping would bind its keys, a set in no order, a bare value or text letter by letter: refused;
+    a list is taken as a tuple, so it combines with conditions built by col()."""
+    with pytest.raises(UsageError, match="takes its values as a sequence in the order of its \\? placeholders"):
+        Condition("a > :x", params)
+    assert (Condition("a > ?", [1]) & (col("b") == 2)).params == (1, 2)
 
 
 def test_is_in_with_none_matches_null_as_eq_none_does(memory_conn):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from pydsqlite import (
     LWW,
@@ -373,6 +373,66 @@ def test_an_update_writes_what_a_model_validator_derives_from_fields_changed_els
     db.update(Post, 1, views=1)
     assert memory_conn.execute("SELECT title, slug, views FROM derived_posts").fetchone() == ("Bye Now", "bye-now", 1)
     assert db.count(Post, col("slug") == "bye-now") == 1
+
+
+def test_an_update_reads_an_untouched_field_through_its_own_validators_and_the_models_string_settings(memory_conn):
+    """A stored value the field's own validators (``@field_validator``, before or after) and the model's
+    string settings read as the instance's value is kept with its clock (a release that starts stripping
+    names does not re-stamp every row it updates, which would beat other replicas' edits); one they read
+    as another value is written (a legacy 'on' that the before-validator reads as False, now True)."""
+
+    class Member(SyncModel, table="validated_members", str_to_lower=True):
+        id: Annotated[str, PrimaryKey()]
+        name: Annotated[str, LWW()]
+        active: Annotated[bool, LWW()] = False
+        note: Annotated[str, LWW()] = ""
+
+        @field_validator("name")
+        @classmethod
+        def stripped(cls, value: str) -> str:
+            return value.strip()
+
+        @field_validator("active", mode="before")
+        @classmethod
+        def legacy_flag(cls, value: object) -> object:
+            return value == "Y" if isinstance(value, str) else value
+
+    sync_models(memory_conn, [Member])
+    db = Database(memory_conn)
+    db.insert(Member(id="k", name="bob"))
+    memory_conn.execute("UPDATE validated_members SET name = '  BOB ', active = 'on'")
+    memory_conn.commit()
+    stamps = "SELECT name, name__hlc, active FROM validated_members"
+    before = memory_conn.execute(stamps).fetchone()
+    db.update(Member, "k", note="called")
+    assert memory_conn.execute(stamps).fetchone() == before  # '  BOB ' reads as 'bob' by the field alone
+    member = db.get(Member, "k")
+    assert (member.name, member.active) == ("bob", False)
+    member.active = True
+    db.update(member)
+    assert memory_conn.execute(stamps).fetchone()[:3] == ("  BOB ", before[1], 1)
+
+
+def test_a_set_in_a_json_column_is_stored_in_one_order_so_an_update_of_another_field_keeps_it(memory_conn):
+    """A set's iteration order depends on the process's string hashing: stored in the order of its items'
+    JSON text, the same set is the same text in every process, and an update of another field leaves a
+    set stored in any order as it is, clock included."""
+
+    class Doc(SyncModel, table="set_docs"):
+        id: Annotated[str, PrimaryKey()]
+        title: Annotated[str, LWW()] = ""
+        labels: Annotated[dict[str, frozenset[str]], LWW()] = {}
+        tags: Annotated[list[set[int]], LWW()] = []
+
+    sync_models(memory_conn, [Doc])
+    db = Database(memory_conn)
+    db.insert(Doc(id="d", labels={"k": frozenset({"pear", "apple", "fig"})}, tags=[{3, 1, 2}]))
+    assert memory_conn.execute("SELECT labels, tags FROM set_docs").fetchone() == ('{"k":["apple","fig","pear"]}', "[[1,2,3]]")
+    memory_conn.execute("""UPDATE set_docs SET labels = '{"k":["pear","fig","apple"]}'""")
+    memory_conn.commit()
+    before = memory_conn.execute("SELECT labels, labels__hlc FROM set_docs").fetchone()
+    db.update(Doc, "d", title="renamed")
+    assert memory_conn.execute("SELECT labels, labels__hlc FROM set_docs").fetchone() == before
 
 
 def test_pydantics_aware_naive_and_past_date_types_are_stored_as_dates_and_future_ones_are_refused(memory_conn):

@@ -111,6 +111,8 @@ def refuse_converted_values(engine: SqliteEngine) -> None:
         except sqlite3.OperationalError as error:  # query_only, a statement of the app's still reading...
             logger.debug("cannot look for a %s converter on this connection (%s)", type_name, error)
             continue
+        except Exception:  # noqa: BLE001 - the converter itself failed on the value: it runs on this connection
+            read = None
         if type(read) is not type(sample) or read != sample:
             raise UsageError(
                 f"this connection converts the values it reads (detect_types with sqlite3 converters registered for "

@@ -686,7 +686,7 @@ class Replica:
         for merge in merges:
             codec, alive, dead = merge.codec, merge.alive, merge.dead
             if dead:  # kept in tombstones, they come back when a later write revives the row
-                _require_storable(codec, dead, _stored_rows(codec, dead, "deleted row"))
+                _require_storable(codec, dead, _stored_rows(codec, dead, "deleted row", dates_checked=False))
             self._write_rows(codec, alive, seq)
             marks = [(change, seq + n, False) for n, change in enumerate(alive) if change.deleted is not None]
             marks += [(change, seq + len(alive) + n, True) for n, change in enumerate(dead)]
@@ -912,10 +912,12 @@ class _RegisterOrder:
         return _REMOTE_NEWER if later else _REMOTE_OLDER
 
 
-def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[list[Any]]:
+def _stored_rows(codec: RowCodec, states: list[RowChange], what: str, *, dates_checked: bool = True) -> list[list[Any]]:
     """Each state's row validated through the model and encoded as stored (field order). A row the
     model refuses or cannot store, or whose key validation would change (another row's key, so a
-    stale state would land on it), raises ``SyncError`` naming the table and key."""
+    stale state would land on it), raises ``SyncError`` naming the table and key; so does a date
+    column holding no ISO 8601 text (Pydantic would guess at it), unless not ``dates_checked``: a
+    deleted row's state is kept as it came, its values not stored, and its sender cannot repair it."""
     try:
         data = _rows_to_validate(codec, states)
     except (ValueError, TypeError):
@@ -927,6 +929,17 @@ def _stored_rows(codec: RowCodec, states: list[RowChange], what: str) -> list[li
                     f"a {what} of table {codec.name!r} with key {state.key!r} does not validate: {error}", table=codec.name, key=state.key,
                 ) from None
         raise
+    for state, values in zip(states, data, strict=True) if codec.dated and dates_checked else ():
+        misread = codec.date_not_iso(values)
+        if misread is not None:  # Pydantic would guess (Unix seconds...) and this replica store the guess
+            date_column, value = misread
+            raise SyncError(
+                f"a {what} of table {codec.name!r} with key {state.key!r} holds {value!r} in its date column {date_column!r}, "
+                "which is not ISO 8601 text (written outside the model on the sending replica: a number could be Unix "
+                "seconds or milliseconds, or a Julian day, so it is not guessed); convert it there, where reading the row "
+                "names the SQL that does",
+                table=codec.name, key=state.key,
+            )
     try:
         instances = codec.validate_stored(data)
     except ValidationError as error:

@@ -10,7 +10,21 @@ import json
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, AliasPath, BaseModel, TypeAdapter, ValidationError, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainValidator,
+    PydanticUserError,
+    TypeAdapter,
+    ValidationError,
+    WrapValidator,
+    create_model,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 
 from ..errors import RowValidationError, UnstorableValueError, UsageError
@@ -467,9 +481,10 @@ class RowCodec:
         return self._fields_folded.get(fold_name(name))
 
     def field_reads_as(self, position: int, stored: Any) -> Any:
-        """The value one field's stored value reads as by the field's own type and constraints (no model
-        validator, which may derive it from other fields); ``ValueError`` (a ``ValidationError`` too) when
-        it does not read, or is a date not in ISO 8601's shape."""
+        """The value one field's stored value reads as by the field alone: its type and constraints, its
+        field validators and the model's string settings, but no model validator (which may derive it
+        from other fields); ``ValueError`` (a ``ValidationError`` too) when it does not read that way,
+        or is a date not in ISO 8601's shape."""
         if stored is None:
             return None
         kind = next((kind for at, _, kind in self.dated if at == position), None)
@@ -477,9 +492,7 @@ class RowCodec:
             raise ValueError(f"{stored!r} is not ISO 8601 text")
         adapter = self._field_adapters.get(position)
         if adapter is None:
-            info = self.model.model_fields[self.fields[position]]
-            annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-            adapter = self._field_adapters[position] = TypeAdapter(annotation)
+            adapter = self._field_adapters[position] = _field_adapter(self.model, self.fields[position])
         decode = self._decoder_at.get(position)
         value = decode(stored) if decode is not None else stored
         try:
@@ -505,6 +518,15 @@ class RowCodec:
                 problem = ValueError(f"its stored value {shown} cannot be read as JSON: {error}")
                 raise self._row_error(row, problem, [self.fields[position]]) from None
         return values
+
+    def date_not_iso(self, data: Mapping[str, Any]) -> tuple[str, Any] | None:
+        """The first date, date-time or time field of ``data`` (keyed as the validator reads it) whose value
+        is not ISO 8601 text, with that value: what ``unreadable_date`` refuses, for rows from elsewhere."""
+        for position, name, kind in self.dated:
+            value = data.get(self.input_keys[position])
+            if value is not None and not _iso_shaped(kind, value):
+                return name, value
+        return None
 
     def unreadable_date(self, row: tuple[Any, ...], skip: Collection[str] = ()) -> RowValidationError | None:
         """The refusal of a row (field order) whose date, date-time or time field other than ``skip`` holds
@@ -556,6 +578,27 @@ def _date_screen(dated: tuple[tuple[int, str, str], ...]) -> Callable[[list[tupl
     exec(source, namespace)  # noqa: S102 - positions and separators only, no names
     first: Callable[[list[tuple[Any, ...]]], tuple[Any, ...] | None] = namespace["first"]
     return first
+
+
+_FIELD_SETTINGS = ("str_strip_whitespace", "str_to_lower", "str_to_upper", "str_min_length", "str_max_length", "coerce_numbers_to_str")
+"""The model settings that change how one field's value reads (``field_reads_as``)."""
+_VALIDATOR_OF_MODE = {"before": BeforeValidator, "after": AfterValidator, "wrap": WrapValidator, "plain": PlainValidator}
+
+
+def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    """A validator of one field alone: its annotation and constraints, then its ``@field_validator``s in
+    the order the model applies them, under the model's string settings."""
+    info = model.model_fields[name]
+    metadata = list(info.metadata)
+    for decorator in model.__pydantic_decorators__.field_validators.values():
+        if name in decorator.info.fields or "*" in decorator.info.fields:
+            metadata.append(_VALIDATOR_OF_MODE[decorator.info.mode](decorator.func))
+    annotation = Annotated[info.annotation, *metadata] if metadata else info.annotation
+    settings = {key: model.model_config[key] for key in _FIELD_SETTINGS if key in model.model_config}  # type: ignore[literal-required]
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(**settings) if settings else None)  # type: ignore[typeddict-item]
+    except PydanticUserError:  # a model type takes no config of another's: its own settings apply to it
+        return TypeAdapter(annotation)
 
 
 def _iso_shaped(kind: str, value: Any) -> bool:

@@ -8,6 +8,7 @@ one a PEP 249 connection always has). SQLite's refusals become errors of our hie
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import numbers
 import os
@@ -600,7 +601,7 @@ def _kept_as_stored(codec: RowCodec, instance: BaseModel, stored: tuple[Any, ...
             new = getattr(instance, name)
             if encode is not None:
                 old, new = (encode(old) if old is not None else None), (encode(new) if new is not None else None)
-        except (TypeError, ValueError):  # it does not read, or cannot be encoded: written from the instance
+        except Exception:  # noqa: BLE001 - it does not read alone (a validator reading other fields...): written from the instance
             continue
         if type(old) is type(new) and (old == new or old != old and new != new):  # 1 == 1.0 == True; NaN != NaN
             kept.add(name)
@@ -875,7 +876,13 @@ def _query_params(codec: RowCodec, values: Iterable[Any]) -> list[Any]:
         if param is not None and type(param) not in (str, bytes, int, float):
             item = getattr(param, "item", None)
             if callable(item) and getattr(param, "shape", None) == ():  # a numpy scalar
-                param = encode_param(item())
+                held = item()
+                if getattr(getattr(param, "dtype", None), "kind", "") in ("M", "m") and not isinstance(held, (dt.date, dt.timedelta)):
+                    raise UsageError(  # nanoseconds: numpy gives an int, which SQLite would compare as a number
+                        f"{_where(codec)}: the query parameter {value!r} holds a time numpy cannot give as a Python "
+                        "datetime (nanoseconds, or out of its range); convert it first, e.g. value.astype('datetime64[us]').item()"
+                    )
+                param = encode_param(held)
             if isinstance(param, numbers.Integral):
                 param = int(param)
             elif isinstance(param, numbers.Real):

@@ -6,7 +6,7 @@ are never formatted into the SQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,16 @@ class Condition:
     ordered: tuple[str, ...] = field(default=(), compare=False, repr=False)
     """Columns the condition compares by order (``<``, ``<=``, ``>``, ``>=``): a query refuses a
     Decimal column among them, which SQLite would compare as text."""
+
+    def __post_init__(self) -> None:
+        params = self.params
+        if isinstance(params, (str, bytes, Mapping, Set)) or not isinstance(params, Iterable):
+            raise UsageError(
+                f"Condition({self.sql!r}, ...) takes its values as a sequence in the order of its ? placeholders, not "
+                f"{type(params).__name__} {params!r}; for values by name, pass the text as where= and a mapping as params="
+            )
+        if type(params) is not tuple:
+            object.__setattr__(self, "params", tuple(params))  # a list given by hand combines like the rest
 
     def __and__(self, other: Condition) -> Condition:
         return Condition(f"({self.sql}) AND ({other.sql})", self.params + other.params, self.ordered + other.ordered)

@@ -145,7 +145,7 @@ def _kind_of_values(values: Any, annotation: Any) -> str:
 def _json_text(value: Any) -> str:
     """JSON text of a value already in its storage form; non-finite floats are refused, since JSON
     has no NaN or Infinity (Python's ``NaN`` token is text SQLite's JSON functions reject)."""
-    jsonable = to_jsonable_python(value)
+    jsonable = to_jsonable_python(_sets_in_order(value))
     try:
         return json.dumps(jsonable, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
@@ -223,9 +223,28 @@ def _storage_form(value: Any) -> Any:
         return form
     if isinstance(value, dict):
         return {key: _storage_form(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if isinstance(value, (set, frozenset)):
+        return sorted((_storage_form(item) for item in value), key=_canonical_text)
+    if isinstance(value, (list, tuple)):
         return [_storage_form(item) for item in value]
     return value
+
+
+def _sets_in_order(value: Any) -> Any:
+    """``value`` with every set or frozenset in it as a list in one order (by its items' JSON text): a
+    set's own order depends on the process's string hashing, so the same set would be stored as other
+    text by another process — a change to compare, send and stamp where nothing changed."""
+    if isinstance(value, (set, frozenset)):
+        return sorted((_sets_in_order(item) for item in value), key=_canonical_text)
+    if isinstance(value, dict):
+        return {key: _sets_in_order(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sets_in_order(item) for item in value]
+    return value
+
+
+def _canonical_text(item: Any) -> str:
+    return json.dumps(to_jsonable_python(item), sort_keys=True, ensure_ascii=False, default=repr)
 
 
 def _json_text_whole_minute_offsets(value: Any) -> str:
