@@ -135,7 +135,7 @@ class RowCodec:
         self._first_unreadable_date = _date_screen(self.dated)
         self._decoder_at = dict(self.decoders)
         self._field_adapters: dict[int, TypeAdapter[Any]] = {}
-        """Per field position, its type alone as a validator (``field_reads_as``), made on first use."""
+        """Per field position, a validator of that field alone (``field_reads_as``), made on first use."""
         self.decimal_fields = frozenset(name for name, kind in zip(self.fields, kinds, strict=True) if kind == "decimal")
         """Decimal fields: stored as text to keep every digit, so SQL compares and orders them as text."""
         self.json_fields = frozenset(name for name, kind in zip(self.fields, kinds, strict=True) if kind == "json")
@@ -561,8 +561,8 @@ class RowCodec:
 
 
 _ISO_SHAPE = {"datetime": (4, "-"), "date": (4, "-"), "time": (2, ":")}
-_ISO_EXAMPLE = {"datetime": "2024-01-02T10:00:00", "date": "2024-01-02", "time": "10:00:00"}
 """Where ISO 8601 text of each kind has its first separator (``2024-…``, ``10:…``), which no number has."""
+_ISO_EXAMPLE = {"datetime": "2024-01-02T10:00:00", "date": "2024-01-02", "time": "10:00:00"}
 
 
 def _date_screen(dated: tuple[tuple[int, str, str], ...]) -> Callable[[list[tuple[Any, ...]]], tuple[Any, ...] | None]:
