@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import (
     AfterValidator,
@@ -593,10 +593,11 @@ def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     for decorator in model.__pydantic_decorators__.field_validators.values():
         if name in decorator.info.fields or "*" in decorator.info.fields:
             metadata.append(_VALIDATOR_OF_MODE[decorator.info.mode](decorator.func))
-    annotation = Annotated[info.annotation, *metadata] if metadata else info.annotation
-    settings = {key: model.model_config[key] for key in _FIELD_SETTINGS if key in model.model_config}  # type: ignore[literal-required]
+    annotation: Any = Annotated[info.annotation, *metadata] if metadata else info.annotation
+    configured: dict[str, Any] = dict(model.model_config)  # read by names held in a tuple
+    settings = {key: configured[key] for key in _FIELD_SETTINGS if key in configured}
     try:
-        return TypeAdapter(annotation, config=ConfigDict(**settings) if settings else None)  # type: ignore[typeddict-item]
+        return TypeAdapter(annotation, config=cast(ConfigDict, settings) if settings else None)
     except PydanticUserError:  # a model type takes no config of another's: its own settings apply to it
         return TypeAdapter(annotation)
 
