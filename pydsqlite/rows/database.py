@@ -586,8 +586,8 @@ def _current_values(codec: RowCodec, stored: tuple[Any, ...]) -> tuple[dict[str,
 
 def _kept_as_stored(codec: RowCodec, instance: BaseModel, stored: tuple[Any, ...], changes: Mapping[str, Any]) -> frozenset[str]:
     """The fields an update leaves as stored: those not in ``changes`` whose value encodes as their stored
-    value reads by the field's own type (``RowCodec.field_reads_as``: not through a model validator,
-    which may derive the field from others that changed). The stored form may be another spelling of
+    value reads by the field alone (``RowCodec.field_reads_as``: its type, field validators and the
+    model's string settings, not a model validator, which may derive the field from others that changed). The stored form may be another spelling of
     that value (``2024-01-02 10:00:00`` from SQLite's ``datetime()``, an upper-case UUID) or JSON holding
     keys the model does not read; writing it back would change what other programs, SQL and the other
     replicas see, though nothing about it changed. Holds for a stored row the model refuses too (an
