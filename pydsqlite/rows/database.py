@@ -849,19 +849,20 @@ def _query(
     bound.extend(params)
     if bound and not text:
         raise UsageError(f"{_where(codec)}: params={params!r} given without a where= condition that has placeholders for them")
+    encoded = _query_params(codec, bound)
     if text and '"' in text:
-        _refuse_double_quoted_strings(engine, codec, head, text, _query_params(codec, bound))
+        _refuse_double_quoted_strings(engine, codec, head, text, encoded)
     if order_by:
         sql += " ORDER BY " + ", ".join(_order_term(codec, term) for term in ([order_by] if isinstance(order_by, str) else order_by))
     if limit is not None:
         sql += " LIMIT ?"
-        bound.append(_row_count_argument(codec, "limit", limit))
+        encoded.append(_row_count_argument(codec, "limit", limit))
     if offset is not None:
         if limit is None:
             sql += " LIMIT -1"
         sql += " OFFSET ?"
-        bound.append(_row_count_argument(codec, "offset", offset))
-    return sql, _query_params(codec, bound)
+        encoded.append(_row_count_argument(codec, "offset", offset))
+    return sql, encoded
 
 
 def _query_params(codec: RowCodec, values: Iterable[Any]) -> list[Any]:
