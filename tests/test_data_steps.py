@@ -640,6 +640,42 @@ def test_renames_swaps_and_hidden_columns_before_the_steps_are_applied_once(tmp_
     assert states == [[(1, "Short", "two words", "Title", 2)]] * 2
 
 
+class Tagged(SyncModel, table="tagged"):
+    id: Annotated[int, PrimaryKey()]
+    label: Annotated[str, LWW()]
+
+
+class TaggedV2(SyncModel, table="tagged"):
+    """The LWW column is renamed, and a new LWW column takes its old name (and its clock's name)."""
+
+    id: Annotated[int, PrimaryKey()]
+    title: Annotated[str, RenamedFrom("label"), LWW()]
+    label: Annotated[Optional[str], LWW()] = None
+
+
+def test_a_new_lww_column_under_a_renamed_ones_name_gets_its_clock_in_the_expand_phase(tmp_path):
+    """The expand phase renames label (and label__hlc) away and adds a new label with a new clock:
+    that clock is pydsqlite's, so the phase after the steps has nothing left to do (it planned a
+    destructive rebuild dropping it, which a migration without steps never does)."""
+    base = tmp_path / "base.db"
+    conn = sqlite3.connect(base)
+    sync_models(conn, [Tagged])
+    Database(conn).insert(Tagged(id=1, label="first"))
+    stamp = conn.execute("SELECT label__hlc FROM tagged").fetchone()[0]
+    conn.close()
+    states = []
+    for name, steps in (("plain", None), ("phased", {"noop": lambda db: None})):
+        path = tmp_path / f"{name}.db"
+        path.write_bytes(base.read_bytes())
+        conn = sqlite3.connect(path)
+        plan = sync_models(conn, [TaggedV2], data_steps=steps)  # no allow_destructive: nothing is lost
+        assert not plan.destructive_operations and not plan.rebuilt_tables, plan
+        assert model_migration_plan(conn, [TaggedV2]).is_empty
+        states.append(rows(conn, "SELECT id, title, title__hlc, label, label__hlc FROM tagged"))
+        conn.close()
+    assert states[0] == states[1] == [(1, "first", stamp, None, "000000000000000:000000000:" + "0" * 36)]
+
+
 def test_a_parent_rebuilt_after_the_steps_keeps_its_children_with_foreign_keys_on(db_path):
     conn = seeded(sqlite3.connect(db_path))
     conn.execute("PRAGMA foreign_keys = ON")

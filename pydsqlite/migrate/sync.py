@@ -471,7 +471,7 @@ def _phased_plan(
     table_renames = {item.live.name: item.desired.name for item in schema_diff.altered if item.rename is not None}
     expanded = managed.after_renames(table_renames, expand.renames)
     if expanded_schema is not None:  # the hidden columns the expand phase makes are pydsqlite's, not look-alikes
-        expanded = replace(expanded, columns=expanded.columns | _hidden_columns_made(desired, live, expanded_schema, table_renames))
+        expanded = replace(expanded, columns=expanded.columns | _hidden_columns_made(desired, live, expanded_schema, table_renames, expand.renames))
     contract = MigrationPlan()
     if expanded_schema is not None:  # else the expand phase's problems say why
         contract = _rehearsed_plan(desired, expanded_schema, expanded, manage_all, mismatched_before)
@@ -479,16 +479,23 @@ def _phased_plan(
     return with_steps(expand, contract, steps), managed, expanded
 
 
-def _hidden_columns_made(desired: Schema, live: Schema, expanded: Schema, table_renames: dict[str, str]) -> frozenset[tuple[str, str]]:
+def _hidden_columns_made(
+    desired: Schema, live: Schema, expanded: Schema, table_renames: dict[str, str], column_renames: tuple[tuple[str, str, str], ...]
+) -> frozenset[tuple[str, str]]:
     """(table, column), folded: the hidden sync columns of ``desired`` that the schema after the expand
-    phase has and ``live`` (before it) had not."""
+    phase has and ``live`` (before it) had not, or had under a name the expand phase renamed away
+    (``column_renames``: (table, old, new); an LWW column renamed, and a new one given its old name)."""
     old_name = {fold_name(new): old for old, new in table_renames.items()}
+    renamed_away = {(fold_name(table), fold_name(old)) for table, old, _ in column_renames}
     made = set()
     for table in desired.tables:
         after, before = expanded.table(table.name), live.table(old_name.get(fold_name(table.name), table.name))
         for column in table.columns:
-            if column.hidden and after is not None and after.column(column.name) is not None and (before is None or before.column(column.name) is None):
-                made.add((fold_name(table.name), fold_name(column.name)))
+            key = (fold_name(table.name), fold_name(column.name))
+            if column.hidden and after is not None and after.column(column.name) is not None and (
+                before is None or before.column(column.name) is None or key in renamed_away
+            ):
+                made.add(key)
     return frozenset(made)
 
 
