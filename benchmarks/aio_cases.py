@@ -9,6 +9,7 @@ in WAL mode with ``synchronous = NORMAL``, so a commit's cost is not the disk's 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -112,6 +113,7 @@ def run(report: Report, rows: int, quick: bool) -> None:
     loop.run_until_complete(aconn.close())
     loop.close()
     conn.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

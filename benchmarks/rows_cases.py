@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -137,6 +138,7 @@ def run(report: Report, sizes: tuple[int, ...], quick: bool) -> None:
     for rows in sizes:
         _run_size(report, folder / f"rows-{rows}.db", rows, quick, with_sqlmodel=rows == sizes[0])
     report.notes.append(_stream_memory(folder / "stream.db", 100_000 if quick else 1_000_000))
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_size(report: Report, path: Path, rows: int, quick: bool, with_sqlmodel: bool) -> None:

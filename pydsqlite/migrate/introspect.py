@@ -27,6 +27,7 @@ from ..schema.objects import (
     View,
     VirtualTable,
     fold_name,
+    normalize_type,
 )
 from ..sql.ddl import TableExtras, parse_create_table, parse_index_terms, parse_index_where
 from .metadata import (
@@ -40,6 +41,7 @@ from .metadata import (
     AppliedMigration,
     ManagedObjects,
 )
+from .pragmas import ForeignKeyRow, IndexPragmas, TablePragmas, read_pragmas
 
 
 def introspect(engine: Engine) -> Schema:
@@ -54,7 +56,7 @@ def introspect(engine: Engine) -> Schema:
         if kind == "index" and sql:
             indexes_of[fold_name(table_name)].append(sql)
     shadows = shadow_tables(engine, rows)
-    tables = []
+    ordinary: list[tuple[str, str, tuple[str, ...]]] = []
     virtual_tables = []
     bookkeeping = []
     triggers = []
@@ -69,13 +71,13 @@ def introspect(engine: Engine) -> Schema:
             elif _is_virtual(sql):
                 virtual_tables.append(VirtualTable(name=name, sql=sql, columns=_virtual_columns(engine, name)))
             else:
-                tables.append(_read_table_once(engine, name, sql, index_sql, tuple(indexes_of.get(folded, ()))))
+                ordinary.append((name, sql, tuple(indexes_of.get(folded, ()))))
         elif kind == "trigger" and not fold_name(name).startswith(ONLINE_PREFIX):
             triggers.append(Trigger(name=name, table=table_name, sql=sql))
         elif kind == "view":
             views.append(View(name=name, sql=sql))
     return Schema(
-        tables=tuple(_resolve_implicit_references(tables)),
+        tables=tuple(_resolve_implicit_references(_read_tables(engine, ordinary, index_sql))),
         triggers=tuple(triggers),
         views=tuple(views),
         virtual_tables=tuple(virtual_tables),
@@ -117,68 +119,84 @@ order SQLite lists them): what the PRAGMAs say about a table is a function of ex
 _TABLES_KEPT = 10_000
 
 
-def _read_table_once(engine: Engine, name: str, sql: str, index_sql: dict[str, str], index_texts: tuple[str, ...]) -> Table:
-    """``_read_table``, or the table read before from the same texts: a migration reads the live
-    schema several times (plan, the check inside the transaction, the records after), and most
-    tables never change between two plans."""
-    key = (engine.name, name, sql, index_texts)
-    table = _tables_read.get(key)
-    if table is None:
-        table = _read_table(engine, name, sql, index_sql)
-        if len(_tables_read) >= _TABLES_KEPT:
-            _tables_read.clear()
-        _tables_read[key] = table
-    return table
+def forget_tables_read() -> None:
+    """Drop the tables kept from earlier reads, so the next introspection reads every table afresh
+    (the benchmarks measure a plan over tables never seen before with it)."""
+    _tables_read.clear()
 
 
-def _read_table(engine: Engine, name: str, sql: str, index_sql: dict[str, str]) -> Table:
+def _read_tables(engine: Engine, tables: list[tuple[str, str, tuple[str, ...]]], index_sql: dict[str, str]) -> list[Table]:
+    """Each (name, CREATE TABLE text, CREATE INDEX texts) read into a ``Table``: the PRAGMAs of the
+    tables not read before from the same texts in one go, the others as read then (a migration reads
+    the live schema several times, and most tables never change between two plans)."""
+    keys = [(engine.name, name, sql, index_texts) for name, sql, index_texts in tables]
+    unread = [name for key, (name, _, _) in zip(keys, tables, strict=True) if key not in _tables_read]
+    if len(_tables_read) + len(unread) > _TABLES_KEPT:
+        _tables_read.clear()
+        unread = [name for name, _, _ in tables]
+    pragmas = read_pragmas(engine, unread) if unread else {}
+    read = []
+    for key, (name, sql, _) in zip(keys, tables, strict=True):
+        table = _tables_read.get(key)
+        if table is None:
+            table = _tables_read[key] = _read_table(name, sql, index_sql, pragmas[name])
+        read.append(table)
+    return read
+
+
+def _read_table(name: str, sql: str, index_sql: dict[str, str], pragmas: TablePragmas) -> Table:
+    """One table from its PRAGMA facts and its CREATE TABLE text."""
     extras = parse_create_table(sql)
     extras_by_name = {fold_name(key): value for key, value in extras.columns.items()}
-    pragma_columns = engine.execute("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?)", (name,)).fetchall()
+    pragma_columns = pragmas.columns
     names = {fold_name(row[0]) for row in pragma_columns}
+    primary_key = tuple(column for _, column in sorted((pk, column) for column, _, _, _, pk, _ in pragma_columns if pk))
+    key_extra = extras_by_name.get(fold_name(primary_key[0])) if len(primary_key) == 1 else None
+    key_type = next((normalize_type(declared or "") for column, declared, *_ in pragma_columns if len(primary_key) == 1 and column == primary_key[0]), None)
+    integer_key_not_rowid = key_extra is not None and key_extra.key_descending and key_type == "INTEGER" and not extras.without_rowid
+    # An INTEGER PRIMARY KEY is the rowid: it can never be NULL, whatever the DDL says.
+    rowid_key = primary_key[0] if len(primary_key) == 1 and key_type == "INTEGER" and not extras.without_rowid and not integer_key_not_rowid else None
     columns = []
-    key: list[tuple[int, str]] = []
     autoincrement = False
-    for column_name, declared, not_null, default, pk, hidden in pragma_columns:
-        extra = extras_by_name.get(fold_name(column_name))
-        if pk:
-            key.append((pk, column_name))
-        if extra is not None and extra.autoincrement:
-            autoincrement = True
+    for column_name, declared, not_null, default, _, hidden in pragma_columns:
+        extra = extras_by_name.get(fold_name(column_name)) if extras_by_name else None
+        if extra is None:
+            columns.append(
+                Column(
+                    name=column_name,
+                    type=declared or "",
+                    not_null=bool(not_null) or column_name == rowid_key,
+                    default=default,
+                    generated_stored=hidden == 3,
+                    lww=fold_name(column_name + LWW_SUFFIX) in names,
+                )
+            )
+            continue
+        autoincrement = autoincrement or extra.autoincrement
         columns.append(
             Column(
                 name=column_name,
                 type=declared or "",
-                not_null=bool(not_null),
+                not_null=bool(not_null) or column_name == rowid_key,
                 default=default,
-                checks=tuple(Check(text, check_name) for text, check_name in extra.checks) if extra else (),
-                on_conflict=extra.not_null.on_conflict if extra and extra.not_null else None,
-                collate=extra.collate if extra else None,
-                generated=(extra.generated if extra else None) if hidden in (2, 3) else None,
+                checks=tuple(Check(text, check_name) for text, check_name in extra.checks),
+                on_conflict=extra.not_null.on_conflict if extra.not_null else None,
+                collate=extra.collate,
+                generated=extra.generated if hidden in (2, 3) else None,
                 generated_stored=hidden == 3,
                 lww=fold_name(column_name + LWW_SUFFIX) in names,
             )
         )
-    uniques, indexes = _read_indexes(engine, name, index_sql, extras)
-    primary_key = tuple(column for _, column in sorted(key))
+    uniques, indexes = _read_indexes(name, pragmas.indexes, index_sql, extras)
     key_clause = extras.primary_key or next(
         (extras_by_name[fold_name(column)].primary_key for column in primary_key if fold_name(column) in extras_by_name), None
     )
-    key_extra = extras_by_name.get(fold_name(primary_key[0])) if len(primary_key) == 1 else None
-    key_type = next((column.type for column in columns if len(primary_key) == 1 and column.name == primary_key[0]), None)
-    integer_key_not_rowid = key_extra is not None and key_extra.key_descending and key_type == "INTEGER" and not extras.without_rowid
-    if len(primary_key) == 1 and not extras.without_rowid and not integer_key_not_rowid:
-        # An INTEGER PRIMARY KEY is the rowid: it can never be NULL, whatever the DDL says.
-        columns = [
-            replace(column, not_null=True) if column.name == primary_key[0] and column.type == "INTEGER" else column
-            for column in columns
-        ]
     return Table(
         name=name,
         columns=tuple(columns),
         primary_key=primary_key,
         autoincrement=autoincrement,
-        foreign_keys=_read_foreign_keys(engine, name, extras),
+        foreign_keys=_read_foreign_keys(pragmas.foreign_keys, extras),
         checks=tuple(Check(text, check_name) for text, check_name in extras.checks),
         uniques=uniques,
         primary_key_conflict=key_clause.on_conflict if key_clause else None,
@@ -192,21 +210,17 @@ def _read_table(engine: Engine, name: str, sql: str, index_sql: dict[str, str]) 
 
 
 def _read_indexes(
-    engine: Engine, table: str, index_sql: dict[str, str], extras: TableExtras
+    table: str, listed: list[IndexPragmas], index_sql: dict[str, str], extras: TableExtras
 ) -> tuple[tuple[UniqueConstraint, ...], tuple[Index, ...]]:
     uniques = []
     indexes = []
     column_collations = {fold_name(name): extra.collate for name, extra in extras.columns.items()}
-    for _, index_name, unique, origin, partial in engine.execute(
-        "SELECT seq, name, \"unique\", origin, partial FROM pragma_index_list(?) ORDER BY seq DESC", (table,)
-    ).fetchall():
-        key_columns = engine.execute(
-            "SELECT cid, name, \"desc\", coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno", (index_name,)
-        ).fetchall()
-        if origin == "u":
-            uniques.append(_unique_constraint(tuple(row[1] for row in key_columns), key_columns, extras))
+    for index in listed:
+        key_columns, index_name = index.key_columns, index.name
+        if index.origin == "u":
+            uniques.append(_unique_constraint(tuple(row[1] for row in key_columns), key_columns, extras))  # type: ignore[misc]
             continue
-        if origin != "c" or fold_name(index_name).startswith(ONLINE_PREFIX):
+        if index.origin != "c" or fold_name(index_name).startswith(ONLINE_PREFIX):
             continue
         sql = index_sql.get(fold_name(index_name), "")
         # plain: bare columns compared as the columns themselves compare (an explicit COLLATE that
@@ -216,7 +230,7 @@ def _read_indexes(
             for cid, column, descending, collation in key_columns
         )
         if plain:
-            columns = [column for _, column, _, _ in key_columns]
+            columns = [column or "" for _, column, _, _ in key_columns]
         else:
             terms = parse_index_terms(sql)  # expressions, DESC or COLLATE: keep the written term
             columns = [
@@ -228,8 +242,8 @@ def _read_indexes(
                 name=index_name,
                 table=table,
                 columns=tuple(columns),
-                unique=bool(unique),
-                where=parse_index_where(sql) if partial else None,
+                unique=bool(index.unique),
+                where=parse_index_where(sql) if index.partial else None,
                 sql=sql,
             )
         )
@@ -253,12 +267,9 @@ def _unique_constraint(columns: tuple[str, ...], key_columns: list[tuple[Any, ..
     )
 
 
-def _read_foreign_keys(engine: Engine, table: str, extras: TableExtras) -> tuple[ForeignKey, ...]:
-    grouped: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in engine.execute(
-        "SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?) ORDER BY id, seq",
-        (table,),
-    ).fetchall():
+def _read_foreign_keys(listed: list[ForeignKeyRow], extras: TableExtras) -> tuple[ForeignKey, ...]:
+    grouped: dict[int, list[ForeignKeyRow]] = defaultdict(list)
+    for row in listed:
         grouped[row[0]].append(row)
     keys = []
     for fk_id in sorted(grouped, reverse=True):
