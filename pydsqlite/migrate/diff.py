@@ -27,7 +27,7 @@ from ..schema.objects import (
     fold_name,
 )
 from ..sql.ddl import normalize_expression
-from ..sql.render import render_create_index, render_create_table
+from ..sql.render import quote_identifier, renamed_spelling, render_create_index, render_create_table
 from .metadata import ManagedObjects
 
 _SqlObject = TypeVar("_SqlObject", View, Trigger, VirtualTable)
@@ -309,27 +309,56 @@ def _index_names_held_elsewhere(desired: Schema, live: Schema, managed: ManagedO
     return tuple(problems)
 
 
-_renderings: dict[int, tuple[Table, str, list[str]]] = {}
-"""Desired tables (kept alive here, so their ids stay theirs) and their CREATE TABLE and sorted
-CREATE INDEX texts: compiled schemas are cached, so each table is rendered once per process."""
+@dataclass(frozen=True)
+class _Rendering:
+    """A desired table's CREATE TABLE text and its sorted CREATE INDEX texts, with the spellings a
+    rebuild or a rename leaves: SQLite rewrites the table's name in double quotes (``CREATE TABLE
+    "t"``, ``ON "t"``) when the new table is renamed into place."""
+
+    table: Table
+    table_texts: frozenset[str]
+    index_texts: list[str]
+    index_spellings: dict[str, str]
+    """Every accepted CREATE INDEX text → the text as rendered."""
+
+
+_renderings: dict[int, _Rendering] = {}
+"""Desired tables (kept alive here, so their ids stay theirs) and their renderings: compiled
+schemas are cached, so each table is rendered once per process."""
 _RENDERINGS_KEPT = 20_000
 
 
 def created_as(desired: Table, live: Table) -> bool:
-    """Whether ``live`` is exactly what creating ``desired`` gives: its CREATE TABLE and CREATE INDEX
-    texts are pydsqlite's rendering of ``desired``, so the table needs no diff (the common case
-    of a plan over tables that did not change)."""
+    """Whether ``live`` is exactly what creating ``desired`` gives (or a rebuild or rename into its
+    name): its CREATE TABLE and CREATE INDEX texts are pydsqlite's rendering of ``desired``, so the
+    table needs no diff (the common case of a plan over tables that did not change)."""
     if live.sql is None:
         return False
     rendered = _renderings.get(id(desired))
-    if rendered is None or rendered[0] is not desired:
+    if rendered is None or rendered.table is not desired:
         if len(_renderings) >= _RENDERINGS_KEPT:
             _renderings.clear()
-        rendered = (desired, render_create_table(desired), sorted(render_create_index(index) for index in desired.indexes))
-        _renderings[id(desired)] = rendered
-    if live.sql != rendered[1] or len(live.indexes) != len(rendered[2]):
+        rendered = _renderings[id(desired)] = _render(desired)
+    if live.sql not in rendered.table_texts or len(live.indexes) != len(rendered.index_texts):
         return False
-    return sorted(index.sql or "" for index in live.indexes) == rendered[2]
+    spellings = rendered.index_spellings
+    return sorted(spellings.get(index.sql or "", "") for index in live.indexes) == rendered.index_texts
+
+
+def _render(desired: Table) -> _Rendering:
+    quoted, renamed = quote_identifier(desired.name), renamed_spelling(desired.name)
+    table_text = render_create_table(desired)
+    head = f"CREATE TABLE {quoted} ("
+    table_texts = {table_text, f"CREATE TABLE {renamed} (" + table_text.removeprefix(head)} if table_text.startswith(head) else {table_text}
+    index_texts, spellings = [], {}
+    for index in desired.indexes:
+        text = render_create_index(index)
+        index_texts.append(text)
+        spellings[text] = text
+        target = f" ON {quote_identifier(index.table)} ("
+        if index.sql is None and fold_name(index.table) == fold_name(desired.name) and target in text:
+            spellings[text.replace(target, f" ON {renamed} (", 1)] = text
+    return _Rendering(desired, frozenset(table_texts), sorted(index_texts), spellings)
 
 
 def _diff_sql_objects(

@@ -23,6 +23,12 @@ def quote_identifier(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def renamed_spelling(name: str) -> str:
+    """A table's name as SQLite writes it into the CREATE texts of the table and its indexes when
+    ``ALTER TABLE … RENAME TO`` gives the table that name: in double quotes, embedded ones doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def quote_literal(value: object) -> str:
     """Render a Python scalar (None, bool, int, float, str, bytes) as a safe SQL literal."""
     if value is None:
