@@ -29,6 +29,7 @@ from pydsqlite import (
     Database,
     Field,
     ForeignKey,
+    Index,
     MigrationError,
     PrimaryKey,
     PydsqliteError,
@@ -147,6 +148,25 @@ def test_create_then_nothing_to_do(conn):
     assert model_migration_plan(conn, LIBRARY).is_empty
     assert len(migration_history(conn)) == 1
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_a_schema_of_more_tables_than_one_statement_binds_is_read_whole(conn):
+    """dqlite binds at most 255 parameters per statement: introspection reads the tables' PRAGMAs in
+    chunks under that, so a schema of 300 tables plans as on a file."""
+    from typing import Any
+
+    from pydsqlite.migrate.introspect import forget_tables_read
+
+    models: list[type[SyncModel]] = []
+    for number in range(300):
+        namespace: dict[str, Any] = {"__annotations__": {"id": Annotated[int, PrimaryKey()], "a": str}}
+        models.append(type(SyncModel)(f"Many{number}", (SyncModel,), namespace, table=f"many_{number:03}", indexes=[Index("a")]))
+    sync_models(conn, models)
+    forget_tables_read()
+    assert model_migration_plan(conn, models).is_empty
+    conn.execute("DROP INDEX ix_many_299_a")
+    forget_tables_read()
+    assert [operation.description for operation in model_migration_plan(conn, models).operations] == ["create index ix_many_299_a on many_299 (a)"]
 
 
 def test_parent_rebuild_keeps_every_child_and_grandchild_row(conn):

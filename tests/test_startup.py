@@ -206,6 +206,7 @@ def test_schema_objects_built_by_the_quick_init_behave_as_their_dataclass_declar
     signature, defaults, normalisation of a column's type, equality and frozenness are the dataclass's."""
     import dataclasses
     import inspect
+    import typing
 
     from pydsqlite.schema import objects
 
@@ -213,6 +214,10 @@ def test_schema_objects_built_by_the_quick_init_behave_as_their_dataclass_declar
         parameters = list(inspect.signature(cls).parameters.values())
         assert [p.name for p in parameters] == [f.name for f in dataclasses.fields(cls)]
         assert [p.default for p in parameters] == [inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default for f in dataclasses.fields(cls)]
+        assert [p.annotation for p in parameters] == [f.type for f in dataclasses.fields(cls)]
+        hints = typing.get_type_hints(cls.__init__)
+        assert hints.pop("return") is type(None) and hints == typing.get_type_hints(cls)
+        assert cls.__init__.__module__ == objects.__name__ and cls.__init__.__qualname__ == f"{cls.__qualname__}.__init__"
     column = objects.Column("Price", "numeric  ( 10, 2 )", not_null=True)
     assert column.type == "NUMERIC ( 10, 2 )" and column.default is None and column.stable_default
     assert column == objects.Column(name="Price", type="NUMERIC ( 10, 2 )", not_null=True) and hash(column) == hash(dataclasses.replace(column))
@@ -298,3 +303,64 @@ def test_a_table_rebuilt_or_renamed_by_a_migration_is_recognised_without_a_diff(
     conn.commit()
     assert not recognised(PricedRenamed)
     assert [op.description for op in model_migration_plan(conn, [PricedRenamed]).operations] == ['create index ix_price "list"_name on price "list" (name)']
+
+
+def test_a_connection_with_a_lowered_limit_on_bound_parameters_is_read_in_chunks_under_it(db_path):
+    """An application may lower SQLITE_LIMIT_VARIABLE_NUMBER on its connection: introspection binds
+    no more table names per statement than the connection allows."""
+    from pydsqlite.migrate.introspect import forget_tables_read
+    from pydsqlite.migrate.sync import preview_schema
+    from pydsqlite.schema.compile import compile_models
+
+    models = _cold_models(120, "limited")
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, models)
+    conn.close()
+    conn = sqlite3.connect(db_path)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)
+    forget_tables_read()
+    desired = compile_models(models)
+    statements = traced(conn, lambda: preview_schema(conn, desired))  # fast path off: full introspection
+    assert sum("pragma_table_xinfo" in s for s in statements if not s.startswith("--")) == 3  # 50 + 50 + 20 names
+    forget_tables_read()
+    assert preview_schema(conn, desired).is_empty
+    conn.close()
+
+
+def test_tables_read_by_one_thread_while_another_clears_what_was_kept_are_all_read(conn):
+    """The tables kept from earlier reads are looked up once per introspection: a cache another thread
+    clears in the middle of it (a full cache, ``forget_tables_read``) costs a read, never a KeyError."""
+    from pydsqlite.migrate.introspect import forget_tables_read, introspect
+
+    conn.executescript("CREATE TABLE a (x); CREATE TABLE b (y);")
+    engine = SqliteEngine(conn)
+    introspect(engine)  # a and b kept
+    conn.execute("ALTER TABLE b ADD COLUMN z")  # b to be read again, a taken as kept
+
+    def clear_on_the_pragma_read(statement: str) -> None:
+        if "pragma_table_xinfo" in statement:
+            forget_tables_read()  # what another thread may do at this moment
+
+    conn.set_trace_callback(clear_on_the_pragma_read)
+    try:
+        schema = introspect(engine)
+    finally:
+        conn.set_trace_callback(None)
+    assert [table.column_names for table in schema.tables] == [("x",), ("y", "z")]
+
+
+def test_a_temp_table_named_like_a_main_one_never_stands_in_for_it(db_path):
+    """Introspection reads the main database: a TEMP table of the same name (which SQLite's name
+    lookup finds first) does not give its columns or indexes to the main table, nor to the reads of
+    the main table kept for other connections of the process."""
+    from pydsqlite.migrate.introspect import introspect
+    from pydsqlite.sql.source import schema_from_database
+
+    sync_models(sqlite3.connect(db_path), [Note])
+    shadowed = sqlite3.connect(db_path)
+    shadowed.executescript("CREATE TEMP TABLE notes (temp_col BLOB); CREATE INDEX temp.ix_temp ON notes (temp_col);")
+    table = introspect(SqliteEngine(shadowed)).table("notes")
+    assert table is not None and table.column_names[:3] == ("id", "title", "body") and [i.name for i in table.indexes] == ["ix_notes_title"]
+    clean = sqlite3.connect(db_path)
+    assert schema_from_database(clean).table("notes").column_names[:3] == ("id", "title", "body")  # type: ignore[union-attr]
+    assert model_migration_plan(clean, [Note]).is_empty

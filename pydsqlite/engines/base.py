@@ -206,6 +206,11 @@ class Engine(ABC):
             sql = full if len(part) == per_statement else f"{head} VALUES {', '.join([group] * len(part))}{tail}"
             yield self.execute(sql, [value for row in part for value in row])
 
+    def parameters_per_statement(self) -> int:
+        """How many ``?`` one statement may bind on this connection: ``max_parameters``, or less where the
+        connection says so."""
+        return self.max_parameters
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """The first column of the first row (None when there is no row)."""
         row = self.execute(sql, params).fetchone()

@@ -176,6 +176,10 @@ class SqliteEngine(Engine):
             cursor.executemany(sql, rows)
         return cursor
 
+    def parameters_per_statement(self) -> int:
+        """The engine's limit, or the connection's own where the application lowered it (``setlimit``)."""
+        return min(self.max_parameters, self.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+
     def _plain_cursor(self) -> sqlite3.Cursor:
         """A cursor giving rows as tuples whatever ``row_factory`` the application set on its connection
         (a dict factory, ``sqlite3.Row``): pydsqlite reads rows by position."""

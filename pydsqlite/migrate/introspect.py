@@ -107,7 +107,7 @@ def shadow_tables(engine: Engine, master_rows: list[tuple[str, str, str, str | N
 
 def _virtual_columns(engine: Engine, name: str) -> tuple[str, ...]:
     try:
-        rows = engine.execute("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0", (name,)).fetchall()
+        rows = engine.execute("SELECT name FROM pragma_table_xinfo(?, 'main') WHERE hidden = 0", (name,)).fetchall()
     except engine.OperationalError:  # its module is not loaded on this connection
         return ()
     return tuple(row[0] for row in rows)
@@ -130,14 +130,13 @@ def _read_tables(engine: Engine, tables: list[tuple[str, str, tuple[str, ...]]],
     tables not read before from the same texts in one go, the others as read then (a migration reads
     the live schema several times, and most tables never change between two plans)."""
     keys = [(engine.name, name, sql, index_texts) for name, sql, index_texts in tables]
-    unread = [name for key, (name, _, _) in zip(keys, tables, strict=True) if key not in _tables_read]
+    known = [_tables_read.get(key) for key in keys]  # looked up once: another thread may clear the cache meanwhile
+    unread = [name for (name, _, _), table in zip(tables, known, strict=True) if table is None]
+    pragmas = read_pragmas(engine, unread) if unread else {}
     if len(_tables_read) + len(unread) > _TABLES_KEPT:
         _tables_read.clear()
-        unread = [name for name, _, _ in tables]
-    pragmas = read_pragmas(engine, unread) if unread else {}
     read = []
-    for key, (name, sql, _) in zip(keys, tables, strict=True):
-        table = _tables_read.get(key)
+    for key, (name, sql, _), table in zip(keys, tables, known, strict=True):
         if table is None:
             table = _tables_read[key] = _read_table(name, sql, index_sql, pragmas[name])
         read.append(table)

@@ -14,7 +14,8 @@ from typing import Any
 from ..engines import Engine
 
 NAMES_PER_STATEMENT = 400
-"""Table names bound by one statement: under every SQLite's limit on bound parameters (999 before 3.32)."""
+"""Table names bound by one statement: under every SQLite's limit on bound parameters (999 before 3.32),
+unless the engine or the connection allows fewer (dqlite: 255)."""
 
 ColumnRow = tuple[str, str, int, Any, int, int]
 """``pragma_table_xinfo``: name, declared type, notnull, dflt_value, pk, hidden."""
@@ -45,23 +46,28 @@ class TablePragmas:
     foreign_keys: list[ForeignKeyRow] = field(default_factory=list)
 
 
-_COLUMNS = 'SELECT w.name, p.name, p.type, p."notnull", p.dflt_value, p.pk, p.hidden FROM wanted AS w, pragma_table_xinfo(w.name) AS p ORDER BY w.name, p.cid'
+_COLUMNS = (
+    'SELECT w.name, p.name, p.type, p."notnull", p.dflt_value, p.pk, p.hidden '
+    "FROM wanted AS w, pragma_table_xinfo(w.name, 'main') AS p ORDER BY w.name, p.cid"
+)
 _INDEX_KEYS = (
     'SELECT w.name, l.name, l."unique", l.origin, l.partial, x.cid, x.name, x."desc", x.coll '
-    "FROM wanted AS w, pragma_index_list(w.name) AS l, pragma_index_xinfo(l.name) AS x WHERE x.key = 1 "
+    "FROM wanted AS w, pragma_index_list(w.name, 'main') AS l, pragma_index_xinfo(l.name, 'main') AS x WHERE x.key = 1 "
     "ORDER BY w.name, l.seq DESC, x.seqno"
 )
 _FOREIGN_KEYS = (
     'SELECT w.name, f.id, f.seq, f."table", f."from", f."to", f.on_update, f.on_delete '
-    "FROM wanted AS w, pragma_foreign_key_list(w.name) AS f ORDER BY w.name, f.id, f.seq"
+    "FROM wanted AS w, pragma_foreign_key_list(w.name, 'main') AS f ORDER BY w.name, f.id, f.seq"
 )
 
 
 def read_pragmas(engine: Engine, names: Sequence[str]) -> dict[str, TablePragmas]:
-    """The PRAGMA facts of each table in ``names`` (ordinary tables, as ``sqlite_master`` spells them)."""
+    """The PRAGMA facts of each table in ``names`` (ordinary tables of the main database, as
+    ``sqlite_master`` spells them; a TEMP table of the same name is not read in their place)."""
+    per_statement = min(NAMES_PER_STATEMENT, engine.parameters_per_statement())
     read: dict[str, TablePragmas] = {}
-    for start in range(0, len(names), NAMES_PER_STATEMENT):
-        read.update(_read_chunk(engine, names[start : start + NAMES_PER_STATEMENT]))
+    for start in range(0, len(names), per_statement):
+        read.update(_read_chunk(engine, names[start : start + per_statement]))
     return read
 
 

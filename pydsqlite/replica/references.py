@@ -313,7 +313,7 @@ def execute_in(engine: Engine, head: str, width: int, wanted: list[tuple[Any, ..
 
 
 def _in_chunks(engine: Engine, head: str, width: int, wanted: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[Any]]]:
-    chunk = max(1, min(900, engine.max_parameters) // width)
+    chunk = max(1, min(900, engine.parameters_per_statement()) // width)
     for start in range(0, len(wanted), chunk):
         part = wanted[start : start + chunk]
         values = ", ".join("(" + ", ".join("?" * width) + ")" for _ in part)

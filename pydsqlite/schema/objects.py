@@ -6,6 +6,7 @@ Both ``compile`` (from models) and ``introspect`` (from a live database) produce
 
 from __future__ import annotations
 
+import sys
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property, lru_cache
 from typing import Any, TypeVar
@@ -68,17 +69,19 @@ def _filled_at_once(cls: type[_Record]) -> type[_Record]:
 
     The generated one assigns each field through ``object.__setattr__`` (five microseconds for a
     ``Column``), and a plan builds an object per column of every table it reads or compiles. Same
-    signature, defaults and ``__post_init__``; instances stay frozen."""
-    defaults = {f"_default_{item.name}": item.default for item in fields(cls) if item.default is not MISSING}  # type: ignore[arg-type]
-    names = [item.name for item in fields(cls)]  # type: ignore[arg-type]
-    parameters = ", ".join(f"{name}=_default_{name}" if f"_default_{name}" in defaults else name for name in names)
-    body = f"self.__dict__.update({', '.join(f'{name}={name}' for name in names)})"
+    signature, annotations, defaults and ``__post_init__``; instances stay frozen."""
+    items = fields(cls)  # type: ignore[arg-type]
+    defaults = {f"_default_{item.name}": item.default for item in items if item.default is not MISSING}
+    parameters = ", ".join(f"{item.name}=_default_{item.name}" if f"_default_{item.name}" in defaults else item.name for item in items)
+    body = f"self.__dict__.update({', '.join(f'{item.name}={item.name}' for item in items)})"
     if hasattr(cls, "__post_init__"):
-        body += "\n    self.__post_init__()"
-    namespace: dict[str, Any] = {}
-    exec(f"def __init__(self, {parameters}):\n    {body}\n", defaults, namespace)  # noqa: S102 - text built from field names
-    init = namespace["__init__"]
+        body += "\n        self.__post_init__()"
+    source = f"def _make({', '.join(defaults)}):\n    def __init__(self, {parameters}):\n        {body}\n    return __init__\n"
+    made: dict[str, Any] = {}
+    exec(source, sys.modules[cls.__module__].__dict__, made)  # noqa: S102 - text built from field names; defines only _make, in `made`
+    init = made["_make"](**defaults)
     init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = {**{item.name: item.type for item in items}, "return": None}
     cls.__init__ = init  # type: ignore[method-assign]
     return cls
 
