@@ -676,6 +676,39 @@ def test_a_new_lww_column_under_a_renamed_ones_name_gets_its_clock_in_the_expand
     assert states[0] == states[1] == [(1, "first", stamp, None, "000000000000000:000000000:" + "0" * 36)]
 
 
+class TaggedV3(SyncModel, table="tagged"):
+    """The LWW column is renamed to a plain one, and a new LWW column takes its old name."""
+
+    id: Annotated[int, PrimaryKey()]
+    title: Annotated[str, RenamedFrom("label")]
+    label: Annotated[Optional[str], LWW()] = None
+
+
+@pytest.mark.parametrize("after", [TaggedV2, TaggedV3], ids=["renamed LWW column stays LWW", "renamed LWW column turns plain"])
+def test_a_new_lww_column_under_a_renamed_ones_name_starts_at_the_baseline_as_without_steps(tmp_path, after):
+    """The new label's clock is its own, starting at the baseline, with or without data steps: not the
+    old label's stamps (which the expand phase leaves under the old clock's name when the renamed
+    column stops being LWW), nor the row's version (the time of a column that already held values).
+    A stamp above the baseline would let the new column's NULL beat another replica's write of it."""
+    base = tmp_path / "base.db"
+    conn = sqlite3.connect(base)
+    sync_models(conn, [Tagged])
+    db = Database(conn)
+    db.insert(Tagged(id=1, label="first"))
+    db.update(Tagged, 1, label="edited")  # the clock now differs from the row's version
+    conn.close()
+    states = []
+    for name, steps in (("plain", None), ("phased", {"noop": lambda db: None})):
+        path = tmp_path / f"{name}.db"
+        path.write_bytes(base.read_bytes())
+        conn = sqlite3.connect(path)
+        sync_models(conn, [after], data_steps=steps)
+        assert model_migration_plan(conn, [after]).is_empty
+        states.append(rows(conn, "SELECT id, title, label, label__hlc FROM tagged"))
+        conn.close()
+    assert states[0] == states[1] == [(1, "edited", None, "000000000000000:000000000:" + "0" * 36)]
+
+
 def test_a_parent_rebuilt_after_the_steps_keeps_its_children_with_foreign_keys_on(db_path):
     conn = seeded(sqlite3.connect(db_path))
     conn.execute("PRAGMA foreign_keys = ON")

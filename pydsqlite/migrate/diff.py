@@ -165,6 +165,8 @@ class TableDiff:
     existing_links: frozenset[tuple[tuple[str, ...], str, tuple[str, ...]]] = frozenset()
     problems: tuple[str, ...] = ()
     """Why the table's changes cannot be applied as declared (known without reading data)."""
+    fresh_columns: frozenset[str] = frozenset()
+    """Folded names of live columns the expand phase of this migration added (see ``ManagedObjects``)."""
 
     @property
     def is_empty(self) -> bool:
@@ -546,6 +548,9 @@ def _diff_table(
     return TableDiff(
         live=live, desired=desired, rename=rename, changes=tuple(changes), column_sources=tuple(sources),
         existing_links=frozenset(key.link for key in live_keys), problems=tuple(clashes),
+        fresh_columns=frozenset(
+            fold_name(column.name) for column in live.columns if (fold_name(desired.name), fold_name(column.name)) in managed.added_before_steps
+        ),
     )
 
 

@@ -153,6 +153,14 @@ class ManagedObjects:
     renames: frozenset[tuple[str, str, str]] = frozenset()
     """(table, old column, new column), case-folded: column renames already applied, so a swap
     whose hints stay in the models is applied once."""
+    abandoned_clocks: frozenset[tuple[str, str]] = frozenset()
+    """(table, clock column), case-folded: clocks whose column the expand phase of a migration with data
+    steps renamed to a column that is no longer LWW. The phase after the steps drops them; a new LWW
+    column given the old name gets a clock of its own, not the old column's stamps."""
+    added_before_steps: frozenset[tuple[str, str]] = frozenset()
+    """(table, column), case-folded: the columns the expand phase added. Their values are new, so the
+    clock the phase after the steps makes for one starts at the baseline, as in a migration without
+    steps (not at the row's version, the time of a column that already held values)."""
     columns_recorded: bool = True
     """False for bookkeeping that records no hidden column and no marker that it would (written
     before they were recorded, or holding none): see ``may_adopt_column``."""
@@ -183,7 +191,9 @@ class ManagedObjects:
         """Whether a live column named like a hidden sync column the models want is that column:
         one pydsqlite recorded, or, in a table it manages under bookkeeping that records none, one
         it made (``made_as_ours``: with the very type and default pydsqlite gives it). Anything else
-        is the user's column, never taken for a clock."""
+        is the user's column, never taken for a clock; nor is an abandoned clock."""
+        if (fold_name(table), fold_name(column)) in self.abandoned_clocks:
+            return False
         return self.owns_column(table, column) or (not self.columns_recorded and made_as_ours and self.manages_table(table))
 
     def after_renames(self, tables: dict[str, str], columns: tuple[tuple[str, str, str], ...]) -> ManagedObjects:

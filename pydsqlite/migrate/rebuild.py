@@ -146,8 +146,10 @@ def _version_terms(item: TableDiff, sources: dict[str, str]) -> dict[str, str]:
         if not column.is_lww_companion or fold_name(column.name) in sources:
             continue
         base = sources.get(fold_name(column.name[: -len(LWW_SUFFIX)]))
-        # a live clock of that name that no column keeps is another column's (an LWW column swapped with a plain one)
-        if base is not None and live.column(base) is not None and fold_name(base + LWW_SUFFIX) not in kept:
+        # a live clock of that name that no column keeps is another column's (an LWW column swapped with a plain one);
+        # a column added before the data steps holds new values, whose clock starts at the baseline
+        fresh = base is not None and fold_name(base) in item.fresh_columns
+        if base is not None and not fresh and live.column(base) is not None and fold_name(base + LWW_SUFFIX) not in kept:
             terms[fold_name(column.name)] = version
     ending = [quote_identifier(column.name) for column in live.columns if column.is_lww_companion and fold_name(column.name) not in kept]
     if ending:
@@ -271,6 +273,7 @@ def rebuild_after_renames(
         changes=tuple(change for change in item.changes if not isinstance(change, RenameColumn)),
         column_sources=tuple((new, mapping.get(fold_name(old), old)) for new, old in item.column_sources),
         existing_links=item.existing_links,
+        fresh_columns=item.fresh_columns,
     )
     after = rebuild_table(renamed, live_schema, converted, released)
     operations = [

@@ -17,11 +17,11 @@ from ..errors import ConnectionLostError, MigrationError, PydsqliteError, UsageE
 from ..rows.database import Database
 from ..schema.compile import CompiledModels, compile_cached
 from ..schema.declaration import models_and_key
-from ..schema.objects import Schema, fold_name
+from ..schema.objects import LWW_SUFFIX, Schema, fold_name
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .datacheck import check_plan_against_data, refuse_unless_applicable, refuse_unless_expected
-from .diff import diff_schemas
+from .diff import AddColumn, SchemaDiff, SetLWW, diff_schemas
 from .execute import MigrationSession, ProgressCallback, lock_waits, migration_session
 from .foreign_keys import ForeignKeyStrategy
 from .introspect import (
@@ -466,10 +466,18 @@ def _phased_plan(
     managed = read_managed_objects(engine)
     everything = replace(managed, everything=True) if manage_all else managed
     schema_diff = diff_schemas(desired, live, everything)
-    expand, expanded_schema, mismatched_before = rehearse_and_read(build_plan(expand_diff(schema_diff), live), live)
+    expanding = expand_diff(schema_diff)
+    expand, expanded_schema, mismatched_before = rehearse_and_read(build_plan(expanding, live), live)
     expand = check_plan_against_data(engine, expand, foreign_keys_on)
     table_renames = {item.live.name: item.desired.name for item in schema_diff.altered if item.rename is not None}
-    expanded = managed.after_renames(table_renames, expand.renames)
+    expanded = replace(
+        managed.after_renames(table_renames, expand.renames),
+        abandoned_clocks=_clocks_left_by_renames(schema_diff),
+        added_before_steps=frozenset(
+            (fold_name(item.desired.name), fold_name(change.column.name))
+            for item in expanding.altered for change in item.changes if isinstance(change, AddColumn)
+        ),
+    )
     if expanded_schema is not None:  # the hidden columns the expand phase makes are pydsqlite's, not look-alikes
         expanded = replace(expanded, columns=expanded.columns | _hidden_columns_made(desired, live, expanded_schema, table_renames, expand.renames))
     contract = MigrationPlan()
@@ -477,6 +485,19 @@ def _phased_plan(
         contract = _rehearsed_plan(desired, expanded_schema, expanded, manage_all, mismatched_before)
         contract = count_moves(contract, steps, expanded_schema, desired)
     return with_steps(expand, contract, steps), managed, expanded
+
+
+def _clocks_left_by_renames(schema_diff: SchemaDiff) -> frozenset[tuple[str, str]]:
+    """(table, clock), folded: the clocks of LWW columns that the expand phase renames to columns that
+    are no longer LWW. The clock keeps its name until the phase after the steps drops it, so a new LWW
+    column given the old name must not take it (with the old column's stamps) as its own."""
+    abandoned = set()
+    for item in schema_diff.altered:
+        renamed_away = {fold_name(old) for new, old in item.column_sources if fold_name(old) != fold_name(new)}
+        for change in item.changes:
+            if isinstance(change, SetLWW) and not change.enabled and fold_name(change.column) in renamed_away:
+                abandoned.add((fold_name(item.desired.name), fold_name(change.column + LWW_SUFFIX)))
+    return frozenset(abandoned)
 
 
 def _hidden_columns_made(
