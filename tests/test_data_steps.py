@@ -27,6 +27,7 @@ from pydsqlite import (
     ForeignKey,
     Index,
     MigrationError,
+    MigrationPlan,
     PrimaryKey,
     RenamedFrom,
     SyncModel,
@@ -663,17 +664,27 @@ def test_a_new_lww_column_under_a_renamed_ones_name_gets_its_clock_in_the_expand
     Database(conn).insert(Tagged(id=1, label="first"))
     stamp = conn.execute("SELECT label__hlc FROM tagged").fetchone()[0]
     conn.close()
+
+    def in_place(plan: MigrationPlan) -> None:  # no allow_destructive: nothing is lost
+        assert not plan.destructive_operations and not plan.rebuilt_tables, plan
+
+    states = _with_and_without_a_step(tmp_path, base, [TaggedV2], "SELECT id, title, title__hlc, label, label__hlc FROM tagged", in_place)
+    assert states[0] == states[1] == [(1, "first", stamp, None, "000000000000000:000000000:" + "0" * 36)]
+
+
+def _with_and_without_a_step(tmp_path: Path, base: Path, models: list, query: str, check=lambda plan: None) -> list[list[tuple]]:
+    """The rows ``query`` reads after migrating a copy of ``base`` to ``models`` without data steps,
+    and another copy with a step that does nothing (each plan passed to ``check``)."""
     states = []
     for name, steps in (("plain", None), ("phased", {"noop": lambda db: None})):
         path = tmp_path / f"{name}.db"
         path.write_bytes(base.read_bytes())
         conn = sqlite3.connect(path)
-        plan = sync_models(conn, [TaggedV2], data_steps=steps)  # no allow_destructive: nothing is lost
-        assert not plan.destructive_operations and not plan.rebuilt_tables, plan
-        assert model_migration_plan(conn, [TaggedV2]).is_empty
-        states.append(rows(conn, "SELECT id, title, title__hlc, label, label__hlc FROM tagged"))
+        check(sync_models(conn, models, data_steps=steps))
+        assert model_migration_plan(conn, models).is_empty
+        states.append(rows(conn, query))
         conn.close()
-    assert states[0] == states[1] == [(1, "first", stamp, None, "000000000000000:000000000:" + "0" * 36)]
+    return states
 
 
 class TaggedV3(SyncModel, table="tagged"):
@@ -697,15 +708,7 @@ def test_a_new_lww_column_under_a_renamed_ones_name_starts_at_the_baseline_as_wi
     db.insert(Tagged(id=1, label="first"))
     db.update(Tagged, 1, label="edited")  # the clock now differs from the row's version
     conn.close()
-    states = []
-    for name, steps in (("plain", None), ("phased", {"noop": lambda db: None})):
-        path = tmp_path / f"{name}.db"
-        path.write_bytes(base.read_bytes())
-        conn = sqlite3.connect(path)
-        sync_models(conn, [after], data_steps=steps)
-        assert model_migration_plan(conn, [after]).is_empty
-        states.append(rows(conn, "SELECT id, title, label, label__hlc FROM tagged"))
-        conn.close()
+    states = _with_and_without_a_step(tmp_path, base, [after], "SELECT id, title, label, label__hlc FROM tagged")
     assert states[0] == states[1] == [(1, "edited", None, "000000000000000:000000000:" + "0" * 36)]
 
 

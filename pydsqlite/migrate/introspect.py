@@ -159,29 +159,17 @@ def _read_table(name: str, sql: str, index_sql: dict[str, str], pragmas: TablePr
     autoincrement = False
     for column_name, declared, not_null, default, _, hidden in pragma_columns:
         extra = extras_by_name.get(fold_name(column_name)) if extras_by_name else None
-        if extra is None:
-            columns.append(
-                Column(
-                    name=column_name,
-                    type=declared or "",
-                    not_null=bool(not_null) or column_name == rowid_key,
-                    default=default,
-                    generated_stored=hidden == 3,
-                    lww=fold_name(column_name + LWW_SUFFIX) in names,
-                )
-            )
-            continue
-        autoincrement = autoincrement or extra.autoincrement
+        autoincrement = autoincrement or (extra is not None and extra.autoincrement)
         columns.append(
             Column(
                 name=column_name,
                 type=declared or "",
                 not_null=bool(not_null) or column_name == rowid_key,
                 default=default,
-                checks=tuple(Check(text, check_name) for text, check_name in extra.checks),
-                on_conflict=extra.not_null.on_conflict if extra.not_null else None,
-                collate=extra.collate,
-                generated=extra.generated if hidden in (2, 3) else None,
+                checks=tuple(Check(text, check_name) for text, check_name in extra.checks) if extra else (),
+                on_conflict=extra.not_null.on_conflict if extra and extra.not_null else None,
+                collate=extra.collate if extra else None,
+                generated=extra.generated if extra and hidden in (2, 3) else None,
                 generated_stored=hidden == 3,
                 lww=fold_name(column_name + LWW_SUFFIX) in names,
             )
