@@ -357,9 +357,8 @@ def _render(desired: Table) -> _Rendering:
         text = render_create_index(index)
         index_texts.append(text)
         spellings[text] = text
-        target = f" ON {quote_identifier(index.table)} ("
-        if index.sql is None and fold_name(index.table) == fold_name(desired.name) and target in text:
-            spellings[text.replace(target, f" ON {renamed} (", 1)] = text
+        if index.sql is None:  # rendered by pydsqlite, on this table
+            spellings[text.replace(f" ON {quoted} (", f" ON {renamed} (", 1)] = text
     return _Rendering(desired, frozenset(table_texts), sorted(index_texts), spellings)
 
 

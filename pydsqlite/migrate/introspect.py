@@ -205,7 +205,7 @@ def _read_indexes(
     for index in listed:
         key_columns, index_name = index.key_columns, index.name
         if index.origin == "u":
-            uniques.append(_unique_constraint(tuple(row[1] for row in key_columns), key_columns, extras))  # type: ignore[misc]
+            uniques.append(_unique_constraint(tuple(row[1] or "" for row in key_columns), key_columns, extras))  # a constraint's keys are columns
             continue
         if index.origin != "c" or fold_name(index_name).startswith(ONLINE_PREFIX):
             continue
