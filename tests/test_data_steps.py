@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import sqlite3
 import sys
 import threading
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -716,12 +718,14 @@ def test_a_new_lww_column_under_a_renamed_ones_name_starts_at_the_baseline_as_wi
 def test_a_later_edit_of_an_lww_column_renamed_to_a_plain_one_wins_between_replicas_migrated_with_and_without_steps(tmp_path):
     """Replica A migrates with a data step, B without: A's later edit of the old label still beats B's
     earlier one on both (A's new label took the old clock, so its NULL carried A's later time and the
-    edit, left under the older row version, lost)."""
+    edit, left under the older row version, lost). Both replicas read one clock that moves a millisecond
+    per reading, so A's edit is later than B's even when the two fall in the same real millisecond."""
+    moments = itertools.count(time.time_ns() // 1_000_000)
     replicas = []
     for side in ("a", "b"):
         conn = sqlite3.connect(tmp_path / f"{side}.db")
         sync_models(conn, [Tagged])
-        replicas.append((conn, Database(conn)))
+        replicas.append((conn, Database(conn, wall_clock=lambda: next(moments))))
     (conn_a, a), (conn_b, b) = replicas
     a.insert(Tagged(id=1, label="first"))
     b.apply_changes(a.changes_since(models=[Tagged]), models=[Tagged])
