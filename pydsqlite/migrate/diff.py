@@ -27,7 +27,7 @@ from ..schema.objects import (
     fold_name,
 )
 from ..sql.ddl import normalize_expression
-from ..sql.render import quote_identifier, renamed_spelling, render_create_index, render_create_table
+from ..sql.render import double_quotes_as_names, quote_identifier, renamed_spelling, render_create_index, render_create_table
 from .metadata import ManagedObjects
 
 _SqlObject = TypeVar("_SqlObject", View, Trigger, VirtualTable)
@@ -315,13 +315,16 @@ def _index_names_held_elsewhere(desired: Schema, live: Schema, managed: ManagedO
 class _Rendering:
     """A desired table's CREATE TABLE text and its sorted CREATE INDEX texts, with the spellings a
     rebuild or a rename leaves: SQLite rewrites the table's name in double quotes (``CREATE TABLE
-    "t"``, ``ON "t"``) when the new table is renamed into place."""
+    "t"``, ``ON "t"``) when the new table is renamed into place, and a renamed column's name
+    wherever the table's and its indexes' texts name it (``"title"``)."""
 
     table: Table
     table_texts: frozenset[str]
+    named_alike: str
+    """The CREATE TABLE text with every name in grave accents (see ``_names_alike``)."""
     index_texts: list[str]
     index_spellings: dict[str, str]
-    """Every accepted CREATE INDEX text → the text as rendered."""
+    """Every accepted CREATE INDEX text (and its ``_names_alike`` form) → the text as rendered."""
 
 
 _renderings: dict[int, _Rendering] = {}
@@ -341,10 +344,18 @@ def created_as(desired: Table, live: Table) -> bool:
         if len(_renderings) >= _RENDERINGS_KEPT:
             _renderings.clear()
         rendered = _renderings[id(desired)] = _render(desired)
-    if live.sql not in rendered.table_texts or len(live.indexes) != len(rendered.index_texts):
+    if len(live.indexes) != len(rendered.index_texts):
+        return False
+    if live.sql not in rendered.table_texts and _names_alike(live.sql) != rendered.named_alike:
         return False
     spellings = rendered.index_spellings
-    return sorted(spellings.get(index.sql or "", "") for index in live.indexes) == rendered.index_texts
+    return sorted(spellings.get(index.sql or "") or spellings.get(_names_alike(index.sql or ""), "") for index in live.indexes) == rendered.index_texts
+
+
+def _names_alike(sql: str) -> str:
+    """``sql`` with its double-quoted names in grave accents. Two texts of one table alike in this form
+    define the same thing: a name either spelling gives resolves alike, as the rest of the text is the same."""
+    return double_quotes_as_names(sql) if '"' in sql else sql
 
 
 def _render(desired: Table) -> _Rendering:
@@ -356,10 +367,11 @@ def _render(desired: Table) -> _Rendering:
     for index in desired.indexes:
         text = render_create_index(index)
         index_texts.append(text)
+        spellings[_names_alike(text)] = text
         spellings[text] = text
         if index.sql is None:  # rendered by pydsqlite, on this table
             spellings[text.replace(f" ON {quoted} (", f" ON {renamed} (", 1)] = text
-    return _Rendering(desired, frozenset(table_texts), sorted(index_texts), spellings)
+    return _Rendering(desired, frozenset(table_texts), _names_alike(table_text), sorted(index_texts), spellings)
 
 
 def _diff_sql_objects(

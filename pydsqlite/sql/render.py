@@ -8,7 +8,7 @@ import sqlite3
 from contextlib import closing
 
 from ..schema.objects import Check, Column, ForeignKey, Index, Table, UniqueConstraint, fold_name
-from .ddl import has_line_comment, tokenize
+from .ddl import has_line_comment
 
 
 def quote_identifier(name: str) -> str:
@@ -69,17 +69,25 @@ def _float_literal(value: float) -> str:
     raise ValueError(f"SQLite cannot read {value!r} back exactly")
 
 
+_QUOTING = re.compile(r"""--[^\n]*|/\*.*?(?:\*/|\Z)|'(?:[^']|'')*'|`(?:[^`]|``)*`|\[[^\]]*\]|""" r'"((?:[^"]|"")*)"', re.DOTALL)
+"""What can hold a quote character in SQL: comments, strings, names in grave accents or brackets, and
+(group 1) the body of a double-quoted name; matched left to right as SQLite's tokenizer reads them."""
+
+
 def double_quotes_as_names(sql: str, name: str | None = None) -> str:
     """``sql`` with its double-quoted names (every one, or those spelling ``name``) in grave accents,
     which SQLite never reads as a string: compiling the result tells whether such a name names
     something (SQLite reads a double-quoted name that names nothing as text)."""
-    pieces, position = [], 0
-    for token in tokenize(sql):
-        if token.kind == "quoted" and token.text.startswith('"') and (name is None or fold_name(token.identifier) == fold_name(name)):
-            pieces.append(sql[position : token.start] + quote_identifier(token.identifier))
-            position = token.end
-    pieces.append(sql[position:])
-    return "".join(pieces)
+    wanted = None if name is None else fold_name(name)
+
+    def requoted(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if body is None:
+            return match.group()
+        spelled = body.replace('""', '"')
+        return quote_identifier(spelled) if wanted is None or fold_name(spelled) == wanted else match.group()
+
+    return _QUOTING.sub(requoted, sql)
 
 
 def quote_identifiers(names: tuple[str, ...]) -> str:
