@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import warnings
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from pydsqlite import (
     LWW,
+    Collate,
     Database,
     DataStep,
     DataStepError,
@@ -1333,3 +1335,83 @@ def test_a_move_into_a_column_the_migration_converts_compares_what_the_column_wi
         sync_schema(conn, schema, data_steps={"001 zips": DataStep(copy, moves=["move_users.zip -> move_zips.code"])})
     assert "drop column move_users.zip [1 row]" in str(raised.value) and "(e.g. '00123')" in str(raised.value)
     assert db_path.read_bytes() == before
+
+
+# --- plans asked for while the migration runs --------------------------------------------------
+
+
+def _everything(conn: sqlite3.Connection) -> list[tuple]:
+    """The schema and every row of the tables the migrations here touch."""
+    schema = rows(conn, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+    return schema + [row for (table,) in rows(conn, "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('users', 'emails')") for row in rows(conn, f"SELECT * FROM {table}")]
+
+
+ASKED_MID_MIGRATION = {
+    "model_migration_plan": lambda conn: model_migration_plan(conn, V2),
+    "schema_migration_plan": lambda conn: schema_migration_plan(conn, schema_from_sql("CREATE TABLE users (id INTEGER PRIMARY KEY)")),
+    "sync_models": lambda conn: sync_models(conn, V2, allow_destructive=True),
+    "sync_models through the step's engine": lambda conn: sync_models(SqliteEngine(conn), V2, allow_destructive=True),
+}
+
+
+@pytest.mark.parametrize("asked", ASKED_MID_MIGRATION)
+def test_a_plan_asked_for_from_a_step_on_the_migrating_connection_is_refused_and_nothing_changes(conn, asked):
+    """The schema is half-way through the migration while a step runs (the plan showed the drop of a
+    clock the expand phase had just renamed): a plan or a migration asked for on its connection is
+    refused, the step fails, and the database is as it was; afterwards both work again."""
+    seeded(conn)
+    before = _everything(conn)
+
+    def step(db) -> None:
+        split_emails(db)
+        ASKED_MID_MIGRATION[asked](db.conn)
+
+    with pytest.raises(DataStepError, match="001_split_emails") as raised:
+        sync_models(conn, V2, data_steps={"001_split_emails": DataStep(step, moves=MOVED)})
+    assert isinstance(raised.value.__cause__, UsageError)
+    assert "connection whose migration is still running" in str(raised.value) and "half-way through that migration" in str(raised.value)
+    assert _everything(conn) == before
+    assert not model_migration_plan(conn, V2, data_steps={"001_split_emails": DataStep(split_emails, moves=MOVED)}).is_empty
+    sync_models(conn, V2, data_steps={"001_split_emails": DataStep(split_emails, moves=MOVED)})
+    assert rows(conn, "SELECT user_id, address FROM emails ORDER BY user_id") == [(1, "ann@example.com"), (3, "cy@example.com")]
+    assert model_migration_plan(conn, V2).is_empty
+
+
+class UserNoCase(SyncModel, table="users"):
+    """The name compares without case: a rebuild, whose copy reports progress."""
+
+    id: Annotated[int, PrimaryKey()]
+    name: Annotated[str, Collate("NOCASE")]
+    email: Optional[str] = None
+
+
+def test_a_plan_asked_for_from_a_progress_callback_is_refused_and_the_migration_rolled_back(conn):
+    seeded(conn)
+    before = _everything(conn)
+
+    def progress(table: str, copied: int, total: int) -> None:
+        model_migration_plan(conn, [UserNoCase])
+
+    with pytest.raises(UsageError, match="half-way through that migration"):
+        sync_models(conn, [UserNoCase], progress=progress)
+    assert _everything(conn) == before
+    assert sync_models(conn, [UserNoCase], progress=lambda *_: None).rebuilt_tables == ("users",)
+    assert model_migration_plan(conn, [UserNoCase]).is_empty
+
+
+def test_another_connection_to_the_file_may_plan_while_a_step_runs(db_path):
+    """Only the migrating connection is refused: another one (WAL: it reads while the migration
+    writes) sees the committed schema, not the migration's, and plans from there."""
+    conn = seeded(sqlite3.connect(db_path))
+    conn.execute("PRAGMA journal_mode = WAL")
+    expected = [op.description for op in model_migration_plan(conn, V2).operations]
+    seen = []
+
+    def step(db) -> None:
+        split_emails(db)
+        with closing(sqlite3.connect(db_path)) as other:
+            seen.append([op.description for op in model_migration_plan(other, V2).operations])
+
+    sync_models(conn, V2, data_steps={"001_split_emails": DataStep(step, moves=MOVED)})
+    assert seen == [expected] and expected
+    assert model_migration_plan(conn, V2).is_empty

@@ -54,6 +54,18 @@ neither commits nor ends it). A unit leaving removes itself wherever it is in th
 holding a block may be closed after a block opened later has ended, or while it is still open."""
 
 
+_migrations_running: dict[int, Any] = {}
+"""Connections (by ``id``, with the connection itself) a migration is applying its plan on: a plan
+asked for on one meanwhile, from a data step or a progress callback, would be made against the
+schema half-way through that migration, so it is refused (see ``migration_running_on``)."""
+
+
+def migration_running_on(connection: object) -> bool:
+    """Whether a migration is applying its plan on ``connection`` now (a dictionary lookup, and none
+    while no migration runs anywhere: the no-op ``sync_models`` asks on every call)."""
+    return bool(_migrations_running) and id(connection) in _migrations_running
+
+
 _streams: dict[int, tuple[Any, dict[str, int]]] = {}
 """The tables each connection (by ``id``, with the connection itself) is streaming rows of
 (``iter_select``), with how many streams read each (folded names): a migration that would change
@@ -486,6 +498,15 @@ class Engine(ABC):
         """Roll back the transaction open on the connection, if any."""
         if self.in_transaction:
             self.execute("ROLLBACK")
+
+    @contextmanager
+    def migration_running(self) -> Iterator[None]:
+        """Mark this connection as one a migration is applying its plan on while the block runs."""
+        _migrations_running[id(self.connection)] = self.connection
+        try:
+            yield
+        finally:
+            del _migrations_running[id(self.connection)]
 
     @property
     def unit_open(self) -> bool:

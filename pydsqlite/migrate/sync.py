@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from ..collector import collector_paused
 from ..engines import Engine, SqliteEngine, engine_for, is_connection
+from ..engines.base import migration_running_on
 from ..engines.sqlite import LEGACY_TRANSACTION_CONTROL, connect_read_only
 from ..errors import ConnectionLostError, MigrationError, PydsqliteError, UsageError
 from ..rows.database import Database
@@ -227,6 +228,7 @@ def preview_schema(
     recognised from two cheap reads instead of a full introspection. ``online``: the plan as an online migration
     runs it (a database not in WAL mode gets that as a problem).
     """
+    _refuse_during_a_migration(conn, "a migration plan (model_migration_plan, schema_migration_plan) was asked for", "Ask for it before sync_models() starts or after it returns")
     steps = steps_from(data_steps)
     with _engine(conn, read_only=True) as engine, _database_errors(engine):
         if fingerprint is not None and schema_unchanged_since_sync(engine, fingerprint) and not pending_steps(engine, steps):
@@ -299,6 +301,7 @@ def _apply(
 ) -> MigrationPlan:
     """``apply_schema`` with the desired schema made only when the database is not already at
     ``state_key`` (the key recorded after the migration; default: the schema's fingerprint)."""
+    _refuse_during_a_migration(conn, "a migration (sync_models, sync_schema) was started", "Start it after the running sync_models() returns")
     steps = steps_from(data_steps)
     synced = None if state_key is None or steps else _synced_already(conn, state_key)
     if synced:
@@ -325,11 +328,23 @@ def _apply(
                 )
             if not engine.in_transaction:
                 wait_for_online_migrations(engine, busy_timeout)
-            with migration_session(engine, busy_timeout) as session:
+            with migration_session(engine, busy_timeout) as session, engine.migration_running():
                 return _plan_and_apply(
                     engine, session, desired, fingerprint, state_key or fingerprint, allow_destructive, manage_all, progress, steps,
                     expected_plan,
                 )
+
+
+def _refuse_during_a_migration(conn: Connectable, asked: str, instead: str) -> None:
+    """Refuse a plan on a connection whose migration is applying its own (from one of its data steps or
+    its progress callback): it would be made against the schema half-way through that migration (and
+    then show, for example, the drop of a clock the running migration has just renamed)."""
+    if migration_running_on(conn.connection if isinstance(conn, Engine) else conn):
+        raise UsageError(
+            f"{asked} on a connection whose migration is still running (from one of its data steps or its progress "
+            f"callback): the schema is half-way through that migration, so the plan would be made against neither "
+            f"side of it. {instead}"
+        )
 
 
 _NOTHING_TO_DO = MigrationPlan(checked=True)
