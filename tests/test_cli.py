@@ -64,9 +64,13 @@ def run(*args: str, cwd: Path, stdin: str | None = None, prefix: tuple[str, ...]
 
 
 def start(*args: str, cwd: Path, **options) -> subprocess.Popen:
+    """The command running in the background, Ctrl-C (SIGINT) acting on it as on a terminal: a runner that
+    started the tests with SIGINT ignored (a shell's background job) would pass that on, and Python keeps it."""
     options.setdefault("stdout", subprocess.PIPE)
     options.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen(command(*args), cwd=cwd, text=True, env=environment(), **options)
+    return subprocess.Popen(
+        command(*args), cwd=cwd, text=True, env=environment(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **options
+    )
 
 
 def file_state(folder: Path) -> dict[str, tuple[str, int]]:
@@ -429,12 +433,15 @@ def test_ctrl_c_while_sync_waits_for_the_lock_stops_at_once_and_changes_nothing(
 def press_ctrl_c_at_the_prompt(process: subprocess.Popen) -> None:
     """SIGINT, again if it arrived after the prompt was written but before the read began
     (Python then acts on it only when the read returns)."""
-    while process.poll() is None:
+    for _ in range(30):
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=2)
+            return
         except subprocess.TimeoutExpired:
             pass
+    process.kill()
+    pytest.fail("the command went on waiting at its prompt through a minute of SIGINTs")
 
 
 @pytest.mark.parametrize("new_file", [False, True])
