@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel
 
-from pydsqlite import Index, PrimaryKey, SyncModel, sync_models
+from pydsqlite import Index, PrimaryKey, RenamedFrom, SyncModel, sync_models
 from pydsqlite.migrate.introspect import forget_tables_read
 from pydsqlite.migrate.sync import preview_schema
 from pydsqlite.schema.compile import compile_models
@@ -23,19 +23,24 @@ from .harness import Measurement, Report, median_time, median_time_batched, medi
 COLUMN_TYPES: list[Any] = [str, int, float, Optional[str], Optional[int], bool, str, Optional[float], bytes]
 
 
-def make_models(tables: int, base: type[BaseModel] = SyncModel) -> list[type[BaseModel]]:
+def make_models(
+    tables: int, base: type[BaseModel] = SyncModel, *, first: str = "c1", renamed_from: str | None = None
+) -> list[type[BaseModel]]:
     """``tables`` models of 10 columns (an integer key and nine others) with 2 indexes each
-    (``base=BaseModel``: the same classes as plain Pydantic models, for the class-definition floor)."""
+    (``base=BaseModel``: the same classes as plain Pydantic models, for the class-definition floor).
+    ``first`` names the first of the nine, ``renamed_from`` the name it is renamed from."""
     models = []
     for number in range(tables):
         annotations: dict[str, Any] = {"id": Annotated[int, PrimaryKey()]}
         namespace: dict[str, Any] = {}
         for position, python_type in enumerate(COLUMN_TYPES, 1):
-            annotations[f"c{position}"] = python_type
+            annotations[first if position == 1 else f"c{position}"] = python_type
             if position in (4, 5, 8):
                 namespace[f"c{position}"] = None
+        if renamed_from is not None:
+            annotations[first] = Annotated[annotations[first], RenamedFrom(renamed_from)]
         namespace["__annotations__"] = annotations
-        keywords = {"table": f"bench_{number}", "indexes": [Index("c1"), Index("c2", "c3")]} if base is SyncModel else {}
+        keywords = {"table": f"bench_{number}", "indexes": [Index(first), Index("c2", "c3")]} if base is SyncModel else {}
         models.append(type(base)(f"Bench{number}", (base,), namespace, **keywords))
     return models
 
@@ -126,6 +131,17 @@ def _run_size(report: Report, tables: int, quick: bool) -> None:
     report.add(Measurement(cold, "pydsqlite plan (fast path off, tables kept from an earlier read)", median_time(lambda: preview_schema(conn, desired), plan_runs), plan_runs))
     if _has_alembic():
         report.add(Measurement(cold, "Alembic compare_metadata", _alembic_compare(path, tables, runs), runs))
+
+    cold = f"cold plan, {tables} tables, each with a renamed column"
+    renamed = sqlite3.connect(folder / "renamed.db")  # SQLite writes a renamed column as "c1" in the CREATE text
+    sync_models(renamed, make_models(tables, first="c0"))
+    sync_models(renamed, make_models(tables, renamed_from="c0"))
+    timings = median_times(
+        {"floor": lambda: pragma_floor(renamed, names), "afresh": lambda: preview_schema(renamed, desired)}, plan_runs, forget_tables_read
+    )
+    report.add(Measurement(cold, "bare PRAGMA introspection (floor)", timings["floor"], plan_runs), reference=True)
+    report.add(Measurement(cold, "pydsqlite plan (fast path off, every table read afresh)", timings["afresh"], plan_runs))
+    renamed.close()
 
     cold = f"cold plan, first call in a fresh process, {tables} tables"
     report.add(Measurement(cold, "bare PRAGMA introspection (floor)",

@@ -69,9 +69,14 @@ def _float_literal(value: float) -> str:
     raise ValueError(f"SQLite cannot read {value!r} back exactly")
 
 
-_QUOTING = re.compile(r"""--[^\n]*|/\*.*?(?:\*/|\Z)|'(?:[^']|'')*'|`(?:[^`]|``)*`|\[[^\]]*\]|""" r'"((?:[^"]|"")*)"', re.DOTALL)
-"""What can hold a quote character in SQL: comments, strings, names in grave accents or brackets, and
-(group 1) the body of a double-quoted name; matched left to right as SQLite's tokenizer reads them."""
+_QUOTING = re.compile(
+    r"""(?:[^"'`\[/-]+|'(?:[^']|'')*'|`(?:[^`]|``)*`|\[[^\]]*\]|--[^\n]*|/\*.*?(?:\*/|\Z)|[-/'`\[])+"""
+    r'|"((?:[^"]|"")*)"',
+    re.DOTALL,
+)
+"""Double-quoted names (group 1, the body) and, between them, stretches of anything else: text, and
+the strings, comments and names in grave accents or brackets that may hold a double quote, each read
+whole as SQLite's tokenizer reads it (a quote left open is a character of its own)."""
 
 
 def double_quotes_as_names(sql: str, name: str | None = None) -> str:
