@@ -785,8 +785,12 @@ def test_the_feed_is_refused_inside_an_open_transaction_whose_writes_may_still_r
 
 def test_a_replica_restored_from_a_backup_sends_what_it_writes_after_the_restore(tmp_path):
     """A peer keeps the cursor it reached before the restore; the restored file numbers its next
-    changes past every cursor it gave out (the numbers follow its clock), so none is skipped."""
+    changes past every cursor it gave out (the numbers follow its clock), so none is skipped. The clock
+    is injected: with the real one, a restore within the millisecond of the last write numbered its
+    next change at the peer's cursor (a restore comes later in time, which this clock says)."""
+    now = {"t": 1_700_000_000_000}
     conn, db = _replica(tmp_path / "a.db")
+    db = Database(conn, wall_clock=lambda: now["t"])
     _, peer = _replica(tmp_path / "b.db")
     db.insert(Word(id="kept", w="in the backup"))
     conn.execute(f"VACUUM INTO '{tmp_path / 'backup.db'}'")
@@ -795,7 +799,8 @@ def test_a_replica_restored_from_a_backup_sends_what_it_writes_after_the_restore
     peer.apply_changes(feed, [Num, Word])
     conn.close()
     (tmp_path / "a.db").write_bytes((tmp_path / "backup.db").read_bytes())
-    restored = Database(sqlite3.connect(tmp_path / "a.db"))
+    now["t"] += 1
+    restored = Database(sqlite3.connect(tmp_path / "a.db"), wall_clock=lambda: now["t"])
     for n in range(7):  # more writes than the backup lacks, so plain counting would pass the peer's cursor again
         restored.insert(Word(id=f"new{n}", w="after the restore"))
         later = restored.changes_since(feed.cursor, models=[Num, Word])

@@ -686,7 +686,6 @@ def test_by_default_a_migration_waits_for_another_writer_longer_than_the_connect
     blocker = sqlite3.connect(db_path, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
     release = threading.Timer(1.0, blocker.rollback)
-    release.start()
 
     class EventsV2(SyncModel, table="events"):
         id: Annotated[int, PrimaryKey()]
@@ -694,7 +693,8 @@ def test_by_default_a_migration_waits_for_another_writer_longer_than_the_connect
         payload: Optional[str] = None
         extra: Optional[str] = None
 
-    started = time.monotonic()
+    started = time.monotonic()  # before the timer starts: the lock is held for 1 s after this, however late this thread runs
+    release.start()
     assert not sync_models(conn, [EventsV2]).is_empty
     assert time.monotonic() - started >= 0.9
     assert rows(conn, "PRAGMA busy_timeout") == [(100,)]

@@ -156,10 +156,10 @@ def test_a_no_op_while_another_connection_holds_an_exclusive_lock_waits_for_it(d
     holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")  # readers are refused until it ends
     release = threading.Timer(0.4, lambda: holder.execute("COMMIT"))
-    release.start()
     conn = sqlite3.connect(db_path, timeout=0.05)
+    started = time.monotonic()  # before the timer starts: the lock is held for 0.4 s after this, however late this thread runs
+    release.start()
     try:
-        started = time.monotonic()
         plan = sync_models(conn, [Note], busy_timeout=10)
         assert plan.is_empty and time.monotonic() - started >= 0.3  # waited for the lock, was not refused
         assert not conn.in_transaction
