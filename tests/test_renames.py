@@ -283,3 +283,42 @@ def test_swapping_an_lww_column_with_a_plain_one_gives_each_value_its_own_clock(
     stamps = conn.execute("SELECT x, x__hlc, y, y__hlc FROM swapped_clocks").fetchone()
     sync_models(conn, [BothSwapped])
     assert conn.execute("SELECT y, y__hlc, x, x__hlc FROM swapped_clocks").fetchone() == stamps
+
+
+class LabelledBefore(SyncModel, table="labelled"):
+    id: Annotated[str, PrimaryKey()]
+    x: Annotated[str, LWW()] = ""
+    y: str = ""
+
+
+class LabelledSwapped(SyncModel, table="labelled"):
+    """x (LWW) and y (plain) swap names: the LWW register stays with the name x, on the other value."""
+
+    id: Annotated[str, PrimaryKey()]
+    x: Annotated[str, LWW(), RenamedFrom("y")] = ""
+    y: Annotated[str, RenamedFrom("x")] = ""
+
+
+class LabelledRenamedPlain(SyncModel, table="labelled"):
+    """x (LWW) becomes the plain title; a new LWW x takes its name."""
+
+    id: Annotated[str, PrimaryKey()]
+    title: Annotated[str, RenamedFrom("x")] = ""
+    x: Annotated[str, LWW()] = ""
+    y: str = ""
+
+
+@pytest.mark.parametrize(
+    ("after", "described"),
+    [
+        (LabelledSwapped, "turn LWW on for x; turn LWW off for y (renamed from x)"),
+        (LabelledRenamedPlain, "add column x; turn LWW on for x; turn LWW off for title (renamed from x)"),
+    ],
+    ids=["swapped", "renamed, and the name reused"],
+)
+def test_a_plan_names_a_renamed_column_that_stops_being_lww_by_its_new_name(memory_conn, after, described):
+    """The plan said "turn LWW on for x; turn LWW off for x", as if x ended where it began."""
+    sync_models(memory_conn, [LabelledBefore])
+    plan = model_migration_plan(memory_conn, [after])
+    (rebuild,) = [operation for operation in plan.operations if operation.kind == "rebuild_table"]
+    assert rebuild.description.endswith(described)

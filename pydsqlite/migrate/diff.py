@@ -80,7 +80,10 @@ class AlterColumn:
 @dataclass(frozen=True)
 class SetLWW:
     column: str
+    """The column as the live table names it (its clock is ``column__hlc``)."""
     enabled: bool
+    renamed_to: str | None = None
+    """The column's new name when the migration also renames it (said in the plan's description)."""
 
 
 @dataclass(frozen=True)
@@ -511,7 +514,7 @@ def _diff_table(
         base = live_column.name[: -len(LWW_SUFFIX)]
         owned = managed.owns_column(live.name, live_column.name)
         if owned and live_column.is_lww_companion and live.column(base) is not None and desired.column(renames.get(fold_name(base), base)) is not None:
-            changes.append(SetLWW(base, False))
+            changes.append(SetLWW(base, False, renames.get(fold_name(base))))
         else:
             changes.append(DropColumn(live_column, owned))
     live_key = tuple(renames.get(fold_name(name), name) for name in live.primary_key)
@@ -783,7 +786,8 @@ def describe_change(change: Change | CreateView | DropView | CreateTrigger | Dro
                 details.append(f"{aspect} changed")
         return f"alter column {change.new.name} ({', '.join(details)})"
     if isinstance(change, SetLWW):
-        return f"turn LWW {'on' if change.enabled else 'off'} for {change.column}"
+        renamed = f"{change.renamed_to} (renamed from {change.column})" if change.renamed_to else change.column
+        return f"turn LWW {'on' if change.enabled else 'off'} for {renamed}"
     if isinstance(change, ChangePrimaryKey):
         return f"primary key ({', '.join(change.old)}) -> ({', '.join(change.new)})"
     if isinstance(change, ChangeForeignKeys):
