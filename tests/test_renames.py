@@ -322,3 +322,14 @@ def test_a_plan_names_a_renamed_column_that_stops_being_lww_by_its_new_name(memo
     plan = model_migration_plan(memory_conn, [after])
     (rebuild,) = [operation for operation in plan.operations if operation.kind == "rebuild_table"]
     assert rebuild.description.endswith(described)
+
+
+def test_the_renames_applied_to_each_table_are_told_apart_by_table():
+    """Gathered once per plan by table (a scan of every recorded rename per table grew with the square
+    of the tables): each table gets its own, names folded as recorded, none for a table without any."""
+    from pydsqlite.migrate.metadata import ManagedObjects
+
+    managed = ManagedObjects(renames=frozenset({("t1", "a", "b"), ("t1", "b", "c"), ("t2", "x", "y")}))
+    assert managed.renames_done("T1") == {("a", "b"), ("b", "c")}
+    assert managed.renames_done("t2") == {("x", "y")}
+    assert managed.renames_done("t3") == frozenset()

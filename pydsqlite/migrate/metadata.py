@@ -3,6 +3,7 @@ trail of every migration it applied."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -179,8 +180,17 @@ class ManagedObjects:
         return self.everything or fold_name(name) in self.triggers
 
     def renames_done(self, table: str) -> frozenset[tuple[str, str]]:
-        key = fold_name(table)
-        return frozenset((old, new) for owner, old, new in self.renames if owner == key)
+        """(old, new) column renames already applied to ``table``, case-folded."""
+        return self._renames_by_table.get(fold_name(table), frozenset())
+
+    @functools.cached_property
+    def _renames_by_table(self) -> dict[str, frozenset[tuple[str, str]]]:
+        """``renames`` by table, gathered on first use: a plan asks for every table's, and a scan of
+        them all per table grew with the square of the tables."""
+        by_table: dict[str, set[tuple[str, str]]] = {}
+        for owner, old, new in self.renames:
+            by_table.setdefault(owner, set()).add((old, new))
+        return {owner: frozenset(pairs) for owner, pairs in by_table.items()}
 
     def owns_column(self, table: str, column: str) -> bool:
         """Whether pydsqlite created this hidden column itself (never true for a user's column,
