@@ -10,6 +10,8 @@ import pytest
 
 from pydsqlite import LWW, PrimaryKey, RenamedFrom, SyncModel, model_migration_plan, sync_models
 
+from .test_data_steps import Tagged, TaggedV3
+
 
 def table_rows(conn: sqlite3.Connection, table: str) -> list[dict]:
     cursor = conn.execute(f"SELECT * FROM {table} ORDER BY 1")
@@ -232,6 +234,20 @@ def test_a_hint_whose_old_name_is_wanted_again_is_read_as_already_applied(memory
     assert model_migration_plan(memory_conn, [Reused]).is_empty
 
 
+class ClocksBefore(SyncModel, table="swapped_clocks"):
+    id: Annotated[str, PrimaryKey()]
+    x: Annotated[str, LWW()] = ""
+    y: str = ""
+
+
+class ClocksSwapped(SyncModel, table="swapped_clocks"):
+    """x (LWW) and y (plain) swap names: the LWW register stays with the name x, on the other value."""
+
+    id: Annotated[str, PrimaryKey()]
+    x: Annotated[str, LWW(), RenamedFrom("y")] = ""
+    y: Annotated[str, RenamedFrom("x")] = ""
+
+
 def test_swapping_an_lww_column_with_a_plain_one_gives_each_value_its_own_clock(tmp_path):
     """x (LWW) and y (plain) swap names. The clock column x__hlc stayed on the name x, so each value
     carried the other column's clock and two replicas' unexchanged edits were both lost. Now the new x
@@ -240,15 +256,7 @@ def test_swapping_an_lww_column_with_a_plain_one_gives_each_value_its_own_clock(
     Swapping two LWW columns moves their clocks with them."""
     from pydsqlite import Database
 
-    class Before(SyncModel, table="swapped_clocks"):
-        id: Annotated[str, PrimaryKey()]
-        x: Annotated[str, LWW()] = ""
-        y: str = ""
-
-    class Swapped(SyncModel, table="swapped_clocks"):
-        id: Annotated[str, PrimaryKey()]
-        x: Annotated[str, LWW(), RenamedFrom("y")] = ""
-        y: Annotated[str, RenamedFrom("x")] = ""
+    Before, Swapped = ClocksBefore, ClocksSwapped
 
     connections = [sqlite3.connect(tmp_path / name) for name in ("r1.db", "r2.db")]
     for conn in connections:
@@ -285,40 +293,17 @@ def test_swapping_an_lww_column_with_a_plain_one_gives_each_value_its_own_clock(
     assert conn.execute("SELECT y, y__hlc, x, x__hlc FROM swapped_clocks").fetchone() == stamps
 
 
-class LabelledBefore(SyncModel, table="labelled"):
-    id: Annotated[str, PrimaryKey()]
-    x: Annotated[str, LWW()] = ""
-    y: str = ""
-
-
-class LabelledSwapped(SyncModel, table="labelled"):
-    """x (LWW) and y (plain) swap names: the LWW register stays with the name x, on the other value."""
-
-    id: Annotated[str, PrimaryKey()]
-    x: Annotated[str, LWW(), RenamedFrom("y")] = ""
-    y: Annotated[str, RenamedFrom("x")] = ""
-
-
-class LabelledRenamedPlain(SyncModel, table="labelled"):
-    """x (LWW) becomes the plain title; a new LWW x takes its name."""
-
-    id: Annotated[str, PrimaryKey()]
-    title: Annotated[str, RenamedFrom("x")] = ""
-    x: Annotated[str, LWW()] = ""
-    y: str = ""
-
-
 @pytest.mark.parametrize(
-    ("after", "described"),
+    ("before", "after", "described"),
     [
-        (LabelledSwapped, "turn LWW on for x; turn LWW off for y (renamed from x)"),
-        (LabelledRenamedPlain, "add column x; turn LWW on for x; turn LWW off for title (renamed from x)"),
+        (ClocksBefore, ClocksSwapped, "turn LWW on for x; turn LWW off for y (renamed from x)"),
+        (Tagged, TaggedV3, "add column label; turn LWW on for label; turn LWW off for title (renamed from label)"),
     ],
     ids=["swapped", "renamed, and the name reused"],
 )
-def test_a_plan_names_a_renamed_column_that_stops_being_lww_by_its_new_name(memory_conn, after, described):
+def test_a_plan_names_a_renamed_column_that_stops_being_lww_by_its_new_name(memory_conn, before, after, described):
     """The plan said "turn LWW on for x; turn LWW off for x", as if x ended where it began."""
-    sync_models(memory_conn, [LabelledBefore])
+    sync_models(memory_conn, [before])
     plan = model_migration_plan(memory_conn, [after])
     (rebuild,) = [operation for operation in plan.operations if operation.kind == "rebuild_table"]
     assert rebuild.description.endswith(described)
