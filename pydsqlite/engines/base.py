@@ -506,7 +506,7 @@ class Engine(ABC):
         try:
             yield
         finally:
-            del _migrations_running[id(self.connection)]
+            _migrations_running.pop(id(self.connection), None)
 
     @property
     def unit_open(self) -> bool:
