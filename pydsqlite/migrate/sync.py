@@ -506,13 +506,12 @@ def _clocks_left_by_renames(schema_diff: SchemaDiff) -> frozenset[tuple[str, str
     """(table, clock), folded: the clocks of LWW columns that the expand phase renames to columns that
     are no longer LWW. The clock keeps its name until the phase after the steps drops it, so a new LWW
     column given the old name must not take it (with the old column's stamps) as its own."""
-    abandoned = set()
-    for item in schema_diff.altered:
-        renamed_away = {fold_name(old) for new, old in item.column_sources if fold_name(old) != fold_name(new)}
-        for change in item.changes:
-            if isinstance(change, SetLWW) and not change.enabled and fold_name(change.column) in renamed_away:
-                abandoned.add((fold_name(item.desired.name), fold_name(change.column + LWW_SUFFIX)))
-    return frozenset(abandoned)
+    return frozenset(
+        (fold_name(item.desired.name), fold_name(change.column + LWW_SUFFIX))
+        for item in schema_diff.altered for change in item.changes
+        if isinstance(change, SetLWW) and not change.enabled
+        and change.renamed_to is not None and fold_name(change.renamed_to) != fold_name(change.column)
+    )
 
 
 def _hidden_columns_made(
