@@ -17,42 +17,47 @@ enforces foreign keys, a merge then settles the violations it left (``references
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..engines import Engine
 from ..errors import SchemaMismatchError, UsageError
 from ..errors import SyncError as SyncError  # re-exported: its historical home
 from ..migrate.introspect import introspect
 from ..rows.codec import RowCodec, codec_for
-from ..schema.codecs import unstorable_reason
 from ..schema.model import registered_models, table_options
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
-from ..sql.render import quote_identifier, quote_literal
+from ..sql.render import quote_identifier
 from .capture import CAPTURED, DELETE_TRIGGER_PREFIX, CapturedEvent, take_captured
 from .changeset import (
     ChangeSet,
     RowChange,
     TableShape,
     check_changes,
-    from_json_value,
     key_from_text,
     key_text,
     merge_states,
     ties_on_different_values,
-    to_json_value,
 )
 from .hlc import BASELINE, HLC, SETTLED_NODE, successor
 from .node import CREATE_TOMBSTONES, NODE_TABLE, TOMBSTONES, Node
 from .references import ReferenceGraph, ReferenceRepair, Revival, execute_in, select_in
+from .states import (
+    captured_state,
+    local_state,
+    row_state,
+    state_columns,
+    state_from_json,
+    state_select,
+    state_to_json,
+    with_deleted,
+)
+from .stored_rows import canonical, require_storable, stamp_builder, stored_rows
 
 __all__ = ["ChangeSet", "Replica", "RowChange", "Settled", "SyncError"]
 
@@ -416,7 +421,7 @@ class Replica:
         ).fetchone()
         if found is None:
             return False
-        kept = _state_from_json(codec, key, found[1], found[0])
+        kept = state_from_json(codec, key, found[1], found[0])
         registers = str(self.clock.now())
         deleted = str(self.clock.now())  # after the registers: they do not revive the row
         state = RowChange(
@@ -426,7 +431,7 @@ class Replica:
         )
         self.engine.execute(
             f"UPDATE {TOMBSTONES} SET deleted = ?, state = ?, seq = ? WHERE table_name = ? AND key = ?",
-            (deleted, _state_to_json(state), self.node.allocate_seq(1), codec.name, key_text(key)),
+            (deleted, state_to_json(state), self.node.allocate_seq(1), codec.name, key_text(key)),
         )
         return True
 
@@ -501,7 +506,7 @@ class Replica:
         if settled_only:
             query += f" AND substr(deleted, -{len(SETTLED_NODE)}) = ?"
             params += (SETTLED_NODE,)
-        return [_state_from_json(codec, key_from_text(text), state, deleted) for text, deleted, state in self.engine.execute(query, params)]
+        return [state_from_json(codec, key_from_text(text), state, deleted) for text, deleted, state in self.engine.execute(query, params)]
 
     # --- deletes and writes the capture triggers saw -------------------------------------------
 
@@ -521,7 +526,7 @@ class Replica:
             if ident in exclude:
                 continue
             if event.kind == "delete":
-                deletes[ident] = merge_states(deletes.get(ident), _captured_state(event))
+                deletes[ident] = merge_states(deletes.get(ident), captured_state(event))
             else:
                 writes.setdefault(ident, (event, set()))[1].update(
                     name for name, (role, _, _) in event.columns.items() if role != "key"
@@ -531,9 +536,9 @@ class Replica:
         now = str(self.clock.now())
         first = self.allocate_seq(len(deletes) + len(writes))
         if self._settling:
-            dead = [_with_deleted(state, successor(max(state.timestamps()))) for state in deletes.values()]
+            dead = [with_deleted(state, successor(max(state.timestamps()))) for state in deletes.values()]
         else:
-            dead = [_with_deleted(state, now) for state in deletes.values()]
+            dead = [with_deleted(state, now) for state in deletes.values()]
         self._write_tombstones([(state, first + n, True) for n, state in enumerate(dead)])
         if not own_statement:
             self._restamp_rows_written_again(dead, {fold_name(event.table): event.key_columns for event in events})
@@ -593,14 +598,14 @@ class Replica:
             deleted_at = dict(
                 self.engine.execute(f"SELECT key, deleted FROM {TOMBSTONES} WHERE table_name = ?", (codec.name,)).fetchall()
             )
-            for row in self.engine.execute(f"{_state_select(codec)} WHERE {quote_identifier(SEQ_COLUMN)} > ?", (after,)):
-                state = _row_state(codec, row, None)
-                changes.append(_with_deleted(state, deleted_at.get(key_text(state.key))))
+            for row in self.engine.execute(f"{state_select(codec)} WHERE {quote_identifier(SEQ_COLUMN)} > ?", (after,)):
+                state = row_state(codec, row, None)
+                changes.append(with_deleted(state, deleted_at.get(key_text(state.key))))
             for key, deleted, state in self.engine.execute(
                 f"SELECT key, deleted, state FROM {TOMBSTONES} WHERE table_name = ? AND seq > ? AND state IS NOT NULL",
                 (codec.name, after),
             ):
-                changes.append(_state_from_json(codec, key_from_text(key), state, deleted))
+                changes.append(state_from_json(codec, key_from_text(key), state, deleted))
         return changes
 
     # --- merging ---------------------------------------------------------------------------
@@ -637,9 +642,9 @@ class Replica:
             if order is _REMOTE_NEWER:
                 merged = remote  # every register is the remote one, and so is the tombstone time
             else:
-                local = _local_state(None if row is None else _row_state(codec, row, None), tombstone, codec, remote.key)
+                local = local_state(None if row is None else row_state(codec, row, None), tombstone, codec, remote.key)
                 if local is not None and local.alive and remote.alive and ties_on_different_values(local, remote):
-                    merged = merge_states(_canonical(codec, local), _canonical(codec, remote))
+                    merged = merge_states(canonical(codec, local), canonical(codec, remote))
                 else:
                     merged = merge_states(local, remote)
                 if local is not None and merged == local:
@@ -686,7 +691,7 @@ class Replica:
         for merge in merges:
             codec, alive, dead = merge.codec, merge.alive, merge.dead
             if dead:  # kept in tombstones, they come back when a later write revives the row
-                _require_storable(codec, dead, _stored_rows(codec, dead, "deleted row", dates_checked=False))
+                require_storable(codec, dead, stored_rows(codec, dead, "deleted row", dates_checked=False))
             self._write_rows(codec, alive, seq)
             marks = [(change, seq + n, False) for n, change in enumerate(alive) if change.deleted is not None]
             marks += [(change, seq + len(alive) + n, True) for n, change in enumerate(dead)]
@@ -744,14 +749,14 @@ class Replica:
             repair.note_settled(settled)
 
     def _read_rows(self, codec: RowCodec, keys: list[tuple[Any, ...]], identity: Callable[[tuple[Any, ...]], Any]) -> dict[Any, tuple[Any, ...]]:
-        """The stored rows with these keys in ``_state_select``'s column order, by their key's
+        """The stored rows with these keys in ``state_select``'s column order, by their key's
         ``identity``: chunked ``IN (VALUES …)`` lookups, or one scan of the table when the keys are
         at least half its rows (a scan reads a row in about the time a lookup finds one)."""
         width = len(codec.key)
         if identity is _same_key and len(keys) >= _SCAN_FROM_KEYS and self._rows_at_most(codec, 2 * len(keys)):
             wanted = set(keys)
-            return {key: row for row in self.engine.execute(_state_select(codec)) if (key := row[:width]) in wanted}
-        return {identity(row[:width]): row for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, _state_columns(codec))}
+            return {key: row for row in self.engine.execute(state_select(codec)) if (key := row[:width]) in wanted}
+        return {identity(row[:width]): row for row in _rows_with_keys(self.engine, codec.quoted_table, codec.key, keys, state_columns(codec))}
 
     def _rows_at_most(self, codec: RowCodec, count: int) -> bool:
         """Whether the table surely holds at most ``count`` rows: the span of its rowids says so in two
@@ -773,8 +778,8 @@ class Replica:
         """Validate the visible merged rows through the model, then upsert them."""
         if not states:
             return
-        rows = _stored_rows(codec, states, "merged row")
-        _stamp_builder(tuple(codec.lww))(rows, states, first_seq)
+        rows = stored_rows(codec, states, "merged row")
+        stamp_builder(tuple(codec.lww))(rows, states, first_seq)
         names = [*codec.fields, *(name + LWW_SUFFIX for name in codec.lww), VERSION_COLUMN, SEQ_COLUMN]
         updates = ", ".join(f"{quote_identifier(n)} = excluded.{quote_identifier(n)}" for n in names if n not in codec.key)
         self.engine.insert_rows(
@@ -791,7 +796,7 @@ class Replica:
         self.engine.insert_rows(
             f"INSERT OR REPLACE INTO {TOMBSTONES} (table_name, key, deleted, state, seq)",
             [
-                (change.table, key_text(change.key), change.deleted, _state_to_json(change) if keep else None, seq)
+                (change.table, key_text(change.key), change.deleted, state_to_json(change) if keep else None, seq)
                 for change, seq, keep in marks
             ],
         )
@@ -888,7 +893,7 @@ _REMOTE_NEWER, _REMOTE_OLDER, _MIXED = "remote newer", "remote older", "mixed"
 
 
 class _RegisterOrder:
-    """Compares an incoming state with a stored row (``_state_select`` order) by timestamps alone:
+    """Compares an incoming state with a stored row (``state_select`` order) by timestamps alone:
     ``_REMOTE_NEWER`` when each incoming register is strictly later, ``_REMOTE_OLDER`` when each is
     strictly earlier, else ``_MIXED`` (ties and splits take the full join)."""
 
@@ -912,239 +917,11 @@ class _RegisterOrder:
         return _REMOTE_NEWER if later else _REMOTE_OLDER
 
 
-def _stored_rows(codec: RowCodec, states: list[RowChange], what: str, *, dates_checked: bool = True) -> list[list[Any]]:
-    """Each state's row validated through the model and encoded as stored (field order). A row the
-    model refuses or cannot store, or whose key validation would change (another row's key, so a
-    stale state would land on it), raises ``SyncError`` naming the table and key; so does a date
-    column holding no ISO 8601 text (Pydantic would guess at it), unless not ``dates_checked``: a
-    deleted row's state is kept as it came, its values not stored, and its sender cannot repair it."""
-    try:
-        data = _rows_to_validate(codec, states)
-    except (ValueError, TypeError):
-        for state in states:  # find the row a decoder refused, to name it
-            try:
-                _rows_to_validate(codec, [state])
-            except (ValueError, TypeError) as error:
-                raise SyncError(
-                    f"a {what} of table {codec.name!r} with key {state.key!r} does not validate: {error}", table=codec.name, key=state.key,
-                ) from None
-        raise
-    for state, values in zip(states, data, strict=True) if codec.dated and dates_checked else ():
-        misread = codec.date_not_iso(values)
-        if misread is not None:  # Pydantic would guess (Unix seconds...) and this replica store the guess
-            date_column, value = misread
-            raise SyncError(
-                f"a {what} of table {codec.name!r} with key {state.key!r} holds {value!r} in its date column {date_column!r}, "
-                "which is not ISO 8601 text (written outside the model on the sending replica: a number could be Unix "
-                "seconds or milliseconds, or a Julian day, so it is not guessed); convert it there, where reading the row "
-                "names the SQL that does",
-                table=codec.name, key=state.key,
-            )
-    try:
-        instances = codec.validate_stored(data)
-    except ValidationError as error:
-        row = error.errors()[0]["loc"][0]
-        key = states[row].key if isinstance(row, int) else None
-        found = [  # this row's errors: (column or None, message, offending input)
-            (".".join(map(str, item["loc"][1:])) or None, item["msg"], item["input"])
-            for item in error.errors() if item["loc"][:1] == (row,)
-        ]
-        (column, message, given), *more = found
-        where = f" (column {column})" if column else ""
-        further = "".join(f"; {'column ' + other if other else 'the row'}: {text} (got {value!r})" for other, text, value in more)
-        raise SyncError(
-            f"a {what} of table {codec.name!r} with key {key!r} does not validate{where}: {message} (got {given!r}){further}",
-            table=codec.name, key=key,
-        ) from None
-    try:
-        rows = codec.values_of_many(instances)
-    except ValueError:
-        for state, instance in zip(states, instances, strict=True):  # find the row that cannot be stored, to name it
-            try:
-                codec.values(instance)
-            except ValueError as error:
-                raise SyncError(
-                    f"a {what} of table {codec.name!r} with key {state.key!r} cannot be stored: {error}", table=codec.name, key=state.key,
-                ) from None
-        raise
-    _require_keys_kept(codec, states, rows, what)
-    return rows
-
-
-def _require_storable(codec: RowCodec, states: list[RowChange], rows: list[list[Any]]) -> None:
-    """Refuse a deleted row holding a value SQLite cannot store (a lone surrogate, an integer beyond 64
-    bits): its tombstone keeps the values as JSON, which would take them, and a later write reviving
-    the row would then fail on every replica that received it."""
-    for state, row in zip(states, rows, strict=True):
-        for name, value in zip(codec.fields, row, strict=True):
-            reason = unstorable_reason(value)
-            if reason is not None:
-                raise SyncError(
-                    f"a deleted row of table {codec.name!r} with key {state.key!r} cannot be stored (column {name}): {reason}",
-                    table=codec.name, key=state.key,
-                )
-
-
-def _canonical(codec: RowCodec, state: RowChange) -> RowChange:
-    """``state`` with its values as the model stores them (a value written by SQL in another
-    spelling: ``'...Z'`` for a datetime, a UUID without hyphens), so that a timestamp tie is broken
-    by the value both replicas store, and the replica holding the other spelling takes this one;
-    unchanged when the model refuses the row."""
-    try:
-        (row,) = _stored_rows(codec, [state], "row")
-    except SyncError:
-        return state
-    stored = dict(zip(codec.fields, row, strict=True))
-    columns = {name: (stamp, stored[name]) for name, (stamp, _) in state.columns.items()}
-    values = {name: stored[name] for name in state.values}
-    return RowChange(state.table, state.key, columns, state.version, values, state.deleted)
-
-
-def _require_keys_kept(codec: RowCodec, states: list[RowChange], rows: list[list[Any]], what: str) -> None:
-    """Refuse a state whose key the model's validation changed (a date sent as other text, a key a
-    validator lower-cases): compared at C speed over the batch, values and their types."""
-    positions = codec.key_positions
-    if len(positions) == 1:
-        stored = list(map(itemgetter(positions[0]), rows))
-        sent = [state.key[0] for state in states]
-        if stored == sent and list(map(type, stored)) == list(map(type, sent)):
-            return
-        stored_keys = [(value,) for value in stored]
-    else:
-        stored_keys = list(map(tuple, map(itemgetter(*positions), rows)))
-    for state, key in zip(states, stored_keys, strict=True):
-        if key != state.key or tuple(map(type, key)) != tuple(map(type, state.key)):
-            assignments = ", ".join(
-                f"{quote_identifier(name)} = {quote_literal(new)}" for name, new in zip(codec.key, key, strict=True)
-            )
-            where = " AND ".join(f"{quote_identifier(name)} = {quote_literal(old)}" for name, old in zip(codec.key, state.key, strict=True))
-            raise SyncError(
-                f"a {what} of table {codec.name!r} with key {state.key!r} validates to the key {key!r}: the model changes "
-                "it, so it would land on another row. Keys travel as they are stored: the sending replica stores this "
-                "one in another spelling than the model's (written there by SQL, outside pydsqlite, or by a changed "
-                "validator), and every changeset holding it is refused. Rewrite it once on that replica, where the "
-                f"row is: UPDATE {codec.quoted_table} SET {assignments} WHERE {where}",
-                table=codec.name, key=state.key,
-            )
-
-
-def _rows_to_validate(codec: RowCodec, states: list[RowChange]) -> list[dict[str, Any]]:
-    """The stored values of each state's row keyed for validation (key, LWW values, the other columns)."""
-    data = _row_builder(tuple(codec.key), tuple(codec.lww))(states)
-    if codec.decoders or codec.aliased:
-        return [codec.decode_values(row) for row in data]
-    return data
-
-
-@functools.lru_cache(maxsize=256)
-def _stamp_builder(lww: tuple[str, ...]) -> Callable[[list[list[Any]], list[RowChange], int], None]:
-    """A function appending each state's LWW timestamps, row version and sequence number to its
-    encoded row (in ``_write_rows``' column order), generated once per shape."""
-    stamps = "".join(f"state.columns[{name!r}][0], " for name in lww)
-    source = (
-        "def extend(rows, states, seq):\n"
-        "    for row, state in zip(rows, states):\n"
-        f"        row += ({stamps}state.version, seq)\n"
-        "        seq += 1\n"
-    )
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # noqa: S102 - column names enter only as repr() string literals
-    extend: Callable[[list[list[Any]], list[RowChange], int], None] = namespace["extend"]
-    return extend
-
-
-@functools.lru_cache(maxsize=256)
-def _row_builder(key: tuple[str, ...], lww: tuple[str, ...]) -> Callable[[list[RowChange]], list[dict[str, Any]]]:
-    """A function turning states into row dicts by field name, generated once per shape: one
-    expression per column, so a merge of many rows pays no per-cell loop."""
-    terms = [f"{name!r}: state.key[{position}]" for position, name in enumerate(key)]
-    terms += [f"{name!r}: state.columns[{name!r}][1]" for name in lww]
-    source = "def build(states):\n    return [{" + ", ".join([*terms, "**state.values"]) + "} for state in states]\n"
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # noqa: S102 - column names enter only as repr() string literals
-    build: Callable[[list[RowChange]], list[dict[str, Any]]] = namespace["build"]
-    return build
-
-
 def _stamp_columns(changed: Iterable[str], is_lww: Callable[[str], bool]) -> list[str]:
     """The timestamp columns a write to ``changed`` moves: each LWW column's own, the row version for the others."""
     changed = list(changed)
     stamped = [name + LWW_SUFFIX for name in changed if is_lww(name)]
     return stamped + ([VERSION_COLUMN] if len(stamped) < len(changed) else [])
-
-
-def _captured_state(event: CapturedEvent) -> RowChange:
-    """The registers a deleted row held, as its capture trigger recorded them."""
-    columns: dict[str, Any] = {}  # LWW and version roles always carry their stamp
-    values: dict[str, Any] = {}
-    version: Any = ""
-    for name, (role, value, stamp) in event.columns.items():
-        if role == "lww":
-            columns[name] = (stamp, value)
-        elif role == "group":
-            values[name] = value
-        else:
-            version = stamp
-    return RowChange(event.table, event.key, columns, version, values)
-
-
-def _local_state(
-    live: RowChange | None, tombstone: tuple[str, str | None] | None, codec: RowCodec, key: tuple[Any, ...]
-) -> RowChange | None:
-    """A key's local state: the visible row or the dead row's registers, with its tombstone time."""
-    if tombstone is None:
-        return live
-    deleted, state = tombstone
-    if live is not None:
-        return _with_deleted(live, deleted)
-    return _state_from_json(codec, key, state, deleted) if state is not None else None
-
-
-def _state_columns(codec: RowCodec) -> list[str]:
-    """A synced row's key, LWW columns, their timestamps, other columns and row version, in the order
-    ``_row_state`` and ``_RegisterOrder`` read them."""
-    return [*codec.key, *codec.lww, *(name + LWW_SUFFIX for name in codec.lww), *codec.group, VERSION_COLUMN]
-
-
-def _state_select(codec: RowCodec) -> str:
-    """SELECT of ``_state_columns`` from the table."""
-    return f"SELECT {', '.join(quote_identifier(n) for n in _state_columns(codec))} FROM {codec.quoted_table}"
-
-
-def _row_state(codec: RowCodec, row: tuple[Any, ...], deleted: str | None) -> RowChange:
-    """A row read by ``_state_select`` (or in its column order) as a state; the slices have the
-    codec's lengths by construction, so plain ``zip`` pairs them (in C)."""
-    width, lww = len(codec.key), len(codec.lww)
-    stamped = zip(row[width + lww : width + 2 * lww], row[width : width + lww])
-    return RowChange(codec.name, tuple(row[:width]), dict(zip(codec.lww, stamped)), row[-1], dict(zip(codec.group, row[width + 2 * lww : -1])), deleted)
-
-
-def _with_deleted(state: RowChange, deleted: str | None) -> RowChange:
-    return RowChange(state.table, state.key, state.columns, state.version, state.values, deleted)
-
-
-def _state_to_json(state: RowChange) -> str:
-    return json.dumps(
-        {
-            "columns": {name: [stamp, to_json_value(v)] for name, (stamp, v) in sorted(state.columns.items())},
-            "version": state.version,
-            "values": {name: to_json_value(v) for name, v in sorted(state.values.items())},
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    )
-
-
-def _state_from_json(codec: RowCodec, key: tuple[Any, ...], text: str, deleted: str) -> RowChange:
-    data = json.loads(text)
-    return RowChange(
-        table=codec.name,
-        key=key,
-        columns={name: (pair[0], from_json_value(pair[1])) for name, pair in data["columns"].items()},
-        version=data["version"],
-        values={name: from_json_value(v) for name, v in data["values"].items()},
-        deleted=deleted,
-    )
 
 
 def _sync_state_mismatch(model: type[BaseModel], codec: RowCodec, *, from_registry: bool) -> SchemaMismatchError:
