@@ -837,9 +837,9 @@ def test_an_app_enforcing_foreign_keys_can_delete_a_parent_while_its_children_ar
 
 @pytest.mark.parametrize("parent", ["created by the same migration", "deleted during the copy"])
 def test_an_online_table_gaining_a_foreign_key_is_refused_when_rows_would_reference_nothing(tmp_path: Path, parent: str) -> None:
-    """The chunks are checked against the parent as it is when each is copied: a parent table this
-    migration creates (empty until the swap), or parent rows an application without foreign keys
-    deletes after their children were copied, are seen in the final transaction. Refused as offline."""
+    """Rows referencing a parent table this migration creates (empty until the swap) are refused
+    before anything runs, as offline; parent rows an application without foreign keys deletes after
+    their children were copied are seen in the final transaction."""
     from pydsqlite import schema_from_sql, sync_schema
 
     path = tmp_path / "app.db"
@@ -865,7 +865,12 @@ def test_an_online_table_gaining_a_foreign_key_is_refused_when_rows_would_refere
     expected_cats = [(1, "c1"), (2, "c2"), (3, "c3")] if not parent.startswith("created") else []
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA foreign_keys = ON")
-        with pytest.raises(MigrationError, match=r"would leave \d+ row\(s\) violating foreign keys \(items -> cats"):
+        refusal = (
+            r"items\.cat: 3 rows: rows reference no row of cats through the new foreign key to cats\(id\), a table this migration creates empty"
+            if parent.startswith("created")  # known before anything runs
+            else r"would leave \d+ row\(s\) violating foreign keys \(items -> cats"
+        )
+        with pytest.raises(MigrationError, match=refusal):
             sync_schema(conn, schema_from_sql(after), online=True, progress=progress)
         assert conn.execute("SELECT * FROM items ORDER BY id").fetchall() == expected
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'cats'").fetchall() == ([] if parent.startswith("created") else [("cats",)])

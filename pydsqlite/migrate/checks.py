@@ -100,9 +100,12 @@ def no_parent_condition(child: list[str], parent: str, parent_columns: tuple[str
     return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})"
 
 
-def orphans_check(table: str, source: str, key: ForeignKey, parent: str, *, new_key: bool) -> DataCheck:
+def orphans_check(
+    table: str, source: str, key: ForeignKey, parent: str, *, new_key: bool, parent_columns: tuple[str, ...] | None = None
+) -> DataCheck:
     """Rows of ``source`` whose foreign key points at no row of ``parent`` (the parent table's
-    current name). For a ``new_key`` asked whatever ``PRAGMA foreign_keys`` says: a constraint the
+    current name; ``parent_columns``: its referenced columns' current names, when the plan renames
+    them). For a ``new_key`` asked whatever ``PRAGMA foreign_keys`` says: a constraint the
     rows violate from the moment it exists is a broken schema (``foreign_key_check`` fails, and
     the day foreign keys are on, so do writes); for a key that existed, only when foreign keys are
     enforced (with them off, orphans may have been there all along)."""
@@ -110,16 +113,33 @@ def orphans_check(table: str, source: str, key: ForeignKey, parent: str, *, new_
     problem = f"rows reference no row of {key.ref_table}" + (f" through the new foreign key to {key.ref_table}({', '.join(key.ref_columns)})" if new_key else "")
     check = row_check(
         table, ", ".join(key.columns), problem,
-        f"{source} AS {_CHILD}", no_parent_condition(columns, parent, key.ref_columns),
+        f"{source} AS {_CHILD}", no_parent_condition(columns, parent, parent_columns or key.ref_columns),
         blocking=True, sample=", ".join(columns),
     )
     return check if new_key else replace(check, when_foreign_keys_on=True)
 
 
-def converted_orphans_check(table: str, live_table: str, key: ForeignKey, parent: str, pairs: list[tuple[str, str]]) -> DataCheck:
+def references_to_a_created_table_check(table: str, source: str, key: ForeignKey) -> DataCheck:
+    """Rows of ``source`` that the new foreign key makes reference a table this migration creates:
+    that table holds no rows yet, so every reference (no key column NULL) finds no parent. Asked
+    whatever ``PRAGMA foreign_keys`` says, as for any new key."""
+    columns = [f"{_CHILD}.{quote_identifier(column)}" for column in key.columns]
+    return row_check(
+        table, ", ".join(key.columns),
+        f"rows reference no row of {key.ref_table} through the new foreign key to {key.ref_table}({', '.join(key.ref_columns)}), "
+        "a table this migration creates empty",
+        f"{source} AS {_CHILD}", " AND ".join(f"{column} IS NOT NULL" for column in columns),
+        blocking=True, sample=", ".join(columns),
+    )
+
+
+def converted_orphans_check(
+    table: str, live_table: str, key: ForeignKey, parent: str, pairs: list[tuple[str, str]], parent_columns: tuple[str, ...] | None = None
+) -> DataCheck:
     """Rows of ``live_table`` that the copy gives a new value (``pairs``: each key column's copy term and
-    old value) that no row of ``parent`` holds: a default filling NULLs, a conversion. Rows that
-    referenced no parent before are left to the foreign-key check, which lets what was there stay.
+    old value) that no row of ``parent`` holds (``parent_columns``: as for ``orphans_check``): a default
+    filling NULLs, a conversion. Rows that referenced no parent before are left to the foreign-key
+    check, which lets what was there stay.
     Asked whatever ``PRAGMA foreign_keys`` says: the migration itself would break those references."""
     selected = ", ".join(f"{term} AS k{n}, {old} AS o{n}" for n, (term, old) in enumerate(pairs))
     new = [f"{_CHILD}.k{n}" for n in range(len(pairs))]
@@ -127,7 +147,7 @@ def converted_orphans_check(table: str, live_table: str, key: ForeignKey, parent
     return row_check(
         table, ", ".join(key.columns), f"the migration gives rows a value no row of {key.ref_table} holds, which the foreign key refuses",
         f"(SELECT {selected} FROM {quote_identifier(live_table)}) AS {_CHILD}",
-        f"({changed}) AND {no_parent_condition(new, parent, key.ref_columns)}",
+        f"({changed}) AND {no_parent_condition(new, parent, parent_columns or key.ref_columns)}",
         blocking=True, sample=", ".join(new),
     )
 

@@ -17,7 +17,7 @@ from ..engines import Engine
 from ..errors import MigrationError, UsageError
 from ..replica.deleted_rows import deletes_landing_on_converted_rows, tables_forgetting_deletes
 from ..replica.reshape import renumber_folded_rows, reshape_tombstones, settle_pending_deletes, synced_registers
-from ..schema.objects import Schema
+from ..schema.objects import Schema, fold_name
 from ..sql.ddl import tokenize
 from ..sql.render import quote_identifier
 from .dependants import Dependants
@@ -130,6 +130,8 @@ class MigrationSession:
         renames = renames_to_record(managed, desired, plan.renames, created, plan.table_renames)
         for statement in [*record_statements(desired, renames), *audit]:
             self.engine.execute(statement)
+        if not self.check_foreign_keys and self.foreign_key_tables is None:
+            self._refuse_broken_new_foreign_keys(plan)
         if self.check_foreign_keys:
             introduced = self._foreign_key_violations() - baseline
             if introduced:
@@ -241,6 +243,40 @@ class MigrationSession:
         if copied != total:
             raise MigrationError(f"the rebuild of table {table!r} copied {copied} of its {total} rows; nothing was changed")
         progress(table, total, total)
+
+    def _refuse_broken_new_foreign_keys(self, plan: MigrationPlan) -> None:
+        """With foreign keys off, a foreign key the migration creates must still hold for every row
+        (else ``foreign_key_check`` fails from then on, and every write the day they are on). The
+        plan's data checks refuse that before anything runs; this reads, after the statements ran,
+        the tables that gained a foreign key, in case a data step or an unforeseen path left one."""
+        for operation in plan.operations:
+            item = operation.rebuild
+            if item is None:
+                continue
+            new_links = {key.link for key in item.desired.foreign_keys} - item.existing_links
+            if not new_links:
+                continue
+            links: dict[int, tuple[list[str], str, list[str]]] = {}
+            for ident, parent, column, referenced in self.engine.execute(
+                'SELECT id, "table", "from", "to" FROM pragma_foreign_key_list(?) ORDER BY id, seq', (operation.table,)
+            ).fetchall():
+                columns, _, parent_columns = links.setdefault(ident, ([], fold_name(parent), []))
+                columns.append(fold_name(column))
+                parent_columns.append(fold_name(referenced or ""))
+            created = {
+                ident for ident, (columns, parent, parent_columns) in links.items() if (tuple(columns), parent, tuple(parent_columns)) in new_links
+            }
+            broken = [
+                (parent, ident) for _, _, parent, ident in self.engine.execute(
+                    "SELECT * FROM pragma_foreign_key_check(?)", (operation.table,)
+                ).fetchall() if ident in created
+            ]
+            if broken:
+                parent = broken[0][0]
+                raise MigrationError(
+                    f"the migration would leave {len(broken)} row(s) of table {operation.table!r} violating the foreign key "
+                    f"it creates to {parent} (e.g. {violating_row(self.engine, operation.table, parent)}); nothing was changed"
+                )
 
     def _foreign_key_violations(self) -> Counter[tuple[str, str]]:
         """Violations per (child table, parent table); ones that predate the migration are not its fault."""

@@ -48,7 +48,7 @@ from .diff import (
     describe_change,
 )
 from .migration import DataCheck, MigrationPlan, Operation, ValueChange
-from .rebuild import new_rows_projection, rebuild_after_renames, unique_index_check, value_changes
+from .rebuild import PlannedParents, new_rows_projection, rebuild_after_renames, unique_index_check, value_changes
 
 
 def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
@@ -76,11 +76,12 @@ def build_plan(schema_diff: SchemaDiff, live: Schema) -> MigrationPlan:
     changed_values: list[ValueChange] = []
     converted = _converted_columns(schema_diff)
     released = _released_references(schema_diff)
+    parents = _parents_in_plan(schema_diff)
     for item in schema_diff.altered:
         if not item.changes:
             continue
         if _needs_rebuild(item):
-            table_operations = rebuild_after_renames(item, live, converted, released)
+            table_operations = rebuild_after_renames(item, live, converted, released, parents)
             changed_values.extend(value_changes(item))
         else:
             table_operations = _alter_in_place(_without_drops_done_first(item, schema_diff.index_names_moving))
@@ -202,6 +203,17 @@ def _converted_columns(schema_diff: SchemaDiff) -> frozenset[tuple[str, str]]:
                 if change.cast is not None and fold_name(change.column) in sources:
                     found.add((fold_name(item.live.name), fold_name(sources[fold_name(change.column)])))
     return frozenset(found)
+
+
+def _parents_in_plan(schema_diff: SchemaDiff) -> PlannedParents:
+    """Where the tables a new foreign key may reference are while the data checks run: each matched
+    table under its live name and column names, each created table as None (it starts empty)."""
+    parents: dict[str, tuple[str, dict[str, str]] | None] = {
+        fold_name(item.desired.name): (item.live.name, {fold_name(new): old for new, old in item.column_sources})
+        for item in schema_diff.altered
+    }
+    parents.update((fold_name(table.name), None) for table in schema_diff.created)
+    return parents
 
 
 def _released_references(schema_diff: SchemaDiff) -> frozenset[tuple[str, str]]:

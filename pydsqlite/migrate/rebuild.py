@@ -8,9 +8,21 @@ recreate the other indexes and the triggers (lang_altertable.html, section 7). F
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from ..schema.objects import LWW_SUFFIX, VERSION_COLUMN, Check, Column, Index, Schema, Table, column_affinity, fold_name
+from ..schema.objects import (
+    LWW_SUFFIX,
+    VERSION_COLUMN,
+    Check,
+    Column,
+    ForeignKey,
+    Index,
+    Schema,
+    Table,
+    column_affinity,
+    fold_name,
+)
 from ..sql.ddl import identifiers_in, parse_index_terms, strip_sort_order, tokenize
 from ..sql.render import (
     parenthesized,
@@ -30,6 +42,7 @@ from .checks import (
     duplicates_check,
     lossy_condition,
     orphans_check,
+    references_to_a_created_table_check,
     row_check,
     rowid_change_check,
     rowid_values_check,
@@ -244,6 +257,33 @@ def new_rows_projection(item: TableDiff, where: str = "") -> str:
     return _plan_copy(item, where).projection
 
 
+PlannedParents = Mapping[str, "tuple[str, Mapping[str, str]] | None"]
+"""The tables a plan renames, or whose columns it renames, and the tables it creates, by folded
+desired name: the live name and the live column names (by folded desired name) of the first,
+None for the second. The data checks read the live tables, before anything runs."""
+
+CREATED_PARENT = ("", ())
+"""A foreign key's parent that the plan creates: it holds no rows while the data checks run."""
+
+
+def _parent_as_live(key: ForeignKey, live_schema: Schema, parents: PlannedParents) -> tuple[str, tuple[str, ...]] | None:
+    """The live name of a foreign key's parent table and of its referenced columns, as the data
+    checks read them; ``CREATED_PARENT`` for a parent the plan creates; None for a parent that is
+    not a live table (nor created), or that lacks a referenced column."""
+    folded = fold_name(key.ref_table)
+    name, referenced = key.ref_table, key.ref_columns
+    if folded in parents:
+        planned = parents[folded]
+        if planned is None:
+            return CREATED_PARENT
+        name, columns = planned
+        referenced = tuple(columns.get(fold_name(column), column) for column in key.ref_columns)
+    parent = live_schema.table(name)
+    if parent is None or not referenced or any(parent.column(column) is None for column in referenced):
+        return None
+    return parent.name, referenced
+
+
 def copy_columns(item: TableDiff) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The rebuild's row copy: the new table's columns it fills, and the SQL over the live table
     that fills each one."""
@@ -256,15 +296,16 @@ def rebuild_after_renames(
     live_schema: Schema,
     converted: frozenset[tuple[str, str]] = frozenset(),
     released: frozenset[tuple[str, str]] = frozenset(),
+    parents: PlannedParents | None = None,
 ) -> list[Operation]:
     """Column renames in place first (SQLite then rewrites views, triggers and indexes that name
     the columns), then the rebuild of the renamed table. The data checks still read the table
     as it is before anything runs, so they come from the plan of the unrenamed table."""
     renames = [change for change in item.changes if isinstance(change, RenameColumn)]
     if not renames:
-        return [rebuild_table(item, live_schema, converted, released)]
+        return [rebuild_table(item, live_schema, converted, released, parents)]
     name = item.desired.name
-    before = rebuild_table(item, live_schema, converted, released)
+    before = rebuild_table(item, live_schema, converted, released, parents)
     mapping = {fold_name(old): new for new, old in item.column_sources if fold_name(old) != fold_name(new)}
     renamed = TableDiff(
         live=_rename_columns(item.live, mapping),
@@ -275,7 +316,7 @@ def rebuild_after_renames(
         existing_links=item.existing_links,
         fresh_columns=item.fresh_columns,
     )
-    after = rebuild_table(renamed, live_schema, converted, released)
+    after = rebuild_table(renamed, live_schema, converted, released, parents)
     operations = [
         Operation(
             "rename_column", name, f"rename column {name}.{change.old} to {change.new}",
@@ -307,10 +348,12 @@ def rebuild_table(
     live_schema: Schema,
     converted_in_plan: frozenset[tuple[str, str]] = frozenset(),
     released: frozenset[tuple[str, str]] = frozenset(),
+    parents: PlannedParents | None = None,
 ) -> Operation:
     """One rebuild carrying every change to the table (lang_altertable.html, section 7).
     ``converted_in_plan``: (table, column) of every column the plan casts; ``released``: (child,
-    parent) pairs whose references the migration removes (all names live and folded).
+    parent) pairs whose references the migration removes (all names live and folded);
+    ``parents``: where the tables the plan renames or creates are while the data checks run.
 
     The table's triggers and hand-made indexes are dropped with it; the rehearsal reads their
     SQL as it stands right before the rebuild (after any renames SQLite applied to it) and
@@ -356,20 +399,24 @@ def rebuild_table(
             )
         )
     for key in desired.foreign_keys:
-        parent = live_schema.table(key.ref_table)
-        if parent is None or not key.ref_columns or any(parent.column(column) is None for column in key.ref_columns):
+        parent = _parent_as_live(key, live_schema, parents or {})
+        if parent is None:
             continue
         if key.link not in item.existing_links:
-            checks.append(orphans_check(name, projection, key, parent.name, new_key=True))
-        elif any(fold_name(column) in converted for column in key.columns):
-            if any((fold_name(key.ref_table), fold_name(column)) in converted_in_plan for column in key.ref_columns):
+            if parent is CREATED_PARENT:
+                checks.append(references_to_a_created_table_check(name, projection, key))
+            else:
+                checks.append(orphans_check(name, projection, key, parent[0], new_key=True, parent_columns=parent[1]))
+        elif parent is not CREATED_PARENT and any(fold_name(column) in converted for column in key.columns):
+            parent_name, parent_columns = parent
+            if any((fold_name(parent_name), fold_name(column)) in converted_in_plan for column in parent_columns):
                 continue  # the parent's key is cast too: left to the final foreign-key check
             copied = dict(zip(copy.targets, copy.terms, strict=True))
             if any(quote_identifier(column) not in copied or fold_name(column) not in sources for column in key.columns):
-                checks.append(orphans_check(name, projection, key, parent.name, new_key=False))
+                checks.append(orphans_check(name, projection, key, parent_name, new_key=False, parent_columns=parent_columns))
                 continue
             pairs = [(copied[quote_identifier(column)], quote_identifier(sources[fold_name(column)])) for column in key.columns]
-            checks.append(converted_orphans_check(name, live.name, key, parent.name, pairs))
+            checks.append(converted_orphans_check(name, live.name, key, parent_name, pairs, parent_columns))
     checks.extend(_children_losing_their_parent(item, live_schema, copy.value_changes, converted_in_plan, released))
     owned: list[tuple[str | None, Check]] = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
