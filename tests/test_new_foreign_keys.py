@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import pytest
 
-from pydsqlite import ForeignKey, MigrationError, PrimaryKey, RenamedFrom, SyncModel, model_migration_plan, sync_models
+from pydsqlite import ForeignKey, MigrationError, PrimaryKey, RenamedFrom, SyncModel, Unique, model_migration_plan, sync_models
 
 
 class Member(SyncModel, table="members"):
@@ -173,3 +173,89 @@ def test_parent_rows_deleted_while_the_migration_runs_leave_no_broken_new_foreig
         sync_models(conn, [Org, LinkedMember], progress=delete_the_parents)
     assert db_path.read_bytes() == saved
     assert conn.execute("SELECT * FROM orgs").fetchall() == [("acme",)]
+
+
+class Parent(SyncModel, table="p"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class Child(SyncModel, table="c"):
+    id: Annotated[int, PrimaryKey()]
+    p_id: Annotated[Optional[int], ForeignKey(Parent)] = None
+
+
+class Archive(SyncModel, table="archive", renamed_from="p"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class NewParent(SyncModel, table="p"):
+    id: Annotated[int, PrimaryKey()]
+    name: str = ""
+
+
+@pytest.mark.parametrize("enforced", [False, True], ids=["foreign keys off", "foreign keys on"])
+def test_a_child_keeps_referencing_a_name_its_parent_gives_up_to_a_new_table(conn, db_path, enforced):
+    """SQLite's rename of the parent rewrites the child's REFERENCES to follow it; the child's model
+    still names the old name, now a new (empty) table: the plan rebuilds the child to reference
+    that table, and its rows that reference something are refused, before anything runs."""
+    sync_models(conn, [Parent, Child])
+    conn.executemany("INSERT INTO p VALUES (?)", [(1,), (2,)])
+    conn.executemany("INSERT INTO c VALUES (?, ?)", [(1, 1), (2, None)])
+    conn.commit()
+    if enforced:
+        conn.execute("PRAGMA foreign_keys = ON")
+    saved = db_path.read_bytes()
+    plan = model_migration_plan(conn, [Archive, NewParent, Child])
+    assert "rebuild table c: add foreign key (p_id) -> p(id); drop foreign key (p_id) -> archive(id)" in str(plan)
+    assert plan.problems == ("c.p_id: 1 row: rows reference no row of p through the new foreign key to p(id), a table this migration creates empty (e.g. 1)",)
+    with pytest.raises(MigrationError, match="c.p_id: 1 row"):
+        sync_models(conn, [Archive, NewParent, Child])
+    assert db_path.read_bytes() == saved
+
+    conn.execute("UPDATE c SET p_id = NULL")
+    conn.commit()
+    sync_models(conn, [Archive, NewParent, Child])
+    assert conn.execute('SELECT "table", "to" FROM pragma_foreign_key_list(\'c\')').fetchall() == [("p", "id")]
+    assert conn.execute("SELECT id FROM archive ORDER BY id").fetchall() == [(1,), (2,)]
+    assert model_migration_plan(conn, [Archive, NewParent, Child]).is_empty
+
+
+class Pair(SyncModel, table="pairs"):
+    a: Annotated[str, PrimaryKey()]
+    b: Annotated[str, Unique()]
+
+
+class PairUser(SyncModel, table="users"):
+    id: Annotated[int, PrimaryKey()]
+    pair: Annotated[str, ForeignKey("pairs.a")]
+
+
+class SwappedPair(SyncModel, table="pairs"):
+    a: Annotated[str, PrimaryKey(), RenamedFrom("b")]
+    b: Annotated[str, Unique(), RenamedFrom("a")]
+
+
+@pytest.mark.parametrize("values_follow", [True, False], ids=["values found under the new a", "values only under the old a"])
+def test_a_child_referencing_a_column_the_release_swaps_references_the_column_its_model_names(conn, db_path, values_follow):
+    """SQLite's column renames rewrite the child's REFERENCES pairs(a) to pairs(b); the model says
+    pairs.a, which is now the other column: the child is rebuilt to reference it, its rows checked
+    against that column's values."""
+    sync_models(conn, [Pair, PairUser])
+    conn.executemany("INSERT INTO pairs VALUES (?, ?)", [("x", "y"), ("y", "x")] if values_follow else [("x", "q"), ("y", "r")])
+    conn.executemany("INSERT INTO users VALUES (?, ?)", [(1, "x"), (2, "y")])
+    conn.commit()
+    plan = model_migration_plan(conn, [SwappedPair, PairUser])
+    assert "rebuild table users" in str(plan)
+    if values_follow:
+        assert plan.problems == ()
+        sync_models(conn, [SwappedPair, PairUser])
+        assert conn.execute('SELECT "table", "to" FROM pragma_foreign_key_list(\'users\')').fetchall() == [("pairs", "a")]
+        assert conn.execute("SELECT * FROM users ORDER BY id").fetchall() == [(1, "x"), (2, "y")]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert model_migration_plan(conn, [SwappedPair, PairUser]).is_empty
+    else:
+        assert plan.problems == ("users.pair: 2 rows: rows reference no row of pairs through the new foreign key to pairs(a) (e.g. 'x')",)
+        saved = db_path.read_bytes()
+        with pytest.raises(MigrationError, match="users.pair: 2 rows"):
+            sync_models(conn, [SwappedPair, PairUser])
+        assert db_path.read_bytes() == saved

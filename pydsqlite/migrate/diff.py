@@ -94,6 +94,9 @@ class ChangePrimaryKey:
 
 @dataclass(frozen=True)
 class ChangeForeignKeys:
+    """The table's foreign keys differ: ``old`` are the live ones as they read after the planned
+    table and column renames (which SQLite applies to them), ``new`` the desired ones."""
+
     old: tuple[ForeignKey, ...]
     new: tuple[ForeignKey, ...]
 
@@ -245,10 +248,15 @@ def diff_schemas(desired: Schema, live: Schema, managed: ManagedObjects) -> Sche
         for table in live.tables
         if fold_name(table.name) not in claimed and managed.manages_table(table.name)
     )
+    renamed_under = {  # live tables whose name or columns the plan renames: SQLite rewrites the REFERENCES naming them
+        fold_name(live_table.name) for table, live_table in matches
+        if fold_name(live_table.name) in table_renames or column_renames[fold_name(table.name)]
+    }
     altered = tuple(
         _with_problems(_diff_table(table, live_table, managed, table_renames, column_renames), rename_problems[fold_name(table.name)])
         for table, live_table in matches
         if column_renames[fold_name(table.name)] or rename_problems[fold_name(table.name)] or not created_as(table, live_table)
+        or any(fold_name(key.ref_table) in renamed_under for key in live_table.foreign_keys)
     )
     dropped_views, created_views = _diff_sql_objects(desired.views, live.views, managed.manages_view)
     dropped_triggers, created_triggers = _diff_sql_objects(desired.triggers, live.triggers, managed.manages_trigger)
@@ -522,7 +530,7 @@ def _diff_table(
         changes.append(ChangePrimaryKey(live.primary_key, desired.primary_key))
     live_keys = tuple(_translate_foreign_key(key, renames, table_renames, column_renames) for key in live.foreign_keys)
     if _foreign_key_set(live_keys) != _foreign_key_set(desired.foreign_keys):
-        changes.append(ChangeForeignKeys(live.foreign_keys, desired.foreign_keys))
+        changes.append(ChangeForeignKeys(live_keys, desired.foreign_keys))
     constraint_aspects = []
     if _check_signature(live.checks, renames) != _check_signature(desired.checks):
         constraint_aspects.append("check")
