@@ -37,7 +37,8 @@ class Dependants:
     text_readings: Counter[str]
     """``object\x00text`` → how often a working view, trigger or index reads that text: as a string
     literal, or as a double-quoted name that names no column (SQLite's renaming of a column rewrites
-    the latter as the former); ``object\x01`` counts each such object once."""
+    the latter as the former); ``object\x01`` counts each such object once; ``object\x02text``
+    counts the string literals and double-quoted names its SQL spells, whatever they read."""
 
     @classmethod
     def read(cls, engine: Engine) -> Dependants:
@@ -45,10 +46,13 @@ class Dependants:
         return cls(_broken_objects(engine, True, text_readings), text_readings)
 
     def _existed(self, key: str) -> bool:
-        """Whether the object of an entry was there before: a name read as text is a change only in an
-        object that read it otherwise (one the migration creates reads what its SQL says, as SQLite does)."""
+        """Whether the object of an entry was there before, spelling the name: a name read as text is a
+        change only in an object that read it otherwise (one the migration creates, or writes anew
+        with other SQL, reads what its SQL says, as SQLite does)."""
         owner, _, name = key.partition("\x00")
-        return not name or self.text_readings[f"{owner}\x01"] > 0 or owner in self.broken
+        if not name:
+            return True
+        return (self.text_readings[f"{owner}\x01"] > 0 or owner in self.broken) and self.text_readings[f"{owner}\x02{name}"] > 0
 
     def broken_by(self, after: Dependants) -> list[str]:
         """What a migration from this state to ``after`` breaks: objects that stop working, names
@@ -57,7 +61,8 @@ class Dependants:
         for key, text in self.broken.items():
             owner, _, name = key.partition("\x00")
             still_working = after.text_readings[f"{owner}\x01"] > 0
-            if name and still_working and after.text_readings[key] < self.text_readings[key]:
+            spelled_still = after.text_readings[f"{owner}\x02{name}"] > 0  # else its SQL was written anew without it
+            if name and still_working and spelled_still and after.text_readings[key] < self.text_readings[key]:
                 what = text.partition(' would read "')[0]
                 found.append(
                     f'{what} reads "{name}" as the text {name!r} (SQLite reads a double-quoted name that is no column as '
@@ -137,6 +142,9 @@ class _ColumnsInReach:
             tokens = tokens[start:]
         text_readings[f"{key}\x01"] += 1  # the object works
         text_readings.update(f"{key}\x00{token.identifier}" for token in tokens if token.kind == "string")
+        text_readings.update(
+            f"{key}\x02{token.identifier}" for token in tokens if token.kind == "string" or (token.kind == "quoted" and token.text.startswith('"'))
+        )
         skipped = _defining_positions(tokens)
         quoted = [token.identifier for n, token in enumerate(tokens) if token.kind == "quoted" and token.text.startswith('"') and n not in skipped]
         if not quoted:

@@ -487,6 +487,7 @@ def _diff_table(
 ) -> TableDiff:
     renames = column_renames[fold_name(desired.name)]
     source_of = {fold_name(new): old for old, new in renames.items()}
+    live_names, desired_names = _column_names(live), _column_names(desired)
     changes: list[Change] = list(_rename_steps(live, renames))
     sources: list[tuple[str, str]] = []
     matched_live: set[str] = set()
@@ -513,7 +514,7 @@ def _diff_table(
             continue
         matched_live.add(fold_name(live_column.name))
         sources.append((column.name, live_column.name))
-        aspects = _column_aspects(live_column, column, renames)
+        aspects = _column_aspects(live_column, column, renames, live_names, desired_names)
         if aspects:
             changes.append(AlterColumn(live_column, column, aspects))
     for live_column in live.columns:
@@ -532,7 +533,7 @@ def _diff_table(
     if _foreign_key_set(live_keys) != _foreign_key_set(desired.foreign_keys):
         changes.append(ChangeForeignKeys(live_keys, desired.foreign_keys))
     constraint_aspects = []
-    if _check_signature(live.checks, renames) != _check_signature(desired.checks):
+    if _check_signature(live.checks, renames, live_names) != _check_signature(desired.checks, None, desired_names):
         constraint_aspects.append("check")
     live_uniques = {_unique_signature(live, unique, renames) for unique in live.uniques}
     if live_uniques != {_unique_signature(desired, unique, {}) for unique in desired.uniques}:
@@ -540,8 +541,8 @@ def _diff_table(
     if conflict_action(live.primary_key_conflict) != conflict_action(desired.primary_key_conflict):
         constraint_aspects.append("primary key ON CONFLICT")
     if constraint_aspects:
-        live_checks = {signature: check for check in live.checks for signature in _check_signature((check,), renames)}
-        desired_checks = {signature: check for check in desired.checks for signature in _check_signature((check,))}
+        live_checks = {signature: check for check in live.checks for signature in _check_signature((check,), renames, live_names)}
+        desired_checks = {signature: check for check in desired.checks for signature in _check_signature((check,), None, desired_names)}
         live_unique = {_unique_signature(live, unique, renames): unique for unique in live.uniques}
         desired_unique = {_unique_signature(desired, unique, {}): unique for unique in desired.uniques}
         changes.append(
@@ -580,7 +581,11 @@ def _with_problems(diff: TableDiff, problems: list[str] | tuple[str, ...]) -> Ta
     return replace(diff, problems=(*diff.problems, *problems)) if problems else diff
 
 
-def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> tuple[str, ...]:
+def _column_aspects(
+    live: Column, desired: Column, renames: dict[str, str], live_names: frozenset[str], desired_names: frozenset[str]
+) -> tuple[str, ...]:
+    """What differs between a live column and the desired one; ``live_names`` and ``desired_names``:
+    the folded column names of each side's table, which its expressions may name."""
     aspects = []
     if live.type != desired.type:
         aspects.append("type")
@@ -588,23 +593,31 @@ def _column_aspects(live: Column, desired: Column, renames: dict[str, str]) -> t
         aspects.append("nullability")
     if desired.stable_default and _normalize_default(live.default) != _normalize_default(desired.default):
         aspects.append("default")
-    if _check_signature(live.checks, renames) != _check_signature(desired.checks):
+    if _check_signature(live.checks, renames, live_names) != _check_signature(desired.checks, None, desired_names):
         aspects.append("check")
     if live.not_null and desired.not_null and conflict_action(live.on_conflict) != conflict_action(desired.on_conflict):
         aspects.append("NOT NULL ON CONFLICT")
     if (live.collate or "BINARY").upper() != (desired.collate or "BINARY").upper():
         aspects.append("collate")
-    live_generated = normalize_expression(live.generated, renames) if live.generated is not None else None
-    desired_generated = normalize_expression(desired.generated) if desired.generated is not None else None
+    live_generated = normalize_expression(live.generated, renames, live_names) if live.generated is not None else None
+    desired_generated = normalize_expression(desired.generated, None, desired_names) if desired.generated is not None else None
     if live_generated != desired_generated or (live.generated is not None and live.generated_stored != desired.generated_stored):
         aspects.append("generated")
     return tuple(aspects)
 
 
-def _check_signature(checks: tuple[Check, ...], renames: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """CHECKs compared by expression (whatever its spacing, quoting and comments) and by name,
-    which SQLite reports when a row violates one."""
-    return sorted((normalize_expression(check.sql, renames), check.name or "") for check in checks)
+def _check_signature(checks: tuple[Check, ...], renames: dict[str, str] | None, columns: frozenset[str]) -> list[tuple[str, str]]:
+    """CHECKs compared by expression (whatever its spacing, quoting and comments; ``columns``: the
+    table's, see ``normalize_expression``) and by name, which SQLite reports when a row violates one."""
+    return sorted((normalize_expression(check.sql, renames, columns), check.name or "") for check in checks)
+
+
+def _column_names(table: Table) -> frozenset[str]:
+    """What a double-quoted name in the table's expressions can name: its columns, and the rowid."""
+    return frozenset(fold_name(column.name) for column in table.columns) | _ROWID_ALIASES
+
+
+_ROWID_ALIASES = frozenset({"rowid", "oid", "_rowid_"})
 
 
 def _check_sql(check: Check) -> str:
@@ -655,7 +668,7 @@ def _normalize_default(default: str | None) -> str | None:
         text = text[1:-1].strip()
     if text.upper() == "NULL":
         return None
-    return normalize_expression(text)
+    return normalize_expression(text, columns=frozenset())  # a default names no column: "x" is a string
 
 
 def _balanced(text: str) -> bool:
@@ -703,7 +716,7 @@ def _diff_indexes(
     for index in live.indexes:
         key = fold_name(index.name)
         wanted = desired_by_name.get(key)
-        if wanted is not None and _index_signature(index, renames) == _index_signature(wanted, {}):
+        if wanted is not None and _index_signature(index, renames, live) == _index_signature(wanted, {}, desired):
             kept.add(key)
         elif managed.manages_index(index.name):
             changes.append(DropIndex(index))
@@ -719,11 +732,11 @@ def _diff_indexes(
     return changes, problems
 
 
-def _index_signature(index: Index, renames: dict[str, str]) -> tuple[Any, ...]:
+def _index_signature(index: Index, renames: dict[str, str], table: Table) -> tuple[Any, ...]:
     return (
         tuple(fold_name(renames.get(fold_name(column), column)) for column in index.columns),
         index.unique,
-        normalize_expression(index.where, renames) if index.where else None,
+        normalize_expression(index.where, renames, _column_names(table)) if index.where else None,
     )
 
 

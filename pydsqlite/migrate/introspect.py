@@ -29,7 +29,7 @@ from ..schema.objects import (
     fold_name,
     normalize_type,
 )
-from ..sql.ddl import TableExtras, parse_create_table, parse_index_terms, parse_index_where
+from ..sql.ddl import TableExtras, default_as_text, parse_create_table, parse_index_terms, parse_index_where
 from .metadata import (
     COLUMNS_RECORDED,
     DATA_STEPS_TABLE,
@@ -165,7 +165,7 @@ def _read_table(name: str, sql: str, index_sql: dict[str, str], pragmas: TablePr
                 name=column_name,
                 type=declared or "",
                 not_null=bool(not_null) or column_name == rowid_key,
-                default=default,
+                default=None if default is None else default_as_text(default) or default,
                 checks=tuple(Check(text, check_name) for text, check_name in extra.checks) if extra else (),
                 on_conflict=extra.not_null.on_conflict if extra and extra.not_null else None,
                 collate=extra.collate if extra else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -82,22 +83,48 @@ def ends_inside_comment(sql: str) -> bool:
     return text.startswith("/*") and not (len(text) >= 4 and text.endswith("*/"))  # "/*/" opens one
 
 
-def normalize_expression(sql: str, renames: dict[str, str] | None = None) -> str:
-    """A comparable form of an SQL expression: tokens joined by single spaces, keywords
-    and identifiers case-folded, identifiers quoted one way; ``renames`` maps folded
-    old identifiers to new ones (to compare across a column rename)."""
+def normalize_expression(sql: str, renames: dict[str, str] | None = None, columns: Collection[str] | None = None) -> str:
+    """A comparable form of an SQL expression: tokens joined by single spaces, keywords and
+    identifiers case-folded as SQLite folds them (ASCII letters only), identifiers quoted one way;
+    ``renames`` maps folded old identifiers to new ones (to compare across a column rename).
+
+    ``columns``: the folded names a double-quoted token may name there (the table's columns). SQLite
+    reads a ``"x"`` that names none of them as the string ``'x'``, so it compares as that string.
+    Without ``columns`` (a view, a trigger) such a token keeps its case: it may be either."""
     out = []
     for token in tokenize(sql):
-        if token.kind == "quoted" or (token.kind == "word" and not _is_keyword(token.text)):
-            name = token.identifier.lower()
+        kind = token.kind
+        if kind == "quoted" and token.text[0] == '"' and (columns is None or fold_name(token.identifier) not in columns):
+            text = token.identifier
+            out.append("'" + text.replace("'", "''") + "'" if columns is not None else '"' + text.replace('"', '""') + '"')
+        elif kind == "quoted" or (kind == "word" and not _is_keyword(token.text)):
+            name = fold_name(token.identifier)
             if renames:
-                name = renames.get(name, name).lower()
+                name = fold_name(renames.get(name, name))
             out.append('"' + name + '"')
-        elif token.kind == "word":
+        elif kind == "word":
             out.append(token.text.lower())
         else:
             out.append(token.text)
     return " ".join(out)
+
+
+def default_as_text(default: str) -> str | None:
+    """A DEFAULT written as one bare or quoted name (``DEFAULT open``, ``DEFAULT "open"``) as the
+    string literal SQLite takes it for (``'open'``); None for any other default. Written anew, a
+    DEFAULT that is no plain literal goes in parentheses, where such a name would be a column."""
+    if not default or default[0] in "'(0123456789+-.":  # the common literals, without tokenizing
+        return None
+    tokens = tokenize(default)
+    if len(tokens) != 1:
+        return None
+    (token,) = tokens
+    if token.kind == "quoted" or (token.kind == "word" and token.upper not in _DEFAULT_WORDS):
+        return "'" + token.identifier.replace("'", "''") + "'"
+    return None
+
+
+_DEFAULT_WORDS = frozenset({"NULL", "TRUE", "FALSE", "CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP"})
 
 
 _KEYWORDS = frozenset(
