@@ -1116,3 +1116,76 @@ def test_an_online_plans_script_shows_the_phases_as_comments_so_running_it_by_ha
         assert _database_state(conn) == expected
         sync_models(conn, [after], online=True)
         assert conn.execute("SELECT count(*) FROM things").fetchone()[0] == ROWS
+
+
+def test_a_migrator_another_process_took_over_from_leaves_the_takers_tables_alone(tmp_path: Path) -> None:
+    """A migrator paused past ``STALE_AFTER`` (a suspended VM, a debugger) loses its claim to a second
+    one. When it resumes it stops at its next step, and leaves the recorders, key log and new table,
+    whose names are fixed, to the migrator that took over, which finishes the migration."""
+    import threading
+
+    path = tmp_path / "app.db"
+    make_database(str(path), 20_000)
+    paused, resume, first_done = threading.Event(), threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def first_progress(table: str, copied: int, total: int, phase: str = "copy") -> None:
+        if phase == "copy" and copied and not paused.is_set():
+            paused.set()
+            resume.wait(30)
+
+    def second_progress(table: str, copied: int, total: int, phase: str = "copy") -> None:
+        if phase == "copy" and copied and not resume.is_set():
+            resume.set()
+            first_done.wait(30)
+
+    def migrate(name: str, progress: Callable[..., None]) -> None:
+        with closing(sqlite3.connect(path, timeout=30)) as conn:
+            try:
+                sync_models(conn, [Wide], online=True, progress=progress, busy_timeout=30)
+                outcome[name] = "done"
+            except MigrationError as error:
+                outcome[name] = str(error)
+            finally:
+                if name == "first":
+                    first_done.set()
+
+    first = threading.Thread(target=migrate, args=("first", first_progress))
+    first.start()
+    assert paused.wait(30)
+    with closing(sqlite3.connect(path, isolation_level=None)) as clock:  # its heartbeat grows old
+        clock.execute("UPDATE _pydsqlite_online_claim SET heartbeat = heartbeat - 3600")
+    second = threading.Thread(target=migrate, args=("second", second_progress))
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert "another process took over this online migration" in str(outcome["first"])
+    assert outcome["second"] == "done"
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("SELECT count(*), sum(CAST(amount AS INTEGER)) FROM items").fetchone() == (20_000, 3 * 20_000 * 20_001 // 2)
+        assert model_migration_plan(conn, [Wide]).is_empty
+        assert _leftovers(conn) == []
+
+
+@pytest.mark.parametrize("holder", ["the process this one replaced", "this process, another thread"])
+def test_a_claim_under_this_processs_pid_counts_only_when_this_process_made_it(tmp_path: Path, holder: str) -> None:
+    """A process restarted in place (a container's PID 1, an exec) has its predecessor's pid: the
+    claim that one left is dead, and taken over at once; a claim of another thread of this very
+    process is alive, and waited for."""
+    from pydsqlite.migrate.online.claim import Claim
+
+    path = tmp_path / "app.db"
+    _, after = _things_database(path)
+    token = "0123456789abcdef:earlier" if holder.startswith("the process") else Claim().token
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute(CREATE_CLAIM_TABLE)
+        other.execute("INSERT INTO _pydsqlite_online_claim VALUES (1, ?, ?, ?, ?)", (token, socket.gethostname(), os.getpid(), time.time()))
+    with closing(sqlite3.connect(path)) as conn:
+        if holder.startswith("the process"):
+            sync_models(conn, [after], online=True, busy_timeout=0.3)
+            assert model_migration_plan(conn, [after]).is_empty
+            assert _leftovers(conn) == []
+        else:
+            with pytest.raises(MigrationError, match=rf"another thread or connection of this process \(pid {os.getpid()} on .*online migration"):
+                sync_models(conn, [after], online=True, busy_timeout=0.3)

@@ -22,13 +22,16 @@ CREATE_CLAIM_TABLE = (
     "id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL)"
 )
 _POLL = 0.2
+_PROCESS = uuid.uuid4().hex
+"""This interpreter's identity, the first part of each of its claims' tokens: a process restarted in
+place (a container's PID 1, an ``exec``) has the pid of the one before it, whose claim is then dead."""
 
 
 @dataclass
 class Claim:
     """This process's claim on the database's online migration."""
 
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    token: str = field(default_factory=lambda: f"{_PROCESS}:{uuid.uuid4().hex}")
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
 
@@ -42,6 +45,8 @@ class Claim:
         token, host, pid, heartbeat = row
         if time.time() - heartbeat > STALE_AFTER or (host == self.host and not _process_alive(pid)):
             return None
+        if host == self.host and pid == self.pid and not token.startswith(f"{_PROCESS}:"):
+            return None  # the claim of the process this one replaced under the same pid
         return token, host, pid, heartbeat
 
     def take(self, engine: Engine, busy_timeout: float) -> None:
@@ -58,6 +63,12 @@ class Claim:
                     )
                     return
             _wait_or_fail(holder, deadline, busy_timeout)
+
+    def held(self, engine: Engine) -> bool:
+        """Whether the claim is still this process's (inside a unit: another process cannot take it meanwhile)."""
+        if not has_object(engine, CLAIM_TABLE):
+            return False
+        return engine.execute(f"SELECT 1 FROM {CLAIM_TABLE} WHERE id = 1 AND token = ?", (self.token,)).fetchone() is not None
 
     def heartbeat(self, engine: Engine) -> None:
         """Inside a step's transaction: refresh the claim, or stop if another process took it over."""
@@ -79,10 +90,10 @@ def wait_for_online_migrations(engine: Engine, busy_timeout: float | None) -> No
 def _wait_or_fail(holder: tuple[str, str, int, float], deadline: float, busy_timeout: float) -> None:
     if time.monotonic() >= deadline:
         _, host, pid, _ = holder
-        raise MigrationError(
-            f"another process (pid {pid} on {host}) is running an online migration of this database; waited "
-            f"{busy_timeout:g} s for it to finish; nothing was changed"
-        )
+        who = f"another process (pid {pid} on {host})"
+        if pid == os.getpid() and host == socket.gethostname():
+            who = f"another thread or connection of this process (pid {pid} on {host})"
+        raise MigrationError(f"{who} is running an online migration of this database; waited {busy_timeout:g} s for it to finish; nothing was changed")
     time.sleep(_POLL)
 
 

@@ -231,10 +231,14 @@ def _gains_foreign_key(item: TableDiff) -> bool:
 def _abandon(run: Run, copies: Sequence[TableCopy], *, free: bool = True) -> None:
     """After a failure before the swap committed: drop the recorders and key logs at once (the
     original tables are untouched), then free the new tables in steps (left to the next sync
-    when the run was interrupted)."""
+    when the run was interrupted). Nothing is touched when another process took the claim over
+    (this one was paused too long): the recorders, logs and new tables, of fixed names, are its own now."""
     engine = run.engine
     try:
         with engine.unit(immediate=True):
+            if not run.claim.held(engine):
+                logger.warning("the online migration stopped after another process took it over; its tables are left to that process")
+                return
             for copy in copies:
                 spec = copy.spec
                 for name in spec.recorder_names:
