@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from pydsqlite import (
     LWW,
+    ChangeSet,
     Condition,
     ConstraintError,
     Database,
@@ -1074,3 +1075,92 @@ def test_text_that_is_not_utf8_names_its_row_and_column_and_how_to_repair_it(tmp
     assert path.read_bytes() == before
     conn.execute("UPDATE undecodable_memos SET body = 'repaired' WHERE id = 2")  # the repair the message names
     assert db.get(Memo, 2).body == "repaired"
+
+
+CALLS_ON_A_CLOSED_CONNECTION = {
+    "insert": lambda db: db.insert(Account(id=2, name="b")),
+    "insert_many": lambda db: db.insert_many([Account(id=2, name="b")]),
+    "upsert": lambda db: db.upsert(Account(id=1, name="b")),
+    "update": lambda db: db.update(Account, 1, name="b"),
+    "delete": lambda db: db.delete(Account, 1),
+    "get": lambda db: db.get(Account, 1),
+    "select": lambda db: db.select(Account),
+    "select where": lambda db: db.select(Account, where="name = ?", params=("a",)),
+    "iter_select": lambda db: list(db.iter_select(Account)),
+    "count": lambda db: db.count(Account),
+    "transaction": lambda db: db.transaction().__enter__(),
+    "changes_since": lambda db: db.changes_since(None, [Note]),
+    "apply_changes": lambda db: db.apply_changes(ChangeSet((), 0, "elsewhere"), [Note]),
+    "sync_models": lambda db: sync_models(db.conn, [Account, Note]),
+    "model_migration_plan": lambda db: model_migration_plan(db.conn, [Account, Note]),
+}
+
+
+@pytest.mark.parametrize("call", list(CALLS_ON_A_CLOSED_CONNECTION))
+def test_a_call_on_a_closed_connection_says_the_connection_is_closed(db_path, call):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Account, Note])
+    db = Database(conn)
+    db.insert(Account(id=1, name="a"))
+    conn.close()
+    with pytest.raises(UsageError, match="the connection is closed") as raised:
+        CALLS_ON_A_CLOSED_CONNECTION[call](db)
+    if call not in ("transaction", "changes_since", "apply_changes", "sync_models", "model_migration_plan"):
+        assert "Account (table 'accounts')" in str(raised.value)
+    with sqlite3.connect(db_path) as again:
+        assert again.execute("SELECT id, name FROM accounts").fetchall() == [(1, "a")]
+
+
+def test_a_database_file_that_cannot_be_opened_is_named(tmp_path):
+    missing = tmp_path / "no" / "such" / "folder" / "app.db"
+    with pytest.raises(PydsqliteError, match=re.escape(f"Database({str(missing)!r}): cannot open the database file")) as raised:
+        Database(missing)
+    assert isinstance(raised.value, sqlite3.OperationalError)
+
+
+class Shop(SyncModel, table="shops"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class Item(SyncModel, table="items"):
+    id: int = Field(default=None, primary_key=True)
+    shop_id: Annotated[int, ForeignKey(Shop)]
+
+
+class Category(SyncModel, table="categories"):
+    id: Annotated[int, PrimaryKey()]
+    parent: Annotated[Optional[int], ForeignKey("categories.id")] = None
+
+
+FOREIGN_KEY_REFUSALS = {
+    "insert": (lambda db: db.insert(Item(shop_id=998)), "a new row has shop_id = 998, which no row of shops(id) holds"),
+    "insert_many": (
+        lambda db: db.insert_many([Item(id=5, shop_id=1), Item(id=6, shop_id=7)]),
+        "the row with key (6,) has shop_id = 7, which no row of shops(id) holds",
+    ),
+    "insert_many of a tree": (
+        lambda db: db.insert_many([Category(id=2, parent=1), Category(id=3, parent=2), Category(id=4, parent=9)]),
+        "the row with key (4,) has parent = 9, which no row of categories(id) holds",
+    ),
+    "upsert": (lambda db: db.upsert(Item(id=1, shop_id=3)), "the row with key (1,) has shop_id = 3, which no row of shops(id) holds"),
+    "update(obj)": (lambda db: db.update(Item(id=1, shop_id=4)), "the row with key (1,) has shop_id = 4, which no row of shops(id) holds"),
+    "update(Model, key)": (lambda db: db.update(Item, 1, shop_id=5), "the row with key (1,) has shop_id = 5, which no row of shops(id) holds"),
+    "delete": (lambda db: db.delete(Shop, 1), "rows of items (shop_id) reference the row with key (1,)"),
+}
+
+
+@pytest.mark.parametrize("write", list(FOREIGN_KEY_REFUSALS))
+def test_a_foreign_key_refusal_names_the_row_column_and_value(db_path, write):
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Shop, Item, Category])
+    db = Database(conn)
+    db.insert(Shop(id=1))
+    db.insert(Item(id=1, shop_id=1))
+    db.insert(Category(id=1))
+    before = file_state(conn)
+    call, named = FOREIGN_KEY_REFUSALS[write]
+    with pytest.raises(ConstraintError, match=re.escape(named)) as raised:
+        call(db)
+    assert raised.value.constraint == "FOREIGN KEY"
+    assert file_state(conn) == before

@@ -270,6 +270,11 @@ class Engine(ABC):
         return False
 
     @property
+    def closed(self) -> bool:
+        """Whether the application closed the connection (read when a statement failed, to say so)."""
+        return False
+
+    @property
     @abstractmethod
     def in_transaction(self) -> bool:
         """Whether a transaction is open on the connection (pydsqlite's or the caller's)."""

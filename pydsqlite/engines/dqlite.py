@@ -175,6 +175,10 @@ class DqliteEngine(Engine):
         return bool(getattr(self.connection, "invalidated", False))
 
     @property
+    def closed(self) -> bool:
+        return bool(self.connection.closed)
+
+    @property
     def in_transaction(self) -> bool:
         connection = self.connection
         if connection.closed or not connection.in_transaction:

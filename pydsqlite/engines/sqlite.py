@@ -176,6 +176,14 @@ class SqliteEngine(Engine):
             cursor.executemany(sql, rows)
         return cursor
 
+    @property
+    def closed(self) -> bool:
+        try:
+            self.connection.total_changes  # noqa: B018 - any use of a closed connection raises
+        except sqlite3.ProgrammingError:
+            return True
+        return False
+
     def parameters_per_statement(self) -> int:
         """The engine's limit, or the connection's own where the application lowered it (``setlimit``)."""
         return min(self.max_parameters, self.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))

@@ -693,4 +693,6 @@ def _database_errors(engine: Engine) -> Iterator[None]:
     except PydsqliteError:
         raise
     except engine.Error as error:
+        if engine.closed:
+            raise UsageError("the connection is closed (conn.close() was called); open a new one. Nothing was changed") from error
         raise MigrationError(f"database error: {error}") from error

@@ -101,7 +101,7 @@ class Database:
             raise UsageError(f"Database() takes a sqlite3.Connection, a dqlitedbapi connection or a path, not {type(conn).__name__}")
         checked_clock_arguments(wall_clock, max_drift_ms)  # the clock itself is made at first use
         self._owns = not is_connection(conn)
-        self.engine: Engine = engine_for(conn) if is_connection(conn) else SqliteEngine(sqlite3.connect(os.fspath(conn)))
+        self.engine: Engine = engine_for(conn) if is_connection(conn) else SqliteEngine(_opened(os.fspath(conn)))
         self.conn = self.engine.connection
         """The driver's connection this object works on."""
         self._node = Node(self.engine, wall_clock, max_drift_ms, self._atomic)
@@ -141,6 +141,10 @@ class Database:
             if not ended or isinstance(error, PydsqliteError):
                 raise
             raise _refused_commit(error) from error
+        except self.engine.Error as error:
+            if self.engine.closed:
+                raise _closed("db.transaction()") from error
+            raise
 
     def _atomic(self, *, block: bool = False) -> AbstractContextManager[None]:
         """One unit of writes: its own transaction when none is open, else a savepoint
@@ -172,6 +176,10 @@ class Database:
             if behind is None:
                 raise
             raise behind from error
+        except self.engine.Error as error:
+            if self.engine.closed:
+                raise _closed("changes_since()") from error
+            raise
 
     def apply_changes(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None = None) -> int:
         """Merge a changeset from another replica in one transaction; returns how many rows changed.
@@ -194,6 +202,10 @@ class Database:
         except (OverflowError, UnicodeEncodeError) as error:  # SQLite cannot bind it: nothing was written
             names = {fold_name(name): codec.name for name, codec in self._replica.synced_codecs(models).items()}
             raise unstorable_change(changeset.changes, names) from error
+        except self.engine.Error as error:
+            if self.engine.closed:
+                raise _closed("apply_changes()") from error
+            raise
 
     def _behind_models(self, models: Iterable[type[BaseModel]] | None) -> SchemaMismatchError | None:
         """When a sync call fails: a synced table here that lacks a column its model declares (the
@@ -211,7 +223,7 @@ class Database:
         """Validate and insert one row; returns the validated instance (with its key if SQLite assigned it)."""
         codec = _codec_of_instance(obj, "insert()")
         instance: M = codec.validate(obj)
-        with self._writing(codec):
+        with self._writing(codec, [instance]):
             return self._insert_one(codec, instance)
 
     def insert_many(self, objs: Iterable[M], model: type[M] | None = None) -> int:
@@ -236,7 +248,7 @@ class Database:
         """``insert_many``'s work; the validated instances go with this call, so the collector resumes
         without them (its first collection would otherwise walk every one of them)."""
         instances = codec.validate_many(items)
-        with self._writing(codec):
+        with self._writing(codec, instances):
             _, written = self._insert_rows(codec, instances)
         return written
 
@@ -245,7 +257,7 @@ class Database:
         codec = _codec_of_instance(obj, "upsert()")
         codec.require_key("upsert()")
         instance: M = codec.validate(obj)
-        with self._writing(codec):
+        with self._writing(codec, [instance]):
             if codec.auto_key and getattr(instance, codec.auto_key) is None:
                 return self._insert_one(codec, instance)
             stored = self._fetch_stored(codec, codec.key_of(instance))
@@ -274,7 +286,8 @@ class Database:
                     f"update(): {codec.model.__qualname__} has no field(s) {', '.join(map(repr, unknown))} "
                     f"(fields: {', '.join(codec.fields)})"
                 )
-            with self._writing(codec):
+            written: list[BaseModel] = []  # filled once validated, for naming a foreign key it breaks
+            with self._writing(codec, written):
                 stored = self._fetch_stored(codec, params)
                 if stored is None:
                     raise RowNotFoundError(f"no row with key {key!r} in table {codec.name!r}")
@@ -288,6 +301,7 @@ class Database:
                     if refused is None:
                         raise
                     raise codec.refusal(stored, error) from None  # the stored row is wrong, and the changes leave it wrong
+                written.append(instance)
                 keep = _kept_as_stored(codec, instance, stored, changes)
                 self._update_row(codec, instance, stored, move_key=any(name in changes for name in codec.key), keep=keep)
                 return instance
@@ -296,7 +310,7 @@ class Database:
         codec = _codec_of_instance(obj_or_model, "update()")
         codec.require_key("update()")
         instance = codec.validate(obj_or_model)
-        with self._writing(codec):
+        with self._writing(codec, [instance]):
             stored = self._fetch_stored(codec, codec.key_of(instance))
             if stored is None:
                 raise RowNotFoundError(f"no row with key {codec.key_of(instance)!r} in table {codec.name!r}")
@@ -318,7 +332,7 @@ class Database:
             codec = _codec_of_instance(obj_or_model, "delete()")
             codec.require_key("delete()")
             params = codec.key_of(codec.validate(obj_or_model, storing=False))
-        with self._writing(codec), _binding(lambda: _unstorable_param(codec, params, codec.key)):
+        with self._writing(codec, deleted_key=params), _binding(lambda: _unstorable_param(codec, params, codec.key)):
             if codec.synced:
                 return self._replica.delete(codec, params)
             cursor = self.engine.execute(f"DELETE FROM {codec.quoted_table} WHERE {codec.key_where()}", params)
@@ -444,18 +458,27 @@ class Database:
     # --- internals ---------------------------------------------------------------------------
 
     @contextmanager
-    def _writing(self, codec: RowCodec) -> Iterator[None]:
+    def _writing(self, codec: RowCodec, rows: Sequence[BaseModel] = (), deleted_key: tuple[Any, ...] | None = None) -> Iterator[None]:
         """A write as one unit (see ``_atomic``): SQLite refusing it raises ``ConstraintError``, a table or
-        column it lacks ``SchemaMismatchError``; either way the unit is rolled back."""
+        column it lacks ``SchemaMismatchError``; either way the unit is rolled back. A foreign key refusing
+        one of the ``rows`` written is named with the row, its column and the value no parent row holds;
+        one refusing the delete of the row with ``deleted_key``, with the tables whose rows reference it."""
         try:
             with self._atomic():
                 if codec.synced:
                     self._replica.begin_writes()  # later stamps by other connections, deletes made by SQL come first
                 yield
         except self.engine.IntegrityError as error:
-            raise _constraint_error(codec, error) from error
+            culprit = None
+            if _constraint_named(error) == "FOREIGN KEY":
+                culprit = _row_without_parent(self.engine, codec, rows) if rows else _references_to(self.engine, codec, deleted_key)
+            raise _constraint_error(codec, error, culprit) from error
         except self.engine.OperationalError as error:
             raise (_schema_error(codec, error) or _undecodable_row(self.engine, codec, error) or engine_refusal(_where(codec), error)) from error
+        except self.engine.Error as error:
+            if self.engine.closed:
+                raise _closed(_where(codec)) from error
+            raise
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any], *, one: bool = False) -> tuple[Cursor, int]:
         """INSERT validated instances (``Engine.insert_rows``); the last cursor and how many rows were
@@ -608,6 +631,19 @@ def _kept_as_stored(codec: RowCodec, instance: BaseModel, stored: tuple[Any, ...
     return frozenset(kept)
 
 
+def _opened(path: str) -> sqlite3.Connection:
+    """A connection to the database file ``path``; a file SQLite cannot open is named."""
+    try:
+        return sqlite3.connect(path)
+    except sqlite3.OperationalError as error:
+        raise engine_refusal(f"Database({path!r}): cannot open the database file (does its folder exist, may this process write there?)", error) from error
+
+
+def _closed(where: str) -> UsageError:
+    """The refusal of a call on a connection the application closed."""
+    return UsageError(f"{where}: the connection is closed (conn.close() was called, or the Database that opened it was closed); open a new one")
+
+
 def _refused_commit(error: Exception) -> PydsqliteError:
     """The error of a ``db.transaction()`` block whose commit SQLite refused, after the block's code ran
     (a deferred constraint names no table: ``ConstraintError.table`` is empty)."""
@@ -699,6 +735,8 @@ def _reading(
         query = sql or rows_of
         raise (_undecodable_row(engine, codec, error, (query, params) if query else None) or engine_refusal(_where(codec), error)) from error
     except engine.Error as error:
+        if engine.closed:
+            raise _closed(_where(codec)) from error
         if not isinstance(text, str):
             raise
         raise _unusable_where(codec, text, error) from error
@@ -1039,7 +1077,8 @@ def _constraint_named(error: Exception) -> str | None:
     return None if match is None else f"{match.group(1).upper()} {(match.group(2) or '').strip()}".strip()
 
 
-def _constraint_error(codec: RowCodec, error: Exception) -> ConstraintError:
+def _constraint_error(codec: RowCodec, error: Exception, culprit: str | None = None) -> ConstraintError:
+    """``ConstraintError`` naming the table and constraint, and ``culprit`` (what of the written rows breaks it) when known."""
     constraint = _constraint_named(error) or "constraint"
     if transaction_ended_by(error):
         what = (
@@ -1048,7 +1087,63 @@ def _constraint_error(codec: RowCodec, error: Exception) -> ConstraintError:
         )
     else:
         what = "rolled back"
-    return ConstraintError(codec.name, constraint, f"write to table {codec.name!r} violates {constraint}; {what} ({error})")
+    found = f": {culprit}" if culprit else ""
+    return ConstraintError(codec.name, constraint, f"write to table {codec.name!r} violates {constraint}{found}; {what} ({error})")
+
+
+def _references_to(engine: Engine, codec: RowCodec, key: tuple[Any, ...] | None) -> str | None:
+    """The tables whose rows still reference the row with ``key`` (read after the delete was rolled
+    back), as "rows of items (shop_id) reference it"; None when none is found."""
+    if key is None or not codec.key:
+        return None
+    by_column = dict(zip(map(fold_name, codec.key), key, strict=True))
+    links: dict[tuple[str, int], list[tuple[str, str | None]]] = {}
+    for child, ident, column, referenced in engine.execute(
+        'SELECT m.name, f.id, f."from", f."to" FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f '
+        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE ORDER BY m.name, f.id, f.seq",
+        (codec.name,),
+    ).fetchall():
+        links.setdefault((child, ident), []).append((column, referenced))
+    found = []
+    for (child, _), pairs in links.items():
+        parent_columns = [fold_name(referenced) if referenced else fold_name(name) for (_, referenced), name in zip(pairs, codec.key, strict=False)]
+        if len(parent_columns) != len(pairs) or any(name not in by_column for name in parent_columns):
+            continue
+        where = " AND ".join(f"{quote_identifier(column)} = ?" for column, _ in pairs)
+        if engine.execute(f"SELECT 1 FROM {quote_identifier(child)} WHERE {where} LIMIT 1", [by_column[name] for name in parent_columns]).fetchone():
+            found.append(f"{child} ({', '.join(column for column, _ in pairs)})")
+    return f"rows of {', '.join(found)} reference the row with key {key!r}" if found else None
+
+
+def _row_without_parent(engine: Engine, codec: RowCodec, rows: Sequence[BaseModel]) -> str | None:
+    """The first written row whose foreign key finds no parent row, read after the write was rolled
+    back (a parent the same rows give, in a table referencing itself, counts as there), as "the row
+    with key …: column = value, which no row of parent(column) holds"; None when none is found."""
+    own_keys = {tuple(codec.key_of(row)) for row in rows} if codec.key else set()
+    for key in codec.table.foreign_keys:
+        if not key.ref_columns or any(name not in codec.fields for name in key.columns):
+            continue
+        positions = [codec.fields.index(name) for name in key.columns]
+        probe = (
+            f"SELECT 1 FROM {quote_identifier(key.ref_table)} WHERE "
+            + " AND ".join(f"{quote_identifier(name)} = ?" for name in key.ref_columns) + " LIMIT 1"
+        )
+        itself = fold_name(key.ref_table) == fold_name(codec.name) and tuple(map(fold_name, key.ref_columns)) == tuple(map(fold_name, codec.key))
+        for row in rows:
+            stored = codec.values(row)
+            values = [stored[position] for position in positions]
+            if any(value is None for value in values) or (itself and tuple(values) in own_keys):
+                continue
+            try:
+                found = engine.execute(probe, values).fetchone()
+            except engine.Error:
+                return None
+            if found is None:
+                held = ", ".join(f"{name} = {value!r}" for name, value in zip(key.columns, values, strict=True))
+                row_key = tuple(codec.key_of(row)) if codec.key else (None,)
+                which = "a new row" if None in row_key else f"the row with key {row_key!r}"
+                return f"{which} has {held}, which no row of {key.ref_table}({', '.join(key.ref_columns)}) holds"
+    return None
 
 
 _NO_TABLE = re.compile(r"no such table: (?:main\.)?(.+)")
