@@ -285,6 +285,35 @@ def test_lossy_type_change_is_destructive_and_refused_without_permission(conn):
     assert rows(conn, "SELECT v FROM lossy ORDER BY id") == [(12,), (0,), (3,)]
 
 
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [
+        (["0012", "1e3", "12.5k"], ("'1e3' becomes 1", "'12.5k' becomes 12")),
+        (["0012", "007"], ("'0012' becomes 12", "'007' becomes 7")),
+        (["3.75", "2.0"], ("'3.75' becomes 3",)),
+    ],
+    ids=["a value whose number changes comes first", "only leading zeros lost", "a fraction cut off"],
+)
+def test_a_lossy_conversion_shows_a_value_and_what_it_becomes_preferring_one_whose_number_changes(conn, values, shown):
+    """'0012' only loses its spelling (12); '1e3' becomes 1 and '12.5k' 12: the sample shows one of
+    those first, with the value it would become."""
+
+    class AsText(SyncModel, table="amounts"):
+        id: Annotated[int, PrimaryKey()]
+        v: Optional[str] = None
+
+    class AsInt(SyncModel, table="amounts"):
+        id: Annotated[int, PrimaryKey()]
+        v: Optional[int] = None
+
+    sync_models(conn, [AsText])
+    conn.executemany("INSERT INTO amounts VALUES (?, ?)", list(enumerate(values)))
+    conn.commit()
+    (finding,) = model_migration_plan(conn, [AsInt]).operations[0].findings
+    assert finding.startswith("amounts.v: ")
+    assert any(finding.endswith(f"(e.g. {sample})") for sample in shown), finding
+
+
 def test_real_to_integer_keeps_whole_numbers_without_ceremony(conn):
     class AsReal(SyncModel, table="reals"):
         id: Annotated[int, PrimaryKey()]
@@ -1613,7 +1642,7 @@ def test_turning_strict_on_over_values_of_another_kind_names_them_as_such(conn, 
     before = db_path.read_bytes()
     with pytest.raises(DestructiveChangeError) as raised:
         sync_models(conn, [Strict])
-    assert "strict_turned_on.n: 1 row: values not stored as INTEGER would change when converted to it (e.g. 'abc')" in str(raised.value)
+    assert "strict_turned_on.n: 1 row: values not stored as INTEGER would change when converted to it (e.g. 'abc' becomes 0)" in str(raised.value)
     assert db_path.read_bytes() == before
 
 

@@ -229,7 +229,16 @@ def conversion_checks(table: str, live_table: str, old: Column, new: Column, cas
         problem = f"values not stored as {new.type} would change when converted to it"
     else:
         problem = f"values would change when converted from {old.type or 'untyped'} to {new.type}"
-    checks = [row_check(table, new.name, problem, source, lossy_condition(quoted, cast, old.affinity), blocking=False, sample=quoted)]
+    lossy = lossy_condition(quoted, cast, old.affinity)
+    converted = f"CAST({quoted} AS {cast})"
+    meaning_changes = f"CAST({converted} AS REAL) IS NOT CAST({quoted} AS REAL)"  # '1e3' -> 1 before '0012' -> 12
+    checks = [
+        replace(
+            row_check(table, new.name, problem, source, lossy, blocking=False),
+            sample_sql=f"SELECT {quoted}, {converted} FROM {source} WHERE {lossy} ORDER BY {meaning_changes} DESC LIMIT 1",
+            sample_becomes=True,
+        )
+    ]
     if cast == "TEXT":
         blobs = row_check(
             table, new.name, "blob values are not valid UTF-8 text, so they cannot become TEXT",

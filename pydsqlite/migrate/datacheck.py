@@ -174,6 +174,8 @@ def _message(engine: Engine, check: DataCheck, count: int) -> str:
             row = f"= {sample[0]}" if check.sample_key.startswith("(") else repr(sample[0])  # several: SQL literals
             where_value = f", where {check.column} is {sample[1]!r}" if len(sample) > 1 else ""
             text += f" (e.g. the row with {check.sample_key} {row}{where_value})"
+        elif sample is not None and check.sample_becomes:
+            text += f" (e.g. {sample[0]!r} becomes {sample[1]!r})"
         elif sample is not None:
             value = sample[0] if len(sample) == 1 else tuple(sample)
             text += f" (e.g. {value!r})"

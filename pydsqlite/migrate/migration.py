@@ -59,6 +59,8 @@ class DataCheck:
     utf8_column: str | None = None
     """The column (SQL) whose blobs must decode as UTF-8: engines without SQL functions read those
     blobs and check them in Python instead of running ``condition``."""
+    sample_becomes: bool = False
+    """``sample_sql`` reads a value and what the step makes of it (a conversion's sample)."""
 
 
 @dataclass(frozen=True)
