@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import re
 import sqlite3
 import uuid
 from typing import Annotated, Any, Literal, Optional
@@ -384,7 +385,7 @@ def test_two_models_for_one_table_in_one_sync_are_refused():
         id: int
 
     second = type(SyncModel)("Second", (SyncModel,), {"__annotations__": {"id": int}}, table="dup_table", renamed_from="x")
-    with pytest.raises(SchemaDefinitionError, match="also declared by"):
+    with pytest.raises(SchemaDefinitionError, match=r"table 'dup_table' is declared by two models in this call, tests\.test_declare\..*First and abc\.Second"):
         compile_models([First, second])
 
 
@@ -478,6 +479,43 @@ def test_field_refuses_a_keyword_it_does_not_know_instead_of_dropping_the_marker
         Field(**keywords)
     info = Field("x", json_schema_extra={"example": "x"}, collate="NOCASE", max_length=3)
     assert info.json_schema_extra == {"example": "x"} and info.metadata
+
+
+@pytest.mark.parametrize(
+    ("keywords", "hint"),
+    [
+        ({"tabel": "t"}, "'tabel' (did you mean 'table'?)"),
+        ({"table": "t", "primary_keys": "id"}, "'primary_keys' (did you mean 'primary_key'?)"),
+        ({"table": "t", "withoutrowid": True}, "'withoutrowid' (did you mean 'without_rowid'?)"),
+        ({"table": "t", "fozen": True}, "'fozen' (did you mean 'frozen'?)"),
+        ({"table": "t", "colour": "red"}, "'colour': a table model takes table="),
+    ],
+)
+def test_a_class_keyword_that_is_no_option_is_refused_with_the_one_it_most_likely_meant(keywords, hint):
+    with pytest.raises(SchemaDefinitionError, match=re.escape(f"Misspelt: unknown class keyword {hint}")):
+        type(SyncModel)("Misspelt", (SyncModel,), {"__annotations__": {"id": Annotated[int, PrimaryKey()]}}, **keywords)
+
+
+def test_pydantic_config_keywords_still_reach_the_model_config():
+    class Settings(SyncModel, table="class_keyword_settings", frozen=True, str_strip_whitespace=True):
+        id: Annotated[int, PrimaryKey()]
+        name: str
+
+    assert Settings.model_config["frozen"] is True
+    assert Settings(id=1, name="  x ").name == "x"
+
+
+def test_two_models_of_one_table_in_a_call_are_named_by_module_and_the_same_class_twice_is_one():
+    class First(SyncModel, table="declared_twice"):
+        id: Annotated[int, PrimaryKey()]
+
+    namespace = {"__annotations__": {"id": Annotated[int, PrimaryKey()]}, "__module__": First.__module__, "__qualname__": First.__qualname__}
+    same_name = type(SyncModel)("First", (SyncModel,), namespace, table="declared_twice")  # a module run twice
+    conn = sqlite3.connect(":memory:")
+    with pytest.raises(SchemaDefinitionError, match=r"table 'declared_twice' is declared by two models in this call, .*First \(id 0x[0-9a-f]+\) and .*First \(id 0x"):
+        sync_models(conn, [First, same_name])
+    sync_models(conn, [First, First])
+    assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'declared_twice'").fetchall() == [("declared_twice",)]
 
 
 @pytest.mark.parametrize("action", ["cascade", "set null"])

@@ -10,7 +10,17 @@ from typing import Annotated
 
 import pytest
 
-from pydsqlite import Field, MigrationError, RenamedFrom, SyncModel, model_migration_plan, schema_from_sql, schema_migration_plan, sync_models, sync_schema
+from pydsqlite import (
+    Field,
+    MigrationError,
+    RenamedFrom,
+    SyncModel,
+    model_migration_plan,
+    schema_from_sql,
+    schema_migration_plan,
+    sync_models,
+    sync_schema,
+)
 
 
 def refuses(conn: sqlite3.Connection, sql: str, *params: object) -> bool:

@@ -4,6 +4,7 @@ precisely when SQLite cannot use them), and the models, data steps and schema fi
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sqlite3
@@ -176,8 +177,18 @@ def load_models(spec: str) -> list[type[BaseModel]]:
             if not name:
                 raise CommandError(f"--models {spec!r}: a model name is missing after ':' or ','")
             model = getattr(module, name, None)
+            if model is None:
+                defined = sorted(
+                    attribute for attribute, value in vars(module).items()
+                    if isinstance(value, type) and issubclass(value, BaseModel) and table_options(value)
+                )
+                close = difflib.get_close_matches(name, defined, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise CommandError(
+                    f"{module_name}:{name}: module {module_name} defines no {name!r} ({hint}its table models: {', '.join(defined) or 'none'})"
+                )
             if not (isinstance(model, type) and issubclass(model, BaseModel) and table_options(model)):
-                raise CommandError(f"{module_name}:{name} is not a table model")
+                raise CommandError(f"{module_name}:{name} is not a table model (a {type(model).__name__})")
             models.append(model)
         return models
     # every table model the module exposes by name, its own or imported (a package's __init__ re-exporting

@@ -125,8 +125,13 @@ def _compile(chosen: tuple[type[BaseModel], ...]) -> Schema:
         assert options is not None  # checked by _model_list_argument
         key = fold_name(options.table)
         if key in by_table and by_table[key] is not model:
+            other = by_table[key]
+            named = (f"{model.__module__}.{model.__qualname__}", f"{other.__module__}.{other.__qualname__}")
+            if named[0] == named[1]:  # the same class declared again (a module run twice, a class made in a loop)
+                named = (f"{named[0]} (id {id(model):#x})", f"{named[1]} (id {id(other):#x})")
             raise SchemaDefinitionError(
-                model.__qualname__, None, f"table {options.table!r} is also declared by {by_table[key].__qualname__}"
+                model.__qualname__, None,
+                f"table {options.table!r} is declared by two models in this call, {named[1]} and {named[0]}: pass one model per table",
             )
         by_table[key] = model
     known: dict[str, type[BaseModel]] = {fold_name(table_options(m).table): m for m in registered_models()}  # type: ignore[union-attr]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import sys
@@ -75,6 +76,23 @@ class SyncModelMeta(ModelMetaclass):
         return super().__new__(mcs, name, bases, namespace, **kwargs)
 
 
+_CLASS_OPTIONS = ("table", "primary_key", "indexes", "sqlite_strict", "without_rowid", "renamed_from")
+
+
+def _unknown_class_options(cls: type, names: list[str]) -> SchemaDefinitionError:
+    """The refusal of class keywords that are neither a table option nor a pydantic config key,
+    with the option each most likely meant."""
+    choices = [*_CLASS_OPTIONS, *sorted(ConfigDict.__annotations__)]
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return SchemaDefinitionError(
+        cls.__qualname__, None,
+        f"unknown class keyword{'s' if len(names) > 1 else ''} {', '.join(parts)}: a table model takes "
+        f"{', '.join(f'{option}=' for option in _CLASS_OPTIONS)} and pydantic's model_config keys",
+    )
+
 class SyncModel(BaseModel, metaclass=SyncModelMeta):
     """Base class of table models.
 
@@ -118,7 +136,9 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         renamed_from: str | tuple[str, ...] | list[str] | RenamedFrom | None = None,
         **kwargs: Unpack[ConfigDict],
     ) -> None:
-        super().__init_subclass__(**kwargs)
+        if kwargs:  # pydantic's metaclass took its config keys: what is left is no class option at all
+            raise _unknown_class_options(cls, list(kwargs))
+        super().__init_subclass__()
         inherited = getattr(cls, "__pydsqlite_table__", None)
         if table is False:
             cls.__pydsqlite_table__ = None
