@@ -1013,3 +1013,19 @@ def test_a_pep249_feed_after_a_refused_commit_sends_nothing_uncommitted(tmp_path
         db.changes_since(models=[Word])
     conn.rollback()
     assert [change.key for change in db.changes_since(models=[Word]).changes] == [("committed",)]
+
+
+@pytest.mark.parametrize("call", ["changes_since", "apply_changes"])
+def test_a_synced_model_named_whose_table_is_missing_is_refused_before_anything_is_written(tmp_path, call):
+    """A mistyped path opens a new, empty file: the feed of the models named is not empty, it is
+    unknown; nothing is created in that file (the replica's node and tombstone tables neither)."""
+    source = Database(sqlite3.connect(tmp_path / "source.db"))
+    sync_models(source.conn, [Num])
+    source.insert(Num(id=1, n=5))
+    changes = source.changes_since(None, [Num])
+    conn = sqlite3.connect(tmp_path / "mistyped.db")
+    db = Database(conn)
+    with pytest.raises(SchemaMismatchError, match="table 'nums' of Num does not exist in this database"):
+        db.changes_since(None, [Num]) if call == "changes_since" else db.apply_changes(changes, [Num])
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    assert db.changes_since(None).changes == ()  # every registered model: the ones whose tables are here

@@ -356,7 +356,8 @@ class Replica:
         """Codecs of the chosen models (the registry's latest per table when None) whose tables exist.
 
         A model and a table that disagree on whether the table syncs are refused rather than left out:
-        leaving the table out would make every changeset silently miss its rows.
+        leaving the table out would make every changeset silently miss its rows. So is a synced model
+        the caller names whose table is missing (a mistyped path opens a new, empty file).
         """
         synced_here = {
             fold_name(name): sql is not None and SEQ_COLUMN in sql
@@ -366,7 +367,15 @@ class Replica:
         codecs = {}
         for model in chosen:
             options = table_options(model)
-            if options is None or fold_name(options.table) not in synced_here:
+            if options is None:
+                continue
+            if fold_name(options.table) not in synced_here:
+                if models is not None and codec_for(model).synced:  # named by the caller: not some other database's model
+                    raise SchemaMismatchError(
+                        options.table, None,
+                        f"table {options.table!r} of {model.__qualname__} does not exist in this database (is it the right "
+                        "file?): run sync_models(conn, [...]) with the model first. Nothing was read or written",
+                    )
                 continue
             codec = codec_for(model)
             if codec.synced != synced_here[fold_name(options.table)]:
