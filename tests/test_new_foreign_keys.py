@@ -9,7 +9,19 @@ from typing import Annotated, Optional
 
 import pytest
 
-from pydsqlite import ForeignKey, MigrationError, PrimaryKey, RenamedFrom, SyncModel, Unique, model_migration_plan, sync_models
+from pydsqlite import (
+    ForeignKey,
+    MigrationError,
+    PrimaryKey,
+    RenamedFrom,
+    SyncModel,
+    Unique,
+    model_migration_plan,
+    schema_from_sql,
+    schema_migration_plan,
+    sync_models,
+    sync_schema,
+)
 
 
 class Member(SyncModel, table="members"):
@@ -259,3 +271,51 @@ def test_a_child_referencing_a_column_the_release_swaps_references_the_column_it
         with pytest.raises(MigrationError, match="users.pair: 2 rows"):
             sync_models(conn, [SwappedPair, PairUser])
         assert db_path.read_bytes() == saved
+
+
+LIVE_CODES = "CREATE TABLE p (id INTEGER PRIMARY KEY, code TEXT {collate} UNIQUE); CREATE TABLE c (id INTEGER PRIMARY KEY, code {child_type});"
+WANTED_CODES = "CREATE TABLE p (id INTEGER PRIMARY KEY, code TEXT {collate} UNIQUE); CREATE TABLE c (id INTEGER PRIMARY KEY, code {child_type} REFERENCES p (code));"
+
+
+@pytest.mark.parametrize(
+    ("live_collate", "wanted_collate", "child_type", "parent_value", "child_value", "fits"),
+    [
+        ("", "COLLATE NOCASE", "TEXT", "x", "X", True),  # the parent gains NOCASE in the same release
+        ("COLLATE NOCASE", "", "TEXT", "x", "X", False),  # it loses it
+        ("COLLATE NOCASE", "COLLATE NOCASE", "TEXT", "x", "X", True),
+        ("", "", "INTEGER", "01", 1, False),  # the TEXT parent's affinity: 1 becomes '1', not '01'
+        ("", "", "INTEGER", "1", 1, True),
+    ],
+    ids=["parent gains NOCASE", "parent loses NOCASE", "parent keeps NOCASE", "TEXT parent '01', INTEGER child 1", "TEXT parent '1', INTEGER child 1"],
+)
+@pytest.mark.parametrize("enforced", [False, True], ids=["foreign keys off", "foreign keys on"])
+def test_a_new_foreign_key_finds_parents_as_the_key_will_compare_them(
+    tmp_path, live_collate, wanted_collate, child_type, parent_value, child_value, fits, enforced
+):
+    """The check compares as the foreign key will: with the collation the parent column gets in the
+    migration and with the parent's affinity; what it lets through, a fresh database accepts too."""
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(LIVE_CODES.format(collate=live_collate, child_type=child_type))
+    conn.execute("INSERT INTO p VALUES (1, ?)", (parent_value,))
+    conn.execute("INSERT INTO c VALUES (1, ?)", (child_value,))
+    if enforced:
+        conn.execute("PRAGMA foreign_keys = ON")
+    wanted = schema_from_sql(WANTED_CODES.format(collate=wanted_collate, child_type=child_type))
+    fresh = sqlite3.connect(":memory:", isolation_level=None)
+    fresh.executescript(WANTED_CODES.format(collate=wanted_collate, child_type=child_type))
+    fresh.execute("INSERT INTO p VALUES (1, ?)", (parent_value,))
+    fresh.execute("INSERT INTO c VALUES (1, ?)", (child_value,))
+    assert (fresh.execute("PRAGMA foreign_key_check").fetchall() == []) is fits
+    plan = schema_migration_plan(conn, wanted)
+    if fits:
+        assert plan.problems == ()
+        sync_schema(conn, wanted)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("SELECT code FROM c").fetchall() == [(child_value,)]
+    else:
+        assert plan.problems == (f"c.code: 1 row: rows reference no row of p through the new foreign key to p(code) (e.g. {child_value!r})",)
+        saved = path.read_bytes()
+        with pytest.raises(MigrationError, match="c.code: 1 row"):
+            sync_schema(conn, wanted)
+        assert path.read_bytes() == saved

@@ -92,20 +92,35 @@ unqualified column would name the parent's own column of that name (always, for 
 that references itself)."""
 
 
-def no_parent_condition(child: list[str], parent: str, parent_columns: tuple[str, ...] | list[str]) -> str:
+def no_parent_condition(
+    child: list[str], parent: str, parent_columns: tuple[str, ...] | list[str], collations: tuple[str, ...] | None = None
+) -> str:
     """SQL true for a child row whose key terms (``child``, SQL over the child row, all non-NULL)
-    match no row of ``parent`` (``parent_columns`` by position)."""
+    match no row of ``parent`` (``parent_columns`` by position), compared as a foreign key compares:
+    with the parent column's affinity (``+`` takes the child term's own away, so the parent's applies
+    to it: an INTEGER child ``1`` does not find the TEXT parent ``'01'``) and its collation, or the
+    ``collations`` the parent columns get in the migration."""
     present = " AND ".join(f"{term} IS NOT NULL" for term in child)
-    matches = " AND ".join(f"p.{quote_identifier(ref)} = {term}" for ref, term in zip(parent_columns, child, strict=True))
+    matches = " AND ".join(
+        f"p.{quote_identifier(ref)} = +{term}" + (f" COLLATE {render_collation(collations[n])}" if collations else "")
+        for n, (ref, term) in enumerate(zip(parent_columns, child, strict=True))
+    )
     return f"{present} AND NOT EXISTS (SELECT 1 FROM {quote_identifier(parent)} AS p WHERE {matches})"
 
 
 def orphans_check(
-    table: str, source: str, key: ForeignKey, parent: str, *, new_key: bool, parent_columns: tuple[str, ...] | None = None
+    table: str,
+    source: str,
+    key: ForeignKey,
+    parent: str,
+    *,
+    new_key: bool,
+    parent_columns: tuple[str, ...] | None = None,
+    collations: tuple[str, ...] | None = None,
 ) -> DataCheck:
     """Rows of ``source`` whose foreign key points at no row of ``parent`` (the parent table's
     current name; ``parent_columns``: its referenced columns' current names, when the plan renames
-    them). For a ``new_key`` asked whatever ``PRAGMA foreign_keys`` says: a constraint the
+    them; ``collations``: theirs after the migration, when it changes them). For a ``new_key`` asked whatever ``PRAGMA foreign_keys`` says: a constraint the
     rows violate from the moment it exists is a broken schema (``foreign_key_check`` fails, and
     the day foreign keys are on, so do writes); for a key that existed, only when foreign keys are
     enforced (with them off, orphans may have been there all along)."""
@@ -113,7 +128,7 @@ def orphans_check(
     problem = f"rows reference no row of {key.ref_table}" + (f" through the new foreign key to {key.ref_table}({', '.join(key.ref_columns)})" if new_key else "")
     check = row_check(
         table, ", ".join(key.columns), problem,
-        f"{source} AS {_CHILD}", no_parent_condition(columns, parent, parent_columns or key.ref_columns),
+        f"{source} AS {_CHILD}", no_parent_condition(columns, parent, parent_columns or key.ref_columns, collations),
         blocking=True, sample=", ".join(columns),
     )
     return check if new_key else replace(check, when_foreign_keys_on=True)
@@ -134,7 +149,13 @@ def references_to_a_created_table_check(table: str, source: str, key: ForeignKey
 
 
 def converted_orphans_check(
-    table: str, live_table: str, key: ForeignKey, parent: str, pairs: list[tuple[str, str]], parent_columns: tuple[str, ...] | None = None
+    table: str,
+    live_table: str,
+    key: ForeignKey,
+    parent: str,
+    pairs: list[tuple[str, str]],
+    parent_columns: tuple[str, ...] | None = None,
+    collations: tuple[str, ...] | None = None,
 ) -> DataCheck:
     """Rows of ``live_table`` that the copy gives a new value (``pairs``: each key column's copy term and
     old value) that no row of ``parent`` holds (``parent_columns``: as for ``orphans_check``): a default
@@ -147,7 +168,7 @@ def converted_orphans_check(
     return row_check(
         table, ", ".join(key.columns), f"the migration gives rows a value no row of {key.ref_table} holds, which the foreign key refuses",
         f"(SELECT {selected} FROM {quote_identifier(live_table)}) AS {_CHILD}",
-        f"({changed}) AND {no_parent_condition(new, parent, parent_columns or key.ref_columns)}",
+        f"({changed}) AND {no_parent_condition(new, parent, parent_columns or key.ref_columns, collations)}",
         blocking=True, sample=", ".join(new),
     )
 

@@ -130,7 +130,7 @@ class MigrationSession:
         renames = renames_to_record(managed, desired, plan.renames, created, plan.table_renames)
         for statement in [*record_statements(desired, renames), *audit]:
             self.engine.execute(statement)
-        if not self.check_foreign_keys and self.foreign_key_tables is None:
+        if not self.check_foreign_keys:
             self._refuse_broken_new_foreign_keys(plan)
         if self.check_foreign_keys:
             introduced = self._foreign_key_violations() - baseline

@@ -207,9 +207,10 @@ def _converted_columns(schema_diff: SchemaDiff) -> frozenset[tuple[str, str]]:
 
 def _parents_in_plan(schema_diff: SchemaDiff) -> PlannedParents:
     """Where the tables a new foreign key may reference are while the data checks run: each matched
-    table under its live name and column names, each created table as None (it starts empty)."""
-    parents: dict[str, tuple[str, dict[str, str]] | None] = {
-        fold_name(item.desired.name): (item.live.name, {fold_name(new): old for new, old in item.column_sources})
+    table under its live name and column names, with its desired shape (the collations its columns
+    get), each created table as None (it starts empty)."""
+    parents: dict[str, tuple[str, dict[str, str], Table] | None] = {
+        fold_name(item.desired.name): (item.live.name, {fold_name(new): old for new, old in item.column_sources}, item.desired)
         for item in schema_diff.altered
     }
     parents.update((fold_name(table.name), None) for table in schema_diff.created)

@@ -257,31 +257,43 @@ def new_rows_projection(item: TableDiff, where: str = "") -> str:
     return _plan_copy(item, where).projection
 
 
-PlannedParents = Mapping[str, "tuple[str, Mapping[str, str]] | None"]
-"""The tables a plan renames, or whose columns it renames, and the tables it creates, by folded
-desired name: the live name and the live column names (by folded desired name) of the first,
+PlannedParents = Mapping[str, "tuple[str, Mapping[str, str], Table] | None"]
+"""The tables a plan renames or changes, and the tables it creates, by folded desired name: the
+live name, the live column names (by folded desired name) and the desired table of the first,
 None for the second. The data checks read the live tables, before anything runs."""
 
-CREATED_PARENT = ("", ())
+
+@dataclass(frozen=True)
+class LiveParent:
+    """A foreign key's parent as the data checks read it: its live name and referenced columns, and
+    the collations those columns get in the migration (None: they keep theirs)."""
+
+    name: str
+    columns: tuple[str, ...]
+    collations: tuple[str, ...] | None = None
+
+
+CREATED_PARENT = LiveParent("", ())
 """A foreign key's parent that the plan creates: it holds no rows while the data checks run."""
 
 
-def _parent_as_live(key: ForeignKey, live_schema: Schema, parents: PlannedParents) -> tuple[str, tuple[str, ...]] | None:
-    """The live name of a foreign key's parent table and of its referenced columns, as the data
-    checks read them; ``CREATED_PARENT`` for a parent the plan creates; None for a parent that is
-    not a live table (nor created), or that lacks a referenced column."""
+def _parent_as_live(key: ForeignKey, live_schema: Schema, parents: PlannedParents) -> LiveParent | None:
+    """A foreign key's parent as the data checks read it; ``CREATED_PARENT`` for a parent the plan
+    creates; None for a parent that is not a live table (nor created), or lacks a referenced column."""
     folded = fold_name(key.ref_table)
-    name, referenced = key.ref_table, key.ref_columns
+    name, referenced, collations = key.ref_table, key.ref_columns, None
     if folded in parents:
         planned = parents[folded]
         if planned is None:
             return CREATED_PARENT
-        name, columns = planned
+        name, columns, desired = planned
         referenced = tuple(columns.get(fold_name(column), column) for column in key.ref_columns)
+        wanted = [desired.column(column) for column in key.ref_columns]
+        collations = tuple((column.collate or "BINARY") if column else "BINARY" for column in wanted)
     parent = live_schema.table(name)
     if parent is None or not referenced or any(parent.column(column) is None for column in referenced):
         return None
-    return parent.name, referenced
+    return LiveParent(parent.name, tuple(referenced), collations)
 
 
 def copy_columns(item: TableDiff) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -406,17 +418,18 @@ def rebuild_table(
             if parent is CREATED_PARENT:
                 checks.append(references_to_a_created_table_check(name, projection, key))
             else:
-                checks.append(orphans_check(name, projection, key, parent[0], new_key=True, parent_columns=parent[1]))
+                checks.append(orphans_check(name, projection, key, parent.name, new_key=True, parent_columns=parent.columns, collations=parent.collations))
         elif parent is not CREATED_PARENT and any(fold_name(column) in converted for column in key.columns):
-            parent_name, parent_columns = parent
-            if any((fold_name(parent_name), fold_name(column)) in converted_in_plan for column in parent_columns):
+            if any((fold_name(parent.name), fold_name(column)) in converted_in_plan for column in parent.columns):
                 continue  # the parent's key is cast too: left to the final foreign-key check
             copied = dict(zip(copy.targets, copy.terms, strict=True))
             if any(quote_identifier(column) not in copied or fold_name(column) not in sources for column in key.columns):
-                checks.append(orphans_check(name, projection, key, parent_name, new_key=False, parent_columns=parent_columns))
+                checks.append(
+                    orphans_check(name, projection, key, parent.name, new_key=False, parent_columns=parent.columns, collations=parent.collations)
+                )
                 continue
             pairs = [(copied[quote_identifier(column)], quote_identifier(sources[fold_name(column)])) for column in key.columns]
-            checks.append(converted_orphans_check(name, live.name, key, parent_name, pairs, parent_columns))
+            checks.append(converted_orphans_check(name, live.name, key, parent.name, pairs, parent.columns, parent.collations))
     checks.extend(_children_losing_their_parent(item, live_schema, copy.value_changes, converted_in_plan, released))
     owned: list[tuple[str | None, Check]] = [(None, check) for check in desired.checks]
     owned += [(column.name, check) for column in desired.columns for check in column.checks]
