@@ -33,7 +33,7 @@ from pydsqlite import (
     sync_models,
 )
 from pydsqlite.schema.compile import MAX_INDEX_NAME, compile_models, index_name
-from pydsqlite.schema.model import registered_models, snake_case
+from pydsqlite.schema.model import registered_models, snake_case, table_options
 
 
 def compiled(*models: type[BaseModel]):
@@ -494,6 +494,28 @@ def test_field_refuses_a_keyword_it_does_not_know_instead_of_dropping_the_marker
 def test_a_class_keyword_that_is_no_option_is_refused_with_the_one_it_most_likely_meant(keywords, hint):
     with pytest.raises(SchemaDefinitionError, match=re.escape(f"Misspelt: unknown class keyword {hint}")):
         type(SyncModel)("Misspelt", (SyncModel,), {"__annotations__": {"id": Annotated[int, PrimaryKey()]}}, **keywords)
+
+
+class Tagged:
+    """A mixin taking a class keyword of its own."""
+
+    def __init_subclass__(cls, tag: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.tag = tag  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mixin_first", [True, False], ids=["mixin first", "mixin after SyncModel"])
+def test_a_mixins_own_class_keyword_reaches_it_wherever_it_stands_among_the_bases(mixin_first):
+    bases = (Tagged, SyncModel) if mixin_first else (SyncModel, Tagged)
+    model = type(SyncModel)("Labelled", bases, {"__annotations__": {"id": Annotated[int, PrimaryKey()]}}, table="class_keyword_mixin", tag="x")
+    assert model.tag == "x" and table_options(model).table == "class_keyword_mixin"
+    with pytest.raises(SchemaDefinitionError, match=r"unknown class keyword 'tga' \(did you mean 'tag'\?\)|unknown class keyword 'tga'"):
+        type(SyncModel)("Labelled", bases, {"__annotations__": {"id": int}}, table="class_keyword_mixin_2", tga="x")
+
+
+def test_table_options_with_table_false_are_refused():
+    with pytest.raises(SchemaDefinitionError, match="table options were given with table=False"):
+        type(SyncModel)("Abstract", (SyncModel,), {"__annotations__": {"id": int}}, table=False, indexes=[Index("id")])
 
 
 def test_pydantic_config_keywords_still_reach_the_model_config():

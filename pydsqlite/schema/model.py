@@ -80,8 +80,8 @@ _CLASS_OPTIONS = ("table", "primary_key", "indexes", "sqlite_strict", "without_r
 
 
 def _unknown_class_options(cls: type, names: list[str]) -> SchemaDefinitionError:
-    """The refusal of class keywords that are neither a table option nor a pydantic config key,
-    with the option each most likely meant."""
+    """The refusal of class keywords that no class of the model took (a table option, a pydantic
+    config key, a mixin's own), with the option each most likely meant."""
     choices = [*_CLASS_OPTIONS, *sorted(ConfigDict.__annotations__)]
     parts = []
     for name in names:
@@ -90,7 +90,7 @@ def _unknown_class_options(cls: type, names: list[str]) -> SchemaDefinitionError
     return SchemaDefinitionError(
         cls.__qualname__, None,
         f"unknown class keyword{'s' if len(names) > 1 else ''} {', '.join(parts)}: a table model takes "
-        f"{', '.join(f'{option}=' for option in _CLASS_OPTIONS)} and pydantic's model_config keys",
+        f"{', '.join(f'{option}=' for option in _CLASS_OPTIONS)}, pydantic's model_config keys and its base classes' own",
     )
 
 class SyncModel(BaseModel, metaclass=SyncModelMeta):
@@ -136,16 +136,22 @@ class SyncModel(BaseModel, metaclass=SyncModelMeta):
         renamed_from: str | tuple[str, ...] | list[str] | RenamedFrom | None = None,
         **kwargs: Unpack[ConfigDict],
     ) -> None:
-        if kwargs:  # pydantic's metaclass took its config keys: what is left is no class option at all
-            raise _unknown_class_options(cls, list(kwargs))
-        super().__init_subclass__()
+        try:
+            super().__init_subclass__(**kwargs)  # a mixin's keywords reach it; pydantic took its config keys
+        except TypeError as error:  # object.__init_subclass__: no class further up took them
+            if not kwargs or "keyword argument" not in str(error):
+                raise
+            raise _unknown_class_options(cls, list(kwargs)) from error
         inherited = getattr(cls, "__pydsqlite_table__", None)
+        options_given = any(value is not None for value in (primary_key, indexes, sqlite_strict, without_rowid, renamed_from))
         if table is False:
+            if options_given:
+                raise SchemaDefinitionError(cls.__qualname__, None, "table options were given with table=False, which declares no table")
             cls.__pydsqlite_table__ = None
             cls.__pydsqlite_not_a_table__ = True
             return
         if table is None and inherited is None:
-            if any(value is not None for value in (primary_key, indexes, sqlite_strict, without_rowid, renamed_from)):
+            if options_given:
                 raise SchemaDefinitionError(
                     cls.__qualname__, None, "table options were given without table=...; pass table=True or a name"
                 )
