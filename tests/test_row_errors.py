@@ -26,6 +26,7 @@ from pydsqlite import (
     SchemaDefinitionError,
     SchemaMismatchError,
     SyncModel,
+    Unique,
     UnstorableValueError,
     UsageError,
     col,
@@ -1164,3 +1165,96 @@ def test_a_foreign_key_refusal_names_the_row_column_and_value(db_path, write):
         call(db)
     assert raised.value.constraint == "FOREIGN KEY"
     assert file_state(conn) == before
+
+
+class Coded(SyncModel, table="coded"):
+    id: Annotated[int, PrimaryKey()]
+    code: Annotated[str, Unique()]
+    parent_code: Annotated[Optional[str], ForeignKey("coded.code")] = None
+
+
+class Owner(SyncModel, table="owners"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class Pet(SyncModel, table="pets"):  # goes with its owner
+    id: Annotated[int, PrimaryKey()]
+    owner: Annotated[int, ForeignKey(Owner, on_delete="CASCADE")]
+
+
+class Car(SyncModel, table="cars"):  # keeps its owner
+    id: Annotated[int, PrimaryKey()]
+    owner: Annotated[int, ForeignKey(Owner)]
+
+
+def test_a_row_of_the_batch_referencing_another_by_a_unique_column_is_not_taken_for_the_culprit(db_path):
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Coded])
+    db = Database(conn)
+    with pytest.raises(ConstraintError, match=re.escape("the row with key (3,) has parent_code = 'zzz', which no row of coded(code) holds")):
+        db.insert_many([Coded(id=1, code="a"), Coded(id=2, code="b", parent_code="a"), Coded(id=3, code="c", parent_code="zzz")])
+    assert conn.execute("SELECT count(*) FROM coded").fetchone() == (0,)
+
+
+def test_a_refused_delete_names_only_the_tables_whose_rows_keep_it(db_path):
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Owner, Pet, Car])
+    db = Database(conn)
+    db.insert(Owner(id=1))
+    db.insert(Pet(id=1, owner=1))
+    db.insert(Car(id=1, owner=1))
+    with pytest.raises(ConstraintError) as raised:
+        db.delete(Owner, 1)
+    assert "rows of cars (owner) reference the row with key (1,)" in str(raised.value)
+    assert "pets" not in str(raised.value)
+    assert conn.execute("SELECT count(*) FROM pets").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("call", ["changes_since", "apply_changes"])
+def test_models_given_as_a_generator_name_the_column_the_database_lacks(db_path, call):
+    conn = sqlite3.connect(db_path)
+    sync_models(conn, [Note])
+    ahead = type(SyncModel)(
+        "Note", (SyncModel,), {"__annotations__": {"id": Annotated[int, PrimaryKey()], "body": Annotated[str, LWW()], "title": Annotated[str, LWW()]}},
+        table="notes",
+    )
+    db = Database(conn)
+    with pytest.raises(SchemaMismatchError, match="'title'"):
+        if call == "changes_since":
+            db.changes_since(None, (model for model in [ahead]))
+        else:
+            source = Database(sqlite3.connect(db_path.with_name("source.db")))
+            sync_models(source.conn, [ahead])
+            source.insert(ahead(id=1, body="b", title="t"))
+            db.apply_changes(source.changes_since(None, [ahead]), (model for model in [ahead]))
+
+
+class Account2(SyncModel, table="accounts2"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class Branch(SyncModel, table="branches"):
+    id: Annotated[int, PrimaryKey()]
+
+
+class Ledger(SyncModel, table="ledgers"):
+    id: Annotated[int, PrimaryKey()]
+    account: Annotated[int, ForeignKey(Account2, deferred=True)]
+    branch: Annotated[int, ForeignKey(Branch)]
+
+
+def test_inside_a_transaction_a_deferred_key_is_not_taken_for_the_statements_culprit(db_path):
+    """A row breaking only a deferred key is legal until COMMIT: the statement failed on the row
+    breaking the immediate one."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, [Account2, Branch, Ledger])
+    db = Database(conn)
+    db.insert(Account2(id=1))
+    db.insert(Branch(id=1))
+    with pytest.raises(ConstraintError, match=re.escape("the row with key (2,) has branch = 9, which no row of branches(id) holds")):
+        with db.transaction():
+            db.insert_many([Ledger(id=1, account=9, branch=1), Ledger(id=2, account=1, branch=9)])
+    assert conn.execute("SELECT count(*) FROM ledgers").fetchone() == (0,)

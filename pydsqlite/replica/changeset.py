@@ -454,7 +454,8 @@ def _check_one(change: Any, position: int, shapes: dict[str, TableShape]) -> Non
     shape = shapes.get(fold_name(table)) if isinstance(table, str) else None
     if shape is None:
         raise SyncError(
-            f"change #{position} names table {table!r}, which is not a synced table here (no table model with LWW columns)"
+            f"change #{position} names table {table!r}, which is not a synced table here (no table model with LWW columns "
+            "for it, or its table is not in this database)"
         )
     codec = shape.codec
     key = change.key

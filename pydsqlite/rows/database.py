@@ -159,7 +159,12 @@ class Database:
     @property
     def clock(self) -> HLC:
         """This replica's hybrid logical clock; its node id is created once and stored in the database."""
-        return self._node.clock
+        try:
+            return self._node.clock
+        except self.engine.Error as error:
+            if self.engine.closed:
+                raise _closed("Database.clock") from error
+            raise
 
     def _next_seq(self) -> int:
         return self._node.allocate_seq(1)
@@ -169,6 +174,7 @@ class Database:
     def changes_since(self, cursor: int | None = None, models: Iterable[type[BaseModel]] | None = None) -> ChangeSet:
         """Every change this replica knows (its own writes and merged ones) after ``cursor``
         (None: everything), as whole row states of its synced tables plus tombstones."""
+        models = None if models is None else list(models)  # read twice when the database is behind them
         try:
             return self._replica.feed(cursor, models)
         except self.engine.OperationalError as error:
@@ -191,6 +197,7 @@ class Database:
         if not isinstance(changeset, ChangeSet):
             hint = " (ChangeSet.from_json(text) reads to_json() output)" if isinstance(changeset, (str, bytes)) else ""
             raise UsageError(f"apply_changes takes a ChangeSet, not {type(changeset).__name__}{hint}")
+        models = None if models is None else list(models)  # read twice when the database is behind them
         try:
             with collector_paused():  # the joined states, validated rows and encoded values all stay reachable
                 return self._replica.merge(changeset, models)
@@ -478,6 +485,8 @@ class Database:
         except self.engine.Error as error:
             if self.engine.closed:
                 raise _closed(_where(codec)) from error
+            if result_code(error) == _SQLITE_NOTADB:
+                raise engine_refusal(_where(codec), error) from error
             raise
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any], *, one: bool = False) -> tuple[Cursor, int]:
@@ -737,6 +746,8 @@ def _reading(
     except engine.Error as error:
         if engine.closed:
             raise _closed(_where(codec)) from error
+        if result_code(error) == _SQLITE_NOTADB:
+            raise engine_refusal(_where(codec), error) from error
         if not isinstance(text, str):
             raise
         raise _unusable_where(codec, text, error) from error
@@ -744,6 +755,8 @@ def _reading(
 
 _SQLITE_ERROR = 1
 """SQLite's generic result code, which a statement that does not compile gets (busy is 5, locked 6)."""
+_SQLITE_NOTADB = 26
+"""The file is not a database (or is encrypted): said naming where, as other refusals of the engine are."""
 _UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '(.*)' with text")
 
 
@@ -1092,15 +1105,17 @@ def _constraint_error(codec: RowCodec, error: Exception, culprit: str | None = N
 
 
 def _references_to(engine: Engine, codec: RowCodec, key: tuple[Any, ...] | None) -> str | None:
-    """The tables whose rows still reference the row with ``key`` (read after the delete was rolled
-    back), as "rows of items (shop_id) reference it"; None when none is found."""
+    """The tables whose rows still reference the row with ``key`` through a foreign key that keeps it
+    (ON DELETE NO ACTION or RESTRICT; read after the delete was rolled back), as "rows of items
+    (shop_id) reference it"; None when none is found (a row further down a cascade refused it)."""
     if key is None or not codec.key:
         return None
     by_column = dict(zip(map(fold_name, codec.key), key, strict=True))
     links: dict[tuple[str, int], list[tuple[str, str | None]]] = {}
     for child, ident, column, referenced in engine.execute(
         'SELECT m.name, f.id, f."from", f."to" FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f '
-        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE ORDER BY m.name, f.id, f.seq",
+        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND f.on_delete IN ('NO ACTION', 'RESTRICT') "
+        "ORDER BY m.name, f.id, f.seq",
         (codec.name,),
     ).fetchall():
         links.setdefault((child, ident), []).append((column, referenced))
@@ -1119,20 +1134,23 @@ def _row_without_parent(engine: Engine, codec: RowCodec, rows: Sequence[BaseMode
     """The first written row whose foreign key finds no parent row, read after the write was rolled
     back (a parent the same rows give, in a table referencing itself, counts as there), as "the row
     with key …: column = value, which no row of parent(column) holds"; None when none is found."""
-    own_keys = {tuple(codec.key_of(row)) for row in rows} if codec.key else set()
-    for key in codec.table.foreign_keys:
-        if not key.ref_columns or any(name not in codec.fields for name in key.columns):
+    stored_rows = [codec.values(row) for row in rows]
+    folded_fields = [fold_name(name) for name in codec.fields]
+    for key in sorted(codec.table.foreign_keys, key=lambda key: key.deferred):  # a deferred key fails only at COMMIT
+        if not key.ref_columns or any(fold_name(name) not in folded_fields for name in key.columns):
             continue
-        positions = [codec.fields.index(name) for name in key.columns]
+        positions = [folded_fields.index(fold_name(name)) for name in key.columns]
         probe = (
             f"SELECT 1 FROM {quote_identifier(key.ref_table)} WHERE "
             + " AND ".join(f"{quote_identifier(name)} = ?" for name in key.ref_columns) + " LIMIT 1"
         )
-        itself = fold_name(key.ref_table) == fold_name(codec.name) and tuple(map(fold_name, key.ref_columns)) == tuple(map(fold_name, codec.key))
-        for row in rows:
-            stored = codec.values(row)
+        given: set[tuple[Any, ...]] = set()  # parent values the rows give themselves (a table referencing itself)
+        if fold_name(key.ref_table) == fold_name(codec.name) and all(fold_name(name) in folded_fields for name in key.ref_columns):
+            referenced = [folded_fields.index(fold_name(name)) for name in key.ref_columns]
+            given = {tuple(stored[position] for position in referenced) for stored in stored_rows}
+        for row, stored in zip(rows, stored_rows, strict=True):
             values = [stored[position] for position in positions]
-            if any(value is None for value in values) or (itself and tuple(values) in own_keys):
+            if any(value is None for value in values) or tuple(values) in given:
                 continue
             try:
                 found = engine.execute(probe, values).fetchone()

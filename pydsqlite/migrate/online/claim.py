@@ -22,6 +22,8 @@ CREATE_CLAIM_TABLE = (
     "id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, heartbeat REAL NOT NULL)"
 )
 _POLL = 0.2
+TAKEN_OVER = "another process took over this online migration (this one was paused too long); it stopped here"
+"""The error of a migrator that lost its claim."""
 _PROCESS = uuid.uuid4().hex
 """This interpreter's identity, the first part of each of its claims' tokens: a process restarted in
 place (a container's PID 1, an ``exec``) has the pid of the one before it, whose claim is then dead."""
@@ -74,7 +76,7 @@ class Claim:
         """Inside a step's transaction: refresh the claim, or stop if another process took it over."""
         cursor = engine.execute(f"UPDATE {CLAIM_TABLE} SET heartbeat = ? WHERE id = 1 AND token = ?", (time.time(), self.token))
         if cursor.rowcount != 1:
-            raise MigrationError("another process took over this online migration (this one was paused too long); it stopped here")
+            raise MigrationError(TAKEN_OVER)
 
 
 def wait_for_online_migrations(engine: Engine, busy_timeout: float | None) -> None:

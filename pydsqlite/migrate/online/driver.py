@@ -20,6 +20,7 @@ from ..metadata import STATE_TABLE as FAST_PATH_TABLE
 from ..metadata import ManagedObjects
 from ..migration import MigrationPlan
 from ..shadow import STATE_TABLE
+from .claim import TAKEN_OVER
 from .copying import SYNCHRONOUS_NORMAL, Run, TableCopy, Violation
 from .leftovers import pending_online_work, schema_outside_online
 from .preview import online_plan
@@ -118,6 +119,8 @@ def _migrate(run: Run, desired: Schema, fingerprint: str, planner: Planner, mana
         _abandon(run, copies)
         raise
     except engine.Error as error:
+        if not _claim_still_held(run):  # another process took over: what failed was reading its objects
+            raise MigrationError(TAKEN_OVER) from error
         gone = [copy.spec.source for copy in copies if not has_object(engine, copy.spec.source)]
         if not gone:
             _abandon(run, copies, free=False)
@@ -226,6 +229,14 @@ def _gains_foreign_key(item: TableDiff) -> bool:
     renamed = {fold_name(old): fold_name(new) for new, old in item.column_sources}
     had = {(tuple(renamed.get(c, c) for c in columns), parent, parents) for columns, parent, parents in (fk.link for fk in item.live.foreign_keys)}
     return any(fk.link not in had for fk in item.desired.foreign_keys)
+
+
+def _claim_still_held(run: Run) -> bool:
+    """Whether this migrator still holds the claim (True when that cannot be read: the failure is then its own)."""
+    try:
+        return run.claim.held(run.engine)
+    except run.engine.Error:
+        return True
 
 
 def _abandon(run: Run, copies: Sequence[TableCopy], *, free: bool = True) -> None:
