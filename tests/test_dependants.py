@@ -434,6 +434,11 @@ QUOTED_TEXT = {
         "trigger reopen on tasks",
     ),
     "a temporary view": ('CREATE TEMP VIEW open_ids AS SELECT id FROM main.tasks WHERE state = "open"', "view temp.open_ids"),
+    "an upsert in a trigger": (  # its DO UPDATE sees the target table's columns
+        'CREATE TRIGGER copy_title AFTER UPDATE OF title ON tasks BEGIN INSERT INTO tasks (id, title, state) VALUES (new.id, new.title, '
+        "'closed') ON CONFLICT (id) DO UPDATE SET state = \"open\"; END",
+        "trigger copy_title on tasks",
+    ),
 }
 
 

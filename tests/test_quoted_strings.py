@@ -141,3 +141,17 @@ def test_a_default_written_as_a_lone_name_holds_its_text_through_migrations(writ
     sync_schema(fresh, schema_from_sql(sql))
     fresh.execute("INSERT INTO t (id) VALUES (1)")
     assert fresh.execute("SELECT state FROM t").fetchall() == [("open",)]
+
+
+@pytest.mark.parametrize(
+    ("options", "wanted_term"),
+    [("", "`rowid`"), (" WITHOUT ROWID", "'rowid'")],
+    ids=["a rowid table: the rowid", "WITHOUT ROWID: the text 'rowid'"],
+)
+def test_rowid_in_double_quotes_names_the_rowid_only_where_the_table_has_one(options, wanted_term):
+    """``"rowid"`` names the rowid of a table that has one, and is the text 'rowid' in a WITHOUT
+    ROWID table: each compares equal to that spelling, so adopting the table plans nothing."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute(f'CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, n INTEGER CHECK ("rowid" > 0)){options}')
+    wanted = schema_from_sql(f"CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, n INTEGER CHECK ({wanted_term} > 0)){options}")
+    assert schema_migration_plan(conn, wanted).is_empty

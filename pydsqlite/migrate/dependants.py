@@ -149,10 +149,11 @@ class _ColumnsInReach:
         quoted = [token.identifier for n, token in enumerate(tokens) if token.kind == "quoted" and token.text.startswith('"') and n not in skipped]
         if not quoted:
             return {}
-        named = {  # an INSERT's target is not in scope for the values it inserts
+        upsert = any(token.upper == "DO" and tokens[n + 1].upper == "UPDATE" for n, token in enumerate(tokens[:-1]))
+        named = {  # an INSERT's target is not in scope for the values it inserts, but is for an upsert's DO UPDATE
             fold_name(token.identifier)
             for n, token in enumerate(tokens)
-            if token.kind in ("word", "quoted") and not (n and tokens[n - 1].upper == "INTO")
+            if token.kind in ("word", "quoted") and (upsert or not (n and tokens[n - 1].upper == "INTO"))
         }
         read = named & self.relations
         columns = set().union(*(self._columns_of(relation) for relation in read))

@@ -613,8 +613,10 @@ def _check_signature(checks: tuple[Check, ...], renames: dict[str, str] | None, 
 
 
 def _column_names(table: Table) -> frozenset[str]:
-    """What a double-quoted name in the table's expressions can name: its columns, and the rowid."""
-    return frozenset(fold_name(column.name) for column in table.columns) | _ROWID_ALIASES
+    """What a double-quoted name in the table's expressions can name: its columns, and the rowid
+    (a WITHOUT ROWID table has none: there ``"rowid"`` is text)."""
+    names = frozenset(fold_name(column.name) for column in table.columns)
+    return names if table.without_rowid else names | _ROWID_ALIASES
 
 
 _ROWID_ALIASES = frozenset({"rowid", "oid", "_rowid_"})
