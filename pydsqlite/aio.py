@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from itertools import islice
@@ -24,7 +25,7 @@ from .errors import UsageError
 from .migrate import sync as _sync
 from .replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC
 from .replica.replication import ChangeSet
-from .rows.database import _BATCH, Database, Params
+from .rows.database import _BATCH, Database, Params, engine_refusal
 from .rows.query import Condition
 
 try:
@@ -88,7 +89,8 @@ class AsyncDatabase:
         if isinstance(conn, aiosqlite.Connection):
             self._owns = False
         elif isinstance(conn, (str, os.PathLike)):
-            conn = aiosqlite.connect(os.fspath(conn))
+            self._path = os.fspath(conn)
+            conn = aiosqlite.connect(self._path)
             self._owns = True
         else:
             raise UsageError(
@@ -120,7 +122,11 @@ class AsyncDatabase:
         return self._bound
 
     async def _connect(self) -> None:
-        await self.conn
+        try:
+            await self.conn
+        except sqlite3.OperationalError as error:  # the file of the path given
+            where = f"AsyncDatabase({self._path!r}): cannot open the database file (does its folder exist, may this process write there?)"
+            raise engine_refusal(where, error) from error
         self._bound = self._bind()
 
     async def close(self) -> None:

@@ -1150,3 +1150,16 @@ def test_wrong_connections_are_refused_clearly(tmp_path):
                     await owned.close()
 
     run(scenario())
+
+
+def test_a_database_file_that_cannot_be_opened_is_named_on_first_use(tmp_path):
+    missing = tmp_path / "no" / "such" / "folder" / "app.db"
+
+    async def scenario() -> None:
+        db = aio.AsyncDatabase(missing)
+        with pytest.raises(sqlite3.OperationalError, match=f"AsyncDatabase\\({str(missing)!r}\\): cannot open the database file") as raised:
+            await db.count(Item)
+        assert type(raised.value).__name__ == "SqliteOperationalError"
+        await db.close()
+
+    run(scenario())
