@@ -25,8 +25,10 @@ from .errors import UsageError
 from .migrate import sync as _sync
 from .replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC
 from .replica.replication import ChangeSet
-from .rows.database import _BATCH, Database, Params, engine_refusal
+from .rows.database import _BATCH, Database
 from .rows.query import Condition
+from .rows.read_query import Params
+from .rows.refusals import engine_refusal
 
 try:
     import aiosqlite

@@ -988,7 +988,7 @@ def test_an_engine_refusal_keeps_what_drivers_errors_carry_and_travels_between_p
 
     from pydsqlite.engines.dqlite import DqliteOperationalError
     from pydsqlite.errors import EngineError, SqliteOperationalError
-    from pydsqlite.rows.database import engine_refusal
+    from pydsqlite.rows.refusals import engine_refusal
 
     path = tmp_path / "app.db"
     conn = sqlite3.connect(path, timeout=0)

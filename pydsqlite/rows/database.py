@@ -8,13 +8,11 @@ one a PEP 249 connection always has). SQLite's refusals become errors of our hie
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import numbers
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar, overload
 
@@ -22,15 +20,12 @@ from pydantic import BaseModel, ValidationError
 
 from ..collector import collector_paused
 from ..engines import Cursor, Engine, SqliteEngine, engine_for, is_connection
-from ..engines.base import transaction_ended_by
 from ..errors import (
     ConstraintError,
-    EngineError,
     PydsqliteError,
     RowNotFoundError,
     RowValidationError,
     SchemaMismatchError,
-    SqliteOperationalError,
     SyncError,
     UnstorableValueError,
     UsageError,
@@ -39,16 +34,28 @@ from ..replica.changeset import unstorable_change
 from ..replica.hlc import DEFAULT_MAX_DRIFT_MS, HLC, checked_clock_arguments
 from ..replica.node import Node
 from ..replica.replication import ChangeSet, Replica
-from ..schema.codecs import encode_param, unstorable_reason
+from ..schema.codecs import unstorable_reason
 from ..schema.objects import LWW_SUFFIX, SEQ_COLUMN, VERSION_COLUMN, fold_name
-from ..sql.ddl import ends_inside_comment, tokenize
-from ..sql.render import double_quotes_as_names, quote_identifier, quote_literal
+from ..sql.render import quote_identifier, quote_literal
 from .codec import RowCodec, codec_for
 from .query import Condition
+from .read_query import Params, read_query, unusable_where
+from .refusals import (
+    closed_connection,
+    constraint_error,
+    constraint_named,
+    described,
+    engine_refusal,
+    missing_column,
+    references_to,
+    refused_commit,
+    result_code,
+    row_without_parent,
+    schema_error,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
-Params = Sequence[Any] | Mapping[str, Any]
 """Values for the placeholders of SQL text: in order for ``?``, by name for ``:name``, ``@name`` and ``$name``."""
 
 _BATCH = 512
@@ -140,10 +147,10 @@ class Database:
         except (self.engine.IntegrityError, self.engine.OperationalError) as error:
             if not ended or isinstance(error, PydsqliteError):
                 raise
-            raise _refused_commit(error) from error
+            raise refused_commit(error) from error
         except self.engine.Error as error:
             if self.engine.closed:
-                raise _closed("db.transaction()") from error
+                raise closed_connection("db.transaction()") from error
             raise
 
     def _atomic(self, *, block: bool = False) -> AbstractContextManager[None]:
@@ -163,7 +170,7 @@ class Database:
             return self._node.clock
         except self.engine.Error as error:
             if self.engine.closed:
-                raise _closed("Database.clock") from error
+                raise closed_connection("Database.clock") from error
             raise
 
     def _next_seq(self) -> int:
@@ -184,7 +191,7 @@ class Database:
             raise behind from error
         except self.engine.Error as error:
             if self.engine.closed:
-                raise _closed("changes_since()") from error
+                raise closed_connection("changes_since()") from error
             raise
 
     def apply_changes(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None = None) -> int:
@@ -211,7 +218,7 @@ class Database:
             raise unstorable_change(changeset.changes, names) from error
         except self.engine.Error as error:
             if self.engine.closed:
-                raise _closed("apply_changes()") from error
+                raise closed_connection("apply_changes()") from error
             raise
 
     def _behind_models(self, models: Iterable[type[BaseModel]] | None) -> SchemaMismatchError | None:
@@ -221,7 +228,7 @@ class Database:
             present = {fold_name(row[0]) for row in self.engine.execute("SELECT name FROM pragma_table_xinfo(?)", (codec.name,))}
             for column in sorted(codec.table.columns, key=lambda column: column.hidden):  # fields first
                 if fold_name(column.name) not in present:
-                    return _missing_column(codec, column.name, "the replica's feed")
+                    return missing_column(codec, column.name, "the replica's feed")
         return None
 
     # --- writes ----------------------------------------------------------------------------
@@ -441,7 +448,7 @@ class Database:
     ) -> Iterator[M]:
         """Like ``select`` but streams rows from the cursor, so memory stays flat for any result size."""
         codec = codec_for(model)
-        sql, bound = _query(self.engine, codec, codec.select_sql, where, params, order_by, limit, offset)
+        sql, bound = read_query(self.engine, codec, codec.select_sql, where, params, order_by, limit, offset)
         return self._stream(codec, sql, bound, where)  # type: ignore[return-value]
 
     def _stream(self, codec: RowCodec, sql: str, bound: list[Any], where: object) -> Iterator[BaseModel]:
@@ -458,7 +465,7 @@ class Database:
     def count(self, model: type[BaseModel], where: str | Condition | None = None, params: Params = ()) -> int:
         """The number of rows matching ``where`` (all rows without one)."""
         codec = codec_for(model)
-        sql, bound = _query(self.engine, codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
+        sql, bound = read_query(self.engine, codec, f"SELECT COUNT(*) FROM {codec.quoted_table}", where, params, None, None, None)
         with _reading(self.engine, codec, bound, where, sql):
             return int(self.engine.execute(sql, bound).fetchone()[0])
 
@@ -477,16 +484,16 @@ class Database:
                 yield
         except self.engine.IntegrityError as error:
             culprit = None
-            if _constraint_named(error) == "FOREIGN KEY":
-                culprit = _row_without_parent(self.engine, codec, rows) if rows else _references_to(self.engine, codec, deleted_key)
-            raise _constraint_error(codec, error, culprit) from error
+            if constraint_named(error) == "FOREIGN KEY":
+                culprit = row_without_parent(self.engine, codec, rows) if rows else references_to(self.engine, codec, deleted_key)
+            raise constraint_error(codec, error, culprit) from error
         except self.engine.OperationalError as error:
-            raise (_schema_error(codec, error) or _undecodable_row(self.engine, codec, error) or engine_refusal(_where(codec), error)) from error
+            raise (schema_error(codec, error) or _undecodable_row(self.engine, codec, error) or engine_refusal(described(codec), error)) from error
         except self.engine.Error as error:
             if self.engine.closed:
-                raise _closed(_where(codec)) from error
+                raise closed_connection(described(codec)) from error
             if result_code(error) == _SQLITE_NOTADB:
-                raise engine_refusal(_where(codec), error) from error
+                raise engine_refusal(described(codec), error) from error
             raise
 
     def _insert_rows(self, codec: RowCodec, instances: list[Any], *, one: bool = False) -> tuple[Cursor, int]:
@@ -648,31 +655,6 @@ def _opened(path: str) -> sqlite3.Connection:
         raise engine_refusal(f"Database({path!r}): cannot open the database file (does its folder exist, may this process write there?)", error) from error
 
 
-def _closed(where: str) -> UsageError:
-    """The refusal of a call on a connection the application closed."""
-    return UsageError(f"{where}: the connection is closed (conn.close() was called, or the Database that opened it was closed); open a new one")
-
-
-def _refused_commit(error: Exception) -> PydsqliteError:
-    """The error of a ``db.transaction()`` block whose commit SQLite refused, after the block's code ran
-    (a deferred constraint names no table: ``ConstraintError.table`` is empty)."""
-    if transaction_ended_by(error):
-        undone = "the whole transaction was rolled back, the writes pending before the block included"
-    else:
-        undone = "the block was rolled back (nothing of it was written; what was pending before it stays pending)"
-    where = f"db.transaction(): SQLite refused to end the block, so {undone}"
-    constraint = _constraint_named(error)
-    if constraint is not None:
-        return ConstraintError("", constraint, f"{where}: {error} (a deferred constraint: a row written in the transaction breaks it)")
-    if "statements in progress" in str(error):  # SQLITE_BUSY, but from this connection, not another one
-        return SqliteOperationalError(
-            f"{where}: {error}; a statement of yours is still running on this connection (a cursor not read to the end, "
-            "such as a RETURNING query's): read or close it before the block ends",
-            code=result_code(error),
-        )
-    return engine_refusal(where, error)
-
-
 def _stored_differently(new: Any, old: Any) -> bool:
     """Whether SQLite would hold ``new`` differently from ``old``: Python's ``==`` calls ``1``,
     ``1.0`` and ``True`` equal, and ``0.0`` and ``-0.0``, which SQLite may store apart."""
@@ -736,21 +718,21 @@ def _reading(
         with _binding(lambda: _unstorable_param(codec, params)):
             yield
     except engine.OperationalError as error:
-        mismatch = _schema_error(codec, error)
+        mismatch = schema_error(codec, error)
         if mismatch is not None:
             raise mismatch from error
         if isinstance(text, str) and sql is not None and result_code(error) in (_SQLITE_ERROR, None) and not _compiles(engine, sql, params):
-            raise _unusable_where(codec, text, error) from error  # SQL text that does not compile (a syntax error...)
+            raise unusable_where(codec, text, error) from error  # SQL text that does not compile (a syntax error...)
         query = sql or rows_of
-        raise (_undecodable_row(engine, codec, error, (query, params) if query else None) or engine_refusal(_where(codec), error)) from error
+        raise (_undecodable_row(engine, codec, error, (query, params) if query else None) or engine_refusal(described(codec), error)) from error
     except engine.Error as error:
         if engine.closed:
-            raise _closed(_where(codec)) from error
+            raise closed_connection(described(codec)) from error
         if result_code(error) == _SQLITE_NOTADB:
-            raise engine_refusal(_where(codec), error) from error
+            raise engine_refusal(described(codec), error) from error
         if not isinstance(text, str):
             raise
-        raise _unusable_where(codec, text, error) from error
+        raise unusable_where(codec, text, error) from error
 
 
 _SQLITE_ERROR = 1
@@ -800,410 +782,10 @@ def _compiles(engine: Engine, sql: str, params: Sequence[Any]) -> bool:
     return True
 
 
-def result_code(error: Exception) -> int | None:
-    """SQLite's primary result code of a driver's error (the low byte of an extended code), if it gives one."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is None:
-        code = getattr(error, "code", None)
-    return code & 0xFF if isinstance(code, int) else None
-
-
-_BUSY_SNAPSHOT = 517
 """SQLITE_BUSY_SNAPSHOT: a WAL read transaction cannot become a write, another connection wrote since it began."""
 
 
-def engine_refusal(where: str, error: Exception) -> EngineError:
-    """The engine's refusal of a read or write that no more precise error describes (the database is
-    locked by another connection, a disk error), as ``EngineError`` saying ``where`` ("Model (table
-    't')"), with SQLite's primary result code. A refusal of the ``sqlite3`` driver becomes a
-    ``SqliteOperationalError``, still an ``sqlite3.OperationalError`` with the driver's attributes."""
-    code = result_code(error)
-    hint = ""
-    if getattr(error, "sqlite_errorcode", None) == _BUSY_SNAPSHOT:
-        hint = (
-            "; another connection wrote since this connection's read began (an iter_select still being iterated, a "
-            "read transaction, or the transaction an autocommit=False connection keeps open since its last commit), and "
-            "SQLite cannot turn that read into a write: finish the read first (on an autocommit=False connection, "
-            "conn.commit() or conn.rollback()), or write through another connection"
-        )
-    elif code in (5, 6):
-        hint = (
-            "; another connection holds the lock, and the connection's busy timeout ran out (or SQLite refused at "
-            "once: this connection's own unfinished read, such as an iter_select, would deadlock with that writer)"
-        )
-    message = f"{where}: {error}{hint}"
-    if isinstance(error, EngineError):  # an engine's own (dqlite): the same class, naming where it happened
-        refusal = type(error)(message, code=code)
-    elif isinstance(error, sqlite3.OperationalError):
-        refusal = SqliteOperationalError(message, code=code)
-        refusal.sqlite_errorcode = getattr(error, "sqlite_errorcode", code or 0)  # absent from an error made by hand
-        refusal.sqlite_errorname = getattr(error, "sqlite_errorname", "")
-    else:
-        refusal = EngineError(message, code=code)
-    return refusal
-
-
-def _where(codec: RowCodec) -> str:
-    return f"{codec.model.__qualname__} (table {codec.name!r})"
-
-
-def _unusable_where(codec: RowCodec, where: str, error: Exception) -> UsageError:
-    """The driver's refusal of ``where=`` text (several statements, placeholders and params that do
-    not pair up) as a ``UsageError`` naming model and table."""
-    tokens = tokenize(where)
-    if any(token.text == ";" for token in tokens):
-        problem = "it holds more than one statement (a ';'); pass one condition, values as ? parameters"
-    elif "bindings" in str(error):
-        placeholders = sum(1 for token in tokens if token.kind == "variable")
-        problem = f"it has {placeholders} placeholder{'s' if placeholders != 1 else ''}, which params= must match one for one ({error})"
-    else:
-        problem = str(error)
-    return UsageError(f"{codec.model.__qualname__} (table {codec.name!r}): where={where!r} cannot run: {problem}")
-
-
-def _query(
-    engine: Engine,
-    codec: RowCodec,
-    head: str,
-    where: str | Condition | None,
-    params: Params,
-    order_by: str | Sequence[str] | None,
-    limit: int | None,
-    offset: int | None,
-) -> tuple[str, list[Any]]:
-    sql = head
-    bound: list[Any] = []
-    if isinstance(params, Mapping):
-        where, params = _by_position(codec, where, params)
-    if isinstance(where, Condition):
-        for name in where.ordered:
-            _refuse_ordering_stored_text(codec, name, f"col({name!r}) compared with <, <=, > or >=")
-        bound.extend(where.params)
-    elif where is not None and not isinstance(where, str):
-        raise UsageError(f"where= takes SQL text or a condition built with col(), not {type(where).__name__}")
-    text = where.sql if isinstance(where, Condition) else where
-    if text:
-        _refuse_clauses_after_the_condition(codec, text)
-        sql += f" WHERE {text}\n"  # a trailing "--" comment ends there, before ORDER BY or LIMIT
-    if isinstance(params, (str, bytes)):
-        raise UsageError(f"params= takes a sequence of values, not {type(params).__name__} (write ({params!r},))")
-    if isinstance(params, Set):
-        raise UsageError(
-            f"params= takes a sequence of values (or a mapping of names to values), not a {type(params).__name__}, "
-            f"whose order is undefined (reading {codec.model.__qualname__}, table {codec.name!r})"
-        )
-    if not isinstance(params, Iterable):
-        raise UsageError(
-            f"params= takes a sequence of values (or a mapping of names to values), not {params!r} "
-            f"(reading {codec.model.__qualname__}, table {codec.name!r}); write ({params!r},) for one value"
-        )
-    bound.extend(params)
-    if bound and not text:
-        raise UsageError(f"{_where(codec)}: params={params!r} given without a where= condition that has placeholders for them")
-    encoded = _query_params(codec, bound)
-    if text and '"' in text:
-        _refuse_double_quoted_strings(engine, codec, head, text, encoded)
-    if order_by:
-        sql += " ORDER BY " + ", ".join(_order_term(codec, term) for term in ([order_by] if isinstance(order_by, str) else order_by))
-    if limit is not None:
-        sql += " LIMIT ?"
-        encoded.append(_row_count_argument(codec, "limit", limit))
-    if offset is not None:
-        if limit is None:
-            sql += " LIMIT -1"
-        sql += " OFFSET ?"
-        encoded.append(_row_count_argument(codec, "offset", offset))
-    return sql, encoded
-
-
-def _query_params(codec: RowCodec, values: Iterable[Any]) -> list[Any]:
-    """Query parameters as the columns store them (``encode_param``). A numpy scalar is taken as the
-    Python value it holds (``.item()``), a number of another type (a ``Fraction``) by its value: the
-    driver would bind them as bytes or refuse them. NaN, which the driver binds as NULL (``x = ?``
-    matching nothing, ``x IS ?`` the NULLs), raises ``UnstorableValueError``, however it comes (a float
-    subclass, an enum's value, numpy's); a value no column stores, ``UsageError``."""
-    bound = []
-    for value in values:
-        param = encode_param(value)
-        if param is not None and type(param) not in (str, bytes, int, float):
-            item = getattr(param, "item", None)
-            if callable(item) and getattr(param, "shape", None) == ():  # a numpy scalar
-                held = item()
-                if getattr(getattr(param, "dtype", None), "kind", "") in ("M", "m") and not isinstance(held, (dt.date, dt.timedelta)):
-                    raise UsageError(  # nanoseconds: numpy gives an int, which SQLite would compare as a number
-                        f"{_where(codec)}: the query parameter {value!r} holds a time numpy cannot give as a Python "
-                        "datetime (nanoseconds, or out of its range); convert it first, e.g. value.astype('datetime64[us]').item()"
-                    )
-                param = encode_param(held)
-            if isinstance(param, numbers.Integral):
-                param = int(param)
-            elif isinstance(param, numbers.Real):
-                param = float(param)
-            elif isinstance(param, (str, bytes, bytearray, memoryview)) or (type(param), sqlite3.PrepareProtocol) in sqlite3.adapters:
-                pass
-            elif param is not None:
-                raise UsageError(
-                    f"{_where(codec)}: the query parameter {value!r} ({type(value).__name__}) is no value a column stores; "
-                    "pass the type the field holds (str, int, float, bytes, bool, UUID, Decimal, date-times, Enum, JSON values)"
-                )
-        if isinstance(param, float) and param != param:
-            raise UnstorableValueError(
-                codec.name, None, value, "NaN is no value SQLite stores (it binds NaN as NULL)", model=codec.model.__qualname__
-            )
-        bound.append(param)
-    return bound
-
-
-_CLAUSES_AFTER_WHERE = frozenset({"GROUP", "HAVING", "ORDER", "LIMIT", "UNION", "INTERSECT", "EXCEPT"})
 """Keywords that start a clause after WHERE; OFFSET and WINDOW may also name a column (OFFSET follows a
 LIMIT, caught here; a WINDOW clause alone changes no rows)."""
 
 
-def _refuse_clauses_after_the_condition(codec: RowCodec, where: str) -> None:
-    """``UsageError`` for ``where=`` text going on past its condition (``GROUP BY``, ``ORDER BY``,
-    ``LIMIT``, a compound ``UNION``…, outside parentheses): ``count`` would count the first group
-    only, and ``select`` would take clauses its own arguments (``order_by``, ``limit``) are for."""
-    if ends_inside_comment(where):
-        raise UsageError(
-            f"{_where(codec)}: where={where!r} ends inside a /* comment, which would swallow what the query adds after "
-            "the condition (order_by=, limit=): close it with */"
-        )
-    depth = 0
-    for token in tokenize(where):
-        if token.text == "(":
-            depth += 1
-        elif token.text == ")":
-            depth -= 1
-        elif depth == 0 and token.upper in _CLAUSES_AFTER_WHERE:
-            raise UsageError(
-                f"{_where(codec)}: where={where!r} goes on past one condition ({token.upper} …): pass the condition "
-                "only, and order_by=, limit=, offset= for the rest (a subquery in parentheses may hold any clause)"
-            )
-
-
-def _by_position(codec: RowCodec, where: str | Condition | None, params: Mapping[str, Any]) -> tuple[str | Condition | None, list[Any]]:
-    """SQL text with named placeholders (``:name``, ``@name``, ``$name``) and a mapping, as ``?``
-    placeholders and the values in their order, so that every engine binds them and every value is
-    encoded as a positional one. A name without a value, a value without a placeholder, or ``?``
-    placeholders among named ones raise ``UsageError``."""
-    where_of = f"(reading {codec.model.__qualname__}, table {codec.name!r})"
-    if not isinstance(where, str):
-        if not params:
-            return where, []
-        raise UsageError(f"params= as a mapping names the placeholders of SQL text; where= is {type(where).__name__} {where_of}")
-    pieces, values, used, position = [], [], set(), 0
-    for token in tokenize(where):
-        if token.kind != "variable":
-            continue
-        name = token.text[1:]
-        if token.text[0] == "?" or not name:
-            raise UsageError(
-                f"where={where!r} mixes {token.text!r} with params= given by name: use :name placeholders only "
-                f"(or a sequence of values for ? placeholders) {where_of}"
-            )
-        if name not in params:
-            raise UsageError(f"where={where!r} has the placeholder {token.text!r}, which params= does not name {where_of}")
-        pieces.append(where[position : token.start] + "?")
-        values.append(params[name])
-        used.add(name)
-        position = token.end
-    unused = sorted(map(str, set(params) - used))
-    if unused:
-        raise UsageError(f"params= names {', '.join(map(repr, unused))}, which where={where!r} has no placeholder for {where_of}")
-    pieces.append(where[position:])
-    return "".join(pieces), values
-
-
-def _row_count_argument(codec: RowCodec, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 0:
-        raise UsageError(f"{name}= takes a whole number of rows, 0 or more, not {value!r} (reading {codec.model.__qualname__}, table {codec.name!r})")
-    return int(value)
-
-
-def _refuse_double_quoted_strings(engine: Engine, codec: RowCodec, head: str, where: str, bound: list[Any]) -> None:
-    """SQLite reads a double-quoted name that resolves to no column as a string literal, so a
-    misspelled ``"nmae" = ?`` would compare a constant. The condition is compiled (EXPLAIN, nothing
-    runs) with every double-quoted name in grave accents, which SQLite never takes for a string:
-    a name that then resolves to nothing raises ``SchemaMismatchError``."""
-    tokens = [token for token in tokenize(where) if token.kind == "quoted" and token.text.startswith('"')]
-    if not tokens:
-        return
-    try:
-        engine.execute(f"EXPLAIN {head} WHERE {double_quotes_as_names(where)}\n", bound).fetchall()
-    except (OverflowError, UnicodeEncodeError):
-        return  # a parameter SQLite cannot bind: the query itself names it
-    except engine.Error as error:
-        missing = _NO_COLUMN.match(str(error))
-        names = {fold_name(token.identifier): token.identifier for token in tokens}
-        column = (missing.group(1) or "").rsplit(".", 1)[-1] if missing else ""
-        if fold_name(column) not in names:
-            return  # some other trouble: the query itself reports it
-        name = names[fold_name(column)]
-        raise SchemaMismatchError(
-            codec.name,
-            name,
-            f'the query names "{name}" in double quotes, which is no column here (of {codec.model.__qualname__}, table {codec.name!r}, '
-            f"fields: {', '.join(codec.fields)}): SQLite would read it as the string {name!r}; write strings in single quotes "
-            f"('{name}') and names bare or in grave accents",
-        ) from None
-
-
-def _order_term(codec: RowCodec, term: str) -> str:
-    """``"name"``, ``"-name"`` or ``"name desc"``: field names only, so nothing but identifiers reaches SQL."""
-    text = term.strip()
-    descending = text.startswith("-")
-    text = text.lstrip("-").strip()
-    match = re.fullmatch(r"(.+?)(?:\s+(asc|desc))?", text, re.IGNORECASE)
-    assert match is not None
-    written, direction = match.group(1), (match.group(2) or "").upper()
-    name = codec.field_named(written)  # SQLite's names ignore case, as order_by does
-    if name is None:
-        raise _missing_column(codec, written, "order_by")
-    _refuse_ordering_stored_text(codec, name, f"order_by={term!r}")
-    return f"{quote_identifier(name)} {'DESC' if descending or direction == 'DESC' else 'ASC'}"
-
-
-def _refuse_ordering_stored_text(codec: RowCodec, name: str, what: str) -> None:
-    """A Decimal or JSON column is text to SQLite ('10.00' sorts before '9.5', '[10]' before '[9]'): ordering by
-    it would be wrong without a word. ``name`` as written: SQLite's names ignore case."""
-    name = codec.field_named(name) or name
-    if name in codec.json_fields:
-        raise UsageError(
-            f"{what}: field {name!r} of {codec.model.__qualname__} (table {codec.name!r}) is stored as JSON text, so "
-            "SQLite would compare and order its text ('[10]' before '[9]'), not its values. Order by a column of "
-            "its own, or by an expression on the value in SQL text (where='json_extract(...) > ?')"
-        )
-    if name in codec.decimal_fields:
-        raise UsageError(
-            f"{what}: field {name!r} of {codec.model.__qualname__} (table {codec.name!r}) is a Decimal, stored as text to "
-            "keep every digit, so SQLite would compare and order it as text ('10.00' before '9.5'). Sort or filter such "
-            "values in Python, or store them as an int of the smallest unit (cents) or a float to order them in SQL"
-        )
-
-
-_CONSTRAINT = re.compile(r"(UNIQUE|NOT NULL|CHECK|FOREIGN KEY|PRIMARY KEY) constraint failed(?::\s*(.*))?", re.IGNORECASE)
-
-
-def _constraint_named(error: Exception) -> str | None:
-    """The constraint SQLite names in ``error`` ("UNIQUE people.email", "FOREIGN KEY"), if it names one."""
-    match = _CONSTRAINT.search(str(error))
-    return None if match is None else f"{match.group(1).upper()} {(match.group(2) or '').strip()}".strip()
-
-
-def _constraint_error(codec: RowCodec, error: Exception, culprit: str | None = None) -> ConstraintError:
-    """``ConstraintError`` naming the table and constraint, and ``culprit`` (what of the written rows breaks it) when known."""
-    constraint = _constraint_named(error) or "constraint"
-    if transaction_ended_by(error):
-        what = (
-            "SQLite rolled back the whole transaction it was part of, so the writes pending before it on this connection "
-            "are gone too (a trigger's RAISE(ROLLBACK) or an ON CONFLICT ROLLBACK clause)"
-        )
-    else:
-        what = "rolled back"
-    found = f": {culprit}" if culprit else ""
-    return ConstraintError(codec.name, constraint, f"write to table {codec.name!r} violates {constraint}{found}; {what} ({error})")
-
-
-def _references_to(engine: Engine, codec: RowCodec, key: tuple[Any, ...] | None) -> str | None:
-    """The tables whose rows still reference the row with ``key`` through a foreign key that keeps it
-    (ON DELETE NO ACTION or RESTRICT; read after the delete was rolled back), as "rows of items
-    (shop_id) reference it"; None when none is found (a row further down a cascade refused it)."""
-    if key is None or not codec.key:
-        return None
-    by_column = dict(zip(map(fold_name, codec.key), key, strict=True))
-    links: dict[tuple[str, int], list[tuple[str, str | None]]] = {}
-    for child, ident, column, referenced in engine.execute(
-        'SELECT m.name, f.id, f."from", f."to" FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f '
-        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND f.on_delete IN ('NO ACTION', 'RESTRICT') "
-        "ORDER BY m.name, f.id, f.seq",
-        (codec.name,),
-    ).fetchall():
-        links.setdefault((child, ident), []).append((column, referenced))
-    found = []
-    for (child, _), pairs in links.items():
-        parent_columns = [fold_name(referenced) if referenced else fold_name(name) for (_, referenced), name in zip(pairs, codec.key, strict=False)]
-        if len(parent_columns) != len(pairs) or any(name not in by_column for name in parent_columns):
-            continue
-        where = " AND ".join(f"{quote_identifier(column)} = ?" for column, _ in pairs)
-        if engine.execute(f"SELECT 1 FROM {quote_identifier(child)} WHERE {where} LIMIT 1", [by_column[name] for name in parent_columns]).fetchone():
-            found.append(f"{child} ({', '.join(column for column, _ in pairs)})")
-    return f"rows of {', '.join(found)} reference the row with key {key!r}" if found else None
-
-
-def _row_without_parent(engine: Engine, codec: RowCodec, rows: Sequence[BaseModel]) -> str | None:
-    """The first written row whose foreign key finds no parent row, read after the write was rolled
-    back (a parent the same rows give, in a table referencing itself, counts as there), as "the row
-    with key …: column = value, which no row of parent(column) holds"; None when none is found."""
-    stored_rows = [codec.values(row) for row in rows]
-    folded_fields = [fold_name(name) for name in codec.fields]
-    for key in sorted(codec.table.foreign_keys, key=lambda key: key.deferred):  # a deferred key fails only at COMMIT
-        if not key.ref_columns or any(fold_name(name) not in folded_fields for name in key.columns):
-            continue
-        positions = [folded_fields.index(fold_name(name)) for name in key.columns]
-        probe = (
-            f"SELECT 1 FROM {quote_identifier(key.ref_table)} WHERE "
-            + " AND ".join(f"{quote_identifier(name)} = ?" for name in key.ref_columns) + " LIMIT 1"
-        )
-        given: set[tuple[Any, ...]] = set()  # parent values the rows give themselves (a table referencing itself)
-        if fold_name(key.ref_table) == fold_name(codec.name) and all(fold_name(name) in folded_fields for name in key.ref_columns):
-            referenced = [folded_fields.index(fold_name(name)) for name in key.ref_columns]
-            given = {tuple(stored[position] for position in referenced) for stored in stored_rows}
-        for row, stored in zip(rows, stored_rows, strict=True):
-            values = [stored[position] for position in positions]
-            if any(value is None for value in values) or tuple(values) in given:
-                continue
-            try:
-                found = engine.execute(probe, values).fetchone()
-            except engine.Error:
-                return None
-            if found is None:
-                held = ", ".join(f"{name} = {value!r}" for name, value in zip(key.columns, values, strict=True))
-                row_key = tuple(codec.key_of(row)) if codec.key else (None,)
-                which = "a new row" if None in row_key else f"the row with key {row_key!r}"
-                return f"{which} has {held}, which no row of {key.ref_table}({', '.join(key.ref_columns)}) holds"
-    return None
-
-
-_NO_TABLE = re.compile(r"no such table: (?:main\.)?(.+)")
-_NO_COLUMN = re.compile(r"no such column: (.+)|table .+ has no column named (.+)")
-
-
-def _schema_error(codec: RowCodec, error: Exception) -> SchemaMismatchError | None:
-    """SQLite's "no such table/column" (identifiers are quoted in grave accents, so a missing one is
-    always an error) as ``SchemaMismatchError``; None for other errors."""
-    text = str(error)
-    missing_table = _NO_TABLE.match(text)
-    if missing_table:
-        table = missing_table.group(1)
-        if fold_name(table) != fold_name(codec.name):
-            return SchemaMismatchError(table, None, f"no table {table!r} in the database (named in a condition on {codec.name!r})")
-        return SchemaMismatchError(
-            table,
-            None,
-            f"table {table!r} of {codec.model.__qualname__} does not exist in the database: "
-            "run sync_models(conn, [...]) with the model first",
-        )
-    missing_column = _NO_COLUMN.match(text)
-    if missing_column:
-        column = missing_column.group(1) or missing_column.group(2)
-        prefix = codec.name + "."
-        if fold_name(column).startswith(fold_name(prefix)):
-            column = column[len(prefix) :]
-        return _missing_column(codec, column, "the query")
-    return None
-
-
-def _missing_column(codec: RowCodec, column: str, named_in: str) -> SchemaMismatchError:
-    """A column the table lacks: one the model needs means the database is behind the model,
-    any other name is a misspelling (in a condition, SQL text or ``order_by``)."""
-    model = codec.model.__qualname__
-    if fold_name(column) in {fold_name(item.name) for item in codec.table.columns}:
-        message = (
-            f"table {codec.name!r} has no column {column!r}, which {model} needs: the database is behind the "
-            "model; run sync_models(conn, [...]) with it to migrate the table"
-        )
-    else:
-        message = f"{named_in} names {column!r}, which is not a field of {model} (fields: {', '.join(codec.fields)})"
-        if named_in != "order_by":
-            message += f" nor a column of table {codec.name!r}"
-    return SchemaMismatchError(codec.name, column, message)
