@@ -1133,6 +1133,17 @@ class Category(SyncModel, table="categories"):
     parent: Annotated[Optional[int], ForeignKey("categories.id")] = None
 
 
+def enforcing(db_path, models: list[type[SyncModel]], *rows: SyncModel) -> Database:
+    """A database of ``models`` enforcing foreign keys, holding ``rows``."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    sync_models(conn, models)
+    db = Database(conn)
+    for row in rows:
+        db.insert(row)
+    return db
+
+
 FOREIGN_KEY_REFUSALS = {
     "insert": (lambda db: db.insert(Item(shop_id=998)), "a new row has shop_id = 998, which no row of shops(id) holds"),
     "insert_many": (
@@ -1152,13 +1163,8 @@ FOREIGN_KEY_REFUSALS = {
 
 @pytest.mark.parametrize("write", list(FOREIGN_KEY_REFUSALS))
 def test_a_foreign_key_refusal_names_the_row_column_and_value(db_path, write):
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA foreign_keys = ON")
-    sync_models(conn, [Shop, Item, Category])
-    db = Database(conn)
-    db.insert(Shop(id=1))
-    db.insert(Item(id=1, shop_id=1))
-    db.insert(Category(id=1))
+    db = enforcing(db_path, [Shop, Item, Category], Shop(id=1), Item(id=1, shop_id=1), Category(id=1))
+    conn = db.conn
     before = file_state(conn)
     call, named = FOREIGN_KEY_REFUSALS[write]
     with pytest.raises(ConstraintError, match=re.escape(named)) as raised:
@@ -1188,23 +1194,16 @@ class Car(SyncModel, table="cars"):  # keeps its owner
 
 
 def test_a_row_of_the_batch_referencing_another_by_a_unique_column_is_not_taken_for_the_culprit(db_path):
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA foreign_keys = ON")
-    sync_models(conn, [Coded])
-    db = Database(conn)
+    db = enforcing(db_path, [Coded])
+    conn = db.conn
     with pytest.raises(ConstraintError, match=re.escape("the row with key (3,) has parent_code = 'zzz', which no row of coded(code) holds")):
         db.insert_many([Coded(id=1, code="a"), Coded(id=2, code="b", parent_code="a"), Coded(id=3, code="c", parent_code="zzz")])
     assert conn.execute("SELECT count(*) FROM coded").fetchone() == (0,)
 
 
 def test_a_refused_delete_names_only_the_tables_whose_rows_keep_it(db_path):
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA foreign_keys = ON")
-    sync_models(conn, [Owner, Pet, Car])
-    db = Database(conn)
-    db.insert(Owner(id=1))
-    db.insert(Pet(id=1, owner=1))
-    db.insert(Car(id=1, owner=1))
+    db = enforcing(db_path, [Owner, Pet, Car], Owner(id=1), Pet(id=1, owner=1), Car(id=1, owner=1))
+    conn = db.conn
     with pytest.raises(ConstraintError) as raised:
         db.delete(Owner, 1)
     assert "rows of cars (owner) reference the row with key (1,)" in str(raised.value)
@@ -1248,12 +1247,8 @@ class Ledger(SyncModel, table="ledgers"):
 def test_inside_a_transaction_a_deferred_key_is_not_taken_for_the_statements_culprit(db_path):
     """A row breaking only a deferred key is legal until COMMIT: the statement failed on the row
     breaking the immediate one."""
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA foreign_keys = ON")
-    sync_models(conn, [Account2, Branch, Ledger])
-    db = Database(conn)
-    db.insert(Account2(id=1))
-    db.insert(Branch(id=1))
+    db = enforcing(db_path, [Account2, Branch, Ledger], Account2(id=1), Branch(id=1))
+    conn = db.conn
     with pytest.raises(ConstraintError, match=re.escape("the row with key (2,) has branch = 9, which no row of branches(id) holds")):
         with db.transaction():
             db.insert_many([Ledger(id=1, account=9, branch=1), Ledger(id=2, account=1, branch=9)])
