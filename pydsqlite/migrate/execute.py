@@ -132,7 +132,7 @@ class MigrationSession:
             self.engine.execute(statement)
         if not self.check_foreign_keys:
             self._refuse_broken_new_foreign_keys(plan)
-        if self.check_foreign_keys:
+        else:
             introduced = self._foreign_key_violations() - baseline
             if introduced:
                 details = ", ".join(f"{table} -> {parent}: {count}" for (table, parent), count in sorted(introduced.items()))
@@ -248,7 +248,8 @@ class MigrationSession:
         """With foreign keys off, a foreign key the migration creates must still hold for every row
         (else ``foreign_key_check`` fails from then on, and every write the day they are on). The
         plan's data checks refuse that before anything runs; this reads, after the statements ran,
-        the tables that gained a foreign key, in case a data step or an unforeseen path left one."""
+        the tables that gained a foreign key: the application's code may have run meanwhile (a
+        ``progress`` callback, writes during an online rebuild's copy)."""
         for operation in plan.operations:
             item = operation.rebuild
             if item is None:
