@@ -44,7 +44,7 @@ def test_a_check_reading_a_double_quoted_string_is_not_the_models_check_on_the_r
     conn.execute("INSERT INTO t VALUES (1, ?)", ("short" if fits else "a very long title",))
     conn.commit()
     plan = model_migration_plan(conn, [Renamed])
-    assert "rebuild table t" in str(plan)
+    assert "alter column name (CHECK reads a double-quoted name otherwise: a column on one side, text on the other)" in str(plan)
     if not fits:
         assert plan.problems == ("t.name: 1 row: rows violate CHECK (length(`name`) <= 5) (e.g. the row with id 1, where name is 'a very long title')",)
         saved = db_path.read_bytes()
@@ -155,3 +155,10 @@ def test_rowid_in_double_quotes_names_the_rowid_only_where_the_table_has_one(opt
     conn.execute(f'CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, n INTEGER CHECK ("rowid" > 0)){options}')
     wanted = schema_from_sql(f"CREATE TABLE t (id INTEGER NOT NULL PRIMARY KEY, n INTEGER CHECK ({wanted_term} > 0)){options}")
     assert schema_migration_plan(conn, wanted).is_empty
+
+
+def test_a_check_whose_name_alone_changes_reads_as_renamed():
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER CONSTRAINT positive CHECK (n > 0))")
+    plan = schema_migration_plan(conn, schema_from_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER CONSTRAINT above_zero CHECK (n > 0))"))
+    assert "alter column n (CHECK renamed)" in str(plan)
