@@ -792,12 +792,12 @@ def describe_change(change: Change | CreateView | DropView | CreateTrigger | Dro
             elif aspect == "check":
                 old_checks = {normalize_expression(check.sql): check for check in change.old.checks}
                 new_checks = {normalize_expression(check.sql): check for check in change.new.checks}
-                renamed = sorted(check.name or "" for check in change.old.checks) != sorted(check.name or "" for check in change.new.checks)
+                names_changed = sorted(check.name or "" for check in change.old.checks) != sorted(check.name or "" for check in change.new.checks)
                 details.append(
                     _constraint_changes(
                         (_check_sql(check) for text, check in old_checks.items() if text not in new_checks),
                         (_check_sql(check) for text, check in new_checks.items() if text not in old_checks),
-                    ) or ("CHECK renamed" if renamed else "CHECK reads a double-quoted name otherwise: a column on one side, text on the other")
+                    ) or ("CHECK renamed" if names_changed else "CHECK reads a double-quoted name otherwise: a column on one side, text on the other")
                 )
             elif aspect == "generated":
                 if change.new.generated is None:
