@@ -28,7 +28,7 @@ from .replica.replication import ChangeSet
 from .rows.database import _BATCH, Database
 from .rows.query import Condition
 from .rows.read_query import Params
-from .rows.refusals import engine_refusal
+from .rows.refusals import unopenable
 
 try:
     import aiosqlite
@@ -127,8 +127,7 @@ class AsyncDatabase:
         try:
             await self.conn
         except sqlite3.OperationalError as error:  # the file of the path given
-            where = f"AsyncDatabase({self._path!r}): cannot open the database file (does its folder exist, may this process write there?)"
-            raise engine_refusal(where, error) from error
+            raise unopenable(f"AsyncDatabase({self._path!r})", error) from error
         self._bound = self._bind()
 
     async def close(self) -> None:

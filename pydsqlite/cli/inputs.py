@@ -167,6 +167,14 @@ def remove_if_empty(path: str) -> None:
         pass
 
 
+def _table_models_by_name(module: ModuleType) -> dict[str, type[BaseModel]]:
+    """The table models a module exposes by name, its own or imported."""
+    return {
+        name: value for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, BaseModel) and table_options(value) is not None
+    }
+
+
 def load_models(spec: str) -> list[type[BaseModel]]:
     """``package.module`` (every table model it defines) or ``package.module:Name,Other``."""
     module_name, colon, names = spec.partition(":")
@@ -178,10 +186,7 @@ def load_models(spec: str) -> list[type[BaseModel]]:
                 raise CommandError(f"--models {spec!r}: a model name is missing after ':' or ','")
             model = getattr(module, name, None)
             if model is None:
-                defined = sorted(
-                    attribute for attribute, value in vars(module).items()
-                    if isinstance(value, type) and issubclass(value, BaseModel) and table_options(value)
-                )
+                defined = sorted(_table_models_by_name(module))
                 close = difflib.get_close_matches(name, defined, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise CommandError(
@@ -194,7 +199,7 @@ def load_models(spec: str) -> list[type[BaseModel]]:
     # every table model the module exposes by name, its own or imported (a package's __init__ re-exporting
     # its submodules' models: leaving those out would plan their tables' drop), and the ones it defines
     # without a module-level name (in a function)
-    named = [value for value in vars(module).values() if isinstance(value, type) and table_options(value) is not None]
+    named = list(_table_models_by_name(module).values())
     unnamed = [model for model in registered_models() if model.__module__ == module.__name__]
     models = list(dict.fromkeys([*named, *unnamed]))
     if not models:

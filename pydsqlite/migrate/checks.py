@@ -120,10 +120,10 @@ def orphans_check(
 ) -> DataCheck:
     """Rows of ``source`` whose foreign key points at no row of ``parent`` (the parent table's
     current name; ``parent_columns``: its referenced columns' current names, when the plan renames
-    them; ``collations``: theirs after the migration, when it changes them). For a ``new_key`` asked whatever ``PRAGMA foreign_keys`` says: a constraint the
-    rows violate from the moment it exists is a broken schema (``foreign_key_check`` fails, and
-    the day foreign keys are on, so do writes); for a key that existed, only when foreign keys are
-    enforced (with them off, orphans may have been there all along)."""
+    them; ``collations``: theirs after the migration). For a ``new_key`` asked whatever ``PRAGMA
+    foreign_keys`` says: a constraint the rows violate from the moment it exists is a broken schema
+    (``foreign_key_check`` fails, and the day foreign keys are on, so do writes); for a key that
+    existed, only when foreign keys are enforced (with them off, orphans may have been there all along)."""
     columns = [f"{_CHILD}.{quote_identifier(column)}" for column in key.columns]
     problem = f"rows reference no row of {key.ref_table}" + (f" through the new foreign key to {key.ref_table}({', '.join(key.ref_columns)})" if new_key else "")
     check = row_check(

@@ -52,6 +52,7 @@ from .refusals import (
     result_code,
     row_without_parent,
     schema_error,
+    unopenable,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -140,18 +141,15 @@ class Database:
         raises ``ConstraintError`` or an ``EngineError`` saying so.
         """
         ended = False
-        try:
-            with self._atomic(block=True):
-                yield self
-                ended = True
-        except (self.engine.IntegrityError, self.engine.OperationalError) as error:
-            if not ended or isinstance(error, PydsqliteError):
-                raise
-            raise refused_commit(error) from error
-        except self.engine.Error as error:
-            if self.engine.closed:
-                raise closed_connection("db.transaction()") from error
-            raise
+        with _closed_said(self.engine, "db.transaction()"):
+            try:
+                with self._atomic(block=True):
+                    yield self
+                    ended = True
+            except (self.engine.IntegrityError, self.engine.OperationalError) as error:
+                if not ended or isinstance(error, PydsqliteError):
+                    raise
+                raise refused_commit(error) from error
 
     def _atomic(self, *, block: bool = False) -> AbstractContextManager[None]:
         """One unit of writes: its own transaction when none is open, else a savepoint
@@ -166,12 +164,8 @@ class Database:
     @property
     def clock(self) -> HLC:
         """This replica's hybrid logical clock; its node id is created once and stored in the database."""
-        try:
+        with _closed_said(self.engine, "Database.clock"):
             return self._node.clock
-        except self.engine.Error as error:
-            if self.engine.closed:
-                raise closed_connection("Database.clock") from error
-            raise
 
     def _next_seq(self) -> int:
         return self._node.allocate_seq(1)
@@ -182,17 +176,14 @@ class Database:
         """Every change this replica knows (its own writes and merged ones) after ``cursor``
         (None: everything), as whole row states of its synced tables plus tombstones."""
         models = None if models is None else list(models)  # read twice when the database is behind them
-        try:
-            return self._replica.feed(cursor, models)
-        except self.engine.OperationalError as error:
-            behind = self._behind_models(models)
-            if behind is None:
-                raise
-            raise behind from error
-        except self.engine.Error as error:
-            if self.engine.closed:
-                raise closed_connection("changes_since()") from error
-            raise
+        with _closed_said(self.engine, "changes_since()"):
+            try:
+                return self._replica.feed(cursor, models)
+            except self.engine.OperationalError as error:
+                behind = self._behind_models(models)
+                if behind is None:
+                    raise
+                raise behind from error
 
     def apply_changes(self, changeset: ChangeSet, models: Iterable[type[BaseModel]] | None = None) -> int:
         """Merge a changeset from another replica in one transaction; returns how many rows changed.
@@ -205,21 +196,18 @@ class Database:
             hint = " (ChangeSet.from_json(text) reads to_json() output)" if isinstance(changeset, (str, bytes)) else ""
             raise UsageError(f"apply_changes takes a ChangeSet, not {type(changeset).__name__}{hint}")
         models = None if models is None else list(models)  # read twice when the database is behind them
-        try:
-            with collector_paused():  # the joined states, validated rows and encoded values all stay reachable
-                return self._replica.merge(changeset, models)
-        except (SyncError, self.engine.OperationalError) as error:
-            behind = self._behind_models(models)
-            if behind is None:
-                raise
-            raise behind from error
-        except (OverflowError, UnicodeEncodeError) as error:  # SQLite cannot bind it: nothing was written
-            names = {fold_name(name): codec.name for name, codec in self._replica.synced_codecs(models).items()}
-            raise unstorable_change(changeset.changes, names) from error
-        except self.engine.Error as error:
-            if self.engine.closed:
-                raise closed_connection("apply_changes()") from error
-            raise
+        with _closed_said(self.engine, "apply_changes()"):
+            try:
+                with collector_paused():  # the joined states, validated rows and encoded values all stay reachable
+                    return self._replica.merge(changeset, models)
+            except (SyncError, self.engine.OperationalError) as error:
+                behind = self._behind_models(models)
+                if behind is None:
+                    raise
+                raise behind from error
+            except (OverflowError, UnicodeEncodeError) as error:  # SQLite cannot bind it: nothing was written
+                names = {fold_name(name): codec.name for name, codec in self._replica.synced_codecs(models).items()}
+                raise unstorable_change(changeset.changes, names) from error
 
     def _behind_models(self, models: Iterable[type[BaseModel]] | None) -> SchemaMismatchError | None:
         """When a sync call fails: a synced table here that lacks a column its model declares (the
@@ -652,7 +640,7 @@ def _opened(path: str) -> sqlite3.Connection:
     try:
         return sqlite3.connect(path)
     except sqlite3.OperationalError as error:
-        raise engine_refusal(f"Database({path!r}): cannot open the database file (does its folder exist, may this process write there?)", error) from error
+        raise unopenable(f"Database({path!r})", error) from error
 
 
 def _stored_differently(new: Any, old: Any) -> bool:
@@ -700,6 +688,18 @@ def _unstorable_param(codec: RowCodec, params: Sequence[Any], names: Sequence[st
         if reason is not None:
             return UnstorableValueError(codec.name, names[position] if names else None, value, reason, model=codec.model.__qualname__)
     return None
+
+
+@contextmanager
+def _closed_said(engine: Engine, where: str) -> Iterator[None]:
+    """A call on a connection the application closed raises ``UsageError`` saying so (``where``),
+    not the driver's error."""
+    try:
+        yield
+    except engine.Error as error:
+        if engine.closed:
+            raise closed_connection(where) from error
+        raise
 
 
 @contextmanager

@@ -60,6 +60,11 @@ def result_code(error: Exception) -> int | None:
 
 
 _BUSY_SNAPSHOT = 517
+def unopenable(where: str, error: Exception) -> EngineError:
+    """The refusal of a database file SQLite cannot open, ``where`` naming the call and its path."""
+    return engine_refusal(f"{where}: cannot open the database file (does its folder exist, may this process write there?)", error)
+
+
 def engine_refusal(where: str, error: Exception) -> EngineError:
     """The engine's refusal of a read or write that no more precise error describes (the database is
     locked by another connection, a disk error), as ``EngineError`` saying ``where`` ("Model (table

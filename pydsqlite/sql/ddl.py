@@ -119,12 +119,13 @@ def default_as_text(default: str) -> str | None:
     if len(tokens) != 1:
         return None
     (token,) = tokens
-    if token.kind == "quoted" or (token.kind == "word" and token.upper not in _DEFAULT_WORDS):
+    if token.kind == "quoted" or (token.kind == "word" and token.upper not in DEFAULT_KEYWORDS):
         return "'" + token.identifier.replace("'", "''") + "'"
     return None
 
 
-_DEFAULT_WORDS = frozenset({"NULL", "TRUE", "FALSE", "CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP"})
+DEFAULT_KEYWORDS = frozenset({"NULL", "TRUE", "FALSE", "CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP"})
+"""The keywords a DEFAULT may hold bare (any other lone word there is text)."""
 
 
 _KEYWORDS = frozenset(

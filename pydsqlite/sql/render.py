@@ -8,7 +8,7 @@ import sqlite3
 from contextlib import closing
 
 from ..schema.objects import Check, Column, ForeignKey, Index, Table, UniqueConstraint, fold_name
-from .ddl import has_line_comment
+from .ddl import DEFAULT_KEYWORDS, has_line_comment
 
 
 def quote_identifier(name: str) -> str:
@@ -150,7 +150,7 @@ def _default_expression(default: str) -> str:
 
 def _is_plain_default(default: str) -> bool:
     text = default.strip()
-    if text.upper() in ("NULL", "TRUE", "FALSE", "CURRENT_TIME", "CURRENT_DATE", "CURRENT_TIMESTAMP"):
+    if text.upper() in DEFAULT_KEYWORDS:
         return True
     if text.startswith("(") and text.endswith(")"):
         return True
